@@ -1,0 +1,81 @@
+"""percpu: per-CPU eBPF maps read and written correctly, and per-CPU system-call statistics.
+
+The public API is re-exported here; the modules behind it are layered, each importing only downward:
+
+``_libbpf`` (the one binding to libbpf) -> ``cpus`` (topology) -> ``values`` / ``maps`` (typed maps) ->
+``objects`` (programs, links) -> ``syscount`` (collector) -> ``cli`` / ``exporter``.
+
+Importing percpu makes no syscall and loads no library; libbpf is loaded on first use.
+"""
+
+from .cpus import CpuList, Topology, topology
+from .errors import (
+    AttachError,
+    BpfError,
+    KeyNotFound,
+    LibbpfError,
+    MapNotFound,
+    MapTypeError,
+    NotSupported,
+    PercpuError,
+    PermissionDenied,
+    ProgramLoadError,
+    SizeMismatch,
+    UnknownSyscall,
+)
+from .maps import (
+    BPF_ANY,
+    BPF_EXIST,
+    BPF_NOEXIST,
+    Array,
+    Hash,
+    LruPerCpuHash,
+    Map,
+    MapType,
+    PerCpuArray,
+    PerCpuCgroupStorage,
+    PerCpuHash,
+    PerCpuMap,
+    Snapshot,
+    list_maps,
+    open_map,
+)
+from .values import Int, PerCpuValue
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BPF_ANY",
+    "BPF_EXIST",
+    "BPF_NOEXIST",
+    "Array",
+    "AttachError",
+    "BpfError",
+    "CpuList",
+    "Hash",
+    "Int",
+    "KeyNotFound",
+    "LibbpfError",
+    "LruPerCpuHash",
+    "Map",
+    "MapNotFound",
+    "MapType",
+    "MapTypeError",
+    "NotSupported",
+    "PerCpuArray",
+    "PerCpuCgroupStorage",
+    "PerCpuHash",
+    "PerCpuMap",
+    "PerCpuValue",
+    "PercpuError",
+    "PermissionDenied",
+    "ProgramLoadError",
+    "SizeMismatch",
+    "Snapshot",
+    "Topology",
+    "UnknownSyscall",
+    "__version__",
+    "list_maps",
+    "open_map",
+    "topology",
+]

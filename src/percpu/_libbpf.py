@@ -1,0 +1,735 @@
+"""The one module that talks to libbpf (``libbpf.so.1``) and through it to the bpf() syscall.
+
+Nothing else in percpu declares ctypes prototypes for libbpf. Everything above this layer calls a
+:class:`Libbpf` object, reached through :func:`backend`; unit tests swap in a fake with :func:`use_backend`.
+
+Conventions of this layer:
+
+* Buffers are numpy arrays (C-contiguous, writable where the kernel writes). Each call that lets the kernel
+  write into a buffer takes the number of bytes the kernel will write, computed by the caller from the
+  kernel's own map info, and refuses a smaller buffer *before* the syscall. That is what makes the
+  per-CPU overrun impossible even for a buggy caller inside percpu.
+* Failures raise :class:`OSError` with the kernel's errno. The layer above translates them once, with
+  :func:`percpu.errors.from_errno`, adding the map's name. ENOENT that means "end of iteration" is not an
+  error here: it is a return value.
+* libbpf is loaded on first use, never at import time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno as _errno
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from .errors import LibbpfError
+
+__all__ = [
+    "BPF_ANY",
+    "BPF_EXIST",
+    "BPF_F_ALL_CPUS",
+    "BPF_F_CPU",
+    "BPF_NOEXIST",
+    "Backend",
+    "Libbpf",
+    "MapInfo",
+    "ProgInfo",
+    "backend",
+    "use_backend",
+]
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+BPF_F_LOCK = 4
+BPF_F_CPU = 8  # Linux 7.0: one CPU's slot, CPU id in flags bits 63..32
+BPF_F_ALL_CPUS = 16  # Linux 7.0: one value written to every CPU's slot
+
+MIN_LIBBPF = (1, 0)
+
+
+class MapInfo(NamedTuple):
+    """What the kernel says about a map (``struct bpf_map_info``)."""
+
+    id: int
+    type: int
+    name: str
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    btf_id: int
+    btf_key_type_id: int
+    btf_value_type_id: int
+    map_extra: int
+
+
+class ProgInfo(NamedTuple):
+    """The parts of ``struct bpf_prog_info`` percpu uses."""
+
+    id: int
+    type: int
+    name: str
+    tag: str
+    run_time_ns: int
+    run_cnt: int
+    map_ids: tuple[int, ...]
+    btf_id: int
+
+
+class Backend(Protocol):
+    """What the layers above need from the kernel; :class:`Libbpf` is the real one."""
+
+    def num_possible_cpus(self) -> int: ...
+    def map_create(
+        self,
+        map_type: int,
+        name: str,
+        key_size: int,
+        value_size: int,
+        max_entries: int,
+        flags: int = 0,
+        btf_fd: int = 0,
+        btf_key_type_id: int = 0,
+        btf_value_type_id: int = 0,
+    ) -> int: ...
+    def map_get_fd_by_id(self, map_id: int) -> int: ...
+    def map_get_next_id(self, start: int) -> int | None: ...
+    def obj_get(self, path: str) -> int: ...
+    def obj_pin(self, fd: int, path: str) -> None: ...
+    def map_info(self, fd: int) -> MapInfo: ...
+    def close(self, fd: int) -> None: ...
+    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None: ...
+    def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None: ...
+    def map_delete(self, fd: int, key: np.ndarray) -> None: ...
+    def map_lookup_and_delete(
+        self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0
+    ) -> None: ...
+    def map_get_next_key(self, fd: int, key: np.ndarray | None, next_key: np.ndarray) -> bool: ...
+    def map_lookup_batch(
+        self,
+        fd: int,
+        in_batch: np.ndarray | None,
+        out_batch: np.ndarray,
+        keys: np.ndarray,
+        values: np.ndarray,
+        count: int,
+        need: int,
+        delete: bool = False,
+        elem_flags: int = 0,
+    ) -> tuple[int, bool]: ...
+    def map_update_batch(
+        self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, need: int, elem_flags: int = 0
+    ) -> int: ...
+    def map_delete_batch(self, fd: int, keys: np.ndarray, count: int) -> int: ...
+
+
+# --- struct layouts (uapi/linux/bpf.h) -------------------------------------------------------------------
+
+
+class _MapCreateOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", ctypes.c_uint32),
+        ("map_ifindex", ctypes.c_uint32),
+    ]
+
+
+class _BatchOpts(ctypes.Structure):
+    _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _BpfMapInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_id", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+    ]
+
+
+class _BpfProgInfo(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32),
+        ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+    ]
+
+
+class _BtfInfo(ctypes.Structure):
+    _fields_ = [
+        ("btf", ctypes.c_uint64),
+        ("btf_size", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("name", ctypes.c_uint64),
+        ("name_len", ctypes.c_uint32),
+        ("kernel_btf", ctypes.c_uint32),
+    ]
+
+
+class _ObjectOpenOpts(ctypes.Structure):
+    # struct bpf_object_open_opts as of libbpf 1.0/1.1; sz tells newer libbpf which fields we know.
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_stub", ctypes.c_uint32),
+        ("kconfig", ctypes.c_char_p),
+        ("btf_custom_path", ctypes.c_char_p),
+        ("kernel_log_buf", ctypes.c_char_p),
+        ("kernel_log_size", ctypes.c_size_t),
+        ("kernel_log_level", ctypes.c_uint32),
+    ]
+
+
+class _BpfInsn(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_uint8),
+        ("regs", ctypes.c_uint8),
+        ("off", ctypes.c_int16),
+        ("imm", ctypes.c_int32),
+    ]
+
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+_U32 = ctypes.c_uint32
+_U64 = ctypes.c_uint64
+_SZ = ctypes.c_size_t
+_S = ctypes.c_char_p
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+
+# name: (restype, argtypes). Kept in one table so the whole surface percpu uses is visible at a glance.
+_PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
+    "libbpf_major_version": (_U32, []),
+    "libbpf_minor_version": (_U32, []),
+    "libbpf_version_string": (_S, []),
+    "libbpf_num_possible_cpus": (_I, []),
+    "libbpf_set_print": (_P, [_PRINT_FN]),
+    "libbpf_probe_bpf_map_type": (_I, [_I, _P]),
+    "libbpf_probe_bpf_prog_type": (_I, [_I, _P]),
+    "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(_MapCreateOpts)]),
+    "bpf_map_lookup_elem_flags": (_I, [_I, _P, _P, _U64]),
+    "bpf_map_update_elem": (_I, [_I, _P, _P, _U64]),
+    "bpf_map_delete_elem": (_I, [_I, _P]),
+    "bpf_map_lookup_and_delete_elem_flags": (_I, [_I, _P, _P, _U64]),
+    "bpf_map_get_next_key": (_I, [_I, _P, _P]),
+    "bpf_map_lookup_batch": (_I, [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_lookup_and_delete_batch": (
+        _I,
+        [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)],
+    ),
+    "bpf_map_update_batch": (_I, [_I, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_delete_batch": (_I, [_I, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
+    "bpf_prog_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
+    "bpf_map_get_fd_by_id": (_I, [_U32]),
+    "bpf_prog_get_fd_by_id": (_I, [_U32]),
+    "bpf_btf_get_fd_by_id": (_I, [_U32]),
+    "bpf_obj_get": (_I, [_S]),
+    "bpf_obj_pin": (_I, [_I, _S]),
+    "bpf_obj_get_info_by_fd": (_I, [_I, _P, ctypes.POINTER(_U32)]),
+    "bpf_enable_stats": (_I, [_I]),
+    "bpf_prog_load": (_I, [_I, _S, _S, _P, _SZ, _P]),
+    "bpf_prog_attach": (_I, [_I, _I, _I, _U32]),
+    "bpf_prog_detach2": (_I, [_I, _I, _I]),
+    "bpf_btf_load": (_I, [_P, _SZ, _P]),
+    "bpf_object__open_file": (_P, [_S, ctypes.POINTER(_ObjectOpenOpts)]),
+    "bpf_object__load": (_I, [_P]),
+    "bpf_object__close": (None, [_P]),
+    "bpf_object__next_map": (_P, [_P, _P]),
+    "bpf_object__next_program": (_P, [_P, _P]),
+    "bpf_map__name": (_S, [_P]),
+    "bpf_map__fd": (_I, [_P]),
+    "bpf_map__set_max_entries": (_I, [_P, _U32]),
+    "bpf_map__max_entries": (_U32, [_P]),
+    "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(_SZ)]),
+    "bpf_map__set_initial_value": (_I, [_P, _P, _SZ]),
+    "bpf_program__name": (_S, [_P]),
+    "bpf_program__section_name": (_S, [_P]),
+    "bpf_program__set_autoload": (_I, [_P, ctypes.c_bool]),
+    "bpf_program__autoload": (ctypes.c_bool, [_P]),
+    "bpf_program__fd": (_I, [_P]),
+    "bpf_program__attach": (_P, [_P]),
+    "bpf_link__destroy": (_I, [_P]),
+    "bpf_link__fd": (_I, [_P]),
+}
+
+
+def _ptr(buf: np.ndarray | None) -> int | None:
+    return None if buf is None else int(buf.ctypes.data)
+
+
+def _require(buf: np.ndarray, need: int, what: str) -> None:
+    if not buf.flags.c_contiguous or not buf.flags.writeable:
+        raise ValueError(f"{what}: buffer must be C-contiguous and writable")
+    if buf.nbytes < need:
+        # A bug in percpu, never user input: the layer above sizes every buffer from the map's info.
+        raise ValueError(f"{what}: buffer of {buf.nbytes} bytes, the kernel writes {need}")
+
+
+def _check(ret: int) -> int:
+    if ret < 0:
+        raise OSError(-ret, os.strerror(-ret))
+    return ret
+
+
+class Libbpf:
+    """ctypes binding to ``libbpf.so.1`` (libbpf >= 1.0, where calls return ``-errno``)."""
+
+    def __init__(self, path: str | None = None) -> None:
+        name = path or "libbpf.so.1"
+        try:
+            self._lib = ctypes.CDLL(name, use_errno=True)
+        except OSError as exc:
+            raise LibbpfError(
+                f"cannot load {name}: {exc}. Install libbpf 1.0 or newer "
+                "(Debian/Ubuntu: apt-get install libbpf1; Fedora: dnf install libbpf)"
+            ) from exc
+        for fn, (restype, argtypes) in _PROTOTYPES.items():
+            f = getattr(self._lib, fn, None)
+            if f is None:
+                continue  # checked on use, so an older libbpf still serves what it has
+            f.restype = restype
+            f.argtypes = argtypes
+        if not hasattr(self._lib, "libbpf_major_version"):
+            raise LibbpfError(f"{name} is older than libbpf 0.6; percpu needs libbpf 1.0 or newer")
+        self.version = (int(self._lib.libbpf_major_version()), int(self._lib.libbpf_minor_version()))
+        if self.version < MIN_LIBBPF:
+            raise LibbpfError(
+                f"{name} is libbpf {self.version[0]}.{self.version[1]}; percpu needs 1.0 or newer "
+                "(Debian bookworm and Ubuntu 22.10+ ship it as libbpf1)"
+            )
+        self.path = name
+        self.messages: deque[str] = deque(maxlen=200)
+        self._lock = threading.Lock()
+        # libbpf prints warnings on stderr by default; keep them for error messages instead.
+        self._print_cb = _PRINT_FN(self._on_print)
+        self._lib.libbpf_set_print(self._print_cb)
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        self._libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+        self._libc.vsnprintf.restype = ctypes.c_int
+
+    def _on_print(self, level: int, fmt: bytes | None, args: int | None) -> int:
+        if fmt is None:
+            return 0
+        buf = ctypes.create_string_buffer(1024)
+        # On x86_64 and arm64 a va_list argument arrives as a pointer, which vsnprintf accepts as is.
+        self._libc.vsnprintf(buf, len(buf), fmt, args)
+        self.messages.append(buf.value.decode(errors="replace").rstrip())
+        return 0
+
+    def fn(self, name: str) -> Any:
+        f = getattr(self._lib, name, None)
+        if f is None:
+            raise LibbpfError(
+                f"{self.path} (libbpf {self.version[0]}.{self.version[1]}) lacks {name}; upgrade libbpf"
+            )
+        return f
+
+    @property
+    def version_string(self) -> str:
+        s = self.fn("libbpf_version_string")()
+        return s.decode() if s else f"v{self.version[0]}.{self.version[1]}"
+
+    # --- topology -------------------------------------------------------------------------------------
+
+    def num_possible_cpus(self) -> int:
+        return _check(int(self.fn("libbpf_num_possible_cpus")()))
+
+    # --- maps: lifetime -------------------------------------------------------------------------------
+
+    def map_create(
+        self,
+        map_type: int,
+        name: str,
+        key_size: int,
+        value_size: int,
+        max_entries: int,
+        flags: int = 0,
+        btf_fd: int = 0,
+        btf_key_type_id: int = 0,
+        btf_value_type_id: int = 0,
+    ) -> int:
+        opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=flags)
+        if btf_fd:
+            opts.btf_fd = btf_fd
+            opts.btf_key_type_id = btf_key_type_id
+            opts.btf_value_type_id = btf_value_type_id
+        cname = name.encode()[:15] if name else None
+        return _check(
+            self.fn("bpf_map_create")(map_type, cname, key_size, value_size, max_entries, ctypes.byref(opts))
+        )
+
+    def map_get_fd_by_id(self, map_id: int) -> int:
+        return _check(self.fn("bpf_map_get_fd_by_id")(map_id))
+
+    def map_get_next_id(self, start: int) -> int | None:
+        return self._next_id("bpf_map_get_next_id", start)
+
+    def prog_get_next_id(self, start: int) -> int | None:
+        return self._next_id("bpf_prog_get_next_id", start)
+
+    def _next_id(self, fn: str, start: int) -> int | None:
+        out = _U32(0)
+        ret = self.fn(fn)(start, ctypes.byref(out))
+        if ret == -_errno.ENOENT:
+            return None
+        _check(ret)
+        return int(out.value)
+
+    def prog_get_fd_by_id(self, prog_id: int) -> int:
+        return _check(self.fn("bpf_prog_get_fd_by_id")(prog_id))
+
+    def btf_get_fd_by_id(self, btf_id: int) -> int:
+        return _check(self.fn("bpf_btf_get_fd_by_id")(btf_id))
+
+    def obj_get(self, path: str) -> int:
+        return _check(self.fn("bpf_obj_get")(os.fsencode(path)))
+
+    def obj_pin(self, fd: int, path: str) -> None:
+        _check(self.fn("bpf_obj_pin")(fd, os.fsencode(path)))
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def _info(self, fd: int, info: ctypes.Structure) -> None:
+        size = _U32(ctypes.sizeof(info))
+        _check(self.fn("bpf_obj_get_info_by_fd")(fd, ctypes.byref(info), ctypes.byref(size)))
+
+    def map_info(self, fd: int) -> MapInfo:
+        i = _BpfMapInfo()
+        self._info(fd, i)
+        return MapInfo(
+            id=i.id,
+            type=i.type,
+            name=i.name.decode(errors="replace"),
+            key_size=i.key_size,
+            value_size=i.value_size,
+            max_entries=i.max_entries,
+            flags=i.map_flags,
+            btf_id=i.btf_id,
+            btf_key_type_id=i.btf_key_type_id,
+            btf_value_type_id=i.btf_value_type_id,
+            map_extra=i.map_extra,
+        )
+
+    def prog_info(self, fd: int) -> ProgInfo:
+        i = _BpfProgInfo()
+        self._info(fd, i)
+        n = i.nr_map_ids
+        ids = (_U32 * max(n, 1))()
+        if n:
+            j = _BpfProgInfo(nr_map_ids=n, map_ids=ctypes.addressof(ids))
+            self._info(fd, j)
+            i = j
+        return ProgInfo(
+            id=i.id,
+            type=i.type,
+            name=i.name.decode(errors="replace"),
+            tag=bytes(i.tag).hex(),
+            run_time_ns=i.run_time_ns,
+            run_cnt=i.run_cnt,
+            map_ids=tuple(int(x) for x in ids[:n]),
+            btf_id=i.btf_id,
+        )
+
+    def btf_raw(self, btf_id: int) -> bytes:
+        """The raw BTF blob (header, types, strings) the kernel holds under ``btf_id``."""
+        fd = self.btf_get_fd_by_id(btf_id)
+        try:
+            first = _BtfInfo()
+            self._info(fd, first)
+            data = ctypes.create_string_buffer(first.btf_size)
+            second = _BtfInfo(btf=ctypes.addressof(data), btf_size=first.btf_size)
+            self._info(fd, second)
+            return data.raw[: second.btf_size]
+        finally:
+            os.close(fd)
+
+    def enable_stats(self) -> int:
+        """Turn on run-time stats (BPF_STATS_RUN_TIME) for as long as the returned fd stays open."""
+        return _check(self.fn("bpf_enable_stats")(0))
+
+    # --- maps: elements -------------------------------------------------------------------------------
+
+    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
+        _require(value, need, "lookup")
+        _check(self.fn("bpf_map_lookup_elem_flags")(fd, _ptr(key), _ptr(value), flags))
+
+    def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
+        if value.nbytes < need:
+            raise ValueError(f"update: value buffer of {value.nbytes} bytes, the kernel reads {need}")
+        _check(self.fn("bpf_map_update_elem")(fd, _ptr(key), _ptr(value), flags))
+
+    def map_delete(self, fd: int, key: np.ndarray) -> None:
+        _check(self.fn("bpf_map_delete_elem")(fd, _ptr(key)))
+
+    def map_lookup_and_delete(
+        self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0
+    ) -> None:
+        _require(value, need, "lookup_and_delete")
+        _check(self.fn("bpf_map_lookup_and_delete_elem_flags")(fd, _ptr(key), _ptr(value), flags))
+
+    def map_get_next_key(self, fd: int, key: np.ndarray | None, next_key: np.ndarray) -> bool:
+        _require(next_key, next_key.nbytes, "get_next_key")
+        ret = self.fn("bpf_map_get_next_key")(fd, _ptr(key), _ptr(next_key))
+        if ret == -_errno.ENOENT:
+            return False
+        _check(ret)
+        return True
+
+    def map_lookup_batch(
+        self,
+        fd: int,
+        in_batch: np.ndarray | None,
+        out_batch: np.ndarray,
+        keys: np.ndarray,
+        values: np.ndarray,
+        count: int,
+        need: int,
+        delete: bool = False,
+        elem_flags: int = 0,
+    ) -> tuple[int, bool]:
+        """One batch call. Returns (elements read, reached the end). ``need`` is bytes per element."""
+        _require(values, need * count, "lookup_batch")
+        _require(keys, 0, "lookup_batch keys")
+        n = _U32(count)
+        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=elem_flags)
+        name = "bpf_map_lookup_and_delete_batch" if delete else "bpf_map_lookup_batch"
+        ret = self.fn(name)(
+            fd, _ptr(in_batch), _ptr(out_batch), _ptr(keys), _ptr(values), ctypes.byref(n), ctypes.byref(opts)
+        )
+        if ret == -_errno.ENOENT:
+            return int(n.value), True
+        _check(ret)
+        return int(n.value), False
+
+    def map_update_batch(
+        self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, need: int, elem_flags: int = 0
+    ) -> int:
+        if values.nbytes < need * count:
+            raise ValueError("update_batch: value buffer smaller than the kernel reads")
+        n = _U32(count)
+        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=elem_flags)
+        ret = self.fn("bpf_map_update_batch")(
+            fd, _ptr(keys), _ptr(values), ctypes.byref(n), ctypes.byref(opts)
+        )
+        if ret < 0:
+            raise PartialBatch(-ret, int(n.value))
+        return int(n.value)
+
+    def map_delete_batch(self, fd: int, keys: np.ndarray, count: int) -> int:
+        n = _U32(count)
+        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
+        ret = self.fn("bpf_map_delete_batch")(fd, _ptr(keys), ctypes.byref(n), ctypes.byref(opts))
+        if ret < 0:
+            raise PartialBatch(-ret, int(n.value))
+        return int(n.value)
+
+    # --- probes ---------------------------------------------------------------------------------------
+
+    def probe_map_type(self, map_type: int) -> bool:
+        ret = int(self.fn("libbpf_probe_bpf_map_type")(map_type, None))
+        if ret < 0:
+            raise OSError(-ret, os.strerror(-ret))
+        return ret == 1
+
+    def probe_prog_type(self, prog_type: int) -> bool:
+        ret = int(self.fn("libbpf_probe_bpf_prog_type")(prog_type, None))
+        if ret < 0:
+            raise OSError(-ret, os.strerror(-ret))
+        return ret == 1
+
+    # --- programs from raw instructions (tests, probes) ---------------------------------------------
+
+    def prog_load_insns(self, prog_type: int, name: str, insns: list[tuple[int, int, int, int]]) -> int:
+        """Load a program given as (code, regs, off, imm) tuples; used for probes and tests."""
+        arr = (_BpfInsn * len(insns))(*[_BpfInsn(c, r, o, i) for c, r, o, i in insns])
+        return _check(
+            self.fn("bpf_prog_load")(
+                prog_type, name.encode()[:15], b"GPL", ctypes.addressof(arr), len(insns), None
+            )
+        )
+
+    def prog_attach(self, prog_fd: int, target_fd: int, attach_type: int) -> None:
+        _check(self.fn("bpf_prog_attach")(prog_fd, target_fd, attach_type, 0))
+
+    def prog_detach(self, prog_fd: int, target_fd: int, attach_type: int) -> None:
+        _check(self.fn("bpf_prog_detach2")(prog_fd, target_fd, attach_type))
+
+    # --- objects (bpf_object__*) ---------------------------------------------------------------------
+
+    def object_open(self, path: str, log_buf: ctypes.Array[ctypes.c_char]) -> int:
+        opts = _ObjectOpenOpts(
+            sz=ctypes.sizeof(_ObjectOpenOpts),
+            kernel_log_buf=ctypes.cast(log_buf, ctypes.c_char_p),
+            kernel_log_size=len(log_buf),
+            kernel_log_level=0,  # libbpf retries a failed load with level 1 into this buffer
+        )
+        ctypes.set_errno(0)
+        obj = self.fn("bpf_object__open_file")(os.fsencode(path), ctypes.byref(opts))
+        if not obj:
+            err = ctypes.get_errno() or _errno.EINVAL
+            raise OSError(err, os.strerror(err))
+        return int(obj)
+
+    def object_load(self, obj: int) -> None:
+        _check(self.fn("bpf_object__load")(obj))
+
+    def object_close(self, obj: int) -> None:
+        self.fn("bpf_object__close")(obj)
+
+    def object_maps(self, obj: int) -> Iterator[int]:
+        m = self.fn("bpf_object__next_map")(obj, None)
+        while m:
+            yield int(m)
+            m = self.fn("bpf_object__next_map")(obj, m)
+
+    def object_programs(self, obj: int) -> Iterator[int]:
+        p = self.fn("bpf_object__next_program")(obj, None)
+        while p:
+            yield int(p)
+            p = self.fn("bpf_object__next_program")(obj, p)
+
+    def map_name(self, m: int) -> str:
+        return bytes(self.fn("bpf_map__name")(m) or b"").decode()
+
+    def map_fd(self, m: int) -> int:
+        return _check(self.fn("bpf_map__fd")(m))
+
+    def map_set_max_entries(self, m: int, n: int) -> None:
+        _check(self.fn("bpf_map__set_max_entries")(m, n))
+
+    def map_initial_value(self, m: int) -> tuple[int, int]:
+        """(address, size) of a global-data map's contents before load, e.g. .rodata."""
+        size = _SZ(0)
+        p = self.fn("bpf_map__initial_value")(m, ctypes.byref(size))
+        if not p:
+            raise OSError(_errno.EINVAL, "map has no initial value")
+        return int(p), int(size.value)
+
+    def program_name(self, p: int) -> str:
+        return bytes(self.fn("bpf_program__name")(p) or b"").decode()
+
+    def program_section(self, p: int) -> str:
+        return bytes(self.fn("bpf_program__section_name")(p) or b"").decode()
+
+    def program_set_autoload(self, p: int, on: bool) -> None:
+        _check(self.fn("bpf_program__set_autoload")(p, on))
+
+    def program_fd(self, p: int) -> int:
+        return _check(self.fn("bpf_program__fd")(p))
+
+    def program_attach(self, p: int) -> int:
+        ctypes.set_errno(0)
+        link = self.fn("bpf_program__attach")(p)
+        if not link:
+            err = ctypes.get_errno() or _errno.EINVAL
+            raise OSError(err, os.strerror(err))
+        return int(link)
+
+    def link_destroy(self, link: int) -> None:
+        self.fn("bpf_link__destroy")(link)
+
+
+class PartialBatch(OSError):
+    """A batch update/delete failed after ``done`` elements went through."""
+
+    def __init__(self, err: int, done: int) -> None:
+        super().__init__(err, os.strerror(err))
+        self.done = done
+
+
+
+_backend: Backend | None = None
+_backend_lock = threading.Lock()
+
+
+def backend() -> Backend:
+    """The kernel seam in use: the real libbpf unless a test installed a fake with :func:`use_backend`."""
+    global _backend  # noqa: PLW0603 - a process-wide seam, like a logging handler
+    if _backend is None:
+        with _backend_lock:
+            if _backend is None:
+                _backend = Libbpf()
+    return _backend
+
+
+def libbpf() -> Libbpf:
+    """The real binding, for the layers that need libbpf itself (objects, programs, BTF)."""
+    b = backend()
+    if not isinstance(b, Libbpf):
+        raise LibbpfError("this operation needs the real libbpf, not the test backend in use")
+    return b
+
+
+@contextmanager
+def use_backend(fake: Backend) -> Iterator[Backend]:
+    """Install ``fake`` as the kernel seam for the duration of a ``with`` block (unit tests)."""
+    global _backend  # noqa: PLW0603
+    with _backend_lock:
+        old, _backend = _backend, fake
+    try:
+        yield fake
+    finally:
+        with _backend_lock:
+            _backend = old

@@ -1,0 +1,162 @@
+"""The one error tree of percpu.
+
+Every failure the public API reports is a :class:`PercpuError`. OS errors from the bpf() syscall are
+translated in one place (:func:`from_errno`, used by the binding module) and chained with ``raise ... from``
+so the original errno stays visible. Each class carries fields a caller can act on, and its message says
+what to do next.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+__all__ = [
+    "AttachError",
+    "BpfError",
+    "KeyNotFound",
+    "LibbpfError",
+    "MapNotFound",
+    "MapTypeError",
+    "NotSupported",
+    "PercpuError",
+    "PermissionDenied",
+    "ProgramLoadError",
+    "SizeMismatch",
+    "UnknownSyscall",
+    "from_errno",
+]
+
+
+class PercpuError(Exception):
+    """Base class of every error percpu raises.
+
+    ``errno`` is the kernel's error number when the failure came from a syscall, else ``None``;
+    ``map_name`` names the map involved, when there is one.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, map_name: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errno = errno
+        self.map_name = map_name
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class LibbpfError(PercpuError):
+    """libbpf.so.1 is missing, too old, or lacks a symbol percpu needs."""
+
+
+class BpfError(PercpuError):
+    """A bpf() operation failed for a reason with no more specific class."""
+
+
+class PermissionDenied(BpfError):
+    """The caller lacks the privileges for a BPF operation (EPERM / EACCES)."""
+
+
+class NotSupported(BpfError):
+    """The running kernel lacks a feature. ``feature`` names it, ``min_kernel`` says where it appeared."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        feature: str,
+        min_kernel: str | None = None,
+        errno: int | None = None,
+        map_name: str | None = None,
+    ) -> None:
+        super().__init__(message, errno=errno, map_name=map_name)
+        self.feature = feature
+        self.min_kernel = min_kernel
+
+
+class KeyNotFound(BpfError, KeyError):
+    """The key is not in the map (ENOENT on lookup or delete)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
+
+
+class MapNotFound(BpfError, LookupError):
+    """No map matches the id, name or pinned path given."""
+
+
+class MapTypeError(PercpuError, TypeError):
+    """A map was opened or used as a type it is not."""
+
+    def __init__(self, message: str, *, expected: str, actual: str, map_name: str | None = None) -> None:
+        super().__init__(message, map_name=map_name)
+        self.expected = expected
+        self.actual = actual
+
+
+class SizeMismatch(PercpuError, ValueError):
+    """A declared key or value type does not have the size the map has.
+
+    ``what`` is ``"key"`` or ``"value"``; ``expected`` is the map's size in bytes, ``actual`` the declared
+    type's. ``cpu`` is set when one CPU's value was the wrong shape. Raised before any syscall.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        what: str,
+        expected: int,
+        actual: int,
+        cpu: int | None = None,
+        map_name: str | None = None,
+    ) -> None:
+        super().__init__(message, map_name=map_name)
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        self.cpu = cpu
+
+
+class ProgramLoadError(BpfError):
+    """The kernel rejected a BPF program; ``log`` holds what the verifier said, when it said anything."""
+
+    def __init__(self, message: str, *, log: str = "", errno: int | None = None) -> None:
+        super().__init__(message, errno=errno)
+        self.log = log
+
+
+class AttachError(BpfError):
+    """A loaded program could not be attached to its hook."""
+
+
+class UnknownSyscall(PercpuError, LookupError):
+    """A system call name is not in the table of the architecture asked for."""
+
+
+_PRIV_HINT = "run as root, or grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)"
+
+
+def from_errno(err: int, what: str, *, map_name: str | None = None) -> BpfError:
+    """Translate an errno from a bpf() operation into the matching error class.
+
+    ``what`` says what was being done ("lookup", "create map"); it leads the message.
+    """
+    where = f" on map {map_name!r}" if map_name else ""
+    text = os.strerror(err) if err > 0 else f"error {err}"
+    if err in (_errno.EPERM, _errno.EACCES):
+        return PermissionDenied(f"{what}{where}: {text}; {_PRIV_HINT}", errno=err, map_name=map_name)
+    if err == _errno.ENOENT:
+        return KeyNotFound(f"{what}{where}: no such key", errno=err, map_name=map_name)
+    if err in (_errno.ENOTSUP, _errno.EOPNOTSUPP, getattr(_errno, "ENOTSUPP", 524)):
+        return NotSupported(
+            f"{what}{where}: not supported by this kernel or map type",
+            feature=what,
+            errno=err,
+            map_name=map_name,
+        )
+    if err == _errno.ENOSYS:
+        return NotSupported(
+            f"{what}: this kernel has no bpf() syscall (CONFIG_BPF_SYSCALL)", feature="bpf", errno=err
+        )
+    return BpfError(f"{what}{where}: {text} (errno {err})", errno=err, map_name=map_name)

@@ -1,0 +1,412 @@
+"""Key and value types, and the per-CPU value users get back.
+
+A *codec* turns a declared type into bytes the kernel understands and back:
+
+* numpy dtypes (``np.uint64``, ``"<u4"``, structured dtypes, sub-arrays),
+* ctypes types (``ctypes.c_uint32``, ``Structure`` subclasses, arrays),
+* :class:`Int` for integers of any width and signedness (3 bytes, 16 bytes, ...),
+* ``bytes`` for raw values.
+
+Every codec knows its size, and a map refuses a codec whose size differs from the kernel's key or value
+size before any syscall. Per-CPU values are laid out by the kernel with a stride of
+``round_up(size, 8)``; :func:`stride` computes it and :class:`PerCpuValue` hides it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .cpus import CpuList, Topology
+from .errors import PercpuError, SizeMismatch
+
+__all__ = ["Codec", "Int", "PerCpuValue", "codec_for", "stride"]
+
+TypeSpec = Any  # np.dtype-like, ctypes type, Int, bytes or a Codec
+
+
+def stride(size: int) -> int:
+    """Bytes between two CPUs' values in a per-CPU buffer: ``round_up(size, 8)``."""
+    return (size + 7) & ~7
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer of ``size`` bytes (any width), little-endian unless ``byteorder="big"``."""
+
+    size: int
+    signed: bool = False
+    byteorder: str = "little"
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError("Int size must be at least 1 byte")
+        if self.byteorder not in ("little", "big"):
+            raise ValueError("byteorder must be 'little' or 'big'")
+
+
+class Codec:
+    """Converts between Python values and the bytes of one key or value.
+
+    ``dtype`` is the numpy type holding one element in bulk arrays (its itemsize is ``size``).
+    """
+
+    size: int
+    dtype: np.dtype[Any]
+    name: str
+
+    def encode(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, raw: np.ndarray) -> Any:
+        """Decode one element from an array of shape () with this codec's dtype."""
+        raise NotImplementedError
+
+    def zero(self) -> Any:
+        return self.decode(np.zeros((), dtype=self.dtype))
+
+    @property
+    def numeric(self) -> bool:
+        return _numeric(self.dtype)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} ({self.size} bytes)>"
+
+
+def _numeric(dt: np.dtype[Any]) -> bool:
+    if dt.fields:
+        return all(_numeric(f[0]) for f in dt.fields.values())
+    if dt.subdtype is not None:
+        return _numeric(dt.subdtype[0])
+    return dt.kind in "biuf"
+
+
+class NumpyCodec(Codec):
+    def __init__(self, dtype: np.dtype[Any]) -> None:
+        if dtype.hasobject:
+            raise TypeError(f"dtype {dtype} holds Python objects; it has no fixed byte layout")
+        self.dtype = dtype
+        self.size = dtype.itemsize
+        self.name = str(dtype)
+
+    def encode(self, value: Any) -> bytes:
+        if isinstance(value, bytes | bytearray | memoryview):
+            b = bytes(value)
+            if len(b) != self.size:
+                raise SizeMismatch(
+                    f"{len(b)} bytes given for a {self.size}-byte {self.name}",
+                    what="value",
+                    expected=self.size,
+                    actual=len(b),
+                )
+            return b
+        try:
+            if self.dtype.fields and isinstance(value, Mapping):
+                arr = np.zeros((), dtype=self.dtype)
+                for k, v in value.items():
+                    arr[k] = v
+            else:
+                arr = np.asarray(value, dtype=self.dtype)
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            raise PercpuError(f"cannot store {value!r} as {self.name}: {exc}") from exc
+        if arr.shape != ():
+            raise PercpuError(f"{value!r} is not one {self.name} value (shape {arr.shape})")
+        if self.dtype.kind in "iu" and not isinstance(value, np.generic):
+            info = np.iinfo(self.dtype)
+            if not info.min <= int(value) <= info.max:
+                raise PercpuError(f"{value} does not fit in {self.name} ({info.min}..{info.max})")
+        return arr.tobytes()
+
+    def decode(self, raw: np.ndarray) -> Any:
+        if self.dtype.fields is not None:
+            return raw[()]  # a numpy record: fields by name, still numpy-typed
+        if self.dtype.subdtype is not None:
+            return np.array(raw)
+        if self.dtype.kind == "V":
+            return bytes(raw.tobytes())
+        return raw.item()
+
+
+class IntCodec(Codec):
+    """Integers of any width: numpy types for 1, 2, 4 and 8 bytes, ``int.from_bytes`` for the rest."""
+
+    def __init__(self, spec: Int) -> None:
+        self.spec = spec
+        self.size = spec.size
+        self.name = f"{'i' if spec.signed else 'u'}int{spec.size * 8}"
+        if spec.size in (1, 2, 4, 8):
+            order = "<" if spec.byteorder == "little" else ">"
+            self.dtype = np.dtype(f"{order}{'i' if spec.signed else 'u'}{spec.size}")
+        else:
+            self.dtype = np.dtype((np.void, spec.size))
+
+    def encode(self, value: Any) -> bytes:
+        if isinstance(value, bytes | bytearray):
+            return NumpyCodec(np.dtype((np.void, self.size))).encode(value)
+        try:
+            return int(value).to_bytes(self.size, self.spec.byteorder, signed=self.spec.signed)  # type: ignore[arg-type]
+        except OverflowError as exc:
+            raise PercpuError(f"{value} does not fit in {self.name}") from exc
+        except (TypeError, ValueError) as exc:
+            raise PercpuError(f"{value!r} is not an integer for {self.name}") from exc
+
+    def decode(self, raw: np.ndarray) -> Any:
+        return int.from_bytes(raw.tobytes(), self.spec.byteorder, signed=self.spec.signed)  # type: ignore[arg-type]
+
+    @property
+    def numeric(self) -> bool:
+        return True
+
+
+class CtypesCodec(Codec):
+    def __init__(self, ctype: type[ctypes._CData]) -> None:
+        self.ctype = ctype
+        self.size = ctypes.sizeof(ctype)
+        self.name = ctype.__name__
+        try:
+            dt = np.dtype(ctype)
+        except (TypeError, ValueError, NotImplementedError):
+            dt = np.dtype((np.void, self.size))
+        if dt.itemsize != self.size:
+            dt = np.dtype((np.void, self.size))
+        self.dtype = dt
+
+    def encode(self, value: Any) -> bytes:
+        if isinstance(value, self.ctype):
+            return bytes(value)
+        if isinstance(value, bytes | bytearray):
+            return NumpyCodec(np.dtype((np.void, self.size))).encode(value)
+        if issubclass(self.ctype, ctypes._SimpleCData):
+            try:
+                return bytes(self.ctype(value))
+            except TypeError as exc:
+                raise PercpuError(f"cannot store {value!r} as {self.name}: {exc}") from exc
+        raise PercpuError(f"expected a {self.name} instance or {self.size} bytes, got {type(value).__name__}")
+
+    def decode(self, raw: np.ndarray) -> Any:
+        obj = self.ctype.from_buffer_copy(raw.tobytes())  # type: ignore[attr-defined]
+        if isinstance(obj, ctypes._SimpleCData):
+            return obj.value
+        return obj
+
+
+class BytesCodec(NumpyCodec):
+    def __init__(self, size: int) -> None:
+        super().__init__(np.dtype((np.void, size)))
+        self.name = f"bytes[{size}]"
+
+
+def codec_for(spec: TypeSpec, size: int | None = None) -> Codec:
+    """The codec for a declared type. ``bytes``, ``int`` and ``None`` take their width from ``size``."""
+    if isinstance(spec, Codec):
+        return spec
+    if spec is None or spec is bytes:
+        if size is None:
+            raise TypeError("raw bytes need a size")
+        return BytesCodec(size)
+    if spec is int:
+        if size is None:
+            raise TypeError("int needs a size")
+        return IntCodec(Int(size))
+    if isinstance(spec, Int):
+        return IntCodec(spec)
+    if isinstance(spec, type) and issubclass(
+        spec, ctypes._SimpleCData | ctypes.Structure | ctypes.Union | ctypes.Array
+    ):
+        return CtypesCodec(spec)
+    try:
+        dt = np.dtype(spec)
+    except TypeError as exc:
+        raise TypeError(
+            f"cannot use {spec!r} as a key or value type: give a numpy dtype, a ctypes type, "
+            "percpu.Int(size, signed), or bytes"
+        ) from exc
+    return NumpyCodec(dt)
+
+
+def check_size(codec: Codec, expected: int, what: str, map_name: str | None) -> None:
+    if codec.size != expected:
+        raise SizeMismatch(
+            f"map {map_name or '?'}: {what} type {codec.name} is {codec.size} bytes, "
+            f"the map's {what} size is {expected} bytes",
+            what=what,
+            expected=expected,
+            actual=codec.size,
+            map_name=map_name,
+        )
+
+
+class PerCpuValue(Sequence[Any]):
+    """One key's value on every possible CPU, indexed by CPU id.
+
+    ``v[cpu]`` is CPU ``cpu``'s value (CPU id, not slot index: on a system whose possible CPUs are
+    ``0,2-3``, ``v[2]`` is the second slot). Iterating yields values in CPU order; :meth:`items` yields
+    ``(cpu, value)``. Offline CPUs keep their slot and their value. The object is immutable.
+    """
+
+    __slots__ = ("_array", "_codec", "_cpus", "_slot")
+
+    def __init__(self, array: np.ndarray, cpus: CpuList, codec: Codec) -> None:
+        if array.shape[:1] != (len(cpus),):
+            raise SizeMismatch(
+                f"{array.shape[0] if array.ndim else 0} per-CPU values for {len(cpus)} CPUs",
+                what="value",
+                expected=len(cpus),
+                actual=array.shape[0] if array.ndim else 0,
+            )
+        array = array.copy() if array.flags.writeable else array
+        array.flags.writeable = False
+        self._array = array
+        self._cpus = cpus
+        self._codec = codec
+        self._slot = {c: i for i, c in enumerate(cpus)}
+
+    @classmethod
+    def from_values(
+        cls, values: Sequence[Any] | Mapping[int, Any] | np.ndarray, cpus: CpuList, codec: Codec
+    ) -> PerCpuValue:
+        """Build from one value per CPU: a sequence in CPU order, or a mapping that names every CPU."""
+        if isinstance(values, PerCpuValue):
+            if values.cpus != cpus:
+                raise SizeMismatch(
+                    f"value is for CPUs {values.cpus}, the map is for CPUs {cpus}",
+                    what="value",
+                    expected=len(cpus),
+                    actual=len(values.cpus),
+                )
+            return values
+        arr = np.zeros(len(cpus), dtype=codec.dtype)
+        if isinstance(values, Mapping):
+            missing = [c for c in cpus if c not in values]
+            extra = [c for c in values if c not in cpus]
+            if extra:
+                raise SizeMismatch(
+                    f"CPU {extra[0]} is not a possible CPU (possible: {cpus})",
+                    what="value",
+                    expected=len(cpus),
+                    actual=len(values),
+                    cpu=extra[0],
+                )
+            if missing:
+                raise SizeMismatch(
+                    f"no value for CPU {missing[0]}: give a value for every possible CPU ({cpus}), "
+                    "or use update_cpu() to change one",
+                    what="value",
+                    expected=len(cpus),
+                    actual=len(values),
+                    cpu=missing[0],
+                )
+            items = [values[c] for c in cpus]
+        else:
+            items = list(values) if not isinstance(values, np.ndarray) else values  # type: ignore[assignment]
+            if len(items) != len(cpus):
+                raise SizeMismatch(
+                    f"{len(items)} values given for {len(cpus)} possible CPUs ({cpus}); "
+                    "per-CPU maps hold one value per possible CPU, not per online CPU",
+                    what="value",
+                    expected=len(cpus),
+                    actual=len(items),
+                )
+        raw = arr.view(np.uint8).reshape(len(cpus), codec.size)
+        for i, v in enumerate(items):
+            raw[i] = np.frombuffer(codec.encode(v), dtype=np.uint8)
+        return cls(arr, cpus, codec)
+
+    @property
+    def cpus(self) -> CpuList:
+        """The possible CPUs, one per slot, in slot order."""
+        return self._cpus
+
+    def __len__(self) -> int:
+        return len(self._cpus)
+
+    def __getitem__(self, cpu: int) -> Any:  # type: ignore[override]
+        try:
+            slot = self._slot[cpu]
+        except (KeyError, TypeError):
+            raise IndexError(f"CPU {cpu} is not a possible CPU (possible: {self._cpus})") from None
+        return self._codec.decode(self._array[slot])
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self._cpus)):
+            yield self._codec.decode(self._array[i])
+
+    def items(self) -> Iterator[tuple[int, Any]]:
+        """``(cpu id, value)`` pairs in CPU order."""
+        return zip(self._cpus, iter(self), strict=True)
+
+    def to_dict(self) -> dict[int, Any]:
+        return dict(self.items())
+
+    def to_numpy(self) -> np.ndarray:
+        """A copy of the values, shape ``(possible CPUs, ...)``; row i is CPU ``cpus[i]``."""
+        out: np.ndarray = self._array.copy()
+        return out
+
+    def only(self, cpus: Sequence[int]) -> PerCpuValue:
+        """The values of the given CPUs only."""
+        idx = [self._slot[c] for c in cpus if c in self._slot]
+        return PerCpuValue(self._array[idx], CpuList(self._cpus[i] for i in idx), self._codec)
+
+    def online(self, topology: Topology | None = None) -> PerCpuValue:
+        """The values of the CPUs online now (offline CPUs keep slots and may hold counts)."""
+        from .cpus import topology as _topology
+
+        topo = topology or _topology()
+        return self.only(topo.online)
+
+    def _reduce(self, fn: str) -> Any:
+        if not self._codec.numeric:
+            raise TypeError(f"{fn}() needs numeric values; {self._codec.name} is not")
+        if isinstance(self._codec, IntCodec) and self._codec.dtype.kind == "V":
+            ints = list(self)
+            return {"sum": sum, "min": min, "max": max, "mean": lambda x: sum(x) / len(x)}[fn](ints)  # type: ignore[operator]
+        a = self._array
+        if a.dtype.fields:
+            out = np.zeros((), dtype=a.dtype)
+            for name in a.dtype.names or ():
+                out[name] = _reduce_array(a[name], fn)
+            return out[()] if fn != "mean" else {n: _reduce_array(a[n], fn) for n in a.dtype.names or ()}
+        r = _reduce_array(a, fn)
+        return r.item() if isinstance(r, np.generic) else r
+
+    def sum(self) -> Any:
+        """The sum over all possible CPUs (integers do not overflow their own width silently: uint64)."""
+        return self._reduce("sum")
+
+    def min(self) -> Any:
+        return self._reduce("min")
+
+    def max(self) -> Any:
+        return self._reduce("max")
+
+    def mean(self) -> Any:
+        return self._reduce("mean")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PerCpuValue):
+            return self._cpus == other._cpus and self._array.tobytes() == other._array.tobytes()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{c}: {v!r}" for c, v in list(self.items())[:8])
+        more = ", ..." if len(self) > 8 else ""
+        return f"PerCpuValue({{{shown}{more}}})"
+
+
+def _reduce_array(a: np.ndarray, fn: str) -> Any:
+    if fn == "sum":
+        if a.dtype.kind == "u":
+            return a.sum(axis=0, dtype=np.uint64)
+        if a.dtype.kind == "i":
+            return a.sum(axis=0, dtype=np.int64)
+        return a.sum(axis=0)
+    if fn == "mean":
+        return a.mean(axis=0)
+    return getattr(a, fn)(axis=0)
