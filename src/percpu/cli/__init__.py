@@ -1,0 +1,71 @@
+"""The ``percpu`` command: one entry point, one sub-command module per area.
+
+Each module registers its sub-commands with :func:`register` and does its work only when called; errors
+from the library (:class:`~percpu.errors.PercpuError`) become one line on stderr and exit status 1, a bad
+command line exits 2 (argparse), Ctrl-C exits 130. No traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import PercpuError, PermissionDenied
+
+__all__ = ["main"]
+
+_MODULES = ("syscalls", "inspect", "export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="percpu",
+        description="Per-CPU eBPF maps done right, and per-CPU system-call statistics.",
+        epilog="Run `percpu COMMAND --help` for a command's options. Most commands need root "
+        "(or CAP_BPF and CAP_PERFMON).",
+    )
+    parser.add_argument("--version", action="version", version=f"percpu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import importlib
+
+    for name in _MODULES:
+        try:
+            mod = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc: int = args.func(args)
+        return rc
+    except PermissionDenied as exc:
+        hint = "" if os.geteuid() == 0 else " (you are not root)"
+        print(f"percpu: {exc}{hint}", file=sys.stderr)
+        return 1
+    except PercpuError as exc:
+        print(f"percpu: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `percpu dump ... | head`: the reader went away; that is not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
