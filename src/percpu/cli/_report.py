@@ -1,0 +1,305 @@
+"""Rendering of syscall deltas: text tables, JSON objects, CSV rows and SVG heat maps.
+
+Pure functions of a :class:`~percpu.syscount.SyscallDelta`, shared by ``percpu stat`` and ``percpu top``.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno as _errno
+import html
+import io
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..syscount import SyscallDelta
+
+__all__ = ["csv_rows", "heatmap_svg", "latency_quantiles", "table", "to_json"]
+
+
+def human(n: float) -> str:
+    """Compact count: 999, 1.2k, 34.5k, 1.20M."""
+    a = abs(n)
+    if a < 1000:
+        return f"{n:.0f}" if float(n).is_integer() else f"{n:.1f}"
+    for unit, div in (("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12)):
+        if a < div * 1000:
+            v = n / div
+            return f"{v:.1f}{unit}" if abs(v) < 100 else f"{v:.0f}{unit}"
+    return f"{n:.2e}"
+
+
+def errno_name(err: int) -> str:
+    return _errno.errorcode.get(err, f"E{err}")
+
+
+def _rows(d: SyscallDelta, top: int | None) -> np.ndarray:
+    slots = d.active_slots()
+    return slots[:top] if top else slots
+
+
+def table(d: SyscallDelta, *, top: int | None = None, sum_cpus: bool = False, rates: bool = False) -> str:
+    """A fixed-width table: syscall, total, share, one column per possible CPU (unless ``sum_cpus``)."""
+    per_sys = d.per_syscall()
+    grand = int(per_sys.sum())
+    scale = 1.0 / d.seconds if rates else 1.0
+    cpus = [] if sum_cpus else list(d.cpus)
+    unit = "calls/s" if rates else "calls"
+    out = io.StringIO()
+    out.write(
+        f"{grand:,} system calls in {d.seconds:.2f} s ({human(grand / d.seconds)}/s) on "
+        f"{len(d.cpus)} possible CPUs ({d.cpus})\n\n"
+    )
+    head = f"{'syscall':<22} {unit:>10} {'%':>6}" + "".join(f" {'cpu' + str(c):>8}" for c in cpus)
+    out.write(head + "\n")
+    for slot in _rows(d, top):
+        tot = int(per_sys[slot])
+        pct = 100.0 * tot / grand if grand else 0.0
+        cells = "".join(f" {human(float(d.counts[i, slot]) * scale):>8}" for i in range(len(cpus)))
+        out.write(f"{d.name(int(slot)):<22} {human(tot * scale):>10} {pct:>6.1f}{cells}\n")
+    shown = len(_rows(d, top))
+    hidden = len(d.active_slots()) - shown
+    if hidden > 0:
+        out.write(f"... {hidden} more syscalls (use --top 0 for all)\n")
+    if cpus:
+        per_cpu = d.per_cpu()
+        cells = "".join(f" {human(float(v) * scale):>8}" for v in per_cpu)
+        out.write(f"{'all':<22} {human(grand * scale):>10} {100.0 if grand else 0.0:>6.1f}{cells}\n")
+        out.write(f"\nimbalance (busiest CPU / mean): {d.imbalance():.2f}\n")
+    if d.dropped:
+        out.write(f"{d.dropped} calls had numbers outside the counter table (counted as dropped)\n")
+    if d.procs is not None:
+        out.write("\n" + procs_table(d, top=top or 20))
+    if d.errors is not None:
+        out.write("\n" + errors_table(d, top=top or 20))
+    if d.latency is not None:
+        out.write("\n" + latency_table(d, top=top or 20))
+    return out.getvalue()
+
+
+def _by_total(keys: np.ndarray, counts: np.ndarray) -> Iterator[tuple[Any, np.ndarray, int]]:
+    totals = counts.sum(axis=1, dtype=np.uint64) if len(counts) else np.zeros(0, np.uint64)
+    for i in np.argsort(-totals.astype(np.int64), kind="stable"):
+        yield keys[i], counts[i], int(totals[i])
+
+
+def procs_table(d: SyscallDelta, *, top: int = 20) -> str:
+    assert d.procs is not None
+    keys, counts = d.procs
+    out = io.StringIO()
+    out.write(f"{'pid':>8} {'comm':<16} {'syscall':<22} {'calls':>10}  busiest CPU\n")
+    for n, (k, row, tot) in enumerate(_by_total(keys, counts)):
+        if n >= top:
+            out.write(f"... {len(keys) - top} more (pid, syscall) pairs\n")
+            break
+        cpu = d.cpus[int(np.argmax(row))]
+        comm = bytes(k["comm"]).decode(errors="replace")
+        out.write(f"{int(k['tgid']):>8} {comm:<16} {d.name(int(k['slot'])):<22} {human(tot):>10}  cpu{cpu}\n")
+    return out.getvalue()
+
+
+def errors_table(d: SyscallDelta, *, top: int = 20) -> str:
+    assert d.errors is not None
+    keys, counts = d.errors
+    out = io.StringIO()
+    out.write(f"{'syscall':<22} {'error':<14} {'calls':>10}\n")
+    if len(keys) == 0:
+        out.write("(no failed calls)\n")
+    for n, (k, _row, tot) in enumerate(_by_total(keys, counts)):
+        if n >= top:
+            out.write(f"... {len(keys) - top} more\n")
+            break
+        out.write(f"{d.name(int(k['slot'])):<22} {errno_name(int(k['err'])):<14} {human(tot):>10}\n")
+    return out.getvalue()
+
+
+def latency_quantiles(buckets: np.ndarray, qs: tuple[float, ...] = (0.5, 0.99)) -> list[float]:
+    """Quantiles in ns from log2 buckets (bucket b holds [2^b, 2^(b+1)) ns; upper bound reported)."""
+    total = buckets.sum()
+    out: list[float] = []
+    for q in qs:
+        if total == 0:
+            out.append(math.nan)
+            continue
+        idx = int(np.searchsorted(np.cumsum(buckets), q * total))
+        out.append(float(2 ** (idx + 1)))
+    return out
+
+
+def latency_by_slot(d: SyscallDelta) -> dict[int, np.ndarray]:
+    """{slot: 64 log2 buckets summed over CPUs}."""
+    assert d.latency is not None
+    keys, counts = d.latency
+    out: dict[int, np.ndarray] = {}
+    totals = counts.sum(axis=1, dtype=np.uint64) if len(counts) else np.zeros(0, np.uint64)
+    for k, t in zip(keys, totals, strict=True):
+        out.setdefault(int(k["slot"]), np.zeros(64, np.uint64))[min(int(k["bucket"]), 63)] += t
+    return out
+
+
+def _ns(v: float) -> str:
+    if math.isnan(v):
+        return "-"
+    for unit, div in (("ns", 1), ("us", 1e3), ("ms", 1e6), ("s", 1e9)):
+        if v < div * 1000 or unit == "s":
+            return f"{v / div:.0f}{unit}" if v / div >= 10 else f"{v / div:.1f}{unit}"
+    return f"{v}ns"
+
+
+def latency_table(d: SyscallDelta, *, top: int = 20) -> str:
+    by = latency_by_slot(d)
+    out = io.StringIO()
+    out.write(f"{'syscall':<22} {'calls':>10} {'p50 <=':>8} {'p99 <=':>8}  log2 histogram (ns)\n")
+    order = sorted(by, key=lambda s: -int(by[s].sum()))
+    for slot in order[:top]:
+        b = by[slot]
+        p50, p99 = latency_quantiles(b)
+        nz = np.nonzero(b)[0]
+        lo, hi = (int(nz[0]), int(nz[-1])) if nz.size else (0, 0)
+        peak = float(b.max()) or 1.0
+        bars = "".join(" .:-=+*#%@"[min(9, math.ceil(9 * float(x) / peak))] for x in b[lo : hi + 1])
+        out.write(
+            f"{d.name(slot):<22} {human(int(b.sum())):>10} {_ns(p50):>8} {_ns(p99):>8}  "
+            f"2^{lo} [{bars}] 2^{hi + 1}\n"
+        )
+    return out.getvalue()
+
+
+def to_json(
+    d: SyscallDelta, *, end_time: float, attach: str | None, top: int | None = None
+) -> dict[str, Any]:
+    """One JSON-ready object for an interval."""
+    per_sys = d.per_syscall()
+    obj: dict[str, Any] = {
+        "time": end_time,
+        "interval_s": round(d.seconds, 6),
+        "attach": attach,
+        "cpus": list(d.cpus),
+        "total": int(per_sys.sum()),
+        "per_cpu": {str(c): int(v) for c, v in zip(d.cpus, d.per_cpu(), strict=True)},
+        "imbalance": round(d.imbalance(), 4),
+        "dropped": d.dropped,
+        "syscalls": [
+            {
+                "name": d.name(int(s)),
+                "slot": int(s),
+                "total": int(per_sys[s]),
+                "per_cpu": {str(c): int(d.counts[i, s]) for i, c in enumerate(d.cpus)},
+            }
+            for s in _rows(d, top)
+        ],
+    }
+    if d.procs is not None:
+        keys, counts = d.procs
+        obj["processes"] = [
+            {
+                "pid": int(k["tgid"]),
+                "comm": bytes(k["comm"]).decode(errors="replace"),
+                "syscall": d.name(int(k["slot"])),
+                "total": tot,
+                "per_cpu": {str(c): int(v) for c, v in zip(d.cpus, row, strict=True)},
+            }
+            for k, row, tot in _by_total(keys, counts)
+        ]
+    if d.errors is not None:
+        keys, counts = d.errors
+        obj["errors"] = [
+            {
+                "syscall": d.name(int(k["slot"])),
+                "errno": int(k["err"]),
+                "error": errno_name(int(k["err"])),
+                "total": tot,
+            }
+            for k, _row, tot in _by_total(keys, counts)
+        ]
+    if d.latency is not None:
+        obj["latency"] = [
+            {
+                "syscall": d.name(slot),
+                "calls": int(b.sum()),
+                "log2_ns_buckets": {str(i): int(v) for i, v in enumerate(b) if v},
+                "p50_ns_le": latency_quantiles(b)[0],
+                "p99_ns_le": latency_quantiles(b)[1],
+            }
+            for slot, b in sorted(latency_by_slot(d).items())
+        ]
+    return obj
+
+
+CSV_HEADER = ("time", "interval_s", "cpu", "syscall", "calls")
+
+
+def csv_rows(d: SyscallDelta, *, end_time: float, header: bool) -> str:
+    """Long-format CSV: one row per (CPU, syscall) with a non-zero count."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if header:
+        w.writerow(CSV_HEADER)
+    for slot in d.active_slots():
+        name = d.name(int(slot))
+        for i, cpu in enumerate(d.cpus):
+            v = int(d.counts[i, slot])
+            if v:
+                w.writerow((f"{end_time:.3f}", f"{d.seconds:.3f}", cpu, name, v))
+    return buf.getvalue()
+
+
+def heatmap_svg(d: SyscallDelta, *, top: int = 30, title: str = "system calls per CPU") -> str:
+    """An SVG heat map of the CPU x syscall matrix (log colour scale), for reports."""
+    slots = [int(s) for s in _rows(d, top)]
+    cpus = list(d.cpus)
+    cell_w, cell_h, left, head = 28, 16, 150, 60
+    width = left + cell_w * max(len(cpus), 1) + 110
+    height = head + cell_h * max(len(slots), 1) + 40
+    vmax = float(d.counts[:, slots].max()) if slots else 0.0
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="monospace" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="8" y="18" font-size="14">{html.escape(title)}: {int(d.per_syscall().sum()):,} calls '
+        f"in {d.seconds:.2f} s</text>",
+    ]
+    for j, cpu in enumerate(cpus):
+        x = left + j * cell_w + cell_w / 2
+        parts.append(f'<text x="{x}" y="{head - 6}" text-anchor="middle">{cpu}</text>')
+    parts.append(f'<text x="{left}" y="{head - 22}">CPU</text>')
+    for i, slot in enumerate(slots):
+        y = head + i * cell_h
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{html.escape(d.name(slot))}</text>'
+        )
+        for j in range(len(cpus)):
+            v = float(d.counts[j, slot])
+            parts.append(
+                f'<rect x="{left + j * cell_w}" y="{y}" width="{cell_w - 1}" height="{cell_h - 1}" '
+                f'fill="{_heat(v, vmax)}"><title>cpu{cpus[j]} {html.escape(d.name(slot))}: {int(v):,}'
+                "</title></rect>"
+            )
+    lx = left + cell_w * max(len(cpus), 1) + 16
+    for k in range(5):
+        v = vmax ** (k / 4) if vmax > 1 else vmax * k / 4
+        parts.append(f'<rect x="{lx}" y="{head + k * 18}" width="14" height="14" fill="{_heat(v, vmax)}"/>')
+        parts.append(f'<text x="{lx + 20}" y="{head + k * 18 + 11}">{human(v)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def heat_level(v: float, vmax: float) -> float:
+    """0..1 on a log scale, so one hot syscall does not wash out the rest."""
+    if v <= 0 or vmax <= 0:
+        return 0.0
+    return min(1.0, math.log1p(v) / math.log1p(vmax))
+
+
+def _heat(v: float, vmax: float) -> str:
+    t = heat_level(v, vmax)
+    if t == 0:
+        return "#f4f4f4"
+    # white -> yellow -> red
+    r = 255
+    g = int(255 * (1 - t) + 40 * t) if t < 0.5 else int(255 * (1 - t) * 1.6)
+    b = int(200 * (1 - 2 * t)) if t < 0.5 else 0
+    return f"#{r:02x}{max(0, min(255, g)):02x}{max(0, b):02x}"
