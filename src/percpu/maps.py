@@ -710,11 +710,13 @@ class Map:
         tok_in: np.ndarray | None = None
         tok_out = np.zeros(max(ks, 8), dtype=np.uint8)
         total = 0
-        want = cap
+        probe = 16  # batch size asked for once the buffer is full and the kernel has not said "end"
         while True:
+            want = cap - total if cap > total else probe
             if total + want > cap:
-                # A hash walked under concurrent inserts/deletes can return more than max_entries.
-                cap = max(cap * 2, total + want)
+                # A hash walked under concurrent inserts and deletes can return more than max_entries
+                # elements, and a hash bucket can hold more than we asked for: grow, do not fail.
+                cap = total + want
                 keys = _grow(keys, cap * ks)
                 vals = _grow(vals, cap * self._elem)
             try:
@@ -730,7 +732,10 @@ class Map:
                 )
             except OSError as exc:
                 if exc.errno == _errno.ENOSPC:
-                    want *= 2  # one hash bucket holds more elements than we asked for
+                    # One hash bucket holds more elements than we asked for; nothing was copied.
+                    probe = max(probe, want) * 2
+                    cap = max(cap, total + probe)
+                    keys, vals = _grow(keys, cap * ks), _grow(vals, cap * self._elem)
                     continue
                 if total == 0 and tok_in is None and exc.errno in (_errno.EINVAL, _errno.ENOTSUP, 524):
                     raise NotSupported(
@@ -744,10 +749,13 @@ class Map:
                 raise self._error(exc, "lookup_batch") from exc
             self._batch_ok = True
             total += n
-            if done:
+            if done or (self._is_array and total >= self.info.max_entries):
                 return keys, vals, total
             tok_in, tok_out = tok_out, (tok_in if tok_in is not None else np.zeros_like(tok_out))
-            want = max(cap - total, 1)
+
+    @property
+    def _is_array(self) -> bool:
+        return self.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
 
     def _read_walk(self) -> tuple[np.ndarray, np.ndarray, int]:
         ks = self.info.key_size

@@ -1,0 +1,119 @@
+"""Rendering of syscall deltas and snapshot arithmetic, on synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+
+from percpu.cli import _report
+from percpu.cpus import CpuList
+from percpu.errors import PercpuError
+from percpu.syscount import (
+    COMPAT_BASE,
+    ERR_KEY,
+    LAT_KEY,
+    NR_SLOTS,
+    PROC_KEY,
+    Filters,
+    SyscallSnapshot,
+    slot_name,
+)
+
+CPUS = CpuList([0, 2, 3])  # a possible list with a gap: column 1 is CPU 2
+
+
+def snap(t: float, pairs: dict[tuple[int, int], int], **kw: object) -> SyscallSnapshot:
+    counts = np.zeros((len(CPUS), NR_SLOTS), dtype=np.uint64)
+    for (row, slot), v in pairs.items():
+        counts[row, slot] = v
+    return SyscallSnapshot(time=t, cpus=CPUS, counts=counts, arch="x86_64", **kw)  # type: ignore[arg-type]
+
+
+def test_delta_and_rates() -> None:
+    a = snap(10.0, {(0, 0): 100, (1, 110): 5})
+    b = snap(12.0, {(0, 0): 300, (1, 110): 25, (2, 1): 7})
+    d = b.delta(a)
+    assert d.seconds == 2.0
+    assert int(d.counts[0, 0]) == 200 and int(d.counts[1, 110]) == 20 and int(d.counts[2, 1]) == 7
+    assert d.rates()[0, 0] == 100.0
+    assert list(d.active_slots()) == [0, 110, 1]
+    assert d.per_cpu().tolist() == [200, 20, 7]
+    assert d.imbalance() == pytest.approx(200 / (227 / 3))
+
+
+def test_slot_names_native_compat_unknown() -> None:
+    assert slot_name(110, "x86_64") == "getppid"
+    assert slot_name(COMPAT_BASE + 64, "x86_64") == "compat:getppid"
+    assert slot_name(1000, "x86_64") == "syscall_1000"
+
+
+def test_table_uses_real_cpu_ids() -> None:
+    d = snap(1.0, {(1, 110): 42}).delta(snap(0.0, {}))
+    text = _report.table(d)
+    header = next(line for line in text.splitlines() if line.startswith("syscall"))
+    assert header.split()[-3:] == ["cpu0", "cpu2", "cpu3"]
+    row = next(line for line in text.splitlines() if line.startswith("getppid"))
+    assert row.split()[1:] == ["42", "100.0", "0", "42", "0"]
+
+
+def test_json_and_csv() -> None:
+    d = snap(2.0, {(2, 0): 9, (1, 1): 3}).delta(snap(0.0, {}))
+    obj = _report.to_json(d, end_time=123.0, attach="tp_btf")
+    json.dumps(obj)
+    assert obj["total"] == 12 and obj["per_cpu"] == {"0": 0, "2": 3, "3": 9}
+    assert obj["syscalls"][0] == {"name": "read", "slot": 0, "total": 9, "per_cpu": {"0": 0, "2": 0, "3": 9}}
+    rows = list(csv.reader(io.StringIO(_report.csv_rows(d, end_time=1.0, header=True))))
+    assert rows[0] == list(_report.CSV_HEADER)
+    assert [(r[2], r[3], r[4]) for r in rows[1:]] == [("3", "read", "9"), ("2", "write", "3")]
+
+
+def test_keyed_delta_never_negative_after_lru_eviction() -> None:
+    k = np.zeros(2, dtype=PROC_KEY)
+    k["tgid"] = [1, 2]
+    k["slot"] = [0, 0]
+    before = (k, np.array([[5, 0, 0], [9, 0, 0]], dtype=np.uint64))
+    now_keys = k[:1]  # pid 2 evicted, pid 1 went on
+    now = (now_keys, np.array([[7, 1, 0]], dtype=np.uint64))
+    d = snap(1.0, {}, procs=now).delta(snap(0.0, {}, procs=before))
+    assert d.procs is not None
+    assert d.procs[1].tolist() == [[2, 1, 0]]
+
+
+def test_error_and_latency_tables() -> None:
+    ek = np.zeros(1, dtype=ERR_KEY)
+    ek["slot"], ek["err"] = 3, 9
+    lk = np.zeros(2, dtype=LAT_KEY)
+    lk["slot"], lk["bucket"] = 110, [6, 7]
+    d = snap(
+        1.0,
+        {(0, 3): 4, (0, 110): 30},
+        errors=(ek, np.array([[4, 0, 0]], np.uint64)),
+        latency=(lk, np.array([[10, 0, 0], [20, 0, 0]], np.uint64)),
+    ).since_start()
+    text = _report.table(d)
+    assert "EBADF" in text
+    lat = next(line for line in text.splitlines() if line.startswith("getppid") and "2^6" in line)
+    assert "256ns" in lat  # p99 falls in bucket 7: [128, 256) ns
+    assert _report.latency_quantiles(np.array([10, 20] + [0] * 62, np.uint64)) == [4.0, 4.0]
+
+
+def test_heatmap_svg_is_wellformed() -> None:
+    import xml.etree.ElementTree as ET
+
+    d = snap(1.0, {(0, 0): 5, (2, 1): 1000}).delta(snap(0.0, {}))
+    root = ET.fromstring(_report.heatmap_svg(d))
+    assert root.tag.endswith("svg")
+    assert any("read" in (t.text or "") for t in root.iter("{http://www.w3.org/2000/svg}text"))
+
+
+def test_filters_resolve_names_and_reject_unknown() -> None:
+    f = Filters(syscalls=["read", "getppid", "compat:read", "7"])
+    assert f.slots("x86_64") == [0, 110, COMPAT_BASE + 3, 7]
+    with pytest.raises(PercpuError):
+        Filters(syscalls=["no_such_call"]).slots("x86_64")
+    with pytest.raises(PercpuError):
+        Filters(cgroup="/definitely/not/a/cgroup").cgroup_id()
