@@ -8,6 +8,7 @@ Prints its pid and the measured calls per second as JSON when done.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -45,10 +46,8 @@ def main() -> int:
         n = args.calls
     t1 = time.monotonic()
     for _ in range(args.fail):
-        try:
+        with contextlib.suppress(OSError):
             os.close(-1)
-        except OSError:
-            pass
     print(json.dumps({"pid": os.getpid(), "calls": n, "seconds": t1 - t0, "rate": n / (t1 - t0)}), flush=True)
     return 0
 
