@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * percpu's system-call counter.
+ *
+ * Counts every system call per CPU by syscall number in a PERCPU_ARRAY. Opt-in modes add per-process
+ * counts (LRU_PERCPU_HASH), failures by errno and log2 latency histograms (PERCPU_HASH). Each CPU only
+ * ever touches its own slot of a per-CPU map, so a plain increment is race-free without atomics: a BPF
+ * program is not preempted by another program on the same CPU at these hooks (tracing programs do not
+ * nest: a recursive entry is skipped by the kernel and counted as a miss in the program's stats), and no
+ * other CPU writes this CPU's slot. Shared counters would need atomic adds and bounce cache lines.
+ *
+ * Configuration is one struct in .rodata, written by user space before load. The verifier treats it as
+ * constants and removes every disabled branch, so the default path is: read the id, check its range,
+ * look up this CPU's counter, increment.
+ *
+ * Layout of struct percpu_config (mirrored by percpu.syscount._Config; sizeof 168):
+ *   0 filter_tgid u32, 4 filter_tid u32, 8 filter_cgroup u64, 16 filter_comm char[16],
+ *   32 use_syscall_mask u8, 33 failed_only u8, 34 per_process u8, 35 errors u8, 36 latency u8,
+ *   37 detect_compat u8, 38 pad[2], 40 syscall_mask u64[16]
+ *
+ * Three flavours of each program, so user space can fall back on older kernels:
+ *   tp_btf/sys_{enter,exit}      (BTF-typed raw tracepoint, cheapest, Linux 5.5 with BTF)
+ *   raw_tp/sys_{enter,exit}      (raw tracepoint, Linux 4.17)
+ *   tracepoint/raw_syscalls/...  (classic tracepoint, needs tracefs)
+ * User space enables one flavour with autoload, and the exit program only when a mode needs sys_exit.
+ */
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <stdbool.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#define NR_SLOTS 2048
+#define COMPAT_BASE 1024
+#define MAX_ERRNO 4095
+#define TS_COMPAT 0x0002 /* x86: thread_info.status bit set while in a 32-bit compat syscall */
+
+/* The few kernel types used, matched against the running kernel's BTF by CO-RE (no vmlinux.h). */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long orig_ax; /* syscall_get_nr() on x86 */
+} __attribute__((preserve_access_index));
+#define REGS_NR(regs) ((regs)->orig_ax)
+#define REGS_NR_FIELD orig_ax
+#elif defined(__TARGET_ARCH_arm64)
+struct pt_regs {
+	int syscallno;
+} __attribute__((preserve_access_index));
+#define REGS_NR(regs) ((regs)->syscallno)
+#define REGS_NR_FIELD syscallno
+#else
+#error "percpu's syscall counter supports x86_64 and arm64"
+#endif
+
+struct thread_info {
+	__u32 status;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct thread_info thread_info;
+} __attribute__((preserve_access_index));
+
+struct percpu_config {
+	__u32 filter_tgid;
+	__u32 filter_tid;
+	__u64 filter_cgroup;
+	char filter_comm[16];
+	__u8 use_syscall_mask;
+	__u8 failed_only;
+	__u8 per_process;
+	__u8 errors;
+	__u8 latency;
+	__u8 detect_compat;
+	__u8 _pad[2];
+	__u64 syscall_mask[16];
+};
+
+const volatile struct percpu_config cfg = {};
+
+struct proc_key {
+	__u32 tgid;
+	__u32 slot;
+	char comm[16];
+};
+
+struct err_key {
+	__u32 slot;
+	__u32 err;
+};
+
+struct lat_key {
+	__u32 slot;
+	__u32 bucket;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NR_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} dropped SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, struct proc_key);
+	__type(value, __u64);
+} proc_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct err_key);
+	__type(value, __u64);
+} errors SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct lat_key);
+	__type(value, __u64);
+} latency SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} starts SEC(".maps");
+
+static __always_inline bool skip_task(void)
+{
+	if (cfg.filter_tgid || cfg.filter_tid) {
+		__u64 id = bpf_get_current_pid_tgid();
+
+		if (cfg.filter_tgid && (__u32)(id >> 32) != cfg.filter_tgid)
+			return true;
+		if (cfg.filter_tid && (__u32)id != cfg.filter_tid)
+			return true;
+	}
+	if (cfg.filter_cgroup && bpf_get_current_cgroup_id() != cfg.filter_cgroup)
+		return true;
+	if (cfg.filter_comm[0]) {
+		char comm[16];
+
+		bpf_get_current_comm(comm, sizeof(comm));
+#pragma unroll
+		for (int i = 0; i < 16; i++) {
+			if (comm[i] != cfg.filter_comm[i])
+				return true;
+			if (!comm[i])
+				break;
+		}
+	}
+	return false;
+}
+
+/* Slot of a call, or -1 when it is not to be counted (out of range, or outside the syscall subset). */
+static __always_inline long slot_of(long id, bool compat)
+{
+	if (id < 0 || id >= COMPAT_BASE) {
+		__u32 zero = 0;
+		__u64 *d = bpf_map_lookup_elem(&dropped, &zero);
+
+		if (d)
+			*d += 1;
+		return -1;
+	}
+	if (cfg.use_syscall_mask) {
+		if (compat)
+			return -1;
+		if (!((cfg.syscall_mask[(id >> 6) & 15] >> (id & 63)) & 1))
+			return -1;
+	}
+	return compat ? id + COMPAT_BASE : id;
+}
+
+static __always_inline void count_slot(__u32 slot)
+{
+	__u64 *v = bpf_map_lookup_elem(&counts, &slot);
+
+	if (v)
+		*v += 1; /* this CPU's slot only: no atomic needed */
+}
+
+static __always_inline void bump_hash(void *map, void *key)
+{
+	__u64 *v = bpf_map_lookup_elem(map, key);
+
+	if (v) {
+		*v += 1;
+		return;
+	}
+	__u64 one = 1;
+
+	/* Inserting sets this CPU's value and zeroes the others. If another CPU inserted the key between our
+	 * lookup and update, NOEXIST fails: look up again so the call is still counted. */
+	if (bpf_map_update_elem(map, key, &one, BPF_NOEXIST)) {
+		v = bpf_map_lookup_elem(map, key);
+		if (v)
+			*v += 1;
+	}
+}
+
+static __always_inline void count_process(__u32 slot)
+{
+	struct proc_key k = { .tgid = (__u32)(bpf_get_current_pid_tgid() >> 32), .slot = slot };
+
+	bpf_get_current_comm(k.comm, sizeof(k.comm));
+	bump_hash(&proc_counts, &k);
+}
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0;
+
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { r += 1; }
+	return r;
+}
+
+static __always_inline int on_enter(long id, bool compat, struct task_struct *task)
+{
+	if (skip_task())
+		return 0;
+	long slot = slot_of(id, compat);
+
+	if (slot < 0)
+		return 0;
+	if (cfg.latency) {
+		__u64 *ts = bpf_task_storage_get(&starts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+		if (ts)
+			*ts = bpf_ktime_get_ns();
+	}
+	if (cfg.failed_only)
+		return 0; /* counted on sys_exit, where the result is known */
+	count_slot(slot);
+	if (cfg.per_process)
+		count_process(slot);
+	return 0;
+}
+
+static __always_inline int on_exit(long id, long ret, bool compat, struct task_struct *task)
+{
+	if (skip_task())
+		return 0;
+	if (id < 0 || id >= COMPAT_BASE)
+		return 0; /* already counted as dropped on entry */
+	long slot = slot_of(id, compat);
+
+	if (slot < 0)
+		return 0;
+	bool failed = ret < 0 && ret >= -MAX_ERRNO;
+
+	if (cfg.failed_only && failed) {
+		count_slot(slot);
+		if (cfg.per_process)
+			count_process(slot);
+	}
+	if (cfg.errors && failed) {
+		struct err_key k = { .slot = slot, .err = (__u32)-ret };
+
+		bump_hash(&errors, &k);
+	}
+	if (cfg.latency) {
+		__u64 *ts = bpf_task_storage_get(&starts, task, 0, 0);
+
+		if (ts && *ts) {
+			__u64 delta = bpf_ktime_get_ns() - *ts;
+			struct lat_key k = { .slot = slot, .bucket = log2_u64(delta) };
+
+			*ts = 0;
+			bump_hash(&latency, &k);
+		}
+	}
+	return 0;
+}
+
+/* --- tp_btf: typed arguments, direct reads through BTF pointers ----------------------------------- */
+
+static __always_inline bool compat_btf(struct task_struct *task)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (cfg.detect_compat)
+		return task->thread_info.status & TS_COMPAT;
+#endif
+	return false;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(enter_btf, struct pt_regs *regs, long id)
+{
+	struct task_struct *task = cfg.detect_compat || cfg.latency ? bpf_get_current_task_btf() : 0;
+
+	return on_enter(id, compat_btf(task), task);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(exit_btf, struct pt_regs *regs, long ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	return on_exit(REGS_NR(regs), ret, compat_btf(task), task);
+}
+
+/* --- raw_tp and classic tracepoints: probe reads ------------------------------------------------- */
+
+static __always_inline bool compat_probe(void)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (cfg.detect_compat) {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+
+		return BPF_CORE_READ(t, thread_info.status) & TS_COMPAT;
+	}
+#endif
+	return false;
+}
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
+{
+	return on_enter(id, compat_probe(), cfg.latency ? bpf_get_current_task_btf() : 0);
+}
+
+SEC("raw_tp/sys_exit")
+int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
+{
+	long id = BPF_CORE_READ(regs, REGS_NR_FIELD);
+
+	return on_exit(id, ret, compat_probe(), bpf_get_current_task_btf());
+}
+
+/* Layouts of the raw_syscalls tracepoint records (tracefs events/raw_syscalls/sys_enter/format and sys_exit/format). */
+struct sys_enter_args {
+	__u64 common;
+	long id;
+	unsigned long args[6];
+};
+
+struct sys_exit_args {
+	__u64 common;
+	long id;
+	long ret;
+};
+
+SEC("tracepoint/raw_syscalls/sys_enter")
+int enter_tp(struct sys_enter_args *ctx)
+{
+	return on_enter(ctx->id, compat_probe(), cfg.latency ? bpf_get_current_task_btf() : 0);
+}
+
+SEC("tracepoint/raw_syscalls/sys_exit")
+int exit_tp(struct sys_exit_args *ctx)
+{
+	return on_exit(ctx->id, ctx->ret, compat_probe(), bpf_get_current_task_btf());
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
