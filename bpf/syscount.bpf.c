@@ -34,15 +34,19 @@
 #define NR_SLOTS 2048
 #define COMPAT_BASE 1024
 #define MAX_ERRNO 4095
-#define TS_COMPAT 0x0002 /* x86: thread_info.status bit set while in a 32-bit compat syscall */
 
 /* The few kernel types used, matched against the running kernel's BTF by CO-RE (no vmlinux.h). */
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
 	unsigned long orig_ax; /* syscall_get_nr() on x86 */
+	unsigned long cs;
 } __attribute__((preserve_access_index));
 #define REGS_NR(regs) ((regs)->orig_ax)
 #define REGS_NR_FIELD orig_ax
+/* A 32-bit task enters the kernel with the 32-bit user code segment. (A 64-bit task making an int 0x80
+ * compat call keeps __USER_CS and is not recognised: rare, and its calls then show as syscall_N or under
+ * a 64-bit name, which the documentation says.) */
+#define USER32_CS 0x23
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
 	int syscallno;
@@ -53,12 +57,9 @@ struct pt_regs {
 #error "percpu's syscall counter supports x86_64 and arm64"
 #endif
 
-struct thread_info {
-	__u32 status;
-} __attribute__((preserve_access_index));
-
 struct task_struct {
-	struct thread_info thread_info;
+	int tgid;
+	char comm[16];
 } __attribute__((preserve_access_index));
 
 struct percpu_config {
@@ -210,11 +211,20 @@ static __always_inline void bump_hash(void *map, void *key)
 	}
 }
 
-static __always_inline void count_process(__u32 slot)
+/* tgid and comm are read straight from the task: with tp_btf these are plain loads through a trusted
+ * BTF pointer, far cheaper than the bpf_get_current_pid_tgid() and bpf_get_current_comm() helpers
+ * (measured in docs/benchmarks.md). A comm being renamed at that moment can be read torn: harmless. */
+static __always_inline void count_process(__u32 slot, struct task_struct *task, bool btf)
 {
-	struct proc_key k = { .tgid = (__u32)(bpf_get_current_pid_tgid() >> 32), .slot = slot };
+	struct proc_key k = { .slot = slot };
 
-	bpf_get_current_comm(k.comm, sizeof(k.comm));
+	if (btf) {
+		k.tgid = task->tgid;
+		__builtin_memcpy(k.comm, task->comm, sizeof(k.comm));
+	} else {
+		k.tgid = BPF_CORE_READ(task, tgid);
+		BPF_CORE_READ_STR_INTO(&k.comm, task, comm);
+	}
 	bump_hash(&proc_counts, &k);
 }
 
@@ -231,7 +241,7 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r;
 }
 
-static __always_inline int on_enter(long id, bool compat, struct task_struct *task)
+static __always_inline int on_enter(long id, bool compat, struct task_struct *task, bool btf)
 {
 	if (skip_task())
 		return 0;
@@ -249,11 +259,11 @@ static __always_inline int on_enter(long id, bool compat, struct task_struct *ta
 		return 0; /* counted on sys_exit, where the result is known */
 	count_slot(slot);
 	if (cfg.per_process)
-		count_process(slot);
+		count_process(slot, task, btf);
 	return 0;
 }
 
-static __always_inline int on_exit(long id, long ret, bool compat, struct task_struct *task)
+static __always_inline int on_exit(long id, long ret, bool compat, struct task_struct *task, bool btf)
 {
 	if (skip_task())
 		return 0;
@@ -268,7 +278,7 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 	if (cfg.failed_only && failed) {
 		count_slot(slot);
 		if (cfg.per_process)
-			count_process(slot);
+			count_process(slot, task, btf);
 	}
 	if (cfg.errors && failed) {
 		struct err_key k = { .slot = slot, .err = (__u32)-ret };
@@ -291,11 +301,14 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 
 /* --- tp_btf: typed arguments, direct reads through BTF pointers ----------------------------------- */
 
-static __always_inline bool compat_btf(struct task_struct *task)
+/* The task pointer is fetched only when a mode reads from it; the verifier drops the call otherwise. */
+#define NEED_TASK (cfg.latency || cfg.per_process)
+
+static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
 {
 #if defined(__TARGET_ARCH_x86)
 	if (cfg.detect_compat)
-		return task->thread_info.status & TS_COMPAT;
+		return (btf ? regs->cs : BPF_CORE_READ(regs, cs)) == USER32_CS;
 #endif
 	return false;
 }
@@ -303,37 +316,22 @@ static __always_inline bool compat_btf(struct task_struct *task)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(enter_btf, struct pt_regs *regs, long id)
 {
-	struct task_struct *task = cfg.detect_compat || cfg.latency ? bpf_get_current_task_btf() : 0;
-
-	return on_enter(id, compat_btf(task), task);
+	return on_enter(id, compat_regs(regs, true), NEED_TASK ? bpf_get_current_task_btf() : 0, true);
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(exit_btf, struct pt_regs *regs, long ret)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-
-	return on_exit(REGS_NR(regs), ret, compat_btf(task), task);
+	return on_exit(REGS_NR(regs), ret, compat_regs(regs, true), NEED_TASK ? bpf_get_current_task_btf() : 0,
+		       true);
 }
 
 /* --- raw_tp and classic tracepoints: probe reads ------------------------------------------------- */
 
-static __always_inline bool compat_probe(void)
-{
-#if defined(__TARGET_ARCH_x86)
-	if (cfg.detect_compat) {
-		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-
-		return BPF_CORE_READ(t, thread_info.status) & TS_COMPAT;
-	}
-#endif
-	return false;
-}
-
 SEC("raw_tp/sys_enter")
 int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_probe(), cfg.latency ? bpf_get_current_task_btf() : 0);
+	return on_enter(id, compat_regs(regs, false), NEED_TASK ? bpf_get_current_task_btf() : 0, false);
 }
 
 SEC("raw_tp/sys_exit")
@@ -341,7 +339,7 @@ int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 {
 	long id = BPF_CORE_READ(regs, REGS_NR_FIELD);
 
-	return on_exit(id, ret, compat_probe(), bpf_get_current_task_btf());
+	return on_exit(id, ret, compat_regs(regs, false), NEED_TASK ? bpf_get_current_task_btf() : 0, false);
 }
 
 /* Layouts of the raw_syscalls tracepoint records (tracefs events/raw_syscalls/sys_enter/format and sys_exit/format). */
@@ -357,16 +355,29 @@ struct sys_exit_args {
 	long ret;
 };
 
+/* The classic tracepoint's record has no registers: take the task's user registers for the compat check. */
+static __always_inline bool compat_task(void)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (cfg.detect_compat) {
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+
+		return compat_regs(regs, false);
+	}
+#endif
+	return false;
+}
+
 SEC("tracepoint/raw_syscalls/sys_enter")
 int enter_tp(struct sys_enter_args *ctx)
 {
-	return on_enter(ctx->id, compat_probe(), cfg.latency ? bpf_get_current_task_btf() : 0);
+	return on_enter(ctx->id, compat_task(), NEED_TASK ? bpf_get_current_task_btf() : 0, false);
 }
 
 SEC("tracepoint/raw_syscalls/sys_exit")
 int exit_tp(struct sys_exit_args *ctx)
 {
-	return on_exit(ctx->id, ctx->ret, compat_probe(), bpf_get_current_task_btf());
+	return on_exit(ctx->id, ctx->ret, compat_task(), NEED_TASK ? bpf_get_current_task_btf() : 0, false);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
