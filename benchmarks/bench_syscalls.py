@@ -142,6 +142,14 @@ def main() -> int:
     online = list(topology().online)
     busy_sets = {"1 busy CPU": online[:1], f"{len(online)} busy CPUs": online}
     cfgs = configs(not args.no_external)
+    skipped: dict[str, str] = {}
+    for name in [n for n in cfgs if n.startswith(("bpftrace", "bcc"))]:
+        try:
+            with cfgs[name][0]():
+                pass
+        except RuntimeError as exc:  # e.g. bcc without kernel headers for the running kernel
+            skipped[name] = str(exc).strip().splitlines()[-1][:200]
+            del cfgs[name]
     samples: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_loop(tmp)
@@ -170,7 +178,7 @@ def main() -> int:
                 }
             )
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"results": results, "did_not_run": skipped}, indent=2))
         return 0
     print(f"getppid loop, {args.calls:,} calls x {args.rounds} rounds, medians; kernel {os.uname().release}")
     for busy in busy_sets:
@@ -180,6 +188,8 @@ def main() -> int:
             if row["busy"] == busy:
                 ratio = f"{row['ratio_to_floor']:.2f}" if row["ratio_to_floor"] is not None else ""
                 print(f"  {row['config']:<34} {row['ns_per_call']:>8.1f} {row['added_ns']:>9.1f} {ratio:>8}")
+    for name, why in skipped.items():
+        print(f"\n{name} did not run here: {why}")
     return 0
 
 
