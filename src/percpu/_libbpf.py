@@ -699,7 +699,6 @@ class PartialBatch(OSError):
         self.done = done
 
 
-
 _backend: Backend | None = None
 _backend_lock = threading.Lock()
 

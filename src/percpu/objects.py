@@ -100,9 +100,7 @@ class Program:
         except OSError as exc:
             detail = "; ".join(m for m in lib.messages if m)[-400:]
             err = from_errno(exc.errno or 0, f"attach {self.name} ({self.section})")
-            raise AttachError(
-                f"{err}{': ' + detail if detail else ''}", errno=exc.errno
-            ) from exc
+            raise AttachError(f"{err}{': ' + detail if detail else ''}", errno=exc.errno) from exc
         link = Link(lib, ptr, self.name)
         self._obj._links.append(link)
         return link
