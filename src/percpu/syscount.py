@@ -81,6 +81,20 @@ def slot_name(slot: int, arch: str | None = None) -> str:
     return _names.syscall_name(slot, arch)
 
 
+def cgroup2_root() -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup``, or ``.../unified`` on hybrid
+    systems), or None."""
+    try:
+        with open("/proc/self/mounts", encoding="ascii", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    return parts[1]
+    except OSError:
+        pass
+    return None
+
+
 def ensure_tracefs() -> str:
     """Where tracefs is mounted, mounting it at /sys/kernel/tracing if it is not (needs root)."""
     with open("/proc/self/mounts", encoding="ascii", errors="replace") as f:
@@ -108,7 +122,7 @@ class Filters:
     tgid: int | None = None
     tid: int | None = None
     comm: str | None = None
-    cgroup: int | str | None = None  # cgroup v2 id, or a path under /sys/fs/cgroup
+    cgroup: int | str | None = None  # cgroup v2 id, or a path (absolute, or under the cgroup2 mount)
     syscalls: Sequence[int | str] | None = None  # names ("read", "compat:read") or numbers
     failed_only: bool = False
 
@@ -118,8 +132,11 @@ class Filters:
         if isinstance(self.cgroup, int):
             return self.cgroup
         path = self.cgroup
-        if not path.startswith("/sys/fs/cgroup"):
-            path = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
+        root = cgroup2_root()
+        if root is None:
+            raise PercpuError("the cgroup filter needs cgroup v2, and no cgroup2 file system is mounted")
+        if not path.startswith(root):
+            path = os.path.join(root, path.lstrip("/"))
         try:
             st = os.stat(path)
         except OSError as exc:

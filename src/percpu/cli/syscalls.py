@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import PercpuError
-from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta
+from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, cgroup2_root
 from . import _report
 
 __all__ = ["register"]
@@ -155,8 +155,8 @@ class _Output:
 @contextlib.contextmanager
 def _stat_cgroup() -> Iterator[str | None]:
     """A fresh cgroup v2 for ``percpu stat -- CMD``, so the command's children are counted too."""
-    base = "/sys/fs/cgroup"
-    if not os.path.exists(os.path.join(base, "cgroup.procs")):
+    base = cgroup2_root()
+    if base is None or not os.path.exists(os.path.join(base, "cgroup.procs")):
         yield None
         return
     path = os.path.join(base, f"percpu-stat-{os.getpid()}")
