@@ -103,6 +103,7 @@ def configs(with_external: bool) -> dict[str, tuple[Config, str | None]]:
         "none": (nullcontext, None),
         "floor: empty sys_enter": (lambda: floor(("enter_btf",)), None),
         "floor: empty sys_enter+sys_exit": (lambda: floor(("enter_btf", "exit_btf")), None),
+        "reference: minimal counter": (lambda: floor(("count_btf",)), "floor: empty sys_enter"),
         "percpu default": (counter, "floor: empty sys_enter"),
         "percpu -P -e (process+errno)": (
             lambda: counter(per_process=True, errors=True),

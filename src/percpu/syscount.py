@@ -326,6 +326,8 @@ class SyscallCounter:
         self.attach_mode: str | None = None
         self.attach_failures: dict[str, str] = {}
         self.needs_exit = self.filters.failed_only or errors or latency
+        # Nothing but counting: a dedicated program with the fewest instructions does it.
+        self._default_mode = not (self.needs_exit or per_process) and self.filters == Filters()
         self._config = self._build_config()
         if start:
             self.start()
@@ -399,6 +401,8 @@ class SyscallCounter:
                 )
             obj.set_rodata(self._config)
             enter, exit_ = _PROGRAMS[mode]
+            if mode == "tp_btf" and self._default_mode:
+                enter = "enter_btf_fast"
             for name, prog in obj.programs.items():
                 prog.autoload = name == enter or (name == exit_ and self.needs_exit)
             obj.set_max_entries("proc_counts", max(self.proc_entries, 1))
