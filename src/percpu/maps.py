@@ -436,6 +436,11 @@ class Map:
     # --- layout helpers -----------------------------------------------------------------------------
 
     @property
+    def type_name(self) -> str:
+        """The kernel's name of the map type, e.g. ``PERCPU_HASH``."""
+        return MapType.name_of(self.info.type).upper()
+
+    @property
     def value_bytes(self) -> int:
         """Bytes one lookup writes: ``round_up(value_size, 8) * possible CPUs`` for per-CPU maps."""
         return self._elem
@@ -583,8 +588,8 @@ class Map:
         except OSError as exc:
             if exc.errno in (_errno.EINVAL, _errno.ENOTSUP, 524) and self.percpu:
                 raise NotSupported(
-                    f"map {self.name!r}: lookup-and-delete of a {self.type!s} element is not supported by "
-                    "this kernel (per-CPU hashes need Linux 5.14)",
+                    f"map {self.name!r}: lookup-and-delete of a {self.type_name} element is not supported "
+                    "by this kernel (per-CPU hashes need Linux 5.14)",
                     feature="lookup_and_delete_elem",
                     min_kernel="5.14",
                     errno=exc.errno,
@@ -686,7 +691,7 @@ class Map:
         return Snapshot(keys=k, values=v, cpus=self.cpus, percpu=self.percpu)
 
     def _read_all(self, *, delete: bool, batch: bool | None) -> tuple[np.ndarray, np.ndarray, int]:
-        if batch is not False and self._batch_ok is not False:
+        if batch is True or (batch is None and self._batch_ok is not False):
             try:
                 return self._read_batched(delete)
             except NotSupported:
@@ -695,7 +700,7 @@ class Map:
                     raise
         if delete:
             raise NotSupported(
-                f"map {self.name!r}: this kernel has no batch lookup-and-delete for {self.type!s} maps",
+                f"map {self.name!r}: this kernel has no batch lookup-and-delete for {self.type_name} maps",
                 feature="lookup_and_delete_batch",
                 min_kernel="5.6",
                 map_name=self.name,
@@ -739,7 +744,7 @@ class Map:
                     continue
                 if total == 0 and tok_in is None and exc.errno in (_errno.EINVAL, _errno.ENOTSUP, 524):
                     raise NotSupported(
-                        f"map {self.name!r}: no batch operations for {self.type!s} on this kernel "
+                        f"map {self.name!r}: no batch operations for {self.type_name} on this kernel "
                         "(hashes need Linux 5.6, per-CPU arrays 5.13)",
                         feature="map batch operations",
                         min_kernel="5.6",

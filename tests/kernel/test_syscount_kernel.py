@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from percpu.syscalls import syscall_number
 
 from percpu.cpus import topology
+from percpu.syscalls import syscall_number
 from percpu.syscount import ATTACH_MODES, Filters, SyscallCounter
 
 pytestmark = pytest.mark.kernel
