@@ -1,0 +1,327 @@
+"""BTF (the kernel's type format) parsed in pure Python, and turned into numpy dtypes.
+
+A map created from a compiled BPF object carries BTF ids for its key and value types; with them percpu
+decodes values field by field without the user declaring anything. The layout of a BTF blob is the one in
+``include/uapi/linux/btf.h``: a header, a type section, a string section.
+
+What numpy cannot express exactly is not guessed at: a struct with bitfields, or any other type this
+module cannot lay out, yields ``None`` and the map falls back to raw bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import PercpuError
+from .values import Codec, NumpyCodec
+
+__all__ = ["Btf", "BtfType", "codec_from_btf", "parse_btf"]
+
+BTF_MAGIC = 0xEB9F
+KIND_NAMES = {
+    1: "int",
+    2: "ptr",
+    3: "array",
+    4: "struct",
+    5: "union",
+    6: "enum",
+    7: "fwd",
+    8: "typedef",
+    9: "volatile",
+    10: "const",
+    11: "restrict",
+    12: "func",
+    13: "func_proto",
+    14: "var",
+    15: "datasec",
+    16: "float",
+    17: "decl_tag",
+    18: "type_tag",
+    19: "enum64",
+}
+_QUALIFIERS = {8, 9, 10, 11, 18}  # typedef, volatile, const, restrict, type_tag: same layout as their target
+
+
+@dataclass(frozen=True)
+class BtfType:
+    """One type record: ``kind`` (``"struct"``...), ``name``, ``size_or_type`` and its trailing data."""
+
+    id: int
+    kind: str
+    name: str
+    kind_flag: bool
+    size_or_type: int
+    vlen: int
+    extra: tuple[Any, ...]
+
+
+class Btf:
+    """A parsed BTF blob. Type ids start at 1 (0 is void); with a ``base`` (split BTF) they continue
+    after the base's."""
+
+    def __init__(self, types: list[BtfType], strings: bytes, base: Btf | None = None) -> None:
+        self._types = types
+        self._strings = strings
+        self.base = base
+        self._first = base.count + 1 if base else 1
+
+    @property
+    def count(self) -> int:
+        return self._first - 1 + len(self._types)
+
+    def type(self, type_id: int) -> BtfType:
+        if type_id < self._first:
+            if self.base is not None:
+                return self.base.type(type_id)
+            raise PercpuError(f"BTF type id {type_id} does not exist")
+        try:
+            return self._types[type_id - self._first]
+        except IndexError:
+            raise PercpuError(f"BTF type id {type_id} does not exist (last is {self.count})") from None
+
+    def find(self, name: str, kind: str | None = None) -> int:
+        """Id of the first type called ``name`` (of ``kind``, if given)."""
+        for t in self._types:
+            if t.name == name and (kind is None or t.kind == kind):
+                return t.id
+        if self.base is not None:
+            return self.base.find(name, kind)
+        raise PercpuError(f"no BTF type named {name!r}")
+
+    def resolve(self, type_id: int) -> BtfType:
+        """Follow typedefs and qualifiers to the type that has a layout."""
+        t = self.type(type_id)
+        for _ in range(64):
+            if t.kind not in ("typedef", "volatile", "const", "restrict", "type_tag"):
+                return t
+            t = self.type(t.size_or_type)
+        raise PercpuError(f"BTF type {type_id}: qualifier chain too long")
+
+    def size(self, type_id: int) -> int:
+        t = self.resolve(type_id)
+        if t.kind in ("int", "struct", "union", "enum", "enum64", "float", "datasec"):
+            return t.size_or_type
+        if t.kind == "ptr":
+            return 8
+        if t.kind == "array":
+            elem, _index, n = t.extra
+            return int(self.size(elem) * n)
+        raise PercpuError(f"BTF type {type_id} ({t.kind}) has no size")
+
+    def type_name(self, type_id: int) -> str:
+        """A C-like name: ``struct stat_val``, ``__u64[4]``, ``enum proto``."""
+        if type_id == 0:
+            return "void"
+        t = self.type(type_id)
+        if t.kind in ("struct", "union", "enum", "enum64"):
+            k = "enum" if t.kind == "enum64" else t.kind
+            return f"{k} {t.name}" if t.name else f"{k} (anonymous)"
+        if t.kind == "array":
+            elem, _index, n = t.extra
+            return f"{self.type_name(elem)}[{n}]"
+        if t.kind == "ptr":
+            return f"{self.type_name(t.size_or_type)} *"
+        if t.kind in ("volatile", "const", "restrict"):
+            return f"{t.kind} {self.type_name(t.size_or_type)}"
+        return t.name or t.kind
+
+    def dtype(self, type_id: int) -> np.dtype[Any] | None:
+        """The numpy dtype of a type, or None where numpy cannot lay it out exactly (bitfields)."""
+        return self._dtype(type_id, 0)
+
+    def _dtype(self, type_id: int, depth: int) -> np.dtype[Any] | None:
+        if depth > 32:
+            return None
+        t = self.resolve(type_id)
+        if t.kind == "int":
+            (enc,) = t.extra
+            bits, signed, is_bool = enc & 0xFF, bool(enc & (1 << 24)), bool(enc & (4 << 24))
+            if bits != t.size_or_type * 8 or (enc >> 16) & 0xFF:
+                return None  # an int narrower than its storage: a bitfield-like layout
+            if is_bool and t.size_or_type == 1:
+                return np.dtype("?")
+            if t.size_or_type in (1, 2, 4, 8):
+                return np.dtype(f"<{'i' if signed else 'u'}{t.size_or_type}")
+            return np.dtype((np.void, t.size_or_type))  # __int128 and friends: raw bytes
+        if t.kind in ("enum", "enum64"):
+            signed = t.kind_flag
+            if t.size_or_type in (1, 2, 4, 8):
+                return np.dtype(f"<{'i' if signed else 'u'}{t.size_or_type}")
+            return None
+        if t.kind == "float":
+            return np.dtype(f"<f{t.size_or_type}") if t.size_or_type in (2, 4, 8) else None
+        if t.kind == "ptr":
+            return np.dtype("<u8")
+        if t.kind == "array":
+            elem, _index, n = t.extra
+            inner = self._dtype(elem, depth + 1)
+            if inner is None:
+                return None
+            if inner == np.dtype("i1") or inner == np.dtype("u1"):
+                elem_t = self.resolve(elem)
+                if elem_t.kind == "int" and (elem_t.extra[0] >> 24) & 2:  # char[N]: a string
+                    return np.dtype(f"S{n}")
+            return np.dtype((inner, (n,))) if n else np.dtype((np.void, 0))
+        if t.kind == "struct":
+            if t.kind_flag and any((off >> 24) for _n, _t, off in t.extra):
+                return None  # bitfields
+            names, formats, offsets = [], [], []
+            for i, (name, mtype, off) in enumerate(t.extra):
+                if off % 8:
+                    return None
+                mdt = self._dtype(mtype, depth + 1)
+                if mdt is None:
+                    return None
+                names.append(name or f"_anon{i}")
+                formats.append(mdt)
+                offsets.append(off // 8)
+            return np.dtype(
+                {"names": names, "formats": formats, "offsets": offsets, "itemsize": t.size_or_type}
+            )
+        if t.kind == "union":
+            return np.dtype((np.void, t.size_or_type))
+        return None
+
+    def enum_values(self, type_id: int) -> dict[int, str]:
+        """{value: enumerator name} of an enum type (empty for other kinds)."""
+        t = self.resolve(type_id)
+        if t.kind not in ("enum", "enum64"):
+            return {}
+        return {v: n for n, v in t.extra}
+
+    def describe(self, type_id: int, indent: str = "") -> str:
+        """A C-like rendering of a type with field offsets, for display."""
+        t = self.resolve(type_id)
+        if t.kind not in ("struct", "union"):
+            return f"{indent}{self.type_name(type_id)} ({self.size(type_id)} bytes)"
+        lines = [f"{indent}{self.type_name(t.id)} {{  /* {t.size_or_type} bytes */"]
+        for name, mtype, off in t.extra:
+            bits = (off >> 24) if t.kind_flag else 0
+            boff = (off & 0xFFFFFF) if t.kind_flag else off
+            where = f"bit {boff}, {bits} bits" if bits else f"offset {boff // 8}"
+            lines.append(f"{indent}    {self.type_name(mtype)} {name};  /* {where} */")
+        lines.append(f"{indent}}}")
+        return "\n".join(lines)
+
+
+def parse_btf(raw: bytes, base: Btf | None = None) -> Btf:
+    """Parse a BTF blob (as the kernel hands it out, or /sys/kernel/btf/vmlinux)."""
+    if len(raw) < 24:
+        raise PercpuError("BTF blob is too short")
+    magic, version, _flags, hdr_len = struct.unpack_from("<HBBI", raw, 0)
+    if magic != BTF_MAGIC:
+        raise PercpuError(f"not BTF (magic {magic:#x}; big-endian BTF is not supported)")
+    if version != 1:
+        raise PercpuError(f"BTF version {version} is not supported")
+    type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", raw, 8)
+    types_raw = raw[hdr_len + type_off : hdr_len + type_off + type_len]
+    strings = raw[hdr_len + str_off : hdr_len + str_off + str_len]
+    first = base.count + 1 if base else 1
+
+    def name_at(off: int) -> str:
+        if base is not None and off < len(base._strings):
+            return _cstr(base._strings, off)
+        if base is not None:
+            off -= len(base._strings)
+        return _cstr(strings, off)
+
+    types: list[BtfType] = []
+    pos = 0
+    while pos < len(types_raw):
+        name_off, info, size_or_type = struct.unpack_from("<III", types_raw, pos)
+        pos += 12
+        vlen, kind, kflag = info & 0xFFFF, (info >> 24) & 0x1F, bool(info >> 31)
+        extra: tuple[Any, ...] = ()
+        if kind == 1:  # int
+            extra = struct.unpack_from("<I", types_raw, pos)
+            pos += 4
+        elif kind == 3:  # array
+            extra = struct.unpack_from("<III", types_raw, pos)
+            pos += 12
+        elif kind in (4, 5):  # struct, union
+            members = []
+            for _ in range(vlen):
+                m_name, m_type, m_off = struct.unpack_from("<III", types_raw, pos)
+                pos += 12
+                members.append((name_at(m_name), m_type, m_off))
+            extra = tuple(members)
+        elif kind == 6:  # enum
+            vals = []
+            for _ in range(vlen):
+                e_name, e_val = struct.unpack_from("<Ii" if kflag else "<II", types_raw, pos)
+                pos += 8
+                vals.append((name_at(e_name), e_val))
+            extra = tuple(vals)
+        elif kind == 19:  # enum64
+            vals = []
+            for _ in range(vlen):
+                e_name, lo, hi = struct.unpack_from("<III", types_raw, pos)
+                pos += 12
+                v = (hi << 32) | lo
+                if kflag and v >= 1 << 63:
+                    v -= 1 << 64
+                vals.append((name_at(e_name), v))
+            extra = tuple(vals)
+        elif kind == 13:  # func_proto
+            pos += 8 * vlen
+        elif kind == 14:  # var
+            pos += 4
+        elif kind == 15:  # datasec
+            pos += 12 * vlen
+        elif kind == 17:  # decl_tag
+            pos += 4
+        elif kind not in KIND_NAMES:
+            raise PercpuError(f"BTF type {first + len(types)} has unknown kind {kind}")
+        types.append(
+            BtfType(
+                first + len(types),
+                KIND_NAMES.get(kind, str(kind)),
+                name_at(name_off),
+                kflag,
+                size_or_type,
+                vlen,
+                extra,
+            )
+        )
+    return Btf(types, strings if base is None else base._strings + strings, base)
+
+
+def _cstr(buf: bytes, off: int) -> str:
+    end = buf.find(b"\0", off)
+    return buf[off : end if end >= 0 else len(buf)].decode(errors="replace")
+
+
+_cache_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=32)
+def _btf_by_id(btf_id: int) -> Btf:
+    from . import _libbpf
+
+    return parse_btf(_libbpf.libbpf().btf_raw(btf_id))
+
+
+def load_btf(btf_id: int) -> Btf:
+    """The parsed BTF object the kernel holds under ``btf_id`` (cached)."""
+    with _cache_lock:
+        return _btf_by_id(btf_id)
+
+
+def codec_from_btf(btf_id: int, type_id: int, size: int) -> Codec | None:
+    """A codec for a map's key or value from its BTF, or None when BTF cannot give an exact layout."""
+    try:
+        btf = load_btf(btf_id)
+        dt = btf.dtype(type_id)
+    except (PercpuError, OSError, struct.error):
+        return None
+    if dt is None or dt.itemsize != size:
+        return None
+    codec = NumpyCodec(dt)
+    codec.name = btf.type_name(type_id)
+    return codec

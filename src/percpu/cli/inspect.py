@@ -1,0 +1,500 @@
+"""``percpu maps``, ``percpu dump``, ``percpu doctor`` and ``percpu explain``: look at per-CPU maps."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .. import _libbpf
+from ..cpus import topology
+from ..errors import BpfError, NotSupported, PercpuError
+from ..maps import (
+    PERCPU_TYPES,
+    Map,
+    MapType,
+    PerCpuMap,
+    cpu_flag_supported,
+    list_maps,
+    open_map,
+    user_value_bytes,
+)
+from ..values import stride
+
+__all__ = ["register"]
+
+
+def _json_value(v: Any) -> Any:
+    """A decoded value as JSON: records as objects, arrays as lists, bytes as hex."""
+    if isinstance(v, np.void) and v.dtype.names:
+        return {n: _json_value(v[n]) for n in v.dtype.names}
+    if isinstance(v, np.void):
+        return bytes(v.tobytes()).hex()
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind == "S":
+            return [x.decode(errors="replace") for x in v.tolist()]
+        return [_json_value(x) for x in v]
+    if isinstance(v, bytes | np.bytes_):
+        b = bytes(v)
+        text = b.rstrip(b"\0")
+        return text.decode() if text.isascii() and text.decode().isprintable() else b.hex()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _text(v: Any) -> str:
+    j = _json_value(v)
+    return j if isinstance(j, str) else json.dumps(j, separators=(",", ":"))
+
+
+# --- percpu maps --------------------------------------------------------------------------------------
+
+
+def _cmd_maps(args: argparse.Namespace) -> int:
+    possible = len(topology().possible)
+    rows = []
+    for info in list_maps():
+        percpu = info.type in PERCPU_TYPES
+        if args.percpu and not percpu:
+            continue
+        rows.append(
+            {
+                "id": info.id,
+                "name": info.name,
+                "type": MapType.name_of(info.type),
+                "percpu": percpu,
+                "key_size": info.key_size,
+                "value_size": info.value_size,
+                "max_entries": info.max_entries,
+                "flags": info.flags,
+                "btf": bool(info.btf_value_type_id),
+                "lookup_writes": user_value_bytes(info.type, info.value_size, possible),
+            }
+        )
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{'id':>6} {'name':<16} {'type':<22} {'key':>5} {'value':>6} {'entries':>8} {'lookup writes':>14}")
+    for r in rows:
+        mark = "*" if r["percpu"] else " "
+        print(
+            f"{r['id']:>6} {r['name']:<16} {r['type']:<21}{mark} {r['key_size']:>5} {r['value_size']:>6} "
+            f"{r['max_entries']:>8} {r['lookup_writes']:>14,}"
+        )
+    print(f"\n* per-CPU: a user-space lookup writes round_up(value_size, 8) x {possible} possible CPUs")
+    return 0
+
+
+# --- percpu dump --------------------------------------------------------------------------------------
+
+
+def _parse_key(m: Map, text: str) -> Any:
+    kt = m.key_codec.dtype
+    if kt.names:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PercpuError(
+                f"--key for {m.key_codec.name}: give a JSON object of its fields ({exc})"
+            ) from exc
+        return obj
+    if kt.kind == "V":
+        h = text.removeprefix("0x").replace(" ", "")
+        try:
+            raw = bytes.fromhex(h)
+        except ValueError as exc:
+            raise PercpuError(f"--key: give the {m.info.key_size}-byte key as hex, e.g. 0a000000") from exc
+        return raw
+    try:
+        return int(text, 0)
+    except ValueError as exc:
+        raise PercpuError(f"--key {text!r}: not an integer") from exc
+
+
+def _rows(m: Map, args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
+    """(key, per-CPU values array or single value), batch-read, at most --limit of them."""
+    if args.key is not None:
+        key = _parse_key(m, args.key)
+        v = m.lookup(key)
+        arr = v.to_numpy() if isinstance(m, PerCpuMap) else v
+        yield key, arr
+        return
+    snap = m.snapshot()
+    n = len(snap) if not args.limit else min(args.limit, len(snap))
+    for i in range(n):
+        yield snap.keys[i], snap.values[i]
+
+
+def _cmd_dump(args: argparse.Namespace) -> int:
+    with open_map(args.map) as m:
+        cpus = list(m.cpus)
+        if args.cpu is not None and args.cpu not in cpus:
+            raise PercpuError(f"--cpu {args.cpu}: not a possible CPU (possible: {m.cpus})")
+        numeric = m.value_codec.numeric
+        if args.sum and not numeric:
+            raise PercpuError(f"--sum needs numeric values; {m.value_codec.name} is not")
+        out = sys.stdout
+        if not args.json:
+            print(
+                f"map {m.info.id} {m.name!r}: {m.type_name}, key {m.key_codec.name}, "
+                f"value {m.value_codec.name}" + (f", CPUs {m.cpus}" if m.percpu else ""),
+                file=out,
+            )
+        count = 0
+        for key, vals in _rows(m, args):
+            count += 1
+            k = _json_value(key)
+            if not m.percpu:
+                obj: dict[str, Any] = {"key": k, "value": _json_value(vals)}
+            else:
+                arr = np.asarray(vals)
+                if args.cpu is not None:
+                    obj = {"key": k, "cpu": args.cpu, "value": _json_value(arr[cpus.index(args.cpu)])}
+                elif args.sum:
+                    total = _sum(arr)
+                    obj = {"key": k, "sum": _json_value(total)}
+                else:
+                    obj = {
+                        "key": k,
+                        "values": [{"cpu": c, "value": _json_value(arr[i])} for i, c in enumerate(cpus)],
+                    }
+                    if numeric:
+                        obj["sum"] = _json_value(_sum(arr))
+            if args.json:
+                out.write(json.dumps(obj) + "\n")
+            else:
+                _print_row(obj, out)
+        if not args.json:
+            print(f"{count} entries", file=out)
+    return 0
+
+
+def _sum(arr: np.ndarray) -> Any:
+    if arr.dtype.names:
+        out = np.zeros((), dtype=arr.dtype)
+        for n in arr.dtype.names:
+            out[n] = arr[n].sum(axis=0)
+        return out[()]
+    kind = arr.dtype.kind
+    return arr.sum(axis=0, dtype=np.uint64 if kind == "u" else np.int64 if kind in "ib" else None)
+
+
+def _print_row(obj: dict[str, Any], out: Any) -> None:
+    key = obj["key"] if isinstance(obj["key"], str) else json.dumps(obj["key"], separators=(",", ":"))
+    if "values" in obj:
+        cells = "  ".join(f"cpu{v['cpu']}={_text(v['value'])}" for v in obj["values"])
+        tail = f"  sum={_text(obj['sum'])}" if "sum" in obj else ""
+        out.write(f"key {key}: {cells}{tail}\n")
+    elif "cpu" in obj:
+        out.write(f"key {key}: cpu{obj['cpu']}={_text(obj['value'])}\n")
+    elif "sum" in obj:
+        out.write(f"key {key}: sum={_text(obj['sum'])}\n")
+    else:
+        out.write(f"key {key}: {_text(obj['value'])}\n")
+
+
+# --- percpu doctor ------------------------------------------------------------------------------------
+
+Check = tuple[str, str, str]  # (status ok|warn|fail|info, what, detail)
+
+
+def _cap_eff() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _probe(fn: Callable[[], Any]) -> tuple[bool, str]:
+    try:
+        fn()
+        return True, "ok"
+    except NotSupported as exc:
+        return False, f"not supported ({os.strerror(exc.errno) if exc.errno else exc})"
+    except (BpfError, OSError) as exc:
+        e = getattr(exc, "errno", None)
+        return False, os.strerror(e) if e else str(exc)
+
+
+def _doctor_checks() -> tuple[list[Check], list[dict[str, Any]]]:
+    checks: list[Check] = []
+    topo = topology()
+    possible, online, present = topo.possible, topo.online, topo.present
+    checks.append(("info", "possible CPUs", f"{possible} ({len(possible)})"))
+    checks.append(("info", "online CPUs", f"{online} ({len(online)})"))
+    checks.append(("info", "present CPUs", f"{present} ({len(present)})"))
+    if len(possible) != len(online):
+        extra = len(possible) - len(online)
+        checks.append(
+            (
+                "warn",
+                "possible != online",
+                f"a reader that sizes per-CPU buffers by online CPUs (os.cpu_count()) overruns by "
+                f"{extra} slots x round_up(value_size, 8) bytes",
+            )
+        )
+    if possible.ids != tuple(range(len(possible))):
+        checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
+    caps = _cap_eff()
+    names = [n for bit, n in ((21, "CAP_SYS_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")) if caps >> bit & 1]
+    priv_ok = os.geteuid() == 0 or "CAP_SYS_ADMIN" in names or {"CAP_BPF", "CAP_PERFMON"} <= set(names)
+    checks.append(
+        (
+            "ok" if priv_ok else "fail",
+            "privileges",
+            f"euid {os.geteuid()}, capabilities: {', '.join(names) or 'none'}"
+            + ("" if priv_ok else "; run as root or grant CAP_BPF and CAP_PERFMON"),
+        )
+    )
+    unpriv = _read("/proc/sys/kernel/unprivileged_bpf_disabled")
+    checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
+    lib = _libbpf.libbpf()
+    checks.append(("ok", "libbpf", f"{lib.version_string} ({lib.path})"))
+    btf = os.path.exists("/sys/kernel/btf/vmlinux")
+    checks.append(
+        (
+            "ok" if btf else "warn",
+            "kernel BTF",
+            "/sys/kernel/btf/vmlinux" if btf else "missing: tp_btf is unavailable, raw_tp is used",
+        )
+    )
+    with open("/proc/self/mounts", encoding="ascii", errors="replace") as mounts:
+        tracefs = next((line.split()[1] for line in mounts if line.split()[2:3] == ["tracefs"]), None)
+    checks.append(
+        (
+            "ok" if tracefs else "info",
+            "tracefs",
+            tracefs or "not mounted (percpu mounts it when the classic tracepoint is needed)",
+        )
+    )
+    stats = _read("/proc/sys/kernel/bpf_stats_enabled")
+    checks.append(
+        (
+            "info",
+            "kernel.bpf_stats_enabled",
+            f"{stats} (1: programs report run count and time; percpu exporter --enable-bpf-stats)",
+        )
+    )
+    if priv_ok:
+        for t in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH):
+            ok, why = _probe(functools.partial(_probe_batch, t))
+            checks.append(("ok" if ok else "warn", f"batch ops on {t.name}", why))
+        flag = cpu_flag_supported()
+        checks.append(
+            (
+                "ok" if flag else "info",
+                "BPF_F_CPU (one CPU's slot)",
+                "supported"
+                if flag
+                else "not supported (Linux 7.0 adds it): update_cpu() reads, modifies and writes all slots",
+            )
+        )
+        for hook, prog in (("tp_btf", "enter_btf"), ("raw_tp", "enter_raw"), ("tracepoint", "enter_tp")):
+            ok, why = _probe(functools.partial(_probe_load, prog))
+            checks.append(("ok" if ok else "warn", f"{hook} program at sys_enter", "loads" if ok else why))
+        try:
+            fd = lib.enable_stats()
+            os.close(fd)
+            checks.append(("ok", "bpf_stats (BPF_ENABLE_STATS)", "can be turned on"))
+        except OSError as exc:
+            checks.append(("warn", "bpf_stats (BPF_ENABLE_STATS)", os.strerror(exc.errno or 0)))
+    maps: list[dict[str, Any]] = []
+    if priv_ok:
+        for info in list_maps():
+            if info.type in PERCPU_TYPES:
+                maps.append(
+                    {
+                        "id": info.id,
+                        "name": info.name,
+                        "type": MapType.name_of(info.type),
+                        "value_size": info.value_size,
+                        "stride": stride(info.value_size),
+                        "reader_buffer_bytes": user_value_bytes(info.type, info.value_size, len(possible)),
+                    }
+                )
+    return checks, maps
+
+
+def _probe_load(program: str) -> None:
+    """Load (not attach) one empty program of the shipped floor object: the real test of a hook type."""
+    from ..objects import BpfObject, bundled
+
+    with BpfObject(bundled("floor.bpf.o")) as obj:
+        for name, p in obj.programs.items():
+            p.autoload = name == program
+        obj.load()
+
+
+def _probe_load(program: str) -> None:
+    """Load (not attach) one empty program of the shipped floor object: the real test of a hook type."""
+    from ..objects import BpfObject, bundled
+
+    with BpfObject(bundled("floor.bpf.o")) as obj:
+        for name, p in obj.programs.items():
+            p.autoload = name == program
+        obj.load()
+
+
+def _probe_batch(t: MapType) -> None:
+    from ..maps import LruPerCpuHash, PerCpuArray, PerCpuHash
+
+    m: Map
+    if t == MapType.PERCPU_ARRAY:
+        m = PerCpuArray.create(np.uint64, 4, name="percpu_probe")
+    elif t == MapType.PERCPU_HASH:
+        m = PerCpuHash.create(np.uint32, np.uint64, 4, name="percpu_probe")
+    else:
+        m = LruPerCpuHash.create(np.uint32, np.uint64, 4, name="percpu_probe")
+    with m:
+        m.snapshot(batch=True)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    checks, maps = _doctor_checks()
+    if args.json:
+        json.dump(
+            {"checks": [{"status": s, "check": w, "detail": d} for s, w, d in checks], "percpu_maps": maps},
+            sys.stdout,
+            indent=2,
+        )
+        sys.stdout.write("\n")
+    else:
+        for status, what, detail in checks:
+            print(f"[{status:>4}] {what}: {detail}")
+        if maps:
+            print("\nper-CPU maps on this system and the buffer a correct reader needs for one lookup:")
+            for m in maps:
+                print(
+                    f"  id {m['id']:>5} {m['name']:<16} {m['type']:<22} value {m['value_size']:>6} B -> "
+                    f"{m['reader_buffer_bytes']:,} B ({m['stride']} x {len(topology().possible)} CPUs)"
+                )
+    return 1 if any(s == "fail" for s, _, _ in checks) else 0
+
+
+# --- percpu explain -----------------------------------------------------------------------------------
+
+
+def _hex(b: bytes, width: int = 16) -> list[str]:
+    return [" ".join(f"{x:02x}" for x in b[i : i + width]) for i in range(0, len(b), width)]
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from ..maps import PerCpuArray
+
+    size = args.value_size
+    if not 1 <= size <= 32768:
+        raise PercpuError("--value-size must be 1..32768")
+    possible = topology().possible
+    n = len(possible)
+    st = stride(size)
+    guard = 16
+    with PerCpuArray.create(np.dtype((np.void, size)), 1, name="percpu_explain") as m:
+        m.update(0, [bytes([0x10 + (i % 0xE0)]) * size for i in range(n)])
+        # The "naive" program's buffer is `size` bytes; we allocate enough for what the kernel really
+        # writes plus guards on both sides, so the overrun lands in our own memory, not the heap.
+        buf = np.full(guard + n * st + guard, 0xEE, dtype=np.uint8)
+        inner = buf[guard : guard + n * st]
+        key = np.zeros(4, np.uint8)
+        b = _libbpf.backend()
+        try:
+            b.map_lookup(m.fd, key, inner, n * st)
+        except OSError as exc:
+            raise BpfError(f"lookup failed: {os.strerror(exc.errno or 0)}", errno=exc.errno) from exc
+        raw = bytes(buf)
+    wrote = n * st
+    past = wrote - size
+    print(f"A per-CPU map with {size}-byte values on a machine with {n} possible CPUs ({possible}).")
+    print(f"A program that reads it into a buffer sized for one value ({size} bytes) passes the kernel this")
+    print(f"buffer; the kernel writes round_up({size}, 8) x {n} = {st} x {n} = {wrote} bytes into it:\n")
+    print(f"  guard before  : {' '.join(_hex(raw[:guard]))}   (untouched)")
+    shown = 0
+    for i, cpu in enumerate(possible):
+        if shown >= 8 and i < n - 1:
+            continue
+        sl = raw[guard + i * st : guard + (i + 1) * st]
+        if i == 0:
+            owner = (
+                "the program's buffer"
+                if size == st
+                else f"the program's {size} bytes, then padding past them"
+            )
+        else:
+            owner = "PAST THE END of the program's buffer"
+        cells = " ".join(_hex(sl[: min(st, 16)]))
+        print(f"  slot {i:>3} cpu{cpu:<4}: {cells}{' ...' if st > 16 else ''}  <- {owner}")
+        shown += 1
+    print(f"  guard after   : {' '.join(_hex(raw[guard + wrote :]))}   (untouched)")
+    print(
+        f"\n{past} bytes land past the end of a {size}-byte buffer: heap corruption that crashes now and then"
+    )
+    print("The rule: buffer = round_up(value_size, 8) * num_possible_cpus(), where possible CPUs come from")
+    print(
+        f"/sys/devices/system/cpu/possible ({possible}), not os.cpu_count() ({os.cpu_count()}) or online "
+        f"CPUs ({topology().online})."
+    )
+    print("Slot i holds the i-th possible CPU, which is CPU id i only when that list has no gaps.")
+    print("percpu sizes every buffer this way: PerCpuArray.create(...).lookup(key) returns a PerCpuValue.")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "maps",
+        help="list BPF maps; per-CPU ones with the bytes a lookup writes",
+        description="List every BPF map on the system (needs root). Per-CPU maps are marked, "
+        "with the bytes one user-space lookup writes.",
+    )
+    p.add_argument("--percpu", action="store_true", help="only per-CPU maps")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(func=_cmd_maps)
+
+    d = sub.add_parser(
+        "dump",
+        help="dump a map with real CPU ids and BTF field names",
+        description="Dump a map's entries. Per-CPU values are shown per CPU id (not slot), decoded "
+        "with BTF field names where the map has BTF, raw hex where not. Reads use batch "
+        "operations.",
+    )
+    d.add_argument("map", help="map id, name, or pinned path (/sys/fs/bpf/...)")
+    d.add_argument("--sum", action="store_true", help="per key, the total over all CPUs")
+    d.add_argument("--cpu", type=int, help="only this CPU's values")
+    d.add_argument("--key", help="only this key: integer, 0x hex, hex bytes, or JSON for struct keys")
+    d.add_argument("--limit", type=int, default=0, help="at most N entries")
+    d.add_argument("--json", action="store_true", help="one JSON object per entry")
+    d.set_defaults(func=_cmd_dump)
+
+    c = sub.add_parser(
+        "doctor",
+        help="what a correct per-CPU reader needs on this machine",
+        description="Check CPU lists, privileges, libbpf, BTF, tracefs and probe kernel features "
+        "(batch operations, BPF_F_CPU, program types, bpf_stats); list the buffer size each "
+        "per-CPU map on the system needs.",
+    )
+    c.add_argument("--json", action="store_true", help="JSON output")
+    c.set_defaults(func=_cmd_doctor)
+
+    e = sub.add_parser(
+        "explain",
+        help="show the per-CPU buffer overrun safely on a scratch map",
+        description="Create a scratch per-CPU array and show, with guard bytes, what the kernel "
+        "writes into a buffer sized for one value.",
+    )
+    e.add_argument("--value-size", type=int, default=8, help="value size in bytes (default 8)")
+    e.set_defaults(func=_cmd_explain)
