@@ -342,16 +342,6 @@ def _probe_load(program: str) -> None:
         obj.load()
 
 
-def _probe_load(program: str) -> None:
-    """Load (not attach) one empty program of the shipped floor object: the real test of a hook type."""
-    from ..objects import BpfObject, bundled
-
-    with BpfObject(bundled("floor.bpf.o")) as obj:
-        for name, p in obj.programs.items():
-            p.autoload = name == program
-        obj.load()
-
-
 def _probe_batch(t: MapType) -> None:
     from ..maps import LruPerCpuHash, PerCpuArray, PerCpuHash
 
