@@ -365,14 +365,8 @@ class PerCpuValue(Sequence[Any]):
         if isinstance(self._codec, IntCodec) and self._codec.dtype.kind == "V":
             ints = list(self)
             return {"sum": sum, "min": min, "max": max, "mean": lambda x: sum(x) / len(x)}[fn](ints)  # type: ignore[operator]
-        a = self._array
-        if a.dtype.fields:
-            out = np.zeros((), dtype=a.dtype)
-            for name in a.dtype.names or ():
-                out[name] = _reduce_array(a[name], fn)
-            return out[()] if fn != "mean" else {n: _reduce_array(a[n], fn) for n in a.dtype.names or ()}
-        r = _reduce_array(a, fn)
-        return r.item() if isinstance(r, np.generic) else r
+        r = reduce_cpus(self._array, fn)
+        return r.item() if isinstance(r, np.generic) and not r.dtype.names else r
 
     def sum(self) -> Any:
         """The sum over all possible CPUs (integers do not overflow their own width silently: uint64)."""
@@ -398,6 +392,22 @@ class PerCpuValue(Sequence[Any]):
         shown = ", ".join(f"{c}: {v!r}" for c, v in list(self.items())[:8])
         more = ", ..." if len(self) > 8 else ""
         return f"PerCpuValue({{{shown}{more}}})"
+
+
+def reduce_cpus(a: np.ndarray, fn: str = "sum") -> Any:
+    """Reduce over the first axis (CPUs); records field by field, nested records included.
+
+    For records, ``sum``/``min``/``max`` give a record of the same type; ``mean`` gives a dict, since a
+    mean of integers is not an integer.
+    """
+    if a.dtype.names:
+        if fn == "mean":
+            return {n: reduce_cpus(a[n], fn) for n in a.dtype.names}
+        out = np.zeros(a.shape[1:], dtype=a.dtype)
+        for n in a.dtype.names:
+            out[n] = reduce_cpus(a[n], fn)
+        return out[()]
+    return _reduce_array(a, fn)
 
 
 def _reduce_array(a: np.ndarray, fn: str) -> Any:

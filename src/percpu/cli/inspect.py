@@ -25,7 +25,7 @@ from ..maps import (
     open_map,
     user_value_bytes,
 )
-from ..values import stride
+from ..values import reduce_cpus, stride
 
 __all__ = ["register"]
 
@@ -178,13 +178,7 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 
 def _sum(arr: np.ndarray) -> Any:
-    if arr.dtype.names:
-        out = np.zeros((), dtype=arr.dtype)
-        for n in arr.dtype.names:
-            out[n] = arr[n].sum(axis=0)
-        return out[()]
-    kind = arr.dtype.kind
-    return arr.sum(axis=0, dtype=np.uint64 if kind == "u" else np.int64 if kind in "ib" else None)
+    return reduce_cpus(arr, "sum")
 
 
 def _print_row(obj: dict[str, Any], out: Any) -> None:

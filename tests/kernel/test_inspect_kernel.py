@@ -1,0 +1,163 @@
+"""BTF-typed maps made by a BPF program, inspected with percpu (library and commands) and with bpftool."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+import percpu
+from percpu.btf import parse_btf
+from percpu.objects import BpfObject, bundled
+
+pytestmark = pytest.mark.kernel
+
+POSSIBLE = list(percpu.topology().possible)
+
+
+def percpu_cmd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "percpu", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def filled() -> Iterator[BpfObject]:
+    """test_maps.bpf.o loaded and attached, with values driven by this process's system calls."""
+    with BpfObject(bundled("test_maps.bpf.o")) as obj:
+        obj.set_rodata(os.getpid().to_bytes(4, "little"))
+        obj.load()
+        link = obj.attach("fill")
+        for _ in range(50):
+            os.getppid()
+        link.close()  # freeze the values: the tests below make system calls of their own
+        yield obj
+
+
+def bpftool_formatted(map_id: int) -> dict[object, dict[int, object]]:
+    out = subprocess.run(
+        ["bpftool", "-j", "map", "dump", "id", str(map_id)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result: dict[object, dict[int, object]] = {}
+    for e in json.loads(out.stdout):
+        f = e["formatted"]
+        result[f["key"]] = {v["cpu"]: v["value"] for v in f["values"]}
+    return result
+
+
+@pytest.mark.parametrize("name", ["stats", "small", "nested"])
+def test_btf_values_agree_with_bpftool_field_by_field(filled: BpfObject, name: str) -> None:
+    with filled.map(name) as m:
+        assert m.value_codec.dtype.names, "the value type came from BTF, not a declaration"
+        theirs = bpftool_formatted(m.info.id)
+        r = percpu_cmd("dump", str(m.info.id), "--json")
+        assert r.returncode == 0, r.stderr
+        ours = [json.loads(line) for line in r.stdout.splitlines()]
+        assert len(ours) == len(theirs) > 0
+        for entry in ours:
+            # bpftool labels slot i as "cpu i"; with no gaps in the possible list they coincide here
+            want = theirs[entry["key"]]
+            for i, v in enumerate(entry["values"]):
+                assert v["cpu"] == POSSIBLE[i]
+                got = v["value"]
+                exp = want[i]
+                if name == "nested":  # bpftool prints the enum by name
+                    assert exp["kind"] in ("PROTO_UDP", 17, "PROTO_NONE", 0)
+                    got = {**got, "kind": None}
+                    exp = {**exp, "kind": None}
+                assert got == exp
+
+
+def test_library_reads_btf_struct_values(filled: BpfObject) -> None:
+    with filled.map("stats") as m:
+        snap = m.snapshot()
+        assert set(snap.values.dtype.names or ()) >= {"packets", "bytes", "flags", "port", "proto", "tag"}
+        total = snap.values["packets"].sum()
+        assert total >= 50
+        assert (snap.values["port"][snap.values["packets"] > 0] == 443).all()
+
+
+def test_dump_sum_cpu_key_and_table(filled: BpfObject) -> None:
+    with filled.map("stats") as m:
+        key = int(m.snapshot().keys[0])
+        r = percpu_cmd("dump", str(m.info.id), "--key", str(key), "--sum", "--json")
+        assert r.returncode == 0, r.stderr
+        obj = json.loads(r.stdout)
+        assert obj["key"] == key and obj["sum"]["port"] == 443 * sum(1 for v in m[key] if v["port"] == 443)
+        r = percpu_cmd("dump", str(m.info.id), "--cpu", str(POSSIBLE[-1]))
+        assert r.returncode == 0 and f"cpu{POSSIBLE[-1]}=" in r.stdout
+        r = percpu_cmd("dump", "stats", "--limit", "2")
+        assert r.returncode == 0, r.stderr
+        assert "struct stat_val" in r.stdout and "2 entries" in r.stdout
+
+
+def test_dump_pinned_and_raw_hex_without_btf() -> None:
+    bpffs = "/sys/fs/bpf"
+    if not os.path.ismount(bpffs):
+        subprocess.run(["mount", "-t", "bpf", "bpf", bpffs], check=True)
+    path = os.path.join(bpffs, f"percpu_dump_{os.getpid()}")
+    with percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 3)), 4) as m:
+        m.update(7, [b"\x01\x02\x03"] * len(POSSIBLE))
+        m.pin(path)
+        try:
+            r = percpu_cmd("dump", path, "--json")
+            assert r.returncode == 0, r.stderr
+            obj = json.loads(r.stdout)
+            assert obj["key"] == "07000000"  # no BTF: raw hex
+            assert [v["value"] for v in obj["values"]] == ["010203"] * len(POSSIBLE)
+        finally:
+            os.unlink(path)
+
+
+@pytest.mark.parametrize("spec", ["999999999", "/sys/fs/bpf/does_not_exist", "no_such_map_name"])
+def test_missing_map_is_a_clear_error(spec: str) -> None:
+    r = percpu_cmd("dump", spec)
+    assert r.returncode == 1
+    assert r.stderr.startswith("percpu: ") and "Traceback" not in r.stderr
+
+
+def test_maps_lists_lookup_bytes(filled: BpfObject) -> None:
+    r = percpu_cmd("maps", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["id"]: row for row in json.loads(r.stdout)}
+    with filled.map("small") as m:
+        row = rows[m.info.id]
+        assert row["percpu"] and row["value_size"] == 12
+        assert row["lookup_writes"] == 16 * len(POSSIBLE)
+
+
+def test_doctor_probes_features() -> None:
+    r = percpu_cmd("doctor", "--json")
+    assert r.returncode == 0, r.stderr
+    checks = {c["check"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["batch ops on PERCPU_HASH"]["status"] == "ok"
+    assert checks["batch ops on PERCPU_ARRAY"]["status"] == "ok"
+    assert checks["tp_btf program at sys_enter"]["status"] == "ok"
+    assert checks["BPF_F_CPU (one CPU's slot)"]["status"] == "info"  # not in 6.18
+
+
+def test_explain_shows_the_overrun() -> None:
+    r = percpu_cmd("explain", "--value-size", "12")
+    assert r.returncode == 0, r.stderr
+    n = len(POSSIBLE)
+    assert f"{16 * n - 12} bytes land past the end of a 12-byte buffer" in r.stdout
+    assert "guard after" in r.stdout and "(untouched)" in r.stdout
+
+
+def test_vmlinux_btf_parses() -> None:
+    with open("/sys/kernel/btf/vmlinux", "rb") as f:
+        btf = parse_btf(f.read())
+    key = btf.find("bpf_cgroup_storage_key", "struct")
+    dt = btf.dtype(key)
+    assert dt is not None and dt.names == ("cgroup_inode_id", "attach_type")
+    assert dt.fields["attach_type"][1] == 8 and dt.itemsize == 16
+    assert btf.type_name(btf.find("task_struct", "struct")) == "struct task_struct"
