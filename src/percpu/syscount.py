@@ -13,6 +13,7 @@ compat calls on x86_64 (which the tracepoint reports with their own numbering).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -79,6 +80,11 @@ def slot_name(slot: int, arch: str | None = None) -> str:
     if slot >= COMPAT_BASE:
         return "compat:" + _names.syscall_name(slot - COMPAT_BASE, arch, compat=True)
     return _names.syscall_name(slot, arch)
+
+
+def errno_name(err: int) -> str:
+    """``ENOENT`` for 2; ``E<n>`` for numbers Python does not name (kernel-internal ones like 512)."""
+    return errno.errorcode.get(err, f"E{err}")
 
 
 def cgroup2_root() -> str | None:

@@ -6,7 +6,6 @@ Pure functions of a :class:`~percpu.syscount.SyscallDelta`, shared by ``percpu s
 from __future__ import annotations
 
 import csv
-import errno as _errno
 import html
 import io
 import math
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..syscount import SyscallDelta
+from ..syscount import SyscallDelta, errno_name
 
 __all__ = ["csv_rows", "heatmap_svg", "latency_quantiles", "table", "to_json"]
 
@@ -30,10 +29,6 @@ def human(n: float) -> str:
             v = n / div
             return f"{v:.1f}{unit}" if abs(v) < 100 else f"{v:.0f}{unit}"
     return f"{n:.2e}"
-
-
-def errno_name(err: int) -> str:
-    return _errno.errorcode.get(err, f"E{err}")
 
 
 def _rows(d: SyscallDelta, top: int | None) -> np.ndarray:
