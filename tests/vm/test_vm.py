@@ -29,7 +29,8 @@ WORKLOAD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "helpe
 
 needs_gap = pytest.mark.skipif(
     len(POSSIBLE) <= len(ONLINE),
-    reason=f"needs possible CPUs > online CPUs (here {len(POSSIBLE)} = {len(ONLINE)}); scripts/vm-matrix runs it",
+    reason=f"needs possible CPUs > online CPUs (here {len(POSSIBLE)} = {len(ONLINE)}); "
+    "scripts/vm-matrix runs it",
 )
 
 
