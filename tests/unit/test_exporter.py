@@ -143,3 +143,30 @@ def test_errors_and_latency_histogram() -> None:
     assert got[("percpu_syscall_latency_seconds_sum", (("syscall", "read"),))] == pytest.approx(
         (5 * 1.5 * 2**10 + 5 * 1.5 * 2**12) / 1e9
     )
+
+
+def _parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+
+    parse = om_parse if text.rstrip().endswith("# EOF") else text_string_to_metric_families
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in parse(text)
+        for s in fam.samples
+        if s.name != "percpu_scrape_duration_seconds"
+    }
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+@pytest.mark.parametrize("kw", [{}, {"top_syscalls": 7}, {"cpu_label": False}])
+def test_fast_exposition_equals_prometheus_client(openmetrics: bool, kw: dict[str, Any]) -> None:
+    f = FakeCounter(16, seed=3)
+    f.tick(list(range(40)))
+    slow = SyscallCollector(f, **kw)
+    fast = SyscallCollector(f, **kw)
+    for _ in range(3):
+        f.tick(list(range(0, 60, 3)))
+        a = scrape(slow)
+        a.pop(("percpu_scrape_duration_seconds", ()))
+        b = _parse(fast.expose(openmetrics=openmetrics).decode())
+        assert a == b

@@ -45,7 +45,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def _cmd_exporter(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry, make_wsgi_app
+    from prometheus_client.exposition import choose_encoder
 
     from .. import _libbpf
     from ..exporter import SyscallCollector
@@ -60,23 +60,27 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
                 stats_fd = lib.enable_stats()
             except OSError as exc:
                 raise PercpuError(f"--enable-bpf-stats: {exc.strerror}") from exc
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(
-            SyscallCollector(
-                counter,
-                cpu_label=not args.no_cpu_label,
-                top_syscalls=args.top_syscalls,
-                max_comms=args.max_comms,
-                libbpf_version=lib.version_string,
-            )
+        collector = SyscallCollector(
+            counter,
+            cpu_label=not args.no_cpu_label,
+            top_syscalls=args.top_syscalls,
+            max_comms=args.max_comms,
+            libbpf_version=lib.version_string,
         )
-        metrics = make_wsgi_app(registry)
 
         def app(environ: dict[str, Any], start_response: Any) -> Any:
-            if environ.get("PATH_INFO") in ("/", ""):
+            path = environ.get("PATH_INFO") or "/"
+            if path == "/":
                 start_response("200 OK", [("Content-Type", "text/html")])
                 return [INDEX]
-            return metrics(environ, start_response)
+            if path != "/metrics":
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"not found: try /metrics\n"]
+            # prometheus_client picks OpenMetrics or the text format from the Accept header.
+            _encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+            body = collector.expose(openmetrics="openmetrics" in content_type)
+            start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+            return [body]
 
         _Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
