@@ -26,6 +26,7 @@ from ..maps import (
     user_value_bytes,
 )
 from ..values import reduce_cpus, stride
+from .syscalls import _cap_eff
 
 __all__ = ["register"]
 
@@ -198,14 +199,6 @@ def _print_row(obj: dict[str, Any], out: Any) -> None:
 # --- percpu doctor ------------------------------------------------------------------------------------
 
 Check = tuple[str, str, str]  # (status ok|warn|fail|info, what, detail)
-
-
-def _cap_eff() -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
 
 
 def _read(path: str) -> str | None:
