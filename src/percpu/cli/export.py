@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import socket
 import sys
@@ -52,65 +53,67 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
 
     host, port = args.listen
     counter = _counter(args, _filters(args))
+    state: dict[str, SyscallCollector] = {}
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/html")])
+            return [INDEX]
+        if path != "/metrics" or "collector" not in state:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: try /metrics\n"]
+        # prometheus_client picks OpenMetrics or the text format from the Accept header.
+        _encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        body = state["collector"].expose(openmetrics="openmetrics" in content_type)
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    # Bind before loading anything: a port in use is reported without touching the kernel.
+    _Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        httpd = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PercpuError(f"cannot listen on {host}:{port}: the port is in use") from exc
+        raise PercpuError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     stats_fd: int | None = None
-    with counter:
-        lib = _libbpf.libbpf()
-        if args.enable_bpf_stats:
+    try:
+        with counter:
+            lib = _libbpf.libbpf()
+            if args.enable_bpf_stats:
+                try:
+                    stats_fd = lib.enable_stats()
+                except OSError as exc:
+                    raise PercpuError(f"--enable-bpf-stats: {exc.strerror}") from exc
+            state["collector"] = SyscallCollector(
+                counter,
+                cpu_label=not args.no_cpu_label,
+                top_syscalls=args.top_syscalls,
+                max_comms=args.max_comms,
+                libbpf_version=lib.version_string,
+            )
+            stop = threading.Event()
+
+            def on_signal(signum: int, frame: Any) -> None:
+                stop.set()
+                threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            shown = f"[{host}]" if ":" in host else host
+            print(
+                f"percpu exporter: http://{shown}:{port}/metrics (attach {counter.attach_mode})",
+                file=sys.stderr,
+                flush=True,
+            )
             try:
-                stats_fd = lib.enable_stats()
-            except OSError as exc:
-                raise PercpuError(f"--enable-bpf-stats: {exc.strerror}") from exc
-        collector = SyscallCollector(
-            counter,
-            cpu_label=not args.no_cpu_label,
-            top_syscalls=args.top_syscalls,
-            max_comms=args.max_comms,
-            libbpf_version=lib.version_string,
-        )
-
-        def app(environ: dict[str, Any], start_response: Any) -> Any:
-            path = environ.get("PATH_INFO") or "/"
-            if path == "/":
-                start_response("200 OK", [("Content-Type", "text/html")])
-                return [INDEX]
-            if path != "/metrics":
-                start_response("404 Not Found", [("Content-Type", "text/plain")])
-                return [b"not found: try /metrics\n"]
-            # prometheus_client picks OpenMetrics or the text format from the Accept header.
-            _encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-            body = collector.expose(openmetrics="openmetrics" in content_type)
-            start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
-            return [body]
-
-        _Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            httpd = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PercpuError(f"cannot listen on {host}:{port}: the port is in use") from exc
-            raise PercpuError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: Any) -> None:
-            stop.set()
-            threading.Thread(target=httpd.shutdown, daemon=True).start()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        shown = f"[{host}]" if ":" in host else host
-        print(
-            f"percpu exporter: http://{shown}:{port}/metrics (attach {counter.attach_mode})",
-            file=sys.stderr,
-            flush=True,
-        )
-        try:
-            httpd.serve_forever(poll_interval=0.5)
-        finally:
-            httpd.server_close()
-            if stats_fd is not None:
-                import os
-
-                os.close(stats_fd)
+                httpd.serve_forever(poll_interval=0.5)
+            finally:
+                if stats_fd is not None:
+                    os.close(stats_fd)
+    finally:
+        httpd.server_close()
     return 0
 
 
