@@ -302,7 +302,8 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 /* --- tp_btf: typed arguments, direct reads through BTF pointers ----------------------------------- */
 
 /* The task pointer is fetched only when a mode reads from it; the verifier drops the call otherwise. */
-#define NEED_TASK (cfg.latency || cfg.per_process)
+#define NEED_TASK_ENTER (cfg.latency || (cfg.per_process && !cfg.failed_only))
+#define NEED_TASK_EXIT (cfg.latency || (cfg.per_process && cfg.failed_only))
 
 static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
 {
@@ -316,7 +317,7 @@ static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(enter_btf, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, true), NEED_TASK ? bpf_get_current_task_btf() : 0, true);
+	return on_enter(id, compat_regs(regs, true), NEED_TASK_ENTER ? bpf_get_current_task_btf() : 0, true);
 }
 
 /* The default mode (no filter, no opt-in dimension) on its own: the fewest instructions that count a call,
@@ -343,7 +344,7 @@ int BPF_PROG(enter_btf_fast, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(exit_btf, struct pt_regs *regs, long ret)
 {
-	return on_exit(REGS_NR(regs), ret, compat_regs(regs, true), NEED_TASK ? bpf_get_current_task_btf() : 0,
+	return on_exit(REGS_NR(regs), ret, compat_regs(regs, true), NEED_TASK_EXIT ? bpf_get_current_task_btf() : 0,
 		       true);
 }
 
@@ -352,7 +353,7 @@ int BPF_PROG(exit_btf, struct pt_regs *regs, long ret)
 SEC("raw_tp/sys_enter")
 int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, false), NEED_TASK ? bpf_get_current_task_btf() : 0, false);
+	return on_enter(id, compat_regs(regs, false), NEED_TASK_ENTER ? bpf_get_current_task_btf() : 0, false);
 }
 
 SEC("raw_tp/sys_exit")
@@ -360,7 +361,7 @@ int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 {
 	long id = BPF_CORE_READ(regs, REGS_NR_FIELD);
 
-	return on_exit(id, ret, compat_regs(regs, false), NEED_TASK ? bpf_get_current_task_btf() : 0, false);
+	return on_exit(id, ret, compat_regs(regs, false), NEED_TASK_EXIT ? bpf_get_current_task_btf() : 0, false);
 }
 
 /* Layouts of the raw_syscalls tracepoint records (tracefs events/raw_syscalls/sys_enter/format and sys_exit/format). */
@@ -392,13 +393,13 @@ static __always_inline bool compat_task(void)
 SEC("tracepoint/raw_syscalls/sys_enter")
 int enter_tp(struct sys_enter_args *ctx)
 {
-	return on_enter(ctx->id, compat_task(), NEED_TASK ? bpf_get_current_task_btf() : 0, false);
+	return on_enter(ctx->id, compat_task(), NEED_TASK_ENTER ? bpf_get_current_task_btf() : 0, false);
 }
 
 SEC("tracepoint/raw_syscalls/sys_exit")
 int exit_tp(struct sys_exit_args *ctx)
 {
-	return on_exit(ctx->id, ctx->ret, compat_task(), NEED_TASK ? bpf_get_current_task_btf() : 0, false);
+	return on_exit(ctx->id, ctx->ret, compat_task(), NEED_TASK_EXIT ? bpf_get_current_task_btf() : 0, false);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
