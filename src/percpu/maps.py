@@ -218,7 +218,9 @@ class Map:
         value: TypeSpec = None,
         topology: Topology | None = None,
     ) -> None:
-        self._fd: int | None = fd
+        # The fd is taken over only once the map is fully checked: a constructor that raises must not leave
+        # an object whose finalizer closes an fd the caller (from_fd) closes too, by then maybe reused.
+        self._fd: int | None = None
         self.info = info
         self.name = info.name
         self.type = MapType(info.type) if info.type in MapType._value2member_map_ else info.type
@@ -238,6 +240,7 @@ class Map:
             self._stride = info.value_size
         self._elem = self._slots * self._stride
         self._batch_ok: bool | None = None
+        self._fd = fd
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -414,10 +417,12 @@ class Map:
         self.close()
 
     def __del__(self) -> None:
+        # A map dropped without close(): release its fd through the same seam that opened it.
         fd = getattr(self, "_fd", None)
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            self._fd = None
+            with contextlib.suppress(Exception):
+                self._b.close(fd)
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the map in bpffs so it outlives this process."""

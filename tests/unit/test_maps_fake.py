@@ -246,3 +246,27 @@ def test_percpu_value_from_values_is_immutable() -> None:
     assert v[0] == 1
     with pytest.raises(ValueError):
         v._array[0] = 5
+
+
+def test_failed_open_closes_the_fd_exactly_once(fake: Fake) -> None:
+    """A constructor that raises must not leave a finalizer that closes the fd a second time (by then the
+    number may belong to someone else: a pipe, a socket)."""
+    import gc
+
+    kernel, topo = fake
+    with percpu.PerCpuArray.create(np.uint64, 1, topology=topo) as m:
+        closed: list[int] = []
+        orig_close = kernel.close
+
+        def counting_close(fd: int) -> None:
+            closed.append(fd)
+            orig_close(fd)
+
+        kernel.close = counting_close  # type: ignore[method-assign]
+        try:
+            with pytest.raises(percpu.SizeMismatch):
+                percpu.PerCpuArray.from_id(m.info.id, value=np.uint8, topology=topo)
+            gc.collect()
+        finally:
+            kernel.close = orig_close  # type: ignore[method-assign]
+        assert len(closed) == 1
