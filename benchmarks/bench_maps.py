@@ -58,7 +58,7 @@ def time_bare_loop(m: percpu.PerCpuHash, n: int) -> float:
     t = time.perf_counter()
     while True:
         got, done = b.map_lookup_batch(
-            m.fd, tok_in, tok_out, keys[total * ks :], vals[total * el :], n + 1 - total, el
+            m.fd, tok_in, tok_out, keys[total * ks :], vals[total * el :], n + 1 - total, el, ks
         )
         total += got
         if done:

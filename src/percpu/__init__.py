@@ -12,6 +12,7 @@ from .cpus import CpuList, Topology, topology
 from .errors import (
     AttachError,
     BpfError,
+    CpuNotPossible,
     KeyNotFound,
     LibbpfError,
     MapNotFound,
@@ -52,6 +53,7 @@ __all__ = [
     "AttachError",
     "BpfError",
     "CpuList",
+    "CpuNotPossible",
     "Hash",
     "Int",
     "KeyNotFound",

@@ -122,6 +122,7 @@ class Backend(Protocol):
         values: np.ndarray,
         count: int,
         need: int,
+        key_size: int,
         delete: bool = False,
         elem_flags: int = 0,
     ) -> tuple[int, bool]: ...
@@ -546,12 +547,18 @@ class Libbpf:
         values: np.ndarray,
         count: int,
         need: int,
+        key_size: int,
         delete: bool = False,
         elem_flags: int = 0,
     ) -> tuple[int, bool]:
-        """One batch call. Returns (elements read, reached the end). ``need`` is bytes per element."""
-        _require(values, need * count, "lookup_batch")
-        _require(keys, 0, "lookup_batch keys")
+        """One batch call. Returns (elements read, reached the end).
+
+        ``need`` is the bytes the kernel writes per value, ``key_size`` per key; ``out_batch`` receives the
+        kernel's position token (a u32 bucket index for hashes, a key for arrays).
+        """
+        _require(values, need * count, "lookup_batch values")
+        _require(keys, key_size * count, "lookup_batch keys")
+        _require(out_batch, max(key_size, 4), "lookup_batch out_batch")
         n = _U32(count)
         opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=elem_flags)
         name = "bpf_map_lookup_and_delete_batch" if delete else "bpf_map_lookup_batch"

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import overload
 
-from .errors import PercpuError
+from .errors import CpuNotPossible, PercpuError
 
 __all__ = ["CpuList", "Topology", "parse_cpu_list", "topology"]
 
@@ -157,15 +157,13 @@ class Topology:
         return len(self.possible)
 
     def slot(self, cpu: int) -> int:
-        """The slot index of CPU id ``cpu`` in a per-CPU value. Raises ``ValueError`` if not possible."""
+        """The slot index of CPU id ``cpu`` in a per-CPU value. Raises :class:`CpuNotPossible`."""
         if self._slot_of is None:
             self._slot_of = {c: i for i, c in enumerate(self.possible)}
         try:
             return self._slot_of[cpu]
-        except KeyError:
-            raise ValueError(
-                f"CPU {cpu} is not a possible CPU on this system (possible: {self.possible})"
-            ) from None
+        except (KeyError, TypeError):
+            raise CpuNotPossible(cpu, str(self.possible)) from None
 
     def cpu(self, slot: int) -> int:
         """The CPU id that slot ``slot`` holds."""

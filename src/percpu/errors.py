@@ -14,6 +14,7 @@ import os
 __all__ = [
     "AttachError",
     "BpfError",
+    "CpuNotPossible",
     "KeyNotFound",
     "LibbpfError",
     "MapNotFound",
@@ -116,6 +117,23 @@ class SizeMismatch(PercpuError, ValueError):
         self.expected = expected
         self.actual = actual
         self.cpu = cpu
+
+
+class CpuNotPossible(PercpuError, ValueError, IndexError):
+    """A CPU id that is not a possible CPU on this system, so no per-CPU value has a slot for it.
+
+    ``cpu`` is the id asked for, ``possible`` the system's possible-CPU list as the kernel writes it
+    (``0-7``). Also a ``ValueError`` and an ``IndexError``, so code catching either keeps working.
+    """
+
+    def __init__(self, cpu: object, possible: str, *, map_name: str | None = None) -> None:
+        where = f" (map {map_name!r})" if map_name else ""
+        super().__init__(
+            f"CPU {cpu!r} is not a possible CPU on this system{where}; possible CPUs: {possible or 'none'}",
+            map_name=map_name,
+        )
+        self.cpu = cpu
+        self.possible = possible
 
 
 class ProgramLoadError(BpfError):

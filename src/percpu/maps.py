@@ -14,6 +14,7 @@ import enum
 import errno as _errno
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -25,6 +26,7 @@ from ._libbpf import BPF_ANY, BPF_EXIST, BPF_F_CPU, BPF_NOEXIST, MapInfo
 from .cpus import CpuList, Topology, topology
 from .errors import (
     BpfError,
+    CpuNotPossible,
     KeyNotFound,
     MapNotFound,
     MapTypeError,
@@ -33,7 +35,18 @@ from .errors import (
     SizeMismatch,
     from_errno,
 )
-from .values import Codec, Int, PerCpuValue, TypeSpec, check_size, codec_for, stride
+from .values import (
+    Codec,
+    Int,
+    PerCpuValue,
+    TypeSpec,
+    check_integer,
+    check_size,
+    codec_for,
+    is_numeric,
+    reduce_cpus,
+    stride,
+)
 
 __all__ = [
     "BPF_ANY",
@@ -55,6 +68,7 @@ __all__ = [
 M = TypeVar("M", bound="Map")
 
 MAX_VALUE_SIZE = 32768  # per-CPU values: round_up(value_size, 8) <= PCPU_MIN_UNIT_SIZE
+SNAPSHOT_PREALLOC = 64 << 20  # bytes a snapshot allocates before it knows how many elements there are
 
 
 class MapType(enum.IntEnum):
@@ -146,12 +160,13 @@ class Snapshot:
         return int(self.keys.shape[0])
 
     def sum(self) -> np.ndarray:
-        """Per-key totals over all CPUs (numeric values); uint64/int64 accumulators for integers."""
+        """Per-key totals over all CPUs: 64-bit accumulators, records summed field by field into a widened
+        record (see :func:`percpu.values.reduce_cpus`)."""
         if not self.percpu:
             return self.values
-        kind = self.values.dtype.kind
-        acc = np.uint64 if kind == "u" else np.int64 if kind == "i" else None
-        out: np.ndarray = self.values.sum(axis=1, dtype=acc)
+        if not is_numeric(self.values.dtype):
+            raise TypeError(f"sum() needs numeric values; {self.values.dtype} is not")
+        out: np.ndarray = np.asarray(reduce_cpus(self.values, "sum", axis=1))
         return out
 
     def cpu(self, cpu: int) -> np.ndarray:
@@ -161,7 +176,7 @@ class Snapshot:
         try:
             return self.values[:, self.cpus.ids.index(cpu)]
         except ValueError:
-            raise IndexError(f"CPU {cpu} is not a possible CPU (possible: {self.cpus})") from None
+            raise CpuNotPossible(cpu, str(self.cpus)) from None
 
     def to_dict(self) -> dict[Any, Any]:
         """``{key: values row}``, keys as Python scalars where they are scalars (small maps only)."""
@@ -173,29 +188,36 @@ class Snapshot:
 
 
 _cpu_flag_lock = threading.Lock()
-_cpu_flag_supported: bool | None = None
+_cpu_flag_supported: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def cpu_flag_supported() -> bool:
-    """Whether the kernel takes BPF_F_CPU (one CPU's slot) on per-CPU map lookups: probed, not guessed."""
-    global _cpu_flag_supported  # noqa: PLW0603 - probed once per process
+    """Whether the kernel takes BPF_F_CPU (one CPU's slot) on per-CPU map lookups: probed, not guessed.
+
+    Probed once per backend (the kernel, or a test's fake). The probe's buffer holds every possible CPU's
+    value, so even a kernel that ignored the flag could not write past it.
+    """
+    b = _libbpf.backend()
     with _cpu_flag_lock:
-        if _cpu_flag_supported is None:
-            b = _libbpf.backend()
-            try:
-                fd = b.map_create(MapType.PERCPU_ARRAY, "percpu_probe", 4, 8, 1)
-            except OSError as exc:
-                raise from_errno(exc.errno or 0, "probe BPF_F_CPU: create map") from exc
-            try:
-                key = np.zeros(4, np.uint8)
-                val = np.zeros(8, np.uint8)
-                b.map_lookup(fd, key, val, 8, BPF_F_CPU)
-                _cpu_flag_supported = True
-            except OSError:
-                _cpu_flag_supported = False
-            finally:
-                b.close(fd)
-        return _cpu_flag_supported
+        known = _cpu_flag_supported.get(b)
+        if known is not None:
+            return known
+        try:
+            fd = b.map_create(MapType.PERCPU_ARRAY, "percpu_probe", 4, 8, 1)
+        except OSError as exc:
+            raise from_errno(exc.errno or 0, "probe BPF_F_CPU: create map") from exc
+        try:
+            key = np.zeros(4, np.uint8)
+            full = 8 * b.num_possible_cpus()
+            val = np.zeros(full, np.uint8)
+            b.map_lookup(fd, key, val, 8, BPF_F_CPU)
+            known = True
+        except OSError:
+            known = False
+        finally:
+            b.close(fd)
+        _cpu_flag_supported[b] = known
+        return known
 
 
 class Map:
@@ -296,7 +318,14 @@ class Map:
         try:
             info = b.map_info(fd)
         except OSError as exc:
-            b.close(fd)
+            with contextlib.suppress(OSError):
+                b.close(fd)
+            if exc.errno == _errno.EBADF:
+                raise BpfError(f"fd {fd} is not an open file descriptor", errno=exc.errno) from exc
+            if exc.errno == _errno.EINVAL:
+                raise MapTypeError(
+                    f"fd {fd} is not a BPF map", expected="a BPF map", actual="another kind of file"
+                ) from exc
             raise from_errno(exc.errno or 0, "get map info") from exc
         try:
             cls._check_type(info)
@@ -313,7 +342,8 @@ class Map:
                     )
             return target(fd, info, key=key, value=value, topology=topology)  # type: ignore[return-value]
         except BaseException:
-            b.close(fd)
+            with contextlib.suppress(OSError):
+                b.close(fd)
             raise
 
     @classmethod
@@ -336,6 +366,10 @@ class Map:
         except OSError as exc:
             if exc.errno == _errno.ENOENT:
                 raise MapNotFound(f"nothing is pinned at {p}", errno=exc.errno) from exc
+            if exc.errno in (_errno.EACCES, _errno.EPERM, _errno.EINVAL):
+                why = _not_a_pin(p)
+                if why:
+                    raise MapNotFound(why, errno=exc.errno) from exc
             raise from_errno(exc.errno or 0, f"open pinned map {p}") from exc
         return cls.from_fd(fd, **kw)
 
@@ -365,6 +399,10 @@ class Map:
     ) -> M:
         kc = codec_for(key, key_size)
         vc = codec_for(value)
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int | np.integer):
+            raise TypeError(f"max_entries must be an integer, not {type(max_entries).__name__}")
+        if not 0 <= max_entries <= 0xFFFFFFFF:
+            raise PercpuError(f"max_entries {max_entries} is out of range (0..{0xFFFFFFFF})")
         if map_type in PERCPU_TYPES and stride(vc.size) > MAX_VALUE_SIZE:
             raise SizeMismatch(
                 f"per-CPU values are limited to {MAX_VALUE_SIZE} bytes (rounded up to 8); {vc.name} is "
@@ -569,15 +607,17 @@ class Map:
                     map_name=self.name,
                 ) from exc
             if exc.errno == _errno.E2BIG:
-                raise BpfError(
-                    f"map {self.name!r} is full ({self.info.max_entries} entries)",
-                    errno=exc.errno,
-                    map_name=self.name,
-                ) from exc
+                what = (
+                    f"index {key!r} is out of range (the array has {self.info.max_entries} elements)"
+                    if self._is_array
+                    else f"is full ({self.info.max_entries} entries)"
+                )
+                raise BpfError(f"map {self.name!r}: {what}", errno=exc.errno, map_name=self.name) from exc
             raise self._error(exc, "update") from exc
 
     def delete(self, key: Any) -> None:
-        """Remove ``key``. Raises :class:`KeyNotFound` if absent (arrays cannot delete: EINVAL)."""
+        """Remove ``key``. Raises :class:`KeyNotFound` if absent; arrays have no delete."""
+        self._no_delete_on_arrays("delete")
         k = self._key(key)
         try:
             self._b.map_delete(self.fd, k)
@@ -586,6 +626,7 @@ class Map:
 
     def lookup_and_delete(self, key: Any) -> Any:
         """Read and remove ``key`` in one syscall (hash maps; per-CPU hashes since Linux 5.14)."""
+        self._no_delete_on_arrays("lookup_and_delete")
         k = self._key(key)
         buf = self._new_value_buf()
         try:
@@ -602,6 +643,16 @@ class Map:
                 ) from exc
             raise self._lookup_error(exc, key) from exc
         return self._decode_value(buf)
+
+    def _no_delete_on_arrays(self, what: str) -> None:
+        if self._is_array:
+            raise MapTypeError(
+                f"map {self.name!r}: {what}: {self.type_name} elements cannot be deleted (an array always "
+                "holds max_entries elements); write zeros with update() instead",
+                expected="a hash map",
+                actual=self.type_name,
+                map_name=self.name,
+            )
 
     # --- iteration ----------------------------------------------------------------------------------
 
@@ -678,6 +729,7 @@ class Map:
 
     def lookup_and_delete_batch(self) -> Snapshot:
         """Read and remove every element, bucket by bucket (hash maps)."""
+        self._no_delete_on_arrays("lookup_and_delete_batch")
         keys, vals, n = self._read_all(delete=True, batch=True)
         return self._make_snapshot(keys, vals, n)
 
@@ -700,7 +752,8 @@ class Map:
             try:
                 return self._read_batched(delete)
             except NotSupported:
-                self._batch_ok = False
+                if not delete:  # lookup-and-delete can be missing where plain batch lookups work
+                    self._batch_ok = False
                 if batch:
                     raise
         if delete:
@@ -712,23 +765,46 @@ class Map:
             )
         return self._read_walk()
 
+    def _initial_capacity(self) -> int:
+        """Elements to allocate room for before the first read: all of max_entries when that is at most
+        :data:`SNAPSHOT_PREALLOC` bytes (one exact allocation, no copy), else that much, grown as needed:
+        a sparse map with a large max_entries must not cost max_entries x possible CPUs up front."""
+        per = self.info.key_size + self._elem
+        return max(1, min(self.info.max_entries, SNAPSHOT_PREALLOC // per))
+
+    def _alloc(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return np.empty(n * self.info.key_size, np.uint8), np.empty(n * self._elem, np.uint8)
+        except MemoryError as exc:
+            raise PercpuError(
+                f"map {self.name!r}: not enough memory for {n} elements of {self.info.key_size + self._elem} "
+                f"bytes ({n * (self.info.key_size + self._elem) / 2**20:.0f} MiB)",
+                map_name=self.name,
+            ) from exc
+
+    def _grow_to(self, keys: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        k2, v2 = self._alloc(n)
+        k2[: keys.size] = keys
+        v2[: vals.size] = vals
+        return k2, v2
+
     def _read_batched(self, delete: bool) -> tuple[np.ndarray, np.ndarray, int]:
         ks = self.info.key_size
-        cap = max(self.info.max_entries, 1)
-        keys = np.empty(cap * ks, dtype=np.uint8)
-        vals = np.empty(cap * self._elem, dtype=np.uint8)
+        limit = max(self.info.max_entries, 1)
+        cap = self._initial_capacity()
+        keys, vals = self._alloc(cap)
         tok_in: np.ndarray | None = None
         tok_out = np.zeros(max(ks, 8), dtype=np.uint8)
         total = 0
-        probe = 16  # batch size asked for once the buffer is full and the kernel has not said "end"
+        probe = 16  # extra room asked for once max_entries are read and the kernel has not said "end"
         while True:
-            want = cap - total if cap > total else probe
-            if total + want > cap:
-                # A hash walked under concurrent inserts and deletes can return more than max_entries
-                # elements, and a hash bucket can hold more than we asked for: grow, do not fail.
-                cap = total + want
-                keys = _grow(keys, cap * ks)
-                vals = _grow(vals, cap * self._elem)
+            if total >= cap:
+                # Full, and the kernel has not said "end": double up to max_entries, then a little more
+                # at a time (a hash walked under concurrent inserts and deletes can return more than
+                # max_entries elements).
+                cap = min(cap * 2, limit) if cap < limit else cap + probe
+                keys, vals = self._grow_to(keys, vals, cap)
+            want = cap - total
             try:
                 n, done = self._b.map_lookup_batch(
                     self.fd,
@@ -738,14 +814,15 @@ class Map:
                     vals[total * self._elem :],
                     want,
                     self._elem,
+                    ks,
                     delete,
                 )
             except OSError as exc:
                 if exc.errno == _errno.ENOSPC:
                     # One hash bucket holds more elements than we asked for; nothing was copied.
                     probe = max(probe, want) * 2
-                    cap = max(cap, total + probe)
-                    keys, vals = _grow(keys, cap * ks), _grow(vals, cap * self._elem)
+                    cap = total + probe
+                    keys, vals = self._grow_to(keys, vals, cap)
                     continue
                 if total == 0 and tok_in is None and exc.errno in (_errno.EINVAL, _errno.ENOTSUP, 524):
                     raise NotSupported(
@@ -769,14 +846,13 @@ class Map:
 
     def _read_walk(self) -> tuple[np.ndarray, np.ndarray, int]:
         ks = self.info.key_size
-        cap = max(self.info.max_entries, 16)
-        keys = np.empty(cap * ks, dtype=np.uint8)
-        vals = np.zeros(cap * self._elem, dtype=np.uint8)
+        cap = self._initial_capacity()
+        keys, vals = self._alloc(cap)
         n = 0
         for raw in self._raw_keys():
             if n == cap:
                 cap *= 2
-                keys, vals = _grow(keys, cap * ks), _grow(vals, cap * self._elem)
+                keys, vals = self._grow_to(keys, vals, cap)
             slot = vals[n * self._elem : (n + 1) * self._elem]
             try:
                 self._b.map_lookup(self.fd, raw, slot, self._elem)
@@ -792,8 +868,12 @@ class Map:
         """Raw (n * elem) buffer from (n, slots) per-CPU values, or (n,) values for every CPU."""
         vc = self.value_codec
         try:
+            if vc.dtype.kind in "iu":
+                check_integer(values, vc.dtype, vc.name)
             arr = np.asarray(values, dtype=vc.dtype)
-        except (TypeError, ValueError) as exc:
+        except PercpuError as exc:
+            raise PercpuError(f"map {self.name!r}: values: {exc}", map_name=self.name) from exc
+        except (TypeError, ValueError, OverflowError) as exc:
             raise PercpuError(f"map {self.name!r}: values are not {vc.name}: {exc}") from exc
         sub = vc.dtype.shape if vc.dtype.subdtype else ()
         base = arr.shape[: arr.ndim - len(sub)]
@@ -817,8 +897,12 @@ class Map:
     def _batch_keys(self, keys: Any) -> tuple[np.ndarray, int]:
         kc = self.key_codec
         try:
+            if kc.dtype.kind in "iu":
+                check_integer(keys, kc.dtype, kc.name)
             arr = np.ascontiguousarray(np.asarray(keys, dtype=kc.dtype))
-        except (TypeError, ValueError) as exc:
+        except PercpuError as exc:
+            raise PercpuError(f"map {self.name!r}: keys: {exc}", map_name=self.name) from exc
+        except (TypeError, ValueError, OverflowError) as exc:
             raise PercpuError(f"map {self.name!r}: keys are not {kc.name}: {exc}") from exc
         if arr.ndim != 1:
             raise PercpuError(f"map {self.name!r}: keys must be one-dimensional, got shape {arr.shape}")
@@ -873,12 +957,6 @@ class Map:
                 self._b.map_delete(self.fd, k)
             except OSError as exc:
                 raise self._lookup_error(exc, k.tobytes()) from exc
-
-
-def _grow(a: np.ndarray, size: int) -> np.ndarray:
-    out = np.empty(size, dtype=a.dtype)
-    out[: a.size] = a
-    return out
 
 
 class PerCpuMap(Map):
@@ -1074,6 +1152,32 @@ def _btf_codec(btf_id: int, type_id: int, size: int) -> Codec | None:
     except ImportError:  # pragma: no cover - btf support is part of the package
         return None
     return codec_from_btf(btf_id, type_id, size)
+
+
+def _not_a_pin(path: str) -> str | None:
+    """Why ``path`` cannot be a pinned map, when that is what it is (else None: then it is privileges)."""
+    if os.path.isdir(path):
+        return f"{path} is a directory, not a pinned map; `percpu maps` lists the maps on this system"
+    if not os.path.exists(path):
+        return None
+    real = os.path.realpath(path)
+    best, fstype = "", ""
+    try:
+        with open("/proc/self/mounts", encoding="ascii", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3 or len(parts[1]) < len(best):
+                    continue
+                if real == parts[1] or real.startswith(parts[1].rstrip("/") + "/"):
+                    best, fstype = parts[1], parts[2]
+    except OSError:
+        return None
+    if fstype and fstype != "bpf":
+        return (
+            f"{path} is not in a BPF file system (it is on {fstype} at {best}); pinned maps live in bpffs, "
+            "usually under /sys/fs/bpf"
+        )
+    return None
 
 
 def list_maps() -> list[MapInfo]:

@@ -15,6 +15,7 @@ size before any syscall. Per-CPU values are laid out by the kernel with a stride
 from __future__ import annotations
 
 import ctypes
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .cpus import CpuList, Topology
-from .errors import PercpuError, SizeMismatch
+from .errors import CpuNotPossible, PercpuError, SizeMismatch
 
 __all__ = ["Codec", "Int", "PerCpuValue", "codec_for", "stride"]
 
@@ -32,6 +33,54 @@ TypeSpec = Any  # np.dtype-like, ctypes type, Int, bytes or a Codec
 def stride(size: int) -> int:
     """Bytes between two CPUs' values in a per-CPU buffer: ``round_up(size, 8)``."""
     return (size + 7) & ~7
+
+
+def as_integer(value: Any, type_name: str) -> int:
+    """``value`` as a Python int; a float only when it is integral (1.0 yes, 1.7 no: never truncate)."""
+    if isinstance(value, bool | np.bool_):
+        return int(value)
+    try:
+        return operator.index(value)
+    except TypeError:
+        pass
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return int(value)
+    raise PercpuError(f"{value!r} is not an integer for {type_name}")
+
+
+def check_integer(value: Any, dtype: np.dtype[Any], type_name: str) -> None:
+    """Refuse what numpy would store as a different number: out of range (wrapped) or fractional.
+
+    Scalars and arrays alike; numpy's own casts wrap ``np.int64(-1)`` to ``4294967295`` silently.
+    """
+    info = np.iinfo(dtype)
+    if np.ndim(value) == 0 and not isinstance(value, np.ndarray):
+        n = as_integer(value, type_name)
+        if not info.min <= n <= info.max:
+            raise PercpuError(f"{value} does not fit in {type_name} ({info.min}..{info.max})")
+        return
+    try:
+        arr = np.asarray(value)
+    except OverflowError as exc:
+        raise PercpuError(f"a value does not fit in {type_name} ({info.min}..{info.max})") from exc
+    except (TypeError, ValueError):
+        return  # not array-like: the cast that follows reports it
+    if arr.dtype == object:
+        try:
+            arr = np.asarray([as_integer(v, type_name) for v in arr.ravel()], dtype=object)
+        except PercpuError:
+            raise
+        if arr.size and not all(info.min <= v <= info.max for v in arr):
+            raise PercpuError(f"a value does not fit in {type_name} ({info.min}..{info.max})")
+        return
+    if arr.size == 0 or arr.dtype.kind not in "iuf":
+        return
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (np.floor(arr) == arr)):
+        raise PercpuError(f"non-integral values given for {type_name}")
+    lo, hi = arr.min(), arr.max()
+    if lo < info.min or hi > info.max:
+        bad = lo if lo < info.min else hi
+        raise PercpuError(f"{bad} does not fit in {type_name} ({info.min}..{info.max})")
 
 
 @dataclass(frozen=True)
@@ -71,17 +120,17 @@ class Codec:
 
     @property
     def numeric(self) -> bool:
-        return _numeric(self.dtype)
+        return is_numeric(self.dtype)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} ({self.size} bytes)>"
 
 
-def _numeric(dt: np.dtype[Any]) -> bool:
+def is_numeric(dt: np.dtype[Any]) -> bool:
     if dt.fields:
-        return all(_numeric(f[0]) for f in dt.fields.values())
+        return all(is_numeric(f[0]) for f in dt.fields.values())
     if dt.subdtype is not None:
-        return _numeric(dt.subdtype[0])
+        return is_numeric(dt.subdtype[0])
     return dt.kind in "biuf"
 
 
@@ -104,6 +153,8 @@ class NumpyCodec(Codec):
                     actual=len(b),
                 )
             return b
+        if self.dtype.kind in "iu":
+            check_integer(value, self.dtype, self.name)
         try:
             if self.dtype.fields and isinstance(value, Mapping):
                 arr = np.zeros((), dtype=self.dtype)
@@ -115,15 +166,13 @@ class NumpyCodec(Codec):
             raise PercpuError(f"cannot store {value!r} as {self.name}: {exc}") from exc
         if arr.shape != ():
             raise PercpuError(f"{value!r} is not one {self.name} value (shape {arr.shape})")
-        if self.dtype.kind in "iu" and not isinstance(value, np.generic):
-            info = np.iinfo(self.dtype)
-            if not info.min <= int(value) <= info.max:
-                raise PercpuError(f"{value} does not fit in {self.name} ({info.min}..{info.max})")
         return arr.tobytes()
 
     def decode(self, raw: np.ndarray) -> Any:
         if self.dtype.fields is not None:
-            return raw[()]  # a numpy record: fields by name, still numpy-typed
+            # A numpy record (fields by name, still numpy-typed), copied: raw may be a view of a buffer
+            # that the next lookup overwrites.
+            return raw.copy()[()]
         if self.dtype.subdtype is not None:
             return np.array(raw)
         if self.dtype.kind == "V":
@@ -147,12 +196,11 @@ class IntCodec(Codec):
     def encode(self, value: Any) -> bytes:
         if isinstance(value, bytes | bytearray):
             return NumpyCodec(np.dtype((np.void, self.size))).encode(value)
+        n = as_integer(value, self.name)
         try:
-            return int(value).to_bytes(self.size, self.spec.byteorder, signed=self.spec.signed)  # type: ignore[arg-type]
+            return n.to_bytes(self.size, self.spec.byteorder, signed=self.spec.signed)  # type: ignore[arg-type]
         except OverflowError as exc:
             raise PercpuError(f"{value} does not fit in {self.name}") from exc
-        except (TypeError, ValueError) as exc:
-            raise PercpuError(f"{value!r} is not an integer for {self.name}") from exc
 
     def decode(self, raw: np.ndarray) -> Any:
         return int.from_bytes(raw.tobytes(), self.spec.byteorder, signed=self.spec.signed)  # type: ignore[arg-type]
@@ -328,7 +376,7 @@ class PerCpuValue(Sequence[Any]):
         try:
             slot = self._slot[cpu]
         except (KeyError, TypeError):
-            raise IndexError(f"CPU {cpu} is not a possible CPU (possible: {self._cpus})") from None
+            raise CpuNotPossible(cpu, str(self._cpus)) from None
         return self._codec.decode(self._array[slot])
 
     def __iter__(self) -> Iterator[Any]:
@@ -394,29 +442,48 @@ class PerCpuValue(Sequence[Any]):
         return f"PerCpuValue({{{shown}{more}}})"
 
 
-def reduce_cpus(a: np.ndarray, fn: str = "sum") -> Any:
-    """Reduce over the first axis (CPUs); records field by field, nested records included.
+def reduce_cpus(a: np.ndarray, fn: str = "sum", axis: int = 0) -> Any:
+    """Reduce over the CPU axis (``axis``); records field by field, nested records included.
 
-    For records, ``sum``/``min``/``max`` give a record of the same type; ``mean`` gives a dict, since a
-    mean of integers is not an integer.
+    Sums never wrap: integer fields are summed as 64-bit integers and records come back in a widened
+    record type (``uint32`` fields become ``uint64``), since the sum of a 32-bit counter over CPUs needs
+    more than 32 bits. ``min``/``max`` keep the record's own type; ``mean`` gives a dict of floats.
     """
     if a.dtype.names:
         if fn == "mean":
-            return {n: reduce_cpus(a[n], fn) for n in a.dtype.names}
-        out = np.zeros(a.shape[1:], dtype=a.dtype)
+            return {n: reduce_cpus(a[n], fn, axis) for n in a.dtype.names}
+        shape = a.shape[:axis] + a.shape[axis + 1 :]
+        out = np.zeros(shape, dtype=widened(a.dtype) if fn == "sum" else a.dtype)
         for n in a.dtype.names:
-            out[n] = reduce_cpus(a[n], fn)
+            out[n] = reduce_cpus(a[n], fn, axis)
         return out[()]
-    return _reduce_array(a, fn)
+    return _reduce_array(a, fn, axis)
 
 
-def _reduce_array(a: np.ndarray, fn: str) -> Any:
+def widened(dt: np.dtype[Any]) -> np.dtype[Any]:
+    """The type a sum over CPUs is held in: 64-bit integers and floats, records field by field."""
+    if dt.names:
+        return np.dtype([(n, widened(dt.fields[n][0])) for n in dt.names])  # type: ignore[index]
+    if dt.subdtype is not None:
+        base, shape = dt.subdtype
+        return np.dtype((widened(base), shape))
+    kind = dt.kind
+    if kind in "ub":
+        return np.dtype(np.uint64)
+    if kind == "i":
+        return np.dtype(np.int64)
+    if kind == "f":
+        return np.dtype(np.float64)
+    return dt
+
+
+def _reduce_array(a: np.ndarray, fn: str, axis: int = 0) -> Any:
     if fn == "sum":
-        if a.dtype.kind == "u":
-            return a.sum(axis=0, dtype=np.uint64)
+        if a.dtype.kind in "ub":
+            return a.sum(axis=axis, dtype=np.uint64)
         if a.dtype.kind == "i":
-            return a.sum(axis=0, dtype=np.int64)
-        return a.sum(axis=0)
+            return a.sum(axis=axis, dtype=np.int64)
+        return a.sum(axis=axis, dtype=np.float64 if a.dtype.kind == "f" else None)
     if fn == "mean":
-        return a.mean(axis=0)
-    return getattr(a, fn)(axis=0)
+        return a.mean(axis=axis)
+    return getattr(a, fn)(axis=axis)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from percpu._libbpf import BPF_EXIST, BPF_NOEXIST, MapInfo, PartialBatch
+from percpu._libbpf import BPF_EXIST, BPF_F_CPU, BPF_NOEXIST, MapInfo, PartialBatch
 from percpu.maps import PERCPU_TYPES, MapType
 
 ARRAYS = (MapType.ARRAY, MapType.PERCPU_ARRAY)
@@ -32,8 +32,19 @@ class FakeMap:
 
 
 class FakeKernel:
-    def __init__(self, possible: int, *, bucket: int = 4, batch: bool = True, deny: bool = False) -> None:
+    def __init__(
+        self,
+        possible: int,
+        *,
+        bucket: int = 4,
+        batch: bool = True,
+        deny: bool = False,
+        cpu_ids: tuple[int, ...] | None = None,
+        cpu_flag: bool = False,
+    ) -> None:
         self.possible = possible
+        self.cpu_ids = cpu_ids or tuple(range(possible))  # CPU id of each slot
+        self.cpu_flag = cpu_flag  # BPF_F_CPU (Linux 7.0): one CPU's slot, CPU id in flags bits 63..32
         self.bucket = bucket
         self.batch = batch
         self.deny = deny  # every call fails with EPERM, as for an unprivileged user
@@ -125,9 +136,17 @@ class FakeKernel:
     def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
         self._call("map_lookup")
         m = self._map(fd)
-        if flags:
-            raise _err(errno.EINVAL)  # no BPF_F_CPU here, as on Linux < 7.0
         k = key.tobytes()
+        if flags:
+            slot = self._cpu_slot(m, flags)  # EINVAL without BPF_F_CPU support, as on Linux < 7.0
+            if k not in m.data:
+                raise _err(errno.ENOENT)
+            st = (m.info.value_size + 7) & ~7
+            raw = m.data[k][slot * st : slot * st + m.info.value_size]
+            assert need == len(raw), f"percpu expected {need} bytes, the kernel writes {len(raw)}"
+            assert value.nbytes >= len(raw), "percpu handed the kernel a buffer smaller than it writes"
+            value.reshape(-1).view(np.uint8)[: len(raw)] = np.frombuffer(raw, np.uint8)
+            return
         if k not in m.data:
             raise _err(errno.ENOENT)
         raw = m.data[k]
@@ -158,11 +177,26 @@ class FakeKernel:
             v = b"".join(slots)
         m.data[k] = v
 
+    def _cpu_slot(self, m: FakeMap, flags: int) -> int:
+        if not (self.cpu_flag and flags & 0xFFFFFFFF & ~3 == BPF_F_CPU and m.info.type in PERCPU_TYPES):
+            raise _err(errno.EINVAL)
+        cpu = flags >> 32
+        if cpu not in self.cpu_ids:
+            raise _err(errno.EINVAL)
+        return self.cpu_ids.index(cpu)
+
     def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
         self._call("map_update")
         m = self._map(fd)
         if flags & ~3:
-            raise _err(errno.EINVAL)
+            slot = self._cpu_slot(m, flags)
+            assert need == m.info.value_size
+            k = key.tobytes()
+            st = (m.info.value_size + 7) & ~7
+            old = bytearray(m.data.get(k, bytes(self.elem(m))))
+            old[slot * st : slot * st + need] = value.tobytes()[:need]
+            self._store(m, k, bytes(old), flags & 3)
+            return
         assert need == self.elem(m)
         self._store(m, key.tobytes(), value.tobytes()[: self.elem(m)], flags)
 
@@ -208,6 +242,7 @@ class FakeKernel:
         values: np.ndarray,
         count: int,
         need: int,
+        key_size: int,
         delete: bool = False,
         elem_flags: int = 0,
     ) -> tuple[int, bool]:
@@ -215,8 +250,12 @@ class FakeKernel:
         m = self._map(fd)
         if not self.batch:
             raise _err(errno.EINVAL)
+        if delete and m.info.type in ARRAYS:
+            raise _err(errno.ENOTSUP)
         assert need == self.elem(m)
+        assert key_size == m.info.key_size
         assert values.nbytes >= need * count, "batch buffer smaller than the kernel writes"
+        assert keys.nbytes >= key_size * count, "batch key buffer smaller than the kernel writes"
         start = 0 if in_batch is None else int.from_bytes(in_batch[:4].tobytes(), "little")
         items = list(m.data.items())
         step = 1 if m.info.type in ARRAYS else self.bucket

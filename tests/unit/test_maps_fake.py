@@ -231,7 +231,7 @@ def test_codecs() -> None:
             with pytest.raises(percpu.PercpuError):
                 c.encode(hi + 1)
     assert codec_for(ctypes.c_uint16).encode(7) == b"\x07\x00"
-    with pytest.raises(percpu.PercpuError, match="cannot store 256 as uint8"):
+    with pytest.raises(percpu.PercpuError, match="256 does not fit in uint8"):
         codec_for(np.uint8).encode(256)
     with pytest.raises(TypeError, match="cannot use"):
         codec_for(object())
