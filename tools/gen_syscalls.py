@@ -1,38 +1,54 @@
 #!/usr/bin/env python3
 """Generate src/percpu/syscalls/_tables.py from the kernel's own syscall tables.
 
-Two kinds of input, both the kernel's:
+Three kinds of input, all the kernel's:
 
+* the copies of the kernel's tables committed in ``tools/syscall-tables`` (``--tables DIR``, the default):
+  ``syscall_64.tbl``, ``syscall_32.tbl`` and ``syscall.tbl``, each checked against the git blob id its
+  ``README.md`` lists, which also names the kernel version (its ``Kernel:`` line);
 * a kernel source tree (``--kernel DIR``): ``arch/x86/entry/syscalls/syscall_64.tbl`` (abis common, 64),
   ``syscall_32.tbl`` (abi i386), and for arm64 and riscv64 ``scripts/syscall.tbl`` (Linux 6.11+) filtered
   by the abi lists of ``arch/{arm64,riscv}/kernel/Makefile.syscalls``;
-* the uapi headers the kernel generates from those tables (``--include DIR``, default ``/usr/include``,
+* the uapi headers the kernel generates from those tables (``--include DIR``, e.g. ``/usr/include`` from
   Debian's linux-libc-dev): ``asm/unistd_64.h``, ``asm/unistd_32.h``, and ``asm-generic/unistd.h``
   expanded with the C preprocessor under each architecture's ``__ARCH_WANT_*`` settings.
 
-    python3 tools/gen_syscalls.py                   # from /usr/include (needs cpp)
-    python3 tools/gen_syscalls.py --kernel ~/linux  # from a kernel tree
+    python3 tools/gen_syscalls.py --tables tools/syscall-tables  # the committed tables (what _tables.py is)
+    python3 tools/gen_syscalls.py --kernel ~/linux               # from a kernel tree
+    python3 tools/gen_syscalls.py --include /usr/include         # from uapi headers (needs cpp)
 
-The output is committed; percpu never needs either input at run time.
+The output is committed, and its first line names the command that made it; percpu never needs any of
+these inputs at run time. tests/unit/test_syscalls.py regenerates it and compares byte for byte.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Iterable
 
-OUT = os.path.join(os.path.dirname(__file__), "..", "src", "percpu", "syscalls", "_tables.py")
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+OUT = os.path.join(ROOT, "src", "percpu", "syscalls", "_tables.py")
+TABLES_DIR = os.path.join(ROOT, "tools", "syscall-tables")
 
-# abi column values each architecture takes from its table (arch/*/kernel/Makefile.syscalls, Linux 6.11+)
+# abi column values each architecture takes from its table: "common" and "64" (scripts/Makefile.asm-headers)
+# plus the abis of arch/{arm64,riscv}/kernel/Makefile.syscalls (Linux 6.11+; "newstat" is listed there
+# after 6.18, which has no rows of that abi).
 TBL_ABIS = {
     "x86_64": ("common", "64"),
     "i386": ("i386",),
-    "arm64": ("common", "64", "renameat", "rlimit", "memfd_secret"),
-    "riscv64": ("common", "64", "riscv", "rlimit", "memfd_secret"),
+    "arm64": ("common", "64", "renameat", "newstat", "rlimit", "memfd_secret"),
+    "riscv64": ("common", "64", "riscv", "newstat", "rlimit", "memfd_secret"),
+}
+# The kernel's paths of the tables --tables and --kernel read, by the name of the committed copy.
+TBL_PATHS = {
+    "syscall_64.tbl": "arch/x86/entry/syscalls/syscall_64.tbl",
+    "syscall_32.tbl": "arch/x86/entry/syscalls/syscall_32.tbl",
+    "syscall.tbl": "scripts/syscall.tbl",
 }
 
 # What arch/{arm64,riscv}/include/uapi/asm/unistd.h define before including asm-generic/unistd.h
@@ -138,26 +154,64 @@ def from_headers(include: str) -> tuple[dict[str, dict[int, str]], str]:
     return tables, version
 
 
+def from_tbl_texts(texts: dict[str, str]) -> dict[str, dict[int, str]]:
+    """Per-architecture tables from the three .tbl texts, keyed by the names in ``TBL_PATHS``."""
+    tables = {
+        "x86_64": parse_tbl(texts["syscall_64.tbl"], TBL_ABIS["x86_64"]),
+        "i386": parse_tbl(texts["syscall_32.tbl"], TBL_ABIS["i386"]),
+    }
+    for arch in ("arm64", "riscv64"):
+        tables[arch] = parse_tbl(texts["syscall.tbl"], TBL_ABIS[arch])
+    return tables
+
+
 def from_kernel(tree: str) -> tuple[dict[str, dict[int, str]], str]:
-    def read(*parts: str) -> str:
-        with open(os.path.join(tree, *parts), encoding="utf-8") as f:
+    def read(path: str) -> str:
+        with open(os.path.join(tree, path), encoding="utf-8") as f:
             return f.read()
 
-    tables = {
-        "x86_64": parse_tbl(read("arch/x86/entry/syscalls/syscall_64.tbl"), TBL_ABIS["x86_64"]),
-        "i386": parse_tbl(read("arch/x86/entry/syscalls/syscall_32.tbl"), TBL_ABIS["i386"]),
-    }
-    generic = read("scripts/syscall.tbl")
-    for arch in ("arm64", "riscv64"):
-        tables[arch] = parse_tbl(generic, TBL_ABIS[arch])
+    tables = from_tbl_texts({name: read(path) for name, path in TBL_PATHS.items()})
     mk = read("Makefile")
     ver = ".".join(re.search(rf"^{k} = (\d+)", mk, re.M).group(1) for k in ("VERSION", "PATCHLEVEL"))  # type: ignore[union-attr]
     return tables, f"Linux {ver} syscall tables"
 
 
-def render(tables: dict[str, dict[int, str]], source: str) -> str:
+def git_blob_id(data: bytes) -> str:
+    """What ``git hash-object`` prints for a file with these bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+_README_KERNEL = re.compile(r"^Kernel: (Linux \S+.*?)\s*$", re.M)
+_README_ROW = re.compile(r"^\|\s*(\S+\.tbl)\s*\|\s*(\S+)\s*\|\s*([0-9a-f]{40})\s*\|\s*$", re.M)
+
+
+def from_tables(directory: str) -> tuple[dict[str, dict[int, str]], str]:
+    """The committed copies: ``DIR/{syscall_64,syscall_32,syscall}.tbl``, as ``DIR/README.md`` describes."""
+    with open(os.path.join(directory, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    kernel = _README_KERNEL.search(readme)
+    if kernel is None:
+        raise ValueError(f"{directory}/README.md has no 'Kernel: Linux X.Y' line")
+    rows = {m.group(1): (m.group(2), m.group(3)) for m in _README_ROW.finditer(readme)}
+    texts: dict[str, str] = {}
+    for name, path in TBL_PATHS.items():
+        if rows.get(name, ("", ""))[0] != path:
+            raise ValueError(f"{directory}/README.md lists no row '| {name} | {path} | <git blob id> |'")
+        with open(os.path.join(directory, name), "rb") as fb:
+            data = fb.read()
+        if git_blob_id(data) != rows[name][1]:
+            raise ValueError(
+                f"{directory}/{name} has git blob id {git_blob_id(data)}, not the {rows[name][1]} "
+                "README.md lists: it is not the kernel's file the README names"
+            )
+        texts[name] = data.decode("utf-8")
+    return from_tbl_texts(texts), f"the syscall tables of {kernel.group(1)}"
+
+
+def render(tables: dict[str, dict[int, str]], source: str, command: str) -> str:
     lines = [
-        f"# Generated by tools/gen_syscalls.py from {source}; do not edit.",
+        f"# Generated by {command}; do not edit.",
+        f"# Source: {source}.",
         '"""Syscall number -> name, per architecture (``i386`` is x86_64\'s 32-bit compat table)."""',
         "",
         "TABLES: dict[str, dict[int, str]] = {",
@@ -171,19 +225,37 @@ def render(tables: dict[str, dict[int, str]], source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def _shown(path: str) -> str:
+    """``path`` as the generated header shows it: relative to the repository when inside it."""
+    full = os.path.abspath(path)
+    if os.path.commonpath([full, ROOT]) == ROOT:
+        return os.path.relpath(full, ROOT).replace(os.sep, "/")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = ap.add_mutually_exclusive_group()
-    src.add_argument("--kernel", help="a Linux source tree (6.11 or newer for arm64 and riscv64)")
-    src.add_argument("--include", default="/usr/include", help="uapi headers (default /usr/include)")
+    src.add_argument("--tables", metavar="DIR", help="committed .tbl copies (default tools/syscall-tables)")
+    src.add_argument("--kernel", metavar="DIR", help="a Linux source tree (6.11 or newer for arm64, riscv64)")
+    src.add_argument("--include", metavar="DIR", help="uapi headers, e.g. /usr/include (needs cpp)")
     ap.add_argument("-o", "--output", default=OUT)
-    args = ap.parse_args()
-    tables, source = from_kernel(args.kernel) if args.kernel else from_headers(args.include)
+    args = ap.parse_args(argv)
+    if args.kernel:
+        tables, source = from_kernel(args.kernel)
+        command = f"python3 tools/gen_syscalls.py --kernel {_shown(args.kernel)}"
+    elif args.include:
+        tables, source = from_headers(args.include)
+        command = f"python3 tools/gen_syscalls.py --include {_shown(args.include)}"
+    else:
+        directory = args.tables or TABLES_DIR
+        tables, source = from_tables(directory)
+        command = f"python3 tools/gen_syscalls.py --tables {_shown(directory)}"
     for arch, t in tables.items():
         if len(t) < 250:
             sys.exit(f"gen_syscalls: only {len(t)} syscalls for {arch}: wrong input?")
     with open(args.output, "w", encoding="utf-8") as f:
-        f.write(render(tables, source))
+        f.write(render(tables, source, command))
     print(", ".join(f"{a}: {len(t)} (max {max(t)})" for a, t in sorted(tables.items())))
     return 0
 
