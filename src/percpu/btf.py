@@ -46,6 +46,13 @@ KIND_NAMES = {
     19: "enum64",
 }
 _QUALIFIERS = {8, 9, 10, 11, 18}  # typedef, volatile, const, restrict, type_tag: same layout as their target
+# Deeper nesting than this only comes from a reference cycle in a malformed blob; stop before Python's
+# recursion limit does.
+_MAX_DEPTH = 32
+
+
+def _too_deep(type_id: int) -> PercpuError:
+    return PercpuError(f"BTF type {type_id} nests more than {_MAX_DEPTH} levels deep (a reference cycle?)")
 
 
 @dataclass(frozen=True)
@@ -101,9 +108,14 @@ class Btf:
             if t.kind not in ("typedef", "volatile", "const", "restrict", "type_tag"):
                 return t
             t = self.type(t.size_or_type)
-        raise PercpuError(f"BTF type {type_id}: qualifier chain too long")
+        raise PercpuError(f"BTF type {type_id}: qualifier chain too long (a reference cycle?)")
 
     def size(self, type_id: int) -> int:
+        return self._size(type_id, 0)
+
+    def _size(self, type_id: int, depth: int) -> int:
+        if depth > _MAX_DEPTH:
+            raise _too_deep(type_id)
         t = self.resolve(type_id)
         if t.kind in ("int", "struct", "union", "enum", "enum64", "float", "datasec"):
             return t.size_or_type
@@ -111,11 +123,16 @@ class Btf:
             return 8
         if t.kind == "array":
             elem, _index, n = t.extra
-            return int(self.size(elem) * n)
+            return int(self._size(elem, depth + 1) * n)
         raise PercpuError(f"BTF type {type_id} ({t.kind}) has no size")
 
     def type_name(self, type_id: int) -> str:
         """A C-like name: ``struct stat_val``, ``__u64[4]``, ``enum proto``."""
+        return self._type_name(type_id, 0)
+
+    def _type_name(self, type_id: int, depth: int) -> str:
+        if depth > _MAX_DEPTH:
+            raise _too_deep(type_id)
         if type_id == 0:
             return "void"
         t = self.type(type_id)
@@ -124,11 +141,11 @@ class Btf:
             return f"{k} {t.name}" if t.name else f"{k} (anonymous)"
         if t.kind == "array":
             elem, _index, n = t.extra
-            return f"{self.type_name(elem)}[{n}]"
+            return f"{self._type_name(elem, depth + 1)}[{n}]"
         if t.kind == "ptr":
-            return f"{self.type_name(t.size_or_type)} *"
+            return f"{self._type_name(t.size_or_type, depth + 1)} *"
         if t.kind in ("volatile", "const", "restrict"):
-            return f"{t.kind} {self.type_name(t.size_or_type)}"
+            return f"{t.kind} {self._type_name(t.size_or_type, depth + 1)}"
         return t.name or t.kind
 
     def dtype(self, type_id: int) -> np.dtype[Any] | None:
@@ -136,8 +153,8 @@ class Btf:
         return self._dtype(type_id, 0)
 
     def _dtype(self, type_id: int, depth: int) -> np.dtype[Any] | None:
-        if depth > 32:
-            return None
+        if depth > _MAX_DEPTH:
+            raise _too_deep(type_id)
         t = self.resolve(type_id)
         if t.kind == "int":
             (enc,) = t.extra
@@ -167,7 +184,11 @@ class Btf:
                 elem_t = self.resolve(elem)
                 if elem_t.kind == "int" and (elem_t.extra[0] >> 24) & 2:  # char[N]: a string
                     return np.dtype(f"S{n}")
-            return np.dtype((inner, (n,))) if n else np.dtype((np.void, 0))
+            if not n:
+                return np.dtype((np.void, 0))
+            # An array of arrays is one multi-dimensional subarray (u32[2][3] has shape (2, 3)), not a
+            # subarray nested in another.
+            return np.dtype((inner.base, (n, *inner.shape)))
         if t.kind == "struct":
             if t.kind_flag and any((off >> 24) for _n, _t, off in t.extra):
                 return None  # bitfields
@@ -181,9 +202,12 @@ class Btf:
                 names.append(name or f"_anon{i}")
                 formats.append(mdt)
                 offsets.append(off // 8)
-            return np.dtype(
-                {"names": names, "formats": formats, "offsets": offsets, "itemsize": t.size_or_type}
-            )
+            try:
+                return np.dtype(
+                    {"names": names, "formats": formats, "offsets": offsets, "itemsize": t.size_or_type}
+                )
+            except ValueError as exc:  # a member past the struct's size, or two members of one name
+                raise PercpuError(f"BTF type {t.id} ({self.type_name(t.id)}) is malformed: {exc}") from None
         if t.kind == "union":
             return np.dtype((np.void, t.size_or_type))
         return None
@@ -220,6 +244,14 @@ def parse_btf(raw: bytes, base: Btf | None = None) -> Btf:
     if version != 1:
         raise PercpuError(f"BTF version {version} is not supported")
     type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", raw, 8)
+    if hdr_len < 24 or hdr_len > len(raw):
+        raise PercpuError(f"BTF header length {hdr_len} is invalid for a {len(raw)}-byte blob")
+    for what, off, length in (("type", type_off, type_len), ("string", str_off, str_len)):
+        if hdr_len + off + length > len(raw):
+            raise PercpuError(
+                f"BTF {what} section ({length} bytes at offset {off}) runs past the end of the "
+                f"{len(raw)}-byte blob"
+            )
     types_raw = raw[hdr_len + type_off : hdr_len + type_off + type_len]
     strings = raw[hdr_len + str_off : hdr_len + str_off + str_len]
     first = base.count + 1 if base else 1
@@ -227,13 +259,21 @@ def parse_btf(raw: bytes, base: Btf | None = None) -> Btf:
     def name_at(off: int) -> str:
         if base is not None and off < len(base._strings):
             return _cstr(base._strings, off)
-        if base is not None:
-            off -= len(base._strings)
-        return _cstr(strings, off)
+        local = off - len(base._strings) if base is not None else off
+        if local >= len(strings):
+            raise PercpuError(
+                f"BTF type {first + len(types)}: string offset {off} is outside the string section"
+            )
+        return _cstr(strings, local)
 
     types: list[BtfType] = []
     pos = 0
     while pos < len(types_raw):
+        if _record_len(types_raw, pos) > len(types_raw) - pos:
+            raise PercpuError(
+                f"BTF type {first + len(types)}: its record runs past the end of the "
+                f"{len(types_raw)}-byte type section"
+            )
         name_off, info, size_or_type = struct.unpack_from("<III", types_raw, pos)
         pos += 12
         vlen, kind, kflag = info & 0xFFFF, (info >> 24) & 0x1F, bool(info >> 31)
@@ -290,6 +330,17 @@ def parse_btf(raw: bytes, base: Btf | None = None) -> Btf:
             )
         )
     return Btf(types, strings if base is None else base._strings + strings, base)
+
+
+def _record_len(types_raw: bytes, pos: int) -> int:
+    """Bytes of the type record at ``pos``: ``struct btf_type`` and the trailing data of its kind."""
+    if len(types_raw) - pos < 12:
+        return 12
+    (info,) = struct.unpack_from("<I", types_raw, pos + 4)
+    vlen, kind = int(info) & 0xFFFF, (int(info) >> 24) & 0x1F
+    per_kind = {1: 4, 3: 12, 14: 4, 17: 4}.get(kind, 0)
+    per_member = {4: 12, 5: 12, 6: 8, 13: 8, 15: 12, 19: 12}.get(kind, 0)
+    return 12 + per_kind + per_member * vlen
 
 
 def _cstr(buf: bytes, off: int) -> str:
