@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import percpu
+from percpu import _libbpf
 from percpu.btf import parse_btf
 from percpu.objects import BpfObject, bundled
 
@@ -87,7 +89,8 @@ def test_library_reads_btf_struct_values(filled: BpfObject) -> None:
 
 
 def test_dump_sum_cpu_key_and_table(filled: BpfObject) -> None:
-    with filled.map("stats") as m:
+    # A map of someone else's with the same name must not matter: everything here goes by id.
+    with filled.map("stats") as m, percpu.PerCpuArray.create(np.uint64, 1, name="stats"):
         key = int(m.snapshot().keys[0])
         r = percpu_cmd("dump", str(m.info.id), "--key", str(key), "--sum", "--json")
         assert r.returncode == 0, r.stderr
@@ -95,15 +98,20 @@ def test_dump_sum_cpu_key_and_table(filled: BpfObject) -> None:
         assert obj["key"] == key and obj["sum"]["port"] == 443 * sum(1 for v in m[key] if v["port"] == 443)
         r = percpu_cmd("dump", str(m.info.id), "--cpu", str(POSSIBLE[-1]))
         assert r.returncode == 0 and f"cpu{POSSIBLE[-1]}=" in r.stdout
-        r = percpu_cmd("dump", "stats", "--limit", "2")
+        r = percpu_cmd("dump", str(m.info.id), "--limit", "2")
         assert r.returncode == 0, r.stderr
         assert "struct stat_val" in r.stdout and "2 entries" in r.stdout
 
 
-def test_dump_pinned_and_raw_hex_without_btf() -> None:
-    bpffs = "/sys/fs/bpf"
-    if not os.path.ismount(bpffs):
-        subprocess.run(["mount", "-t", "bpf", "bpf", bpffs], check=True)
+@pytest.fixture
+def bpffs() -> str:
+    path = "/sys/fs/bpf"
+    if not os.path.ismount(path):
+        subprocess.run(["mount", "-t", "bpf", "bpf", path], check=True)
+    return path
+
+
+def test_dump_pinned_and_raw_hex_without_btf(bpffs: str) -> None:
     path = os.path.join(bpffs, f"percpu_dump_{os.getpid()}")
     with percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 3)), 4) as m:
         m.update(7, [b"\x01\x02\x03"] * len(POSSIBLE))
@@ -114,6 +122,10 @@ def test_dump_pinned_and_raw_hex_without_btf() -> None:
             obj = json.loads(r.stdout)
             assert obj["key"] == "07000000"  # no BTF: raw hex
             assert [v["value"] for v in obj["values"]] == ["010203"] * len(POSSIBLE)
+            for key in ("7", "0x7", "07"):  # a 4-byte key without BTF is taken as an integer
+                r = percpu_cmd("dump", path, "--key", key, "-j")
+                assert r.returncode == 0, r.stderr
+                assert json.loads(r.stdout) == obj
         finally:
             os.unlink(path)
 
@@ -145,12 +157,85 @@ def test_doctor_probes_features() -> None:
     assert checks["BPF_F_CPU (one CPU's slot)"]["status"] == "info"  # not in 6.18
 
 
-def test_explain_shows_the_overrun() -> None:
-    r = percpu_cmd("explain", "--value-size", "12")
+def test_doctor_as_root_without_capabilities() -> None:
+    """The common container case: uid 0 with an empty capability set. Every check still reports."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed; it is how this test drops capabilities")
+    r = subprocess.run(
+        [setpriv, "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m", "percpu", "doctor", "-j"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and "essential check(s) failed: privileges" in r.stderr
+    checks = {c["check"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["privileges"]["status"] == "fail"
+    assert "effective capabilities: none" in checks["privileges"]["detail"]
+    assert checks["libbpf"]["status"] == "ok" and checks["kernel BTF"]["status"] == "ok"
+    for what in (
+        "batch ops on PERCPU_ARRAY",
+        "BPF_F_CPU (one CPU's slot)",
+        "tp_btf program at sys_enter",
+        "bpf_stats (BPF_ENABLE_STATS)",
+        "per-CPU maps on this system",
+    ):
+        assert checks[what]["status"] == "unknown", what
+        assert "Operation not permitted" in checks[what]["detail"], what
+
+
+def test_dump_cpu_on_a_map_that_is_not_per_cpu() -> None:
+    with percpu.Array.create(np.uint64, 2) as m:
+        r = percpu_cmd("dump", str(m.info.id), "--cpu", str(POSSIBLE[0]))
+    assert r.returncode == 1 and r.stdout == ""
+    assert "is not a per-CPU map" in r.stderr and "--cpu applies only to per-CPU maps" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (
+            "/etc/passwd",
+            "/etc/passwd is not in a BPF file system (bpffs); pinned maps live under /sys/fs/bpf",
+        ),
+        ("/etc/no_such_file", "/etc/no_such_file is not in a BPF file system (bpffs)"),
+        ("/sys/fs/bpf", "/sys/fs/bpf is a directory in bpffs, not a pinned map"),
+    ],
+)
+def test_dump_of_a_path_that_is_not_a_pin(bpffs: str, path: str, message: str) -> None:
+    r = percpu_cmd("dump", path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"percpu: {message}")
+
+
+def test_dump_of_a_pinned_program(bpffs: str) -> None:
+    path = os.path.join(bpffs, f"percpu_prog_{os.getpid()}")
+    with BpfObject(bundled("floor.bpf.o")) as obj:
+        for name, p in obj.programs.items():
+            p.autoload = name == "enter_raw"
+        obj.load()
+        _libbpf.backend().obj_pin(obj.programs["enter_raw"].fd, path)
+        try:
+            r = percpu_cmd("dump", path)
+        finally:
+            os.unlink(path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr == f"percpu: {path} is a pinned BPF program, not a map; `percpu maps` lists the maps\n"
+
+
+@pytest.mark.parametrize("size", [12, 8, 100])
+def test_explain_shows_the_overrun(size: int) -> None:
+    r = percpu_cmd("explain", "--value-size", str(size))
     assert r.returncode == 0, r.stderr
-    n = len(POSSIBLE)
-    assert f"{16 * n - 12} bytes land past the end of a 12-byte buffer" in r.stdout
-    assert "guard after" in r.stdout and "(untouched)" in r.stdout
+    n = len(percpu.topology().possible)
+    st = (size + 7) // 8 * 8
+    wrote = n * st
+    assert f"the kernel writes round_up({size}, 8) x {n} = {st} x {n} = {wrote} bytes" in r.stdout
+    assert f"Measured: the kernel wrote {wrote} bytes; every slot holds the value stored" in r.stdout
+    assert f"{wrote - size} bytes land past the end of a {size}-byte buffer" in r.stdout
+    intact = " ".join(["ee"] * 16) + "   intact: all 16 bytes still ee"
+    assert f"guard before  : {intact}" in r.stdout and f"guard after   : {intact}" in r.stdout
 
 
 def test_vmlinux_btf_parses() -> None:

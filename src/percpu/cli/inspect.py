@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
 from .. import _libbpf
-from ..cpus import topology
-from ..errors import BpfError, NotSupported, PercpuError
+from ..cpus import CpuList, topology
+from ..errors import BpfError, KeyNotFound, LibbpfError, NotSupported, PercpuError
 from ..maps import (
     PERCPU_TYPES,
     Map,
@@ -26,9 +28,10 @@ from ..maps import (
     user_value_bytes,
 )
 from ..values import reduce_cpus, stride
-from .syscalls import _cap_eff
 
 __all__ = ["register"]
+
+T = TypeVar("T")
 
 
 def _json_value(v: Any) -> Any:
@@ -97,8 +100,20 @@ def _cmd_maps(args: argparse.Namespace) -> int:
 # --- percpu dump --------------------------------------------------------------------------------------
 
 
+def _parse_int(text: str) -> int:
+    """A decimal (leading zeros allowed: ``07``) or ``0x`` hexadecimal integer."""
+    t = text.strip()
+    body = t.removeprefix("-")
+    base = 16 if body[:2].lower() == "0x" else 10
+    return int(t, base)
+
+
+_INT_KEY_SIZES = (1, 2, 4, 8)
+
+
 def _parse_key(m: Map, text: str) -> Any:
     kt = m.key_codec.dtype
+    size = m.info.key_size
     if kt.names:
         try:
             obj = json.loads(text)
@@ -107,26 +122,131 @@ def _parse_key(m: Map, text: str) -> Any:
                 f"--key for {m.key_codec.name}: give a JSON object of its fields ({exc})"
             ) from exc
         return obj
+    if kt.kind == "V" and size in _INT_KEY_SIZES:
+        # No BTF says what the key is; a key of an integer's size is taken as that integer, in the
+        # byte order the kernel stores it in (this machine's).
+        try:
+            value = _parse_int(text)
+        except ValueError as exc:
+            raise PercpuError(
+                f"--key {text!r}: the map's {size}-byte key has no BTF type; give it as an integer, "
+                "decimal or 0x hex"
+            ) from exc
+        if not 0 <= value < 1 << (8 * size):
+            raise PercpuError(f"--key {text!r}: a {size}-byte key is 0..{(1 << (8 * size)) - 1}")
+        return value.to_bytes(size, sys.byteorder)
     if kt.kind == "V":
-        h = text.removeprefix("0x").replace(" ", "")
+        h = text.replace(" ", "")
         try:
             raw = bytes.fromhex(h)
         except ValueError as exc:
-            raise PercpuError(f"--key: give the {m.info.key_size}-byte key as hex, e.g. 0a000000") from exc
+            raise PercpuError(
+                f"--key {text!r}: give the {size}-byte key as hex bytes, e.g. {'0a' * size}"
+            ) from exc
+        if len(raw) != size:
+            raise PercpuError(f"--key {text!r}: {len(raw)} bytes; the map's keys are {size} bytes")
         return raw
     try:
-        return int(text, 0)
+        return _parse_int(text)
     except ValueError as exc:
-        raise PercpuError(f"--key {text!r}: not an integer") from exc
+        raise PercpuError(f"--key {text!r}: not an integer (decimal or 0x hex)") from exc
 
 
-def _rows(m: Map, args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
+def _unescape_mount(field: str) -> str:
+    """A /proc/self/mounts field: the kernel writes space, tab, newline and backslash as octal."""
+    return re.sub(r"\\([0-7]{3})", lambda g: chr(int(g.group(1), 8)), field)
+
+
+def _filesystem_of(path: str, mounts: str) -> tuple[str, str, list[str]] | None:
+    """(fstype, mount point) of the mount holding ``path``, and every bpffs mount point; None when the
+    mount table cannot be read."""
+    real = os.path.realpath(path)  # resolves symbolic links; a missing tail stays as written
+    best, fstype, bpffs = "", "", []
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                point = _unescape_mount(parts[1])
+                if parts[2] == "bpf":
+                    bpffs.append(point)
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                # Later lines are mounted over earlier ones, so the last of the longest points wins.
+                if inside and len(point) >= len(best):
+                    best, fstype = point, parts[2]
+    except OSError:
+        return None
+    return fstype, best, bpffs
+
+
+def _pinned_kind(path: str) -> str | None:
+    """What is pinned at ``path`` ("map", "prog", "link"), from the kernel's fdinfo; None if unknown."""
+    b = _libbpf.backend()
+    try:
+        fd = b.obj_get(path)
+    except OSError:
+        return None  # the library says why when it opens the path
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+            for line in f:
+                for kind in ("map", "prog", "link"):
+                    if line.startswith(f"{kind}_type:"):
+                        return kind
+    except OSError:
+        return None
+    finally:
+        b.close(fd)
+    return None
+
+
+def _check_pin_path(path: str, mounts: str = "/proc/self/mounts") -> None:
+    """Refuse a path that cannot be a pinned map, saying why, before any bpf() call.
+
+    Without this the kernel's answer for a file elsewhere is EPERM or EINVAL, which reads like a
+    privilege problem even as root.
+    """
+    where = _filesystem_of(path, mounts)
+    if where is None:
+        return
+    fstype, _, bpffs = where
+    if fstype != "bpf":
+        hint = (
+            f"pinned maps live under {', '.join(bpffs)}"
+            if bpffs
+            else "no bpffs is mounted here (mount -t bpf bpf /sys/fs/bpf)"
+        )
+        raise PercpuError(f"{path} is not in a BPF file system (bpffs); {hint}")
+    if os.path.isdir(path):
+        raise PercpuError(
+            f"{path} is a directory in bpffs, not a pinned map; give the path of a map pinned under "
+            "it, or a map id from `percpu maps`"
+        )
+    kind = _pinned_kind(path)
+    if kind in ("prog", "link"):
+        what = "program" if kind == "prog" else "link"
+        raise PercpuError(f"{path} is a pinned BPF {what}, not a map; `percpu maps` lists the maps")
+
+
+def _open_for_dump(spec: str) -> Map:
+    if not spec.isdigit() and "/" in spec:  # what open_map takes for a pinned path
+        _check_pin_path(spec)
+    return open_map(spec)
+
+
+def _rows(m: Map, key: Any, args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
     """(key, per-CPU values array or single value), batch-read, at most --limit of them."""
-    if args.key is not None:
-        key = _parse_key(m, args.key)
-        v = m.lookup(key)
+    if key is not None:
+        try:
+            v = m.lookup(key)
+        except KeyNotFound as exc:
+            shown = f" (bytes {key.hex()})" if isinstance(key, bytes) else ""
+            raise KeyNotFound(
+                f"map {m.info.id} {m.name!r} has no key {args.key}{shown}", errno=exc.errno, map_name=m.name
+            ) from exc
         arr = v.to_numpy() if isinstance(m, PerCpuMap) else v
-        yield key, arr
+        # Raw keys are shown as a dump shows them, hex bytes, whatever was typed.
+        yield (np.void(key) if isinstance(key, bytes) else key), arr
         return
     snap = m.snapshot()
     n = len(snap) if not args.limit else min(args.limit, len(snap))
@@ -135,13 +255,21 @@ def _rows(m: Map, args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
-    with open_map(args.map) as m:
+    with _open_for_dump(args.map) as m:
+        if not m.percpu:
+            for flag, given in (("--cpu", args.cpu is not None), ("--sum", args.sum)):
+                if given:
+                    raise PercpuError(
+                        f"map {m.info.id} {m.name!r} ({m.type_name}) is not a per-CPU map: it has one "
+                        f"value per key; {flag} applies only to per-CPU maps"
+                    )
         cpus = list(m.cpus)
         if args.cpu is not None and args.cpu not in cpus:
             raise PercpuError(f"--cpu {args.cpu}: not a possible CPU (possible: {m.cpus})")
         numeric = m.value_codec.numeric
         if args.sum and not numeric:
             raise PercpuError(f"--sum needs numeric values; {m.value_codec.name} is not")
+        wanted = None if args.key is None else _parse_key(m, args.key)
         out = sys.stdout
         if not args.json:
             print(
@@ -150,7 +278,7 @@ def _cmd_dump(args: argparse.Namespace) -> int:
                 file=out,
             )
         count = 0
-        for key, vals in _rows(m, args):
+        for key, vals in _rows(m, wanted, args):
             count += 1
             k = _json_value(key)
             if not m.percpu:
@@ -198,7 +326,12 @@ def _print_row(obj: dict[str, Any], out: Any) -> None:
 
 # --- percpu doctor ------------------------------------------------------------------------------------
 
-Check = tuple[str, str, str]  # (status ok|warn|fail|info, what, detail)
+Check = tuple[str, str, str]  # (status ok|warn|fail|info|unknown, what, detail)
+
+# Capability bits (linux/capability.h). CAP_BPF and CAP_PERFMON appeared in 5.8; before that only
+# CAP_SYS_ADMIN let a process create maps and load tracing programs.
+_CAPS = ((21, "CAP_SYS_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF"))
+_PRIV_HINT = "grant CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
 
 
 def _read(path: str) -> str | None:
@@ -209,51 +342,133 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _probe(fn: Callable[[], Any]) -> tuple[bool, str]:
+def _effective_caps(status: str = "/proc/self/status") -> int | None:
+    """The effective capability set (CapEff), or None when it cannot be read.
+
+    Being uid 0 proves nothing: a container runtime or ``setpriv`` can leave root with no capabilities,
+    and then every bpf() call fails with EPERM.
+    """
+    text = _read(status)
+    for line in (text or "").splitlines():
+        if line.startswith("CapEff:"):
+            try:
+                return int(line.split()[1], 16)
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def _privileges(caps: int | None) -> Check:
+    euid = os.geteuid()
+    if caps is None:
+        return ("unknown", "privileges", f"euid {euid}; CapEff not readable from /proc/self/status")
+    names = [name for bit, name in _CAPS if caps >> bit & 1]
+    have = f"euid {euid}, effective capabilities: {', '.join(names) or 'none'}"
+    if "CAP_SYS_ADMIN" in names or {"CAP_BPF", "CAP_PERFMON"} <= set(names):
+        return ("ok", "privileges", have)
+    if euid == 0:
+        why = "root without them (a container or setpriv dropped them): " + _PRIV_HINT
+    else:
+        why = "run as root or " + _PRIV_HINT
+    return ("fail", "privileges", f"{have}; {why}")
+
+
+class _Failed(NamedTuple):
+    """A probe that raised: ``status`` is "unknown" when it could not run (privileges, no libbpf), else the
+    status its caller gave for a kernel that says no."""
+
+    status: str
+    reason: str
+
+
+def _attempt(fn: Callable[[], T], *, refused: str = "warn") -> T | _Failed:
+    """Run one probe; its failure becomes a check result rather than the end of the report."""
     try:
-        fn()
-        return True, "ok"
+        return fn()
+    except LibbpfError as exc:
+        return _Failed("unknown", str(exc))
     except NotSupported as exc:
-        return False, f"not supported ({os.strerror(exc.errno) if exc.errno else exc})"
-    except (BpfError, OSError) as exc:
+        return _Failed(refused, f"not supported ({os.strerror(exc.errno) if exc.errno else exc})")
+    except (PercpuError, OSError) as exc:
         e = getattr(exc, "errno", None)
-        return False, os.strerror(e) if e else str(exc)
+        if e in (errno.EPERM, errno.EACCES):
+            return _Failed("unknown", f"{os.strerror(e)} (see privileges)")
+        return _Failed(refused, os.strerror(e) if e else str(exc))
 
 
-def _doctor_checks() -> tuple[list[Check], list[dict[str, Any]]]:
-    checks: list[Check] = []
+def _probe_check(what: str, probe: Callable[[], None], ok: str) -> Check:
+    r = _attempt(probe)
+    if not isinstance(r, _Failed):
+        return ("ok", what, ok)
+    return (r.status, what, f"could not probe: {r.reason}" if r.status == "unknown" else r.reason)
+
+
+def _cpu_lists() -> tuple[CpuList, CpuList, CpuList]:
     topo = topology()
-    possible, online, present = topo.possible, topo.online, topo.present
-    checks.append(("info", "possible CPUs", f"{possible} ({len(possible)})"))
-    checks.append(("info", "online CPUs", f"{online} ({len(online)})"))
-    checks.append(("info", "present CPUs", f"{present} ({len(present)})"))
-    if len(possible) != len(online):
-        extra = len(possible) - len(online)
-        checks.append(
-            (
-                "warn",
-                "possible != online",
-                f"a reader that sizes per-CPU buffers by online CPUs (os.cpu_count()) overruns by "
-                f"{extra} slots x round_up(value_size, 8) bytes",
+    return topo.possible, topo.online, topo.present
+
+
+def _tracefs(mounts: str) -> str | None:
+    with open(mounts, encoding="ascii", errors="replace") as f:
+        return next((line.split()[1] for line in f if line.split()[2:3] == ["tracefs"]), None)
+
+
+def _enable_stats() -> None:
+    os.close(_libbpf.libbpf().enable_stats())
+
+
+def _percpu_maps(possible: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": info.id,
+            "name": info.name,
+            "type": MapType.name_of(info.type),
+            "value_size": info.value_size,
+            "stride": stride(info.value_size),
+            "possible_cpus": possible,
+            "reader_buffer_bytes": user_value_bytes(info.type, info.value_size, possible),
+        }
+        for info in list_maps()
+        if info.type in PERCPU_TYPES
+    ]
+
+
+def _doctor_checks(
+    status: str = "/proc/self/status", mounts: str = "/proc/self/mounts"
+) -> tuple[list[Check], list[dict[str, Any]]]:
+    """Every check, each probe run on its own so one that fails (EPERM in a container, no libbpf) is
+    reported with its reason and the others still run."""
+    checks: list[Check] = []
+    lists = _attempt(_cpu_lists, refused="fail")
+    n_possible = 0
+    if isinstance(lists, _Failed):
+        checks.append(("fail", "CPU lists", lists.reason))
+    else:
+        possible, online, present = lists
+        n_possible = len(possible)
+        checks.append(("info", "possible CPUs", f"{possible} ({len(possible)})"))
+        checks.append(("info", "online CPUs", f"{online} ({len(online)})"))
+        checks.append(("info", "present CPUs", f"{present} ({len(present)})"))
+        if len(possible) != len(online):
+            extra = len(possible) - len(online)
+            checks.append(
+                (
+                    "warn",
+                    "possible != online",
+                    f"a reader that sizes per-CPU buffers by online CPUs (os.cpu_count()) overruns by "
+                    f"{extra} slots x round_up(value_size, 8) bytes",
+                )
             )
-        )
-    if possible.ids != tuple(range(len(possible))):
-        checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
-    caps = _cap_eff()
-    names = [n for bit, n in ((21, "CAP_SYS_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")) if caps >> bit & 1]
-    priv_ok = os.geteuid() == 0 or "CAP_SYS_ADMIN" in names or {"CAP_BPF", "CAP_PERFMON"} <= set(names)
-    checks.append(
-        (
-            "ok" if priv_ok else "fail",
-            "privileges",
-            f"euid {os.geteuid()}, capabilities: {', '.join(names) or 'none'}"
-            + ("" if priv_ok else "; run as root or grant CAP_BPF and CAP_PERFMON"),
-        )
-    )
+        if possible.ids != tuple(range(len(possible))):
+            checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
+    checks.append(_privileges(_effective_caps(status)))
     unpriv = _read("/proc/sys/kernel/unprivileged_bpf_disabled")
     checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
-    lib = _libbpf.libbpf()
-    checks.append(("ok", "libbpf", f"{lib.version_string} ({lib.path})"))
+    try:
+        lib = _libbpf.libbpf()
+        checks.append(("ok", "libbpf", f"{lib.version_string} ({lib.path})"))
+    except LibbpfError as exc:
+        checks.append(("fail", "libbpf", str(exc)))
     btf = os.path.exists("/sys/kernel/btf/vmlinux")
     checks.append(
         (
@@ -262,15 +477,17 @@ def _doctor_checks() -> tuple[list[Check], list[dict[str, Any]]]:
             "/sys/kernel/btf/vmlinux" if btf else "missing: tp_btf is unavailable, raw_tp is used",
         )
     )
-    with open("/proc/self/mounts", encoding="ascii", errors="replace") as mounts:
-        tracefs = next((line.split()[1] for line in mounts if line.split()[2:3] == ["tracefs"]), None)
-    checks.append(
-        (
-            "ok" if tracefs else "info",
-            "tracefs",
-            tracefs or "not mounted (percpu mounts it when the classic tracepoint is needed)",
+    tracefs = _attempt(lambda: _tracefs(mounts))
+    if isinstance(tracefs, _Failed):
+        checks.append(("unknown", "tracefs", f"cannot read {mounts}: {tracefs.reason}"))
+    else:
+        checks.append(
+            (
+                "ok" if tracefs else "info",
+                "tracefs",
+                tracefs or "not mounted (percpu mounts it when the classic tracepoint is needed)",
+            )
         )
-    )
     stats = _read("/proc/sys/kernel/bpf_stats_enabled")
     checks.append(
         (
@@ -279,43 +496,31 @@ def _doctor_checks() -> tuple[list[Check], list[dict[str, Any]]]:
             f"{stats} (1: programs report run count and time; percpu exporter --enable-bpf-stats)",
         )
     )
-    if priv_ok:
-        for t in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH):
-            ok, why = _probe(functools.partial(_probe_batch, t))
-            checks.append(("ok" if ok else "warn", f"batch ops on {t.name}", why))
-        flag = cpu_flag_supported()
+    for t in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH):
+        checks.append(_probe_check(f"batch ops on {t.name}", functools.partial(_probe_batch, t), "ok"))
+    flag = _attempt(cpu_flag_supported)
+    what = "BPF_F_CPU (one CPU's slot)"
+    if isinstance(flag, _Failed):
+        checks.append(("unknown", what, f"could not probe: {flag.reason}"))
+    elif flag:
+        checks.append(("ok", what, "supported"))
+    else:
         checks.append(
             (
-                "ok" if flag else "info",
-                "BPF_F_CPU (one CPU's slot)",
-                "supported"
-                if flag
-                else "not supported (Linux 7.0 adds it): update_cpu() reads, modifies and writes all slots",
+                "info",
+                what,
+                "not supported (Linux 7.0 adds it): update_cpu() reads, modifies and writes all slots",
             )
         )
-        for hook, prog in (("tp_btf", "enter_btf"), ("raw_tp", "enter_raw"), ("tracepoint", "enter_tp")):
-            ok, why = _probe(functools.partial(_probe_load, prog))
-            checks.append(("ok" if ok else "warn", f"{hook} program at sys_enter", "loads" if ok else why))
-        try:
-            fd = lib.enable_stats()
-            os.close(fd)
-            checks.append(("ok", "bpf_stats (BPF_ENABLE_STATS)", "can be turned on"))
-        except OSError as exc:
-            checks.append(("warn", "bpf_stats (BPF_ENABLE_STATS)", os.strerror(exc.errno or 0)))
-    maps: list[dict[str, Any]] = []
-    if priv_ok:
-        for info in list_maps():
-            if info.type in PERCPU_TYPES:
-                maps.append(
-                    {
-                        "id": info.id,
-                        "name": info.name,
-                        "type": MapType.name_of(info.type),
-                        "value_size": info.value_size,
-                        "stride": stride(info.value_size),
-                        "reader_buffer_bytes": user_value_bytes(info.type, info.value_size, len(possible)),
-                    }
-                )
+    for hook, prog in (("tp_btf", "enter_btf"), ("raw_tp", "enter_raw"), ("tracepoint", "enter_tp")):
+        checks.append(
+            _probe_check(f"{hook} program at sys_enter", functools.partial(_probe_load, prog), "loads")
+        )
+    checks.append(_probe_check("bpf_stats (BPF_ENABLE_STATS)", _enable_stats, "can be turned on"))
+    maps = _attempt(lambda: _percpu_maps(n_possible)) if n_possible else _Failed("unknown", "no CPU list")
+    if isinstance(maps, _Failed):
+        checks.append(("unknown", "per-CPU maps on this system", f"could not list them: {maps.reason}"))
+        return checks, []
     return checks, maps
 
 
@@ -354,15 +559,22 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         for status, what, detail in checks:
-            print(f"[{status:>4}] {what}: {detail}")
+            print(f"[{status:>7}] {what}: {detail}")
         if maps:
             print("\nper-CPU maps on this system and the buffer a correct reader needs for one lookup:")
             for m in maps:
                 print(
                     f"  id {m['id']:>5} {m['name']:<16} {m['type']:<22} value {m['value_size']:>6} B -> "
-                    f"{m['reader_buffer_bytes']:,} B ({m['stride']} x {len(topology().possible)} CPUs)"
+                    f"{m['reader_buffer_bytes']:,} B ({m['stride']} x {m['possible_cpus']} CPUs)"
                 )
-    return 1 if any(s == "fail" for s, _, _ in checks) else 0
+    failed = [what for status, what, _ in checks if status == "fail"]
+    if failed:
+        sys.stdout.flush()
+        print(
+            f"percpu: doctor: {len(failed)} essential check(s) failed: {', '.join(failed)}", file=sys.stderr
+        )
+        return 1
+    return 0
 
 
 # --- percpu explain -----------------------------------------------------------------------------------
@@ -370,6 +582,21 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _hex(b: bytes, width: int = 16) -> list[str]:
     return [" ".join(f"{x:02x}" for x in b[i : i + width]) for i in range(0, len(b), width)]
+
+
+_FILL = 0xEE  # what the buffer holds before the lookup; no slot pattern below uses it
+
+
+def _slot_byte(i: int) -> int:
+    """The byte slot ``i`` is filled with: distinct for neighbouring CPUs, never the fill byte."""
+    return 0x10 + i % 0xD0
+
+
+def _guard_state(guard: bytes) -> str:
+    changed = sum(1 for x in guard if x != _FILL)
+    if not changed:
+        return f"intact: all {len(guard)} bytes still {_FILL:02x}"
+    return f"OVERWRITTEN: {changed} of {len(guard)} bytes are no longer {_FILL:02x}"
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -382,25 +609,35 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     n = len(possible)
     st = stride(size)
     guard = 16
+    expected = n * st
     with PerCpuArray.create(np.dtype((np.void, size)), 1, name="percpu_explain") as m:
-        m.update(0, [bytes([0x10 + (i % 0xE0)]) * size for i in range(n)])
-        # The "naive" program's buffer is `size` bytes; we allocate enough for what the kernel really
-        # writes plus guards on both sides, so the overrun lands in our own memory, not the heap.
-        buf = np.full(guard + n * st + guard, 0xEE, dtype=np.uint8)
-        inner = buf[guard : guard + n * st]
+        m.update(0, [bytes([_slot_byte(i)]) * size for i in range(n)])
+        # The "naive" program's buffer is `size` bytes; we allocate enough for what the kernel should
+        # write plus guards on both sides, so the overrun lands in our own memory, not the heap, and a
+        # kernel that wrote even more would show in the guard after.
+        buf = np.full(guard + expected + guard, _FILL, dtype=np.uint8)
+        inner = buf[guard : guard + expected]
         key = np.zeros(4, np.uint8)
         b = _libbpf.backend()
         try:
-            b.map_lookup(m.fd, key, inner, n * st)
+            b.map_lookup(m.fd, key, inner, expected)
         except OSError as exc:
             raise BpfError(f"lookup failed: {os.strerror(exc.errno or 0)}", errno=exc.errno) from exc
         raw = bytes(buf)
-    wrote = n * st
-    past = wrote - size
+    # Every byte the kernel writes (slot patterns, zeroed padding) differs from the fill byte, so the
+    # span of changed bytes is what it wrote, measured rather than assumed.
+    changed = np.flatnonzero(buf != _FILL)
+    first = int(changed[0]) - guard if changed.size else 0
+    wrote = int(changed[-1]) - int(changed[0]) + 1 if changed.size else 0
+    before, after = raw[:guard], raw[guard + expected :]
+    slots_ok = all(
+        raw[guard + i * st : guard + (i + 1) * st] == bytes([_slot_byte(i)]) * size + bytes(st - size)
+        for i in range(n)
+    )
     print(f"A per-CPU map with {size}-byte values on a machine with {n} possible CPUs ({possible}).")
     print(f"A program that reads it into a buffer sized for one value ({size} bytes) passes the kernel this")
-    print(f"buffer; the kernel writes round_up({size}, 8) x {n} = {st} x {n} = {wrote} bytes into it:\n")
-    print(f"  guard before  : {' '.join(_hex(raw[:guard]))}   (untouched)")
+    print(f"buffer; the kernel writes round_up({size}, 8) x {n} = {st} x {n} = {expected} bytes into it:\n")
+    print(f"  guard before  : {' '.join(_hex(before))}   {_guard_state(before)}")
     shown = 0
     for i, cpu in enumerate(possible):
         if shown >= 8 and i < n - 1:
@@ -417,9 +654,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         cells = " ".join(_hex(sl[: min(st, 16)]))
         print(f"  slot {i:>3} cpu{cpu:<4}: {cells}{' ...' if st > 16 else ''}  <- {owner}")
         shown += 1
-    print(f"  guard after   : {' '.join(_hex(raw[guard + wrote :]))}   (untouched)")
+    print(f"  guard after   : {' '.join(_hex(after))}   {_guard_state(after)}")
     print(
-        f"\n{past} bytes land past the end of a {size}-byte buffer: heap corruption that crashes now and then"
+        f"\nMeasured: the kernel wrote {wrote} bytes"
+        + (f" starting {first} bytes before the buffer" if first < 0 else "")
+        + (f" starting {first} bytes into the buffer" if first > 0 else "")
+        + f"; {'every' if slots_ok else 'NOT every'} slot holds the value stored for its CPU."
+    )
+    print(
+        f"{max(wrote + first - size, 0)} bytes land past the end of a {size}-byte buffer: heap corruption "
+        "that crashes now and then"
     )
     print("The rule: buffer = round_up(value_size, 8) * num_possible_cpus(), where possible CPUs come from")
     print(
@@ -428,7 +672,25 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     )
     print("Slot i holds the i-th possible CPU, which is CPU id i only when that list has no gaps.")
     print("percpu sizes every buffer this way: PerCpuArray.create(...).lookup(key) returns a PerCpuValue.")
+    if (first, wrote) != (0, expected) or not slots_ok:
+        sys.stdout.flush()
+        raise PercpuError(
+            f"the kernel wrote {wrote} bytes at offset {first}, not the {expected} bytes at offset 0 that "
+            f"round_up({size}, 8) x {n} possible CPUs predicts"
+            + ("" if slots_ok else ", and the slots do not hold the values stored")
+            + ": percpu's buffer sizing is wrong on this machine; please report it"
+        )
     return 0
+
+
+def _count(text: str) -> int:
+    try:
+        n = _parse_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more (0: no limit)")
+    return n
 
 
 def register(sub: Any) -> None:
@@ -439,7 +701,7 @@ def register(sub: Any) -> None:
         "with the bytes one user-space lookup writes.",
     )
     p.add_argument("--percpu", action="store_true", help="only per-CPU maps")
-    p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("-j", "--json", action="store_true", help="JSON output")
     p.set_defaults(func=_cmd_maps)
 
     d = sub.add_parser(
@@ -450,11 +712,17 @@ def register(sub: Any) -> None:
         "operations.",
     )
     d.add_argument("map", help="map id, name, or pinned path (/sys/fs/bpf/...)")
-    d.add_argument("--sum", action="store_true", help="per key, the total over all CPUs")
-    d.add_argument("--cpu", type=int, help="only this CPU's values")
-    d.add_argument("--key", help="only this key: integer, 0x hex, hex bytes, or JSON for struct keys")
-    d.add_argument("--limit", type=int, default=0, help="at most N entries")
-    d.add_argument("--json", action="store_true", help="one JSON object per entry")
+    d.add_argument("--sum", action="store_true", help="per key, the total over all CPUs (per-CPU maps)")
+    d.add_argument("--cpu", type=int, help="only this CPU's values (per-CPU maps)")
+    d.add_argument(
+        "--key",
+        help="only this key. A struct key (from BTF): a JSON object of its fields. An integer key, or a "
+        "1, 2, 4 or 8-byte key without BTF: a decimal or 0x hex integer (laid out in this machine's "
+        "byte order, as the kernel stores it). Any other key without BTF: its bytes in hex, e.g. "
+        "0a0b0c for 3 bytes",
+    )
+    d.add_argument("--limit", type=_count, default=0, metavar="N", help="at most N entries (default 0: all)")
+    d.add_argument("-j", "--json", action="store_true", help="one JSON object per entry")
     d.set_defaults(func=_cmd_dump)
 
     c = sub.add_parser(
@@ -464,7 +732,7 @@ def register(sub: Any) -> None:
         "(batch operations, BPF_F_CPU, program types, bpf_stats); list the buffer size each "
         "per-CPU map on the system needs.",
     )
-    c.add_argument("--json", action="store_true", help="JSON output")
+    c.add_argument("-j", "--json", action="store_true", help="JSON output")
     c.set_defaults(func=_cmd_doctor)
 
     e = sub.add_parser(

@@ -1,0 +1,261 @@
+"""``percpu doctor``, ``dump`` and ``explain`` logic against the fake kernel: privileges from capabilities,
+probes that fail without ending the report, key parsing, argument checks, paths that cannot be pins."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import percpu
+from percpu import _libbpf
+from percpu.cli import build_parser, inspect, main
+from percpu.errors import PercpuError
+
+from .fake_kernel import FakeKernel
+
+N = len(percpu.topology().possible)  # explain and dump size buffers from the real sysfs list
+
+ALL_CAPS = (1 << 21) | (1 << 38) | (1 << 39)
+
+
+def status_file(tmp_path: object, cap_eff: int | None) -> str:
+    path = os.path.join(str(tmp_path), "status")
+    with open(path, "w", encoding="ascii") as f:
+        f.write("Name:\tpython3\nUid:\t0\t0\t0\t0\n")
+        if cap_eff is not None:
+            f.write(f"CapInh:\t0000000000000000\nCapEff:\t{cap_eff:016x}\n")
+    return path
+
+
+# --- doctor ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cap_eff", "status", "detail"),
+    [
+        (0, "fail", "effective capabilities: none"),
+        (1 << 39, "fail", "effective capabilities: CAP_BPF;"),
+        ((1 << 38) | (1 << 39), "ok", "CAP_PERFMON, CAP_BPF"),
+        (1 << 21, "ok", "CAP_SYS_ADMIN"),
+        (None, "unknown", "CapEff not readable"),
+    ],
+)
+def test_privileges_come_from_effective_capabilities_not_euid(
+    tmp_path: object, cap_eff: int | None, status: str, detail: str
+) -> None:
+    got = inspect._privileges(inspect._effective_caps(status_file(tmp_path, cap_eff)))
+    assert got[0] == status and got[1] == "privileges" and detail in got[2]
+
+
+def test_doctor_without_privileges_reports_every_check(
+    tmp_path: object, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root in a container with no capabilities: every bpf() call says EPERM. Each probe is one line."""
+    status = status_file(tmp_path, 0)
+    monkeypatch.setattr(inspect, "_doctor_checks", functools.partial(inspect._doctor_checks, status=status))
+    with _libbpf.use_backend(FakeKernel(N, deny=True)):
+        rc = main(["doctor"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    for what in (
+        "possible CPUs",
+        "privileges",
+        "kernel BTF",
+        "tracefs",
+        "batch ops on PERCPU_ARRAY",
+        "batch ops on LRU_PERCPU_HASH",
+        "BPF_F_CPU (one CPU's slot)",
+        "tp_btf program at sys_enter",
+        "bpf_stats (BPF_ENABLE_STATS)",
+        "per-CPU maps on this system",
+    ):
+        assert f"] {what}: " in out, what
+    assert "[unknown] batch ops on PERCPU_HASH: could not probe: Operation not permitted" in out
+    assert "[unknown] BPF_F_CPU (one CPU's slot): could not probe: Operation not permitted" in out
+    assert "[unknown] per-CPU maps on this system: could not list them: Operation not permitted" in out
+    assert "[   fail] privileges: euid" in out
+    assert "essential check(s) failed: privileges" in err and "Traceback" not in err
+
+
+def test_doctor_probes_run_when_privileged(tmp_path: object) -> None:
+    kernel = FakeKernel(N)
+    with _libbpf.use_backend(kernel):
+        keep = percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 12)), 4, name="listed")
+        checks, maps = inspect._doctor_checks(status=status_file(tmp_path, ALL_CAPS))
+        keep.close()
+    by = {what: (status, detail) for status, what, detail in checks}
+    assert by["privileges"][0] == "ok"
+    assert by["batch ops on PERCPU_HASH"] == ("ok", "ok")
+    assert by["BPF_F_CPU (one CPU's slot)"][0] == "info"
+    listed = [m for m in maps if m["name"] == "listed"]
+    assert listed and listed[0]["reader_buffer_bytes"] == 16 * N and listed[0]["possible_cpus"] == N
+
+
+# --- explain ---------------------------------------------------------------------------------------------
+
+
+class OverrunKernel(FakeKernel):
+    """A kernel that writes 8 bytes more than round_up(value_size, 8) x possible CPUs, through the pointer
+    it is given, as a real kernel would if percpu's sizing were wrong."""
+
+    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
+        raw = self._map(fd).data[key.tobytes()] + b"\xab" * 8
+        ctypes.memmove(value.ctypes.data, raw, len(raw))
+
+
+def test_explain_measures_what_the_kernel_wrote(capsys: pytest.CaptureFixture[str]) -> None:
+    with _libbpf.use_backend(FakeKernel(N)):
+        assert main(["explain", "--value-size", "12"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("intact: all 16 bytes still ee") == 2
+    assert f"Measured: the kernel wrote {16 * N} bytes; every slot holds" in out
+
+
+def test_explain_reports_an_overwritten_guard(capsys: pytest.CaptureFixture[str]) -> None:
+    with _libbpf.use_backend(OverrunKernel(N)):
+        assert main(["explain", "--value-size", "12"]) == 1
+    out, err = capsys.readouterr()
+    assert "guard before  : " + " ".join(["ee"] * 16) + "   intact" in out
+    assert "guard after   : " + " ".join(["ab"] * 8 + ["ee"] * 8) + "   OVERWRITTEN: 8 of 16 bytes" in out
+    assert f"the kernel wrote {16 * N + 8} bytes at offset 0, not the {16 * N} bytes" in err
+
+
+# --- dump ------------------------------------------------------------------------------------------------
+
+
+def dump_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, object]]:
+    assert main(["dump", *argv, "--json"]) == 0, capsys.readouterr().err
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+@pytest.mark.parametrize("text", ["9", "0x9", "0X09", "09"])
+def test_integer_keys_without_btf(capsys: pytest.CaptureFixture[str], text: str) -> None:
+    with _libbpf.use_backend(FakeKernel(N)):
+        m = percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 3)), 4)
+        m.update(9, [b"\x01\x02\x03"] * N)
+        m.update(1, [b"\x04\x05\x06"] * N)
+        with m:
+            (row,) = dump_json(capsys, str(m.info.id), "--key", text)
+    assert row["key"] == (9).to_bytes(4, sys.byteorder).hex()  # shown as a dump shows it
+    assert [v["value"] for v in row["values"]] == ["010203"] * N  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-1", "a 4-byte key is 0..4294967295"),
+        ("4294967296", "a 4-byte key is 0..4294967295"),
+        ("zz", "give it as an integer, decimal or 0x hex"),
+        ("0x2", f"has no key 0x2 (bytes {(2).to_bytes(4, sys.byteorder).hex()})"),
+    ],
+)
+def test_bad_integer_keys_without_btf(capsys: pytest.CaptureFixture[str], text: str, message: str) -> None:
+    with _libbpf.use_backend(FakeKernel(N)), percpu.PerCpuHash.create(np.uint32, np.uint64, 4) as m:
+        m.update(9, [1] * N)
+        assert main(["dump", str(m.info.id), "--key", text]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_other_key_sizes_without_btf_take_hex_bytes(capsys: pytest.CaptureFixture[str]) -> None:
+    with _libbpf.use_backend(FakeKernel(N)), percpu.Hash.create(np.dtype((np.void, 3)), np.uint64, 4) as m:
+        m.update(b"\x0a\x0b\x0c", 5)
+        (row,) = dump_json(capsys, str(m.info.id), "--key", "0a0b0c")
+        assert row == {"key": "0a0b0c", "value": (5).to_bytes(8, sys.byteorder).hex()}
+        assert main(["dump", str(m.info.id), "--key", "5"]) == 1
+        assert "give the 3-byte key as hex bytes" in capsys.readouterr().err
+        assert main(["dump", str(m.info.id), "--key", "0a0b"]) == 1
+        assert "2 bytes; the map's keys are 3 bytes" in capsys.readouterr().err
+
+
+def test_key_help_says_what_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["dump", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1, 2, 4 or 8-byte key without BTF: a decimal or 0x hex integer" in text
+    assert "Any other key without BTF: its bytes in hex" in text
+
+
+@pytest.mark.parametrize("limit", ["-1", "-5", "x"])
+def test_limit_must_be_a_count(capsys: pytest.CaptureFixture[str], limit: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["dump", "1", "--limit", limit])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --limit:" in err and ("negative" in err or "not a whole number" in err)
+
+
+@pytest.mark.parametrize(("limit", "rows"), [("0", 4), ("2", 2), ("9", 4)])
+def test_limit(capsys: pytest.CaptureFixture[str], limit: str, rows: int) -> None:
+    with _libbpf.use_backend(FakeKernel(N)), percpu.PerCpuArray.create(np.uint64, 4) as m:
+        assert len(dump_json(capsys, str(m.info.id), "--limit", limit)) == rows
+
+
+@pytest.mark.parametrize("command", [["maps"], ["dump", "1"], ["doctor"]])
+def test_json_has_a_short_form(command: list[str]) -> None:
+    assert build_parser().parse_args([*command, "-j"]).json is True
+
+
+@pytest.mark.parametrize("flag", [["--cpu", "0"], ["--sum"]])
+def test_per_cpu_options_on_a_map_that_is_not_per_cpu(
+    capsys: pytest.CaptureFixture[str], flag: list[str]
+) -> None:
+    with _libbpf.use_backend(FakeKernel(N)), percpu.Array.create(np.uint64, 2) as m:
+        assert main(["dump", str(m.info.id), *flag]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"(ARRAY) is not a per-CPU map: it has one value per key; {flag[0]} applies only to per-CPU" in err
+
+
+# --- dump of a path that cannot be a pin -------------------------------------------------------------------
+
+
+def mounts_file(tmp_path: object, *lines: str) -> str:
+    path = os.path.join(str(tmp_path), "mounts")
+    with open(path, "w", encoding="ascii") as f:
+        f.write("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_paths_outside_bpffs_are_refused(tmp_path: object) -> None:
+    mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0", "bpf /sys/fs/bpf bpf rw 0 0")
+    for path in ("/etc/passwd", "/etc/no_such_file"):
+        with pytest.raises(PercpuError) as exc:
+            inspect._check_pin_path(path, mounts)
+        assert (
+            str(exc.value)
+            == f"{path} is not in a BPF file system (bpffs); pinned maps live under /sys/fs/bpf"
+        )
+
+
+def test_no_bpffs_mounted(tmp_path: object) -> None:
+    mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0")
+    with pytest.raises(PercpuError, match=r"no bpffs is mounted here \(mount -t bpf bpf /sys/fs/bpf\)"):
+        inspect._check_pin_path("/sys/fs/bpf/x", mounts)
+
+
+def test_bpffs_mount_point_with_a_space_and_a_directory_in_it(tmp_path: object) -> None:
+    bpffs = os.path.join(str(tmp_path), "my bpf")
+    os.makedirs(os.path.join(bpffs, "dir"))
+    escaped = bpffs.replace(" ", "\\040")
+    mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0", f"bpf {escaped} bpf rw 0 0")
+    with pytest.raises(PercpuError, match="is a directory in bpffs, not a pinned map"):
+        inspect._check_pin_path(os.path.join(bpffs, "dir"), mounts)
+    with _libbpf.use_backend(FakeKernel(N)):
+        inspect._check_pin_path(os.path.join(bpffs, "a_map"), mounts)  # in bpffs: the library opens it
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "/proc/self/status"])
+def test_dump_of_a_file_elsewhere_makes_no_bpf_call(capsys: pytest.CaptureFixture[str], path: str) -> None:
+    kernel = FakeKernel(N)
+    with _libbpf.use_backend(kernel):
+        assert main(["dump", path]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"percpu: {path} is not in a BPF file system (bpffs)")
+    assert kernel.calls == []
