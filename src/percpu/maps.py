@@ -315,6 +315,13 @@ class Map:
     ) -> M:
         """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
         b = _libbpf.backend()
+        other = _fd_kind(fd)
+        if other:
+            with contextlib.suppress(OSError):
+                b.close(fd)
+            raise MapTypeError(
+                f"fd {fd} is a BPF {other}, not a map", expected="a BPF map", actual=f"a BPF {other}"
+            )
         try:
             info = b.map_info(fd)
         except OSError as exc:
@@ -364,12 +371,12 @@ class Map:
         try:
             fd = _libbpf.backend().obj_get(p)
         except OSError as exc:
-            if exc.errno == _errno.ENOENT:
-                raise MapNotFound(f"nothing is pinned at {p}", errno=exc.errno) from exc
-            if exc.errno in (_errno.EACCES, _errno.EPERM, _errno.EINVAL):
+            if exc.errno in (_errno.ENOENT, _errno.EACCES, _errno.EPERM, _errno.EINVAL):
                 why = _not_a_pin(p)
                 if why:
                     raise MapNotFound(why, errno=exc.errno) from exc
+            if exc.errno == _errno.ENOENT:
+                raise MapNotFound(f"nothing is pinned at {p}", errno=exc.errno) from exc
             raise from_errno(exc.errno or 0, f"open pinned map {p}") from exc
         return cls.from_fd(fd, **kw)
 
@@ -1154,12 +1161,26 @@ def _btf_codec(btf_id: int, type_id: int, size: int) -> Codec | None:
     return codec_from_btf(btf_id, type_id, size)
 
 
+def _fd_kind(fd: int) -> str | None:
+    """``"program"`` or ``"link"`` when ``fd`` is one of those, going by /proc/self/fdinfo (the kernel
+    answers BPF_OBJ_GET_INFO_BY_FD on a program with a program's info, which must not be read as a map's)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("prog_type:"):
+            return "program"
+        if line.startswith("link_type:"):
+            return "link"
+    return None
+
+
 def _not_a_pin(path: str) -> str | None:
     """Why ``path`` cannot be a pinned map, when that is what it is (else None: then it is privileges)."""
     if os.path.isdir(path):
         return f"{path} is a directory, not a pinned map; `percpu maps` lists the maps on this system"
-    if not os.path.exists(path):
-        return None
     real = os.path.realpath(path)
     best, fstype = "", ""
     try:

@@ -323,3 +323,26 @@ def test_permission_denied_names_the_fix() -> None:
     )
     assert "DENIED" in r.stdout, r.stdout + r.stderr
     assert "CAP_BPF" in r.stdout and "root" in r.stdout
+
+
+def test_a_program_fd_is_not_read_as_a_map() -> None:
+    """The kernel answers BPF_OBJ_GET_INFO_BY_FD on a program fd with a program's info; percpu must not
+    read that as a map's (key_size 0, garbage value size)."""
+    from percpu.objects import BpfObject, bundled
+
+    with BpfObject(bundled("floor.bpf.o")) as obj:
+        for name, p in obj.programs.items():
+            p.autoload = name == "enter_raw"
+        obj.load()
+        fd = os.dup(obj.programs["enter_raw"].fd)
+        with pytest.raises(percpu.MapTypeError, match="is a BPF program, not a map"):
+            percpu.Map.from_fd(fd)
+        with pytest.raises(OSError):
+            os.fstat(fd)  # from_fd took the fd over and closed it
+
+
+def test_paths_that_cannot_hold_a_pin() -> None:
+    with pytest.raises(percpu.MapNotFound, match="not in a BPF file system"):
+        percpu.open_map("/etc/passwd")
+    with pytest.raises(percpu.MapNotFound, match="not in a BPF file system"):
+        percpu.open_map("/etc/no-such-pin")
