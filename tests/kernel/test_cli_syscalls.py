@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from percpu.cpus import topology
+from percpu.syscalls import syscall_number
+from percpu.syscount import cgroup2_root
 
 pytestmark = pytest.mark.kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WORKLOAD = os.path.abspath(os.path.join(HERE, "..", "helpers", "syscall_workload.py"))
+HELPERS = os.path.abspath(os.path.join(HERE, "..", "helpers"))
+WORKLOAD = os.path.join(HELPERS, "syscall_workload.py")
 PERCPU = [sys.executable, "-m", "percpu"]
 
 
@@ -80,6 +87,115 @@ def test_stat_pid_duration_and_intervals() -> None:
     assert sum(s["total"] for x in lines for s in x["syscalls"] if s["name"] == "getppid") > 1000
 
 
+@pytest.fixture(scope="module")
+def getppid_n(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """tests/helpers/getppid_n.c built now: a native command that makes exactly N getppid calls."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("no C compiler (cc): scripts/setup.sh --dev installs gcc")
+    exe = str(tmp_path_factory.mktemp("helpers") / "getppid_n")
+    subprocess.run([cc, "-O2", "-o", exe, os.path.join(HELPERS, "getppid_n.c")], check=True, timeout=120)
+    return exe
+
+
+def calls(obj: dict[str, object], name: str) -> int:
+    return sum(int(s["total"]) for s in obj["syscalls"] if s["name"] == name)  # type: ignore[attr-defined, index]
+
+
+def test_stat_command_is_counted_from_its_execve(getppid_n: str) -> None:
+    # A native command makes its calls microseconds after execve; several runs, as a late start is a race.
+    for _ in range(5):
+        r = percpu("stat", "-f", "json", "-q", "--", getppid_n, "1000")
+        assert r.returncode == 0, r.stderr
+        obj = json.loads(r.stdout)
+        assert calls(obj, "getppid") == 1000
+        assert calls(obj, "execve") == 1  # the command's own, and no PATH search before it
+        assert calls(obj, "exit_group") == 1
+
+
+def test_stat_command_killed_by_a_signal_exits_128_plus_signal() -> None:
+    r = percpu("stat", "-q", "--", "sh", "-c", "kill -TERM $$")
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr
+
+
+def stat_leaving_cgroup(*args: str) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """Run `percpu stat ARGS`; also say whether the cgroup it made (named by its pid) is still there."""
+    root = cgroup2_root()
+    assert root is not None, "this test needs a cgroup2 mount"
+    p = subprocess.Popen([*PERCPU, "stat", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=120)
+    left = os.path.exists(os.path.join(root, f"percpu-stat-{p.pid}"))
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err), left
+
+
+def test_stat_command_leaves_no_cgroup_and_checks_before_running(tmp_path: object) -> None:
+    marker = os.path.join(str(tmp_path), "ran")
+    r, left = stat_leaving_cgroup("-s", "no_such_syscall", "--", "touch", marker)
+    assert r.returncode == 1 and "no_such_syscall" in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(marker), "the command ran although the filter was refused"
+    assert not left
+    r, left = stat_leaving_cgroup("-q", "--", "touch", marker)
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(marker) and not left
+    # A command that leaves a process running: its cgroup is still removed.
+    r, left = stat_leaving_cgroup("--", "sh", "-c", "sleep 3 >/dev/null 2>&1 &")
+    assert r.returncode == 0, r.stderr
+    assert "left 1 process(es) running" in r.stderr
+    assert not left
+
+
+def test_stat_interval_with_command_ends_when_the_command_does() -> None:
+    t0 = time.monotonic()
+    r = percpu("stat", "-i", "30", "-f", "json", "-q", "--", "sleep", "0.3")
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 10, "waited for the interval after the command exited"
+    assert len(r.stdout.splitlines()) == 1
+
+
+def test_stat_heatmap_with_intervals_covers_the_whole_run(tmp_path: object, getppid_n: str) -> None:
+    svg = os.path.join(str(tmp_path), "m.svg")
+    # The calls come first and the command then sleeps: the last interval has none of them.
+    script = f"{getppid_n} 777; sleep 0.7"
+    r = percpu("stat", "-i", "0.2", "-q", "--heatmap", svg, "-f", "json", "--", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert calls(json.loads(r.stdout.splitlines()[-1]), "getppid") == 0
+    with open(svg, encoding="utf-8") as f:
+        body = f.read()
+    cells = [int(v.replace(",", "")) for v in re.findall(r"cpu\d+ getppid: ([\d,]+)", body)]
+    assert 777 <= sum(cells) <= 780, body  # the helper's, and sh's own few
+
+
+def test_stat_pid_ends_when_the_process_exits() -> None:
+    cpu = busy_cpu()
+    w = subprocess.Popen(
+        [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "1.5"], stdout=subprocess.PIPE
+    )
+    try:
+        t0 = time.monotonic()
+        r = percpu("stat", "-p", str(w.pid), "-f", "json", "-q", timeout=60)
+        assert time.monotonic() - t0 < 30
+    finally:
+        w.communicate(timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert calls(json.loads(r.stdout), "getppid") > 1000
+
+
+def test_stat_sigterm_prints_the_report() -> None:
+    p = subprocess.Popen([*PERCPU, "stat"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stderr is not None
+        note = p.stderr.readline()  # written once counting has started
+        assert "counting system calls" in note, note
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 0, err
+    assert "system calls in" in out and "imbalance" in out
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -88,10 +204,20 @@ def test_stat_pid_duration_and_intervals() -> None:
         (["stat", "-s", "no_such_syscall", "-d", "1"], "no_such_syscall"),
         (["stat", "-d", "-3"], "must be greater than 0"),
         (["top", "--attach", "kprobe"], "invalid choice"),
+        (["stat", "-d", "1", "--", "sleep", "3"], "-d/--duration does not go with a command"),
+        (["stat", "-o", "/nonexistent/out", "-d", "1"], "-o /nonexistent/out: No such file or directory"),
+        (["stat", "-o", "/", "-d", "1"], "-o /: Is a directory"),
+        (
+            ["stat", "--heatmap", "/nonexistent/x.svg", "-d", "1"],
+            "--heatmap /nonexistent/x.svg: No such file",
+        ),
+        (["stat", "--heatmap", "x.png", "-d", "5"], "only SVG is written"),
     ],
 )
 def test_bad_input_is_a_clear_error(args: list[str], message: str) -> None:
+    t0 = time.monotonic()
     r = percpu(*args)
+    assert time.monotonic() - t0 < 4, "checked only after counting (or after the command ran)"
     assert r.returncode != 0
     assert message in r.stderr
     assert "Traceback" not in r.stderr
@@ -126,42 +252,131 @@ def _tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True, timeout=30).stdout
 
 
-def test_top_in_a_terminal() -> None:
+KEYS = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
+
+
+@contextlib.contextmanager
+def top_in_tmux(*args: str, cols: int = 80, rows: int = 24) -> Iterator[str]:
+    """`percpu top ARGS` in a tmux pane 200 x 50 whose terminal reports COLS x ROWS (stty), so top must
+    size itself from the terminal: lines wider than COLS would show in the 200-column capture. After top
+    the pane prints top's exit status and the terminal modes, and stays open."""
     if not shutil.which("tmux"):
         pytest.fail("tmux is not installed: scripts/setup.sh --dev installs it")
+    session = f"percpu-test-{os.getpid()}-{time.monotonic_ns()}"
+    top = " ".join([sys.executable, "-m", "percpu", "top", *args])
+    # `trap : INT`: Ctrl-C reaches top (a trapped signal is default again in the child), not the shell.
+    script = (
+        f"cd {os.getcwd()} && stty cols {cols} rows {rows} && trap : INT; {top}; "
+        "echo percpu-rc=$?; stty -a; sleep 120"
+    )
+    _tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "50", script)
+    try:
+        yield session
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def screen_when(session: str, ready: str, timeout: float = 40) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        screen = _tmux("capture-pane", "-p", "-t", session)
+        if ready in screen or time.monotonic() > deadline:
+            assert ready in screen, screen
+            return screen
+        time.sleep(0.3)
+
+
+def body(screen: str) -> list[list[str]]:
+    """The syscall rows of a top screen, each split into fields (name, total, one per CPU)."""
+    lines = screen.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("SYSCALL"))
+    j = next(j for j, ln in enumerate(lines) if ln.startswith(("all CPUs", "... ")))
+    return [ln.split() for ln in lines[i + 1 : j]]
+
+
+def value(text: str) -> float:
+    """Undo percpu's human(): '.' is 0, '1.2k' is 1200."""
+    if text == ".":
+        return 0.0
+    mult = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}.get(text[-1], 1.0)
+    return float(text[:-1] if mult != 1.0 else text) * mult
+
+
+@pytest.mark.parametrize("cols", [80, 50])
+def test_top_in_a_terminal(cols: int) -> None:
     cpu = busy_cpu()
-    session = f"percpu-test-{os.getpid()}"
-    cmd = " ".join([sys.executable, "-m", "percpu", "top", "-i", "0.5"])
-    _tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", f"cd {os.getcwd()} && {cmd}")
     w = subprocess.Popen(
-        [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "6"], stdout=subprocess.DEVNULL
+        [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "8"], stdout=subprocess.DEVNULL
     )
     try:
-        screen = ""
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            screen = _tmux("capture-pane", "-p", "-t", session)
-            if "getppid" in screen:
-                break
-        assert "percpu top" in screen, screen
-        assert "getppid" in screen, screen
-        assert f"cpu{cpu}" in screen
-        assert "imbalance" in screen
-        assert max(len(line) for line in screen.splitlines()) <= 80
-        _tmux("send-keys", "-t", session, "s")  # next sort key: name
-        time.sleep(1.0)
-        assert "sort name" in _tmux("capture-pane", "-p", "-t", session)
-        _tmux("send-keys", "-t", session, "q")
-        deadline = time.monotonic() + 10
-        alive = True
-        while time.monotonic() < deadline and alive:
-            time.sleep(0.3)
-            alive = (
-                subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0
-            )
-        assert not alive, "percpu top did not quit on q"
+        with top_in_tmux("-i", "0.5", cols=cols) as session:
+            screen = screen_when(session, "getppid")
+            assert "percpu top" in screen
+            assert f"cpu{cpu}" in screen
+            assert "imbalance" in screen
+            assert max(len(line) for line in screen.splitlines()) <= cols, screen
+            head = next(ln for ln in screen.splitlines() if ln.startswith("SYSCALL"))
+            assert head.split()[:2] == ["SYSCALL", "CALLS/s"]
+            if len(KEYS) < cols:
+                assert KEYS in screen, "the key line is cut"
+            _tmux("send-keys", "-t", session, "s")  # next sort key: name
+            time.sleep(1.0)
+            assert "sort name" in _tmux("capture-pane", "-p", "-t", session)
+            _tmux("send-keys", "-t", session, "q")
+            assert "percpu-rc=0" in screen_when(session, "percpu-rc=", timeout=10), "top did not quit on q"
     finally:
         w.kill()
         w.wait()
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+@pytest.mark.parametrize("how", ["C-c", "SIGTERM"])
+def test_top_quits_cleanly_and_restores_the_terminal(how: str) -> None:
+    with top_in_tmux("-i", "0.3") as session:
+        screen_when(session, "all CPUs")
+        if how == "C-c":
+            _tmux("send-keys", "-t", session, "C-c")
+        else:
+            shell = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}"))
+            with open(f"/proc/{shell}/task/{shell}/children", encoding="ascii") as f:
+                (top,) = (int(p) for p in f.read().split())
+            os.kill(top, signal.SIGTERM)
+        screen = screen_when(session, "percpu-rc=", timeout=10)
+        assert "percpu-rc=0" in screen, screen
+        assert "Traceback" not in screen
+        assert re.search(r"(?<!-)\bicanon\b", screen) and not re.search(r"-icanon\b", screen), screen
+        assert not re.search(r"(?<![\w-])-echo\b", screen), screen
+        assert _tmux("display-message", "-p", "-t", session, "#{alternate_on} #{cursor_flag}").split() == [
+            "0",
+            "1",
+        ]
+
+
+def test_top_n_limits_rows() -> None:
+    with top_in_tmux("-i", "0.3", "-n", "2") as session:
+        screen = screen_when(session, "all CPUs")
+        assert len(body(screen)) == 2, screen
+        assert re.search(r"^\.\.\. \d+ more", screen, re.M), screen  # tmux, top and the shell make >2 kinds
+
+
+def _nr(name: str) -> int:
+    return int(name[8:]) if name.startswith("syscall_") else syscall_number(name)
+
+
+@pytest.mark.parametrize("sort", ["total", "name", "nr", "cpu"])
+def test_top_sort_keys(sort: str) -> None:
+    with top_in_tmux("-i", "0.3", "--sort", sort) as session:
+        screen = screen_when(session, "all CPUs")
+        assert f"sort {sort}" in screen
+        rows = body(screen)
+        assert len(rows) >= 3, screen
+        names = [r[0] for r in rows]
+        if sort == "total":
+            keys: list[object] = [-value(r[1]) for r in rows]
+        elif sort == "name":
+            keys = list(names)
+        elif sort == "nr":
+            names = [n for n in names if len(n) < 17]  # a longer name is cut on screen
+            keys = [_nr(n) for n in names]
+        else:  # the first CPU column shown
+            keys = [-value(r[2]) for r in rows]
+        assert keys == sorted(keys), screen  # type: ignore[type-var]

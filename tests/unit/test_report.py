@@ -117,3 +117,21 @@ def test_filters_resolve_names_and_reject_unknown() -> None:
         Filters(syscalls=["no_such_call"]).slots("x86_64")
     with pytest.raises(PercpuError):
         Filters(cgroup="/definitely/not/a/cgroup").cgroup_id()
+
+
+def test_order_slots_sort_keys() -> None:
+    # read (0) is busiest in total, write (1) busiest on CPU 2 (row 1), getppid (110) in between.
+    d = snap(1.0, {(0, 0): 50, (1, 1): 30, (2, 110): 40}).delta(snap(0.0, {}))
+    assert _report.order_slots(d, "total") == [0, 110, 1]
+    assert _report.order_slots(d, "name") == [110, 0, 1]
+    assert _report.order_slots(d, "nr") == [0, 1, 110]
+    assert _report.order_slots(d, "cpu", 1) == [1, 0, 110]
+    with pytest.raises(ValueError, match="unknown sort key"):
+        _report.order_slots(d, "calls")
+
+
+def test_table_sort_and_top() -> None:
+    d = snap(1.0, {(0, 0): 50, (1, 1): 30, (2, 110): 40}).delta(snap(0.0, {}))
+    rows = [line.split()[0] for line in _report.table(d, sort="name", top=2).splitlines()[3:5]]
+    assert rows == ["getppid", "read"]
+    assert "... 1 more syscalls" in _report.table(d, sort="name", top=2)

@@ -2,7 +2,8 @@
 
 Each module registers its sub-commands with :func:`register` and does its work only when called; errors
 from the library (:class:`~percpu.errors.PercpuError`) become one line on stderr and exit status 1, a bad
-command line exits 2 (argparse), Ctrl-C exits 130. No traceback reaches the user.
+command line exits 2 (argparse), Ctrl-C exits 130, an OS error nothing else caught (an output file
+that fails mid-run) is one line and status 1. No traceback reaches the user.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # An output file that became unwritable mid-run (disk full, a pipe's reader gone with an error):
+        # a one-line message like any other failure, never a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"percpu: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

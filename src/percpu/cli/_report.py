@@ -16,7 +16,9 @@ import numpy as np
 
 from ..syscount import SyscallDelta, errno_name
 
-__all__ = ["csv_rows", "heatmap_svg", "latency_quantiles", "table", "to_json"]
+__all__ = ["SORTS", "csv_rows", "heatmap_svg", "latency_quantiles", "order_slots", "table", "to_json"]
+
+SORTS = ("total", "name", "nr", "cpu")
 
 
 def human(n: float) -> str:
@@ -31,13 +33,37 @@ def human(n: float) -> str:
     return f"{n:.2e}"
 
 
-def _rows(d: SyscallDelta, top: int | None) -> np.ndarray:
-    slots = d.active_slots()
+def order_slots(d: SyscallDelta, sort: str = "total", cpu_row: int = 0) -> list[int]:
+    """Slots with calls, in ``sort`` order: total (most first), name, nr (syscall number), or cpu (most
+    calls on the CPU in row ``cpu_row`` first, then by total)."""
+    tot = d.per_syscall()
+    slots = [int(s) for s in d.active_slots()]  # already most calls first; the sorts below are stable
+    if sort == "name":
+        slots.sort(key=d.name)
+    elif sort == "nr":
+        slots.sort()
+    elif sort == "cpu":
+        slots.sort(key=lambda s: (-int(d.counts[cpu_row, s]), -int(tot[s])))
+    elif sort != "total":
+        raise ValueError(f"unknown sort key {sort!r}: choose one of {', '.join(SORTS)}")
+    return slots
+
+
+def _rows(d: SyscallDelta, top: int | None, sort: str = "total") -> list[int]:
+    slots = order_slots(d, sort)
     return slots[:top] if top else slots
 
 
-def table(d: SyscallDelta, *, top: int | None = None, sum_cpus: bool = False, rates: bool = False) -> str:
-    """A fixed-width table: syscall, total, share, one column per possible CPU (unless ``sum_cpus``)."""
+def table(
+    d: SyscallDelta,
+    *,
+    top: int | None = None,
+    sum_cpus: bool = False,
+    rates: bool = False,
+    sort: str = "total",
+) -> str:
+    """A fixed-width table: syscall, total, share, one column per possible CPU (unless ``sum_cpus``);
+    rows in ``sort`` order (see :func:`order_slots`; ``cpu`` means the first possible CPU)."""
     per_sys = d.per_syscall()
     grand = int(per_sys.sum())
     scale = 1.0 / d.seconds if rates else 1.0
@@ -50,12 +76,13 @@ def table(d: SyscallDelta, *, top: int | None = None, sum_cpus: bool = False, ra
     )
     head = f"{'syscall':<22} {unit:>10} {'%':>6}" + "".join(f" {'cpu' + str(c):>8}" for c in cpus)
     out.write(head + "\n")
-    for slot in _rows(d, top):
+    rows = _rows(d, top, sort)
+    for slot in rows:
         tot = int(per_sys[slot])
         pct = 100.0 * tot / grand if grand else 0.0
         cells = "".join(f" {human(float(d.counts[i, slot]) * scale):>8}" for i in range(len(cpus)))
         out.write(f"{d.name(int(slot)):<22} {human(tot * scale):>10} {pct:>6.1f}{cells}\n")
-    shown = len(_rows(d, top))
+    shown = len(rows)
     hidden = len(d.active_slots()) - shown
     if hidden > 0:
         out.write(f"... {hidden} more syscalls (use --top 0 for all)\n")

@@ -7,12 +7,9 @@ import curses
 import time
 from typing import Any
 
-import numpy as np
-
 from ..syscount import SyscallCounter, SyscallDelta
-from ._report import heat_level, human
+from ._report import SORTS, heat_level, human, order_slots
 
-SORTS = ("total", "name", "nr", "cpu")
 NAME_W, TOTAL_W, CELL_W = 18, 9, 8
 _HEAT_256 = (236, 24, 31, 37, 71, 107, 142, 178, 208, 196)
 _HEAT_8 = (
@@ -57,17 +54,7 @@ class _View:
         return curses.color_pair(lvl + 1) | (curses.A_BOLD if lvl >= self.levels - 2 else 0)
 
     def order(self, d: SyscallDelta, first_cpu: int) -> list[int]:
-        slots = [int(s) for s in np.nonzero(d.per_syscall())[0]]
-        tot = d.per_syscall()
-        if self.sort == "name":
-            slots.sort(key=d.name)
-        elif self.sort == "nr":
-            slots.sort()
-        elif self.sort == "cpu":
-            slots.sort(key=lambda s: (-int(d.counts[first_cpu, s]), -int(tot[s])))
-        else:
-            slots.sort(key=lambda s: -int(tot[s]))
-        return slots
+        return order_slots(d, self.sort, first_cpu)
 
     def draw(self, scr: Any) -> None:
         scr.erase()
@@ -85,9 +72,11 @@ class _View:
         self.put(scr, 0, 0, title[: cols - 1], curses.A_BOLD)
         imb = 0.0 if d is None else d.imbalance()
         online = _online_count()
-        line2 = f"CPUs {c.cpus} ({ncpu} possible, {online} online)  imbalance {imb:.2f}  sort {self.sort}"
+        # What the columns mean comes first: on a narrow terminal the line is cut from the right.
+        line2 = f"sort {self.sort}  imbalance {imb:.2f}"
         if len(shown) < ncpu:
             line2 += f"  cols cpu{c.cpus[shown[0]]}-cpu{c.cpus[shown[-1]]} of {ncpu}"
+        line2 += f"  CPUs {c.cpus} ({ncpu} possible, {online} online)"
         self.put(scr, 1, 0, line2[: cols - 1])
         keys = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
         self.put(scr, rows - 1, 0, keys[: cols - 1], curses.A_DIM)

@@ -6,15 +6,16 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from ..errors import PercpuError
-from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, cgroup2_root
+from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
 from . import _report
 
 __all__ = ["register"]
@@ -121,16 +122,35 @@ def _cap_eff() -> int:
 # --- percpu stat ------------------------------------------------------------------------------------
 
 
-class _Output:
-    """Writes each interval (or the final report) in the chosen format."""
+def _open_for_writing(path: str, what: str) -> IO[str]:
+    """Open an output file before any counting starts, so a bad path costs nothing (like a shell's >)."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise PercpuError(f"{what} {path}: {exc.strerror}", errno=exc.errno) from exc
 
-    def __init__(self, args: argparse.Namespace, attach: str | None) -> None:
+
+class _Output:
+    """Writes each interval (or the final report) in the chosen format, and the heat map at the end."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
         self.fmt = args.format
         self.top = args.top if args.top else None
         self.sum = args.sum
-        self.attach = attach
+        self.quiet = args.quiet
+        self.attach: str | None = None
         self.first = True
-        self.out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+        self.heatmap_path: str | None = args.heatmap
+        if args.heatmap and not args.heatmap.endswith(".svg"):
+            raise PercpuError(f"--heatmap {args.heatmap}: only SVG is written (name the file .svg)")
+        self.out = _open_for_writing(args.output, "-o") if args.output else sys.stdout
+        self.heatmap: IO[str] | None = None
+        try:
+            if args.heatmap:
+                self.heatmap = _open_for_writing(args.heatmap, "--heatmap")
+        except BaseException:
+            self.close()
+            raise
 
     def write(self, d: SyscallDelta) -> None:
         end = time.time()
@@ -147,168 +167,349 @@ class _Output:
         self.first = False
         self.out.flush()
 
+    def write_heatmap(self, d: SyscallDelta) -> None:
+        if self.heatmap is None:
+            return
+        self.heatmap.write(_report.heatmap_svg(d))
+        self.heatmap.close()
+        self.heatmap = None
+        if not self.quiet:
+            print(f"percpu: heat map written to {self.heatmap_path}", file=sys.stderr)
+
     def close(self) -> None:
+        if self.heatmap is not None:
+            self.heatmap.close()
         if self.out is not sys.stdout:
             self.out.close()
 
 
-@contextlib.contextmanager
-def _stat_cgroup() -> Iterator[str | None]:
-    """A fresh cgroup v2 for ``percpu stat -- CMD``, so the command's children are counted too."""
-    base = cgroup2_root()
-    if base is None or not os.path.exists(os.path.join(base, "cgroup.procs")):
-        yield None
-        return
-    path = os.path.join(base, f"percpu-stat-{os.getpid()}")
-    try:
-        os.mkdir(path)
-    except OSError:
-        yield None
-        return
-    try:
-        yield path
-    finally:
-        for _ in range(50):
+def _exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + the signal that ended the process."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class _Watch:
+    """What ends a ``percpu stat`` run besides its deadline: SIGINT/SIGTERM, or the exit of the watched
+    process. Waits sleep in select() on a pidfd and on a pipe the signal handlers write to, so either
+    wakes the loop at once."""
+
+    def __init__(self, pid: int | None, *, child: bool) -> None:
+        self.pid = pid
+        self.child = child
+        self.stop = False
+        self.status = 0
+        self.pidfd = -1
+        if pid is not None:
             try:
-                os.rmdir(path)
-                break
+                self.pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                raise PercpuError(f"no process with pid {pid}") from None
             except OSError:
-                time.sleep(0.02)
+                self.pidfd = -1  # before Linux 5.3: poll /proc instead
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def close(self) -> None:
+        for fd in (self.pidfd, self._r, self._w):
+            if fd >= 0:
+                os.close(fd)
+        self.pidfd = self._r = self._w = -1
+
+    @contextlib.contextmanager
+    def signals(self) -> Iterator[None]:
+        """Without a command, SIGINT and SIGTERM end the count and the report is printed. With one,
+        Ctrl-C reaches the command from the terminal and percpu reports when it exits; SIGTERM sent to
+        percpu alone is passed on to the command, with the same result."""
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if self.child and self.pid is not None:
+                if signum == signal.SIGTERM:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.pid, signal.SIGTERM)
+            else:
+                self.stop = True
+
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN if self.child else on_signal)
+        old_term = signal.signal(signal.SIGTERM, on_signal)
+        old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
+
+    def wait(self, timeout: float) -> None:
+        fds = [self._r]
+        if self.pidfd >= 0:
+            fds.append(self.pidfd)
+        elif self.pid is not None:
+            timeout = min(timeout, 0.1)
+        select.select(fds, [], [], max(timeout, 0.0))
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._r, 512)
+
+    def exited(self) -> bool:
+        """True once the watched process has ended (the child is reaped and its status kept)."""
+        if self.pid is None:
+            return False
+        if self.child:
+            pid, st = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = _exit_code(st)
+                self.pid = None
+                return True
+            return False
+        if self.pidfd >= 0:
+            return bool(select.select([self.pidfd], [], [], 0)[0])
+        return not _alive(self.pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _cmd_stat(args: argparse.Namespace) -> int:
     cmd: list[str] = args.command_argv
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    if cmd and args.pid is not None:
-        raise PercpuError("give either -p PID or a command to run, not both")
+    if args.count and not args.interval:
+        raise PercpuError("--count needs --interval (it stops after N interval reports)")
     if cmd:
-        if shutil.which(cmd[0]) is None:
+        # Like perf stat: the command's lifetime is the measurement; cutting it short is `timeout`'s job.
+        for given, opt in (
+            (args.pid is not None, "-p PID"),
+            (args.duration, "-d/--duration"),
+            (args.count, "--count"),
+            (args.cgroup is not None, "--cgroup"),
+        ):
+            if given:
+                raise PercpuError(
+                    f"{opt} does not go with a command: percpu counts the command (and its children) "
+                    "until it exits; to stop it early, run it under `timeout`"
+                )
+        path = shutil.which(cmd[0])
+        if path is None:
             raise PercpuError(f"command not found: {cmd[0]}")
-        return _stat_command(args, cmd)
+        return _stat_command(args, path, cmd)
     filters = _filters(args)
     counter = _counter(args, filters)
-    with counter:
-        out = _Output(args, counter.attach_mode)
-        _note_start(args, counter)
+    watch = _Watch(args.pid, child=False)
+    try:
+        out = _Output(args)
         try:
-            _stat_loop(args, counter, out, child=None)
+            with counter:
+                out.attach = counter.attach_mode
+                with watch.signals():
+                    start = counter.snapshot()
+                    _note_start(args, counter)  # after the handlers: from here on, SIGTERM gets a report
+                    _stat_loop(args, counter, out, start, watch)
         finally:
             out.close()
+    finally:
+        watch.close()
     return 0
 
 
 def _note_start(args: argparse.Namespace, counter: SyscallCounter) -> None:
     if args.format == "table" and not args.quiet:
         what = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
+        if args.pid is not None:
+            what += f" or until pid {args.pid} exits"
         print(f"percpu: counting system calls ({counter.attach_mode}) {what}", file=sys.stderr)
 
 
-def _stat_loop(args: argparse.Namespace, counter: SyscallCounter, out: _Output, child: int | None) -> int:
-    """Report every ``--interval`` (or once at the end); returns the child's exit status if any."""
-    start = counter.snapshot()
+def _stat_loop(
+    args: argparse.Namespace, counter: SyscallCounter, out: _Output, start: SyscallSnapshot, watch: _Watch
+) -> None:
+    """Report every ``--interval`` (or once at the end) until the deadline, a signal, or the watched
+    process's exit; the heat map covers the whole run."""
     last = start
-    deadline = time.monotonic() + args.duration if args.duration else None
-    status = 0
+    deadline = start.time + args.duration if args.duration else None
+    due = start.time + args.interval if args.interval else None
     intervals = 0
-    stop = False
-
-    def on_signal(signum: int, frame: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    old = signal.signal(signal.SIGINT, on_signal) if child is None else signal.getsignal(signal.SIGINT)
-    try:
-        while not stop:
-            step = args.interval or 0.05 if child is not None else args.interval or 0.2
-            if deadline is not None:
-                step = min(step, max(deadline - time.monotonic(), 0))
-            time.sleep(step)
-            if child is not None:
-                pid, st = os.waitpid(child, os.WNOHANG)
-                if pid:
-                    status = os.waitstatus_to_exitcode(st)
-                    stop = True
-            if deadline is not None and time.monotonic() >= deadline:
-                stop = True
-            if args.interval and not stop:
-                snap = counter.snapshot()
-                if snap.time - last.time >= args.interval * 0.999:
-                    out.write(snap.delta(last))
-                    last = snap
-                    intervals += 1
-                    if args.count and intervals >= args.count:
-                        break
-        end = counter.snapshot()
-        if args.interval:
-            if end.time - last.time > 0.05 and not (args.count and intervals >= args.count):
-                out.write(end.delta(last))
-        else:
-            d = end.delta(start)
-            out.write(d)
-            if args.heatmap:
-                _write_heatmap(args.heatmap, d)
-    finally:
-        if child is None:
-            signal.signal(signal.SIGINT, old)
-    return status
+    while not watch.stop:
+        now = time.monotonic()
+        wake = min((t for t in (deadline, due) if t is not None), default=now + 3600.0)
+        watch.wait(wake - now)
+        if watch.exited():
+            break
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            break
+        if due is not None and now >= due:
+            snap = counter.snapshot()
+            out.write(snap.delta(last))
+            last = snap
+            intervals += 1
+            if args.count and intervals >= args.count:
+                out.write_heatmap(snap.delta(start))
+                return
+            due = max(due + args.interval, now)
+    end = counter.snapshot()
+    if not args.interval:
+        out.write(end.delta(start))
+    elif intervals == 0 or end.time - last.time > 0.05:
+        out.write(end.delta(last))  # the part of an interval left when the run ended
+    out.write_heatmap(end.delta(start))
 
 
-def _write_heatmap(path: str, d: SyscallDelta) -> None:
-    if not path.endswith(".svg"):
-        raise PercpuError(f"--heatmap {path}: only SVG is written (name the file .svg)")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(_report.heatmap_svg(d))
-    print(f"percpu: heat map written to {path}", file=sys.stderr)
+class _CommandCgroup:
+    """A fresh cgroup v2 for ``percpu stat -- CMD``, so the command's children are counted too."""
 
-
-def _stat_command(args: argparse.Namespace, cmd: list[str]) -> int:
-    """Run ``cmd`` with counting already attached, count it and its children, report at its exit."""
-    _require_root()
-    gate_r, gate_w = os.pipe()
-    child = os.fork()
-    if child == 0:  # the command: wait until the counter is attached, then exec
-        os.close(gate_w)
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.base = ""
+        base = cgroup2_root()
+        if base is None or not os.path.exists(os.path.join(base, "cgroup.procs")):
+            return
+        path = os.path.join(base, f"percpu-stat-{os.getpid()}")
         try:
-            if not os.read(gate_r, 1):
-                os._exit(125)
-            os.close(gate_r)
-            os.execvp(cmd[0], cmd)
+            os.mkdir(path)
+        except OSError:
+            return
+        self.base = base
+        self.path = path
+
+    def add(self, pid: int) -> bool:
+        if self.path is None:
+            return False
+        try:
+            with open(os.path.join(self.path, "cgroup.procs"), "w", encoding="ascii") as f:
+                f.write(str(pid))
+        except OSError:
+            self.remove()
+            return False
+        return True
+
+    def remove(self) -> int:
+        """Remove the cgroup (call after reaping the command). Processes the command left running are
+        moved back to percpu's own cgroup first; returns how many there were."""
+        if self.path is None:
+            return 0
+        path, self.path = self.path, None
+        left: list[str] = []
+        for attempt in range(50):
+            try:
+                os.rmdir(path)
+                return len(left)
+            except FileNotFoundError:
+                return len(left)
+            except OSError:
+                if attempt % 10 == 0:
+                    left = self._evict(path) or left
+                time.sleep(0.02)
+        print(f"percpu: could not remove the cgroup {path}", file=sys.stderr)
+        return len(left)
+
+    def _evict(self, path: str) -> list[str]:
+        try:
+            with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as f:
+                pids = f.read().split()
+        except OSError:
+            return []
+        home = self.base
+        with contextlib.suppress(OSError, StopIteration):
+            with open("/proc/self/cgroup", encoding="ascii", errors="replace") as f:
+                own = next(ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::"))
+            home = os.path.join(self.base, own.lstrip("/"))
+        for pid in pids:
+            for target in (home, self.base):
+                try:
+                    with open(os.path.join(target, "cgroup.procs"), "w", encoding="ascii") as f:
+                        f.write(pid)
+                    break
+                except OSError:
+                    continue
+        return pids
+
+
+def _spawn_gated(path: str, argv: list[str]) -> tuple[int, int]:
+    """Fork the command, held before exec until the returned gate fd is written to (closing it unwritten
+    makes the child exit 125 without running anything)."""
+    gate_r, gate_w = os.pipe()  # close-on-exec: the command inherits neither end
+    child = os.fork()
+    if child == 0:
+        try:
+            # Nothing between the gate and exec makes a system call but execve itself: the count of the
+            # command starts with its execve.
+            if os.read(gate_r, 1):
+                os.execv(path, argv)
+            os._exit(125)
         except OSError as exc:
-            os.write(2, f"percpu: cannot run {cmd[0]}: {exc.strerror}\n".encode())
+            os.write(2, f"percpu: cannot run {argv[0]}: {exc.strerror}\n".encode())
+        except BaseException:
+            pass
         os._exit(127)
     os.close(gate_r)
-    status = 1
+    return child, gate_w
+
+
+def _reap(child: int, grace: float = 1.0) -> int:
+    """Wait for the command after percpu itself failed: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child, signal.SIGTERM)
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        pid, st = os.waitpid(child, os.WNOHANG)
+        if pid:
+            return _exit_code(st)
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child, signal.SIGKILL)
+    return _exit_code(os.waitpid(child, 0)[1])
+
+
+def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
+    """Run ``cmd`` with counting already attached, count it and its children, report at its exit."""
+    _require_root()
+    # Every check that can fail runs before the command is started: filters, output files.
+    _counter(args, _filters(args, pid=os.getpid()))
+    out = _Output(args)
+    cg = _CommandCgroup()
+    in_cgroup = False
+    left = 0
     try:
-        with _stat_cgroup() as cg:
-            if cg is not None:
-                with open(os.path.join(cg, "cgroup.procs"), "w", encoding="ascii") as f:
-                    f.write(str(child))
-                filters = _filters(args, cgroup=cg)
-            else:
-                filters = _filters(args, pid=child)
-            counter = _counter(args, filters)
-            with counter:
-                out = _Output(args, counter.attach_mode)
-                try:
+        child, gate_w = _spawn_gated(path, cmd)
+        watch: _Watch | None = None
+        try:
+            watch = _Watch(child, child=True)
+            in_cgroup = cg.add(child)
+            filters = _filters(args, cgroup=cg.path) if in_cgroup else _filters(args, pid=child)
+            with _counter(args, filters) as counter:
+                out.attach = counter.attach_mode
+                start = counter.snapshot()  # before the command runs: its first calls are counted
+                with watch.signals():
                     os.write(gate_w, b"x")
                     os.close(gate_w)
                     gate_w = -1
-                    # Ctrl-C goes to the command; percpu reports when it exits.
-                    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-                    try:
-                        status = _stat_loop(args, counter, out, child=child)
-                    finally:
-                        signal.signal(signal.SIGINT, old)
-                finally:
-                    out.close()
-            if cg is None and args.format == "table" and not args.quiet:
-                print("percpu: no cgroup v2 here: counted the command's own process only", file=sys.stderr)
+                    _stat_loop(args, counter, out, start, watch)
+            status = watch.status
+        finally:
+            if gate_w >= 0:
+                os.close(gate_w)  # the child sees EOF and exits without running the command
+            if watch is None or watch.pid is not None:
+                _reap(child)
+            if watch is not None:
+                watch.close()
     finally:
-        if gate_w >= 0:
-            os.close(gate_w)  # the child sees EOF and exits without running the command
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(child, 0)
+        left = cg.remove()  # only now: a cgroup cannot be removed while the command is still in it
+        out.close()
+    if args.format == "table" and not args.quiet:
+        if not in_cgroup:
+            print("percpu: no cgroup v2 here: counted the command's own process only", file=sys.stderr)
+        if left:
+            print(
+                f"percpu: the command left {left} process(es) running; they were counted until it exited",
+                file=sys.stderr,
+            )
     return status
 
 
@@ -320,10 +521,15 @@ def _cmd_top(args: argparse.Namespace) -> int:
 
     filters = _filters(args)
     counter = _counter(args, filters)
-    if not sys.stdout.isatty() or args.batch:
-        return _top_batch(args, counter)
-    with counter:
-        return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top)
+    # SIGTERM ends top as q and Ctrl-C do: the terminal is restored and the exit status is 0.
+    old = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if not sys.stdout.isatty() or args.batch:
+            return _top_batch(args, counter)
+        with counter:
+            return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top)
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _top_batch(args: argparse.Namespace, counter: SyscallCounter) -> int:
@@ -337,7 +543,7 @@ def _top_batch(args: argparse.Namespace, counter: SyscallCounter) -> int:
                 snap = counter.snapshot()
                 d = snap.delta(last)
                 last = snap
-                sys.stdout.write(_report.table(d, top=args.top or None, rates=True) + "\n")
+                sys.stdout.write(_report.table(d, top=args.top or None, rates=True, sort=args.sort) + "\n")
                 sys.stdout.flush()
                 n += 1
         except KeyboardInterrupt:
@@ -376,10 +582,14 @@ def register(sub: Any) -> None:
         description="One-shot report of system calls per CPU, like `strace -c` or `perf stat`. Without a "
         "command it counts until --duration ends or Ctrl-C; with `-- COMMAND ARGS...` it starts counting "
         "before the command runs, counts the command and its children (in a cgroup of their own), and "
-        "reports when it exits, with the command's exit status.",
+        "reports when it exits, with the command's exit status (128+N if signal N ended it). With -p PID it "
+        "stops when that process exits. SIGTERM ends a count like Ctrl-C; with a command it is passed on "
+        "to the command.",
         usage="percpu stat [options] [-- COMMAND [ARGS...]]",
     )
-    s.add_argument("-d", "--duration", type=_positive, help="stop after this many seconds")
+    s.add_argument(
+        "-d", "--duration", type=_positive, help="stop after this many seconds (not with a command)"
+    )
     s.add_argument("-i", "--interval", type=_positive, help="print a report every N seconds instead of once")
     s.add_argument("--count", type=_count, default=0, help="with --interval: stop after N reports")
     s.add_argument(
@@ -392,7 +602,11 @@ def register(sub: Any) -> None:
     s.add_argument("-o", "--output", help="write the report to this file instead of stdout")
     s.add_argument("-n", "--top", type=_count, default=0, help="show at most N syscalls (default all)")
     s.add_argument("--sum", action="store_true", help="table: totals only, no column per CPU")
-    s.add_argument("--heatmap", metavar="FILE.svg", help="also write an SVG heat map of CPU x syscall")
+    s.add_argument(
+        "--heatmap",
+        metavar="FILE.svg",
+        help="also write an SVG heat map of CPU x syscall, for the whole run (with --interval too)",
+    )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress notes on stderr")
     _add_counter_options(s)
     s.add_argument(

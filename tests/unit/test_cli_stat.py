@@ -1,0 +1,103 @@
+"""``percpu stat`` logic that needs no kernel: argument checks, output paths, exit statuses, the watch
+that ends a run. Everything here fails before counting would start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from percpu.cli import build_parser, main, syscalls
+from percpu.errors import PercpuError
+
+
+def stat_args(*argv: str) -> object:
+    return build_parser().parse_args(["stat", *argv])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-o", "/nonexistent/out"], "-o /nonexistent/out: No such file or directory"),
+        (["-o", "/"], "-o /: Is a directory"),
+        (["--heatmap", "/nonexistent/x.svg"], "--heatmap /nonexistent/x.svg: No such file or directory"),
+        (["--heatmap", "x.png"], "only SVG is written"),
+    ],
+)
+def test_bad_output_paths_are_errors_before_counting(argv: list[str], message: str) -> None:
+    with pytest.raises(PercpuError, match=message):
+        syscalls._Output(stat_args(*argv))  # type: ignore[arg-type]
+
+
+def test_output_files_are_created_up_front(tmp_path: object) -> None:
+    out, svg = os.path.join(str(tmp_path), "o.txt"), os.path.join(str(tmp_path), "m.svg")
+    o = syscalls._Output(stat_args("-o", out, "--heatmap", svg))  # type: ignore[arg-type]
+    o.close()
+    assert os.path.exists(out) and os.path.exists(svg)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-d", "1", "--", "sleep", "3"], "-d/--duration does not go with a command"),
+        (["-p", "1", "--", "true"], "-p PID does not go with a command"),
+        (["--cgroup", "x", "--", "true"], "--cgroup does not go with a command"),
+        (["-i", "1", "--count", "2", "--", "true"], "--count does not go with a command"),
+        (["--count", "2", "-d", "1"], "--count needs --interval"),
+    ],
+)
+def test_refused_combinations(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stat", *argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_exit_code_is_128_plus_the_signal_like_a_shell() -> None:
+    p = subprocess.Popen(["sh", "-c", "kill -TERM $$"])
+    _, status = os.waitpid(p.pid, 0)
+    p.returncode = 0  # reaped here, not by Popen
+    assert syscalls._exit_code(status) == 128 + signal.SIGTERM
+    p = subprocess.Popen(["sh", "-c", "exit 7"])
+    _, status = os.waitpid(p.pid, 0)
+    p.returncode = 0
+    assert syscalls._exit_code(status) == 7
+
+
+def test_watch_ends_when_the_pid_exits() -> None:
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    watch = syscalls._Watch(p.pid, child=False)
+    try:
+        t0 = time.monotonic()
+        while not watch.exited():
+            assert time.monotonic() - t0 < 10, "the watch never saw the process exit"
+            watch.wait(30.0)
+            p.poll()  # reap it, as its real parent would
+        assert time.monotonic() - t0 < 5  # woken by the exit, not by the 30 s timeout
+    finally:
+        watch.close()
+        p.wait()
+
+
+def test_watch_missing_pid() -> None:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    with pytest.raises(PercpuError, match=f"no process with pid {p.pid}"):
+        syscalls._Watch(p.pid, child=False)
+
+
+def test_sigterm_stops_a_count_and_wakes_the_wait() -> None:
+    watch = syscalls._Watch(None, child=False)
+    try:
+        with watch.signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            t0 = time.monotonic()
+            watch.wait(30.0)
+            assert watch.stop
+            assert time.monotonic() - t0 < 5
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        watch.close()

@@ -1,0 +1,108 @@
+"""The ``percpu top`` screen drawn into a fake curses window: it must fit the terminal it is given (80
+columns with 64 CPUs), keep its header and key line whole, honour ``-n`` and each sort key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from percpu.cli import _top
+from percpu.cpus import CpuList
+from percpu.syscount import NR_SLOTS, SyscallDelta, SyscallSnapshot
+
+CPUS = CpuList(range(64))
+KEYS = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
+
+
+class FakeScreen:
+    def __init__(self, rows: int, cols: int) -> None:
+        self.rows, self.cols = rows, cols
+        self.cells: dict[int, list[str]] = {}
+
+    def getmaxyx(self) -> tuple[int, int]:
+        return self.rows, self.cols
+
+    def erase(self) -> None:
+        self.cells = {}
+
+    def refresh(self) -> None:
+        pass
+
+    def addstr(self, y: int, x: int, text: str, attr: int = 0) -> None:
+        assert 0 <= y < self.rows
+        assert x + len(text) <= self.cols, f"row {y} drawn to column {x + len(text)} of {self.cols}: {text!r}"
+        line = self.cells.setdefault(y, [" "] * self.cols)
+        line[x : x + len(text)] = list(text)
+
+    def lines(self) -> list[str]:
+        return ["".join(self.cells.get(y, [])).rstrip() for y in range(self.rows)]
+
+
+class FakeCounter:
+    attach_mode = "tp_btf"
+    cpus = CPUS
+
+
+def delta(pairs: dict[tuple[int, int], int]) -> SyscallDelta:
+    def snap(t: float, p: dict[tuple[int, int], int]) -> SyscallSnapshot:
+        counts = np.zeros((len(CPUS), NR_SLOTS), dtype=np.uint64)
+        for (row, slot), v in p.items():
+            counts[row, slot] = v
+        return SyscallSnapshot(time=t, cpus=CPUS, counts=counts, arch="x86_64")  # type: ignore[call-arg]
+
+    return snap(1.0, pairs).delta(snap(0.0, {}))
+
+
+# read(0) busiest overall, write(1) busiest on cpu0; sched_get_priority_max(146): a name cut to fit.
+BUSY = {(0, 1): 900_000, (5, 0): 2_000_000, (63, 0): 1_000, (3, 110): 500_000, (0, 146): 12_345}
+
+
+def draw(cols: int, rows: int = 24, **kw: Any) -> list[str]:
+    view = _top._View(FakeCounter(), 1.0, kw.pop("sort", "total"), kw.pop("top", 0))  # type: ignore[arg-type]
+    view.delta = delta(BUSY)
+    scr = FakeScreen(rows, cols)
+    view.draw(scr)
+    return scr.lines()
+
+
+def body(lines: list[str]) -> list[str]:
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("SYSCALL"))
+    j = next(j for j, ln in enumerate(lines) if ln.startswith(("all CPUs", "...")))
+    return [ln.split()[0] for ln in lines[i + 1 : j]]
+
+
+@pytest.mark.parametrize("cols", [80, 60])
+def test_fits_the_terminal_with_64_cpus(cols: int) -> None:
+    lines = draw(cols)
+    assert max(len(ln) for ln in lines) <= cols - 1
+    assert KEYS in lines[-1] or cols <= len(KEYS)
+    head = next(ln for ln in lines if ln.startswith("SYSCALL"))
+    assert head.split()[:2] == ["SYSCALL", "CALLS/s"] and head.split()[2] == "cpu0"
+    shown = (cols - _top.NAME_W - _top.TOTAL_W - 1) // _top.CELL_W
+    assert head.split()[-1] == f"cpu{shown - 1}"  # whole columns only, none cut in half
+    assert f"cols cpu0-cpu{shown - 1} of 64" in lines[1]
+
+
+def test_wider_terminal_shows_more_cpus() -> None:
+    assert "cpu20" not in draw(80)[3] and "cpu20" in draw(200)[3]
+
+
+def test_top_n_limits_rows() -> None:
+    lines = draw(80, top=2)
+    assert body(lines) == ["read", "write"]
+    assert any(ln.startswith("... 2 more") for ln in lines)
+
+
+@pytest.mark.parametrize(
+    ("sort", "order"),
+    [
+        ("total", ["read", "write", "getppid", "sched_get_priorit"]),
+        ("name", ["getppid", "read", "sched_get_priorit", "write"]),
+        ("nr", ["read", "write", "getppid", "sched_get_priorit"]),
+        ("cpu", ["write", "sched_get_priorit", "read", "getppid"]),
+    ],
+)
+def test_sort_keys(sort: str, order: list[str]) -> None:
+    assert body(draw(80, sort=sort)) == order
