@@ -4,8 +4,10 @@ Each scrape reads the BPF maps once (batch reads, no reset, no lock the programs
 absolute counts into metric families. Cardinality is bounded by options:
 
 * ``cpu_label=False`` sums over CPUs;
-* ``top_syscalls=N`` keeps N syscalls by name and puts the rest in ``syscall="other"``. The kept set is
-  sticky and "other" only ever gains syscalls, so every exported counter is monotonic;
+* ``top_syscalls=N`` names the N busiest syscalls and puts the rest in ``syscall="other"``. A syscall
+  once named stays named, and one that later enters the top N (by calls since the previous scrape) is
+  named too, until 2N are named; see :meth:`SyscallCollector._update_kept` for why every exported counter,
+  "other" included, stays monotonic;
 * per-process series carry ``comm`` only (never pid), at most ``max_comms`` of them plus ``comm="other"``,
   accumulated from deltas so an LRU eviction in the kernel never makes a counter go down.
 """
@@ -23,11 +25,13 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .cpus import CpuList
+from .errors import PercpuError
 from .syscount import SyscallSnapshot, errno_name, slot_name
 
 __all__ = ["SyscallCollector"]
 
 OTHER = "other"
+BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 
 
 class CounterSource(Protocol):
@@ -51,15 +55,35 @@ class SyscallCollector(Collector):
         top_syscalls: int = 0,
         max_comms: int = 20,
         libbpf_version: str = "",
+        bpf_stats: bool = False,
+        bpf_stats_sysctl: str = BPF_STATS_SYSCTL,
     ) -> None:
+        """``bpf_stats=True`` says the caller holds a BPF_ENABLE_STATS fd for as long as it uses this
+        collector (``percpu exporter --enable-bpf-stats``): that turns run counting on without changing
+        ``kernel.bpf_stats_enabled``, so the sysctl alone cannot tell."""
+        if top_syscalls < 0 or max_comms < 1:
+            raise ValueError(
+                f"top_syscalls must be 0 (all) or more, max_comms 1 or more: {top_syscalls}, {max_comms}"
+            )
         self.counter = counter
         self.cpu_label = cpu_label
         self.top = top_syscalls
+        self.max_named = 2 * top_syscalls
         self.max_comms = max_comms
         self.libbpf_version = libbpf_version
+        self.bpf_stats = bpf_stats
+        self.bpf_stats_sysctl = bpf_stats_sysctl
         self._lock = threading.Lock()  # concurrent scrapes share the sticky state below
         self._kept: set[int] = set()
         self._in_other: set[int] = set()
+        self._promoted: list[int] = []  # moved from "other" to a name by this scrape
+        self._prev_totals = np.zeros(0, np.uint64)
+        ncpu = len(counter.cpus)
+        # What promoted syscalls had contributed to "other" when they left it, so "other" keeps it.
+        self._frozen_other = np.zeros(ncpu, np.uint64)
+        self._frozen_errors: dict[str, int] = {}
+        self._frozen_latency = np.zeros(64, np.uint64)
+        self._prog_stats_on = False
         self._comms: set[str] = set()
         self._comm_other: set[str] = set()
         self._proc_last: dict[bytes, int] = {}
@@ -81,19 +105,50 @@ class SyscallCollector(Collector):
         """The syscall label a slot is exported under (its name, or "other" beyond the top N)."""
         if not self.top or slot in self._kept:
             return self._name(slot)
+        if slot not in self._in_other:
+            # Only in the errors or latency map: its first call ran between the reads of the counts and
+            # of that map. Place it as if the counts had shown it, so its label never changes later.
+            (self._kept if len(self._kept) < self.top else self._in_other).add(slot)
+            return self._label(slot)
         return OTHER
 
-    def _update_kept(self, totals: np.ndarray) -> None:
+    def _update_kept(self, counts: np.ndarray, totals: np.ndarray) -> None:
+        """Decide which syscalls are named, keeping every exported counter monotonic.
+
+        The rule: a syscall seen for the first time is named while fewer than N are. After that, any
+        syscall among the N busiest since the previous scrape is named as well, as long as fewer than 2N
+        are named (so a syscall that gets busy later is not hidden in "other" for good, and the series
+        count stays bounded). A named syscall stays named and exports its full count, like without
+        --top-syscalls. "other" is, per CPU, the full counts of the syscalls in it now plus, for each
+        syscall that left it, its count at the scrape it left ("frozen"): every term only grows, so
+        "other" never goes down, even though a promoted syscall's earlier calls now show in both series
+        (``rate()`` and ``increase()`` are unaffected: the new series contributes from its first sample).
+        """
+        self._promoted = []
         if not self.top:
             return
-        active = np.nonzero(totals)[0]
-        new = [int(s) for s in active if int(s) not in self._kept and int(s) not in self._in_other]
-        new.sort(key=lambda s: -int(totals[s]))
-        for s in new:
-            if len(self._kept) < self.top:
-                self._kept.add(s)  # first seen while there is room: named for good
-            else:
-                self._in_other.add(s)  # counted in "other" from its first call on, for good
+        prev = self._prev_totals if len(self._prev_totals) == len(totals) else np.zeros_like(totals)
+        self._prev_totals = totals.copy()
+        active = [int(s) for s in np.nonzero(totals)[0]]
+        unseen = [s for s in active if s not in self._kept and s not in self._in_other]
+        unseen.sort(key=lambda s: -int(totals[s]))
+        room = max(self.top - len(self._kept), 0)
+        self._kept.update(unseen[:room])  # first seen while there is room: named, never in "other"
+        rest = set(unseen[room:])
+        if len(self._kept) < self.max_named:
+            delta = totals - np.minimum(prev, totals)
+            busiest = [int(s) for s in np.argsort(-delta.astype(np.float64), kind="stable")[: self.top]]
+            for s in busiest:
+                if len(self._kept) >= self.max_named or not delta[s] or s in self._kept:
+                    continue
+                if s in self._in_other:  # its count so far stays in "other" (frozen), the rest is its own
+                    self._in_other.discard(s)
+                    self._frozen_other += counts[:, s]
+                    self._promoted.append(s)
+                else:
+                    rest.discard(s)
+                self._kept.add(s)
+        self._in_other |= rest  # counted in "other" from its first call on, unless promoted later
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
@@ -145,14 +200,14 @@ class SyscallCollector(Collector):
             return body[: -len(b"# EOF\n")] + text + b"# EOF\n"
         return body + text
 
-    def _matrix_text(self, counts: np.ndarray, kept: list[int], other_slots: list[int]) -> str:
+    def _matrix_text(self, counts: np.ndarray, kept: list[int], other: np.ndarray | None) -> str:
         """``percpu_syscalls_total{cpu=..,syscall=..} N`` lines for non-zero cells, built with numpy."""
-        cols = [*kept, -1] if other_slots else kept
+        cols = [*kept, -1] if other is not None else kept
         if not cols:
             return ""
         sub = counts[:, kept] if kept else np.zeros((counts.shape[0], 0), np.uint64)
-        if other_slots:
-            sub = np.concatenate([sub, counts[:, other_slots].sum(axis=1, dtype=np.uint64)[:, None]], axis=1)
+        if other is not None:
+            sub = np.concatenate([sub, other[:, None]], axis=1)
         cells = sub.T  # (syscalls, cpus), the order prometheus_client would print
         nz = cells != 0
         key = tuple(cols)
@@ -184,13 +239,17 @@ class SyscallCollector(Collector):
         yield info
         counts = snap.counts
         totals = counts.sum(axis=0, dtype=np.uint64)
-        self._update_kept(totals)
+        self._update_kept(counts, totals)
+        active = [int(x) for x in np.nonzero(totals)[0]]
+        kept = [x for x in active if not self.top or x in self._kept]
+        other: np.ndarray | None = None  # per CPU; None when nothing has ever been counted as "other"
+        if self.top:
+            in_other = [x for x in active if x in self._in_other]
+            if in_other or self._frozen_other.any():
+                other = counts[:, in_other].sum(axis=1, dtype=np.uint64) + self._frozen_other
         if matrix_text is None:
-            yield self._syscalls(counts, totals)
+            yield self._syscalls(counts, kept, other)
         else:
-            active = [int(x) for x in np.nonzero(totals)[0]]
-            kept = [x for x in active if not self.top or x in self._kept]
-            other = [x for x in active if self.top and x not in self._kept]
             matrix_text.append(self._matrix_text(counts, kept, other))
         dropped = CounterMetricFamily(
             "percpu_dropped_syscalls",
@@ -206,15 +265,9 @@ class SyscallCollector(Collector):
             yield self._procs(*snap.procs)
         yield from self._prog_stats()
 
-    def _syscalls(self, counts: np.ndarray, totals: np.ndarray) -> Metric:
+    def _syscalls(self, counts: np.ndarray, kept: list[int], other: np.ndarray | None) -> Metric:
         labels = ["cpu", "syscall"] if self.cpu_label else ["syscall"]
         m = CounterMetricFamily("percpu_syscalls", "System calls entered, by CPU and syscall.", labels=labels)
-        active = np.nonzero(totals)[0]
-        if self.top:
-            kept = [int(s) for s in active if int(s) in self._kept]
-            other_slots = [int(s) for s in active if int(s) not in self._kept]
-        else:
-            kept, other_slots = [int(s) for s in active], []
         if self.cpu_label:
             sub = counts[:, kept].T  # (slots, cpus)
             for s, row in zip(kept, sub.tolist(), strict=True):
@@ -222,24 +275,31 @@ class SyscallCollector(Collector):
                 for cpu, v in zip(self._cpu_labels, row, strict=True):
                     if v:
                         m.add_metric([cpu, name], v)
-            if other_slots:
-                for cpu, v in zip(self._cpu_labels, counts[:, other_slots].sum(axis=1).tolist(), strict=True):
-                    m.add_metric([cpu, OTHER], v)
+            if other is not None:
+                for cpu, v in zip(self._cpu_labels, other.tolist(), strict=True):
+                    if v:
+                        m.add_metric([cpu, OTHER], v)
         else:
             for s in kept:
-                m.add_metric([self._name(s)], int(totals[s]))
-            if other_slots:
-                m.add_metric([OTHER], int(totals[other_slots].sum()))
+                m.add_metric([self._name(s)], int(counts[:, s].sum(dtype=np.uint64)))
+            if other is not None:
+                m.add_metric([OTHER], int(other.sum(dtype=np.uint64)))
         return m
 
     def _errors(self, keys: np.ndarray, counts: np.ndarray) -> Metric:
         m = CounterMetricFamily(
             "percpu_syscall_errors", "Failed system calls, by syscall and errno.", labels=["syscall", "errno"]
         )
+        promoted = set(self._promoted)
         agg: dict[tuple[str, str], int] = {}
         for k, t in zip(keys.tolist(), counts.sum(axis=1).tolist(), strict=True):
-            key = (self._label(int(k[0])), errno_name(int(k[1])))
+            slot, err = int(k[0]), errno_name(int(k[1]))
+            if slot in promoted:  # what "other" held for it stays there (see _update_kept)
+                self._frozen_errors[err] = self._frozen_errors.get(err, 0) + int(t)
+            key = (self._label(slot), err)
             agg[key] = agg.get(key, 0) + int(t)
+        for err, v in self._frozen_errors.items():
+            agg[(OTHER, err)] = agg.get((OTHER, err), 0) + v
         for (sc, err), v in sorted(agg.items()):
             m.add_metric([sc, err], v)
         return m
@@ -250,10 +310,15 @@ class SyscallCollector(Collector):
             "System call latency from log2 nanosecond buckets; the sum is estimated from bucket midpoints.",
             labels=["syscall"],
         )
+        promoted = set(self._promoted)
         by: dict[str, np.ndarray] = {}
         for k, t in zip(keys.tolist(), counts.sum(axis=1).tolist(), strict=True):
-            label = self._label(int(k[0]))
-            by.setdefault(label, np.zeros(64, np.uint64))[min(int(k[1]), 63)] += t
+            slot, bucket = int(k[0]), min(int(k[1]), 63)
+            if slot in promoted:  # what "other" held for it stays there (see _update_kept)
+                self._frozen_latency[bucket] += np.uint64(t)
+            by.setdefault(self._label(slot), np.zeros(64, np.uint64))[bucket] += np.uint64(t)
+        if self._frozen_latency.any():
+            by[OTHER] = by.get(OTHER, np.zeros(64, np.uint64)) + self._frozen_latency
         for label in sorted(by):
             b = by[label]
             cum = np.cumsum(b)
@@ -292,23 +357,33 @@ class SyscallCollector(Collector):
         return m
 
     def _prog_stats(self) -> Iterable[Metric]:
-        if _read_int("/proc/sys/kernel/bpf_stats_enabled") != 1:
+        """Run count and run time of percpu's programs, while the kernel counts them.
+
+        The kernel counts both only while BPF stats are on: ``kernel.bpf_stats_enabled=1``, or while any
+        process holds a BPF_ENABLE_STATS fd (which leaves the sysctl at 0). Once exported they stay
+        exported (frozen while stats are off: the kernel keeps the values), so no series vanishes.
+        """
+        if not self._prog_stats_on:
+            self._prog_stats_on = self.bpf_stats or _read_int(self.bpf_stats_sysctl) == 1
+        if not self._prog_stats_on:
             return []
         cnt = CounterMetricFamily(
             "percpu_bpf_prog_run_count",
-            "Runs of percpu's BPF programs (kernel.bpf_stats_enabled=1).",
+            "Runs of percpu's BPF programs, counted only while BPF stats are enabled "
+            "(kernel.bpf_stats_enabled=1 or --enable-bpf-stats).",
             labels=["program"],
         )
         tim = CounterMetricFamily(
             "percpu_bpf_prog_run_time_seconds",
-            "Time spent in percpu's BPF programs (kernel.bpf_stats_enabled=1).",
+            "Time spent in percpu's BPF programs, counted only while BPF stats are enabled "
+            "(kernel.bpf_stats_enabled=1 or --enable-bpf-stats).",
             labels=["program"],
         )
         for p in self.counter.programs():
             try:
                 info = p.info()
-            except Exception:
-                continue
+            except PercpuError:
+                continue  # a program that went away is not a scrape failure
             cnt.add_metric([p.name], info.run_cnt)
             tim.add_metric([p.name], info.run_time_ns / 1e9)
         return [cnt, tim]

@@ -7,8 +7,10 @@ stopped however the test ends.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +21,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,6 +32,11 @@ pytestmark = pytest.mark.kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "..", "helpers", "syscall_workload.py")
+DASHBOARD = os.path.join(HERE, "..", "..", "deploy", "grafana-dashboard.json")
+BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+# Dashboard panels that sum over the selected instances on purpose (the fleet's top syscalls, errors, p99);
+# every other panel must keep instances apart.
+FLEET_WIDE = {"Top 10 system calls", "Failed calls by errno (needs -e)", "p99 latency (needs -L)"}
 
 
 def free_port() -> int:
@@ -51,11 +59,12 @@ def wait_http(url: str, timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def exporter() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+@contextlib.contextmanager
+def running_exporter(*options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`percpu exporter` on a free 127.0.0.1 port; SIGTERM (then SIGKILL) however the test ends."""
     port = free_port()
     p = subprocess.Popen(
-        [sys.executable, "-m", "percpu", "exporter", "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "percpu", "exporter", "--listen", f"127.0.0.1:{port}", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -73,30 +82,16 @@ def exporter() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         p.stderr.close()
 
 
-def scrape(target: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def test_prometheus_rate_matches_the_workload(exporter: tuple[str, subprocess.Popen[bytes]]) -> None:
+@contextlib.contextmanager
+def running_prometheus(config: str) -> Iterator[str]:
+    """A Prometheus server on a free 127.0.0.1 port with this scrape config; yields its API base URL."""
     if not shutil.which("prometheus"):
         pytest.fail("prometheus is not installed: scripts/setup.sh --dev installs it")
-    target, _ = exporter
-    cpu = list(topology().online)[-1]
-    other = topology().online[0]
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = os.path.join(tmp, "prometheus.yml")
         with open(cfg, "w", encoding="utf-8") as f:
-            f.write(
-                f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: percpu\n"
-                f"    static_configs:\n      - targets: ['{target}']\n"
-            )
+            f.write(config)
         prom = subprocess.Popen(
             [
                 "prometheus",
@@ -108,28 +103,8 @@ def test_prometheus_rate_matches_the_workload(exporter: tuple[str, subprocess.Po
             stderr=subprocess.DEVNULL,
         )
         try:
-            api = f"http://127.0.0.1:{port}/api/v1"
             wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60)
-            time.sleep(3)  # a few scrapes before the workload
-            out = subprocess.run(
-                [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "10"],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=60,
-            )
-            work = json.loads(out.stdout)
-            end = time.time() - 2.0  # a window well inside the workload
-            time.sleep(3)  # let Prometheus scrape past the end
-
-            def query(q: str) -> float:
-                url = f"{api}/query?" + urllib.parse.urlencode({"query": q, "time": f"{end:.3f}"})
-                with urllib.request.urlopen(url, timeout=10) as r:
-                    res = json.loads(r.read())["data"]["result"]
-                return float(res[0]["value"][1]) if res else 0.0
-
-            on_cpu = query(f'rate(percpu_syscalls_total{{syscall="getppid",cpu="{cpu}"}}[5s])')
-            off_cpu = query(f'rate(percpu_syscalls_total{{syscall="getppid",cpu="{other}"}}[5s])')
+            yield f"http://127.0.0.1:{port}/api/v1"
         finally:
             prom.terminate()
             try:
@@ -137,6 +112,60 @@ def test_prometheus_rate_matches_the_workload(exporter: tuple[str, subprocess.Po
             except subprocess.TimeoutExpired:
                 prom.kill()
                 prom.wait()
+
+
+@pytest.fixture
+def exporter() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    with running_exporter() as running:
+        yield running
+
+
+def scrape(target: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def query(api: str, q: str, at: float | None = None) -> list[dict[str, Any]]:
+    args = {"query": q} if at is None else {"query": q, "time": f"{at:.3f}"}
+    with urllib.request.urlopen(f"{api}/query?" + urllib.parse.urlencode(args), timeout=10) as r:
+        body = json.loads(r.read())
+    assert body["status"] == "success", (q, body)
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def test_prometheus_rate_matches_the_workload(exporter: tuple[str, subprocess.Popen[bytes]]) -> None:
+    target, _ = exporter
+    cpu = list(topology().online)[-1]
+    other = topology().online[0]
+    config = (
+        f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: percpu\n"
+        f"    static_configs:\n      - targets: ['{target}']\n"
+    )
+    with running_prometheus(config) as api:
+        time.sleep(3)  # a few scrapes before the workload
+        out = subprocess.run(
+            [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "10"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        work = json.loads(out.stdout)
+        end = time.time() - 2.0  # a window well inside the workload
+        time.sleep(3)  # let Prometheus scrape past the end
+
+        def value(q: str) -> float:
+            res = query(api, q, end)
+            return float(res[0]["value"][1]) if res else 0.0
+
+        on_cpu = value(f'rate(percpu_syscalls_total{{syscall="getppid",cpu="{cpu}"}}[5s])')
+        off_cpu = value(f'rate(percpu_syscalls_total{{syscall="getppid",cpu="{other}"}}[5s])')
     # The workload measured its own rate over its 10 s; Prometheus' rate over 5 s of 1 s scrapes inside
     # that window should agree within 15% (scrape timing jitter on a busy 2-CPU machine).
     print(
@@ -199,3 +228,71 @@ def test_exporter_survives_abuse_and_stays_flat(exporter: tuple[str, subprocess.
     assert fds() <= fd0 + 2, f"open fds grew: {fd0} -> {fds()}"
     assert rss() < rss0 * 1.3 + 8 * 2**20, f"RSS grew: {rss0} -> {rss()}"
     assert proc.poll() is None
+
+
+def _sysctl_bpf_stats() -> int:
+    with open(BPF_STATS_SYSCTL, encoding="ascii") as f:
+        return int(f.read())
+
+
+def test_enable_bpf_stats_exports_program_run_counts() -> None:
+    """--enable-bpf-stats holds a BPF_ENABLE_STATS fd: runs are counted although the sysctl stays 0."""
+    if _sysctl_bpf_stats() != 0:
+        pytest.skip(f"{BPF_STATS_SYSCTL} is already 1: the stats fd cannot be told apart from the sysctl")
+    with running_exporter("--enable-bpf-stats") as (target, _):
+        first = scrape(target)
+        for _ in range(20_000):
+            os.getppid()
+        second = scrape(target)
+        assert _sysctl_bpf_stats() == 0  # what the collector cannot go by
+    runs = {dict(k[1])["program"]: v for k, v in second.items() if k[0] == "percpu_bpf_prog_run_count_total"}
+    times = {
+        dict(k[1])["program"]: v
+        for k, v in second.items()
+        if k[0] == "percpu_bpf_prog_run_time_seconds_total"
+    }
+    print(f"\nrun counts: {runs}; run time (s): {times}")
+    assert runs, "no percpu_bpf_prog_run_count_total series with --enable-bpf-stats"
+    assert max(runs.values()) >= 20_000, runs  # the sys_enter program ran at least once per getppid()
+    assert max(times.values()) > 0, times
+    before = {dict(k[1])["program"]: v for k, v in first.items() if k[0] == "percpu_bpf_prog_run_count_total"}
+    assert all(runs[p] >= before[p] for p in before), (before, runs)
+
+
+def test_dashboard_queries_work_against_a_real_prometheus() -> None:
+    """Every panel of deploy/grafana-dashboard.json, run by Prometheus over two scraped instances.
+
+    Each query must return series (so its metric names are ones the exporter serves, with -e -L and
+    --enable-bpf-stats), each series must carry the labels the panel's legend names, and every panel but
+    the fleet-wide ones must keep the two instances apart rather than mix them.
+    """
+    with open(DASHBOARD, encoding="utf-8") as f:
+        panels = json.load(f)["panels"]
+    with running_exporter("-e", "-L", "--enable-bpf-stats") as (target, _):
+        # The same exporter scraped twice under two instance names stands in for two nodes.
+        config = (
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: percpu\n    static_configs:\n"
+            f"      - targets: ['{target}']\n        labels: {{instance: node-a}}\n"
+            f"      - targets: ['{target}']\n        labels: {{instance: node-b}}\n"
+        )
+        with running_prometheus(config) as api:
+            deadline = time.monotonic() + 12
+            while time.monotonic() < deadline:  # failed calls for the errors panel, in the rate window
+                for _ in range(100):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.stat("/nonexistent/percpu-test")
+                time.sleep(0.05)
+            for panel in panels:
+                # A repeated panel is drawn once per selected instance; the others see them all.
+                selections = ["node-a", "node-b"] if panel.get("repeat") == "instance" else ["node-a|node-b"]
+                for t in panel["targets"]:
+                    for selected in selections:
+                        expr = t["expr"].replace("$instance", selected).replace("$__rate_interval", "10s")
+                        res = query(api, expr)
+                        assert res, f"panel {panel['title']!r}: no data for {expr}"
+                        for name in re.findall(r"\{\{(\w+)\}\}", t["legendFormat"]):
+                            assert all(name in r["metric"] for r in res), (panel["title"], name, res[:3])
+                        if panel["title"] in FLEET_WIDE or "|" not in selected:
+                            continue
+                        got = [r["metric"].get("instance") for r in res]
+                        assert set(got) == {"node-a", "node-b"}, f"panel {panel['title']!r} mixes instances"

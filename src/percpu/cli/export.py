@@ -33,6 +33,16 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return v
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     request_queue_size = 64
@@ -92,6 +102,7 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
                 top_syscalls=args.top_syscalls,
                 max_comms=args.max_comms,
                 libbpf_version=lib.version_string,
+                bpf_stats=stats_fd is not None,
             )
             stop = threading.Event()
 
@@ -135,14 +146,15 @@ def register(sub: Any) -> None:
     p.add_argument("--no-cpu-label", action="store_true", help="sum over CPUs (fewer series)")
     p.add_argument(
         "--top-syscalls",
-        type=int,
+        type=_positive_int,
         default=0,
         metavar="N",
-        help='name at most N syscalls, the rest as syscall="other" (default: all)',
+        help='name the N busiest syscalls, the rest as syscall="other"; a syscall that gets busy later is '
+        "named too, up to 2N in all (default: name all)",
     )
     p.add_argument(
         "--max-comms",
-        type=int,
+        type=_positive_int,
         default=20,
         metavar="K",
         help='with --per-process: at most K command names, the rest as comm="other"',
@@ -150,7 +162,16 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--enable-bpf-stats",
         action="store_true",
-        help="turn on kernel BPF run-time stats while running (program run count and time)",
+        help="turn on kernel BPF run-time stats while running (program run count and time are only "
+        "counted while stats are on)",
     )
     _add_counter_options(p)
-    p.set_defaults(func=_cmd_exporter)
+
+    def run(args: argparse.Namespace) -> int:
+        # -s is shared with `percpu top/stat`; an all-empty list (-s ,,) would load a filter that counts
+        # nothing, and an exporter that serves zeros forever looks healthy: refuse it here.
+        if args.syscall is not None and not [n for s in args.syscall for n in s.split(",") if n.strip()]:
+            p.error("-s/--syscall: no syscall names given (e.g. -s read,write)")
+        return _cmd_exporter(args)
+
+    p.set_defaults(func=run)
