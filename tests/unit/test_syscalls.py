@@ -155,3 +155,46 @@ def test_committed_tables_are_the_kernels(tmp_path: Path) -> None:
     path.write_text(text.replace("\tcachestat\t", "\tcachestats\t"), encoding="utf-8")
     with pytest.raises(ValueError, match="blob id"):
         gen.from_tables(str(copy))
+
+
+def test_merge_latency_rows_and_overflow() -> None:
+    """Each CPU numbers its own histogram rows; the overflow hash adds to the same (slot, bucket) keys."""
+    import numpy as np
+
+    from percpu.syscount import LAT_KEY, LAT_ROWS, NR_SLOTS, ROW_BUCKETS, ROW_FIRST_BUCKET, merge_latency
+
+    index = np.zeros((2, NR_SLOTS), dtype=np.uint8)
+    rows = np.zeros((LAT_ROWS, 2, ROW_BUCKETS), dtype=np.uint64)
+    index[0, 110] = 1  # CPU 0: getppid in row 0
+    index[1, 110] = 3  # CPU 1: getppid in row 2
+    index[1, 3] = 1  # CPU 1: close in row 0
+    index[0, 0] = 2  # CPU 0: read in row 1, all zero: left out
+    rows[0, 0, 8 - ROW_FIRST_BUCKET] = 5
+    rows[2, 1, 8 - ROW_FIRST_BUCKET] = 7
+    rows[2, 1, 9 - ROW_FIRST_BUCKET] = 1
+    rows[0, 1, 8 - ROW_FIRST_BUCKET] = 100  # CPU 1's row 0 is close's, not getppid's
+    okeys = np.array([(110, 2), (110, 8), (1, 40)], dtype=LAT_KEY)
+    ocounts = np.array([[1, 0], [2, 3], [0, 4]], dtype=np.uint64)
+    keys, counts = merge_latency(index, rows, (okeys, ocounts))
+    got = {(int(k["slot"]), int(k["bucket"])): counts[i].tolist() for i, k in enumerate(keys)}
+    assert got == {
+        (1, 40): [0, 4],
+        (3, 8): [0, 100],
+        (110, 2): [1, 0],
+        (110, 8): [7, 10],
+        (110, 9): [0, 1],
+    }
+    assert counts.dtype == np.uint64
+
+
+def test_merge_latency_empty() -> None:
+    import numpy as np
+
+    from percpu.syscount import LAT_KEY, LAT_ROWS, NR_SLOTS, ROW_BUCKETS, merge_latency
+
+    keys, counts = merge_latency(
+        np.zeros((3, NR_SLOTS), dtype=np.uint8),
+        np.zeros((LAT_ROWS, 3, ROW_BUCKETS), dtype=np.uint64),
+        (np.zeros(0, dtype=LAT_KEY), np.zeros((0, 3), dtype=np.uint64)),
+    )
+    assert len(keys) == 0 and counts.shape == (0, 3)
