@@ -175,22 +175,26 @@ class Filters:
     failed_only: bool = False
 
     def cgroup_id(self) -> int | None:
+        """The cgroup v2 id to filter on; refuses paths outside the cgroup2 mount and ids none has."""
         if self.cgroup is None:
             return None
-        if isinstance(self.cgroup, int):
-            return self.cgroup
-        path = self.cgroup
         root = cgroup2_root()
         if root is None:
             raise PercpuError("the cgroup filter needs cgroup v2, and no cgroup2 file system is mounted")
-        if not path.startswith(root):
-            path = os.path.join(root, path.lstrip("/"))
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise PercpuError(f"cgroup {self.cgroup!r}: {path}: {exc.strerror}", errno=exc.errno) from exc
-        # On cgroup v2 the cgroup id is the inode number of its directory.
-        return st.st_ino
+        root = os.path.realpath(root)
+        if isinstance(self.cgroup, int):
+            # On cgroup v2 the cgroup id is the inode number of its directory; a filter on an id no
+            # cgroup has would load fine and count nothing.
+            if not any(os.stat(d).st_ino == self.cgroup for d, _, _ in os.walk(root)):
+                raise PercpuError(f"no cgroup v2 has id {self.cgroup} (under {root})", errno=errno.ENOENT)
+            return self.cgroup
+        given = os.path.realpath(self.cgroup) if os.path.isabs(self.cgroup) else ""
+        under = os.path.commonpath([given, root]) == root if given else False
+        path = given if under else os.path.realpath(os.path.join(root, self.cgroup.lstrip("/")))
+        if os.path.commonpath([path, root]) != root or not os.path.isfile(os.path.join(path, "cgroup.procs")):
+            what = f"cgroup {self.cgroup!r}: {path} is not a cgroup v2 directory under {root}"
+            raise PercpuError(what, errno=errno.EINVAL)
+        return os.stat(path).st_ino
 
     def slots(self, arch: str | None = None) -> list[int]:
         out: list[int] = []
@@ -215,7 +219,8 @@ class SyscallSnapshot:
 
     ``counts`` is (possible CPUs, slots) uint64; row i is CPU ``cpus[i]``. The optional dimensions are
     ``(keys, counts)`` pairs, counts shaped (n, possible CPUs): ``procs`` keyed by (tgid, slot, comm),
-    ``errors`` by (slot, errno), ``latency`` by (slot, log2 ns bucket).
+    ``errors`` by (slot, errno), ``latency`` by (slot, log2 ns bucket). ``online`` is the online-CPU list
+    when the snapshot was taken (None when unknown).
     """
 
     time: float
@@ -226,6 +231,7 @@ class SyscallSnapshot:
     latency: tuple[np.ndarray, np.ndarray] | None = None
     dropped: int = 0
     arch: str | None = None
+    online: CpuList | None = None
 
     def delta(self, earlier: SyscallSnapshot) -> SyscallDelta:
         """Counts between ``earlier`` and this snapshot."""
@@ -241,6 +247,7 @@ class SyscallSnapshot:
             latency=_keyed_delta(self.latency, earlier.latency),
             dropped=self.dropped - earlier.dropped,
             arch=self.arch,
+            online=self.online,
         )
 
     def since_start(self) -> SyscallDelta:
@@ -256,6 +263,7 @@ class SyscallSnapshot:
             latency=self.latency,
             dropped=self.dropped,
             arch=self.arch,
+            online=self.online,
         )
 
 
@@ -292,6 +300,7 @@ class SyscallDelta:
     latency: tuple[np.ndarray, np.ndarray] | None = None
     dropped: int = 0
     arch: str | None = None
+    online: CpuList | None = None
     _names: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
 
     def rates(self) -> np.ndarray:
@@ -323,8 +332,15 @@ class SyscallDelta:
         return n
 
     def imbalance(self) -> float:
-        """Busiest CPU's calls over the mean per CPU (1.0 = even; 0 when there were no calls)."""
+        """Busiest CPU's calls over the mean per CPU (1.0 = even; 0 when there were no calls).
+
+        The mean is over the CPUs that were online or made calls: possible CPUs that never came online
+        (often most of them on a VM) would otherwise make an even load look badly imbalanced.
+        """
         per = self.per_cpu().astype(np.float64)
+        if self.online is not None and per.size:
+            live = np.isin(np.asarray(self.cpus.ids), np.asarray(self.online.ids)) | (per > 0)
+            per = per[live]
         mean = per.mean() if per.size else 0.0
         return float(per.max() / mean) if mean > 0 else 0.0
 
@@ -453,7 +469,14 @@ class SyscallCounter:
                 enter = "enter_btf_fast"
             for name, prog in obj.programs.items():
                 prog.autoload = name == enter or (name == exit_ and self.needs_exit)
-            obj.set_max_entries("proc_counts", max(self.proc_entries, 1))
+            # Maps of the modes not asked for shrink to one entry: their memory is per possible CPU (tens
+            # of MB on a machine with 256 possible CPUs), and the verifier has removed their code anyway.
+            obj.set_max_entries("proc_counts", max(self.proc_entries, 1) if self.per_process else 1)
+            if not self.errors:
+                obj.set_max_entries("errors", 1)
+            if not self.latency:
+                obj.set_max_entries("latency", 1)
+                obj.set_max_entries("lat_rows", 1)
             obj.load()
             obj.attach(enter)
             if self.needs_exit:
@@ -526,6 +549,7 @@ class SyscallCounter:
             latency=self._latency(),
             dropped=dropped,
             arch=self.arch,
+            online=self._topo.online,
         )
 
     def _latency(self) -> tuple[np.ndarray, np.ndarray] | None:

@@ -7,13 +7,16 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from percpu.cpus import topology
+from percpu.errors import PercpuError
 from percpu.syscalls import syscall_number
-from percpu.syscount import ATTACH_MODES, Filters, SyscallCounter
+from percpu.syscount import ATTACH_MODES, Filters, SyscallCounter, cgroup2_root
 
 pytestmark = pytest.mark.kernel
 
@@ -139,3 +142,85 @@ def test_counters_never_reset_between_snapshots() -> None:
     assert int(a.counts[:, GETPPID].sum()) == 1000
     assert (b.counts >= a.counts).all()
     assert int(e.delta(b).counts[:, GETPPID].sum()) == 500
+
+
+@pytest.fixture
+def cgroup() -> Iterator[str]:
+    root = cgroup2_root()
+    if root is None:
+        pytest.fail("no cgroup2 file system is mounted: the cgroup filter cannot be tested")
+    path = os.path.join(root, f"percpu-test-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        os.rmdir(path)
+
+
+@pytest.mark.parametrize("by", ["path", "relative", "id"])
+def test_cgroup_filter_counts_only_tasks_in_the_cgroup(cgroup: str, by: str) -> None:
+    cpu, _ = cpu_pair()
+    root = cgroup2_root()
+    assert root is not None
+    spec: int | str = {
+        "path": cgroup,
+        "relative": os.path.relpath(cgroup, root),
+        "id": os.stat(cgroup).st_ino,
+    }[by]
+    with SyscallCounter(filters=Filters(cgroup=spec)) as c:
+        # The shell moves itself into the cgroup, then becomes the workload.
+        subprocess.run(
+            [
+                "sh",
+                "-c",
+                f'echo $$ > {cgroup}/cgroup.procs && exec "$0" "$@"',
+                sys.executable,
+                WORKLOAD,
+                "4321",
+                str(cpu),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        run_workload(1000, cpu)  # outside the cgroup: not counted
+        for _ in range(77):
+            os.getppid()
+        snap = c.snapshot()
+    assert int(snap.counts[:, GETPPID].sum()) == 4321
+
+
+def test_cgroup_filter_refuses_what_is_not_a_cgroup() -> None:
+    for bad in ("../../../etc", "/etc", "no-such-cgroup-here"):
+        with pytest.raises(PercpuError, match="not a cgroup v2 directory"):
+            Filters(cgroup=bad).cgroup_id()
+    with pytest.raises(PercpuError, match="no cgroup v2 has id"):
+        Filters(cgroup=999_999_999).cgroup_id()
+
+
+def test_tid_filter_counts_one_thread() -> None:
+    counted: list[int] = []
+
+    def other_thread() -> None:
+        for _ in range(500):
+            os.getppid()
+
+    with SyscallCounter(filters=Filters(tid=threading.get_native_id())) as c:
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+        for _ in range(211):
+            os.getppid()
+        counted.append(int(c.snapshot().counts[:, GETPPID].sum()))
+    assert counted == [211]
+
+
+def test_maps_of_modes_not_asked_for_are_one_entry() -> None:
+    with SyscallCounter() as c:
+        assert c._obj is not None
+        sizes = {n: c._obj.map(n).info.max_entries for n in ("proc_counts", "errors", "latency", "lat_rows")}
+    assert sizes == {"proc_counts": 1, "errors": 1, "latency": 1, "lat_rows": 1}
+    with SyscallCounter(per_process=True, errors=True, latency=True) as c:
+        assert c._obj is not None
+        sizes = {n: c._obj.map(n).info.max_entries for n in ("proc_counts", "errors", "latency", "lat_rows")}
+    assert min(sizes.values()) > 1

@@ -135,3 +135,22 @@ def test_table_sort_and_top() -> None:
     rows = [line.split()[0] for line in _report.table(d, sort="name", top=2).splitlines()[3:5]]
     assert rows == ["getppid", "read"]
     assert "... 1 more syscalls" in _report.table(d, sort="name", top=2)
+
+
+def test_imbalance_is_over_cpus_that_were_online_or_busy() -> None:
+    """Possible CPUs that never came online must not make an even load look imbalanced."""
+    wide = CpuList(range(128))
+    counts = np.zeros((128, NR_SLOTS), dtype=np.uint64)
+    counts[:4, 0] = 1000  # an even load on the 4 online CPUs of 128 possible
+    later = SyscallSnapshot(time=1.0, cpus=wide, counts=counts, online=CpuList(range(4)))
+    earlier = SyscallSnapshot(time=0.0, cpus=wide, counts=np.zeros_like(counts))
+    assert later.delta(earlier).imbalance() == pytest.approx(1.0)
+    counts[100, 0] = 1000  # a CPU that went offline during the interval still had its calls counted
+    later = SyscallSnapshot(time=1.0, cpus=wide, counts=counts, online=CpuList(range(4)))
+    assert later.delta(earlier).imbalance() == pytest.approx(1.0)
+    counts[4:, 0] = 0
+    counts[0, 0] = 4000  # one busy CPU among 4 online: 4000 / (7000 / 4)
+    later = SyscallSnapshot(time=1.0, cpus=wide, counts=counts, online=CpuList(range(4)))
+    assert later.delta(earlier).imbalance() == pytest.approx(4000 / (7000 / 4))
+    unknown = SyscallSnapshot(time=1.0, cpus=wide, counts=counts)  # online unknown: all possible
+    assert unknown.delta(earlier).imbalance() == pytest.approx(4000 / (7000 / 128))

@@ -71,6 +71,8 @@ def _filters(args: argparse.Namespace, pid: int | None = None, cgroup: int | str
     names: list[str] | None = None
     if args.syscall:
         names = [n.strip() for s in args.syscall for n in s.split(",") if n.strip()]
+        if not names:
+            raise PercpuError("-s/--syscall: no syscall names given (e.g. -s read,write)")
     tgid = pid if pid is not None else args.pid
     if tgid is not None and not os.path.exists(f"/proc/{tgid}"):
         raise PercpuError(f"no process with pid {tgid}")
