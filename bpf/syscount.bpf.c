@@ -42,6 +42,43 @@
 #define ROW_BUCKETS 32
 #define LAT_ROWS 128
 
+/* Built twice (scripts/build-bpf): syscount.bpf.o for kernels with BTF (/sys/kernel/btf/vmlinux), and
+ * syscount_nobtf.bpf.o (bpf/syscount_nobtf.bpf.c defines PERCPU_NO_BTF) for kernels without it. The latter
+ * has no CO-RE relocation and calls no BTF-only helper, so libbpf loads it without kernel BTF: raw_tp
+ * programs only, registers read at their fixed ABI offsets, tgid and comm from helpers, and latency start
+ * times in an LRU hash keyed by thread id instead of task storage. */
+#ifdef PERCPU_NO_BTF
+#if defined(__TARGET_ARCH_x86)
+/* struct pt_regs on x86_64: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs ..., the layout
+ * ptrace has always exposed (arch/x86/include/asm/ptrace.h). */
+#define REGS_NR_OFF 120
+#define REGS_CS_OFF 136
+#define USER32_CS 0x23
+#elif defined(__TARGET_ARCH_arm64)
+/* struct pt_regs on arm64: regs[31], sp, pc, pstate, orig_x0, then s32 syscallno. */
+#define REGS_NR_OFF 280
+#else
+#error "percpu's syscall counter supports x86_64 and arm64"
+#endif
+struct pt_regs;
+struct task_struct;
+
+static __always_inline long regs_nr(struct pt_regs *regs)
+{
+	long v = 0;
+
+#if defined(__TARGET_ARCH_arm64)
+	int nr = 0;
+
+	bpf_probe_read(&nr, sizeof(nr), (char *)regs + REGS_NR_OFF);
+	v = nr;
+#else
+	bpf_probe_read(&v, sizeof(v), (char *)regs + REGS_NR_OFF);
+#endif
+	return v;
+}
+#else /* with kernel BTF */
+
 /* The few kernel types used, matched against the running kernel's BTF by CO-RE (no vmlinux.h). */
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
@@ -68,6 +105,7 @@ struct task_struct {
 	int tgid;
 	char comm[16];
 } __attribute__((preserve_access_index));
+#endif /* PERCPU_NO_BTF */
 
 struct percpu_config {
 	__u32 filter_tgid;
@@ -167,12 +205,22 @@ struct {
 	__type(value, struct lat_row);
 } lat_rows SEC(".maps");
 
+#ifdef PERCPU_NO_BTF
+/* Start times by thread id; least recently used threads make room for new ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} starts SEC(".maps");
+#else
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, __u64);
 } starts SEC(".maps");
+#endif
 
 static __always_inline bool skip_task(void)
 {
@@ -255,6 +303,10 @@ static __always_inline void count_process(__u32 slot, struct task_struct *task, 
 {
 	struct proc_key k = { .slot = slot };
 
+#ifdef PERCPU_NO_BTF
+	k.tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(k.comm, sizeof(k.comm));
+#else
 	if (btf) {
 		k.tgid = task->tgid;
 		__builtin_memcpy(k.comm, task->comm, sizeof(k.comm));
@@ -262,6 +314,7 @@ static __always_inline void count_process(__u32 slot, struct task_struct *task, 
 		k.tgid = BPF_CORE_READ(task, tgid);
 		BPF_CORE_READ_STR_INTO(&k.comm, task, comm);
 	}
+#endif
 	bump_hash(&proc_counts, &k);
 }
 
@@ -315,10 +368,17 @@ static __always_inline int on_enter(long id, bool compat, struct task_struct *ta
 	if (slot < 0)
 		return 0;
 	if (cfg.latency) {
+#ifdef PERCPU_NO_BTF
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		__u64 now = bpf_ktime_get_ns();
+
+		bpf_map_update_elem(&starts, &tid, &now, BPF_ANY);
+#else
 		__u64 *ts = bpf_task_storage_get(&starts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 
 		if (ts)
 			*ts = bpf_ktime_get_ns();
+#endif
 	}
 	if (cfg.failed_only)
 		return 0; /* counted on sys_exit, where the result is known */
@@ -351,7 +411,12 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 		bump_hash(&errors, &k);
 	}
 	if (cfg.latency) {
+#ifdef PERCPU_NO_BTF
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		__u64 *ts = bpf_map_lookup_elem(&starts, &tid);
+#else
 		__u64 *ts = bpf_task_storage_get(&starts, task, 0, 0);
+#endif
 
 		if (ts && *ts) {
 			__u64 delta = bpf_ktime_get_ns() - *ts;
@@ -362,6 +427,33 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 	}
 	return 0;
 }
+
+#ifdef PERCPU_NO_BTF
+static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (cfg.detect_compat) {
+		unsigned long cs = 0;
+
+		bpf_probe_read(&cs, sizeof(cs), (char *)regs + REGS_CS_OFF);
+		return cs == USER32_CS;
+	}
+#endif
+	return false;
+}
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
+{
+	return on_enter(id, compat_regs(regs, false), 0, false);
+}
+
+SEC("raw_tp/sys_exit")
+int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
+{
+	return on_exit(regs_nr(regs), ret, compat_regs(regs, false), 0, false);
+}
+#else /* with kernel BTF */
 
 /* --- tp_btf: typed arguments, direct reads through BTF pointers ----------------------------------- */
 
@@ -465,5 +557,6 @@ int exit_tp(struct sys_exit_args *ctx)
 {
 	return on_exit(ctx->id, ctx->ret, compat_task(), NEED_TASK_EXIT ? bpf_get_current_task_btf() : 0, false);
 }
+#endif /* PERCPU_NO_BTF */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -53,7 +53,9 @@ _PROGRAMS = {
     "raw_tp": ("enter_raw", "exit_raw"),
     "tracepoint": ("enter_tp", "exit_tp"),
 }
-_MIN_KERNEL = {"tp_btf": "5.5 with BTF", "raw_tp": "4.17", "tracepoint": "4.7"}
+# What each attach mode needs, for error messages (the syscount.bpf.o flavours also need kernel BTF for
+# their CO-RE reads; without BTF, syscount_nobtf.bpf.o attaches at raw_tp only).
+_MIN_KERNEL = {"tp_btf": "Linux 5.5 with BTF", "raw_tp": "Linux 4.17", "tracepoint": "Linux 4.7 and tracefs"}
 
 
 class _Config(ctypes.Structure):
@@ -384,6 +386,7 @@ class SyscallCounter:
         self.detect_compat = detect_compat and _names.machine_arch() == "x86_64"
         self._topo = topology or _topology()
         self.arch = _names.machine_arch()
+        self._own_obj_path = obj_path
         self._obj_path = obj_path or bundled("syscount.bpf.o")
         self._obj: BpfObject | None = None
         self._maps: dict[str, Map] = {}
@@ -429,10 +432,13 @@ class SyscallCounter:
             return
         modes = ATTACH_MODES if self.attach == "auto" else (self.attach,)
         errors: list[str] = []
+        btf = _btf_available()
+        self._obj_path = self._own_obj_path or bundled("syscount.bpf.o" if btf else "syscount_nobtf.bpf.o")
         for mode in modes:
-            if mode == "tp_btf" and not _btf_available():
-                self.attach_failures[mode] = "no kernel BTF (/sys/kernel/btf/vmlinux)"
-                errors.append(f"{mode}: {self.attach_failures[mode]}")
+            if not btf and self._own_obj_path is None and mode != "raw_tp":
+                why = "this kernel has no BTF (/sys/kernel/btf/vmlinux): without it percpu attaches at raw_tp"
+                self.attach_failures[mode] = why
+                errors.append(f"{mode}: {why}")
                 continue
             try:
                 self._start(mode)
@@ -443,7 +449,7 @@ class SyscallCounter:
                     raise
                 first = str(exc).splitlines()[0]
                 self.attach_failures[mode] = first
-                errors.append(f"{mode} (needs Linux {_MIN_KERNEL[mode]}): {first}")
+                errors.append(f"{mode} (needs {_MIN_KERNEL[mode]}): {first}")
                 if getattr(exc, "errno", None) in (1, 13):
                     raise
         raise NotSupported(

@@ -224,3 +224,105 @@ def test_maps_of_modes_not_asked_for_are_one_entry() -> None:
         assert c._obj is not None
         sizes = {n: c._obj.map(n).info.max_entries for n in ("proc_counts", "errors", "latency", "lat_rows")}
     assert min(sizes.values()) > 1
+
+
+NO_BTF_SCRIPT = """
+import json, os, subprocess, sys
+sys.path.insert(0, {src!r})
+from percpu.cpus import topology
+from percpu.syscalls import syscall_number
+from percpu.syscount import Filters, SyscallCounter
+assert not os.path.exists("/sys/kernel/btf/vmlinux")
+cpus = list(topology().possible)
+with SyscallCounter(filters=Filters(comm={comm!r}), per_process=True, errors=True, latency=True) as c:
+    subprocess.run([sys.executable, {workload!r}, "20000", "{cpu}", "--comm", {comm!r}, "--fail", "33"],
+                   check=True, capture_output=True)
+    s = c.snapshot()
+getppid, close = syscall_number("getppid"), syscall_number("close")
+pk, pc = s.procs
+ek, ec = s.errors
+lk, lc = s.latency
+print(json.dumps({{
+    "mode": c.attach_mode,
+    "object": os.path.basename(c._obj_path),
+    "on_cpu": int(s.counts[cpus.index({cpu}), getppid]),
+    "total": int(s.counts[:, getppid].sum()),
+    "proc": int(pc[(pk["slot"] == getppid)].sum()),
+    "ebadf": int(ec[(ek["slot"] == close) & (ek["err"] == 9)].sum()),
+    "latency": int(lc[lk["slot"] == getppid].sum()),
+}}))
+"""
+
+
+def test_without_kernel_btf_the_raw_tp_object_counts_exactly() -> None:
+    """With /sys/kernel/btf hidden (a private mount namespace), percpu loads its object built without
+    CO-RE and attaches at raw_tp; every mode still counts exactly."""
+    cpu, _ = cpu_pair()
+    src = os.path.join(HERE, "..", "..", "src")
+    script = NO_BTF_SCRIPT.format(src=os.path.abspath(src), comm=COMM, workload=WORKLOAD, cpu=cpu)
+    r = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            'mount -t tmpfs none /sys/kernel/btf && exec "$0" -c "$1"',
+            sys.executable,
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got == {
+        "mode": "raw_tp",
+        "object": "syscount_nobtf.bpf.o",
+        "on_cpu": 20000,
+        "total": 20000,
+        "proc": 20000,
+        "ebadf": 33,
+        "latency": 20000,
+    }
+
+
+@pytest.fixture(scope="module")
+def compat_binary(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if os.uname().machine != "x86_64":
+        pytest.skip("32-bit compat calls are counted apart on x86_64 only")
+    exe = str(tmp_path_factory.mktemp("compat") / "compat_getppid")
+    src = os.path.join(HERE, "..", "helpers", "compat_getppid.c")
+    subprocess.run(
+        ["cc", "-m32", "-nostdlib", "-static", "-fno-pie", "-no-pie", "-O1", "-o", exe, src], check=True
+    )
+    return exe
+
+
+@pytest.mark.parametrize("hide_btf", [False, True], ids=["btf", "no-btf"])
+def test_compat_calls_are_counted_under_their_own_names(compat_binary: str, hide_btf: bool) -> None:
+    """1000 i386 getppid calls (number 64) land in the compat:getppid slot, not in native 64 (semget)."""
+    src = os.path.abspath(os.path.join(HERE, "..", "..", "src"))
+    script = f"""
+import json, subprocess, sys
+sys.path.insert(0, {src!r})
+from percpu.syscalls import syscall_number
+from percpu.syscount import COMPAT_BASE, Filters, SyscallCounter, slot_name
+with SyscallCounter(filters=Filters(comm="compat_getppid")) as c:
+    subprocess.run([{compat_binary!r}], check=True)
+    s = c.snapshot()
+print(json.dumps({{"mode": c.attach_mode, "compat": int(s.counts[:, COMPAT_BASE + 64].sum()),
+    "native64": int(s.counts[:, 64].sum()), "name": slot_name(COMPAT_BASE + 64, "x86_64")}}))
+"""
+    cmd = [sys.executable, "-c", script]
+    if hide_btf:
+        cmd = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /sys/kernel/btf && exec "$@"', "sh", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got == {
+        "mode": "raw_tp" if hide_btf else "tp_btf",
+        "compat": 1000,
+        "native64": 0,
+        "name": "compat:getppid",
+    }
