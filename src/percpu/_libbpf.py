@@ -710,6 +710,17 @@ _backend: Backend | None = None
 _backend_lock = threading.Lock()
 
 
+def mount(source: str, target: str, fstype: str) -> None:
+    """mount(2) through the C library: percpu mounts tracefs when the classic tracepoint needs it and it
+    is not mounted. Raises OSError with the errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+    libc.mount.restype = ctypes.c_int
+    if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def backend() -> Backend:
     """The kernel seam in use: the real libbpf unless a test installed a fake with :func:`use_backend`."""
     global _backend  # noqa: PLW0603 - a process-wide seam, like a logging handler

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _libbpf
 from . import syscalls as _names
 from .cpus import CpuList, Topology, topology
 from .errors import AttachError, NotSupported, PercpuError, ProgramLoadError
@@ -153,15 +154,15 @@ def ensure_tracefs() -> str:
             if len(parts) > 2 and parts[2] == "tracefs":
                 return parts[1]
     target = "/sys/kernel/tracing"
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(b"nodev", target.encode(), b"tracefs", 0, None) != 0:
-        err = ctypes.get_errno()
+    try:
+        _libbpf.mount("nodev", target, "tracefs")
+    except OSError as exc:
         raise NotSupported(
-            f"tracefs is not mounted and mounting it at {target} failed: {os.strerror(err)}; "
+            f"tracefs is not mounted and mounting it at {target} failed: {exc.strerror}; "
             f"run `mount -t tracefs nodev {target}` as root",
             feature="tracefs",
-            errno=err,
-        )
+            errno=exc.errno,
+        ) from exc
     return target
 
 

@@ -326,3 +326,29 @@ print(json.dumps({{"mode": c.attach_mode, "compat": int(s.counts[:, COMPAT_BASE 
         "native64": 0,
         "name": "compat:getppid",
     }
+
+
+def test_classic_tracepoint_mounts_tracefs_when_it_is_not_mounted() -> None:
+    """The machine may boot without tracefs mounted: percpu mounts it (here in a private mount namespace,
+    with every tracefs mount taken away first)."""
+    src = os.path.abspath(os.path.join(HERE, "..", "..", "src"))
+    script = f"""
+import os, sys
+sys.path.insert(0, {src!r})
+from percpu.syscount import SyscallCounter
+assert " tracefs " not in open("/proc/self/mounts").read()
+with SyscallCounter(attach="tracepoint") as c:
+    for _ in range(300):
+        os.getppid()
+    n = int(c.snapshot().counts[:, {GETPPID}].sum())
+print(c.attach_mode, n >= 300, " tracefs " in open("/proc/self/mounts").read())
+"""
+    unmount = "for m in $(awk '$3 == \"tracefs\" {print $2}' /proc/self/mounts | sort -r); do umount $m; done"
+    r = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f'{unmount} && exec "$0" -c "$1"', sys.executable, script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["tracepoint", "True", "True"]
