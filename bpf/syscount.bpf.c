@@ -206,12 +206,20 @@ struct {
 } lat_rows SEC(".maps");
 
 #ifdef PERCPU_NO_BTF
-/* Start times by thread id; least recently used threads make room for new ones. */
+/* Start times by thread id; least recently used threads make room for new ones. A thread that dies in
+ * exit() leaves its entry behind, and a new thread may get its id: the slot stored with the time makes
+ * the new thread's first sys_exit (of clone, never of exit) ignore it. */
+struct start {
+	__u64 ts;
+	__u32 slot;
+	__u32 _pad;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct start);
 } starts SEC(".maps");
 #else
 struct {
@@ -370,9 +378,9 @@ static __always_inline int on_enter(long id, bool compat, struct task_struct *ta
 	if (cfg.latency) {
 #ifdef PERCPU_NO_BTF
 		__u32 tid = (__u32)bpf_get_current_pid_tgid();
-		__u64 now = bpf_ktime_get_ns();
+		struct start st = { .ts = bpf_ktime_get_ns(), .slot = slot };
 
-		bpf_map_update_elem(&starts, &tid, &now, BPF_ANY);
+		bpf_map_update_elem(&starts, &tid, &st, BPF_ANY);
 #else
 		__u64 *ts = bpf_task_storage_get(&starts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 
@@ -413,10 +421,16 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 	if (cfg.latency) {
 #ifdef PERCPU_NO_BTF
 		__u32 tid = (__u32)bpf_get_current_pid_tgid();
-		__u64 *ts = bpf_map_lookup_elem(&starts, &tid);
+		struct start *st = bpf_map_lookup_elem(&starts, &tid);
+
+		if (st && st->ts && st->slot == slot) {
+			__u64 delta = bpf_ktime_get_ns() - st->ts;
+
+			st->ts = 0;
+			count_latency(slot, log2_u64(delta));
+		}
 #else
 		__u64 *ts = bpf_task_storage_get(&starts, task, 0, 0);
-#endif
 
 		if (ts && *ts) {
 			__u64 delta = bpf_ktime_get_ns() - *ts;
@@ -424,6 +438,7 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 			*ts = 0;
 			count_latency(slot, log2_u64(delta));
 		}
+#endif
 	}
 	return 0;
 }

@@ -12,6 +12,7 @@ compat calls on x86_64 (which the tracepoint reports with their own numbering).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -166,6 +167,30 @@ def ensure_tracefs() -> str:
     return target
 
 
+def _cgroup_id_exists(root: str, cgroup_id: int) -> bool:
+    """Whether a cgroup v2 directory under ``root`` has inode number ``cgroup_id`` (its cgroup id).
+    Cgroups come and go while the tree is walked: one that vanishes is skipped, not an error."""
+    with contextlib.suppress(OSError):
+        if os.stat(root).st_ino == cgroup_id:
+            return True
+    todo = [root]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as it:
+                for entry in it:
+                    try:
+                        if not entry.is_dir(follow_symlinks=False):
+                            continue
+                        if entry.inode() == cgroup_id:
+                            return True
+                    except OSError:
+                        continue
+                    todo.append(entry.path)
+        except OSError:
+            continue
+    return False
+
+
 @dataclass(frozen=True)
 class Filters:
     """In-kernel filters, fixed when the programs load. Unset fields filter nothing."""
@@ -188,7 +213,7 @@ class Filters:
         if isinstance(self.cgroup, int):
             # On cgroup v2 the cgroup id is the inode number of its directory; a filter on an id no
             # cgroup has would load fine and count nothing.
-            if not any(os.stat(d).st_ino == self.cgroup for d, _, _ in os.walk(root)):
+            if not _cgroup_id_exists(root, self.cgroup):
                 raise PercpuError(f"no cgroup v2 has id {self.cgroup} (under {root})", errno=errno.ENOENT)
             return self.cgroup
         given = os.path.realpath(self.cgroup) if os.path.isabs(self.cgroup) else ""
@@ -197,7 +222,10 @@ class Filters:
         if os.path.commonpath([path, root]) != root or not os.path.isfile(os.path.join(path, "cgroup.procs")):
             what = f"cgroup {self.cgroup!r}: {path} is not a cgroup v2 directory under {root}"
             raise PercpuError(what, errno=errno.EINVAL)
-        return os.stat(path).st_ino
+        try:
+            return os.stat(path).st_ino
+        except OSError as exc:  # removed since the check above
+            raise PercpuError(f"cgroup {self.cgroup!r}: {path}: {exc.strerror}", errno=exc.errno) from exc
 
     def slots(self, arch: str | None = None) -> list[int]:
         out: list[int] = []
@@ -389,6 +417,7 @@ class SyscallCounter:
         self.arch = _names.machine_arch()
         self._own_obj_path = obj_path
         self._obj_path = obj_path or bundled("syscount.bpf.o")
+        self._nobtf = False
         self._obj: BpfObject | None = None
         self._maps: dict[str, Map] = {}
         self.attach_mode: str | None = None
@@ -434,7 +463,9 @@ class SyscallCounter:
         modes = ATTACH_MODES if self.attach == "auto" else (self.attach,)
         errors: list[str] = []
         btf = _btf_available()
-        self._obj_path = self._own_obj_path or bundled("syscount.bpf.o" if btf else "syscount_nobtf.bpf.o")
+        self._nobtf = not btf and self._own_obj_path is None
+        default = "syscount_nobtf.bpf.o" if self._nobtf else "syscount.bpf.o"
+        self._obj_path = self._own_obj_path or bundled(default)
         for mode in modes:
             if not btf and self._own_obj_path is None and mode != "raw_tp":
                 why = "this kernel has no BTF (/sys/kernel/btf/vmlinux): without it percpu attaches at raw_tp"
@@ -484,6 +515,8 @@ class SyscallCounter:
             if not self.latency:
                 obj.set_max_entries("latency", 1)
                 obj.set_max_entries("lat_rows", 1)
+                if self._nobtf:  # its start times are an LRU hash, allocated up front
+                    obj.set_max_entries("starts", 1)
             obj.load()
             obj.attach(enter)
             if self.needs_exit:
@@ -556,8 +589,15 @@ class SyscallCounter:
             latency=self._latency(),
             dropped=dropped,
             arch=self.arch,
-            online=self._topo.online,
+            online=self._online(),
         )
+
+    def _online(self) -> CpuList | None:
+        """The online CPUs now, or None when sysfs cannot say (a snapshot must not fail over it)."""
+        try:
+            return self._topo.online
+        except PercpuError:
+            return None
 
     def _latency(self) -> tuple[np.ndarray, np.ndarray] | None:
         overflow = self._keyed("latency")

@@ -354,7 +354,9 @@ def _stat_loop(
             if args.count and intervals >= args.count:
                 out.write_heatmap(snap.delta(start))
                 return
-            due = max(due + args.interval, now)
+            due += args.interval
+            if due <= now:  # fell behind (a slow read, SIGSTOP, suspend): no near-empty catch-up report
+                due = now + args.interval
     end = counter.snapshot()
     if not args.interval:
         out.write(end.delta(start))
@@ -440,6 +442,7 @@ def _spawn_gated(path: str, argv: list[str]) -> tuple[int, int]:
     child = os.fork()
     if child == 0:
         try:
+            os.close(gate_w)  # else a gate closed unwritten would never read as EOF here
             # Nothing between the gate and exec makes a system call but execve itself: the count of the
             # command starts with its execve.
             if os.read(gate_r, 1):
