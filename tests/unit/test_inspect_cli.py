@@ -188,7 +188,7 @@ def test_limit_must_be_a_count(capsys: pytest.CaptureFixture[str], limit: str) -
         build_parser().parse_args(["dump", "1", "--limit", limit])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "argument --limit:" in err and ("negative" in err or "not a whole number" in err)
+    assert "argument --limit:" in err and ("must be 0 or more" in err or "not a whole number" in err)
 
 
 @pytest.mark.parametrize(("limit", "rows"), [("0", 4), ("2", 2), ("9", 4)])

@@ -14,6 +14,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ..errors import PercpuError
+from ._args import int_at_least
 from .syscalls import _add_counter_options, _counter, _filters
 
 __all__ = ["register"]
@@ -31,16 +32,6 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give ADDRESS:PORT, e.g. 127.0.0.1:9435 or [::1]:9435")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return v
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -146,7 +137,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-cpu-label", action="store_true", help="sum over CPUs (fewer series)")
     p.add_argument(
         "--top-syscalls",
-        type=_positive_int,
+        type=int_at_least(1),
         default=0,
         metavar="N",
         help='name the N busiest syscalls, the rest as syscall="other"; a syscall that gets busy later is '
@@ -154,7 +145,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--max-comms",
-        type=_positive_int,
+        type=int_at_least(1),
         default=20,
         metavar="K",
         help='with --per-process: at most K command names, the rest as comm="other"',

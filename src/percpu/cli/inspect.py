@@ -28,6 +28,7 @@ from ..maps import (
     user_value_bytes,
 )
 from ..values import reduce_cpus, stride
+from ._args import int_at_least
 
 __all__ = ["register"]
 
@@ -683,16 +684,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(text: str) -> int:
-    try:
-        n = _parse_int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more (0: no limit)")
-    return n
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "maps",
@@ -721,7 +712,13 @@ def register(sub: Any) -> None:
         "byte order, as the kernel stores it). Any other key without BTF: its bytes in hex, e.g. "
         "0a0b0c for 3 bytes",
     )
-    d.add_argument("--limit", type=_count, default=0, metavar="N", help="at most N entries (default 0: all)")
+    d.add_argument(
+        "--limit",
+        type=int_at_least(0, " (0: all)"),
+        default=0,
+        metavar="N",
+        help="at most N entries (default 0: all)",
+    )
     d.add_argument("-j", "--json", action="store_true", help="one JSON object per entry")
     d.set_defaults(func=_cmd_dump)
 

@@ -17,6 +17,7 @@ from typing import IO, Any
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
 from . import _report
+from ._args import int_at_least
 
 __all__ = ["register"]
 
@@ -28,16 +29,6 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not v > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return v
-
-
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return v
 
 
@@ -574,10 +565,19 @@ def register(sub: Any) -> None:
         help="initial sort key (default total; cpu = the first CPU shown)",
     )
     p.add_argument(
-        "-n", "--top", type=_count, default=0, help="show at most N syscalls (default: fill the screen)"
+        "-n",
+        "--top",
+        type=int_at_least(0, " (0: no limit)"),
+        default=0,
+        help="show at most N syscalls (default: fill the screen)",
     )
     p.add_argument("-b", "--batch", action="store_true", help="print tables instead of the full-screen view")
-    p.add_argument("--count", type=_count, default=0, help="with --batch: stop after N intervals")
+    p.add_argument(
+        "--count",
+        type=int_at_least(0, " (0: no limit)"),
+        default=0,
+        help="with --batch: stop after N intervals",
+    )
     _add_counter_options(p)
     p.set_defaults(func=_cmd_top)
 
@@ -596,7 +596,12 @@ def register(sub: Any) -> None:
         "-d", "--duration", type=_positive, help="stop after this many seconds (not with a command)"
     )
     s.add_argument("-i", "--interval", type=_positive, help="print a report every N seconds instead of once")
-    s.add_argument("--count", type=_count, default=0, help="with --interval: stop after N reports")
+    s.add_argument(
+        "--count",
+        type=int_at_least(0, " (0: no limit)"),
+        default=0,
+        help="with --interval: stop after N reports",
+    )
     s.add_argument(
         "-f",
         "--format",
@@ -605,7 +610,13 @@ def register(sub: Any) -> None:
         help="table (default), json (one object per interval, one per line) or csv",
     )
     s.add_argument("-o", "--output", help="write the report to this file instead of stdout")
-    s.add_argument("-n", "--top", type=_count, default=0, help="show at most N syscalls (default all)")
+    s.add_argument(
+        "-n",
+        "--top",
+        type=int_at_least(0, " (0: no limit)"),
+        default=0,
+        help="show at most N syscalls (default all)",
+    )
     s.add_argument("--sum", action="store_true", help="table: totals only, no column per CPU")
     s.add_argument(
         "--heatmap",
