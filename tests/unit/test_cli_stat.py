@@ -101,3 +101,24 @@ def test_sigterm_stops_a_count_and_wakes_the_wait() -> None:
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         watch.close()
+
+
+def test_a_gate_closed_unwritten_makes_the_child_exit_125_without_running() -> None:
+    """The command is held before exec; closing the gate without releasing it must end the child at once
+    (the child closes its own copy of the write end, so it sees end of file)."""
+    marker = f"/tmp/percpu-gate-test-{os.getpid()}"
+    child, gate_w = syscalls._spawn_gated("/usr/bin/touch", ["touch", marker])
+    os.close(gate_w)
+    deadline = time.monotonic() + 5
+    pid, status = 0, 0
+    try:
+        while not pid and time.monotonic() < deadline:
+            pid, status = os.waitpid(child, os.WNOHANG)
+            time.sleep(0.01)
+    finally:
+        if not pid:  # do not leave a held child behind a failing test
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+    assert pid, "the child did not see the closed gate"
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 125
+    assert not os.path.exists(marker)
