@@ -21,7 +21,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from . import _libbpf
+from . import _libbpf, _procfs
 from ._libbpf import BPF_ANY, BPF_EXIST, BPF_F_CPU, BPF_NOEXIST, MapInfo
 from .cpus import CpuList, Topology, topology
 from .errors import (
@@ -315,8 +315,8 @@ class Map:
     ) -> M:
         """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
         b = _libbpf.backend()
-        other = _fd_kind(fd)
-        if other:
+        other = _procfs.fd_kind(fd)
+        if other in ("program", "link"):
             with contextlib.suppress(OSError):
                 b.close(fd)
             raise MapTypeError(
@@ -366,18 +366,29 @@ class Map:
 
     @classmethod
     def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
-        """Open a map pinned in bpffs (e.g. ``/sys/fs/bpf/my_map``)."""
+        """Open a map pinned in bpffs (e.g. ``/sys/fs/bpf/my_map``).
+
+        A path outside bpffs, a directory, or a pinned program or link is refused with the reason (the
+        kernel's own answer for a file elsewhere is EACCES, which reads like a privilege problem).
+        """
         p = os.fspath(path)
+        check_pin_path(p)
+        b = _libbpf.backend()
         try:
-            fd = _libbpf.backend().obj_get(p)
+            fd = b.obj_get(p)
         except OSError as exc:
-            if exc.errno in (_errno.ENOENT, _errno.EACCES, _errno.EPERM, _errno.EINVAL):
-                why = _not_a_pin(p)
-                if why:
-                    raise MapNotFound(why, errno=exc.errno) from exc
             if exc.errno == _errno.ENOENT:
                 raise MapNotFound(f"nothing is pinned at {p}", errno=exc.errno) from exc
             raise from_errno(exc.errno or 0, f"open pinned map {p}") from exc
+        other = _procfs.fd_kind(fd)
+        if other in ("program", "link"):
+            with contextlib.suppress(OSError):
+                b.close(fd)
+            raise MapTypeError(
+                f"{p} is a pinned BPF {other}, not a map; `percpu maps` lists the maps",
+                expected="a BPF map",
+                actual=f"a BPF {other}",
+            )
         return cls.from_fd(fd, **kw)
 
     @classmethod
@@ -1161,44 +1172,29 @@ def _btf_codec(btf_id: int, type_id: int, size: int) -> Codec | None:
     return codec_from_btf(btf_id, type_id, size)
 
 
-def _fd_kind(fd: int) -> str | None:
-    """``"program"`` or ``"link"`` when ``fd`` is one of those, going by /proc/self/fdinfo (the kernel
-    answers BPF_OBJ_GET_INFO_BY_FD on a program with a program's info, which must not be read as a map's)."""
-    try:
-        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("prog_type:"):
-            return "program"
-        if line.startswith("link_type:"):
-            return "link"
-    return None
+def check_pin_path(path: str, mounts: str = _procfs.MOUNTS) -> None:
+    """Refuse a path that cannot hold a pinned map, saying why, before any bpf() call.
 
-
-def _not_a_pin(path: str) -> str | None:
-    """Why ``path`` cannot be a pinned map, when that is what it is (else None: then it is privileges)."""
-    if os.path.isdir(path):
-        return f"{path} is a directory, not a pinned map; `percpu maps` lists the maps on this system"
-    real = os.path.realpath(path)
-    best, fstype = "", ""
-    try:
-        with open("/proc/self/mounts", encoding="ascii", errors="replace") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 3 or len(parts[1]) < len(best):
-                    continue
-                if real == parts[1] or real.startswith(parts[1].rstrip("/") + "/"):
-                    best, fstype = parts[1], parts[2]
-    except OSError:
-        return None
-    if fstype and fstype != "bpf":
-        return (
-            f"{path} is not in a BPF file system (it is on {fstype} at {best}); pinned maps live in bpffs, "
-            "usually under /sys/fs/bpf"
+    Without this the kernel's answer for a file elsewhere is EACCES, which reads like a privilege
+    problem even as root. Says nothing when the mount table cannot be read.
+    """
+    table = _procfs.mounts(mounts)
+    where = _procfs.mount_of(path, table)
+    if where is None:
+        return
+    if where.fstype != "bpf":
+        bpffs = [m.point for m in table if m.fstype == "bpf"]
+        hint = (
+            f"pinned maps live under {', '.join(bpffs)}"
+            if bpffs
+            else "no bpffs is mounted here (mount -t bpf bpf /sys/fs/bpf)"
         )
-    return None
+        raise MapNotFound(f"{path} is not in a BPF file system (bpffs); {hint}")
+    if os.path.isdir(path):
+        raise MapNotFound(
+            f"{path} is a directory in bpffs, not a pinned map; give the path of a map pinned under "
+            "it, or a map id from `percpu maps`"
+        )
 
 
 def list_maps() -> list[MapInfo]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _libbpf
+from . import _libbpf, _procfs
 from . import syscalls as _names
 from .cpus import CpuList, Topology, topology
 from .errors import AttachError, NotSupported, PercpuError, ProgramLoadError
@@ -133,27 +133,21 @@ def errno_name(err: int) -> str:
     return errno.errorcode.get(err, f"E{err}")
 
 
+def _mount_point(fstype: str) -> str | None:
+    return next((m.point for m in _procfs.mounts() if m.fstype == fstype), None)
+
+
 def cgroup2_root() -> str | None:
     """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup``, or ``.../unified`` on hybrid
     systems), or None."""
-    try:
-        with open("/proc/self/mounts", encoding="ascii", errors="replace") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) > 2 and parts[2] == "cgroup2":
-                    return parts[1]
-    except OSError:
-        pass
-    return None
+    return _mount_point("cgroup2")
 
 
 def ensure_tracefs() -> str:
     """Where tracefs is mounted, mounting it at /sys/kernel/tracing if it is not (needs root)."""
-    with open("/proc/self/mounts", encoding="ascii", errors="replace") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and parts[2] == "tracefs":
-                return parts[1]
+    point = _mount_point("tracefs")
+    if point is not None:
+        return point
     target = "/sys/kernel/tracing"
     try:
         _libbpf.mount("nodev", target, "tracefs")

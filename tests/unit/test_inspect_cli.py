@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf
+from percpu import _libbpf, _procfs
 from percpu.cli import build_parser, inspect, main
 from percpu.errors import PercpuError
+from percpu.maps import check_pin_path
 
 from .fake_kernel import FakeKernel
 
@@ -49,7 +50,7 @@ def status_file(tmp_path: object, cap_eff: int | None) -> str:
 def test_privileges_come_from_effective_capabilities_not_euid(
     tmp_path: object, cap_eff: int | None, status: str, detail: str
 ) -> None:
-    got = inspect._privileges(inspect._effective_caps(status_file(tmp_path, cap_eff)))
+    got = inspect._privileges(_procfs.effective_caps(status_file(tmp_path, cap_eff)))
     assert got[0] == status and got[1] == "privileges" and detail in got[2]
 
 
@@ -227,7 +228,7 @@ def test_paths_outside_bpffs_are_refused(tmp_path: object) -> None:
     mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0", "bpf /sys/fs/bpf bpf rw 0 0")
     for path in ("/etc/passwd", "/etc/no_such_file"):
         with pytest.raises(PercpuError) as exc:
-            inspect._check_pin_path(path, mounts)
+            check_pin_path(path, mounts)
         assert (
             str(exc.value)
             == f"{path} is not in a BPF file system (bpffs); pinned maps live under /sys/fs/bpf"
@@ -237,7 +238,7 @@ def test_paths_outside_bpffs_are_refused(tmp_path: object) -> None:
 def test_no_bpffs_mounted(tmp_path: object) -> None:
     mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0")
     with pytest.raises(PercpuError, match=r"no bpffs is mounted here \(mount -t bpf bpf /sys/fs/bpf\)"):
-        inspect._check_pin_path("/sys/fs/bpf/x", mounts)
+        check_pin_path("/sys/fs/bpf/x", mounts)
 
 
 def test_bpffs_mount_point_with_a_space_and_a_directory_in_it(tmp_path: object) -> None:
@@ -246,9 +247,9 @@ def test_bpffs_mount_point_with_a_space_and_a_directory_in_it(tmp_path: object) 
     escaped = bpffs.replace(" ", "\\040")
     mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0", f"bpf {escaped} bpf rw 0 0")
     with pytest.raises(PercpuError, match="is a directory in bpffs, not a pinned map"):
-        inspect._check_pin_path(os.path.join(bpffs, "dir"), mounts)
+        check_pin_path(os.path.join(bpffs, "dir"), mounts)
     with _libbpf.use_backend(FakeKernel(N)):
-        inspect._check_pin_path(os.path.join(bpffs, "a_map"), mounts)  # in bpffs: the library opens it
+        check_pin_path(os.path.join(bpffs, "a_map"), mounts)  # in bpffs: the library opens it
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "/proc/self/status"])

@@ -7,14 +7,13 @@ import errno
 import functools
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from .. import _libbpf
+from .. import _libbpf, _procfs
 from ..cpus import CpuList, topology
 from ..errors import BpfError, KeyNotFound, LibbpfError, NotSupported, PercpuError
 from ..maps import (
@@ -153,88 +152,6 @@ def _parse_key(m: Map, text: str) -> Any:
         raise PercpuError(f"--key {text!r}: not an integer (decimal or 0x hex)") from exc
 
 
-def _unescape_mount(field: str) -> str:
-    """A /proc/self/mounts field: the kernel writes space, tab, newline and backslash as octal."""
-    return re.sub(r"\\([0-7]{3})", lambda g: chr(int(g.group(1), 8)), field)
-
-
-def _filesystem_of(path: str, mounts: str) -> tuple[str, str, list[str]] | None:
-    """(fstype, mount point) of the mount holding ``path``, and every bpffs mount point; None when the
-    mount table cannot be read."""
-    real = os.path.realpath(path)  # resolves symbolic links; a missing tail stays as written
-    best, fstype, bpffs = "", "", []
-    try:
-        with open(mounts, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 3:
-                    continue
-                point = _unescape_mount(parts[1])
-                if parts[2] == "bpf":
-                    bpffs.append(point)
-                inside = real == point or real.startswith(point.rstrip("/") + "/")
-                # Later lines are mounted over earlier ones, so the last of the longest points wins.
-                if inside and len(point) >= len(best):
-                    best, fstype = point, parts[2]
-    except OSError:
-        return None
-    return fstype, best, bpffs
-
-
-def _pinned_kind(path: str) -> str | None:
-    """What is pinned at ``path`` ("map", "prog", "link"), from the kernel's fdinfo; None if unknown."""
-    b = _libbpf.backend()
-    try:
-        fd = b.obj_get(path)
-    except OSError:
-        return None  # the library says why when it opens the path
-    try:
-        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
-            for line in f:
-                for kind in ("map", "prog", "link"):
-                    if line.startswith(f"{kind}_type:"):
-                        return kind
-    except OSError:
-        return None
-    finally:
-        b.close(fd)
-    return None
-
-
-def _check_pin_path(path: str, mounts: str = "/proc/self/mounts") -> None:
-    """Refuse a path that cannot be a pinned map, saying why, before any bpf() call.
-
-    Without this the kernel's answer for a file elsewhere is EPERM or EINVAL, which reads like a
-    privilege problem even as root.
-    """
-    where = _filesystem_of(path, mounts)
-    if where is None:
-        return
-    fstype, _, bpffs = where
-    if fstype != "bpf":
-        hint = (
-            f"pinned maps live under {', '.join(bpffs)}"
-            if bpffs
-            else "no bpffs is mounted here (mount -t bpf bpf /sys/fs/bpf)"
-        )
-        raise PercpuError(f"{path} is not in a BPF file system (bpffs); {hint}")
-    if os.path.isdir(path):
-        raise PercpuError(
-            f"{path} is a directory in bpffs, not a pinned map; give the path of a map pinned under "
-            "it, or a map id from `percpu maps`"
-        )
-    kind = _pinned_kind(path)
-    if kind in ("prog", "link"):
-        what = "program" if kind == "prog" else "link"
-        raise PercpuError(f"{path} is a pinned BPF {what}, not a map; `percpu maps` lists the maps")
-
-
-def _open_for_dump(spec: str) -> Map:
-    if not spec.isdigit() and "/" in spec:  # what open_map takes for a pinned path
-        _check_pin_path(spec)
-    return open_map(spec)
-
-
 def _rows(m: Map, key: Any, args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
     """(key, per-CPU values array or single value), batch-read, at most --limit of them."""
     if key is not None:
@@ -256,7 +173,7 @@ def _rows(m: Map, key: Any, args: argparse.Namespace) -> Iterator[tuple[Any, Any
 
 
 def _cmd_dump(args: argparse.Namespace) -> int:
-    with _open_for_dump(args.map) as m:
+    with open_map(args.map) as m:
         if not m.percpu:
             for flag, given in (("--cpu", args.cpu is not None), ("--sum", args.sum)):
                 if given:
@@ -343,29 +260,13 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _effective_caps(status: str = "/proc/self/status") -> int | None:
-    """The effective capability set (CapEff), or None when it cannot be read.
-
-    Being uid 0 proves nothing: a container runtime or ``setpriv`` can leave root with no capabilities,
-    and then every bpf() call fails with EPERM.
-    """
-    text = _read(status)
-    for line in (text or "").splitlines():
-        if line.startswith("CapEff:"):
-            try:
-                return int(line.split()[1], 16)
-            except (IndexError, ValueError):
-                return None
-    return None
-
-
 def _privileges(caps: int | None) -> Check:
     euid = os.geteuid()
     if caps is None:
         return ("unknown", "privileges", f"euid {euid}; CapEff not readable from /proc/self/status")
     names = [name for bit, name in _CAPS if caps >> bit & 1]
     have = f"euid {euid}, effective capabilities: {', '.join(names) or 'none'}"
-    if "CAP_SYS_ADMIN" in names or {"CAP_BPF", "CAP_PERFMON"} <= set(names):
+    if _procfs.can_load_bpf(caps):
         return ("ok", "privileges", have)
     if euid == 0:
         why = "root without them (a container or setpriv dropped them): " + _PRIV_HINT
@@ -462,7 +363,7 @@ def _doctor_checks(
             )
         if possible.ids != tuple(range(len(possible))):
             checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
-    checks.append(_privileges(_effective_caps(status)))
+    checks.append(_privileges(_procfs.effective_caps(status)))
     unpriv = _read("/proc/sys/kernel/unprivileged_bpf_disabled")
     checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
     try:

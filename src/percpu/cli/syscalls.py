@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
+from .. import _procfs
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
 from . import _report
@@ -90,26 +91,18 @@ def _counter(args: argparse.Namespace, filters: Filters) -> SyscallCounter:
 
 
 def _require_root() -> None:
-    if os.geteuid() != 0:
-        # Checked up front: the kernel's EPERM would come later, after work that cannot succeed.
-        status = _cap_eff()
-        needed = (1 << 38) | (1 << 39)  # CAP_PERFMON, CAP_BPF
-        if status & needed != needed and not status & (1 << 21):
-            raise PercpuError(
-                "counting system calls loads BPF programs: run as root, or grant CAP_BPF and CAP_PERFMON "
-                "(e.g. sudo setcap cap_bpf,cap_perfmon+ep on the Python interpreter)"
-            )
-
-
-def _cap_eff() -> int:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
+    # Checked up front from the effective capabilities (root in a container may have none): the
+    # kernel's EPERM would come later, after work that cannot succeed.
+    caps = _procfs.effective_caps()
+    if caps is not None and not _procfs.can_load_bpf(caps):
+        who = (
+            "you are root, but without them (a container or setpriv dropped them)"
+            if os.geteuid() == 0
+            else ("run as root, or grant them (e.g. sudo setcap cap_bpf,cap_perfmon+ep on the interpreter)")
+        )
+        raise PercpuError(
+            f"counting system calls loads BPF programs, which needs CAP_BPF and CAP_PERFMON: {who}"
+        )
 
 
 # --- percpu stat ------------------------------------------------------------------------------------
