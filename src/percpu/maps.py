@@ -40,9 +40,9 @@ from .values import (
     Int,
     PerCpuValue,
     TypeSpec,
-    check_integer,
     check_size,
     codec_for,
+    integer_array,
     is_numeric,
     reduce_cpus,
     stride,
@@ -887,8 +887,9 @@ class Map:
         vc = self.value_codec
         try:
             if vc.dtype.kind in "iu":
-                check_integer(values, vc.dtype, vc.name)
-            arr = np.asarray(values, dtype=vc.dtype)
+                arr = integer_array(values, vc.dtype, vc.name)
+            else:
+                arr = np.asarray(values, dtype=vc.dtype)
         except PercpuError as exc:
             raise PercpuError(f"map {self.name!r}: values: {exc}", map_name=self.name) from exc
         except (TypeError, ValueError, OverflowError) as exc:
@@ -916,8 +917,9 @@ class Map:
         kc = self.key_codec
         try:
             if kc.dtype.kind in "iu":
-                check_integer(keys, kc.dtype, kc.name)
-            arr = np.ascontiguousarray(np.asarray(keys, dtype=kc.dtype))
+                arr = np.ascontiguousarray(integer_array(keys, kc.dtype, kc.name))
+            else:
+                arr = np.ascontiguousarray(np.asarray(keys, dtype=kc.dtype))
         except PercpuError as exc:
             raise PercpuError(f"map {self.name!r}: keys: {exc}", map_name=self.name) from exc
         except (TypeError, ValueError, OverflowError) as exc:

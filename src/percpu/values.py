@@ -48,39 +48,33 @@ def as_integer(value: Any, type_name: str) -> int:
     raise PercpuError(f"{value!r} is not an integer for {type_name}")
 
 
-def check_integer(value: Any, dtype: np.dtype[Any], type_name: str) -> None:
-    """Refuse what numpy would store as a different number: out of range (wrapped) or fractional.
-
-    Scalars and arrays alike; numpy's own casts wrap ``np.int64(-1)`` to ``4294967295`` silently.
-    """
+def integer_array(value: Any, dtype: np.dtype[Any], type_name: str) -> np.ndarray:
+    """``value`` (a scalar or array-like) as an array of the integer ``dtype``, refusing what numpy's own
+    cast would store as a different number: out of range (numpy wraps ``np.int64(-1)`` to ``4294967295``
+    silently) or fractional (1.7). Converted once, checked, then cast."""
     info = np.iinfo(dtype)
     if np.ndim(value) == 0 and not isinstance(value, np.ndarray):
         n = as_integer(value, type_name)
         if not info.min <= n <= info.max:
             raise PercpuError(f"{value} does not fit in {type_name} ({info.min}..{info.max})")
-        return
+        return np.asarray(n, dtype=dtype)
     try:
         arr = np.asarray(value)
     except OverflowError as exc:
         raise PercpuError(f"a value does not fit in {type_name} ({info.min}..{info.max})") from exc
-    except (TypeError, ValueError):
-        return  # not array-like: the cast that follows reports it
-    if arr.dtype == object:
-        try:
-            arr = np.asarray([as_integer(v, type_name) for v in arr.ravel()], dtype=object)
-        except PercpuError:
-            raise
-        if arr.size and not all(info.min <= v <= info.max for v in arr):
+    if arr.dtype == object:  # Python ints beyond 64 bits, or mixed objects
+        ints = [as_integer(v, type_name) for v in arr.ravel()]
+        if not all(info.min <= v <= info.max for v in ints):
             raise PercpuError(f"a value does not fit in {type_name} ({info.min}..{info.max})")
-        return
-    if arr.size == 0 or arr.dtype.kind not in "iuf":
-        return
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (np.floor(arr) == arr)):
-        raise PercpuError(f"non-integral values given for {type_name}")
-    lo, hi = arr.min(), arr.max()
-    if lo < info.min or hi > info.max:
-        bad = lo if lo < info.min else hi
-        raise PercpuError(f"{bad} does not fit in {type_name} ({info.min}..{info.max})")
+        return np.array(ints, dtype=dtype).reshape(arr.shape)
+    if arr.size and arr.dtype.kind in "iuf":
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (np.floor(arr) == arr)):
+            raise PercpuError(f"non-integral values given for {type_name}")
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
+            bad = lo if lo < info.min else hi
+            raise PercpuError(f"{bad} does not fit in {type_name} ({info.min}..{info.max})")
+    return arr.astype(dtype, copy=False)
 
 
 @dataclass(frozen=True)
@@ -153,10 +147,10 @@ class NumpyCodec(Codec):
                     actual=len(b),
                 )
             return b
-        if self.dtype.kind in "iu":
-            check_integer(value, self.dtype, self.name)
         try:
-            if self.dtype.fields and isinstance(value, Mapping):
+            if self.dtype.kind in "iu":
+                arr = integer_array(value, self.dtype, self.name)
+            elif self.dtype.fields and isinstance(value, Mapping):
                 arr = np.zeros((), dtype=self.dtype)
                 for k, v in value.items():
                     arr[k] = v
