@@ -41,6 +41,7 @@ from .maps import (
     list_maps,
     open_map,
 )
+from .topo import CpuGroups, CpuInfo, Layout
 from .values import Int, PerCpuValue
 
 __version__ = "0.1.0"
@@ -52,11 +53,14 @@ __all__ = [
     "Array",
     "AttachError",
     "BpfError",
+    "CpuGroups",
+    "CpuInfo",
     "CpuList",
     "CpuNotPossible",
     "Hash",
     "Int",
     "KeyNotFound",
+    "Layout",
     "LibbpfError",
     "LruPerCpuHash",
     "Map",
