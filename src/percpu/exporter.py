@@ -3,7 +3,8 @@
 Each scrape reads the BPF maps once (batch reads, no reset, no lock the programs wait on) and turns the
 absolute counts into metric families. Cardinality is bounded by options:
 
-* ``cpu_label=False`` sums over CPUs;
+* ``cpu_label=False`` (or ``"none"``) sums over CPUs; ``"core"``, ``"package"`` or ``"node"`` sums CPUs into
+  those groups (from the sysfs topology read when the collector is made) under a label of that name;
 * ``top_syscalls=N`` names the N busiest syscalls and puts the rest in ``syscall="other"``. A syscall
   once named stays named, and one that later enters the top N (by calls since the previous scrape) is
   named too, until 2N are named; see :meth:`SyscallCollector._update_kept` for why every exported counter,
@@ -24,9 +25,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .cpus import CpuList
+from .cpus import CpuList, topology
 from .errors import PercpuError
 from .syscount import SyscallSnapshot, errno_name, slot_name
+from .topo import CpuGroups, Layout, group_rows
 
 __all__ = ["SyscallCollector"]
 
@@ -51,7 +53,8 @@ class SyscallCollector(Collector):
         self,
         counter: CounterSource,
         *,
-        cpu_label: bool = True,
+        cpu_label: bool | str = True,
+        layout: Layout | None = None,
         top_syscalls: int = 0,
         max_comms: int = 20,
         libbpf_version: str = "",
@@ -66,7 +69,20 @@ class SyscallCollector(Collector):
                 f"top_syscalls must be 0 (all) or more, max_comms 1 or more: {top_syscalls}, {max_comms}"
             )
         self.counter = counter
-        self.cpu_label = cpu_label
+        # Rows of the exported matrix: CPUs, or groups of them (the label is then named after the grouping).
+        self._groups: CpuGroups | None = None
+        self._label_name = "cpu"
+        if cpu_label in ("cpu", "none") or isinstance(cpu_label, bool):
+            self.cpu_label = cpu_label in (True, "cpu")
+            self._cpu_labels = [str(c) for c in counter.cpus]
+        elif cpu_label in ("core", "package", "node"):
+            self.cpu_label = True
+            lay = layout if layout is not None else topology().layout()
+            self._groups = lay.groups(cpu_label, counter.cpus)
+            self._label_name = cpu_label
+            self._cpu_labels = list(self._groups.labels)
+        else:
+            raise ValueError(f"cpu_label {cpu_label!r}: choose cpu, core, package, node or none")
         self.top = top_syscalls
         self.max_named = 2 * top_syscalls
         self.max_comms = max_comms
@@ -78,7 +94,7 @@ class SyscallCollector(Collector):
         self._in_other: set[int] = set()
         self._promoted: list[int] = []  # moved from "other" to a name by this scrape
         self._prev_totals = np.zeros(0, np.uint64)
-        ncpu = len(counter.cpus)
+        ncpu = len(self._cpu_labels)
         # What promoted syscalls had contributed to "other" when they left it, so "other" keeps it.
         self._frozen_other = np.zeros(ncpu, np.uint64)
         self._frozen_errors: dict[str, int] = {}
@@ -90,7 +106,6 @@ class SyscallCollector(Collector):
         self._proc_totals: dict[tuple[str, str], int] = {}
         self._last_duration = 0.0
         self._names: dict[int, str] = {}
-        self._cpu_labels = [str(c) for c in counter.cpus]
         self._prefixes: dict[tuple[int, int], str] = {}
         self._prefix_key: tuple[int, ...] = ()
         self._prefix_matrix = np.zeros((0, 0), dtype=object)
@@ -225,7 +240,8 @@ class SyscallCollector(Collector):
         p = self._prefixes.get(key)
         if p is None:
             name = OTHER if slot < 0 else self._name(slot)
-            p = f'percpu_syscalls_total{{cpu="{self._cpu_labels[cpu_index]}",syscall="{name}"}} '
+            row = f'{self._label_name}="{self._cpu_labels[cpu_index]}"'
+            p = f'percpu_syscalls_total{{{row},syscall="{name}"}} '
             self._prefixes[key] = p
         return p
 
@@ -237,7 +253,7 @@ class SyscallCollector(Collector):
         )
         info.add_metric([__version__, self.libbpf_version, self.counter.attach_mode or ""], 1)
         yield info
-        counts = snap.counts
+        counts = snap.counts if self._groups is None else group_rows(snap.counts, self._groups)
         totals = counts.sum(axis=0, dtype=np.uint64)
         self._update_kept(counts, totals)
         active = [int(x) for x in np.nonzero(totals)[0]]
@@ -266,7 +282,7 @@ class SyscallCollector(Collector):
         yield from self._prog_stats()
 
     def _syscalls(self, counts: np.ndarray, kept: list[int], other: np.ndarray | None) -> Metric:
-        labels = ["cpu", "syscall"] if self.cpu_label else ["syscall"]
+        labels = [self._label_name, "syscall"] if self.cpu_label else ["syscall"]
         m = CounterMetricFamily("percpu_syscalls", "System calls entered, by CPU and syscall.", labels=labels)
         if self.cpu_label:
             sub = counts[:, kept].T  # (slots, cpus)

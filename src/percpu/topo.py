@@ -109,6 +109,11 @@ class CpuGroups:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def live(self, online: Iterable[int]) -> np.ndarray:
+        """Per group: whether any of its CPUs is in ``online``."""
+        on = set(online)
+        return np.array([any(c in on for c in m) for m in self.members], dtype=bool)
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -160,15 +165,16 @@ class Layout:
     def multi_die(self) -> bool:
         return any(c.die not in (None, 0) for c in self.cpus)
 
-    def groups(self, by: str) -> CpuGroups:
-        """Group the possible CPUs ``by`` cpu|core|package|node (groups in order of their first CPU,
-        ``unknown`` last)."""
+    def groups(self, by: str, cpus: Iterable[int] | None = None) -> CpuGroups:
+        """Group the possible CPUs (or only ``cpus``) ``by`` cpu|core|package|node, groups in order of
+        their first CPU, ``unknown`` last. ``index`` runs over the grouped CPUs in ascending order."""
         if by not in GROUP_BY:
             raise PercpuError(f"cannot group by {by!r}: choose one of {', '.join(GROUP_BY)}")
         multi = self.multi_die
-        labels = [c.label(by, multi) for c in self.cpus]
+        infos = self.cpus if cpus is None else tuple(self[c] for c in sorted(set(cpus)))
+        labels = [c.label(by, multi) for c in infos]
         order: dict[str, list[int]] = {}
-        for c, lab in zip(self.cpus, labels, strict=True):
+        for c, lab in zip(infos, labels, strict=True):
             order.setdefault(lab, []).append(c.cpu)
         names = [k for k in order if k != UNKNOWN] + ([UNKNOWN] if UNKNOWN in order else [])
         row = {k: i for i, k in enumerate(names)}

@@ -187,3 +187,17 @@ def test_topology_layout_is_the_library_entry(tmp_path: Path) -> None:
 def test_records_are_immutable(layout: Layout) -> None:
     with pytest.raises(AttributeError):
         layout[0].core = 5
+
+
+def test_topology_command_prints_the_running_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from percpu.cli import main
+
+    assert main(["topology", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    possible = Topology().possible
+    assert [c["cpu"] for c in obj["cpus"]] == list(possible)
+    assert all(c["slot"] == i for i, c in enumerate(obj["cpus"]))
+    assert main(["topology"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split()[:4] == ["cpu", "slot", "state", "node"]

@@ -17,7 +17,7 @@ from typing import IO, Any
 from .. import _procfs
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
-from . import _report
+from . import _report, _view
 from ._args import int_at_least
 
 __all__ = ["register"]
@@ -124,6 +124,7 @@ class _Output:
         self.top = args.top if args.top else None
         self.sum = args.sum
         self.quiet = args.quiet
+        self.view, self.layout = _view.from_args(args)  # a bad --cpus fails here, before counting
         self.attach: str | None = None
         self.first = True
         self.heatmap_path: str | None = args.heatmap
@@ -140,6 +141,8 @@ class _Output:
 
     def write(self, d: SyscallDelta) -> None:
         end = time.time()
+        if self.view is not None:
+            d = self.view(d)
         if self.fmt == "json":
             self.out.write(
                 json.dumps(_report.to_json(d, end_time=end, attach=self.attach, top=self.top)) + "\n"
@@ -156,6 +159,8 @@ class _Output:
     def write_heatmap(self, d: SyscallDelta) -> None:
         if self.heatmap is None:
             return
+        if self.view is not None:
+            d = self.view(d)
         self.heatmap.write(_report.heatmap_svg(d))
         self.heatmap.close()
         self.heatmap = None
@@ -509,19 +514,20 @@ def _cmd_top(args: argparse.Namespace) -> int:
     from . import _top
 
     filters = _filters(args)
+    view, _layout = _view.from_args(args)
     counter = _counter(args, filters)
     # SIGTERM ends top as q and Ctrl-C do: the terminal is restored and the exit status is 0.
     old = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if not sys.stdout.isatty() or args.batch:
-            return _top_batch(args, counter)
+            return _top_batch(args, counter, view)
         with counter:
-            return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top)
+            return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top, view=view)
     finally:
         signal.signal(signal.SIGTERM, old)
 
 
-def _top_batch(args: argparse.Namespace, counter: SyscallCounter) -> int:
+def _top_batch(args: argparse.Namespace, counter: SyscallCounter, view: _view.View | None = None) -> int:
     """Without a terminal: print a table every interval (like top -b)."""
     with counter:
         last = counter.snapshot()
@@ -532,6 +538,8 @@ def _top_batch(args: argparse.Namespace, counter: SyscallCounter) -> int:
                 snap = counter.snapshot()
                 d = snap.delta(last)
                 last = snap
+                if view is not None:
+                    d = view(d)
                 sys.stdout.write(_report.table(d, top=args.top or None, rates=True, sort=args.sort) + "\n")
                 sys.stdout.flush()
                 n += 1
@@ -571,6 +579,7 @@ def register(sub: Any) -> None:
         default=0,
         help="with --batch: stop after N intervals",
     )
+    _view.add_options(p)
     _add_counter_options(p)
     p.set_defaults(func=_cmd_top)
 
@@ -617,6 +626,7 @@ def register(sub: Any) -> None:
         help="also write an SVG heat map of CPU x syscall, for the whole run (with --interval too)",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress notes on stderr")
+    _view.add_options(s)
     _add_counter_options(s)
     s.add_argument(
         "command_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="command to run and count"
