@@ -1,4 +1,4 @@
-"""Rendering of syscall deltas: text tables, JSON objects, CSV rows and SVG heat maps.
+"""Rendering of syscall deltas: text tables, JSON objects and CSV rows (pictures: :mod:`percpu.plots`).
 
 Pure functions of a :class:`~percpu.syscount.SyscallDelta`, shared by ``percpu stat`` and ``percpu top``.
 """
@@ -6,7 +6,6 @@ Pure functions of a :class:`~percpu.syscount.SyscallDelta`, shared by ``percpu s
 from __future__ import annotations
 
 import csv
-import html
 import io
 import math
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import numpy as np
 
 from ..syscount import SyscallDelta, errno_name
 
-__all__ = ["SORTS", "csv_rows", "heatmap_svg", "latency_quantiles", "order_slots", "table", "to_json"]
+__all__ = ["SORTS", "csv_rows", "latency_quantiles", "order_slots", "table", "to_json"]
 
 SORTS = ("total", "name", "nr", "cpu")
 
@@ -307,59 +306,8 @@ def csv_rows(d: SyscallDelta, *, end_time: float, header: bool) -> str:
     return buf.getvalue()
 
 
-def heatmap_svg(d: SyscallDelta, *, top: int = 30, title: str = "system calls per CPU") -> str:
-    """An SVG heat map of the CPU x syscall matrix (log colour scale), for reports."""
-    slots = [int(s) for s in _rows(d, top)]
-    cpus = [c.removeprefix("cpu") for c in columns(d)]
-    cell_w, cell_h, left, head = 28, 16, 150, 60
-    width = left + cell_w * max(len(cpus), 1) + 110
-    height = head + cell_h * max(len(slots), 1) + 40
-    vmax = float(d.counts[:, slots].max()) if slots else 0.0
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="monospace" font-size="11">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="8" y="18" font-size="14">{html.escape(title)}: {int(d.per_syscall().sum()):,} calls '
-        f"in {d.seconds:.2f} s</text>",
-    ]
-    for j, cpu in enumerate(cpus):
-        x = left + j * cell_w + cell_w / 2
-        parts.append(f'<text x="{x}" y="{head - 6}" text-anchor="middle">{cpu}</text>')
-    parts.append(f'<text x="{left}" y="{head - 22}">CPU</text>')
-    for i, slot in enumerate(slots):
-        y = head + i * cell_h
-        parts.append(
-            f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{html.escape(d.name(slot))}</text>'
-        )
-        for j in range(len(cpus)):
-            v = float(d.counts[j, slot])
-            parts.append(
-                f'<rect x="{left + j * cell_w}" y="{y}" width="{cell_w - 1}" height="{cell_h - 1}" '
-                f'fill="{_heat(v, vmax)}"><title>cpu{cpus[j]} {html.escape(d.name(slot))}: {int(v):,}'
-                "</title></rect>"
-            )
-    lx = left + cell_w * max(len(cpus), 1) + 16
-    for k in range(5):
-        v = vmax ** (k / 4) if vmax > 1 else vmax * k / 4
-        parts.append(f'<rect x="{lx}" y="{head + k * 18}" width="14" height="14" fill="{_heat(v, vmax)}"/>')
-        parts.append(f'<text x="{lx + 20}" y="{head + k * 18 + 11}">{human(v)}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
-
-
 def heat_level(v: float, vmax: float) -> float:
     """0..1 on a log scale, so one hot syscall does not wash out the rest."""
     if v <= 0 or vmax <= 0:
         return 0.0
     return min(1.0, math.log1p(v) / math.log1p(vmax))
-
-
-def _heat(v: float, vmax: float) -> str:
-    t = heat_level(v, vmax)
-    if t == 0:
-        return "#f4f4f4"
-    # white -> yellow -> red
-    r = 255
-    g = int(255 * (1 - t) + 40 * t) if t < 0.5 else int(255 * (1 - t) * 1.6)
-    b = int(200 * (1 - 2 * t)) if t < 0.5 else 0
-    return f"#{r:02x}{max(0, min(255, g)):02x}{max(0, b):02x}"

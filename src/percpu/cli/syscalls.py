@@ -14,9 +14,11 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-from .. import _procfs
+from .. import _procfs, plots
+from ..cpus import topology
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
+from ..topo import Layout
 from . import _report, _view
 from ._args import int_at_least
 
@@ -128,13 +130,18 @@ class _Output:
         self.attach: str | None = None
         self.first = True
         self.heatmap_path: str | None = args.heatmap
-        if args.heatmap and not args.heatmap.endswith(".svg"):
-            raise PercpuError(f"--heatmap {args.heatmap}: only SVG is written (name the file .svg)")
+        self.timeseries_path: str | None = getattr(args, "timeseries", None)
+        self.intervals: list[SyscallDelta] = []  # what --timeseries draws
+        if self.timeseries_path and not args.interval:
+            raise PercpuError("--timeseries needs --interval (it draws one point per interval)")
+        for path, opt in ((self.heatmap_path, "--heatmap"), (self.timeseries_path, "--timeseries")):
+            if path:
+                plots.check_path(path, opt)  # the format and matplotlib, before counting
         self.out = _open_for_writing(args.output, "-o") if args.output else sys.stdout
-        self.heatmap: IO[str] | None = None
         try:
-            if args.heatmap:
-                self.heatmap = _open_for_writing(args.heatmap, "--heatmap")
+            for path, opt in ((self.heatmap_path, "--heatmap"), (self.timeseries_path, "--timeseries")):
+                if path:
+                    _open_for_writing(path, opt).close()
         except BaseException:
             self.close()
             raise
@@ -143,6 +150,8 @@ class _Output:
         end = time.time()
         if self.view is not None:
             d = self.view(d)
+        if self.timeseries_path:
+            self.intervals.append(d)
         if self.fmt == "json":
             self.out.write(
                 json.dumps(_report.to_json(d, end_time=end, attach=self.attach, top=self.top)) + "\n"
@@ -157,21 +166,35 @@ class _Output:
         self.out.flush()
 
     def write_heatmap(self, d: SyscallDelta) -> None:
-        if self.heatmap is None:
-            return
-        if self.view is not None:
-            d = self.view(d)
-        self.heatmap.write(_report.heatmap_svg(d))
-        self.heatmap.close()
-        self.heatmap = None
+        """The pictures, at the end of the run: the heat map of ``d`` (the whole run), the time series of
+        the intervals."""
+        layout = self.layout or _layout_or_none()
+        if self.heatmap_path is not None:
+            if self.view is not None:
+                d = self.view(d)
+            plots.heatmap(d, self.heatmap_path, layout=layout, top=self.top or 30)
+            self._note(f"heat map written to {self.heatmap_path}")
+            self.heatmap_path = None
+        if self.timeseries_path is not None:
+            plots.timeseries(self.intervals, self.timeseries_path, layout=layout)
+            self._note(f"time series written to {self.timeseries_path}")
+            self.timeseries_path = None
+
+    def _note(self, text: str) -> None:
         if not self.quiet:
-            print(f"percpu: heat map written to {self.heatmap_path}", file=sys.stderr)
+            print(f"percpu: {text}", file=sys.stderr)
 
     def close(self) -> None:
-        if self.heatmap is not None:
-            self.heatmap.close()
         if self.out is not sys.stdout:
             self.out.close()
+
+
+def _layout_or_none() -> Layout | None:
+    """The machine's layout to order a picture's CPUs by; a picture is still drawn without it."""
+    try:
+        return topology().layout()
+    except PercpuError:
+        return None
 
 
 def _exit_code(status: int) -> int:
@@ -622,8 +645,15 @@ def register(sub: Any) -> None:
     s.add_argument("--sum", action="store_true", help="table: totals only, no column per CPU")
     s.add_argument(
         "--heatmap",
-        metavar="FILE.svg",
-        help="also write an SVG heat map of CPU x syscall, for the whole run (with --interval too)",
+        metavar="FILE",
+        help="also draw a heat map of CPU x syscall for the whole run (with --interval too); PNG, SVG or PDF "
+        "by the file's extension; needs matplotlib (pip install 'percpu[plots]')",
+    )
+    s.add_argument(
+        "--timeseries",
+        metavar="FILE",
+        help="with --interval: also draw calls per second per CPU (or per --by group) over the intervals; "
+        "PNG, SVG or PDF by the file's extension; needs matplotlib",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress notes on stderr")
     _view.add_options(s)
