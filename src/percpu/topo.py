@@ -163,7 +163,10 @@ class Layout:
 
     @property
     def multi_die(self) -> bool:
-        return any(c.die not in (None, 0) for c in self.cpus)
+        """Whether some package has more than one die (then core labels name the die too). Die ids may be
+        numbered across the machine (Linux 6.1 gives package 1's die the id 1): compare pairs, not ids."""
+        known = [c for c in self.cpus if c.known]
+        return len({(c.package, c.die) for c in known}) > len({c.package for c in known})
 
     def groups(self, by: str, cpus: Iterable[int] | None = None) -> CpuGroups:
         """Group the possible CPUs (or only ``cpus``) ``by`` cpu|core|package|node, groups in order of

@@ -201,3 +201,22 @@ def test_topology_command_prints_the_running_machine(capsys: pytest.CaptureFixtu
     assert all(c["slot"] == i for i, c in enumerate(obj["cpus"]))
     assert main(["topology"]) == 0
     assert capsys.readouterr().out.splitlines()[0].split()[:4] == ["cpu", "slot", "state", "node"]
+
+
+@pytest.mark.parametrize(
+    ("dies", "labels"),
+    [
+        # Die ids numbered across the machine (as Linux 6.1 does in qemu): one die per package.
+        ({0: 0, 1: 0, 2: 0, 3: 0, 6: 1}, ("core0.0", "core0.1", "core1.0", "unknown")),
+        # Two dies in package 0: the label names the die.
+        ({0: 0, 1: 1, 2: 0, 3: 1, 6: 0}, ("core0.0.0", "core0.1.1", "core1.0.0", "unknown")),
+    ],
+)
+def test_core_labels_name_the_die_only_when_a_package_has_several(
+    tmp_path: Path, dies: dict[int, int], labels: tuple[str, ...]
+) -> None:
+    cpu, node, _ = fake_sysfs(tmp_path)
+    for c, die in dies.items():
+        (Path(cpu) / f"cpu{c}" / "topology" / "die_id").write_text(f"{die}\n")
+    lay = read_layout(cpu, node_root=node, cgroup_root=None)
+    assert lay.groups("core").labels == labels
