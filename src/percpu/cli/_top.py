@@ -87,7 +87,8 @@ class _View:
         if len(shown) < ncpu:
             line2 += f"  cols {labels[shown[0]]}-{labels[shown[-1]]} of {ncpu}"
         if d is not None and (d.selected is not None or d.groups is not None):
-            line2 += f"  CPUs {d.cpus}" + (f" ({d.selected})" if d.selected else "")
+            shown_sel = d.selected and d.selected != str(d.cpus)
+            line2 += f"  CPUs {d.cpus}" + (f" ({d.selected})" if shown_sel else "")
             line2 += f" by {d.groups.by}" if d.groups is not None else ""
         else:
             line2 += f"  CPUs {c.cpus} ({len(c.cpus)} possible, {online} online)"
