@@ -14,6 +14,7 @@ Group labels (stable strings, used as table columns, JSON keys and Prometheus la
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -126,10 +127,14 @@ class Layout:
     def possible(self) -> CpuList:
         return CpuList(c.cpu for c in self.cpus)
 
+    @functools.cached_property
+    def _by_cpu(self) -> dict[int, CpuInfo]:
+        return {c.cpu: c for c in self.cpus}
+
     def __getitem__(self, cpu: int) -> CpuInfo:
-        for c in self.cpus:
-            if c.cpu == cpu:
-                return c
+        info = self._by_cpu.get(cpu)
+        if info is not None:
+            return info
         raise PercpuError(f"CPU {cpu} is not possible on this machine (possible: {self.possible})")
 
     def __len__(self) -> int:
