@@ -15,6 +15,7 @@ size before any syscall. Per-CPU values are laid out by the kernel with a stride
 from __future__ import annotations
 
 import ctypes
+import functools
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,7 +121,9 @@ class Codec:
         return f"<{type(self).__name__} {self.name} ({self.size} bytes)>"
 
 
+@functools.lru_cache(maxsize=256)
 def is_numeric(dt: np.dtype[Any]) -> bool:
+    # Remembered per dtype: a record may hold tens of thousands of fields and is asked on every sum.
     if dt.fields:
         return all(is_numeric(f[0]) for f in dt.fields.values())
     if dt.subdtype is not None:

@@ -627,3 +627,76 @@ def test_reference_cycle_raises_percpu_error(name: str, method: str) -> None:
         return
     with pytest.raises(PercpuError, match=r"reference cycle\?"):
         call(ids[name])
+
+
+# --- shared types, huge layouts: linear time, typed errors -----------------------------------------------
+
+
+def _dag(levels: int, fan: int = 8) -> tuple[BtfBuilder, int]:
+    """struct s_k { struct s_{k-1} f0..f7; } down to a u64: kernel-valid BTF in which each struct uses
+    the one below it ``fan`` times, so a walk that does not remember types visits fan**levels leaves."""
+    b = BtfBuilder()
+    t = b.int_("u64", 8)
+    size = 8
+    for level in range(levels):
+        t = b.struct(f"s{level}", size * fan, [(f"f{i}", t, i * size * 8) for i in range(fan)])
+        size *= fan
+    return b, t
+
+
+def test_dag_shaped_btf_lays_out_each_type_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    b, top = _dag(5)
+    btf = b.parse()
+    built: list[int] = []
+    real = Btf._build
+
+    def counting(self: Btf, type_id: int, depth: int, busy: set[int]) -> Any:
+        built.append(type_id)
+        return real(self, type_id, depth, busy)
+
+    monkeypatch.setattr(Btf, "_build", counting)
+    d = btf.dtype(top)
+    assert d is not None and d.itemsize == 8 * 8**5
+    assert sorted(built) == list(range(1, top + 1))  # one visit per type, not 8**5
+    assert d["f7"]["f7"]["f7"]["f7"]["f0"] == np.dtype("<u8")
+    built.clear()
+    assert btf.dtype(top) is d and not built  # remembered
+    assert btf.size(top) == 8 * 8**5
+
+
+def test_a_value_of_too_many_fields_is_refused_with_a_typed_error() -> None:
+    b, top = _dag(6)  # 8**6 u64 leaves, 299,593 fields flattened; 8**5 would fit
+    btf = b.parse()
+    with pytest.raises(btf_mod.BtfError, match=r"more than 65,536 fields") as info:
+        btf.dtype(top)
+    assert info.value.type_id == top and isinstance(info.value, PercpuError)
+    with pytest.raises(btf_mod.BtfError):
+        btf_mod.btf_codec(btf, top, 8 * 8**6)
+    assert btf_mod.btf_codec(btf, top, 8) is None  # the map's size disagrees: nothing is built
+
+
+@pytest.mark.parametrize(
+    ("what", "build"),
+    [
+        ("array of 2**32-1 u64", lambda b, u64: b.array(u64, 0xFFFFFFFF)),
+        ("array of huge arrays", lambda b, u64: b.array(b.array(u64, 0xFFFFFFFF), 0xFFFFFFFF)),
+        ("struct of 4 GiB", lambda b, u64: b.struct("huge", 0xFFFFFFFF, [("a", u64, 0)])),
+        ("struct holding a huge array", lambda b, u64: b.struct("s", 16, [("a", b.array(u64, 1 << 31), 0)])),
+        ("char[2**32-1]", lambda b, u64: b.array(b.int_("char", 1, INT_SIGNED), 0xFFFFFFFF)),
+    ],
+)
+def test_what_numpy_cannot_hold_is_a_btf_error(what: str, build: Callable[[BtfBuilder, int], int]) -> None:
+    b = BtfBuilder()
+    t = build(b, b.int_("u64", 8))
+    btf = b.parse()
+    with pytest.raises(btf_mod.BtfError, match=f"BTF type {t} "):
+        btf.dtype(t)
+
+
+def test_a_string_section_without_nul_is_refused_not_scanned_for_each_name() -> None:
+    b = BtfBuilder()
+    b.strings = bytearray(b"\0" + b"x" * 4096)  # no NUL after the first byte
+    b.add(INT, "", 4, data=struct.pack("<I", 32))
+    b.types[0:4] = struct.pack("<I", 1)
+    with pytest.raises(btf_mod.BtfError, match="not NUL-terminated"):
+        parse_btf(b.blob())
