@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .cpus import CpuList, Topology
-from .errors import CpuNotPossible, PercpuError, SizeMismatch
+from .errors import CpuNotPossible, PercpuError, SizeMismatch, TypeSpecError
 
 __all__ = ["Codec", "Int", "PerCpuValue", "codec_for", "stride"]
 
@@ -87,10 +87,10 @@ class Int:
     byteorder: str = "little"
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError("Int size must be at least 1 byte")
+        if not isinstance(self.size, int) or self.size < 1:
+            raise TypeSpecError(f"Int size must be a whole number of bytes, at least 1 (got {self.size!r})")
         if self.byteorder not in ("little", "big"):
-            raise ValueError("byteorder must be 'little' or 'big'")
+            raise TypeSpecError(f"Int byteorder must be 'little' or 'big' (got {self.byteorder!r})")
 
 
 class Codec:
@@ -200,6 +200,9 @@ class IntCodec(Codec):
             raise PercpuError(f"{value} does not fit in {self.name}") from exc
 
     def decode(self, raw: np.ndarray) -> Any:
+        if self.dtype.kind in "iu":
+            # numpy has applied the byte order; a scalar's tobytes() is in native order, not the dtype's
+            return int(raw)
         return int.from_bytes(raw.tobytes(), self.spec.byteorder, signed=self.spec.signed)  # type: ignore[arg-type]
 
     @property
