@@ -246,3 +246,52 @@ def test_vmlinux_btf_parses() -> None:
     assert dt is not None and dt.names == ("cgroup_inode_id", "attach_type")
     assert dt.fields["attach_type"][1] == 8 and dt.itemsize == 16
     assert btf.type_name(btf.find("task_struct", "struct")) == "struct task_struct"
+
+
+def test_vmlinux_char_arrays_are_strings_and_u8_arrays_numbers() -> None:
+    """The kernel's own BTF (pahole's): task_struct.comm is text, in6_addr's __u8 bytes are numbers."""
+    with open("/sys/kernel/btf/vmlinux", "rb") as f:
+        btf = parse_btf(f.read())
+    task = btf.type(btf.find("task_struct", "struct"))
+    comm = next(mtype for name, mtype, _off in task.extra if name == "comm")
+    assert btf.dtype(comm) == np.dtype("S16")
+    char = btf.resolve(btf.type(comm).extra[0])
+    assert char.name == "char" and not (char.extra[0] >> 24) & 2  # pahole sets no INT_CHAR bit either
+    in6 = btf.dtype(btf.find("in6_addr", "struct"))
+    assert in6 is not None and in6.itemsize == 16  # a union of __u8[16], __be16[8], __be32[4]: bytes
+    sockaddr = btf.dtype(btf.find("sockaddr", "struct"))
+    assert sockaddr is not None and sockaddr.fields is not None
+    assert sockaddr.fields["sa_family"][0] == np.dtype("<u2")
+
+
+@pytest.fixture
+def proc_counts() -> Iterator[percpu.Map]:
+    """syscount.bpf.o's proc_counts map (key struct proc_key with char comm[16]), no program loaded."""
+    with BpfObject(bundled("syscount.bpf.o")) as obj:
+        for p in obj.programs.values():
+            p.autoload = False
+        obj.load()
+        with obj.map("proc_counts") as m:
+            yield m
+
+
+def test_dump_shows_char_arrays_as_text_like_bpftool(proc_counts: percpu.Map) -> None:
+    m = proc_counts
+    m.update({"tgid": 4242, "slot": 3, "comm": b"percpu-test"}, [5] * len(POSSIBLE))
+    m.update({"tgid": 1, "slot": 4, "comm": b"\x1b[31mred"}, [1] * len(POSSIBLE))
+    r = percpu_cmd("dump", str(m.info.id), "--json")
+    assert r.returncode == 0, r.stderr
+    ours = {(e["key"]["tgid"], e["key"]["slot"]): e for e in map(json.loads, r.stdout.splitlines())}
+    assert ours[(4242, 3)]["key"]["comm"] == "percpu-test"
+    assert ours[(4242, 3)]["sum"] == 5 * len(POSSIBLE)
+    # A name with control characters is shown as hex, never written raw to the terminal.
+    assert ours[(1, 4)]["key"]["comm"] == b"\x1b[31mred".hex()
+    out = subprocess.run(
+        ["bpftool", "-j", "map", "dump", "id", str(m.info.id)], capture_output=True, text=True, check=True
+    )
+    theirs = {
+        (e["formatted"]["key"]["tgid"], e["formatted"]["key"]["slot"]): e for e in json.loads(out.stdout)
+    }
+    assert theirs[(4242, 3)]["formatted"]["key"]["comm"] == "percpu-test"
+    table = percpu_cmd("dump", str(m.info.id))
+    assert '"comm":"percpu-test"' in table.stdout and "\x1b" not in table.stdout

@@ -212,16 +212,40 @@ def test_typedef_const_volatile_chain_resolves_to_the_int() -> None:
         btf.find("__u64", "struct")
 
 
-def test_char_array_is_a_byte_string_and_pointer_is_u64() -> None:
+@pytest.mark.parametrize(
+    ("name", "enc"),
+    [
+        ("char", INT_SIGNED),  # what clang and pahole emit for char (x86_64, arm64 and bpf targets alike)
+        ("signed char", INT_SIGNED),
+        ("unsigned char", 0),
+        ("my_char", INT_CHAR),  # the kernel's encoding bit, which no toolchain sets: honoured all the same
+    ],
+)
+def test_char_array_is_a_byte_string_and_pointer_is_u64(name: str, enc: int) -> None:
+    """Shapes as the toolchains emit them; tests/unit/test_btf_real.py reads the compiled objects."""
     b = BtfBuilder()
-    char = b.int_("char", 1, INT_CHAR | INT_SIGNED)
+    char = b.int_(name, 1, enc)
     comm = b.array(char, 16)
+    const_comm = b.array(b.const(b.volatile(char)), 4)
     p = b.ptr(char)
     btf = b.parse()
     assert btf.dtype(comm) == np.dtype("S16")
-    assert btf.type_name(comm) == "char[16]"
+    assert btf.dtype(const_comm) == np.dtype("S4")
+    assert btf.type_name(comm) == f"{name}[16]"
     assert btf.dtype(p) == np.dtype("<u8") and btf.size(p) == 8
-    assert btf.type_name(p) == "char *"
+    assert btf.type_name(p) == f"{name} *"
+
+
+def test_arrays_of_byte_integers_that_are_not_char_stay_numbers() -> None:
+    b = BtfBuilder()
+    u8 = b.typedef("__u8", b.int_("unsigned char", 1))  # linux/types.h: __u8 addr[16] holds numbers
+    s8 = b.typedef("__s8", b.int_("signed char", 1, INT_SIGNED))
+    byte = b.int_("u8", 1)  # a 1-byte int under another name
+    arrays = {b.array(u8, 16): "<u1", b.array(s8, 16): "<i1", b.array(byte, 16): "<u1"}
+    btf = b.parse()
+    for arr, want in arrays.items():
+        assert btf.dtype(arr) == np.dtype((want, (16,)))
+        assert not btf.is_char(btf.type(arr).extra[0])
 
 
 def test_kinds_without_a_layout_are_skipped_and_ids_stay_in_step() -> None:

@@ -35,22 +35,29 @@ T = TypeVar("T")
 
 
 def _json_value(v: Any) -> Any:
-    """A decoded value as JSON: records as objects, arrays as lists, bytes as hex."""
+    """A decoded value as JSON: records as objects, arrays as lists, C strings as text, other bytes as hex."""
     if isinstance(v, np.void) and v.dtype.names:
         return {n: _json_value(v[n]) for n in v.dtype.names}
     if isinstance(v, np.void):
         return bytes(v.tobytes()).hex()
     if isinstance(v, np.ndarray):
-        if v.dtype.kind == "S":
-            return [x.decode(errors="replace") for x in v.tolist()]
         return [_json_value(x) for x in v]
     if isinstance(v, bytes | np.bytes_):
-        b = bytes(v)
-        text = b.rstrip(b"\0")
-        return text.decode() if text.isascii() and text.decode().isprintable() else b.hex()
+        return _c_string(bytes(v))
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def _c_string(b: bytes) -> str:
+    """A char array as C reads it, up to its first NUL; hex when that is not printable text, so control
+    characters from another process's name never reach the terminal raw."""
+    head = b.split(b"\0", 1)[0]
+    try:
+        text = head.decode()
+    except UnicodeDecodeError:
+        return b.hex()
+    return text if text.isprintable() else b.hex()
 
 
 def _text(v: Any) -> str:
