@@ -5,7 +5,9 @@ A *codec* turns a declared type into bytes the kernel understands and back:
 * numpy dtypes (``np.uint64``, ``"<u4"``, structured dtypes, sub-arrays),
 * ctypes types (``ctypes.c_uint32``, ``Structure`` subclasses, arrays),
 * :class:`Int` for integers of any width and signedness (3 bytes, 16 bytes, ...),
-* ``bytes`` for raw values.
+* ``bytes`` for raw values,
+* text in C's spelling with the kernel's names: ``"u64"``, ``"char[16]"``, ``"struct {u32 pid; u64 n}"``
+  (see :mod:`percpu.typespec`; ``"u8"`` is one byte there, numpy's ``"<u8"`` eight).
 
 Every codec knows its size, and a map refuses a codec whose size differs from the kernel's key or value
 size before any syscall. Per-CPU values are laid out by the kernel with a stride of
@@ -28,7 +30,7 @@ from .errors import CpuNotPossible, PercpuError, SizeMismatch, TypeSpecError
 
 __all__ = ["Codec", "Int", "PerCpuValue", "codec_for", "stride"]
 
-TypeSpec = Any  # np.dtype-like, ctypes type, Int, bytes or a Codec
+TypeSpec = Any  # np.dtype-like, ctypes type, Int, bytes, a Codec, or text ("u64", "struct {u32 a; u64 b}")
 
 
 def stride(size: int) -> int:
@@ -151,15 +153,17 @@ class NumpyCodec(Codec):
                 )
             return b
         try:
-            if self.dtype.kind in "iu":
-                arr = integer_array(value, self.dtype, self.name)
-            elif self.dtype.fields and isinstance(value, Mapping):
-                arr = np.zeros((), dtype=self.dtype)
-                for k, v in value.items():
-                    arr[k] = v
-            else:
-                arr = np.asarray(value, dtype=self.dtype)
-        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            # A float too large for its field would be stored as inf: refuse it, as integers are.
+            with np.errstate(over="raise", invalid="raise"):
+                if self.dtype.kind in "iu":
+                    arr = integer_array(value, self.dtype, self.name)
+                elif self.dtype.fields and isinstance(value, Mapping):
+                    arr = np.zeros((), dtype=self.dtype)
+                    for k, v in value.items():
+                        arr[k] = _field_value(v, self.dtype.fields[k][0], f"{self.name}.{k}")
+                else:
+                    arr = np.asarray(value, dtype=self.dtype)
+        except (ValueError, TypeError, OverflowError, KeyError, FloatingPointError) as exc:
             raise PercpuError(f"cannot store {value!r} as {self.name}: {exc}") from exc
         if arr.shape != ():
             raise PercpuError(f"{value!r} is not one {self.name} value (shape {arr.shape})")
@@ -175,6 +179,18 @@ class NumpyCodec(Codec):
         if self.dtype.kind == "V":
             return bytes(raw.tobytes())
         return raw.item()
+
+
+def _field_value(value: Any, dt: np.dtype[Any], name: str) -> Any:
+    """A record field's value, checked like a whole integer value: numpy would store 1.7 as 1 and
+    wrap out-of-range numbers in a record silently."""
+    base = dt.base if dt.subdtype is not None else dt
+    if base.kind in "iu":
+        arr = integer_array(value, base, name)
+        if dt.subdtype is not None and arr.shape not in ((), dt.shape):  # a scalar fills the array
+            raise PercpuError(f"{name} holds {dt.shape} values, {arr.shape} given")
+        return arr
+    return value
 
 
 class IntCodec(Codec):
@@ -262,6 +278,8 @@ def codec_for(spec: TypeSpec, size: int | None = None) -> Codec:
         return IntCodec(Int(size))
     if isinstance(spec, Int):
         return IntCodec(spec)
+    if isinstance(spec, str):
+        return _codec_of_text(spec)
     if isinstance(spec, type) and issubclass(
         spec, ctypes._SimpleCData | ctypes.Structure | ctypes.Union | ctypes.Array
     ):
@@ -274,6 +292,22 @@ def codec_for(spec: TypeSpec, size: int | None = None) -> Codec:
             "percpu.Int(size, signed), or bytes"
         ) from exc
     return NumpyCodec(dt)
+
+
+def _codec_of_text(text: str) -> Codec:
+    """percpu's C-like spelling first ("u64", "char[16]", "struct {...}"), then numpy's ("<u4", "f8")."""
+    from .typespec import parse_type
+
+    try:
+        return parse_type(text)
+    except TypeSpecError as exc:
+        try:
+            dt = np.dtype(text)
+        except (TypeError, ValueError):
+            raise exc from None
+        if dt.hasobject:
+            raise exc from None
+        return NumpyCodec(dt)
 
 
 def check_size(codec: Codec, expected: int, what: str, map_name: str | None) -> None:
