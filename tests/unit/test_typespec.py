@@ -267,3 +267,11 @@ def test_dump_odd_width_and_string_keys(capsys: pytest.CaptureFixture[str]) -> N
             assert row["key"] == "bash"
             assert [v["value"] for v in row["values"]] == [1000 * (i + 1) for i in range(N)]
             assert row["sum"] == sum(1000 * (i + 1) for i in range(N))
+
+
+def test_a_float_too_large_for_its_field_is_refused_not_stored_as_inf() -> None:
+    """Found by the fuzzer: 65520.0 into an f16 field became inf, silently."""
+    c = parse_type("struct {bool ok; f16 x}")
+    with pytest.raises(PercpuError, match="overflow"):
+        c.encode({"ok": True, "x": 65520.0})
+    assert c.encode({"ok": True, "x": 1.5})[2:] == np.float16(1.5).tobytes()
