@@ -202,7 +202,7 @@ def _open_typed(args: argparse.Namespace) -> Map:
             raise
         raise SizeMismatch(
             f"{flag} {given!r} is {exc.actual} bytes, but map {args.map!r} has {exc.expected}-byte "
-            f"{exc.what}s; declare a {exc.expected}-byte type",
+            f"{exc.what}s; declare a type of {exc.expected} bytes",
             what=exc.what,
             expected=exc.expected,
             actual=exc.actual,
