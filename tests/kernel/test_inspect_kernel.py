@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -14,8 +15,11 @@ import pytest
 
 import percpu
 from percpu import _libbpf
+from percpu import btf as btf_mod
 from percpu.btf import parse_btf
 from percpu.objects import BpfObject, bundled
+
+from ..unit.test_btf import BtfBuilder
 
 pytestmark = pytest.mark.kernel
 
@@ -295,3 +299,45 @@ def test_dump_shows_char_arrays_as_text_like_bpftool(proc_counts: percpu.Map) ->
     assert theirs[(4242, 3)]["formatted"]["key"]["comm"] == "percpu-test"
     table = percpu_cmd("dump", str(m.info.id))
     assert '"comm":"percpu-test"' in table.stdout and "\x1b" not in table.stdout
+
+
+def test_dag_shaped_btf_from_the_kernel_is_refused_in_one_visit_per_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kernel-valid BTF whose 8-byte value type holds 8^7 empty structs through one shared type at each
+    level: the kernel accepts it (bpftool takes tens of seconds to print it); percpu lays out each type
+    once, refuses the 2 million fields and reads the value as raw bytes."""
+    b = BtfBuilder()
+    u32 = b.int_("unsigned int", 4)
+    u64 = b.int_("unsigned long long", 8)
+    z = b.struct("z0", 0, [])
+    for level in range(1, 8):
+        z = b.struct(f"z{level}", 0, [(f"f{i}", z, 0) for i in range(8)])
+    top = b.struct("top", 8, [("x", u64, 0), ("pad", z, 64)])
+    raw = b.blob()
+    lib = _libbpf.libbpf()
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    btf_fd = lib.fn("bpf_btf_load")(buf, len(raw), None)
+    assert btf_fd >= 0, f"the kernel refused the BTF: {os.strerror(-btf_fd)}"
+    try:
+        fd = lib.map_create(6, "dag_val", 4, 8, 1, btf_fd=btf_fd, btf_key_type_id=u32, btf_value_type_id=top)
+    finally:
+        os.close(btf_fd)
+    built: list[int] = []
+    real = btf_mod.Btf._build
+
+    def counting(self: btf_mod.Btf, type_id: int, depth: int, busy: set[int]) -> object:
+        built.append(type_id)
+        return real(self, type_id, depth, busy)
+
+    monkeypatch.setattr(btf_mod.Btf, "_build", counting)
+    with percpu.Map.from_fd(fd) as m:
+        assert m.info.btf_value_type_id == top
+        assert m.value_codec.name == "bytes[8]"
+        assert len(built) <= top  # at most once per type id; the old walk made 8^7
+        m.update(0, [(7 + i).to_bytes(8, "little") for i in range(len(POSSIBLE))])
+        r = percpu_cmd("dump", str(m.info.id), "--value-type", "u64", "--sum", "-j")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == {"key": 0, "sum": sum(7 + i for i in range(len(POSSIBLE)))}
+        r = percpu_cmd("dump", str(m.info.id))
+        assert r.returncode == 0 and "value bytes[8]" in r.stdout, r.stderr
