@@ -659,10 +659,10 @@ def register(sub: Any) -> None:
     d.add_argument("--cpu", type=int, help="only this CPU's values (per-CPU maps)")
     d.add_argument(
         "--key",
-        help="only this key. A struct key (from BTF): a JSON object of its fields. An integer key, or a "
-        "1, 2, 4 or 8-byte key without BTF: a decimal or 0x hex integer (laid out in this machine's "
-        "byte order, as the kernel stores it). Any other key without BTF: its bytes in hex, e.g. "
-        "0a0b0c for 3 bytes",
+        help="only this key. A struct key (from BTF or --key-type): a JSON object of its fields. A char[N] "
+        "key: its text. An integer key, or a 1, 2, 4 or 8-byte key without a type: a decimal or 0x hex "
+        "integer (laid out in this machine's byte order, as the kernel stores it). Any other key without "
+        "a type: its bytes in hex, e.g. 0a0b0c for 3 bytes",
     )
     for what in ("key", "value"):
         d.add_argument(
