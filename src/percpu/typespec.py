@@ -223,7 +223,7 @@ class _Parser:
         while self.peek()[1] == "[":
             self.i += 1
             _k, num, col = self.take(kind="num")
-            n = int(num, 0)
+            n = int(num, 16) if num[:2].lower() == "0x" else int(num)  # 016 is sixteen, not octal
             if not 1 <= n <= _MAX_SIZE:
                 raise self.error(col, f"array length {n}: give 1 to {_MAX_SIZE}")
             counts.append(n)

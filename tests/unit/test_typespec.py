@@ -138,6 +138,8 @@ def test_a_declared_struct_round_trips_through_c() -> None:
         ("f64", np.dtype("<f8"), "f64"),
         ("float", np.dtype("<f4"), "f32"),
         ("bool", np.dtype("?"), "bool"),
+        ("u8[016]", np.dtype(("u1", (16,))), "u8[16]"),  # leading zeros: decimal, not octal
+        ("u8[0x10]", np.dtype(("u1", (16,))), "u8[16]"),
     ],
 )
 def test_arrays_strings_floats(text: str, dtype: np.dtype[Any], name: str) -> None:
@@ -185,7 +187,7 @@ def test_numpy_spellings_still_work_and_u8_is_one_byte() -> None:
     st.text(max_size=60)
     | st.lists(
         st.sampled_from(["u32", "i8", "char", "[", "]", "16", "{", "}", ";", ",", ":", "struct", "packed",
-                         "a", "b", "u24", "0x10", "f64", "unsigned", "long", " "]),
+                         "a", "b", "u24", "0x10", "0", "f64", "unsigned", "long", " "]),
         max_size=25,
     ).map("".join)
 )  # fmt: skip
