@@ -121,7 +121,10 @@ def test_bpftrace_maps_with_declared_types(bpftrace: subprocess.Popen[str]) -> N
     calls = str(ids["AT_calls"])
 
     raw = percpu_cmd("dump", calls, "--sum")
-    assert raw.returncode == 1 and "--sum needs numeric values; bytes[8] is not" in raw.stderr
+    assert (
+        raw.returncode == 1
+        and "bytes[8] is not; declare what the 8-byte values are, e.g. --value-type u64" in raw.stderr
+    )
 
     sums = {r["key"]: r["sum"] for r in dump_json(calls, "--key-type", "u64", "--value-type", "u64", "--sum")}
     per_cpu = {

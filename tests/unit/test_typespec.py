@@ -226,7 +226,10 @@ def _bpftrace_like(kernel: FakeKernel) -> percpu.PerCpuHash:
 def test_dump_sum_and_cpu_with_declared_types(capsys: pytest.CaptureFixture[str]) -> None:
     with _libbpf.use_backend(FakeKernel(N)) as kernel, _bpftrace_like(kernel) as m:
         assert main(["dump", str(m.info.id), "--sum"]) == 1
-        assert "--sum needs numeric values; bytes[8] is not" in capsys.readouterr().err
+        assert (
+            "--sum needs numeric values; bytes[8] is not; declare what the 8-byte values are, "
+            "e.g. --value-type u64" in capsys.readouterr().err
+        )
         assert main(["dump", str(m.info.id), "--key-type", "u64", "--value-type", "u64", "--sum", "-j"]) == 0
         rows = {r["key"]: r["sum"] for r in map(json.loads, capsys.readouterr().out.splitlines())}
         assert rows == {0: 7002, 1: 123516}

@@ -26,7 +26,7 @@ from ..maps import (
     open_map,
     user_value_bytes,
 )
-from ..values import Codec, IntCodec, reduce_cpus, stride
+from ..values import BytesCodec, Codec, IntCodec, reduce_cpus, stride
 from ._args import int_at_least
 
 __all__ = ["register"]
@@ -224,7 +224,12 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             raise PercpuError(f"--cpu {args.cpu}: not a possible CPU (possible: {m.cpus})")
         numeric = m.value_codec.numeric
         if args.sum and not numeric:
-            raise PercpuError(f"--sum needs numeric values; {m.value_codec.name} is not")
+            hint = ""
+            if isinstance(m.value_codec, BytesCodec):
+                size = m.info.value_size
+                example = f"u{size * 8}" if size <= 8 else "'struct {u32 pid; u64 n}'"
+                hint = f"; declare what the {size}-byte values are, e.g. --value-type {example}"
+            raise PercpuError(f"--sum needs numeric values; {m.value_codec.name} is not{hint}")
         wanted = None if args.key is None else _parse_key(m, args.key)
         out = sys.stdout
         if not args.json:
