@@ -60,6 +60,17 @@ Config = Callable[[], AbstractContextManager[list[Prog]]]
 
 TARGETS = {"percpu default": 1.10, "percpu -P -e (process+errno)": 1.25, "percpu -L (latency)": 1.50}
 BPFTRACE_PROGRAM = "tracepoint:raw_syscalls:sys_enter { @[args->id] = count(); }"
+# bpf/bench_parts.bpf.c: one part of the counter per program, priced against part_empty
+PARTS = {
+    "part_ktime": "bpf_ktime_get_ns()",
+    "part_cpu": "bpf_get_smp_processor_id()",
+    "part_task": "bpf_get_current_task_btf()",
+    "part_pid_tgid": "bpf_get_current_pid_tgid()",
+    "part_array_inc": "PERCPU_ARRAY lookup + increment",
+    "part_task_storage": "task storage get (create), current task",
+    "part_tid_hash": "LRU_HASH by thread id, lookup (+ insert)",
+    "part_proc_hash": "task fields + LRU_PERCPU_HASH (tgid, nr, comm)",
+}
 
 
 # --- the loop ---------------------------------------------------------------------------------------------
@@ -354,6 +365,26 @@ def measure(
     return samples, contaminated
 
 
+def measure_parts(exe: str, calls: int, chunks: int, cpu: int, rounds: int) -> dict[str, list[float]]:
+    """ns per run of each part program (bench_parts.bpf.o), interleaved over rounds, run-time stats on."""
+    lib = _libbpf.libbpf()
+    names = ["part_empty", *PARTS]
+    out: dict[str, list[float]] = {n: [] for n in names}
+    with BpfObject(bundled("bench_parts.bpf.o")) as obj:
+        obj.load()
+        for r in range(rounds):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                fd = obj.programs[name].fd
+                with obj.attach(name), run_time_stats():
+                    a = lib.prog_info(fd)
+                    run_loop(exe, calls, chunks, [cpu])
+                    b = lib.prog_info(fd)
+                runs = b.run_cnt - a.run_cnt
+                out[name].append((b.run_time_ns - a.run_time_ns) / runs if runs >= calls else float("nan"))
+    return out
+
+
 def spread(xs: list[float]) -> dict[str, float]:
     """Median and interquartile range."""
     xs = [x for x in xs if not math.isnan(x)]
@@ -457,6 +488,7 @@ def main() -> int:
         "--repeat", type=int, default=1, help="run the whole benchmark N times in a row (default 1)"
     )
     ap.add_argument("--no-external", action="store_true", help="leave out bpftrace and bcc")
+    ap.add_argument("--no-parts", action="store_true", help="leave out the price of each part (bench_parts)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -485,6 +517,17 @@ def main() -> int:
             samples, dirty = measure(cfgs, busy_sets, exe, args.calls, args.chunks, args.rounds)
             contaminated += dirty
             runs.append(summarize(cfgs, busy_sets, samples))
+        parts = {} if args.no_parts else measure_parts(exe, args.calls, args.chunks, online[0], args.rounds)
+    empty = parts.get("part_empty", [])
+    part_rows = {
+        name: {
+            "what": PARTS[name],
+            "own_ns": spread(xs),
+            "added_ns": spread([x - e for x, e in zip(xs, empty, strict=True)]),
+        }
+        for name, xs in parts.items()
+        if name != "part_empty"
+    }
     agree = agreement(runs) if len(runs) > 1 else []
     header = {
         "kernel": os.uname().release,
@@ -500,7 +543,8 @@ def main() -> int:
         "notes": notes,
     }
     if args.json:
-        print(json.dumps({**header, "runs": runs, "agreement": agree, "did_not_run": skipped}, indent=2))
+        out = {**header, "runs": runs, "agreement": agree, "parts": part_rows, "did_not_run": skipped}
+        print(json.dumps(out, indent=2))
         return 0
     print(
         f"getppid loop, {args.calls:,} calls in {args.chunks} chunks x {args.rounds} rounds"
@@ -542,6 +586,13 @@ def main() -> int:
                     f"  {busy:<12} {name:<30} {med:5.2f} (target {target:.2f})"
                     f" {'met' if med <= target else 'NOT met'}"
                 )
+    if part_rows:
+        print(
+            f"\nprice of each part at tp_btf/sys_enter, 1 busy CPU, {args.rounds} rounds: own ns per run"
+            f" minus the empty program's ({fmt(spread(empty))} ns), median [IQR]"
+        )
+        for row in part_rows.values():
+            print(f"  {row['what']:<48} {fmt(row['added_ns']):>20}")
     for name, why in skipped.items():
         print(f"\n{name} did not run here: {why}")
     return 0
