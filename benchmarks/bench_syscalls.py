@@ -36,6 +36,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -182,12 +183,12 @@ def external(cmd: list[str], ready: str, settle: float = 0.5) -> Iterator[list[P
     finally:
         for fd in fds:
             os.close(fd)
-        p.terminate()
+        p.send_signal(signal.SIGINT)  # what both tools take as "stop" (Ctrl-C)
         try:
-            p.wait(10)
+            p.communicate(timeout=15)  # drain: a tool blocked writing its final report never exits
         except subprocess.TimeoutExpired:
             p.kill()
-            p.wait()
+            p.communicate()
 
 
 def _cache_dir() -> str:
@@ -361,7 +362,7 @@ def measure(
                         s.short_runs += runs < calls * len(cpus)
                         own[label] = (b.run_time_ns - a.run_time_ns) / runs if runs else float("nan")
                     s.own.append(own)
-        print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+        print(f"  round {r + 1}/{rounds} done, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     return samples, contaminated
 
 
@@ -481,15 +482,16 @@ def agreement(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=300_000, help="getppid calls per loop (default 300,000)")
-    ap.add_argument("--chunks", type=int, default=30, help="timed chunks per loop, median taken (default 30)")
-    ap.add_argument("--rounds", type=int, default=12, help="interleaved rounds per run (default 12)")
+    ap.add_argument("--calls", type=int, default=100_000, help="getppid calls per loop (default 100,000)")
+    ap.add_argument("--chunks", type=int, default=20, help="timed chunks per loop, median taken (default 20)")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved rounds per run (default 10)")
     ap.add_argument(
         "--repeat", type=int, default=1, help="run the whole benchmark N times in a row (default 1)"
     )
     ap.add_argument("--no-external", action="store_true", help="leave out bpftrace and bcc")
     ap.add_argument("--no-parts", action="store_true", help="leave out the price of each part (bench_parts)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--json-out", metavar="FILE", help="also write the results as JSON to FILE")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_syscalls: run as root (it attaches BPF programs)")
@@ -508,6 +510,7 @@ def main() -> int:
             skipped[name] = " ".join(str(exc).split())[-400:]
             del cfgs[name]
     started = time.time()
+    load_before = os.getloadavg()
     runs: list[list[dict[str, Any]]] = []
     contaminated = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -533,7 +536,8 @@ def main() -> int:
         "kernel": os.uname().release,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "minutes": round((time.time() - started) / 60, 1),
-        "load_before": os.getloadavg(),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
         "command": " ".join(["bench_syscalls.py", *sys.argv[1:]]),
         "calls": args.calls,
         "chunks": args.chunks,
@@ -542,14 +546,22 @@ def main() -> int:
         "stats_on_by_others": contaminated,
         "notes": notes,
     }
+    out = {**header, "runs": runs, "agreement": agree, "parts": part_rows, "did_not_run": skipped}
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(out, f, indent=2)
     if args.json:
-        out = {**header, "runs": runs, "agreement": agree, "parts": part_rows, "did_not_run": skipped}
         print(json.dumps(out, indent=2))
         return 0
     print(
         f"getppid loop, {args.calls:,} calls in {args.chunks} chunks x {args.rounds} rounds"
         f" x {args.repeat} runs;"
         f" kernel {header['kernel']}; {header['date']}; {header['minutes']} min"
+    )
+    print(
+        "load average (1, 5, 15 min) before: {:.1f} {:.1f} {:.1f}, after: {:.1f} {:.1f} {:.1f}".format(
+            *load_before, *header["load_after"]
+        )
     )
     for note in notes:
         print(note)
