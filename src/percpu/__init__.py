@@ -12,6 +12,7 @@ from .cpus import CpuList, Topology, topology
 from .errors import (
     AttachError,
     BpfError,
+    BtfError,
     CpuNotPossible,
     KeyNotFound,
     LibbpfError,
@@ -22,6 +23,7 @@ from .errors import (
     PermissionDenied,
     ProgramLoadError,
     SizeMismatch,
+    TypeSpecError,
     UnknownSyscall,
 )
 from .maps import (
@@ -42,6 +44,7 @@ from .maps import (
     open_map,
 )
 from .topo import CpuGroups, CpuInfo, Layout
+from .typespec import parse_type
 from .values import Int, PerCpuValue
 
 __version__ = "0.1.0"
@@ -53,6 +56,7 @@ __all__ = [
     "Array",
     "AttachError",
     "BpfError",
+    "BtfError",
     "CpuGroups",
     "CpuInfo",
     "CpuList",
@@ -79,9 +83,11 @@ __all__ = [
     "SizeMismatch",
     "Snapshot",
     "Topology",
+    "TypeSpecError",
     "UnknownSyscall",
     "__version__",
     "list_maps",
     "open_map",
+    "parse_type",
     "topology",
 ]
