@@ -122,3 +122,44 @@ def test_a_gate_closed_unwritten_makes_the_child_exit_125_without_running() -> N
     assert pid, "the child did not see the closed gate"
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 125
     assert not os.path.exists(marker)
+
+
+_BAD_SECONDS = [
+    ("-d", "1e10", "is more than a year"),
+    ("-d", "inf", "is not a finite number of seconds"),
+    ("-d", "nan", "is not a finite number of seconds"),
+    ("-d", "-1", "must be greater than 0"),
+    ("-d", "0", "must be greater than 0"),
+    ("-d", "soon", "is not a number of seconds"),
+    ("-i", "1e10", "is more than a year"),
+    ("-i", "inf", "is not a finite number of seconds"),
+    ("-i", "1e400", "is not a finite number of seconds"),  # float() makes it inf
+    ("-i", "0", "must be greater than 0"),
+    ("-i", "1e-9", "is too short: the least is 0.1 s"),  # would read every map in a busy loop
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value", "message"),
+    [("stat", *case) for case in _BAD_SECONDS] + [("top", *case) for case in _BAD_SECONDS if case[0] == "-i"],
+)
+def test_bad_seconds_are_usage_errors(
+    command: str, option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([command, option, value])  # parsing only: nothing may start counting
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_the_wait_is_bounded_for_a_deadline_far_away() -> None:
+    """A year-long deadline is accepted; the wait must not pass it to select() whole (OverflowError)."""
+    watch = syscalls._Watch(None, child=False)
+    try:
+        with watch.signals():
+            os.kill(os.getpid(), signal.SIGTERM)  # wakes the wait at once
+            watch.wait(1e10)
+        assert watch.stop
+    finally:
+        watch.close()

@@ -18,19 +18,15 @@ from .. import _procfs
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
 from . import _report
-from ._args import int_at_least
+from ._args import int_at_least, seconds
 
 __all__ = ["register"]
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return v
+# Each report reads every map: a shorter interval would spend a CPU on reading, not on the workload.
+MIN_INTERVAL = 0.1
+_interval = seconds(MIN_INTERVAL, " (each report reads every map)")
+_duration = seconds(hint=": leave -d out to count until Ctrl-C")
 
 
 def _add_counter_options(p: argparse.ArgumentParser) -> None:
@@ -233,7 +229,8 @@ class _Watch:
             fds.append(self.pidfd)
         elif self.pid is not None:
             timeout = min(timeout, 0.1)
-        select.select(fds, [], [], max(timeout, 0.0))
+        # Bounded: a wait far in the future (a long --duration) would overflow select()'s time type.
+        select.select(fds, [], [], min(max(timeout, 0.0), 3600.0))
         with contextlib.suppress(BlockingIOError):
             os.read(self._r, 512)
 
@@ -549,7 +546,7 @@ def register(sub: Any) -> None:
         "CPUs, +/- refresh interval, p pause.",
     )
     p.add_argument(
-        "-i", "--interval", type=_positive, default=1.0, help="refresh interval, seconds (default 1)"
+        "-i", "--interval", type=_interval, default=1.0, help="refresh interval, seconds (default 1)"
     )
     p.add_argument(
         "--sort",
@@ -586,9 +583,9 @@ def register(sub: Any) -> None:
         usage="percpu stat [options] [-- COMMAND [ARGS...]]",
     )
     s.add_argument(
-        "-d", "--duration", type=_positive, help="stop after this many seconds (not with a command)"
+        "-d", "--duration", type=_duration, help="stop after this many seconds (not with a command)"
     )
-    s.add_argument("-i", "--interval", type=_positive, help="print a report every N seconds instead of once")
+    s.add_argument("-i", "--interval", type=_interval, help="print a report every N seconds instead of once")
     s.add_argument(
         "--count",
         type=int_at_least(0, " (0: no limit)"),
