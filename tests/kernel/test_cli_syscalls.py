@@ -380,3 +380,19 @@ def test_top_sort_keys(sort: str) -> None:
         else:  # the first CPU column shown
             keys = [-value(r[2]) for r in rows]
         assert keys == sorted(keys), screen  # type: ignore[type-var]
+
+
+def test_stat_comm_filter_takes_a_name_that_is_not_utf8() -> None:
+    """The kernel compares raw bytes; a name from the command line that is not UTF-8 (an ESC and a 0xff
+    byte) must filter on exactly those bytes, not fail to encode."""
+    name = b"pc\xff\x1bq"
+    cpu = busy_cpu()
+    cmd = [sys.executable, WORKLOAD, "4321", str(cpu), b"--comm", name]
+    r = subprocess.run(
+        [*PERCPU, "stat", "-c", name, "-f", "json", "-q", "--", *cmd],
+        capture_output=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert b"Traceback" not in r.stderr
+    assert calls(json.loads(r.stdout.splitlines()[-1]), "getppid") == 4321

@@ -33,7 +33,9 @@ def _add_counter_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to count (filters run in the kernel, set before load)")
     g.add_argument("-p", "--pid", type=int, help="only this process (thread group id)")
     g.add_argument("-t", "--tid", type=int, help="only this thread")
-    g.add_argument("-c", "--comm", help="only tasks with this command name (up to 15 characters)")
+    g.add_argument(
+        "-c", "--comm", help="only tasks with this command name (the kernel keeps its first 15 bytes)"
+    )
     g.add_argument("--cgroup", help="only tasks in this cgroup v2 (path under /sys/fs/cgroup, or its id)")
     g.add_argument(
         "-s",
