@@ -396,3 +396,30 @@ def test_stat_comm_filter_takes_a_name_that_is_not_utf8() -> None:
     assert r.returncode == 0, r.stderr
     assert b"Traceback" not in r.stderr
     assert calls(json.loads(r.stdout.splitlines()[-1]), "getppid") == 4321
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ("TERM=dumb", "the terminal (TERM=dumb) cannot move the cursor"),
+        ("-u TERM", "TERM is not set"),
+        ("TERM=no-such-terminal", "TERM=no-such-terminal is not a terminal type this system knows"),
+    ],
+)
+def test_top_on_a_terminal_curses_cannot_drive_prints_tables(env: str, problem: str) -> None:
+    """A terminal that cannot address the cursor, or an unknown TERM: one line on stderr saying so, then the
+    --batch tables (was: a curses traceback, or curses exiting the process)."""
+    if not shutil.which("tmux"):
+        pytest.fail("tmux is not installed: scripts/setup.sh --dev installs it")
+    session = f"percpu-test-{os.getpid()}-{time.monotonic_ns()}"
+    top = " ".join([sys.executable, "-m", "percpu", "top", "-i", "0.2", "--count", "2", "-n", "3"])
+    script = f"cd {os.getcwd()} && env {env} {top} 2>&1; echo percpu-rc=$?; sleep 120"
+    _tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "50", script)
+    try:
+        screen = screen_when(session, "percpu-rc=")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert "percpu-rc=0" in screen, screen
+    assert problem in screen and "printing a table every interval instead" in screen, screen
+    assert screen.count("imbalance (busiest CPU / mean)") == 2, screen
+    assert "Traceback" not in screen

@@ -512,7 +512,13 @@ def _cmd_top(args: argparse.Namespace) -> int:
     # SIGTERM ends top as q and Ctrl-C do: the terminal is restored and the exit status is 0.
     old = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        if not sys.stdout.isatty() or args.batch:
+        if args.batch or not sys.stdout.isatty():
+            return _top_batch(args, counter)
+        problem = _top.terminal_problem()
+        if problem is not None:
+            print(
+                f"percpu: top: {problem}: printing a table every interval instead (--batch)", file=sys.stderr
+            )
             return _top_batch(args, counter)
         with counter:
             return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top)
