@@ -423,3 +423,47 @@ def test_top_on_a_terminal_curses_cannot_drive_prints_tables(env: str, problem: 
     assert problem in screen and "printing a table every interval instead" in screen, screen
     assert screen.count("imbalance (busiest CPU / mean)") == 2, screen
     assert "Traceback" not in screen
+
+
+def test_stat_output_on_a_read_only_file_system_is_refused_before_counting(tmp_path: object) -> None:
+    """Root may write anywhere but on a read-only mount: checked up front, the old file untouched."""
+    d = os.path.join(str(tmp_path), "ro")
+    os.mkdir(d)
+    old = os.path.join(d, "old.txt")
+    with open(old, "w", encoding="utf-8") as f:
+        f.write("old report\n")
+    stat_cmd = " ".join([*PERCPU, "stat", "-q", "-d", "0.2", "-o", old])
+    script = f"mount --bind {d} {d} && mount -o remount,bind,ro {d} && {stat_cmd}"
+    r = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert f"-o {old}: Read-only file system" in r.stderr and "Traceback" not in r.stderr
+    with open(old, encoding="utf-8") as f:
+        assert f.read() == "old report\n"
+
+
+def test_stat_output_to_dev_stdout_and_a_pipe() -> None:
+    r = subprocess.run(
+        f"{' '.join(PERCPU)} stat -q -f json -d 0.2 -o /dev/stdout | cat",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["total"] > 0
+    r = percpu("stat", "-q", "-f", "json", "-d", "0.2", "-o", "-")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["total"] > 0
+
+
+def test_stat_output_replaces_the_file_when_the_report_is_done(tmp_path: object) -> None:
+    path = os.path.join(str(tmp_path), "r.json")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("old\n")
+    os.chmod(path, 0o604)
+    r = percpu("stat", "-q", "-f", "json", "-d", "0.2", "-o", path)
+    assert r.returncode == 0, r.stderr
+    with open(path, encoding="utf-8") as f:
+        assert json.loads(f.read())["total"] > 0
+    assert os.stat(path).st_mode & 0o777 == 0o604
+    assert os.listdir(str(tmp_path)) == ["r.json"]

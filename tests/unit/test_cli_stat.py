@@ -33,11 +33,12 @@ def test_bad_output_paths_are_errors_before_counting(argv: list[str], message: s
         syscalls._Output(stat_args(*argv))  # type: ignore[arg-type]
 
 
-def test_output_files_are_created_up_front(tmp_path: object) -> None:
+def test_output_files_are_written_only_when_the_report_is_complete(tmp_path: object) -> None:
     out, svg = os.path.join(str(tmp_path), "o.txt"), os.path.join(str(tmp_path), "m.svg")
     o = syscalls._Output(stat_args("-o", out, "--heatmap", svg))  # type: ignore[arg-type]
-    o.close()
-    assert os.path.exists(out) and os.path.exists(svg)
+    o.close()  # a run that ended before its report: nothing is created
+    assert not os.path.exists(out) and not os.path.exists(svg)
+    assert os.listdir(str(tmp_path)) == []
 
 
 @pytest.mark.parametrize(

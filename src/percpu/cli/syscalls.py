@@ -12,13 +12,14 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 from .. import _procfs
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
 from . import _report
 from ._args import int_at_least, seconds
+from ._outfile import ReportFile
 
 __all__ = ["register"]
 
@@ -106,16 +107,11 @@ def _require_root() -> None:
 # --- percpu stat ------------------------------------------------------------------------------------
 
 
-def _open_for_writing(path: str, what: str) -> IO[str]:
-    """Open an output file before any counting starts, so a bad path costs nothing (like a shell's >)."""
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise PercpuError(f"{what} {path}: {exc.strerror}", errno=exc.errno) from exc
-
-
 class _Output:
-    """Writes each interval (or the final report) in the chosen format, and the heat map at the end."""
+    """Writes each interval (or the final report) in the chosen format, and the heat map at the end.
+
+    Output files are checked when this is made, before counting starts, but a regular file is replaced
+    only by :meth:`commit`, once the report is complete: a run that fails leaves the old file as it was."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.fmt = args.format
@@ -127,11 +123,11 @@ class _Output:
         self.heatmap_path: str | None = args.heatmap
         if args.heatmap and not args.heatmap.endswith(".svg"):
             raise PercpuError(f"--heatmap {args.heatmap}: only SVG is written (name the file .svg)")
-        self.out = _open_for_writing(args.output, "-o") if args.output else sys.stdout
-        self.heatmap: IO[str] | None = None
+        self.out = ReportFile(args.output or "-", "-o")
+        self.heatmap: ReportFile | None = None
         try:
             if args.heatmap:
-                self.heatmap = _open_for_writing(args.heatmap, "--heatmap")
+                self.heatmap = ReportFile(args.heatmap, "--heatmap")
         except BaseException:
             self.close()
             raise
@@ -155,16 +151,19 @@ class _Output:
         if self.heatmap is None:
             return
         self.heatmap.write(_report.heatmap_svg(d))
-        self.heatmap.close()
-        self.heatmap = None
-        if not self.quiet:
-            print(f"percpu: heat map written to {self.heatmap_path}", file=sys.stderr)
+
+    def commit(self) -> None:
+        """The run is over and its reports are written: put the files in place."""
+        self.out.commit()
+        if self.heatmap is not None:
+            self.heatmap.commit()
+            if not self.quiet:
+                print(f"percpu: heat map written to {self.heatmap_path}", file=sys.stderr)
 
     def close(self) -> None:
         if self.heatmap is not None:
             self.heatmap.close()
-        if self.out is not sys.stdout:
-            self.out.close()
+        self.out.close()
 
 
 def _exit_code(status: int) -> int:
@@ -296,6 +295,7 @@ def _cmd_stat(args: argparse.Namespace) -> int:
                     start = counter.snapshot()
                     _note_start(args, counter)  # after the handlers: from here on, SIGTERM gets a report
                     _stat_loop(args, counter, out, start, watch)
+            out.commit()
         finally:
             out.close()
     finally:
@@ -479,6 +479,7 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
                     os.close(gate_w)
                     gate_w = -1
                     _stat_loop(args, counter, out, start, watch)
+            out.commit()
             status = watch.status
         finally:
             if gate_w >= 0:
