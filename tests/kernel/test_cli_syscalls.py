@@ -467,3 +467,16 @@ def test_stat_output_replaces_the_file_when_the_report_is_done(tmp_path: object)
         assert json.loads(f.read())["total"] > 0
     assert os.stat(path).st_mode & 0o777 == 0o604
     assert os.listdir(str(tmp_path)) == ["r.json"]
+
+
+def test_stat_per_process_shows_a_hostile_name_escaped() -> None:
+    """A process may name itself with terminal escapes (here: set the window title) and bytes that are
+    not UTF-8; root's `stat -P` shows them as text."""
+    name = b"\x1b]0;x\x07\xff"
+    cmd = [sys.executable, WORKLOAD, "321", str(busy_cpu()), b"--comm", name]
+    r = subprocess.run([*PERCPU, "stat", "-q", "-P", "--", *cmd], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    report = r.stdout[r.stdout.index(b"system calls in") :]  # after the workload's own JSON line
+    assert b"\x1b" not in report and b"\x07" not in report
+    row = next(ln for ln in report.splitlines() if b"\\x1b]0;x\\x07\\xff" in ln and b"getppid" in ln)
+    assert row.split()[-2] == b"321"
