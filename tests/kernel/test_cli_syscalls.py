@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from percpu.cpus import topology
+from percpu.process import own_cgroup
 from percpu.syscalls import syscall_number
 from percpu.syscount import cgroup2_root
 
@@ -122,9 +123,11 @@ def stat_leaving_cgroup(*args: str) -> tuple[subprocess.CompletedProcess[str], b
     """Run `percpu stat ARGS`; also say whether the cgroup it made (named by its pid) is still there."""
     root = cgroup2_root()
     assert root is not None, "this test needs a cgroup2 mount"
+    parent = own_cgroup(root)
+    assert parent is not None, "this test needs to run in a cgroup under the cgroup2 mount"
     p = subprocess.Popen([*PERCPU, "stat", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = p.communicate(timeout=120)
-    left = os.path.exists(os.path.join(root, f"percpu-stat-{p.pid}"))
+    left = any(os.path.exists(os.path.join(d, f"percpu-stat-{p.pid}")) for d in (parent, root))
     return subprocess.CompletedProcess(p.args, p.returncode, out, err), left
 
 
@@ -480,3 +483,91 @@ def test_stat_per_process_shows_a_hostile_name_escaped() -> None:
     assert b"\x1b" not in report and b"\x07" not in report
     row = next(ln for ln in report.splitlines() if b"\\x1b]0;x\\x07\\xff" in ln and b"getppid" in ln)
     assert row.split()[-2] == b"321"
+
+
+@contextlib.contextmanager
+def caller_cgroup() -> Iterator[str]:
+    """A cgroup v2 of the test's own, standing for the cgroup (with its limits) a user runs percpu in."""
+    root = cgroup2_root()
+    assert root is not None, "this test needs a cgroup2 mount"
+    parent = own_cgroup(root)
+    assert parent is not None
+    path = os.path.join(parent, f"percpu-test-caller-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        yield path
+    finally:
+        with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as f:
+            for pid in f.read().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for d in sorted((e.path for e in os.scandir(path) if e.is_dir()), reverse=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(path)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+def in_cgroup(cgroup: str, *argv: str) -> list[str]:
+    """A shell command line that moves itself into ``cgroup`` and then runs ``argv``."""
+    return ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", *argv]
+
+
+def test_stat_command_cgroup_is_under_the_callers_cgroup() -> None:
+    """The command must stay inside the caller's limits: its cgroup is a child of the caller's, not a
+    cgroup at the root of the hierarchy."""
+    root = cgroup2_root()
+    assert root is not None
+    with caller_cgroup() as caller:
+        r = subprocess.run(
+            in_cgroup(caller, *PERCPU, "stat", "-q", "--", "cat", "/proc/self/cgroup"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith("0::"))
+        rel = "/" + os.path.relpath(caller, root)
+        assert re.fullmatch(re.escape(rel) + r"/percpu-stat-\d+", line[3:]), (line, rel)
+        assert [e.name for e in os.scandir(caller) if e.is_dir()] == [], "the command cgroup was left"
+
+
+def test_stat_command_cgroup_left_by_a_killed_percpu_is_removed_by_the_next_run() -> None:
+    with caller_cgroup() as caller:
+        p = subprocess.Popen(
+            in_cgroup(caller, *PERCPU, "stat", "-q", "--", "sleep", "60"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            left: list[str] = []
+            while not left:
+                assert time.monotonic() < deadline, "percpu never made its command cgroup"
+                left = [e.path for e in os.scandir(caller) if e.name.startswith("percpu-stat-")]
+                time.sleep(0.05)
+            with open(os.path.join(left[0], "cgroup.procs"), encoding="ascii") as f:
+                while not f.read().split():  # the command is in it: percpu is counting
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                    f.seek(0)
+            p.kill()  # SIGKILL: percpu cannot clean up; its command (sleep) stays in the cgroup
+            p.wait()
+            assert os.path.isdir(left[0])
+            r = subprocess.run(
+                in_cgroup(caller, *PERCPU, "stat", "--", "true"), capture_output=True, text=True, timeout=120
+            )
+            assert r.returncode == 0, r.stderr
+            assert f"removed {left[0]}, left by a percpu that was killed" in r.stderr
+            assert not os.path.exists(left[0])
+            assert [e.name for e in os.scandir(caller) if e.is_dir()] == []
+        finally:
+            p.kill()
+            p.wait()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .. import _procfs
+from .. import _procfs, process
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
 from . import _report
@@ -166,12 +166,6 @@ class _Output:
         self.out.close()
 
 
-def _exit_code(status: int) -> int:
-    """A wait status as a shell reports it: the exit code, or 128 + the signal that ended the process."""
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
-
-
 class _Watch:
     """What ends a ``percpu stat`` run besides its deadline: SIGINT/SIGTERM, or the exit of the watched
     process. Waits sleep in select() on a pidfd and on a pipe the signal handlers write to, so either
@@ -242,22 +236,13 @@ class _Watch:
         if self.child:
             pid, st = os.waitpid(self.pid, os.WNOHANG)
             if pid:
-                self.status = _exit_code(st)
+                self.status = process.exit_code(st)
                 self.pid = None
                 return True
             return False
         if self.pidfd >= 0:
             return bool(select.select([self.pidfd], [], [], 0)[0])
-        return not _alive(self.pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+        return not process.alive(self.pid)
 
 
 def _cmd_stat(args: argparse.Namespace) -> int:
@@ -348,124 +333,17 @@ def _stat_loop(
     out.write_heatmap(end.delta(start))
 
 
-class _CommandCgroup:
-    """A fresh cgroup v2 for ``percpu stat -- CMD``, so the command's children are counted too."""
-
-    def __init__(self) -> None:
-        self.path: str | None = None
-        self.base = ""
-        base = cgroup2_root()
-        if base is None or not os.path.exists(os.path.join(base, "cgroup.procs")):
-            return
-        path = os.path.join(base, f"percpu-stat-{os.getpid()}")
-        try:
-            os.mkdir(path)
-        except OSError:
-            return
-        self.base = base
-        self.path = path
-
-    def add(self, pid: int) -> bool:
-        if self.path is None:
-            return False
-        try:
-            with open(os.path.join(self.path, "cgroup.procs"), "w", encoding="ascii") as f:
-                f.write(str(pid))
-        except OSError:
-            self.remove()
-            return False
-        return True
-
-    def remove(self) -> int:
-        """Remove the cgroup (call after reaping the command). Processes the command left running are
-        moved back to percpu's own cgroup first; returns how many there were."""
-        if self.path is None:
-            return 0
-        path, self.path = self.path, None
-        left: list[str] = []
-        for attempt in range(50):
-            try:
-                os.rmdir(path)
-                return len(left)
-            except FileNotFoundError:
-                return len(left)
-            except OSError:
-                if attempt % 10 == 0:
-                    left = self._evict(path) or left
-                time.sleep(0.02)
-        print(f"percpu: could not remove the cgroup {path}", file=sys.stderr)
-        return len(left)
-
-    def _evict(self, path: str) -> list[str]:
-        try:
-            with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as f:
-                pids = f.read().split()
-        except OSError:
-            return []
-        home = self.base
-        with contextlib.suppress(OSError, StopIteration):
-            with open("/proc/self/cgroup", encoding="ascii", errors="replace") as f:
-                own = next(ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::"))
-            home = os.path.join(self.base, own.lstrip("/"))
-        for pid in pids:
-            for target in (home, self.base):
-                try:
-                    with open(os.path.join(target, "cgroup.procs"), "w", encoding="ascii") as f:
-                        f.write(pid)
-                    break
-                except OSError:
-                    continue
-        return pids
-
-
-def _spawn_gated(path: str, argv: list[str]) -> tuple[int, int]:
-    """Fork the command, held before exec until the returned gate fd is written to (closing it unwritten
-    makes the child exit 125 without running anything)."""
-    gate_r, gate_w = os.pipe()  # close-on-exec: the command inherits neither end
-    child = os.fork()
-    if child == 0:
-        try:
-            os.close(gate_w)  # else a gate closed unwritten would never read as EOF here
-            # Nothing between the gate and exec makes a system call but execve itself: the count of the
-            # command starts with its execve.
-            if os.read(gate_r, 1):
-                os.execv(path, argv)
-            os._exit(125)
-        except OSError as exc:
-            os.write(2, f"percpu: cannot run {argv[0]}: {exc.strerror}\n".encode())
-        except BaseException:
-            pass
-        os._exit(127)
-    os.close(gate_r)
-    return child, gate_w
-
-
-def _reap(child: int, grace: float = 1.0) -> int:
-    """Wait for the command after percpu itself failed: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(child, signal.SIGTERM)
-    end = time.monotonic() + grace
-    while time.monotonic() < end:
-        pid, st = os.waitpid(child, os.WNOHANG)
-        if pid:
-            return _exit_code(st)
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(child, signal.SIGKILL)
-    return _exit_code(os.waitpid(child, 0)[1])
-
-
 def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
     """Run ``cmd`` with counting already attached, count it and its children, report at its exit."""
     _require_root()
     # Every check that can fail runs before the command is started: filters, output files.
     _counter(args, _filters(args, pid=os.getpid()))
     out = _Output(args)
-    cg = _CommandCgroup()
+    cg = process.CommandCgroup(cgroup2_root())
     in_cgroup = False
-    left = 0
+    removed, moved = True, 0
     try:
-        child, gate_w = _spawn_gated(path, cmd)
+        child, gate_w = process.spawn_gated(path, cmd)
         watch: _Watch | None = None
         try:
             watch = _Watch(child, child=True)
@@ -485,20 +363,25 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
             if gate_w >= 0:
                 os.close(gate_w)  # the child sees EOF and exits without running the command
             if watch is None or watch.pid is not None:
-                _reap(child)
+                process.reap(child)
             if watch is not None:
                 watch.close()
     finally:
-        left = cg.remove()  # only now: a cgroup cannot be removed while the command is still in it
+        cg_path = cg.path
+        removed, moved = cg.remove()  # only now: a cgroup cannot be removed while the command is in it
         out.close()
+    if not removed:
+        print(f"percpu: could not remove the cgroup {cg_path}; the next run removes it", file=sys.stderr)
     if args.format == "table" and not args.quiet:
         if not in_cgroup:
             print("percpu: no cgroup v2 here: counted the command's own process only", file=sys.stderr)
-        if left:
+        if moved:
             print(
-                f"percpu: the command left {left} process(es) running; they were counted until it exited",
+                f"percpu: the command left {moved} process(es) running; they were counted until it exited",
                 file=sys.stderr,
             )
+        for stale in cg.removed_stale:
+            print(f"percpu: removed {stale}, left by a percpu that was killed", file=sys.stderr)
     return status
 
 
