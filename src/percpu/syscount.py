@@ -27,7 +27,7 @@ import numpy as np
 from . import _libbpf, _procfs
 from . import syscalls as _names
 from .cpus import CpuList, Topology, topology
-from .errors import AttachError, NotSupported, PercpuError, ProgramLoadError
+from .errors import AttachError, InvalidFilter, NotSupported, PercpuError, ProgramLoadError
 from .maps import Map
 from .objects import BpfObject, bundled
 
@@ -187,16 +187,67 @@ def _cgroup_id_exists(root: str, cgroup_id: int) -> bool:
     return False
 
 
+# The kernel's hard limit on pid numbers (PID_MAX_LIMIT on 64-bit; pid_max can only be set lower).
+PID_MAX_LIMIT = 1 << 22
+# task->comm is 16 bytes with the terminating NUL.
+COMM_LEN = 15
+
+
+def _check_id(value: object, name: str, limit: int, what: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidFilter(f"{name} filter {value!r}: {what} must be a whole number", field=name)
+    if not 1 <= value <= limit:
+        raise InvalidFilter(f"{name} filter {value}: {what} must be in 1..{limit}", field=name)
+
+
 @dataclass(frozen=True)
 class Filters:
-    """In-kernel filters, fixed when the programs load. Unset fields filter nothing."""
+    """In-kernel filters, fixed when the programs load. Unset fields filter nothing.
+
+    ``comm`` is compared by the kernel byte for byte with the task's name (at most 15 bytes): a ``str`` is
+    encoded as the file system encodes names (UTF-8, with undecodable bytes from the command line kept as
+    they were), ``bytes`` are taken as they are. Values the kernel could not hold (a pid above the kernel's
+    limit, a cgroup id beyond 64 bits, a longer name) raise :class:`~percpu.errors.InvalidFilter` here,
+    instead of being truncated into a filter on some other task.
+    """
 
     tgid: int | None = None
     tid: int | None = None
-    comm: str | None = None
+    comm: str | bytes | None = None
     cgroup: int | str | None = None  # cgroup v2 id, or a path (absolute, or under the cgroup2 mount)
     syscalls: Sequence[int | str] | None = None  # names ("read", "compat:read") or numbers
     failed_only: bool = False
+
+    def __post_init__(self) -> None:
+        _check_id(self.tgid, "tgid", PID_MAX_LIMIT, "a process id")
+        _check_id(self.tid, "tid", PID_MAX_LIMIT, "a thread id")
+        if self.cgroup is not None and not isinstance(self.cgroup, str):
+            _check_id(self.cgroup, "cgroup", (1 << 64) - 1, "a cgroup v2 id")
+        self.comm_bytes()
+
+    def comm_bytes(self) -> bytes | None:
+        """The name the kernel compares, as bytes; None when there is no name filter."""
+        if self.comm is None:
+            return None
+        if isinstance(self.comm, bytes):
+            raw = self.comm
+        elif isinstance(self.comm, str):
+            raw = os.fsencode(self.comm)  # surrogate escapes back to the bytes the command line held
+        else:
+            raise InvalidFilter(f"comm filter {self.comm!r}: give a str or bytes", field="comm")
+        if not raw:
+            raise InvalidFilter("comm filter is empty: give a command name, or no comm filter", field="comm")
+        if b"\0" in raw:
+            raise InvalidFilter(f"comm filter {raw!r} has a NUL byte, which no task name holds", field="comm")
+        if len(raw) > COMM_LEN:
+            raise InvalidFilter(
+                f"comm filter {raw!r} is {len(raw)} bytes; the kernel keeps {COMM_LEN} bytes of a task's "
+                f"name: give the first {COMM_LEN} (e.g. {raw[:COMM_LEN]!r})",
+                field="comm",
+            )
+        return raw
 
     def cgroup_id(self) -> int | None:
         """The cgroup v2 id to filter on; refuses paths outside the cgroup2 mount and ids none has."""
@@ -473,10 +524,8 @@ class SyscallCounter:
         cfg.filter_tgid = f.tgid or 0
         cfg.filter_tid = f.tid or 0
         cfg.filter_cgroup = f.cgroup_id() or 0
-        if f.comm:
-            comm = f.comm.encode()
-            if len(comm) > 15:
-                raise PercpuError(f"comm filter {f.comm!r} is longer than the kernel's 15 characters")
+        comm = f.comm_bytes()
+        if comm is not None:
             cfg.filter_comm = comm
         slots = f.slots(self.arch)
         if f.syscalls is not None:
