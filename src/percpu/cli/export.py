@@ -47,8 +47,6 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def _cmd_exporter(args: argparse.Namespace) -> int:
-    from prometheus_client.exposition import choose_encoder
-
     from .. import _libbpf
     from ..exporter import SyscallCollector
 
@@ -64,9 +62,11 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
         if path != "/metrics" or "collector" not in state:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: try /metrics\n"]
-        # prometheus_client picks OpenMetrics or the text format from the Accept header.
-        _encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        body = state["collector"].expose(openmetrics="openmetrics" in content_type)
+        from ..exporter import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+
+        om = "application/openmetrics-text" in environ.get("HTTP_ACCEPT", "")
+        content_type = OPENMETRICS_CONTENT_TYPE if om else TEXT_CONTENT_TYPE
+        body = state["collector"].expose(openmetrics=om)
         start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
         return [body]
 
