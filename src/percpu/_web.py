@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import socket
 import ssl
 import sys
@@ -23,6 +24,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from ._webconfig import WebConfig
 from .exporter import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Exposition, Family
@@ -101,6 +103,7 @@ class MetricsServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._lock = threading.Lock()  # the counters above are read by the scrape thread
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- the server's own metrics -------------------------------------------------------------------
 
@@ -146,19 +149,9 @@ class MetricsServer:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="percpu-scrape")
-        # TLS is started by each connection itself (StreamWriter.start_tls, Python 3.11+), inside the
-        # connection and deadline limits, so a failed handshake is seen and counted; Python 3.10 lets the
-        # server do it, uncounted.
-        self._own_tls = self.web.ssl_context is not None and hasattr(asyncio.StreamWriter, "start_tls")
-        server_ssl = None if self._own_tls else self.web.ssl_context
-        server = await asyncio.start_server(
-            self._connection,
-            sock=self.sock,
-            ssl=server_ssl,
-            ssl_handshake_timeout=self.limits.request_timeout if server_ssl else None,
-            limit=self.limits.max_request_line + 2,
-            backlog=128,
-        )
+        # A connection's protocol holds its bytes until the coroutine below decides: TLS is started there,
+        # inside the connection and deadline limits, so a failed handshake is seen and counted.
+        server = await loop.create_server(lambda: _Accepted(self), sock=self.sock, backlog=128)
         try:
             await self._stop.wait()
         finally:
@@ -167,26 +160,53 @@ class MetricsServer:
             if self._auth_pool is not None:
                 self._auth_pool.shutdown(wait=False, cancel_futures=True)
 
-    _own_tls = False
-
     # --- one connection -----------------------------------------------------------------------------
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accepted(self, transport: asyncio.BaseTransport) -> None:
         with self._lock:
             full = self.open_connections >= self.limits.max_connections
             if not full:
                 self.open_connections += 1
         if full:
             self._count("connections")
-            writer.transport.abort()
+            transport.abort()  # type: ignore[attr-defined]
             return
+        task = asyncio.get_running_loop().create_task(self._connection(transport))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connection(self, transport: Any) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=self.limits.max_request_line + 2)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        writer: asyncio.StreamWriter | None = None
         try:
+            if self.web.ssl_context is not None:
+                try:
+                    transport = await loop.start_tls(
+                        transport,
+                        protocol,
+                        self.web.ssl_context,
+                        server_side=True,
+                        ssl_handshake_timeout=self.limits.request_timeout,
+                    )
+                except (OSError, asyncio.TimeoutError, ssl.SSLError):
+                    self._count("tls")  # plain HTTP to the TLS port, no or a wrong client certificate, slow
+                    return
+                if transport is None:
+                    return
+            else:
+                transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            if self.web.ssl_context is None:
+                transport.resume_reading()
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self._serve_connection(reader, writer)
         finally:
             with self._lock:
                 self.open_connections -= 1
-            if writer.transport.get_write_buffer_size() or writer.transport.is_closing():
-                writer.transport.abort()  # a client that stopped reading: drop what it did not take
+            if writer is None or transport.get_write_buffer_size() or transport.is_closing():
+                transport.abort()  # a client that stopped reading: drop what it did not take
             else:
                 writer.close()
 
@@ -194,13 +214,6 @@ class MetricsServer:
         loop = asyncio.get_running_loop()
         timeout = self.limits.request_timeout
         deadline = loop.time() + timeout  # the first request's deadline runs from the accept
-        if self._own_tls:
-            assert self.web.ssl_context is not None
-            try:
-                await asyncio.wait_for(writer.start_tls(self.web.ssl_context), timeout)  # type: ignore[attr-defined]
-            except (OSError, asyncio.TimeoutError, ssl.SSLError):
-                self._count("tls")  # plain HTTP to the TLS port, no or a wrong client certificate, too slow
-                return
         if self.web.allowed_sans and not self.web.san_allowed(writer.get_extra_info("peercert")):
             self._count("client_certificate")
             return
@@ -253,6 +266,7 @@ class MetricsServer:
                 close=True,
             )
             self._count(r.reason)
+            await self._linger(reader, writer)
             return False
         conn = headers.get("connection", "").lower()
         keep = (version == "HTTP/1.1" and "close" not in conn) or (
@@ -335,6 +349,20 @@ class MetricsServer:
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """After refusing a request whose rest is still arriving: read and discard a little of it, so
+        closing does not reset the connection before the client has read the answer."""
+        if writer.can_write_eof():
+            writer.write_eof()
+        with contextlib.suppress(asyncio.TimeoutError, OSError, asyncio.LimitOverrunError, ValueError):
+            left = 256 * 1024
+            async with asyncio.timeout(1.0) if hasattr(asyncio, "timeout") else contextlib.nullcontext():
+                while left > 0:
+                    chunk = await reader.read(min(left, CHUNK))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
 
     async def _read_head(
         self, first: bytes, reader: asyncio.StreamReader
@@ -419,6 +447,17 @@ class MetricsServer:
                 writer.write(view[i : i + CHUNK])
                 await writer.drain()  # at most CHUNK of this body waits in the transport per client
         await writer.drain()
+
+
+class _Accepted(asyncio.Protocol):
+    """Holds a new connection's bytes (reading paused) until its coroutine takes it over."""
+
+    def __init__(self, server: MetricsServer) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]
+        self.server._accepted(transport)
 
 
 def _accepts_gzip(value: str) -> bool:
