@@ -71,7 +71,7 @@ class Limits:
     max_request_line: int = 8 * 1024
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
-    share_window: float = 0.5
+    share_window: float = 0.0
 
 
 class _Refused(Exception):

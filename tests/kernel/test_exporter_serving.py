@@ -481,3 +481,62 @@ def test_per_process_memory_bounded_while_processes_rename_themselves() -> None:
     assert comms_max <= 11  # 10 names + "other"
     assert keys_max <= 10240  # the kernel map's entries
     assert rss_max < rss0 + 48 * 1024, (rss0, rss_max)
+
+
+# --- a plain install: no extras ------------------------------------------------------------------------
+
+
+def test_plain_install_serves_and_names_the_extra(tmp_path: Path) -> None:
+    """A virtualenv with percpu and numpy only (no prometheus_client, PyYAML or bcrypt) runs the exporter;
+    --web.config.file there says in one line what to install."""
+    import venv
+
+    import numpy
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    site = Path(numpy.__file__).parent.parent
+    for name in ("numpy", "numpy.libs"):
+        if (site / name).exists():
+            (deps / name).symlink_to(site / name)
+    src = Path(HERE).parent.parent / "src"
+    purelib = next((env_dir / "lib").glob("python3*/site-packages"))
+    (purelib / "percpu-test.pth").write_text(f"{src}\n{deps}\n")
+    python = str(env_dir / "bin" / "python")
+    for missing in ("prometheus_client", "yaml", "bcrypt"):
+        probe = subprocess.run([python, "-c", f"import {missing}"], capture_output=True, text=True)
+        assert probe.returncode != 0, f"{missing} is importable: the test does not show a plain install"
+    port = free_port()
+    p = subprocess.Popen(
+        [python, "-m", "percpu", "exporter", "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                code, body = fetch(f"http://127.0.0.1:{port}/metrics")
+                break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline, "the exporter did not start"
+                time.sleep(0.2)
+        assert code == 200 and b'percpu_syscalls_total{cpu="' in body
+        parse(body.decode())
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(15)
+        assert p.stderr is not None
+        assert b"Traceback" not in p.stderr.read()
+        p.stderr.close()
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users: {}\n")
+    out = subprocess.run(
+        [python, "-m", "percpu", "exporter", "--web.config.file", str(web)], capture_output=True, text=True
+    )
+    assert out.returncode == 1
+    assert (
+        out.stderr.strip() == "percpu: --web.config.file needs the PyYAML package: pip install 'percpu[web]'"
+    )

@@ -37,8 +37,15 @@ def _seconds(text: str) -> float:
         value = float(t) * scale
     except ValueError:
         value = -1.0
-    if not 0 < value < 86400:
+    if not 0 <= value < 86400:
         raise argparse.ArgumentTypeError(f"{text!r}: give a duration such as 10s or 500ms")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0")
     return value
 
 
@@ -177,7 +184,7 @@ def register(sub: Any) -> None:
     w.add_argument(
         "--web.request-timeout",
         dest="web_request_timeout",
-        type=_seconds,
+        type=_positive_seconds,
         default=10.0,
         metavar="DURATION",
         help="whole-request deadline, from its first byte to the last byte of the answer (default 10s)",
@@ -186,9 +193,10 @@ def register(sub: Any) -> None:
         "--web.share-window",
         dest="web_share_window",
         type=_seconds,
-        default=0.5,
+        default=0.0,
         metavar="DURATION",
-        help="requests within this time of a scrape get that scrape (default 500ms)",
+        help="requests within this time after a scrape get that scrape too (default 0: only requests that "
+        "arrive while a scrape is being taken share it)",
     )
     w.add_argument(
         "--user",
