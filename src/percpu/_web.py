@@ -381,7 +381,7 @@ class MetricsServer:
             raise _Refused(400, "malformed")
         method, path, version = parts
         headers: dict[str, str] = {}
-        total = 0
+        total = lines = 0
         while True:
             try:
                 raw = await reader.readuntil(b"\n")
@@ -390,7 +390,8 @@ class MetricsServer:
             except asyncio.IncompleteReadError as exc:
                 raise ConnectionResetError from exc
             total += len(raw)
-            if total > lim.max_header_bytes or len(headers) >= lim.max_headers:
+            lines += 1
+            if total > lim.max_header_bytes or lines > lim.max_headers + 1:
                 raise _Refused(431, "headers_too_large")
             text = raw.decode("latin-1").rstrip("\r\n")
             if not text:
