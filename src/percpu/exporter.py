@@ -55,15 +55,16 @@ class Sample(NamedTuple):
 class Family:
     """One metric family. ``name`` is the base name (no ``_total``); ``kind`` counter, gauge or histogram.
 
-    ``text`` holds sample lines already formatted (the per-CPU matrix, formatted in bulk), identical in
-    both exposition formats; ``cells`` then yields the same samples one by one for other consumers.
+    ``text`` holds chunks of sample lines already formatted (the per-CPU matrix, formatted in bulk, one
+    chunk per row, joined only once with the rest of the body), identical in both exposition formats;
+    ``cells`` then yields the same samples one by one for other consumers.
     """
 
     name: str
     kind: str
     help: str
     samples: list[Sample] = field(default_factory=list)
-    text: bytes = b""
+    text: list[bytes] = field(default_factory=list)
     cells: Callable[[], Iterator[Sample]] | None = None
     count: int = 0  # samples in ``text``
 
@@ -116,7 +117,7 @@ def render(families: Iterable[Family], openmetrics: bool) -> bytes:
             f"{fam.name}{s.suffix}{_labels_text(s.labels)} {_value_text(s.value)}\n" for s in fam.samples
         ]
         parts.append("".join(lines).encode())
-        parts.append(fam.text)
+        parts += fam.text
     if openmetrics:
         parts.append(b"# EOF\n")
     return b"".join(parts)
@@ -387,7 +388,7 @@ class SyscallCollector:
             rows[col] = _Row(mb, template, values, text)
             texts.append(text)
         self._rows = rows  # rows no longer exported are forgotten: the cache holds this scrape's only
-        fam.text = b"".join(texts)
+        fam.text = texts
         fam.count = int(nz.sum())
         labels = self._cpu_labels
         names = [OTHER if c < 0 else self._name(c) for c in cols]
