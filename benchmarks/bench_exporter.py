@@ -100,9 +100,14 @@ def main() -> int:
                 times.append((time.perf_counter() - t) * 1e3)
             results[f"real counter, {len(c.cpus)} possible CPUs"] = summary(times, size)
     if args.json:
-        print(json.dumps({"results": results, "ratio_prometheus_client_to_exporter": ratios}, indent=2))
+        out = {"results": results, "ratio_prometheus_client_to_exporter": ratios, "loadavg": os.getloadavg()}
+        print(json.dumps(out, indent=2))
         return 0
-    print(f"one scrape, {args.scrapes} scrapes each, the two paths interleaved; every count changes")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"one scrape, {args.scrapes} scrapes each, the two paths interleaved; every count changes "
+        f"(load average {load})"
+    )
     for label, r in results.items():
         print(
             f"  {label:<44} median {r['median_ms']:8.2f} ms   p95 {r['p95_ms']:8.2f} ms   "

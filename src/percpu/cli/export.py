@@ -119,7 +119,15 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
                 # (on kernels that allow reading maps without them, see percpu._privileges).
                 dropped = drop_privileges(caps_needed_to_read_maps(), user or None, group or None)
                 privileges = f"dropped (uid {dropped.uid}, capabilities kept {dropped.kept:#x})"
-            collector.scrape()  # the first read fails here, with a message, rather than in a request
+            try:
+                collector.scrape()  # the first read fails here, with a message, rather than in a request
+            except PercpuError as exc:
+                if args.keep_privileges:
+                    raise
+                raise PercpuError(
+                    f"reading the maps after giving up privileges failed ({exc}): this kernel may need "
+                    "CAP_BPF to read them; run with --keep-privileges and report the kernel version"
+                ) from exc
             server = MetricsServer(sock, collector.scrape, limits, web)
             server_ref.append(server)
             scheme = "https" if web.ssl_context else "http"
