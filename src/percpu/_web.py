@@ -177,6 +177,7 @@ class MetricsServer:
 
     async def _connection(self, transport: Any) -> None:
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.request_timeout  # the first request's, from the accept
         reader = asyncio.StreamReader(limit=self.limits.max_request_line + 2)
         protocol = asyncio.StreamReaderProtocol(reader)
         writer: asyncio.StreamWriter | None = None
@@ -188,7 +189,7 @@ class MetricsServer:
                         protocol,
                         self.web.ssl_context,
                         server_side=True,
-                        ssl_handshake_timeout=self.limits.request_timeout,
+                        ssl_handshake_timeout=max(deadline - loop.time(), 0.001),
                     )
                 except (OSError, asyncio.TimeoutError, ssl.SSLError):
                     self._count("tls")  # plain HTTP to the TLS port, no or a wrong client certificate, slow
@@ -201,7 +202,7 @@ class MetricsServer:
             if self.web.ssl_context is None:
                 transport.resume_reading()
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-            await self._serve_connection(reader, writer)
+            await self._serve_connection(reader, writer, deadline)
         finally:
             with self._lock:
                 self.open_connections -= 1
@@ -210,10 +211,11 @@ class MetricsServer:
             else:
                 writer.close()
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: float
+    ) -> None:
         loop = asyncio.get_running_loop()
         timeout = self.limits.request_timeout
-        deadline = loop.time() + timeout  # the first request's deadline runs from the accept
         if self.web.allowed_sans and not self.web.san_allowed(writer.get_extra_info("peercert")):
             self._count("client_certificate")
             return

@@ -267,7 +267,7 @@ def test_no_capabilities_after_start_and_exact_counts() -> None:
     comm = "pcpu-nopriv"
     with exporter("-c", comm) as (target, proc):
         for task in os.listdir(f"/proc/{proc.pid}/task"):
-            for field in ("CapEff", "CapPrm", "CapInh", "CapAmb"):
+            for field in ("CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"):
                 assert int(status_field(proc.pid, field, int(task)), 16) == 0, (task, field)
         assert status_field(proc.pid, "NoNewPrivs") == "1"
         subprocess.run(
