@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -140,13 +140,19 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any, path: str) -> None:
+def _save(fig: Any, path: str, file: IO[bytes] | None) -> None:
     import matplotlib
 
     fmt = check_path(path, "picture")
     with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
         try:
-            fig.savefig(path, format=fmt, bbox_inches="tight", pad_inches=0.15, metadata=_metadata(fmt))
+            fig.savefig(
+                path if file is None else file,
+                format=fmt,
+                bbox_inches="tight",
+                pad_inches=0.15,
+                metadata=_metadata(fmt),
+            )
         except OSError as exc:
             raise PercpuError(f"cannot write {path}: {exc.strerror}", errno=exc.errno) from exc
 
@@ -229,8 +235,10 @@ def heatmap(
     layout: Layout | None = None,
     top: int = 30,
     title: str | None = None,
+    file: IO[bytes] | None = None,
 ) -> None:
-    """Write a CPU x syscall heat map of ``d`` to ``path`` (.png, .svg or .pdf).
+    """Write a CPU x syscall heat map of ``d`` to ``path`` (.png, .svg or .pdf; into ``file`` instead,
+    when given, in the format ``path`` names).
 
     The ``top`` busiest syscalls are rows (most calls first); columns are ``d``'s CPUs, ordered by NUMA
     node, package and core when ``layout`` is given, or its groups in a grouped view. Zero cells are
@@ -313,7 +321,7 @@ def heatmap(
     if cols.isolated:
         legend.append(Patch(facecolor=_ISOLATED, label="isolated CPU (mark above its column)"))
     fig.legend(handles=legend, loc="outside lower right", fontsize=8, ncols=len(legend), frameon=False)
-    _save(fig, path)
+    _save(fig, path, file)
 
 
 def timeseries(
@@ -323,6 +331,7 @@ def timeseries(
     layout: Layout | None = None,
     lines_up_to: int = 12,
     title: str | None = None,
+    file: IO[bytes] | None = None,
 ) -> None:
     """Write calls per second over consecutive intervals (``percpu stat -i``) to ``path``.
 
@@ -421,7 +430,7 @@ def timeseries(
         loc="left",
         fontsize=11,
     )
-    _save(fig, path)
+    _save(fig, path, file)
 
 
 def _human_formatter() -> Any:
