@@ -218,7 +218,7 @@ def _bands(ax: Any, cols: _Columns, rows: int) -> None:
         ax.annotate(
             lab,
             xy=((lo + hi) / 2, -0.5),
-            xytext=(0, 7),
+            xytext=(0, 9),
             textcoords="offset points",
             ha="center",
             va="bottom",

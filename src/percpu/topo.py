@@ -273,9 +273,16 @@ def _int(path: str) -> int | None:
 
 
 def _cpus(path: str) -> CpuList:
-    """A CPU list file; an absent or unreadable file is an empty list (the feature is off)."""
+    """A CPU list file; an absent or unreadable file is an empty list (the feature is off). So is
+    ``(null)``: a kernel built with NO_HZ_FULL but booted without nohz_full= prints its unallocated mask
+    that way in ``cpu/nohz_full``."""
     text = _text(path)
-    return CpuList.parse(text) if text else CpuList(())
+    if not text or text == "(null)":
+        return CpuList(())
+    try:
+        return CpuList.parse(text)
+    except PercpuError as exc:
+        raise PercpuError(f"{path}: {exc}") from None
 
 
 def _node_of(cpu_root: str, node_root: str, cpus: Sequence[int]) -> dict[int, int]:

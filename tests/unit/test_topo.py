@@ -28,6 +28,7 @@ def write(path: Path, text: str) -> None:
 
 
 def fake_sysfs(root: Path, *, isolated: str = "3", nohz: str | None = "6") -> tuple[str, str, str]:
+    """``nohz`` None: no nohz_full file (a kernel without NO_HZ_FULL)."""
     cpu = root / "sys/devices/system/cpu"
     node = root / "sys/devices/system/node"
     write(cpu / "possible", "0-3,6-9")
@@ -220,3 +221,17 @@ def test_core_labels_name_the_die_only_when_a_package_has_several(
         (Path(cpu) / f"cpu{c}" / "topology" / "die_id").write_text(f"{die}\n")
     lay = read_layout(cpu, node_root=node, cgroup_root=None)
     assert lay.groups("core").labels == labels
+
+
+def test_nohz_full_null_means_none(tmp_path: Path) -> None:
+    """Linux 6.1 with NO_HZ_FULL, booted with isolcpus=3 and no nohz_full=, has ``(null)`` there."""
+    cpu, node, _ = fake_sysfs(tmp_path, nohz="(null)")
+    lay = read_layout(cpu, node_root=node, cgroup_root=None)
+    assert not any(c.nohz_full for c in lay.cpus)
+    assert lay.isolated == CpuList([3])
+
+
+def test_a_malformed_isolation_list_names_its_file(tmp_path: Path) -> None:
+    cpu, node, _ = fake_sysfs(tmp_path, isolated="3-x")
+    with pytest.raises(PercpuError, match=r"cpu/isolated: malformed CPU list"):
+        read_layout(cpu, node_root=node, cgroup_root=None)
