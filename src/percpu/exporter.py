@@ -257,6 +257,14 @@ class SyscallCollector(Collector):
         )
         dropped.add_metric([], snap.dropped)
         yield dropped
+        lost = CounterMetricFamily(
+            "percpu_lost_syscalls",
+            "System calls an opt-in table (processes, errors, latency) could not take because it was full.",
+            labels=["table"],
+        )
+        for table, n in snap.lost._asdict().items():
+            lost.add_metric([table], n)
+        yield lost
         if snap.errors is not None:
             yield self._errors(*snap.errors)
         if snap.latency is not None:

@@ -25,6 +25,7 @@ __all__ = [
     "CommandCgroup",
     "alive",
     "exit_code",
+    "in_nested_pid_namespace",
     "own_cgroup",
     "reap",
     "remove_stale_cgroups",
@@ -48,6 +49,17 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def in_nested_pid_namespace(pid: int, proc: str = "/proc") -> bool:
+    """Whether the task ``pid`` (a process or a thread) runs in a pid namespace below the one /proc
+    shows: its status then lists more than one pid on the ``NSpid`` line."""
+    try:
+        with open(f"{proc}/{pid}/status", encoding="ascii", errors="replace") as f:
+            line = next((ln for ln in f if ln.startswith("NSpid:")), "")
+    except OSError:
+        return False
+    return len(line.split()) > 2
 
 
 def spawn_gated(path: str, argv: list[str]) -> tuple[int, int]:

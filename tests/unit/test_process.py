@@ -136,3 +136,13 @@ def test_no_cgroup2_means_no_cgroup(tmp_path: Path) -> None:
     assert cg.path is None and not cg.add(os.getpid())
     cg = process.CommandCgroup(str(tmp_path))  # no cgroup.procs: not a cgroup2 mount
     assert cg.path is None
+
+
+@pytest.mark.parametrize(
+    ("nspid", "nested"), [("NSpid:\t4242\n", False), ("NSpid:\t4242\t7\n", True), ("", False)]
+)
+def test_in_nested_pid_namespace(tmp_path: Path, nspid: str, nested: bool) -> None:
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "status").write_text(f"Name:\tx\nPid:\t4242\n{nspid}")
+    assert process.in_nested_pid_namespace(4242, proc=str(tmp_path)) is nested
+    assert process.in_nested_pid_namespace(1, proc=str(tmp_path)) is False  # gone: nothing to refuse

@@ -16,7 +16,15 @@ from typing import Any
 
 from .. import _procfs, process
 from ..errors import PercpuError
-from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
+from ..syscount import (
+    ATTACH_MODES,
+    Filters,
+    SyscallCounter,
+    SyscallDelta,
+    SyscallSnapshot,
+    cgroup2_root,
+    pid_namespace,
+)
 from . import _report
 from ._args import int_at_least, seconds
 from ._outfile import ReportFile
@@ -50,6 +58,20 @@ def _add_counter_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("-P", "--per-process", action="store_true", help="also count per process (pid, comm)")
     m.add_argument("-e", "--errors", action="store_true", help="also count failures by errno")
     m.add_argument("-L", "--latency", action="store_true", help="also record log2 latency histograms")
+    m.add_argument(
+        "--errors-entries",
+        type=int_at_least(1),
+        default=8192,
+        metavar="N",
+        help="with -e: (syscall, errno) pairs the table holds (default 8192); calls beyond are lost",
+    )
+    m.add_argument(
+        "--latency-entries",
+        type=int_at_least(1),
+        default=16384,
+        metavar="N",
+        help="with -L: (syscall, bucket) pairs beyond the histogram rows (default 16384); more are lost",
+    )
     p.add_argument(
         "--attach",
         choices=("auto", *ATTACH_MODES),
@@ -69,6 +91,16 @@ def _filters(args: argparse.Namespace, pid: int | None = None, cgroup: int | str
         raise PercpuError(f"no process with pid {tgid}")
     if args.tid is not None and not os.path.exists(f"/proc/{args.tid}"):
         raise PercpuError(f"no thread with tid {args.tid}")
+    if pid_namespace() is not None:
+        # The kernel compares pids in percpu's own pid namespace: a task that lives in a namespace
+        # nested below it has other pids there and would never match.
+        for given, opt in ((tgid, "-p"), (args.tid, "-t")):
+            if given is not None and process.in_nested_pid_namespace(given):
+                raise PercpuError(
+                    f"{opt} {given}: that task runs in a pid namespace nested inside percpu's, where its "
+                    f"pid is another: run percpu in that namespace (nsenter -t {given} -p -m), or filter "
+                    "by its cgroup (--cgroup) or command name (-c)"
+                )
     cg: int | str | None = cgroup if cgroup is not None else args.cgroup
     if isinstance(cg, str) and cg.isdigit():
         cg = int(cg)
@@ -84,6 +116,8 @@ def _counter(args: argparse.Namespace, filters: Filters) -> SyscallCounter:
         per_process=args.per_process,
         errors=args.errors,
         latency=args.latency,
+        errors_entries=args.errors_entries,
+        latency_entries=args.latency_entries,
         attach=args.attach,
         start=False,
     )
@@ -289,7 +323,7 @@ def _cmd_stat(args: argparse.Namespace) -> int:
 
 
 def _note_start(args: argparse.Namespace, counter: SyscallCounter) -> None:
-    if args.format == "table" and not args.quiet:
+    if not args.quiet:  # stderr: never mixed with a JSON or CSV report
         what = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
         if args.pid is not None:
             what += f" or until pid {args.pid} exits"
