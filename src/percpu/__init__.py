@@ -12,6 +12,7 @@ from .cpus import CpuList, Topology, topology
 from .errors import (
     AttachError,
     BpfError,
+    BtfError,
     CpuNotPossible,
     KeyNotFound,
     LibbpfError,
@@ -22,6 +23,7 @@ from .errors import (
     PermissionDenied,
     ProgramLoadError,
     SizeMismatch,
+    TypeSpecError,
     UnknownSyscall,
 )
 from .maps import (
@@ -41,6 +43,7 @@ from .maps import (
     list_maps,
     open_map,
 )
+from .typespec import parse_type
 from .values import Int, PerCpuValue
 
 __version__ = "0.1.0"
@@ -52,6 +55,7 @@ __all__ = [
     "Array",
     "AttachError",
     "BpfError",
+    "BtfError",
     "CpuList",
     "CpuNotPossible",
     "Hash",
@@ -75,9 +79,11 @@ __all__ = [
     "SizeMismatch",
     "Snapshot",
     "Topology",
+    "TypeSpecError",
     "UnknownSyscall",
     "__version__",
     "list_maps",
     "open_map",
+    "parse_type",
     "topology",
 ]

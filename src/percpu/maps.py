@@ -524,7 +524,10 @@ class Map:
         return out
 
     def _decode_key(self, raw: np.ndarray) -> Any:
-        return self.key_codec.decode(raw.view(self.key_codec.dtype).reshape(()))
+        # The constructor, not view(): numpy cannot view() bytes as a sub-array type (u32[2] keys).
+        return self.key_codec.decode(
+            np.ndarray((), dtype=self.key_codec.dtype, buffer=np.ascontiguousarray(raw))
+        )
 
     def _new_value_buf(self, n: int = 1) -> np.ndarray:
         return np.zeros(n * self._elem, dtype=np.uint8)
@@ -532,7 +535,7 @@ class Map:
     def _typed(self, buf: np.ndarray, n: int) -> np.ndarray:
         """View (n, slots) of the value dtype over a raw buffer with the kernel's stride."""
         dt = self.value_codec.dtype
-        if self._stride == dt.itemsize:
+        if self._stride == dt.itemsize and dt.subdtype is None:  # numpy cannot view() as a sub-array
             arr = buf[: n * self._elem].view(dt).reshape(n, self._slots)
         else:
             arr = np.ndarray(
@@ -757,7 +760,7 @@ class Map:
         if n * 3 < keys.nbytes // max(ks, 1) * 2:  # mostly unused capacity: do not keep it alive
             keys = keys[: n * ks].copy()
             vals = vals[: n * self._elem].copy()
-        k = keys[: n * ks].view(kdt)
+        k = np.ndarray((n,), dtype=kdt, buffer=keys[: n * ks])  # not view(): sub-array keys (u32[2])
         v = self._typed(vals, n)
         if not self.percpu:
             v = v.reshape((n, *v.shape[2:]))

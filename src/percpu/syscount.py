@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -75,7 +76,8 @@ class _Config(ctypes.Structure):
         ("errors", ctypes.c_uint8),
         ("latency", ctypes.c_uint8),
         ("detect_compat", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 2),
+        ("task_btf", ctypes.c_uint8),
+        ("task_storage", ctypes.c_uint8),
         ("syscall_mask", ctypes.c_uint64 * 16),
         ("pidns_dev", ctypes.c_uint64),
         ("pidns_ino", ctypes.c_uint64),
@@ -466,6 +468,48 @@ def _btf_available() -> bool:
     return os.path.exists("/sys/kernel/btf/vmlinux")
 
 
+# enum bpf_prog_type, enum bpf_func_id and enum bpf_map_type values (include/uapi/linux/bpf.h)
+_PROG_TRACEPOINT = 5
+_PROG_RAW_TRACEPOINT = 17
+_FUNC_TASK_STORAGE_GET = 156
+_FUNC_GET_CURRENT_TASK_BTF = 158
+_FUNC_TASK_PT_REGS = 175
+_MAP_TASK_STORAGE = 29
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    """What the syscall counter's optional code paths need, probed on the running kernel (each a load of
+    a tiny program or map, not a version comparison: distributions backport)."""
+
+    task_btf: bool  # bpf_get_current_task_btf(), Linux 5.11: tgid and comm read straight from the task
+    task_storage: bool  # task local storage from tracing programs, Linux 5.11: latency start times
+    task_pt_regs: bool  # bpf_task_pt_regs(), Linux 5.15: the classic tracepoint's 32-bit call check
+
+
+@functools.cache
+def kernel_features() -> KernelFeatures:
+    """Probe (once per process) the helpers and map types the counter's modes choose between."""
+    lib = _libbpf.libbpf()
+
+    def helper(prog_type: int, func: int) -> bool:
+        try:
+            return lib.probe_helper(prog_type, func)
+        except OSError:
+            return False  # cannot tell (no privilege): the fallback paths work everywhere
+
+    try:
+        storage_map = lib.probe_map_type(_MAP_TASK_STORAGE)
+    except OSError:
+        storage_map = False
+    task_btf = helper(_PROG_RAW_TRACEPOINT, _FUNC_GET_CURRENT_TASK_BTF)
+    return KernelFeatures(
+        task_btf=task_btf,
+        task_storage=task_btf and storage_map and helper(_PROG_RAW_TRACEPOINT, _FUNC_TASK_STORAGE_GET),
+        task_pt_regs=task_btf and helper(_PROG_TRACEPOINT, _FUNC_TASK_PT_REGS),
+    )
+
+
 class SyscallCounter:
     """Count system calls per CPU (and, on request, per process, per errno and by latency).
 
@@ -596,8 +640,20 @@ class SyscallCounter:
         )
 
     def _start(self, mode: str) -> None:
+        feats = kernel_features()
+        if mode == "tracepoint" and self.detect_compat and not feats.task_pt_regs:
+            raise NotSupported(
+                "the classic tracepoint tells 32-bit calls apart through bpf_task_pt_regs(), which this "
+                "kernel lacks (Linux 5.15 adds it); tp_btf and raw_tp need no such helper",
+                feature="bpf_task_pt_regs",
+                min_kernel="5.15",
+            )
         if mode == "tracepoint":
             ensure_tracefs()
+        # Paths for kernels before 5.11 (helpers instead of the task pointer, start times by thread id)
+        # are chosen per feature, so each mode works wherever its own needs are met.
+        self._config.task_btf = int(feats.task_btf and not self._nobtf)
+        self._config.task_storage = int(feats.task_storage and not self._nobtf)
         obj = BpfObject(self._obj_path)
         try:
             view = obj.rodata()
@@ -619,8 +675,13 @@ class SyscallCounter:
             obj.set_max_entries("latency", self.latency_entries if self.latency else 1)
             if not self.latency:
                 obj.set_max_entries("lat_rows", 1)
-                if self._nobtf:  # its start times are an LRU hash, allocated up front
-                    obj.set_max_entries("starts", 1)
+            # Only the start-time map latency uses is created: a kernel without task local storage
+            # (before 5.11) cannot create that map at all, and an unused LRU hash is allocated up front.
+            names = obj.map_names
+            if "starts" in names:
+                obj.set_autocreate("starts", self.latency and bool(self._config.task_storage))
+            if "starts_tid" in names:
+                obj.set_autocreate("starts_tid", self.latency and not self._config.task_storage)
             obj.load()
             obj.attach(enter)
             if self.needs_exit:
@@ -733,3 +794,67 @@ def _topology() -> Topology:
 def slots_by_name(names: Iterable[str], arch: str | None = None) -> list[int]:
     """Slots of syscalls given by name (``read``, ``compat:read``)."""
     return Filters(syscalls=list(names)).slots(arch)
+
+
+@dataclass(frozen=True)
+class ModeSupport:
+    """Whether one mode of the counter loads and attaches on this kernel, at which hook, and how."""
+
+    mode: str
+    flag: str
+    supported: bool
+    hook: str | None
+    detail: str
+
+
+def _modes() -> list[tuple[str, str, dict[str, Any]]]:
+    me = os.getpid()
+    return [
+        ("default", "", {}),
+        ("per-process", "-P", {"per_process": True}),
+        ("errors", "-e", {"errors": True}),
+        ("latency", "-L", {"latency": True}),
+        ("failed only", "-x", {"filters": Filters(failed_only=True)}),
+        (
+            "filters",
+            "-p -t -c -s --cgroup",
+            {
+                "filters": Filters(
+                    tgid=me,
+                    tid=me,
+                    comm="percpu",
+                    syscalls=["getppid"],
+                    cgroup="/" if cgroup2_root() else None,
+                )
+            },
+        ),
+    ]
+
+
+def mode_support() -> list[ModeSupport]:
+    """Load and attach the counter once per mode (then detach): what this kernel really supports."""
+    out: list[ModeSupport] = []
+    feats: KernelFeatures | None = None
+    for mode, flag, kw in _modes():
+        try:
+            feats = feats or kernel_features()
+            with SyscallCounter(**kw) as c:
+                hook = c.attach_mode
+        except PercpuError as exc:
+            out.append(ModeSupport(mode, flag, False, None, str(exc).splitlines()[0]))
+            continue
+        how = f"attaches at {hook}"
+        if mode == "per-process":
+            how += (
+                "; tgid and comm read from the task"
+                if feats.task_btf
+                else "; tgid and comm from helpers (bpf_get_current_task_btf needs Linux 5.11)"
+            )
+        if mode == "latency":
+            how += (
+                "; start times in task local storage"
+                if feats.task_storage
+                else "; start times in a hash by thread id (task local storage needs Linux 5.11)"
+            )
+        out.append(ModeSupport(mode, flag, True, hook, how))
+    return out
