@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from percpu.cli import main, syscalls
+from percpu.cli import _options, main
 from percpu.cli._outfile import ReportFile
 from percpu.errors import NotSupported, PercpuError
 from percpu.syscount import SyscallCounter
@@ -31,7 +31,7 @@ def test_a_failed_run_leaves_the_old_files_as_they_were(
     def refuse(self: SyscallCounter) -> None:
         raise NotSupported("cannot attach the syscall counter at any hook", feature="test")
 
-    monkeypatch.setattr(syscalls, "_require_root", lambda: None)
+    monkeypatch.setattr(_options, "require_root", lambda: None)
     monkeypatch.setattr(SyscallCounter, "start", refuse)
     assert main(["stat", "-q", "-o", str(out), "--heatmap", str(svg), "-d", "0.1"]) == 1
     assert out.read_text() == "yesterday's report\n"

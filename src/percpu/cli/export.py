@@ -14,8 +14,8 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ..errors import PercpuError
+from . import _options
 from ._args import int_at_least
-from .syscalls import _add_counter_options, _counter, _filters
 
 __all__ = ["register"]
 
@@ -53,7 +53,7 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
     from ..exporter import SyscallCollector
 
     host, port = args.listen
-    counter = _counter(args, _filters(args))
+    counter = _options.counter(args, _options.filters(args))
     state: dict[str, SyscallCollector] = {}
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
@@ -156,7 +156,7 @@ def register(sub: Any) -> None:
         help="turn on kernel BPF run-time stats while running (program run count and time are only "
         "counted while stats are on)",
     )
-    _add_counter_options(p)
+    _options.add_counter_options(p)
 
     def run(args: argparse.Namespace) -> int:
         # -s is shared with `percpu top/stat`; an all-empty list (-s ,,) would load a filter that counts

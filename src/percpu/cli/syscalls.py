@@ -14,18 +14,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .. import _procfs, process
+from .. import process
 from ..errors import PercpuError
 from ..syscount import (
-    ATTACH_MODES,
-    Filters,
     SyscallCounter,
     SyscallDelta,
     SyscallSnapshot,
     cgroup2_root,
-    pid_namespace,
 )
-from . import _report
+from . import _options, _report
 from ._args import int_at_least, seconds
 from ._outfile import ReportFile
 
@@ -36,106 +33,6 @@ __all__ = ["register"]
 MIN_INTERVAL = 0.1
 _interval = seconds(MIN_INTERVAL, " (each report reads every map)")
 _duration = seconds(hint=": leave -d out to count until Ctrl-C")
-
-
-def _add_counter_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("what to count (filters run in the kernel, set before load)")
-    g.add_argument("-p", "--pid", type=int, help="only this process (thread group id)")
-    g.add_argument("-t", "--tid", type=int, help="only this thread")
-    g.add_argument(
-        "-c", "--comm", help="only tasks with this command name (the kernel keeps its first 15 bytes)"
-    )
-    g.add_argument("--cgroup", help="only tasks in this cgroup v2 (path under /sys/fs/cgroup, or its id)")
-    g.add_argument(
-        "-s",
-        "--syscall",
-        action="append",
-        metavar="NAME",
-        help="only these system calls (repeat, or comma-separated: -s read,write)",
-    )
-    g.add_argument("-x", "--failed", action="store_true", help="only calls that failed (returned an error)")
-    m = p.add_argument_group("opt-in dimensions")
-    m.add_argument("-P", "--per-process", action="store_true", help="also count per process (pid, comm)")
-    m.add_argument("-e", "--errors", action="store_true", help="also count failures by errno")
-    m.add_argument("-L", "--latency", action="store_true", help="also record log2 latency histograms")
-    m.add_argument(
-        "--errors-entries",
-        type=int_at_least(1),
-        default=8192,
-        metavar="N",
-        help="with -e: (syscall, errno) pairs the table holds (default 8192); calls beyond are lost",
-    )
-    m.add_argument(
-        "--latency-entries",
-        type=int_at_least(1),
-        default=16384,
-        metavar="N",
-        help="with -L: (syscall, bucket) pairs beyond the histogram rows (default 16384); more are lost",
-    )
-    p.add_argument(
-        "--attach",
-        choices=("auto", *ATTACH_MODES),
-        default="auto",
-        help="hook to attach at (default auto: tp_btf, then raw_tp, then the classic tracepoint)",
-    )
-
-
-def _filters(args: argparse.Namespace, pid: int | None = None, cgroup: int | str | None = None) -> Filters:
-    names: list[str] | None = None
-    if args.syscall:
-        names = [n.strip() for s in args.syscall for n in s.split(",") if n.strip()]
-        if not names:
-            raise PercpuError("-s/--syscall: no syscall names given (e.g. -s read,write)")
-    tgid = pid if pid is not None else args.pid
-    if tgid is not None and not os.path.exists(f"/proc/{tgid}"):
-        raise PercpuError(f"no process with pid {tgid}")
-    if args.tid is not None and not os.path.exists(f"/proc/{args.tid}"):
-        raise PercpuError(f"no thread with tid {args.tid}")
-    if pid_namespace() is not None:
-        # The kernel compares pids in percpu's own pid namespace: a task that lives in a namespace
-        # nested below it has other pids there and would never match.
-        for given, opt in ((tgid, "-p"), (args.tid, "-t")):
-            if given is not None and process.in_nested_pid_namespace(given):
-                raise PercpuError(
-                    f"{opt} {given}: that task runs in a pid namespace nested inside percpu's, where its "
-                    f"pid is another: run percpu in that namespace (nsenter -t {given} -p -m), or filter "
-                    "by its cgroup (--cgroup) or command name (-c)"
-                )
-    cg: int | str | None = cgroup if cgroup is not None else args.cgroup
-    if isinstance(cg, str) and cg.isdigit():
-        cg = int(cg)
-    return Filters(
-        tgid=tgid, tid=args.tid, comm=args.comm, cgroup=cg, syscalls=names, failed_only=args.failed
-    )
-
-
-def _counter(args: argparse.Namespace, filters: Filters) -> SyscallCounter:
-    _require_root()
-    return SyscallCounter(
-        filters=filters,
-        per_process=args.per_process,
-        errors=args.errors,
-        latency=args.latency,
-        errors_entries=args.errors_entries,
-        latency_entries=args.latency_entries,
-        attach=args.attach,
-        start=False,
-    )
-
-
-def _require_root() -> None:
-    # Checked up front from the effective capabilities (root in a container may have none): the
-    # kernel's EPERM would come later, after work that cannot succeed.
-    caps = _procfs.effective_caps()
-    if caps is not None and not _procfs.can_load_bpf(caps):
-        who = (
-            "you are root, but without them (a container or setpriv dropped them)"
-            if os.geteuid() == 0
-            else ("run as root, or grant them (e.g. sudo setcap cap_bpf,cap_perfmon+ep on the interpreter)")
-        )
-        raise PercpuError(
-            f"counting system calls loads BPF programs, which needs CAP_BPF and CAP_PERFMON: {who}"
-        )
 
 
 # --- percpu stat ------------------------------------------------------------------------------------
@@ -302,8 +199,8 @@ def _cmd_stat(args: argparse.Namespace) -> int:
         if path is None:
             raise PercpuError(f"command not found: {cmd[0]}")
         return _stat_command(args, path, cmd)
-    filters = _filters(args)
-    counter = _counter(args, filters)
+    filters = _options.filters(args)
+    counter = _options.counter(args, filters)
     watch = _Watch(args.pid, child=False)
     try:
         out = _Output(args)
@@ -369,9 +266,9 @@ def _stat_loop(
 
 def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
     """Run ``cmd`` with counting already attached, count it and its children, report at its exit."""
-    _require_root()
+    _options.require_root()
     # Every check that can fail runs before the command is started: filters, output files.
-    _counter(args, _filters(args, pid=os.getpid()))
+    _options.counter(args, _options.filters(args, pid=os.getpid()))
     out = _Output(args)
     cg = process.CommandCgroup(cgroup2_root())
     in_cgroup = False
@@ -382,8 +279,10 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
         try:
             watch = _Watch(child, child=True)
             in_cgroup = cg.add(child)
-            filters = _filters(args, cgroup=cg.path) if in_cgroup else _filters(args, pid=child)
-            with _counter(args, filters) as counter:
+            filters = (
+                _options.filters(args, cgroup=cg.path) if in_cgroup else _options.filters(args, pid=child)
+            )
+            with _options.counter(args, filters) as counter:
                 out.attach = counter.attach_mode
                 start = counter.snapshot()  # before the command runs: its first calls are counted
                 with watch.signals():
@@ -425,8 +324,8 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
 def _cmd_top(args: argparse.Namespace) -> int:
     from . import _top
 
-    filters = _filters(args)
-    counter = _counter(args, filters)
+    filters = _options.filters(args)
+    counter = _options.counter(args, filters)
     # SIGTERM ends top as q and Ctrl-C do: the terminal is restored and the exit status is 0.
     old = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -494,7 +393,7 @@ def register(sub: Any) -> None:
         default=0,
         help="with --batch: stop after N intervals",
     )
-    _add_counter_options(p)
+    _options.add_counter_options(p)
     p.set_defaults(func=_cmd_top)
 
     s = sub.add_parser(
@@ -540,7 +439,7 @@ def register(sub: Any) -> None:
         help="also write an SVG heat map of CPU x syscall, for the whole run (with --interval too)",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress notes on stderr")
-    _add_counter_options(s)
+    _options.add_counter_options(s)
     s.add_argument(
         "command_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="command to run and count"
     )
