@@ -130,3 +130,16 @@ def test_dash_is_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     f.commit()
     f.close()
     assert capsys.readouterr().out == "to stdout\n"
+
+
+def test_binary_reports_for_pictures(tmp_path: Path) -> None:
+    """A writer that wants a file object (a plotting library) gets one; the picture still replaces the
+    old file only at commit."""
+    path = tmp_path / "map.png"
+    path.write_bytes(b"old picture")
+    f = ReportFile(str(path), "--heatmap", binary=True)
+    f.stream.write(b"\x89PNG new")
+    assert path.read_bytes() == b"old picture"
+    f.commit()
+    f.close()
+    assert path.read_bytes() == b"\x89PNG new"
