@@ -439,6 +439,14 @@ class SyscallCollector:
         )
         dropped.add((), snap.dropped)
         yield dropped
+        lost = Family(
+            "percpu_lost_syscalls",
+            "counter",
+            "System calls an opt-in table (processes, errors, latency) could not take because it was full.",
+        )
+        for table, n in snap.lost._asdict().items():
+            lost.add((("table", table),), n)
+        yield lost
         if snap.errors is not None:
             yield self._errors(*snap.errors)
         if snap.latency is not None:

@@ -17,7 +17,7 @@ from percpu.cli import main
 from percpu.cpus import CpuList
 from percpu.errors import PercpuError
 from percpu.exporter import SyscallCollector
-from percpu.syscount import ERR_KEY, LAT_KEY, NR_SLOTS, PROC_KEY, SyscallSnapshot, slot_name
+from percpu.syscount import ERR_KEY, LAT_KEY, NR_SLOTS, PROC_KEY, Lost, SyscallSnapshot, slot_name
 
 DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "grafana-dashboard.json")
 
@@ -44,6 +44,7 @@ class FakeCounter:
         self.errors: tuple[np.ndarray, np.ndarray] | None = None
         self.latency: tuple[np.ndarray, np.ndarray] | None = None
         self.progs: list[FakeProgram] = []
+        self.lost = Lost()
 
     @property
     def cpus(self) -> CpuList:
@@ -65,6 +66,7 @@ class FakeCounter:
             errors=self.errors,
             latency=self.latency,
             arch=self.arch,
+            lost=self.lost,
         )
 
 
@@ -87,6 +89,15 @@ def test_names_and_labels() -> None:
     assert got[("percpu_syscalls_total", (("cpu", "0"), ("syscall", "read")))] == 3
     assert got[("percpu_build_info", (("attach", "tp_btf"), ("libbpf", "v1.1"), ("version", "0.1.0")))] == 1
     assert ("percpu_scrape_duration_seconds", ()) in got
+
+
+def test_lost_calls_per_full_table() -> None:
+    f = FakeCounter(2)
+    f.lost = Lost(processes=0, errors=5, latency=2)
+    got = scrape(SyscallCollector(f))
+    assert got[("percpu_lost_syscalls_total", (("table", "errors"),))] == 5
+    assert got[("percpu_lost_syscalls_total", (("table", "latency"),))] == 2
+    assert got[("percpu_lost_syscalls_total", (("table", "processes"),))] == 0
 
 
 def test_no_cpu_label_sums() -> None:

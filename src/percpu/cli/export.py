@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from ..errors import PercpuError
+from . import _options
 from ._args import int_at_least
-from .syscalls import _add_counter_options, _counter, _filters
 
 __all__ = ["register"]
 
@@ -84,7 +84,7 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
     host, port = args.listen
     user, _, group = (args.user or "").partition(":")
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
-    counter = _counter(args, _filters(args))
+    counter = _options.counter(args, _options.filters(args))
     # Bind before loading anything: a port in use is reported without touching the kernel (and a port
     # below 1024 is bound while the capability to do so is still there).
     sock = _bind(host, port)
@@ -238,7 +238,7 @@ def register(sub: Any) -> None:
         help="turn on kernel BPF run-time stats while running (program run count and time are only "
         "counted while stats are on)",
     )
-    _add_counter_options(p)
+    _options.add_counter_options(p)
 
     def run(args: argparse.Namespace) -> int:
         # -s is shared with `percpu top/stat`; an all-empty list (-s ,,) would load a filter that counts
