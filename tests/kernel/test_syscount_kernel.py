@@ -32,7 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "..", "helpers", "syscall_workload.py")
 GETPPID = syscall_number("getppid")
 CLOSE = syscall_number("close")
-COMM = "pcpu_workload"
+# Unique to this test run: on a shared machine another run of these tests may be counting a workload of
+# its own at the same moment, and a shared name would let its calls into this run's comm filter.
+COMM = f"pcpuw{os.getpid()}"[:15]
 
 
 def run_workload(calls: int, cpu: int, *extra: str) -> dict[str, float]:
