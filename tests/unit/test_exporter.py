@@ -368,7 +368,7 @@ def test_exporter_refuses_an_unknown_user_before_loading(
     def counter(*args: Any) -> Any:
         raise AssertionError("loaded BPF programs for a user that does not exist")
 
-    monkeypatch.setattr("percpu.cli.export._counter", counter)
+    monkeypatch.setattr("percpu.cli._options.counter", counter)
     assert main(["exporter", "--user", "no-such-user-percpu"]) == 1
     assert "--user no-such-user-percpu: no such user" in capsys.readouterr().err
 
