@@ -29,9 +29,9 @@ def _error(option: str, path: str, err: int) -> PercpuError:
 class ReportFile:
     """Where one report goes: ``path`` (``-`` for stdout), named ``option`` in messages.
 
-    Checks happen in the constructor and raise :class:`PercpuError`; :meth:`write` streams text (bytes
-    when ``binary``: pictures), :meth:`commit` makes it the file's contents, :meth:`close` without a commit
-    leaves the old file as it was and removes the temporary one."""
+    Checks happen in the constructor and raise :class:`PercpuError`; :meth:`write` streams text,
+    :meth:`commit` makes it the file's contents, :meth:`close` without a commit leaves the old file as it
+    was and removes the temporary one."""
 
     def __init__(self, path: str, option: str, *, binary: bool = False) -> None:
         self.path = path
@@ -94,22 +94,25 @@ class ReportFile:
 
     @property
     def is_stdout(self) -> bool:
-        return self._stream is sys.stdout
+        return self._stream is sys.stdout or self._stream is sys.stdout.buffer
 
-    def write(self, text: str | bytes) -> None:
+    @property
+    def stream(self) -> IO[Any]:
+        """The file object to write to (text, or bytes with ``binary=True``), for writers that want one
+        (``savefig(report.stream, format=...)``); opened now for a stream written as it is."""
         if self._stream is None:
             try:
-                # Closed in close().
-                stream: IO[Any] = (
-                    open(self._target, "wb")  # noqa: SIM115
-                    if self.binary
-                    else open(self._target, "w", encoding="utf-8")  # noqa: SIM115
-                )
+                if self.binary:
+                    self._stream = open(self._target, "wb")  # noqa: SIM115 (closed in close())
+                else:
+                    self._stream = open(self._target, "w", encoding="utf-8")  # noqa: SIM115
             except OSError as exc:
                 raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
-            self._stream = stream
             self._own = True
-        self._stream.write(text)
+        return self._stream
+
+    def write(self, data: str | bytes) -> None:
+        self.stream.write(data)
 
     def flush(self) -> None:
         if self._stream is not None:
