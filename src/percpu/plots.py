@@ -280,6 +280,7 @@ def heatmap(
     ax.set_xlabel(
         {"CPU": "CPU", "core": "core (package.core)", "package": "package", "node": "NUMA node"}[cols.what]
         + (f" ({d.selected})" if d.selected else "")
+        + (", ordered by node, package and core: SMT siblings side by side" if cols.cores else "")
     )
     ax.tick_params(axis="y", length=2)
     ax.set_xlim(-0.5, n - 0.5)
