@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import operator
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -302,8 +303,12 @@ def _codec_of_text(text: str) -> Codec:
         return parse_type(text)
     except TypeSpecError as exc:
         try:
-            dt = np.dtype(text)
-        except (TypeError, ValueError):
+            # numpy parses some strings with ast.literal_eval (SyntaxError) and warns on deprecated
+            # aliases: any complaint of its own means the text is not a type.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                dt = np.dtype(text)
+        except Exception:
             raise exc from None
         if dt.hasobject:
             raise exc from None
