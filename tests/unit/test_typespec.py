@@ -288,3 +288,18 @@ def test_a_float_too_large_for_its_field_is_refused_not_stored_as_inf() -> None:
     with pytest.raises(PercpuError, match="overflow"):
         c.encode({"ok": True, "x": 65520.0})
     assert c.encode({"ok": True, "x": 1.5})[2:] == np.float16(1.5).tobytes()
+
+
+def test_maps_created_with_text_types() -> None:
+    with _libbpf.use_backend(FakeKernel(N)):
+        with percpu.PerCpuHash.create("pid:u32,comm:char[16]", "u64", 8) as m:
+            assert (m.info.key_size, m.info.value_size) == (20, 8)
+            m.update({"pid": 7, "comm": b"bash"}, list(range(N)))
+            assert m.lookup({"pid": 7, "comm": b"bash"}).sum() == sum(range(N))
+            snap = m.snapshot()
+            assert bytes(snap.keys[0]["comm"]) == b"bash" and int(snap.keys[0]["pid"]) == 7
+        with percpu.PerCpuArray.create("u24", 2) as a:
+            a.update(1, [2**24 - 1] * N)
+            assert a.lookup(1).sum() == (2**24 - 1) * N
+            with pytest.raises(PercpuError, match="does not fit"):
+                a.update(0, [2**24] * N)
