@@ -267,6 +267,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "libbpf_set_print": (_P, [_PRINT_FN]),
     "libbpf_probe_bpf_map_type": (_I, [_I, _P]),
     "libbpf_probe_bpf_prog_type": (_I, [_I, _P]),
+    "libbpf_probe_bpf_helper": (_I, [_I, _I, _P]),
     "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(_MapCreateOpts)]),
     "bpf_map_lookup_elem_flags": (_I, [_I, _P, _P, _U64]),
     "bpf_map_update_elem": (_I, [_I, _P, _P, _U64]),
@@ -301,6 +302,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__name": (_S, [_P]),
     "bpf_map__fd": (_I, [_P]),
     "bpf_map__set_max_entries": (_I, [_P, _U32]),
+    "bpf_map__set_autocreate": (_I, [_P, ctypes.c_bool]),
     "bpf_map__max_entries": (_U32, [_P]),
     "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(_SZ)]),
     "bpf_map__set_initial_value": (_I, [_P, _P, _SZ]),
@@ -606,6 +608,13 @@ class Libbpf:
             raise OSError(-ret, os.strerror(-ret))
         return ret == 1
 
+    def probe_helper(self, prog_type: int, helper_id: int) -> bool:
+        """Whether programs of ``prog_type`` may call BPF helper ``helper_id`` on this kernel."""
+        ret = int(self.fn("libbpf_probe_bpf_helper")(prog_type, helper_id, None))
+        if ret < 0:
+            raise OSError(-ret, os.strerror(-ret))
+        return ret == 1
+
     # --- programs from raw instructions (tests, probes) ---------------------------------------------
 
     def prog_load_insns(self, prog_type: int, name: str, insns: list[tuple[int, int, int, int]]) -> int:
@@ -665,6 +674,11 @@ class Libbpf:
 
     def map_set_max_entries(self, m: int, n: int) -> None:
         _check(self.fn("bpf_map__set_max_entries")(m, n))
+
+    def map_set_autocreate(self, m: int, on: bool) -> None:
+        # libbpf (1.1+) turns a loaded program's references to a map it did not create into a call that
+        # fails verification if reached: code the verifier finds dead may name such a map.
+        _check(self.fn("bpf_map__set_autocreate")(m, on))
 
     def map_initial_value(self, m: int) -> tuple[int, int]:
         """(address, size) of a global-data map's contents before load, e.g. .rodata."""

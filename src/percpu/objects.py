@@ -163,6 +163,16 @@ class BpfObject:
         except OSError as exc:
             raise from_errno(exc.errno or 0, f"set max_entries of {name}") from exc
 
+    def set_autocreate(self, name: str, on: bool) -> None:
+        """Whether load() creates map ``name``. A map left out must only be named by code the verifier
+        finds dead (e.g. behind a .rodata switch), or the load fails."""
+        if self.loaded:
+            raise PercpuError("autocreate can only change before load()")
+        try:
+            self._lib.map_set_autocreate(self._map_ptr(name), on)
+        except OSError as exc:
+            raise from_errno(exc.errno or 0, f"set autocreate of {name}") from exc
+
     def rodata(self) -> memoryview:
         """The object's ``.rodata`` (``const volatile`` globals), writable until :meth:`load`.
 
