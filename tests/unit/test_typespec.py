@@ -303,3 +303,18 @@ def test_maps_created_with_text_types() -> None:
             assert a.lookup(1).sum() == (2**24 - 1) * N
             with pytest.raises(PercpuError, match="does not fit"):
                 a.update(0, [2**24] * N)
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "message"),
+    [
+        (np.int8, [0j], "complex128 values given for int8"),  # found by the fuzzer at 2000 examples
+        (np.int8, ["7"], "<U1 values given for int8"),  # numpy would parse the string
+        (np.float64, 1 + 2j, "imaginary part would be lost"),
+        ("struct {f64 x; u32 a}", {"x": 1j}, "imaginary part would be lost"),
+        ("struct {f64 x; u32 a}", {"a": "5"}, "'5' is not an integer"),
+    ],
+)
+def test_values_numpy_would_coerce_are_refused(spec: Any, value: Any, message: str) -> None:
+    with pytest.raises(PercpuError, match=re.escape(message)):
+        codec_for(spec).encode(value)
