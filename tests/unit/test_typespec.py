@@ -166,6 +166,8 @@ def test_arrays_strings_floats(text: str, dtype: np.dtype[Any], name: str) -> No
         ("u64 @", "unexpected character '@'"),
         ("packed u32", "expected struct after packed"),
         ("{x:" * 40 + "u8" + "}" * 40, "nested more than 16 deep"),
+        ("{" * 1000 + "u8 a" + "} a" * 999, "nested more than 16 deep"),  # was a RecursionError
+        ("struct{" * 300 + "u8 a" + "} a;" * 299, "nested more than 16 deep"),
         ("a:u8," * 5000, "characters; at most"),
     ],
 )
