@@ -239,6 +239,16 @@ def _cmd_dump(args: argparse.Namespace) -> int:
                 f"value {m.value_codec.name}" + (f", CPUs {m.cpus}" if m.percpu else ""),
                 file=out,
             )
+            for what, codec, type_id, size in (
+                ("key", m.key_codec, m.info.btf_key_type_id, m.info.key_size),
+                ("value", m.value_codec, m.info.btf_value_type_id, m.info.value_size),
+            ):
+                if type_id and isinstance(codec, BytesCodec):
+                    why = _btf_refusal(m.info.btf_id, type_id, size, f"--{what}-type")
+                    print(
+                        f"  ({what}s shown as bytes: BTF type {type_id} {why})",
+                        file=out,
+                    )
         count = 0
         kc, vc = m.key_codec, m.value_codec
         for key, vals in _rows(m, wanted, args):
@@ -266,6 +276,21 @@ def _cmd_dump(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"{count} entries", file=out)
     return 0
+
+
+def _btf_refusal(btf_id: int, type_id: int, size: int, flag: str) -> str:
+    """Why a map's BTF type gave no codec, for the dump header (the map itself reads as bytes)."""
+    from ..btf import btf_codec, load_btf
+
+    try:
+        btf = load_btf(btf_id)
+        name = btf.type_name(type_id)
+        if btf.size(type_id) != size:
+            return f"({name}) is {btf.size(type_id)} bytes, not the map's {size}; {flag} declares a type"
+        btf_codec(btf, type_id, size)
+    except (PercpuError, OSError) as exc:
+        return f"was not decoded: {exc}; {flag} declares a type"
+    return f"({name}) has no exact layout (bitfields, or a kind numpy cannot hold); {flag} declares a type"
 
 
 def _odd_int(codec: Codec) -> bool:
