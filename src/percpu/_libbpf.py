@@ -764,3 +764,50 @@ def use_backend(fake: Backend) -> Iterator[Backend]:
     finally:
         with _backend_lock:
             _backend = old
+
+
+# --- process privileges (the exporter gives its capabilities up once its programs are attached) -----
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2) through the C library; raises OSError with the errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    libc.prctl.restype = ctypes.c_int
+    ret = int(libc.prctl(option, arg2, arg3, arg4, arg5))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) for the calling thread (capabilities are per thread: call it before starting threads)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
+    libc.capset.restype = ctypes.c_int
+    data = (_CapData * 2)()
+    for i in range(2):
+        data[i] = _CapData(
+            effective >> (32 * i) & 0xFFFFFFFF,
+            permitted >> (32 * i) & 0xFFFFFFFF,
+            inheritable >> (32 * i) & 0xFFFFFFFF,
+        )
+    if libc.capset(ctypes.byref(_CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
