@@ -315,6 +315,40 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
 }
 
 
+# libbpf's print hook is process-wide: one thunk, created on first use and kept for the life of the
+# process. A thunk per Libbpf instance would dangle once its instance was collected, and libbpf's next
+# message would jump into freed memory.
+_MESSAGES: deque[str] = deque(maxlen=200)
+_print_lock = threading.Lock()
+_print_thunk: Any = None
+_vsnprintf: Any = None
+
+
+def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
+    if fmt is None or _vsnprintf is None:
+        return 0
+    buf = ctypes.create_string_buffer(1024)
+    # On x86_64 and arm64 a va_list argument arrives as a pointer, which vsnprintf accepts as is.
+    _vsnprintf(buf, len(buf), fmt, args)
+    _MESSAGES.append(buf.value.decode(errors="replace").rstrip())
+    return 0
+
+
+def _install_print_hook(lib: ctypes.CDLL) -> None:
+    global _print_thunk, _vsnprintf  # noqa: PLW0603 - one hook per process, as libbpf has
+    with _print_lock:
+        if _print_thunk is not None:
+            return
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        vsnprintf = libc.vsnprintf
+        vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+        vsnprintf.restype = ctypes.c_int
+        _vsnprintf = vsnprintf
+        # libbpf prints warnings on stderr by default; keep them for error messages instead.
+        _print_thunk = _PRINT_FN(_on_print)
+        lib.libbpf_set_print(_print_thunk)
+
+
 def _ptr(buf: np.ndarray | None) -> int | None:
     return None if buf is None else int(buf.ctypes.data)
 
@@ -360,23 +394,9 @@ class Libbpf:
                 "(Debian bookworm and Ubuntu 22.10+ ship it as libbpf1)"
             )
         self.path = name
-        self.messages: deque[str] = deque(maxlen=200)
-        self._lock = threading.Lock()
-        # libbpf prints warnings on stderr by default; keep them for error messages instead.
-        self._print_cb = _PRINT_FN(self._on_print)
-        self._lib.libbpf_set_print(self._print_cb)
-        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        self._libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
-        self._libc.vsnprintf.restype = ctypes.c_int
-
-    def _on_print(self, level: int, fmt: bytes | None, args: int | None) -> int:
-        if fmt is None:
-            return 0
-        buf = ctypes.create_string_buffer(1024)
-        # On x86_64 and arm64 a va_list argument arrives as a pointer, which vsnprintf accepts as is.
-        self._libc.vsnprintf(buf, len(buf), fmt, args)
-        self.messages.append(buf.value.decode(errors="replace").rstrip())
-        return 0
+        # Shared by every instance: libbpf has one print hook per process (see _install_print_hook).
+        self.messages = _MESSAGES
+        _install_print_hook(self._lib)
 
     def fn(self, name: str) -> Any:
         f = getattr(self._lib, name, None)

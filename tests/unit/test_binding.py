@@ -66,3 +66,38 @@ def test_mean_over_cpus() -> None:
     rec = np.dtype([("a", "<u2"), ("b", "<f4")])
     r = PerCpuValue.from_values([(1, 0.5), (3, 1.5)], percpu.CpuList([0, 1]), codec_for(rec))
     assert r.mean() == {"a": 2.0, "b": 1.0}
+
+
+_SECOND_INSTANCE_COLLECTED = """
+import ctypes, gc, sys
+from percpu import _libbpf
+first = _libbpf.Libbpf()
+second = _libbpf.Libbpf()
+del second
+gc.collect()
+path = sys.argv[1]
+with open(path, "wb") as f:
+    f.write(b"not an ELF object")
+try:  # libbpf prints why it cannot open the file: the print hook runs now
+    first.object_open(path, ctypes.create_string_buffer(64))
+except OSError:
+    pass
+print(len(first.messages))
+"""
+
+
+def test_print_hook_outlives_a_collected_instance(lib: _libbpf.Libbpf, tmp_path: object) -> None:
+    """A second Libbpf() garbage-collected once left libbpf's print hook pointing at a freed thunk: the
+    next libbpf message crashed the process (SIGSEGV). In a subprocess, so a crash fails this test."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _SECOND_INSTANCE_COLLECTED, os.path.join(str(tmp_path), "bogus.o")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-500:]}"
+    assert int(proc.stdout.split()[-1]) >= 1  # libbpf's messages reached the shared hook
