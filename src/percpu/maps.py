@@ -14,20 +14,22 @@ import enum
 import errno as _errno
 import os
 import threading
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from . import _libbpf, _procfs
-from ._libbpf import BPF_ANY, BPF_EXIST, BPF_F_CPU, BPF_NOEXIST, MapInfo
-from .cpus import CpuList, Topology, topology
+from . import _libbpf, _procfs, features
+from ._libbpf import BPF_ANY, BPF_EXIST, BPF_NOEXIST, MapInfo
+from .cpus import CpuList, possible_cpus
 from .errors import (
+    NOT_SUPPORTED_ERRNOS,
     BpfError,
     CpuNotPossible,
+    KeyExists,
     KeyNotFound,
+    MapFull,
     MapNotFound,
     MapTypeError,
     NotSupported,
@@ -35,6 +37,7 @@ from .errors import (
     SizeMismatch,
     from_errno,
 )
+from .layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout, round8
 from .values import (
     Codec,
     Int,
@@ -45,7 +48,6 @@ from .values import (
     integer_array,
     is_numeric,
     reduce_cpus,
-    stride,
 )
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "PerCpuHash",
     "PerCpuMap",
     "Snapshot",
+    "cpu_flag_supported",
     "open_map",
 ]
 
@@ -138,9 +141,7 @@ CGROUP_STORAGE_KEY = np.dtype(
 
 def user_value_bytes(map_type: int, value_size: int, possible: int) -> int:
     """Bytes one user-space lookup of an element writes: the rule a correct reader follows."""
-    if map_type in PERCPU_TYPES:
-        return stride(value_size) * possible
-    return value_size
+    return Layout(0, value_size, possible, map_type in PERCPU_TYPES).element_bytes
 
 
 @dataclass(frozen=True)
@@ -187,37 +188,10 @@ class Snapshot:
         return out
 
 
-_cpu_flag_lock = threading.Lock()
-_cpu_flag_supported: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-
-
 def cpu_flag_supported() -> bool:
-    """Whether the kernel takes BPF_F_CPU (one CPU's slot) on per-CPU map lookups: probed, not guessed.
-
-    Probed once per backend (the kernel, or a test's fake). The probe's buffer holds every possible CPU's
-    value, so even a kernel that ignored the flag could not write past it.
-    """
-    b = _libbpf.backend()
-    with _cpu_flag_lock:
-        known = _cpu_flag_supported.get(b)
-        if known is not None:
-            return known
-        try:
-            fd = b.map_create(MapType.PERCPU_ARRAY, "percpu_probe", 4, 8, 1)
-        except OSError as exc:
-            raise from_errno(exc.errno or 0, "probe BPF_F_CPU: create map") from exc
-        try:
-            key = np.zeros(4, np.uint8)
-            full = 8 * b.num_possible_cpus()
-            val = np.zeros(full, np.uint8)
-            b.map_lookup(fd, key, val, 8, BPF_F_CPU)
-            known = True
-        except OSError:
-            known = False
-        finally:
-            b.close(fd)
-        _cpu_flag_supported[b] = known
-        return known
+    """Whether the kernel takes BPF_F_CPU (one CPU's value) on per-CPU maps: see
+    :func:`percpu.features.cpu_flag`. Raises :class:`PermissionDenied` without the privilege to probe."""
+    return features.cpu_flag(strict=True)
 
 
 class Map:
@@ -225,43 +199,31 @@ class Map:
 
     ``key`` and ``value`` declare the element types (numpy dtype, ctypes type, :class:`~percpu.Int`,
     ``bytes``); a declared type whose size differs from the map's raises :class:`SizeMismatch` before any
-    syscall. A map is a context manager; :meth:`close` releases its file descriptor.
+    syscall. A map is a context manager; :meth:`close` releases its file descriptor. Closing is safe
+    against operations running in other threads: they finish first, and later ones raise
+    :class:`PercpuError`.
     """
 
     map_types: ClassVar[tuple[MapType, ...]] = ()
     percpu: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        fd: int,
-        info: MapInfo,
-        *,
-        key: TypeSpec = None,
-        value: TypeSpec = None,
-        topology: Topology | None = None,
-    ) -> None:
+    def __init__(self, fd: int, info: MapInfo, *, key: TypeSpec = None, value: TypeSpec = None) -> None:
         # The fd is taken over only once the map is fully checked: a constructor that raises must not leave
         # an object whose finalizer closes an fd the caller (from_fd) closes too, by then maybe reused.
         self._fd: int | None = None
+        self._lock = threading.RLock()
         self.info = info
         self.name = info.name
         self.type = MapType(info.type) if info.type in MapType._value2member_map_ else info.type
-        self._topo = topology or _default_topology()
         self._b = _libbpf.backend()
         self.key_codec: Codec = self._key_codec(key)
         self.value_codec: Codec = self._value_codec(value)
         check_size(self.key_codec, info.key_size, "key", info.name)
         check_size(self.value_codec, info.value_size, "value", info.name)
-        if self.percpu:
-            self.cpus = self._topo.possible
-            self._slots = len(self.cpus)
-            self._stride = stride(info.value_size)
-        else:
-            self.cpus = CpuList(())
-            self._slots = 1
-            self._stride = info.value_size
-        self._elem = self._slots * self._stride
-        self._batch_ok: bool | None = None
+        # Sizes follow the kernel's own possible-CPU count; the CPU ids naming the slots must agree with it.
+        self.cpus = possible_cpus() if self.percpu else CpuList(())
+        self.layout = Layout(info.key_size, info.value_size, self._b.num_possible_cpus(), self.percpu)
+        self._slot_of = {c: i for i, c in enumerate(self.cpus)}
         self._fd = fd
 
     # --- construction -------------------------------------------------------------------------------
@@ -305,14 +267,7 @@ class Map:
             )
 
     @classmethod
-    def from_fd(
-        cls: type[M],
-        fd: int,
-        *,
-        key: TypeSpec = None,
-        value: TypeSpec = None,
-        topology: Topology | None = None,
-    ) -> M:
+    def from_fd(cls: type[M], fd: int, *, key: TypeSpec = None, value: TypeSpec = None) -> M:
         """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
         b = _libbpf.backend()
         other = _procfs.fd_kind(fd)
@@ -347,7 +302,7 @@ class Map:
                         actual=MapType.name_of(info.type).upper(),
                         map_name=info.name,
                     )
-            return target(fd, info, key=key, value=value, topology=topology)  # type: ignore[return-value]
+            return target(fd, info, key=key, value=value)  # type: ignore[return-value]
         except BaseException:
             with contextlib.suppress(OSError):
                 b.close(fd)
@@ -413,7 +368,6 @@ class Map:
         key_size: int | None = None,
         name: str = "",
         flags: int = 0,
-        topology: Topology | None = None,
     ) -> M:
         kc = codec_for(key, key_size)
         vc = codec_for(value)
@@ -421,7 +375,7 @@ class Map:
             raise TypeError(f"max_entries must be an integer, not {type(max_entries).__name__}")
         if not 0 <= max_entries <= 0xFFFFFFFF:
             raise PercpuError(f"max_entries {max_entries} is out of range (0..{0xFFFFFFFF})")
-        if map_type in PERCPU_TYPES and stride(vc.size) > MAX_VALUE_SIZE:
+        if map_type in PERCPU_TYPES and round8(vc.size) > MAX_VALUE_SIZE:
             raise SizeMismatch(
                 f"per-CPU values are limited to {MAX_VALUE_SIZE} bytes (rounded up to 8); {vc.name} is "
                 f"{vc.size}",
@@ -446,7 +400,7 @@ class Map:
                     map_name=name or None,
                 ) from exc
             raise err from exc
-        return cls.from_fd(fd, key=kc, value=vc, topology=topology)
+        return cls.from_fd(fd, key=kc, value=vc)
 
     # --- lifetime -----------------------------------------------------------------------------------
 
@@ -460,9 +414,17 @@ class Map:
     def closed(self) -> bool:
         return self._fd is None
 
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[int]:
+        """The fd, held open for one operation: :meth:`close` in another thread waits for it, so no call
+        ever reaches the kernel with an fd number that was closed and maybe reused by another map."""
+        with self._lock:
+            yield self.fd
+
     def close(self) -> None:
         """Release the file descriptor (the kernel frees the map when nothing else holds it)."""
-        fd, self._fd = self._fd, None
+        with self._lock:
+            fd, self._fd = self._fd, None
         if fd is not None:
             self._b.close(fd)
 
@@ -483,7 +445,8 @@ class Map:
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the map in bpffs so it outlives this process."""
         try:
-            self._b.obj_pin(self.fd, os.fspath(path))
+            with self._held() as fd:
+                self._b.obj_pin(fd, os.fspath(path))
         except OSError as exc:
             raise self._error(exc, f"pin at {os.fspath(path)}") from exc
 
@@ -494,7 +457,7 @@ class Map:
             f"value={self.value_codec.name} max_entries={self.info.max_entries} {state}>"
         )
 
-    # --- layout helpers -----------------------------------------------------------------------------
+    # --- encoding -----------------------------------------------------------------------------------
 
     @property
     def type_name(self) -> str:
@@ -504,10 +467,17 @@ class Map:
     @property
     def value_bytes(self) -> int:
         """Bytes one lookup writes: ``round_up(value_size, 8) * possible CPUs`` for per-CPU maps."""
-        return self._elem
+        return self.layout.element_bytes
 
     def _error(self, exc: OSError, what: str) -> BpfError:
         return from_errno(exc.errno or 0, what, map_name=self.name)
+
+    def _slot(self, cpu: int) -> int:
+        """The slot of CPU id ``cpu`` in this map's values. Raises :class:`CpuNotPossible`."""
+        try:
+            return self._slot_of[cpu]
+        except (KeyError, TypeError):
+            raise CpuNotPossible(cpu, str(self.cpus), map_name=self.name) from None
 
     def _key(self, key: Any) -> np.ndarray:
         try:
@@ -520,25 +490,16 @@ class Map:
                 actual=exc.actual,
                 map_name=self.name,
             ) from exc
-        out: np.ndarray = np.frombuffer(raw, dtype=np.uint8).copy()
+        out = self.layout.key_buffer()
+        out[:] = np.frombuffer(raw, dtype=np.uint8)
         return out
 
     def _decode_key(self, raw: np.ndarray) -> Any:
         return self.key_codec.decode(raw.view(self.key_codec.dtype).reshape(()))
 
-    def _new_value_buf(self, n: int = 1) -> np.ndarray:
-        return np.zeros(n * self._elem, dtype=np.uint8)
-
     def _typed(self, buf: np.ndarray, n: int) -> np.ndarray:
-        """View (n, slots) of the value dtype over a raw buffer with the kernel's stride."""
-        dt = self.value_codec.dtype
-        if self._stride == dt.itemsize:
-            arr = buf[: n * self._elem].view(dt).reshape(n, self._slots)
-        else:
-            arr = np.ndarray(
-                (n, self._slots), dtype=dt, buffer=buf, strides=(self._elem, self._stride)
-            ).copy()
-        return arr
+        """(n, slots) of the value dtype over a raw buffer of n whole elements."""
+        return self.layout.typed(buf, n, self.value_codec.dtype)
 
     def _decode_value(self, buf: np.ndarray) -> Any:
         arr = self._typed(buf, 1)[0]
@@ -546,10 +507,18 @@ class Map:
             return PerCpuValue(arr, self.cpus, self.value_codec)
         return self.value_codec.decode(arr[0])
 
-    def _encode_value(self, value: Any) -> np.ndarray:
-        buf = self._new_value_buf()
-        rows = buf.reshape(self._slots, self._stride)
+    def _decode_one(self, buf: np.ndarray) -> Any:
+        """One unpadded value (a BPF_F_CPU read)."""
         size = self.value_codec.size
+        return self.value_codec.decode(buf[:size].view(self.value_codec.dtype).reshape(()))
+
+    def _encode_one(self, value: Any) -> np.ndarray:
+        """One unpadded value (a BPF_F_CPU / BPF_F_ALL_CPUS write)."""
+        buf = self.layout.value_buffer(1, BPF_F_CPU)
+        buf[:] = np.frombuffer(self.value_codec.encode(value), np.uint8)
+        return buf
+
+    def _encode_value(self, value: Any) -> np.ndarray:
         if self.percpu:
             if not isinstance(value, PerCpuValue | Mapping | list | tuple | np.ndarray):
                 raise TypeError(
@@ -558,19 +527,18 @@ class Map:
                     "update_all() writes one value to every CPU, update_cpu() one CPU's value"
                 )
             pv = PerCpuValue.from_values(value, self.cpus, self.value_codec)
-            rows[:, :size] = pv.to_numpy().view(np.uint8).reshape(self._slots, size)
-        else:
-            rows[0, :size] = np.frombuffer(self.value_codec.encode(value), np.uint8)
-        return buf
+            return self.layout.pack(pv.to_numpy().view(np.uint8).reshape(-1), 1)
+        return self.layout.pack(np.frombuffer(self.value_codec.encode(value), np.uint8), 1)
 
     # --- single elements ----------------------------------------------------------------------------
 
     def lookup(self, key: Any) -> Any:
         """The value at ``key`` (a :class:`PerCpuValue` for per-CPU maps). Raises :class:`KeyNotFound`."""
         k = self._key(key)
-        buf = self._new_value_buf()
+        buf = self.layout.value_buffer()
         try:
-            self._b.map_lookup(self.fd, k, buf, self._elem)
+            with self._held() as fd:
+                self._b.map_lookup(fd, k, buf, self.layout)
         except OSError as exc:
             raise self._lookup_error(exc, key) from exc
         return self._decode_value(buf)
@@ -608,37 +576,45 @@ class Map:
         v = self._encode_value(value)
         self._update_raw(k, v, flags, key)
 
-    def _update_raw(
-        self, k: np.ndarray, v: np.ndarray, flags: int, key: Any, need: int | None = None
-    ) -> None:
+    def _update_raw(self, k: np.ndarray, v: np.ndarray, flags: int, key: Any) -> None:
         try:
-            self._b.map_update(self.fd, k, v, self._elem if need is None else need, flags)
+            with self._held() as fd:
+                self._b.map_update(fd, k, v, self.layout, flags)
         except OSError as exc:
-            if exc.errno == _errno.ENOENT and flags == BPF_EXIST:
-                raise KeyNotFound(
-                    f"map {self.name!r}: no key {key!r} to replace", errno=exc.errno, map_name=self.name
-                ) from exc
-            if exc.errno == _errno.EEXIST:
-                raise BpfError(
-                    f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)",
+            raise self._update_error(exc, flags, key) from exc
+
+    def _update_error(self, exc: OSError, flags: int, key: Any) -> BpfError:
+        if exc.errno == _errno.ENOENT and flags & 3 == BPF_EXIST:
+            return KeyNotFound(
+                f"map {self.name!r}: no key {key!r} to replace", errno=exc.errno, map_name=self.name
+            )
+        if exc.errno == _errno.EEXIST:
+            return KeyExists(
+                f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)", errno=exc.errno, map_name=self.name
+            )
+        if exc.errno == _errno.E2BIG:
+            if self._is_array:
+                return BpfError(
+                    f"map {self.name!r}: index {key!r} is out of range (the array has "
+                    f"{self.info.max_entries} elements)",
                     errno=exc.errno,
                     map_name=self.name,
-                ) from exc
-            if exc.errno == _errno.E2BIG:
-                what = (
-                    f"index {key!r} is out of range (the array has {self.info.max_entries} elements)"
-                    if self._is_array
-                    else f"is full ({self.info.max_entries} entries)"
                 )
-                raise BpfError(f"map {self.name!r}: {what}", errno=exc.errno, map_name=self.name) from exc
-            raise self._error(exc, "update") from exc
+            return MapFull(
+                f"map {self.name!r}: is full ({self.info.max_entries} entries); delete some or create it "
+                "with a larger max_entries",
+                errno=exc.errno,
+                map_name=self.name,
+            )
+        return self._error(exc, "update")
 
     def delete(self, key: Any) -> None:
         """Remove ``key``. Raises :class:`KeyNotFound` if absent; arrays have no delete."""
         self._no_delete_on_arrays("delete")
         k = self._key(key)
         try:
-            self._b.map_delete(self.fd, k)
+            with self._held() as fd:
+                self._b.map_delete(fd, k, self.layout)
         except OSError as exc:
             raise self._lookup_error(exc, key) from exc
 
@@ -646,11 +622,13 @@ class Map:
         """Read and remove ``key`` in one syscall (hash maps; per-CPU hashes since Linux 5.14)."""
         self._no_delete_on_arrays("lookup_and_delete")
         k = self._key(key)
-        buf = self._new_value_buf()
+        buf = self.layout.value_buffer()
         try:
-            self._b.map_lookup_and_delete(self.fd, k, buf, self._elem)
+            with self._held() as fd:
+                self._b.map_lookup_and_delete(fd, k, buf, self.layout)
         except OSError as exc:
-            if exc.errno in (_errno.EINVAL, _errno.ENOTSUP, 524) and self.percpu:
+            if exc.errno in NOT_SUPPORTED_ERRNOS and self.percpu:
+                features.record(features.LOOKUP_AND_DELETE, self.info.type, False)
                 raise NotSupported(
                     f"map {self.name!r}: lookup-and-delete of a {self.type_name} element is not supported "
                     "by this kernel (per-CPU hashes need Linux 5.14)",
@@ -672,10 +650,11 @@ class Map:
                 map_name=self.name,
             )
 
-    # --- iteration ----------------------------------------------------------------------------------
+    @property
+    def _is_array(self) -> bool:
+        return self.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
 
-    def _iter_bound(self) -> int:
-        return self.info.max_entries or 65536
+    # --- iteration ----------------------------------------------------------------------------------
 
     def _raw_keys(self) -> Iterator[np.ndarray]:
         """Keys as raw buffers, at most once each and at most ``max_entries`` of them.
@@ -685,15 +664,15 @@ class Map:
         seen are skipped and the walk is bounded, so iteration always ends and never repeats a key; keys
         added or removed during the walk may or may not be seen.
         """
-        bound = self._iter_bound()
+        bound = self.info.max_entries or 65536
         seen: set[bytes] = set()
         cur: np.ndarray | None = None
         steps = 0
-        ks = self.info.key_size
         while len(seen) < bound and steps < 4 * bound + 16:
-            nxt = np.zeros(ks, dtype=np.uint8)
+            nxt = self.layout.key_buffer()
             try:
-                more = self._b.map_get_next_key(self.fd, cur, nxt)
+                with self._held() as fd:
+                    more = self._b.map_get_next_key(fd, cur, nxt, self.layout)
             except OSError as exc:
                 raise self._error(exc, "get_next_key") from exc
             if not more:
@@ -719,10 +698,11 @@ class Map:
 
         For large maps, :meth:`snapshot` reads everything in a few batch syscalls instead.
         """
-        buf = self._new_value_buf()
+        buf = self.layout.value_buffer()
         for raw in self._raw_keys():
             try:
-                self._b.map_lookup(self.fd, raw, buf, self._elem)
+                with self._held() as fd:
+                    self._b.map_lookup(fd, raw, buf, self.layout)
             except OSError as exc:
                 if exc.errno == _errno.ENOENT:
                     continue
@@ -742,22 +722,21 @@ class Map:
         where the kernel or map type has no batch operation. ``batch=False`` forces the walk,
         ``batch=True`` forbids the fallback.
         """
-        keys, vals, n = self._read_all(delete=False, batch=batch)
+        keys, vals, n = BulkReader(self).read(delete=False, batch=batch)
         return self._make_snapshot(keys, vals, n)
 
     def lookup_and_delete_batch(self) -> Snapshot:
         """Read and remove every element, bucket by bucket (hash maps)."""
         self._no_delete_on_arrays("lookup_and_delete_batch")
-        keys, vals, n = self._read_all(delete=True, batch=True)
+        keys, vals, n = BulkReader(self).read(delete=True, batch=True)
         return self._make_snapshot(keys, vals, n)
 
     def _make_snapshot(self, keys: np.ndarray, vals: np.ndarray, n: int) -> Snapshot:
         ks = self.info.key_size
-        kdt = self.key_codec.dtype
         if n * 3 < keys.nbytes // max(ks, 1) * 2:  # mostly unused capacity: do not keep it alive
             keys = keys[: n * ks].copy()
-            vals = vals[: n * self._elem].copy()
-        k = keys[: n * ks].view(kdt)
+            vals = vals[: self.layout.values_bytes(n)].copy()
+        k = keys[: n * ks].view(self.key_codec.dtype)
         v = self._typed(vals, n)
         if not self.percpu:
             v = v.reshape((n, *v.shape[2:]))
@@ -765,126 +744,10 @@ class Map:
         v.flags.writeable = False
         return Snapshot(keys=k, values=v, cpus=self.cpus, percpu=self.percpu)
 
-    def _read_all(self, *, delete: bool, batch: bool | None) -> tuple[np.ndarray, np.ndarray, int]:
-        if batch is True or (batch is None and self._batch_ok is not False):
-            try:
-                return self._read_batched(delete)
-            except NotSupported:
-                if not delete:  # lookup-and-delete can be missing where plain batch lookups work
-                    self._batch_ok = False
-                if batch:
-                    raise
-        if delete:
-            raise NotSupported(
-                f"map {self.name!r}: this kernel has no batch lookup-and-delete for {self.type_name} maps",
-                feature="lookup_and_delete_batch",
-                min_kernel="5.6",
-                map_name=self.name,
-            )
-        return self._read_walk()
-
-    def _initial_capacity(self) -> int:
-        """Elements to allocate room for before the first read: all of max_entries when that is at most
-        :data:`SNAPSHOT_PREALLOC` bytes (one exact allocation, no copy), else that much, grown as needed:
-        a sparse map with a large max_entries must not cost max_entries x possible CPUs up front."""
-        per = self.info.key_size + self._elem
-        return max(1, min(self.info.max_entries, SNAPSHOT_PREALLOC // per))
-
-    def _alloc(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            return np.empty(n * self.info.key_size, np.uint8), np.empty(n * self._elem, np.uint8)
-        except MemoryError as exc:
-            raise PercpuError(
-                f"map {self.name!r}: not enough memory for {n} elements of {self.info.key_size + self._elem} "
-                f"bytes ({n * (self.info.key_size + self._elem) / 2**20:.0f} MiB)",
-                map_name=self.name,
-            ) from exc
-
-    def _grow_to(self, keys: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        k2, v2 = self._alloc(n)
-        k2[: keys.size] = keys
-        v2[: vals.size] = vals
-        return k2, v2
-
-    def _read_batched(self, delete: bool) -> tuple[np.ndarray, np.ndarray, int]:
-        ks = self.info.key_size
-        limit = max(self.info.max_entries, 1)
-        cap = self._initial_capacity()
-        keys, vals = self._alloc(cap)
-        tok_in: np.ndarray | None = None
-        tok_out = np.zeros(max(ks, 8), dtype=np.uint8)
-        total = 0
-        probe = 16  # extra room asked for once max_entries are read and the kernel has not said "end"
-        while True:
-            if total >= cap:
-                # Full, and the kernel has not said "end": double up to max_entries, then a little more
-                # at a time (a hash walked under concurrent inserts and deletes can return more than
-                # max_entries elements).
-                cap = min(cap * 2, limit) if cap < limit else cap + probe
-                keys, vals = self._grow_to(keys, vals, cap)
-            want = cap - total
-            try:
-                n, done = self._b.map_lookup_batch(
-                    self.fd,
-                    tok_in,
-                    tok_out,
-                    keys[total * ks :],
-                    vals[total * self._elem :],
-                    want,
-                    self._elem,
-                    ks,
-                    delete,
-                )
-            except OSError as exc:
-                if exc.errno == _errno.ENOSPC:
-                    # One hash bucket holds more elements than we asked for; nothing was copied.
-                    probe = max(probe, want) * 2
-                    cap = total + probe
-                    keys, vals = self._grow_to(keys, vals, cap)
-                    continue
-                if total == 0 and tok_in is None and exc.errno in (_errno.EINVAL, _errno.ENOTSUP, 524):
-                    raise NotSupported(
-                        f"map {self.name!r}: no batch operations for {self.type_name} on this kernel "
-                        "(hashes need Linux 5.6, per-CPU arrays 5.13)",
-                        feature="map batch operations",
-                        min_kernel="5.6",
-                        errno=exc.errno,
-                        map_name=self.name,
-                    ) from exc
-                raise self._error(exc, "lookup_batch") from exc
-            self._batch_ok = True
-            total += n
-            if done or (self._is_array and total >= self.info.max_entries):
-                return keys, vals, total
-            tok_in, tok_out = tok_out, (tok_in if tok_in is not None else np.zeros_like(tok_out))
-
-    @property
-    def _is_array(self) -> bool:
-        return self.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
-
-    def _read_walk(self) -> tuple[np.ndarray, np.ndarray, int]:
-        ks = self.info.key_size
-        cap = self._initial_capacity()
-        keys, vals = self._alloc(cap)
-        n = 0
-        for raw in self._raw_keys():
-            if n == cap:
-                cap *= 2
-                keys, vals = self._grow_to(keys, vals, cap)
-            slot = vals[n * self._elem : (n + 1) * self._elem]
-            try:
-                self._b.map_lookup(self.fd, raw, slot, self._elem)
-            except OSError as exc:
-                if exc.errno == _errno.ENOENT:
-                    continue
-                raise self._error(exc, "lookup") from exc
-            keys[n * ks : (n + 1) * ks] = raw
-            n += 1
-        return keys, vals, n
-
     def _batch_values(self, values: Any, n: int) -> np.ndarray:
-        """Raw (n * elem) buffer from (n, slots) per-CPU values, or (n,) values for every CPU."""
+        """Raw buffer of n whole elements from (n, slots) per-CPU values, or (n,) values for every CPU."""
         vc = self.value_codec
+        slots = self.layout.slots
         try:
             if vc.dtype.kind in "iu":
                 arr = integer_array(values, vc.dtype, vc.name)
@@ -897,21 +760,17 @@ class Map:
         sub = vc.dtype.shape if vc.dtype.subdtype else ()
         base = arr.shape[: arr.ndim - len(sub)]
         if self.percpu and base == (n,):
-            arr = np.repeat(arr[:, None], self._slots, axis=1)
-        elif base != ((n, self._slots) if self.percpu else (n,)):
-            want = f"({n}, {self._slots}) or ({n},)" if self.percpu else f"({n},)"
+            arr = np.repeat(arr[:, None], slots, axis=1)
+        elif base != ((n, slots) if self.percpu else (n,)):
+            want = f"({n}, {slots}) or ({n},)" if self.percpu else f"({n},)"
             raise SizeMismatch(
                 f"map {self.name!r}: values have shape {base}, expected {want}",
                 what="value",
-                expected=n * self._slots,
+                expected=n * slots,
                 actual=int(np.prod(base)),
                 map_name=self.name,
             )
-        buf = np.zeros(n * self._elem, dtype=np.uint8)
-        rows = buf.reshape(n * self._slots, self._stride)
-        size = vc.size
-        rows[:, :size] = np.ascontiguousarray(arr).view(np.uint8).reshape(n * self._slots, size)
-        return buf
+        return self.layout.pack(np.ascontiguousarray(arr).view(np.uint8), n)
 
     def _batch_keys(self, keys: Any) -> tuple[np.ndarray, int]:
         kc = self.key_codec
@@ -926,7 +785,10 @@ class Map:
             raise PercpuError(f"map {self.name!r}: keys are not {kc.name}: {exc}") from exc
         if arr.ndim != 1:
             raise PercpuError(f"map {self.name!r}: keys must be one-dimensional, got shape {arr.shape}")
-        return arr.view(np.uint8).copy(), int(arr.shape[0])
+        n = int(arr.shape[0])
+        buf = self.layout.key_buffer(n)
+        buf[:] = arr.view(np.uint8).reshape(-1)
+        return buf, n
 
     def update_batch(self, keys: Any, values: Any, flags: int = BPF_ANY) -> None:
         """Write many elements in one syscall (falls back to one update each without batch support).
@@ -938,28 +800,30 @@ class Map:
         vbuf = self._batch_values(values, n)
         if n == 0:
             return
-        done = 0
-        if self._batch_ok is not False:
+        if features.known(features.BATCH_OPS, self.info.type) is not False:
             try:
-                done = self._b.map_update_batch(self.fd, kbuf, vbuf, n, self._elem, flags)
-                self._batch_ok = True
+                with self._held() as fd:
+                    self._b.map_update_batch(fd, kbuf, vbuf, n, self.layout, flags)
+                features.record(features.BATCH_OPS, self.info.type, True)
                 return
             except _libbpf.PartialBatch as exc:
-                if not (exc.done == 0 and exc.errno in (_errno.EINVAL, _errno.ENOTSUP, 524)):
+                if not (exc.done == 0 and exc.errno in NOT_SUPPORTED_ERRNOS):
                     raise self._error(exc, f"update_batch (after {exc.done} of {n} elements)") from exc
-        ks = self.info.key_size
-        for i in range(done, n):
+                features.record(features.BATCH_OPS, self.info.type, False)
+        ks, el = self.info.key_size, self.layout.element_bytes
+        for i in range(n):
             k = kbuf[i * ks : (i + 1) * ks]
-            self._update_raw(k, vbuf[i * self._elem : (i + 1) * self._elem], flags, k.tobytes())
+            self._update_raw(k, vbuf[i * el : (i + 1) * el], flags, k.tobytes())
 
     def delete_batch(self, keys: Any) -> None:
         """Remove many keys in one syscall (hash maps; falls back to one delete each)."""
         kbuf, n = self._batch_keys(keys)
         if n == 0:
             return
-        if self._batch_ok is not False:
+        if features.known(features.BATCH_OPS, self.info.type) is not False:
             try:
-                self._b.map_delete_batch(self.fd, kbuf, n)
+                with self._held() as fd:
+                    self._b.map_delete_batch(fd, kbuf, n, self.layout)
                 return
             except _libbpf.PartialBatch as exc:
                 if exc.errno == _errno.ENOENT:
@@ -968,15 +832,150 @@ class Map:
                         errno=exc.errno,
                         map_name=self.name,
                     ) from exc
-                if not (exc.done == 0 and exc.errno in (_errno.EINVAL, _errno.ENOTSUP, 524)):
+                if not (exc.done == 0 and exc.errno in NOT_SUPPORTED_ERRNOS):
                     raise self._error(exc, f"delete_batch (after {exc.done} of {n} keys)") from exc
         ks = self.info.key_size
         for i in range(n):
             k = kbuf[i * ks : (i + 1) * ks]
             try:
-                self._b.map_delete(self.fd, k)
+                with self._held() as fd:
+                    self._b.map_delete(fd, k, self.layout)
             except OSError as exc:
                 raise self._lookup_error(exc, k.tobytes()) from exc
+
+
+class BulkReader:
+    """One traversal of a whole map: batch reads with their growth policy, or a key walk where the kernel
+    has no batch operation for the map's type. Returns raw key and value buffers and the element count."""
+
+    def __init__(self, m: Map, elem_flags: int = 0) -> None:
+        self.map = m
+        self.layout = m.layout
+        self.elem_flags = elem_flags  # BPF_F_CPU | cpu << 32: one CPU's values, unpadded
+
+    def read(self, *, delete: bool, batch: bool | None) -> tuple[np.ndarray, np.ndarray, int]:
+        m = self.map
+        if batch is True or (batch is None and features.known(features.BATCH_OPS, m.info.type) is not False):
+            try:
+                return self._batched(delete)
+            except NotSupported:
+                if not delete:  # lookup-and-delete can be missing where plain batch lookups work
+                    features.record(features.BATCH_OPS, m.info.type, False)
+                if batch:
+                    raise
+        if delete:
+            raise NotSupported(
+                f"map {m.name!r}: this kernel has no batch lookup-and-delete for {m.type_name} maps",
+                feature="lookup_and_delete_batch",
+                min_kernel="5.6",
+                map_name=m.name,
+            )
+        return self._walk()
+
+    def _per_element(self) -> int:
+        return self.layout.keys_bytes(1) + self.layout.value_bytes(self.elem_flags)
+
+    def initial_capacity(self) -> int:
+        """Elements to allocate room for before the first read: all of max_entries when that is at most
+        :data:`SNAPSHOT_PREALLOC` bytes (one exact allocation, no copy), else that much, grown as needed:
+        a sparse map with a large max_entries must not cost max_entries x possible CPUs up front."""
+        return max(1, min(self.map.info.max_entries, SNAPSHOT_PREALLOC // self._per_element()))
+
+    def _alloc(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            return self.layout.key_buffer(n), self.layout.value_buffer(n, self.elem_flags)
+        except MemoryError as exc:
+            per = self._per_element()
+            raise PercpuError(
+                f"map {self.map.name!r}: not enough memory for {n} elements of {per} bytes "
+                f"({n * per / 2**20:.0f} MiB)",
+                map_name=self.map.name,
+            ) from exc
+
+    def _grow_to(self, keys: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        k2, v2 = self._alloc(n)
+        k2[: keys.size] = keys
+        v2[: vals.size] = vals
+        return k2, v2
+
+    def _batched(self, delete: bool) -> tuple[np.ndarray, np.ndarray, int]:
+        m, lay = self.map, self.layout
+        ks = lay.key_size
+        vb = lay.value_bytes(self.elem_flags)
+        limit = max(m.info.max_entries, 1)
+        cap = self.initial_capacity()
+        keys, vals = self._alloc(cap)
+        tok_in: np.ndarray | None = None
+        tok_out = lay.token_buffer()
+        total = 0
+        probe = 16  # extra room asked for once max_entries are read and the kernel has not said "end"
+        while True:
+            if total >= cap:
+                # Full, and the kernel has not said "end": double up to max_entries, then a little more
+                # at a time (a hash walked under concurrent inserts and deletes can return more than
+                # max_entries elements).
+                cap = min(cap * 2, limit) if cap < limit else cap + probe
+                keys, vals = self._grow_to(keys, vals, cap)
+            want = cap - total
+            try:
+                with m._held() as fd:
+                    n, done = m._b.map_lookup_batch(
+                        fd,
+                        tok_in,
+                        tok_out,
+                        keys[total * ks :],
+                        vals[total * vb :],
+                        want,
+                        lay,
+                        delete,
+                        self.elem_flags,
+                    )
+            except OSError as exc:
+                if exc.errno == _errno.ENOSPC:
+                    # One hash bucket holds more elements than we asked for; nothing was copied.
+                    probe = max(probe, want) * 2
+                    cap = total + probe
+                    keys, vals = self._grow_to(keys, vals, cap)
+                    continue
+                if total == 0 and tok_in is None and exc.errno in NOT_SUPPORTED_ERRNOS:
+                    raise NotSupported(
+                        f"map {m.name!r}: no batch operations for {m.type_name} on this kernel "
+                        "(hashes need Linux 5.6, per-CPU arrays 5.13)",
+                        feature="map batch operations",
+                        min_kernel="5.6",
+                        errno=exc.errno,
+                        map_name=m.name,
+                    ) from exc
+                raise m._error(exc, "lookup_batch") from exc
+            if not delete and not self.elem_flags:
+                features.record(features.BATCH_OPS, m.info.type, True)
+            total += n
+            if done or (m._is_array and total >= m.info.max_entries):
+                return keys, vals, total
+            tok_in, tok_out = tok_out, (tok_in if tok_in is not None else lay.token_buffer())
+
+    def _walk(self) -> tuple[np.ndarray, np.ndarray, int]:
+        m, lay = self.map, self.layout
+        ks = lay.key_size
+        vb = lay.value_bytes(self.elem_flags)
+        cap = self.initial_capacity()
+        keys, vals = self._alloc(cap)
+        n = 0
+        for raw in m._raw_keys():
+            if n == cap:
+                cap *= 2
+                keys, vals = self._grow_to(keys, vals, cap)
+            one = vals[n * vb : (n + 1) * vb]
+            try:
+                with m._held() as fd:
+                    m._b.map_lookup(fd, raw, one, lay, self.elem_flags)
+            except OSError as exc:
+                if exc.errno == _errno.ENOENT:
+                    continue
+                raise m._error(exc, "lookup") from exc
+            keys[n * ks : (n + 1) * ks] = raw
+            n += 1
+        return keys, vals, n
 
 
 class PerCpuMap(Map):
@@ -984,47 +983,68 @@ class PerCpuMap(Map):
 
     percpu = True
 
+    def _cpu_flags(self, cpu: int) -> int:
+        self._slot(cpu)  # a CPU that is not possible is refused here, before any syscall
+        return BPF_F_CPU | (cpu << 32)
+
     def lookup_cpu(self, key: Any, cpu: int) -> Any:
-        """CPU ``cpu``'s value at ``key``: one slot read with BPF_F_CPU where the kernel has it."""
-        slot = self._topo.slot(cpu)
-        if cpu_flag_supported():
+        """CPU ``cpu``'s value at ``key``: one value read with BPF_F_CPU where the kernel has it (Linux
+        7.0), else the whole element read and one CPU's value taken from it."""
+        flags = self._cpu_flags(cpu)
+        if features.cpu_flag():
             k = self._key(key)
-            buf = np.zeros(self._stride, dtype=np.uint8)
+            buf = self.layout.value_buffer(1, flags)
             try:
-                self._b.map_lookup(self.fd, k, buf, self.info.value_size, BPF_F_CPU | (cpu << 32))
+                with self._held() as fd:
+                    self._b.map_lookup(fd, k, buf, self.layout, flags)
             except OSError as exc:
                 raise self._lookup_error(exc, key) from exc
-            return self.value_codec.decode(
-                buf[: self.value_codec.size].view(self.value_codec.dtype).reshape(())
-            )
+            return self._decode_one(buf)
         value: PerCpuValue = self.lookup(key)
-        return value[self.cpus[slot]]
+        return value[cpu]
 
     def update_all(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
-        """Write the same ``value`` on every possible CPU (one syscall, the whole per-CPU buffer)."""
-        self.update(key, [value] * self._slots, flags)
+        """Write the same ``value`` on every possible CPU in one syscall: one value buffer with
+        BPF_F_ALL_CPUS where the kernel has it (Linux 7.0), else the whole per-CPU element."""
+        if features.cpu_flag():
+            self._update_raw(self._key(key), self._encode_one(value), flags | BPF_F_ALL_CPUS, key)
+            return
+        self.update(key, [value] * self.layout.slots, flags)
 
     def update_cpu(self, key: Any, cpu: int, value: Any, flags: int = BPF_ANY) -> None:
         """Write CPU ``cpu``'s value at ``key``, leaving the other CPUs' values as they are.
 
-        With BPF_F_CPU (Linux 7.0) this is one syscall touching one slot. Older kernels have no such
-        operation: percpu then reads all slots, changes one and writes all back. That read-modify-write
-        is not atomic: a BPF program writing another CPU's slot in between loses that write. A key that
-        does not exist yet is created with zeros on the other CPUs.
+        With BPF_F_CPU (Linux 7.0) this is one syscall touching one CPU's value. Older kernels have no
+        such operation: percpu then reads all slots, changes one and writes all back. That
+        read-modify-write is not atomic: a BPF program writing another CPU's slot in between loses that
+        write. A key that does not exist yet is created with zeros on the other CPUs.
         """
-        slot = self._topo.slot(cpu)
+        cpu_flags = self._cpu_flags(cpu)
+        slot = self._slot(cpu)
         k = self._key(key)
         raw = np.frombuffer(self.value_codec.encode(value), np.uint8)
-        if cpu_flag_supported():
-            buf = np.zeros(self._stride, dtype=np.uint8)
-            buf[: raw.size] = raw
-            self._update_raw(k, buf, flags | BPF_F_CPU | (cpu << 32), key, need=self.info.value_size)
+        if features.cpu_flag() and flags & 3 != BPF_NOEXIST:
+            one = self._encode_one(value)
+            try:
+                with self._held() as fd:
+                    self._b.map_update(fd, k, one, self.layout, BPF_EXIST | cpu_flags)
+                return
+            except OSError as exc:
+                if exc.errno != _errno.ENOENT or flags & 3 == BPF_EXIST:
+                    raise self._update_error(exc, BPF_EXIST, key) from exc
+            # A new key. The first kernels with BPF_F_CPU left stale values in the other CPUs' slots of a
+            # hash element created that way: create it whole, zeros on the other CPUs.
+            whole = self.layout.value_buffer()
+            off = self.layout.slot_offset(slot)
+            whole[off : off + raw.size] = raw
+            self._update_raw(k, whole, BPF_NOEXIST, key)
             return
-        buf = self._new_value_buf()
+        buf = self.layout.value_buffer()
         try:
-            self._b.map_lookup(self.fd, k, buf, self._elem)
+            with self._held() as fd:
+                self._b.map_lookup(fd, k, buf, self.layout)
             if flags == BPF_NOEXIST:
-                raise BpfError(f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)", map_name=self.name)
+                raise KeyExists(f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)", map_name=self.name)
         except OSError as exc:
             if exc.errno != _errno.ENOENT:
                 raise self._error(exc, "lookup") from exc
@@ -1033,8 +1053,41 @@ class PerCpuMap(Map):
                     f"map {self.name!r}: no key {key!r} to replace", errno=exc.errno, map_name=self.name
                 ) from exc
             buf[:] = 0
-        buf[slot * self._stride : slot * self._stride + raw.size] = raw
+        off = self.layout.slot_offset(slot)
+        buf[off : off + raw.size] = raw
         self._update_raw(k, buf, flags, key)
+
+    def snapshot(self, *, batch: bool | None = None, cpu: int | None = None) -> Snapshot:
+        """Read the whole map into numpy (see :meth:`Map.snapshot`).
+
+        With ``cpu``, only CPU ``cpu``'s values: ``values`` is (n, ...) and ``cpus`` that one CPU. Where
+        the kernel has BPF_F_CPU (Linux 7.0) the batch read copies just that CPU's values; elsewhere the
+        whole map is read and the column taken.
+        """
+        if cpu is None:
+            return super().snapshot(batch=batch)
+        flags = self._cpu_flags(cpu)
+        if features.cpu_flag() and batch is not False:
+            reader = BulkReader(self, elem_flags=flags)
+            try:
+                keys, vals, n = reader.read(delete=False, batch=True)
+            except NotSupported:
+                if batch:
+                    raise
+            else:
+                return self._one_cpu_snapshot(keys, vals, n, cpu)
+        full = super().snapshot(batch=batch)
+        col = np.ascontiguousarray(full.cpu(cpu))
+        col.flags.writeable = False
+        return Snapshot(keys=full.keys, values=col, cpus=CpuList((cpu,)), percpu=False)
+
+    def _one_cpu_snapshot(self, keys: np.ndarray, vals: np.ndarray, n: int, cpu: int) -> Snapshot:
+        ks, vs = self.info.key_size, self.info.value_size
+        k = keys[: n * ks].copy().view(self.key_codec.dtype)
+        v = vals[: n * vs].copy().view(self.value_codec.dtype)
+        k.flags.writeable = False
+        v.flags.writeable = False
+        return Snapshot(keys=k, values=v, cpus=CpuList((cpu,)), percpu=False)
 
 
 class PerCpuArray(PerCpuMap):
@@ -1053,12 +1106,9 @@ class PerCpuArray(PerCpuMap):
         *,
         name: str = "",
         flags: int = 0,
-        topology: Topology | None = None,
     ) -> PerCpuArray:
         """Create a per-CPU array of ``max_entries`` values of type ``value``."""
-        return cls._create(
-            MapType.PERCPU_ARRAY, np.uint32, value, max_entries, name=name, flags=flags, topology=topology
-        )
+        return cls._create(MapType.PERCPU_ARRAY, np.uint32, value, max_entries, name=name, flags=flags)
 
     def __len__(self) -> int:
         return self.info.max_entries
@@ -1079,11 +1129,8 @@ class PerCpuHash(PerCpuMap):
         *,
         name: str = "",
         flags: int = 0,
-        topology: Topology | None = None,
     ) -> PerCpuHash:
-        return cls._create(
-            cls._create_type, key, value, max_entries, name=name, flags=flags, topology=topology
-        )
+        return cls._create(cls._create_type, key, value, max_entries, name=name, flags=flags)
 
 
 class LruPerCpuHash(PerCpuHash):
@@ -1115,10 +1162,9 @@ class PerCpuCgroupStorage(PerCpuMap):
         *,
         key: TypeSpec = CGROUP_STORAGE_KEY,
         name: str = "",
-        topology: Topology | None = None,
     ) -> PerCpuCgroupStorage:
         """Create the map (max_entries is 0: the kernel sizes it by attachments)."""
-        return cls._create(MapType.PERCPU_CGROUP_STORAGE, key, value, 0, name=name, topology=topology)
+        return cls._create(MapType.PERCPU_CGROUP_STORAGE, key, value, 0, name=name)
 
 
 class Array(Map):
@@ -1157,10 +1203,6 @@ _CLASS_BY_TYPE: dict[int, type[Map]] = {
     MapType.ARRAY: Array,
     MapType.HASH: Hash,
 }
-
-
-def _default_topology() -> Topology:
-    return topology()
 
 
 def _btf_codec(btf_id: int, type_id: int, size: int) -> Codec | None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _libbpf, _procfs
 from . import syscalls as _names
-from .cpus import CpuList, Topology, topology
+from .cpus import CpuList, machine, possible_cpus
 from .errors import AttachError, NotSupported, PercpuError, ProgramLoadError
 from .maps import Map
 from .objects import BpfObject, bundled
@@ -394,7 +394,6 @@ class SyscallCounter:
         attach: str = "auto",
         proc_entries: int = 10240,
         detect_compat: bool = True,
-        topology: Topology | None = None,
         obj_path: str | None = None,
         start: bool = True,
     ) -> None:
@@ -407,7 +406,8 @@ class SyscallCounter:
         self.attach = attach
         self.proc_entries = proc_entries
         self.detect_compat = detect_compat and _names.machine_arch() == "x86_64"
-        self._topo = topology or _topology()
+        self._topo = machine()
+        self._cpus = possible_cpus()
         self.arch = _names.machine_arch()
         self._own_obj_path = obj_path
         self._obj_path = obj_path or bundled("syscount.bpf.o")
@@ -516,19 +516,17 @@ class SyscallCounter:
             if self.needs_exit:
                 obj.attach(exit_)
             self._maps = {
-                "counts": obj.map("counts", value=np.uint64, topology=self._topo),
-                "dropped": obj.map("dropped", value=np.uint64, topology=self._topo),
+                "counts": obj.map("counts", value=np.uint64),
+                "dropped": obj.map("dropped", value=np.uint64),
             }
             if self.per_process:
-                self._maps["proc_counts"] = obj.map(
-                    "proc_counts", key=PROC_KEY, value=np.uint64, topology=self._topo
-                )
+                self._maps["proc_counts"] = obj.map("proc_counts", key=PROC_KEY, value=np.uint64)
             if self.errors:
-                self._maps["errors"] = obj.map("errors", key=ERR_KEY, value=np.uint64, topology=self._topo)
+                self._maps["errors"] = obj.map("errors", key=ERR_KEY, value=np.uint64)
             if self.latency:
-                self._maps["latency"] = obj.map("latency", key=LAT_KEY, value=np.uint64, topology=self._topo)
-                self._maps["lat_index"] = obj.map("lat_index", value=_LAT_INDEX, topology=self._topo)
-                self._maps["lat_rows"] = obj.map("lat_rows", value=_LAT_ROW, topology=self._topo)
+                self._maps["latency"] = obj.map("latency", key=LAT_KEY, value=np.uint64)
+                self._maps["lat_index"] = obj.map("lat_index", value=_LAT_INDEX)
+                self._maps["lat_rows"] = obj.map("lat_rows", value=_LAT_ROW)
         except BaseException:
             for m in self._maps.values():
                 m.close()
@@ -557,7 +555,7 @@ class SyscallCounter:
 
     @property
     def cpus(self) -> CpuList:
-        return self._topo.possible
+        return self._cpus
 
     def programs(self) -> list[Any]:
         """The loaded programs (for run counts and run time when bpf_stats are on)."""
@@ -609,10 +607,6 @@ class SyscallCounter:
             return None
         s = m.snapshot()
         return s.keys, s.values
-
-
-def _topology() -> Topology:
-    return topology()
 
 
 def slots_by_name(names: Iterable[str], arch: str | None = None) -> list[int]:

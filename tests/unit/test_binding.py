@@ -11,6 +11,7 @@ import pytest
 
 import percpu
 from percpu import _libbpf
+from percpu.layout import BPF_F_CPU, Layout
 
 
 def test_missing_libbpf_is_a_libbpf_error() -> None:
@@ -35,27 +36,60 @@ def lib() -> _libbpf.Libbpf:
 
 def test_small_buffers_never_reach_the_kernel(lib: _libbpf.Libbpf) -> None:
     bad_fd = 1 << 20  # would fail with EBADF if any call were made: ValueError proves none was
+    n = lib.num_possible_cpus()
+    lay = Layout(4, 12, n, True)  # the kernel copies 16 bytes per possible CPU
     key = np.zeros(4, np.uint8)
-    small = np.zeros(8, np.uint8)
-    with pytest.raises(ValueError, match="the kernel writes 16"):
-        lib.map_lookup(bad_fd, key, small, 16)
-    with pytest.raises(ValueError, match="the kernel writes 16"):
-        lib.map_lookup_and_delete(bad_fd, key, small, 16)
-    with pytest.raises(ValueError, match="the kernel reads 16"):
-        lib.map_update(bad_fd, key, small, 16)
+    small = np.zeros(16 * n - 8, np.uint8)
+    with pytest.raises(ValueError, match=f"the kernel writes {16 * n}"):
+        lib.map_lookup(bad_fd, key, small, lay)
+    with pytest.raises(ValueError, match=f"the kernel writes {16 * n}"):
+        lib.map_lookup_and_delete(bad_fd, key, small, lay)
+    with pytest.raises(ValueError, match=f"the kernel reads {16 * n}"):
+        lib.map_update(bad_fd, key, small, lay)
+    with pytest.raises(ValueError, match="the kernel writes 12"):
+        lib.map_lookup(bad_fd, key, np.zeros(11, np.uint8), Layout(4, 12, n, True), BPF_F_CPU)
     tok = np.zeros(8, np.uint8)
     with pytest.raises(ValueError, match="values"):
-        lib.map_lookup_batch(bad_fd, None, tok, np.zeros(40, np.uint8), small, 10, 16, 4)
+        lib.map_lookup_batch(bad_fd, None, tok, np.zeros(40, np.uint8), small, 10, lay)
     with pytest.raises(ValueError, match="keys"):
-        lib.map_lookup_batch(bad_fd, None, tok, np.zeros(8, np.uint8), np.zeros(160, np.uint8), 10, 16, 4)
+        lib.map_lookup_batch(bad_fd, None, tok, np.zeros(8, np.uint8), np.zeros(160 * n, np.uint8), 10, lay)
     with pytest.raises(ValueError, match="out_batch"):
         lib.map_lookup_batch(
-            bad_fd, None, np.zeros(2, np.uint8), np.zeros(40, np.uint8), np.zeros(160, np.uint8), 10, 16, 4
+            bad_fd, None, np.zeros(2, np.uint8), np.zeros(40, np.uint8), np.zeros(160 * n, np.uint8), 10, lay
         )
     with pytest.raises(ValueError, match="writable"):
-        ro = np.zeros(16, np.uint8)
+        ro = np.zeros(16 * n, np.uint8)
         ro.flags.writeable = False
-        lib.map_lookup(bad_fd, key, ro, 16)
+        lib.map_lookup(bad_fd, key, ro, lay)
+
+
+def test_key_buffers_are_checked_against_key_size(lib: _libbpf.Libbpf) -> None:
+    """Every key buffer is checked against the map's key_size, not against itself."""
+    bad_fd = 1 << 20
+    lay = Layout(8, 8, lib.num_possible_cpus(), True)
+    short = np.zeros(4, np.uint8)
+    val = np.zeros(lay.element_bytes * 4, np.uint8)
+    for call in (
+        lambda: lib.map_lookup(bad_fd, short, val, lay),
+        lambda: lib.map_update(bad_fd, short, val, lay),
+        lambda: lib.map_delete(bad_fd, short, lay),
+        lambda: lib.map_lookup_and_delete(bad_fd, short, val, lay),
+        lambda: lib.map_get_next_key(bad_fd, short, np.zeros(8, np.uint8), lay),
+        lambda: lib.map_get_next_key(bad_fd, None, short, lay),
+        lambda: lib.map_update_batch(bad_fd, np.zeros(12, np.uint8), val, 2, lay),
+        lambda: lib.map_delete_batch(bad_fd, np.zeros(12, np.uint8), 2, lay),
+    ):
+        with pytest.raises(ValueError, match=r"the kernel (reads|writes) (8|16)"):
+            call()
+
+
+def test_a_layout_for_another_cpu_count_is_refused(lib: _libbpf.Libbpf) -> None:
+    """The binding sizes per-CPU buffers by the kernel's own count: a layout that believes otherwise is
+    refused before any call, whatever buffer comes with it."""
+    n = lib.num_possible_cpus()
+    wrong = Layout(4, 8, n + 1, True)
+    with pytest.raises(ValueError, match=f"the kernel has {n}"):
+        lib.map_lookup(1 << 20, np.zeros(4, np.uint8), np.zeros(8 * (n + 1), np.uint8), wrong)
 
 
 def test_mean_over_cpus() -> None:
@@ -71,6 +105,7 @@ def test_mean_over_cpus() -> None:
 _SECOND_INSTANCE_COLLECTED = """
 import ctypes, gc, sys
 from percpu import _libbpf
+from percpu.layout import BPF_F_CPU, Layout
 first = _libbpf.Libbpf()
 second = _libbpf.Libbpf()
 del second

@@ -16,6 +16,7 @@ import percpu
 from percpu import _libbpf, _procfs
 from percpu.cli import build_parser, inspect, main
 from percpu.errors import PercpuError
+from percpu.layout import Layout
 from percpu.maps import check_pin_path
 
 from .fake_kernel import FakeKernel
@@ -105,7 +106,7 @@ class OverrunKernel(FakeKernel):
     """A kernel that writes 8 bytes more than round_up(value_size, 8) x possible CPUs, through the pointer
     it is given, as a real kernel would if percpu's sizing were wrong."""
 
-    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
+    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         raw = self._map(fd).data[key.tobytes()] + b"\xab" * 8
         ctypes.memmove(value.ctypes.data, raw, len(raw))
 

@@ -16,6 +16,7 @@ import numpy as np
 from .. import _libbpf, _procfs
 from ..cpus import CpuList, topology
 from ..errors import BpfError, KeyNotFound, LibbpfError, NotSupported, PercpuError
+from ..layout import alloc
 from ..maps import (
     PERCPU_TYPES,
     Map,
@@ -517,12 +518,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         # The "naive" program's buffer is `size` bytes; we allocate enough for what the kernel should
         # write plus guards on both sides, so the overrun lands in our own memory, not the heap, and a
         # kernel that wrote even more would show in the guard after.
-        buf = np.full(guard + expected + guard, _FILL, dtype=np.uint8)
+        buf = alloc(guard + expected + guard)
+        buf[:] = _FILL
         inner = buf[guard : guard + expected]
-        key = np.zeros(4, np.uint8)
+        key = m.layout.key_buffer()
         b = _libbpf.backend()
         try:
-            b.map_lookup(m.fd, key, inner, expected)
+            b.map_lookup(m.fd, key, inner, m.layout)
         except OSError as exc:
             raise BpfError(f"lookup failed: {os.strerror(exc.errno or 0)}", errno=exc.errno) from exc
         raw = bytes(buf)
