@@ -143,6 +143,7 @@ _sites: Counter[str] = Counter()
 _sites_lock = threading.Lock()
 _mprotect: Any = None
 _HERE = os.path.abspath(__file__)
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(_HERE)))  # the checkout, for src/ layouts
 _PROT_NONE = 0
 
 
@@ -174,7 +175,9 @@ def _note_site() -> None:
     f = sys._getframe(2)
     while f.f_back is not None and os.path.abspath(f.f_code.co_filename) == _HERE:
         f = f.f_back
-    site = f"{os.path.relpath(f.f_code.co_filename, os.path.dirname(os.path.dirname(_HERE)))}:{f.f_lineno}"
+    path = os.path.abspath(f.f_code.co_filename)
+    rel = os.path.relpath(path, _ROOT)
+    site = f"{path if rel.startswith('..') else rel}:{f.f_lineno}"
     with _sites_lock:
         _sites[site] += 1
 

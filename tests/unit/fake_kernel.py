@@ -72,6 +72,7 @@ class FakeKernel:
         self.batch = batch
         self.deny = deny  # every call fails with EPERM, as for an unprivileged user
         self.fail_next: dict[str, int] = {}  # operation -> errno for its next call
+        self.deny_ops: set[str] = set()  # operations that always fail with EPERM (e.g. map_create)
         self.on_next_key: Any = None  # hook called before each get_next_key (to delete concurrently)
         self.maps: dict[int, FakeMap] = {}
         self.fds: dict[int, int] = {}
@@ -83,7 +84,7 @@ class FakeKernel:
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
-        if self.deny:
+        if self.deny or name in self.deny_ops:
             raise _err(errno.EPERM)
         e = self.fail_next.pop(name, None)
         if e is not None:
