@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -414,6 +415,9 @@ class SyscallCounter:
         self._nobtf = False
         self._obj: BpfObject | None = None
         self._maps: dict[str, Map] = {}
+        # close() and snapshot() may run in different threads (an exporter shutting down while a scrape
+        # reads): the lock makes a snapshot finish before the maps go, or fail with a typed error after.
+        self._lock = threading.RLock()
         self.attach_mode: str | None = None
         self.attach_failures: dict[str, str] = {}
         self.needs_exit = self.filters.failed_only or errors or latency
@@ -452,6 +456,10 @@ class SyscallCounter:
 
     def start(self) -> None:
         """Load and attach, trying attach modes in order of cost; raises if none works."""
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
         if self._obj is not None:
             return
         modes = ATTACH_MODES if self.attach == "auto" else (self.attach,)
@@ -536,11 +544,12 @@ class SyscallCounter:
         self._obj = obj
 
     def close(self) -> None:
-        """Detach the programs and free the maps."""
-        for m in self._maps.values():
+        """Detach the programs and free the maps (waits for a snapshot running in another thread)."""
+        with self._lock:
+            maps, self._maps = self._maps, {}
+            obj, self._obj = self._obj, None
+        for m in maps.values():
             m.close()
-        self._maps = {}
-        obj, self._obj = self._obj, None
         if obj is not None:
             obj.close()
 
@@ -559,14 +568,21 @@ class SyscallCounter:
 
     def programs(self) -> list[Any]:
         """The loaded programs (for run counts and run time when bpf_stats are on)."""
-        if self._obj is None:
-            return []
-        return [p for p in self._obj.programs.values() if p.autoload]
+        with self._lock:
+            if self._obj is None:
+                return []
+            return [p for p in self._obj.programs.values() if p.autoload]
 
     def snapshot(self) -> SyscallSnapshot:
-        """Read every map once (batch reads); never resets a counter and never blocks counting."""
-        if self._obj is None:
-            raise PercpuError("the syscall counter is not running (closed, or start() not called)")
+        """Read every map once (batch reads); never resets a counter and never blocks counting.
+
+        Raises :class:`PercpuError` once the counter is closed, also when another thread closes it."""
+        with self._lock:
+            if self._obj is None:
+                raise PercpuError("the syscall counter is not running (closed, or start() not called)")
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> SyscallSnapshot:
         now = time.monotonic()
         snap = self._maps["counts"].snapshot()
         counts = np.zeros((len(self.cpus), NR_SLOTS), dtype=np.uint64)
