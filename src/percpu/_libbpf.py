@@ -25,12 +25,12 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
 from .errors import LibbpfError
-from .layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout
+from .layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout, alloc
 
 __all__ = [
     "BPF_ANY",
@@ -365,6 +365,15 @@ def _require(buf: np.ndarray, need: int, what: str) -> None:
         raise ValueError(f"{what}: buffer of {buf.nbytes} bytes, the kernel writes {need}")
 
 
+_T = TypeVar("_T", bound=ctypes.Structure)
+
+
+def _struct(cls: type[_T]) -> _T:
+    """A zeroed ``cls`` the kernel writes into, in memory from :func:`percpu.layout.alloc` (guard pages
+    in the proof mode)."""
+    return cls.from_buffer(alloc(ctypes.sizeof(cls)).data)
+
+
 def _require_key(buf: np.ndarray, need: int, what: str) -> None:
     """Buffers the kernel only reads (keys, tokens): at least ``need`` bytes, contiguous."""
     if not buf.flags.c_contiguous:
@@ -486,7 +495,7 @@ class Libbpf:
         _check(self.fn("bpf_obj_get_info_by_fd")(fd, ctypes.byref(info), ctypes.byref(size)))
 
     def map_info(self, fd: int) -> MapInfo:
-        i = _BpfMapInfo()
+        i = _struct(_BpfMapInfo)
         self._info(fd, i)
         return MapInfo(
             id=i.id,
@@ -503,12 +512,14 @@ class Libbpf:
         )
 
     def prog_info(self, fd: int) -> ProgInfo:
-        i = _BpfProgInfo()
+        i = _struct(_BpfProgInfo)
         self._info(fd, i)
         n = i.nr_map_ids
-        ids = (_U32 * max(n, 1))()
+        ids = alloc(4 * n).view(np.uint32)
         if n:
-            j = _BpfProgInfo(nr_map_ids=n, map_ids=ctypes.addressof(ids))
+            j = _struct(_BpfProgInfo)
+            j.nr_map_ids = n
+            j.map_ids = ids.ctypes.data
             self._info(fd, j)
             i = j
         return ProgInfo(
@@ -518,7 +529,7 @@ class Libbpf:
             tag=bytes(i.tag).hex(),
             run_time_ns=i.run_time_ns,
             run_cnt=i.run_cnt,
-            map_ids=tuple(int(x) for x in ids[:n]),
+            map_ids=tuple(int(x) for x in ids[: min(n, i.nr_map_ids)]),
             btf_id=i.btf_id,
         )
 
@@ -526,12 +537,14 @@ class Libbpf:
         """The raw BTF blob (header, types, strings) the kernel holds under ``btf_id``."""
         fd = self.btf_get_fd_by_id(btf_id)
         try:
-            first = _BtfInfo()
+            first = _struct(_BtfInfo)
             self._info(fd, first)
-            data = ctypes.create_string_buffer(first.btf_size)
-            second = _BtfInfo(btf=ctypes.addressof(data), btf_size=first.btf_size)
+            data = alloc(first.btf_size)
+            second = _struct(_BtfInfo)
+            second.btf = data.ctypes.data
+            second.btf_size = first.btf_size
             self._info(fd, second)
-            return data.raw[: second.btf_size]
+            return data[: min(second.btf_size, first.btf_size)].tobytes()
         finally:
             os.close(fd)
 
@@ -649,7 +662,10 @@ class Libbpf:
 
     def prog_load_insns(self, prog_type: int, name: str, insns: list[tuple[int, int, int, int]]) -> int:
         """Load a program given as (code, regs, off, imm) tuples; used for probes and tests."""
-        arr = (_BpfInsn * len(insns))(*[_BpfInsn(c, r, o, i) for c, r, o, i in insns])
+        mem = alloc(ctypes.sizeof(_BpfInsn) * len(insns))
+        arr = (_BpfInsn * len(insns)).from_buffer(mem.data)
+        for slot, (c, r, o, i) in zip(arr, insns, strict=True):
+            slot.code, slot.regs, slot.off, slot.imm = c, r, o, i
         return _check(
             self.fn("bpf_prog_load")(
                 prog_type, name.encode()[:15], b"GPL", ctypes.addressof(arr), len(insns), None

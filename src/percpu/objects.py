@@ -24,6 +24,7 @@ from typing import Any
 
 from . import _libbpf
 from .errors import AttachError, BpfError, LibbpfError, PercpuError, ProgramLoadError, from_errno
+from .layout import alloc
 from .maps import Map
 from .values import TypeSpec
 
@@ -234,7 +235,8 @@ class BpfObject:
         self._lib = _libbpf.libbpf()
         if not os.path.exists(self.path):
             raise PercpuError(f"no BPF object at {self.path}")
-        self._log = ctypes.create_string_buffer(_LOG_SIZE)
+        self._log_mem = alloc(_LOG_SIZE)  # the kernel writes the verifier's log here
+        self._log = (ctypes.c_char * _LOG_SIZE).from_buffer(self._log_mem.data)
         try:
             obj = self._lib.object_open(self.path, self._log)
         except OSError as exc:
