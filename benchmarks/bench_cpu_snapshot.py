@@ -78,9 +78,8 @@ def main() -> int:
         print()
         return 0
     print(f"kernel {os.uname().release}; one-CPU path: {rows[0]['one_cpu_path']}")
-    print(
-        f"{'elements':>10} {'CPUs':>5} {'full ms':>9} {'one-CPU ms':>11} {'full bytes':>12} {'one-CPU bytes':>14}"
-    )
+    head = ("elements", "CPUs", "full ms", "one-CPU ms", "full bytes", "one-CPU bytes")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(head, (10, 5, 9, 11, 12, 14), strict=True)))
     for r in rows:
         print(
             f"{r['elements']:>10} {r['possible_cpus']:>5} {r['full_ms']:>9.2f} {r['one_cpu_ms']:>11.2f} "
