@@ -23,7 +23,7 @@ if [ "$dev" = 1 ]; then
     # Tests compare with bpftool, drive `percpu top` in tmux, scrape with a real Prometheus, rebuild the
     # BPF objects to prove the shipped ones match (clang, llvm, libbpf-dev) and boot VMs (qemu, kernel).
     pkgs+=(bpftool tmux prometheus clang llvm libbpf-dev gcc libc6-dev qemu-system-x86 linux-image-amd64
-           busybox-static bpftrace procps)
+           busybox-static bpftrace procps bpfcc-tools python3-bpfcc)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -13,6 +13,7 @@ from .cpus import CpuList, Topology, topology
 from .errors import (
     AttachError,
     BpfError,
+    BtfError,
     CpuNotPossible,
     KeyExists,
     KeyNotFound,
@@ -26,6 +27,7 @@ from .errors import (
     ProgramLoadError,
     SizeMismatch,
     TopologyMismatch,
+    TypeSpecError,
     UnknownSyscall,
 )
 from .maps import (
@@ -45,6 +47,7 @@ from .maps import (
     list_maps,
     open_map,
 )
+from .typespec import parse_type
 from .values import Int, PerCpuValue
 
 __version__ = "0.1.0"
@@ -56,6 +59,7 @@ __all__ = [
     "Array",
     "AttachError",
     "BpfError",
+    "BtfError",
     "CpuList",
     "CpuNotPossible",
     "Hash",
@@ -82,9 +86,11 @@ __all__ = [
     "Snapshot",
     "Topology",
     "TopologyMismatch",
+    "TypeSpecError",
     "UnknownSyscall",
     "__version__",
     "list_maps",
     "open_map",
+    "parse_type",
     "topology",
 ]

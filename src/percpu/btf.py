@@ -14,14 +14,14 @@ import functools
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import PercpuError
+from .errors import BtfError, PercpuError
 from .values import Codec, NumpyCodec
 
-__all__ = ["Btf", "BtfType", "codec_from_btf", "parse_btf"]
+__all__ = ["Btf", "BtfError", "BtfType", "btf_codec", "codec_from_btf", "parse_btf"]
 
 BTF_MAGIC = 0xEB9F
 KIND_NAMES = {
@@ -45,14 +45,37 @@ KIND_NAMES = {
     18: "type_tag",
     19: "enum64",
 }
-_QUALIFIERS = {8, 9, 10, 11, 18}  # typedef, volatile, const, restrict, type_tag: same layout as their target
+_QUALIFIERS = ("typedef", "volatile", "const", "restrict", "type_tag")  # same layout as their target
+_MODIFIERS = ("volatile", "const", "restrict", "type_tag")  # qualifiers that do not rename a type
 # Deeper nesting than this only comes from a reference cycle in a malformed blob; stop before Python's
 # recursion limit does.
 _MAX_DEPTH = 32
+# Kernel-valid BTF may use one type many times (a struct of 8 members of a struct of 8 members...): a
+# layout is built once per type id, and its flattened field count, which is what walking a value costs
+# (decoding, summing, printing), is capped so a small blob cannot describe an endless value.
+MAX_FIELDS = 1 << 16
+# The kernel refuses names of KSYM_NAME_LEN (512) or more; a longer run without NUL is not a name.
+_MAX_NAME = 1024
+# Element types that make an array a C string, as clang and pahole emit them: the kernel's INT_CHAR
+# encoding bit is never set by either, so the name decides (through const/volatile, not a typedef:
+# ``__u8 addr[16]`` is bytes of a number, not text).
+_CHAR_NAMES = frozenset({"char", "signed char", "unsigned char"})
+_INT_CHAR = 2
 
 
-def _too_deep(type_id: int) -> PercpuError:
-    return PercpuError(f"BTF type {type_id} nests more than {_MAX_DEPTH} levels deep (a reference cycle?)")
+def _too_deep(type_id: int) -> BtfError:
+    return BtfError(
+        f"BTF type {type_id} nests more than {_MAX_DEPTH} levels deep (a reference cycle?)", type_id=type_id
+    )
+
+
+def _cycle(type_id: int) -> BtfError:
+    return BtfError(f"BTF type {type_id} contains itself (a reference cycle?)", type_id=type_id)
+
+
+class _Layout(NamedTuple):
+    dtype: np.dtype[Any] | None
+    fields: int  # nodes of the flattened field tree (an array counts its element once)
 
 
 @dataclass(frozen=True)
@@ -70,13 +93,20 @@ class BtfType:
 
 class Btf:
     """A parsed BTF blob. Type ids start at 1 (0 is void); with a ``base`` (split BTF) they continue
-    after the base's."""
+    after the base's.
+
+    Sizes and layouts are computed once per type id and remembered, so a type used many times costs one
+    visit: every method is linear in the number of types, whatever the blob's shape.
+    """
 
     def __init__(self, types: list[BtfType], strings: bytes, base: Btf | None = None) -> None:
         self._types = types
         self._strings = strings
         self.base = base
         self._first = base.count + 1 if base else 1
+        # Results only: a race between two threads computes the same value twice, never a wrong one.
+        self._sizes: dict[int, int] = {}
+        self._layouts: dict[int, _Layout] = {}
 
     @property
     def count(self) -> int:
@@ -86,11 +116,13 @@ class Btf:
         if type_id < self._first:
             if self.base is not None:
                 return self.base.type(type_id)
-            raise PercpuError(f"BTF type id {type_id} does not exist")
+            raise BtfError(f"BTF type id {type_id} does not exist", type_id=type_id)
         try:
             return self._types[type_id - self._first]
         except IndexError:
-            raise PercpuError(f"BTF type id {type_id} does not exist (last is {self.count})") from None
+            raise BtfError(
+                f"BTF type id {type_id} does not exist (last is {self.count})", type_id=type_id
+            ) from None
 
     def find(self, name: str, kind: str | None = None) -> int:
         """Id of the first type called ``name`` (of ``kind``, if given)."""
@@ -99,32 +131,41 @@ class Btf:
                 return t.id
         if self.base is not None:
             return self.base.find(name, kind)
-        raise PercpuError(f"no BTF type named {name!r}")
+        raise BtfError(f"no BTF type named {name!r}")
 
     def resolve(self, type_id: int) -> BtfType:
         """Follow typedefs and qualifiers to the type that has a layout."""
+        return self._skip(type_id, _QUALIFIERS)
+
+    def _skip(self, type_id: int, kinds: tuple[str, ...]) -> BtfType:
         t = self.type(type_id)
         for _ in range(64):
-            if t.kind not in ("typedef", "volatile", "const", "restrict", "type_tag"):
+            if t.kind not in kinds:
                 return t
             t = self.type(t.size_or_type)
-        raise PercpuError(f"BTF type {type_id}: qualifier chain too long (a reference cycle?)")
+        raise BtfError(f"BTF type {type_id}: qualifier chain too long (a reference cycle?)", type_id=type_id)
 
     def size(self, type_id: int) -> int:
         return self._size(type_id, 0)
 
     def _size(self, type_id: int, depth: int) -> int:
+        known = self._sizes.get(type_id)
+        if known is not None:
+            return known
         if depth > _MAX_DEPTH:
             raise _too_deep(type_id)
         t = self.resolve(type_id)
         if t.kind in ("int", "struct", "union", "enum", "enum64", "float", "datasec"):
-            return t.size_or_type
-        if t.kind == "ptr":
-            return 8
-        if t.kind == "array":
-            elem, _index, n = t.extra
-            return int(self._size(elem, depth + 1) * n)
-        raise PercpuError(f"BTF type {type_id} ({t.kind}) has no size")
+            n = int(t.size_or_type)
+        elif t.kind == "ptr":
+            n = 8
+        elif t.kind == "array":
+            elem, _index, count = t.extra
+            n = int(self._size(elem, depth + 1) * count)
+        else:
+            raise BtfError(f"BTF type {type_id} ({t.kind}) has no size", type_id=type_id)
+        self._sizes[type_id] = n
+        return n
 
     def type_name(self, type_id: int) -> str:
         """A C-like name: ``struct stat_val``, ``__u64[4]``, ``enum proto``."""
@@ -148,69 +189,125 @@ class Btf:
             return f"{t.kind} {self._type_name(t.size_or_type, depth + 1)}"
         return t.name or t.kind
 
-    def dtype(self, type_id: int) -> np.dtype[Any] | None:
-        """The numpy dtype of a type, or None where numpy cannot lay it out exactly (bitfields)."""
-        return self._dtype(type_id, 0)
+    def is_char(self, type_id: int) -> bool:
+        """Whether an array of this type is a C string: a 1-byte int named ``char``, ``signed char`` or
+        ``unsigned char`` (or with the INT_CHAR bit), seen through const/volatile but not a typedef."""
+        t = self._skip(type_id, _MODIFIERS)
+        if t.kind != "int" or t.size_or_type != 1:
+            return False
+        (enc,) = t.extra
+        if enc & 0xFF != 8 or (enc >> 16) & 0xFF:
+            return False
+        return t.name in _CHAR_NAMES or bool(enc >> 24 & _INT_CHAR)
 
-    def _dtype(self, type_id: int, depth: int) -> np.dtype[Any] | None:
+    def dtype(self, type_id: int) -> np.dtype[Any] | None:
+        """The numpy dtype of a type, or None where numpy cannot lay it out exactly (bitfields).
+
+        Raises :class:`BtfError` for a malformed or cyclic type, and for one whose value would have more
+        than ``MAX_FIELDS`` fields; nothing numpy raises escapes.
+        """
+        try:
+            return self._layout(type_id, 0, set()).dtype
+        except PercpuError:
+            raise
+        except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+            raise BtfError(
+                f"BTF type {type_id} ({self._safe_name(type_id)}) cannot be laid out: {exc}", type_id=type_id
+            ) from None
+
+    def _safe_name(self, type_id: int) -> str:
+        try:
+            return self.type_name(type_id)
+        except PercpuError:
+            return "unnamed"
+
+    def _layout(self, type_id: int, depth: int, busy: set[int]) -> _Layout:
+        known = self._layouts.get(type_id)
+        if known is not None:
+            return known
+        if type_id in busy:
+            raise _cycle(type_id)
         if depth > _MAX_DEPTH:
             raise _too_deep(type_id)
+        busy.add(type_id)
+        try:
+            out = self._build(type_id, depth, busy)
+        finally:
+            busy.discard(type_id)
+        if out.fields > MAX_FIELDS:
+            raise BtfError(
+                f"BTF type {type_id} ({self._safe_name(type_id)}) has more than {MAX_FIELDS:,} fields "
+                "when flattened, more than percpu lays out; declare the type instead (value=...) or read "
+                "it as raw bytes",
+                type_id=type_id,
+            )
+        self._layouts[type_id] = out
+        return out
+
+    def _build(self, type_id: int, depth: int, busy: set[int]) -> _Layout:
         t = self.resolve(type_id)
+        if t.id != type_id:  # typedefs and qualifiers: the target's layout, remembered under both ids
+            return self._layout(t.id, depth + 1, busy)
         if t.kind == "int":
             (enc,) = t.extra
             bits, signed, is_bool = enc & 0xFF, bool(enc & (1 << 24)), bool(enc & (4 << 24))
             if bits != t.size_or_type * 8 or (enc >> 16) & 0xFF:
-                return None  # an int narrower than its storage: a bitfield-like layout
+                return _Layout(None, 1)  # an int narrower than its storage: a bitfield-like layout
             if is_bool and t.size_or_type == 1:
-                return np.dtype("?")
+                return _Layout(np.dtype("?"), 1)
             if t.size_or_type in (1, 2, 4, 8):
-                return np.dtype(f"<{'i' if signed else 'u'}{t.size_or_type}")
-            return np.dtype((np.void, t.size_or_type))  # __int128 and friends: raw bytes
+                return _Layout(np.dtype(f"<{'i' if signed else 'u'}{t.size_or_type}"), 1)
+            return _Layout(np.dtype((np.void, t.size_or_type)), 1)  # __int128 and friends: raw bytes
         if t.kind in ("enum", "enum64"):
-            signed = t.kind_flag
             if t.size_or_type in (1, 2, 4, 8):
-                return np.dtype(f"<{'i' if signed else 'u'}{t.size_or_type}")
-            return None
+                return _Layout(np.dtype(f"<{'i' if t.kind_flag else 'u'}{t.size_or_type}"), 1)
+            return _Layout(None, 1)
         if t.kind == "float":
-            return np.dtype(f"<f{t.size_or_type}") if t.size_or_type in (2, 4, 8) else None
+            ok = t.size_or_type in (2, 4, 8)
+            return _Layout(np.dtype(f"<f{t.size_or_type}") if ok else None, 1)
         if t.kind == "ptr":
-            return np.dtype("<u8")
+            return _Layout(np.dtype("<u8"), 1)
         if t.kind == "array":
             elem, _index, n = t.extra
-            inner = self._dtype(elem, depth + 1)
-            if inner is None:
-                return None
-            if inner == np.dtype("i1") or inner == np.dtype("u1"):
-                elem_t = self.resolve(elem)
-                if elem_t.kind == "int" and (elem_t.extra[0] >> 24) & 2:  # char[N]: a string
-                    return np.dtype(f"S{n}")
+            inner = self._layout(elem, depth + 1, busy)
+            if inner.dtype is None:
+                return _Layout(None, inner.fields)
+            if n and inner.dtype.itemsize == 1 and self.is_char(elem):
+                return _Layout(np.dtype(f"S{n}"), 1)
             if not n:
-                return np.dtype((np.void, 0))
+                return _Layout(np.dtype((np.void, 0)), 1)
             # An array of arrays is one multi-dimensional subarray (u32[2][3] has shape (2, 3)), not a
             # subarray nested in another.
-            return np.dtype((inner.base, (n, *inner.shape)))
+            return _Layout(np.dtype((inner.dtype.base, (n, *inner.dtype.shape))), inner.fields)
         if t.kind == "struct":
             if t.kind_flag and any((off >> 24) for _n, _t, off in t.extra):
-                return None  # bitfields
+                return _Layout(None, 1)  # bitfields
             names, formats, offsets = [], [], []
+            fields = 1
             for i, (name, mtype, off) in enumerate(t.extra):
                 if off % 8:
-                    return None
-                mdt = self._dtype(mtype, depth + 1)
-                if mdt is None:
-                    return None
+                    return _Layout(None, fields)
+                member = self._layout(mtype, depth + 1, busy)
+                fields += member.fields
+                if member.dtype is None:
+                    return _Layout(None, fields)
+                if fields > MAX_FIELDS:
+                    return _Layout(None, fields)  # refused by the caller, before numpy builds it
                 names.append(name or f"_anon{i}")
-                formats.append(mdt)
+                formats.append(member.dtype)
                 offsets.append(off // 8)
             try:
-                return np.dtype(
+                dt = np.dtype(
                     {"names": names, "formats": formats, "offsets": offsets, "itemsize": t.size_or_type}
                 )
-            except ValueError as exc:  # a member past the struct's size, or two members of one name
-                raise PercpuError(f"BTF type {t.id} ({self.type_name(t.id)}) is malformed: {exc}") from None
+            except (ValueError, TypeError) as exc:  # a member past the struct's size, two of one name
+                raise BtfError(
+                    f"BTF type {t.id} ({self.type_name(t.id)}) is malformed: {exc}", type_id=t.id
+                ) from None
+            return _Layout(dt, fields)
         if t.kind == "union":
-            return np.dtype((np.void, t.size_or_type))
-        return None
+            return _Layout(np.dtype((np.void, t.size_or_type)), 1)
+        return _Layout(None, 1)
 
     def enum_values(self, type_id: int) -> dict[int, str]:
         """{value: enumerator name} of an enum type (empty for other kinds)."""
@@ -235,20 +332,30 @@ class Btf:
 
 
 def parse_btf(raw: bytes, base: Btf | None = None) -> Btf:
-    """Parse a BTF blob (as the kernel hands it out, or /sys/kernel/btf/vmlinux)."""
+    """Parse a BTF blob (as the kernel hands it out, or /sys/kernel/btf/vmlinux).
+
+    Any malformed blob raises :class:`BtfError`; the time taken is linear in the blob's size.
+    """
+    try:
+        return _parse(raw, base)
+    except struct.error as exc:  # _record_len checks every record first; this is the backstop
+        raise BtfError(f"BTF blob is malformed: {exc}") from None
+
+
+def _parse(raw: bytes, base: Btf | None) -> Btf:
     if len(raw) < 24:
-        raise PercpuError("BTF blob is too short")
+        raise BtfError("BTF blob is too short")
     magic, version, _flags, hdr_len = struct.unpack_from("<HBBI", raw, 0)
     if magic != BTF_MAGIC:
-        raise PercpuError(f"not BTF (magic {magic:#x}; big-endian BTF is not supported)")
+        raise BtfError(f"not BTF (magic {magic:#x}; big-endian BTF is not supported)")
     if version != 1:
-        raise PercpuError(f"BTF version {version} is not supported")
+        raise BtfError(f"BTF version {version} is not supported")
     type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", raw, 8)
     if hdr_len < 24 or hdr_len > len(raw):
-        raise PercpuError(f"BTF header length {hdr_len} is invalid for a {len(raw)}-byte blob")
+        raise BtfError(f"BTF header length {hdr_len} is invalid for a {len(raw)}-byte blob")
     for what, off, length in (("type", type_off, type_len), ("string", str_off, str_len)):
         if hdr_len + off + length > len(raw):
-            raise PercpuError(
+            raise BtfError(
                 f"BTF {what} section ({length} bytes at offset {off}) runs past the end of the "
                 f"{len(raw)}-byte blob"
             )
@@ -256,21 +363,29 @@ def parse_btf(raw: bytes, base: Btf | None = None) -> Btf:
     strings = raw[hdr_len + str_off : hdr_len + str_off + str_len]
     first = base.count + 1 if base else 1
 
+    names: dict[int, str] = {}
+
     def name_at(off: int) -> str:
+        known = names.get(off)
+        if known is not None:
+            return known
         if base is not None and off < len(base._strings):
-            return _cstr(base._strings, off)
-        local = off - len(base._strings) if base is not None else off
-        if local >= len(strings):
-            raise PercpuError(
-                f"BTF type {first + len(types)}: string offset {off} is outside the string section"
-            )
-        return _cstr(strings, local)
+            text = _cstr(base._strings, off)
+        else:
+            local = off - len(base._strings) if base is not None else off
+            if local >= len(strings):
+                raise BtfError(
+                    f"BTF type {first + len(types)}: string offset {off} is outside the string section"
+                )
+            text = _cstr(strings, local)
+        names[off] = text
+        return text
 
     types: list[BtfType] = []
     pos = 0
     while pos < len(types_raw):
         if _record_len(types_raw, pos) > len(types_raw) - pos:
-            raise PercpuError(
+            raise BtfError(
                 f"BTF type {first + len(types)}: its record runs past the end of the "
                 f"{len(types_raw)}-byte type section"
             )
@@ -317,7 +432,7 @@ def parse_btf(raw: bytes, base: Btf | None = None) -> Btf:
         elif kind == 17:  # decl_tag
             pos += 4
         elif kind not in KIND_NAMES:
-            raise PercpuError(f"BTF type {first + len(types)} has unknown kind {kind}")
+            raise BtfError(f"BTF type {first + len(types)} has unknown kind {kind}")
         types.append(
             BtfType(
                 first + len(types),
@@ -344,8 +459,13 @@ def _record_len(types_raw: bytes, pos: int) -> int:
 
 
 def _cstr(buf: bytes, off: int) -> str:
-    end = buf.find(b"\0", off)
-    return buf[off : end if end >= 0 else len(buf)].decode(errors="replace")
+    # Bounded: a blob whose strings lack NULs must not make each lookup scan the whole section.
+    end = buf.find(b"\0", off, off + _MAX_NAME)
+    if end < 0:
+        if len(buf) - off >= _MAX_NAME:
+            raise BtfError(f"BTF string at offset {off} is not NUL-terminated within {_MAX_NAME} bytes")
+        end = len(buf)
+    return buf[off:end].decode(errors="replace")
 
 
 _cache_lock = threading.Lock()
@@ -365,12 +485,21 @@ def load_btf(btf_id: int) -> Btf:
 
 
 def codec_from_btf(btf_id: int, type_id: int, size: int) -> Codec | None:
-    """A codec for a map's key or value from its BTF, or None when BTF cannot give an exact layout."""
+    """A codec for a map's key or value from its BTF, or None when BTF cannot give an exact layout (the
+    map then reads as raw bytes). Whatever the BTF holds, this returns in time linear in its size."""
     try:
         btf = load_btf(btf_id)
-        dt = btf.dtype(type_id)
-    except (PercpuError, OSError, struct.error):
+        return btf_codec(btf, type_id, size)
+    except (PercpuError, OSError):
         return None
+
+
+def btf_codec(btf: Btf, type_id: int, size: int) -> Codec | None:
+    """The codec of ``type_id`` in ``btf`` for a key or value of ``size`` bytes, or None where its size
+    differs or it has no exact numpy layout (bitfields). Raises :class:`BtfError` for a malformed type."""
+    if btf.size(type_id) != size:  # before any layout: the map's own size bounds what is built
+        return None
+    dt = btf.dtype(type_id)
     if dt is None or dt.itemsize != size:
         return None
     codec = NumpyCodec(dt)

@@ -14,6 +14,7 @@ import os
 __all__ = [
     "AttachError",
     "BpfError",
+    "BtfError",
     "CpuNotPossible",
     "KeyExists",
     "KeyNotFound",
@@ -27,6 +28,7 @@ __all__ = [
     "ProgramLoadError",
     "SizeMismatch",
     "TopologyMismatch",
+    "TypeSpecError",
     "UnknownSyscall",
     "from_errno",
 ]
@@ -169,6 +171,21 @@ class AttachError(BpfError):
 
 class UnknownSyscall(PercpuError, LookupError):
     """A system call name is not in the table of the architecture asked for."""
+
+
+class BtfError(PercpuError, ValueError):
+    """A BTF blob or type is malformed, cyclic, or too large to lay out (``type_id`` names the type, when
+    one is to blame). Kernel-held BTF passed the kernel's checks; this still guards against what it
+    allows (shared types, huge arrays) and against blobs read from elsewhere."""
+
+    def __init__(self, message: str, *, type_id: int | None = None) -> None:
+        super().__init__(message)
+        self.type_id = type_id
+
+
+class TypeSpecError(PercpuError, ValueError):
+    """A key or value type written as text (``"u64"``, ``"struct{u32 pid; char comm[16]}"``) does not
+    parse; the message points at the place and says what was expected there."""
 
 
 # What a kernel says when it lacks an operation or a flag altogether: EINVAL (unknown command or flag),

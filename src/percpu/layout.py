@@ -122,7 +122,7 @@ class Layout:
             raise ValueError(f"dtype {dtype} is {dtype.itemsize} bytes, values are {self.value_size}")
         if buf.nbytes < n * self.element_bytes:
             raise ValueError(f"buffer of {buf.nbytes} bytes holds fewer than {n} elements")
-        if self.stride == dtype.itemsize:
+        if self.stride == dtype.itemsize and dtype.subdtype is None:  # numpy cannot view() as a sub-array
             view: np.ndarray = buf[: n * self.element_bytes].view(dtype).reshape(n, self.slots)
             return view
         strided: np.ndarray = np.ndarray(

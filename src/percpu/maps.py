@@ -495,7 +495,10 @@ class Map:
         return out
 
     def _decode_key(self, raw: np.ndarray) -> Any:
-        return self.key_codec.decode(raw.view(self.key_codec.dtype).reshape(()))
+        # The constructor, not view(): numpy cannot view() bytes as a sub-array type (u32[2] keys).
+        return self.key_codec.decode(
+            np.ndarray((), dtype=self.key_codec.dtype, buffer=np.ascontiguousarray(raw))
+        )
 
     def _typed(self, buf: np.ndarray, n: int) -> np.ndarray:
         """(n, slots) of the value dtype over a raw buffer of n whole elements."""

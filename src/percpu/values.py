@@ -5,7 +5,9 @@ A *codec* turns a declared type into bytes the kernel understands and back:
 * numpy dtypes (``np.uint64``, ``"<u4"``, structured dtypes, sub-arrays),
 * ctypes types (``ctypes.c_uint32``, ``Structure`` subclasses, arrays),
 * :class:`Int` for integers of any width and signedness (3 bytes, 16 bytes, ...),
-* ``bytes`` for raw values.
+* ``bytes`` for raw values,
+* text in C's spelling with the kernel's names: ``"u64"``, ``"char[16]"``, ``"struct {u32 pid; u64 n}"``
+  (see :mod:`percpu.typespec`; ``"u8"`` is one byte there, numpy's ``"<u8"`` eight).
 
 Every codec knows its size, and a map refuses a codec whose size differs from the kernel's key or value
 size before any syscall. Per-CPU values are laid out by the kernel with a stride of
@@ -15,6 +17,7 @@ size before any syscall. Per-CPU values are laid out by the kernel with a stride
 from __future__ import annotations
 
 import ctypes
+import functools
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from .cpus import CpuList, Topology
-from .errors import CpuNotPossible, PercpuError, SizeMismatch
+from .errors import CpuNotPossible, PercpuError, SizeMismatch, TypeSpecError
 
 __all__ = ["Codec", "Int", "PerCpuValue", "codec_for", "stride"]
 
-TypeSpec = Any  # np.dtype-like, ctypes type, Int, bytes or a Codec
+TypeSpec = Any  # np.dtype-like, ctypes type, Int, bytes, a Codec, or text ("u64", "struct {u32 a; u64 b}")
 
 
 def stride(size: int) -> int:
@@ -86,10 +89,10 @@ class Int:
     byteorder: str = "little"
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError("Int size must be at least 1 byte")
+        if not isinstance(self.size, int) or self.size < 1:
+            raise TypeSpecError(f"Int size must be a whole number of bytes, at least 1 (got {self.size!r})")
         if self.byteorder not in ("little", "big"):
-            raise ValueError("byteorder must be 'little' or 'big'")
+            raise TypeSpecError(f"Int byteorder must be 'little' or 'big' (got {self.byteorder!r})")
 
 
 class Codec:
@@ -120,7 +123,9 @@ class Codec:
         return f"<{type(self).__name__} {self.name} ({self.size} bytes)>"
 
 
+@functools.lru_cache(maxsize=256)
 def is_numeric(dt: np.dtype[Any]) -> bool:
+    # Remembered per dtype: a record may hold tens of thousands of fields and is asked on every sum.
     if dt.fields:
         return all(is_numeric(f[0]) for f in dt.fields.values())
     if dt.subdtype is not None:
@@ -148,15 +153,17 @@ class NumpyCodec(Codec):
                 )
             return b
         try:
-            if self.dtype.kind in "iu":
-                arr = integer_array(value, self.dtype, self.name)
-            elif self.dtype.fields and isinstance(value, Mapping):
-                arr = np.zeros((), dtype=self.dtype)
-                for k, v in value.items():
-                    arr[k] = v
-            else:
-                arr = np.asarray(value, dtype=self.dtype)
-        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            # A float too large for its field would be stored as inf: refuse it, as integers are.
+            with np.errstate(over="raise", invalid="raise"):
+                if self.dtype.kind in "iu":
+                    arr = integer_array(value, self.dtype, self.name)
+                elif self.dtype.fields and isinstance(value, Mapping):
+                    arr = np.zeros((), dtype=self.dtype)
+                    for k, v in value.items():
+                        arr[k] = _field_value(v, self.dtype.fields[k][0], f"{self.name}.{k}")
+                else:
+                    arr = np.asarray(value, dtype=self.dtype)
+        except (ValueError, TypeError, OverflowError, KeyError, FloatingPointError) as exc:
             raise PercpuError(f"cannot store {value!r} as {self.name}: {exc}") from exc
         if arr.shape != ():
             raise PercpuError(f"{value!r} is not one {self.name} value (shape {arr.shape})")
@@ -172,6 +179,18 @@ class NumpyCodec(Codec):
         if self.dtype.kind == "V":
             return bytes(raw.tobytes())
         return raw.item()
+
+
+def _field_value(value: Any, dt: np.dtype[Any], name: str) -> Any:
+    """A record field's value, checked like a whole integer value: numpy would store 1.7 as 1 and
+    wrap out-of-range numbers in a record silently."""
+    base = dt.base if dt.subdtype is not None else dt
+    if base.kind in "iu":
+        arr = integer_array(value, base, name)
+        if dt.subdtype is not None and arr.shape not in ((), dt.shape):  # a scalar fills the array
+            raise PercpuError(f"{name} holds {dt.shape} values, {arr.shape} given")
+        return arr
+    return value
 
 
 class IntCodec(Codec):
@@ -197,6 +216,9 @@ class IntCodec(Codec):
             raise PercpuError(f"{value} does not fit in {self.name}") from exc
 
     def decode(self, raw: np.ndarray) -> Any:
+        if self.dtype.kind in "iu":
+            # numpy has applied the byte order; a scalar's tobytes() is in native order, not the dtype's
+            return int(raw)
         return int.from_bytes(raw.tobytes(), self.spec.byteorder, signed=self.spec.signed)  # type: ignore[arg-type]
 
     @property
@@ -256,6 +278,8 @@ def codec_for(spec: TypeSpec, size: int | None = None) -> Codec:
         return IntCodec(Int(size))
     if isinstance(spec, Int):
         return IntCodec(spec)
+    if isinstance(spec, str):
+        return _codec_of_text(spec)
     if isinstance(spec, type) and issubclass(
         spec, ctypes._SimpleCData | ctypes.Structure | ctypes.Union | ctypes.Array
     ):
@@ -268,6 +292,22 @@ def codec_for(spec: TypeSpec, size: int | None = None) -> Codec:
             "percpu.Int(size, signed), or bytes"
         ) from exc
     return NumpyCodec(dt)
+
+
+def _codec_of_text(text: str) -> Codec:
+    """percpu's C-like spelling first ("u64", "char[16]", "struct {...}"), then numpy's ("<u4", "f8")."""
+    from .typespec import parse_type
+
+    try:
+        return parse_type(text)
+    except TypeSpecError as exc:
+        try:
+            dt = np.dtype(text)
+        except (TypeError, ValueError):
+            raise exc from None
+        if dt.hasobject:
+            raise exc from None
+        return NumpyCodec(dt)
 
 
 def check_size(codec: Codec, expected: int, what: str, map_name: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -14,8 +15,11 @@ import pytest
 
 import percpu
 from percpu import _libbpf
+from percpu import btf as btf_mod
 from percpu.btf import parse_btf
 from percpu.objects import BpfObject, bundled
+
+from ..unit.test_btf import BtfBuilder
 
 pytestmark = pytest.mark.kernel
 
@@ -246,3 +250,94 @@ def test_vmlinux_btf_parses() -> None:
     assert dt is not None and dt.names == ("cgroup_inode_id", "attach_type")
     assert dt.fields["attach_type"][1] == 8 and dt.itemsize == 16
     assert btf.type_name(btf.find("task_struct", "struct")) == "struct task_struct"
+
+
+def test_vmlinux_char_arrays_are_strings_and_u8_arrays_numbers() -> None:
+    """The kernel's own BTF (pahole's): task_struct.comm is text, in6_addr's __u8 bytes are numbers."""
+    with open("/sys/kernel/btf/vmlinux", "rb") as f:
+        btf = parse_btf(f.read())
+    task = btf.type(btf.find("task_struct", "struct"))
+    comm = next(mtype for name, mtype, _off in task.extra if name == "comm")
+    assert btf.dtype(comm) == np.dtype("S16")
+    char = btf.resolve(btf.type(comm).extra[0])
+    assert char.name == "char" and not (char.extra[0] >> 24) & 2  # pahole sets no INT_CHAR bit either
+    in6 = btf.dtype(btf.find("in6_addr", "struct"))
+    assert in6 is not None and in6.itemsize == 16  # a union of __u8[16], __be16[8], __be32[4]: bytes
+    sockaddr = btf.dtype(btf.find("sockaddr", "struct"))
+    assert sockaddr is not None and sockaddr.fields is not None
+    assert sockaddr.fields["sa_family"][0] == np.dtype("<u2")
+
+
+@pytest.fixture
+def proc_counts() -> Iterator[percpu.Map]:
+    """syscount.bpf.o's proc_counts map (key struct proc_key with char comm[16]), no program loaded."""
+    with BpfObject(bundled("syscount.bpf.o")) as obj:
+        for p in obj.programs.values():
+            p.autoload = False
+        obj.load()
+        with obj.map("proc_counts") as m:
+            yield m
+
+
+def test_dump_shows_char_arrays_as_text_like_bpftool(proc_counts: percpu.Map) -> None:
+    m = proc_counts
+    m.update({"tgid": 4242, "slot": 3, "comm": b"percpu-test"}, [5] * len(POSSIBLE))
+    m.update({"tgid": 1, "slot": 4, "comm": b"\x1b[31mred"}, [1] * len(POSSIBLE))
+    r = percpu_cmd("dump", str(m.info.id), "--json")
+    assert r.returncode == 0, r.stderr
+    ours = {(e["key"]["tgid"], e["key"]["slot"]): e for e in map(json.loads, r.stdout.splitlines())}
+    assert ours[(4242, 3)]["key"]["comm"] == "percpu-test"
+    assert ours[(4242, 3)]["sum"] == 5 * len(POSSIBLE)
+    # A name with control characters is shown as hex, never written raw to the terminal.
+    assert ours[(1, 4)]["key"]["comm"] == b"\x1b[31mred".hex()
+    out = subprocess.run(
+        ["bpftool", "-j", "map", "dump", "id", str(m.info.id)], capture_output=True, text=True, check=True
+    )
+    theirs = {
+        (e["formatted"]["key"]["tgid"], e["formatted"]["key"]["slot"]): e for e in json.loads(out.stdout)
+    }
+    assert theirs[(4242, 3)]["formatted"]["key"]["comm"] == "percpu-test"
+    table = percpu_cmd("dump", str(m.info.id))
+    assert '"comm":"percpu-test"' in table.stdout and "\x1b" not in table.stdout
+
+
+def test_dag_shaped_btf_from_the_kernel_is_refused_in_one_visit_per_type(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kernel-valid BTF whose 8-byte value type holds 8^7 empty structs through one shared type at each
+    level: the kernel accepts it (bpftool takes tens of seconds to print it); percpu lays out each type
+    once, refuses the 2 million fields and reads the value as raw bytes."""
+    b = BtfBuilder()
+    u32 = b.int_("unsigned int", 4)
+    u64 = b.int_("unsigned long long", 8)
+    z = b.struct("z0", 0, [])
+    for level in range(1, 8):
+        z = b.struct(f"z{level}", 0, [(f"f{i}", z, 0) for i in range(8)])
+    top = b.struct("top", 8, [("x", u64, 0), ("pad", z, 64)])
+    raw = b.blob()
+    lib = _libbpf.libbpf()
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    btf_fd = lib.fn("bpf_btf_load")(buf, len(raw), None)
+    assert btf_fd >= 0, f"the kernel refused the BTF: {os.strerror(-btf_fd)}"
+    try:
+        fd = lib.map_create(6, "dag_val", 4, 8, 1, btf_fd=btf_fd, btf_key_type_id=u32, btf_value_type_id=top)
+    finally:
+        os.close(btf_fd)
+    built: list[int] = []
+    real = btf_mod.Btf._build
+
+    def counting(self: btf_mod.Btf, type_id: int, depth: int, busy: set[int]) -> object:
+        built.append(type_id)
+        return real(self, type_id, depth, busy)
+
+    monkeypatch.setattr(btf_mod.Btf, "_build", counting)
+    with percpu.Map.from_fd(fd) as m:
+        assert m.info.btf_value_type_id == top
+        assert m.value_codec.name == "bytes[8]"
+        assert len(built) <= top  # at most once per type id; the old walk made 8^7
+        m.update(0, [(7 + i).to_bytes(8, "little") for i in range(len(POSSIBLE))])
+        r = percpu_cmd("dump", str(m.info.id), "--value-type", "u64", "--sum", "-j")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == {"key": 0, "sum": sum(7 + i for i in range(len(POSSIBLE)))}
+        r = percpu_cmd("dump", str(m.info.id))
+        assert r.returncode == 0 and "value bytes[8]" in r.stdout, r.stderr

@@ -212,16 +212,40 @@ def test_typedef_const_volatile_chain_resolves_to_the_int() -> None:
         btf.find("__u64", "struct")
 
 
-def test_char_array_is_a_byte_string_and_pointer_is_u64() -> None:
+@pytest.mark.parametrize(
+    ("name", "enc"),
+    [
+        ("char", INT_SIGNED),  # what clang and pahole emit for char (x86_64, arm64 and bpf targets alike)
+        ("signed char", INT_SIGNED),
+        ("unsigned char", 0),
+        ("my_char", INT_CHAR),  # the kernel's encoding bit, which no toolchain sets: honoured all the same
+    ],
+)
+def test_char_array_is_a_byte_string_and_pointer_is_u64(name: str, enc: int) -> None:
+    """Shapes as the toolchains emit them; tests/unit/test_btf_real.py reads the compiled objects."""
     b = BtfBuilder()
-    char = b.int_("char", 1, INT_CHAR | INT_SIGNED)
+    char = b.int_(name, 1, enc)
     comm = b.array(char, 16)
+    const_comm = b.array(b.const(b.volatile(char)), 4)
     p = b.ptr(char)
     btf = b.parse()
     assert btf.dtype(comm) == np.dtype("S16")
-    assert btf.type_name(comm) == "char[16]"
+    assert btf.dtype(const_comm) == np.dtype("S4")
+    assert btf.type_name(comm) == f"{name}[16]"
     assert btf.dtype(p) == np.dtype("<u8") and btf.size(p) == 8
-    assert btf.type_name(p) == "char *"
+    assert btf.type_name(p) == f"{name} *"
+
+
+def test_arrays_of_byte_integers_that_are_not_char_stay_numbers() -> None:
+    b = BtfBuilder()
+    u8 = b.typedef("__u8", b.int_("unsigned char", 1))  # linux/types.h: __u8 addr[16] holds numbers
+    s8 = b.typedef("__s8", b.int_("signed char", 1, INT_SIGNED))
+    byte = b.int_("u8", 1)  # a 1-byte int under another name
+    arrays = {b.array(u8, 16): "<u1", b.array(s8, 16): "<i1", b.array(byte, 16): "<u1"}
+    btf = b.parse()
+    for arr, want in arrays.items():
+        assert btf.dtype(arr) == np.dtype((want, (16,)))
+        assert not btf.is_char(btf.type(arr).extra[0])
 
 
 def test_kinds_without_a_layout_are_skipped_and_ids_stay_in_step() -> None:
@@ -627,3 +651,76 @@ def test_reference_cycle_raises_percpu_error(name: str, method: str) -> None:
         return
     with pytest.raises(PercpuError, match=r"reference cycle\?"):
         call(ids[name])
+
+
+# --- shared types, huge layouts: linear time, typed errors -----------------------------------------------
+
+
+def _dag(levels: int, fan: int = 8) -> tuple[BtfBuilder, int]:
+    """struct s_k { struct s_{k-1} f0..f7; } down to a u64: kernel-valid BTF in which each struct uses
+    the one below it ``fan`` times, so a walk that does not remember types visits fan**levels leaves."""
+    b = BtfBuilder()
+    t = b.int_("u64", 8)
+    size = 8
+    for level in range(levels):
+        t = b.struct(f"s{level}", size * fan, [(f"f{i}", t, i * size * 8) for i in range(fan)])
+        size *= fan
+    return b, t
+
+
+def test_dag_shaped_btf_lays_out_each_type_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    b, top = _dag(5)
+    btf = b.parse()
+    built: list[int] = []
+    real = Btf._build
+
+    def counting(self: Btf, type_id: int, depth: int, busy: set[int]) -> Any:
+        built.append(type_id)
+        return real(self, type_id, depth, busy)
+
+    monkeypatch.setattr(Btf, "_build", counting)
+    d = btf.dtype(top)
+    assert d is not None and d.itemsize == 8 * 8**5
+    assert sorted(built) == list(range(1, top + 1))  # one visit per type, not 8**5
+    assert d["f7"]["f7"]["f7"]["f7"]["f0"] == np.dtype("<u8")
+    built.clear()
+    assert btf.dtype(top) is d and not built  # remembered
+    assert btf.size(top) == 8 * 8**5
+
+
+def test_a_value_of_too_many_fields_is_refused_with_a_typed_error() -> None:
+    b, top = _dag(6)  # 8**6 u64 leaves, 299,593 fields flattened; 8**5 would fit
+    btf = b.parse()
+    with pytest.raises(btf_mod.BtfError, match=r"more than 65,536 fields") as info:
+        btf.dtype(top)
+    assert info.value.type_id == top and isinstance(info.value, PercpuError)
+    with pytest.raises(btf_mod.BtfError):
+        btf_mod.btf_codec(btf, top, 8 * 8**6)
+    assert btf_mod.btf_codec(btf, top, 8) is None  # the map's size disagrees: nothing is built
+
+
+@pytest.mark.parametrize(
+    ("what", "build"),
+    [
+        ("array of 2**32-1 u64", lambda b, u64: b.array(u64, 0xFFFFFFFF)),
+        ("array of huge arrays", lambda b, u64: b.array(b.array(u64, 0xFFFFFFFF), 0xFFFFFFFF)),
+        ("struct of 4 GiB", lambda b, u64: b.struct("huge", 0xFFFFFFFF, [("a", u64, 0)])),
+        ("struct holding a huge array", lambda b, u64: b.struct("s", 16, [("a", b.array(u64, 1 << 31), 0)])),
+        ("char[2**32-1]", lambda b, u64: b.array(b.int_("char", 1, INT_SIGNED), 0xFFFFFFFF)),
+    ],
+)
+def test_what_numpy_cannot_hold_is_a_btf_error(what: str, build: Callable[[BtfBuilder, int], int]) -> None:
+    b = BtfBuilder()
+    t = build(b, b.int_("u64", 8))
+    btf = b.parse()
+    with pytest.raises(btf_mod.BtfError, match=f"BTF type {t} "):
+        btf.dtype(t)
+
+
+def test_a_string_section_without_nul_is_refused_not_scanned_for_each_name() -> None:
+    b = BtfBuilder()
+    b.strings = bytearray(b"\0" + b"x" * 4096)  # no NUL after the first byte
+    b.add(INT, "", 4, data=struct.pack("<I", 32))
+    b.types[0:4] = struct.pack("<I", 1)
+    with pytest.raises(btf_mod.BtfError, match="not NUL-terminated"):
+        parse_btf(b.blob())

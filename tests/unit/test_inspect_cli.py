@@ -180,8 +180,10 @@ def test_key_help_says_what_is_accepted(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         build_parser().parse_args(["dump", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "1, 2, 4 or 8-byte key without BTF: a decimal or 0x hex integer" in text
-    assert "Any other key without BTF: its bytes in hex" in text
+    assert "1, 2, 4 or 8-byte key without a type: a decimal or 0x hex integer" in text
+    assert "Any other key without a type: its bytes in hex" in text
+    assert "A char[N] key: its text" in text
+    assert "--value-type TYPE" in text and "pid:u32,comm:char[16],n:u64" in text
 
 
 @pytest.mark.parametrize("limit", ["-1", "-5", "x"])

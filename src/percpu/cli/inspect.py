@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _libbpf, _procfs
 from ..cpus import CpuList, topology
-from ..errors import BpfError, KeyNotFound, LibbpfError, NotSupported, PercpuError
+from ..errors import BpfError, KeyNotFound, LibbpfError, NotSupported, PercpuError, SizeMismatch
 from ..layout import alloc
 from ..maps import (
     PERCPU_TYPES,
@@ -27,7 +27,7 @@ from ..maps import (
     open_map,
     user_value_bytes,
 )
-from ..values import reduce_cpus, stride
+from ..values import BytesCodec, Codec, IntCodec, reduce_cpus, stride
 from ._args import int_at_least
 
 __all__ = ["register"]
@@ -36,22 +36,29 @@ T = TypeVar("T")
 
 
 def _json_value(v: Any) -> Any:
-    """A decoded value as JSON: records as objects, arrays as lists, bytes as hex."""
+    """A decoded value as JSON: records as objects, arrays as lists, C strings as text, other bytes as hex."""
     if isinstance(v, np.void) and v.dtype.names:
         return {n: _json_value(v[n]) for n in v.dtype.names}
     if isinstance(v, np.void):
         return bytes(v.tobytes()).hex()
     if isinstance(v, np.ndarray):
-        if v.dtype.kind == "S":
-            return [x.decode(errors="replace") for x in v.tolist()]
         return [_json_value(x) for x in v]
     if isinstance(v, bytes | np.bytes_):
-        b = bytes(v)
-        text = b.rstrip(b"\0")
-        return text.decode() if text.isascii() and text.decode().isprintable() else b.hex()
+        return _c_string(bytes(v))
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def _c_string(b: bytes) -> str:
+    """A char array as C reads it, up to its first NUL; hex when that is not printable text, so control
+    characters from another process's name never reach the terminal raw."""
+    head = b.split(b"\0", 1)[0]
+    try:
+        text = head.decode()
+    except UnicodeDecodeError:
+        return b.hex()
+    return text if text.isprintable() else b.hex()
 
 
 def _text(v: Any) -> str:
@@ -115,6 +122,16 @@ _INT_KEY_SIZES = (1, 2, 4, 8)
 def _parse_key(m: Map, text: str) -> Any:
     kt = m.key_codec.dtype
     size = m.info.key_size
+    if kt.kind == "S":  # a C string: the text, NUL-padded to the key's size
+        raw = text.encode()
+        if len(raw) > size:
+            raise PercpuError(f"--key {text!r}: {len(raw)} bytes; the map's {m.key_codec.name} holds {size}")
+        return raw.ljust(size, b"\0")
+    if isinstance(m.key_codec, IntCodec):
+        try:
+            return _parse_int(text)
+        except ValueError as exc:
+            raise PercpuError(f"--key {text!r}: not an integer (decimal or 0x hex)") from exc
     if kt.names:
         try:
             obj = json.loads(text)
@@ -164,8 +181,10 @@ def _rows(m: Map, key: Any, args: argparse.Namespace) -> Iterator[tuple[Any, Any
                 f"map {m.info.id} {m.name!r} has no key {args.key}{shown}", errno=exc.errno, map_name=m.name
             ) from exc
         arr = v.to_numpy() if isinstance(m, PerCpuMap) else v
-        # Raw keys are shown as a dump shows them, hex bytes, whatever was typed.
-        yield (np.void(key) if isinstance(key, bytes) else key), arr
+        # Raw keys are shown as a dump shows them (hex bytes, or text for a char array), whatever was typed.
+        if isinstance(key, bytes):
+            key = np.bytes_(key) if m.key_codec.dtype.kind == "S" else np.void(key)
+        yield key, arr
         return
     snap = m.snapshot()
     n = len(snap) if not args.limit else min(args.limit, len(snap))
@@ -173,8 +192,27 @@ def _rows(m: Map, key: Any, args: argparse.Namespace) -> Iterator[tuple[Any, Any
         yield snap.keys[i], snap.values[i]
 
 
+def _open_typed(args: argparse.Namespace) -> Map:
+    """The map, with the key and value types the command line declares (else BTF's, else bytes)."""
+    try:
+        return open_map(args.map, key=args.key_type, value=args.value_type)
+    except SizeMismatch as exc:
+        flag = f"--{exc.what}-type"
+        given = args.key_type if exc.what == "key" else args.value_type
+        if given is None:
+            raise
+        raise SizeMismatch(
+            f"{flag} {given!r} is {exc.actual} bytes, but map {args.map!r} has {exc.expected}-byte "
+            f"{exc.what}s; declare a type of {exc.expected} bytes",
+            what=exc.what,
+            expected=exc.expected,
+            actual=exc.actual,
+            map_name=exc.map_name,
+        ) from exc
+
+
 def _cmd_dump(args: argparse.Namespace) -> int:
-    with open_map(args.map) as m:
+    with _open_typed(args) as m:
         if not m.percpu:
             for flag, given in (("--cpu", args.cpu is not None), ("--sum", args.sum)):
                 if given:
@@ -187,7 +225,12 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             raise PercpuError(f"--cpu {args.cpu}: not a possible CPU (possible: {m.cpus})")
         numeric = m.value_codec.numeric
         if args.sum and not numeric:
-            raise PercpuError(f"--sum needs numeric values; {m.value_codec.name} is not")
+            hint = ""
+            if isinstance(m.value_codec, BytesCodec):
+                size = m.info.value_size
+                example = f"u{size * 8}" if size <= 8 else "'struct {u32 pid; u64 n}'"
+                hint = f"; declare what the {size}-byte values are, e.g. --value-type {example}"
+            raise PercpuError(f"--sum needs numeric values; {m.value_codec.name} is not{hint}")
         wanted = None if args.key is None else _parse_key(m, args.key)
         out = sys.stdout
         if not args.json:
@@ -197,25 +240,25 @@ def _cmd_dump(args: argparse.Namespace) -> int:
                 file=out,
             )
         count = 0
+        kc, vc = m.key_codec, m.value_codec
         for key, vals in _rows(m, wanted, args):
             count += 1
-            k = _json_value(key)
+            k = _shown(kc, key)
             if not m.percpu:
-                obj: dict[str, Any] = {"key": k, "value": _json_value(vals)}
+                obj: dict[str, Any] = {"key": k, "value": _shown(vc, vals)}
             else:
                 arr = np.asarray(vals)
                 if args.cpu is not None:
-                    obj = {"key": k, "cpu": args.cpu, "value": _json_value(arr[cpus.index(args.cpu)])}
+                    obj = {"key": k, "cpu": args.cpu, "value": _shown(vc, arr[cpus.index(args.cpu)])}
                 elif args.sum:
-                    total = _sum(arr)
-                    obj = {"key": k, "sum": _json_value(total)}
+                    obj = {"key": k, "sum": _json_value(_sum(vc, arr))}
                 else:
                     obj = {
                         "key": k,
-                        "values": [{"cpu": c, "value": _json_value(arr[i])} for i, c in enumerate(cpus)],
+                        "values": [{"cpu": c, "value": _shown(vc, arr[i])} for i, c in enumerate(cpus)],
                     }
                     if numeric:
-                        obj["sum"] = _json_value(_sum(arr))
+                        obj["sum"] = _json_value(_sum(vc, arr))
             if args.json:
                 out.write(json.dumps(obj) + "\n")
             else:
@@ -225,7 +268,20 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sum(arr: np.ndarray) -> Any:
+def _odd_int(codec: Codec) -> bool:
+    """An integer numpy has no type for (u24, u128): held as bytes, decoded by the codec."""
+    return isinstance(codec, IntCodec) and codec.dtype.kind == "V"
+
+
+def _shown(codec: Codec, v: Any) -> Any:
+    if _odd_int(codec):
+        return codec.decode(np.asarray(v))
+    return _json_value(v)
+
+
+def _sum(codec: Codec, arr: np.ndarray) -> Any:
+    if _odd_int(codec):
+        return sum(codec.decode(x) for x in arr)
     return reduce_cpus(arr, "sum")
 
 
@@ -610,11 +666,19 @@ def register(sub: Any) -> None:
     d.add_argument("--cpu", type=int, help="only this CPU's values (per-CPU maps)")
     d.add_argument(
         "--key",
-        help="only this key. A struct key (from BTF): a JSON object of its fields. An integer key, or a "
-        "1, 2, 4 or 8-byte key without BTF: a decimal or 0x hex integer (laid out in this machine's "
-        "byte order, as the kernel stores it). Any other key without BTF: its bytes in hex, e.g. "
-        "0a0b0c for 3 bytes",
+        help="only this key. A struct key (from BTF or --key-type): a JSON object of its fields. A char[N] "
+        "key: its text. An integer key, or a 1, 2, 4 or 8-byte key without a type: a decimal or 0x hex "
+        "integer (laid out in this machine's byte order, as the kernel stores it). Any other key without "
+        "a type: its bytes in hex, e.g. 0a0b0c for 3 bytes",
     )
+    for what in ("key", "value"):
+        d.add_argument(
+            f"--{what}-type",
+            metavar="TYPE",
+            help=f"decode {what}s as TYPE, for maps without BTF (bpftrace's, bcc's): u64, i32, u24, u32be, "
+            "f64, char[16], u64[4], 'struct {u32 pid; char comm[16]; u64 n}' or pid:u32,comm:char[16],n:u64 "
+            "(see docs/inspect.md). Its size must be the map's",
+        )
     d.add_argument(
         "--limit",
         type=int_at_least(0, " (0: all)"),
