@@ -181,12 +181,15 @@ def _rows(m: Map, key: Any, args: argparse.Namespace) -> Iterator[tuple[Any, Any
                 f"map {m.info.id} {m.name!r} has no key {args.key}{shown}", errno=exc.errno, map_name=m.name
             ) from exc
         arr = v.to_numpy() if isinstance(m, PerCpuMap) else v
+        if args.cpu is not None and isinstance(m, PerCpuMap):
+            arr = arr[list(m.cpus).index(args.cpu)]
         # Raw keys are shown as a dump shows them (hex bytes, or text for a char array), whatever was typed.
         if isinstance(key, bytes):
             key = np.bytes_(key) if m.key_codec.dtype.kind == "S" else np.void(key)
         yield key, arr
         return
-    snap = m.snapshot()
+    # --cpu: one CPU's values only (the kernel copies just those where it has BPF_F_CPU, Linux 7.0).
+    snap = m.snapshot(cpu=args.cpu) if args.cpu is not None and isinstance(m, PerCpuMap) else m.snapshot()
     n = len(snap) if not args.limit else min(args.limit, len(snap))
     for i in range(n):
         yield snap.keys[i], snap.values[i]
@@ -248,8 +251,8 @@ def _cmd_dump(args: argparse.Namespace) -> int:
                 obj: dict[str, Any] = {"key": k, "value": _shown(vc, vals)}
             else:
                 arr = np.asarray(vals)
-                if args.cpu is not None:
-                    obj = {"key": k, "cpu": args.cpu, "value": _shown(vc, arr[cpus.index(args.cpu)])}
+                if args.cpu is not None:  # _rows gave this CPU's value alone
+                    obj = {"key": k, "cpu": args.cpu, "value": _shown(vc, vals)}
                 elif args.sum:
                     obj = {"key": k, "sum": _json_value(_sum(vc, arr))}
                 else:
