@@ -1,29 +1,21 @@
-"""Typed BPF maps, per-CPU ones first.
-
-The kernel copies ``round_up(value_size, 8) * possible CPUs`` bytes on every user-space lookup of a per-CPU
-map. Every buffer here is allocated by this module from the kernel's own map info and the possible-CPU
-count, so no call can hand the kernel a buffer smaller than what it writes. Values come back as
-:class:`~percpu.values.PerCpuValue`, indexed by CPU id; bulk reads come back as numpy arrays
-(:class:`Snapshot`).
-"""
+"""``Map``: construction from an fd, id, pin or name; lifetime; encoding; element operations; batch
+writes. Whole-map reads are :class:`~percpu.maps._bulk.BulkReader`'s."""
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno as _errno
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from . import _libbpf, _procfs, features
-from ._libbpf import BPF_ANY, BPF_EXIST, BPF_NOEXIST, MapInfo
-from .cpus import CpuList, possible_cpus
-from .errors import (
+from .. import _libbpf, _procfs, features
+from .._libbpf import BPF_ANY, BPF_EXIST, MapInfo
+from ..cpus import CpuList, possible_cpus
+from ..errors import (
     NOT_SUPPORTED_ERRNOS,
     BpfError,
     CpuNotPossible,
@@ -37,155 +29,20 @@ from .errors import (
     SizeMismatch,
     from_errno,
 )
-from .layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout, round8
-from .values import (
+from ..layout import BPF_F_CPU, Layout, round8
+from ..values import (
     Codec,
-    Int,
     PerCpuValue,
     TypeSpec,
     check_size,
     codec_for,
     integer_array,
-    is_numeric,
-    reduce_cpus,
 )
-
-__all__ = [
-    "BPF_ANY",
-    "BPF_EXIST",
-    "BPF_NOEXIST",
-    "Array",
-    "Hash",
-    "LruPerCpuHash",
-    "Map",
-    "MapType",
-    "PerCpuArray",
-    "PerCpuCgroupStorage",
-    "PerCpuHash",
-    "PerCpuMap",
-    "Snapshot",
-    "cpu_flag_supported",
-    "open_map",
-]
+from ._bulk import BulkReader
+from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType, Snapshot
+from ._system import check_pin_path, list_maps
 
 M = TypeVar("M", bound="Map")
-
-MAX_VALUE_SIZE = 32768  # per-CPU values: round_up(value_size, 8) <= PCPU_MIN_UNIT_SIZE
-SNAPSHOT_PREALLOC = 64 << 20  # bytes a snapshot allocates before it knows how many elements there are
-
-
-class MapType(enum.IntEnum):
-    """``enum bpf_map_type`` (uapi/linux/bpf.h)."""
-
-    UNSPEC = 0
-    HASH = 1
-    ARRAY = 2
-    PROG_ARRAY = 3
-    PERF_EVENT_ARRAY = 4
-    PERCPU_HASH = 5
-    PERCPU_ARRAY = 6
-    STACK_TRACE = 7
-    CGROUP_ARRAY = 8
-    LRU_HASH = 9
-    LRU_PERCPU_HASH = 10
-    LPM_TRIE = 11
-    ARRAY_OF_MAPS = 12
-    HASH_OF_MAPS = 13
-    DEVMAP = 14
-    SOCKMAP = 15
-    CPUMAP = 16
-    XSKMAP = 17
-    SOCKHASH = 18
-    CGROUP_STORAGE = 19
-    REUSEPORT_SOCKARRAY = 20
-    PERCPU_CGROUP_STORAGE = 21
-    QUEUE = 22
-    STACK = 23
-    SK_STORAGE = 24
-    DEVMAP_HASH = 25
-    STRUCT_OPS = 26
-    RINGBUF = 27
-    INODE_STORAGE = 28
-    TASK_STORAGE = 29
-    BLOOM_FILTER = 30
-    USER_RINGBUF = 31
-    CGRP_STORAGE = 32
-    ARENA = 33
-
-    @classmethod
-    def name_of(cls, value: int) -> str:
-        try:
-            return cls(value).name.lower()
-        except ValueError:
-            return f"type_{value}"
-
-    @property
-    def percpu(self) -> bool:
-        return self in PERCPU_TYPES
-
-
-PERCPU_TYPES = frozenset(
-    {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE}
-)
-
-# struct bpf_cgroup_storage_key { __u64 cgroup_inode_id; __u32 attach_type; } (16 bytes with padding)
-CGROUP_STORAGE_KEY = np.dtype(
-    {
-        "names": ["cgroup_inode_id", "attach_type"],
-        "formats": ["<u8", "<u4"],
-        "offsets": [0, 8],
-        "itemsize": 16,
-    }
-)
-
-
-def user_value_bytes(map_type: int, value_size: int, possible: int) -> int:
-    """Bytes one user-space lookup of an element writes: the rule a correct reader follows."""
-    return Layout(0, value_size, possible, map_type in PERCPU_TYPES).element_bytes
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A whole map read at once: ``keys`` (n,) and ``values`` (n, possible CPUs, ...) numpy arrays.
-
-    Column i of ``values`` is CPU ``cpus[i]``. For maps that are not per-CPU, ``values`` is (n, ...).
-    The arrays are read-only.
-    """
-
-    keys: np.ndarray
-    values: np.ndarray
-    cpus: CpuList
-    percpu: bool
-
-    def __len__(self) -> int:
-        return int(self.keys.shape[0])
-
-    def sum(self) -> np.ndarray:
-        """Per-key totals over all CPUs: 64-bit accumulators, records summed field by field into a widened
-        record (see :func:`percpu.values.reduce_cpus`)."""
-        if not self.percpu:
-            return self.values
-        if not is_numeric(self.values.dtype):
-            raise TypeError(f"sum() needs numeric values; {self.values.dtype} is not")
-        out: np.ndarray = np.asarray(reduce_cpus(self.values, "sum", axis=1))
-        return out
-
-    def cpu(self, cpu: int) -> np.ndarray:
-        """Every key's value on CPU id ``cpu``."""
-        if not self.percpu:
-            raise TypeError("this snapshot is not of a per-CPU map")
-        try:
-            return self.values[:, self.cpus.ids.index(cpu)]
-        except ValueError:
-            raise CpuNotPossible(cpu, str(self.cpus)) from None
-
-    def to_dict(self) -> dict[Any, Any]:
-        """``{key: values row}``, keys as Python scalars where they are scalars (small maps only)."""
-        out: dict[Any, Any] = {}
-        for k, v in zip(self.keys, self.values, strict=True):
-            kk = k.item() if self.keys.dtype.kind in "iu" else bytes(np.asarray(k).tobytes())
-            out[kk] = v
-        return out
 
 
 def cpu_flag_supported() -> bool:
@@ -294,7 +151,7 @@ class Map:
             target: type[Map] = cls
             if not cls.map_types:  # a base class: pick the class the kernel type calls for
                 target = _CLASS_BY_TYPE.get(info.type, Map)
-                if cls is PerCpuMap and not issubclass(target, PerCpuMap):
+                if cls.percpu and not target.percpu:
                     raise MapTypeError(
                         f"map {info.name!r} (id {info.id}) is a {MapType.name_of(info.type).upper()} map, "
                         "not a per-CPU map",
@@ -847,365 +704,8 @@ class Map:
                 raise self._lookup_error(exc, k.tobytes()) from exc
 
 
-class BulkReader:
-    """One traversal of a whole map: batch reads with their growth policy, or a key walk where the kernel
-    has no batch operation for the map's type. Returns raw key and value buffers and the element count."""
-
-    def __init__(self, m: Map, elem_flags: int = 0) -> None:
-        self.map = m
-        self.layout = m.layout
-        self.elem_flags = elem_flags  # BPF_F_CPU | cpu << 32: one CPU's values, unpadded
-
-    def read(self, *, delete: bool, batch: bool | None) -> tuple[np.ndarray, np.ndarray, int]:
-        m = self.map
-        if batch is True or (batch is None and features.known(features.BATCH_OPS, m.info.type) is not False):
-            try:
-                return self._batched(delete)
-            except NotSupported:
-                if not delete:  # lookup-and-delete can be missing where plain batch lookups work
-                    features.record(features.BATCH_OPS, m.info.type, False)
-                if batch:
-                    raise
-        if delete:
-            raise NotSupported(
-                f"map {m.name!r}: this kernel has no batch lookup-and-delete for {m.type_name} maps",
-                feature="lookup_and_delete_batch",
-                min_kernel="5.6",
-                map_name=m.name,
-            )
-        return self._walk()
-
-    def _per_element(self) -> int:
-        return self.layout.keys_bytes(1) + self.layout.value_bytes(self.elem_flags)
-
-    def initial_capacity(self) -> int:
-        """Elements to allocate room for before the first read: all of max_entries when that is at most
-        :data:`SNAPSHOT_PREALLOC` bytes (one exact allocation, no copy), else that much, grown as needed:
-        a sparse map with a large max_entries must not cost max_entries x possible CPUs up front."""
-        return max(1, min(self.map.info.max_entries, SNAPSHOT_PREALLOC // self._per_element()))
-
-    def _alloc(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            return self.layout.key_buffer(n), self.layout.value_buffer(n, self.elem_flags)
-        except MemoryError as exc:
-            per = self._per_element()
-            raise PercpuError(
-                f"map {self.map.name!r}: not enough memory for {n} elements of {per} bytes "
-                f"({n * per / 2**20:.0f} MiB)",
-                map_name=self.map.name,
-            ) from exc
-
-    def _grow_to(self, keys: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        k2, v2 = self._alloc(n)
-        k2[: keys.size] = keys
-        v2[: vals.size] = vals
-        return k2, v2
-
-    def _batched(self, delete: bool) -> tuple[np.ndarray, np.ndarray, int]:
-        m, lay = self.map, self.layout
-        ks = lay.key_size
-        vb = lay.value_bytes(self.elem_flags)
-        limit = max(m.info.max_entries, 1)
-        cap = self.initial_capacity()
-        keys, vals = self._alloc(cap)
-        tok_in: np.ndarray | None = None
-        tok_out = lay.token_buffer()
-        total = 0
-        probe = 16  # extra room asked for once max_entries are read and the kernel has not said "end"
-        while True:
-            if total >= cap:
-                # Full, and the kernel has not said "end": double up to max_entries, then a little more
-                # at a time (a hash walked under concurrent inserts and deletes can return more than
-                # max_entries elements).
-                cap = min(cap * 2, limit) if cap < limit else cap + probe
-                keys, vals = self._grow_to(keys, vals, cap)
-            want = cap - total
-            try:
-                with m._held() as fd:
-                    n, done = m._b.map_lookup_batch(
-                        fd,
-                        tok_in,
-                        tok_out,
-                        keys[total * ks :],
-                        vals[total * vb :],
-                        want,
-                        lay,
-                        delete,
-                        self.elem_flags,
-                    )
-            except OSError as exc:
-                if exc.errno == _errno.ENOSPC:
-                    # One hash bucket holds more elements than we asked for; nothing was copied.
-                    probe = max(probe, want) * 2
-                    cap = total + probe
-                    keys, vals = self._grow_to(keys, vals, cap)
-                    continue
-                if total == 0 and tok_in is None and exc.errno in NOT_SUPPORTED_ERRNOS:
-                    raise NotSupported(
-                        f"map {m.name!r}: no batch operations for {m.type_name} on this kernel "
-                        "(hashes need Linux 5.6, per-CPU arrays 5.13)",
-                        feature="map batch operations",
-                        min_kernel="5.6",
-                        errno=exc.errno,
-                        map_name=m.name,
-                    ) from exc
-                raise m._error(exc, "lookup_batch") from exc
-            if not delete and not self.elem_flags:
-                features.record(features.BATCH_OPS, m.info.type, True)
-            total += n
-            if done or (m._is_array and total >= m.info.max_entries):
-                return keys, vals, total
-            tok_in, tok_out = tok_out, (tok_in if tok_in is not None else lay.token_buffer())
-
-    def _walk(self) -> tuple[np.ndarray, np.ndarray, int]:
-        m, lay = self.map, self.layout
-        ks = lay.key_size
-        vb = lay.value_bytes(self.elem_flags)
-        cap = self.initial_capacity()
-        keys, vals = self._alloc(cap)
-        n = 0
-        for raw in m._raw_keys():
-            if n == cap:
-                cap *= 2
-                keys, vals = self._grow_to(keys, vals, cap)
-            one = vals[n * vb : (n + 1) * vb]
-            try:
-                with m._held() as fd:
-                    m._b.map_lookup(fd, raw, one, lay, self.elem_flags)
-            except OSError as exc:
-                if exc.errno == _errno.ENOENT:
-                    continue
-                raise m._error(exc, "lookup") from exc
-            keys[n * ks : (n + 1) * ks] = raw
-            n += 1
-        return keys, vals, n
-
-
-class PerCpuMap(Map):
-    """Base of the per-CPU maps: values are :class:`PerCpuValue` with one slot per possible CPU."""
-
-    percpu = True
-
-    def _cpu_flags(self, cpu: int) -> int:
-        self._slot(cpu)  # a CPU that is not possible is refused here, before any syscall
-        return BPF_F_CPU | (cpu << 32)
-
-    def lookup_cpu(self, key: Any, cpu: int) -> Any:
-        """CPU ``cpu``'s value at ``key``: one value read with BPF_F_CPU where the kernel has it (Linux
-        7.0), else the whole element read and one CPU's value taken from it."""
-        flags = self._cpu_flags(cpu)
-        if features.cpu_flag():
-            k = self._key(key)
-            buf = self.layout.value_buffer(1, flags)
-            try:
-                with self._held() as fd:
-                    self._b.map_lookup(fd, k, buf, self.layout, flags)
-            except OSError as exc:
-                raise self._lookup_error(exc, key) from exc
-            return self._decode_one(buf)
-        value: PerCpuValue = self.lookup(key)
-        return value[cpu]
-
-    def update_all(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
-        """Write the same ``value`` on every possible CPU in one syscall: one value buffer with
-        BPF_F_ALL_CPUS where the kernel has it (Linux 7.0), else the whole per-CPU element."""
-        if features.cpu_flag():
-            self._update_raw(self._key(key), self._encode_one(value), flags | BPF_F_ALL_CPUS, key)
-            return
-        self.update(key, [value] * self.layout.slots, flags)
-
-    def update_cpu(self, key: Any, cpu: int, value: Any, flags: int = BPF_ANY) -> None:
-        """Write CPU ``cpu``'s value at ``key``, leaving the other CPUs' values as they are.
-
-        With BPF_F_CPU (Linux 7.0) this is one syscall touching one CPU's value. Older kernels have no
-        such operation: percpu then reads all slots, changes one and writes all back. That
-        read-modify-write is not atomic: a BPF program writing another CPU's slot in between loses that
-        write. A key that does not exist yet is created with zeros on the other CPUs.
-        """
-        cpu_flags = self._cpu_flags(cpu)
-        slot = self._slot(cpu)
-        k = self._key(key)
-        raw = np.frombuffer(self.value_codec.encode(value), np.uint8)
-        if features.cpu_flag() and flags & 3 != BPF_NOEXIST:
-            one = self._encode_one(value)
-            try:
-                with self._held() as fd:
-                    self._b.map_update(fd, k, one, self.layout, BPF_EXIST | cpu_flags)
-                return
-            except OSError as exc:
-                if exc.errno != _errno.ENOENT or flags & 3 == BPF_EXIST:
-                    raise self._update_error(exc, BPF_EXIST, key) from exc
-            # A new key. The first kernels with BPF_F_CPU left stale values in the other CPUs' slots of a
-            # hash element created that way: create it whole, zeros on the other CPUs.
-            whole = self.layout.value_buffer()
-            off = self.layout.slot_offset(slot)
-            whole[off : off + raw.size] = raw
-            self._update_raw(k, whole, BPF_NOEXIST, key)
-            return
-        buf = self.layout.value_buffer()
-        try:
-            with self._held() as fd:
-                self._b.map_lookup(fd, k, buf, self.layout)
-            if flags == BPF_NOEXIST:
-                raise KeyExists(f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)", map_name=self.name)
-        except OSError as exc:
-            if exc.errno != _errno.ENOENT:
-                raise self._error(exc, "lookup") from exc
-            if flags == BPF_EXIST:
-                raise KeyNotFound(
-                    f"map {self.name!r}: no key {key!r} to replace", errno=exc.errno, map_name=self.name
-                ) from exc
-            buf[:] = 0
-        off = self.layout.slot_offset(slot)
-        buf[off : off + raw.size] = raw
-        self._update_raw(k, buf, flags, key)
-
-    def snapshot(self, *, batch: bool | None = None, cpu: int | None = None) -> Snapshot:
-        """Read the whole map into numpy (see :meth:`Map.snapshot`).
-
-        With ``cpu``, only CPU ``cpu``'s values: ``values`` is (n, ...) and ``cpus`` that one CPU. Where
-        the kernel has BPF_F_CPU (Linux 7.0) the batch read copies just that CPU's values; elsewhere the
-        whole map is read and the column taken.
-        """
-        if cpu is None:
-            return super().snapshot(batch=batch)
-        flags = self._cpu_flags(cpu)
-        if features.cpu_flag() and batch is not False:
-            reader = BulkReader(self, elem_flags=flags)
-            try:
-                keys, vals, n = reader.read(delete=False, batch=True)
-            except NotSupported:
-                if batch:
-                    raise
-            else:
-                return self._one_cpu_snapshot(keys, vals, n, cpu)
-        full = super().snapshot(batch=batch)
-        col = np.ascontiguousarray(full.cpu(cpu))
-        col.flags.writeable = False
-        return Snapshot(keys=full.keys, values=col, cpus=CpuList((cpu,)), percpu=False)
-
-    def _one_cpu_snapshot(self, keys: np.ndarray, vals: np.ndarray, n: int, cpu: int) -> Snapshot:
-        ks, vs = self.info.key_size, self.info.value_size
-        k = keys[: n * ks].copy().view(self.key_codec.dtype)
-        v = vals[: n * vs].copy().view(self.value_codec.dtype)
-        k.flags.writeable = False
-        v.flags.writeable = False
-        return Snapshot(keys=k, values=v, cpus=CpuList((cpu,)), percpu=False)
-
-
-class PerCpuArray(PerCpuMap):
-    """BPF_MAP_TYPE_PERCPU_ARRAY: ``max_entries`` slots indexed by a 32-bit integer."""
-
-    map_types = (MapType.PERCPU_ARRAY,)
-
-    def _default_key_codec(self) -> Codec:
-        return codec_for(Int(4), 4) if self.info.key_size == 4 else super()._default_key_codec()
-
-    @classmethod
-    def create(
-        cls,
-        value: TypeSpec,
-        max_entries: int,
-        *,
-        name: str = "",
-        flags: int = 0,
-    ) -> PerCpuArray:
-        """Create a per-CPU array of ``max_entries`` values of type ``value``."""
-        return cls._create(MapType.PERCPU_ARRAY, np.uint32, value, max_entries, name=name, flags=flags)
-
-    def __len__(self) -> int:
-        return self.info.max_entries
-
-
-class PerCpuHash(PerCpuMap):
-    """BPF_MAP_TYPE_PERCPU_HASH."""
-
-    map_types = (MapType.PERCPU_HASH,)
-    _create_type = MapType.PERCPU_HASH
-
-    @classmethod
-    def create(
-        cls,
-        key: TypeSpec,
-        value: TypeSpec,
-        max_entries: int,
-        *,
-        name: str = "",
-        flags: int = 0,
-    ) -> PerCpuHash:
-        return cls._create(cls._create_type, key, value, max_entries, name=name, flags=flags)
-
-
-class LruPerCpuHash(PerCpuHash):
-    """BPF_MAP_TYPE_LRU_PERCPU_HASH: the least recently used elements are evicted when full."""
-
-    map_types = (MapType.LRU_PERCPU_HASH,)
-    _create_type = MapType.LRU_PERCPU_HASH
-
-
-class PerCpuCgroupStorage(PerCpuMap):
-    """BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE: one element per (cgroup, attach type), made by the kernel when
-    a program using the map is attached to a cgroup. User space can look up and update existing
-    elements; it cannot create or delete them. Deprecated upstream in favour of cgroup local storage,
-    which is not per-CPU."""
-
-    map_types = (MapType.PERCPU_CGROUP_STORAGE,)
-
-    def _default_key_codec(self) -> Codec:
-        if self.info.key_size == 16:
-            return codec_for(CGROUP_STORAGE_KEY)
-        if self.info.key_size == 8:
-            return codec_for(np.uint64)
-        return super()._default_key_codec()
-
-    @classmethod
-    def create(
-        cls,
-        value: TypeSpec,
-        *,
-        key: TypeSpec = CGROUP_STORAGE_KEY,
-        name: str = "",
-    ) -> PerCpuCgroupStorage:
-        """Create the map (max_entries is 0: the kernel sizes it by attachments)."""
-        return cls._create(MapType.PERCPU_CGROUP_STORAGE, key, value, 0, name=name)
-
-
-class Array(Map):
-    """BPF_MAP_TYPE_ARRAY (shared by all CPUs), for comparison with the per-CPU array."""
-
-    map_types = (MapType.ARRAY,)
-
-    def _default_key_codec(self) -> Codec:
-        return codec_for(Int(4), 4) if self.info.key_size == 4 else super()._default_key_codec()
-
-    @classmethod
-    def create(cls, value: TypeSpec, max_entries: int, *, name: str = "", flags: int = 0) -> Array:
-        return cls._create(MapType.ARRAY, np.uint32, value, max_entries, name=name, flags=flags)
-
-    def __len__(self) -> int:
-        return self.info.max_entries
-
-
-class Hash(Map):
-    """BPF_MAP_TYPE_HASH (shared by all CPUs), for comparison with the per-CPU hash."""
-
-    map_types = (MapType.HASH,)
-
-    @classmethod
-    def create(
-        cls, key: TypeSpec, value: TypeSpec, max_entries: int, *, name: str = "", flags: int = 0
-    ) -> Hash:
-        return cls._create(MapType.HASH, key, value, max_entries, name=name, flags=flags)
-
-
-_CLASS_BY_TYPE: dict[int, type[Map]] = {
-    MapType.PERCPU_ARRAY: PerCpuArray,
-    MapType.PERCPU_HASH: PerCpuHash,
-    MapType.LRU_PERCPU_HASH: LruPerCpuHash,
-    MapType.PERCPU_CGROUP_STORAGE: PerCpuCgroupStorage,
-    MapType.ARRAY: Array,
-    MapType.HASH: Hash,
-}
+# map type -> the class that opens it; the typed subclasses register themselves (``_types``).
+_CLASS_BY_TYPE: dict[int, type[Map]] = {}
 
 
 def _btf_codec(btf_id: int, type_id: int, size: int) -> Codec | None:
@@ -1213,71 +713,7 @@ def _btf_codec(btf_id: int, type_id: int, size: int) -> Codec | None:
     if not btf_id or not type_id:
         return None
     try:
-        from .btf import codec_from_btf
+        from ..btf import codec_from_btf
     except ImportError:  # pragma: no cover - btf support is part of the package
         return None
     return codec_from_btf(btf_id, type_id, size)
-
-
-def check_pin_path(path: str, mounts: str = _procfs.MOUNTS) -> None:
-    """Refuse a path that cannot hold a pinned map, saying why, before any bpf() call.
-
-    Without this the kernel's answer for a file elsewhere is EACCES, which reads like a privilege
-    problem even as root. Says nothing when the mount table cannot be read.
-    """
-    table = _procfs.mounts(mounts)
-    where = _procfs.mount_of(path, table)
-    if where is None:
-        return
-    if where.fstype != "bpf":
-        bpffs = [m.point for m in table if m.fstype == "bpf"]
-        hint = (
-            f"pinned maps live under {', '.join(bpffs)}"
-            if bpffs
-            else "no bpffs is mounted here (mount -t bpf bpf /sys/fs/bpf)"
-        )
-        raise MapNotFound(f"{path} is not in a BPF file system (bpffs); {hint}")
-    if os.path.isdir(path):
-        raise MapNotFound(
-            f"{path} is a directory in bpffs, not a pinned map; give the path of a map pinned under "
-            "it, or a map id from `percpu maps`"
-        )
-
-
-def list_maps() -> list[MapInfo]:
-    """Info on every BPF map on the system (needs CAP_SYS_ADMIN or root to see others' maps)."""
-    b = _libbpf.backend()
-    out: list[MapInfo] = []
-    cur = 0
-    while True:
-        try:
-            nxt = b.map_get_next_id(cur)
-        except OSError as exc:
-            raise from_errno(exc.errno or 0, "list maps") from exc
-        if nxt is None:
-            return out
-        cur = nxt
-        try:
-            fd = b.map_get_fd_by_id(nxt)
-        except OSError as exc:
-            if exc.errno == _errno.ENOENT:
-                continue  # freed between the two calls
-            raise from_errno(exc.errno or 0, f"open map id {nxt}") from exc
-        try:
-            out.append(b.map_info(fd))
-        except OSError as exc:
-            raise from_errno(exc.errno or 0, f"map info of id {nxt}") from exc
-        finally:
-            b.close(fd)
-
-
-def open_map(spec: int | str | os.PathLike[str], **kw: Any) -> Map:
-    """Open a map by id (``42``, ``"42"``), pinned path (``"/sys/fs/bpf/x"``) or name, as its typed class."""
-    if isinstance(spec, int):
-        return Map.from_id(spec, **kw)
-    s = os.fspath(spec)
-    if s.isdigit():
-        return Map.from_id(int(s), **kw)
-    if "/" in s:
-        return Map.from_pin(s, **kw)
-    return Map.from_name(s, **kw)
