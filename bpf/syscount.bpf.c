@@ -17,7 +17,12 @@
  * Layout of struct percpu_config (mirrored by percpu.syscount._Config; sizeof 168):
  *   0 filter_tgid u32, 4 filter_tid u32, 8 filter_cgroup u64, 16 filter_comm char[16],
  *   32 use_syscall_mask u8, 33 failed_only u8, 34 per_process u8, 35 errors u8, 36 latency u8,
- *   37 detect_compat u8, 38 pad[2], 40 syscall_mask u64[16]
+ *   37 detect_compat u8, 38 task_btf u8, 39 task_storage u8, 40 syscall_mask u64[16]
+ *
+ * task_btf and task_storage say what this kernel has (probed by user space): bpf_get_current_task_btf()
+ * and task local storage both arrived in Linux 5.11. Without them the code under them is dead and the
+ * verifier never sees those helpers: tgid and comm come from helpers, and latency start times from an LRU
+ * hash keyed by thread id (starts_tid), whose map user space creates only when it is used.
  *
  * Three flavours of each program, so user space can fall back on older kernels:
  *   tp_btf/sys_{enter,exit}      (BTF-typed raw tracepoint, cheapest, Linux 5.5 with BTF)
@@ -118,7 +123,8 @@ struct percpu_config {
 	__u8 errors;
 	__u8 latency;
 	__u8 detect_compat;
-	__u8 _pad[2];
+	__u8 task_btf;
+	__u8 task_storage;
 	__u64 syscall_mask[16];
 };
 
@@ -205,10 +211,10 @@ struct {
 	__type(value, struct lat_row);
 } lat_rows SEC(".maps");
 
-#ifdef PERCPU_NO_BTF
-/* Start times by thread id; least recently used threads make room for new ones. A thread that dies in
- * exit() leaves its entry behind, and a new thread may get its id: the slot stored with the time makes
- * the new thread's first sys_exit (of clone, never of exit) ignore it. */
+/* Start times by thread id, for kernels without task local storage (before 5.11, or without BTF); least
+ * recently used threads make room for new ones. A thread that dies in exit() leaves its entry behind, and
+ * a new thread may get its id: the slot stored with the time makes the new thread's first sys_exit (of
+ * clone, never of exit) ignore it. */
 struct start {
 	__u64 ts;
 	__u32 slot;
@@ -220,8 +226,9 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct start);
-} starts SEC(".maps");
-#else
+} starts_tid SEC(".maps");
+
+#ifndef PERCPU_NO_BTF
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -311,18 +318,21 @@ static __always_inline void count_process(__u32 slot, struct task_struct *task, 
 {
 	struct proc_key k = { .slot = slot };
 
-#ifdef PERCPU_NO_BTF
-	k.tgid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(k.comm, sizeof(k.comm));
-#else
-	if (btf) {
-		k.tgid = task->tgid;
-		__builtin_memcpy(k.comm, task->comm, sizeof(k.comm));
-	} else {
-		k.tgid = BPF_CORE_READ(task, tgid);
-		BPF_CORE_READ_STR_INTO(&k.comm, task, comm);
+#ifndef PERCPU_NO_BTF
+	if (cfg.task_btf) {
+		if (btf) {
+			k.tgid = task->tgid;
+			__builtin_memcpy(k.comm, task->comm, sizeof(k.comm));
+		} else {
+			k.tgid = BPF_CORE_READ(task, tgid);
+			BPF_CORE_READ_STR_INTO(&k.comm, task, comm);
+		}
+		bump_hash(&proc_counts, &k);
+		return;
 	}
 #endif
+	k.tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(k.comm, sizeof(k.comm));
 	bump_hash(&proc_counts, &k);
 }
 
@@ -376,17 +386,20 @@ static __always_inline int on_enter(long id, bool compat, struct task_struct *ta
 	if (slot < 0)
 		return 0;
 	if (cfg.latency) {
-#ifdef PERCPU_NO_BTF
-		__u32 tid = (__u32)bpf_get_current_pid_tgid();
-		struct start st = { .ts = bpf_ktime_get_ns(), .slot = slot };
+#ifndef PERCPU_NO_BTF
+		if (cfg.task_storage) {
+			__u64 *ts = bpf_task_storage_get(&starts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 
-		bpf_map_update_elem(&starts, &tid, &st, BPF_ANY);
-#else
-		__u64 *ts = bpf_task_storage_get(&starts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-
-		if (ts)
-			*ts = bpf_ktime_get_ns();
+			if (ts)
+				*ts = bpf_ktime_get_ns();
+		} else
 #endif
+		{
+			__u32 tid = (__u32)bpf_get_current_pid_tgid();
+			struct start st = { .ts = bpf_ktime_get_ns(), .slot = slot };
+
+			bpf_map_update_elem(&starts_tid, &tid, &st, BPF_ANY);
+		}
 	}
 	if (cfg.failed_only)
 		return 0; /* counted on sys_exit, where the result is known */
@@ -419,9 +432,21 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 		bump_hash(&errors, &k);
 	}
 	if (cfg.latency) {
-#ifdef PERCPU_NO_BTF
+#ifndef PERCPU_NO_BTF
+		if (cfg.task_storage) {
+			__u64 *ts = bpf_task_storage_get(&starts, task, 0, 0);
+
+			if (ts && *ts) {
+				__u64 delta = bpf_ktime_get_ns() - *ts;
+
+				*ts = 0;
+				count_latency(slot, log2_u64(delta));
+			}
+			return 0;
+		}
+#endif
 		__u32 tid = (__u32)bpf_get_current_pid_tgid();
-		struct start *st = bpf_map_lookup_elem(&starts, &tid);
+		struct start *st = bpf_map_lookup_elem(&starts_tid, &tid);
 
 		if (st && st->ts && st->slot == slot) {
 			__u64 delta = bpf_ktime_get_ns() - st->ts;
@@ -429,16 +454,6 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 			st->ts = 0;
 			count_latency(slot, log2_u64(delta));
 		}
-#else
-		__u64 *ts = bpf_task_storage_get(&starts, task, 0, 0);
-
-		if (ts && *ts) {
-			__u64 delta = bpf_ktime_get_ns() - *ts;
-
-			*ts = 0;
-			count_latency(slot, log2_u64(delta));
-		}
-#endif
 	}
 	return 0;
 }
@@ -472,9 +487,10 @@ int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 
 /* --- tp_btf: typed arguments, direct reads through BTF pointers ----------------------------------- */
 
-/* The task pointer is fetched only when a mode reads from it; the verifier drops the call otherwise. */
-#define NEED_TASK_ENTER (cfg.latency || (cfg.per_process && !cfg.failed_only))
-#define NEED_TASK_EXIT (cfg.latency || (cfg.per_process && cfg.failed_only))
+/* The task pointer is fetched only when a mode reads from it and the kernel has the helper (5.11); the
+ * verifier drops the call otherwise. */
+#define NEED_TASK_ENTER (cfg.task_btf && ((cfg.latency && cfg.task_storage) || (cfg.per_process && !cfg.failed_only)))
+#define NEED_TASK_EXIT (cfg.task_btf && ((cfg.latency && cfg.task_storage) || (cfg.per_process && cfg.failed_only)))
 
 static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
 {

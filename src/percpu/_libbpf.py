@@ -273,6 +273,9 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "libbpf_version_string": (_S, []),
     "libbpf_num_possible_cpus": (_I, []),
     "libbpf_set_print": (_P, [_PRINT_FN]),
+    "libbpf_probe_bpf_map_type": (_I, [_I, _P]),
+    "libbpf_probe_bpf_prog_type": (_I, [_I, _P]),
+    "libbpf_probe_bpf_helper": (_I, [_I, _I, _P]),
     "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(_MapCreateOpts)]),
     "bpf_map_lookup_elem_flags": (_I, [_I, _P, _P, _U64]),
     "bpf_map_update_elem": (_I, [_I, _P, _P, _U64]),
@@ -305,6 +308,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__name": (_S, [_P]),
     "bpf_map__fd": (_I, [_P]),
     "bpf_map__set_max_entries": (_I, [_P, _U32]),
+    "bpf_map__set_autocreate": (_I, [_P, ctypes.c_bool]),
     "bpf_map__max_entries": (_U32, [_P]),
     "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(_SZ)]),
     "bpf_map__set_initial_value": (_I, [_P, _P, _SZ]),
@@ -658,6 +662,27 @@ class Libbpf:
             raise PartialBatch(-ret, int(n.value))
         return int(n.value)
 
+    # --- probes ---------------------------------------------------------------------------------------
+
+    def probe_map_type(self, map_type: int) -> bool:
+        ret = int(self.fn("libbpf_probe_bpf_map_type")(map_type, None))
+        if ret < 0:
+            raise OSError(-ret, os.strerror(-ret))
+        return ret == 1
+
+    def probe_prog_type(self, prog_type: int) -> bool:
+        ret = int(self.fn("libbpf_probe_bpf_prog_type")(prog_type, None))
+        if ret < 0:
+            raise OSError(-ret, os.strerror(-ret))
+        return ret == 1
+
+    def probe_helper(self, prog_type: int, helper_id: int) -> bool:
+        """Whether programs of ``prog_type`` may call BPF helper ``helper_id`` on this kernel."""
+        ret = int(self.fn("libbpf_probe_bpf_helper")(prog_type, helper_id, None))
+        if ret < 0:
+            raise OSError(-ret, os.strerror(-ret))
+        return ret == 1
+
     # --- programs from raw instructions (tests, probes) ---------------------------------------------
 
     def prog_load_insns(self, prog_type: int, name: str, insns: list[tuple[int, int, int, int]]) -> int:
@@ -720,6 +745,11 @@ class Libbpf:
 
     def map_set_max_entries(self, m: int, n: int) -> None:
         _check(self.fn("bpf_map__set_max_entries")(m, n))
+
+    def map_set_autocreate(self, m: int, on: bool) -> None:
+        # libbpf (1.1+) turns a loaded program's references to a map it did not create into a call that
+        # fails verification if reached: code the verifier finds dead may name such a map.
+        _check(self.fn("bpf_map__set_autocreate")(m, on))
 
     def map_initial_value(self, m: int) -> tuple[int, int]:
         """(address, size) of a global-data map's contents before load, e.g. .rodata."""
@@ -805,3 +835,50 @@ def use_backend(fake: Backend) -> Iterator[Backend]:
     finally:
         with _backend_lock:
             _backend = old
+
+
+# --- process privileges (the exporter gives its capabilities up once its programs are attached) -----
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """prctl(2) through the C library; raises OSError with the errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    libc.prctl.restype = ctypes.c_int
+    ret = int(libc.prctl(option, arg2, arg3, arg4, arg5))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) for the calling thread (capabilities are per thread: call it before starting threads)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
+    libc.capset.restype = ctypes.c_int
+    data = (_CapData * 2)()
+    for i in range(2):
+        data[i] = _CapData(
+            effective >> (32 * i) & 0xFFFFFFFF,
+            permitted >> (32 * i) & 0xFFFFFFFF,
+            inheritable >> (32 * i) & 0xFFFFFFFF,
+        )
+    if libc.capset(ctypes.byref(_CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))

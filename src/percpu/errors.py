@@ -16,6 +16,7 @@ __all__ = [
     "BpfError",
     "BtfError",
     "CpuNotPossible",
+    "InvalidFilter",
     "KeyExists",
     "KeyNotFound",
     "LibbpfError",
@@ -49,6 +50,16 @@ class PercpuError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class InvalidFilter(PercpuError, ValueError):
+    """A counting filter that the kernel could not hold as given (a pid beyond the kernel's limit, a cgroup
+    id beyond 64 bits, a command name longer than 15 bytes): refused rather than truncated into a filter on
+    something else. ``field`` names the filter (``tgid``, ``tid``, ``cgroup``, ``comm``)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class LibbpfError(PercpuError):

@@ -273,6 +273,10 @@ class BpfObject:
                 f"{os.path.basename(self.path)} has no map {name!r} (maps: {', '.join(sorted(self._maps))})"
             ) from None
 
+    @property
+    def map_names(self) -> list[str]:
+        return sorted(self._maps)
+
     def set_max_entries(self, name: str, n: int) -> None:
         if self.loaded:
             raise PercpuError("max_entries can only change before load()")
@@ -280,6 +284,16 @@ class BpfObject:
             self._lib.map_set_max_entries(self._map_ptr(name), n)
         except OSError as exc:
             raise from_errno(exc.errno or 0, f"set max_entries of {name}") from exc
+
+    def set_autocreate(self, name: str, on: bool) -> None:
+        """Whether load() creates map ``name``. A map left out must only be named by code the verifier
+        finds dead (e.g. behind a .rodata switch), or the load fails."""
+        if self.loaded:
+            raise PercpuError("autocreate can only change before load()")
+        try:
+            self._lib.map_set_autocreate(self._map_ptr(name), on)
+        except OSError as exc:
+            raise from_errno(exc.errno or 0, f"set autocreate of {name}") from exc
 
     def rodata(self) -> Rodata:
         """The object's ``.rodata`` (``const volatile`` globals), writable until :meth:`load`.

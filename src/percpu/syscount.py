@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import threading
 import time
@@ -27,7 +28,7 @@ import numpy as np
 from . import _libbpf, _procfs
 from . import syscalls as _names
 from .cpus import CpuList, machine, possible_cpus
-from .errors import AttachError, NotSupported, PercpuError, ProgramLoadError
+from .errors import AttachError, InvalidFilter, NotSupported, PercpuError, ProgramLoadError
 from .maps import Map
 from .objects import BpfObject, bundled
 
@@ -75,7 +76,8 @@ class _Config(ctypes.Structure):
         ("errors", ctypes.c_uint8),
         ("latency", ctypes.c_uint8),
         ("detect_compat", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 2),
+        ("task_btf", ctypes.c_uint8),
+        ("task_storage", ctypes.c_uint8),
         ("syscall_mask", ctypes.c_uint64 * 16),
     ]
 
@@ -186,16 +188,67 @@ def _cgroup_id_exists(root: str, cgroup_id: int) -> bool:
     return False
 
 
+# The kernel's hard limit on pid numbers (PID_MAX_LIMIT on 64-bit; pid_max can only be set lower).
+PID_MAX_LIMIT = 1 << 22
+# task->comm is 16 bytes with the terminating NUL.
+COMM_LEN = 15
+
+
+def _check_id(value: object, name: str, limit: int, what: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidFilter(f"{name} filter {value!r}: {what} must be a whole number", field=name)
+    if not 1 <= value <= limit:
+        raise InvalidFilter(f"{name} filter {value}: {what} must be in 1..{limit}", field=name)
+
+
 @dataclass(frozen=True)
 class Filters:
-    """In-kernel filters, fixed when the programs load. Unset fields filter nothing."""
+    """In-kernel filters, fixed when the programs load. Unset fields filter nothing.
+
+    ``comm`` is compared by the kernel byte for byte with the task's name (at most 15 bytes): a ``str`` is
+    encoded as the file system encodes names (UTF-8, with undecodable bytes from the command line kept as
+    they were), ``bytes`` are taken as they are. Values the kernel could not hold (a pid above the kernel's
+    limit, a cgroup id beyond 64 bits, a longer name) raise :class:`~percpu.errors.InvalidFilter` here,
+    instead of being truncated into a filter on some other task.
+    """
 
     tgid: int | None = None
     tid: int | None = None
-    comm: str | None = None
+    comm: str | bytes | None = None
     cgroup: int | str | None = None  # cgroup v2 id, or a path (absolute, or under the cgroup2 mount)
     syscalls: Sequence[int | str] | None = None  # names ("read", "compat:read") or numbers
     failed_only: bool = False
+
+    def __post_init__(self) -> None:
+        _check_id(self.tgid, "tgid", PID_MAX_LIMIT, "a process id")
+        _check_id(self.tid, "tid", PID_MAX_LIMIT, "a thread id")
+        if self.cgroup is not None and not isinstance(self.cgroup, str):
+            _check_id(self.cgroup, "cgroup", (1 << 64) - 1, "a cgroup v2 id")
+        self.comm_bytes()
+
+    def comm_bytes(self) -> bytes | None:
+        """The name the kernel compares, as bytes; None when there is no name filter."""
+        if self.comm is None:
+            return None
+        if isinstance(self.comm, bytes):
+            raw = self.comm
+        elif isinstance(self.comm, str):
+            raw = os.fsencode(self.comm)  # surrogate escapes back to the bytes the command line held
+        else:
+            raise InvalidFilter(f"comm filter {self.comm!r}: give a str or bytes", field="comm")
+        if not raw:
+            raise InvalidFilter("comm filter is empty: give a command name, or no comm filter", field="comm")
+        if b"\0" in raw:
+            raise InvalidFilter(f"comm filter {raw!r} has a NUL byte, which no task name holds", field="comm")
+        if len(raw) > COMM_LEN:
+            raise InvalidFilter(
+                f"comm filter {raw!r} is {len(raw)} bytes; the kernel keeps {COMM_LEN} bytes of a task's "
+                f"name: give the first {COMM_LEN} (e.g. {raw[:COMM_LEN]!r})",
+                field="comm",
+            )
+        return raw
 
     def cgroup_id(self) -> int | None:
         """The cgroup v2 id to filter on; refuses paths outside the cgroup2 mount and ids none has."""
@@ -375,6 +428,48 @@ def _btf_available() -> bool:
     return os.path.exists("/sys/kernel/btf/vmlinux")
 
 
+# enum bpf_prog_type, enum bpf_func_id and enum bpf_map_type values (include/uapi/linux/bpf.h)
+_PROG_TRACEPOINT = 5
+_PROG_RAW_TRACEPOINT = 17
+_FUNC_TASK_STORAGE_GET = 156
+_FUNC_GET_CURRENT_TASK_BTF = 158
+_FUNC_TASK_PT_REGS = 175
+_MAP_TASK_STORAGE = 29
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    """What the syscall counter's optional code paths need, probed on the running kernel (each a load of
+    a tiny program or map, not a version comparison: distributions backport)."""
+
+    task_btf: bool  # bpf_get_current_task_btf(), Linux 5.11: tgid and comm read straight from the task
+    task_storage: bool  # task local storage from tracing programs, Linux 5.11: latency start times
+    task_pt_regs: bool  # bpf_task_pt_regs(), Linux 5.15: the classic tracepoint's 32-bit call check
+
+
+@functools.cache
+def kernel_features() -> KernelFeatures:
+    """Probe (once per process) the helpers and map types the counter's modes choose between."""
+    lib = _libbpf.libbpf()
+
+    def helper(prog_type: int, func: int) -> bool:
+        try:
+            return lib.probe_helper(prog_type, func)
+        except OSError:
+            return False  # cannot tell (no privilege): the fallback paths work everywhere
+
+    try:
+        storage_map = lib.probe_map_type(_MAP_TASK_STORAGE)
+    except OSError:
+        storage_map = False
+    task_btf = helper(_PROG_RAW_TRACEPOINT, _FUNC_GET_CURRENT_TASK_BTF)
+    return KernelFeatures(
+        task_btf=task_btf,
+        task_storage=task_btf and storage_map and helper(_PROG_RAW_TRACEPOINT, _FUNC_TASK_STORAGE_GET),
+        task_pt_regs=task_btf and helper(_PROG_TRACEPOINT, _FUNC_TASK_PT_REGS),
+    )
+
+
 class SyscallCounter:
     """Count system calls per CPU (and, on request, per process, per errno and by latency).
 
@@ -433,10 +528,8 @@ class SyscallCounter:
         cfg.filter_tgid = f.tgid or 0
         cfg.filter_tid = f.tid or 0
         cfg.filter_cgroup = f.cgroup_id() or 0
-        if f.comm:
-            comm = f.comm.encode()
-            if len(comm) > 15:
-                raise PercpuError(f"comm filter {f.comm!r} is longer than the kernel's 15 characters")
+        comm = f.comm_bytes()
+        if comm is not None:
             cfg.filter_comm = comm
         slots = f.slots(self.arch)
         if f.syscalls is not None:
@@ -493,8 +586,20 @@ class SyscallCounter:
         )
 
     def _start(self, mode: str) -> None:
+        feats = kernel_features()
+        if mode == "tracepoint" and self.detect_compat and not feats.task_pt_regs:
+            raise NotSupported(
+                "the classic tracepoint tells 32-bit calls apart through bpf_task_pt_regs(), which this "
+                "kernel lacks (Linux 5.15 adds it); tp_btf and raw_tp need no such helper",
+                feature="bpf_task_pt_regs",
+                min_kernel="5.15",
+            )
         if mode == "tracepoint":
             ensure_tracefs()
+        # Paths for kernels before 5.11 (helpers instead of the task pointer, start times by thread id)
+        # are chosen per feature, so each mode works wherever its own needs are met.
+        self._config.task_btf = int(feats.task_btf and not self._nobtf)
+        self._config.task_storage = int(feats.task_storage and not self._nobtf)
         obj = BpfObject(self._obj_path)
         try:
             view = obj.rodata()
@@ -517,8 +622,13 @@ class SyscallCounter:
             if not self.latency:
                 obj.set_max_entries("latency", 1)
                 obj.set_max_entries("lat_rows", 1)
-                if self._nobtf:  # its start times are an LRU hash, allocated up front
-                    obj.set_max_entries("starts", 1)
+            # Only the start-time map latency uses is created: a kernel without task local storage
+            # (before 5.11) cannot create that map at all, and an unused LRU hash is allocated up front.
+            names = obj.map_names
+            if "starts" in names:
+                obj.set_autocreate("starts", self.latency and bool(self._config.task_storage))
+            if "starts_tid" in names:
+                obj.set_autocreate("starts_tid", self.latency and not self._config.task_storage)
             obj.load()
             obj.attach(enter)
             if self.needs_exit:
@@ -628,3 +738,67 @@ class SyscallCounter:
 def slots_by_name(names: Iterable[str], arch: str | None = None) -> list[int]:
     """Slots of syscalls given by name (``read``, ``compat:read``)."""
     return Filters(syscalls=list(names)).slots(arch)
+
+
+@dataclass(frozen=True)
+class ModeSupport:
+    """Whether one mode of the counter loads and attaches on this kernel, at which hook, and how."""
+
+    mode: str
+    flag: str
+    supported: bool
+    hook: str | None
+    detail: str
+
+
+def _modes() -> list[tuple[str, str, dict[str, Any]]]:
+    me = os.getpid()
+    return [
+        ("default", "", {}),
+        ("per-process", "-P", {"per_process": True}),
+        ("errors", "-e", {"errors": True}),
+        ("latency", "-L", {"latency": True}),
+        ("failed only", "-x", {"filters": Filters(failed_only=True)}),
+        (
+            "filters",
+            "-p -t -c -s --cgroup",
+            {
+                "filters": Filters(
+                    tgid=me,
+                    tid=me,
+                    comm="percpu",
+                    syscalls=["getppid"],
+                    cgroup="/" if cgroup2_root() else None,
+                )
+            },
+        ),
+    ]
+
+
+def mode_support() -> list[ModeSupport]:
+    """Load and attach the counter once per mode (then detach): what this kernel really supports."""
+    out: list[ModeSupport] = []
+    feats: KernelFeatures | None = None
+    for mode, flag, kw in _modes():
+        try:
+            feats = feats or kernel_features()
+            with SyscallCounter(**kw) as c:
+                hook = c.attach_mode
+        except PercpuError as exc:
+            out.append(ModeSupport(mode, flag, False, None, str(exc).splitlines()[0]))
+            continue
+        how = f"attaches at {hook}"
+        if mode == "per-process":
+            how += (
+                "; tgid and comm read from the task"
+                if feats.task_btf
+                else "; tgid and comm from helpers (bpf_get_current_task_btf needs Linux 5.11)"
+            )
+        if mode == "latency":
+            how += (
+                "; start times in task local storage"
+                if feats.task_storage
+                else "; start times in a hash by thread id (task local storage needs Linux 5.11)"
+            )
+        out.append(ModeSupport(mode, flag, True, hook, how))
+    return out

@@ -28,7 +28,7 @@ def main() -> int:
     os.sched_setaffinity(0, {args.cpu})
     if args.comm:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, args.comm.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+        libc.prctl(15, os.fsencode(args.comm)[:15], 0, 0, 0)  # PR_SET_NAME; bytes as given, not UTF-8
     if args.wait_stdin:
         sys.stdin.readline()
     getppid = os.getppid

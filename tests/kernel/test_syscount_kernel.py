@@ -13,10 +13,18 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from percpu import syscount
 from percpu.cpus import topology
-from percpu.errors import PercpuError
+from percpu.errors import NotSupported, PercpuError
 from percpu.syscalls import syscall_number
-from percpu.syscount import ATTACH_MODES, Filters, SyscallCounter, cgroup2_root
+from percpu.syscount import (
+    ATTACH_MODES,
+    LAT_BUCKETS,
+    Filters,
+    KernelFeatures,
+    SyscallCounter,
+    cgroup2_root,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -24,7 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "..", "helpers", "syscall_workload.py")
 GETPPID = syscall_number("getppid")
 CLOSE = syscall_number("close")
-COMM = "pcpu_workload"
+# Unique to this test run: on a shared machine another run of these tests may be counting a workload of
+# its own at the same moment, and a shared name would let its calls into this run's comm filter.
+COMM = f"pcpuw{os.getpid()}"[:15]
 
 
 def run_workload(calls: int, cpu: int, *extra: str) -> dict[str, float]:
@@ -67,7 +77,14 @@ def test_exact_count_per_process_on_its_cpu(calls: int) -> None:
 def test_exact_count_each_attach_mode(mode: str) -> None:
     cpu, other = cpu_pair()
     cpus = list(topology().possible)
-    with SyscallCounter(filters=Filters(comm=COMM), attach=mode) as c:
+    compat = True
+    if mode == "tracepoint" and not syscount.kernel_features().task_pt_regs:
+        # Before 5.15 the classic tracepoint cannot tell 32-bit calls apart: refused up front with
+        # compat detection on, and it counts with it off.
+        with pytest.raises(NotSupported, match=r"bpf_task_pt_regs.*5\.15"):
+            SyscallCounter(filters=Filters(comm=COMM), attach=mode)
+        compat = False
+    with SyscallCounter(filters=Filters(comm=COMM), attach=mode, detect_compat=compat) as c:
         assert c.attach_mode == mode
         before = c.snapshot()
         run_workload(100_000, cpu)
@@ -106,9 +123,9 @@ def test_latency_histogram_holds_every_call() -> None:
     keys, counts = snap.latency
     mine = keys["slot"] == GETPPID
     assert int(counts[mine].sum()) == 20_000
-    # getppid takes between 16 ns and 1 ms on any machine this runs on
-    buckets = keys["bucket"][mine]
-    assert buckets.min() >= 4 and buckets.max() <= 20
+    # Which buckets the calls land in is timing (under qemu TCG a preempted getppid takes over 1 ms): only
+    # the bucket range the key can hold is asserted here; where they land belongs in benchmarks.
+    assert int(keys["bucket"][mine].max()) < LAT_BUCKETS
 
 
 def test_syscall_subset_filter() -> None:
@@ -352,3 +369,85 @@ print(c.attach_mode, n >= 300, " tracefs " in open("/proc/self/mounts").read())
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["tracepoint", "True", "True"]
+
+
+# Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11), nor
+# bpf_task_pt_regs() (5.15). With the probes made to say so, the counter takes the paths it takes there.
+BEFORE_5_11 = KernelFeatures(task_btf=False, task_storage=False, task_pt_regs=False)
+
+OLD_KERNEL_MODES: dict[str, dict[str, object]] = {
+    # No filter in these two (the fast path, and per-process counts as `-P` takes them): other tasks'
+    # getppid calls may add to the CPU's count, so exactness is checked on the workload's own key.
+    "default": {},
+    "per_process": {"per_process": True},
+    "errors": {"errors": True, "filters": Filters(comm=COMM)},
+    "latency": {"latency": True, "filters": Filters(comm=COMM)},
+    "failed_only": {"filters": Filters(comm=COMM, failed_only=True)},
+    "filters": {"filters": Filters(comm=COMM, syscalls=["getppid", "close"])},
+}
+
+
+@pytest.mark.parametrize("mode", list(OLD_KERNEL_MODES))
+def test_without_the_5_11_helpers_every_mode_counts_exactly(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
+    cpu, other = cpu_pair()
+    cpus = list(topology().possible)
+    with SyscallCounter(**OLD_KERNEL_MODES[mode]) as c:  # type: ignore[arg-type]
+        assert c._config.task_btf == 0 and c._config.task_storage == 0
+        before = c.snapshot()
+        info = run_workload(20_000, cpu, "--fail", "250")
+        d = c.snapshot().delta(before)
+    mine = int(d.counts[cpus.index(cpu), GETPPID])
+    if mode in ("default", "per_process"):
+        assert mine >= 20_000
+    else:
+        assert mine == (0 if mode == "failed_only" else 20_000)
+        assert int(d.counts[cpus.index(other), GETPPID]) == 0
+    assert int(d.counts[cpus.index(cpu), CLOSE]) >= 250  # the interpreter closes files too
+    if mode == "failed_only":
+        assert int(d.counts[cpus.index(cpu), CLOSE]) == 250
+    if mode == "filters":
+        assert set(np.nonzero(d.counts.sum(axis=0))[0].tolist()) == {GETPPID, CLOSE}
+    if mode == "per_process":
+        assert d.procs is not None
+        keys, counts = d.procs
+        mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
+        assert mine.sum() == 1
+        assert int(counts[mine][0][cpus.index(cpu)]) == 20_000
+        assert bytes(keys[mine][0]["comm"]).decode() == COMM
+    if mode == "errors":
+        assert d.errors is not None
+        keys, counts = d.errors
+        hit = (keys["slot"] == CLOSE) & (keys["err"] == errno.EBADF)
+        assert int(counts[hit].sum()) == 250
+    if mode == "latency":
+        assert d.latency is not None
+        keys, counts = d.latency
+        assert int(counts[keys["slot"] == GETPPID].sum()) == 20_000
+
+
+def test_without_task_local_storage_the_storage_map_is_not_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On 5.10 a TASK_STORAGE map cannot be created at all: the counter must not ask for it, and creates
+    the start-time map only for latency."""
+    monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
+    for latency in (True, False):
+        with SyscallCounter(latency=latency, filters=Filters(comm=COMM)) as c:
+            obj = c._obj
+            assert obj is not None
+            with pytest.raises(PercpuError):
+                obj.map_fd("starts")
+            if latency:
+                assert obj.map_fd("starts_tid") >= 0
+            else:
+                with pytest.raises(PercpuError):
+                    obj.map_fd("starts_tid")
+
+
+def test_classic_tracepoint_without_task_pt_regs_is_refused_naming_the_helper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
+    with pytest.raises(NotSupported, match=r"bpf_task_pt_regs.*5\.15"):
+        SyscallCounter(attach="tracepoint", detect_compat=True)

@@ -343,3 +343,51 @@ def test_dashboard_queries_use_exported_names_and_keep_instances_apart() -> None
     # several instances selected: the imbalance is one ratio per instance, not one over all of them
     imbalance = next(e for t, e in exprs.items() if t.startswith("Imbalance"))
     assert imbalance.count("max by (instance)") == 1 and imbalance.count("avg by (instance)") == 1
+
+
+def test_comm_bookkeeping_stays_bounded_whatever_processes_call_themselves() -> None:
+    """Processes that rename themselves in a loop: the names held stay at max_comms, the rest is "other"."""
+    f = FakeCounter(2)
+    c = SyscallCollector(f, max_comms=3)
+    total = 0
+    for i in range(200):
+        keys = np.zeros(50, PROC_KEY)
+        keys["tgid"] = 1000 + np.arange(50)
+        keys["slot"] = 39
+        keys["comm"] = [f"n{i}-{j}".encode() for j in range(50)]  # 50 new names every scrape
+        f.procs = (keys, np.ones((50, 2), np.uint64))
+        total += 100
+        got = scrape(c)
+        comms = {dict(k[1])["comm"] for k in got if k[0] == "percpu_process_syscalls_total"}
+        assert len(comms) <= 4 and "other" in comms
+        assert c.tracked_comms == 3
+        assert c.tracked_process_keys == 50  # the keys the map holds now, not every key ever seen
+        procs = sum(v for k, v in got.items() if k[0] == "percpu_process_syscalls_total")
+        assert procs == total  # no call lost or counted twice while names come and go
+    assert got[("percpu_exporter_tracked_comms", ())] == 3
+
+
+def test_label_values_are_escaped() -> None:
+    f = FakeCounter(1)
+    keys = np.zeros(1, PROC_KEY)
+    keys["comm"] = [b'a"b\\c\nd']
+    f.procs = (keys, np.array([[4]], np.uint64))
+    f.counts[0, 0] = 1
+    c = SyscallCollector(f)
+    for om in (False, True):
+        got = _parse(c.expose(openmetrics=om).decode())
+        assert got[("percpu_process_syscalls_total", (("comm", 'a"b\\c\nd'), ("syscall", "read")))] == 4
+
+
+def test_exposition_shares_one_rendering_and_gzips() -> None:
+    import gzip
+
+    f = FakeCounter(4)
+    f.counts[:, 0] = 5
+    exp = SyscallCollector(f).scrape()
+    plain = exp.body(openmetrics=False)
+    assert exp.body(openmetrics=False) is plain  # one copy, however many readers
+    assert gzip.decompress(exp.body(openmetrics=False, gzipped=True)) == plain
+    om = exp.body(openmetrics=True)
+    assert om.endswith(b"# EOF\n") and _parse(om.decode()) == _parse(plain.decode())
+    assert exp.series == sum(1 for _ in _parse(plain.decode())) + 1  # + the scrape duration

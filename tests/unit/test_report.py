@@ -19,6 +19,7 @@ from percpu.syscount import (
     NR_SLOTS,
     PROC_KEY,
     Filters,
+    SyscallDelta,
     SyscallSnapshot,
     slot_name,
 )
@@ -154,3 +155,42 @@ def test_imbalance_is_over_cpus_that_were_online_or_busy() -> None:
     assert later.delta(earlier).imbalance() == pytest.approx(4000 / (7000 / 4))
     unknown = SyscallSnapshot(time=1.0, cpus=wide, counts=counts)  # online unknown: all possible
     assert unknown.delta(earlier).imbalance() == pytest.approx(4000 / (7000 / 128))
+
+
+HOSTILE = b"\x1b]0;owned\x07\xff\x9b2J"  # set the window title, a byte not UTF-8, a C1 CSI
+
+
+def hostile_procs() -> SyscallDelta:
+    k = np.zeros(3, dtype=PROC_KEY)
+    k["tgid"] = [100, 200, 300]
+    k["slot"] = [0, 0, 0]
+    k["comm"] = [HOSTILE, "\u202eevil".encode(), b"back\\x1bslash"]
+    counts = np.array([[5, 0, 0], [4, 0, 0], [3, 0, 0]], dtype=np.uint64)
+    return snap(1.0, {(0, 0): 12}, procs=(k, counts)).since_start()
+
+
+def test_process_names_reach_the_terminal_escaped() -> None:
+    text = _report.table(hostile_procs())
+    assert not any(ch in text for ch in "\x1b\x07\x9b\u202e"), repr(text)
+    assert "\\x1b]0;owned\\x07\\xff\\xc2\\x9b2J" not in text  # C1 is one character, not two bytes
+    assert "\\x1b]0;owned\\x07\\xff\\x9b2J" in text
+    assert "\\u202eevil" in text
+    assert "back\\\\x1bslash" in text  # a literal backslash cannot pass for an escape
+
+
+def test_process_names_in_json_are_faithful_and_safe() -> None:
+    obj = _report.to_json(hostile_procs(), end_time=0.0, attach=None)
+    line = json.dumps(obj)
+    assert not any(ch in line for ch in "\x1b\x07\x9b\u202e")
+    by_pid = {p["pid"]: p for p in json.loads(line)["processes"]}
+    assert bytes.fromhex(by_pid[100]["comm_hex"]) == HOSTILE  # not UTF-8: the exact bytes as hex
+    assert by_pid[200]["comm"] == "\u202eevil" and "comm_hex" not in by_pid[200]
+    assert by_pid[300]["comm"] == "back\\x1bslash"
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [(b"bash", "bash"), ("café".encode(), "café"), (b"a\tb\r\n", "a\\x09b\\x0d\\x0a"), (b"\x7f", "\\x7f")],
+)
+def test_printable(raw: bytes, shown: str) -> None:
+    assert _report.printable(raw) == shown

@@ -106,3 +106,24 @@ def test_top_n_limits_rows() -> None:
 )
 def test_sort_keys(sort: str, order: list[str]) -> None:
     assert body(draw(80, sort=sort)) == order
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(3, 12), (1, 80), (7, 80), (24, 35), (2, 2)])
+def test_a_window_too_small_says_so(rows: int, cols: int) -> None:
+    scr = FakeScreen(rows, cols)  # asserts that nothing is drawn outside the window
+    view = _top._View(FakeCounter(), 1.0, "total", 0)  # type: ignore[arg-type]
+    view.delta = delta(BUSY)
+    view.draw(scr)
+    text = "".join(scr.lines())
+    if cols > 12:
+        assert f"window {cols}x{rows} too small" in text, scr.lines()
+    assert "SYSCALL" not in text
+
+
+def test_the_smallest_window_shows_the_view() -> None:
+    scr = FakeScreen(_top.MIN_ROWS, _top.MIN_COLS)
+    view = _top._View(FakeCounter(), 1.0, "total", 0)  # type: ignore[arg-type]
+    view.delta = delta(BUSY)
+    view.draw(scr)
+    lines = scr.lines()
+    assert lines[3].startswith("SYSCALL") and lines[4].startswith("read"), lines

@@ -1,36 +1,90 @@
-"""Boot kernels in qemu (virtme-ng, TCG) with possible CPUs far above online CPUs and run percpu's kernel
-tests inside each. Called by scripts/vm-matrix; prints one row per VM and exits non-zero if any VM failed.
+"""Boot Debian's kernels (5.10 to 7.x, fetched by package name) in qemu (virtme-ng, TCG), most with possible
+CPUs far above online CPUs, and run percpu's kernel tests inside each. Called by scripts/vm-matrix; prints
+one row per VM and exits non-zero if any VM failed.
 
-The guest sees the host's files, so the project's .venv runs inside unchanged.
+The guest sees the host's files, so the project's .venv runs inside unchanged. Each VM also runs
+``percpu doctor --json``; ``--results FILE`` writes every VM's row and doctor report as JSON, from which
+tools/vm_support_table.py generates the support table in docs/vm-matrix.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kernels  # a sibling script, not a package import
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TESTS = "tests/vm tests/kernel/test_maps_kernel.py tests/kernel/test_syscount_kernel.py"
+# The library, syscount, CLI and inspection kernel tests, and the possible > online tests. The exporter's
+# Prometheus test runs on the host only (it scrapes on a wall clock a TCG guest cannot keep).
+DEFAULT_TESTS = (
+    "tests/vm/test_vm.py",
+    "tests/kernel/test_maps_kernel.py",
+    "tests/kernel/test_syscount_kernel.py",
+    "tests/kernel/test_cli_syscalls.py",
+    "tests/kernel/test_inspect_kernel.py",
+)
+
+
+@dataclass(frozen=True)
+class VmSpec:
+    """One guest: which kernel (a series of kernels.SERIES, or "host"), its CPUs, extra qemu options and
+    kernel command line, and what runs inside."""
+
+    name: str
+    kernel: str
+    smp: str = "2"
+    qemu_opts: tuple[str, ...] = ()
+    append: tuple[str, ...] = ()
+    numa: tuple[str, ...] = ()  # vng --numa specs (needs the pc machine, not microvm)
+    tests: tuple[str, ...] = DEFAULT_TESTS
+    marks: str = "kernel or vm"
+    memory: str = "2G"
+    ci: bool = False  # run by scripts/test (CI); the rest run with --all
+    note: str = ""
+
+
+VMS: tuple[VmSpec, ...] = (
+    VmSpec(
+        "5.10-max16", "5.10", "2,maxcpus=16", ci=True, note="the oldest: bullseye, Amazon Linux 2's series"
+    ),
+    VmSpec("6.1-max64", "6.1", "2,maxcpus=64", ci=True, note="possible 0-63, online 0-1"),
+    VmSpec("6.12-max24", "6.12", "2,maxcpus=24"),
+    VmSpec("7-max32", "7", "2,maxcpus=32", ci=True, note="the newest: trixie-backports"),
+    VmSpec("host-max8", "host", "2,maxcpus=8", note="this machine's kernel, when its image is on disk"),
+    # Topology: two sockets of two cores on two NUMA nodes, one CPU isolated (tests/vm/test_topology_vm.py).
+    VmSpec(
+        "topo-2x2-numa",
+        "6.1",
+        "4,sockets=2,cores=2,threads=1",
+        numa=("1G,cpus=0-1", "1G,cpus=2-3"),
+        append=("isolcpus=3",),
+        tests=("tests/vm/test_topology_vm.py",),
+        marks="vm",
+    ),
+)
 
 
 @dataclass
-class Vm:
-    name: str
-    kernel: str | None  # path of the image, None when there is none to boot
-    smp: str
-    why_not: str = ""
-
-
-def debian_kernel() -> str | None:
-    images = sorted(glob.glob("/boot/vmlinuz-*-amd64"))
-    return images[-1] if images else None
+class Result:
+    vm: str
+    kernel: str = "?"
+    package: str = ""
+    possible: str = "?"
+    online: str = "?"
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    status: str = "?"
+    doctor: dict[str, object] | None = None
+    output: str = ""
 
 
 def host_kernel() -> tuple[str | None, str]:
@@ -41,116 +95,194 @@ def host_kernel() -> tuple[str | None, str]:
     return None, f"no image of the running kernel ({rel}) on disk (/boot, /lib/modules)"
 
 
-def matrix() -> list[Vm]:
-    deb = debian_kernel()
-    vms = [
-        Vm(
-            "debian-smp2-max8",
-            deb,
-            "2,maxcpus=8",
-            "" if deb else "no Debian kernel in /boot (linux-image-amd64)",
-        ),
-        Vm("debian-smp2-max64", deb, "2,maxcpus=64", "" if deb else "no Debian kernel in /boot"),
-    ]
-    img, why = host_kernel()
-    vms.append(Vm("host-kernel-smp2-max8", img, "2,maxcpus=8", why))
-    return vms
+def _cpu_count(cpulist: str) -> int:
+    n = 0
+    for part in cpulist.split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            n += int(hi or lo) - int(lo) + 1
+    return n
 
 
-def run_vm(vm: Vm, py: str, tests: str, timeout: float) -> dict[str, str]:
+def vng_command(vm: VmSpec, image: str, inner: str) -> list[str]:
+    cmd = ["vng", "--run", image, "--disable-kvm", "--memory", vm.memory]
+    if vm.numa:
+        cmd.append("--disable-microvm")
+        for n in vm.numa:
+            cmd += ["--numa", n]
+    qemu = [f"-smp {vm.smp}", *vm.qemu_opts]
+    cmd.append("--qemu-opts=" + " ".join(qemu))
+    for a in vm.append:
+        cmd += ["--append", a]
+    return [*cmd, "--exec", inner]
+
+
+def run_vm(vm: VmSpec, image: str, py: str, timeout: float) -> Result:
+    tests = " ".join(vm.tests)
     inner = (
         f"cd {REPO} && echo PERCPU_POSSIBLE=$(cat /sys/devices/system/cpu/possible) "
-        f"PERCPU_ONLINE=$(cat /sys/devices/system/cpu/online) PERCPU_KERNEL=$(uname -r) && "
+        f"PERCPU_ONLINE=$(cat /sys/devices/system/cpu/online) PERCPU_KERNEL=$(uname -r); "
+        f"echo PERCPU_DOCTOR_BEGIN; {os.path.dirname(py)}/percpu doctor --json; echo PERCPU_DOCTOR_END; "
         # numpy's AVX2 sort kernels return wrong orders under QEMU's TCG emulation (seen with numpy 2.4:
         # np.argsort of uint32 was wrong, np.sort right): keep numpy on its baseline SIMD in the guest.
         f"NPY_DISABLE_CPU_FEATURES=X86_V3 TMPDIR=/tmp {py} -m pytest {tests} -q -p no:cacheprovider "
-        "-m 'kernel or vm' -rs"
+        f"-m '{vm.marks}' -rs"
     )
-    venv_bin = os.path.dirname(py)
-    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
-    cmd = [
-        "vng",
-        "--run",
-        str(vm.kernel),
-        "--disable-kvm",
-        "--memory",
-        "2G",
-        f"--qemu-opts=-smp {vm.smp}",
-        "--exec",
-        inner,
-    ]
+    env = {**os.environ, "PATH": f"{os.path.dirname(py)}:{os.environ.get('PATH', '')}"}
     t0 = time.monotonic()
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        p = subprocess.run(
+            vng_command(vm, image, inner), capture_output=True, text=True, timeout=timeout, env=env
+        )
         out, rc = p.stdout + p.stderr, p.returncode
     except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         out += f"\n(timed out after {timeout:.0f} s)"
         rc = 124
-    secs = time.monotonic() - t0
+    r = Result(vm.name, seconds=time.monotonic() - t0, output=out)
     m = re.search(r"PERCPU_POSSIBLE=(\S+) PERCPU_ONLINE=(\S+) PERCPU_KERNEL=(\S+)", out)
+    if m:
+        r.possible, r.online, r.kernel = m.groups()
+    d = re.search(r"PERCPU_DOCTOR_BEGIN\n(.*?)PERCPU_DOCTOR_END", out, re.S)
+    if d:
+        try:
+            r.doctor = json.loads(d.group(1))
+        except ValueError:
+            r.doctor = None
     summary = ""
     for line in out.splitlines():
-        if re.search(r"\d+ (passed|failed|error)", line) and " in " in line:
+        if re.search(r"\d+ (passed|failed|errors?|skipped)", line) and " in " in line:
             summary = line.strip("= ")
-    counts = {k: "0" for k in ("passed", "failed", "skipped", "error")}
+    r.counts = {k: 0 for k in ("passed", "failed", "skipped", "error")}
     for n, what in re.findall(r"(\d+) (passed|failed|skipped|errors?)", summary):
-        counts[what.rstrip("s") if what.startswith("error") else what] = n
-    ok = rc == 0 and counts["failed"] == "0" and counts["error"] == "0" and counts["passed"] != "0"
-    return {
-        "vm": vm.name,
-        "kernel": m.group(3) if m else "?",
-        "possible": m.group(1) if m else "?",
-        "online": m.group(2) if m else "?",
-        **counts,
-        "seconds": f"{secs:.0f}",
-        "status": "ok" if ok else "FAILED",
-        "output": out,
-    }
+        r.counts["error" if what.startswith("error") else what] = int(n)
+    ok = rc == 0 and r.counts["failed"] == 0 and r.counts["error"] == 0 and r.counts["passed"] > 0
+    r.status = "ok" if ok else ("timed out" if rc == 124 else "FAILED")
+    return r
+
+
+def gap_note(r: Result) -> str:
+    """What the row says about possible vs online CPUs."""
+    if r.possible == "?":
+        return ""
+    if _cpu_count(r.possible) > _cpu_count(r.online):
+        return ""
+    return "possible = online: this kernel gave no hotplug CPUs"
+
+
+def print_table(rows: list[Result]) -> None:
+    print(
+        f"\n{'vm':<15} {'kernel':<22} {'possible':>8} {'online':>6} {'passed':>6} {'failed':>6} "
+        f"{'skipped':>7} {'secs':>5}  status"
+    )
+    for r in rows:
+        if r.kernel == "?" and r.status.startswith("not "):
+            print(f"{r.vm:<15} {r.status}")
+            continue
+        note = gap_note(r)
+        print(
+            f"{r.vm:<15} {r.kernel:<22} {r.possible:>8} {r.online:>6} {r.counts.get('passed', 0):>6} "
+            f"{r.counts.get('failed', 0) + r.counts.get('error', 0):>6} {r.counts.get('skipped', 0):>7} "
+            f"{r.seconds:>5.0f}  {r.status}{'  (' + note + ')' if note else ''}"
+        )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", action="append", help="run only this VM (repeatable)")
-    ap.add_argument("--timeout", type=float, default=900, help="seconds per VM (default 900)")
-    ap.add_argument("--tests", default=TESTS, help=f"pytest targets inside the VM (default: {TESTS})")
+    sel = ap.add_mutually_exclusive_group()
+    sel.add_argument("--only", action="append", help="run only this VM (repeatable)")
+    sel.add_argument(
+        "--ci", action="store_true", help="only the VMs CI runs: " + ", ".join(v.name for v in VMS if v.ci)
+    )
+    ap.add_argument("--list", action="store_true", help="list the VMs and exit")
+    ap.add_argument("--timeout", type=float, default=2400, help="seconds per VM (default 2400)")
+    ap.add_argument("--tests", help="pytest targets inside every VM, instead of each VM's own")
+    ap.add_argument("--results", help="write every VM's row and `percpu doctor --json` report to this file")
     ap.add_argument("--verbose", action="store_true", help="print each VM's whole output")
     args = ap.parse_args()
+    if args.list:
+        for v in VMS:
+            print(f"{v.name:<15} kernel {v.kernel:<5} -smp {v.smp:<30} {'CI ' if v.ci else ''}{v.note}")
+        return 0
     py = os.path.join(REPO, os.environ.get("PERCPU_VENV", ".venv"), "bin", "python")
     if not os.path.exists(py):
         sys.exit(f"vm-matrix: no virtualenv at {py}: run scripts/setup.sh --dev")
     vng = shutil.which("vng", path=f"{os.path.dirname(py)}:{os.environ.get('PATH', '')}")
     if vng is None:
         sys.exit("vm-matrix: virtme-ng is not installed in the venv (pip install virtme-ng)")
-    missing = [t for t in ("qemu-system-x86_64", "busybox") if not shutil.which(t)]
+    missing = [
+        t for t in ("qemu-system-x86_64", "busybox", "apt-get", "dpkg-deb", "depmod") if not shutil.which(t)
+    ]
     if missing:
-        sys.exit(f"vm-matrix: missing {', '.join(missing)}: apt-get install qemu-system-x86 busybox-static")
-    rows = []
+        sys.exit(f"vm-matrix: missing {', '.join(missing)}: run scripts/setup.sh --dev")
+    known = {v.name for v in VMS}
+    for name in args.only or ():
+        if name not in known:
+            sys.exit(f"vm-matrix: no VM {name!r}; --list shows them")
+    chosen = [v for v in VMS if (not args.only or v.name in args.only) and (not args.ci or v.ci)]
+    rows: list[Result] = []
     failed = False
-    for vm in matrix():
-        if args.only and vm.name not in args.only:
+    for vm in chosen:
+        missing_tests = [t for t in vm.tests if not os.path.exists(os.path.join(REPO, t.split("::")[0]))]
+        if missing_tests and not args.tests:
+            rows.append(Result(vm.name, status=f"not run: {', '.join(missing_tests)} is not in this tree"))
             continue
-        if vm.kernel is None:
-            rows.append({"vm": vm.name, "status": f"not bootable here: {vm.why_not}"})
+        package = ""
+        if vm.kernel == "host":
+            image, why = host_kernel()
+        else:
+            try:
+                k = kernels.fetch(vm.kernel)
+                image, why, package = k.image, "", k.package
+            except kernels.KernelUnavailable as exc:
+                image, why = None, str(exc)
+        if image is None:
+            rows.append(Result(vm.name, status=f"not bootable here: {why}"))
+            if vm.kernel != "host":
+                failed = True  # a Debian kernel that cannot be fetched is a failure, not a pass
             continue
-        print(f"vm-matrix: booting {vm.name} ({os.path.basename(vm.kernel)}, -smp {vm.smp}) ...", flush=True)
-        r = run_vm(vm, py, args.tests, args.timeout)
-        rows.append(r)
-        if r["status"] != "ok" or args.verbose:
-            print(r["output"][-6000:])
-        failed |= r["status"] != "ok"
-    print(
-        f"\n{'vm':<24} {'kernel':<18} {'possible':>9} {'online':>7} {'passed':>7} {'failed':>7} "
-        f"{'skipped':>8} {'secs':>5}  status"
-    )
-    for r in rows:
-        if "kernel" not in r:
-            print(f"{r['vm']:<24} {r['status']}")
-            continue
+        spec = VmSpec(**{**vm.__dict__, "tests": tuple(args.tests.split())}) if args.tests else vm
         print(
-            f"{r['vm']:<24} {r['kernel']:<18} {r['possible']:>9} {r['online']:>7} {r['passed']:>7} "
-            f"{r['failed']:>7} {r['skipped']:>8} {r['seconds']:>5}  {r['status']}"
+            f"vm-matrix: booting {vm.name} ({package or os.path.basename(image)}, -smp {vm.smp}) ...",
+            flush=True,
         )
+        r = run_vm(spec, image, py, args.timeout)
+        r.package = package
+        rows.append(r)
+        if r.status != "ok" or args.verbose:
+            print(r.output[-8000:])
+        print(
+            f"vm-matrix: {vm.name}: {r.status} in {r.seconds:.0f} s "
+            f"({r.counts.get('passed', 0)} passed, {r.counts.get('failed', 0)} failed)",
+            flush=True,
+        )
+        failed |= r.status != "ok"
+    print_table(rows)
+    if args.results:
+        specs = {v.name: v for v in VMS}
+        with open(args.results, "w", encoding="utf-8") as f:
+            json.dump(
+                [
+                    {
+                        "vm": r.vm,
+                        "series": specs[r.vm].kernel,
+                        "package": r.package,
+                        "kernel": r.kernel,
+                        "smp": specs[r.vm].smp,
+                        "possible": r.possible,
+                        "online": r.online,
+                        **{k: r.counts.get(k, 0) for k in ("passed", "failed", "skipped", "error")},
+                        "seconds": round(r.seconds),
+                        "status": r.status,
+                        "doctor": r.doctor,
+                    }
+                    for r in rows
+                ],
+                f,
+                indent=1,
+            )
+            f.write("\n")
+        print(f"vm-matrix: results written to {args.results}")
     return 1 if failed else 0
 
 

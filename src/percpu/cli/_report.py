@@ -9,6 +9,7 @@ import csv
 import html
 import io
 import math
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,41 @@ from ..syscount import SyscallDelta, errno_name
 __all__ = ["SORTS", "csv_rows", "heatmap_svg", "latency_quantiles", "order_slots", "table", "to_json"]
 
 SORTS = ("total", "name", "nr", "cpu")
+
+
+def _comm_bytes(field: Any) -> bytes:
+    """A task name from a key's ``S16`` field: the bytes before the first NUL."""
+    return bytes(field).split(b"\0", 1)[0]
+
+
+def printable(raw: bytes) -> str:
+    """A name chosen by another user, made safe for a terminal: UTF-8 where it is valid, ``\\xNN`` for
+    other bytes, and every control or format character (ESC, CR, DEL, C1, bidi overrides) escaped, so
+    a process name cannot move the cursor, retitle the window or reorder the text around it. A
+    backslash is doubled so the escapes cannot be forged."""
+    text = raw.decode("utf-8", errors="surrogateescape")
+    out: list[str] = []
+    for ch in text:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # an undecodable byte
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif ch == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def comm_json(field: Any) -> dict[str, str]:
+    """A task name for JSON: ``comm`` as text (bytes that are not UTF-8 as U+FFFD; JSON escapes the
+    control characters), and ``comm_hex``, the exact bytes, when the text is not faithful to them."""
+    raw = _comm_bytes(field)
+    try:
+        return {"comm": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"comm": raw.decode("utf-8", errors="replace"), "comm_hex": raw.hex()}
 
 
 def human(n: float) -> str:
@@ -118,7 +154,7 @@ def procs_table(d: SyscallDelta, *, top: int = 20) -> str:
             out.write(f"... {len(keys) - top} more (pid, syscall) pairs\n")
             break
         cpu = d.cpus[int(np.argmax(row))]
-        comm = bytes(k["comm"]).decode(errors="replace")
+        comm = printable(_comm_bytes(k["comm"]))
         out.write(f"{int(k['tgid']):>8} {comm:<16} {d.name(int(k['slot'])):<22} {human(tot):>10}  cpu{cpu}\n")
     return out.getvalue()
 
@@ -219,7 +255,7 @@ def to_json(
         obj["processes"] = [
             {
                 "pid": int(k["tgid"]),
-                "comm": bytes(k["comm"]).decode(errors="replace"),
+                **comm_json(k["comm"]),
                 "syscall": d.name(int(k["slot"])),
                 "total": tot,
                 "per_cpu": {str(c): int(v) for c, v in zip(d.cpus, row, strict=True)},

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import curses
+import os
+import sys
 import time
 from typing import Any
 
+from ..errors import PercpuError
 from ..syscount import SyscallCounter, SyscallDelta
 from ._report import SORTS, heat_level, human, order_slots
 
 NAME_W, TOTAL_W, CELL_W = 18, 9, 8
+# Below this the view has no room for one syscall row with one CPU column: it says so instead.
+MIN_COLS, MIN_ROWS = NAME_W + TOTAL_W + CELL_W + 1, 8
 _HEAT_256 = (236, 24, 31, 37, 71, 107, 142, 178, 208, 196)
 _HEAT_8 = (
     curses.COLOR_BLUE,
@@ -59,6 +64,12 @@ class _View:
     def draw(self, scr: Any) -> None:
         scr.erase()
         rows, cols = scr.getmaxyx()
+        if rows < MIN_ROWS or cols < MIN_COLS:
+            msg = f"window {cols}x{rows} too small: top needs {MIN_COLS}x{MIN_ROWS} (q quits)"
+            for y in range(min(rows, 3)):
+                self.put(scr, y, 0, msg[y * (cols - 1) : (y + 1) * (cols - 1)])
+            scr.refresh()
+            return
         c = self.counter
         d = self.delta
         ncpu = len(c.cpus)
@@ -153,7 +164,8 @@ class _View:
         return True
 
     def loop(self, scr: Any) -> None:
-        curses.curs_set(0)
+        with contextlib.suppress(curses.error):  # a terminal that cannot hide the cursor shows it
+            curses.curs_set(0)
         self.init_colors()
         scr.timeout(100)
         last = self.counter.snapshot()
@@ -185,8 +197,31 @@ def _online_count() -> int:
         return 0
 
 
+def terminal_problem() -> str | None:
+    """Why the full-screen view cannot run on this terminal, or None when it can.
+
+    Asked before curses starts: curses.initscr() exits the process on an unknown TERM, and a terminal
+    that cannot address the cursor (TERM=dumb) would draw the screen as a stream of garbage."""
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        return "standard input or output is not a terminal"
+    term = os.environ.get("TERM", "")
+    if not term:
+        return "TERM is not set, so the terminal's capabilities are unknown"
+    try:
+        curses.setupterm(term, sys.stdout.fileno())
+    except curses.error:
+        return f"TERM={term} is not a terminal type this system knows (no terminfo entry)"
+    if not curses.tigetstr("cup") or not curses.tigetstr("clear"):
+        return f"the terminal (TERM={term}) cannot move the cursor or clear the screen"
+    return None
+
+
 def run(counter: SyscallCounter, *, interval: float, sort: str, top: int) -> int:
     view = _View(counter, interval, sort, top)
-    with contextlib.suppress(KeyboardInterrupt):
-        curses.wrapper(view.loop)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            curses.wrapper(view.loop)
+    except curses.error as exc:
+        # curses.wrapper has restored the terminal by now.
+        raise PercpuError(f"the terminal cannot show the full-screen view ({exc}): use top --batch") from exc
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import functools
 import json
@@ -395,8 +396,31 @@ def _percpu_maps(possible: int) -> list[dict[str, Any]]:
     ]
 
 
+def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
+    """One check per mode of the syscall counter, each loaded and attached for real; ``modes`` (when
+    given) receives the structured results for the JSON report."""
+    from ..syscount import mode_support
+
+    res = _attempt(mode_support)
+    if isinstance(res, _Failed):
+        return [("unknown", "syscall counter modes", f"could not probe: {res.reason}")]
+    out: list[Check] = []
+    for m in res:
+        label = f"syscall counter: {m.mode}" + (f" ({m.flag})" if m.flag else "")
+        if m.supported:
+            out.append(("ok", label, m.detail))
+        else:
+            denied = "Operation not permitted" in m.detail or "Permission denied" in m.detail
+            out.append(("unknown" if denied else "fail" if m.mode == "default" else "warn", label, m.detail))
+        if modes is not None:
+            modes.append(dataclasses.asdict(m))
+    return out
+
+
 def _doctor_checks(
-    status: str = "/proc/self/status", mounts: str = "/proc/self/mounts"
+    status: str = "/proc/self/status",
+    mounts: str = "/proc/self/mounts",
+    modes: list[dict[str, Any]] | None = None,
 ) -> tuple[list[Check], list[dict[str, Any]]]:
     """Every check, each probe run on its own so one that fails (EPERM in a container, no libbpf) is
     reported with its reason and the others still run."""
@@ -479,6 +503,7 @@ def _doctor_checks(
             _probe_check(f"{hook} program at sys_enter", functools.partial(_probe_load, prog), "loads")
         )
     checks.append(_probe_check("bpf_stats (BPF_ENABLE_STATS)", _enable_stats, "can be turned on"))
+    checks.extend(_syscount_checks(modes))
     maps = _attempt(lambda: _percpu_maps(n_possible)) if n_possible else _Failed("unknown", "no CPU list")
     if isinstance(maps, _Failed):
         checks.append(("unknown", "per-CPU maps on this system", f"could not list them: {maps.reason}"))
@@ -511,10 +536,17 @@ def _probe_batch(t: MapType) -> None:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    checks, maps = _doctor_checks()
+    modes: list[dict[str, Any]] = []
+    checks, maps = _doctor_checks(modes=modes)
     if args.json:
         json.dump(
-            {"checks": [{"status": s, "check": w, "detail": d} for s, w, d in checks], "percpu_maps": maps},
+            {
+                "kernel": os.uname().release,
+                "machine": os.uname().machine,
+                "checks": [{"status": s, "check": w, "detail": d} for s, w, d in checks],
+                "syscall_counter_modes": modes,
+                "percpu_maps": maps,
+            },
             sys.stdout,
             indent=2,
         )

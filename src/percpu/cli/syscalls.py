@@ -12,32 +12,31 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
-from .. import _procfs
+from .. import _procfs, process
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
 from . import _report
-from ._args import int_at_least
+from ._args import int_at_least, seconds
+from ._outfile import ReportFile
 
 __all__ = ["register"]
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return v
+# Each report reads every map: a shorter interval would spend a CPU on reading, not on the workload.
+MIN_INTERVAL = 0.1
+_interval = seconds(MIN_INTERVAL, " (each report reads every map)")
+_duration = seconds(hint=": leave -d out to count until Ctrl-C")
 
 
 def _add_counter_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to count (filters run in the kernel, set before load)")
     g.add_argument("-p", "--pid", type=int, help="only this process (thread group id)")
     g.add_argument("-t", "--tid", type=int, help="only this thread")
-    g.add_argument("-c", "--comm", help="only tasks with this command name (up to 15 characters)")
+    g.add_argument(
+        "-c", "--comm", help="only tasks with this command name (the kernel keeps its first 15 bytes)"
+    )
     g.add_argument("--cgroup", help="only tasks in this cgroup v2 (path under /sys/fs/cgroup, or its id)")
     g.add_argument(
         "-s",
@@ -108,16 +107,11 @@ def _require_root() -> None:
 # --- percpu stat ------------------------------------------------------------------------------------
 
 
-def _open_for_writing(path: str, what: str) -> IO[str]:
-    """Open an output file before any counting starts, so a bad path costs nothing (like a shell's >)."""
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise PercpuError(f"{what} {path}: {exc.strerror}", errno=exc.errno) from exc
-
-
 class _Output:
-    """Writes each interval (or the final report) in the chosen format, and the heat map at the end."""
+    """Writes each interval (or the final report) in the chosen format, and the heat map at the end.
+
+    Output files are checked when this is made, before counting starts, but a regular file is replaced
+    only by :meth:`commit`, once the report is complete: a run that fails leaves the old file as it was."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.fmt = args.format
@@ -129,11 +123,11 @@ class _Output:
         self.heatmap_path: str | None = args.heatmap
         if args.heatmap and not args.heatmap.endswith(".svg"):
             raise PercpuError(f"--heatmap {args.heatmap}: only SVG is written (name the file .svg)")
-        self.out = _open_for_writing(args.output, "-o") if args.output else sys.stdout
-        self.heatmap: IO[str] | None = None
+        self.out = ReportFile(args.output or "-", "-o")
+        self.heatmap: ReportFile | None = None
         try:
             if args.heatmap:
-                self.heatmap = _open_for_writing(args.heatmap, "--heatmap")
+                self.heatmap = ReportFile(args.heatmap, "--heatmap")
         except BaseException:
             self.close()
             raise
@@ -157,22 +151,19 @@ class _Output:
         if self.heatmap is None:
             return
         self.heatmap.write(_report.heatmap_svg(d))
-        self.heatmap.close()
-        self.heatmap = None
-        if not self.quiet:
-            print(f"percpu: heat map written to {self.heatmap_path}", file=sys.stderr)
+
+    def commit(self) -> None:
+        """The run is over and its reports are written: put the files in place."""
+        self.out.commit()
+        if self.heatmap is not None:
+            self.heatmap.commit()
+            if not self.quiet:
+                print(f"percpu: heat map written to {self.heatmap_path}", file=sys.stderr)
 
     def close(self) -> None:
         if self.heatmap is not None:
             self.heatmap.close()
-        if self.out is not sys.stdout:
-            self.out.close()
-
-
-def _exit_code(status: int) -> int:
-    """A wait status as a shell reports it: the exit code, or 128 + the signal that ended the process."""
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+        self.out.close()
 
 
 class _Watch:
@@ -233,7 +224,8 @@ class _Watch:
             fds.append(self.pidfd)
         elif self.pid is not None:
             timeout = min(timeout, 0.1)
-        select.select(fds, [], [], max(timeout, 0.0))
+        # Bounded: a wait far in the future (a long --duration) would overflow select()'s time type.
+        select.select(fds, [], [], min(max(timeout, 0.0), 3600.0))
         with contextlib.suppress(BlockingIOError):
             os.read(self._r, 512)
 
@@ -244,22 +236,13 @@ class _Watch:
         if self.child:
             pid, st = os.waitpid(self.pid, os.WNOHANG)
             if pid:
-                self.status = _exit_code(st)
+                self.status = process.exit_code(st)
                 self.pid = None
                 return True
             return False
         if self.pidfd >= 0:
             return bool(select.select([self.pidfd], [], [], 0)[0])
-        return not _alive(self.pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+        return not process.alive(self.pid)
 
 
 def _cmd_stat(args: argparse.Namespace) -> int:
@@ -297,6 +280,7 @@ def _cmd_stat(args: argparse.Namespace) -> int:
                     start = counter.snapshot()
                     _note_start(args, counter)  # after the handlers: from here on, SIGTERM gets a report
                     _stat_loop(args, counter, out, start, watch)
+            out.commit()
         finally:
             out.close()
     finally:
@@ -349,124 +333,17 @@ def _stat_loop(
     out.write_heatmap(end.delta(start))
 
 
-class _CommandCgroup:
-    """A fresh cgroup v2 for ``percpu stat -- CMD``, so the command's children are counted too."""
-
-    def __init__(self) -> None:
-        self.path: str | None = None
-        self.base = ""
-        base = cgroup2_root()
-        if base is None or not os.path.exists(os.path.join(base, "cgroup.procs")):
-            return
-        path = os.path.join(base, f"percpu-stat-{os.getpid()}")
-        try:
-            os.mkdir(path)
-        except OSError:
-            return
-        self.base = base
-        self.path = path
-
-    def add(self, pid: int) -> bool:
-        if self.path is None:
-            return False
-        try:
-            with open(os.path.join(self.path, "cgroup.procs"), "w", encoding="ascii") as f:
-                f.write(str(pid))
-        except OSError:
-            self.remove()
-            return False
-        return True
-
-    def remove(self) -> int:
-        """Remove the cgroup (call after reaping the command). Processes the command left running are
-        moved back to percpu's own cgroup first; returns how many there were."""
-        if self.path is None:
-            return 0
-        path, self.path = self.path, None
-        left: list[str] = []
-        for attempt in range(50):
-            try:
-                os.rmdir(path)
-                return len(left)
-            except FileNotFoundError:
-                return len(left)
-            except OSError:
-                if attempt % 10 == 0:
-                    left = self._evict(path) or left
-                time.sleep(0.02)
-        print(f"percpu: could not remove the cgroup {path}", file=sys.stderr)
-        return len(left)
-
-    def _evict(self, path: str) -> list[str]:
-        try:
-            with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as f:
-                pids = f.read().split()
-        except OSError:
-            return []
-        home = self.base
-        with contextlib.suppress(OSError, StopIteration):
-            with open("/proc/self/cgroup", encoding="ascii", errors="replace") as f:
-                own = next(ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::"))
-            home = os.path.join(self.base, own.lstrip("/"))
-        for pid in pids:
-            for target in (home, self.base):
-                try:
-                    with open(os.path.join(target, "cgroup.procs"), "w", encoding="ascii") as f:
-                        f.write(pid)
-                    break
-                except OSError:
-                    continue
-        return pids
-
-
-def _spawn_gated(path: str, argv: list[str]) -> tuple[int, int]:
-    """Fork the command, held before exec until the returned gate fd is written to (closing it unwritten
-    makes the child exit 125 without running anything)."""
-    gate_r, gate_w = os.pipe()  # close-on-exec: the command inherits neither end
-    child = os.fork()
-    if child == 0:
-        try:
-            os.close(gate_w)  # else a gate closed unwritten would never read as EOF here
-            # Nothing between the gate and exec makes a system call but execve itself: the count of the
-            # command starts with its execve.
-            if os.read(gate_r, 1):
-                os.execv(path, argv)
-            os._exit(125)
-        except OSError as exc:
-            os.write(2, f"percpu: cannot run {argv[0]}: {exc.strerror}\n".encode())
-        except BaseException:
-            pass
-        os._exit(127)
-    os.close(gate_r)
-    return child, gate_w
-
-
-def _reap(child: int, grace: float = 1.0) -> int:
-    """Wait for the command after percpu itself failed: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(child, signal.SIGTERM)
-    end = time.monotonic() + grace
-    while time.monotonic() < end:
-        pid, st = os.waitpid(child, os.WNOHANG)
-        if pid:
-            return _exit_code(st)
-        time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(child, signal.SIGKILL)
-    return _exit_code(os.waitpid(child, 0)[1])
-
-
 def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
     """Run ``cmd`` with counting already attached, count it and its children, report at its exit."""
     _require_root()
     # Every check that can fail runs before the command is started: filters, output files.
     _counter(args, _filters(args, pid=os.getpid()))
     out = _Output(args)
-    cg = _CommandCgroup()
+    cg = process.CommandCgroup(cgroup2_root())
     in_cgroup = False
-    left = 0
+    removed, moved = True, 0
     try:
-        child, gate_w = _spawn_gated(path, cmd)
+        child, gate_w = process.spawn_gated(path, cmd)
         watch: _Watch | None = None
         try:
             watch = _Watch(child, child=True)
@@ -480,25 +357,31 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
                     os.close(gate_w)
                     gate_w = -1
                     _stat_loop(args, counter, out, start, watch)
+            out.commit()
             status = watch.status
         finally:
             if gate_w >= 0:
                 os.close(gate_w)  # the child sees EOF and exits without running the command
             if watch is None or watch.pid is not None:
-                _reap(child)
+                process.reap(child)
             if watch is not None:
                 watch.close()
     finally:
-        left = cg.remove()  # only now: a cgroup cannot be removed while the command is still in it
+        cg_path = cg.path
+        removed, moved = cg.remove()  # only now: a cgroup cannot be removed while the command is in it
         out.close()
+    if not removed:
+        print(f"percpu: could not remove the cgroup {cg_path}; the next run removes it", file=sys.stderr)
     if args.format == "table" and not args.quiet:
         if not in_cgroup:
             print("percpu: no cgroup v2 here: counted the command's own process only", file=sys.stderr)
-        if left:
+        if moved:
             print(
-                f"percpu: the command left {left} process(es) running; they were counted until it exited",
+                f"percpu: the command left {moved} process(es) running; they were counted until it exited",
                 file=sys.stderr,
             )
+        for stale in cg.removed_stale:
+            print(f"percpu: removed {stale}, left by a percpu that was killed", file=sys.stderr)
     return status
 
 
@@ -513,7 +396,13 @@ def _cmd_top(args: argparse.Namespace) -> int:
     # SIGTERM ends top as q and Ctrl-C do: the terminal is restored and the exit status is 0.
     old = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        if not sys.stdout.isatty() or args.batch:
+        if args.batch or not sys.stdout.isatty():
+            return _top_batch(args, counter)
+        problem = _top.terminal_problem()
+        if problem is not None:
+            print(
+                f"percpu: top: {problem}: printing a table every interval instead (--batch)", file=sys.stderr
+            )
             return _top_batch(args, counter)
         with counter:
             return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top)
@@ -549,7 +438,7 @@ def register(sub: Any) -> None:
         "CPUs, +/- refresh interval, p pause.",
     )
     p.add_argument(
-        "-i", "--interval", type=_positive, default=1.0, help="refresh interval, seconds (default 1)"
+        "-i", "--interval", type=_interval, default=1.0, help="refresh interval, seconds (default 1)"
     )
     p.add_argument(
         "--sort",
@@ -586,9 +475,9 @@ def register(sub: Any) -> None:
         usage="percpu stat [options] [-- COMMAND [ARGS...]]",
     )
     s.add_argument(
-        "-d", "--duration", type=_positive, help="stop after this many seconds (not with a command)"
+        "-d", "--duration", type=_duration, help="stop after this many seconds (not with a command)"
     )
-    s.add_argument("-i", "--interval", type=_positive, help="print a report every N seconds instead of once")
+    s.add_argument("-i", "--interval", type=_interval, help="print a report every N seconds instead of once")
     s.add_argument(
         "--count",
         type=int_at_least(0, " (0: no limit)"),

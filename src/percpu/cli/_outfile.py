@@ -1,0 +1,137 @@
+"""Report files that a failed run cannot destroy.
+
+A shell's ``>`` truncates the file before the command runs; percpu runs as root and a run can fail late
+(a program the kernel refuses, a command not found, Ctrl-C before the first report), so an output file is
+checked up front without being touched, and a regular file is replaced only once the report is complete:
+it is written to a temporary file in the same directory and renamed over the old one (the old file's mode
+and owner are kept). Anything else (``-`` for stdout, ``/dev/stdout``, a pipe, a FIFO, a terminal) is not
+created or replaced but opened as it is, at the first write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import sys
+from typing import IO
+
+from ..errors import PercpuError
+
+__all__ = ["ReportFile"]
+
+
+def _error(option: str, path: str, err: int) -> PercpuError:
+    return PercpuError(f"{option} {path}: {os.strerror(err)}", errno=err)
+
+
+class ReportFile:
+    """Where one report goes: ``path`` (``-`` for stdout), named ``option`` in messages.
+
+    Checks happen in the constructor and raise :class:`PercpuError`; :meth:`write` streams text,
+    :meth:`commit` makes it the file's contents, :meth:`close` without a commit leaves the old file as it
+    was and removes the temporary one."""
+
+    def __init__(self, path: str, option: str) -> None:
+        self.path = path
+        self.option = option
+        self._stream: IO[str] | None = None
+        self._own = False  # whether close() closes the stream
+        self._tmp: str | None = None
+        self._target = ""
+        if path == "-":
+            self._stream = sys.stdout
+            return
+        try:
+            st: os.stat_result | None = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise _error(option, path, exc.errno or errno.EIO) from exc
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise _error(option, path, errno.EISDIR)
+        special = os.path.abspath(path).startswith(("/dev/", "/proc/"))
+        if st is not None and (special or not stat.S_ISREG(st.st_mode)):
+            # A device, FIFO or socket, or /dev/stdout and /proc/self/fd/N whatever they stand for (the
+            # shell may have opened a file for appending): written as it is, opened at the first write
+            # (opening a FIFO now would wait for its reader before counting starts).
+            if not os.access(path, os.W_OK):
+                raise _error(option, path, errno.EACCES)
+            self._target = path
+            return
+        target = os.path.realpath(path)  # replace what a symbolic link points to, not the link
+        if st is not None:
+            # Writable as it is? Opened without O_TRUNC and closed again: nothing is changed.
+            try:
+                os.close(os.open(target, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC))
+            except OSError as exc:
+                raise _error(option, path, exc.errno or errno.EIO) from exc
+        directory, base = os.path.split(target)
+        if not os.path.isdir(directory):
+            raise _error(option, path, errno.ENOENT)
+        # A name no one else can have chosen (O_EXCL), in the target's directory so the rename is atomic.
+        for n in range(100):
+            tmp = os.path.join(directory, f".{base}.percpu-{os.getpid()}-{n}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise _error(option, path, exc.errno or errno.EIO) from exc
+        else:
+            raise _error(option, path, errno.EEXIST)
+        if st is not None:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                os.fchown(fd, st.st_uid, st.st_gid)  # root replacing a user's file leaves it theirs
+        self._tmp = tmp
+        self._target = target
+        self._stream = os.fdopen(fd, "w", encoding="utf-8")
+        self._own = True
+
+    @property
+    def is_stdout(self) -> bool:
+        return self._stream is sys.stdout
+
+    def write(self, text: str) -> None:
+        if self._stream is None:
+            try:
+                self._stream = open(self._target, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            except OSError as exc:
+                raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
+            self._own = True
+        self._stream.write(text)
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._stream.flush()
+
+    def commit(self) -> None:
+        """The report is complete: make it the file's contents (atomically for a regular file)."""
+        if self._stream is None:
+            return
+        self._stream.flush()
+        if self._tmp is not None:
+            os.fsync(self._stream.fileno())  # the data before the name: a crash leaves old or new
+            self._stream.close()
+            self._stream = None
+            tmp, self._tmp = self._tmp, None
+            try:
+                os.replace(tmp, self._target)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
+
+    def close(self) -> None:
+        """Close; without :meth:`commit`, a regular file keeps its old contents."""
+        stream, self._stream = self._stream, None
+        if stream is not None and self._own:
+            with contextlib.suppress(OSError):
+                stream.close()
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -1,0 +1,252 @@
+"""Process control for counting a command: a gated spawn, a cgroup of its own, reaping.
+
+``percpu stat -- CMD`` must count the command from its execve and its children too, so the command is
+forked held before exec (:func:`spawn_gated`) and put in a cgroup v2 of its own
+(:class:`CommandCgroup`) while the counter attaches. The cgroup is made under the cgroup percpu itself
+runs in, never at the root of the hierarchy: the command stays inside the caller's memory, pids and CPU
+limits (which apply to a cgroup's whole subtree). Percpu holds an exclusive ``flock`` on the cgroup's
+directory for as long as it uses it, so a cgroup left behind by a percpu that was killed is recognised
+(no lock held) and removed by the next one.
+
+Nothing here runs at import time; nothing here prints. Paths are parameters so tests can point them at a
+cgroup of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import time
+
+__all__ = [
+    "CGROUP_PREFIX",
+    "CommandCgroup",
+    "alive",
+    "exit_code",
+    "own_cgroup",
+    "reap",
+    "remove_stale_cgroups",
+    "spawn_gated",
+]
+
+CGROUP_PREFIX = "percpu-stat-"
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + the signal that ended the process."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def spawn_gated(path: str, argv: list[str]) -> tuple[int, int]:
+    """Fork the command, held before exec until the returned gate fd is written to (closing it unwritten
+    makes the child exit 125 without running anything). Returns (pid, gate fd)."""
+    gate_r, gate_w = os.pipe()  # close-on-exec: the command inherits neither end
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(gate_w)  # else a gate closed unwritten would never read as EOF here
+            # Nothing between the gate and exec makes a system call but execve itself: the count of the
+            # command starts with its execve.
+            if os.read(gate_r, 1):
+                os.execv(path, argv)
+            os._exit(125)
+        except OSError as exc:
+            os.write(2, f"percpu: cannot run {argv[0]}: {exc.strerror}\n".encode())
+        except BaseException:
+            pass
+        os._exit(127)
+    os.close(gate_r)
+    return child, gate_w
+
+
+def reap(child: int, grace: float = 1.0) -> int:
+    """End and wait for ``child`` (after percpu itself failed): SIGTERM, SIGKILL after ``grace`` seconds.
+    Returns its exit code as a shell reports it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child, signal.SIGTERM)
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        pid, st = os.waitpid(child, os.WNOHANG)
+        if pid:
+            return exit_code(st)
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child, signal.SIGKILL)
+    return exit_code(os.waitpid(child, 0)[1])
+
+
+def own_cgroup(root: str, proc_cgroup: str = "/proc/self/cgroup") -> str | None:
+    """The cgroup v2 directory this process runs in, under the cgroup2 mount ``root``; None when it
+    cannot be found there (no v2 line, or a cgroup namespace whose root is not the mount's)."""
+    try:
+        with open(proc_cgroup, encoding="utf-8", errors="surrogateescape") as f:
+            rel = next(ln[3:].rstrip("\n") for ln in f if ln.startswith("0::"))
+    except (OSError, StopIteration):
+        return None
+    path = os.path.normpath(os.path.join(root, rel.lstrip("/")))
+    if os.path.commonpath([path, root]) != os.path.normpath(root) or not os.path.isfile(
+        os.path.join(path, "cgroup.procs")
+    ):
+        return None
+    return path
+
+
+def _write_pid(cgroup: str, pid: str) -> bool:
+    try:
+        with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as f:
+            f.write(pid)
+    except OSError:
+        return False
+    return True
+
+
+def _evict(path: str, homes: list[str]) -> list[str]:
+    """Move every process of the cgroup ``path`` to the first of ``homes`` that takes it; returns them."""
+    try:
+        with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as f:
+            pids = f.read().split()
+    except OSError:
+        return []
+    for pid in pids:
+        for home in homes:
+            if _write_pid(home, pid):
+                break
+    return pids
+
+
+def _rmdir(path: str, homes: list[str], tries: int = 50) -> tuple[bool, int]:
+    """Remove a cgroup, moving processes still in it to ``homes`` first. Returns (removed, how many
+    processes were moved out)."""
+    left: list[str] = []
+    for attempt in range(tries):
+        try:
+            os.rmdir(path)
+            return True, len(left)
+        except FileNotFoundError:
+            return True, len(left)
+        except OSError:
+            if attempt % 10 == 0:
+                left = _evict(path, homes) or left
+            time.sleep(0.02)
+    return False, len(left)
+
+
+def _percpu_pid(name: str) -> int | None:
+    tail = name[len(CGROUP_PREFIX) :]
+    return int(tail) if name.startswith(CGROUP_PREFIX) and tail.isdigit() else None
+
+
+def _is_percpu(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"percpu" in f.read()
+    except OSError:
+        return False
+
+
+def remove_stale_cgroups(parents: list[str]) -> list[str]:
+    """Remove the command cgroups that percpu runs killed before they could (SIGKILL, a crash) left in
+    ``parents``; their processes move to the parent. Returns the paths removed.
+
+    A cgroup is stale when no process holds its lock and the pid in its name is not a running percpu
+    (the second test covers the moment between a live run's mkdir and its flock)."""
+    removed: list[str] = []
+    for parent in dict.fromkeys(parents):
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            pid = _percpu_pid(name)
+            path = os.path.join(parent, name)
+            if pid is None or (alive(pid) and _is_percpu(pid)):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # its percpu is alive (in another pid namespace, perhaps)
+            try:
+                if _rmdir(path, [parent], tries=10)[0]:
+                    removed.append(path)
+            finally:
+                os.close(fd)
+    return removed
+
+
+class CommandCgroup:
+    """A fresh cgroup v2 for ``percpu stat -- CMD``, under ``parent`` (default: the cgroup percpu runs
+    in), so the command's children are counted too and the command stays within the caller's limits.
+
+    :attr:`path` is None when no cgroup could be made (no cgroup v2, not allowed); :attr:`removed_stale`
+    lists the leftovers of killed runs removed first. :meth:`remove` must be called after the command is
+    reaped."""
+
+    def __init__(self, root: str | None, parent: str | None = None) -> None:
+        self.path: str | None = None
+        self.root = root or ""
+        self.parent = ""
+        self.removed_stale: list[str] = []
+        self._lock = -1
+        if root is None or not os.path.exists(os.path.join(root, "cgroup.procs")):
+            return
+        parent = parent or own_cgroup(root)
+        if parent is None:
+            return
+        # Leftovers of killed runs: under this parent, and at the root, where percpu made them before.
+        self.removed_stale = remove_stale_cgroups([parent, root])
+        path = os.path.join(parent, f"{CGROUP_PREFIX}{os.getpid()}")
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass  # a leftover of an earlier percpu with this pid that could not be removed: reuse it
+        except OSError:
+            return
+        try:
+            self._lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if self._lock >= 0:
+                os.close(self._lock)
+                self._lock = -1
+            return  # someone else's (another pid namespace's percpu with our pid): leave it alone
+        self.parent = parent
+        self.path = path
+
+    def add(self, pid: int) -> bool:
+        """Put ``pid`` in the cgroup; False (and the cgroup removed) when the kernel refuses."""
+        if self.path is None:
+            return False
+        if not _write_pid(self.path, str(pid)):
+            self.remove()
+            return False
+        return True
+
+    def remove(self) -> tuple[bool, int]:
+        """Remove the cgroup (after reaping the command). Processes the command left running are moved to
+        percpu's own cgroup first. Returns (removed, how many processes had to be moved)."""
+        if self.path is None:
+            return True, 0
+        path, self.path = self.path, None
+        try:
+            return _rmdir(path, [self.parent, self.root])
+        finally:
+            os.close(self._lock)
+            self._lock = -1

@@ -1,0 +1,132 @@
+"""Report files: checked up front, replaced only when the report is complete, streams left as they are."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from percpu.cli import main, syscalls
+from percpu.cli._outfile import ReportFile
+from percpu.errors import NotSupported, PercpuError
+from percpu.syscount import SyscallCounter
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if ".percpu-" in p.name)
+
+
+def test_a_failed_run_leaves_the_old_files_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run fails after the output files were checked (here: no hook to attach to): the files that
+    were there keep their contents (they were truncated to nothing before)."""
+    out, svg = tmp_path / "report.txt", tmp_path / "map.svg"
+    out.write_text("yesterday's report\n")
+    svg.write_text("<svg>yesterday</svg>\n")
+
+    def refuse(self: SyscallCounter) -> None:
+        raise NotSupported("cannot attach the syscall counter at any hook", feature="test")
+
+    monkeypatch.setattr(syscalls, "_require_root", lambda: None)
+    monkeypatch.setattr(SyscallCounter, "start", refuse)
+    assert main(["stat", "-q", "-o", str(out), "--heatmap", str(svg), "-d", "0.1"]) == 1
+    assert out.read_text() == "yesterday's report\n"
+    assert svg.read_text() == "<svg>yesterday</svg>\n"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_regular_file_is_replaced_at_commit_keeping_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text("old\n")
+    path.chmod(0o640)
+    f = ReportFile(str(path), "-o")
+    f.write("new\n")
+    f.flush()
+    assert path.read_text() == "old\n", "the file changed before the report was complete"
+    f.commit()
+    f.close()
+    assert path.read_text() == "new\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert leftovers(tmp_path) == []
+
+
+def test_a_new_file_gets_the_umask_mode(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        f = ReportFile(str(tmp_path / "new.csv"), "-o")
+    finally:
+        os.umask(old)
+    f.write("x\n")
+    f.commit()
+    f.close()
+    assert stat.S_IMODE((tmp_path / "new.csv").stat().st_mode) == 0o640
+
+
+def test_a_symlink_keeps_pointing_at_the_replaced_file(tmp_path: Path) -> None:
+    real = tmp_path / "real.txt"
+    real.write_text("old\n")
+    link = tmp_path / "link.txt"
+    link.symlink_to(real)
+    f = ReportFile(str(link), "-o")
+    f.write("new\n")
+    f.commit()
+    f.close()
+    assert link.is_symlink() and real.read_text() == "new\n"
+
+
+def test_close_without_commit_removes_the_temporary_file(tmp_path: Path) -> None:
+    f = ReportFile(str(tmp_path / "never.txt"), "-o")
+    f.write("half a report")
+    assert leftovers(tmp_path)  # the report in progress lives next to its target
+    f.close()
+    assert leftovers(tmp_path) == [] and not (tmp_path / "never.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("missing/out", "No such file or directory"), (".", "Is a directory")],
+)
+def test_bad_paths_are_refused_up_front(tmp_path: Path, name: str, message: str) -> None:
+    with pytest.raises(PercpuError, match=f"-o .*: {message}"):
+        ReportFile(str(tmp_path / name), "-o")
+
+
+def test_a_fifo_is_written_as_it_is_and_not_opened_before_the_report(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    f = ReportFile(str(fifo), "-o")  # must not wait for a reader here
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    f.write("line\n")
+    f.commit()
+    f.close()
+    reader.join(10)
+    assert got == [b"line\n"]
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_a_pipe_through_proc_self_fd_is_written_as_it_is() -> None:
+    r, w = os.pipe()
+    try:
+        f = ReportFile(f"/proc/self/fd/{w}", "-o")
+        f.write("through the pipe\n")
+        f.commit()
+        f.close()
+        assert os.read(r, 100) == b"through the pipe\n"
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_dash_is_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    f = ReportFile("-", "-o")
+    assert f.is_stdout
+    f.write("to stdout\n")
+    f.commit()
+    f.close()
+    assert capsys.readouterr().out == "to stdout\n"

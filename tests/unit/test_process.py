@@ -1,0 +1,138 @@
+"""Process control without a kernel feature: exit statuses, the gated spawn, command cgroups in a fake
+hierarchy (directories stand in for cgroupfs: mkdir, rmdir, cgroup.procs, flock behave alike)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from percpu import process
+
+
+def test_exit_code_is_128_plus_the_signal_like_a_shell() -> None:
+    p = subprocess.Popen(["sh", "-c", "kill -TERM $$"])
+    _, status = os.waitpid(p.pid, 0)
+    p.returncode = 0  # reaped here, not by Popen
+    assert process.exit_code(status) == 128 + signal.SIGTERM
+    p = subprocess.Popen(["sh", "-c", "exit 7"])
+    _, status = os.waitpid(p.pid, 0)
+    p.returncode = 0
+    assert process.exit_code(status) == 7
+
+
+def test_a_gate_closed_unwritten_makes_the_child_exit_125_without_running() -> None:
+    """The command is held before exec; closing the gate without releasing it must end the child at once
+    (the child closes its own copy of the write end, so it sees end of file)."""
+    marker = f"/tmp/percpu-gate-test-{os.getpid()}"
+    child, gate_w = process.spawn_gated("/usr/bin/touch", ["touch", marker])
+    os.close(gate_w)
+    deadline = time.monotonic() + 5
+    pid, status = 0, 0
+    try:
+        while not pid and time.monotonic() < deadline:
+            pid, status = os.waitpid(child, os.WNOHANG)
+            time.sleep(0.01)
+    finally:
+        if not pid:  # do not leave a held child behind a failing test
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+    assert pid, "the child did not see the closed gate"
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 125
+    assert not os.path.exists(marker)
+
+
+def fake_hierarchy(tmp_path: Path, *cgroups: str) -> Path:
+    root = tmp_path / "cgroup2"
+    for cg in ("", *cgroups):
+        (root / cg).mkdir(parents=True, exist_ok=True)
+        (root / cg / "cgroup.procs").write_text("")
+    return root
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("0::/user.slice/session-3.scope\n", "user.slice/session-3.scope"),
+        ("0::/\n", ""),
+        ("0::/gone\n", None),
+    ],
+)
+def test_own_cgroup(tmp_path: Path, line: str, expected: str | None) -> None:
+    root = fake_hierarchy(tmp_path, "user.slice/session-3.scope")
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/x\n" + line)
+    got = process.own_cgroup(str(root), str(proc))
+    assert got == (None if expected is None else os.path.normpath(root / expected))
+
+
+def test_own_cgroup_refuses_a_path_outside_the_mount(tmp_path: Path) -> None:
+    root = fake_hierarchy(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "cgroup.procs").write_text("")
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/../elsewhere\n")
+    assert process.own_cgroup(str(root), str(proc)) is None
+
+
+def test_the_command_cgroup_is_made_under_the_given_parent(tmp_path: Path) -> None:
+    root = fake_hierarchy(tmp_path, "caller")
+    cg = process.CommandCgroup(str(root), parent=str(root / "caller"))
+    try:
+        assert cg.path == str(root / "caller" / f"percpu-stat-{os.getpid()}")
+        assert os.path.isdir(cg.path)
+    finally:
+        assert cg.remove() == (True, 0)
+    assert not (root / "caller" / f"percpu-stat-{os.getpid()}").exists()
+
+
+def test_leftovers_of_killed_runs_are_removed_live_ones_kept(tmp_path: Path) -> None:
+    root = fake_hierarchy(tmp_path, "caller")
+    dead = dead_pid()
+    stale_here = root / "caller" / f"percpu-stat-{dead}"
+    stale_root = root / f"percpu-stat-{dead}"  # where percpu made them before
+    locked = root / "caller" / "percpu-stat-1"  # pid 1 is no percpu, but its owner holds the lock
+    other = root / "caller" / "not-percpu-7"
+    for d in (stale_here, stale_root, locked, other):
+        d.mkdir()
+    fd = os.open(locked, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        cg = process.CommandCgroup(str(root), parent=str(root / "caller"))
+        try:
+            assert sorted(cg.removed_stale) == sorted([str(stale_here), str(stale_root)])
+        finally:
+            cg.remove()
+    finally:
+        os.close(fd)
+    assert not stale_here.exists() and not stale_root.exists()
+    assert locked.exists() and other.exists()
+
+
+def test_a_live_percpu_cgroup_is_never_removed(tmp_path: Path) -> None:
+    root = fake_hierarchy(tmp_path)
+    first = process.CommandCgroup(str(root), parent=str(root))
+    try:
+        # Same pid, same process: a second scan sees the lock held and the pid alive.
+        assert process.remove_stale_cgroups([str(root)]) == []
+        assert first.path is not None and os.path.isdir(first.path)
+    finally:
+        first.remove()
+
+
+def test_no_cgroup2_means_no_cgroup(tmp_path: Path) -> None:
+    cg = process.CommandCgroup(None)
+    assert cg.path is None and not cg.add(os.getpid())
+    cg = process.CommandCgroup(str(tmp_path))  # no cgroup.procs: not a cgroup2 mount
+    assert cg.path is None

@@ -1,0 +1,63 @@
+"""syscount's pure parts: the filters and the configuration they become, checked without a kernel."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from percpu.errors import InvalidFilter, PercpuError
+from percpu.syscount import PID_MAX_LIMIT, Filters, SyscallCounter
+
+
+@pytest.mark.parametrize(
+    ("kw", "field", "message"),
+    [
+        ({"tgid": 2**32 + 1}, "tgid", "must be in 1..4194304"),  # truncated to 1 (init) before
+        ({"tgid": 2**32}, "tgid", "must be in 1..4194304"),  # truncated to 0: no filter at all before
+        ({"tgid": PID_MAX_LIMIT + 1}, "tgid", "must be in 1..4194304"),
+        ({"tgid": 0}, "tgid", "must be in 1.."),
+        ({"tgid": -5}, "tgid", "must be in 1.."),
+        ({"tgid": True}, "tgid", "must be a whole number"),
+        ({"tgid": "12"}, "tgid", "must be a whole number"),
+        ({"tid": 2**32 + 7}, "tid", "must be in 1..4194304"),
+        ({"tid": -1}, "tid", "must be in 1.."),
+        ({"cgroup": 2**64 + 3}, "cgroup", "must be in 1..18446744073709551615"),
+        ({"cgroup": -1}, "cgroup", "must be in 1.."),
+        ({"cgroup": 1.5}, "cgroup", "must be a whole number"),
+        ({"comm": "a" * 16}, "comm", "is 16 bytes; the kernel keeps 15"),
+        ({"comm": "é" * 8}, "comm", "is 16 bytes"),  # 8 characters, 16 bytes in UTF-8
+        ({"comm": b"\xff" * 16}, "comm", "is 16 bytes"),
+        ({"comm": ""}, "comm", "is empty"),
+        ({"comm": "a\0b"}, "comm", "has a NUL byte"),
+        ({"comm": 7}, "comm", "give a str or bytes"),
+    ],
+)
+def test_filters_refuse_what_the_kernel_cannot_hold(kw: dict[str, object], field: str, message: str) -> None:
+    with pytest.raises(InvalidFilter, match=message) as exc:
+        Filters(**kw)  # type: ignore[arg-type]
+    assert exc.value.field == field
+    assert isinstance(exc.value, PercpuError) and isinstance(exc.value, ValueError)
+
+
+def test_filters_take_the_limits() -> None:
+    Filters(tgid=1, tid=PID_MAX_LIMIT, cgroup=2**64 - 1, comm="a" * 15)
+
+
+@pytest.mark.parametrize(
+    ("comm", "raw"),
+    [
+        ("bash", b"bash"),
+        ("é", "é".encode()),
+        (os.fsdecode(b"\xff\xfeab"), b"\xff\xfeab"),  # how Python hands a non-UTF-8 argv to the CLI
+        (b"\x1b[31m\xff", b"\x1b[31m\xff"),
+    ],
+)
+def test_comm_goes_to_the_kernel_as_the_bytes_given(comm: str | bytes, raw: bytes) -> None:
+    c = SyscallCounter(filters=Filters(comm=comm), start=False)
+    assert bytes(c._config.filter_comm) == raw
+
+
+def test_ids_reach_the_config_whole() -> None:
+    c = SyscallCounter(filters=Filters(tgid=PID_MAX_LIMIT, tid=4242), start=False)
+    assert (c._config.filter_tgid, c._config.filter_tid) == (PID_MAX_LIMIT, 4242)
