@@ -159,3 +159,22 @@ def test_one_cpu_slot_with_bpf_f_cpu(fake: Fake) -> None:
         assert m[1].to_dict() == {c: (9 if c == last else 5) for c in topo.possible}
         m.update_cpu(2, topo.possible[0], 3)  # a new key: zeros on the other CPUs
         assert m[2].to_dict() == {c: (3 if c == topo.possible[0] else 0) for c in topo.possible}
+
+
+def test_a_read_that_outgrows_its_first_buffer_is_exact(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Room for 3 elements up front: the reader grows by doubling over several batch calls, passing the
+    kernel's position token from one call to the next, and loses or repeats nothing."""
+    kernel, topo = fake
+    ncpu = len(topo.possible)
+    kernel.bucket = 1
+    per = 4 + 8 * ncpu
+    monkeypatch.setattr(percpu.maps._bulk, "SNAPSHOT_PREALLOC", 3 * per)
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 50) as m:
+        keys = np.arange(50, dtype=np.uint32)
+        vals = keys[:, None].astype(np.uint64) * 1000 + np.arange(ncpu, dtype=np.uint64)
+        m.update_batch(keys, vals)
+        kernel.calls.clear()
+        snap = m.snapshot()
+        assert kernel.calls.count("map_lookup_batch") >= 3
+        order = np.argsort(snap.keys)
+        assert (snap.keys[order] == keys).all() and (snap.values[order] == vals).all()
