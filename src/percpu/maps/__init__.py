@@ -6,7 +6,8 @@ count, so no call can hand the kernel a buffer smaller than what it writes. Valu
 :class:`~percpu.values.PerCpuValue`, indexed by CPU id; bulk reads come back as numpy arrays
 (:class:`Snapshot`).
 
-The package, one idea a file: ``_kinds`` (map types, :class:`Snapshot`), ``_base`` (:class:`Map`),
+The package, one idea a file: ``_kinds`` (map types, :class:`Snapshot`), ``_open`` (opening and
+creating), ``_base`` (:class:`Map`),
 ``_bulk`` (:class:`BulkReader`), ``_percpu`` (:class:`PerCpuMap`), ``_types`` (the typed classes,
 :func:`open_map`), ``_system`` (:func:`list_maps`, :func:`check_pin_path`).
 """

@@ -14,8 +14,9 @@ from ..values import (
     TypeSpec,
     codec_for,
 )
-from ._base import _CLASS_BY_TYPE, Map
+from ._base import Map
 from ._kinds import CGROUP_STORAGE_KEY, MapType
+from ._open import _CLASS_BY_TYPE
 from ._percpu import PerCpuMap
 
 
