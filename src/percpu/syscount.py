@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,6 +36,7 @@ __all__ = [
     "ATTACH_MODES",
     "COMPAT_BASE",
     "Filters",
+    "Lost",
     "SyscallCounter",
     "SyscallDelta",
     "SyscallSnapshot",
@@ -79,6 +80,8 @@ class _Config(ctypes.Structure):
         ("task_btf", ctypes.c_uint8),
         ("task_storage", ctypes.c_uint8),
         ("syscall_mask", ctypes.c_uint64 * 16),
+        ("pidns_dev", ctypes.c_uint64),
+        ("pidns_ino", ctypes.c_uint64),
     ]
 
 
@@ -188,6 +191,38 @@ def _cgroup_id_exists(root: str, cgroup_id: int) -> bool:
     return False
 
 
+# The inode number of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): fixed.
+_INIT_PIDNS_INO = 0xEFFFFFFC
+
+
+def pid_namespace(path: str = "/proc/self/ns/pid") -> tuple[int, int] | None:
+    """(device, inode) of this process's pid namespace when it is not the initial one, else None.
+
+    In a container, pids given on the command line are the container's, while the kernel's tracepoints
+    see the initial namespace's: the filter then compares in this namespace instead."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # no /proc/self/ns (very old kernels, no CONFIG_PID_NS): one namespace only
+    return None if st.st_ino == _INIT_PIDNS_INO else (st.st_dev, st.st_ino)
+
+
+class Lost(NamedTuple):
+    """Calls an opt-in table could not take, because it was full (or the kernel had no memory for the
+    entry): per-process (``proc_counts``), per-errno (``errors``), and latency (the ``latency`` hash that
+    holds what the histogram rows do not). Zero when the table is not in use."""
+
+    processes: int = 0
+    errors: int = 0
+    latency: int = 0
+
+    def __sub__(self, other: tuple[int, ...]) -> Lost:
+        return Lost(*(max(a - b, 0) for a, b in zip(self, other, strict=True)))
+
+
+_NO_LOSS = Lost()
+
+
 # The kernel's hard limit on pid numbers (PID_MAX_LIMIT on 64-bit; pid_max can only be set lower).
 PID_MAX_LIMIT = 1 << 22
 # task->comm is 16 bytes with the terminating NUL.
@@ -209,7 +244,9 @@ class Filters:
 
     ``comm`` is compared by the kernel byte for byte with the task's name (at most 15 bytes): a ``str`` is
     encoded as the file system encodes names (UTF-8, with undecodable bytes from the command line kept as
-    they were), ``bytes`` are taken as they are. Values the kernel could not hold (a pid above the kernel's
+    they were), ``bytes`` are taken as they are. ``tgid`` and ``tid`` are pids as this process sees them:
+    in a pid namespace other than the initial one (a container) the kernel compares them in that namespace,
+    and tasks outside it never match. Values the kernel could not hold (a pid above the kernel's
     limit, a cgroup id beyond 64 bits, a longer name) raise :class:`~percpu.errors.InvalidFilter` here,
     instead of being truncated into a filter on some other task.
     """
@@ -311,6 +348,7 @@ class SyscallSnapshot:
     dropped: int = 0
     arch: str | None = None
     online: CpuList | None = None
+    lost: Lost = _NO_LOSS
 
     def delta(self, earlier: SyscallSnapshot) -> SyscallDelta:
         """Counts between ``earlier`` and this snapshot."""
@@ -327,6 +365,7 @@ class SyscallSnapshot:
             dropped=self.dropped - earlier.dropped,
             arch=self.arch,
             online=self.online,
+            lost=self.lost - earlier.lost,
         )
 
     def since_start(self) -> SyscallDelta:
@@ -343,6 +382,7 @@ class SyscallSnapshot:
             dropped=self.dropped,
             arch=self.arch,
             online=self.online,
+            lost=self.lost,
         )
 
 
@@ -380,6 +420,7 @@ class SyscallDelta:
     dropped: int = 0
     arch: str | None = None
     online: CpuList | None = None
+    lost: Lost = _NO_LOSS
     _names: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
 
     def rates(self) -> np.ndarray:
@@ -489,6 +530,8 @@ class SyscallCounter:
         latency: bool = False,
         attach: str = "auto",
         proc_entries: int = 10240,
+        errors_entries: int = 8192,
+        latency_entries: int = 16384,
         detect_compat: bool = True,
         obj_path: str | None = None,
         start: bool = True,
@@ -500,7 +543,16 @@ class SyscallCounter:
         self.errors = errors
         self.latency = latency
         self.attach = attach
+        for name, n in (
+            ("proc_entries", proc_entries),
+            ("errors_entries", errors_entries),
+            ("latency_entries", latency_entries),
+        ):
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1 << 24:
+                raise PercpuError(f"{name}={n!r}: give a table size from 1 to {1 << 24} keys")
         self.proc_entries = proc_entries
+        self.errors_entries = errors_entries
+        self.latency_entries = latency_entries
         self.detect_compat = detect_compat and _names.machine_arch() == "x86_64"
         self._topo = machine()
         self._cpus = possible_cpus()
@@ -543,6 +595,9 @@ class SyscallCounter:
         cfg.errors = int(self.errors)
         cfg.latency = int(self.latency)
         cfg.detect_compat = int(self.detect_compat)
+        ns = pid_namespace() if f.tgid is not None or f.tid is not None else None
+        if ns is not None:
+            cfg.pidns_dev, cfg.pidns_ino = ns
         return cfg
 
     # --- lifetime -----------------------------------------------------------------------------------
@@ -560,6 +615,13 @@ class SyscallCounter:
         btf = _btf_available()
         self._nobtf = not btf and self._own_obj_path is None
         default = "syscount_nobtf.bpf.o" if self._nobtf else "syscount.bpf.o"
+        if self._nobtf and self._config.pidns_ino:
+            raise NotSupported(
+                "a pid filter from inside a pid namespace (a container) needs the kernel's BTF, which this "
+                "kernel lacks: its pids are not the kernel's. Run percpu in the host's pid namespace, or "
+                "filter by cgroup (--cgroup) or command name (-c) instead",
+                feature="pid namespace filter",
+            )
         self._obj_path = self._own_obj_path or bundled(default)
         for mode in modes:
             if not btf and self._own_obj_path is None and mode != "raw_tp":
@@ -616,11 +678,10 @@ class SyscallCounter:
                 prog.autoload = name == enter or (name == exit_ and self.needs_exit)
             # Maps of the modes not asked for shrink to one entry: their memory is per possible CPU (tens
             # of MB on a machine with 256 possible CPUs), and the verifier has removed their code anyway.
-            obj.set_max_entries("proc_counts", max(self.proc_entries, 1) if self.per_process else 1)
-            if not self.errors:
-                obj.set_max_entries("errors", 1)
+            obj.set_max_entries("proc_counts", self.proc_entries if self.per_process else 1)
+            obj.set_max_entries("errors", self.errors_entries if self.errors else 1)
+            obj.set_max_entries("latency", self.latency_entries if self.latency else 1)
             if not self.latency:
-                obj.set_max_entries("latency", 1)
                 obj.set_max_entries("lat_rows", 1)
             # Only the start-time map latency uses is created: a kernel without task local storage
             # (before 5.11) cannot create that map at all, and an unused LRU hash is allocated up front.
@@ -636,6 +697,7 @@ class SyscallCounter:
             self._maps = {
                 "counts": obj.map("counts", value=np.uint64),
                 "dropped": obj.map("dropped", value=np.uint64),
+                "lost": obj.map("lost", value=np.uint64),
             }
             if self.per_process:
                 self._maps["proc_counts"] = obj.map("proc_counts", key=PROC_KEY, value=np.uint64)
@@ -698,6 +760,9 @@ class SyscallCounter:
         counts = np.zeros((len(self.cpus), NR_SLOTS), dtype=np.uint64)
         counts[:, snap.keys.astype(np.int64)] = snap.values.T
         dropped = int(self._maps["dropped"].snapshot().values.sum())
+        lost = self._maps["lost"].snapshot()
+        per_table = np.zeros(len(Lost._fields), dtype=np.uint64)
+        per_table[lost.keys.astype(np.int64)] = lost.values.sum(axis=1, dtype=np.uint64)
         return SyscallSnapshot(
             time=now,
             cpus=self.cpus,
@@ -708,6 +773,7 @@ class SyscallCounter:
             dropped=dropped,
             arch=self.arch,
             online=self._online(),
+            lost=Lost(*(int(v) for v in per_table)),
         )
 
     def _online(self) -> CpuList | None:

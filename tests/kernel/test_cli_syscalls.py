@@ -309,7 +309,7 @@ def top_in_tmux(*args: str, cols: int = 80, rows: int = 24) -> Iterator[str]:
     # `trap : INT`: Ctrl-C reaches top (a trapped signal is default again in the child), not the shell.
     script = (
         f"cd {os.getcwd()} && stty cols {cols} rows {rows} && trap : INT; {top}; "
-        "echo percpu-rc=$?; stty -a; sleep 120"
+        "echo percpu-rc=$?; stty -a; echo percpu-end; sleep 120"
     )
     _tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "50", script)
     try:
@@ -382,7 +382,8 @@ def test_top_quits_cleanly_and_restores_the_terminal(how: str) -> None:
             with open(f"/proc/{shell}/task/{shell}/children", encoding="ascii") as f:
                 (top,) = (int(p) for p in f.read().split())
             os.kill(top, signal.SIGTERM)
-        screen = screen_when(session, "percpu-rc=", timeout=10)
+        # stty's report is the last thing printed before the marker: wait for the marker, not the exit code.
+        screen = screen_when(session, "percpu-end", timeout=10)
         assert "percpu-rc=0" in screen, screen
         assert "Traceback" not in screen
         assert re.search(r"(?<!-)\bicanon\b", screen) and not re.search(r"-icanon\b", screen), screen
@@ -610,3 +611,65 @@ def test_stat_command_cgroup_left_by_a_killed_percpu_is_removed_by_the_next_run(
         finally:
             p.kill()
             p.wait()
+
+
+IN_PIDNS = """
+import subprocess, sys
+workload, cpu = sys.argv[1], sys.argv[2]
+w = subprocess.Popen([sys.executable, workload, "54321", cpu, "--wait-stdin"], stdin=subprocess.PIPE,
+                     stdout=subprocess.DEVNULL, text=True)
+p = subprocess.Popen([sys.executable, "-m", "percpu", "stat", "-p", str(w.pid), "-f", "json"],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+note = p.stderr.readline()  # written once counting has started
+assert "counting system calls" in note, note + p.stderr.read()
+w.stdin.write("go\\n")
+w.stdin.close()
+w.wait(timeout=60)
+out, err = p.communicate(timeout=60)  # percpu ends when the process exits
+sys.stderr.write(f"pid in the namespace: {w.pid}\\n" + err)
+sys.stdout.write(out)
+sys.exit(p.returncode)
+"""
+
+
+def test_stat_pid_inside_a_pid_namespace_counts_that_process() -> None:
+    """In a container, -p takes the container's pid (here 2), which the kernel's tracepoints know under
+    another number: the filter compares in percpu's pid namespace (it counted nothing before, or pid 2 of
+    the host)."""
+    r = subprocess.run(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            sys.executable,
+            "-c",
+            IN_PIDNS,
+            WORKLOAD,
+            str(busy_cpu()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "pid in the namespace: 2" in r.stderr, r.stderr
+    assert calls(json.loads(r.stdout), "getppid") == 54321
+
+
+def test_stat_refuses_a_pid_in_a_nested_pid_namespace() -> None:
+    """percpu in a pid namespace, the target in one nested inside it: its pid there is another, so the
+    filter could never match: refused with what to do."""
+    script = (
+        "unshare --pid --fork --mount-proc sleep 30 & sleep 1; "
+        "target=$(pgrep -x sleep -P $(pgrep -x unshare -n)); "
+        f"{' '.join(PERCPU)} stat -q -d 0.2 -p $target; echo rc=$?; kill %1"
+    )
+    r = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "runs in a pid namespace nested inside percpu's" in r.stderr, r.stderr
+    assert "rc=1" in r.stdout and "Traceback" not in r.stderr
