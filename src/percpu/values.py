@@ -116,9 +116,6 @@ class Codec:
         """Decode one element from an array of shape () with this codec's dtype."""
         raise NotImplementedError
 
-    def zero(self) -> Any:
-        return self.decode(np.zeros((), dtype=self.dtype))
-
     @property
     def numeric(self) -> bool:
         return is_numeric(self.dtype)
