@@ -10,6 +10,7 @@ synthetic-256-timeseries.png. No kernel access: the machine is a sysfs tree unde
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from percpu import plots
 from percpu.cpus import CpuList
 from percpu.syscalls import syscall_number
 from percpu.syscount import NR_SLOTS, SyscallSnapshot
-from percpu.topo import Layout, read_layout
+from percpu.topo import CpuLayout, read_layout
 from percpu.views import view
 
 NCPU = 256
@@ -33,7 +34,7 @@ def _write(path: str, text: str) -> None:
         f.write(text + "\n")
 
 
-def fake_machine(root: str) -> Layout:
+def fake_machine(root: str) -> CpuLayout:
     cpu, node = os.path.join(root, "cpu"), os.path.join(root, "node")
     _write(os.path.join(cpu, "possible"), f"0-{NCPU - 1}")
     _write(os.path.join(cpu, "present"), f"0-{NCPU - 1}")
@@ -48,18 +49,44 @@ def fake_machine(root: str) -> Layout:
         _write(os.path.join(t, "thread_siblings_list"), f"{c % 128},{c % 128 + 128}")
     for n in (0, 1):
         lo = n * 64
-        _write(os.path.join(node, f"node{n}", "cpulist"), f"{lo}-{lo + 63},{128 + lo}-{min(128 + lo + 63, 247)}")
+        _write(
+            os.path.join(node, f"node{n}", "cpulist"), f"{lo}-{lo + 63},{128 + lo}-{min(128 + lo + 63, 247)}"
+        )
     return read_layout(cpu, node_root=node, cgroup_root=None)
 
 
-def counts_for(rng: np.random.Generator, layout: Layout, scale: float) -> np.ndarray:
+def counts_for(rng: np.random.Generator, layout: CpuLayout, scale: float) -> np.ndarray:
     """A busy server: a few hot syscalls everywhere, a long tail, quiet isolated CPUs but for one spinner."""
     counts = np.zeros((NCPU, NR_SLOTS), np.uint64)
     online = np.array([c.online for c in layout.cpus])
     iso = np.array([c.is_isolated for c in layout.cpus])
-    names = ["read", "write", "futex", "epoll_wait", "recvfrom", "sendto", "openat", "close", "mmap", "munmap",
-             "newfstatat", "clock_nanosleep", "ioctl", "poll", "lseek", "getpid", "brk", "rt_sigprocmask",
-             "sched_yield", "madvise", "writev", "pread64", "accept4", "fcntl", "getrandom"]
+    names = [
+        "read",
+        "write",
+        "futex",
+        "epoll_wait",
+        "recvfrom",
+        "sendto",
+        "openat",
+        "close",
+        "mmap",
+        "munmap",
+        "newfstatat",
+        "clock_nanosleep",
+        "ioctl",
+        "poll",
+        "lseek",
+        "getpid",
+        "brk",
+        "rt_sigprocmask",
+        "sched_yield",
+        "madvise",
+        "writev",
+        "pread64",
+        "accept4",
+        "fcntl",
+        "getrandom",
+    ]
     for k, name in enumerate(names):
         base = 40000.0 * scale / (k + 1) ** 1.6
         col = rng.gamma(2.0, base / 2.0, NCPU) * online * ~iso
@@ -97,7 +124,7 @@ def main() -> int:
         layout=layout,
         title="SYNTHETIC data, 256 CPUs grouped by NUMA node (--by node)",
     )
-    intervals = [b.delta(a) for a, b in zip(snaps, snaps[1:])]
+    intervals = [b.delta(a) for a, b in itertools.pairwise(snaps)]
     plots.timeseries(
         intervals,
         os.path.join(args.outdir, "synthetic-256-timeseries.png"),

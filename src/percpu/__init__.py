@@ -2,8 +2,9 @@
 
 The public API is re-exported here; the modules behind it are layered, each importing only downward:
 
-``_libbpf`` (the one binding to libbpf) -> ``cpus`` (topology) -> ``values`` / ``maps`` (typed maps) ->
-``objects`` (programs, links) -> ``syscount`` (collector) -> ``cli`` / ``exporter``.
+``layout`` (per-CPU geometry, buffers) -> ``_libbpf`` (the one binding to libbpf) -> ``cpus`` (topology)
+-> ``features`` (memoized probes) -> ``values`` / ``maps`` (typed maps) -> ``objects`` (programs, links)
+-> ``syscount`` (collector) -> ``cli`` / ``exporter``.
 
 Importing percpu makes no syscall and loads no library; libbpf is loaded on first use.
 """
@@ -14,8 +15,10 @@ from .errors import (
     BpfError,
     BtfError,
     CpuNotPossible,
+    KeyExists,
     KeyNotFound,
     LibbpfError,
+    MapFull,
     MapNotFound,
     MapTypeError,
     NotSupported,
@@ -23,6 +26,7 @@ from .errors import (
     PermissionDenied,
     ProgramLoadError,
     SizeMismatch,
+    TopologyMismatch,
     TypeSpecError,
     UnknownSyscall,
 )
@@ -43,7 +47,7 @@ from .maps import (
     list_maps,
     open_map,
 )
-from .topo import CpuGroups, CpuInfo, Layout
+from .topo import CpuGroups, CpuInfo, CpuLayout
 from .typespec import parse_type
 from .values import Int, PerCpuValue
 
@@ -59,15 +63,17 @@ __all__ = [
     "BtfError",
     "CpuGroups",
     "CpuInfo",
+    "CpuLayout",
     "CpuList",
     "CpuNotPossible",
     "Hash",
     "Int",
+    "KeyExists",
     "KeyNotFound",
-    "Layout",
     "LibbpfError",
     "LruPerCpuHash",
     "Map",
+    "MapFull",
     "MapNotFound",
     "MapType",
     "MapTypeError",
@@ -83,6 +89,7 @@ __all__ = [
     "SizeMismatch",
     "Snapshot",
     "Topology",
+    "TopologyMismatch",
     "TypeSpecError",
     "UnknownSyscall",
     "__version__",

@@ -15,12 +15,12 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, overload
 
-from .errors import CpuNotPossible, PercpuError
+from .errors import CpuNotPossible, PercpuError, TopologyMismatch
 
 if TYPE_CHECKING:
-    from .topo import Layout
+    from .topo import CpuLayout
 
-__all__ = ["CpuList", "Topology", "parse_cpu_list", "topology"]
+__all__ = ["CpuList", "Topology", "machine", "parse_cpu_list", "possible_cpus", "topology"]
 
 SYSFS_CPU = "/sys/devices/system/cpu"
 
@@ -172,7 +172,7 @@ class Topology:
         """The CPU id that slot ``slot`` holds."""
         return self.possible[slot]
 
-    def layout(self, *, node_root: str | None = None, cgroup_root: str | None = "") -> Layout:
+    def layout(self, *, node_root: str | None = None, cgroup_root: str | None = "") -> CpuLayout:
         """Each possible CPU's core, package, die, cluster, SMT siblings, NUMA node and isolation, read
         from sysfs now (see :mod:`percpu.topo`; ``cgroup_root=None`` skips cpuset partitions)."""
         from .topo import read_layout
@@ -184,3 +184,30 @@ class Topology:
 def topology(root: str = SYSFS_CPU) -> Topology:
     """The shared :class:`Topology` for ``root`` (one per root, so ``possible`` is read once)."""
     return Topology(root)
+
+
+def machine() -> Topology:
+    """The CPU lists of the machine the kernel seam describes (sysfs, or a test fake's own files)."""
+    from . import _libbpf
+
+    return topology(_libbpf.backend().cpu_root)
+
+
+def possible_cpus() -> CpuList:
+    """The possible CPUs, in slot order, checked against the kernel's own count.
+
+    Per-CPU buffers are sized by ``libbpf_num_possible_cpus()``; the ids here name their slots. Lists that
+    disagree with the kernel's count raise :class:`~percpu.errors.TopologyMismatch` instead of putting
+    values under the wrong CPU ids.
+    """
+    from . import _libbpf
+
+    topo = machine()
+    n = _libbpf.backend().num_possible_cpus()
+    if len(topo.possible) != n:
+        raise TopologyMismatch(
+            f"{topo.root}/possible lists {len(topo.possible)} CPUs ({topo.possible}) but the kernel counts "
+            f"{n} possible CPUs; per-CPU values follow the kernel's count. Is another sysfs mounted at "
+            f"{topo.root}?"
+        )
+    return topo.possible

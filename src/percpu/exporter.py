@@ -35,7 +35,7 @@ from . import __version__
 from .cpus import CpuList, topology
 from .errors import PercpuError
 from .syscount import SyscallSnapshot, errno_name, slot_name
-from .topo import CpuGroups, Layout, group_rows
+from .topo import CpuGroups, CpuLayout, group_rows
 
 __all__ = ["Exposition", "Family", "Sample", "SyscallCollector", "render"]
 
@@ -181,7 +181,7 @@ class SyscallCollector:
         counter: CounterSource,
         *,
         cpu_label: bool | str = True,
-        layout: Layout | None = None,
+        layout: CpuLayout | None = None,
         top_syscalls: int = 0,
         max_comms: int = 20,
         libbpf_version: str = "",

@@ -22,7 +22,7 @@ from .errors import PercpuError
 from .syscount import SyscallDelta
 
 if TYPE_CHECKING:
-    from .topo import Layout
+    from .topo import CpuLayout
 
 __all__ = ["FORMATS", "check_path", "heatmap", "require_matplotlib", "timeseries"]
 
@@ -68,7 +68,7 @@ class _Columns:
     """The picture's columns: CPUs in topology order (or a grouped view's groups), with their labels,
     the bands (NUMA nodes, else packages) they fall in, and which are offline."""
 
-    def __init__(self, d: SyscallDelta, layout: Layout | None) -> None:
+    def __init__(self, d: SyscallDelta, layout: CpuLayout | None) -> None:
         online = set(d.online) if d.online is not None else None
         self.bands: list[tuple[str, int, int]] = []  # (label, first column, last column)
         self.cores: list[int] = []  # column indices where a new core starts (SMT machines only)
@@ -232,7 +232,7 @@ def heatmap(
     d: SyscallDelta,
     path: str,
     *,
-    layout: Layout | None = None,
+    layout: CpuLayout | None = None,
     top: int = 30,
     title: str | None = None,
     file: IO[bytes] | None = None,
@@ -329,7 +329,7 @@ def timeseries(
     deltas: Sequence[SyscallDelta],
     path: str,
     *,
-    layout: Layout | None = None,
+    layout: CpuLayout | None = None,
     lines_up_to: int = 12,
     title: str | None = None,
     file: IO[bytes] | None = None,

@@ -29,7 +29,7 @@ __all__ = [
     "GROUP_BY",
     "CpuGroups",
     "CpuInfo",
-    "Layout",
+    "CpuLayout",
     "Partition",
     "group_rows",
     "read_layout",
@@ -117,7 +117,7 @@ class CpuGroups:
 
 
 @dataclass(frozen=True)
-class Layout:
+class CpuLayout:
     """Every possible CPU as a :class:`CpuInfo` (in slot order), with lookups and groupings."""
 
     cpus: tuple[CpuInfo, ...]
@@ -194,7 +194,7 @@ class Layout:
         return select_cpus(self, spec)
 
 
-def select_cpus(layout: Layout, spec: str) -> CpuList:
+def select_cpus(layout: CpuLayout, spec: str) -> CpuList:
     """Parse a CPU selection: comma-separated terms, each a CPU id or range (``0-3``), ``isolated``,
     ``housekeeping``, or ``node:N``; their union. Raises :class:`PercpuError` on a bad term, a CPU that
     is not possible, or an empty result."""
@@ -332,7 +332,7 @@ def read_layout(
     node_root: str | None = None,
     cgroup_root: str | None = "",
     topology: Topology | None = None,
-) -> Layout:
+) -> CpuLayout:
     """Read every possible CPU's place in the machine.
 
     ``node_root`` defaults to ``node`` beside ``cpu_root``; ``cgroup_root`` is where cgroup v2 is mounted
@@ -384,7 +384,7 @@ def read_layout(
                 partition=part_of.get(cpu),
             )
         )
-    return Layout(tuple(out), parts)
+    return CpuLayout(tuple(out), parts)
 
 
 def _cgroup2_mount() -> str | None:
@@ -396,7 +396,7 @@ def _cgroup2_mount() -> str | None:
         return None
 
 
-def layout_lines(layout: Layout) -> Iterable[str]:
+def layout_lines(layout: CpuLayout) -> Iterable[str]:
     """A human-readable table of the layout (``percpu topology``)."""
     yield (
         f"{'cpu':>5} {'slot':>5} {'state':<12} {'node':>4} {'pkg':>4} {'die':>4} {'core':>5} {'smt':<10} "

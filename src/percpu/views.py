@@ -14,7 +14,7 @@ import numpy as np
 from .cpus import CpuList
 from .errors import PercpuError
 from .syscount import SyscallDelta
-from .topo import CpuGroups, Layout, group_rows
+from .topo import CpuGroups, CpuLayout, group_rows
 
 __all__ = ["group", "restrict", "view"]
 
@@ -56,7 +56,7 @@ def restrict(d: SyscallDelta, cpus: CpuList, selected: str | None = None) -> Sys
     )
 
 
-def group(d: SyscallDelta, layout: Layout, by: str) -> SyscallDelta:
+def group(d: SyscallDelta, layout: CpuLayout, by: str) -> SyscallDelta:
     """Sum ``d``'s CPUs into groups ``by`` core, package or node (``cpu`` returns ``d`` unchanged)."""
     if by == "cpu" or d.groups is not None:
         return d
@@ -73,7 +73,7 @@ def group(d: SyscallDelta, layout: Layout, by: str) -> SyscallDelta:
 
 def view(
     d: SyscallDelta,
-    layout: Layout,
+    layout: CpuLayout,
     *,
     by: str = "cpu",
     cpus: CpuList | None = None,

@@ -17,7 +17,7 @@ from percpu.cli import main
 from percpu.cpus import CpuList
 from percpu.errors import PercpuError
 from percpu.syscount import NR_SLOTS, SyscallDelta, SyscallSnapshot
-from percpu.topo import Layout, read_layout
+from percpu.topo import CpuLayout, read_layout
 from percpu.views import view
 
 from .test_topo import fake_sysfs
@@ -95,12 +95,12 @@ def test_human_numbers_have_one_style() -> None:
 
 
 @pytest.fixture
-def layout(tmp_path: Path) -> Layout:
+def layout(tmp_path: Path) -> CpuLayout:
     cpu, node, cg = fake_sysfs(tmp_path)
     return read_layout(cpu, node_root=node, cgroup_root=cg)
 
 
-def fake_delta(layout: Layout) -> SyscallDelta:
+def fake_delta(layout: CpuLayout) -> SyscallDelta:
     cpus = layout.possible
     counts = np.zeros((len(cpus), NR_SLOTS), np.uint64)
     counts[:, READ] = np.arange(1, len(cpus) + 1) * 10
@@ -112,7 +112,7 @@ def fake_delta(layout: Layout) -> SyscallDelta:
 
 
 def test_heatmap_orders_cpus_by_node_and_core_and_marks_isolated_and_offline(
-    tmp_path: Path, layout: Layout
+    tmp_path: Path, layout: CpuLayout
 ) -> None:
     out = tmp_path / "m.svg"
     plots.heatmap(fake_delta(layout), str(out), layout=layout)
@@ -125,7 +125,7 @@ def test_heatmap_orders_cpus_by_node_and_core_and_marks_isolated_and_offline(
     assert svg_cells(out)["cpu3-getppid"] == "5k"
 
 
-def test_heatmap_of_a_grouped_view(tmp_path: Path, layout: Layout) -> None:
+def test_heatmap_of_a_grouped_view(tmp_path: Path, layout: CpuLayout) -> None:
     out = tmp_path / "n.svg"
     d = view(fake_delta(layout), layout, by="node", cpus=layout.select("0-3,6"), selected="0-3,6")
     plots.heatmap(d, str(out), layout=layout)
@@ -135,7 +135,7 @@ def test_heatmap_of_a_grouped_view(tmp_path: Path, layout: Layout) -> None:
     assert cells["node0-getppid"] == "5k" and cells["node0-read"] == "100" and cells["node1-read"] == "50"
 
 
-def test_timeseries_lines_for_few_cpus_and_an_image_for_many(tmp_path: Path, layout: Layout) -> None:
+def test_timeseries_lines_for_few_cpus_and_an_image_for_many(tmp_path: Path, layout: CpuLayout) -> None:
     few = [two_cpus(read=10 * (i + 1), getppid=100) for i in range(5)]
     out = tmp_path / "t.svg"
     plots.timeseries(few, str(out))

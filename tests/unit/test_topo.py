@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from percpu import CpuList, PercpuError, Topology
-from percpu.topo import Layout, group_rows, layout_lines, read_layout, select_cpus
+from percpu.topo import CpuLayout, group_rows, layout_lines, read_layout, select_cpus
 
 # cpu: (package, core, siblings); cpu7 is present but offline (no topology dir), 8-9 are possible only.
 TOPOLOGY = {
@@ -63,12 +63,12 @@ def fake_sysfs(root: Path, *, isolated: str = "3", nohz: str | None = "6") -> tu
 
 
 @pytest.fixture
-def layout(tmp_path: Path) -> Layout:
+def layout(tmp_path: Path) -> CpuLayout:
     cpu, node, cg = fake_sysfs(tmp_path)
     return read_layout(cpu, node_root=node, cgroup_root=cg)
 
 
-def test_records_per_possible_cpu_in_slot_order(layout: Layout) -> None:
+def test_records_per_possible_cpu_in_slot_order(layout: CpuLayout) -> None:
     assert [c.cpu for c in layout.cpus] == [0, 1, 2, 3, 6, 7, 8, 9]
     assert [c.slot for c in layout.cpus] == list(range(8))
     c2 = layout[2]
@@ -79,7 +79,7 @@ def test_records_per_possible_cpu_in_slot_order(layout: Layout) -> None:
         layout[4]
 
 
-def test_offline_and_absent_cpus_have_no_topology(layout: Layout) -> None:
+def test_offline_and_absent_cpus_have_no_topology(layout: CpuLayout) -> None:
     c7, c8 = layout[7], layout[8]
     assert c7.state == "offline" and not c7.known and c7.core is None and c7.package is None
     assert c7.node == 1, "the node comes from the cpu7/node1 link when node1/cpulist leaves it out"
@@ -87,7 +87,7 @@ def test_offline_and_absent_cpus_have_no_topology(layout: Layout) -> None:
     assert layout.absent == CpuList([8, 9])
 
 
-def test_isolation_sources(layout: Layout) -> None:
+def test_isolation_sources(layout: CpuLayout) -> None:
     assert layout[3].isolated and not layout[3].nohz_full
     assert layout[6].nohz_full and not layout[6].isolated
     assert layout[2].partition is not None and layout[2].partition.kind == "isolated"
@@ -102,7 +102,7 @@ def test_isolation_sources(layout: Layout) -> None:
     assert not layout[1].is_isolated
 
 
-def test_groups_by_core_package_node(layout: Layout) -> None:
+def test_groups_by_core_package_node(layout: CpuLayout) -> None:
     core = layout.groups("core")
     assert core.labels == ("core0.0", "core0.1", "core1.0", "unknown")
     assert core.members == (CpuList([0, 2]), CpuList([1, 3]), CpuList([6]), CpuList([7, 8, 9]))
@@ -118,7 +118,7 @@ def test_groups_by_core_package_node(layout: Layout) -> None:
         layout.groups("socket")
 
 
-def test_group_rows_sums_slots_and_keeps_totals(layout: Layout) -> None:
+def test_group_rows_sums_slots_and_keeps_totals(layout: CpuLayout) -> None:
     counts = np.arange(8 * 3, dtype=np.uint64).reshape(8, 3)
     by_node = group_rows(counts, layout.groups("node"))
     assert by_node.tolist() == [
@@ -146,7 +146,7 @@ def test_group_rows_sums_slots_and_keeps_totals(layout: Layout) -> None:
         ("8-9", [8, 9]),
     ],
 )
-def test_select(layout: Layout, spec: str, want: list[int]) -> None:
+def test_select(layout: CpuLayout, spec: str, want: list[int]) -> None:
     assert select_cpus(layout, spec) == CpuList(want)
 
 
@@ -162,7 +162,7 @@ def test_select(layout: Layout, spec: str, want: list[int]) -> None:
         ("0,,1", "empty term"),
     ],
 )
-def test_select_refuses(layout: Layout, spec: str, error: str) -> None:
+def test_select_refuses(layout: CpuLayout, spec: str, error: str) -> None:
     with pytest.raises(PercpuError, match=error):
         select_cpus(layout, spec)
 
@@ -185,7 +185,7 @@ def test_topology_layout_is_the_library_entry(tmp_path: Path) -> None:
     assert "isolated partition /rt" in text and "absent" in text and "nohz_full" in text
 
 
-def test_records_are_immutable(layout: Layout) -> None:
+def test_records_are_immutable(layout: CpuLayout) -> None:
     with pytest.raises(AttributeError):
         layout[0].core = 5
 

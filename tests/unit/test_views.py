@@ -17,7 +17,7 @@ from percpu.cpus import CpuList
 from percpu.errors import PercpuError
 from percpu.exporter import SyscallCollector
 from percpu.syscount import ERR_KEY, NR_SLOTS, PROC_KEY, SyscallDelta, SyscallSnapshot, slot_name
-from percpu.topo import Layout, read_layout
+from percpu.topo import CpuLayout, read_layout
 from percpu.views import group, restrict, view
 
 from .test_exporter import FakeCounter, _parse, scrape
@@ -28,12 +28,12 @@ GETPPID, READ, WRITE = 110, 0, 1
 
 
 @pytest.fixture
-def layout(tmp_path: Path) -> Layout:
+def layout(tmp_path: Path) -> CpuLayout:
     cpu, node, cg = fake_sysfs(tmp_path)
     return read_layout(cpu, node_root=node, cgroup_root=cg)
 
 
-def delta(layout: Layout) -> SyscallDelta:
+def delta(layout: CpuLayout) -> SyscallDelta:
     cpus = layout.possible
     counts = np.zeros((len(cpus), NR_SLOTS), np.uint64)
     counts[cpus.ids.index(3), GETPPID] = 1000  # the isolated CPU 3 (core0.1, node0)
@@ -65,7 +65,7 @@ def delta(layout: Layout) -> SyscallDelta:
     return end.delta(SyscallSnapshot(0.0, cpus, np.zeros_like(counts), arch="x86_64"))
 
 
-def test_restrict_keeps_only_the_selected_cpus_everywhere(layout: Layout) -> None:
+def test_restrict_keeps_only_the_selected_cpus_everywhere(layout: CpuLayout) -> None:
     d = restrict(delta(layout), layout.isolated, "isolated")
     assert d.cpus == CpuList([2, 3, 6]) and d.selected == "isolated"
     assert d.counts.shape == (3, NR_SLOTS)
@@ -78,7 +78,7 @@ def test_restrict_keeps_only_the_selected_cpus_everywhere(layout: Layout) -> Non
     assert d.errors is not None and len(d.errors[0]) == 0, "the failed reads ran on CPU 0"
 
 
-def test_group_by_core_and_node(layout: Layout) -> None:
+def test_group_by_core_and_node(layout: CpuLayout) -> None:
     d = group(delta(layout), layout, "core")
     assert d.groups is not None and d.groups.labels == ("core0.0", "core0.1", "core1.0", "unknown")
     assert d.counts[:, GETPPID].tolist() == [0, 1005, 0, 0]
@@ -91,7 +91,7 @@ def test_group_by_core_and_node(layout: Layout) -> None:
     assert n.imbalance() == pytest.approx(1075 / ((1075 + 9) / 2))
 
 
-def test_restrict_then_group(layout: Layout) -> None:
+def test_restrict_then_group(layout: CpuLayout) -> None:
     d = view(delta(layout), layout, by="node", cpus=layout.select("isolated"), selected="isolated")
     assert d.groups is not None
     assert d.groups.labels == ("node0", "node1")
@@ -101,7 +101,7 @@ def test_restrict_then_group(layout: Layout) -> None:
         restrict(d, CpuList([2]))
 
 
-def test_table_json_csv_of_a_view(layout: Layout) -> None:
+def test_table_json_csv_of_a_view(layout: CpuLayout) -> None:
     d = view(delta(layout), layout, by="node", cpus=layout.select("isolated"), selected="isolated")
     text = _report.table(d)
     assert "on CPUs 2-3,6 (isolated), by node" in text.splitlines()[0]
@@ -119,7 +119,7 @@ def test_table_json_csv_of_a_view(layout: Layout) -> None:
     assert [r[2:] for r in rows[1:]] == [["node0", "getppid", "1000"], ["node1", "write", "9"]]
 
 
-def test_table_of_selected_cpus_has_their_columns(layout: Layout) -> None:
+def test_table_of_selected_cpus_has_their_columns(layout: CpuLayout) -> None:
     d = view(delta(layout), layout, cpus=layout.select("node:1"), selected="node:1")
     head = next(line for line in _report.table(d).splitlines() if line.startswith("syscall"))
     assert head.split()[-2:] == ["cpu6", "cpu7"]
@@ -127,7 +127,7 @@ def test_table_of_selected_cpus_has_their_columns(layout: Layout) -> None:
     assert obj["per_cpu"] == {"6": 9, "7": 0} and obj["cpus"] == [6, 7]
 
 
-def test_cli_options_build_the_view(layout: Layout) -> None:
+def test_cli_options_build_the_view(layout: CpuLayout) -> None:
     from percpu.cli import build_parser
 
     args = build_parser().parse_args(["stat", "--by", "core", "--cpus", "isolated,0"])
@@ -170,7 +170,9 @@ class LayoutCounter(FakeCounter):
 
 
 @pytest.mark.parametrize(("by", "rows"), [("node", 3), ("core", 4), ("package", 3)])
-def test_exporter_groups_under_a_label_named_after_the_grouping(layout: Layout, by: str, rows: int) -> None:
+def test_exporter_groups_under_a_label_named_after_the_grouping(
+    layout: CpuLayout, by: str, rows: int
+) -> None:
     f = LayoutCounter(layout.possible, seed=5)
     f.tick(list(range(30)))
     c = SyscallCollector(f, cpu_label=by, layout=layout)
@@ -194,7 +196,7 @@ def test_exporter_groups_under_a_label_named_after_the_grouping(layout: Layout, 
     assert got == b
 
 
-def test_exporter_label_choice_none_and_bad(layout: Layout) -> None:
+def test_exporter_label_choice_none_and_bad(layout: CpuLayout) -> None:
     f = LayoutCounter(layout.possible)
     f.counts[:, WRITE] = 1
     got = scrape(SyscallCollector(f, cpu_label="none"))

@@ -21,7 +21,7 @@ import percpu
 from percpu.cpus import CpuList
 from percpu.syscalls import syscall_number
 from percpu.syscount import Filters, SyscallCounter, SyscallDelta
-from percpu.topo import Layout
+from percpu.topo import CpuLayout
 from percpu.views import restrict, view
 
 N = 20_000
@@ -71,7 +71,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def layout() -> Layout:
+def layout() -> CpuLayout:
     return percpu.topology().layout()
 
 
@@ -91,7 +91,7 @@ def pinned() -> SyscallDelta:
         return c.snapshot().delta(before)
 
 
-def test_layout_is_the_guests(layout: Layout) -> None:
+def test_layout_is_the_guests(layout: CpuLayout) -> None:
     assert layout.possible == CpuList([0, 1, 2, 3])
     assert [(c.package, c.core, c.node) for c in layout.cpus] == [(0, 0, 0), (0, 1, 0), (1, 0, 1), (1, 1, 1)]
     assert all(c.siblings == CpuList([c.cpu]) and c.online and c.known for c in layout.cpus)
@@ -113,7 +113,7 @@ def test_layout_is_the_guests(layout: Layout) -> None:
     ],
 )
 def test_calls_are_under_the_isolated_cpus_groups_only(
-    pinned: SyscallDelta, layout: Layout, by: str, labels: tuple[str, ...], home: str
+    pinned: SyscallDelta, layout: CpuLayout, by: str, labels: tuple[str, ...], home: str
 ) -> None:
     d = view(pinned, layout, by=by)
     names = tuple(d.groups.labels) if d.groups is not None else tuple(f"cpu{c}" for c in d.cpus)
@@ -123,7 +123,7 @@ def test_calls_are_under_the_isolated_cpus_groups_only(
     assert col.tolist() == want.tolist(), f"getppid by {by}: {dict(zip(labels, col.tolist(), strict=True))}"
 
 
-def test_isolated_and_housekeeping_selections(pinned: SyscallDelta, layout: Layout) -> None:
+def test_isolated_and_housekeeping_selections(pinned: SyscallDelta, layout: CpuLayout) -> None:
     iso = restrict(pinned, layout.select("isolated"), "isolated")
     assert iso.cpus == CpuList([3]) and int(iso.counts[:, GETPPID].sum()) == N
     hk = restrict(pinned, layout.select("housekeeping"), "housekeeping")
@@ -131,7 +131,7 @@ def test_isolated_and_housekeeping_selections(pinned: SyscallDelta, layout: Layo
     assert int(restrict(pinned, layout.select("node:0")).counts.sum()) == 0
 
 
-def test_stat_cli_reports_the_isolated_cpu(layout: Layout) -> None:
+def test_stat_cli_reports_the_isolated_cpu(layout: CpuLayout) -> None:
     r = subprocess.run(
         [
             sys.executable,
@@ -190,7 +190,7 @@ def test_stat_cli_reports_the_isolated_cpu(layout: Layout) -> None:
     assert getppid["per_core"] == {"core0.0": 0, "core0.1": 0, "core1.0": 0, "core1.1": N}
 
 
-def test_exporter_node_label(layout: Layout) -> None:
+def test_exporter_node_label(layout: CpuLayout) -> None:
     pytest.importorskip("prometheus_client", reason="the exporter extra is not installed")
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families

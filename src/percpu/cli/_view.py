@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ..cpus import topology
 from ..syscount import SyscallDelta
-from ..topo import GROUP_BY, Layout
+from ..topo import GROUP_BY, CpuLayout
 from ..views import view
 
 __all__ = ["add_options", "from_args"]
@@ -32,7 +32,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def from_args(args: argparse.Namespace, layout: Layout | None = None) -> tuple[View | None, Layout | None]:
+def from_args(
+    args: argparse.Namespace, layout: CpuLayout | None = None
+) -> tuple[View | None, CpuLayout | None]:
     """The view the options ask for (None: all CPUs, one column each) and the layout it was built from.
     Reads the topology and checks ``--cpus`` now, before anything is counted."""
     by: str = getattr(args, "by", "cpu")

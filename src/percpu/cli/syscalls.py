@@ -21,7 +21,7 @@ from ..syscount import (
     SyscallSnapshot,
     cgroup2_root,
 )
-from ..topo import Layout
+from ..topo import CpuLayout
 from . import _options, _report, _view
 from ._args import int_at_least, seconds
 from ._outfile import ReportFile
@@ -122,7 +122,7 @@ class _Output:
         self.out.close()
 
 
-def _layout_or_none() -> Layout | None:
+def _layout_or_none() -> CpuLayout | None:
     """The machine's layout to order a picture's CPUs by; a picture is still drawn without it."""
     try:
         return topology().layout()
