@@ -291,7 +291,17 @@ def test_not_root_is_a_clear_error() -> None:
 
 
 def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True, timeout=30).stdout
+    """tmux on a server of the session's own (``-L`` named after it): a server shared between sessions
+    exits when its last session ends, and a new session started at that moment can reach the exiting server
+    and fail (seen under load as `tmux new-session` exiting 1)."""
+    session = next(args[i + 1] for i, a in enumerate(args) if a in ("-t", "-s"))
+    return subprocess.run(
+        ["tmux", "-L", session, *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+def _tmux_end(session: str) -> None:
+    subprocess.run(["tmux", "-L", session, "kill-server"], capture_output=True)
 
 
 KEYS = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
@@ -315,7 +325,7 @@ def top_in_tmux(*args: str, cols: int = 80, rows: int = 24) -> Iterator[str]:
     try:
         yield session
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        _tmux_end(session)
 
 
 def screen_when(session: str, ready: str, timeout: float = 40) -> str:
@@ -461,7 +471,7 @@ def test_top_on_a_terminal_curses_cannot_drive_prints_tables(env: str, problem: 
     try:
         screen = screen_when(session, "percpu-rc=")
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        _tmux_end(session)
     assert "percpu-rc=0" in screen, screen
     assert problem in screen and "printing a table every interval instead" in screen, screen
     assert screen.count("imbalance (busiest CPU / mean)") == 2, screen
