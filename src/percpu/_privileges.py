@@ -24,7 +24,7 @@ from typing import NamedTuple
 from . import _libbpf, _procfs
 from .errors import PercpuError
 
-__all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges"]
+__all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges", "resolve_user"]
 
 CAP_SYS_ADMIN = _procfs.CAP_SYS_ADMIN
 CAP_BPF = _procfs.CAP_BPF
@@ -65,7 +65,8 @@ def caps_needed_to_read_maps(
     return 1 << (CAP_BPF if version >= (5, 8) else CAP_SYS_ADMIN)
 
 
-def _resolve(user: str | None, group: str | None) -> tuple[int | None, int | None]:
+def resolve_user(user: str | None, group: str | None) -> tuple[int | None, int | None]:
+    """``--user USER[:GROUP]`` as ids (names or numbers); PercpuError for a name that does not exist."""
     uid = gid = None
     if user is not None:
         try:
@@ -102,7 +103,7 @@ def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = 
             f"cannot drop privileges: the process has {len(tasks)} threads and capabilities belong to each "
             "(numpy's BLAS starts some: set OPENBLAS_NUM_THREADS=1), or pass --keep-privileges"
         )
-    uid, gid = _resolve(user, group)
+    uid, gid = resolve_user(user, group)
     try:
         _libbpf.prctl(PR_SET_NO_NEW_PRIVS, 1)
         bounding = True

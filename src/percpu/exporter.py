@@ -222,6 +222,7 @@ class SyscallCollector:
         self._names: dict[int, str] = {}
         self._cpu_labels = [str(c) for c in counter.cpus]
         self._rows: dict[int, _Row] = {}
+        self._has_procs = False  # the last snapshot had per-process counts (-P)
 
     @property
     def tracked_comms(self) -> int:
@@ -333,7 +334,7 @@ class SyscallCollector:
         )
         scrapes.add((), self._scrapes)
         out = [dur, scrapes]
-        if self.counter_has_procs:
+        if self._has_procs:
             comms = Family(
                 "percpu_exporter_tracked_comms",
                 "gauge",
@@ -348,8 +349,6 @@ class SyscallCollector:
             keys.add((), len(self._proc_last))
             out += [comms, keys]
         return out
-
-    counter_has_procs = False
 
     def _matrix(self, counts: np.ndarray, kept: list[int], other: np.ndarray | None) -> Family:
         """``percpu_syscalls_total{cpu=..,syscall=..} N`` for the non-zero cells, formatted in bulk.
@@ -451,7 +450,7 @@ class SyscallCollector:
             yield self._errors(*snap.errors)
         if snap.latency is not None:
             yield self._latency(*snap.latency)
-        self.counter_has_procs = snap.procs is not None
+        self._has_procs = snap.procs is not None
         if snap.procs is not None:
             yield self._procs(*snap.procs)
         yield from self._prog_stats()

@@ -320,6 +320,12 @@ def test_bpf_prog_stats_with_the_stats_fd_or_the_sysctl(tmp_path: Any) -> None:
         (["--max-comms", "x"], "not a whole number"),
         (["-s", ",,"], "no syscall names given"),
         (["-s", " , ", "-s", ","], "no syscall names given"),
+        (["--web.max-requests", "-1"], "must be 0 or more"),
+        (["--web.max-connections", "0"], "must be 1 or more"),
+        (["--web.request-timeout", "0"], "must be more than 0"),
+        (["--web.request-timeout", "soon"], "give a duration"),
+        (["--web.share-window=-1s"], "give a duration"),
+        (["--listen", "localhost"], "give ADDRESS:PORT"),
     ],
 )
 def test_exporter_rejects_options_that_would_count_nothing(
@@ -354,6 +360,17 @@ def test_dashboard_queries_use_exported_names_and_keep_instances_apart() -> None
     # several instances selected: the imbalance is one ratio per instance, not one over all of them
     imbalance = next(e for t, e in exprs.items() if t.startswith("Imbalance"))
     assert imbalance.count("max by (instance)") == 1 and imbalance.count("avg by (instance)") == 1
+
+
+def test_exporter_refuses_an_unknown_user_before_loading(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def counter(*args: Any) -> Any:
+        raise AssertionError("loaded BPF programs for a user that does not exist")
+
+    monkeypatch.setattr("percpu.cli._options.counter", counter)
+    assert main(["exporter", "--user", "no-such-user-percpu"]) == 1
+    assert "--user no-such-user-percpu: no such user" in capsys.readouterr().err
 
 
 def test_comm_bookkeeping_stays_bounded_whatever_processes_call_themselves() -> None:

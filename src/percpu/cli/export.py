@@ -65,24 +65,30 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _started_as_exporter() -> bool:
+    """This process is `percpu exporter ...` itself (not the exporter run in-process by other code) and
+    was not restarted yet: only then may it replace itself."""
+    if "PERCPU_REEXEC" in os.environ or len(sys.argv) < 2 or sys.argv[1] != "exporter":
+        return False
+    main_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "__main__.py")
+    return os.path.basename(sys.argv[0]) == "percpu" or os.path.abspath(sys.argv[0]) == main_py
+
+
 def _cmd_exporter(args: argparse.Namespace) -> int:
     from .. import _libbpf
-    from .._privileges import caps_needed_to_read_maps, drop_privileges
+    from .._privileges import caps_needed_to_read_maps, drop_privileges, resolve_user
     from .._web import Limits, MetricsServer
     from .._webconfig import WebConfig, load_web_config
     from ..exporter import SyscallCollector
 
-    if (
-        not args.keep_privileges
-        and len(os.listdir("/proc/self/task")) > 1
-        and "PERCPU_REEXEC" not in os.environ
-    ):
+    host, port = args.listen
+    user, _, group = (args.user or "").partition(":")
+    resolve_user(user or None, group or None)  # a wrong name is reported before anything is loaded
+    if not args.keep_privileges and len(os.listdir("/proc/self/task")) > 1 and _started_as_exporter():
         # Capabilities belong to threads, and numpy's BLAS starts a pool of them at import that could not
         # be made to drop theirs; percpu needs no BLAS: start again with the pool at one thread.
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PERCPU_REEXEC="1")
         os.execve(sys.executable, [sys.executable, "-m", "percpu", *sys.argv[1:]], env)
-    host, port = args.listen
-    user, _, group = (args.user or "").partition(":")
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
     counter = _options.counter(args, _options.filters(args))
     # Bind before loading anything: a port in use is reported without touching the kernel (and a port
