@@ -222,6 +222,9 @@ class Lost(NamedTuple):
 _NO_LOSS = Lost()
 
 
+# The largest opt-in table taken (keys): 16M keys of 8 bytes per possible CPU is already gigabytes.
+MAX_TABLE_ENTRIES = 1 << 24
+
 # The kernel's hard limit on pid numbers (PID_MAX_LIMIT on 64-bit; pid_max can only be set lower).
 PID_MAX_LIMIT = 1 << 22
 # task->comm is 16 bytes with the terminating NUL.
@@ -548,8 +551,8 @@ class SyscallCounter:
             ("errors_entries", errors_entries),
             ("latency_entries", latency_entries),
         ):
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1 << 24:
-                raise PercpuError(f"{name}={n!r}: give a table size from 1 to {1 << 24} keys")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TABLE_ENTRIES:
+                raise PercpuError(f"{name}={n!r}: give a table size from 1 to {MAX_TABLE_ENTRIES} keys")
         self.proc_entries = proc_entries
         self.errors_entries = errors_entries
         self.latency_entries = latency_entries
