@@ -594,7 +594,7 @@ class SyscallCounter:
         cfg.errors = int(self.errors)
         cfg.latency = int(self.latency)
         cfg.detect_compat = int(self.detect_compat)
-        ns = pid_namespace() if f.tgid is not None or f.tid is not None else None
+        ns = pid_namespace() if f.tgid is not None or f.tid is not None or self.per_process else None
         if ns is not None:
             cfg.pidns_dev, cfg.pidns_ino = ns
         return cfg
@@ -610,7 +610,8 @@ class SyscallCounter:
         btf = _btf_available()
         self._nobtf = not btf and self._own_obj_path is None
         default = "syscount_nobtf.bpf.o" if self._nobtf else "syscount.bpf.o"
-        if self._nobtf and self._config.pidns_ino:
+        # (Per-process pids from a namespace stay the kernel's there: only a filter must be refused.)
+        if self._nobtf and self._config.pidns_ino and (self._config.filter_tgid or self._config.filter_tid):
             raise NotSupported(
                 "a pid filter from inside a pid namespace (a container) needs the kernel's BTF, which this "
                 "kernel lacks: its pids are not the kernel's. Run percpu in the host's pid namespace, or "
