@@ -128,7 +128,8 @@ struct percpu_config {
 	__u8 task_storage;
 	__u64 syscall_mask[16];
 	/* When percpu runs in a pid namespace other than the initial one, filter_tgid and filter_tid are
-	 * pids of that namespace (device and inode of /proc/self/ns/pid); 0: the kernel's own pids. */
+	 * pids of that namespace, and so are the per-process tgids (device and inode of /proc/self/ns/pid);
+	 * 0: the kernel's own pids. */
 	__u64 pidns_dev;
 	__u64 pidns_ino;
 };
@@ -349,6 +350,20 @@ static __always_inline void bump_hash(void *map, void *key, __u32 table)
 /* tgid and comm are read straight from the task: with tp_btf these are plain loads through a trusted
  * BTF pointer, far cheaper than the bpf_get_current_pid_tgid() and bpf_get_current_comm() helpers
  * (measured in docs/benchmarks.md). A comm being renamed at that moment can be read torn: harmless. */
+/* The tgid as percpu's pid namespace numbers it, when that is not the initial one: 0 for a task outside
+ * it (a process the container cannot see has no pid there). */
+static __always_inline __u32 ns_tgid(__u32 tgid)
+{
+#ifndef PERCPU_NO_BTF
+	if (cfg.pidns_ino) {
+		struct bpf_pidns_info ns = {};
+
+		return bpf_get_ns_current_pid_tgid(cfg.pidns_dev, cfg.pidns_ino, &ns, sizeof(ns)) ? 0 : ns.tgid;
+	}
+#endif
+	return tgid;
+}
+
 static __always_inline void count_process(__u32 slot, struct task_struct *task, bool btf)
 {
 	struct proc_key k = { .slot = slot };
@@ -362,11 +377,12 @@ static __always_inline void count_process(__u32 slot, struct task_struct *task, 
 			k.tgid = BPF_CORE_READ(task, tgid);
 			BPF_CORE_READ_STR_INTO(&k.comm, task, comm);
 		}
+		k.tgid = ns_tgid(k.tgid);
 		bump_hash(&proc_counts, &k, LOST_PROCESSES);
 		return;
 	}
 #endif
-	k.tgid = bpf_get_current_pid_tgid() >> 32;
+	k.tgid = ns_tgid(bpf_get_current_pid_tgid() >> 32);
 	bpf_get_current_comm(k.comm, sizeof(k.comm));
 	bump_hash(&proc_counts, &k, LOST_PROCESSES);
 }

@@ -223,6 +223,9 @@ class Lost(NamedTuple):
 _NO_LOSS = Lost()
 
 
+# The largest opt-in table taken (keys): 16M keys of 8 bytes per possible CPU is already gigabytes.
+MAX_TABLE_ENTRIES = 1 << 24
+
 # The kernel's hard limit on pid numbers (PID_MAX_LIMIT on 64-bit; pid_max can only be set lower).
 PID_MAX_LIMIT = 1 << 22
 # task->comm is 16 bytes with the terminating NUL.
@@ -548,8 +551,8 @@ class SyscallCounter:
             ("errors_entries", errors_entries),
             ("latency_entries", latency_entries),
         ):
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1 << 24:
-                raise PercpuError(f"{name}={n!r}: give a table size from 1 to {1 << 24} keys")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TABLE_ENTRIES:
+                raise PercpuError(f"{name}={n!r}: give a table size from 1 to {MAX_TABLE_ENTRIES} keys")
         self.proc_entries = proc_entries
         self.errors_entries = errors_entries
         self.latency_entries = latency_entries
@@ -595,7 +598,7 @@ class SyscallCounter:
         cfg.errors = int(self.errors)
         cfg.latency = int(self.latency)
         cfg.detect_compat = int(self.detect_compat)
-        ns = pid_namespace() if f.tgid is not None or f.tid is not None else None
+        ns = pid_namespace() if f.tgid is not None or f.tid is not None or self.per_process else None
         if ns is not None:
             cfg.pidns_dev, cfg.pidns_ino = ns
         return cfg
@@ -615,7 +618,8 @@ class SyscallCounter:
         btf = _btf_available()
         self._nobtf = not btf and self._own_obj_path is None
         default = "syscount_nobtf.bpf.o" if self._nobtf else "syscount.bpf.o"
-        if self._nobtf and self._config.pidns_ino:
+        # (Per-process pids from a namespace stay the kernel's there: only a filter must be refused.)
+        if self._nobtf and self._config.pidns_ino and (self._config.filter_tgid or self._config.filter_tid):
             raise NotSupported(
                 "a pid filter from inside a pid namespace (a container) needs the kernel's BTF, which this "
                 "kernel lacks: its pids are not the kernel's. Run percpu in the host's pid namespace, or "

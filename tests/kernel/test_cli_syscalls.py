@@ -683,3 +683,22 @@ def test_stat_refuses_a_pid_in_a_nested_pid_namespace() -> None:
     )
     assert "runs in a pid namespace nested inside percpu's" in r.stderr, r.stderr
     assert "rc=1" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_stat_per_process_inside_a_pid_namespace_shows_that_namespaces_pids() -> None:
+    """`stat -P` in a container: the pid column is the container's pid of the process (the kernel's
+    own pid before, which the container cannot see)."""
+    stat = [*PERCPU, "stat", "-q", "-P", "-f", "json", "-c", "pcpu_nsP"]
+    cmd = [sys.executable, WORKLOAD, "777", str(busy_cpu()), "--comm", "pcpu_nsP"]
+    r = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", *stat, "--", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    pid = json.loads(lines[0])["pid"]  # the workload's own pid, as the namespace numbers it
+    assert pid < 100, "the workload should be one of the namespace's first processes"
+    rows = [p for p in json.loads(lines[-1])["processes"] if p["syscall"] == "getppid"]
+    assert [(p["pid"], p["comm"], p["total"]) for p in rows] == [(pid, "pcpu_nsP", 777)]
