@@ -56,8 +56,12 @@ class ContractError(Exception):
 
 
 def btf_section(path: str) -> bytes:
-    """The ``.BTF`` section of a little-endian ELF64 object (what clang -target bpf writes), read with the
-    ELF64 header layout of elf(5)."""
+    """The ``.BTF`` section of a little-endian ELF64 object (what clang -target bpf writes)."""
+    return elf_section(path, ".BTF")
+
+
+def elf_section(path: str, wanted: str) -> bytes:
+    """A section of a little-endian ELF64 object, read with the ELF64 header layout of elf(5)."""
     with open(path, "rb") as f:
         elf = f.read()
     if elf[:4] != b"\x7fELF" or elf[4] != 2 or elf[5] != 1:
@@ -72,9 +76,9 @@ def btf_section(path: str) -> bytes:
     _name, stroff, _size = header(shstrndx)
     for i in range(shnum):
         name, off, size = header(i)
-        if elf[stroff + name : elf.index(b"\0", stroff + name)] == b".BTF":
+        if elf[stroff + name : elf.index(b"\0", stroff + name)] == wanted.encode():
             return elf[off : off + size]
-    raise ContractError(f"{path}: no .BTF section (built without -g?)")
+    raise ContractError(f"{path}: no {wanted} section")
 
 
 def _struct(btf: Btf, name: str) -> BtfType:

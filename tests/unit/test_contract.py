@@ -77,6 +77,14 @@ def test_layouts_field_by_field(obj: str) -> None:
             assert (off, sub.itemsize) == (bit // 8, btf.size(type_id)), f"{cname}.{name}"
 
 
+@pytest.mark.parametrize("obj", [OBJ, NOBTF_OBJ])
+def test_config_is_all_of_rodata(obj: str) -> None:
+    """User space writes the config at offset 0 of .rodata: that holds while cfg is all .rodata has."""
+    rodata = gen.elf_section(os.path.join(ROOT, obj), ".rodata")
+    assert len(rodata) == ctypes.sizeof(_contract.PercpuConfig)
+    assert rodata == bytes(_contract.PercpuConfig())  # cfg = {}: user space supplies every value
+
+
 def test_maps_use_the_contract_types() -> None:
     """The maps percpu decodes with these dtypes are declared with those very structs."""
     btf = _btf(OBJ)
