@@ -14,11 +14,9 @@
  * constants and removes every disabled branch, so the default path is: read the id, check its range,
  * look up this CPU's counter, increment.
  *
- * Layout of struct percpu_config (mirrored by percpu.syscount._Config; sizeof 184):
- *   0 filter_tgid u32, 4 filter_tid u32, 8 filter_cgroup u64, 16 filter_comm char[16],
- *   32 use_syscall_mask u8, 33 failed_only u8, 34 per_process u8, 35 errors u8, 36 latency u8,
- *   37 detect_compat u8, 38 task_btf u8, 39 task_storage u8, 40 syscall_mask u64[16],
- *   168 pidns_dev u64, 176 pidns_ino u64
+ * The structs and enums user space shares (struct percpu_config, the map keys and rows, enum percpu_consts,
+ * enum percpu_lost) reach Python through this object's BTF: tools/gen_contract.py writes
+ * src/percpu/_contract.py from it, and a unit test fails when the two drift apart.
  *
  * task_btf and task_storage say what this kernel has (probed by user space): bpf_get_current_task_btf()
  * and task local storage both arrived in Linux 5.11. Without them the code under them is dead and the
@@ -38,15 +36,36 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 
-#define NR_SLOTS 2048
-#define COMPAT_BASE 1024
 #define MAX_ERRNO 4095
-/* Latency buckets are log2 of nanoseconds (0..63). A histogram row holds buckets ROW_FIRST_BUCKET to
- * ROW_FIRST_BUCKET + ROW_BUCKETS - 1 (16 ns to 68 s); other buckets, and syscalls beyond a CPU's LAT_ROWS,
- * go to the latency hash. */
-#define ROW_FIRST_BUCKET 4
-#define ROW_BUCKETS 32
-#define LAT_ROWS 128
+
+/* Constants user space needs too. Enumerators, not macros, so that BTF records them (as a type user space
+ * reads) while the compiled code is the same as with literals. */
+enum percpu_consts {
+	NR_SLOTS = 2048, /* entries of counts: native syscalls, then compat ones */
+	COMPAT_BASE = 1024, /* slot of compat syscall 0 */
+	/* Latency buckets are log2 of nanoseconds (0..LAT_BUCKETS - 1). A histogram row holds buckets
+	 * ROW_FIRST_BUCKET to ROW_FIRST_BUCKET + ROW_BUCKETS - 1 (16 ns to 68 s); other buckets, and syscalls
+	 * beyond a CPU's LAT_ROWS, go to the latency hash. */
+	LAT_BUCKETS = 64,
+	ROW_FIRST_BUCKET = 4,
+	ROW_BUCKETS = 32,
+	LAT_ROWS = 128,
+};
+
+/* Calls an opt-in table could not take, by table (the lost map's keys): the table was full (an
+ * unprivileged process can fill the errno and latency tables, e.g. with seccomp RET_ERRNO on many numbers)
+ * or the kernel had no memory for the entry. Shown with the counts, so a report never hides what it missed. */
+enum percpu_lost {
+	LOST_PROCESSES,
+	LOST_ERRORS,
+	LOST_LATENCY,
+	LOST_TABLES,
+};
+
+/* Clang records an enum in BTF only when something has its type. These variables are that something, in a
+ * section of their own that libbpf skips (it loads no data section it does not know): no map, no code. */
+const enum percpu_consts percpu_consts SEC(".percpu.contract") = NR_SLOTS;
+const enum percpu_lost percpu_lost SEC(".percpu.contract") = LOST_TABLES;
 
 /* Built twice (scripts/build-bpf): syscount.bpf.o for kernels with BTF (/sys/kernel/btf/vmlinux), and
  * syscount_nobtf.bpf.o (bpf/syscount_nobtf.bpf.c defines PERCPU_NO_BTF) for kernels without it. The latter
@@ -128,7 +147,8 @@ struct percpu_config {
 	__u8 task_storage;
 	__u64 syscall_mask[16];
 	/* When percpu runs in a pid namespace other than the initial one, filter_tgid and filter_tid are
-	 * pids of that namespace (device and inode of /proc/self/ns/pid); 0: the kernel's own pids. */
+	 * pids of that namespace, and so are the per-process tgids (device and inode of /proc/self/ns/pid);
+	 * 0: the kernel's own pids. */
 	__u64 pidns_dev;
 	__u64 pidns_ino;
 };
@@ -164,14 +184,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } dropped SEC(".maps");
-
-/* Calls an opt-in table could not take, by table (LOST_*): the table was full (an unprivileged process
- * can fill the errno and latency tables, e.g. with seccomp RET_ERRNO on many numbers) or the kernel had
- * no memory for the entry. Shown with the counts, so a report never hides what it missed. */
-#define LOST_PROCESSES 0
-#define LOST_ERRORS 1
-#define LOST_LATENCY 2
-#define LOST_TABLES 3
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -349,6 +361,20 @@ static __always_inline void bump_hash(void *map, void *key, __u32 table)
 /* tgid and comm are read straight from the task: with tp_btf these are plain loads through a trusted
  * BTF pointer, far cheaper than the bpf_get_current_pid_tgid() and bpf_get_current_comm() helpers
  * (measured in docs/benchmarks.md). A comm being renamed at that moment can be read torn: harmless. */
+/* The tgid as percpu's pid namespace numbers it, when that is not the initial one: 0 for a task outside
+ * it (a process the container cannot see has no pid there). */
+static __always_inline __u32 ns_tgid(__u32 tgid)
+{
+#ifndef PERCPU_NO_BTF
+	if (cfg.pidns_ino) {
+		struct bpf_pidns_info ns = {};
+
+		return bpf_get_ns_current_pid_tgid(cfg.pidns_dev, cfg.pidns_ino, &ns, sizeof(ns)) ? 0 : ns.tgid;
+	}
+#endif
+	return tgid;
+}
+
 static __always_inline void count_process(__u32 slot, struct task_struct *task, bool btf)
 {
 	struct proc_key k = { .slot = slot };
@@ -362,11 +388,12 @@ static __always_inline void count_process(__u32 slot, struct task_struct *task, 
 			k.tgid = BPF_CORE_READ(task, tgid);
 			BPF_CORE_READ_STR_INTO(&k.comm, task, comm);
 		}
+		k.tgid = ns_tgid(k.tgid);
 		bump_hash(&proc_counts, &k, LOST_PROCESSES);
 		return;
 	}
 #endif
-	k.tgid = bpf_get_current_pid_tgid() >> 32;
+	k.tgid = ns_tgid(bpf_get_current_pid_tgid() >> 32);
 	bpf_get_current_comm(k.comm, sizeof(k.comm));
 	bump_hash(&proc_counts, &k, LOST_PROCESSES);
 }

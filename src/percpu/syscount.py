@@ -27,6 +27,19 @@ import numpy as np
 
 from . import _libbpf, _procfs
 from . import syscalls as _names
+from ._contract import (
+    COMPAT_BASE,
+    ERR_KEY,
+    LAT_BUCKETS,
+    LAT_KEY,
+    NR_SLOTS,
+    PROC_KEY,
+    ROW_BUCKETS,
+    ROW_FIRST_BUCKET,
+)
+from ._contract import LAT_INDEX as _LAT_INDEX
+from ._contract import LAT_ROW as _LAT_ROW
+from ._contract import PercpuConfig as _Config
 from .cpus import CpuList, machine, possible_cpus
 from .errors import AttachError, InvalidFilter, NotSupported, PercpuError, ProgramLoadError
 from .maps import Map
@@ -47,14 +60,6 @@ __all__ = [
     "slot_name",
 ]
 
-NR_SLOTS = 2048
-COMPAT_BASE = 1024
-LAT_BUCKETS = 64
-# Latency histogram rows in syscount.bpf.c: per CPU, LAT_ROWS rows holding buckets ROW_FIRST_BUCKET onward
-# (ROW_BUCKETS of them); other buckets, and slots beyond a CPU's rows, are counted in the latency hash.
-LAT_ROWS = 128
-ROW_FIRST_BUCKET = 4
-ROW_BUCKETS = 32
 ATTACH_MODES = ("tp_btf", "raw_tp", "tracepoint")
 _PROGRAMS = {
     "tp_btf": ("enter_btf", "exit_btf"),
@@ -64,36 +69,6 @@ _PROGRAMS = {
 # What each attach mode needs, for error messages (the syscount.bpf.o flavours also need kernel BTF for
 # their CO-RE reads; without BTF, syscount_nobtf.bpf.o attaches at raw_tp only).
 _MIN_KERNEL = {"tp_btf": "Linux 5.5 with BTF", "raw_tp": "Linux 4.17", "tracepoint": "Linux 4.7 and tracefs"}
-
-
-class _Config(ctypes.Structure):
-    """Mirror of ``struct percpu_config`` in bpf/syscount.bpf.c (checked against .rodata at load)."""
-
-    _fields_ = [
-        ("filter_tgid", ctypes.c_uint32),
-        ("filter_tid", ctypes.c_uint32),
-        ("filter_cgroup", ctypes.c_uint64),
-        ("filter_comm", ctypes.c_char * 16),
-        ("use_syscall_mask", ctypes.c_uint8),
-        ("failed_only", ctypes.c_uint8),
-        ("per_process", ctypes.c_uint8),
-        ("errors", ctypes.c_uint8),
-        ("latency", ctypes.c_uint8),
-        ("detect_compat", ctypes.c_uint8),
-        ("task_btf", ctypes.c_uint8),
-        ("task_storage", ctypes.c_uint8),
-        ("syscall_mask", ctypes.c_uint64 * 16),
-        ("pidns_dev", ctypes.c_uint64),
-        ("pidns_ino", ctypes.c_uint64),
-    ]
-
-
-PROC_KEY = np.dtype([("tgid", "<u4"), ("slot", "<u4"), ("comm", "S16")])
-ERR_KEY = np.dtype([("slot", "<u4"), ("err", "<u4")])
-LAT_KEY = np.dtype([("slot", "<u4"), ("bucket", "<u4")])
-# struct lat_index and struct lat_row in bpf/syscount.bpf.c
-_LAT_INDEX = np.dtype([("row", "u1", (NR_SLOTS,)), ("used", "<u4")])
-_LAT_ROW = np.dtype([("n", "<u8", (ROW_BUCKETS,))])
 
 
 def merge_latency(
@@ -225,6 +200,9 @@ class Lost(NamedTuple):
 
 _NO_LOSS = Lost()
 
+
+# The largest opt-in table taken (keys): 16M keys of 8 bytes per possible CPU is already gigabytes.
+MAX_TABLE_ENTRIES = 1 << 24
 
 # The kernel's hard limit on pid numbers (PID_MAX_LIMIT on 64-bit; pid_max can only be set lower).
 PID_MAX_LIMIT = 1 << 22
@@ -561,8 +539,8 @@ class SyscallCounter:
             ("errors_entries", errors_entries),
             ("latency_entries", latency_entries),
         ):
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1 << 24:
-                raise PercpuError(f"{name}={n!r}: give a table size from 1 to {1 << 24} keys")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TABLE_ENTRIES:
+                raise PercpuError(f"{name}={n!r}: give a table size from 1 to {MAX_TABLE_ENTRIES} keys")
         self.proc_entries = proc_entries
         self.errors_entries = errors_entries
         self.latency_entries = latency_entries
@@ -608,7 +586,7 @@ class SyscallCounter:
         cfg.errors = int(self.errors)
         cfg.latency = int(self.latency)
         cfg.detect_compat = int(self.detect_compat)
-        ns = pid_namespace() if f.tgid is not None or f.tid is not None else None
+        ns = pid_namespace() if f.tgid is not None or f.tid is not None or self.per_process else None
         if ns is not None:
             cfg.pidns_dev, cfg.pidns_ino = ns
         return cfg
@@ -628,7 +606,8 @@ class SyscallCounter:
         btf = _btf_available()
         self._nobtf = not btf and self._own_obj_path is None
         default = "syscount_nobtf.bpf.o" if self._nobtf else "syscount.bpf.o"
-        if self._nobtf and self._config.pidns_ino:
+        # (Per-process pids from a namespace stay the kernel's there: only a filter must be refused.)
+        if self._nobtf and self._config.pidns_ino and (self._config.filter_tgid or self._config.filter_tid):
             raise NotSupported(
                 "a pid filter from inside a pid namespace (a container) needs the kernel's BTF, which this "
                 "kernel lacks: its pids are not the kernel's. Run percpu in the host's pid namespace, or "

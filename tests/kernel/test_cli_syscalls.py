@@ -300,7 +300,17 @@ def test_not_root_is_a_clear_error() -> None:
 
 
 def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True, timeout=30).stdout
+    """tmux on a server of the session's own (``-L`` named after it): a server shared between sessions
+    exits when its last session ends, and a new session started at that moment can reach the exiting server
+    and fail (seen under load as `tmux new-session` exiting 1)."""
+    session = next(args[i + 1] for i, a in enumerate(args) if a in ("-t", "-s"))
+    return subprocess.run(
+        ["tmux", "-L", session, *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+def _tmux_end(session: str) -> None:
+    subprocess.run(["tmux", "-L", session, "kill-server"], capture_output=True)
 
 
 KEYS = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
@@ -324,7 +334,7 @@ def top_in_tmux(*args: str, cols: int = 80, rows: int = 24) -> Iterator[str]:
     try:
         yield session
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        _tmux_end(session)
 
 
 def screen_when(session: str, ready: str, timeout: float = 40) -> str:
@@ -470,7 +480,7 @@ def test_top_on_a_terminal_curses_cannot_drive_prints_tables(env: str, problem: 
     try:
         screen = screen_when(session, "percpu-rc=")
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        _tmux_end(session)
     assert "percpu-rc=0" in screen, screen
     assert problem in screen and "printing a table every interval instead" in screen, screen
     assert screen.count("imbalance (busiest CPU / mean)") == 2, screen
@@ -682,3 +692,22 @@ def test_stat_refuses_a_pid_in_a_nested_pid_namespace() -> None:
     )
     assert "runs in a pid namespace nested inside percpu's" in r.stderr, r.stderr
     assert "rc=1" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_stat_per_process_inside_a_pid_namespace_shows_that_namespaces_pids() -> None:
+    """`stat -P` in a container: the pid column is the container's pid of the process (the kernel's
+    own pid before, which the container cannot see)."""
+    stat = [*PERCPU, "stat", "-q", "-P", "-f", "json", "-c", "pcpu_nsP"]
+    cmd = [sys.executable, WORKLOAD, "777", str(busy_cpu()), "--comm", "pcpu_nsP"]
+    r = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", *stat, "--", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    pid = json.loads(lines[0])["pid"]  # the workload's own pid, as the namespace numbers it
+    assert pid < 100, "the workload should be one of the namespace's first processes"
+    rows = [p for p in json.loads(lines[-1])["processes"] if p["syscall"] == "getppid"]
+    assert [(p["pid"], p["comm"], p["total"]) for p in rows] == [(pid, "pcpu_nsP", 777)]

@@ -56,3 +56,16 @@ def test_filters_from_the_command_line() -> None:
 def test_bad_filters_are_clear_errors(argv: list[str], message: str) -> None:
     with pytest.raises(PercpuError, match=message):
         _options.filters(args(*argv))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("option", ["--errors-entries", "--latency-entries"])
+@pytest.mark.parametrize(
+    ("value", "message"), [("0", "must be 1 or more"), ("16777217", "must be 16777216 or less")]
+)
+def test_table_sizes_are_usage_errors(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["stat", option, value])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

@@ -77,7 +77,9 @@ def test_pid_filters_compare_in_a_pid_namespace(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(syscount, "pid_namespace", lambda: (4, 4026532001))
     c = SyscallCounter(filters=Filters(tgid=2), start=False)
     assert (c._config.pidns_dev, c._config.pidns_ino) == (4, 4026532001)
-    c = SyscallCounter(filters=Filters(comm="x"), start=False)  # no pid filter: nothing to translate
+    c = SyscallCounter(filters=Filters(comm="x"), per_process=True, start=False)  # pids in the report
+    assert (c._config.pidns_dev, c._config.pidns_ino) == (4, 4026532001)
+    c = SyscallCounter(filters=Filters(comm="x"), start=False)  # no pid anywhere: nothing to translate
     assert (c._config.pidns_dev, c._config.pidns_ino) == (0, 0)
 
 

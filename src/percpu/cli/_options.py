@@ -8,7 +8,7 @@ import os
 
 from .. import _procfs, process
 from ..errors import PercpuError
-from ..syscount import ATTACH_MODES, Filters, SyscallCounter, pid_namespace
+from ..syscount import ATTACH_MODES, MAX_TABLE_ENTRIES, Filters, SyscallCounter, pid_namespace
 from ._args import int_at_least
 
 __all__ = ["add_counter_options", "counter", "filters", "require_root"]
@@ -36,14 +36,14 @@ def add_counter_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("-L", "--latency", action="store_true", help="also record log2 latency histograms")
     m.add_argument(
         "--errors-entries",
-        type=int_at_least(1),
+        type=int_at_least(1, maximum=MAX_TABLE_ENTRIES),
         default=8192,
         metavar="N",
         help="with -e: (syscall, errno) pairs the table holds (default 8192); calls beyond are lost",
     )
     m.add_argument(
         "--latency-entries",
-        type=int_at_least(1),
+        type=int_at_least(1, maximum=MAX_TABLE_ENTRIES),
         default=16384,
         metavar="N",
         help="with -L: (syscall, bucket) pairs beyond the histogram rows (default 16384); more are lost",

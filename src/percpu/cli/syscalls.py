@@ -265,7 +265,10 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
         print(f"percpu: could not remove the cgroup {cg_path}; the next run removes it", file=sys.stderr)
     if args.format == "table" and not args.quiet:
         if not in_cgroup:
-            print("percpu: no cgroup v2 here: counted the command's own process only", file=sys.stderr)
+            why = (
+                "no cgroup v2 here" if cg.root == "" else "no cgroup could be made for it under percpu's own"
+            )
+            print(f"percpu: {why}: counted the command's own process only", file=sys.stderr)
         if moved:
             print(
                 f"percpu: the command left {moved} process(es) running; they were counted until it exited",
