@@ -47,6 +47,7 @@ from .maps import (
     list_maps,
     open_map,
 )
+from .topo import CpuGroups, CpuInfo, CpuLayout
 from .typespec import parse_type
 from .values import Int, PerCpuValue
 
@@ -60,6 +61,9 @@ __all__ = [
     "AttachError",
     "BpfError",
     "BtfError",
+    "CpuGroups",
+    "CpuInfo",
+    "CpuLayout",
     "CpuList",
     "CpuNotPossible",
     "Hash",

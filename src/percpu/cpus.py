@@ -13,9 +13,12 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Sequence
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from .errors import CpuNotPossible, PercpuError, TopologyMismatch
+
+if TYPE_CHECKING:
+    from .topo import CpuLayout
 
 __all__ = ["CpuList", "Topology", "machine", "parse_cpu_list", "possible_cpus", "topology"]
 
@@ -168,6 +171,13 @@ class Topology:
     def cpu(self, slot: int) -> int:
         """The CPU id that slot ``slot`` holds."""
         return self.possible[slot]
+
+    def layout(self, *, node_root: str | None = None, cgroup_root: str | None = "") -> CpuLayout:
+        """Each possible CPU's core, package, die, cluster, SMT siblings, NUMA node and isolation, read
+        from sysfs now (see :mod:`percpu.topo`; ``cgroup_root=None`` skips cpuset partitions)."""
+        from .topo import read_layout
+
+        return read_layout(self.root, node_root=node_root, cgroup_root=cgroup_root, topology=self)
 
 
 @functools.lru_cache(maxsize=8)

@@ -6,7 +6,8 @@ OpenMetrics. prometheus_client is not needed to serve; :meth:`SyscallCollector.c
 collector usable in a prometheus_client registry where that package is installed. Cardinality is bounded
 by options:
 
-* ``cpu_label=False`` sums over CPUs;
+* ``cpu_label=False`` (or ``"none"``) sums over CPUs; ``"core"``, ``"package"`` or ``"node"`` sums CPUs into
+  those groups (from the sysfs topology read when the collector is made) under a label of that name;
 * ``top_syscalls=N`` names the N busiest syscalls and puts the rest in ``syscall="other"``. A syscall
   once named stays named, and one that later enters the top N (by calls since the previous scrape) is
   named too, until 2N are named; see :meth:`SyscallCollector._update_kept` for why every exported counter,
@@ -31,9 +32,10 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from . import __version__
-from .cpus import CpuList
+from .cpus import CpuList, topology
 from .errors import PercpuError
 from .syscount import SyscallSnapshot, errno_name, slot_name
+from .topo import CpuGroups, CpuLayout, group_rows
 
 __all__ = ["Exposition", "Family", "Sample", "SyscallCollector", "render"]
 
@@ -178,7 +180,8 @@ class SyscallCollector:
         self,
         counter: CounterSource,
         *,
-        cpu_label: bool = True,
+        cpu_label: bool | str = True,
+        layout: CpuLayout | None = None,
         top_syscalls: int = 0,
         max_comms: int = 20,
         libbpf_version: str = "",
@@ -195,7 +198,20 @@ class SyscallCollector:
                 f"top_syscalls must be 0 (all) or more, max_comms 1 or more: {top_syscalls}, {max_comms}"
             )
         self.counter = counter
-        self.cpu_label = cpu_label
+        # Rows of the exported matrix: CPUs, or groups of them (the label is then named after the grouping).
+        self._groups: CpuGroups | None = None
+        self._label_name = "cpu"
+        if cpu_label in ("cpu", "none") or isinstance(cpu_label, bool):
+            self.cpu_label = cpu_label in (True, "cpu")
+            self._cpu_labels = [str(c) for c in counter.cpus]
+        elif cpu_label in ("core", "package", "node"):
+            self.cpu_label = True
+            lay = layout if layout is not None else topology().layout()
+            self._groups = lay.groups(str(cpu_label), counter.cpus)
+            self._label_name = str(cpu_label)
+            self._cpu_labels = list(self._groups.labels)
+        else:
+            raise ValueError(f"cpu_label {cpu_label!r}: choose cpu, core, package, node or none")
         self.top = top_syscalls
         self.max_named = 2 * top_syscalls
         self.max_comms = max_comms
@@ -208,7 +224,7 @@ class SyscallCollector:
         self._in_other: set[int] = set()
         self._promoted: list[int] = []  # moved from "other" to a name by this scrape
         self._prev_totals = np.zeros(0, np.uint64)
-        ncpu = len(counter.cpus)
+        ncpu = len(self._cpu_labels)
         # What promoted syscalls had contributed to "other" when they left it, so "other" keeps it.
         self._frozen_other = np.zeros(ncpu, np.uint64)
         self._frozen_errors: dict[str, int] = {}
@@ -220,7 +236,6 @@ class SyscallCollector:
         self._last_duration = 0.0
         self._scrapes = 0
         self._names: dict[int, str] = {}
-        self._cpu_labels = [str(c) for c in counter.cpus]
         self._rows: dict[int, _Row] = {}
         self._has_procs = False  # the last snapshot had per-process counts (-P)
 
@@ -379,8 +394,9 @@ class SyscallCollector:
                 template = cached.template
             else:
                 name = _escape_label(OTHER if col < 0 else self._name(col))
+                row_label = self._label_name
                 template = "".join(
-                    f'percpu_syscalls_total{{cpu="{self._cpu_labels[i]}",syscall="{name}"}} %d\n'
+                    f'percpu_syscalls_total{{{row_label}="{self._cpu_labels[i]}",syscall="{name}"}} %d\n'
                     for i in np.nonzero(mask)[0].tolist()
                 ).encode()
             text = template % tuple(row[mask].tolist())
@@ -390,13 +406,14 @@ class SyscallCollector:
         fam.text = texts
         fam.count = int(nz.sum())
         labels = self._cpu_labels
+        label_name = self._label_name
         names = [OTHER if c < 0 else self._name(c) for c in cols]
 
         def cells() -> Iterator[Sample]:
             for name, row in zip(names, sub.tolist(), strict=True):
                 for cpu, v in zip(labels, row, strict=True):
                     if v:
-                        yield Sample("_total", (("cpu", cpu), ("syscall", name)), v)
+                        yield Sample("_total", ((label_name, cpu), ("syscall", name)), v)
 
         fam.cells = cells
         return fam
@@ -412,7 +429,7 @@ class SyscallCollector:
             1,
         )
         yield info
-        counts = snap.counts
+        counts = snap.counts if self._groups is None else group_rows(snap.counts, self._groups)
         totals = counts.sum(axis=0, dtype=np.uint64)
         self._update_kept(counts, totals)
         active = [int(x) for x in np.nonzero(totals)[0]]

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from .cpus import CpuList, machine, possible_cpus
 from .errors import AttachError, InvalidFilter, NotSupported, PercpuError, ProgramLoadError
 from .maps import Map
 from .objects import BpfObject, bundled
+
+if TYPE_CHECKING:
+    from .topo import CpuGroups
 
 __all__ = [
     "ATTACH_MODES",
@@ -387,7 +390,12 @@ def _keyed_delta(
 
 @dataclass(frozen=True)
 class SyscallDelta:
-    """Counts over an interval of ``seconds``; same shapes as :class:`SyscallSnapshot`."""
+    """Counts over an interval of ``seconds``; same shapes as :class:`SyscallSnapshot`.
+
+    A view of it (:func:`percpu.views.view`) may keep only some CPUs (``cpus`` lists them, ``selected``
+    says how they were chosen) or sum them into groups (``groups``: then row i of ``counts``, and column
+    i of the keyed counts, is group ``groups.labels[i]``, not a CPU).
+    """
 
     seconds: float
     cpus: CpuList
@@ -399,6 +407,8 @@ class SyscallDelta:
     arch: str | None = None
     online: CpuList | None = None
     lost: Lost = _NO_LOSS
+    groups: CpuGroups | None = None
+    selected: str | None = None
     _names: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
 
     def rates(self) -> np.ndarray:
@@ -437,7 +447,10 @@ class SyscallDelta:
         """
         per = self.per_cpu().astype(np.float64)
         if self.online is not None and per.size:
-            live = np.isin(np.asarray(self.cpus.ids), np.asarray(self.online.ids)) | (per > 0)
+            if self.groups is not None:
+                live = self.groups.live(self.online) | (per > 0)
+            else:
+                live = np.isin(np.asarray(self.cpus.ids), np.asarray(self.online.ids)) | (per > 0)
             per = per[live]
         mean = per.mean() if per.size else 0.0
         return float(per.max() / mean) if mean > 0 else 0.0

@@ -21,7 +21,7 @@ def stat_args(*argv: str) -> object:
         (["-o", "/nonexistent/out"], "-o /nonexistent/out: No such file or directory"),
         (["-o", "/"], "-o /: Is a directory"),
         (["--heatmap", "/nonexistent/x.svg"], "--heatmap /nonexistent/x.svg: No such file or directory"),
-        (["--heatmap", "x.png"], "only SVG is written"),
+        (["--heatmap", "x.jpg"], r"name the file .png, .svg or .pdf"),
     ],
 )
 def test_bad_output_paths_are_errors_before_counting(argv: list[str], message: str) -> None:

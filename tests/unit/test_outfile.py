@@ -132,6 +132,19 @@ def test_dash_is_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == "to stdout\n"
 
 
+def test_a_binary_report_file_takes_bytes_and_commits_them(tmp_path: Path) -> None:
+    """Pictures (--heatmap out.png) go through the same replace-at-commit as text reports."""
+    path = tmp_path / "m.png"
+    path.write_bytes(b"old")
+    f = ReportFile(str(path), "--heatmap", binary=True)
+    f.write(b"\x89PNG\r\n\x1a\n...")
+    assert path.read_bytes() == b"old"
+    f.commit()
+    f.close()
+    assert path.read_bytes() == b"\x89PNG\r\n\x1a\n..."
+    assert leftovers(tmp_path) == []
+
+
 def test_binary_reports_for_pictures(tmp_path: Path) -> None:
     """A writer that wants a file object (a plotting library) gets one; the picture still replaces the
     old file only at commit."""

@@ -103,15 +103,6 @@ def test_error_and_latency_tables() -> None:
     assert _report.latency_quantiles(np.array([10, 20] + [0] * 62, np.uint64)) == [4.0, 4.0]
 
 
-def test_heatmap_svg_is_wellformed() -> None:
-    import xml.etree.ElementTree as ET
-
-    d = snap(1.0, {(0, 0): 5, (2, 1): 1000}).delta(snap(0.0, {}))
-    root = ET.fromstring(_report.heatmap_svg(d))
-    assert root.tag.endswith("svg")
-    assert any("read" in (t.text or "") for t in root.iter("{http://www.w3.org/2000/svg}text"))
-
-
 def test_filters_resolve_names_and_reject_unknown() -> None:
     f = Filters(syscalls=["read", "getppid", "compat:read", "7"])
     assert f.slots("x86_64") == [0, 110, COMPAT_BASE + 3, 7]

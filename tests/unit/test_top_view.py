@@ -109,6 +109,31 @@ def test_sort_keys(sort: str, order: list[str]) -> None:
     assert body(draw(80, sort=sort)) == order
 
 
+def test_grouped_view_shows_group_columns(tmp_path: Any) -> None:
+    """``top --by package --cpus 0-7``: the columns are the groups of the selected CPUs."""
+    from percpu.topo import CpuGroups, CpuLayout
+    from percpu.views import view as make_view
+
+    class TwoPackages(CpuLayout):
+        def groups(self, by: str, cpus: Any = None) -> CpuGroups:
+            sel = list(cpus)
+            index = np.array([0 if c < 4 else 1 for c in sel], dtype=np.intp)
+            members = (CpuList(c for c in sel if c < 4), CpuList(c for c in sel if c >= 4))
+            return CpuGroups(by, ("pkg0", "pkg1"), members, index)
+
+    lay = TwoPackages(())
+    v = _top._View(FakeCounter(), 1.0, "total", 0)  # type: ignore[arg-type]
+    v.delta = make_view(delta(BUSY), lay, by="package", cpus=CpuList(range(8)), selected="0-7")
+    scr = FakeScreen(24, 100)
+    v.draw(scr)
+    lines = scr.lines()
+    head = next(ln for ln in lines if ln.startswith("SYSCALL"))
+    assert head.split()[-2:] == ["pkg0", "pkg1"]
+    assert "CPUs 0-7 by package" in lines[1]
+    read = next(ln for ln in lines if ln.startswith("read "))
+    assert read.split()[-2:] == [".", "2.0M"], "cpu5's 2M reads are in pkg1"
+
+
 @pytest.mark.parametrize(("rows", "cols"), [(3, 12), (1, 80), (7, 80), (24, 35), (2, 2)])
 def test_a_window_too_small_says_so(rows: int, cols: int) -> None:
     scr = FakeScreen(rows, cols)  # asserts that nothing is drawn outside the window

@@ -18,7 +18,7 @@ from ..errors import PercpuError, PermissionDenied
 
 __all__ = ["main"]
 
-_MODULES = ("syscalls", "inspect", "export")
+_MODULES = ("syscalls", "inspect", "export", "topology")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Rendering of syscall deltas: text tables, JSON objects, CSV rows and SVG heat maps.
+"""Rendering of syscall deltas: text tables, JSON objects and CSV rows (pictures: :mod:`percpu.plots`).
 
 Pure functions of a :class:`~percpu.syscount.SyscallDelta`, shared by ``percpu stat`` and ``percpu top``.
 """
@@ -6,7 +6,6 @@ Pure functions of a :class:`~percpu.syscount.SyscallDelta`, shared by ``percpu s
 from __future__ import annotations
 
 import csv
-import html
 import io
 import math
 import unicodedata
@@ -17,7 +16,7 @@ import numpy as np
 
 from ..syscount import SyscallDelta, errno_name
 
-__all__ = ["SORTS", "csv_rows", "heatmap_svg", "latency_quantiles", "order_slots", "table", "to_json"]
+__all__ = ["SORTS", "csv_rows", "latency_quantiles", "order_slots", "table", "to_json"]
 
 SORTS = ("total", "name", "nr", "cpu")
 
@@ -85,6 +84,26 @@ def order_slots(d: SyscallDelta, sort: str = "total", cpu_row: int = 0) -> list[
     return slots
 
 
+def columns(d: SyscallDelta) -> list[str]:
+    """Labels of ``d``'s rows: ``cpu3`` for a CPU, the group's label (``node1``) in a grouped view."""
+    if d.groups is not None:
+        return list(d.groups.labels)
+    return [f"cpu{c}" for c in d.cpus]
+
+
+def _where(d: SyscallDelta) -> str:
+    """Which CPUs a report covers, for its first line."""
+    if d.selected is None:
+        what = f"{len(d.cpus)} possible CPUs ({d.cpus})"
+    else:
+        what = f"CPU{'s' if len(d.cpus) > 1 else ''} {d.cpus}"
+        if d.selected != str(d.cpus):
+            what += f" ({d.selected})"
+    if d.groups is not None:
+        what += f", by {d.groups.by}"
+    return what
+
+
 def _rows(d: SyscallDelta, top: int | None, sort: str = "total") -> list[int]:
     slots = order_slots(d, sort)
     return slots[:top] if top else slots
@@ -103,14 +122,13 @@ def table(
     per_sys = d.per_syscall()
     grand = int(per_sys.sum())
     scale = 1.0 / d.seconds if rates else 1.0
-    cpus = [] if sum_cpus else list(d.cpus)
+    cpus = [] if sum_cpus else columns(d)
     unit = "calls/s" if rates else "calls"
     out = io.StringIO()
     out.write(
-        f"{grand:,} system calls in {d.seconds:.2f} s ({human(grand / d.seconds)}/s) on "
-        f"{len(d.cpus)} possible CPUs ({d.cpus})\n\n"
+        f"{grand:,} system calls in {d.seconds:.2f} s ({human(grand / d.seconds)}/s) on {_where(d)}\n\n"
     )
-    head = f"{'syscall':<22} {unit:>10} {'%':>6}" + "".join(f" {'cpu' + str(c):>8}" for c in cpus)
+    head = f"{'syscall':<22} {unit:>10} {'%':>6}" + "".join(f" {c:>8}" for c in cpus)
     out.write(head + "\n")
     rows = _rows(d, top, sort)
     for slot in rows:
@@ -126,7 +144,8 @@ def table(
         per_cpu = d.per_cpu()
         cells = "".join(f" {human(float(v) * scale):>8}" for v in per_cpu)
         out.write(f"{'all':<22} {human(grand * scale):>10} {100.0 if grand else 0.0:>6.1f}{cells}\n")
-        out.write(f"\nimbalance (busiest CPU / mean): {d.imbalance():.2f}\n")
+        what = "CPU" if d.groups is None else d.groups.by
+        out.write(f"\nimbalance (busiest {what} / mean): {d.imbalance():.2f}\n")
     if d.dropped:
         out.write(f"{d.dropped} calls had numbers outside the counter table (counted as dropped)\n")
     out.write(lost_note(d))
@@ -165,15 +184,19 @@ def _by_total(keys: np.ndarray, counts: np.ndarray) -> Iterator[tuple[Any, np.nd
 def procs_table(d: SyscallDelta, *, top: int = 20) -> str:
     assert d.procs is not None
     keys, counts = d.procs
+    cols = columns(d)
     out = io.StringIO()
-    out.write(f"{'pid':>8} {'comm':<16} {'syscall':<22} {'calls':>10}  busiest CPU\n")
+    what = "CPU" if d.groups is None else d.groups.by
+    out.write(f"{'pid':>8} {'comm':<16} {'syscall':<22} {'calls':>10}  busiest {what}\n")
     for n, (k, row, tot) in enumerate(_by_total(keys, counts)):
         if n >= top:
             out.write(f"... {len(keys) - top} more (pid, syscall) pairs\n")
             break
-        cpu = d.cpus[int(np.argmax(row))]
+        busiest = cols[int(np.argmax(row))]
         comm = printable(_comm_bytes(k["comm"]))
-        out.write(f"{int(k['tgid']):>8} {comm:<16} {d.name(int(k['slot'])):<22} {human(tot):>10}  cpu{cpu}\n")
+        out.write(
+            f"{int(k['tgid']):>8} {comm:<16} {d.name(int(k['slot'])):<22} {human(tot):>10}  {busiest}\n"
+        )
     return out.getvalue()
 
 
@@ -249,26 +272,38 @@ def to_json(
 ) -> dict[str, Any]:
     """One JSON-ready object for an interval."""
     per_sys = d.per_syscall()
+    # Keys of the per-row objects: CPU ids ("per_cpu": {"3": n}), or group labels ("per_node": {"node1": n}).
+    per = "per_cpu" if d.groups is None else f"per_{d.groups.by}"
+    keys_ = [str(c) for c in d.cpus] if d.groups is None else list(d.groups.labels)
     obj: dict[str, Any] = {
         "time": end_time,
         "interval_s": round(d.seconds, 6),
         "attach": attach,
         "cpus": list(d.cpus),
-        "total": int(per_sys.sum()),
-        "per_cpu": {str(c): int(v) for c, v in zip(d.cpus, d.per_cpu(), strict=True)},
-        "imbalance": round(d.imbalance(), 4),
-        "dropped": d.dropped,
-        "lost": d.lost._asdict(),
-        "syscalls": [
-            {
-                "name": d.name(int(s)),
-                "slot": int(s),
-                "total": int(per_sys[s]),
-                "per_cpu": {str(c): int(d.counts[i, s]) for i, c in enumerate(d.cpus)},
-            }
-            for s in _rows(d, top)
-        ],
     }
+    if d.selected is not None:
+        obj["selected"] = d.selected
+    if d.groups is not None:
+        obj["by"] = d.groups.by
+        obj["groups"] = {lab: list(m) for lab, m in zip(d.groups.labels, d.groups.members, strict=True)}
+    obj.update(
+        {
+            "total": int(per_sys.sum()),
+            per: {k: int(v) for k, v in zip(keys_, d.per_cpu(), strict=True)},
+            "imbalance": round(d.imbalance(), 4),
+            "dropped": d.dropped,
+            "lost": d.lost._asdict(),
+            "syscalls": [
+                {
+                    "name": d.name(int(s)),
+                    "slot": int(s),
+                    "total": int(per_sys[s]),
+                    per: {k: int(d.counts[i, s]) for i, k in enumerate(keys_)},
+                }
+                for s in _rows(d, top)
+            ],
+        }
+    )
     if d.procs is not None:
         keys, counts = d.procs
         obj["processes"] = [
@@ -277,7 +312,7 @@ def to_json(
                 **comm_json(k["comm"]),
                 "syscall": d.name(int(k["slot"])),
                 "total": tot,
-                "per_cpu": {str(c): int(v) for c, v in zip(d.cpus, row, strict=True)},
+                per: {c: int(v) for c, v in zip(keys_, row, strict=True)},
             }
             for k, row, tot in _by_total(keys, counts)
         ]
@@ -310,58 +345,20 @@ CSV_HEADER = ("time", "interval_s", "cpu", "syscall", "calls")
 
 
 def csv_rows(d: SyscallDelta, *, end_time: float, header: bool) -> str:
-    """Long-format CSV: one row per (CPU, syscall) with a non-zero count."""
+    """Long-format CSV: one row per (CPU, syscall) with a non-zero count (per (group, syscall) in a grouped
+    view: the third column is then named after the grouping, ``node``, and holds labels, ``node1``)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if header:
-        w.writerow(CSV_HEADER)
+        w.writerow(CSV_HEADER if d.groups is None else (*CSV_HEADER[:2], d.groups.by, *CSV_HEADER[3:]))
+    rows: list[int | str] = list(d.cpus) if d.groups is None else list(d.groups.labels)
     for slot in d.active_slots():
         name = d.name(int(slot))
-        for i, cpu in enumerate(d.cpus):
+        for i, cpu in enumerate(rows):
             v = int(d.counts[i, slot])
             if v:
                 w.writerow((f"{end_time:.3f}", f"{d.seconds:.3f}", cpu, name, v))
     return buf.getvalue()
-
-
-def heatmap_svg(d: SyscallDelta, *, top: int = 30, title: str = "system calls per CPU") -> str:
-    """An SVG heat map of the CPU x syscall matrix (log colour scale), for reports."""
-    slots = [int(s) for s in _rows(d, top)]
-    cpus = list(d.cpus)
-    cell_w, cell_h, left, head = 28, 16, 150, 60
-    width = left + cell_w * max(len(cpus), 1) + 110
-    height = head + cell_h * max(len(slots), 1) + 40
-    vmax = float(d.counts[:, slots].max()) if slots else 0.0
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="monospace" font-size="11">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="8" y="18" font-size="14">{html.escape(title)}: {int(d.per_syscall().sum()):,} calls '
-        f"in {d.seconds:.2f} s</text>",
-    ]
-    for j, cpu in enumerate(cpus):
-        x = left + j * cell_w + cell_w / 2
-        parts.append(f'<text x="{x}" y="{head - 6}" text-anchor="middle">{cpu}</text>')
-    parts.append(f'<text x="{left}" y="{head - 22}">CPU</text>')
-    for i, slot in enumerate(slots):
-        y = head + i * cell_h
-        parts.append(
-            f'<text x="{left - 6}" y="{y + 12}" text-anchor="end">{html.escape(d.name(slot))}</text>'
-        )
-        for j in range(len(cpus)):
-            v = float(d.counts[j, slot])
-            parts.append(
-                f'<rect x="{left + j * cell_w}" y="{y}" width="{cell_w - 1}" height="{cell_h - 1}" '
-                f'fill="{_heat(v, vmax)}"><title>cpu{cpus[j]} {html.escape(d.name(slot))}: {int(v):,}'
-                "</title></rect>"
-            )
-    lx = left + cell_w * max(len(cpus), 1) + 16
-    for k in range(5):
-        v = vmax ** (k / 4) if vmax > 1 else vmax * k / 4
-        parts.append(f'<rect x="{lx}" y="{head + k * 18}" width="14" height="14" fill="{_heat(v, vmax)}"/>')
-        parts.append(f'<text x="{lx + 20}" y="{head + k * 18 + 11}">{human(v)}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
 
 
 def heat_level(v: float, vmax: float) -> float:
@@ -369,14 +366,3 @@ def heat_level(v: float, vmax: float) -> float:
     if v <= 0 or vmax <= 0:
         return 0.0
     return min(1.0, math.log1p(v) / math.log1p(vmax))
-
-
-def _heat(v: float, vmax: float) -> str:
-    t = heat_level(v, vmax)
-    if t == 0:
-        return "#f4f4f4"
-    # white -> yellow -> red
-    r = 255
-    g = int(255 * (1 - t) + 40 * t) if t < 0.5 else int(255 * (1 - t) * 1.6)
-    b = int(200 * (1 - 2 * t)) if t < 0.5 else 0
-    return f"#{r:02x}{max(0, min(255, g)):02x}{max(0, b):02x}"

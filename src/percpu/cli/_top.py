@@ -7,11 +7,12 @@ import curses
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import PercpuError
 from ..syscount import SyscallCounter, SyscallDelta
-from ._report import SORTS, heat_level, human, order_slots
+from ._report import SORTS, columns, heat_level, human, order_slots
 
 NAME_W, TOTAL_W, CELL_W = 18, 9, 8
 # Below this the view has no room for one syscall row with one CPU column: it says so instead.
@@ -28,8 +29,16 @@ _HEAT_8 = (
 
 
 class _View:
-    def __init__(self, counter: SyscallCounter, interval: float, sort: str, top: int) -> None:
+    def __init__(
+        self,
+        counter: SyscallCounter,
+        interval: float,
+        sort: str,
+        top: int,
+        view: Callable[[SyscallDelta], SyscallDelta] | None = None,
+    ) -> None:
         self.counter = counter
+        self.view = view  # --cpus / --by: applied to every interval's counts
         self.interval = interval
         self.sort = sort
         self.top = top
@@ -72,7 +81,8 @@ class _View:
             return
         c = self.counter
         d = self.delta
-        ncpu = len(c.cpus)
+        labels = columns(d) if d is not None else [f"cpu{x}" for x in c.cpus]
+        ncpu = len(labels)
         fit = max(1, (cols - NAME_W - TOTAL_W - 1) // CELL_W)
         self.cpu_offset = max(0, min(self.cpu_offset, ncpu - fit))
         shown = range(self.cpu_offset, min(ncpu, self.cpu_offset + fit))
@@ -89,13 +99,18 @@ class _View:
         if lost:  # before the CPU range: a narrow terminal must still show it
             line2 += f"  LOST {human(lost)} (tables full)"
         if len(shown) < ncpu:
-            line2 += f"  cols cpu{c.cpus[shown[0]]}-cpu{c.cpus[shown[-1]]} of {ncpu}"
-        line2 += f"  CPUs {c.cpus} ({ncpu} possible, {online} online)"
+            line2 += f"  cols {labels[shown[0]]}-{labels[shown[-1]]} of {ncpu}"
+        if d is not None and (d.selected is not None or d.groups is not None):
+            shown_sel = d.selected and d.selected != str(d.cpus)
+            line2 += f"  CPUs {d.cpus}" + (f" ({d.selected})" if shown_sel else "")
+            line2 += f" by {d.groups.by}" if d.groups is not None else ""
+        else:
+            line2 += f"  CPUs {c.cpus} ({len(c.cpus)} possible, {online} online)"
         self.put(scr, 1, 0, line2[: cols - 1])
         keys = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
         self.put(scr, rows - 1, 0, keys[: cols - 1], curses.A_DIM)
         head = f"{'SYSCALL':<{NAME_W}}{'CALLS/s':>{TOTAL_W}}" + "".join(
-            f"{'cpu' + str(c.cpus[i]):>{CELL_W}}" for i in shown
+            f"{labels[i][: CELL_W - 1]:>{CELL_W}}" for i in shown
         )
         self.put(scr, 3, 0, head[: cols - 1], curses.A_REVERSE)
         if d is None:
@@ -185,7 +200,8 @@ class _View:
             if time.monotonic() >= due:
                 snap = self.counter.snapshot()
                 if not self.paused:
-                    self.delta = snap.delta(last)
+                    d = snap.delta(last)
+                    self.delta = self.view(d) if self.view is not None else d
                 last = snap
                 due = time.monotonic() + self.interval
                 self.draw(scr)
@@ -219,11 +235,18 @@ def terminal_problem() -> str | None:
     return None
 
 
-def run(counter: SyscallCounter, *, interval: float, sort: str, top: int) -> int:
-    view = _View(counter, interval, sort, top)
+def run(
+    counter: SyscallCounter,
+    *,
+    interval: float,
+    sort: str,
+    top: int,
+    view: Callable[[SyscallDelta], SyscallDelta] | None = None,
+) -> int:
+    v = _View(counter, interval, sort, top, view)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            curses.wrapper(view.loop)
+            curses.wrapper(v.loop)
     except curses.error as exc:
         # curses.wrapper has restored the terminal by now.
         raise PercpuError(f"the terminal cannot show the full-screen view ({exc}): use top --batch") from exc

@@ -112,7 +112,7 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
             server_ref: list[MetricsServer] = []
             collector = SyscallCollector(
                 counter,
-                cpu_label=not args.no_cpu_label,
+                cpu_label="none" if args.no_cpu_label else args.cpu_label,
                 top_syscalls=args.top_syscalls,
                 max_comms=args.max_comms,
                 libbpf_version=lib.version_string,
@@ -222,7 +222,16 @@ def register(sub: Any) -> None:
         action="store_true",
         help="do not drop capabilities after attaching (for debugging)",
     )
-    p.add_argument("--no-cpu-label", action="store_true", help="sum over CPUs (fewer series)")
+    p.add_argument(
+        "--no-cpu-label", action="store_true", help="sum over CPUs (fewer series); = --cpu-label none"
+    )
+    p.add_argument(
+        "--cpu-label",
+        choices=("cpu", "core", "package", "node", "none"),
+        default="cpu",
+        help="label the syscall counts by cpu (default), core, package or node (summed, from sysfs topology "
+        "read at start; the label is then named core/package/node), or none: fewer series on big machines",
+    )
     p.add_argument(
         "--top-syscalls",
         type=int_at_least(1),

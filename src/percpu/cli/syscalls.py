@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -11,7 +12,8 @@ import sys
 import time
 from typing import Any
 
-from .. import process
+from .. import plots, process
+from ..cpus import topology
 from ..errors import PercpuError
 from ..syscount import (
     SyscallCounter,
@@ -19,7 +21,8 @@ from ..syscount import (
     SyscallSnapshot,
     cgroup2_root,
 )
-from . import _options, _report
+from ..topo import CpuLayout
+from . import _options, _report, _view
 from ._args import int_at_least, seconds
 from ._outfile import ReportFile
 
@@ -46,22 +49,35 @@ class _Output:
         self.top = args.top if args.top else None
         self.sum = args.sum
         self.quiet = args.quiet
+        self.view, self.layout = _view.from_args(args)  # a bad --cpus fails here, before counting
         self.attach: str | None = None
         self.first = True
         self.heatmap_path: str | None = args.heatmap
-        if args.heatmap and not args.heatmap.endswith(".svg"):
-            raise PercpuError(f"--heatmap {args.heatmap}: only SVG is written (name the file .svg)")
+        self.timeseries_path: str | None = getattr(args, "timeseries", None)
+        self.intervals: list[SyscallDelta] = []  # what --timeseries draws
+        if self.timeseries_path and not args.interval:
+            raise PercpuError("--timeseries needs --interval (it draws one point per interval)")
+        for path, opt in ((self.heatmap_path, "--heatmap"), (self.timeseries_path, "--timeseries")):
+            if path:
+                plots.check_path(path, opt)  # the format and matplotlib, before counting
         self.out = ReportFile(args.output or "-", "-o")
         self.heatmap: ReportFile | None = None
+        self.timeseries: ReportFile | None = None
         try:
-            if args.heatmap:
-                self.heatmap = ReportFile(args.heatmap, "--heatmap")
+            if self.heatmap_path:
+                self.heatmap = ReportFile(self.heatmap_path, "--heatmap", binary=True)
+            if self.timeseries_path:
+                self.timeseries = ReportFile(self.timeseries_path, "--timeseries", binary=True)
         except BaseException:
             self.close()
             raise
 
     def write(self, d: SyscallDelta) -> None:
         end = time.time()
+        if self.view is not None:
+            d = self.view(d)
+        if self.timeseries_path:
+            self.intervals.append(d)
         if self.fmt == "json":
             self.out.write(
                 json.dumps(_report.to_json(d, end_time=end, attach=self.attach, top=self.top)) + "\n"
@@ -76,22 +92,42 @@ class _Output:
         self.out.flush()
 
     def write_heatmap(self, d: SyscallDelta) -> None:
-        if self.heatmap is None:
-            return
-        self.heatmap.write(_report.heatmap_svg(d))
+        """The pictures, at the end of the run: the heat map of ``d`` (the whole run), the time series of
+        the intervals. Written by :meth:`commit`."""
+        layout = self.layout or _layout_or_none()
+        if self.heatmap is not None and self.heatmap_path is not None:
+            if self.view is not None:
+                d = self.view(d)
+            buf = io.BytesIO()
+            plots.heatmap(d, self.heatmap_path, layout=layout, top=self.top or 30, file=buf)
+            self.heatmap.write(buf.getvalue())
+        if self.timeseries is not None and self.timeseries_path is not None:
+            buf = io.BytesIO()
+            plots.timeseries(self.intervals, self.timeseries_path, layout=layout, file=buf)
+            self.timeseries.write(buf.getvalue())
 
     def commit(self) -> None:
         """The run is over and its reports are written: put the files in place."""
         self.out.commit()
-        if self.heatmap is not None:
-            self.heatmap.commit()
-            if not self.quiet:
-                print(f"percpu: heat map written to {self.heatmap_path}", file=sys.stderr)
+        for f, what in ((self.heatmap, "heat map"), (self.timeseries, "time series")):
+            if f is not None:
+                f.commit()
+                if not self.quiet:
+                    print(f"percpu: {what} written to {f.path}", file=sys.stderr)
 
     def close(self) -> None:
-        if self.heatmap is not None:
-            self.heatmap.close()
+        for f in (self.heatmap, self.timeseries):
+            if f is not None:
+                f.close()
         self.out.close()
+
+
+def _layout_or_none() -> CpuLayout | None:
+    """The machine's layout to order a picture's CPUs by; a picture is still drawn without it."""
+    try:
+        return topology().layout()
+    except PercpuError:
+        return None
 
 
 def _cmd_stat(args: argparse.Namespace) -> int:
@@ -250,25 +286,26 @@ def _cmd_top(args: argparse.Namespace) -> int:
     from . import _top
 
     filters = _options.filters(args)
+    view, _layout = _view.from_args(args)
     counter = _options.counter(args, filters)
     # SIGTERM ends top as q and Ctrl-C do: the terminal is restored and the exit status is 0.
     old = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if args.batch or not sys.stdout.isatty():
-            return _top_batch(args, counter)
+            return _top_batch(args, counter, view)
         problem = _top.terminal_problem()
         if problem is not None:
             print(
                 f"percpu: top: {problem}: printing a table every interval instead (--batch)", file=sys.stderr
             )
-            return _top_batch(args, counter)
+            return _top_batch(args, counter, view)
         with counter:
-            return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top)
+            return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top, view=view)
     finally:
         signal.signal(signal.SIGTERM, old)
 
 
-def _top_batch(args: argparse.Namespace, counter: SyscallCounter) -> int:
+def _top_batch(args: argparse.Namespace, counter: SyscallCounter, view: _view.View | None = None) -> int:
     """Without a terminal: print a table every interval (like top -b)."""
     with counter:
         last = counter.snapshot()
@@ -279,6 +316,8 @@ def _top_batch(args: argparse.Namespace, counter: SyscallCounter) -> int:
                 snap = counter.snapshot()
                 d = snap.delta(last)
                 last = snap
+                if view is not None:
+                    d = view(d)
                 sys.stdout.write(_report.table(d, top=args.top or None, rates=True, sort=args.sort) + "\n")
                 sys.stdout.flush()
                 n += 1
@@ -318,6 +357,7 @@ def register(sub: Any) -> None:
         default=0,
         help="with --batch: stop after N intervals",
     )
+    _view.add_options(p)
     _options.add_counter_options(p)
     p.set_defaults(func=_cmd_top)
 
@@ -360,10 +400,18 @@ def register(sub: Any) -> None:
     s.add_argument("--sum", action="store_true", help="table: totals only, no column per CPU")
     s.add_argument(
         "--heatmap",
-        metavar="FILE.svg",
-        help="also write an SVG heat map of CPU x syscall, for the whole run (with --interval too)",
+        metavar="FILE",
+        help="also draw a heat map of CPU x syscall for the whole run (with --interval too); PNG, SVG or PDF "
+        "by the file's extension; needs matplotlib (pip install 'percpu[plots]')",
+    )
+    s.add_argument(
+        "--timeseries",
+        metavar="FILE",
+        help="with --interval: also draw calls per second per CPU (or per --by group) over the intervals; "
+        "PNG, SVG or PDF by the file's extension; needs matplotlib",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress notes on stderr")
+    _view.add_options(s)
     _options.add_counter_options(s)
     s.add_argument(
         "command_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="command to run and count"

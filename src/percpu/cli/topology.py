@@ -1,0 +1,54 @@
+"""``percpu topology``: each possible CPU's place in the machine, as ``--by`` and ``--cpus`` see it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..cpus import topology
+from ..topo import layout_lines
+
+__all__ = ["register"]
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    lay = topology().layout()
+    if args.json:
+        obj = {
+            "possible": str(lay.possible),
+            "isolated": str(lay.isolated),
+            "housekeeping": str(lay.housekeeping),
+            "absent": str(lay.absent),
+            "partitions": [{"path": p.path, "kind": p.kind, "cpus": str(p.cpus)} for p in lay.partitions],
+            "cpus": [
+                {
+                    **{k: v for k, v in c._asdict().items() if k not in ("siblings", "partition")},
+                    "state": c.state,
+                    "siblings": str(c.siblings),
+                    "partition": None if c.partition is None else c.partition.path,
+                    "groups": {by: c.label(by, lay.multi_die) for by in ("core", "package", "node")},
+                }
+                for c in lay.cpus
+            ],
+        }
+        sys.stdout.write(json.dumps(obj) + "\n")
+        return 0
+    for line in layout_lines(lay):
+        print(line)
+    iso, hk, absent = (str(x) or "-" for x in (lay.isolated, lay.housekeeping, lay.absent))
+    print(f"\nisolated: {iso}  housekeeping: {hk}  absent: {absent}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "topology",
+        help="each possible CPU's node, package, core, SMT siblings and isolation (from sysfs)",
+        description="Each possible CPU (one per-CPU value slot each) with its NUMA node, package, die, core, "
+        "SMT siblings and isolation (isolcpus=, nohz_full=, cgroup v2 cpuset partitions). CPUs that are "
+        "offline or absent (possible, never brought up) have no topology in sysfs and show '-'.",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=_cmd)

@@ -1,0 +1,205 @@
+"""Pictures (matplotlib): valid PNG, SVG and PDF files with the expected labels, at 2 and at 256 CPUs, and
+one-line errors when matplotlib or the file name is wrong. No pixel comparisons."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from percpu import plots
+from percpu.cli import main
+from percpu.cpus import CpuList
+from percpu.errors import PercpuError
+from percpu.syscount import NR_SLOTS, SyscallDelta, SyscallSnapshot
+from percpu.topo import CpuLayout, read_layout
+from percpu.views import view
+
+from .test_topo import fake_sysfs
+
+pytest.importorskip("matplotlib", reason="the plots extra is not installed: pip install 'percpu[plots]'")
+
+SVG = "{http://www.w3.org/2000/svg}"
+GETPPID, READ = 110, 0
+TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
+
+
+def two_cpus(read: int = 5, getppid: int = 777) -> SyscallDelta:
+    cpus = CpuList([0, 1])
+    counts = np.zeros((2, NR_SLOTS), np.uint64)
+    counts[0, READ] = read
+    counts[1, GETPPID] = getppid
+    end = SyscallSnapshot(3.0, cpus, counts, arch="x86_64", online=cpus)
+    return end.delta(SyscallSnapshot(1.0, cpus, np.zeros_like(counts), arch="x86_64"))
+
+
+def svg_texts(path: Path) -> list[str]:
+    root = ET.parse(path).getroot()
+    assert root.tag == f"{SVG}svg"
+    return ["".join(t.itertext()) for t in root.iter(f"{SVG}text")]
+
+
+def svg_cells(path: Path) -> dict[str, str]:
+    """{"cpu1-getppid": "777"}: the count printed in each heat-map cell (cells are few enough)."""
+    root = ET.parse(path).getroot()
+    return {
+        g.get("id", "")[5:]: "".join(t for x in g.iter(f"{SVG}text") for t in x.itertext())
+        for g in root.iter(f"{SVG}g")
+        if g.get("id", "").startswith("cell-")
+    }
+
+
+def test_heatmap_svg_has_title_labels_colour_bar_and_cell_counts(tmp_path: Path) -> None:
+    out = tmp_path / "m.svg"
+    plots.heatmap(two_cpus(), str(out))
+    texts = svg_texts(out)
+    assert "System calls per CPU: 782 calls in 2.00 s" in texts
+    assert {"getppid", "read", "0", "1", "CPU", "calls (log scale)", "no calls"} <= set(texts)
+    assert svg_cells(out) == {"cpu1-getppid": "777", "cpu0-read": "5"}
+    assert {"1", "10", "100"} <= set(texts), "colour bar ticks, one number style"
+
+
+def test_png_and_pdf_by_extension(tmp_path: Path) -> None:
+    from PIL import Image
+
+    png, pdf = tmp_path / "m.png", tmp_path / "m.PDF"
+    plots.heatmap(two_cpus(), str(png))
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 400 and im.size[1] > 200
+    plots.heatmap(two_cpus(), str(pdf))
+    body = pdf.read_bytes()
+    assert body.startswith(b"%PDF-") and body.rstrip().endswith(b"%%EOF")
+
+
+@pytest.mark.parametrize("name", ["m.jpg", "m", "m.svgz"])
+def test_other_extensions_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(PercpuError, match=r"name the file \.png, \.svg or \.pdf"):
+        plots.heatmap(two_cpus(), str(tmp_path / name))
+    assert not (tmp_path / name).exists()
+
+
+def test_unwritable_path_is_a_percpu_error(tmp_path: Path) -> None:
+    with pytest.raises(PercpuError, match="cannot write"):
+        plots.heatmap(two_cpus(), str(tmp_path / "no" / "such" / "m.png"))
+
+
+def test_human_numbers_have_one_style() -> None:
+    got = [plots.human(v) for v in (0, 1, 5, 10, 999, 999.6, 1000, 1500, 9960, 12_345, 999_600, 1e6, 2.5e7)]
+    assert got == ["0", "1", "5", "10", "999", "1k", "1k", "1.5k", "10k", "12k", "1M", "1M", "25M"]
+    assert plots.human(0.25) == "0.2" or plots.human(0.25) == "0.3"
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> CpuLayout:
+    cpu, node, cg = fake_sysfs(tmp_path)
+    return read_layout(cpu, node_root=node, cgroup_root=cg)
+
+
+def fake_delta(layout: CpuLayout) -> SyscallDelta:
+    cpus = layout.possible
+    counts = np.zeros((len(cpus), NR_SLOTS), np.uint64)
+    counts[:, READ] = np.arange(1, len(cpus) + 1) * 10
+    counts[cpus.ids.index(3), GETPPID] = 5000
+    online = CpuList([0, 1, 2, 3, 6])
+    counts[[cpus.ids.index(c) for c in cpus if c not in online], READ] = 0
+    end = SyscallSnapshot(1.0, cpus, counts, arch="x86_64", online=online)
+    return end.delta(SyscallSnapshot(0.0, cpus, np.zeros_like(counts), arch="x86_64"))
+
+
+def test_heatmap_orders_cpus_by_node_and_core_and_marks_isolated_and_offline(
+    tmp_path: Path, layout: CpuLayout
+) -> None:
+    out = tmp_path / "m.svg"
+    plots.heatmap(fake_delta(layout), str(out), layout=layout)
+    texts = svg_texts(out)
+    assert {"node 0", "node 1", "no topology"} <= set(texts)
+    assert "offline / never online" in texts and "isolated CPU (mark above its column)" in texts
+    ticks = [t for t in texts if t.isdigit() and int(t) in layout.possible]
+    # Node 0's CPUs core by core: core0.0 = {0, 2}, core0.1 = {1, 3}; then node 1; then the unknown.
+    assert ticks[:8] == ["0", "2", "1", "3", "6", "7", "8", "9"]
+    assert svg_cells(out)["cpu3-getppid"] == "5k"
+
+
+def test_heatmap_of_a_grouped_view(tmp_path: Path, layout: CpuLayout) -> None:
+    out = tmp_path / "n.svg"
+    d = view(fake_delta(layout), layout, by="node", cpus=layout.select("0-3,6"), selected="0-3,6")
+    plots.heatmap(d, str(out), layout=layout)
+    texts = svg_texts(out)
+    assert {"node0", "node1", "NUMA node (0-3,6)"} <= set(texts)
+    cells = svg_cells(out)
+    assert cells["node0-getppid"] == "5k" and cells["node0-read"] == "100" and cells["node1-read"] == "50"
+
+
+def test_timeseries_lines_for_few_cpus_and_an_image_for_many(tmp_path: Path, layout: CpuLayout) -> None:
+    few = [two_cpus(read=10 * (i + 1), getppid=100) for i in range(5)]
+    out = tmp_path / "t.svg"
+    plots.timeseries(few, str(out))
+    texts = svg_texts(out)
+    assert {"cpu0", "cpu1", "calls/s per CPU"} <= set(texts)
+    assert "seconds since the start (5 intervals of 2 s)" in texts
+    many = [fake_delta(layout) for _ in range(4)]
+    out2 = tmp_path / "t2.png"
+    plots.timeseries(many, str(out2), layout=layout, lines_up_to=3)
+    assert out2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out3 = tmp_path / "t3.svg"
+    plots.timeseries(many, str(out3), layout=layout, lines_up_to=3)
+    assert {"node 0", "node 1", "calls/s (log scale)", "CPU"} <= set(svg_texts(out3))
+    with pytest.raises(PercpuError, match="no interval"):
+        plots.timeseries([], str(tmp_path / "x.png"))
+
+
+def test_256_cpus_render(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, os.path.join(TOOLS, "synthetic_pictures.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    for name in (
+        "synthetic-256-heatmap.png",
+        "synthetic-256-heatmap-by-node.png",
+        "synthetic-256-timeseries.png",
+    ):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_matplotlib_at_import_time() -> None:
+    code = "import sys, percpu, percpu.plots, percpu.cli.syscalls; print('matplotlib' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
+
+
+def test_missing_matplotlib_is_one_line_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(
+        PercpuError, match=r"needs matplotlib, which is not installed: pip install 'percpu\[plots\]'"
+    ):
+        plots.heatmap(two_cpus(), str(tmp_path / "m.png"))
+    assert main(["stat", "--heatmap", str(tmp_path / "m.png"), "-d", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "percpu[plots]" in err and "Traceback" not in err
+    assert not (tmp_path / "m.png").exists(), "refused before anything was written"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--timeseries", "t.png", "-d", "1"], "--timeseries needs --interval"),
+        (["--heatmap", "m.gif", "-d", "1"], r"--heatmap m.gif: name the file .png, .svg or .pdf"),
+        (["-i", "1", "--timeseries", "/nonexistent/t.png"], "--timeseries /nonexistent/t.png: No such file"),
+    ],
+)
+def test_picture_options_fail_before_counting(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["stat", *argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,0 +1,237 @@
+"""The machine's shape from a fake sysfs: SMT, two NUMA nodes, two packages, isolated CPUs, cpuset
+partitions, an offline CPU and possible CPUs never brought up, with a gap in the possible list."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from percpu import CpuList, PercpuError, Topology
+from percpu.topo import CpuLayout, group_rows, layout_lines, read_layout, select_cpus
+
+# cpu: (package, core, siblings); cpu7 is present but offline (no topology dir), 8-9 are possible only.
+TOPOLOGY = {
+    0: (0, 0, "0,2"),
+    1: (0, 1, "1,3"),
+    2: (0, 0, "0,2"),
+    3: (0, 1, "1,3"),
+    6: (1, 0, "6"),
+}
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+
+
+def fake_sysfs(root: Path, *, isolated: str = "3", nohz: str | None = "6") -> tuple[str, str, str]:
+    """``nohz`` None: no nohz_full file (a kernel without NO_HZ_FULL)."""
+    cpu = root / "sys/devices/system/cpu"
+    node = root / "sys/devices/system/node"
+    write(cpu / "possible", "0-3,6-9")
+    write(cpu / "present", "0-3,6-7")
+    write(cpu / "online", "0-3,6")
+    write(cpu / "isolated", isolated)
+    if nohz is not None:
+        write(cpu / "nohz_full", nohz)
+    for c, (pkg, core, sib) in TOPOLOGY.items():
+        t = cpu / f"cpu{c}" / "topology"
+        write(t / "physical_package_id", str(pkg))
+        write(t / "core_id", str(core))
+        write(t / "die_id", "0")
+        write(t / "cluster_id", "65535")
+        write(t / "thread_siblings_list", sib)
+    write(node / "node0/cpulist", "0-3")
+    write(node / "node1/cpulist", "6")
+    # The offline CPU keeps its registration and its node link; its topology is gone.
+    (cpu / "cpu7").mkdir()
+    os.symlink("../../node/node1", cpu / "cpu7" / "node1")
+    cg = root / "cgroup"
+    write(cg / "cpuset.cpus.effective", "0-3,6")
+    write(cg / "rt/cpuset.cpus.partition", "isolated")
+    write(cg / "rt/cpuset.cpus.effective", "2")
+    write(cg / "web/cpuset.cpus.partition", "root")
+    write(cg / "web/cpuset.cpus.effective", "1")
+    write(cg / "bad/cpuset.cpus.partition", "isolated invalid (Cpu list in cpuset.cpus not exclusive)")
+    write(cg / "bad/cpuset.cpus.effective", "0")
+    write(cg / "plain/cpuset.cpus.partition", "member")
+    write(cg / "plain/cpuset.cpus.effective", "0-3")
+    return str(cpu), str(node), str(cg)
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> CpuLayout:
+    cpu, node, cg = fake_sysfs(tmp_path)
+    return read_layout(cpu, node_root=node, cgroup_root=cg)
+
+
+def test_records_per_possible_cpu_in_slot_order(layout: CpuLayout) -> None:
+    assert [c.cpu for c in layout.cpus] == [0, 1, 2, 3, 6, 7, 8, 9]
+    assert [c.slot for c in layout.cpus] == list(range(8))
+    c2 = layout[2]
+    assert (c2.package, c2.core, c2.die, c2.node, c2.siblings) == (0, 0, 0, 0, CpuList([0, 2]))
+    assert c2.cluster == 65535 and c2.known and c2.online and c2.present
+    assert layout[6].node == 1 and layout[6].package == 1
+    with pytest.raises(PercpuError, match="CPU 4 is not possible"):
+        layout[4]
+
+
+def test_offline_and_absent_cpus_have_no_topology(layout: CpuLayout) -> None:
+    c7, c8 = layout[7], layout[8]
+    assert c7.state == "offline" and not c7.known and c7.core is None and c7.package is None
+    assert c7.node == 1, "the node comes from the cpu7/node1 link when node1/cpulist leaves it out"
+    assert c8.state == "absent" and c8.node is None and c8.siblings == CpuList([])
+    assert layout.absent == CpuList([8, 9])
+
+
+def test_isolation_sources(layout: CpuLayout) -> None:
+    assert layout[3].isolated and not layout[3].nohz_full
+    assert layout[6].nohz_full and not layout[6].isolated
+    assert layout[2].partition is not None and layout[2].partition.kind == "isolated"
+    assert layout[2].partition.path == "/rt"
+    web = layout[1].partition
+    assert web is not None and web.kind == "root"
+    assert [p.path for p in layout.partitions] == ["/rt", "/web"], (
+        "invalid and member partitions are left out"
+    )
+    assert layout.isolated == CpuList([2, 3, 6]), "a root partition is dedicated, not isolated"
+    assert layout.housekeeping == CpuList([0, 1, 7, 8, 9])
+    assert not layout[1].is_isolated
+
+
+def test_groups_by_core_package_node(layout: CpuLayout) -> None:
+    core = layout.groups("core")
+    assert core.labels == ("core0.0", "core0.1", "core1.0", "unknown")
+    assert core.members == (CpuList([0, 2]), CpuList([1, 3]), CpuList([6]), CpuList([7, 8, 9]))
+    assert core.index.tolist() == [0, 1, 0, 1, 2, 3, 3, 3]
+    node = layout.groups("node")
+    assert node.labels == ("node0", "node1", "unknown")
+    assert node.members == (CpuList([0, 1, 2, 3]), CpuList([6, 7]), CpuList([8, 9]))
+    pkg = layout.groups("package")
+    assert pkg.labels == ("pkg0", "pkg1", "unknown")
+    cpu = layout.groups("cpu")
+    assert cpu.labels == ("cpu0", "cpu1", "cpu2", "cpu3", "cpu6", "cpu7", "cpu8", "cpu9")
+    with pytest.raises(PercpuError, match="cannot group by 'socket'"):
+        layout.groups("socket")
+
+
+def test_group_rows_sums_slots_and_keeps_totals(layout: CpuLayout) -> None:
+    counts = np.arange(8 * 3, dtype=np.uint64).reshape(8, 3)
+    by_node = group_rows(counts, layout.groups("node"))
+    assert by_node.tolist() == [
+        (counts[0] + counts[1] + counts[2] + counts[3]).tolist(),
+        (counts[4] + counts[5]).tolist(),
+        (counts[6] + counts[7]).tolist(),
+    ]
+    assert by_node.dtype == np.uint64
+    by_core = group_rows(counts, layout.groups("core"))
+    assert by_core[1].tolist() == (counts[1] + counts[3]).tolist()
+    assert int(by_core.sum()) == int(counts.sum())
+    with pytest.raises(PercpuError, match="3 CPU rows"):
+        group_rows(counts[:3], layout.groups("node"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("isolated", [2, 3, 6]),
+        ("housekeeping", [0, 1, 7, 8, 9]),
+        ("node:1", [6, 7]),
+        ("0-1,node:1", [0, 1, 6, 7]),
+        ("3", [3]),
+        (" 0 , 2 ", [0, 2]),
+        ("8-9", [8, 9]),
+    ],
+)
+def test_select(layout: CpuLayout, spec: str, want: list[int]) -> None:
+    assert select_cpus(layout, spec) == CpuList(want)
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ("4", r"CPU 4 is not possible here \(possible: 0-3,6-9\)"),
+        ("0-5", "CPU 4 is not possible"),
+        ("node:7", r"no such NUMA node with CPUs \(nodes: 0, 1\)"),
+        ("node:x", "node:N takes a node number"),
+        ("socket:1", "not a CPU list"),
+        ("", "empty term"),
+        ("0,,1", "empty term"),
+    ],
+)
+def test_select_refuses(layout: CpuLayout, spec: str, error: str) -> None:
+    with pytest.raises(PercpuError, match=error):
+        select_cpus(layout, spec)
+
+
+def test_select_isolated_when_nothing_is(tmp_path: Path) -> None:
+    cpu, node, _ = fake_sysfs(tmp_path, isolated="", nohz=None)
+    lay = read_layout(cpu, node_root=node, cgroup_root=None)
+    assert lay.isolated == CpuList([])
+    with pytest.raises(PercpuError, match="no CPU is isolated here"):
+        lay.select("isolated")
+    assert lay.select("housekeeping") == lay.possible
+
+
+def test_topology_layout_is_the_library_entry(tmp_path: Path) -> None:
+    cpu, _node, cg = fake_sysfs(tmp_path)
+    lay = Topology(cpu).layout(cgroup_root=cg)  # the node root defaults to node/ beside cpu/
+    assert lay.nodes == (0, 1)
+    assert lay.isolated == CpuList([2, 3, 6])
+    text = "\n".join(layout_lines(lay))
+    assert "isolated partition /rt" in text and "absent" in text and "nohz_full" in text
+
+
+def test_records_are_immutable(layout: CpuLayout) -> None:
+    with pytest.raises(AttributeError):
+        layout[0].core = 5
+
+
+def test_topology_command_prints_the_running_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from percpu.cli import main
+
+    assert main(["topology", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    possible = Topology().possible
+    assert [c["cpu"] for c in obj["cpus"]] == list(possible)
+    assert all(c["slot"] == i for i, c in enumerate(obj["cpus"]))
+    assert main(["topology"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split()[:4] == ["cpu", "slot", "state", "node"]
+
+
+@pytest.mark.parametrize(
+    ("dies", "labels"),
+    [
+        # Die ids numbered across the machine (as Linux 6.1 does in qemu): one die per package.
+        ({0: 0, 1: 0, 2: 0, 3: 0, 6: 1}, ("core0.0", "core0.1", "core1.0", "unknown")),
+        # Two dies in package 0: the label names the die.
+        ({0: 0, 1: 1, 2: 0, 3: 1, 6: 0}, ("core0.0.0", "core0.1.1", "core1.0.0", "unknown")),
+    ],
+)
+def test_core_labels_name_the_die_only_when_a_package_has_several(
+    tmp_path: Path, dies: dict[int, int], labels: tuple[str, ...]
+) -> None:
+    cpu, node, _ = fake_sysfs(tmp_path)
+    for c, die in dies.items():
+        (Path(cpu) / f"cpu{c}" / "topology" / "die_id").write_text(f"{die}\n")
+    lay = read_layout(cpu, node_root=node, cgroup_root=None)
+    assert lay.groups("core").labels == labels
+
+
+def test_nohz_full_null_means_none(tmp_path: Path) -> None:
+    """Linux 6.1 with NO_HZ_FULL, booted with isolcpus=3 and no nohz_full=, has ``(null)`` there."""
+    cpu, node, _ = fake_sysfs(tmp_path, nohz="(null)")
+    lay = read_layout(cpu, node_root=node, cgroup_root=None)
+    assert not any(c.nohz_full for c in lay.cpus)
+    assert lay.isolated == CpuList([3])
+
+
+def test_a_malformed_isolation_list_names_its_file(tmp_path: Path) -> None:
+    cpu, node, _ = fake_sysfs(tmp_path, isolated="3-x")
+    with pytest.raises(PercpuError, match=r"cpu/isolated: malformed CPU list"):
+        read_layout(cpu, node_root=node, cgroup_root=None)

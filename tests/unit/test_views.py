@@ -1,0 +1,232 @@
+"""Views by topology (--cpus, --by) on synthetic counts: every per-CPU dimension restricted or grouped
+together, in the table, JSON, CSV and the exporter's labels."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from percpu.cli import _report, main
+from percpu.cli._view import from_args
+from percpu.cpus import CpuList
+from percpu.errors import PercpuError
+from percpu.exporter import SyscallCollector
+from percpu.syscount import ERR_KEY, NR_SLOTS, PROC_KEY, SyscallDelta, SyscallSnapshot, slot_name
+from percpu.topo import CpuLayout, read_layout
+from percpu.views import group, restrict, view
+
+from .test_exporter import FakeCounter, _parse, scrape
+from .test_topo import fake_sysfs
+
+GETPPID, READ, WRITE = 110, 0, 1
+# Slots of the fake layout: possible 0-3,6-9; cores {0,2} {1,3} {6}; nodes {0-3} {6,7}; isolated 2,3,6.
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> CpuLayout:
+    cpu, node, cg = fake_sysfs(tmp_path)
+    return read_layout(cpu, node_root=node, cgroup_root=cg)
+
+
+def delta(layout: CpuLayout) -> SyscallDelta:
+    cpus = layout.possible
+    counts = np.zeros((len(cpus), NR_SLOTS), np.uint64)
+    counts[cpus.ids.index(3), GETPPID] = 1000  # the isolated CPU 3 (core0.1, node0)
+    counts[cpus.ids.index(1), GETPPID] = 5  # its SMT sibling
+    counts[cpus.ids.index(0), READ] = 70
+    counts[cpus.ids.index(6), WRITE] = 9  # node1, nohz_full
+    pkeys = np.zeros(3, PROC_KEY)
+    pkeys["tgid"] = [100, 200, 300]
+    pkeys["slot"] = [GETPPID, READ, WRITE]
+    pkeys["comm"] = [b"spin", b"cat", b"log"]
+    pcounts = np.zeros((3, len(cpus)), np.uint64)
+    pcounts[0, cpus.ids.index(3)] = 1000
+    pcounts[0, cpus.ids.index(1)] = 5
+    pcounts[1, cpus.ids.index(0)] = 70
+    pcounts[2, cpus.ids.index(6)] = 9
+    ekeys = np.zeros(1, ERR_KEY)
+    ekeys["slot"], ekeys["err"] = READ, 9
+    ecounts = np.zeros((1, len(cpus)), np.uint64)
+    ecounts[0, 0] = 4
+    end = SyscallSnapshot(
+        2.0,
+        cpus,
+        counts,
+        procs=(pkeys, pcounts),
+        errors=(ekeys, ecounts),
+        arch="x86_64",
+        online=CpuList([0, 1, 2, 3, 6]),
+    )
+    return end.delta(SyscallSnapshot(0.0, cpus, np.zeros_like(counts), arch="x86_64"))
+
+
+def test_restrict_keeps_only_the_selected_cpus_everywhere(layout: CpuLayout) -> None:
+    d = restrict(delta(layout), layout.isolated, "isolated")
+    assert d.cpus == CpuList([2, 3, 6]) and d.selected == "isolated"
+    assert d.counts.shape == (3, NR_SLOTS)
+    assert int(d.per_syscall()[GETPPID]) == 1000, "the sibling's 5 calls are not on an isolated CPU"
+    assert int(d.per_syscall()[READ]) == 0 and int(d.per_syscall()[WRITE]) == 9
+    assert d.procs is not None
+    keys, counts = d.procs
+    assert [(int(k["tgid"]), bytes(k["comm"])) for k in keys] == [(100, b"spin"), (300, b"log")]
+    assert counts.tolist() == [[0, 1000, 0], [0, 0, 9]]
+    assert d.errors is not None and len(d.errors[0]) == 0, "the failed reads ran on CPU 0"
+
+
+def test_group_by_core_and_node(layout: CpuLayout) -> None:
+    d = group(delta(layout), layout, "core")
+    assert d.groups is not None and d.groups.labels == ("core0.0", "core0.1", "core1.0", "unknown")
+    assert d.counts[:, GETPPID].tolist() == [0, 1005, 0, 0]
+    n = view(delta(layout), layout, by="node")
+    assert n.counts[:, GETPPID].tolist() == [1005, 0, 0]
+    assert n.counts[:, WRITE].tolist() == [0, 9, 0]
+    assert n.procs is not None and n.procs[1].tolist() == [[1005, 0, 0], [70, 0, 0], [0, 9, 0]]
+    assert int(n.counts.sum()) == int(delta(layout).counts.sum())
+    # Imbalance over groups with an online CPU (or calls): node0 1075, node1 9; "unknown" is never online.
+    assert n.imbalance() == pytest.approx(1075 / ((1075 + 9) / 2))
+
+
+def test_restrict_then_group(layout: CpuLayout) -> None:
+    d = view(delta(layout), layout, by="node", cpus=layout.select("isolated"), selected="isolated")
+    assert d.groups is not None
+    assert d.groups.labels == ("node0", "node1")
+    assert d.groups.members == (CpuList([2, 3]), CpuList([6]))
+    assert d.counts[:, GETPPID].tolist() == [1000, 0]
+    with pytest.raises(PercpuError, match="before grouping"):
+        restrict(d, CpuList([2]))
+
+
+def test_table_json_csv_of_a_view(layout: CpuLayout) -> None:
+    d = view(delta(layout), layout, by="node", cpus=layout.select("isolated"), selected="isolated")
+    text = _report.table(d)
+    assert "on CPUs 2-3,6 (isolated), by node" in text.splitlines()[0]
+    head = next(line for line in text.splitlines() if line.startswith("syscall"))
+    assert head.split()[-2:] == ["node0", "node1"]
+    assert "busiest node" in text and "spin" in text and " cat " not in text
+    obj = json.loads(json.dumps(_report.to_json(d, end_time=1.0, attach="tp_btf")))
+    assert obj["by"] == "node" and obj["selected"] == "isolated"
+    assert obj["groups"] == {"node0": [2, 3], "node1": [6]}
+    assert obj["per_node"] == {"node0": 1000, "node1": 9}
+    assert obj["syscalls"][0]["per_node"] == {"node0": 1000, "node1": 0}
+    assert [p["pid"] for p in obj["processes"]] == [100, 300]
+    rows = list(csv.reader(io.StringIO(_report.csv_rows(d, end_time=1.0, header=True))))
+    assert rows[0] == ["time", "interval_s", "node", "syscall", "calls"]
+    assert [r[2:] for r in rows[1:]] == [["node0", "getppid", "1000"], ["node1", "write", "9"]]
+
+
+def test_table_of_selected_cpus_has_their_columns(layout: CpuLayout) -> None:
+    d = view(delta(layout), layout, cpus=layout.select("node:1"), selected="node:1")
+    head = next(line for line in _report.table(d).splitlines() if line.startswith("syscall"))
+    assert head.split()[-2:] == ["cpu6", "cpu7"]
+    obj = _report.to_json(d, end_time=1.0, attach=None)
+    assert obj["per_cpu"] == {"6": 9, "7": 0} and obj["cpus"] == [6, 7]
+
+
+def test_cli_options_build_the_view(layout: CpuLayout) -> None:
+    from percpu.cli import build_parser
+
+    args = build_parser().parse_args(["stat", "--by", "core", "--cpus", "isolated,0"])
+    v, lay = from_args(args, layout)
+    assert v is not None and lay is layout
+    d = v(delta(layout))
+    assert d.cpus == CpuList([0, 2, 3, 6]) and d.groups is not None
+    assert d.groups.labels == ("core0.0", "core0.1", "core1.0")
+    none, _ = from_args(build_parser().parse_args(["stat"]), layout)
+    assert none is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["stat", "--cpus", "99999", "-d", "1"], "CPU 99999 is not possible here"),
+        (["stat", "--cpus", "node:4096", "-d", "1"], "no such NUMA node"),
+        (["stat", "--cpus", "bogus", "-d", "1"], "not a CPU list"),
+        (["top", "--cpus", "1,,2"], "empty term"),
+    ],
+)
+def test_bad_cpu_selection_is_one_line_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_bad_group_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["stat", "--by", "socket"])
+    assert "invalid choice: 'socket'" in capsys.readouterr().err
+
+
+class LayoutCounter(FakeCounter):
+    def __init__(self, cpus: CpuList, seed: int = 0) -> None:
+        super().__init__(len(cpus), seed)
+        self._cpus = cpus
+
+
+@pytest.mark.parametrize(("by", "rows"), [("node", 3), ("core", 4), ("package", 3)])
+def test_exporter_groups_under_a_label_named_after_the_grouping(
+    layout: CpuLayout, by: str, rows: int
+) -> None:
+    f = LayoutCounter(layout.possible, seed=5)
+    f.tick(list(range(30)))
+    c = SyscallCollector(f, cpu_label=by, layout=layout)
+    got = scrape(c)
+    series = {k: v for k, v in got.items() if k[0] == "percpu_syscalls_total"}
+    labels = {dict(k[1])[by] for k in series}
+    assert labels <= set(layout.groups(by).labels) and len(layout.groups(by).labels) == rows
+    assert all("cpu" not in dict(k[1]) for k in series)
+    assert sum(series.values()) == float(f.counts.sum())
+    g = layout.groups(by)
+    first = g.labels[0]
+    want = int(f.counts[g.index == 0, 7].sum())
+    assert (
+        got[("percpu_syscalls_total", tuple(sorted({by: first, "syscall": slot_name(7, "x86_64")}.items())))]
+        == want
+    )
+    # The fast exposition path writes the same samples.
+    fast = SyscallCollector(f, cpu_label=by, layout=layout)
+    b = _parse(fast.expose(openmetrics=False).decode())
+    got.pop(("percpu_scrape_duration_seconds", ()))
+    assert got == b
+
+
+def test_exporter_label_choice_none_and_bad(layout: CpuLayout) -> None:
+    f = LayoutCounter(layout.possible)
+    f.counts[:, WRITE] = 1
+    got = scrape(SyscallCollector(f, cpu_label="none"))
+    assert got[("percpu_syscalls_total", (("syscall", "write"),))] == 8
+    with pytest.raises(ValueError, match="choose cpu, core, package, node or none"):
+        SyscallCollector(f, cpu_label="socket")
+
+
+def test_exporter_series_bounded_at_256_cpus(tmp_path: Path) -> None:
+    """256 CPUs in 2 nodes, 2 packages, 128 SMT-2 cores: series per syscall are 2 with node, 128 with core."""
+    cpu = tmp_path / "cpu"
+    node = tmp_path / "node"
+    cpu.mkdir()
+    for f, text in (("possible", "0-255"), ("present", "0-255"), ("online", "0-255")):
+        (cpu / f).write_text(text + "\n")
+    for c in range(256):
+        t = cpu / f"cpu{c}" / "topology"
+        t.mkdir(parents=True)
+        (t / "physical_package_id").write_text(f"{c % 128 // 64}\n")
+        (t / "core_id").write_text(f"{c % 64}\n")
+        (t / "thread_siblings_list").write_text(f"{c % 128},{c % 128 + 128}\n")
+    for n in (0, 1):
+        (node / f"node{n}").mkdir(parents=True)
+        (node / f"node{n}" / "cpulist").write_text(
+            f"{n * 64}-{n * 64 + 63},{128 + n * 64}-{128 + n * 64 + 63}\n"
+        )
+    lay = read_layout(str(cpu), node_root=str(node), cgroup_root=None)
+    f = LayoutCounter(lay.possible)
+    f.counts[:, [0, 1, 2]] = 1
+    for by, per_syscall in (("node", 2), ("package", 2), ("core", 128), ("cpu", 256)):
+        got = scrape(SyscallCollector(f, cpu_label=by, layout=lay))
+        n = sum(1 for k in got if k[0] == "percpu_syscalls_total")
+        assert n == 3 * per_syscall, by
