@@ -948,7 +948,7 @@ class Map:
                 self._batch_ok = True
                 return
             except _libbpf.PartialBatch as exc:
-                if not (exc.done == 0 and exc.errno in (_errno.EINVAL, _errno.ENOTSUP, 524)):
+                if not (_batch_unsupported(exc) or (exc.done == 0 and exc.errno == _errno.EINVAL)):
                     raise self._error(exc, f"update_batch (after {exc.done} of {n} elements)") from exc
         ks = self.info.key_size
         for i in range(done, n):
@@ -971,7 +971,7 @@ class Map:
                         errno=exc.errno,
                         map_name=self.name,
                     ) from exc
-                if not (exc.done == 0 and exc.errno in (_errno.EINVAL, _errno.ENOTSUP, 524)):
+                if not (_batch_unsupported(exc) or (exc.done == 0 and exc.errno == _errno.EINVAL)):
                     raise self._error(exc, f"delete_batch (after {exc.done} of {n} keys)") from exc
         ks = self.info.key_size
         for i in range(n):
@@ -980,6 +980,12 @@ class Map:
                 self._b.map_delete(self.fd, k)
             except OSError as exc:
                 raise self._lookup_error(exc, k.tobytes()) from exc
+
+
+def _batch_unsupported(exc: _libbpf.PartialBatch) -> bool:
+    """The map type has no batch operation at all (ENOTSUPP, 524: per-CPU arrays before 5.13). The kernel
+    then returns before touching the count, which still holds the number asked for: nothing was done."""
+    return exc.errno in (_errno.ENOTSUP, 524)
 
 
 class PerCpuMap(Map):
