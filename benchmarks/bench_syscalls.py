@@ -424,6 +424,9 @@ def summarize(
                 row["x_floor_stats"] = spread(
                     [(f + o - fon) / f for o, f, fon in zip(own_sum[name], fa, fo, strict=True) if f > 0]
                 )
+                # a hook cannot cost nothing: a round where the floor's loop delta is not positive was
+                # drowned in noise, and a ratio over it would mean nothing
+                row["rounds_without_ratio"] = sum(f <= 0 for f in fa)
             if name in TARGETS:
                 row["target"] = TARGETS[name]
             rows.append(row)
@@ -455,6 +458,11 @@ def print_run(rows: list[dict[str, Any]], busy_sets: dict[str, list[int]]) -> No
             if len(own) > 1:
                 parts = ", ".join(f"{label} {fmt(v)}" for label, v in own.items())
                 print(f"  {'':<30}   own ns per program: {parts}")
+            if row.get("rounds_without_ratio"):
+                print(
+                    f"  {'':<30}   {row['rounds_without_ratio']} rounds left out of the ratios: the floor's"
+                    " loop delta was not positive"
+                )
             if row["short_runs"]:
                 print(
                     f"  {'':<30}   warning: {row['short_runs']} stats loops ran a program fewer times"
@@ -583,7 +591,7 @@ def main() -> int:
                 f"  {a['busy']:<12} {a['config']:<30} {a['metric']:<14} {meds}"
                 f"  {'agree' if a['agree'] else 'DIFFER'}"
             )
-    print("\ntargets (x floor at the same hooks, kernel-stats method; median of all runs' per-round ratios):")
+    print("\ntargets (x floor at the same hooks, kernel-stats method; median of the runs' medians):")
     for busy in busy_sets:
         for name, target in TARGETS.items():
             meds = [
@@ -592,7 +600,10 @@ def main() -> int:
                 for r in rows
                 if r["busy"] == busy and r["config"] == name
             ]
-            if meds:
+            meds = [m for m in meds if not math.isnan(m)]
+            if not meds:
+                print(f"  {busy:<12} {name:<30}   no estimate: the floor's loop delta was never positive")
+            else:
                 med = statistics.median(meds)
                 print(
                     f"  {busy:<12} {name:<30} {med:5.2f} (target {target:.2f})"

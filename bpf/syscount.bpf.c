@@ -14,10 +14,9 @@
  * constants and removes every disabled branch, so the default path is: read the id, check its range,
  * look up this CPU's counter, increment.
  *
- * Layout of struct percpu_config (mirrored by percpu.syscount._Config; sizeof 168):
- *   0 filter_tgid u32, 4 filter_tid u32, 8 filter_cgroup u64, 16 filter_comm char[16],
- *   32 use_syscall_mask u8, 33 failed_only u8, 34 per_process u8, 35 errors u8, 36 latency u8,
- *   37 detect_compat u8, 38 task_btf u8, 39 task_storage u8, 40 syscall_mask u64[16]
+ * The structs and enums user space shares (struct percpu_config, the map keys and rows, enum percpu_consts,
+ * enum percpu_lost) reach Python through this object's BTF: tools/gen_contract.py writes
+ * src/percpu/_contract.py from it, and a unit test fails when the two drift apart.
  *
  * task_btf and task_storage say what this kernel has (probed by user space): bpf_get_current_task_btf()
  * and task local storage both arrived in Linux 5.11. Without them the code under them is dead and the
@@ -37,15 +36,36 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 
-#define NR_SLOTS 2048
-#define COMPAT_BASE 1024
 #define MAX_ERRNO 4095
-/* Latency buckets are log2 of nanoseconds (0..63). A histogram row holds buckets ROW_FIRST_BUCKET to
- * ROW_FIRST_BUCKET + ROW_BUCKETS - 1 (16 ns to 68 s); other buckets, and syscalls beyond a CPU's LAT_ROWS,
- * go to the latency hash. */
-#define ROW_FIRST_BUCKET 4
-#define ROW_BUCKETS 32
-#define LAT_ROWS 128
+
+/* Constants user space needs too. Enumerators, not macros, so that BTF records them (as a type user space
+ * reads) while the compiled code is the same as with literals. */
+enum percpu_consts {
+	NR_SLOTS = 2048, /* entries of counts: native syscalls, then compat ones */
+	COMPAT_BASE = 1024, /* slot of compat syscall 0 */
+	/* Latency buckets are log2 of nanoseconds (0..LAT_BUCKETS - 1). A histogram row holds buckets
+	 * ROW_FIRST_BUCKET to ROW_FIRST_BUCKET + ROW_BUCKETS - 1 (16 ns to 68 s); other buckets, and syscalls
+	 * beyond a CPU's LAT_ROWS, go to the latency hash. */
+	LAT_BUCKETS = 64,
+	ROW_FIRST_BUCKET = 4,
+	ROW_BUCKETS = 32,
+	LAT_ROWS = 128,
+};
+
+/* Calls an opt-in table could not take, by table (the lost map's keys): the table was full (an
+ * unprivileged process can fill the errno and latency tables, e.g. with seccomp RET_ERRNO on many numbers)
+ * or the kernel had no memory for the entry. Shown with the counts, so a report never hides what it missed. */
+enum percpu_lost {
+	LOST_PROCESSES,
+	LOST_ERRORS,
+	LOST_LATENCY,
+	LOST_TABLES,
+};
+
+/* Clang records an enum in BTF only when something has its type. These variables are that something, in a
+ * section of their own that libbpf skips (it loads no data section it does not know): no map, no code. */
+const enum percpu_consts percpu_consts SEC(".percpu.contract") = NR_SLOTS;
+const enum percpu_lost percpu_lost SEC(".percpu.contract") = LOST_TABLES;
 
 /* Built twice (scripts/build-bpf): syscount.bpf.o for kernels with BTF (/sys/kernel/btf/vmlinux), and
  * syscount_nobtf.bpf.o (bpf/syscount_nobtf.bpf.c defines PERCPU_NO_BTF) for kernels without it. The latter
@@ -126,6 +146,11 @@ struct percpu_config {
 	__u8 task_btf;
 	__u8 task_storage;
 	__u64 syscall_mask[16];
+	/* When percpu runs in a pid namespace other than the initial one, filter_tgid and filter_tid are
+	 * pids of that namespace, and so are the per-process tgids (device and inode of /proc/self/ns/pid);
+	 * 0: the kernel's own pids. */
+	__u64 pidns_dev;
+	__u64 pidns_ino;
 };
 
 const volatile struct percpu_config cfg = {};
@@ -159,6 +184,13 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } dropped SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LOST_TABLES);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
@@ -241,10 +273,22 @@ static __always_inline bool skip_task(void)
 {
 	if (cfg.filter_tgid || cfg.filter_tid) {
 		__u64 id = bpf_get_current_pid_tgid();
+		__u32 tgid = id >> 32, tid = (__u32)id;
 
-		if (cfg.filter_tgid && (__u32)(id >> 32) != cfg.filter_tgid)
+#ifndef PERCPU_NO_BTF
+		if (cfg.pidns_ino) {
+			struct bpf_pidns_info ns = {};
+
+			/* Fails for a task outside that namespace: not the one asked for. */
+			if (bpf_get_ns_current_pid_tgid(cfg.pidns_dev, cfg.pidns_ino, &ns, sizeof(ns)))
+				return true;
+			tgid = ns.tgid;
+			tid = ns.pid;
+		}
+#endif
+		if (cfg.filter_tgid && tgid != cfg.filter_tgid)
 			return true;
-		if (cfg.filter_tid && (__u32)id != cfg.filter_tid)
+		if (cfg.filter_tid && tid != cfg.filter_tid)
 			return true;
 	}
 	if (cfg.filter_cgroup && bpf_get_current_cgroup_id() != cfg.filter_cgroup)
@@ -292,7 +336,7 @@ static __always_inline void count_slot(__u32 slot)
 		*v += 1; /* this CPU's slot only: no atomic needed */
 }
 
-static __always_inline void bump_hash(void *map, void *key)
+static __always_inline void bump_hash(void *map, void *key, __u32 table)
 {
 	__u64 *v = bpf_map_lookup_elem(map, key);
 
@@ -303,9 +347,12 @@ static __always_inline void bump_hash(void *map, void *key)
 	__u64 one = 1;
 
 	/* Inserting sets this CPU's value and zeroes the others. If another CPU inserted the key between our
-	 * lookup and update, NOEXIST fails: look up again so the call is still counted. */
+	 * lookup and update, NOEXIST fails: look up again so the call is still counted. If the key is still
+	 * not there, the table is full (or out of memory): count the call as lost. */
 	if (bpf_map_update_elem(map, key, &one, BPF_NOEXIST)) {
 		v = bpf_map_lookup_elem(map, key);
+		if (!v)
+			v = bpf_map_lookup_elem(&lost, &table);
 		if (v)
 			*v += 1;
 	}
@@ -314,6 +361,20 @@ static __always_inline void bump_hash(void *map, void *key)
 /* tgid and comm are read straight from the task: with tp_btf these are plain loads through a trusted
  * BTF pointer, far cheaper than the bpf_get_current_pid_tgid() and bpf_get_current_comm() helpers
  * (measured in docs/benchmarks.md). A comm being renamed at that moment can be read torn: harmless. */
+/* The tgid as percpu's pid namespace numbers it, when that is not the initial one: 0 for a task outside
+ * it (a process the container cannot see has no pid there). */
+static __always_inline __u32 ns_tgid(__u32 tgid)
+{
+#ifndef PERCPU_NO_BTF
+	if (cfg.pidns_ino) {
+		struct bpf_pidns_info ns = {};
+
+		return bpf_get_ns_current_pid_tgid(cfg.pidns_dev, cfg.pidns_ino, &ns, sizeof(ns)) ? 0 : ns.tgid;
+	}
+#endif
+	return tgid;
+}
+
 static __always_inline void count_process(__u32 slot, struct task_struct *task, bool btf)
 {
 	struct proc_key k = { .slot = slot };
@@ -327,13 +388,14 @@ static __always_inline void count_process(__u32 slot, struct task_struct *task, 
 			k.tgid = BPF_CORE_READ(task, tgid);
 			BPF_CORE_READ_STR_INTO(&k.comm, task, comm);
 		}
-		bump_hash(&proc_counts, &k);
+		k.tgid = ns_tgid(k.tgid);
+		bump_hash(&proc_counts, &k, LOST_PROCESSES);
 		return;
 	}
 #endif
-	k.tgid = bpf_get_current_pid_tgid() >> 32;
+	k.tgid = ns_tgid(bpf_get_current_pid_tgid() >> 32);
 	bpf_get_current_comm(k.comm, sizeof(k.comm));
-	bump_hash(&proc_counts, &k);
+	bump_hash(&proc_counts, &k, LOST_PROCESSES);
 }
 
 static __always_inline __u32 log2_u64(__u64 v)
@@ -374,7 +436,7 @@ static __always_inline void count_latency(__u32 slot, __u32 bucket)
 	}
 	struct lat_key k = { .slot = slot, .bucket = bucket };
 
-	bump_hash(&latency, &k);
+	bump_hash(&latency, &k, LOST_LATENCY);
 }
 
 static __always_inline int on_enter(long id, bool compat, struct task_struct *task, bool btf)
@@ -429,7 +491,7 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 	if (cfg.errors && failed) {
 		struct err_key k = { .slot = slot, .err = (__u32)-ret };
 
-		bump_hash(&errors, &k);
+		bump_hash(&errors, &k, LOST_ERRORS);
 	}
 	if (cfg.latency) {
 #ifndef PERCPU_NO_BTF

@@ -24,7 +24,8 @@ if [ "$dev" = 1 ]; then
     # BPF objects to prove the shipped ones match (clang, llvm, libbpf-dev) and boot VMs (qemu; the
     # kernels come from Debian's archive into a cache, unpacked with dpkg-deb and indexed by depmod).
     pkgs+=(bpftool tmux prometheus clang llvm libbpf-dev gcc libc6-dev qemu-system-x86 busybox-static
-           bpftrace procps bpfcc-tools python3-bpfcc kmod file debian-archive-keyring util-linux)
+           bpftrace procps bpfcc-tools python3-bpfcc kmod file debian-archive-keyring util-linux
+           systemd openssl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

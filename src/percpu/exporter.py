@@ -1,7 +1,10 @@
-"""Prometheus metrics from the syscall counter, as a prometheus_client Collector.
+"""Prometheus metrics from the syscall counter, formatted by percpu itself.
 
 Each scrape reads the BPF maps once (batch reads, no reset, no lock the programs wait on) and turns the
-absolute counts into metric families. Cardinality is bounded by options:
+absolute counts into metric families, which :class:`Exposition` renders in the Prometheus text format or
+OpenMetrics. prometheus_client is not needed to serve; :meth:`SyscallCollector.collect` still makes the
+collector usable in a prometheus_client registry where that package is installed. Cardinality is bounded
+by options:
 
 * ``cpu_label=False`` sums over CPUs;
 * ``top_syscalls=N`` names the N busiest syscalls and puts the rest in ``syscall="other"``. A syscall
@@ -9,29 +12,146 @@ absolute counts into metric families. Cardinality is bounded by options:
   named too, until 2N are named; see :meth:`SyscallCollector._update_kept` for why every exported counter,
   "other" included, stays monotonic;
 * per-process series carry ``comm`` only (never pid), at most ``max_comms`` of them plus ``comm="other"``,
-  accumulated from deltas so an LRU eviction in the kernel never makes a counter go down.
+  accumulated from deltas so an LRU eviction in the kernel never makes a counter go down. Memory stays
+  bounded whatever names processes give themselves: the named set is at most ``max_comms``, every other
+  name is folded into "other" without being remembered, and the per-key state is bounded by the kernel
+  map's size.
 """
 
 from __future__ import annotations
 
+import gzip as _gzip
+import math
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from . import __version__
 from .cpus import CpuList
 from .errors import PercpuError
 from .syscount import SyscallSnapshot, errno_name, slot_name
 
-__all__ = ["SyscallCollector"]
+__all__ = ["Exposition", "Family", "Sample", "SyscallCollector", "render"]
 
 OTHER = "other"
 BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class Sample(NamedTuple):
+    suffix: str  # "_total", "_bucket", "" ...
+    labels: Labels
+    value: float
+
+
+@dataclass
+class Family:
+    """One metric family. ``name`` is the base name (no ``_total``); ``kind`` counter, gauge or histogram.
+
+    ``text`` holds chunks of sample lines already formatted (the per-CPU matrix, formatted in bulk, one
+    chunk per row, joined only once with the rest of the body), identical in both exposition formats;
+    ``cells`` then yields the same samples one by one for other consumers.
+    """
+
+    name: str
+    kind: str
+    help: str
+    samples: list[Sample] = field(default_factory=list)
+    text: list[bytes] = field(default_factory=list)
+    cells: Callable[[], Iterator[Sample]] | None = None
+    count: int = 0  # samples in ``text``
+
+    def add(self, labels: Labels, value: float, suffix: str | None = None) -> None:
+        self.samples.append(
+            Sample("_total" if suffix is None and self.kind == "counter" else suffix or "", labels, value)
+        )
+
+    def all_samples(self) -> Iterator[Sample]:
+        yield from self.samples
+        if self.cells is not None:
+            yield from self.cells()
+
+    def __len__(self) -> int:
+        return len(self.samples) + self.count
+
+
+def _escape_label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels_text(labels: Labels) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels) + "}"
+
+
+def _value_text(v: float) -> str:
+    if isinstance(v, int):
+        return str(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v)
+
+
+def render(families: Iterable[Family], openmetrics: bool) -> bytes:
+    """Families as Prometheus text format 0.0.4 or OpenMetrics 1.0 (which ends with ``# EOF``)."""
+    parts: list[bytes] = []
+    for fam in families:
+        head = fam.name + "_total" if fam.kind == "counter" and not openmetrics else fam.name
+        doc = fam.help.replace("\\", "\\\\").replace("\n", "\\n")
+        if openmetrics:
+            doc = doc.replace('"', '\\"')
+        lines = [f"# HELP {head} {doc}\n# TYPE {head} {fam.kind}\n"]
+        lines += [
+            f"{fam.name}{s.suffix}{_labels_text(s.labels)} {_value_text(s.value)}\n" for s in fam.samples
+        ]
+        parts.append("".join(lines).encode())
+        parts += fam.text
+    if openmetrics:
+        parts.append(b"# EOF\n")
+    return b"".join(parts)
+
+
+class Exposition:
+    """One scrape's families, rendered on demand and at most once per format and encoding.
+
+    Concurrent requests served from the same scrape share these bytes: one copy of the body per format,
+    however many clients read it.
+    """
+
+    def __init__(self, families: list[Family], taken: float) -> None:
+        self.families = families
+        self.taken = taken  # time.monotonic() when the maps were read
+        self.series = sum(len(f) for f in families)
+        self._bodies: dict[tuple[bool, bool], bytes] = {}
+        self._lock = threading.Lock()
+
+    def body(self, openmetrics: bool, gzipped: bool = False) -> bytes:
+        key = (openmetrics, gzipped)
+        with self._lock:
+            b = self._bodies.get(key)
+            if b is None:
+                if gzipped:
+                    plain = self._bodies.get((openmetrics, False)) or render(self.families, openmetrics)
+                    self._bodies[(openmetrics, False)] = plain
+                    # Level 1: the exposition is repetitive text that compresses about 10x even so, and
+                    # the time is the scrape's.
+                    b = _gzip.compress(plain, compresslevel=1, mtime=0)
+                else:
+                    b = render(self.families, openmetrics)
+                self._bodies[key] = b
+            return b
 
 
 class CounterSource(Protocol):
@@ -46,7 +166,14 @@ class CounterSource(Protocol):
     def programs(self) -> list[Any]: ...
 
 
-class SyscallCollector(Collector):
+class _Row(NamedTuple):
+    mask: bytes  # which CPUs of the row are non-zero (the template's shape)
+    template: bytes  # one "name{labels} %d\n" per non-zero CPU
+    values: bytes  # the row's counts when ``text`` was rendered
+    text: bytes
+
+
+class SyscallCollector:
     def __init__(
         self,
         counter: CounterSource,
@@ -57,10 +184,12 @@ class SyscallCollector(Collector):
         libbpf_version: str = "",
         bpf_stats: bool = False,
         bpf_stats_sysctl: str = BPF_STATS_SYSCTL,
+        extra: Callable[[], list[Family]] | None = None,
     ) -> None:
         """``bpf_stats=True`` says the caller holds a BPF_ENABLE_STATS fd for as long as it uses this
         collector (``percpu exporter --enable-bpf-stats``): that turns run counting on without changing
-        ``kernel.bpf_stats_enabled``, so the sysctl alone cannot tell."""
+        ``kernel.bpf_stats_enabled``, so the sysctl alone cannot tell. ``extra`` adds families of the
+        caller's own (the HTTP server's request counts) to every scrape."""
         if top_syscalls < 0 or max_comms < 1:
             raise ValueError(
                 f"top_syscalls must be 0 (all) or more, max_comms 1 or more: {top_syscalls}, {max_comms}"
@@ -73,6 +202,7 @@ class SyscallCollector(Collector):
         self.libbpf_version = libbpf_version
         self.bpf_stats = bpf_stats
         self.bpf_stats_sysctl = bpf_stats_sysctl
+        self.extra = extra
         self._lock = threading.Lock()  # concurrent scrapes share the sticky state below
         self._kept: set[int] = set()
         self._in_other: set[int] = set()
@@ -85,15 +215,24 @@ class SyscallCollector(Collector):
         self._frozen_latency = np.zeros(64, np.uint64)
         self._prog_stats_on = False
         self._comms: set[str] = set()
-        self._comm_other: set[str] = set()
         self._proc_last: dict[bytes, int] = {}
         self._proc_totals: dict[tuple[str, str], int] = {}
         self._last_duration = 0.0
+        self._scrapes = 0
         self._names: dict[int, str] = {}
         self._cpu_labels = [str(c) for c in counter.cpus]
-        self._prefixes: dict[tuple[int, int], str] = {}
-        self._prefix_key: tuple[int, ...] = ()
-        self._prefix_matrix = np.zeros((0, 0), dtype=object)
+        self._rows: dict[int, _Row] = {}
+        self._has_procs = False  # the last snapshot had per-process counts (-P)
+
+    @property
+    def tracked_comms(self) -> int:
+        """Command names held in memory (at most ``max_comms``, whatever processes call themselves)."""
+        return len(self._comms)
+
+    @property
+    def tracked_process_keys(self) -> int:
+        """Per-process keys remembered between scrapes (at most the kernel map's entries)."""
+        return len(self._proc_last)
 
     def _name(self, slot: int) -> str:
         n = self._names.get(slot)
@@ -150,92 +289,128 @@ class SyscallCollector(Collector):
                 self._kept.add(s)
         self._in_other |= rest  # counted in "other" from its first call on, unless promoted later
 
-    def collect(self) -> Iterator[Metric]:
+    def scrape(self) -> Exposition:
+        """Read the maps once and build every family; render with :meth:`Exposition.body`."""
         start = time.perf_counter()
         with self._lock:
             snap = self.counter.snapshot()
-            yield from self._families(snap)
+            fams = list(self._families(snap))
             self._last_duration = time.perf_counter() - start
-        g = GaugeMetricFamily(
-            "percpu_scrape_duration_seconds",
-            "Time the last scrape took to read the maps and build the metrics.",
-        )
-        g.add_metric([], self._last_duration)
-        yield g
+            self._scrapes += 1
+            fams += self._own_families()
+        if self.extra is not None:
+            fams += self.extra()
+        series = Family("percpu_exporter_series", "gauge", "Samples in this scrape, this one included.")
+        series.add((), sum(len(f) for f in fams) + 1)
+        fams.append(series)
+        return Exposition(fams, snap.time)
 
     def expose(self, openmetrics: bool) -> bytes:
-        """One scrape as exposition text, the fast way.
+        """One scrape as exposition text (what ``percpu exporter`` serves)."""
+        return self.scrape().body(openmetrics)
 
-        prometheus_client formats every family but one. The per-CPU matrix (``percpu_syscalls_total`` with
-        a ``cpu`` label: up to CPUs x syscalls samples, 92,000 for 256 CPUs) is formatted here with
-        numpy from cached label strings, because prometheus_client's per-sample formatting takes about
-        half a second for that many. Both paths produce the same samples (tests/unit/test_exporter.py).
-        """
-        from prometheus_client import CollectorRegistry
-        from prometheus_client import generate_latest as text_latest
-        from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+    def collect(self) -> Iterator[Any]:
+        """The same scrape as prometheus_client metric families, for use in a prometheus_client registry
+        (``registry.register(collector)``); needs the prometheus_client package."""
+        from prometheus_client.core import Metric
 
-        start = time.perf_counter()
-        with self._lock:
-            snap = self.counter.snapshot()
-            matrix: list[str] = []
-            fams = list(self._families(snap, matrix_text=matrix if self.cpu_label else None))
-            self._last_duration = time.perf_counter() - start
-        g = GaugeMetricFamily(
+        for fam in self.scrape().families:
+            m = Metric(fam.name, fam.help, fam.kind)
+            for s in fam.all_samples():
+                m.add_sample(fam.name + s.suffix, dict(s.labels), float(s.value))
+            yield m
+
+    def _own_families(self) -> list[Family]:
+        dur = Family(
             "percpu_scrape_duration_seconds",
+            "gauge",
             "Time the last scrape took to read the maps and build the metrics.",
         )
-        g.add_metric([], self._last_duration)
-        fams.append(g)
-        reg = CollectorRegistry(auto_describe=False)
-        reg.register(_Fixed(fams))
-        body = (om_latest if openmetrics else text_latest)(reg)
-        if not matrix:
-            return body
-        name = "percpu_syscalls" if openmetrics else "percpu_syscalls_total"
-        head = f"# HELP {name} System calls entered, by CPU and syscall.\n# TYPE {name} counter\n"
-        text = (head + "".join(matrix)).encode()
-        if openmetrics:
-            assert body.endswith(b"# EOF\n")
-            return body[: -len(b"# EOF\n")] + text + b"# EOF\n"
-        return body + text
-
-    def _matrix_text(self, counts: np.ndarray, kept: list[int], other: np.ndarray | None) -> str:
-        """``percpu_syscalls_total{cpu=..,syscall=..} N`` lines for non-zero cells, built with numpy."""
-        cols = [*kept, -1] if other is not None else kept
-        if not cols:
-            return ""
-        sub = counts[:, kept] if kept else np.zeros((counts.shape[0], 0), np.uint64)
-        if other is not None:
-            sub = np.concatenate([sub, other[:, None]], axis=1)
-        cells = sub.T  # (syscalls, cpus), the order prometheus_client would print
-        nz = cells != 0
-        key = tuple(cols)
-        if self._prefix_key != key:  # the set of active syscalls changes rarely: cache its label strings
-            self._prefix_matrix = np.array(
-                [[self._prefix(c, s) for c in range(counts.shape[0])] for s in cols], dtype=object
-            ).reshape(len(cols), counts.shape[0])
-            self._prefix_key = key
-        prefixes = self._prefix_matrix[nz].tolist()
-        values = cells[nz].tolist()
-        return "".join([f"{p}{v}\n" for p, v in zip(prefixes, values, strict=True)])
-
-    def _prefix(self, cpu_index: int, slot: int) -> str:
-        key = (cpu_index, slot)
-        p = self._prefixes.get(key)
-        if p is None:
-            name = OTHER if slot < 0 else self._name(slot)
-            p = f'percpu_syscalls_total{{cpu="{self._cpu_labels[cpu_index]}",syscall="{name}"}} '
-            self._prefixes[key] = p
-        return p
-
-    def _families(self, snap: SyscallSnapshot, matrix_text: list[str] | None = None) -> Iterator[Metric]:
-        info = GaugeMetricFamily(
-            "percpu_build_info",
-            "percpu version, libbpf version and the hook in use.",
-            labels=["version", "libbpf", "attach"],
+        dur.add((), self._last_duration)
+        scrapes = Family(
+            "percpu_exporter_snapshots",
+            "counter",
+            "Map reads (snapshots) taken; concurrent requests share one, so this can be below the requests.",
         )
-        info.add_metric([__version__, self.libbpf_version, self.counter.attach_mode or ""], 1)
+        scrapes.add((), self._scrapes)
+        out = [dur, scrapes]
+        if self._has_procs:
+            comms = Family(
+                "percpu_exporter_tracked_comms",
+                "gauge",
+                f"Command names kept for per-process series (at most --max-comms, here {self.max_comms}).",
+            )
+            comms.add((), len(self._comms))
+            keys = Family(
+                "percpu_exporter_tracked_process_keys",
+                "gauge",
+                "Per-process map keys remembered between scrapes (at most the kernel map's entries).",
+            )
+            keys.add((), len(self._proc_last))
+            out += [comms, keys]
+        return out
+
+    def _matrix(self, counts: np.ndarray, kept: list[int], other: np.ndarray | None) -> Family:
+        """``percpu_syscalls_total{cpu=..,syscall=..} N`` for the non-zero cells, formatted in bulk.
+
+        A row (one syscall over all CPUs) is one ``bytes % tuple`` with a cached template of its
+        non-zero cells; a row whose counts did not change since the previous scrape is reused as is.
+        """
+        fam = Family("percpu_syscalls", "counter", "System calls entered, by CPU and syscall.")
+        cols = [*kept, -1] if other is not None else list(kept)
+        if not cols:
+            return fam
+        sub = counts[:, kept].T if kept else np.zeros((0, counts.shape[0]), np.uint64)
+        if other is not None:
+            sub = np.concatenate([sub, other[None, :]], axis=0)
+        sub = np.ascontiguousarray(sub)
+        nz = sub != 0
+        texts: list[bytes] = []
+        rows: dict[int, _Row] = {}
+        for col, row, mask in zip(cols, sub, nz, strict=True):
+            values = row.tobytes()
+            cached = self._rows.get(col)
+            if cached is not None and cached.values == values:
+                rows[col] = cached
+                texts.append(cached.text)
+                continue
+            mb = mask.tobytes()
+            if cached is not None and cached.mask == mb:
+                template = cached.template
+            else:
+                name = _escape_label(OTHER if col < 0 else self._name(col))
+                template = "".join(
+                    f'percpu_syscalls_total{{cpu="{self._cpu_labels[i]}",syscall="{name}"}} %d\n'
+                    for i in np.nonzero(mask)[0].tolist()
+                ).encode()
+            text = template % tuple(row[mask].tolist())
+            rows[col] = _Row(mb, template, values, text)
+            texts.append(text)
+        self._rows = rows  # rows no longer exported are forgotten: the cache holds this scrape's only
+        fam.text = texts
+        fam.count = int(nz.sum())
+        labels = self._cpu_labels
+        names = [OTHER if c < 0 else self._name(c) for c in cols]
+
+        def cells() -> Iterator[Sample]:
+            for name, row in zip(names, sub.tolist(), strict=True):
+                for cpu, v in zip(labels, row, strict=True):
+                    if v:
+                        yield Sample("_total", (("cpu", cpu), ("syscall", name)), v)
+
+        fam.cells = cells
+        return fam
+
+    def _families(self, snap: SyscallSnapshot) -> Iterator[Family]:
+        info = Family("percpu_build_info", "gauge", "percpu version, libbpf version and the hook in use.")
+        info.add(
+            (
+                ("version", __version__),
+                ("libbpf", self.libbpf_version),
+                ("attach", self.counter.attach_mode or ""),
+            ),
+            1,
+        )
         yield info
         counts = snap.counts
         totals = counts.sum(axis=0, dtype=np.uint64)
@@ -247,49 +422,41 @@ class SyscallCollector(Collector):
             in_other = [x for x in active if x in self._in_other]
             if in_other or self._frozen_other.any():
                 other = counts[:, in_other].sum(axis=1, dtype=np.uint64) + self._frozen_other
-        if matrix_text is None:
-            yield self._syscalls(counts, kept, other)
+        if self.cpu_label:
+            yield self._matrix(counts, kept, other)
         else:
-            matrix_text.append(self._matrix_text(counts, kept, other))
-        dropped = CounterMetricFamily(
+            m = Family("percpu_syscalls", "counter", "System calls entered, by CPU and syscall.")
+            for s, v in zip(kept, totals[kept].tolist(), strict=True):
+                m.add((("syscall", self._name(s)),), v)
+            if other is not None:
+                m.add((("syscall", OTHER),), int(other.sum(dtype=np.uint64)))
+            yield m
+        dropped = Family(
             "percpu_dropped_syscalls",
+            "counter",
             "System calls whose number is outside the counter table (x32 calls, bogus numbers).",
         )
-        dropped.add_metric([], snap.dropped)
+        dropped.add((), snap.dropped)
         yield dropped
+        lost = Family(
+            "percpu_lost_syscalls",
+            "counter",
+            "System calls an opt-in table (processes, errors, latency) could not take because it was full.",
+        )
+        for table, n in snap.lost._asdict().items():
+            lost.add((("table", table),), n)
+        yield lost
         if snap.errors is not None:
             yield self._errors(*snap.errors)
         if snap.latency is not None:
             yield self._latency(*snap.latency)
+        self._has_procs = snap.procs is not None
         if snap.procs is not None:
             yield self._procs(*snap.procs)
         yield from self._prog_stats()
 
-    def _syscalls(self, counts: np.ndarray, kept: list[int], other: np.ndarray | None) -> Metric:
-        labels = ["cpu", "syscall"] if self.cpu_label else ["syscall"]
-        m = CounterMetricFamily("percpu_syscalls", "System calls entered, by CPU and syscall.", labels=labels)
-        if self.cpu_label:
-            sub = counts[:, kept].T  # (slots, cpus)
-            for s, row in zip(kept, sub.tolist(), strict=True):
-                name = self._name(s)
-                for cpu, v in zip(self._cpu_labels, row, strict=True):
-                    if v:
-                        m.add_metric([cpu, name], v)
-            if other is not None:
-                for cpu, v in zip(self._cpu_labels, other.tolist(), strict=True):
-                    if v:
-                        m.add_metric([cpu, OTHER], v)
-        else:
-            for s in kept:
-                m.add_metric([self._name(s)], int(counts[:, s].sum(dtype=np.uint64)))
-            if other is not None:
-                m.add_metric([OTHER], int(other.sum(dtype=np.uint64)))
-        return m
-
-    def _errors(self, keys: np.ndarray, counts: np.ndarray) -> Metric:
-        m = CounterMetricFamily(
-            "percpu_syscall_errors", "Failed system calls, by syscall and errno.", labels=["syscall", "errno"]
-        )
+    def _errors(self, keys: np.ndarray, counts: np.ndarray) -> Family:
+        m = Family("percpu_syscall_errors", "counter", "Failed system calls, by syscall and errno.")
         promoted = set(self._promoted)
         agg: dict[tuple[str, str], int] = {}
         for k, t in zip(keys.tolist(), counts.sum(axis=1).tolist(), strict=True):
@@ -301,14 +468,14 @@ class SyscallCollector(Collector):
         for err, v in self._frozen_errors.items():
             agg[(OTHER, err)] = agg.get((OTHER, err), 0) + v
         for (sc, err), v in sorted(agg.items()):
-            m.add_metric([sc, err], v)
+            m.add((("syscall", sc), ("errno", err)), v)
         return m
 
-    def _latency(self, keys: np.ndarray, counts: np.ndarray) -> Metric:
-        m = HistogramMetricFamily(
+    def _latency(self, keys: np.ndarray, counts: np.ndarray) -> Family:
+        m = Family(
             "percpu_syscall_latency_seconds",
+            "histogram",
             "System call latency from log2 nanosecond buckets; the sum is estimated from bucket midpoints.",
-            labels=["syscall"],
         )
         promoted = set(self._promoted)
         by: dict[str, np.ndarray] = {}
@@ -321,20 +488,22 @@ class SyscallCollector(Collector):
             by[OTHER] = by.get(OTHER, np.zeros(64, np.uint64)) + self._frozen_latency
         for label in sorted(by):
             b = by[label]
-            cum = np.cumsum(b)
-            buckets = [(_le(i), float(cum[i])) for i in range(64) if b[i] or (i and b[i - 1])]
-            buckets = [(le, v) for le, v in buckets if le != "+Inf"]
-            buckets.append(("+Inf", float(cum[-1])))
-            est = float(sum(int(b[i]) * 1.5 * 2.0**i for i in range(64))) / 1e9
-            m.add_metric([label], buckets, sum_value=est)
+            cum = np.cumsum(b).tolist()
+            lab = (("syscall", label),)
+            for i in range(63):
+                if b[i] or (i and b[i - 1]):
+                    m.add((*lab, ("le", _le(i))), cum[i], "_bucket")
+            m.add((*lab, ("le", "+Inf")), cum[-1], "_bucket")
+            m.add(lab, cum[-1], "_count")
+            m.add(lab, float(sum(int(b[i]) * 1.5 * 2.0**i for i in range(64))) / 1e9, "_sum")
         return m
 
-    def _procs(self, keys: np.ndarray, counts: np.ndarray) -> Metric:
-        m = CounterMetricFamily(
+    def _procs(self, keys: np.ndarray, counts: np.ndarray) -> Family:
+        m = Family(
             "percpu_process_syscalls",
+            "counter",
             "System calls by command name (comm) and syscall; "
             f'at most {self.max_comms} comms, the rest as comm="other".',
-            labels=["comm", "syscall"],
         )
         totals = counts.sum(axis=1).tolist()
         seen: dict[bytes, int] = {}
@@ -346,17 +515,19 @@ class SyscallCollector(Collector):
             if not delta:
                 continue
             comm = bytes(k["comm"]).split(b"\0", 1)[0].decode(errors="replace") or "?"
-            if comm not in self._comms and comm not in self._comm_other:
-                (self._comms if len(self._comms) < self.max_comms else self._comm_other).add(comm)
+            # Named while there is room; the named set never shrinks, so a name that found it full is
+            # "other" for good and nothing about it needs remembering.
+            if comm not in self._comms and len(self._comms) < self.max_comms:
+                self._comms.add(comm)
             label = comm if comm in self._comms else OTHER
             key = (label, self._label(int(k["slot"])))
             self._proc_totals[key] = self._proc_totals.get(key, 0) + int(delta)
-        self._proc_last = seen
+        self._proc_last = seen  # the keys the kernel map holds now: bounded by its max_entries
         for (comm, sc), v in sorted(self._proc_totals.items()):
-            m.add_metric([comm, sc], v)
+            m.add((("comm", comm), ("syscall", sc)), v)
         return m
 
-    def _prog_stats(self) -> Iterable[Metric]:
+    def _prog_stats(self) -> Iterable[Family]:
         """Run count and run time of percpu's programs, while the kernel counts them.
 
         The kernel counts both only while BPF stats are on: ``kernel.bpf_stats_enabled=1``, or while any
@@ -367,36 +538,26 @@ class SyscallCollector(Collector):
             self._prog_stats_on = self.bpf_stats or _read_int(self.bpf_stats_sysctl) == 1
         if not self._prog_stats_on:
             return []
-        cnt = CounterMetricFamily(
+        cnt = Family(
             "percpu_bpf_prog_run_count",
+            "counter",
             "Runs of percpu's BPF programs, counted only while BPF stats are enabled "
             "(kernel.bpf_stats_enabled=1 or --enable-bpf-stats).",
-            labels=["program"],
         )
-        tim = CounterMetricFamily(
+        tim = Family(
             "percpu_bpf_prog_run_time_seconds",
+            "counter",
             "Time spent in percpu's BPF programs, counted only while BPF stats are enabled "
             "(kernel.bpf_stats_enabled=1 or --enable-bpf-stats).",
-            labels=["program"],
         )
         for p in self.counter.programs():
             try:
                 info = p.info()
             except PercpuError:
                 continue  # a program that went away is not a scrape failure
-            cnt.add_metric([p.name], info.run_cnt)
-            tim.add_metric([p.name], info.run_time_ns / 1e9)
+            cnt.add((("program", p.name),), info.run_cnt)
+            tim.add((("program", p.name),), info.run_time_ns / 1e9)
         return [cnt, tim]
-
-
-class _Fixed(Collector):
-    """Hands already-built families to a throwaway registry for formatting."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._families)
 
 
 def _le(i: int) -> str:

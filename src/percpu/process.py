@@ -17,14 +17,21 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import select
 import signal
 import time
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import PercpuError
 
 __all__ = [
     "CGROUP_PREFIX",
     "CommandCgroup",
+    "Watch",
     "alive",
     "exit_code",
+    "in_nested_pid_namespace",
     "own_cgroup",
     "reap",
     "remove_stale_cgroups",
@@ -48,6 +55,17 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def in_nested_pid_namespace(pid: int, proc: str = "/proc") -> bool:
+    """Whether the task ``pid`` (a process or a thread) runs in a pid namespace below the one /proc
+    shows: its status then lists more than one pid on the ``NSpid`` line."""
+    try:
+        with open(f"{proc}/{pid}/status", encoding="ascii", errors="replace") as f:
+            line = next((ln for ln in f if ln.startswith("NSpid:")), "")
+    except OSError:
+        return False
+    return len(line.split()) > 2
 
 
 def spawn_gated(path: str, argv: list[str]) -> tuple[int, int]:
@@ -250,3 +268,83 @@ class CommandCgroup:
         finally:
             os.close(self._lock)
             self._lock = -1
+
+
+class Watch:
+    """What ends a count besides its deadline (``percpu stat``): SIGINT/SIGTERM, or the exit of the
+    watched process (``child``: a command percpu started, reaped here, its exit code in :attr:`status`).
+    Waits sleep in select() on a pidfd and on a pipe the signal handlers write to, so either wakes the
+    loop at once."""
+
+    def __init__(self, pid: int | None, *, child: bool) -> None:
+        self.pid = pid
+        self.child = child
+        self.stop = False
+        self.status = 0
+        self.pidfd = -1
+        if pid is not None:
+            try:
+                self.pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                raise PercpuError(f"no process with pid {pid}") from None
+            except OSError:
+                self.pidfd = -1  # before Linux 5.3: poll /proc instead
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def close(self) -> None:
+        for fd in (self.pidfd, self._r, self._w):
+            if fd >= 0:
+                os.close(fd)
+        self.pidfd = self._r = self._w = -1
+
+    @contextlib.contextmanager
+    def signals(self) -> Iterator[None]:
+        """Without a command, SIGINT and SIGTERM end the count and the report is printed. With one,
+        Ctrl-C reaches the command from the terminal and percpu reports when it exits; SIGTERM sent to
+        percpu alone is passed on to the command, with the same result."""
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if self.child and self.pid is not None:
+                if signum == signal.SIGTERM:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.pid, signal.SIGTERM)
+            else:
+                self.stop = True
+
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN if self.child else on_signal)
+        old_term = signal.signal(signal.SIGTERM, on_signal)
+        old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(old_fd)
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
+
+    def wait(self, timeout: float) -> None:
+        fds = [self._r]
+        if self.pidfd >= 0:
+            fds.append(self.pidfd)
+        elif self.pid is not None:
+            timeout = min(timeout, 0.1)
+        # Bounded: a wait far in the future (a long --duration) would overflow select()'s time type.
+        select.select(fds, [], [], min(max(timeout, 0.0), 3600.0))
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._r, 512)
+
+    def exited(self) -> bool:
+        """True once the watched process has ended (the child is reaped and its status kept)."""
+        if self.pid is None:
+            return False
+        if self.child:
+            pid, st = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = exit_code(st)
+                self.pid = None
+                return True
+            return False
+        if self.pidfd >= 0:
+            return bool(select.select([self.pidfd], [], [], 0)[0])
+        return not alive(self.pid)

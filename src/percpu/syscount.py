@@ -17,16 +17,30 @@ import ctypes
 import errno
 import functools
 import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _libbpf, _procfs
 from . import syscalls as _names
-from .cpus import CpuList, Topology, topology
+from ._contract import (
+    COMPAT_BASE,
+    ERR_KEY,
+    LAT_BUCKETS,
+    LAT_KEY,
+    NR_SLOTS,
+    PROC_KEY,
+    ROW_BUCKETS,
+    ROW_FIRST_BUCKET,
+)
+from ._contract import LAT_INDEX as _LAT_INDEX
+from ._contract import LAT_ROW as _LAT_ROW
+from ._contract import PercpuConfig as _Config
+from .cpus import CpuList, machine, possible_cpus
 from .errors import AttachError, InvalidFilter, NotSupported, PercpuError, ProgramLoadError
 from .maps import Map
 from .objects import BpfObject, bundled
@@ -35,6 +49,7 @@ __all__ = [
     "ATTACH_MODES",
     "COMPAT_BASE",
     "Filters",
+    "Lost",
     "SyscallCounter",
     "SyscallDelta",
     "SyscallSnapshot",
@@ -42,14 +57,6 @@ __all__ = [
     "slot_name",
 ]
 
-NR_SLOTS = 2048
-COMPAT_BASE = 1024
-LAT_BUCKETS = 64
-# Latency histogram rows in syscount.bpf.c: per CPU, LAT_ROWS rows holding buckets ROW_FIRST_BUCKET onward
-# (ROW_BUCKETS of them); other buckets, and slots beyond a CPU's rows, are counted in the latency hash.
-LAT_ROWS = 128
-ROW_FIRST_BUCKET = 4
-ROW_BUCKETS = 32
 ATTACH_MODES = ("tp_btf", "raw_tp", "tracepoint")
 _PROGRAMS = {
     "tp_btf": ("enter_btf", "exit_btf"),
@@ -59,34 +66,6 @@ _PROGRAMS = {
 # What each attach mode needs, for error messages (the syscount.bpf.o flavours also need kernel BTF for
 # their CO-RE reads; without BTF, syscount_nobtf.bpf.o attaches at raw_tp only).
 _MIN_KERNEL = {"tp_btf": "Linux 5.5 with BTF", "raw_tp": "Linux 4.17", "tracepoint": "Linux 4.7 and tracefs"}
-
-
-class _Config(ctypes.Structure):
-    """Mirror of ``struct percpu_config`` in bpf/syscount.bpf.c (checked against .rodata at load)."""
-
-    _fields_ = [
-        ("filter_tgid", ctypes.c_uint32),
-        ("filter_tid", ctypes.c_uint32),
-        ("filter_cgroup", ctypes.c_uint64),
-        ("filter_comm", ctypes.c_char * 16),
-        ("use_syscall_mask", ctypes.c_uint8),
-        ("failed_only", ctypes.c_uint8),
-        ("per_process", ctypes.c_uint8),
-        ("errors", ctypes.c_uint8),
-        ("latency", ctypes.c_uint8),
-        ("detect_compat", ctypes.c_uint8),
-        ("task_btf", ctypes.c_uint8),
-        ("task_storage", ctypes.c_uint8),
-        ("syscall_mask", ctypes.c_uint64 * 16),
-    ]
-
-
-PROC_KEY = np.dtype([("tgid", "<u4"), ("slot", "<u4"), ("comm", "S16")])
-ERR_KEY = np.dtype([("slot", "<u4"), ("err", "<u4")])
-LAT_KEY = np.dtype([("slot", "<u4"), ("bucket", "<u4")])
-# struct lat_index and struct lat_row in bpf/syscount.bpf.c
-_LAT_INDEX = np.dtype([("row", "u1", (NR_SLOTS,)), ("used", "<u4")])
-_LAT_ROW = np.dtype([("n", "<u8", (ROW_BUCKETS,))])
 
 
 def merge_latency(
@@ -187,6 +166,41 @@ def _cgroup_id_exists(root: str, cgroup_id: int) -> bool:
     return False
 
 
+# The inode number of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): fixed.
+_INIT_PIDNS_INO = 0xEFFFFFFC
+
+
+def pid_namespace(path: str = "/proc/self/ns/pid") -> tuple[int, int] | None:
+    """(device, inode) of this process's pid namespace when it is not the initial one, else None.
+
+    In a container, pids given on the command line are the container's, while the kernel's tracepoints
+    see the initial namespace's: the filter then compares in this namespace instead."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # no /proc/self/ns (very old kernels, no CONFIG_PID_NS): one namespace only
+    return None if st.st_ino == _INIT_PIDNS_INO else (st.st_dev, st.st_ino)
+
+
+class Lost(NamedTuple):
+    """Calls an opt-in table could not take, because it was full (or the kernel had no memory for the
+    entry): per-process (``proc_counts``), per-errno (``errors``), and latency (the ``latency`` hash that
+    holds what the histogram rows do not). Zero when the table is not in use."""
+
+    processes: int = 0
+    errors: int = 0
+    latency: int = 0
+
+    def __sub__(self, other: tuple[int, ...]) -> Lost:
+        return Lost(*(max(a - b, 0) for a, b in zip(self, other, strict=True)))
+
+
+_NO_LOSS = Lost()
+
+
+# The largest opt-in table taken (keys): 16M keys of 8 bytes per possible CPU is already gigabytes.
+MAX_TABLE_ENTRIES = 1 << 24
+
 # The kernel's hard limit on pid numbers (PID_MAX_LIMIT on 64-bit; pid_max can only be set lower).
 PID_MAX_LIMIT = 1 << 22
 # task->comm is 16 bytes with the terminating NUL.
@@ -208,7 +222,9 @@ class Filters:
 
     ``comm`` is compared by the kernel byte for byte with the task's name (at most 15 bytes): a ``str`` is
     encoded as the file system encodes names (UTF-8, with undecodable bytes from the command line kept as
-    they were), ``bytes`` are taken as they are. Values the kernel could not hold (a pid above the kernel's
+    they were), ``bytes`` are taken as they are. ``tgid`` and ``tid`` are pids as this process sees them:
+    in a pid namespace other than the initial one (a container) the kernel compares them in that namespace,
+    and tasks outside it never match. Values the kernel could not hold (a pid above the kernel's
     limit, a cgroup id beyond 64 bits, a longer name) raise :class:`~percpu.errors.InvalidFilter` here,
     instead of being truncated into a filter on some other task.
     """
@@ -310,6 +326,7 @@ class SyscallSnapshot:
     dropped: int = 0
     arch: str | None = None
     online: CpuList | None = None
+    lost: Lost = _NO_LOSS
 
     def delta(self, earlier: SyscallSnapshot) -> SyscallDelta:
         """Counts between ``earlier`` and this snapshot."""
@@ -326,6 +343,7 @@ class SyscallSnapshot:
             dropped=self.dropped - earlier.dropped,
             arch=self.arch,
             online=self.online,
+            lost=self.lost - earlier.lost,
         )
 
     def since_start(self) -> SyscallDelta:
@@ -342,6 +360,7 @@ class SyscallSnapshot:
             dropped=self.dropped,
             arch=self.arch,
             online=self.online,
+            lost=self.lost,
         )
 
 
@@ -379,6 +398,7 @@ class SyscallDelta:
     dropped: int = 0
     arch: str | None = None
     online: CpuList | None = None
+    lost: Lost = _NO_LOSS
     _names: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
 
     def rates(self) -> np.ndarray:
@@ -488,8 +508,9 @@ class SyscallCounter:
         latency: bool = False,
         attach: str = "auto",
         proc_entries: int = 10240,
+        errors_entries: int = 8192,
+        latency_entries: int = 16384,
         detect_compat: bool = True,
-        topology: Topology | None = None,
         obj_path: str | None = None,
         start: bool = True,
     ) -> None:
@@ -500,15 +521,28 @@ class SyscallCounter:
         self.errors = errors
         self.latency = latency
         self.attach = attach
+        for name, n in (
+            ("proc_entries", proc_entries),
+            ("errors_entries", errors_entries),
+            ("latency_entries", latency_entries),
+        ):
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TABLE_ENTRIES:
+                raise PercpuError(f"{name}={n!r}: give a table size from 1 to {MAX_TABLE_ENTRIES} keys")
         self.proc_entries = proc_entries
+        self.errors_entries = errors_entries
+        self.latency_entries = latency_entries
         self.detect_compat = detect_compat and _names.machine_arch() == "x86_64"
-        self._topo = topology or _topology()
+        self._topo = machine()
+        self._cpus = possible_cpus()
         self.arch = _names.machine_arch()
         self._own_obj_path = obj_path
         self._obj_path = obj_path or bundled("syscount.bpf.o")
         self._nobtf = False
         self._obj: BpfObject | None = None
         self._maps: dict[str, Map] = {}
+        # close() and snapshot() may run in different threads (an exporter shutting down while a scrape
+        # reads): the lock makes a snapshot finish before the maps go, or fail with a typed error after.
+        self._lock = threading.RLock()
         self.attach_mode: str | None = None
         self.attach_failures: dict[str, str] = {}
         self.needs_exit = self.filters.failed_only or errors or latency
@@ -539,12 +573,19 @@ class SyscallCounter:
         cfg.errors = int(self.errors)
         cfg.latency = int(self.latency)
         cfg.detect_compat = int(self.detect_compat)
+        ns = pid_namespace() if f.tgid is not None or f.tid is not None or self.per_process else None
+        if ns is not None:
+            cfg.pidns_dev, cfg.pidns_ino = ns
         return cfg
 
     # --- lifetime -----------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Load and attach, trying attach modes in order of cost; raises if none works."""
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
         if self._obj is not None:
             return
         modes = ATTACH_MODES if self.attach == "auto" else (self.attach,)
@@ -552,6 +593,14 @@ class SyscallCounter:
         btf = _btf_available()
         self._nobtf = not btf and self._own_obj_path is None
         default = "syscount_nobtf.bpf.o" if self._nobtf else "syscount.bpf.o"
+        # (Per-process pids from a namespace stay the kernel's there: only a filter must be refused.)
+        if self._nobtf and self._config.pidns_ino and (self._config.filter_tgid or self._config.filter_tid):
+            raise NotSupported(
+                "a pid filter from inside a pid namespace (a container) needs the kernel's BTF, which this "
+                "kernel lacks: its pids are not the kernel's. Run percpu in the host's pid namespace, or "
+                "filter by cgroup (--cgroup) or command name (-c) instead",
+                feature="pid namespace filter",
+            )
         self._obj_path = self._own_obj_path or bundled(default)
         for mode in modes:
             if not btf and self._own_obj_path is None and mode != "raw_tp":
@@ -608,11 +657,10 @@ class SyscallCounter:
                 prog.autoload = name == enter or (name == exit_ and self.needs_exit)
             # Maps of the modes not asked for shrink to one entry: their memory is per possible CPU (tens
             # of MB on a machine with 256 possible CPUs), and the verifier has removed their code anyway.
-            obj.set_max_entries("proc_counts", max(self.proc_entries, 1) if self.per_process else 1)
-            if not self.errors:
-                obj.set_max_entries("errors", 1)
+            obj.set_max_entries("proc_counts", self.proc_entries if self.per_process else 1)
+            obj.set_max_entries("errors", self.errors_entries if self.errors else 1)
+            obj.set_max_entries("latency", self.latency_entries if self.latency else 1)
             if not self.latency:
-                obj.set_max_entries("latency", 1)
                 obj.set_max_entries("lat_rows", 1)
             # Only the start-time map latency uses is created: a kernel without task local storage
             # (before 5.11) cannot create that map at all, and an unused LRU hash is allocated up front.
@@ -626,19 +674,18 @@ class SyscallCounter:
             if self.needs_exit:
                 obj.attach(exit_)
             self._maps = {
-                "counts": obj.map("counts", value=np.uint64, topology=self._topo),
-                "dropped": obj.map("dropped", value=np.uint64, topology=self._topo),
+                "counts": obj.map("counts", value=np.uint64),
+                "dropped": obj.map("dropped", value=np.uint64),
+                "lost": obj.map("lost", value=np.uint64),
             }
             if self.per_process:
-                self._maps["proc_counts"] = obj.map(
-                    "proc_counts", key=PROC_KEY, value=np.uint64, topology=self._topo
-                )
+                self._maps["proc_counts"] = obj.map("proc_counts", key=PROC_KEY, value=np.uint64)
             if self.errors:
-                self._maps["errors"] = obj.map("errors", key=ERR_KEY, value=np.uint64, topology=self._topo)
+                self._maps["errors"] = obj.map("errors", key=ERR_KEY, value=np.uint64)
             if self.latency:
-                self._maps["latency"] = obj.map("latency", key=LAT_KEY, value=np.uint64, topology=self._topo)
-                self._maps["lat_index"] = obj.map("lat_index", value=_LAT_INDEX, topology=self._topo)
-                self._maps["lat_rows"] = obj.map("lat_rows", value=_LAT_ROW, topology=self._topo)
+                self._maps["latency"] = obj.map("latency", key=LAT_KEY, value=np.uint64)
+                self._maps["lat_index"] = obj.map("lat_index", value=_LAT_INDEX)
+                self._maps["lat_rows"] = obj.map("lat_rows", value=_LAT_ROW)
         except BaseException:
             for m in self._maps.values():
                 m.close()
@@ -648,11 +695,12 @@ class SyscallCounter:
         self._obj = obj
 
     def close(self) -> None:
-        """Detach the programs and free the maps."""
-        for m in self._maps.values():
+        """Detach the programs and free the maps (waits for a snapshot running in another thread)."""
+        with self._lock:
+            maps, self._maps = self._maps, {}
+            obj, self._obj = self._obj, None
+        for m in maps.values():
             m.close()
-        self._maps = {}
-        obj, self._obj = self._obj, None
         if obj is not None:
             obj.close()
 
@@ -667,23 +715,33 @@ class SyscallCounter:
 
     @property
     def cpus(self) -> CpuList:
-        return self._topo.possible
+        return self._cpus
 
     def programs(self) -> list[Any]:
         """The loaded programs (for run counts and run time when bpf_stats are on)."""
-        if self._obj is None:
-            return []
-        return [p for p in self._obj.programs.values() if p.autoload]
+        with self._lock:
+            if self._obj is None:
+                return []
+            return [p for p in self._obj.programs.values() if p.autoload]
 
     def snapshot(self) -> SyscallSnapshot:
-        """Read every map once (batch reads); never resets a counter and never blocks counting."""
-        if self._obj is None:
-            raise PercpuError("the syscall counter is not running (closed, or start() not called)")
+        """Read every map once (batch reads); never resets a counter and never blocks counting.
+
+        Raises :class:`PercpuError` once the counter is closed, also when another thread closes it."""
+        with self._lock:
+            if self._obj is None:
+                raise PercpuError("the syscall counter is not running (closed, or start() not called)")
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> SyscallSnapshot:
         now = time.monotonic()
         snap = self._maps["counts"].snapshot()
         counts = np.zeros((len(self.cpus), NR_SLOTS), dtype=np.uint64)
         counts[:, snap.keys.astype(np.int64)] = snap.values.T
         dropped = int(self._maps["dropped"].snapshot().values.sum())
+        lost = self._maps["lost"].snapshot()
+        per_table = np.zeros(len(Lost._fields), dtype=np.uint64)
+        per_table[lost.keys.astype(np.int64)] = lost.values.sum(axis=1, dtype=np.uint64)
         return SyscallSnapshot(
             time=now,
             cpus=self.cpus,
@@ -694,6 +752,7 @@ class SyscallCounter:
             dropped=dropped,
             arch=self.arch,
             online=self._online(),
+            lost=Lost(*(int(v) for v in per_table)),
         )
 
     def _online(self) -> CpuList | None:
@@ -719,10 +778,6 @@ class SyscallCounter:
             return None
         s = m.snapshot()
         return s.keys, s.values
-
-
-def _topology() -> Topology:
-    return topology()
 
 
 def slots_by_name(names: Iterable[str], arch: str | None = None) -> list[int]:

@@ -291,7 +291,17 @@ def test_not_root_is_a_clear_error() -> None:
 
 
 def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True, timeout=30).stdout
+    """tmux on a server of the session's own (``-L`` named after it): a server shared between sessions
+    exits when its last session ends, and a new session started at that moment can reach the exiting server
+    and fail (seen under load as `tmux new-session` exiting 1)."""
+    session = next(args[i + 1] for i, a in enumerate(args) if a in ("-t", "-s"))
+    return subprocess.run(
+        ["tmux", "-L", session, *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+def _tmux_end(session: str) -> None:
+    subprocess.run(["tmux", "-L", session, "kill-server"], capture_output=True)
 
 
 KEYS = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
@@ -309,13 +319,13 @@ def top_in_tmux(*args: str, cols: int = 80, rows: int = 24) -> Iterator[str]:
     # `trap : INT`: Ctrl-C reaches top (a trapped signal is default again in the child), not the shell.
     script = (
         f"cd {os.getcwd()} && stty cols {cols} rows {rows} && trap : INT; {top}; "
-        "echo percpu-rc=$?; stty -a; sleep 120"
+        "echo percpu-rc=$?; stty -a; echo percpu-end; sleep 120"
     )
     _tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "50", script)
     try:
         yield session
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        _tmux_end(session)
 
 
 def screen_when(session: str, ready: str, timeout: float = 40) -> str:
@@ -382,7 +392,8 @@ def test_top_quits_cleanly_and_restores_the_terminal(how: str) -> None:
             with open(f"/proc/{shell}/task/{shell}/children", encoding="ascii") as f:
                 (top,) = (int(p) for p in f.read().split())
             os.kill(top, signal.SIGTERM)
-        screen = screen_when(session, "percpu-rc=", timeout=10)
+        # stty's report is the last thing printed before the marker: wait for the marker, not the exit code.
+        screen = screen_when(session, "percpu-end", timeout=10)
         assert "percpu-rc=0" in screen, screen
         assert "Traceback" not in screen
         assert re.search(r"(?<!-)\bicanon\b", screen) and not re.search(r"-icanon\b", screen), screen
@@ -460,7 +471,7 @@ def test_top_on_a_terminal_curses_cannot_drive_prints_tables(env: str, problem: 
     try:
         screen = screen_when(session, "percpu-rc=")
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        _tmux_end(session)
     assert "percpu-rc=0" in screen, screen
     assert problem in screen and "printing a table every interval instead" in screen, screen
     assert screen.count("imbalance (busiest CPU / mean)") == 2, screen
@@ -610,3 +621,84 @@ def test_stat_command_cgroup_left_by_a_killed_percpu_is_removed_by_the_next_run(
         finally:
             p.kill()
             p.wait()
+
+
+IN_PIDNS = """
+import subprocess, sys
+workload, cpu = sys.argv[1], sys.argv[2]
+w = subprocess.Popen([sys.executable, workload, "54321", cpu, "--wait-stdin"], stdin=subprocess.PIPE,
+                     stdout=subprocess.DEVNULL, text=True)
+p = subprocess.Popen([sys.executable, "-m", "percpu", "stat", "-p", str(w.pid), "-f", "json"],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+note = p.stderr.readline()  # written once counting has started
+assert "counting system calls" in note, note + p.stderr.read()
+w.stdin.write("go\\n")
+w.stdin.close()
+w.wait(timeout=60)
+out, err = p.communicate(timeout=60)  # percpu ends when the process exits
+sys.stderr.write(f"pid in the namespace: {w.pid}\\n" + err)
+sys.stdout.write(out)
+sys.exit(p.returncode)
+"""
+
+
+def test_stat_pid_inside_a_pid_namespace_counts_that_process() -> None:
+    """In a container, -p takes the container's pid (here 2), which the kernel's tracepoints know under
+    another number: the filter compares in percpu's pid namespace (it counted nothing before, or pid 2 of
+    the host)."""
+    r = subprocess.run(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            sys.executable,
+            "-c",
+            IN_PIDNS,
+            WORKLOAD,
+            str(busy_cpu()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "pid in the namespace: 2" in r.stderr, r.stderr
+    assert calls(json.loads(r.stdout), "getppid") == 54321
+
+
+def test_stat_refuses_a_pid_in_a_nested_pid_namespace() -> None:
+    """percpu in a pid namespace, the target in one nested inside it: its pid there is another, so the
+    filter could never match: refused with what to do."""
+    script = (
+        "unshare --pid --fork --mount-proc sleep 30 & sleep 1; "
+        "target=$(pgrep -x sleep -P $(pgrep -x unshare -n)); "
+        f"{' '.join(PERCPU)} stat -q -d 0.2 -p $target; echo rc=$?; kill %1"
+    )
+    r = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "runs in a pid namespace nested inside percpu's" in r.stderr, r.stderr
+    assert "rc=1" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_stat_per_process_inside_a_pid_namespace_shows_that_namespaces_pids() -> None:
+    """`stat -P` in a container: the pid column is the container's pid of the process (the kernel's
+    own pid before, which the container cannot see)."""
+    stat = [*PERCPU, "stat", "-q", "-P", "-f", "json", "-c", "pcpu_nsP"]
+    cmd = [sys.executable, WORKLOAD, "777", str(busy_cpu()), "--comm", "pcpu_nsP"]
+    r = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", *stat, "--", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    pid = json.loads(lines[0])["pid"]  # the workload's own pid, as the namespace numbers it
+    assert pid < 100, "the workload should be one of the namespace's first processes"
+    rows = [p for p in json.loads(lines[-1])["processes"] if p["syscall"] == "getppid"]
+    assert [(p["pid"], p["comm"], p["total"]) for p in rows] == [(pid, "pcpu_nsP", 777)]

@@ -139,8 +139,14 @@ def query(api: str, q: str, at: float | None = None) -> list[dict[str, Any]]:
     return result
 
 
-def test_prometheus_rate_matches_the_workload(exporter: tuple[str, subprocess.Popen[bytes]]) -> None:
-    target, _ = exporter
+def test_prometheus_rate_matches_the_workload() -> None:
+    # Counted for the workload's command name only: the machine is shared, and other processes' getppid()
+    # calls on the same CPUs are not this workload's.
+    with running_exporter("-c", "pcpu-rate") as (target, _):
+        _rate_matches_the_workload(target)
+
+
+def _rate_matches_the_workload(target: str) -> None:
     cpu = list(topology().online)[-1]
     other = topology().online[0]
     config = (
@@ -150,30 +156,33 @@ def test_prometheus_rate_matches_the_workload(exporter: tuple[str, subprocess.Po
     with running_prometheus(config) as api:
         time.sleep(3)  # a few scrapes before the workload
         out = subprocess.run(
-            [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "10"],
+            [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "10", "--comm", "pcpu-rate"],
             capture_output=True,
             text=True,
             check=True,
             timeout=60,
         )
         work = json.loads(out.stdout)
-        end = time.time() - 2.0  # a window well inside the workload
         time.sleep(3)  # let Prometheus scrape past the end
 
         def value(q: str) -> float:
-            res = query(api, q, end)
+            res = query(api, q)
             return float(res[0]["value"][1]) if res else 0.0
 
-        on_cpu = value(f'rate(percpu_syscalls_total{{syscall="getppid",cpu="{cpu}"}}[5s])')
-        off_cpu = value(f'rate(percpu_syscalls_total{{syscall="getppid",cpu="{other}"}}[5s])')
-    # The workload measured its own rate over its 10 s; Prometheus' rate over 5 s of 1 s scrapes inside
-    # that window should agree within 15% (scrape timing jitter on a busy 2-CPU machine).
+        stored = value(f'percpu_syscalls_total{{syscall="getppid",cpu="{cpu}"}}')
+        peak = value(
+            f'max_over_time(rate(percpu_syscalls_total{{syscall="getppid",cpu="{cpu}"}}[3s])[15s:1s])'
+        )
+        off_cpu = value(f'percpu_syscalls_total{{syscall="getppid",cpu="{other}"}}')
+    # What Prometheus stored is the workload's exact count (the exporter counts its comm only; the machine
+    # is shared, so rates over a few seconds say little about a 10 s average), on its CPU only.
     print(
-        f"\nPrometheus rate() on cpu{cpu}: {on_cpu:,.0f}/s; the workload's own rate: "
-        f"{work['rate']:,.0f}/s; cpu{other}: {off_cpu:,.1f}/s"
+        f"\nPrometheus stored {stored:,.0f} getppid() calls on cpu{cpu} (peak rate {peak:,.0f}/s); the "
+        f"workload made {work['calls']:,} ({work['rate']:,.0f}/s); cpu{other}: {off_cpu:,.0f}"
     )
-    assert on_cpu == pytest.approx(work["rate"], rel=0.15), (on_cpu, work)
-    assert off_cpu < 0.01 * work["rate"]
+    assert stored == work["calls"], (stored, work)
+    assert peak > 0
+    assert off_cpu == 0
 
 
 def test_exporter_survives_abuse_and_stays_flat(exporter: tuple[str, subprocess.Popen[bytes]]) -> None:

@@ -452,3 +452,37 @@ def test_classic_tracepoint_without_task_pt_regs_is_refused_naming_the_helper(
     monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
     with pytest.raises(NotSupported, match=r"bpf_task_pt_regs.*5\.15"):
         SyscallCounter(attach="tracepoint", detect_compat=True)
+
+
+FAIL_DISTINCT = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(15, b"pcpu_fill", 0, 0, 0)  # PR_SET_NAME: counting starts to match from here
+per = int(sys.argv[1])
+nrs = [int(x) for x in sys.argv[2:]]
+for nr in nrs:  # each syscall fails with EBADF on fd -1: one (syscall, errno) key per number
+    for _ in range(per):
+        libc.syscall(nr, -1, 0, 0)
+"""
+
+
+def test_a_full_errno_table_counts_what_it_lost() -> None:
+    """An unprivileged process can fill the errno table (many syscalls or errnos failing): the calls that
+    found no room are counted as lost, so counted + lost is every failed call."""
+    names = ["close", "fstat", "dup", "fsync", "fchdir", "syncfs"]
+    nrs = [syscall_number(n) for n in names]
+    per = 1000
+    with SyscallCounter(filters=Filters(comm="pcpu_fill"), errors=True, errors_entries=2) as c:
+        before = c.snapshot()
+        subprocess.run(
+            [sys.executable, "-c", FAIL_DISTINCT, str(per), *map(str, nrs)], check=True, timeout=120
+        )
+        d = c.snapshot().delta(before)
+    assert d.errors is not None
+    keys, counts = d.errors
+    assert len(keys) == 2
+    assert set(keys["err"].tolist()) == {errno.EBADF}
+    counted = int(counts.sum())
+    assert counted == 2 * per
+    assert d.lost.errors == (len(nrs) - 2) * per
+    assert d.lost.processes == 0 and d.lost.latency == 0

@@ -4,10 +4,6 @@ that ends a run. Everything here fails before counting would start."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -57,42 +53,6 @@ def test_refused_combinations(argv: list[str], message: str, capsys: pytest.Capt
     assert message in err and "Traceback" not in err
 
 
-def test_watch_ends_when_the_pid_exits() -> None:
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
-    watch = syscalls._Watch(p.pid, child=False)
-    try:
-        t0 = time.monotonic()
-        while not watch.exited():
-            assert time.monotonic() - t0 < 10, "the watch never saw the process exit"
-            watch.wait(30.0)
-            p.poll()  # reap it, as its real parent would
-        assert time.monotonic() - t0 < 5  # woken by the exit, not by the 30 s timeout
-    finally:
-        watch.close()
-        p.wait()
-
-
-def test_watch_missing_pid() -> None:
-    p = subprocess.Popen(["true"])
-    p.wait()
-    with pytest.raises(PercpuError, match=f"no process with pid {p.pid}"):
-        syscalls._Watch(p.pid, child=False)
-
-
-def test_sigterm_stops_a_count_and_wakes_the_wait() -> None:
-    watch = syscalls._Watch(None, child=False)
-    try:
-        with watch.signals():
-            os.kill(os.getpid(), signal.SIGTERM)
-            t0 = time.monotonic()
-            watch.wait(30.0)
-            assert watch.stop
-            assert time.monotonic() - t0 < 5
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    finally:
-        watch.close()
-
-
 _BAD_SECONDS = [
     ("-d", "1e10", "is more than a year"),
     ("-d", "inf", "is not a finite number of seconds"),
@@ -120,15 +80,3 @@ def test_bad_seconds_are_usage_errors(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-
-
-def test_the_wait_is_bounded_for_a_deadline_far_away() -> None:
-    """A year-long deadline is accepted; the wait must not pass it to select() whole (OverflowError)."""
-    watch = syscalls._Watch(None, child=False)
-    try:
-        with watch.signals():
-            os.kill(os.getpid(), signal.SIGTERM)  # wakes the wait at once
-            watch.wait(1e10)
-        assert watch.stop
-    finally:
-        watch.close()

@@ -17,7 +17,7 @@ from percpu.cli import main
 from percpu.cpus import CpuList
 from percpu.errors import PercpuError
 from percpu.exporter import SyscallCollector
-from percpu.syscount import ERR_KEY, LAT_KEY, NR_SLOTS, PROC_KEY, SyscallSnapshot, slot_name
+from percpu.syscount import ERR_KEY, LAT_KEY, NR_SLOTS, PROC_KEY, Lost, SyscallSnapshot, slot_name
 
 DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "grafana-dashboard.json")
 
@@ -44,6 +44,7 @@ class FakeCounter:
         self.errors: tuple[np.ndarray, np.ndarray] | None = None
         self.latency: tuple[np.ndarray, np.ndarray] | None = None
         self.progs: list[FakeProgram] = []
+        self.lost = Lost()
 
     @property
     def cpus(self) -> CpuList:
@@ -65,6 +66,7 @@ class FakeCounter:
             errors=self.errors,
             latency=self.latency,
             arch=self.arch,
+            lost=self.lost,
         )
 
 
@@ -87,6 +89,15 @@ def test_names_and_labels() -> None:
     assert got[("percpu_syscalls_total", (("cpu", "0"), ("syscall", "read")))] == 3
     assert got[("percpu_build_info", (("attach", "tp_btf"), ("libbpf", "v1.1"), ("version", "0.1.0")))] == 1
     assert ("percpu_scrape_duration_seconds", ()) in got
+
+
+def test_lost_calls_per_full_table() -> None:
+    f = FakeCounter(2)
+    f.lost = Lost(processes=0, errors=5, latency=2)
+    got = scrape(SyscallCollector(f))
+    assert got[("percpu_lost_syscalls_total", (("table", "errors"),))] == 5
+    assert got[("percpu_lost_syscalls_total", (("table", "latency"),))] == 2
+    assert got[("percpu_lost_syscalls_total", (("table", "processes"),))] == 0
 
 
 def test_no_cpu_label_sums() -> None:
@@ -309,6 +320,12 @@ def test_bpf_prog_stats_with_the_stats_fd_or_the_sysctl(tmp_path: Any) -> None:
         (["--max-comms", "x"], "not a whole number"),
         (["-s", ",,"], "no syscall names given"),
         (["-s", " , ", "-s", ","], "no syscall names given"),
+        (["--web.max-requests", "-1"], "must be 0 or more"),
+        (["--web.max-connections", "0"], "must be 1 or more"),
+        (["--web.request-timeout", "0"], "must be more than 0"),
+        (["--web.request-timeout", "soon"], "give a duration"),
+        (["--web.share-window=-1s"], "give a duration"),
+        (["--listen", "localhost"], "give ADDRESS:PORT"),
     ],
 )
 def test_exporter_rejects_options_that_would_count_nothing(
@@ -343,3 +360,62 @@ def test_dashboard_queries_use_exported_names_and_keep_instances_apart() -> None
     # several instances selected: the imbalance is one ratio per instance, not one over all of them
     imbalance = next(e for t, e in exprs.items() if t.startswith("Imbalance"))
     assert imbalance.count("max by (instance)") == 1 and imbalance.count("avg by (instance)") == 1
+
+
+def test_exporter_refuses_an_unknown_user_before_loading(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def counter(*args: Any) -> Any:
+        raise AssertionError("loaded BPF programs for a user that does not exist")
+
+    monkeypatch.setattr("percpu.cli._options.counter", counter)
+    assert main(["exporter", "--user", "no-such-user-percpu"]) == 1
+    assert "--user no-such-user-percpu: no such user" in capsys.readouterr().err
+
+
+def test_comm_bookkeeping_stays_bounded_whatever_processes_call_themselves() -> None:
+    """Processes that rename themselves in a loop: the names held stay at max_comms, the rest is "other"."""
+    f = FakeCounter(2)
+    c = SyscallCollector(f, max_comms=3)
+    total = 0
+    for i in range(200):
+        keys = np.zeros(50, PROC_KEY)
+        keys["tgid"] = 1000 + np.arange(50)
+        keys["slot"] = 39
+        keys["comm"] = [f"n{i}-{j}".encode() for j in range(50)]  # 50 new names every scrape
+        f.procs = (keys, np.ones((50, 2), np.uint64))
+        total += 100
+        got = scrape(c)
+        comms = {dict(k[1])["comm"] for k in got if k[0] == "percpu_process_syscalls_total"}
+        assert len(comms) <= 4 and "other" in comms
+        assert c.tracked_comms == 3
+        assert c.tracked_process_keys == 50  # the keys the map holds now, not every key ever seen
+        procs = sum(v for k, v in got.items() if k[0] == "percpu_process_syscalls_total")
+        assert procs == total  # no call lost or counted twice while names come and go
+    assert got[("percpu_exporter_tracked_comms", ())] == 3
+
+
+def test_label_values_are_escaped() -> None:
+    f = FakeCounter(1)
+    keys = np.zeros(1, PROC_KEY)
+    keys["comm"] = [b'a"b\\c\nd']
+    f.procs = (keys, np.array([[4]], np.uint64))
+    f.counts[0, 0] = 1
+    c = SyscallCollector(f)
+    for om in (False, True):
+        got = _parse(c.expose(openmetrics=om).decode())
+        assert got[("percpu_process_syscalls_total", (("comm", 'a"b\\c\nd'), ("syscall", "read")))] == 4
+
+
+def test_exposition_shares_one_rendering_and_gzips() -> None:
+    import gzip
+
+    f = FakeCounter(4)
+    f.counts[:, 0] = 5
+    exp = SyscallCollector(f).scrape()
+    plain = exp.body(openmetrics=False)
+    assert exp.body(openmetrics=False) is plain  # one copy, however many readers
+    assert gzip.decompress(exp.body(openmetrics=False, gzipped=True)) == plain
+    om = exp.body(openmetrics=True)
+    assert om.endswith(b"# EOF\n") and _parse(om.decode()) == _parse(plain.decode())
+    assert exp.series == sum(1 for _ in _parse(plain.decode())) + 1  # + the scrape duration

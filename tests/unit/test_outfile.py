@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from percpu.cli import main, syscalls
+from percpu.cli import _options, main
 from percpu.cli._outfile import ReportFile
 from percpu.errors import NotSupported, PercpuError
 from percpu.syscount import SyscallCounter
@@ -31,7 +31,7 @@ def test_a_failed_run_leaves_the_old_files_as_they_were(
     def refuse(self: SyscallCounter) -> None:
         raise NotSupported("cannot attach the syscall counter at any hook", feature="test")
 
-    monkeypatch.setattr(syscalls, "_require_root", lambda: None)
+    monkeypatch.setattr(_options, "require_root", lambda: None)
     monkeypatch.setattr(SyscallCounter, "start", refuse)
     assert main(["stat", "-q", "-o", str(out), "--heatmap", str(svg), "-d", "0.1"]) == 1
     assert out.read_text() == "yesterday's report\n"
@@ -130,3 +130,16 @@ def test_dash_is_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     f.commit()
     f.close()
     assert capsys.readouterr().out == "to stdout\n"
+
+
+def test_binary_reports_for_pictures(tmp_path: Path) -> None:
+    """A writer that wants a file object (a plotting library) gets one; the picture still replaces the
+    old file only at commit."""
+    path = tmp_path / "map.png"
+    path.write_bytes(b"old picture")
+    f = ReportFile(str(path), "--heatmap", binary=True)
+    f.stream.write(b"\x89PNG new")
+    assert path.read_bytes() == b"old picture"
+    f.commit()
+    f.close()
+    assert path.read_bytes() == b"\x89PNG new"

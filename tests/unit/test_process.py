@@ -7,12 +7,14 @@ import fcntl
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from percpu import process
+from percpu.errors import PercpuError
 
 
 def test_exit_code_is_128_plus_the_signal_like_a_shell() -> None:
@@ -136,3 +138,61 @@ def test_no_cgroup2_means_no_cgroup(tmp_path: Path) -> None:
     assert cg.path is None and not cg.add(os.getpid())
     cg = process.CommandCgroup(str(tmp_path))  # no cgroup.procs: not a cgroup2 mount
     assert cg.path is None
+
+
+@pytest.mark.parametrize(
+    ("nspid", "nested"), [("NSpid:\t4242\n", False), ("NSpid:\t4242\t7\n", True), ("", False)]
+)
+def test_in_nested_pid_namespace(tmp_path: Path, nspid: str, nested: bool) -> None:
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "status").write_text(f"Name:\tx\nPid:\t4242\n{nspid}")
+    assert process.in_nested_pid_namespace(4242, proc=str(tmp_path)) is nested
+    assert process.in_nested_pid_namespace(1, proc=str(tmp_path)) is False  # gone: nothing to refuse
+
+
+def test_watch_ends_when_the_pid_exits() -> None:
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    watch = process.Watch(p.pid, child=False)
+    try:
+        t0 = time.monotonic()
+        while not watch.exited():
+            assert time.monotonic() - t0 < 10, "the watch never saw the process exit"
+            watch.wait(30.0)
+            p.poll()  # reap it, as its real parent would
+        assert time.monotonic() - t0 < 5  # woken by the exit, not by the 30 s timeout
+    finally:
+        watch.close()
+        p.wait()
+
+
+def test_watch_missing_pid() -> None:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    with pytest.raises(PercpuError, match=f"no process with pid {p.pid}"):
+        process.Watch(p.pid, child=False)
+
+
+def test_sigterm_stops_a_count_and_wakes_the_wait() -> None:
+    watch = process.Watch(None, child=False)
+    try:
+        with watch.signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            t0 = time.monotonic()
+            watch.wait(30.0)
+            assert watch.stop
+            assert time.monotonic() - t0 < 5
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        watch.close()
+
+
+def test_the_wait_is_bounded_for_a_deadline_far_away() -> None:
+    """A year-long deadline is accepted; the wait must not pass it to select() whole (OverflowError)."""
+    watch = process.Watch(None, child=False)
+    try:
+        with watch.signals():
+            os.kill(os.getpid(), signal.SIGTERM)  # wakes the wait at once
+            watch.wait(1e10)
+        assert watch.stop
+    finally:
+        watch.close()

@@ -19,6 +19,7 @@ from percpu.syscount import (
     NR_SLOTS,
     PROC_KEY,
     Filters,
+    Lost,
     SyscallDelta,
     SyscallSnapshot,
     slot_name,
@@ -194,3 +195,18 @@ def test_process_names_in_json_are_faithful_and_safe() -> None:
 )
 def test_printable(raw: bytes, shown: str) -> None:
     assert _report.printable(raw) == shown
+
+
+def test_lost_calls_are_reported_in_text_and_json() -> None:
+    d = snap(2.0, {(0, 0): 9}, lost=Lost(errors=300, latency=7)).delta(snap(1.0, {}, lost=Lost(errors=100)))
+    assert d.lost == Lost(processes=0, errors=200, latency=7)
+    text = _report.table(d)
+    assert "200 calls not counted in the errno table: it was full (see --errors-entries)" in text
+    assert "7 calls not counted in the latency table" in text
+    assert "per-process table" not in text
+    assert _report.to_json(d, end_time=0.0, attach=None)["lost"] == {
+        "processes": 0,
+        "errors": 200,
+        "latency": 7,
+    }
+    assert "not counted" not in _report.table(snap(1.0, {(0, 0): 1}).since_start())

@@ -161,7 +161,8 @@ def test_merge_latency_rows_and_overflow() -> None:
     """Each CPU numbers its own histogram rows; the overflow hash adds to the same (slot, bucket) keys."""
     import numpy as np
 
-    from percpu.syscount import LAT_KEY, LAT_ROWS, NR_SLOTS, ROW_BUCKETS, ROW_FIRST_BUCKET, merge_latency
+    from percpu._contract import LAT_KEY, LAT_ROWS, NR_SLOTS, ROW_BUCKETS, ROW_FIRST_BUCKET
+    from percpu.syscount import merge_latency
 
     index = np.zeros((2, NR_SLOTS), dtype=np.uint8)
     rows = np.zeros((LAT_ROWS, 2, ROW_BUCKETS), dtype=np.uint64)
@@ -190,7 +191,8 @@ def test_merge_latency_rows_and_overflow() -> None:
 def test_merge_latency_empty() -> None:
     import numpy as np
 
-    from percpu.syscount import LAT_KEY, LAT_ROWS, NR_SLOTS, ROW_BUCKETS, merge_latency
+    from percpu._contract import LAT_KEY, LAT_ROWS, NR_SLOTS, ROW_BUCKETS
+    from percpu.syscount import merge_latency
 
     keys, counts = merge_latency(
         np.zeros((3, NR_SLOTS), dtype=np.uint8),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from percpu import syscount
 from percpu.errors import InvalidFilter, PercpuError
-from percpu.syscount import PID_MAX_LIMIT, Filters, SyscallCounter
+from percpu.syscount import PID_MAX_LIMIT, Filters, Lost, SyscallCounter, pid_namespace
 
 
 @pytest.mark.parametrize(
@@ -61,3 +63,32 @@ def test_comm_goes_to_the_kernel_as_the_bytes_given(comm: str | bytes, raw: byte
 def test_ids_reach_the_config_whole() -> None:
     c = SyscallCounter(filters=Filters(tgid=PID_MAX_LIMIT, tid=4242), start=False)
     assert (c._config.filter_tgid, c._config.filter_tid) == (PID_MAX_LIMIT, 4242)
+
+
+def test_pid_namespace_is_none_in_the_initial_one(tmp_path: Path) -> None:
+    # The initial pid namespace has a fixed inode (PROC_PID_INIT_INO); this test runs on the host.
+    if os.stat("/proc/self/ns/pid").st_ino != 0xEFFFFFFC:
+        pytest.skip("this test process runs in a pid namespace of its own (a container)")
+    assert pid_namespace() is None
+    assert pid_namespace(str(tmp_path / "missing")) is None
+
+
+def test_pid_filters_compare_in_a_pid_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(syscount, "pid_namespace", lambda: (4, 4026532001))
+    c = SyscallCounter(filters=Filters(tgid=2), start=False)
+    assert (c._config.pidns_dev, c._config.pidns_ino) == (4, 4026532001)
+    c = SyscallCounter(filters=Filters(comm="x"), per_process=True, start=False)  # pids in the report
+    assert (c._config.pidns_dev, c._config.pidns_ino) == (4, 4026532001)
+    c = SyscallCounter(filters=Filters(comm="x"), start=False)  # no pid anywhere: nothing to translate
+    assert (c._config.pidns_dev, c._config.pidns_ino) == (0, 0)
+
+
+@pytest.mark.parametrize("kw", [{"errors_entries": 0}, {"latency_entries": 1 << 25}, {"proc_entries": True}])
+def test_table_sizes_are_checked(kw: dict[str, object]) -> None:
+    with pytest.raises(PercpuError, match="give a table size from 1 to"):
+        SyscallCounter(start=False, **kw)  # type: ignore[arg-type]
+
+
+def test_lost_subtracts_and_never_goes_negative() -> None:
+    assert Lost(5, 7, 9) - Lost(1, 2, 3) == Lost(4, 5, 6)
+    assert Lost(0, 1, 0) - Lost(3, 0, 0) == Lost(0, 1, 0)  # a counter seen lower later: never negative

@@ -3,6 +3,7 @@ columns with 64 CPUs), keep its header and key line whole, honour ``-n`` and eac
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from percpu.cli import _top
 from percpu.cpus import CpuList
-from percpu.syscount import NR_SLOTS, SyscallDelta, SyscallSnapshot
+from percpu.syscount import NR_SLOTS, Lost, SyscallDelta, SyscallSnapshot
 
 CPUS = CpuList(range(64))
 KEYS = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
@@ -127,3 +128,14 @@ def test_the_smallest_window_shows_the_view() -> None:
     view.draw(scr)
     lines = scr.lines()
     assert lines[3].startswith("SYSCALL") and lines[4].startswith("read"), lines
+
+
+def test_lost_calls_show_in_the_header() -> None:
+    scr = FakeScreen(24, 80)
+    view = _top._View(FakeCounter(), 1.0, "total", 0)  # type: ignore[arg-type]
+    view.delta = delta(BUSY)
+    view.draw(scr)
+    assert "LOST" not in "\n".join(scr.lines())
+    view.delta = dataclasses.replace(view.delta, lost=Lost(errors=1500))
+    view.draw(scr)
+    assert "LOST 1.5k (tables full)" in scr.lines()[1]

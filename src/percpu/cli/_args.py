@@ -11,8 +11,9 @@ from collections.abc import Callable
 MAX_SECONDS = 365 * 86400.0
 
 
-def int_at_least(minimum: int, note: str = "") -> Callable[[str], int]:
-    """An argparse type: a whole number no smaller than ``minimum`` (``note`` is added to the error)."""
+def int_at_least(minimum: int, note: str = "", maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``minimum`` (``note`` is added to the error) and,
+    when given, no larger than ``maximum``."""
 
     def parse(text: str) -> int:
         try:
@@ -21,6 +22,8 @@ def int_at_least(minimum: int, note: str = "") -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if v < minimum:
             raise argparse.ArgumentTypeError(f"{text!r} must be {minimum} or more{note}")
+        if maximum is not None and v > maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be {maximum} or less")
         return v
 
     parse.__name__ = f"whole number >= {minimum}"  # argparse names the type in "invalid ... value"

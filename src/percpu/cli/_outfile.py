@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 import sys
-from typing import IO
+from typing import IO, Any
 
 from ..errors import PercpuError
 
@@ -33,15 +33,16 @@ class ReportFile:
     :meth:`commit` makes it the file's contents, :meth:`close` without a commit leaves the old file as it
     was and removes the temporary one."""
 
-    def __init__(self, path: str, option: str) -> None:
+    def __init__(self, path: str, option: str, *, binary: bool = False) -> None:
         self.path = path
         self.option = option
-        self._stream: IO[str] | None = None
+        self.binary = binary
+        self._stream: IO[Any] | None = None
         self._own = False  # whether close() closes the stream
         self._tmp: str | None = None
         self._target = ""
         if path == "-":
-            self._stream = sys.stdout
+            self._stream = sys.stdout.buffer if binary else sys.stdout
             return
         try:
             st: os.stat_result | None = os.stat(path)
@@ -88,21 +89,30 @@ class ReportFile:
                 os.fchown(fd, st.st_uid, st.st_gid)  # root replacing a user's file leaves it theirs
         self._tmp = tmp
         self._target = target
-        self._stream = os.fdopen(fd, "w", encoding="utf-8")
+        self._stream = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
         self._own = True
 
     @property
     def is_stdout(self) -> bool:
-        return self._stream is sys.stdout
+        return self._stream is sys.stdout or self._stream is sys.stdout.buffer
 
-    def write(self, text: str) -> None:
+    @property
+    def stream(self) -> IO[Any]:
+        """The file object to write to (text, or bytes with ``binary=True``), for writers that want one
+        (``savefig(report.stream, format=...)``); opened now for a stream written as it is."""
         if self._stream is None:
             try:
-                self._stream = open(self._target, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+                if self.binary:
+                    self._stream = open(self._target, "wb")  # noqa: SIM115 (closed in close())
+                else:
+                    self._stream = open(self._target, "w", encoding="utf-8")  # noqa: SIM115
             except OSError as exc:
                 raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
             self._own = True
-        self._stream.write(text)
+        return self._stream
+
+    def write(self, data: str | bytes) -> None:
+        self.stream.write(data)
 
     def flush(self) -> None:
         if self._stream is not None:

@@ -129,6 +129,7 @@ def table(
         out.write(f"\nimbalance (busiest CPU / mean): {d.imbalance():.2f}\n")
     if d.dropped:
         out.write(f"{d.dropped} calls had numbers outside the counter table (counted as dropped)\n")
+    out.write(lost_note(d))
     if d.procs is not None:
         out.write("\n" + procs_table(d, top=top or 20))
     if d.errors is not None:
@@ -136,6 +137,23 @@ def table(
     if d.latency is not None:
         out.write("\n" + latency_table(d, top=top or 20))
     return out.getvalue()
+
+
+_LOST_TABLES = {
+    "processes": ("per-process table", "a shorter run, or a --comm/--pid filter"),
+    "errors": ("errno table", "--errors-entries"),
+    "latency": ("latency table", "--latency-entries"),
+}
+
+
+def lost_note(d: SyscallDelta) -> str:
+    """Lines saying which opt-in table was full and how many calls it could not take ("" if none)."""
+    out = []
+    for name, n in d.lost._asdict().items():
+        if n:
+            table, remedy = _LOST_TABLES[name]
+            out.append(f"{n:,} calls not counted in the {table}: it was full (see {remedy})\n")
+    return "".join(out)
 
 
 def _by_total(keys: np.ndarray, counts: np.ndarray) -> Iterator[tuple[Any, np.ndarray, int]]:
@@ -240,6 +258,7 @@ def to_json(
         "per_cpu": {str(c): int(v) for c, v in zip(d.cpus, d.per_cpu(), strict=True)},
         "imbalance": round(d.imbalance(), 4),
         "dropped": d.dropped,
+        "lost": d.lost._asdict(),
         "syscalls": [
             {
                 "name": d.name(int(s)),

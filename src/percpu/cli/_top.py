@@ -85,6 +85,9 @@ class _View:
         online = _online_count()
         # What the columns mean comes first: on a narrow terminal the line is cut from the right.
         line2 = f"sort {self.sort}  imbalance {imb:.2f}"
+        lost = 0 if d is None else sum(d.lost)
+        if lost:  # before the CPU range: a narrow terminal must still show it
+            line2 += f"  LOST {human(lost)} (tables full)"
         if len(shown) < ncpu:
             line2 += f"  cols cpu{c.cpus[shown[0]]}-cpu{c.cpus[shown[-1]]} of {ncpu}"
         line2 += f"  CPUs {c.cpus} ({ncpu} possible, {online} online)"

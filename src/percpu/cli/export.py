@@ -5,24 +5,15 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import signal
 import socket
 import sys
-import threading
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ..errors import PercpuError
+from . import _options
 from ._args import int_at_least
-from .syscalls import _add_counter_options, _counter, _filters
 
 __all__ = ["register"]
-
-INDEX = b"""<html><head><title>percpu exporter</title></head><body>
-<h1>percpu exporter</h1><p>System calls per CPU, counted by eBPF programs.</p>
-<p><a href="/metrics">/metrics</a></p></body></html>
-"""
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -34,50 +25,75 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    request_queue_size = 64
-
-
-class _QuietHandler(WSGIRequestHandler):
-    timeout = 10  # a client that stalls mid-request is dropped, not waited on forever
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _cmd_exporter(args: argparse.Namespace) -> int:
-    from prometheus_client.exposition import choose_encoder
-
-    from .. import _libbpf
-    from ..exporter import SyscallCollector
-
-    host, port = args.listen
-    counter = _counter(args, _filters(args))
-    state: dict[str, SyscallCollector] = {}
-
-    def app(environ: dict[str, Any], start_response: Any) -> Any:
-        path = environ.get("PATH_INFO") or "/"
-        if path == "/":
-            start_response("200 OK", [("Content-Type", "text/html")])
-            return [INDEX]
-        if path != "/metrics" or "collector" not in state:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found: try /metrics\n"]
-        # prometheus_client picks OpenMetrics or the text format from the Accept header.
-        _encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        body = state["collector"].expose(openmetrics="openmetrics" in content_type)
-        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
-        return [body]
-
-    # Bind before loading anything: a port in use is reported without touching the kernel.
-    _Server.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+def _seconds(text: str) -> float:
+    """``10``, ``10s``, ``500ms`` or ``1m``."""
+    t = text.strip().lower()
+    scale = 1.0
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if t.endswith(suffix):
+            t, scale = t[: -len(suffix)], factor
+            break
     try:
-        httpd = make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
+        value = float(t) * scale
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a duration such as 10s or 500ms")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0")
+    return value
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
     except OSError as exc:
+        sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PercpuError(f"cannot listen on {host}:{port}: the port is in use") from exc
         raise PercpuError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _started_as_exporter() -> bool:
+    """This process is `percpu exporter ...` itself (not the exporter run in-process by other code) and
+    was not restarted yet: only then may it replace itself."""
+    if "PERCPU_REEXEC" in os.environ or len(sys.argv) < 2 or sys.argv[1] != "exporter":
+        return False
+    main_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "__main__.py")
+    return os.path.basename(sys.argv[0]) == "percpu" or os.path.abspath(sys.argv[0]) == main_py
+
+
+def _cmd_exporter(args: argparse.Namespace) -> int:
+    from .. import _libbpf
+    from .._privileges import caps_needed_to_read_maps, drop_privileges, resolve_user
+    from .._web import Limits, MetricsServer
+    from .._webconfig import WebConfig, load_web_config
+    from ..exporter import SyscallCollector
+
+    host, port = args.listen
+    user, _, group = (args.user or "").partition(":")
+    resolve_user(user or None, group or None)  # a wrong name is reported before anything is loaded
+    if not args.keep_privileges and len(os.listdir("/proc/self/task")) > 1 and _started_as_exporter():
+        # Capabilities belong to threads, and numpy's BLAS starts a pool of them at import that could not
+        # be made to drop theirs; percpu needs no BLAS: start again with the pool at one thread.
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PERCPU_REEXEC="1")
+        os.execve(sys.executable, [sys.executable, "-m", "percpu", *sys.argv[1:]], env)
+    web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+    counter = _options.counter(args, _options.filters(args))
+    # Bind before loading anything: a port in use is reported without touching the kernel (and a port
+    # below 1024 is bound while the capability to do so is still there).
+    sock = _bind(host, port)
     stats_fd: int | None = None
     try:
         with counter:
@@ -87,35 +103,54 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
                     stats_fd = lib.enable_stats()
                 except OSError as exc:
                     raise PercpuError(f"--enable-bpf-stats: {exc.strerror}") from exc
-            state["collector"] = SyscallCollector(
+            limits = Limits(
+                max_connections=args.web_max_connections,
+                max_requests=args.web_max_requests,
+                request_timeout=args.web_request_timeout,
+                share_window=args.web_share_window,
+            )
+            server_ref: list[MetricsServer] = []
+            collector = SyscallCollector(
                 counter,
                 cpu_label=not args.no_cpu_label,
                 top_syscalls=args.top_syscalls,
                 max_comms=args.max_comms,
                 libbpf_version=lib.version_string,
                 bpf_stats=stats_fd is not None,
+                extra=lambda: server_ref[0].families() if server_ref else [],
             )
-            stop = threading.Event()
-
-            def on_signal(signum: int, frame: Any) -> None:
-                stop.set()
-                threading.Thread(target=httpd.shutdown, daemon=True).start()
-
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
+            privileges = "kept (--keep-privileges)"
+            if not args.keep_privileges:
+                # The programs are attached and every fd is open: nothing needs privileges from here on
+                # (on kernels that allow reading maps without them, see percpu._privileges).
+                dropped = drop_privileges(caps_needed_to_read_maps(), user or None, group or None)
+                privileges = f"dropped (uid {dropped.uid}, capabilities kept {dropped.kept:#x})"
+            try:
+                collector.scrape()  # the first read fails here, with a message, rather than in a request
+            except PercpuError as exc:
+                if args.keep_privileges:
+                    raise
+                raise PercpuError(
+                    f"reading the maps after giving up privileges failed ({exc}): this kernel may need "
+                    "CAP_BPF to read them; run with --keep-privileges and report the kernel version"
+                ) from exc
+            server = MetricsServer(sock, collector.scrape, limits, web)
+            server_ref.append(server)
+            scheme = "https" if web.ssl_context else "http"
             shown = f"[{host}]" if ":" in host else host
             print(
-                f"percpu exporter: http://{shown}:{port}/metrics (attach {counter.attach_mode})",
+                f"percpu exporter: {scheme}://{shown}:{port}/metrics (attach {counter.attach_mode}; "
+                f"privileges {privileges})",
                 file=sys.stderr,
                 flush=True,
             )
             try:
-                httpd.serve_forever(poll_interval=0.5)
+                server.serve()
             finally:
                 if stats_fd is not None:
                     os.close(stats_fd)
     finally:
-        httpd.server_close()
+        sock.close()
     return 0
 
 
@@ -129,10 +164,63 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--listen",
+        "--web.listen-address",
+        dest="listen",
         type=parse_listen,
         default=("127.0.0.1", 9435),
         metavar="ADDR:PORT",
         help="address and port (default 127.0.0.1:9435; [::1]:9435 and 0.0.0.0:9435 work too)",
+    )
+    w = p.add_argument_group("serving")
+    w.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth in the web configuration format of Prometheus' exporter-toolkit "
+        "(needs percpu[web])",
+    )
+    w.add_argument(
+        "--web.max-requests",
+        dest="web_max_requests",
+        type=int_at_least(0),
+        default=40,
+        metavar="N",
+        help="requests answered at once; more get 503 (default 40, 0: no limit)",
+    )
+    w.add_argument(
+        "--web.max-connections",
+        dest="web_max_connections",
+        type=int_at_least(1),
+        default=512,
+        metavar="N",
+        help="connections open at once; more are closed at once (default 512)",
+    )
+    w.add_argument(
+        "--web.request-timeout",
+        dest="web_request_timeout",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="DURATION",
+        help="whole-request deadline, from its first byte to the last byte of the answer (default 10s)",
+    )
+    w.add_argument(
+        "--web.share-window",
+        dest="web_share_window",
+        type=_seconds,
+        default=0.0,
+        metavar="DURATION",
+        help="requests within this time after a scrape get that scrape too (default 0: only requests that "
+        "arrive while a scrape is being taken share it)",
+    )
+    w.add_argument(
+        "--user",
+        metavar="USER[:GROUP]",
+        help="after attaching, run as this user (and group); needs CAP_SETUID/CAP_SETGID at start",
+    )
+    w.add_argument(
+        "--keep-privileges",
+        action="store_true",
+        help="do not drop capabilities after attaching (for debugging)",
     )
     p.add_argument("--no-cpu-label", action="store_true", help="sum over CPUs (fewer series)")
     p.add_argument(
@@ -156,7 +244,7 @@ def register(sub: Any) -> None:
         help="turn on kernel BPF run-time stats while running (program run count and time are only "
         "counted while stats are on)",
     )
-    _add_counter_options(p)
+    _options.add_counter_options(p)
 
     def run(args: argparse.Namespace) -> int:
         # -s is shared with `percpu top/stat`; an all-empty list (-s ,,) would load a filter that counts

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import select
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from .. import _procfs, process
+from .. import process
 from ..errors import PercpuError
-from ..syscount import ATTACH_MODES, Filters, SyscallCounter, SyscallDelta, SyscallSnapshot, cgroup2_root
-from . import _report
+from ..syscount import (
+    SyscallCounter,
+    SyscallDelta,
+    SyscallSnapshot,
+    cgroup2_root,
+)
+from . import _options, _report
 from ._args import int_at_least, seconds
 from ._outfile import ReportFile
 
@@ -28,80 +30,6 @@ __all__ = ["register"]
 MIN_INTERVAL = 0.1
 _interval = seconds(MIN_INTERVAL, " (each report reads every map)")
 _duration = seconds(hint=": leave -d out to count until Ctrl-C")
-
-
-def _add_counter_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("what to count (filters run in the kernel, set before load)")
-    g.add_argument("-p", "--pid", type=int, help="only this process (thread group id)")
-    g.add_argument("-t", "--tid", type=int, help="only this thread")
-    g.add_argument(
-        "-c", "--comm", help="only tasks with this command name (the kernel keeps its first 15 bytes)"
-    )
-    g.add_argument("--cgroup", help="only tasks in this cgroup v2 (path under /sys/fs/cgroup, or its id)")
-    g.add_argument(
-        "-s",
-        "--syscall",
-        action="append",
-        metavar="NAME",
-        help="only these system calls (repeat, or comma-separated: -s read,write)",
-    )
-    g.add_argument("-x", "--failed", action="store_true", help="only calls that failed (returned an error)")
-    m = p.add_argument_group("opt-in dimensions")
-    m.add_argument("-P", "--per-process", action="store_true", help="also count per process (pid, comm)")
-    m.add_argument("-e", "--errors", action="store_true", help="also count failures by errno")
-    m.add_argument("-L", "--latency", action="store_true", help="also record log2 latency histograms")
-    p.add_argument(
-        "--attach",
-        choices=("auto", *ATTACH_MODES),
-        default="auto",
-        help="hook to attach at (default auto: tp_btf, then raw_tp, then the classic tracepoint)",
-    )
-
-
-def _filters(args: argparse.Namespace, pid: int | None = None, cgroup: int | str | None = None) -> Filters:
-    names: list[str] | None = None
-    if args.syscall:
-        names = [n.strip() for s in args.syscall for n in s.split(",") if n.strip()]
-        if not names:
-            raise PercpuError("-s/--syscall: no syscall names given (e.g. -s read,write)")
-    tgid = pid if pid is not None else args.pid
-    if tgid is not None and not os.path.exists(f"/proc/{tgid}"):
-        raise PercpuError(f"no process with pid {tgid}")
-    if args.tid is not None and not os.path.exists(f"/proc/{args.tid}"):
-        raise PercpuError(f"no thread with tid {args.tid}")
-    cg: int | str | None = cgroup if cgroup is not None else args.cgroup
-    if isinstance(cg, str) and cg.isdigit():
-        cg = int(cg)
-    return Filters(
-        tgid=tgid, tid=args.tid, comm=args.comm, cgroup=cg, syscalls=names, failed_only=args.failed
-    )
-
-
-def _counter(args: argparse.Namespace, filters: Filters) -> SyscallCounter:
-    _require_root()
-    return SyscallCounter(
-        filters=filters,
-        per_process=args.per_process,
-        errors=args.errors,
-        latency=args.latency,
-        attach=args.attach,
-        start=False,
-    )
-
-
-def _require_root() -> None:
-    # Checked up front from the effective capabilities (root in a container may have none): the
-    # kernel's EPERM would come later, after work that cannot succeed.
-    caps = _procfs.effective_caps()
-    if caps is not None and not _procfs.can_load_bpf(caps):
-        who = (
-            "you are root, but without them (a container or setpriv dropped them)"
-            if os.geteuid() == 0
-            else ("run as root, or grant them (e.g. sudo setcap cap_bpf,cap_perfmon+ep on the interpreter)")
-        )
-        raise PercpuError(
-            f"counting system calls loads BPF programs, which needs CAP_BPF and CAP_PERFMON: {who}"
-        )
 
 
 # --- percpu stat ------------------------------------------------------------------------------------
@@ -166,85 +94,6 @@ class _Output:
         self.out.close()
 
 
-class _Watch:
-    """What ends a ``percpu stat`` run besides its deadline: SIGINT/SIGTERM, or the exit of the watched
-    process. Waits sleep in select() on a pidfd and on a pipe the signal handlers write to, so either
-    wakes the loop at once."""
-
-    def __init__(self, pid: int | None, *, child: bool) -> None:
-        self.pid = pid
-        self.child = child
-        self.stop = False
-        self.status = 0
-        self.pidfd = -1
-        if pid is not None:
-            try:
-                self.pidfd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                raise PercpuError(f"no process with pid {pid}") from None
-            except OSError:
-                self.pidfd = -1  # before Linux 5.3: poll /proc instead
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._r, False)
-        os.set_blocking(self._w, False)
-
-    def close(self) -> None:
-        for fd in (self.pidfd, self._r, self._w):
-            if fd >= 0:
-                os.close(fd)
-        self.pidfd = self._r = self._w = -1
-
-    @contextlib.contextmanager
-    def signals(self) -> Iterator[None]:
-        """Without a command, SIGINT and SIGTERM end the count and the report is printed. With one,
-        Ctrl-C reaches the command from the terminal and percpu reports when it exits; SIGTERM sent to
-        percpu alone is passed on to the command, with the same result."""
-
-        def on_signal(signum: int, frame: Any) -> None:
-            if self.child and self.pid is not None:
-                if signum == signal.SIGTERM:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(self.pid, signal.SIGTERM)
-            else:
-                self.stop = True
-
-        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN if self.child else on_signal)
-        old_term = signal.signal(signal.SIGTERM, on_signal)
-        old_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
-        try:
-            yield
-        finally:
-            signal.set_wakeup_fd(old_fd)
-            signal.signal(signal.SIGTERM, old_term)
-            signal.signal(signal.SIGINT, old_int)
-
-    def wait(self, timeout: float) -> None:
-        fds = [self._r]
-        if self.pidfd >= 0:
-            fds.append(self.pidfd)
-        elif self.pid is not None:
-            timeout = min(timeout, 0.1)
-        # Bounded: a wait far in the future (a long --duration) would overflow select()'s time type.
-        select.select(fds, [], [], min(max(timeout, 0.0), 3600.0))
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._r, 512)
-
-    def exited(self) -> bool:
-        """True once the watched process has ended (the child is reaped and its status kept)."""
-        if self.pid is None:
-            return False
-        if self.child:
-            pid, st = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = process.exit_code(st)
-                self.pid = None
-                return True
-            return False
-        if self.pidfd >= 0:
-            return bool(select.select([self.pidfd], [], [], 0)[0])
-        return not process.alive(self.pid)
-
-
 def _cmd_stat(args: argparse.Namespace) -> int:
     cmd: list[str] = args.command_argv
     if cmd and cmd[0] == "--":
@@ -268,9 +117,9 @@ def _cmd_stat(args: argparse.Namespace) -> int:
         if path is None:
             raise PercpuError(f"command not found: {cmd[0]}")
         return _stat_command(args, path, cmd)
-    filters = _filters(args)
-    counter = _counter(args, filters)
-    watch = _Watch(args.pid, child=False)
+    filters = _options.filters(args)
+    counter = _options.counter(args, filters)
+    watch = process.Watch(args.pid, child=False)
     try:
         out = _Output(args)
         try:
@@ -289,7 +138,7 @@ def _cmd_stat(args: argparse.Namespace) -> int:
 
 
 def _note_start(args: argparse.Namespace, counter: SyscallCounter) -> None:
-    if args.format == "table" and not args.quiet:
+    if not args.quiet:  # stderr: never mixed with a JSON or CSV report
         what = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
         if args.pid is not None:
             what += f" or until pid {args.pid} exits"
@@ -297,7 +146,11 @@ def _note_start(args: argparse.Namespace, counter: SyscallCounter) -> None:
 
 
 def _stat_loop(
-    args: argparse.Namespace, counter: SyscallCounter, out: _Output, start: SyscallSnapshot, watch: _Watch
+    args: argparse.Namespace,
+    counter: SyscallCounter,
+    out: _Output,
+    start: SyscallSnapshot,
+    watch: process.Watch,
 ) -> None:
     """Report every ``--interval`` (or once at the end) until the deadline, a signal, or the watched
     process's exit; the heat map covers the whole run."""
@@ -335,21 +188,23 @@ def _stat_loop(
 
 def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
     """Run ``cmd`` with counting already attached, count it and its children, report at its exit."""
-    _require_root()
+    _options.require_root()
     # Every check that can fail runs before the command is started: filters, output files.
-    _counter(args, _filters(args, pid=os.getpid()))
+    _options.counter(args, _options.filters(args, pid=os.getpid()))
     out = _Output(args)
     cg = process.CommandCgroup(cgroup2_root())
     in_cgroup = False
     removed, moved = True, 0
     try:
         child, gate_w = process.spawn_gated(path, cmd)
-        watch: _Watch | None = None
+        watch: process.Watch | None = None
         try:
-            watch = _Watch(child, child=True)
+            watch = process.Watch(child, child=True)
             in_cgroup = cg.add(child)
-            filters = _filters(args, cgroup=cg.path) if in_cgroup else _filters(args, pid=child)
-            with _counter(args, filters) as counter:
+            filters = (
+                _options.filters(args, cgroup=cg.path) if in_cgroup else _options.filters(args, pid=child)
+            )
+            with _options.counter(args, filters) as counter:
                 out.attach = counter.attach_mode
                 start = counter.snapshot()  # before the command runs: its first calls are counted
                 with watch.signals():
@@ -374,7 +229,10 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
         print(f"percpu: could not remove the cgroup {cg_path}; the next run removes it", file=sys.stderr)
     if args.format == "table" and not args.quiet:
         if not in_cgroup:
-            print("percpu: no cgroup v2 here: counted the command's own process only", file=sys.stderr)
+            why = (
+                "no cgroup v2 here" if cg.root == "" else "no cgroup could be made for it under percpu's own"
+            )
+            print(f"percpu: {why}: counted the command's own process only", file=sys.stderr)
         if moved:
             print(
                 f"percpu: the command left {moved} process(es) running; they were counted until it exited",
@@ -391,8 +249,8 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
 def _cmd_top(args: argparse.Namespace) -> int:
     from . import _top
 
-    filters = _filters(args)
-    counter = _counter(args, filters)
+    filters = _options.filters(args)
+    counter = _options.counter(args, filters)
     # SIGTERM ends top as q and Ctrl-C do: the terminal is restored and the exit status is 0.
     old = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -460,7 +318,7 @@ def register(sub: Any) -> None:
         default=0,
         help="with --batch: stop after N intervals",
     )
-    _add_counter_options(p)
+    _options.add_counter_options(p)
     p.set_defaults(func=_cmd_top)
 
     s = sub.add_parser(
@@ -506,7 +364,7 @@ def register(sub: Any) -> None:
         help="also write an SVG heat map of CPU x syscall, for the whole run (with --interval too)",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress notes on stderr")
-    _add_counter_options(s)
+    _options.add_counter_options(s)
     s.add_argument(
         "command_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="command to run and count"
     )

@@ -1,0 +1,132 @@
+"""Giving up privileges once the BPF programs are attached and the maps are open.
+
+What reading the maps needs afterwards depends on the kernel (kernel/bpf/syscall.c):
+
+* ``kernel.unprivileged_bpf_disabled = 0``: nothing; any process may use a BPF fd it holds.
+* Linux 5.19 and later (commit "bpf: refine kernel.unprivileged_bpf_disabled behaviour"): nothing; the
+  sysctl then only guards creating maps, loading programs and BTF, and looking objects up by id. Reading
+  a map or a program's run statistics through an fd the process holds needs no capability.
+* Linux 5.8 to 5.18 with the sysctl at 1 or 2: every bpf() command needs CAP_BPF, which is kept.
+* before 5.8: CAP_SYS_ADMIN, which is kept.
+
+Everything else goes: effective, permitted and inheritable sets, ambient capabilities, the bounding set
+(where CAP_SETPCAP allows; a service manager or container runtime usually bounds it already), and the
+user and group where one is given. no_new_privs is set, so nothing executed later can gain any.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from typing import NamedTuple
+
+from . import _libbpf, _procfs
+from .errors import PercpuError
+
+__all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges", "resolve_user"]
+
+CAP_SYS_ADMIN = _procfs.CAP_SYS_ADMIN
+CAP_BPF = _procfs.CAP_BPF
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+class Dropped(NamedTuple):
+    kept: int  # capability mask still effective
+    uid: int
+    gid: int
+    bounding_dropped: bool  # False when the process lacked CAP_SETPCAP (its bounding set is left)
+
+
+def _kernel_version(release: str) -> tuple[int, int]:
+    parts = release.split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def caps_needed_to_read_maps(
+    release: str | None = None, sysctl: str = "/proc/sys/kernel/unprivileged_bpf_disabled"
+) -> int:
+    """The capability mask a process needs to keep reading maps through fds it already holds."""
+    try:
+        with open(sysctl, encoding="ascii") as f:
+            disabled = int(f.read().strip())
+    except (OSError, ValueError):
+        disabled = 1  # unknown: assume the distribution default
+    version = _kernel_version(release or os.uname().release)
+    if disabled == 0 or version >= (5, 19):
+        return 0
+    return 1 << (CAP_BPF if version >= (5, 8) else CAP_SYS_ADMIN)
+
+
+def resolve_user(user: str | None, group: str | None) -> tuple[int | None, int | None]:
+    """``--user USER[:GROUP]`` as ids (names or numbers); PercpuError for a name that does not exist."""
+    uid = gid = None
+    if user is not None:
+        try:
+            pw = pwd.getpwnam(user) if not user.isdigit() else None
+        except KeyError as exc:
+            raise PercpuError(f"--user {user}: no such user") from exc
+        uid = pw.pw_uid if pw else int(user)
+        gid = pw.pw_gid if pw else int(user)
+    if group is not None:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError as exc:
+            raise PercpuError(f"--user ...:{group}: no such group") from exc
+    return uid, gid
+
+
+def _last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 63
+
+
+def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = None) -> Dropped:
+    """Drop every capability but ``keep``, switch user/group if given, set no_new_privs.
+
+    Capabilities belong to threads: this must run while the process has one thread, so that every
+    thread started later inherits the reduced sets.
+    """
+    tasks = os.listdir("/proc/self/task")
+    if len(tasks) != 1:
+        raise PercpuError(
+            f"cannot drop privileges: the process has {len(tasks)} threads and capabilities belong to each "
+            "(numpy's BLAS starts some: set OPENBLAS_NUM_THREADS=1), or pass --keep-privileges"
+        )
+    uid, gid = resolve_user(user, group)
+    try:
+        _libbpf.prctl(PR_SET_NO_NEW_PRIVS, 1)
+        bounding = True
+        for cap in range(_last_cap() + 1):
+            if keep >> cap & 1:
+                continue
+            try:
+                _libbpf.prctl(PR_CAPBSET_DROP, cap)
+            except OSError:
+                bounding = False  # no CAP_SETPCAP: the bounding set stays as the caller set it
+                break
+        _libbpf.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        if gid is not None:
+            os.setgroups([])
+            os.setgid(gid)
+        if uid is not None:
+            if keep:
+                _libbpf.prctl(PR_SET_KEEPCAPS, 1)  # setuid would clear the permitted set
+            os.setuid(uid)
+        _libbpf.capset(keep, keep, 0)
+    except OSError as exc:
+        raise PercpuError(f"cannot drop privileges: {exc.strerror}") from exc
+    eff = _procfs.effective_caps()
+    if eff is not None and eff & ~keep:
+        raise PercpuError(f"capabilities still effective after dropping them: {eff:#x}")
+    return Dropped(keep, os.getuid(), os.getgid(), bounding)

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Generate src/percpu/_contract.py from the BTF of the compiled syscall counter.
+
+What bpf/syscount.bpf.c shares with user space (the ``.rodata`` config struct, the keys and values of the
+maps percpu decodes, and the constants of ``enum percpu_consts`` and ``enum percpu_lost``) is read from the
+``.BTF`` section of ``src/percpu/_bpf/syscount.bpf.o``, the object percpu ships, and written as Python:
+
+* ``struct percpu_config`` as a ``ctypes.Structure`` (user space writes it into ``.rodata`` before load),
+  with explicit padding wherever the C has a hole, so every field sits at the offset BTF gives;
+* the other structs as numpy dtypes with explicit offsets and itemsize (they are decoded in bulk);
+* every enumerator of the two enums as an ``int``.
+
+    .venv/bin/python tools/gen_contract.py           # rewrite src/percpu/_contract.py
+    .venv/bin/python tools/gen_contract.py --check   # exit 1 if the committed file is not what it makes
+
+Run it after ``scripts/build-bpf`` whenever those structs or enums change; tests/unit/test_contract.py
+regenerates the module in memory and fails on any difference, and checks that syscount_nobtf.bpf.o has
+the same layouts. A type the generator cannot express exactly (a bitfield, a union, a pointer, a member
+ctypes would place elsewhere) stops it with an error instead of being approximated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import struct
+import sys
+from typing import Any
+
+import numpy as np
+
+from percpu.btf import Btf, BtfType, parse_btf
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+OBJ = os.path.join("src", "percpu", "_bpf", "syscount.bpf.o")
+OUT = os.path.join(ROOT, "src", "percpu", "_contract.py")
+
+# The shared types, in the order they are written, with their Python names.
+CONFIG = ("percpu_config", "PercpuConfig")
+RECORDS = (
+    ("proc_key", "PROC_KEY"),
+    ("err_key", "ERR_KEY"),
+    ("lat_key", "LAT_KEY"),
+    ("lat_index", "LAT_INDEX"),
+    ("lat_row", "LAT_ROW"),
+)
+ENUMS = ("percpu_consts", "percpu_lost")
+
+_CTYPES_UINT = {1: "c_uint8", 2: "c_uint16", 4: "c_uint32", 8: "c_uint64"}
+_CTYPES_INT = {1: "c_int8", 2: "c_int16", 4: "c_int32", 8: "c_int64"}
+
+
+class ContractError(Exception):
+    """The object's BTF lacks a shared type, or has one this generator cannot express exactly."""
+
+
+def btf_section(path: str) -> bytes:
+    """The ``.BTF`` section of a little-endian ELF64 object (what clang -target bpf writes)."""
+    return elf_section(path, ".BTF")
+
+
+def elf_section(path: str, wanted: str) -> bytes:
+    """A section of a little-endian ELF64 object, read with the ELF64 header layout of elf(5)."""
+    with open(path, "rb") as f:
+        elf = f.read()
+    if elf[:4] != b"\x7fELF" or elf[4] != 2 or elf[5] != 1:
+        raise ContractError(f"{path}: not a little-endian ELF64 object")
+    (shoff,) = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+
+    def header(i: int) -> tuple[int, int, int]:
+        name, _type, _flags, _addr, off, size = struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize)
+        return name, off, size
+
+    _name, stroff, _size = header(shstrndx)
+    for i in range(shnum):
+        name, off, size = header(i)
+        if elf[stroff + name : elf.index(b"\0", stroff + name)] == wanted.encode():
+            return elf[off : off + size]
+    raise ContractError(f"{path}: no {wanted} section")
+
+
+def _struct(btf: Btf, name: str) -> BtfType:
+    try:
+        t = btf.resolve(btf.find(name, "struct"))
+    except Exception as exc:
+        raise ContractError(f"struct {name} is not in the object's BTF: {exc}") from None
+    if t.kind_flag and any(off >> 24 for _n, _t, off in t.extra):
+        raise ContractError(f"struct {name} has bitfields, which neither ctypes nor numpy lays out exactly")
+    return t
+
+
+def _members(btf: Btf, t: BtfType) -> list[tuple[str, int, int]]:
+    """(name, type id, byte offset) of each member."""
+    out = []
+    for name, type_id, off in t.extra:
+        bit = off & 0xFFFFFF if t.kind_flag else off
+        if bit % 8 or not name:
+            raise ContractError(f"struct {t.name}: member {name or '(anonymous)'} is not a named whole byte")
+        out.append((name, type_id, bit // 8))
+    return out
+
+
+def _scalar(btf: Btf, type_id: int, where: str) -> tuple[int, bool]:
+    """(size, signed) of an integer member type."""
+    t = btf.resolve(type_id)
+    if t.kind == "enum":
+        return t.size_or_type, t.kind_flag
+    if t.kind != "int":
+        raise ContractError(f"{where}: a {t.kind} is not part of the contract's vocabulary (ints, arrays)")
+    (enc,) = t.extra
+    if (enc >> 16) & 0xFF or enc & 0xFF != 8 * t.size_or_type or t.size_or_type not in _CTYPES_UINT:
+        raise ContractError(f"{where}: a {enc & 0xFF}-bit int in {t.size_or_type} bytes has no exact layout")
+    return t.size_or_type, bool(enc >> 24 & 1)
+
+
+def _shape(btf: Btf, type_id: int) -> tuple[tuple[int, ...], int]:
+    """Array dimensions (outermost first) and the element type id."""
+    dims: list[int] = []
+    t = btf.resolve(type_id)
+    while t.kind == "array":
+        elem, _index, n = t.extra
+        dims.append(n)
+        type_id = elem
+        t = btf.resolve(elem)
+    return tuple(dims), type_id
+
+
+def _ctype(btf: Btf, type_id: int, where: str) -> tuple[str, int]:
+    """The ctypes expression for a member type, and the alignment ctypes gives it (its element's size)."""
+    dims, elem = _shape(btf, type_id)
+    if dims and btf.is_char(elem):
+        base, dims, align = f"ctypes.c_char * {dims[-1]}", dims[:-1], 1
+    else:
+        align, signed = _scalar(btf, elem, where)
+        base = "ctypes." + (_CTYPES_INT if signed else _CTYPES_UINT)[align]
+    for n in reversed(dims):
+        base = f"({base}) * {n}" if " * " in base else f"{base} * {n}"
+    return base, align
+
+
+def _dtype(btf: Btf, type_id: int, where: str) -> str:
+    dims, elem = _shape(btf, type_id)
+    if dims and btf.is_char(elem):
+        fmt, dims = f"S{dims[-1]}", dims[:-1]
+    else:
+        size, signed = _scalar(btf, elem, where)
+        fmt = f"<{'i' if signed else 'u'}{size}" if size > 1 else ("i1" if signed else "u1")
+    if not dims:
+        return f'"{fmt}"'
+    return f'("{fmt}", {dims!r})'
+
+
+def _render_config(btf: Btf, cname: str, pyname: str) -> tuple[list[str], dict[str, int], int]:
+    t = _struct(btf, cname)
+    lines = [
+        f"class {pyname}(ctypes.Structure):",
+        f'    """struct {cname}: {t.size_or_type} bytes, written into .rodata before load."""',
+        "",
+        "    _fields_ = [",
+    ]
+    offsets: dict[str, int] = {}
+    cur = 0
+    for name, type_id, off in _members(btf, t):
+        if off < cur:
+            raise ContractError(f"struct {cname}: member {name} at {off} overlaps the one before it")
+        ctype, align = _ctype(btf, type_id, f"struct {cname}.{name}")
+        if -(-cur // align) * align != off:
+            lines.append(f'        ("_pad{cur}", ctypes.c_uint8 * {off - cur}),  # hole in the C struct')
+        lines.append(f'        ("{name}", {ctype}),  # offset {off}')
+        offsets[name] = off
+        cur = off + btf.size(type_id)
+    if cur != t.size_or_type:
+        lines.append(f'        ("_pad{cur}", ctypes.c_uint8 * {t.size_or_type - cur}),  # tail padding')
+    lines.append("    ]")
+    return lines, offsets, t.size_or_type
+
+
+def _render_record(btf: Btf, cname: str, pyname: str) -> list[str]:
+    t = _struct(btf, cname)
+    members = _members(btf, t)
+    names = ", ".join(f'"{n}"' for n, _t, _o in members)
+    formats = ", ".join(_dtype(btf, tid, f"struct {cname}.{n}") for n, tid, _o in members)
+    offsets = ", ".join(str(o) for _n, _t, o in members)
+    return [
+        f"# struct {cname}: {t.size_or_type} bytes",
+        f"{pyname} = np.dtype(",
+        "    {",
+        f'        "names": [{names}],',
+        f'        "formats": [{formats}],',
+        f'        "offsets": [{offsets}],',
+        f'        "itemsize": {t.size_or_type},',
+        "    }",
+        ")",
+    ]
+
+
+def render(obj_path: str, btf: Btf) -> str:
+    """The text of _contract.py for the object at ``obj_path`` (named relative to the repository)."""
+    out = [
+        f"# Generated by tools/gen_contract.py from {obj_path}; do not edit.",
+        '"""What bpf/syscount.bpf.c shares with user space, as the compiled object\'s BTF records it."""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "import ctypes",
+        "",
+        "import numpy as np",
+        "",
+    ]
+    for enum in ENUMS:
+        try:
+            t = btf.resolve(btf.find(enum, "enum"))
+        except Exception as exc:
+            raise ContractError(f"enum {enum} is not in the object's BTF: {exc}") from None
+        out.append(f"# enum {enum}")
+        out += [f"{name} = {value}" for name, value in t.extra]
+        out.append("")
+    config, offsets, size = _render_config(btf, *CONFIG)
+    out += ["", *config]
+    for cname, pyname in RECORDS:
+        out += ["", "", *_render_record(btf, cname, pyname)]
+    text = "\n".join(out) + "\n"
+    _verify(text, offsets, size, btf)
+    return text
+
+
+def _verify(text: str, offsets: dict[str, int], size: int, btf: Btf) -> None:
+    """Check what the text defines against BTF: ctypes places members by its own alignment rules, so the
+    generated class is built and measured rather than trusted."""
+    ns: dict[str, Any] = {}
+    exec(compile(text, "_contract.py", "exec"), ns)
+    cls = ns[CONFIG[1]]
+    placed = {name: getattr(cls, name).offset for name, *_ in cls._fields_ if not name.startswith("_pad")}
+    if placed != offsets or ctypes.sizeof(cls) != size:
+        raise ContractError(
+            f"ctypes lays out struct {CONFIG[0]} as {placed} ({ctypes.sizeof(cls)} bytes); BTF says "
+            f"{offsets} ({size} bytes)"
+        )
+    for cname, pyname in RECORDS:
+        dt: np.dtype[Any] = ns[pyname]
+        t = _struct(btf, cname)
+        if dt.itemsize != t.size_or_type:
+            raise ContractError(f"{pyname} is {dt.itemsize} bytes; struct {cname} is {t.size_or_type}")
+
+
+def generate(obj: str = OBJ) -> str:
+    """_contract.py's text from ``obj`` (a path relative to the repository root)."""
+    return render(obj, parse_btf(btf_section(os.path.join(ROOT, obj))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="compare with the committed file; write nothing")
+    args = ap.parse_args(argv)
+    try:
+        text = generate()
+    except ContractError as exc:
+        print(f"gen_contract: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        with open(OUT, encoding="utf-8") as f:
+            same = f.read() == text
+        print(f"{os.path.relpath(OUT, ROOT)}: {'OK' if same else 'DIFFERS: run tools/gen_contract.py'}")
+        return 0 if same else 1
+    with open(OUT, "w", encoding="utf-8") as f:
+        f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
