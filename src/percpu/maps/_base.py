@@ -555,7 +555,7 @@ class Map:
                 features.record(features.BATCH_OPS, self.info.type, True)
                 return
             except _libbpf.PartialBatch as exc:
-                if not (exc.done == 0 and exc.errno in NOT_SUPPORTED_ERRNOS):
+                if not (_batch_unsupported(exc) or (exc.done == 0 and exc.errno in NOT_SUPPORTED_ERRNOS)):
                     raise self._error(exc, f"update_batch (after {exc.done} of {n} elements)") from exc
                 features.record(features.BATCH_OPS, self.info.type, False)
         ks, el = self.info.key_size, self.layout.element_bytes
@@ -580,7 +580,7 @@ class Map:
                         errno=exc.errno,
                         map_name=self.name,
                     ) from exc
-                if not (exc.done == 0 and exc.errno in NOT_SUPPORTED_ERRNOS):
+                if not (_batch_unsupported(exc) or (exc.done == 0 and exc.errno in NOT_SUPPORTED_ERRNOS)):
                     raise self._error(exc, f"delete_batch (after {exc.done} of {n} keys)") from exc
         ks = self.info.key_size
         for i in range(n):
@@ -601,3 +601,9 @@ def _btf_codec(btf_id: int, type_id: int, size: int) -> Codec | None:
     except ImportError:  # pragma: no cover - btf support is part of the package
         return None
     return codec_from_btf(btf_id, type_id, size)
+
+
+def _batch_unsupported(exc: _libbpf.PartialBatch) -> bool:
+    """The map type has no batch operation at all (ENOTSUPP, 524: per-CPU arrays before 5.13). The kernel
+    then returns before touching the count, which still holds the number asked for: nothing was done."""
+    return exc.errno in (_errno.EOPNOTSUPP, 524)
