@@ -29,6 +29,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DEFAULT_TESTS = (
     "tests/vm/test_vm.py",
     "tests/kernel/test_maps_kernel.py",
+    "tests/kernel/test_cpu_flag_kernel.py",
     "tests/kernel/test_syscount_kernel.py",
     "tests/kernel/test_cli_syscalls.py",
     "tests/kernel/test_inspect_kernel.py",
