@@ -1,16 +1,32 @@
 """tests/kernel and tests/vm run for real, as root, against the running kernel (tests/vm inside the VM
 matrix). Without root they are skipped, and the skip says why; as root a feature this kernel has must
-work: nothing there skips on a kernel error."""
+work: nothing there skips on a kernel error.
+
+Every suite runs in percpu's guard-page proof mode (``PERCPU_GUARD_PAGES=1``, set here for the whole
+session and inherited by the CLI subprocesses and VM guests that run this conftest): every buffer percpu
+hands to the kernel or libbpf ends at a page boundary followed by an inaccessible page, so an overrun is
+EFAULT or a fault, never silent corruption. The session ends by reporting how many distinct call sites
+allocated that way (in this process and in every percpu subprocess it started).
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
+
+from percpu import layout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NOT_ROOT = pytest.mark.skip(reason="needs root (BPF maps and programs): run as root")
 MARKS = {os.path.join(HERE, "kernel"): pytest.mark.kernel, os.path.join(HERE, "vm"): pytest.mark.vm}
+
+os.environ.setdefault(layout.GUARD_ENV, "1")
+if layout.guard_mode() and layout.GUARD_REPORT_ENV not in os.environ:
+    fd, _REPORT = tempfile.mkstemp(prefix="percpu-guard-sites-")
+    os.close(fd)
+    os.environ[layout.GUARD_REPORT_ENV] = _REPORT
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -20,3 +36,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(mark)
                 if os.geteuid() != 0:
                     item.add_marker(NOT_ROOT)
+
+
+def covered_sites() -> set[str]:
+    """Distinct call sites that allocated guarded buffers, here and in subprocesses that have exited."""
+    sites = {s for s in layout.guard_sites() if "/tests/" not in s and not s.startswith("tests/")}
+    report = os.environ.get(layout.GUARD_REPORT_ENV)
+    if report and os.path.exists(report):
+        with open(report, encoding="utf-8") as f:
+            sites |= {line.strip() for line in f if line.strip() and not line.startswith("tests/")}
+    return sites
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not layout.guard_mode():
+        terminalreporter.write_line("guard pages: off (PERCPU_GUARD_PAGES=0)")
+        return
+    sites = covered_sites()
+    terminalreporter.write_line(
+        f"guard pages: every percpu buffer ended at an inaccessible page; {len(sites)} distinct call sites"
+    )
+    out = os.environ.get("PERCPU_GUARD_SITES_OUT")
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write("".join(f"{s}\n" for s in sorted(sites)))

@@ -2,8 +2,9 @@
 
 The public API is re-exported here; the modules behind it are layered, each importing only downward:
 
-``_libbpf`` (the one binding to libbpf) -> ``cpus`` (topology) -> ``values`` / ``maps`` (typed maps) ->
-``objects`` (programs, links) -> ``syscount`` (collector) -> ``cli`` / ``exporter``.
+``layout`` (per-CPU geometry, buffers) -> ``_libbpf`` (the one binding to libbpf) -> ``cpus`` (topology)
+-> ``features`` (memoized probes) -> ``values`` / ``maps`` (typed maps) -> ``objects`` (programs, links)
+-> ``syscount`` (collector) -> ``cli`` / ``exporter``.
 
 Importing percpu makes no syscall and loads no library; libbpf is loaded on first use.
 """
@@ -14,8 +15,10 @@ from .errors import (
     BpfError,
     BtfError,
     CpuNotPossible,
+    KeyExists,
     KeyNotFound,
     LibbpfError,
+    MapFull,
     MapNotFound,
     MapTypeError,
     NotSupported,
@@ -23,6 +26,7 @@ from .errors import (
     PermissionDenied,
     ProgramLoadError,
     SizeMismatch,
+    TopologyMismatch,
     TypeSpecError,
     UnknownSyscall,
 )
@@ -60,10 +64,12 @@ __all__ = [
     "CpuNotPossible",
     "Hash",
     "Int",
+    "KeyExists",
     "KeyNotFound",
     "LibbpfError",
     "LruPerCpuHash",
     "Map",
+    "MapFull",
     "MapNotFound",
     "MapType",
     "MapTypeError",
@@ -79,6 +85,7 @@ __all__ = [
     "SizeMismatch",
     "Snapshot",
     "Topology",
+    "TopologyMismatch",
     "TypeSpecError",
     "UnknownSyscall",
     "__version__",

@@ -25,11 +25,12 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
 from .errors import LibbpfError
+from .layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout, alloc
 
 __all__ = [
     "BPF_ANY",
@@ -49,8 +50,6 @@ BPF_ANY = 0
 BPF_NOEXIST = 1
 BPF_EXIST = 2
 BPF_F_LOCK = 4
-BPF_F_CPU = 8  # Linux 7.0: one CPU's slot, CPU id in flags bits 63..32
-BPF_F_ALL_CPUS = 16  # Linux 7.0: one value written to every CPU's slot
 
 MIN_LIBBPF = (1, 0)
 
@@ -87,6 +86,10 @@ class ProgInfo(NamedTuple):
 class Backend(Protocol):
     """What the layers above need from the kernel; :class:`Libbpf` is the real one."""
 
+    # Where this machine's CPU lists (possible, online, present) are read: sysfs for the real kernel, a
+    # fake's own files in tests, so the CPU ids and the possible count come from one source.
+    cpu_root: str
+
     def num_possible_cpus(self) -> int: ...
     def map_create(
         self,
@@ -106,13 +109,19 @@ class Backend(Protocol):
     def obj_pin(self, fd: int, path: str) -> None: ...
     def map_info(self, fd: int) -> MapInfo: ...
     def close(self, fd: int) -> None: ...
-    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None: ...
-    def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None: ...
-    def map_delete(self, fd: int, key: np.ndarray) -> None: ...
-    def map_lookup_and_delete(
-        self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0
+    def map_lookup(
+        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
     ) -> None: ...
-    def map_get_next_key(self, fd: int, key: np.ndarray | None, next_key: np.ndarray) -> bool: ...
+    def map_update(
+        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
+    ) -> None: ...
+    def map_delete(self, fd: int, key: np.ndarray, layout: Layout) -> None: ...
+    def map_lookup_and_delete(
+        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
+    ) -> None: ...
+    def map_get_next_key(
+        self, fd: int, key: np.ndarray | None, next_key: np.ndarray, layout: Layout
+    ) -> bool: ...
     def map_lookup_batch(
         self,
         fd: int,
@@ -121,15 +130,14 @@ class Backend(Protocol):
         keys: np.ndarray,
         values: np.ndarray,
         count: int,
-        need: int,
-        key_size: int,
+        layout: Layout,
         delete: bool = False,
         elem_flags: int = 0,
     ) -> tuple[int, bool]: ...
     def map_update_batch(
-        self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, need: int, elem_flags: int = 0
+        self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, layout: Layout, elem_flags: int = 0
     ) -> int: ...
-    def map_delete_batch(self, fd: int, keys: np.ndarray, count: int) -> int: ...
+    def map_delete_batch(self, fd: int, keys: np.ndarray, count: int, layout: Layout) -> int: ...
 
 
 # --- struct layouts (uapi/linux/bpf.h) -------------------------------------------------------------------
@@ -282,9 +290,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_update_batch": (_I, [_I, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
     "bpf_map_delete_batch": (_I, [_I, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
     "bpf_map_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
-    "bpf_prog_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
     "bpf_map_get_fd_by_id": (_I, [_U32]),
-    "bpf_prog_get_fd_by_id": (_I, [_U32]),
     "bpf_btf_get_fd_by_id": (_I, [_U32]),
     "bpf_obj_get": (_I, [_S]),
     "bpf_obj_pin": (_I, [_I, _S]),
@@ -317,6 +323,40 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
 }
 
 
+# libbpf's print hook is process-wide: one thunk, created on first use and kept for the life of the
+# process. A thunk per Libbpf instance would dangle once its instance was collected, and libbpf's next
+# message would jump into freed memory.
+_MESSAGES: deque[str] = deque(maxlen=200)
+_print_lock = threading.Lock()
+_print_thunk: Any = None
+_vsnprintf: Any = None
+
+
+def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
+    if fmt is None or _vsnprintf is None:
+        return 0
+    buf = ctypes.create_string_buffer(1024)
+    # On x86_64 and arm64 a va_list argument arrives as a pointer, which vsnprintf accepts as is.
+    _vsnprintf(buf, len(buf), fmt, args)
+    _MESSAGES.append(buf.value.decode(errors="replace").rstrip())
+    return 0
+
+
+def _install_print_hook(lib: ctypes.CDLL) -> None:
+    global _print_thunk, _vsnprintf  # noqa: PLW0603 - one hook per process, as libbpf has
+    with _print_lock:
+        if _print_thunk is not None:
+            return
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        vsnprintf = libc.vsnprintf
+        vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+        vsnprintf.restype = ctypes.c_int
+        _vsnprintf = vsnprintf
+        # libbpf prints warnings on stderr by default; keep them for error messages instead.
+        _print_thunk = _PRINT_FN(_on_print)
+        lib.libbpf_set_print(_print_thunk)
+
+
 def _ptr(buf: np.ndarray | None) -> int | None:
     return None if buf is None else int(buf.ctypes.data)
 
@@ -327,6 +367,23 @@ def _require(buf: np.ndarray, need: int, what: str) -> None:
     if buf.nbytes < need:
         # A bug in percpu, never user input: the layer above sizes every buffer from the map's info.
         raise ValueError(f"{what}: buffer of {buf.nbytes} bytes, the kernel writes {need}")
+
+
+_T = TypeVar("_T", bound=ctypes.Structure)
+
+
+def _struct(cls: type[_T]) -> _T:
+    """A zeroed ``cls`` the kernel writes into, in memory from :func:`percpu.layout.alloc` (guard pages
+    in the proof mode)."""
+    return cls.from_buffer(alloc(ctypes.sizeof(cls)).data)
+
+
+def _require_key(buf: np.ndarray, need: int, what: str) -> None:
+    """Buffers the kernel only reads (keys, tokens): at least ``need`` bytes, contiguous."""
+    if not buf.flags.c_contiguous:
+        raise ValueError(f"{what}: buffer must be C-contiguous")
+    if buf.nbytes < need:
+        raise ValueError(f"{what}: key buffer of {buf.nbytes} bytes, the kernel reads {need}")
 
 
 def _check(ret: int) -> int:
@@ -362,23 +419,10 @@ class Libbpf:
                 "(Debian bookworm and Ubuntu 22.10+ ship it as libbpf1)"
             )
         self.path = name
-        self.messages: deque[str] = deque(maxlen=200)
-        self._lock = threading.Lock()
-        # libbpf prints warnings on stderr by default; keep them for error messages instead.
-        self._print_cb = _PRINT_FN(self._on_print)
-        self._lib.libbpf_set_print(self._print_cb)
-        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        self._libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
-        self._libc.vsnprintf.restype = ctypes.c_int
-
-    def _on_print(self, level: int, fmt: bytes | None, args: int | None) -> int:
-        if fmt is None:
-            return 0
-        buf = ctypes.create_string_buffer(1024)
-        # On x86_64 and arm64 a va_list argument arrives as a pointer, which vsnprintf accepts as is.
-        self._libc.vsnprintf(buf, len(buf), fmt, args)
-        self.messages.append(buf.value.decode(errors="replace").rstrip())
-        return 0
+        self._possible: int | None = None
+        # Shared by every instance: libbpf has one print hook per process (see _install_print_hook).
+        self.messages = _MESSAGES
+        _install_print_hook(self._lib)
 
     def fn(self, name: str) -> Any:
         f = getattr(self._lib, name, None)
@@ -395,8 +439,13 @@ class Libbpf:
 
     # --- topology -------------------------------------------------------------------------------------
 
+    cpu_root = "/sys/devices/system/cpu"  # where the CPU lists this kernel describes live
+
     def num_possible_cpus(self) -> int:
-        return _check(int(self.fn("libbpf_num_possible_cpus")()))
+        """The kernel's own count of possible CPUs: what sizes every per-CPU buffer."""
+        if self._possible is None:
+            self._possible = _check(int(self.fn("libbpf_num_possible_cpus")()))
+        return self._possible
 
     # --- maps: lifetime -------------------------------------------------------------------------------
 
@@ -426,21 +475,12 @@ class Libbpf:
         return _check(self.fn("bpf_map_get_fd_by_id")(map_id))
 
     def map_get_next_id(self, start: int) -> int | None:
-        return self._next_id("bpf_map_get_next_id", start)
-
-    def prog_get_next_id(self, start: int) -> int | None:
-        return self._next_id("bpf_prog_get_next_id", start)
-
-    def _next_id(self, fn: str, start: int) -> int | None:
         out = _U32(0)
-        ret = self.fn(fn)(start, ctypes.byref(out))
+        ret = self.fn("bpf_map_get_next_id")(start, ctypes.byref(out))
         if ret == -_errno.ENOENT:
             return None
         _check(ret)
         return int(out.value)
-
-    def prog_get_fd_by_id(self, prog_id: int) -> int:
-        return _check(self.fn("bpf_prog_get_fd_by_id")(prog_id))
 
     def btf_get_fd_by_id(self, btf_id: int) -> int:
         return _check(self.fn("bpf_btf_get_fd_by_id")(btf_id))
@@ -459,7 +499,7 @@ class Libbpf:
         _check(self.fn("bpf_obj_get_info_by_fd")(fd, ctypes.byref(info), ctypes.byref(size)))
 
     def map_info(self, fd: int) -> MapInfo:
-        i = _BpfMapInfo()
+        i = _struct(_BpfMapInfo)
         self._info(fd, i)
         return MapInfo(
             id=i.id,
@@ -476,12 +516,14 @@ class Libbpf:
         )
 
     def prog_info(self, fd: int) -> ProgInfo:
-        i = _BpfProgInfo()
+        i = _struct(_BpfProgInfo)
         self._info(fd, i)
         n = i.nr_map_ids
-        ids = (_U32 * max(n, 1))()
+        ids = alloc(4 * n).view(np.uint32)
         if n:
-            j = _BpfProgInfo(nr_map_ids=n, map_ids=ctypes.addressof(ids))
+            j = _struct(_BpfProgInfo)
+            j.nr_map_ids = n
+            j.map_ids = ids.ctypes.data
             self._info(fd, j)
             i = j
         return ProgInfo(
@@ -491,7 +533,7 @@ class Libbpf:
             tag=bytes(i.tag).hex(),
             run_time_ns=i.run_time_ns,
             run_cnt=i.run_cnt,
-            map_ids=tuple(int(x) for x in ids[:n]),
+            map_ids=tuple(int(x) for x in ids[: min(n, i.nr_map_ids)]),
             btf_id=i.btf_id,
         )
 
@@ -499,12 +541,14 @@ class Libbpf:
         """The raw BTF blob (header, types, strings) the kernel holds under ``btf_id``."""
         fd = self.btf_get_fd_by_id(btf_id)
         try:
-            first = _BtfInfo()
+            first = _struct(_BtfInfo)
             self._info(fd, first)
-            data = ctypes.create_string_buffer(first.btf_size)
-            second = _BtfInfo(btf=ctypes.addressof(data), btf_size=first.btf_size)
+            data = alloc(first.btf_size)
+            second = _struct(_BtfInfo)
+            second.btf = data.ctypes.data
+            second.btf_size = first.btf_size
             self._info(fd, second)
-            return data.raw[: second.btf_size]
+            return data[: min(second.btf_size, first.btf_size)].tobytes()
         finally:
             os.close(fd)
 
@@ -514,26 +558,45 @@ class Libbpf:
 
     # --- maps: elements -------------------------------------------------------------------------------
 
-    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
-        _require(value, need, "lookup")
+    def _sized(self, layout: Layout) -> Layout:
+        """``layout``, refused unless its CPU count is the kernel's own: every size guard below then checks
+        against what the kernel copies, whatever the caller believed."""
+        if layout.percpu and layout.possible_cpus != self.num_possible_cpus():
+            raise ValueError(
+                f"layout for {layout.possible_cpus} possible CPUs; the kernel has {self.num_possible_cpus()}"
+            )
+        return layout
+
+    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
+        lay = self._sized(layout)
+        _require_key(key, lay.key_size, "lookup")
+        _require(value, lay.value_bytes(flags), "lookup")
         _check(self.fn("bpf_map_lookup_elem_flags")(fd, _ptr(key), _ptr(value), flags))
 
-    def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
+    def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
+        lay = self._sized(layout)
+        _require_key(key, lay.key_size, "update")
+        need = lay.value_bytes(flags)
         if value.nbytes < need:
             raise ValueError(f"update: value buffer of {value.nbytes} bytes, the kernel reads {need}")
         _check(self.fn("bpf_map_update_elem")(fd, _ptr(key), _ptr(value), flags))
 
-    def map_delete(self, fd: int, key: np.ndarray) -> None:
+    def map_delete(self, fd: int, key: np.ndarray, layout: Layout) -> None:
+        _require_key(key, layout.key_size, "delete")
         _check(self.fn("bpf_map_delete_elem")(fd, _ptr(key)))
 
     def map_lookup_and_delete(
-        self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0
+        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
     ) -> None:
-        _require(value, need, "lookup_and_delete")
+        lay = self._sized(layout)
+        _require_key(key, lay.key_size, "lookup_and_delete")
+        _require(value, lay.value_bytes(flags), "lookup_and_delete")
         _check(self.fn("bpf_map_lookup_and_delete_elem_flags")(fd, _ptr(key), _ptr(value), flags))
 
-    def map_get_next_key(self, fd: int, key: np.ndarray | None, next_key: np.ndarray) -> bool:
-        _require(next_key, next_key.nbytes, "get_next_key")
+    def map_get_next_key(self, fd: int, key: np.ndarray | None, next_key: np.ndarray, layout: Layout) -> bool:
+        if key is not None:
+            _require_key(key, layout.key_size, "get_next_key")
+        _require(next_key, layout.key_size, "get_next_key next_key")
         ret = self.fn("bpf_map_get_next_key")(fd, _ptr(key), _ptr(next_key))
         if ret == -_errno.ENOENT:
             return False
@@ -548,19 +611,21 @@ class Libbpf:
         keys: np.ndarray,
         values: np.ndarray,
         count: int,
-        need: int,
-        key_size: int,
+        layout: Layout,
         delete: bool = False,
         elem_flags: int = 0,
     ) -> tuple[int, bool]:
         """One batch call. Returns (elements read, reached the end).
 
-        ``need`` is the bytes the kernel writes per value, ``key_size`` per key; ``out_batch`` receives the
-        kernel's position token (a u32 bucket index for hashes, a key for arrays).
+        ``out_batch`` receives the kernel's position token (a u32 bucket index for hashes, a key for
+        arrays); ``in_batch`` is the previous call's.
         """
-        _require(values, need * count, "lookup_batch values")
-        _require(keys, key_size * count, "lookup_batch keys")
-        _require(out_batch, max(key_size, 4), "lookup_batch out_batch")
+        lay = self._sized(layout)
+        _require(values, lay.values_bytes(count, elem_flags), "lookup_batch values")
+        _require(keys, lay.keys_bytes(count), "lookup_batch keys")
+        _require(out_batch, lay.token_bytes, "lookup_batch out_batch")
+        if in_batch is not None:
+            _require_key(in_batch, lay.token_bytes, "lookup_batch in_batch")
         n = _U32(count)
         opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=elem_flags)
         name = "bpf_map_lookup_and_delete_batch" if delete else "bpf_map_lookup_batch"
@@ -573,9 +638,11 @@ class Libbpf:
         return int(n.value), False
 
     def map_update_batch(
-        self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, need: int, elem_flags: int = 0
+        self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, layout: Layout, elem_flags: int = 0
     ) -> int:
-        if values.nbytes < need * count:
+        lay = self._sized(layout)
+        _require_key(keys, lay.keys_bytes(count), "update_batch keys")
+        if values.nbytes < lay.values_bytes(count, elem_flags):
             raise ValueError("update_batch: value buffer smaller than the kernel reads")
         n = _U32(count)
         opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=elem_flags)
@@ -586,7 +653,8 @@ class Libbpf:
             raise PartialBatch(-ret, int(n.value))
         return int(n.value)
 
-    def map_delete_batch(self, fd: int, keys: np.ndarray, count: int) -> int:
+    def map_delete_batch(self, fd: int, keys: np.ndarray, count: int, layout: Layout) -> int:
+        _require_key(keys, layout.keys_bytes(count), "delete_batch keys")
         n = _U32(count)
         opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
         ret = self.fn("bpf_map_delete_batch")(fd, _ptr(keys), ctypes.byref(n), ctypes.byref(opts))
@@ -619,7 +687,10 @@ class Libbpf:
 
     def prog_load_insns(self, prog_type: int, name: str, insns: list[tuple[int, int, int, int]]) -> int:
         """Load a program given as (code, regs, off, imm) tuples; used for probes and tests."""
-        arr = (_BpfInsn * len(insns))(*[_BpfInsn(c, r, o, i) for c, r, o, i in insns])
+        mem = alloc(ctypes.sizeof(_BpfInsn) * len(insns))
+        arr = (_BpfInsn * len(insns)).from_buffer(mem.data)
+        for slot, (c, r, o, i) in zip(arr, insns, strict=True):
+            slot.code, slot.regs, slot.off, slot.imm = c, r, o, i
         return _check(
             self.fn("bpf_prog_load")(
                 prog_type, name.encode()[:15], b"GPL", ctypes.addressof(arr), len(insns), None

@@ -237,8 +237,7 @@ class Btf:
         if out.fields > MAX_FIELDS:
             raise BtfError(
                 f"BTF type {type_id} ({self._safe_name(type_id)}) has more than {MAX_FIELDS:,} fields "
-                "when flattened, more than percpu lays out; declare the type instead (value=...) or read "
-                "it as raw bytes",
+                "when flattened, more than percpu lays out",
                 type_id=type_id,
             )
         self._layouts[type_id] = out

@@ -15,9 +15,9 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import overload
 
-from .errors import CpuNotPossible, PercpuError
+from .errors import CpuNotPossible, PercpuError, TopologyMismatch
 
-__all__ = ["CpuList", "Topology", "parse_cpu_list", "topology"]
+__all__ = ["CpuList", "Topology", "machine", "parse_cpu_list", "possible_cpus", "topology"]
 
 SYSFS_CPU = "/sys/devices/system/cpu"
 
@@ -174,3 +174,30 @@ class Topology:
 def topology(root: str = SYSFS_CPU) -> Topology:
     """The shared :class:`Topology` for ``root`` (one per root, so ``possible`` is read once)."""
     return Topology(root)
+
+
+def machine() -> Topology:
+    """The CPU lists of the machine the kernel seam describes (sysfs, or a test fake's own files)."""
+    from . import _libbpf
+
+    return topology(_libbpf.backend().cpu_root)
+
+
+def possible_cpus() -> CpuList:
+    """The possible CPUs, in slot order, checked against the kernel's own count.
+
+    Per-CPU buffers are sized by ``libbpf_num_possible_cpus()``; the ids here name their slots. Lists that
+    disagree with the kernel's count raise :class:`~percpu.errors.TopologyMismatch` instead of putting
+    values under the wrong CPU ids.
+    """
+    from . import _libbpf
+
+    topo = machine()
+    n = _libbpf.backend().num_possible_cpus()
+    if len(topo.possible) != n:
+        raise TopologyMismatch(
+            f"{topo.root}/possible lists {len(topo.possible)} CPUs ({topo.possible}) but the kernel counts "
+            f"{n} possible CPUs; per-CPU values follow the kernel's count. Is another sysfs mounted at "
+            f"{topo.root}?"
+        )
+    return topo.possible

@@ -17,8 +17,10 @@ __all__ = [
     "BtfError",
     "CpuNotPossible",
     "InvalidFilter",
+    "KeyExists",
     "KeyNotFound",
     "LibbpfError",
+    "MapFull",
     "MapNotFound",
     "MapTypeError",
     "NotSupported",
@@ -26,6 +28,7 @@ __all__ = [
     "PermissionDenied",
     "ProgramLoadError",
     "SizeMismatch",
+    "TopologyMismatch",
     "TypeSpecError",
     "UnknownSyscall",
     "from_errno",
@@ -93,6 +96,22 @@ class KeyNotFound(BpfError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.message
+
+
+class KeyExists(BpfError):
+    """The key is already in the map and the update said BPF_NOEXIST (EEXIST)."""
+
+
+class MapFull(BpfError):
+    """A hash map holds ``max_entries`` elements and the update would add one more (E2BIG)."""
+
+
+class TopologyMismatch(PercpuError):
+    """The CPU lists percpu read disagree with the kernel's own count of possible CPUs.
+
+    Per-CPU buffers are sized by the kernel's count; a CPU list of another length would put values under
+    the wrong CPU ids, so percpu refuses it.
+    """
 
 
 class MapNotFound(BpfError, LookupError):
@@ -180,6 +199,11 @@ class TypeSpecError(PercpuError, ValueError):
     parse; the message points at the place and says what was expected there."""
 
 
+# What a kernel says when it lacks an operation or a flag altogether: EINVAL (unknown command or flag),
+# EOPNOTSUPP, and the kernel-internal ENOTSUPP (524) that leaks to user space from some map types.
+ENOTSUPP = 524
+NOT_SUPPORTED_ERRNOS = frozenset({_errno.EINVAL, _errno.EOPNOTSUPP, ENOTSUPP})
+
 _PRIV_HINT = "run as root, or grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)"
 
 
@@ -194,7 +218,9 @@ def from_errno(err: int, what: str, *, map_name: str | None = None) -> BpfError:
         return PermissionDenied(f"{what}{where}: {text}; {_PRIV_HINT}", errno=err, map_name=map_name)
     if err == _errno.ENOENT:
         return KeyNotFound(f"{what}{where}: no such key", errno=err, map_name=map_name)
-    if err in (_errno.ENOTSUP, _errno.EOPNOTSUPP, getattr(_errno, "ENOTSUPP", 524)):
+    if err == _errno.EEXIST:
+        return KeyExists(f"{what}{where}: the key exists", errno=err, map_name=map_name)
+    if err in (_errno.EOPNOTSUPP, ENOTSUPP):
         return NotSupported(
             f"{what}{where}: not supported by this kernel or map type",
             feature=what,

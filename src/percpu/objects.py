@@ -14,39 +14,110 @@ descriptors (a :class:`~percpu.maps.Map` handed out by :meth:`BpfObject.map` hol
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno as _errno
 import os
+import threading
+import weakref
 from typing import Any
 
 from . import _libbpf
 from .errors import AttachError, BpfError, LibbpfError, PercpuError, ProgramLoadError, from_errno
+from .layout import alloc
 from .maps import Map
 from .values import TypeSpec
 
-__all__ = ["BpfObject", "Link", "Program"]
+__all__ = ["BpfObject", "Link", "Program", "Rodata"]
 
 _LOG_SIZE = 1 << 20
+
+
+class _State:
+    """The libbpf handles of one :class:`BpfObject`, apart from the object itself, so that a finalizer, a
+    fork handler, its programs and its links can use them without keeping the object alive.
+
+    ``lock`` is held while libbpf memory of the object is used; :meth:`release` takes it too, so a close
+    in one thread waits for a reader in another, and everything after it sees ``obj`` is None.
+    """
+
+    def __init__(self, lib: _libbpf.Libbpf, obj: int, path: str) -> None:
+        self.lib = lib
+        self.obj: int | None = obj
+        self.path = path
+        self.loaded = False
+        self.links: dict[int, str] = {}  # bpf_link pointer -> program name
+        self.lock = threading.RLock()
+        self.pid = os.getpid()
+
+    def handle(self) -> int:
+        if self.obj is None:
+            raise PercpuError(f"BPF object {self.path} is closed")
+        return self.obj
+
+    def release(self) -> None:
+        """Detach every link and close the object (idempotent; the finalizer of a dropped object)."""
+        with self.lock:
+            links, self.links = self.links, {}
+            for ptr in links:
+                self.lib.link_destroy(ptr)
+            obj, self.obj = self.obj, None
+            if obj is not None:
+                self.lib.object_close(obj)
+
+    def forget_links_after_fork(self) -> None:
+        """In a child forked without exec: close the child's copies of the link fds, so the programs stay
+        attached only as long as the parent wants them. libbpf's link structures are left alone: destroying
+        a perf-event link disables the event, which the parent shares."""
+        for ptr in self.links:
+            with contextlib.suppress(OSError):
+                os.close(int(self.lib.fn("bpf_link__fd")(ptr)))
+        self.links = {}
+        self.pid = os.getpid()
+
+
+_live: weakref.WeakSet[_State] = weakref.WeakSet()
+_fork_hook = threading.Lock()
+_fork_hook_installed = False
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_live):
+        state.forget_links_after_fork()
+
+
+def _track(state: _State) -> None:
+    global _fork_hook_installed  # noqa: PLW0603 - one fork handler per process, installed on first use
+    with _fork_hook:
+        if not _fork_hook_installed:
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+            _fork_hook_installed = True
+        _live.add(state)
 
 
 class Link:
     """An attached program; :meth:`close` detaches it."""
 
-    def __init__(self, lib: _libbpf.Libbpf, ptr: int, program: str) -> None:
-        self._lib = lib
-        self._ptr: int | None = ptr
+    def __init__(self, state: _State, ptr: int, program: str) -> None:
+        self._state = state
+        self._ptr = ptr
         self.program = program
 
     @property
+    def attached(self) -> bool:
+        return self._ptr in self._state.links
+
+    @property
     def fd(self) -> int:
-        if self._ptr is None:
-            raise PercpuError(f"link of {self.program} is closed")
-        return int(self._lib.fn("bpf_link__fd")(self._ptr))
+        with self._state.lock:
+            if not self.attached:
+                raise PercpuError(f"link of {self.program} is closed")
+            return int(self._state.lib.fn("bpf_link__fd")(self._ptr))
 
     def close(self) -> None:
-        ptr, self._ptr = self._ptr, None
-        if ptr is not None:
-            self._lib.link_destroy(ptr)
+        with self._state.lock:
+            if self._state.links.pop(self._ptr, None) is not None:
+                self._state.lib.link_destroy(self._ptr)
 
     def __enter__(self) -> Link:
         return self
@@ -55,71 +126,119 @@ class Link:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Link {self.program} {'closed' if self._ptr is None else 'attached'}>"
+        return f"<Link {self.program} {'attached' if self.attached else 'closed'}>"
 
 
 class Program:
-    """One program of a :class:`BpfObject`."""
+    """One program of a :class:`BpfObject`. Once the object is closed every use raises
+    :class:`PercpuError`: the program's libbpf memory is gone."""
 
-    def __init__(self, obj: BpfObject, ptr: int) -> None:
-        self._obj = obj
+    def __init__(self, state: _State, ptr: int) -> None:
+        self._state = state
         self._ptr = ptr
-        self.name = obj._lib.program_name(ptr)
-        self.section = obj._lib.program_section(ptr)
+        self.name = state.lib.program_name(ptr)
+        self.section = state.lib.program_section(ptr)
 
     @property
     def autoload(self) -> bool:
-        return bool(self._obj._lib.fn("bpf_program__autoload")(self._ptr))
+        with self._state.lock:
+            self._state.handle()
+            return bool(self._state.lib.fn("bpf_program__autoload")(self._ptr))
 
     @autoload.setter
     def autoload(self, on: bool) -> None:
-        if self._obj.loaded:
-            raise PercpuError(f"program {self.name}: autoload can only change before load()")
-        self._obj._lib.program_set_autoload(self._ptr, on)
+        with self._state.lock:
+            self._state.handle()
+            if self._state.loaded:
+                raise PercpuError(f"program {self.name}: autoload can only change before load()")
+            self._state.lib.program_set_autoload(self._ptr, on)
 
     @property
     def fd(self) -> int:
-        try:
-            return self._obj._lib.program_fd(self._ptr)
-        except OSError as exc:
-            raise PercpuError(f"program {self.name} is not loaded") from exc
+        with self._state.lock:
+            self._state.handle()
+            try:
+                return self._state.lib.program_fd(self._ptr)
+            except OSError as exc:
+                raise PercpuError(f"program {self.name} is not loaded") from exc
 
     def info(self) -> _libbpf.ProgInfo:
         """Kernel info, including run count and run time when ``kernel.bpf_stats_enabled`` is on."""
-        try:
-            return self._obj._lib.prog_info(self.fd)
-        except OSError as exc:
-            raise from_errno(exc.errno or 0, f"info of program {self.name}") from exc
+        with self._state.lock:
+            fd = self.fd
+            try:
+                return self._state.lib.prog_info(fd)
+            except OSError as exc:
+                raise from_errno(exc.errno or 0, f"info of program {self.name}") from exc
 
     def attach(self) -> Link:
         """Attach at the hook its section names (``tp_btf/sys_enter``, ``raw_tp/...``, ...)."""
-        lib = self._obj._lib
-        lib.messages.clear()
-        try:
-            ptr = lib.program_attach(self._ptr)
-        except OSError as exc:
-            detail = "; ".join(m for m in lib.messages if m)[-400:]
-            err = from_errno(exc.errno or 0, f"attach {self.name} ({self.section})")
-            raise AttachError(f"{err}{': ' + detail if detail else ''}", errno=exc.errno) from exc
-        link = Link(lib, ptr, self.name)
-        self._obj._links.append(link)
-        return link
+        state = self._state
+        lib = state.lib
+        with state.lock:
+            state.handle()
+            lib.messages.clear()
+            try:
+                ptr = lib.program_attach(self._ptr)
+            except OSError as exc:
+                detail = "; ".join(m for m in lib.messages if m)[-400:]
+                err = from_errno(exc.errno or 0, f"attach {self.name} ({self.section})")
+                raise AttachError(f"{err}{': ' + detail if detail else ''}", errno=exc.errno) from exc
+            state.links[ptr] = self.name
+        return Link(state, ptr, self.name)
 
     def __repr__(self) -> str:
         return f"<Program {self.name} ({self.section})>"
 
 
+class Rodata:
+    """The object's ``.rodata`` as bytes, writable until the object is loaded. Every access checks that
+    libbpf still holds that memory: after :meth:`BpfObject.load` or :meth:`BpfObject.close` it raises
+    :class:`PercpuError` instead of touching memory libbpf froze or freed."""
+
+    def __init__(self, state: _State, addr: int, size: int) -> None:
+        self._state = state
+        self._view = memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
+
+    def _live(self) -> memoryview:
+        self._state.handle()
+        if self._state.loaded:
+            raise PercpuError(".rodata is frozen once the object is loaded")
+        return self._view
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def __getitem__(self, i: Any) -> Any:
+        with self._state.lock:
+            got = self._live()[i]
+            return bytes(got) if isinstance(got, memoryview) else got
+
+    def __setitem__(self, i: Any, data: Any) -> None:
+        with self._state.lock:
+            self._live()[i] = data
+
+    def tobytes(self) -> bytes:
+        with self._state.lock:
+            return self._live().tobytes()
+
+
 class BpfObject:
-    """A compiled BPF object file, opened through libbpf. See the module docstring for its states."""
+    """A compiled BPF object file, opened through libbpf. See the module docstring for its states.
+
+    Dropped without :meth:`close`, it is closed by its finalizer (links destroyed, object closed); a child
+    forked without exec closes its copies of the link fds at once, so it never keeps programs attached.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._lib = _libbpf.libbpf()
         if not os.path.exists(self.path):
             raise PercpuError(f"no BPF object at {self.path}")
-        self._log = ctypes.create_string_buffer(_LOG_SIZE)
+        self._log_mem = alloc(_LOG_SIZE)  # the kernel writes the verifier's log here
+        self._log = (ctypes.c_char * _LOG_SIZE).from_buffer(self._log_mem.data)
         try:
-            self._obj: int | None = self._lib.object_open(self.path, self._log)
+            obj = self._lib.object_open(self.path, self._log)
         except OSError as exc:
             detail = "; ".join(self._lib.messages)[-400:]
             raise BpfError(
@@ -127,20 +246,23 @@ class BpfObject:
                 f"{': ' + detail if detail else ''}",
                 errno=exc.errno,
             ) from exc
-        self.loaded = False
-        self._links: list[Link] = []
+        self._state = _State(self._lib, obj, self.path)
+        self._finalizer = weakref.finalize(self, _State.release, self._state)
+        _track(self._state)
         self.programs: dict[str, Program] = {
-            p.name: p for p in (Program(self, ptr) for ptr in self._lib.object_programs(self._obj))
+            p.name: p for p in (Program(self._state, ptr) for ptr in self._lib.object_programs(obj))
         }
-        self._maps: dict[str, int] = {self._lib.map_name(m): m for m in self._lib.object_maps(self._obj)}
+        self._maps: dict[str, int] = {self._lib.map_name(m): m for m in self._lib.object_maps(obj)}
+
+    @property
+    def loaded(self) -> bool:
+        return self._state.loaded
 
     # --- before load --------------------------------------------------------------------------------
 
     @property
     def _handle(self) -> int:
-        if self._obj is None:
-            raise PercpuError(f"BPF object {self.path} is closed")
-        return self._obj
+        return self._state.handle()
 
     def _map_ptr(self, name: str) -> int:
         self._handle  # noqa: B018 - raises if closed
@@ -173,18 +295,20 @@ class BpfObject:
         except OSError as exc:
             raise from_errno(exc.errno or 0, f"set autocreate of {name}") from exc
 
-    def rodata(self) -> memoryview:
+    def rodata(self) -> Rodata:
         """The object's ``.rodata`` (``const volatile`` globals), writable until :meth:`load`.
 
         Values written here are constants to the verifier, which prunes code they disable.
         """
-        if self.loaded:
-            raise PercpuError(".rodata is frozen once the object is loaded")
-        names = [n for n in self._maps if n.endswith(".rodata")]
-        if not names:
-            raise PercpuError(f"{os.path.basename(self.path)} has no .rodata section")
-        addr, size = self._lib.map_initial_value(self._maps[names[0]])
-        return memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
+        with self._state.lock:
+            self._handle  # noqa: B018 - raises if closed
+            if self.loaded:
+                raise PercpuError(".rodata is frozen once the object is loaded")
+            names = [n for n in self._maps if n.endswith(".rodata")]
+            if not names:
+                raise PercpuError(f"{os.path.basename(self.path)} has no .rodata section")
+            addr, size = self._lib.map_initial_value(self._maps[names[0]])
+            return Rodata(self._state, addr, size)
 
     def set_rodata(self, data: bytes | ctypes.Structure, offset: int = 0) -> None:
         raw = bytes(data)
@@ -202,7 +326,8 @@ class BpfObject:
         """Load the programs whose autoload is on, and create the maps. Verifier errors carry the log."""
         self._lib.messages.clear()
         try:
-            self._lib.object_load(self._handle)
+            with self._state.lock:
+                self._lib.object_load(self._handle)
         except OSError as exc:
             log = self._log.value.decode(errors="replace")
             libbpf_said = "\n".join(self._lib.messages)
@@ -215,7 +340,7 @@ class BpfObject:
                 log=log or libbpf_said,
                 errno=exc.errno,
             ) from exc
-        self.loaded = True
+        self._state.loaded = True
         return self
 
     # --- after load ---------------------------------------------------------------------------------
@@ -246,12 +371,8 @@ class BpfObject:
         return self.program(name).attach()
 
     def close(self) -> None:
-        for link in self._links:
-            link.close()
-        self._links.clear()
-        obj, self._obj = self._obj, None
-        if obj is not None:
-            self._lib.object_close(obj)
+        """Detach every program and close the object; its programs and .rodata are unusable after."""
+        self._finalizer()
 
     def __enter__(self) -> BpfObject:
         return self
@@ -260,18 +381,8 @@ class BpfObject:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._obj is None else "loaded" if self.loaded else "opened"
+        state = "closed" if self._state.obj is None else "loaded" if self.loaded else "opened"
         return f"<BpfObject {os.path.basename(self.path)} {state}>"
-
-
-def load(path: str | os.PathLike[str]) -> BpfObject:
-    """Open and load a ``.bpf.o`` in one step (for objects that need no configuration)."""
-    obj = BpfObject(path)
-    try:
-        return obj.load()
-    except BaseException:
-        obj.close()
-        raise
 
 
 def bundled(name: str) -> str:

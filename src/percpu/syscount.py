@@ -17,6 +17,7 @@ import ctypes
 import errno
 import functools
 import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import numpy as np
 
 from . import _libbpf, _procfs
 from . import syscalls as _names
-from .cpus import CpuList, Topology, topology
+from .cpus import CpuList, machine, possible_cpus
 from .errors import AttachError, InvalidFilter, NotSupported, PercpuError, ProgramLoadError
 from .maps import Map
 from .objects import BpfObject, bundled
@@ -532,7 +533,6 @@ class SyscallCounter:
         errors_entries: int = 8192,
         latency_entries: int = 16384,
         detect_compat: bool = True,
-        topology: Topology | None = None,
         obj_path: str | None = None,
         start: bool = True,
     ) -> None:
@@ -554,13 +554,17 @@ class SyscallCounter:
         self.errors_entries = errors_entries
         self.latency_entries = latency_entries
         self.detect_compat = detect_compat and _names.machine_arch() == "x86_64"
-        self._topo = topology or _topology()
+        self._topo = machine()
+        self._cpus = possible_cpus()
         self.arch = _names.machine_arch()
         self._own_obj_path = obj_path
         self._obj_path = obj_path or bundled("syscount.bpf.o")
         self._nobtf = False
         self._obj: BpfObject | None = None
         self._maps: dict[str, Map] = {}
+        # close() and snapshot() may run in different threads (an exporter shutting down while a scrape
+        # reads): the lock makes a snapshot finish before the maps go, or fail with a typed error after.
+        self._lock = threading.RLock()
         self.attach_mode: str | None = None
         self.attach_failures: dict[str, str] = {}
         self.needs_exit = self.filters.failed_only or errors or latency
@@ -600,6 +604,10 @@ class SyscallCounter:
 
     def start(self) -> None:
         """Load and attach, trying attach modes in order of cost; raises if none works."""
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
         if self._obj is not None:
             return
         modes = ATTACH_MODES if self.attach == "auto" else (self.attach,)
@@ -687,20 +695,18 @@ class SyscallCounter:
             if self.needs_exit:
                 obj.attach(exit_)
             self._maps = {
-                "counts": obj.map("counts", value=np.uint64, topology=self._topo),
-                "dropped": obj.map("dropped", value=np.uint64, topology=self._topo),
-                "lost": obj.map("lost", value=np.uint64, topology=self._topo),
+                "counts": obj.map("counts", value=np.uint64),
+                "dropped": obj.map("dropped", value=np.uint64),
+                "lost": obj.map("lost", value=np.uint64),
             }
             if self.per_process:
-                self._maps["proc_counts"] = obj.map(
-                    "proc_counts", key=PROC_KEY, value=np.uint64, topology=self._topo
-                )
+                self._maps["proc_counts"] = obj.map("proc_counts", key=PROC_KEY, value=np.uint64)
             if self.errors:
-                self._maps["errors"] = obj.map("errors", key=ERR_KEY, value=np.uint64, topology=self._topo)
+                self._maps["errors"] = obj.map("errors", key=ERR_KEY, value=np.uint64)
             if self.latency:
-                self._maps["latency"] = obj.map("latency", key=LAT_KEY, value=np.uint64, topology=self._topo)
-                self._maps["lat_index"] = obj.map("lat_index", value=_LAT_INDEX, topology=self._topo)
-                self._maps["lat_rows"] = obj.map("lat_rows", value=_LAT_ROW, topology=self._topo)
+                self._maps["latency"] = obj.map("latency", key=LAT_KEY, value=np.uint64)
+                self._maps["lat_index"] = obj.map("lat_index", value=_LAT_INDEX)
+                self._maps["lat_rows"] = obj.map("lat_rows", value=_LAT_ROW)
         except BaseException:
             for m in self._maps.values():
                 m.close()
@@ -710,11 +716,12 @@ class SyscallCounter:
         self._obj = obj
 
     def close(self) -> None:
-        """Detach the programs and free the maps."""
-        for m in self._maps.values():
+        """Detach the programs and free the maps (waits for a snapshot running in another thread)."""
+        with self._lock:
+            maps, self._maps = self._maps, {}
+            obj, self._obj = self._obj, None
+        for m in maps.values():
             m.close()
-        self._maps = {}
-        obj, self._obj = self._obj, None
         if obj is not None:
             obj.close()
 
@@ -729,18 +736,25 @@ class SyscallCounter:
 
     @property
     def cpus(self) -> CpuList:
-        return self._topo.possible
+        return self._cpus
 
     def programs(self) -> list[Any]:
         """The loaded programs (for run counts and run time when bpf_stats are on)."""
-        if self._obj is None:
-            return []
-        return [p for p in self._obj.programs.values() if p.autoload]
+        with self._lock:
+            if self._obj is None:
+                return []
+            return [p for p in self._obj.programs.values() if p.autoload]
 
     def snapshot(self) -> SyscallSnapshot:
-        """Read every map once (batch reads); never resets a counter and never blocks counting."""
-        if self._obj is None:
-            raise PercpuError("the syscall counter is not running (closed, or start() not called)")
+        """Read every map once (batch reads); never resets a counter and never blocks counting.
+
+        Raises :class:`PercpuError` once the counter is closed, also when another thread closes it."""
+        with self._lock:
+            if self._obj is None:
+                raise PercpuError("the syscall counter is not running (closed, or start() not called)")
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> SyscallSnapshot:
         now = time.monotonic()
         snap = self._maps["counts"].snapshot()
         counts = np.zeros((len(self.cpus), NR_SLOTS), dtype=np.uint64)
@@ -785,10 +799,6 @@ class SyscallCounter:
             return None
         s = m.snapshot()
         return s.keys, s.values
-
-
-def _topology() -> Topology:
-    return topology()
 
 
 def slots_by_name(names: Iterable[str], arch: str | None = None) -> list[int]:

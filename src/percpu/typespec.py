@@ -158,13 +158,12 @@ class _Parser:
         return node
 
     def type(self, depth: int) -> _Node:
-        if depth > _MAX_DEPTH:
-            raise self.error(self.peek()[2], f"nested more than {_MAX_DEPTH} deep")
-        base = self.base(depth)
-        return self.dims(base)
+        return self.dims(self.base(depth))
 
     def base(self, depth: int) -> _Node:
         tok = self.peek()
+        if depth > _MAX_DEPTH:  # every nesting passes here, in either field syntax
+            raise self.error(tok[2], f"nested more than {_MAX_DEPTH} deep")
         packed = False
         if tok[1] == "packed":
             self.i += 1

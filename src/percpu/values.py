@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import operator
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,9 @@ def integer_array(value: Any, dtype: np.dtype[Any], type_name: str) -> np.ndarra
         if not all(info.min <= v <= info.max for v in ints):
             raise PercpuError(f"a value does not fit in {type_name} ({info.min}..{info.max})")
         return np.array(ints, dtype=dtype).reshape(arr.shape)
+    if arr.dtype.kind not in "biuf":
+        # numpy would parse strings ("7") and drop imaginary parts (1+2j -> 1) on the cast
+        raise PercpuError(f"{arr.dtype} values given for {type_name}; give integers")
     if arr.size and arr.dtype.kind in "iuf":
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (np.floor(arr) == arr)):
             raise PercpuError(f"non-integral values given for {type_name}")
@@ -111,9 +115,6 @@ class Codec:
     def decode(self, raw: np.ndarray) -> Any:
         """Decode one element from an array of shape () with this codec's dtype."""
         raise NotImplementedError
-
-    def zero(self) -> Any:
-        return self.decode(np.zeros((), dtype=self.dtype))
 
     @property
     def numeric(self) -> bool:
@@ -162,6 +163,10 @@ class NumpyCodec(Codec):
                     for k, v in value.items():
                         arr[k] = _field_value(v, self.dtype.fields[k][0], f"{self.name}.{k}")
                 else:
+                    if self.dtype.kind != "c" and np.iscomplexobj(value):
+                        raise PercpuError(
+                            f"complex values given for {self.name}: the imaginary part would be lost"
+                        )
                     arr = np.asarray(value, dtype=self.dtype)
         except (ValueError, TypeError, OverflowError, KeyError, FloatingPointError) as exc:
             raise PercpuError(f"cannot store {value!r} as {self.name}: {exc}") from exc
@@ -185,6 +190,8 @@ def _field_value(value: Any, dt: np.dtype[Any], name: str) -> Any:
     """A record field's value, checked like a whole integer value: numpy would store 1.7 as 1 and
     wrap out-of-range numbers in a record silently."""
     base = dt.base if dt.subdtype is not None else dt
+    if base.kind != "c" and np.iscomplexobj(value):
+        raise PercpuError(f"complex values given for {name}: the imaginary part would be lost")
     if base.kind in "iu":
         arr = integer_array(value, base, name)
         if dt.subdtype is not None and arr.shape not in ((), dt.shape):  # a scalar fills the array
@@ -302,8 +309,12 @@ def _codec_of_text(text: str) -> Codec:
         return parse_type(text)
     except TypeSpecError as exc:
         try:
-            dt = np.dtype(text)
-        except (TypeError, ValueError):
+            # numpy parses some strings with ast.literal_eval (SyntaxError) and warns on deprecated
+            # aliases: any complaint of its own means the text is not a type.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                dt = np.dtype(text)
+        except Exception:
             raise exc from None
         if dt.hasobject:
             raise exc from None

@@ -309,7 +309,7 @@ def top_in_tmux(*args: str, cols: int = 80, rows: int = 24) -> Iterator[str]:
     # `trap : INT`: Ctrl-C reaches top (a trapped signal is default again in the child), not the shell.
     script = (
         f"cd {os.getcwd()} && stty cols {cols} rows {rows} && trap : INT; {top}; "
-        "echo percpu-rc=$?; stty -a; sleep 120"
+        "echo percpu-rc=$?; stty -a; echo percpu-end; sleep 120"
     )
     _tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "50", script)
     try:
@@ -382,7 +382,8 @@ def test_top_quits_cleanly_and_restores_the_terminal(how: str) -> None:
             with open(f"/proc/{shell}/task/{shell}/children", encoding="ascii") as f:
                 (top,) = (int(p) for p in f.read().split())
             os.kill(top, signal.SIGTERM)
-        screen = screen_when(session, "percpu-rc=", timeout=10)
+        # stty's report is the last thing printed before the marker: wait for the marker, not the exit code.
+        screen = screen_when(session, "percpu-end", timeout=10)
         assert "percpu-rc=0" in screen, screen
         assert "Traceback" not in screen
         assert re.search(r"(?<!-)\bicanon\b", screen) and not re.search(r"-icanon\b", screen), screen

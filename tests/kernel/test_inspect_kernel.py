@@ -355,3 +355,6 @@ def test_dag_shaped_btf_from_the_kernel_is_refused_in_one_visit_per_type(
         assert json.loads(r.stdout) == {"key": 0, "sum": sum(7 + i for i in range(len(POSSIBLE)))}
         r = percpu_cmd("dump", str(m.info.id))
         assert r.returncode == 0 and "value bytes[8]" in r.stdout, r.stderr
+        assert f"(values shown as bytes: BTF type {top} was not decoded: " in r.stdout
+        assert "more than 65,536 fields when flattened" in r.stdout
+        assert "; --value-type declares a type)" in r.stdout

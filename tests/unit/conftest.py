@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from percpu import _libbpf
-from percpu.cpus import Topology
+from percpu.cpus import CpuList, Topology
 
 from .fake_kernel import FakeKernel
 
@@ -32,12 +32,10 @@ def sysfs(tmp_path: object) -> Callable[..., Topology]:
 
 
 @pytest.fixture(params=[("0,2-3", "0,2"), ("0-255", "0-3")], ids=["gaps-0,2-3", "256-possible-4-online"])
-def fake(
-    request: pytest.FixtureRequest, sysfs: Callable[..., Topology]
-) -> Iterator[tuple[FakeKernel, Topology]]:
-    """A fake kernel whose possible CPUs match a sysfs fixture: with gaps, and with 256 possible."""
-    possible, online = request.param
-    topo = sysfs(possible, online)
-    kernel = FakeKernel(len(topo.possible))
+def fake(request: pytest.FixtureRequest) -> Iterator[tuple[FakeKernel, Topology]]:
+    """A fake machine, whole: with gapped CPU ids, and with 256 possible CPUs of which 4 are online. Its
+    CPU lists (``topo``) are the ones percpu reads through the seam, so they agree with its count."""
+    possible, online = (CpuList.parse(x).ids for x in request.param)
+    kernel = FakeKernel(len(possible), cpu_ids=possible, online=online)
     with _libbpf.use_backend(kernel):
-        yield kernel, topo
+        yield kernel, Topology(kernel.cpu_root)

@@ -1,21 +1,33 @@
 """A fake of the kernel seam (percpu._libbpf.Backend) with the kernel's per-CPU semantics, for unit tests.
 
+The fake is one whole machine: its possible-CPU count, its CPU ids and its sysfs CPU lists (written to a
+directory of its own, ``cpu_root``) come from the same ``cpu_ids``, so they cannot disagree.
+
 Per-CPU maps copy ``round_up(value_size, 8) * possible`` bytes with zeroed padding; arrays cannot delete
 (EINVAL); hashes say E2BIG when full; ``get_next_key`` on a missing key restarts from the first key, as
 the kernel's hash does; hash batches work a "bucket" of ``bucket`` keys at a time and say ENOSPC when
-asked for fewer. Every call is recorded in ``calls`` so tests can assert that nothing reached the kernel.
+asked for fewer. With ``cpu_flag`` the fake has Linux 7.0's BPF_F_CPU / BPF_F_ALL_CPUS: one unpadded
+``value_size`` value per element, EINVAL for a CPU id without BPF_F_CPU, both flags at once, or a map type
+that is not per-CPU (and for BPF_F_ALL_CPUS on lookups), ERANGE for a CPU id past the possible CPUs.
+
+Every call is recorded in ``calls`` so tests can assert that nothing reached the kernel.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from percpu._libbpf import BPF_EXIST, BPF_F_CPU, BPF_NOEXIST, MapInfo, PartialBatch
+from percpu._libbpf import BPF_EXIST, BPF_F_ALL_CPUS, BPF_F_CPU, BPF_NOEXIST, MapInfo, PartialBatch
+from percpu.cpus import format_cpu_list
+from percpu.layout import Layout
 from percpu.maps import PERCPU_TYPES, MapType
 
 ARRAYS = (MapType.ARRAY, MapType.PERCPU_ARRAY)
@@ -40,26 +52,39 @@ class FakeKernel:
         batch: bool = True,
         deny: bool = False,
         cpu_ids: tuple[int, ...] | None = None,
+        online: tuple[int, ...] | None = None,
         cpu_flag: bool = False,
     ) -> None:
         self.possible = possible
-        self.cpu_ids = cpu_ids or tuple(range(possible))  # CPU id of each slot
+        self.cpu_ids = tuple(cpu_ids or range(possible))  # CPU id of each slot
+        assert len(self.cpu_ids) == possible, "a fake machine's CPU ids and possible count agree"
+        self.cpu_root = tempfile.mkdtemp(prefix="percpu-fake-cpus-")
+        weakref.finalize(self, shutil.rmtree, self.cpu_root, True)
+        for name, ids in (
+            ("possible", self.cpu_ids),
+            ("present", self.cpu_ids),
+            ("online", online or self.cpu_ids),
+        ):
+            with open(os.path.join(self.cpu_root, name), "w", encoding="ascii") as f:
+                f.write(format_cpu_list(ids) + "\n")
         self.cpu_flag = cpu_flag  # BPF_F_CPU (Linux 7.0): one CPU's slot, CPU id in flags bits 63..32
         self.bucket = bucket
         self.batch = batch
         self.deny = deny  # every call fails with EPERM, as for an unprivileged user
         self.fail_next: dict[str, int] = {}  # operation -> errno for its next call
+        self.deny_ops: set[str] = set()  # operations that always fail with EPERM (e.g. map_create)
         self.on_next_key: Any = None  # hook called before each get_next_key (to delete concurrently)
         self.maps: dict[int, FakeMap] = {}
         self.fds: dict[int, int] = {}
         self.calls: list[str] = []
+        self.bytes_out = 0  # value bytes copied to user space: shows a one-CPU read copied one CPU's values
         self._next = 100
 
     # --- helpers ------------------------------------------------------------------------------------
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
-        if self.deny:
+        if self.deny or name in self.deny_ops:
             raise _err(errno.EPERM)
         e = self.fail_next.pop(name, None)
         if e is not None:
@@ -133,26 +158,37 @@ class FakeKernel:
     def close(self, fd: int) -> None:
         self.fds.pop(fd, None)
 
-    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
+    def _check_buffers(self, m: FakeMap, layout: Layout, key: np.ndarray | None = None) -> None:
+        # What percpu believes must be what this kernel is: anything else is a sizing bug in percpu.
+        assert layout.key_size == m.info.key_size and layout.value_size == m.info.value_size
+        assert not layout.percpu or layout.possible_cpus == self.possible, "layout from another machine"
+        if key is not None:
+            assert key.nbytes >= m.info.key_size, "percpu handed the kernel a key smaller than it reads"
+
+    def one_value(self, m: FakeMap, flags: int) -> bool:
+        return bool(flags & (BPF_F_CPU | BPF_F_ALL_CPUS)) and m.info.type in PERCPU_TYPES
+
+    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         self._call("map_lookup")
         m = self._map(fd)
+        self._check_buffers(m, layout, key)
         k = key.tobytes()
         if flags:
-            slot = self._cpu_slot(m, flags)  # EINVAL without BPF_F_CPU support, as on Linux < 7.0
+            slot = self._cpu_slot(m, flags, lookup=True)
             if k not in m.data:
                 raise _err(errno.ENOENT)
             st = (m.info.value_size + 7) & ~7
             raw = m.data[k][slot * st : slot * st + m.info.value_size]
-            assert need == len(raw), f"percpu expected {need} bytes, the kernel writes {len(raw)}"
             assert value.nbytes >= len(raw), "percpu handed the kernel a buffer smaller than it writes"
             value.reshape(-1).view(np.uint8)[: len(raw)] = np.frombuffer(raw, np.uint8)
+            self.bytes_out += len(raw)
             return
         if k not in m.data:
             raise _err(errno.ENOENT)
         raw = m.data[k]
         assert value.nbytes >= len(raw), "percpu handed the kernel a buffer smaller than it writes"
-        assert need == len(raw), f"percpu expected {need} bytes, the kernel writes {len(raw)}"
         value.reshape(-1).view(np.uint8)[: len(raw)] = np.frombuffer(raw, np.uint8)
+        self.bytes_out += len(raw)
 
     def _store(self, m: FakeMap, k: bytes, v: bytes, flags: int) -> None:
         if m.info.type in ARRAYS:
@@ -177,48 +213,68 @@ class FakeKernel:
             v = b"".join(slots)
         m.data[k] = v
 
-    def _cpu_slot(self, m: FakeMap, flags: int) -> int:
-        if not (self.cpu_flag and flags & 0xFFFFFFFF & ~3 == BPF_F_CPU and m.info.type in PERCPU_TYPES):
+    def _cpu_slot(self, m: FakeMap, flags: int, *, lookup: bool = False) -> int:
+        """The slot a BPF_F_CPU operation touches (-1 for BPF_F_ALL_CPUS), or the kernel's error."""
+        low = flags & 0xFFFFFFFF
+        if not self.cpu_flag or m.info.type not in PERCPU_TYPES:
+            raise _err(errno.EINVAL)  # Linux < 7.0 knows neither flag; other map types never take them
+        if low & BPF_F_CPU and low & BPF_F_ALL_CPUS:
             raise _err(errno.EINVAL)
+        if flags >> 32 and not low & BPF_F_CPU:
+            raise _err(errno.EINVAL)
+        if lookup and low & ~BPF_F_CPU:
+            raise _err(errno.EINVAL)  # lookups take BPF_F_CPU only
+        if not lookup and low & ~(BPF_F_CPU | BPF_F_ALL_CPUS | BPF_EXIST):
+            raise _err(errno.EINVAL)  # with either flag, updates take BPF_EXIST at most
+        if low & BPF_F_ALL_CPUS:
+            return -1
         cpu = flags >> 32
         if cpu not in self.cpu_ids:
-            raise _err(errno.EINVAL)
+            raise _err(errno.ERANGE)
         return self.cpu_ids.index(cpu)
 
-    def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
+    def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         self._call("map_update")
         m = self._map(fd)
+        self._check_buffers(m, layout, key)
+        self._update_one(m, key.tobytes(), value.tobytes(), flags)
+
+    def _update_one(self, m: FakeMap, k: bytes, v: bytes, flags: int) -> None:
         if flags & ~3:
             slot = self._cpu_slot(m, flags)
-            assert need == m.info.value_size
-            k = key.tobytes()
-            st = (m.info.value_size + 7) & ~7
+            vs = m.info.value_size
+            assert len(v) >= vs, "percpu handed the kernel a value smaller than it reads"
+            st = (vs + 7) & ~7
             old = bytearray(m.data.get(k, bytes(self.elem(m))))
-            old[slot * st : slot * st + need] = value.tobytes()[:need]
+            for s in range(self.possible) if slot < 0 else (slot,):
+                old[s * st : s * st + vs] = v[:vs]
             self._store(m, k, bytes(old), flags & 3)
             return
-        assert need == self.elem(m)
-        self._store(m, key.tobytes(), value.tobytes()[: self.elem(m)], flags)
+        assert len(v) >= self.elem(m), "percpu handed the kernel a value smaller than it reads"
+        self._store(m, k, v[: self.elem(m)], flags)
 
-    def map_delete(self, fd: int, key: np.ndarray) -> None:
+    def map_delete(self, fd: int, key: np.ndarray, layout: Layout) -> None:
         self._call("map_delete")
         m = self._map(fd)
+        self._check_buffers(m, layout, key)
         if m.info.type in ARRAYS:
             raise _err(errno.EINVAL)
         if m.data.pop(key.tobytes(), None) is None:
             raise _err(errno.ENOENT)
 
     def map_lookup_and_delete(
-        self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0
+        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
     ) -> None:
-        self.map_lookup(fd, key, value, need)
-        self.map_delete(fd, key)
+        self.map_lookup(fd, key, value, layout)
+        self.map_delete(fd, key, layout)
 
-    def map_get_next_key(self, fd: int, key: np.ndarray | None, next_key: np.ndarray) -> bool:
+    def map_get_next_key(self, fd: int, key: np.ndarray | None, next_key: np.ndarray, layout: Layout) -> bool:
         self._call("map_get_next_key")
         if self.on_next_key is not None:
             self.on_next_key()
         m = self._map(fd)
+        self._check_buffers(m, layout, key)
+        assert next_key.nbytes >= m.info.key_size, "next_key buffer smaller than the kernel writes"
         keys = list(m.data)
         if not keys:
             return False
@@ -241,8 +297,7 @@ class FakeKernel:
         keys: np.ndarray,
         values: np.ndarray,
         count: int,
-        need: int,
-        key_size: int,
+        layout: Layout,
         delete: bool = False,
         elem_flags: int = 0,
     ) -> tuple[int, bool]:
@@ -252,8 +307,16 @@ class FakeKernel:
             raise _err(errno.EINVAL)
         if delete and m.info.type in ARRAYS:
             raise _err(errno.ENOTSUP)
-        assert need == self.elem(m)
-        assert key_size == m.info.key_size
+        self._check_buffers(m, layout)
+        slot = None
+        if elem_flags:
+            if delete:
+                raise _err(errno.EINVAL)  # lookup-and-delete batches take no CPU flag
+            slot = self._cpu_slot(m, elem_flags, lookup=True)
+        key_size = m.info.key_size
+        vs = m.info.value_size
+        st = (vs + 7) & ~7
+        need = vs if slot is not None else self.elem(m)
         assert values.nbytes >= need * count, "batch buffer smaller than the kernel writes"
         assert keys.nbytes >= key_size * count, "batch key buffer smaller than the kernel writes"
         start = 0 if in_batch is None else int.from_bytes(in_batch[:4].tobytes(), "little")
@@ -267,7 +330,9 @@ class FakeKernel:
         ks = m.info.key_size
         for i, (k, v) in enumerate(items[start : start + n]):
             keys[i * ks : (i + 1) * ks] = np.frombuffer(k, np.uint8)
-            values[i * need : (i + 1) * need] = np.frombuffer(v, np.uint8)
+            out = v if slot is None else v[slot * st : slot * st + vs]
+            values[i * need : (i + 1) * need] = np.frombuffer(out, np.uint8)
+            self.bytes_out += len(out)
             if delete:
                 del m.data[k]
         end = start + n
@@ -275,16 +340,19 @@ class FakeKernel:
         return n, end >= len(items) or (delete and not m.data)
 
     def map_update_batch(
-        self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, need: int, elem_flags: int = 0
+        self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, layout: Layout, elem_flags: int = 0
     ) -> int:
         self._call("map_update_batch")
         m = self._map(fd)
         if not self.batch:
             raise PartialBatch(errno.EINVAL, 0)
+        self._check_buffers(m, layout)
         ks = m.info.key_size
+        need = m.info.value_size if self.one_value(m, elem_flags) else self.elem(m)
+        assert keys.nbytes >= ks * count and values.nbytes >= need * count
         for i in range(count):
             try:
-                self._store(
+                self._update_one(
                     m,
                     keys[i * ks : (i + 1) * ks].tobytes(),
                     values[i * need : (i + 1) * need].tobytes(),
@@ -294,9 +362,11 @@ class FakeKernel:
                 raise PartialBatch(exc.errno or 0, i) from exc
         return count
 
-    def map_delete_batch(self, fd: int, keys: np.ndarray, count: int) -> int:
+    def map_delete_batch(self, fd: int, keys: np.ndarray, count: int, layout: Layout) -> int:
         self._call("map_delete_batch")
         m = self._map(fd)
+        self._check_buffers(m, layout)
+        assert keys.nbytes >= m.info.key_size * count
         if not self.batch:
             raise PartialBatch(errno.EINVAL, 0)
         ks = m.info.key_size

@@ -11,6 +11,7 @@ import pytest
 
 import percpu
 from percpu import _libbpf
+from percpu.layout import BPF_F_CPU, Layout
 
 
 def test_missing_libbpf_is_a_libbpf_error() -> None:
@@ -35,27 +36,60 @@ def lib() -> _libbpf.Libbpf:
 
 def test_small_buffers_never_reach_the_kernel(lib: _libbpf.Libbpf) -> None:
     bad_fd = 1 << 20  # would fail with EBADF if any call were made: ValueError proves none was
+    n = lib.num_possible_cpus()
+    lay = Layout(4, 12, n, True)  # the kernel copies 16 bytes per possible CPU
     key = np.zeros(4, np.uint8)
-    small = np.zeros(8, np.uint8)
-    with pytest.raises(ValueError, match="the kernel writes 16"):
-        lib.map_lookup(bad_fd, key, small, 16)
-    with pytest.raises(ValueError, match="the kernel writes 16"):
-        lib.map_lookup_and_delete(bad_fd, key, small, 16)
-    with pytest.raises(ValueError, match="the kernel reads 16"):
-        lib.map_update(bad_fd, key, small, 16)
+    small = np.zeros(16 * n - 8, np.uint8)
+    with pytest.raises(ValueError, match=f"the kernel writes {16 * n}"):
+        lib.map_lookup(bad_fd, key, small, lay)
+    with pytest.raises(ValueError, match=f"the kernel writes {16 * n}"):
+        lib.map_lookup_and_delete(bad_fd, key, small, lay)
+    with pytest.raises(ValueError, match=f"the kernel reads {16 * n}"):
+        lib.map_update(bad_fd, key, small, lay)
+    with pytest.raises(ValueError, match="the kernel writes 12"):
+        lib.map_lookup(bad_fd, key, np.zeros(11, np.uint8), Layout(4, 12, n, True), BPF_F_CPU)
     tok = np.zeros(8, np.uint8)
     with pytest.raises(ValueError, match="values"):
-        lib.map_lookup_batch(bad_fd, None, tok, np.zeros(40, np.uint8), small, 10, 16, 4)
+        lib.map_lookup_batch(bad_fd, None, tok, np.zeros(40, np.uint8), small, 10, lay)
     with pytest.raises(ValueError, match="keys"):
-        lib.map_lookup_batch(bad_fd, None, tok, np.zeros(8, np.uint8), np.zeros(160, np.uint8), 10, 16, 4)
+        lib.map_lookup_batch(bad_fd, None, tok, np.zeros(8, np.uint8), np.zeros(160 * n, np.uint8), 10, lay)
     with pytest.raises(ValueError, match="out_batch"):
         lib.map_lookup_batch(
-            bad_fd, None, np.zeros(2, np.uint8), np.zeros(40, np.uint8), np.zeros(160, np.uint8), 10, 16, 4
+            bad_fd, None, np.zeros(2, np.uint8), np.zeros(40, np.uint8), np.zeros(160 * n, np.uint8), 10, lay
         )
     with pytest.raises(ValueError, match="writable"):
-        ro = np.zeros(16, np.uint8)
+        ro = np.zeros(16 * n, np.uint8)
         ro.flags.writeable = False
-        lib.map_lookup(bad_fd, key, ro, 16)
+        lib.map_lookup(bad_fd, key, ro, lay)
+
+
+def test_key_buffers_are_checked_against_key_size(lib: _libbpf.Libbpf) -> None:
+    """Every key buffer is checked against the map's key_size, not against itself."""
+    bad_fd = 1 << 20
+    lay = Layout(8, 8, lib.num_possible_cpus(), True)
+    short = np.zeros(4, np.uint8)
+    val = np.zeros(lay.element_bytes * 4, np.uint8)
+    for call in (
+        lambda: lib.map_lookup(bad_fd, short, val, lay),
+        lambda: lib.map_update(bad_fd, short, val, lay),
+        lambda: lib.map_delete(bad_fd, short, lay),
+        lambda: lib.map_lookup_and_delete(bad_fd, short, val, lay),
+        lambda: lib.map_get_next_key(bad_fd, short, np.zeros(8, np.uint8), lay),
+        lambda: lib.map_get_next_key(bad_fd, None, short, lay),
+        lambda: lib.map_update_batch(bad_fd, np.zeros(12, np.uint8), val, 2, lay),
+        lambda: lib.map_delete_batch(bad_fd, np.zeros(12, np.uint8), 2, lay),
+    ):
+        with pytest.raises(ValueError, match=r"the kernel (reads|writes) (8|16)"):
+            call()
+
+
+def test_a_layout_for_another_cpu_count_is_refused(lib: _libbpf.Libbpf) -> None:
+    """The binding sizes per-CPU buffers by the kernel's own count: a layout that believes otherwise is
+    refused before any call, whatever buffer comes with it."""
+    n = lib.num_possible_cpus()
+    wrong = Layout(4, 8, n + 1, True)
+    with pytest.raises(ValueError, match=f"the kernel has {n}"):
+        lib.map_lookup(1 << 20, np.zeros(4, np.uint8), np.zeros(8 * (n + 1), np.uint8), wrong)
 
 
 def test_mean_over_cpus() -> None:
@@ -66,3 +100,39 @@ def test_mean_over_cpus() -> None:
     rec = np.dtype([("a", "<u2"), ("b", "<f4")])
     r = PerCpuValue.from_values([(1, 0.5), (3, 1.5)], percpu.CpuList([0, 1]), codec_for(rec))
     assert r.mean() == {"a": 2.0, "b": 1.0}
+
+
+_SECOND_INSTANCE_COLLECTED = """
+import ctypes, gc, sys
+from percpu import _libbpf
+from percpu.layout import BPF_F_CPU, Layout
+first = _libbpf.Libbpf()
+second = _libbpf.Libbpf()
+del second
+gc.collect()
+path = sys.argv[1]
+with open(path, "wb") as f:
+    f.write(b"not an ELF object")
+try:  # libbpf prints why it cannot open the file: the print hook runs now
+    first.object_open(path, ctypes.create_string_buffer(64))
+except OSError:
+    pass
+print(len(first.messages))
+"""
+
+
+def test_print_hook_outlives_a_collected_instance(lib: _libbpf.Libbpf, tmp_path: object) -> None:
+    """A second Libbpf() garbage-collected once left libbpf's print hook pointing at a freed thunk: the
+    next libbpf message crashed the process (SIGSEGV). In a subprocess, so a crash fails this test."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _SECOND_INSTANCE_COLLECTED, os.path.join(str(tmp_path), "bogus.o")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-500:]}"
+    assert int(proc.stdout.split()[-1]) >= 1  # libbpf's messages reached the shared hook

@@ -16,6 +16,7 @@ import percpu
 from percpu import _libbpf, _procfs
 from percpu.cli import build_parser, inspect, main
 from percpu.errors import PercpuError
+from percpu.layout import Layout
 from percpu.maps import check_pin_path
 
 from .fake_kernel import FakeKernel
@@ -105,7 +106,7 @@ class OverrunKernel(FakeKernel):
     """A kernel that writes 8 bytes more than round_up(value_size, 8) x possible CPUs, through the pointer
     it is given, as a real kernel would if percpu's sizing were wrong."""
 
-    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, need: int, flags: int = 0) -> None:
+    def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         raw = self._map(fd).data[key.tobytes()] + b"\xab" * 8
         ctypes.memmove(value.ctypes.data, raw, len(raw))
 
@@ -262,3 +263,19 @@ def test_dump_of_a_file_elsewhere_makes_no_bpf_call(capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert err.startswith(f"percpu: {path} is not in a BPF file system (bpffs)")
     assert kernel.calls == []
+
+
+def test_dump_one_cpu_copies_only_that_cpus_values(capsys: pytest.CaptureFixture[str]) -> None:
+    """dump --cpu reads one CPU's values with BPF_F_CPU where the kernel has it (Linux 7.0)."""
+    kernel = FakeKernel(3, cpu_ids=(0, 4, 9), cpu_flag=True)
+    with _libbpf.use_backend(kernel):
+        m = percpu.PerCpuHash.create(np.uint32, np.uint32, 8, name="one_cpu")
+        m.update_batch([1, 2], [[10, 14, 19], [20, 24, 29]])
+        assert percpu.maps.cpu_flag_supported()  # probed now, so its own read is not counted below
+        kernel.bytes_out = 0
+        args = ["dump", str(m.info.id), "--cpu", "4", "-j", "--key-type", "u32", "--value-type", "u32"]
+        assert main(args) == 0
+        m.close()
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted((r["key"], r["cpu"], r["value"]) for r in rows) == [(1, 4, 14), (2, 4, 24)]
+    assert kernel.bytes_out == 2 * 4  # one u32 per key, not three CPUs' padded values

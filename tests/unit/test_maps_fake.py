@@ -20,7 +20,7 @@ Fake = tuple[FakeKernel, Topology]
 def test_values_are_indexed_by_cpu_id_not_slot(fake: Fake) -> None:
     _, topo = fake
     cpus = list(topo.possible)
-    with percpu.PerCpuHash.create(np.uint32, np.uint16, 8, topology=topo) as m:
+    with percpu.PerCpuHash.create(np.uint32, np.uint16, 8) as m:
         m.update(1, {c: c + 1 for c in cpus})
         v = m[1]
         assert v.cpus == topo.possible
@@ -37,10 +37,10 @@ def test_values_are_indexed_by_cpu_id_not_slot(fake: Fake) -> None:
 
 def test_wrong_size_fails_before_any_syscall(fake: Fake) -> None:
     kernel, topo = fake
-    with percpu.PerCpuArray.create(np.uint64, 4, topology=topo) as m:
+    with percpu.PerCpuArray.create(np.uint64, 4) as m:
         kernel.calls.clear()
         with pytest.raises(percpu.SizeMismatch) as e:
-            percpu.PerCpuArray.from_id(m.info.id, value=ctypes.c_uint32, topology=topo)
+            percpu.PerCpuArray.from_id(m.info.id, value=ctypes.c_uint32)
         assert (e.value.expected, e.value.actual, e.value.what) == (8, 4, "value")
         assert "map_lookup" not in kernel.calls
         kernel.calls.clear()
@@ -54,12 +54,12 @@ def test_wrong_size_fails_before_any_syscall(fake: Fake) -> None:
 
 
 def test_wrong_class_is_a_map_type_error(fake: Fake) -> None:
-    _, topo = fake
-    with percpu.PerCpuArray.create(np.uint64, 4, topology=topo) as m:
+    _ = fake
+    with percpu.PerCpuArray.create(np.uint64, 4) as m:
         with pytest.raises(percpu.MapTypeError, match="PERCPU_ARRAY map, not PERCPU_HASH") as e:
-            percpu.PerCpuHash.from_id(m.info.id, topology=topo)
+            percpu.PerCpuHash.from_id(m.info.id)
         assert isinstance(e.value, TypeError)
-        with percpu.open_map(m.info.id, value=np.uint64, topology=topo) as any_map:
+        with percpu.open_map(m.info.id, value=np.uint64) as any_map:
             assert isinstance(any_map, percpu.PerCpuArray)
     with (
         percpu.Array.create(np.uint64, 2) as plain,
@@ -72,16 +72,16 @@ def test_wrong_class_is_a_map_type_error(fake: Fake) -> None:
 def test_every_value_size_round_trips(fake: Fake, size: int) -> None:
     _, topo = fake
     rng = np.random.default_rng(size)
-    with percpu.PerCpuArray.create(bytes if False else np.dtype((np.void, size)), 2, topology=topo) as m:
+    with percpu.PerCpuArray.create(bytes if False else np.dtype((np.void, size)), 2) as m:
         vals = [rng.integers(0, 256, size, dtype=np.uint8).tobytes() for _ in topo.possible]
         m.update(1, vals)
         assert list(m[1]) == vals
 
 
 def test_too_big_value(fake: Fake) -> None:
-    _, topo = fake
+    _ = fake
     with pytest.raises(percpu.SizeMismatch, match="32768"):
-        percpu.PerCpuArray.create(np.dtype((np.void, 32769)), 1, topology=topo)
+        percpu.PerCpuArray.create(np.dtype((np.void, 32769)), 1)
 
 
 @pytest.mark.parametrize(
@@ -95,8 +95,8 @@ def test_too_big_value(fake: Fake) -> None:
     ],
 )
 def test_errors_are_translated(fake: Fake, err: int, cls: type[Exception], text: str) -> None:
-    kernel, topo = fake
-    with percpu.PerCpuHash.create(np.uint32, np.uint64, 4, topology=topo) as m:
+    kernel, _ = fake
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 4) as m:
         for op, call in [
             ("map_lookup", lambda: m.lookup(1)),
             ("map_update", lambda: m.update_all(1, 1)),
@@ -110,8 +110,8 @@ def test_errors_are_translated(fake: Fake, err: int, cls: type[Exception], text:
 
 
 def test_batch_einval_means_no_batch_support(fake: Fake) -> None:
-    kernel, topo = fake
-    with percpu.PerCpuHash.create(np.uint32, np.uint64, 4, topology=topo) as m:
+    kernel, _ = fake
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 4) as m:
         kernel.fail_next["map_lookup_batch"] = errno.EINVAL
         with pytest.raises(percpu.NotSupported, match="no batch operations for PERCPU_HASH") as e:
             m.snapshot(batch=True)
@@ -122,15 +122,15 @@ def test_batch_einval_means_no_batch_support(fake: Fake) -> None:
 
 
 def test_permission_denied_on_create(fake: Fake) -> None:
-    kernel, topo = fake
+    kernel, _ = fake
     kernel.deny = True
     with pytest.raises(percpu.PermissionDenied, match="CAP_BPF and CAP_PERFMON"):
-        percpu.PerCpuArray.create(np.uint64, 1, topology=topo)
+        percpu.PerCpuArray.create(np.uint64, 1)
 
 
 def test_key_not_found_is_a_key_error(fake: Fake) -> None:
-    _, topo = fake
-    with percpu.PerCpuHash.create(np.uint32, np.uint64, 4, topology=topo) as m:
+    _ = fake
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 4) as m:
         with pytest.raises(KeyError):
             m[7]
         assert m.get(7) is None and 7 not in m
@@ -141,8 +141,8 @@ def test_key_not_found_is_a_key_error(fake: Fake) -> None:
 
 
 def test_full_hash(fake: Fake) -> None:
-    _, topo = fake
-    with percpu.PerCpuHash.create(np.uint32, np.uint64, 2, topology=topo) as m:
+    _ = fake
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 2) as m:
         m.update_all(1, 1)
         m.update_all(2, 2)
         with pytest.raises(percpu.BpfError, match="is full"):
@@ -150,8 +150,8 @@ def test_full_hash(fake: Fake) -> None:
 
 
 def test_iteration_is_bounded_and_never_repeats_under_deletes(fake: Fake) -> None:
-    kernel, topo = fake
-    with percpu.PerCpuHash.create(np.uint32, np.uint64, 50, topology=topo) as m:
+    kernel, _ = fake
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 50) as m:
         for k in range(50):
             m.update_all(k, k)
         victims = iter(range(10, 50, 3))
@@ -172,7 +172,7 @@ def test_iteration_is_bounded_and_never_repeats_under_deletes(fake: Fake) -> Non
 def test_snapshot_batches_retry_enospc_and_fall_back(fake: Fake) -> None:
     kernel, topo = fake
     n = 37
-    with percpu.PerCpuHash.create(np.uint32, np.uint32, n, topology=topo) as m:
+    with percpu.PerCpuHash.create(np.uint32, np.uint32, n) as m:
         keys = np.arange(n, dtype=np.uint32)
         vals = (keys[:, None] * 1000 + np.arange(len(topo.possible))).astype(np.uint32)
         m.update_batch(keys, vals)
@@ -185,7 +185,7 @@ def test_snapshot_batches_retry_enospc_and_fall_back(fake: Fake) -> None:
         assert (snap.cpu(topo.possible[-1])[order] == vals[:, -1]).all()
         assert not snap.values.flags.writeable
     kernel.batch = False
-    with percpu.PerCpuHash.create(np.uint32, np.uint32, n, topology=topo) as m:
+    with percpu.PerCpuHash.create(np.uint32, np.uint32, n) as m:
         m.update_batch(keys, vals)  # falls back to one update each
         snap = m.snapshot()  # falls back to a key walk
         order = np.argsort(snap.keys)
@@ -199,7 +199,7 @@ def test_snapshot_batches_retry_enospc_and_fall_back(fake: Fake) -> None:
 def test_update_cpu_read_modify_write(fake: Fake) -> None:
     _, topo = fake
     last = topo.possible[-1]
-    with percpu.PerCpuArray.create(np.int32, 2, topology=topo) as m:
+    with percpu.PerCpuArray.create(np.int32, 2) as m:
         m.update_all(0, -1)
         m.update_cpu(0, last, 7)
         assert m[0][last] == 7 and all(m[0][c] == -1 for c in topo.possible if c != last)
@@ -211,7 +211,7 @@ def test_update_cpu_read_modify_write(fake: Fake) -> None:
 def test_struct_values_and_reductions(fake: Fake) -> None:
     _, topo = fake
     dt = np.dtype([("a", "<u4"), ("b", "<i2")])  # 6 bytes: stride 8
-    with percpu.PerCpuArray.create(dt, 1, topology=topo) as m:
+    with percpu.PerCpuArray.create(dt, 1) as m:
         m.update(0, [(i, -i) for i in range(len(topo.possible))])
         v = m[0]
         total = v.sum()
@@ -253,8 +253,8 @@ def test_failed_open_closes_the_fd_exactly_once(fake: Fake) -> None:
     number may belong to someone else: a pipe, a socket)."""
     import gc
 
-    kernel, topo = fake
-    with percpu.PerCpuArray.create(np.uint64, 1, topology=topo) as m:
+    kernel, _ = fake
+    with percpu.PerCpuArray.create(np.uint64, 1) as m:
         closed: list[int] = []
         orig_close = kernel.close
 
@@ -265,7 +265,7 @@ def test_failed_open_closes_the_fd_exactly_once(fake: Fake) -> None:
         kernel.close = counting_close  # type: ignore[method-assign]
         try:
             with pytest.raises(percpu.SizeMismatch):
-                percpu.PerCpuArray.from_id(m.info.id, value=np.uint8, topology=topo)
+                percpu.PerCpuArray.from_id(m.info.id, value=np.uint8)
             gc.collect()
         finally:
             kernel.close = orig_close  # type: ignore[method-assign]

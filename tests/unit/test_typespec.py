@@ -166,12 +166,20 @@ def test_arrays_strings_floats(text: str, dtype: np.dtype[Any], name: str) -> No
         ("u64 @", "unexpected character '@'"),
         ("packed u32", "expected struct after packed"),
         ("{x:" * 40 + "u8" + "}" * 40, "nested more than 16 deep"),
+        ("{" * 1000 + "u8 a" + "} a" * 999, "nested more than 16 deep"),  # was a RecursionError
+        ("struct{" * 300 + "u8 a" + "} a;" * 299, "nested more than 16 deep"),
         ("a:u8," * 5000, "characters; at most"),
     ],
 )
 def test_bad_specs_say_where_and_what(text: str, message: str) -> None:
     with pytest.raises(TypeSpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_type(text)
+
+
+@pytest.mark.parametrize("text", ["01", ",", "A,,", "a", "("])
+def test_what_numpy_chokes_on_is_a_type_spec_error(text: str) -> None:
+    with pytest.raises(TypeSpecError):
+        codec_for(text)
 
 
 def test_numpy_spellings_still_work_and_u8_is_one_byte() -> None:
@@ -190,13 +198,15 @@ def test_numpy_spellings_still_work_and_u8_is_one_byte() -> None:
                          "a", "b", "u24", "0x10", "0", "f64", "unsigned", "long", " "]),
         max_size=25,
     ).map("".join)
+    | st.text(alphabet="<>|=uifcSUVabBhHlLqQdgemMO0123456789,()[]:' ", max_size=12)  # numpy's spellings
 )  # fmt: skip
 def test_any_text_gives_a_codec_or_a_type_spec_error(text: str) -> None:
+    """Through codec_for, so numpy's fallback parser is fuzzed too (it raised SyntaxError on "01")."""
     try:
-        c = parse_type(text)
+        c = codec_for(text)
     except TypeSpecError:
         return
-    assert c.size == c.dtype.itemsize > 0
+    assert c.size == c.dtype.itemsize
 
 
 # --- declared types in the library and in percpu dump ----------------------------------------------------
@@ -280,3 +290,33 @@ def test_a_float_too_large_for_its_field_is_refused_not_stored_as_inf() -> None:
     with pytest.raises(PercpuError, match="overflow"):
         c.encode({"ok": True, "x": 65520.0})
     assert c.encode({"ok": True, "x": 1.5})[2:] == np.float16(1.5).tobytes()
+
+
+def test_maps_created_with_text_types() -> None:
+    with _libbpf.use_backend(FakeKernel(N)):
+        with percpu.PerCpuHash.create("pid:u32,comm:char[16]", "u64", 8) as m:
+            assert (m.info.key_size, m.info.value_size) == (20, 8)
+            m.update({"pid": 7, "comm": b"bash"}, list(range(N)))
+            assert m.lookup({"pid": 7, "comm": b"bash"}).sum() == sum(range(N))
+            snap = m.snapshot()
+            assert bytes(snap.keys[0]["comm"]) == b"bash" and int(snap.keys[0]["pid"]) == 7
+        with percpu.PerCpuArray.create("u24", 2) as a:
+            a.update(1, [2**24 - 1] * N)
+            assert a.lookup(1).sum() == (2**24 - 1) * N
+            with pytest.raises(PercpuError, match="does not fit"):
+                a.update(0, [2**24] * N)
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "message"),
+    [
+        (np.int8, [0j], "complex128 values given for int8"),  # found by the fuzzer at 2000 examples
+        (np.int8, ["7"], "<U1 values given for int8"),  # numpy would parse the string
+        (np.float64, 1 + 2j, "imaginary part would be lost"),
+        ("struct {f64 x; u32 a}", {"x": 1j}, "imaginary part would be lost"),
+        ("struct {f64 x; u32 a}", {"a": "5"}, "'5' is not an integer"),
+    ],
+)
+def test_values_numpy_would_coerce_are_refused(spec: Any, value: Any, message: str) -> None:
+    with pytest.raises(PercpuError, match=re.escape(message)):
+        codec_for(spec).encode(value)

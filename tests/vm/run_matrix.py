@@ -216,9 +216,8 @@ def print_table(rows: list[Result]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sel = ap.add_mutually_exclusive_group()
-    sel.add_argument("--only", action="append", help="run only this VM (repeatable)")
-    sel.add_argument(
+    ap.add_argument("--only", action="append", help="run only this VM (repeatable)")
+    ap.add_argument(
         "--ci", action="store_true", help="only the VMs CI runs: " + ", ".join(v.name for v in VMS if v.ci)
     )
     ap.add_argument("--list", action="store_true", help="list the VMs and exit")

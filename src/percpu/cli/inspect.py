@@ -17,6 +17,7 @@ import numpy as np
 from .. import _libbpf, _procfs
 from ..cpus import CpuList, topology
 from ..errors import BpfError, KeyNotFound, LibbpfError, NotSupported, PercpuError, SizeMismatch
+from ..layout import alloc
 from ..maps import (
     PERCPU_TYPES,
     Map,
@@ -181,12 +182,15 @@ def _rows(m: Map, key: Any, args: argparse.Namespace) -> Iterator[tuple[Any, Any
                 f"map {m.info.id} {m.name!r} has no key {args.key}{shown}", errno=exc.errno, map_name=m.name
             ) from exc
         arr = v.to_numpy() if isinstance(m, PerCpuMap) else v
+        if args.cpu is not None and isinstance(m, PerCpuMap):
+            arr = arr[list(m.cpus).index(args.cpu)]
         # Raw keys are shown as a dump shows them (hex bytes, or text for a char array), whatever was typed.
         if isinstance(key, bytes):
             key = np.bytes_(key) if m.key_codec.dtype.kind == "S" else np.void(key)
         yield key, arr
         return
-    snap = m.snapshot()
+    # --cpu: one CPU's values only (the kernel copies just those where it has BPF_F_CPU, Linux 7.0).
+    snap = m.snapshot(cpu=args.cpu) if args.cpu is not None and isinstance(m, PerCpuMap) else m.snapshot()
     n = len(snap) if not args.limit else min(args.limit, len(snap))
     for i in range(n):
         yield snap.keys[i], snap.values[i]
@@ -239,6 +243,16 @@ def _cmd_dump(args: argparse.Namespace) -> int:
                 f"value {m.value_codec.name}" + (f", CPUs {m.cpus}" if m.percpu else ""),
                 file=out,
             )
+            for what, codec, type_id, size in (
+                ("key", m.key_codec, m.info.btf_key_type_id, m.info.key_size),
+                ("value", m.value_codec, m.info.btf_value_type_id, m.info.value_size),
+            ):
+                if type_id and isinstance(codec, BytesCodec):
+                    why = _btf_refusal(m.info.btf_id, type_id, size, f"--{what}-type")
+                    print(
+                        f"  ({what}s shown as bytes: BTF type {type_id} {why})",
+                        file=out,
+                    )
         count = 0
         kc, vc = m.key_codec, m.value_codec
         for key, vals in _rows(m, wanted, args):
@@ -248,8 +262,8 @@ def _cmd_dump(args: argparse.Namespace) -> int:
                 obj: dict[str, Any] = {"key": k, "value": _shown(vc, vals)}
             else:
                 arr = np.asarray(vals)
-                if args.cpu is not None:
-                    obj = {"key": k, "cpu": args.cpu, "value": _shown(vc, arr[cpus.index(args.cpu)])}
+                if args.cpu is not None:  # _rows gave this CPU's value alone
+                    obj = {"key": k, "cpu": args.cpu, "value": _shown(vc, vals)}
                 elif args.sum:
                     obj = {"key": k, "sum": _json_value(_sum(vc, arr))}
                 else:
@@ -266,6 +280,21 @@ def _cmd_dump(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"{count} entries", file=out)
     return 0
+
+
+def _btf_refusal(btf_id: int, type_id: int, size: int, flag: str) -> str:
+    """Why a map's BTF type gave no codec, for the dump header (the map itself reads as bytes)."""
+    from ..btf import btf_codec, load_btf
+
+    try:
+        btf = load_btf(btf_id)
+        name = btf.type_name(type_id)
+        if btf.size(type_id) != size:
+            return f"({name}) is {btf.size(type_id)} bytes, not the map's {size}; {flag} declares a type"
+        btf_codec(btf, type_id, size)
+    except (PercpuError, OSError) as exc:
+        return f"was not decoded: {exc}; {flag} declares a type"
+    return f"({name}) has no exact layout (bitfields, or a kind numpy cannot hold); {flag} declares a type"
 
 
 def _odd_int(codec: Codec) -> bool:
@@ -605,12 +634,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         # The "naive" program's buffer is `size` bytes; we allocate enough for what the kernel should
         # write plus guards on both sides, so the overrun lands in our own memory, not the heap, and a
         # kernel that wrote even more would show in the guard after.
-        buf = np.full(guard + expected + guard, _FILL, dtype=np.uint8)
+        buf = alloc(guard + expected + guard)
+        buf[:] = _FILL
         inner = buf[guard : guard + expected]
-        key = np.zeros(4, np.uint8)
+        key = m.layout.key_buffer()
         b = _libbpf.backend()
         try:
-            b.map_lookup(m.fd, key, inner, expected)
+            b.map_lookup(m.fd, key, inner, m.layout)
         except OSError as exc:
             raise BpfError(f"lookup failed: {os.strerror(exc.errno or 0)}", errno=exc.errno) from exc
         raw = bytes(buf)

@@ -1,0 +1,57 @@
+"""Typed BPF maps, per-CPU ones first.
+
+The kernel copies ``round_up(value_size, 8) * possible CPUs`` bytes on every user-space lookup of a per-CPU
+map. Every buffer here is allocated by this module from the kernel's own map info and the possible-CPU
+count, so no call can hand the kernel a buffer smaller than what it writes. Values come back as
+:class:`~percpu.values.PerCpuValue`, indexed by CPU id; bulk reads come back as numpy arrays
+(:class:`Snapshot`).
+
+The package, one idea a file: ``_kinds`` (map types, :class:`Snapshot`), ``_open`` (opening and
+creating), ``_base`` (:class:`Map`),
+``_bulk`` (:class:`BulkReader`), ``_percpu`` (:class:`PerCpuMap`), ``_types`` (the typed classes,
+:func:`open_map`), ``_system`` (:func:`list_maps`, :func:`check_pin_path`).
+"""
+
+from __future__ import annotations
+
+from .._libbpf import BPF_ANY, BPF_EXIST, BPF_NOEXIST
+from ._base import Map, cpu_flag_supported
+from ._bulk import BulkReader
+from ._kinds import (
+    CGROUP_STORAGE_KEY,
+    MAX_VALUE_SIZE,
+    PERCPU_TYPES,
+    SNAPSHOT_PREALLOC,
+    MapType,
+    Snapshot,
+    user_value_bytes,
+)
+from ._percpu import PerCpuMap
+from ._system import check_pin_path, list_maps
+from ._types import Array, Hash, LruPerCpuHash, PerCpuArray, PerCpuCgroupStorage, PerCpuHash, open_map
+
+__all__ = [
+    "BPF_ANY",
+    "BPF_EXIST",
+    "BPF_NOEXIST",
+    "CGROUP_STORAGE_KEY",
+    "MAX_VALUE_SIZE",
+    "PERCPU_TYPES",
+    "SNAPSHOT_PREALLOC",
+    "Array",
+    "BulkReader",
+    "Hash",
+    "LruPerCpuHash",
+    "Map",
+    "MapType",
+    "PerCpuArray",
+    "PerCpuCgroupStorage",
+    "PerCpuHash",
+    "PerCpuMap",
+    "Snapshot",
+    "check_pin_path",
+    "cpu_flag_supported",
+    "list_maps",
+    "open_map",
+    "user_value_bytes",
+]

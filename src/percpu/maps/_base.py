@@ -1,0 +1,603 @@
+"""``Map``: construction from an fd, id, pin or name; lifetime; encoding; element operations; batch
+writes. Whole-map reads are :class:`~percpu.maps._bulk.BulkReader`'s."""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from .. import _libbpf, features
+from .._libbpf import BPF_ANY, BPF_EXIST, MapInfo
+from ..cpus import CpuList, possible_cpus
+from ..errors import (
+    NOT_SUPPORTED_ERRNOS,
+    BpfError,
+    CpuNotPossible,
+    KeyExists,
+    KeyNotFound,
+    MapFull,
+    MapTypeError,
+    NotSupported,
+    PercpuError,
+    SizeMismatch,
+    from_errno,
+)
+from ..layout import BPF_F_CPU, Layout
+from ..values import (
+    Codec,
+    PerCpuValue,
+    TypeSpec,
+    check_size,
+    codec_for,
+    integer_array,
+)
+from . import _open
+from ._bulk import BulkReader
+from ._kinds import MapType, Snapshot
+
+M = TypeVar("M", bound="Map")
+
+
+def cpu_flag_supported() -> bool:
+    """Whether the kernel takes BPF_F_CPU (one CPU's value) on per-CPU maps: see
+    :func:`percpu.features.cpu_flag`. Raises :class:`PermissionDenied` without the privilege to probe."""
+    return features.cpu_flag(strict=True)
+
+
+class Map:
+    """A BPF map opened by file descriptor. Use the typed subclasses, or :func:`open_map` to pick one.
+
+    ``key`` and ``value`` declare the element types (numpy dtype, ctypes type, :class:`~percpu.Int`,
+    ``bytes``); a declared type whose size differs from the map's raises :class:`SizeMismatch` before any
+    syscall. A map is a context manager; :meth:`close` releases its file descriptor. Closing is safe
+    against operations running in other threads: they finish first, and later ones raise
+    :class:`PercpuError`.
+    """
+
+    map_types: ClassVar[tuple[MapType, ...]] = ()
+    percpu: ClassVar[bool] = False
+
+    def __init__(self, fd: int, info: MapInfo, *, key: TypeSpec = None, value: TypeSpec = None) -> None:
+        # The fd is taken over only once the map is fully checked: a constructor that raises must not leave
+        # an object whose finalizer closes an fd the caller (from_fd) closes too, by then maybe reused.
+        self._fd: int | None = None
+        self._lock = threading.RLock()
+        self.info = info
+        self.name = info.name
+        self.type = MapType(info.type) if info.type in MapType._value2member_map_ else info.type
+        self._b = _libbpf.backend()
+        self.key_codec: Codec = self._key_codec(key)
+        self.value_codec: Codec = self._value_codec(value)
+        check_size(self.key_codec, info.key_size, "key", info.name)
+        check_size(self.value_codec, info.value_size, "value", info.name)
+        # Sizes follow the kernel's own possible-CPU count; the CPU ids naming the slots must agree with it.
+        self.cpus = possible_cpus() if self.percpu else CpuList(())
+        self.layout = Layout(info.key_size, info.value_size, self._b.num_possible_cpus(), self.percpu)
+        self._slot_of = {c: i for i, c in enumerate(self.cpus)}
+        self._fd = fd
+
+    # --- construction -------------------------------------------------------------------------------
+
+    def _key_codec(self, spec: TypeSpec) -> Codec:
+        if spec is None:
+            return self._default_key_codec()
+        return codec_for(spec, self.info.key_size)
+
+    def _default_key_codec(self) -> Codec:
+        if self.info.btf_key_type_id:
+            c = _btf_codec(self.info.btf_id, self.info.btf_key_type_id, self.info.key_size)
+            if c is not None:
+                return c
+        return codec_for(bytes, self.info.key_size)
+
+    def _value_codec(self, spec: TypeSpec) -> Codec:
+        if spec is None:
+            if self.info.btf_value_type_id:
+                c = _btf_codec(self.info.btf_id, self.info.btf_value_type_id, self.info.value_size)
+                if c is not None:
+                    return c
+            return codec_for(bytes, self.info.value_size)
+        return codec_for(spec, self.info.value_size)
+
+    @classmethod
+    def _check_type(cls, info: MapInfo) -> None:
+        _open.check_type(cls, info)
+
+    @classmethod
+    def from_fd(cls: type[M], fd: int, *, key: TypeSpec = None, value: TypeSpec = None) -> M:
+        """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
+        return _open.from_fd(cls, fd, key=key, value=value, base=Map)
+
+    @classmethod
+    def from_id(cls: type[M], map_id: int, **kw: Any) -> M:
+        """Open the map with kernel id ``map_id`` (as listed by ``percpu maps`` or ``bpftool map``)."""
+        return _open.from_id(cls, map_id, **kw)
+
+    @classmethod
+    def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
+        """Open a map pinned in bpffs (e.g. ``/sys/fs/bpf/my_map``).
+
+        A path outside bpffs, a directory, or a pinned program or link is refused with the reason (the
+        kernel's own answer for a file elsewhere is EACCES, which reads like a privilege problem).
+        """
+        return _open.from_pin(cls, path, **kw)
+
+    @classmethod
+    def from_name(cls: type[M], name: str, **kw: Any) -> M:
+        """Open the one map named ``name`` on the system (kernel names are at most 15 characters)."""
+        return _open.from_name(cls, name, **kw)
+
+    @classmethod
+    def _create(
+        cls: type[M],
+        map_type: MapType,
+        key: TypeSpec,
+        value: TypeSpec,
+        max_entries: int,
+        *,
+        key_size: int | None = None,
+        name: str = "",
+        flags: int = 0,
+    ) -> M:
+        return _open.create(cls, map_type, key, value, max_entries, key_size=key_size, name=name, flags=flags)
+
+    # --- lifetime -----------------------------------------------------------------------------------
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise PercpuError(f"map {self.name!r} is closed")
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[int]:
+        """The fd, held open for one operation: :meth:`close` in another thread waits for it, so no call
+        ever reaches the kernel with an fd number that was closed and maybe reused by another map."""
+        with self._lock:
+            yield self.fd
+
+    def close(self) -> None:
+        """Release the file descriptor (the kernel frees the map when nothing else holds it)."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            self._b.close(fd)
+
+    def __enter__(self: M) -> M:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A map dropped without close(): release its fd through the same seam that opened it.
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            self._fd = None
+            with contextlib.suppress(Exception):
+                self._b.close(fd)
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        """Pin the map in bpffs so it outlives this process."""
+        try:
+            with self._held() as fd:
+                self._b.obj_pin(fd, os.fspath(path))
+        except OSError as exc:
+            raise self._error(exc, f"pin at {os.fspath(path)}") from exc
+
+    def __repr__(self) -> str:
+        state = "closed" if self._fd is None else f"fd={self._fd}"
+        return (
+            f"<{type(self).__name__} {self.name!r} id={self.info.id} key={self.key_codec.name} "
+            f"value={self.value_codec.name} max_entries={self.info.max_entries} {state}>"
+        )
+
+    # --- encoding -----------------------------------------------------------------------------------
+
+    @property
+    def type_name(self) -> str:
+        """The kernel's name of the map type, e.g. ``PERCPU_HASH``."""
+        return MapType.name_of(self.info.type).upper()
+
+    @property
+    def value_bytes(self) -> int:
+        """Bytes one lookup writes: ``round_up(value_size, 8) * possible CPUs`` for per-CPU maps."""
+        return self.layout.element_bytes
+
+    def _error(self, exc: OSError, what: str) -> BpfError:
+        return from_errno(exc.errno or 0, what, map_name=self.name)
+
+    def _slot(self, cpu: int) -> int:
+        """The slot of CPU id ``cpu`` in this map's values. Raises :class:`CpuNotPossible`."""
+        try:
+            return self._slot_of[cpu]
+        except (KeyError, TypeError):
+            raise CpuNotPossible(cpu, str(self.cpus), map_name=self.name) from None
+
+    def _key(self, key: Any) -> np.ndarray:
+        try:
+            raw = self.key_codec.encode(key)
+        except SizeMismatch as exc:
+            raise SizeMismatch(
+                f"map {self.name!r}: key {key!r}: {exc}",
+                what="key",
+                expected=self.info.key_size,
+                actual=exc.actual,
+                map_name=self.name,
+            ) from exc
+        out = self.layout.key_buffer()
+        out[:] = np.frombuffer(raw, dtype=np.uint8)
+        return out
+
+    def _decode_key(self, raw: np.ndarray) -> Any:
+        # The constructor, not view(): numpy cannot view() bytes as a sub-array type (u32[2] keys).
+        return self.key_codec.decode(
+            np.ndarray((), dtype=self.key_codec.dtype, buffer=np.ascontiguousarray(raw))
+        )
+
+    def _typed(self, buf: np.ndarray, n: int) -> np.ndarray:
+        """(n, slots) of the value dtype over a raw buffer of n whole elements."""
+        return self.layout.typed(buf, n, self.value_codec.dtype)
+
+    def _decode_value(self, buf: np.ndarray) -> Any:
+        arr = self._typed(buf, 1)[0]
+        if self.percpu:
+            return PerCpuValue(arr, self.cpus, self.value_codec)
+        return self.value_codec.decode(arr[0])
+
+    def _decode_one(self, buf: np.ndarray) -> Any:
+        """One unpadded value (a BPF_F_CPU read)."""
+        size = self.value_codec.size
+        return self.value_codec.decode(buf[:size].view(self.value_codec.dtype).reshape(()))
+
+    def _encode_one(self, value: Any) -> np.ndarray:
+        """One unpadded value (a BPF_F_CPU / BPF_F_ALL_CPUS write)."""
+        buf = self.layout.value_buffer(1, BPF_F_CPU)
+        buf[:] = np.frombuffer(self.value_codec.encode(value), np.uint8)
+        return buf
+
+    def _encode_value(self, value: Any) -> np.ndarray:
+        if self.percpu:
+            if not isinstance(value, PerCpuValue | Mapping | list | tuple | np.ndarray):
+                raise TypeError(
+                    f"map {self.name!r} is per-CPU: give one value per possible CPU ({len(self.cpus)}: "
+                    f"{self.cpus}) as a list, a {{cpu: value}} mapping or a PerCpuValue; "
+                    "update_all() writes one value to every CPU, update_cpu() one CPU's value"
+                )
+            pv = PerCpuValue.from_values(value, self.cpus, self.value_codec)
+            return self.layout.pack(pv.to_numpy().view(np.uint8).reshape(-1), 1)
+        return self.layout.pack(np.frombuffer(self.value_codec.encode(value), np.uint8), 1)
+
+    # --- single elements ----------------------------------------------------------------------------
+
+    def lookup(self, key: Any) -> Any:
+        """The value at ``key`` (a :class:`PerCpuValue` for per-CPU maps). Raises :class:`KeyNotFound`."""
+        k = self._key(key)
+        buf = self.layout.value_buffer()
+        try:
+            with self._held() as fd:
+                self._b.map_lookup(fd, k, buf, self.layout)
+        except OSError as exc:
+            raise self._lookup_error(exc, key) from exc
+        return self._decode_value(buf)
+
+    def _lookup_error(self, exc: OSError, key: Any) -> BpfError:
+        if exc.errno == _errno.ENOENT:
+            return KeyNotFound(f"map {self.name!r}: no key {key!r}", errno=exc.errno, map_name=self.name)
+        return self._error(exc, "lookup")
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self.lookup(key)
+        except KeyNotFound:
+            return default
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.lookup(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.update(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.delete(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key) is not None
+
+    def update(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
+        """Write ``value`` at ``key``. For per-CPU maps ``value`` holds one value per possible CPU.
+
+        ``flags``: ``BPF_ANY`` (create or replace), ``BPF_NOEXIST`` (create only), ``BPF_EXIST`` (replace
+        only).
+        """
+        k = self._key(key)
+        v = self._encode_value(value)
+        self._update_raw(k, v, flags, key)
+
+    def _update_raw(self, k: np.ndarray, v: np.ndarray, flags: int, key: Any) -> None:
+        try:
+            with self._held() as fd:
+                self._b.map_update(fd, k, v, self.layout, flags)
+        except OSError as exc:
+            raise self._update_error(exc, flags, key) from exc
+
+    def _update_error(self, exc: OSError, flags: int, key: Any) -> BpfError:
+        if exc.errno == _errno.ENOENT and flags & 3 == BPF_EXIST:
+            return KeyNotFound(
+                f"map {self.name!r}: no key {key!r} to replace", errno=exc.errno, map_name=self.name
+            )
+        if exc.errno == _errno.EEXIST:
+            return KeyExists(
+                f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)", errno=exc.errno, map_name=self.name
+            )
+        if exc.errno == _errno.E2BIG:
+            if self._is_array:
+                return BpfError(
+                    f"map {self.name!r}: index {key!r} is out of range (the array has "
+                    f"{self.info.max_entries} elements)",
+                    errno=exc.errno,
+                    map_name=self.name,
+                )
+            return MapFull(
+                f"map {self.name!r}: is full ({self.info.max_entries} entries); delete some or create it "
+                "with a larger max_entries",
+                errno=exc.errno,
+                map_name=self.name,
+            )
+        return self._error(exc, "update")
+
+    def delete(self, key: Any) -> None:
+        """Remove ``key``. Raises :class:`KeyNotFound` if absent; arrays have no delete."""
+        self._no_delete_on_arrays("delete")
+        k = self._key(key)
+        try:
+            with self._held() as fd:
+                self._b.map_delete(fd, k, self.layout)
+        except OSError as exc:
+            raise self._lookup_error(exc, key) from exc
+
+    def lookup_and_delete(self, key: Any) -> Any:
+        """Read and remove ``key`` in one syscall (hash maps; per-CPU hashes since Linux 5.14)."""
+        self._no_delete_on_arrays("lookup_and_delete")
+        k = self._key(key)
+        buf = self.layout.value_buffer()
+        try:
+            with self._held() as fd:
+                self._b.map_lookup_and_delete(fd, k, buf, self.layout)
+        except OSError as exc:
+            if exc.errno in NOT_SUPPORTED_ERRNOS and self.percpu:
+                features.record(features.LOOKUP_AND_DELETE, self.info.type, False)
+                raise NotSupported(
+                    f"map {self.name!r}: lookup-and-delete of a {self.type_name} element is not supported "
+                    "by this kernel (per-CPU hashes need Linux 5.14)",
+                    feature="lookup_and_delete_elem",
+                    min_kernel="5.14",
+                    errno=exc.errno,
+                    map_name=self.name,
+                ) from exc
+            raise self._lookup_error(exc, key) from exc
+        return self._decode_value(buf)
+
+    def _no_delete_on_arrays(self, what: str) -> None:
+        if self._is_array:
+            raise MapTypeError(
+                f"map {self.name!r}: {what}: {self.type_name} elements cannot be deleted (an array always "
+                "holds max_entries elements); write zeros with update() instead",
+                expected="a hash map",
+                actual=self.type_name,
+                map_name=self.name,
+            )
+
+    @property
+    def _is_array(self) -> bool:
+        return self.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
+
+    # --- iteration ----------------------------------------------------------------------------------
+
+    def _raw_keys(self) -> Iterator[np.ndarray]:
+        """Keys as raw buffers, at most once each and at most ``max_entries`` of them.
+
+        ``get_next_key`` on a hash restarts from the first bucket when the current key was deleted
+        meanwhile, so a naive loop can repeat keys or never end under concurrent deletes. Keys already
+        seen are skipped and the walk is bounded, so iteration always ends and never repeats a key; keys
+        added or removed during the walk may or may not be seen.
+        """
+        bound = self.info.max_entries or 65536
+        seen: set[bytes] = set()
+        cur: np.ndarray | None = None
+        steps = 0
+        while len(seen) < bound and steps < 4 * bound + 16:
+            nxt = self.layout.key_buffer()
+            try:
+                with self._held() as fd:
+                    more = self._b.map_get_next_key(fd, cur, nxt, self.layout)
+            except OSError as exc:
+                raise self._error(exc, "get_next_key") from exc
+            if not more:
+                return
+            steps += 1
+            b = nxt.tobytes()
+            cur = nxt
+            if b in seen:
+                continue
+            seen.add(b)
+            yield nxt
+
+    def keys(self) -> Iterator[Any]:
+        """Every key, bounded by ``max_entries`` and safe under concurrent deletes (see :meth:`items`)."""
+        for raw in self._raw_keys():
+            yield self._decode_key(raw)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.keys()
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        """``(key, value)`` for every key, one lookup each; keys deleted during the walk are skipped.
+
+        For large maps, :meth:`snapshot` reads everything in a few batch syscalls instead.
+        """
+        buf = self.layout.value_buffer()
+        for raw in self._raw_keys():
+            try:
+                with self._held() as fd:
+                    self._b.map_lookup(fd, raw, buf, self.layout)
+            except OSError as exc:
+                if exc.errno == _errno.ENOENT:
+                    continue
+                raise self._error(exc, "lookup") from exc
+            yield self._decode_key(raw), self._decode_value(buf)
+
+    def values(self) -> Iterator[Any]:
+        for _, v in self.items():
+            yield v
+
+    # --- batches ------------------------------------------------------------------------------------
+
+    def snapshot(self, *, batch: bool | None = None) -> Snapshot:
+        """Read the whole map into numpy: ``keys`` (n,) and ``values`` (n, possible CPUs, ...).
+
+        Uses ``BPF_MAP_LOOKUP_BATCH`` (hashes: Linux 5.6, arrays: 5.13) and falls back to a key walk
+        where the kernel or map type has no batch operation. ``batch=False`` forces the walk,
+        ``batch=True`` forbids the fallback.
+        """
+        keys, vals, n = BulkReader(self).read(delete=False, batch=batch)
+        return self._make_snapshot(keys, vals, n)
+
+    def lookup_and_delete_batch(self) -> Snapshot:
+        """Read and remove every element, bucket by bucket (hash maps)."""
+        self._no_delete_on_arrays("lookup_and_delete_batch")
+        keys, vals, n = BulkReader(self).read(delete=True, batch=True)
+        return self._make_snapshot(keys, vals, n)
+
+    def _make_snapshot(self, keys: np.ndarray, vals: np.ndarray, n: int) -> Snapshot:
+        ks = self.info.key_size
+        if n * 3 < keys.nbytes // max(ks, 1) * 2:  # mostly unused capacity: do not keep it alive
+            keys = keys[: n * ks].copy()
+            vals = vals[: self.layout.values_bytes(n)].copy()
+        k = keys[: n * ks].view(self.key_codec.dtype)
+        v = self._typed(vals, n)
+        if not self.percpu:
+            v = v.reshape((n, *v.shape[2:]))
+        k.flags.writeable = False
+        v.flags.writeable = False
+        return Snapshot(keys=k, values=v, cpus=self.cpus, percpu=self.percpu)
+
+    def _batch_values(self, values: Any, n: int) -> np.ndarray:
+        """Raw buffer of n whole elements from (n, slots) per-CPU values, or (n,) values for every CPU."""
+        vc = self.value_codec
+        slots = self.layout.slots
+        try:
+            if vc.dtype.kind in "iu":
+                arr = integer_array(values, vc.dtype, vc.name)
+            else:
+                arr = np.asarray(values, dtype=vc.dtype)
+        except PercpuError as exc:
+            raise PercpuError(f"map {self.name!r}: values: {exc}", map_name=self.name) from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise PercpuError(f"map {self.name!r}: values are not {vc.name}: {exc}") from exc
+        sub = vc.dtype.shape if vc.dtype.subdtype else ()
+        base = arr.shape[: arr.ndim - len(sub)]
+        if self.percpu and base == (n,):
+            arr = np.repeat(arr[:, None], slots, axis=1)
+        elif base != ((n, slots) if self.percpu else (n,)):
+            want = f"({n}, {slots}) or ({n},)" if self.percpu else f"({n},)"
+            raise SizeMismatch(
+                f"map {self.name!r}: values have shape {base}, expected {want}",
+                what="value",
+                expected=n * slots,
+                actual=int(np.prod(base)),
+                map_name=self.name,
+            )
+        return self.layout.pack(np.ascontiguousarray(arr).view(np.uint8), n)
+
+    def _batch_keys(self, keys: Any) -> tuple[np.ndarray, int]:
+        kc = self.key_codec
+        try:
+            if kc.dtype.kind in "iu":
+                arr = np.ascontiguousarray(integer_array(keys, kc.dtype, kc.name))
+            else:
+                arr = np.ascontiguousarray(np.asarray(keys, dtype=kc.dtype))
+        except PercpuError as exc:
+            raise PercpuError(f"map {self.name!r}: keys: {exc}", map_name=self.name) from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise PercpuError(f"map {self.name!r}: keys are not {kc.name}: {exc}") from exc
+        if arr.ndim != 1:
+            raise PercpuError(f"map {self.name!r}: keys must be one-dimensional, got shape {arr.shape}")
+        n = int(arr.shape[0])
+        buf = self.layout.key_buffer(n)
+        buf[:] = arr.view(np.uint8).reshape(-1)
+        return buf, n
+
+    def update_batch(self, keys: Any, values: Any, flags: int = BPF_ANY) -> None:
+        """Write many elements in one syscall (falls back to one update each without batch support).
+
+        ``values`` is (n, possible CPUs) for per-CPU maps, or (n,) to give each key one value on every
+        CPU.
+        """
+        kbuf, n = self._batch_keys(keys)
+        vbuf = self._batch_values(values, n)
+        if n == 0:
+            return
+        if features.known(features.BATCH_OPS, self.info.type) is not False:
+            try:
+                with self._held() as fd:
+                    self._b.map_update_batch(fd, kbuf, vbuf, n, self.layout, flags)
+                features.record(features.BATCH_OPS, self.info.type, True)
+                return
+            except _libbpf.PartialBatch as exc:
+                if not (exc.done == 0 and exc.errno in NOT_SUPPORTED_ERRNOS):
+                    raise self._error(exc, f"update_batch (after {exc.done} of {n} elements)") from exc
+                features.record(features.BATCH_OPS, self.info.type, False)
+        ks, el = self.info.key_size, self.layout.element_bytes
+        for i in range(n):
+            k = kbuf[i * ks : (i + 1) * ks]
+            self._update_raw(k, vbuf[i * el : (i + 1) * el], flags, k.tobytes())
+
+    def delete_batch(self, keys: Any) -> None:
+        """Remove many keys in one syscall (hash maps; falls back to one delete each)."""
+        kbuf, n = self._batch_keys(keys)
+        if n == 0:
+            return
+        if features.known(features.BATCH_OPS, self.info.type) is not False:
+            try:
+                with self._held() as fd:
+                    self._b.map_delete_batch(fd, kbuf, n, self.layout)
+                return
+            except _libbpf.PartialBatch as exc:
+                if exc.errno == _errno.ENOENT:
+                    raise KeyNotFound(
+                        f"map {self.name!r}: delete_batch: key {exc.done} of {n} is not in the map",
+                        errno=exc.errno,
+                        map_name=self.name,
+                    ) from exc
+                if not (exc.done == 0 and exc.errno in NOT_SUPPORTED_ERRNOS):
+                    raise self._error(exc, f"delete_batch (after {exc.done} of {n} keys)") from exc
+        ks = self.info.key_size
+        for i in range(n):
+            k = kbuf[i * ks : (i + 1) * ks]
+            try:
+                with self._held() as fd:
+                    self._b.map_delete(fd, k, self.layout)
+            except OSError as exc:
+                raise self._lookup_error(exc, k.tobytes()) from exc
+
+
+def _btf_codec(btf_id: int, type_id: int, size: int) -> Codec | None:
+    """The codec BTF describes for a map's key or value, or None where BTF cannot say."""
+    if not btf_id or not type_id:
+        return None
+    try:
+        from ..btf import codec_from_btf
+    except ImportError:  # pragma: no cover - btf support is part of the package
+        return None
+    return codec_from_btf(btf_id, type_id, size)

@@ -1,0 +1,137 @@
+"""What the kernel calls maps and what a whole-map read returns: map types, the per-CPU ones, limits,
+and :class:`Snapshot`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..cpus import CpuList
+from ..errors import (
+    CpuNotPossible,
+)
+from ..layout import Layout
+from ..values import (
+    is_numeric,
+    reduce_cpus,
+)
+
+MAX_VALUE_SIZE = 32768  # per-CPU values: round_up(value_size, 8) <= PCPU_MIN_UNIT_SIZE
+SNAPSHOT_PREALLOC = 64 << 20  # bytes a snapshot allocates before it knows how many elements there are
+
+
+class MapType(enum.IntEnum):
+    """``enum bpf_map_type`` (uapi/linux/bpf.h)."""
+
+    UNSPEC = 0
+    HASH = 1
+    ARRAY = 2
+    PROG_ARRAY = 3
+    PERF_EVENT_ARRAY = 4
+    PERCPU_HASH = 5
+    PERCPU_ARRAY = 6
+    STACK_TRACE = 7
+    CGROUP_ARRAY = 8
+    LRU_HASH = 9
+    LRU_PERCPU_HASH = 10
+    LPM_TRIE = 11
+    ARRAY_OF_MAPS = 12
+    HASH_OF_MAPS = 13
+    DEVMAP = 14
+    SOCKMAP = 15
+    CPUMAP = 16
+    XSKMAP = 17
+    SOCKHASH = 18
+    CGROUP_STORAGE = 19
+    REUSEPORT_SOCKARRAY = 20
+    PERCPU_CGROUP_STORAGE = 21
+    QUEUE = 22
+    STACK = 23
+    SK_STORAGE = 24
+    DEVMAP_HASH = 25
+    STRUCT_OPS = 26
+    RINGBUF = 27
+    INODE_STORAGE = 28
+    TASK_STORAGE = 29
+    BLOOM_FILTER = 30
+    USER_RINGBUF = 31
+    CGRP_STORAGE = 32
+    ARENA = 33
+
+    @classmethod
+    def name_of(cls, value: int) -> str:
+        try:
+            return cls(value).name.lower()
+        except ValueError:
+            return f"type_{value}"
+
+    @property
+    def percpu(self) -> bool:
+        return self in PERCPU_TYPES
+
+
+PERCPU_TYPES = frozenset(
+    {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE}
+)
+
+# struct bpf_cgroup_storage_key { __u64 cgroup_inode_id; __u32 attach_type; } (16 bytes with padding)
+CGROUP_STORAGE_KEY = np.dtype(
+    {
+        "names": ["cgroup_inode_id", "attach_type"],
+        "formats": ["<u8", "<u4"],
+        "offsets": [0, 8],
+        "itemsize": 16,
+    }
+)
+
+
+def user_value_bytes(map_type: int, value_size: int, possible: int) -> int:
+    """Bytes one user-space lookup of an element writes: the rule a correct reader follows."""
+    return Layout(0, value_size, possible, map_type in PERCPU_TYPES).element_bytes
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A whole map read at once: ``keys`` (n,) and ``values`` (n, possible CPUs, ...) numpy arrays.
+
+    Column i of ``values`` is CPU ``cpus[i]``. For maps that are not per-CPU, ``values`` is (n, ...).
+    The arrays are read-only.
+    """
+
+    keys: np.ndarray
+    values: np.ndarray
+    cpus: CpuList
+    percpu: bool
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    def sum(self) -> np.ndarray:
+        """Per-key totals over all CPUs: 64-bit accumulators, records summed field by field into a widened
+        record (see :func:`percpu.values.reduce_cpus`)."""
+        if not self.percpu:
+            return self.values
+        if not is_numeric(self.values.dtype):
+            raise TypeError(f"sum() needs numeric values; {self.values.dtype} is not")
+        out: np.ndarray = np.asarray(reduce_cpus(self.values, "sum", axis=1))
+        return out
+
+    def cpu(self, cpu: int) -> np.ndarray:
+        """Every key's value on CPU id ``cpu``."""
+        if not self.percpu:
+            raise TypeError("this snapshot is not of a per-CPU map")
+        try:
+            return self.values[:, self.cpus.ids.index(cpu)]
+        except ValueError:
+            raise CpuNotPossible(cpu, str(self.cpus)) from None
+
+    def to_dict(self) -> dict[Any, Any]:
+        """``{key: values row}``, keys as Python scalars where they are scalars (small maps only)."""
+        out: dict[Any, Any] = {}
+        for k, v in zip(self.keys, self.values, strict=True):
+            kk = k.item() if self.keys.dtype.kind in "iu" else bytes(np.asarray(k).tobytes())
+            out[kk] = v
+        return out

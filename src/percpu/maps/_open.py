@@ -1,0 +1,180 @@
+"""Opening maps: from an fd (checking its kind and type, picking the typed class), an id, a pinned path or
+a name, and creating one. ``Map``'s class methods are these."""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import os
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from .. import _libbpf, _procfs
+from .._libbpf import MapInfo
+from ..errors import BpfError, MapNotFound, MapTypeError, PercpuError, SizeMismatch, from_errno
+from ..layout import round8
+from ..values import TypeSpec, codec_for
+from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType
+from ._system import check_pin_path, list_maps
+
+if TYPE_CHECKING:
+    from ._base import Map
+
+M = TypeVar("M", bound="Map")
+
+# map type -> the class that opens it; the typed subclasses register themselves (``_types``).
+_CLASS_BY_TYPE: dict[int, type[Map]] = {}
+
+
+def check_type(cls: type[Map], info: MapInfo) -> None:
+    """Refuse a map of a type ``cls`` does not open, naming the class that does."""
+    if cls.map_types and info.type not in cls.map_types:
+        want = " or ".join(t.name for t in cls.map_types)
+        got = MapType.name_of(info.type).upper()
+        hint = (
+            f"; open it with percpu.open_map() or as {_CLASS_BY_TYPE[info.type].__name__}"
+            if (info.type in _CLASS_BY_TYPE)
+            else ""
+        )
+        raise MapTypeError(
+            f"map {info.name!r} (id {info.id}) is a {got} map, not {want}{hint}",
+            expected=want,
+            actual=got,
+            map_name=info.name,
+        )
+
+
+def from_fd(cls: type[M], fd: int, *, key: TypeSpec, value: TypeSpec, base: type[Map]) -> M:
+    """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
+    b = _libbpf.backend()
+    other = _procfs.fd_kind(fd)
+    if other in ("program", "link"):
+        with contextlib.suppress(OSError):
+            b.close(fd)
+        raise MapTypeError(
+            f"fd {fd} is a BPF {other}, not a map", expected="a BPF map", actual=f"a BPF {other}"
+        )
+    try:
+        info = b.map_info(fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            b.close(fd)
+        if exc.errno == _errno.EBADF:
+            raise BpfError(f"fd {fd} is not an open file descriptor", errno=exc.errno) from exc
+        if exc.errno == _errno.EINVAL:
+            raise MapTypeError(
+                f"fd {fd} is not a BPF map", expected="a BPF map", actual="another kind of file"
+            ) from exc
+        raise from_errno(exc.errno or 0, "get map info") from exc
+    try:
+        check_type(cls, info)
+        target: type[Map] = cls
+        if not cls.map_types:  # a base class: pick the class the kernel type calls for
+            target = _CLASS_BY_TYPE.get(info.type, base)
+            if cls.percpu and not target.percpu:
+                raise MapTypeError(
+                    f"map {info.name!r} (id {info.id}) is a {MapType.name_of(info.type).upper()} map, "
+                    "not a per-CPU map",
+                    expected="a per-CPU map type",
+                    actual=MapType.name_of(info.type).upper(),
+                    map_name=info.name,
+                )
+        return target(fd, info, key=key, value=value)  # type: ignore[return-value]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            b.close(fd)
+        raise
+
+
+def from_id(cls: type[M], map_id: int, **kw: Any) -> M:
+    """Open the map with kernel id ``map_id`` (as listed by ``percpu maps`` or ``bpftool map``)."""
+    try:
+        fd = _libbpf.backend().map_get_fd_by_id(map_id)
+    except OSError as exc:
+        if exc.errno == _errno.ENOENT:
+            raise MapNotFound(f"no BPF map with id {map_id}", errno=exc.errno) from exc
+        raise from_errno(exc.errno or 0, f"open map id {map_id}") from exc
+    return cls.from_fd(fd, **kw)
+
+
+def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
+    """Open a map pinned in bpffs (e.g. ``/sys/fs/bpf/my_map``).
+
+    A path outside bpffs, a directory, or a pinned program or link is refused with the reason (the
+    kernel's own answer for a file elsewhere is EACCES, which reads like a privilege problem).
+    """
+    p = os.fspath(path)
+    check_pin_path(p)
+    b = _libbpf.backend()
+    try:
+        fd = b.obj_get(p)
+    except OSError as exc:
+        if exc.errno == _errno.ENOENT:
+            raise MapNotFound(f"nothing is pinned at {p}", errno=exc.errno) from exc
+        raise from_errno(exc.errno or 0, f"open pinned map {p}") from exc
+    other = _procfs.fd_kind(fd)
+    if other in ("program", "link"):
+        with contextlib.suppress(OSError):
+            b.close(fd)
+        raise MapTypeError(
+            f"{p} is a pinned BPF {other}, not a map; `percpu maps` lists the maps",
+            expected="a BPF map",
+            actual=f"a BPF {other}",
+        )
+    return cls.from_fd(fd, **kw)
+
+
+def from_name(cls: type[M], name: str, **kw: Any) -> M:
+    """Open the one map named ``name`` on the system (kernel names are at most 15 characters)."""
+    matches = [info for info in list_maps() if info.name == name[:15]]
+    if not matches:
+        raise MapNotFound(f"no BPF map named {name!r}; `percpu maps` lists the maps on this system")
+    if len(matches) > 1:
+        ids = ", ".join(str(m.id) for m in matches)
+        raise MapNotFound(f"{len(matches)} maps are named {name!r} (ids {ids}); open one by id")
+    return cls.from_id(matches[0].id, **kw)
+
+
+def create(
+    cls: type[M],
+    map_type: MapType,
+    key: TypeSpec,
+    value: TypeSpec,
+    max_entries: int,
+    *,
+    key_size: int | None = None,
+    name: str = "",
+    flags: int = 0,
+) -> M:
+    kc = codec_for(key, key_size)
+    vc = codec_for(value)
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int | np.integer):
+        raise TypeError(f"max_entries must be an integer, not {type(max_entries).__name__}")
+    if not 0 <= max_entries <= 0xFFFFFFFF:
+        raise PercpuError(f"max_entries {max_entries} is out of range (0..{0xFFFFFFFF})")
+    if map_type in PERCPU_TYPES and round8(vc.size) > MAX_VALUE_SIZE:
+        raise SizeMismatch(
+            f"per-CPU values are limited to {MAX_VALUE_SIZE} bytes (rounded up to 8); {vc.name} is {vc.size}",
+            what="value",
+            expected=MAX_VALUE_SIZE,
+            actual=vc.size,
+            map_name=name or None,
+        )
+    if len(name) > 15:
+        raise PercpuError(f"map name {name!r} is longer than the kernel's 15 characters")
+    b = _libbpf.backend()
+    try:
+        fd = b.map_create(map_type, name, kc.size, vc.size, max_entries, flags)
+    except OSError as exc:
+        err = from_errno(exc.errno or 0, f"create {map_type.name} map", map_name=name or None)
+        if exc.errno == _errno.E2BIG or (exc.errno == _errno.ENOMEM and vc.size > 4096):
+            raise SizeMismatch(
+                f"the kernel refused a {vc.size}-byte {map_type.name} value ({err})",
+                what="value",
+                expected=MAX_VALUE_SIZE,
+                actual=vc.size,
+                map_name=name or None,
+            ) from exc
+        raise err from exc
+    return cls.from_fd(fd, key=kc, value=vc)

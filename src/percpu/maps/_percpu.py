@@ -1,0 +1,137 @@
+"""``PerCpuMap``: what only per-CPU maps do, one CPU's value at a time (BPF_F_CPU / BPF_F_ALL_CPUS on
+Linux 7.0, read-modify-write of the whole element elsewhere) and one CPU's snapshot."""
+
+from __future__ import annotations
+
+import errno as _errno
+from typing import Any
+
+import numpy as np
+
+from .. import features
+from .._libbpf import BPF_ANY, BPF_EXIST, BPF_NOEXIST
+from ..cpus import CpuList
+from ..errors import (
+    KeyExists,
+    KeyNotFound,
+    NotSupported,
+)
+from ..layout import BPF_F_ALL_CPUS, BPF_F_CPU
+from ..values import (
+    PerCpuValue,
+)
+from ._base import Map
+from ._bulk import BulkReader
+from ._kinds import Snapshot
+
+
+class PerCpuMap(Map):
+    """Base of the per-CPU maps: values are :class:`PerCpuValue` with one slot per possible CPU."""
+
+    percpu = True
+
+    def _cpu_flags(self, cpu: int) -> int:
+        self._slot(cpu)  # a CPU that is not possible is refused here, before any syscall
+        return BPF_F_CPU | (cpu << 32)
+
+    def lookup_cpu(self, key: Any, cpu: int) -> Any:
+        """CPU ``cpu``'s value at ``key``: one value read with BPF_F_CPU where the kernel has it (Linux
+        7.0), else the whole element read and one CPU's value taken from it."""
+        flags = self._cpu_flags(cpu)
+        if features.cpu_flag():
+            k = self._key(key)
+            buf = self.layout.value_buffer(1, flags)
+            try:
+                with self._held() as fd:
+                    self._b.map_lookup(fd, k, buf, self.layout, flags)
+            except OSError as exc:
+                raise self._lookup_error(exc, key) from exc
+            return self._decode_one(buf)
+        value: PerCpuValue = self.lookup(key)
+        return value[cpu]
+
+    def update_all(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
+        """Write the same ``value`` on every possible CPU in one syscall: one value buffer with
+        BPF_F_ALL_CPUS where the kernel has it (Linux 7.0), else the whole per-CPU element."""
+        if features.cpu_flag():
+            self._update_raw(self._key(key), self._encode_one(value), flags | BPF_F_ALL_CPUS, key)
+            return
+        self.update(key, [value] * self.layout.slots, flags)
+
+    def update_cpu(self, key: Any, cpu: int, value: Any, flags: int = BPF_ANY) -> None:
+        """Write CPU ``cpu``'s value at ``key``, leaving the other CPUs' values as they are.
+
+        With BPF_F_CPU (Linux 7.0) this is one syscall touching one CPU's value. Older kernels have no
+        such operation: percpu then reads all slots, changes one and writes all back. That
+        read-modify-write is not atomic: a BPF program writing another CPU's slot in between loses that
+        write. A key that does not exist yet is created with zeros on the other CPUs.
+        """
+        cpu_flags = self._cpu_flags(cpu)
+        slot = self._slot(cpu)
+        k = self._key(key)
+        raw = np.frombuffer(self.value_codec.encode(value), np.uint8)
+        if features.cpu_flag() and flags & 3 != BPF_NOEXIST:
+            one = self._encode_one(value)
+            try:
+                with self._held() as fd:
+                    self._b.map_update(fd, k, one, self.layout, BPF_EXIST | cpu_flags)
+                return
+            except OSError as exc:
+                if exc.errno != _errno.ENOENT or flags & 3 == BPF_EXIST:
+                    raise self._update_error(exc, BPF_EXIST, key) from exc
+            # A new key. The first kernels with BPF_F_CPU left stale values in the other CPUs' slots of a
+            # hash element created that way: create it whole, zeros on the other CPUs.
+            whole = self.layout.value_buffer()
+            off = self.layout.slot_offset(slot)
+            whole[off : off + raw.size] = raw
+            self._update_raw(k, whole, BPF_NOEXIST, key)
+            return
+        buf = self.layout.value_buffer()
+        try:
+            with self._held() as fd:
+                self._b.map_lookup(fd, k, buf, self.layout)
+            if flags == BPF_NOEXIST:
+                raise KeyExists(f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)", map_name=self.name)
+        except OSError as exc:
+            if exc.errno != _errno.ENOENT:
+                raise self._error(exc, "lookup") from exc
+            if flags == BPF_EXIST:
+                raise KeyNotFound(
+                    f"map {self.name!r}: no key {key!r} to replace", errno=exc.errno, map_name=self.name
+                ) from exc
+            buf[:] = 0
+        off = self.layout.slot_offset(slot)
+        buf[off : off + raw.size] = raw
+        self._update_raw(k, buf, flags, key)
+
+    def snapshot(self, *, batch: bool | None = None, cpu: int | None = None) -> Snapshot:
+        """Read the whole map into numpy (see :meth:`Map.snapshot`).
+
+        With ``cpu``, only CPU ``cpu``'s values: ``values`` is (n, ...) and ``cpus`` that one CPU. Where
+        the kernel has BPF_F_CPU (Linux 7.0) the batch read copies just that CPU's values; elsewhere the
+        whole map is read and the column taken.
+        """
+        if cpu is None:
+            return super().snapshot(batch=batch)
+        flags = self._cpu_flags(cpu)
+        if features.cpu_flag() and batch is not False:
+            reader = BulkReader(self, elem_flags=flags)
+            try:
+                keys, vals, n = reader.read(delete=False, batch=True)
+            except NotSupported:
+                if batch:
+                    raise
+            else:
+                return self._one_cpu_snapshot(keys, vals, n, cpu)
+        full = super().snapshot(batch=batch)
+        col = np.ascontiguousarray(full.cpu(cpu))
+        col.flags.writeable = False
+        return Snapshot(keys=full.keys, values=col, cpus=CpuList((cpu,)), percpu=False)
+
+    def _one_cpu_snapshot(self, keys: np.ndarray, vals: np.ndarray, n: int, cpu: int) -> Snapshot:
+        ks, vs = self.info.key_size, self.info.value_size
+        k = keys[: n * ks].copy().view(self.key_codec.dtype)
+        v = vals[: n * vs].copy().view(self.value_codec.dtype)
+        k.flags.writeable = False
+        v.flags.writeable = False
+        return Snapshot(keys=k, values=v, cpus=CpuList((cpu,)), percpu=False)

@@ -1,0 +1,149 @@
+"""The typed maps, one class per kernel map type, and :func:`open_map`, which picks the class the
+kernel's type calls for."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..values import (
+    Codec,
+    Int,
+    TypeSpec,
+    codec_for,
+)
+from ._base import Map
+from ._kinds import CGROUP_STORAGE_KEY, MapType
+from ._open import _CLASS_BY_TYPE
+from ._percpu import PerCpuMap
+
+
+class PerCpuArray(PerCpuMap):
+    """BPF_MAP_TYPE_PERCPU_ARRAY: ``max_entries`` slots indexed by a 32-bit integer."""
+
+    map_types = (MapType.PERCPU_ARRAY,)
+
+    def _default_key_codec(self) -> Codec:
+        return codec_for(Int(4), 4) if self.info.key_size == 4 else super()._default_key_codec()
+
+    @classmethod
+    def create(
+        cls,
+        value: TypeSpec,
+        max_entries: int,
+        *,
+        name: str = "",
+        flags: int = 0,
+    ) -> PerCpuArray:
+        """Create a per-CPU array of ``max_entries`` values of type ``value``."""
+        return cls._create(MapType.PERCPU_ARRAY, np.uint32, value, max_entries, name=name, flags=flags)
+
+    def __len__(self) -> int:
+        return self.info.max_entries
+
+
+class PerCpuHash(PerCpuMap):
+    """BPF_MAP_TYPE_PERCPU_HASH."""
+
+    map_types = (MapType.PERCPU_HASH,)
+    _create_type = MapType.PERCPU_HASH
+
+    @classmethod
+    def create(
+        cls,
+        key: TypeSpec,
+        value: TypeSpec,
+        max_entries: int,
+        *,
+        name: str = "",
+        flags: int = 0,
+    ) -> PerCpuHash:
+        return cls._create(cls._create_type, key, value, max_entries, name=name, flags=flags)
+
+
+class LruPerCpuHash(PerCpuHash):
+    """BPF_MAP_TYPE_LRU_PERCPU_HASH: the least recently used elements are evicted when full."""
+
+    map_types = (MapType.LRU_PERCPU_HASH,)
+    _create_type = MapType.LRU_PERCPU_HASH
+
+
+class PerCpuCgroupStorage(PerCpuMap):
+    """BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE: one element per (cgroup, attach type), made by the kernel when
+    a program using the map is attached to a cgroup. User space can look up and update existing
+    elements; it cannot create or delete them. Deprecated upstream in favour of cgroup local storage,
+    which is not per-CPU."""
+
+    map_types = (MapType.PERCPU_CGROUP_STORAGE,)
+
+    def _default_key_codec(self) -> Codec:
+        if self.info.key_size == 16:
+            return codec_for(CGROUP_STORAGE_KEY)
+        if self.info.key_size == 8:
+            return codec_for(np.uint64)
+        return super()._default_key_codec()
+
+    @classmethod
+    def create(
+        cls,
+        value: TypeSpec,
+        *,
+        key: TypeSpec = CGROUP_STORAGE_KEY,
+        name: str = "",
+    ) -> PerCpuCgroupStorage:
+        """Create the map (max_entries is 0: the kernel sizes it by attachments)."""
+        return cls._create(MapType.PERCPU_CGROUP_STORAGE, key, value, 0, name=name)
+
+
+class Array(Map):
+    """BPF_MAP_TYPE_ARRAY (shared by all CPUs), for comparison with the per-CPU array."""
+
+    map_types = (MapType.ARRAY,)
+
+    def _default_key_codec(self) -> Codec:
+        return codec_for(Int(4), 4) if self.info.key_size == 4 else super()._default_key_codec()
+
+    @classmethod
+    def create(cls, value: TypeSpec, max_entries: int, *, name: str = "", flags: int = 0) -> Array:
+        return cls._create(MapType.ARRAY, np.uint32, value, max_entries, name=name, flags=flags)
+
+    def __len__(self) -> int:
+        return self.info.max_entries
+
+
+class Hash(Map):
+    """BPF_MAP_TYPE_HASH (shared by all CPUs), for comparison with the per-CPU hash."""
+
+    map_types = (MapType.HASH,)
+
+    @classmethod
+    def create(
+        cls, key: TypeSpec, value: TypeSpec, max_entries: int, *, name: str = "", flags: int = 0
+    ) -> Hash:
+        return cls._create(MapType.HASH, key, value, max_entries, name=name, flags=flags)
+
+
+_CLASS_BY_TYPE.update(
+    {
+        MapType.PERCPU_ARRAY: PerCpuArray,
+        MapType.PERCPU_HASH: PerCpuHash,
+        MapType.LRU_PERCPU_HASH: LruPerCpuHash,
+        MapType.PERCPU_CGROUP_STORAGE: PerCpuCgroupStorage,
+        MapType.ARRAY: Array,
+        MapType.HASH: Hash,
+    }
+)
+
+
+def open_map(spec: int | str | os.PathLike[str], **kw: Any) -> Map:
+    """Open a map by id (``42``, ``"42"``), pinned path (``"/sys/fs/bpf/x"``) or name, as its typed class."""
+    if isinstance(spec, int):
+        return Map.from_id(spec, **kw)
+    s = os.fspath(spec)
+    if s.isdigit():
+        return Map.from_id(int(s), **kw)
+    if "/" in s:
+        return Map.from_pin(s, **kw)
+    return Map.from_name(s, **kw)
