@@ -274,7 +274,6 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "libbpf_num_possible_cpus": (_I, []),
     "libbpf_set_print": (_P, [_PRINT_FN]),
     "libbpf_probe_bpf_map_type": (_I, [_I, _P]),
-    "libbpf_probe_bpf_prog_type": (_I, [_I, _P]),
     "libbpf_probe_bpf_helper": (_I, [_I, _I, _P]),
     "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(_MapCreateOpts)]),
     "bpf_map_lookup_elem_flags": (_I, [_I, _P, _P, _U64]),
@@ -666,12 +665,6 @@ class Libbpf:
 
     def probe_map_type(self, map_type: int) -> bool:
         ret = int(self.fn("libbpf_probe_bpf_map_type")(map_type, None))
-        if ret < 0:
-            raise OSError(-ret, os.strerror(-ret))
-        return ret == 1
-
-    def probe_prog_type(self, prog_type: int) -> bool:
-        ret = int(self.fn("libbpf_probe_bpf_prog_type")(prog_type, None))
         if ret < 0:
             raise OSError(-ret, os.strerror(-ret))
         return ret == 1

@@ -19,7 +19,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -791,11 +791,6 @@ class SyscallCounter:
             return None
         s = m.snapshot()
         return s.keys, s.values
-
-
-def slots_by_name(names: Iterable[str], arch: str | None = None) -> list[int]:
-    """Slots of syscalls given by name (``read``, ``compat:read``)."""
-    return Filters(syscalls=list(names)).slots(arch)
 
 
 @dataclass(frozen=True)
