@@ -39,14 +39,14 @@ class PerCpuMap(Map):
         7.0), else the whole element read and one CPU's value taken from it."""
         flags = self._cpu_flags(cpu)
         if features.cpu_flag():
-            k = self._key(key)
+            k = self.enc.key(key)
             buf = self.layout.value_buffer(1, flags)
             try:
                 with self._held() as fd:
                     self._b.map_lookup(fd, k, buf, self.layout, flags)
             except OSError as exc:
                 raise self._lookup_error(exc, key) from exc
-            return self._decode_one(buf)
+            return self.enc.decode_one(buf)
         value: PerCpuValue = self.lookup(key)
         return value[cpu]
 
@@ -54,7 +54,7 @@ class PerCpuMap(Map):
         """Write the same ``value`` on every possible CPU in one syscall: one value buffer with
         BPF_F_ALL_CPUS where the kernel has it (Linux 7.0), else the whole per-CPU element."""
         if features.cpu_flag():
-            self._update_raw(self._key(key), self._encode_one(value), flags | BPF_F_ALL_CPUS, key)
+            self._update_raw(self.enc.key(key), self.enc.encode_one(value), flags | BPF_F_ALL_CPUS, key)
             return
         self.update(key, [value] * self.layout.slots, flags)
 
@@ -68,10 +68,10 @@ class PerCpuMap(Map):
         """
         cpu_flags = self._cpu_flags(cpu)
         slot = self._slot(cpu)
-        k = self._key(key)
+        k = self.enc.key(key)
         raw = np.frombuffer(self.value_codec.encode(value), np.uint8)
         if features.cpu_flag() and flags & 3 != BPF_NOEXIST:
-            one = self._encode_one(value)
+            one = self.enc.encode_one(value)
             try:
                 with self._held() as fd:
                     self._b.map_update(fd, k, one, self.layout, BPF_EXIST | cpu_flags)
