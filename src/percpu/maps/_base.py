@@ -4,7 +4,6 @@ writes. Whole-map reads are :class:`~percpu.maps._bulk.BulkReader`'s."""
 from __future__ import annotations
 
 import contextlib
-import errno as _errno
 import os
 import threading
 from collections.abc import Iterator
@@ -13,15 +12,13 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from .. import _libbpf, features
-from .._libbpf import BPF_ANY, BPF_EXIST, MapInfo
+from .._libbpf import BPF_ANY, MapInfo
 from ..cpus import CpuList, possible_cpus
 from ..errors import (
     NOT_SUPPORTED_ERRNOS,
     BpfError,
     CpuNotPossible,
-    KeyExists,
     KeyNotFound,
-    MapFull,
     MapTypeError,
     NotSupported,
     PercpuError,
@@ -38,6 +35,7 @@ from . import _open
 from ._batch import BatchWriter
 from ._bulk import BulkReader, walk_items, walk_keys
 from ._encoding import Encoding, btf_codec
+from ._errors import lookup_error, update_error
 from ._kinds import MapType, Snapshot
 
 M = TypeVar("M", bound="Map")
@@ -234,13 +232,8 @@ class Map:
             with self._held() as fd:
                 self._b.map_lookup(fd, k, buf, self.layout)
         except OSError as exc:
-            raise self._lookup_error(exc, key) from exc
+            raise lookup_error(self, exc, key) from exc
         return self.enc.decode_value(buf)
-
-    def _lookup_error(self, exc: OSError, key: Any) -> BpfError:
-        if exc.errno == _errno.ENOENT:
-            return KeyNotFound(f"map {self.name!r}: no key {key!r}", errno=exc.errno, map_name=self.name)
-        return self._error(exc, "lookup")
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:
@@ -275,32 +268,7 @@ class Map:
             with self._held() as fd:
                 self._b.map_update(fd, k, v, self.layout, flags)
         except OSError as exc:
-            raise self._update_error(exc, flags, key) from exc
-
-    def _update_error(self, exc: OSError, flags: int, key: Any) -> BpfError:
-        if exc.errno == _errno.ENOENT and flags & 3 == BPF_EXIST:
-            return KeyNotFound(
-                f"map {self.name!r}: no key {key!r} to replace", errno=exc.errno, map_name=self.name
-            )
-        if exc.errno == _errno.EEXIST:
-            return KeyExists(
-                f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)", errno=exc.errno, map_name=self.name
-            )
-        if exc.errno == _errno.E2BIG:
-            if self._is_array:
-                return BpfError(
-                    f"map {self.name!r}: index {key!r} is out of range (the array has "
-                    f"{self.info.max_entries} elements)",
-                    errno=exc.errno,
-                    map_name=self.name,
-                )
-            return MapFull(
-                f"map {self.name!r}: is full ({self.info.max_entries} entries); delete some or create it "
-                "with a larger max_entries",
-                errno=exc.errno,
-                map_name=self.name,
-            )
-        return self._error(exc, "update")
+            raise update_error(self, exc, flags, key) from exc
 
     def delete(self, key: Any) -> None:
         """Remove ``key``. Raises :class:`KeyNotFound` if absent; arrays have no delete."""
@@ -310,7 +278,7 @@ class Map:
             with self._held() as fd:
                 self._b.map_delete(fd, k, self.layout)
         except OSError as exc:
-            raise self._lookup_error(exc, key) from exc
+            raise lookup_error(self, exc, key) from exc
 
     def lookup_and_delete(self, key: Any) -> Any:
         """Read and remove ``key`` in one syscall (hash maps; per-CPU hashes since Linux 5.14)."""
@@ -331,7 +299,7 @@ class Map:
                     errno=exc.errno,
                     map_name=self.name,
                 ) from exc
-            raise self._lookup_error(exc, key) from exc
+            raise lookup_error(self, exc, key) from exc
         return self.enc.decode_value(buf)
 
     def _no_delete_on_arrays(self, what: str) -> None:

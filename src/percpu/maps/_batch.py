@@ -13,6 +13,7 @@ from .. import _libbpf, features
 from .._libbpf import BPF_ANY
 from ..errors import NOT_SUPPORTED_ERRNOS, KeyNotFound, PercpuError, SizeMismatch
 from ..values import integer_array
+from ._errors import lookup_error
 
 if TYPE_CHECKING:
     from ._base import Map
@@ -72,7 +73,7 @@ class BatchWriter:
                 with m._held() as fd:
                     m._b.map_delete(fd, k, self.layout)
             except OSError as exc:
-                raise m._lookup_error(exc, k.tobytes()) from exc
+                raise lookup_error(m, exc, k.tobytes()) from exc
 
     def _keys(self, keys: Any) -> tuple[np.ndarray, int]:
         m = self.map

@@ -22,6 +22,7 @@ from ..values import (
 )
 from ._base import Map
 from ._bulk import BulkReader
+from ._errors import lookup_error, update_error
 from ._kinds import Snapshot
 
 
@@ -45,7 +46,7 @@ class PerCpuMap(Map):
                 with self._held() as fd:
                     self._b.map_lookup(fd, k, buf, self.layout, flags)
             except OSError as exc:
-                raise self._lookup_error(exc, key) from exc
+                raise lookup_error(self, exc, key) from exc
             return self.enc.decode_one(buf)
         value: PerCpuValue = self.lookup(key)
         return value[cpu]
@@ -78,7 +79,7 @@ class PerCpuMap(Map):
                 return
             except OSError as exc:
                 if exc.errno != _errno.ENOENT or flags & 3 == BPF_EXIST:
-                    raise self._update_error(exc, BPF_EXIST, key) from exc
+                    raise update_error(self, exc, BPF_EXIST, key) from exc
             # A new key. The first kernels with BPF_F_CPU left stale values in the other CPUs' slots of a
             # hash element created that way: create it whole, zeros on the other CPUs.
             whole = self.layout.value_buffer()
