@@ -21,13 +21,13 @@ import os
 import pwd
 from typing import NamedTuple
 
-from . import _libbpf, _procfs
+from . import _libbpf, _machine
 from .errors import PercpuError
 
 __all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges", "resolve_user"]
 
-CAP_SYS_ADMIN = _procfs.CAP_SYS_ADMIN
-CAP_BPF = _procfs.CAP_BPF
+CAP_SYS_ADMIN = _machine.CAP_SYS_ADMIN
+CAP_BPF = _machine.CAP_BPF
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -50,14 +50,10 @@ def _kernel_version(release: str) -> tuple[int, int]:
         return (0, 0)
 
 
-def caps_needed_to_read_maps(
-    release: str | None = None, sysctl: str = "/proc/sys/kernel/unprivileged_bpf_disabled"
-) -> int:
+def caps_needed_to_read_maps(release: str | None = None) -> int:
     """The capability mask a process needs to keep reading maps through fds it already holds."""
-    try:
-        with open(sysctl, encoding="ascii") as f:
-            disabled = int(f.read().strip())
-    except (OSError, ValueError):
+    disabled = _machine.current().sysctl_int("kernel.unprivileged_bpf_disabled")
+    if disabled is None:
         disabled = 1  # unknown: assume the distribution default
     version = _kernel_version(release or os.uname().release)
     if disabled == 0 or version >= (5, 19):
@@ -83,31 +79,25 @@ def resolve_user(user: str | None, group: str | None) -> tuple[int | None, int |
     return uid, gid
 
 
-def _last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 63
-
-
 def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = None) -> Dropped:
     """Drop every capability but ``keep``, switch user/group if given, set no_new_privs.
 
     Capabilities belong to threads: this must run while the process has one thread, so that every
     thread started later inherits the reduced sets.
     """
-    tasks = os.listdir("/proc/self/task")
-    if len(tasks) != 1:
+    machine = _machine.current()
+    threads = machine.threads()
+    if threads != 1:
         raise PercpuError(
-            f"cannot drop privileges: the process has {len(tasks)} threads and capabilities belong to each "
+            f"cannot drop privileges: the process has {threads} threads and capabilities belong to each "
             "(numpy's BLAS starts some: set OPENBLAS_NUM_THREADS=1), or pass --keep-privileges"
         )
     uid, gid = resolve_user(user, group)
     try:
         _libbpf.prctl(PR_SET_NO_NEW_PRIVS, 1)
         bounding = True
-        for cap in range(_last_cap() + 1):
+        last_cap = machine.sysctl_int("kernel.cap_last_cap")
+        for cap in range((63 if last_cap is None else last_cap) + 1):
             if keep >> cap & 1:
                 continue
             try:
@@ -126,7 +116,7 @@ def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = 
         _libbpf.capset(keep, keep, 0)
     except OSError as exc:
         raise PercpuError(f"cannot drop privileges: {exc.strerror}") from exc
-    eff = _procfs.effective_caps()
+    eff = machine.effective_caps()
     if eff is not None and eff & ~keep:
         raise PercpuError(f"capabilities still effective after dropping them: {eff:#x}")
     return Dropped(keep, os.getuid(), os.getgid(), bounding)

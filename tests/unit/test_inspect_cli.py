@@ -13,13 +13,11 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf, _procfs
+from percpu import _procfs
 from percpu.cli import build_parser, inspect, main
-from percpu.errors import PercpuError
 from percpu.layout import Layout
-from percpu.maps import check_pin_path
 
-from .fake_kernel import FakeKernel
+from .fake_kernel import FakeKernel, installed
 
 N = len(percpu.topology().possible)  # explain and dump size buffers from the real sysfs list
 
@@ -61,7 +59,7 @@ def test_doctor_without_privileges_reports_every_check(
     """Root in a container with no capabilities: every bpf() call says EPERM. Each probe is one line."""
     status = status_file(tmp_path, 0)
     monkeypatch.setattr(inspect, "_doctor_checks", functools.partial(inspect._doctor_checks, status=status))
-    with _libbpf.use_backend(FakeKernel(N, deny=True)):
+    with installed(FakeKernel(N, deny=True)):
         rc = main(["doctor"])
     out, err = capsys.readouterr()
     assert rc == 1
@@ -87,7 +85,7 @@ def test_doctor_without_privileges_reports_every_check(
 
 def test_doctor_probes_run_when_privileged(tmp_path: object) -> None:
     kernel = FakeKernel(N)
-    with _libbpf.use_backend(kernel):
+    with installed(kernel):
         keep = percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 12)), 4, name="listed")
         checks, maps = inspect._doctor_checks(status=status_file(tmp_path, ALL_CAPS))
         keep.close()
@@ -112,7 +110,7 @@ class OverrunKernel(FakeKernel):
 
 
 def test_explain_measures_what_the_kernel_wrote(capsys: pytest.CaptureFixture[str]) -> None:
-    with _libbpf.use_backend(FakeKernel(N)):
+    with installed(FakeKernel(N)):
         assert main(["explain", "--value-size", "12"]) == 0
     out = capsys.readouterr().out
     assert out.count("intact: all 16 bytes still ee") == 2
@@ -120,7 +118,7 @@ def test_explain_measures_what_the_kernel_wrote(capsys: pytest.CaptureFixture[st
 
 
 def test_explain_reports_an_overwritten_guard(capsys: pytest.CaptureFixture[str]) -> None:
-    with _libbpf.use_backend(OverrunKernel(N)):
+    with installed(OverrunKernel(N)):
         assert main(["explain", "--value-size", "12"]) == 1
     out, err = capsys.readouterr()
     assert "guard before  : " + " ".join(["ee"] * 16) + "   intact" in out
@@ -138,7 +136,7 @@ def dump_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, 
 
 @pytest.mark.parametrize("text", ["9", "0x9", "0X09", "09"])
 def test_integer_keys_without_btf(capsys: pytest.CaptureFixture[str], text: str) -> None:
-    with _libbpf.use_backend(FakeKernel(N)):
+    with installed(FakeKernel(N)):
         m = percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 3)), 4)
         m.update(9, [b"\x01\x02\x03"] * N)
         m.update(1, [b"\x04\x05\x06"] * N)
@@ -158,7 +156,7 @@ def test_integer_keys_without_btf(capsys: pytest.CaptureFixture[str], text: str)
     ],
 )
 def test_bad_integer_keys_without_btf(capsys: pytest.CaptureFixture[str], text: str, message: str) -> None:
-    with _libbpf.use_backend(FakeKernel(N)), percpu.PerCpuHash.create(np.uint32, np.uint64, 4) as m:
+    with installed(FakeKernel(N)), percpu.PerCpuHash.create(np.uint32, np.uint64, 4) as m:
         m.update(9, [1] * N)
         assert main(["dump", str(m.info.id), "--key", text]) == 1
     err = capsys.readouterr().err
@@ -166,7 +164,7 @@ def test_bad_integer_keys_without_btf(capsys: pytest.CaptureFixture[str], text: 
 
 
 def test_other_key_sizes_without_btf_take_hex_bytes(capsys: pytest.CaptureFixture[str]) -> None:
-    with _libbpf.use_backend(FakeKernel(N)), percpu.Hash.create(np.dtype((np.void, 3)), np.uint64, 4) as m:
+    with installed(FakeKernel(N)), percpu.Hash.create(np.dtype((np.void, 3)), np.uint64, 4) as m:
         m.update(b"\x0a\x0b\x0c", 5)
         (row,) = dump_json(capsys, str(m.info.id), "--key", "0a0b0c")
         assert row == {"key": "0a0b0c", "value": (5).to_bytes(8, sys.byteorder).hex()}
@@ -197,7 +195,7 @@ def test_limit_must_be_a_count(capsys: pytest.CaptureFixture[str], limit: str) -
 
 @pytest.mark.parametrize(("limit", "rows"), [("0", 4), ("2", 2), ("9", 4)])
 def test_limit(capsys: pytest.CaptureFixture[str], limit: str, rows: int) -> None:
-    with _libbpf.use_backend(FakeKernel(N)), percpu.PerCpuArray.create(np.uint64, 4) as m:
+    with installed(FakeKernel(N)), percpu.PerCpuArray.create(np.uint64, 4) as m:
         assert len(dump_json(capsys, str(m.info.id), "--limit", limit)) == rows
 
 
@@ -210,7 +208,7 @@ def test_json_has_a_short_form(command: list[str]) -> None:
 def test_per_cpu_options_on_a_map_that_is_not_per_cpu(
     capsys: pytest.CaptureFixture[str], flag: list[str]
 ) -> None:
-    with _libbpf.use_backend(FakeKernel(N)), percpu.Array.create(np.uint64, 2) as m:
+    with installed(FakeKernel(N)), percpu.Array.create(np.uint64, 2) as m:
         assert main(["dump", str(m.info.id), *flag]) == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -220,45 +218,10 @@ def test_per_cpu_options_on_a_map_that_is_not_per_cpu(
 # --- dump of a path that cannot be a pin -------------------------------------------------------------------
 
 
-def mounts_file(tmp_path: object, *lines: str) -> str:
-    path = os.path.join(str(tmp_path), "mounts")
-    with open(path, "w", encoding="ascii") as f:
-        f.write("".join(line + "\n" for line in lines))
-    return path
-
-
-def test_paths_outside_bpffs_are_refused(tmp_path: object) -> None:
-    mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0", "bpf /sys/fs/bpf bpf rw 0 0")
-    for path in ("/etc/passwd", "/etc/no_such_file"):
-        with pytest.raises(PercpuError) as exc:
-            check_pin_path(path, mounts)
-        assert (
-            str(exc.value)
-            == f"{path} is not in a BPF file system (bpffs); pinned maps live under /sys/fs/bpf"
-        )
-
-
-def test_no_bpffs_mounted(tmp_path: object) -> None:
-    mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0")
-    with pytest.raises(PercpuError, match=r"no bpffs is mounted here \(mount -t bpf bpf /sys/fs/bpf\)"):
-        check_pin_path("/sys/fs/bpf/x", mounts)
-
-
-def test_bpffs_mount_point_with_a_space_and_a_directory_in_it(tmp_path: object) -> None:
-    bpffs = os.path.join(str(tmp_path), "my bpf")
-    os.makedirs(os.path.join(bpffs, "dir"))
-    escaped = bpffs.replace(" ", "\\040")
-    mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0", f"bpf {escaped} bpf rw 0 0")
-    with pytest.raises(PercpuError, match="is a directory in bpffs, not a pinned map"):
-        check_pin_path(os.path.join(bpffs, "dir"), mounts)
-    with _libbpf.use_backend(FakeKernel(N)):
-        check_pin_path(os.path.join(bpffs, "a_map"), mounts)  # in bpffs: the library opens it
-
-
 @pytest.mark.parametrize("path", ["/etc/passwd", "/proc/self/status"])
 def test_dump_of_a_file_elsewhere_makes_no_bpf_call(capsys: pytest.CaptureFixture[str], path: str) -> None:
     kernel = FakeKernel(N)
-    with _libbpf.use_backend(kernel):
+    with installed(kernel):
         assert main(["dump", path]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"percpu: {path} is not in a BPF file system (bpffs)")
@@ -268,7 +231,7 @@ def test_dump_of_a_file_elsewhere_makes_no_bpf_call(capsys: pytest.CaptureFixtur
 def test_dump_one_cpu_copies_only_that_cpus_values(capsys: pytest.CaptureFixture[str]) -> None:
     """dump --cpu reads one CPU's values with BPF_F_CPU where the kernel has it (Linux 7.0)."""
     kernel = FakeKernel(3, cpu_ids=(0, 4, 9), cpu_flag=True)
-    with _libbpf.use_backend(kernel):
+    with installed(kernel):
         m = percpu.PerCpuHash.create(np.uint32, np.uint32, 8, name="one_cpu")
         m.update_batch([1, 2], [[10, 14, 19], [20, 24, 29]])
         assert percpu.maps.cpu_flag_supported()  # probed now, so its own read is not counted below

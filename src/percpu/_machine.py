@@ -1,0 +1,209 @@
+"""What the machine says, asked in one place: the kernel (the libbpf binding), the CPU lists in sysfs,
+the mount table, this process's effective capabilities, what kind of BPF object an fd is, and sysctls.
+
+:class:`Machine` reads them from ``/proc`` and ``/sys``; :func:`current` is the one in use and
+:func:`use` installs another for a ``with`` block (the unit tests' fake machine, whose kernel and files
+come from one set of CPU ids, so they cannot contradict each other). Nothing here raises for an unreadable
+file: callers get None or an empty list and decide what that means. Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+from . import _libbpf
+
+__all__ = ["Machine", "Mount", "can_load_bpf", "current", "use"]
+
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+# The inode number of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): fixed.
+_INIT_PIDNS_INO = 0xEFFFFFFC
+
+
+class Mount(NamedTuple):
+    source: str
+    point: str
+    fstype: str
+
+
+def _unescape(field: str) -> str:
+    """The kernel writes space, tab, newline and backslash in mount fields as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda g: chr(int(g.group(1), 8)), field)
+
+
+def can_load_bpf(caps: int) -> bool:
+    """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (tracing programs need both since Linux 5.8)."""
+    needed = (1 << CAP_BPF) | (1 << CAP_PERFMON)
+    return bool(caps >> CAP_SYS_ADMIN & 1) or caps & needed == needed
+
+
+class Machine:
+    """One machine: ``kernel`` (the binding; the real libbpf unless given) and the ``/proc`` and ``/sys``
+    trees its answers are read from."""
+
+    def __init__(
+        self, kernel: _libbpf.Backend | None = None, *, proc: str = "/proc", sys: str = "/sys"
+    ) -> None:
+        self._kernel = kernel
+        self.proc = proc
+        self.sys = sys
+
+    @property
+    def kernel(self) -> _libbpf.Backend:
+        return self._kernel if self._kernel is not None else _libbpf.backend()
+
+    # --- CPUs -----------------------------------------------------------------------------------------
+
+    @property
+    def cpu_root(self) -> str:
+        """Where the CPU lists (possible, online, present, isolated, nohz_full) and each CPU's topology
+        live. The possible *count* is the kernel's (:meth:`num_possible_cpus`); these ids name its slots."""
+        return os.path.join(self.sys, "devices", "system", "cpu")
+
+    @property
+    def node_root(self) -> str:
+        return os.path.join(self.sys, "devices", "system", "node")
+
+    @property
+    def kernel_btf(self) -> str | None:
+        """The kernel's own BTF (``/sys/kernel/btf/vmlinux``) when it has one: tp_btf programs need it."""
+        path = os.path.join(self.sys, "kernel", "btf", "vmlinux")
+        return path if os.path.exists(path) else None
+
+    def num_possible_cpus(self) -> int:
+        """The kernel's own count of possible CPUs: what sizes every per-CPU buffer."""
+        return self.kernel.num_possible_cpus()
+
+    # --- mounts -------------------------------------------------------------------------------------
+
+    def mounts(self) -> list[Mount]:
+        """The mount table, in mount order (later entries are mounted over earlier ones); [] if unreadable."""
+        out: list[Mount] = []
+        try:
+            with open(os.path.join(self.proc, "self", "mounts"), encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3:
+                        out.append(Mount(_unescape(parts[0]), _unescape(parts[1]), parts[2]))
+        except OSError:
+            return []
+        return out
+
+    def mount_point(self, fstype: str) -> str | None:
+        """Where the first file system of type ``fstype`` (``cgroup2``, ``tracefs``, ``bpf``) is mounted."""
+        return next((m.point for m in self.mounts() if m.fstype == fstype), None)
+
+    def mount_of(self, path: str) -> Mount | None:
+        """The mount that holds ``path`` (symbolic links resolved; a missing tail stays as written)."""
+        real = os.path.realpath(path)
+        best: Mount | None = None
+        for m in self.mounts():
+            inside = real == m.point or real.startswith(m.point.rstrip("/") + "/")
+            # Later lines are mounted over earlier ones, so the last of the longest points wins.
+            if inside and (best is None or len(m.point) >= len(best.point)):
+                best = m
+        return best
+
+    # --- this process -------------------------------------------------------------------------------
+
+    def effective_caps(self) -> int | None:
+        """The effective capability set (CapEff), or None when it cannot be read.
+
+        Being uid 0 proves nothing: a container runtime or ``setpriv`` can leave root with no
+        capabilities, and then every bpf() call fails with EPERM.
+        """
+        try:
+            with open(os.path.join(self.proc, "self", "status"), encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("CapEff:"):
+                        return int(line.split()[1], 16)
+        except (OSError, IndexError, ValueError):
+            return None
+        return None
+
+    def fd_kind(self, fd: int) -> str | None:
+        """``"map"``, ``"program"`` or ``"link"`` for a BPF fd, from the kernel's fdinfo; None if unknown.
+
+        The kernel answers BPF_OBJ_GET_INFO_BY_FD on a program with a program's info, which must not be
+        read as a map's, so the kind is checked before.
+        """
+        try:
+            with open(
+                os.path.join(self.proc, "self", "fdinfo", str(fd)), encoding="ascii", errors="replace"
+            ) as f:
+                for line in f:
+                    for prefix, kind in (
+                        ("map_type:", "map"),
+                        ("prog_type:", "program"),
+                        ("link_type:", "link"),
+                    ):
+                        if line.startswith(prefix):
+                            return kind
+        except OSError:
+            return None
+        return None
+
+    def pid_namespace(self) -> tuple[int, int] | None:
+        """(device, inode) of this process's pid namespace when it is not the initial one, else None."""
+        try:
+            st = os.stat(os.path.join(self.proc, "self", "ns", "pid"))
+        except OSError:
+            return None  # no /proc/self/ns (very old kernels, no CONFIG_PID_NS): one namespace only
+        return None if st.st_ino == _INIT_PIDNS_INO else (st.st_dev, st.st_ino)
+
+    def threads(self) -> int:
+        """How many threads this process has now (capabilities belong to each)."""
+        return len(os.listdir(os.path.join(self.proc, "self", "task")))
+
+    # --- sysctls ------------------------------------------------------------------------------------
+
+    def sysctl(self, name: str) -> str | None:
+        """A sysctl by its dotted name (``kernel.bpf_stats_enabled``), stripped; None if unreadable."""
+        try:
+            with open(os.path.join(self.proc, "sys", *name.split(".")), encoding="ascii") as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    def sysctl_int(self, name: str) -> int | None:
+        text = self.sysctl(name)
+        try:
+            return None if text is None else int(text)
+        except ValueError:
+            return None
+
+
+_current: Machine | None = None
+_lock = threading.Lock()
+
+
+def current() -> Machine:
+    """The machine in use: this one, unless a test installed another with :func:`use`."""
+    global _current  # noqa: PLW0603 - a process-wide seam, like a logging handler
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = Machine()
+    return _current
+
+
+@contextmanager
+def use(machine: Machine) -> Iterator[Machine]:
+    """Install ``machine`` (and its kernel, the binding every map and object calls) for a ``with`` block."""
+    global _current  # noqa: PLW0603
+    with _lock:
+        old, _current = _current, machine
+    try:
+        with _libbpf.use_backend(machine.kernel):
+            yield machine
+    finally:
+        with _lock:
+            _current = old
