@@ -104,10 +104,6 @@ class Map:
         return codec_for(spec, self.info.value_size)
 
     @classmethod
-    def _check_type(cls, info: MapInfo) -> None:
-        _open.check_type(cls, info)
-
-    @classmethod
     def from_fd(cls: type[M], fd: int, *, key: TypeSpec = None, value: TypeSpec = None) -> M:
         """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
         return _open.from_fd(cls, fd, key=key, value=value, base=Map)
