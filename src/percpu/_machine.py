@@ -1,7 +1,8 @@
 """What the machine says, asked in one place: the kernel (the libbpf binding), the CPU lists in sysfs,
 the mount table, this process's effective capabilities, what kind of BPF object an fd is, and sysctls.
 
-:class:`Machine` reads them from ``/proc`` and ``/sys``; :func:`current` is the one in use and
+:class:`Machine` reads them from its ``/proc`` and ``/sys`` (the parsing is :mod:`percpu._procfs`'s, given
+the machine's paths); :func:`current` is the one in use and
 :func:`use` installs another for a ``with`` block (the unit tests' fake machine, whose kernel and files
 come from one set of CPU ids, so they cannot contradict each other). Nothing here raises for an unreadable
 file: callers get None or an empty list and decide what that means. Nothing is read at import time.
@@ -10,39 +11,17 @@ file: callers get None or an empty list and decide what that means. Nothing is r
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
 
-from . import _libbpf
+from . import _libbpf, _procfs
+from ._procfs import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Mount, can_load_bpf
 
-__all__ = ["Machine", "Mount", "can_load_bpf", "current", "use"]
-
-CAP_SYS_ADMIN = 21
-CAP_PERFMON = 38
-CAP_BPF = 39
+__all__ = ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "Machine", "Mount", "can_load_bpf", "current", "use"]
 
 # The inode number of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): fixed.
 _INIT_PIDNS_INO = 0xEFFFFFFC
-
-
-class Mount(NamedTuple):
-    source: str
-    point: str
-    fstype: str
-
-
-def _unescape(field: str) -> str:
-    """The kernel writes space, tab, newline and backslash in mount fields as octal escapes."""
-    return re.sub(r"\\([0-7]{3})", lambda g: chr(int(g.group(1), 8)), field)
-
-
-def can_load_bpf(caps: int) -> bool:
-    """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (tracing programs need both since Linux 5.8)."""
-    needed = (1 << CAP_BPF) | (1 << CAP_PERFMON)
-    return bool(caps >> CAP_SYS_ADMIN & 1) or caps & needed == needed
 
 
 class Machine:
@@ -86,16 +65,7 @@ class Machine:
 
     def mounts(self) -> list[Mount]:
         """The mount table, in mount order (later entries are mounted over earlier ones); [] if unreadable."""
-        out: list[Mount] = []
-        try:
-            with open(os.path.join(self.proc, "self", "mounts"), encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) >= 3:
-                        out.append(Mount(_unescape(parts[0]), _unescape(parts[1]), parts[2]))
-        except OSError:
-            return []
-        return out
+        return _procfs.mounts(os.path.join(self.proc, "self", "mounts"))
 
     def mount_point(self, fstype: str) -> str | None:
         """Where the first file system of type ``fstype`` (``cgroup2``, ``tracefs``, ``bpf``) is mounted."""
@@ -103,14 +73,7 @@ class Machine:
 
     def mount_of(self, path: str) -> Mount | None:
         """The mount that holds ``path`` (symbolic links resolved; a missing tail stays as written)."""
-        real = os.path.realpath(path)
-        best: Mount | None = None
-        for m in self.mounts():
-            inside = real == m.point or real.startswith(m.point.rstrip("/") + "/")
-            # Later lines are mounted over earlier ones, so the last of the longest points wins.
-            if inside and (best is None or len(m.point) >= len(best.point)):
-                best = m
-        return best
+        return _procfs.mount_of(path, self.mounts())
 
     # --- this process -------------------------------------------------------------------------------
 
@@ -120,14 +83,7 @@ class Machine:
         Being uid 0 proves nothing: a container runtime or ``setpriv`` can leave root with no
         capabilities, and then every bpf() call fails with EPERM.
         """
-        try:
-            with open(os.path.join(self.proc, "self", "status"), encoding="ascii", errors="replace") as f:
-                for line in f:
-                    if line.startswith("CapEff:"):
-                        return int(line.split()[1], 16)
-        except (OSError, IndexError, ValueError):
-            return None
-        return None
+        return _procfs.effective_caps(os.path.join(self.proc, "self", "status"))
 
     def fd_kind(self, fd: int) -> str | None:
         """``"map"``, ``"program"`` or ``"link"`` for a BPF fd, from the kernel's fdinfo; None if unknown.
