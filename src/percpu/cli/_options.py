@@ -9,9 +9,14 @@ import os
 from .. import _procfs, process
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, MAX_TABLE_ENTRIES, Filters, SyscallCounter, pid_namespace
-from ._args import int_at_least
+from ._args import int_at_least, seconds
 
-__all__ = ["add_counter_options", "counter", "filters", "require_root"]
+__all__ = ["MIN_INTERVAL", "add_counter_options", "counter", "filters", "interval", "require_root"]
+
+# ``-i/--interval`` of stat and top. Each report reads every map: a shorter interval would spend a CPU on
+# reading, not on the workload.
+MIN_INTERVAL = 0.1
+interval = seconds(MIN_INTERVAL, " (each report reads every map)")
 
 
 def add_counter_options(p: argparse.ArgumentParser) -> None:
