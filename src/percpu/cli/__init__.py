@@ -18,7 +18,7 @@ from ..errors import PercpuError, PermissionDenied
 
 __all__ = ["main"]
 
-_MODULES = ("top", "stat", "inspect", "export", "topology")
+_MODULES = ("top", "stat", "maps", "dump", "doctor", "explain", "export", "topology")
 
 
 def build_parser() -> argparse.ArgumentParser:
