@@ -180,14 +180,6 @@ def test_process_names_in_json_are_faithful_and_safe() -> None:
     assert by_pid[300]["comm"] == "back\\x1bslash"
 
 
-@pytest.mark.parametrize(
-    ("raw", "shown"),
-    [(b"bash", "bash"), ("café".encode(), "café"), (b"a\tb\r\n", "a\\x09b\\x0d\\x0a"), (b"\x7f", "\\x7f")],
-)
-def test_printable(raw: bytes, shown: str) -> None:
-    assert _report.printable(raw) == shown
-
-
 def test_lost_calls_are_reported_in_text_and_json() -> None:
     d = snap(2.0, {(0, 0): 9}, lost=Lost(errors=300, latency=7)).delta(snap(1.0, {}, lost=Lost(errors=100)))
     assert d.lost == Lost(processes=0, errors=200, latency=7)
