@@ -222,55 +222,47 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
     # Every check that can fail runs before the command is started: filters, output files.
     _options.counter(args, _options.filters(args, pid=os.getpid()))
     out = _Output(args)
-    cg = process.CommandCgroup(cgroup2_root())
-    in_cgroup = False
-    removed, moved = True, 0
     try:
-        child, gate_w = process.spawn_gated(path, cmd)
-        watch: process.Watch | None = None
+        cmd_run = process.GatedCommand(path, cmd, cgroup2_root())
         try:
-            watch = process.Watch(child, child=True)
-            in_cgroup = cg.add(child)
             filters = (
-                _options.filters(args, cgroup=cg.path) if in_cgroup else _options.filters(args, pid=child)
+                _options.filters(args, cgroup=cmd_run.cgroup_path)
+                if cmd_run.in_cgroup
+                else _options.filters(args, pid=cmd_run.pid)
             )
+            watch = cmd_run.watch
             with _options.counter(args, filters) as counter:
                 out.attach = counter.attach_mode
                 start = counter.snapshot()  # before the command runs: its first calls are counted
                 with watch.signals():
-                    os.write(gate_w, b"x")
-                    os.close(gate_w)
-                    gate_w = -1
+                    cmd_run.release()
                     _stat_loop(args, counter, out, start, watch)
             out.commit()
-            status = watch.status
         finally:
-            if gate_w >= 0:
-                os.close(gate_w)  # the child sees EOF and exits without running the command
-            if watch is None or watch.pid is not None:
-                process.reap(child)
-            if watch is not None:
-                watch.close()
+            cmd_run.close()
     finally:
-        cg_path = cg.path
-        removed, moved = cg.remove()  # only now: a cgroup cannot be removed while the command is in it
         out.close()
-    if not removed:
-        print(f"percpu: could not remove the cgroup {cg_path}; the next run removes it", file=sys.stderr)
+    if not cmd_run.removed:
+        print(
+            f"percpu: could not remove the cgroup {cmd_run.cgroup_path}; the next run removes it",
+            file=sys.stderr,
+        )
+    cg = cmd_run.cgroup
     if args.format == "table" and not args.quiet:
-        if not in_cgroup:
+        if not cmd_run.in_cgroup:
             why = (
                 "no cgroup v2 here" if cg.root == "" else "no cgroup could be made for it under percpu's own"
             )
             print(f"percpu: {why}: counted the command's own process only", file=sys.stderr)
-        if moved:
+        if cmd_run.moved:
             print(
-                f"percpu: the command left {moved} process(es) running; they were counted until it exited",
+                f"percpu: the command left {cmd_run.moved} process(es) running; they were counted until "
+                "it exited",
                 file=sys.stderr,
             )
         for stale in cg.removed_stale:
             print(f"percpu: removed {stale}, left by a percpu that was killed", file=sys.stderr)
-    return status
+    return cmd_run.status
 
 
 def register(sub: Any) -> None:
