@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,3 +94,40 @@ def test_doctor_probes_run_when_privileged(tmp_path: object) -> None:
 
 def test_json_has_a_short_form() -> None:
     assert build_parser().parse_args(["doctor", "-j"]).json is True
+
+
+def test_tracefs_from_the_mount_table(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nnodev /sys/kernel/my\\040tracing tracefs rw 0 0\n")
+    status = status_file(tmp_path, ALL_CAPS)
+    with _libbpf.use_backend(FakeKernel(N)):
+        found = {w: (s, d) for s, w, d in doctor._doctor_checks(status=status, mounts=str(mounts))[0]}
+        unread = {
+            w: (s, d) for s, w, d in doctor._doctor_checks(status=status, mounts=str(tmp_path / "x"))[0]
+        }
+    assert found["tracefs"] == ("ok", "/sys/kernel/my tracing")
+    assert unread["tracefs"] == ("unknown", f"cannot read {tmp_path / 'x'}")
+
+
+@pytest.mark.parametrize(
+    ("euid", "caps", "said"),
+    [
+        (1000, 0, " (you are not root)"),
+        (0, 0, " (you are root, but without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): a container or "),
+        (0, ALL_CAPS, ""),
+    ],
+)
+def test_permission_denied_says_why_it_applies_here(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], euid: int, caps: int, said: str
+) -> None:
+    """The library's message says what to do; the command adds who is asking, in the same words as doctor."""
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    monkeypatch.setattr(_procfs, "effective_caps", lambda status=_procfs.STATUS: caps)
+    with _libbpf.use_backend(FakeKernel(N, deny=True)):
+        assert main(["maps"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("percpu: ") and "run as root, or grant CAP_BPF and CAP_PERFMON" in err
+    if said:
+        assert said in err, err
+    else:
+        assert "(you are" not in err, err

@@ -13,7 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
+from .. import __version__, _procfs
+from .._privileges import privilege_hint
 from ..errors import PercpuError, PermissionDenied
 
 __all__ = ["main"]
@@ -53,8 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.func(args)
         return rc
     except PermissionDenied as exc:
-        hint = "" if os.geteuid() == 0 else " (you are not root)"
-        print(f"percpu: {exc}{hint}", file=sys.stderr)
+        # The library's message says what to do; this says why it applies here.
+        why = privilege_hint(_procfs.effective_caps(), os.geteuid(), remedy=False)
+        print(f"percpu: {exc}" + (f" ({why})" if why else ""), file=sys.stderr)
         return 1
     except PercpuError as exc:
         print(f"percpu: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from .. import _libbpf, _procfs
+from .._privileges import privilege_hint
 from ..cpus import CpuList, topology
 from ..errors import LibbpfError, NotSupported, PercpuError
 from ..maps import PERCPU_TYPES, Map, MapType, cpu_flag_supported, list_maps, user_value_bytes
@@ -27,33 +28,14 @@ T = TypeVar("T")
 
 Check = tuple[str, str, str]  # (status ok|warn|fail|info|unknown, what, detail)
 
-# Capability bits (linux/capability.h). CAP_BPF and CAP_PERFMON appeared in 5.8; before that only
-# CAP_SYS_ADMIN let a process create maps and load tracing programs.
-_CAPS = ((21, "CAP_SYS_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF"))
-_PRIV_HINT = "grant CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
 
 def _privileges(caps: int | None) -> Check:
     euid = os.geteuid()
     if caps is None:
         return ("unknown", "privileges", f"euid {euid}; CapEff not readable from /proc/self/status")
-    names = [name for bit, name in _CAPS if caps >> bit & 1]
-    have = f"euid {euid}, effective capabilities: {', '.join(names) or 'none'}"
-    if _procfs.can_load_bpf(caps):
-        return ("ok", "privileges", have)
-    if euid == 0:
-        why = "root without them (a container or setpriv dropped them): " + _PRIV_HINT
-    else:
-        why = "run as root or " + _PRIV_HINT
-    return ("fail", "privileges", f"{have}; {why}")
+    have = f"euid {euid}, effective capabilities: {', '.join(_procfs.bpf_cap_names(caps)) or 'none'}"
+    hint = privilege_hint(caps, euid)
+    return ("fail", "privileges", f"{have}; {hint}") if hint else ("ok", "privileges", have)
 
 
 class _Failed(NamedTuple):
@@ -89,11 +71,6 @@ def _probe_check(what: str, probe: Callable[[], None], ok: str) -> Check:
 def _cpu_lists() -> tuple[CpuList, CpuList, CpuList]:
     topo = topology()
     return topo.possible, topo.online, topo.present
-
-
-def _tracefs(mounts: str) -> str | None:
-    with open(mounts, encoding="ascii", errors="replace") as f:
-        return next((line.split()[1] for line in f if line.split()[2:3] == ["tracefs"]), None)
 
 
 def _enable_stats() -> None:
@@ -168,7 +145,7 @@ def _doctor_checks(
         if possible.ids != tuple(range(len(possible))):
             checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
     checks.append(_privileges(_procfs.effective_caps(status)))
-    unpriv = _read("/proc/sys/kernel/unprivileged_bpf_disabled")
+    unpriv = _procfs.sysctl("kernel.unprivileged_bpf_disabled")
     checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
     try:
         lib = _libbpf.libbpf()
@@ -183,9 +160,10 @@ def _doctor_checks(
             "/sys/kernel/btf/vmlinux" if btf else "missing: tp_btf is unavailable, raw_tp is used",
         )
     )
-    tracefs = _attempt(lambda: _tracefs(mounts))
-    if isinstance(tracefs, _Failed):
-        checks.append(("unknown", "tracefs", f"cannot read {mounts}: {tracefs.reason}"))
+    table = _procfs.mounts(mounts)
+    tracefs = _procfs.mount_point("tracefs", table)
+    if not table:  # a mount table that can be read is never empty: it has the root
+        checks.append(("unknown", "tracefs", f"cannot read {mounts}"))
     else:
         checks.append(
             (
@@ -194,7 +172,7 @@ def _doctor_checks(
                 tracefs or "not mounted (percpu mounts it when the classic tracepoint is needed)",
             )
         )
-    stats = _read("/proc/sys/kernel/bpf_stats_enabled")
+    stats = _procfs.sysctl("kernel.bpf_stats_enabled")
     checks.append(
         (
             "info",
