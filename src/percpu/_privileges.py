@@ -106,11 +106,8 @@ def resolve_user(user: str | None, group: str | None) -> tuple[int | None, int |
 
 
 def _last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 63
+    text = _procfs.sysctl("kernel.cap_last_cap")
+    return int(text) if text is not None and text.isdigit() else 63
 
 
 def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = None) -> Dropped:
@@ -119,10 +116,10 @@ def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = 
     Capabilities belong to threads: this must run while the process has one thread, so that every
     thread started later inherits the reduced sets.
     """
-    tasks = os.listdir("/proc/self/task")
-    if len(tasks) != 1:
+    threads = _procfs.thread_count()
+    if threads != 1:
         raise PercpuError(
-            f"cannot drop privileges: the process has {len(tasks)} threads and capabilities belong to each "
+            f"cannot drop privileges: the process has {threads} threads and capabilities belong to each "
             "(numpy's BLAS starts some: set OPENBLAS_NUM_THREADS=1), or pass --keep-privileges"
         )
     uid, gid = resolve_user(user, group)

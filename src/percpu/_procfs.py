@@ -22,6 +22,7 @@ __all__ = [
     "mounts",
     "sysctl",
     "task_exists",
+    "thread_count",
 ]
 
 MOUNTS = "/proc/self/mounts"
@@ -90,6 +91,11 @@ def task_exists(tid: int, proc: str = PROC) -> bool:
     """Whether a process or a thread with this id is visible here. A thread's /proc/TID is not listed
     in /proc but resolves, so a thread id is found too."""
     return os.path.exists(os.path.join(proc, str(tid)))
+
+
+def thread_count(proc: str = PROC) -> int:
+    """How many threads this process has now (capabilities belong to each thread)."""
+    return len(os.listdir(os.path.join(proc, "self", "task")))
 
 
 def effective_caps(status: str = STATUS) -> int | None:

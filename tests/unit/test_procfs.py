@@ -65,3 +65,19 @@ def test_effective_caps_from_status(tmp_path: Path) -> None:
     assert _procfs.effective_caps(str(status)) == CAP_SYS_ADMIN | CAP_PERFMON | CAP_BPF
     status.write_text("Name:\tx\n", encoding="ascii")
     assert _procfs.effective_caps(str(status)) is None
+
+
+def test_thread_count(tmp_path: Path) -> None:
+    for tid in ("100", "101", "107"):
+        (tmp_path / "self" / "task" / tid).mkdir(parents=True)
+    assert _procfs.thread_count(str(tmp_path)) == 3
+    before = _procfs.thread_count()
+    started, done = threading.Event(), threading.Event()
+    t = threading.Thread(target=lambda: (started.set(), done.wait(10)))
+    t.start()
+    try:
+        started.wait(10)
+        assert _procfs.thread_count() == before + 1
+    finally:
+        done.set()
+        t.join()

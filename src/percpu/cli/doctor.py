@@ -115,8 +115,8 @@ def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
 
 
 def _doctor_checks(
-    status: str = "/proc/self/status",
-    mounts: str = "/proc/self/mounts",
+    status: str = _procfs.STATUS,
+    mounts: str = _procfs.MOUNTS,
     modes: list[dict[str, Any]] | None = None,
 ) -> tuple[list[Check], list[dict[str, Any]]]:
     """Every check, each probe run on its own so one that fails (EPERM in a container, no libbpf) is
