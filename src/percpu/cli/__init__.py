@@ -1,6 +1,7 @@
-"""The ``percpu`` command: one entry point, one sub-command module per area.
+"""The ``percpu`` command: one entry point, one module per sub-command (listed in ``_MODULES``, in the
+order ``percpu --help`` shows them).
 
-Each module registers its sub-commands with :func:`register` and does its work only when called; errors
+Each module registers its sub-command with :func:`register` and does its work only when called; errors
 from the library (:class:`~percpu.errors.PercpuError`) become one line on stderr and exit status 1, a bad
 command line exits 2 (argparse), Ctrl-C exits 130, an OS error nothing else caught (an output file
 that fails mid-run) is one line and status 1. No traceback reaches the user.
