@@ -16,9 +16,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import _libbpf, _procfs
-from ._procfs import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Mount, can_load_bpf
+from ._procfs import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Mount, bpf_cap_names, can_load_bpf
 
-__all__ = ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_ADMIN", "Machine", "Mount", "can_load_bpf", "current", "use"]
+__all__ = [
+    "CAP_BPF",
+    "CAP_PERFMON",
+    "CAP_SYS_ADMIN",
+    "Machine",
+    "Mount",
+    "bpf_cap_names",
+    "can_load_bpf",
+    "current",
+    "use",
+]
 
 # The inode number of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): fixed.
 _INIT_PIDNS_INO = 0xEFFFFFFC
@@ -65,7 +75,12 @@ class Machine:
 
     def mounts(self) -> list[Mount]:
         """The mount table, in mount order (later entries are mounted over earlier ones); [] if unreadable."""
-        return _procfs.mounts(os.path.join(self.proc, "self", "mounts"))
+        return _procfs.mounts(self.mounts_path)
+
+    @property
+    def mounts_path(self) -> str:
+        """Where the mount table is read (for messages that say it could not be)."""
+        return os.path.join(self.proc, "self", "mounts")
 
     def mount_point(self, fstype: str) -> str | None:
         """Where the first file system of type ``fstype`` (``cgroup2``, ``tracefs``, ``bpf``) is mounted."""
@@ -91,21 +106,7 @@ class Machine:
         The kernel answers BPF_OBJ_GET_INFO_BY_FD on a program with a program's info, which must not be
         read as a map's, so the kind is checked before.
         """
-        try:
-            with open(
-                os.path.join(self.proc, "self", "fdinfo", str(fd)), encoding="ascii", errors="replace"
-            ) as f:
-                for line in f:
-                    for prefix, kind in (
-                        ("map_type:", "map"),
-                        ("prog_type:", "program"),
-                        ("link_type:", "link"),
-                    ):
-                        if line.startswith(prefix):
-                            return kind
-        except OSError:
-            return None
-        return None
+        return _procfs.fd_kind(fd, self.proc)
 
     def pid_namespace(self) -> tuple[int, int] | None:
         """(device, inode) of this process's pid namespace when it is not the initial one, else None."""
@@ -117,17 +118,17 @@ class Machine:
 
     def threads(self) -> int:
         """How many threads this process has now (capabilities belong to each)."""
-        return len(os.listdir(os.path.join(self.proc, "self", "task")))
+        return _procfs.thread_count(self.proc)
+
+    def task_exists(self, tid: int) -> bool:
+        """Whether a process or a thread with this id is visible here."""
+        return _procfs.task_exists(tid, self.proc)
 
     # --- sysctls ------------------------------------------------------------------------------------
 
     def sysctl(self, name: str) -> str | None:
         """A sysctl by its dotted name (``kernel.bpf_stats_enabled``), stripped; None if unreadable."""
-        try:
-            with open(os.path.join(self.proc, "sys", *name.split(".")), encoding="ascii") as f:
-                return f.read().strip()
-        except OSError:
-            return None
+        return _procfs.sysctl(name, os.path.join(self.proc, "sys"))
 
     def sysctl_int(self, name: str) -> int | None:
         text = self.sysctl(name)

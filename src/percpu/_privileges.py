@@ -1,4 +1,5 @@
-"""Giving up privileges once the BPF programs are attached and the maps are open.
+"""Privileges: what to tell a user who lacks them, and giving them up once the BPF programs are attached
+and the maps are open.
 
 What reading the maps needs afterwards depends on the kernel (kernel/bpf/syscall.c):
 
@@ -24,7 +25,7 @@ from typing import NamedTuple
 from . import _libbpf, _machine
 from .errors import PercpuError
 
-__all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges", "resolve_user"]
+__all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges", "privilege_hint", "resolve_user"]
 
 CAP_SYS_ADMIN = _machine.CAP_SYS_ADMIN
 CAP_BPF = _machine.CAP_BPF
@@ -33,6 +34,27 @@ PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+_NEEDED = "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
+
+
+def privilege_hint(caps: int | None, euid: int, *, remedy: bool = True) -> str:
+    """Why this process cannot load BPF programs, and what to do, in the words every command uses; ""
+    when its effective capabilities ``caps`` suffice (or, as root, cannot be read). Being root proves
+    nothing: a container runtime or setpriv can leave uid 0 without a capability. ``remedy=False`` gives
+    the why alone, for a message that says what to do already."""
+    if caps is not None and _machine.can_load_bpf(caps):
+        return ""
+    if euid == 0:
+        if caps is None:
+            return ""
+        why = f"you are root, but without {_NEEDED}: a container or setpriv dropped them"
+        fix = "run percpu where root keeps them"
+    else:
+        why = "you are not root"
+        fix = f"run as root, or grant {_NEEDED}, e.g. sudo setcap cap_bpf,cap_perfmon+ep on the interpreter"
+    return f"{why}; {fix}" if remedy else why
 
 
 class Dropped(NamedTuple):
