@@ -92,6 +92,10 @@ class Machine:
 
     # --- this process -------------------------------------------------------------------------------
 
+    def euid(self) -> int:
+        """This process's effective user id (root proves nothing about capabilities: see below)."""
+        return os.geteuid()
+
     def effective_caps(self) -> int | None:
         """The effective capability set (CapEff), or None when it cannot be read.
 

@@ -392,8 +392,8 @@ class FakeMachine(_machine.Machine):
     """A machine whose /proc and /sys are files of its own, written from ``kernel``'s CPU ids.
 
     ``caps`` is CapEff, ``mounts`` the mount table (source, point, fstype), ``sysctls`` dotted names to
-    values, ``pid_namespace`` this process's (None: the initial one). An fd is a map when the fake
-    kernel has it open, as fdinfo would say.
+    values, ``pid_namespace`` this process's (None: the initial one), ``euid`` its user. An fd is a map
+    when the fake kernel has it open, as fdinfo would say.
     """
 
     def __init__(
@@ -404,12 +404,14 @@ class FakeMachine(_machine.Machine):
         mounts: tuple[tuple[str, str, str], ...] = MOUNTS,
         sysctls: dict[str, str] | None = None,
         pid_namespace: tuple[int, int] | None = None,
+        euid: int = 0,
     ) -> None:
         root = tempfile.mkdtemp(prefix="percpu-fake-machine-")
         weakref.finalize(self, shutil.rmtree, root, True)
         super().__init__(kernel, proc=os.path.join(root, "proc"), sys=os.path.join(root, "sys"))
         self.fake = kernel
         self.pidns = pid_namespace
+        self.uid = euid
         files = {
             os.path.join(self.cpu_root, "possible"): format_cpu_list(kernel.cpu_ids),
             os.path.join(self.cpu_root, "present"): format_cpu_list(kernel.cpu_ids),
@@ -433,6 +435,9 @@ class FakeMachine(_machine.Machine):
 
     def pid_namespace(self) -> tuple[int, int] | None:
         return self.pidns
+
+    def euid(self) -> int:
+        return self.uid
 
 
 @contextmanager

@@ -111,11 +111,11 @@ def test_tracefs_from_the_mount_table() -> None:
     ],
 )
 def test_permission_denied_says_why_it_applies_here(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], euid: int, caps: int, said: str
+    capsys: pytest.CaptureFixture[str], euid: int, caps: int, said: str
 ) -> None:
     """The library's message says what to do; the command adds who is asking, in the same words as doctor."""
-    monkeypatch.setattr(os, "geteuid", lambda: euid)
-    with installed(*machine(caps, deny=True)):
+    kernel = FakeKernel(N, deny=True)
+    with installed(kernel, FakeMachine(kernel, caps=caps, euid=euid)):
         assert main(["maps"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("percpu: ") and "run as root, or grant CAP_BPF and CAP_PERFMON" in err

@@ -4,7 +4,6 @@ in-kernel :class:`~percpu.syscount.Filters` and a :class:`~percpu.syscount.Sysca
 from __future__ import annotations
 
 import argparse
-import os
 
 from .. import _machine, process
 from .._privileges import privilege_hint
@@ -110,4 +109,6 @@ def require_root() -> None:
     # kernel's EPERM would come later, after work that cannot succeed.
     caps = _machine.current().effective_caps()
     if caps is not None and not _machine.can_load_bpf(caps):
-        raise PercpuError("counting system calls loads BPF programs: " + privilege_hint(caps, os.geteuid()))
+        raise PercpuError(
+            "counting system calls loads BPF programs: " + privilege_hint(caps, _machine.current().euid())
+        )

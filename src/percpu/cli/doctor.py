@@ -30,7 +30,7 @@ Check = tuple[str, str, str]  # (status ok|warn|fail|info|unknown, what, detail)
 
 
 def _privileges(caps: int | None) -> Check:
-    euid = os.geteuid()
+    euid = _machine.current().euid()
     if caps is None:
         return ("unknown", "privileges", f"euid {euid}; CapEff not readable from /proc/self/status")
     have = f"euid {euid}, effective capabilities: {', '.join(_machine.bpf_cap_names(caps)) or 'none'}"
