@@ -1,6 +1,7 @@
 """percpu on arm64, proven in qemu-system-aarch64 (TCG) with Debian's arm64 kernel and userspace.
 
-    scripts/arm64-check [--calls N] [--maxcpus N] [--no-offline] [--timeout S] [--results FILE] [--verbose]
+    scripts/arm64-check [--calls N] [--smp N] [--maxcpus M] [--online K] [--timeout S] [--results FILE]
+                        [--verbose]
 
 What it does, all cached under $PERCPU_VM_CACHE/arm64 (default ~/.cache/percpu/vm/arm64), nothing installed
 on the host:
@@ -15,10 +16,11 @@ on the host:
      alternatives numpy links against, is done here. Packed once as a cpio archive.
   3. Per run, a small second cpio archive with percpu's src/, the guest check (tests/vm/arm64_guest.py),
      the syscall workload and /init; the kernel unpacks both archives into its rootfs in order.
-  4. ``qemu-system-aarch64 -M virt -cpu max -smp 2,maxcpus=M``, kernel argument ``maxcpus=1`` (CPU 1 is
-     possible but offline until the guest brings it up: possible > online on arm64, where QEMU's virt board
-     describes no absent CPU however large maxcpus is), then the guest check prints its rows; the table
-     and a JSON result are printed here. Exit status 0 when every row passed.
+  4. ``qemu-system-aarch64 -M virt -cpu max -smp 2,maxcpus=8``, kernel argument ``maxcpus=1``: CPU 1 is
+     possible but offline until the guest brings it up. That is how possible > online is had on arm64:
+     QEMU's virt board describes only the CPUs it starts (-smp N), so QEMU's maxcpus adds no possible
+     CPU; more CPUs (--smp) with fewer brought up (--online) widen the gap. The guest check prints its
+     rows; the table and a JSON result are printed here. Exit status 0 when every row passed.
 """
 
 from __future__ import annotations
@@ -235,9 +237,11 @@ def overlay(tmp: str, calls: int) -> str:
 
 def boot(image: str, initrd: str, args: argparse.Namespace, logfile: str) -> dict[str, Any]:
     """Boot the guest; returns what it printed (rows, result, times)."""
-    append = "console=ttyAMA0 rdinit=/init panic=-1 quiet" + ("" if args.no_offline else " maxcpus=1")
+    append = "console=ttyAMA0 rdinit=/init panic=-1 quiet" + (
+        f" maxcpus={args.online}" if args.online else ""
+    )
     cmd = [
-        "qemu-system-aarch64", "-M", "virt", "-cpu", "max", "-smp", f"2,maxcpus={args.maxcpus}",
+        "qemu-system-aarch64", "-M", "virt", "-cpu", "max", "-smp", f"{args.smp},maxcpus={args.maxcpus}",
         "-m", "1024", "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
         "-kernel", image, "-initrd", initrd, "-append", append,
     ]  # fmt: skip
@@ -283,7 +287,7 @@ def boot(image: str, initrd: str, args: argparse.Namespace, logfile: str) -> dic
     return got
 
 
-def table(result: dict[str, Any] | None, rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]]) -> str:
     width = max([len(r["check"]) for r in rows] + [5])
     lines = [f"{'check':<{width}}  result  detail", f"{'-' * width}  ------  ------"]
     for r in rows:
@@ -294,12 +298,21 @@ def table(result: dict[str, Any] | None, rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/arm64-check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=20000, help="getppid calls per count (default 20000)")
-    ap.add_argument("--maxcpus", type=int, default=8, help="QEMU's -smp 2,maxcpus=N (default 8)")
-    ap.add_argument("--no-offline", action="store_true", help="boot with both CPUs online (no maxcpus=1)")
+    ap.add_argument("--smp", type=int, default=2, help="QEMU's CPUs (-smp N; default 2)")
+    ap.add_argument("--maxcpus", type=int, default=8, help="QEMU's -smp N,maxcpus=M (default 8)")
+    ap.add_argument(
+        "--online",
+        type=int,
+        default=1,
+        help="CPUs the kernel brings up at boot (its maxcpus= argument; default 1, 0 for all); the rest are "
+        "possible but offline, and the guest brings CPU 1 up before counting",
+    )
     ap.add_argument("--timeout", type=float, default=1200, help="seconds before the guest is killed")
     ap.add_argument("--results", help="also write the result as JSON to this file")
     ap.add_argument("--verbose", action="store_true", help="show the guest's console")
     args = ap.parse_args(argv)
+    if args.smp < 2 or args.maxcpus < args.smp or not 0 <= args.online <= args.smp:
+        ap.error("give --smp >= 2 (CPU 1 is counted on), --maxcpus >= --smp, 0 <= --online <= --smp")
     for tool, pkg in (("qemu-system-aarch64", "qemu-system-arm"), ("cpio", "cpio"), ("dpkg-deb", "dpkg")):
         if not shutil.which(tool):
             print(f"arm64-check: {tool} is missing: apt-get install {pkg}", file=sys.stderr)
@@ -330,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         "ok": ok,
         "package": pkg,
         "calls": args.calls,
-        "qemu": f"-M virt -cpu max -smp 2,maxcpus={args.maxcpus}"
-        + ("" if args.no_offline else ", kernel maxcpus=1"),
+        "qemu": f"-M virt -cpu max -smp {args.smp},maxcpus={args.maxcpus}"
+        + (f", kernel maxcpus={args.online}" if args.online else ""),
         "facts": result["facts"] if result else {},
         "rows": rows,
         "seconds": {
@@ -343,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     print()
-    print(table(result, rows))
+    print(table(rows))
     facts = summary["facts"]
     if facts:
         print(
