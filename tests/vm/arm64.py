@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -157,7 +158,8 @@ def build_root(cache: str) -> str:
     """The cpio archive of the arm64 root file system, built once per package list."""
     out = os.path.join(cache, "root.cpio")
     key = os.path.join(cache, "root.packages")
-    want = f"{SUITE} {' '.join(PACKAGES)}\n"
+    # The recipe: a change to any part of it rebuilds the archive.
+    want = json.dumps([SUITE, PACKAGES, ALTERNATIVES, PRUNE]) + "\n"
     if os.path.exists(out) and os.path.exists(key):
         with open(key, encoding="ascii") as f:
             if f.read() == want:
@@ -257,7 +259,13 @@ def boot(image: str, initrd: str, args: argparse.Namespace, logfile: str) -> dic
             start_new_session=True,
         )
         assert proc.stdout is not None
-        deadline = t0 + args.timeout
+
+        def expire() -> None:  # a guest that hangs silently prints no line to notice the deadline with
+            got["timeout"] = True
+            os.killpg(proc.pid, signal.SIGKILL)
+
+        watchdog = threading.Timer(args.timeout, expire)
+        watchdog.start()
         try:
             for raw in proc.stdout:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -276,10 +284,8 @@ def boot(image: str, initrd: str, args: argparse.Namespace, logfile: str) -> dic
                     got["result"] = json.loads(line[len("ARM64-RESULT ") :])
                 elif line.startswith("ARM64-EXIT "):
                     got["guest_s"] = float(line.split()[2])
-                if time.monotonic() > deadline:
-                    got["timeout"] = True
-                    break
         finally:
+            watchdog.cancel()
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
