@@ -223,7 +223,7 @@ def main() -> int:
     check("count tp_btf, sys_exit", lambda: counted("tp_btf", latency=True, errors=True))
     check("count raw_tp, sys_exit", lambda: counted("raw_tp", latency=True))
     check("count tracepoint", lambda: counted("tracepoint"))
-    check("cli stat --json", cli)
+    check("cli stat -f json", cli)
     check("hide BTF", hide_btf)
     check(
         "count no-BTF, sys_exit",
