@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf
+from percpu import _libbpf, features
 from percpu.maps import CGROUP_STORAGE_KEY, MapType, cpu_flag_supported, user_value_bytes
 from percpu.syscount import cgroup2_root
 from percpu.values import stride
@@ -236,6 +236,14 @@ def test_batches_on_hashes(cls: type[percpu.PerCpuHash]) -> None:
         assert len(m.snapshot()) == n - 100
         taken = m.lookup_and_delete_batch()
         assert len(taken) == n - 100 and len(m.snapshot()) == 0
+
+
+def test_the_batch_probe_says_what_the_kernel_has() -> None:
+    """Batch operations on per-CPU hashes since 5.6, on per-CPU arrays since 5.13: a kernel that has them
+    and is probed "no" fails (the VM matrix runs this on 5.10 to 7.x)."""
+    assert features.batch_ops(MapType.PERCPU_HASH, strict=True) is (KERNEL >= (5, 6))
+    assert features.batch_ops(MapType.LRU_PERCPU_HASH, strict=True) is (KERNEL >= (5, 6))
+    assert features.batch_ops(MapType.PERCPU_ARRAY, strict=True) is (KERNEL >= (5, 13))
 
 
 def test_percpu_array_batch_and_one_cpu() -> None:

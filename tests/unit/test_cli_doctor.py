@@ -85,6 +85,24 @@ def test_doctor_probes_run_when_privileged() -> None:
     assert listed and listed[0]["reader_buffer_bytes"] == 16 * N and listed[0]["possible_cpus"] == N
 
 
+def test_doctor_asks_the_features_module_what_maps_learned() -> None:
+    """One answer per feature: doctor's batch check reports what a map already learned (no probe map), and
+    a kernel without batch operations is a warning naming the kernel that added them."""
+    kernel = FakeKernel(N, batch=False)
+    with installed(kernel):
+        with percpu.PerCpuHash.create(np.uint32, np.uint64, 4) as m:
+            m.snapshot()  # learns: no batch ops on per-CPU hashes
+        kernel.calls.clear()
+        by = {what: (status, detail) for status, what, detail in doctor._doctor_checks()[0]}
+        probed = kernel.calls.count("map_lookup_batch")
+    assert probed == 2  # PERCPU_ARRAY and LRU_PERCPU_HASH, not PERCPU_HASH
+    for t in ("PERCPU_ARRAY", "PERCPU_HASH", "LRU_PERCPU_HASH"):
+        assert by[f"batch ops on {t}"] == (
+            "warn",
+            "not supported by this kernel (hashes need Linux 5.6, per-CPU arrays 5.13)",
+        )
+
+
 def test_json_has_a_short_form() -> None:
     assert build_parser().parse_args(["doctor", "-j"]).json is True
 

@@ -142,3 +142,51 @@ def test_batch_support_is_learned_once_per_map_type() -> None:
 
 def test_a_layout_names_what_the_binding_checks() -> None:
     assert Layout(4, 12, 3, True).value_bytes() == 48
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_the_batch_probe_runs_once_per_map_type_and_closes_its_map(batch: bool) -> None:
+    kernel = FakeKernel(len(GAPPED), cpu_ids=GAPPED, batch=batch)
+    with installed(kernel):
+        for t in (percpu.MapType.PERCPU_HASH, percpu.MapType.PERCPU_ARRAY):
+            assert features.batch_ops(t) is batch
+            assert features.known(features.BATCH_OPS, t) is batch
+        assert kernel.calls.count("map_create") == 2 and kernel.calls.count("map_lookup_batch") == 2
+        assert features.batch_ops(percpu.MapType.PERCPU_HASH) is batch  # memoized: no third map
+        assert kernel.calls.count("map_create") == 2
+        assert kernel.fds == {}  # the probe maps are closed
+    with installed(FakeKernel(2, batch=not batch)):
+        assert features.batch_ops(percpu.MapType.PERCPU_HASH) is not batch  # another kernel's answer
+
+
+def test_the_batch_probe_and_the_maps_share_one_answer() -> None:
+    """A map that learned "no batch ops" answers the probe without a probe map; a probe's "no" makes
+    the next snapshot walk the keys without trying a batch."""
+    kernel = FakeKernel(2, batch=False)
+    with installed(kernel), percpu.PerCpuHash.create(np.uint32, np.uint64, 8) as m:
+        m.update_all(1, 1)
+        m.snapshot()
+        kernel.calls.clear()
+        assert features.batch_ops(percpu.MapType.PERCPU_HASH) is False
+        assert kernel.calls == []
+        assert features.batch_ops(percpu.MapType.LRU_PERCPU_HASH) is False
+        with percpu.LruPerCpuHash.create(np.uint32, np.uint64, 8) as lru:
+            lru.update_all(1, 1)
+            kernel.calls.clear()
+            assert len(lru.snapshot()) == 1
+            assert "map_lookup_batch" not in kernel.calls
+
+
+def test_the_batch_probe_without_privileges() -> None:
+    kernel = FakeKernel(2)
+    kernel.deny_ops.add("map_create")
+    with installed(kernel):
+        assert features.batch_ops(percpu.MapType.PERCPU_ARRAY) is False
+        assert features.known(features.BATCH_OPS, percpu.MapType.PERCPU_ARRAY) is None  # asked again
+        with pytest.raises(percpu.PermissionDenied, match="probe batch ops: create map"):
+            features.batch_ops(percpu.MapType.PERCPU_ARRAY, strict=True)
+
+
+def test_the_batch_probe_refuses_a_map_type_it_cannot_create() -> None:
+    with installed(FakeKernel(2)), pytest.raises(percpu.PercpuError, match="map type 27"):
+        features.batch_ops(27)

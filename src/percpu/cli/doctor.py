@@ -12,13 +12,11 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
-import numpy as np
-
-from .. import _libbpf, _machine
+from .. import _libbpf, _machine, features
 from .._privileges import privilege_hint
 from ..cpus import CpuList, topology
 from ..errors import LibbpfError, NotSupported, PercpuError
-from ..maps import PERCPU_TYPES, Map, MapType, cpu_flag_supported, list_maps, user_value_bytes
+from ..maps import PERCPU_TYPES, MapType, list_maps, user_value_bytes
 from ..values import stride
 
 __all__ = ["register"]
@@ -66,6 +64,16 @@ def _probe_check(what: str, probe: Callable[[], None], ok: str) -> Check:
     if not isinstance(r, _Failed):
         return ("ok", what, ok)
     return (r.status, what, f"could not probe: {r.reason}" if r.status == "unknown" else r.reason)
+
+
+def _batch_check(t: MapType) -> Check:
+    what = f"batch ops on {t.name}"
+    r = _attempt(functools.partial(features.batch_ops, t, strict=True))
+    if isinstance(r, _Failed):
+        return (r.status, what, f"could not probe: {r.reason}" if r.status == "unknown" else r.reason)
+    if r:
+        return ("ok", what, "ok")
+    return ("warn", what, "not supported by this kernel (hashes need Linux 5.6, per-CPU arrays 5.13)")
 
 
 def _cpu_lists() -> tuple[CpuList, CpuList, CpuList]:
@@ -181,8 +189,8 @@ def _doctor_checks(
         )
     )
     for t in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH):
-        checks.append(_probe_check(f"batch ops on {t.name}", functools.partial(_probe_batch, t), "ok"))
-    flag = _attempt(cpu_flag_supported)
+        checks.append(_batch_check(t))
+    flag = _attempt(functools.partial(features.cpu_flag, strict=True))
     what = "BPF_F_CPU (one CPU's slot)"
     if isinstance(flag, _Failed):
         checks.append(("unknown", what, f"could not probe: {flag.reason}"))
@@ -217,20 +225,6 @@ def _probe_load(program: str) -> None:
         for name, p in obj.programs.items():
             p.autoload = name == program
         obj.load()
-
-
-def _probe_batch(t: MapType) -> None:
-    from ..maps import LruPerCpuHash, PerCpuArray, PerCpuHash
-
-    m: Map
-    if t == MapType.PERCPU_ARRAY:
-        m = PerCpuArray.create(np.uint64, 4, name="percpu_probe")
-    elif t == MapType.PERCPU_HASH:
-        m = PerCpuHash.create(np.uint32, np.uint64, 4, name="percpu_probe")
-    else:
-        m = LruPerCpuHash.create(np.uint32, np.uint64, 4, name="percpu_probe")
-    with m:
-        m.snapshot(batch=True)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
