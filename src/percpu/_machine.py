@@ -1,5 +1,6 @@
-"""What the machine says, asked in one place: the kernel (the libbpf binding), the CPU lists in sysfs,
-the mount table, this process's effective capabilities, what kind of BPF object an fd is, and sysctls.
+"""What the machine says, asked in one place: the kernel (the libbpf binding), its architecture, the CPU
+lists in sysfs, the mount table, this process's effective capabilities and cgroup, what kind of BPF object
+an fd is, other tasks (alive, in which pid namespace, running what), and sysctls.
 
 :class:`Machine` reads them from its ``/proc`` and ``/sys`` (the parsing is :mod:`percpu._procfs`'s, given
 the machine's paths); :func:`current` is the one in use and
@@ -11,6 +12,7 @@ file: callers get None or an empty list and decide what that means. Nothing is r
 from __future__ import annotations
 
 import os
+import platform
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +50,10 @@ class Machine:
     @property
     def kernel(self) -> _libbpf.Backend:
         return self._kernel if self._kernel is not None else _libbpf.backend()
+
+    def architecture(self) -> str:
+        """The machine's architecture as ``uname -m`` says it (``x86_64``, ``aarch64``)."""
+        return platform.machine()
 
     # --- CPUs -----------------------------------------------------------------------------------------
 
@@ -127,6 +133,25 @@ class Machine:
     def task_exists(self, tid: int) -> bool:
         """Whether a process or a thread with this id is visible here."""
         return _procfs.task_exists(tid, self.proc)
+
+    def cgroup(self) -> str | None:
+        """This process's cgroup v2 path (``/user.slice/...``, relative to the cgroup2 mount's root when
+        it is the namespace's); None without a v2 entry or when unreadable."""
+        return _procfs.cgroup_v2(os.path.join(self.proc, "self", "cgroup"))
+
+    # --- other tasks --------------------------------------------------------------------------------
+
+    def task_state(self, tid: int) -> str | None:
+        """A task's state letter (``R``, ``S``, ``Z`` for a zombie, ...); None when it is gone."""
+        return _procfs.task_state(tid, self.proc)
+
+    def ns_pids(self, tid: int) -> list[int]:
+        """A task's pid in each pid namespace it is in, outermost first; [] when it is gone."""
+        return _procfs.ns_pids(tid, self.proc)
+
+    def cmdline(self, pid: int) -> bytes | None:
+        """A process's NUL-separated arguments; None when it is gone."""
+        return _procfs.cmdline(pid, self.proc)
 
     # --- sysctls ------------------------------------------------------------------------------------
 

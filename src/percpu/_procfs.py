@@ -1,5 +1,5 @@
-"""How to read what procfs says about this process: mounts, effective capabilities, sysctls, tasks, what
-an fd is.
+"""How to read what procfs says about this process and others: mounts, effective capabilities, sysctls,
+tasks (their state, pid namespaces, command lines, cgroup), what an fd is.
 
 One parser for each, given the path to read: :class:`percpu._machine.Machine` calls them with its own
 ``/proc``, and the layers above ask the machine in use (``_machine.current()``), never these directly, so a
@@ -17,13 +17,17 @@ __all__ = [
     "Mount",
     "bpf_cap_names",
     "can_load_bpf",
+    "cgroup_v2",
+    "cmdline",
     "effective_caps",
     "fd_kind",
     "mount_of",
     "mount_point",
     "mounts",
+    "ns_pids",
     "sysctl",
     "task_exists",
+    "task_state",
     "thread_count",
 ]
 
@@ -93,6 +97,47 @@ def task_exists(tid: int, proc: str = PROC) -> bool:
     """Whether a process or a thread with this id is visible here. A thread's /proc/TID is not listed
     in /proc but resolves, so a thread id is found too."""
     return os.path.exists(os.path.join(proc, str(tid)))
+
+
+def task_state(tid: int, proc: str = PROC) -> str | None:
+    """The state letter of a task (``R``, ``S``, ``Z`` for a zombie, ...) from ``/proc/TID/stat``; None when
+    it is gone. The command name before it is in parentheses and may hold any character, so the state is
+    the first field after the last ``)``."""
+    try:
+        with open(os.path.join(proc, str(tid), "stat"), encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def ns_pids(tid: int, proc: str = PROC) -> list[int]:
+    """A task's pid in each pid namespace it is in, outermost first (the ``NSpid`` line of its status);
+    [] when it is gone or the kernel has no such line (before Linux 4.1)."""
+    try:
+        with open(os.path.join(proc, str(tid), "status"), encoding="ascii", errors="replace") as f:
+            line = next((ln for ln in f if ln.startswith("NSpid:")), "")
+        return [int(p) for p in line.split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def cmdline(tid: int, proc: str = PROC) -> bytes | None:
+    """A process's arguments as the kernel keeps them (NUL-separated); None when it is gone."""
+    try:
+        with open(os.path.join(proc, str(tid), "cmdline"), "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def cgroup_v2(path: str) -> str | None:
+    """The cgroup v2 path (``/user.slice/...``, relative to the cgroup namespace's root) in a
+    ``/proc/PID/cgroup`` file; None without a v2 line or when unreadable."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return next((ln[3:].rstrip("\n") for ln in f if ln.startswith("0::")), None)
+    except OSError:
+        return None
 
 
 def thread_count(proc: str = PROC) -> int:

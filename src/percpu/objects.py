@@ -18,12 +18,11 @@ import contextlib
 import ctypes
 import errno as _errno
 import os
-import platform
 import threading
 import weakref
 from typing import Any
 
-from . import _libbpf
+from . import _libbpf, _machine
 from .errors import AttachError, BpfError, LibbpfError, PercpuError, ProgramLoadError, from_errno
 from .layout import alloc
 from .maps import Map
@@ -394,10 +393,10 @@ _OBJECT_DIRS = {"x86_64": "", "amd64": "", "aarch64": "arm64", "arm64": "arm64"}
 
 def bundled(name: str, machine: str | None = None) -> str:
     """Path of a BPF object shipped inside the percpu package for this machine's architecture
-    (``src/percpu/_bpf`` for x86_64, ``src/percpu/_bpf/arm64`` for arm64); ``machine`` (a ``uname -m``
-    value) asks for another architecture's. Raises :class:`PercpuError` on an architecture percpu ships no
-    objects for."""
-    m = machine or platform.machine()
+    (``src/percpu/_bpf`` for x86_64, ``src/percpu/_bpf/arm64`` for arm64), as the machine in use answers
+    it; ``machine`` (a ``uname -m`` value) asks for another architecture's. Raises :class:`PercpuError` on
+    an architecture percpu ships no objects for."""
+    m = machine or _machine.current().architecture()
     sub = _OBJECT_DIRS.get(m)
     if sub is None:
         known = ", ".join(sorted({"x86_64", "aarch64"}))

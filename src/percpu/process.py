@@ -8,8 +8,9 @@ limits (which apply to a cgroup's whole subtree). Percpu holds an exclusive ``fl
 directory for as long as it uses it, so a cgroup left behind by a percpu that was killed is recognised
 (no lock held) and removed by the next one.
 
-Nothing here runs at import time; nothing here prints. Paths are parameters so tests can point them at a
-cgroup of their own.
+Nothing here runs at import time; nothing here prints. What /proc says (tasks, this process's cgroup) is
+asked of the machine in use (:func:`percpu._machine.current`); cgroup paths are parameters so tests can
+point them at a hierarchy of their own.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from . import _machine
 from .errors import PercpuError
 
 __all__ = [
@@ -50,23 +52,13 @@ def exit_code(status: int) -> int:
 
 def alive(pid: int) -> bool:
     """Whether ``pid`` is a running process (not a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    return _machine.current().task_state(pid) not in (None, "Z", "X")
 
 
-def in_nested_pid_namespace(pid: int, proc: str = "/proc") -> bool:
+def in_nested_pid_namespace(pid: int) -> bool:
     """Whether the task ``pid`` (a process or a thread) runs in a pid namespace below the one /proc
-    shows: its status then lists more than one pid on the ``NSpid`` line."""
-    try:
-        with open(f"{proc}/{pid}/status", encoding="ascii", errors="replace") as f:
-            line = next((ln for ln in f if ln.startswith("NSpid:")), "")
-    except OSError:
-        return False
-    return len(line.split()) > 2
+    shows: it then has more than one pid."""
+    return len(_machine.current().ns_pids(pid)) > 1
 
 
 def spawn_gated(path: str, argv: list[str]) -> tuple[int, int]:
@@ -107,13 +99,11 @@ def reap(child: int, grace: float = 1.0) -> int:
     return exit_code(os.waitpid(child, 0)[1])
 
 
-def own_cgroup(root: str, proc_cgroup: str = "/proc/self/cgroup") -> str | None:
+def own_cgroup(root: str) -> str | None:
     """The cgroup v2 directory this process runs in, under the cgroup2 mount ``root``; None when it
     cannot be found there (no v2 line, or a cgroup namespace whose root is not the mount's)."""
-    try:
-        with open(proc_cgroup, encoding="utf-8", errors="surrogateescape") as f:
-            rel = next(ln[3:].rstrip("\n") for ln in f if ln.startswith("0::"))
-    except (OSError, StopIteration):
+    rel = _machine.current().cgroup()
+    if rel is None:
         return None
     path = os.path.normpath(os.path.join(root, rel.lstrip("/")))
     if os.path.commonpath([path, root]) != os.path.normpath(root) or not os.path.isfile(
@@ -169,11 +159,7 @@ def _percpu_pid(name: str) -> int | None:
 
 
 def _is_percpu(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"percpu" in f.read()
-    except OSError:
-        return False
+    return b"percpu" in (_machine.current().cmdline(pid) or b"")
 
 
 def remove_stale_cgroups(parents: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import platform
 import shutil
 import tempfile
 import weakref
@@ -392,8 +393,9 @@ class FakeMachine(_machine.Machine):
     """A machine whose /proc and /sys are files of its own, written from ``kernel``'s CPU ids.
 
     ``caps`` is CapEff, ``mounts`` the mount table (source, point, fstype), ``sysctls`` dotted names to
-    values, ``pid_namespace`` this process's (None: the initial one), ``euid`` its user. An fd is a map
-    when the fake kernel has it open, as fdinfo would say.
+    values, ``pid_namespace`` this process's (None: the initial one), ``euid`` its user, ``cgroup`` its
+    cgroup v2 path (None: no v2 line), ``arch`` what ``uname -m`` says (the host's unless given). An fd
+    is a map when the fake kernel has it open, as fdinfo would say. Other processes: :meth:`add_task`.
     """
 
     def __init__(
@@ -405,6 +407,8 @@ class FakeMachine(_machine.Machine):
         sysctls: dict[str, str] | None = None,
         pid_namespace: tuple[int, int] | None = None,
         euid: int = 0,
+        cgroup: str | None = "/",
+        arch: str | None = None,
     ) -> None:
         root = tempfile.mkdtemp(prefix="percpu-fake-machine-")
         weakref.finalize(self, shutil.rmtree, root, True)
@@ -412,6 +416,7 @@ class FakeMachine(_machine.Machine):
         self.fake = kernel
         self.pidns = pid_namespace
         self.uid = euid
+        self.arch = arch or platform.machine()
         files = {
             os.path.join(self.cpu_root, "possible"): format_cpu_list(kernel.cpu_ids),
             os.path.join(self.cpu_root, "present"): format_cpu_list(kernel.cpu_ids),
@@ -420,12 +425,35 @@ class FakeMachine(_machine.Machine):
         }
         if caps is not None:
             files[os.path.join(self.proc, "self", "status")] = f"Name:\tpython\nCapEff:\t{caps:016x}"
+        if cgroup is not None:
+            files[os.path.join(self.proc, "self", "cgroup")] = f"12:memory:/other\n0::{cgroup}"
         for name, value in (sysctls or {}).items():
             files[os.path.join(self.proc, "sys", *name.split("."))] = value
+        self._write(files)
+
+    def _write(self, files: dict[str, str]) -> None:
         for path, text in files.items():
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "w", encoding="ascii") as f:
+            with open(path, "w", encoding="utf-8") as f:
                 f.write(text + "\n")
+
+    def add_task(
+        self, pid: int, *, state: str = "S", ns_pids: tuple[int, ...] = (), cmdline: str = "sleep\x0060"
+    ) -> None:
+        """A process (or thread) ``pid`` in this machine's /proc: its state letter, its pid in each pid
+        namespace below this one (``ns_pids``), its NUL-separated arguments."""
+        task = os.path.join(self.proc, str(pid))
+        nspid = "\t".join(str(p) for p in (pid, *ns_pids))
+        self._write(
+            {
+                os.path.join(task, "stat"): f"{pid} (a) odd) name) {state} 1 {pid} {pid} 0",
+                os.path.join(task, "status"): f"Name:\tx\nPid:\t{pid}\nNSpid:\t{nspid}",
+                os.path.join(task, "cmdline"): cmdline,
+            }
+        )
+
+    def architecture(self) -> str:
+        return self.arch
 
     def fd_kind(self, fd: int) -> str | None:
         return "map" if fd in self.fake.fds else None

@@ -9,6 +9,8 @@ import pytest
 from percpu import PercpuError, objects
 from percpu.objects import bundled
 
+from .fake_kernel import FakeKernel, FakeMachine, installed
+
 BPF_DIR = os.path.join(os.path.dirname(objects.__file__), "_bpf")
 NAMES = sorted(f for f in os.listdir(BPF_DIR) if f.endswith(".bpf.o"))
 
@@ -26,11 +28,11 @@ def test_objects_by_machine(machine: str, sub: str) -> None:
         assert bundled(name, machine) == os.path.join(BPF_DIR, sub, name)
 
 
-def test_the_running_machine_decides(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(objects.platform, "machine", lambda: "aarch64")
-    assert bundled("syscount.bpf.o") == os.path.join(BPF_DIR, "arm64", "syscount.bpf.o")
-    monkeypatch.setattr(objects.platform, "machine", lambda: "x86_64")
-    assert bundled("syscount.bpf.o") == os.path.join(BPF_DIR, "syscount.bpf.o")
+@pytest.mark.parametrize(("machine", "sub"), [("aarch64", "arm64"), ("x86_64", "")])
+def test_the_machine_in_use_decides(machine: str, sub: str) -> None:
+    kernel = FakeKernel(2)
+    with installed(kernel, FakeMachine(kernel, arch=machine)):
+        assert bundled("syscount.bpf.o") == os.path.join(BPF_DIR, sub, "syscount.bpf.o")
 
 
 @pytest.mark.parametrize("machine", ["riscv64", "s390x", "i686", "armv7l"])

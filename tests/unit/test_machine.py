@@ -71,6 +71,22 @@ def test_an_unreadable_machine_answers_none(tmp_path: Path) -> None:
     assert m.fd_kind(3) is None
 
 
+def test_tasks_and_this_process_cgroup_come_from_the_machines_proc(tmp_path: Path) -> None:
+    m = _machine_at(
+        tmp_path,
+        {
+            "proc/7/stat": "7 (sh) S 1 7 7 0\n",
+            "proc/7/status": "Name:\tsh\nNSpid:\t7\t1\n",
+            "proc/7/cmdline": "sh\0-c\0true\0",
+            "proc/self/cgroup": "0::/user.slice\n",
+        },
+    )
+    assert m.task_state(7) == "S" and m.ns_pids(7) == [7, 1] and m.cmdline(7) == b"sh\0-c\0true\0"
+    assert m.task_state(8) is None and m.ns_pids(8) == [] and m.cmdline(8) is None
+    assert m.cgroup() == "/user.slice"
+    assert _machine.Machine().architecture() == os.uname().machine
+
+
 def test_a_pipe_is_no_bpf_object() -> None:
     r, w = os.pipe()
     try:

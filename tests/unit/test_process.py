@@ -16,6 +16,8 @@ import pytest
 from percpu import process
 from percpu.errors import PercpuError
 
+from .fake_kernel import FakeKernel, FakeMachine, installed
+
 
 def test_exit_code_is_128_plus_the_signal_like_a_shell() -> None:
     p = subprocess.Popen(["sh", "-c", "kill -TERM $$"])
@@ -108,18 +110,19 @@ def dead_pid() -> int:
 
 
 @pytest.mark.parametrize(
-    ("line", "expected"),
+    ("cgroup", "expected"),
     [
-        ("0::/user.slice/session-3.scope\n", "user.slice/session-3.scope"),
-        ("0::/\n", ""),
-        ("0::/gone\n", None),
+        ("/user.slice/session-3.scope", "user.slice/session-3.scope"),
+        ("/", ""),
+        ("/gone", None),
+        (None, None),  # no cgroup v2 line
     ],
 )
-def test_own_cgroup(tmp_path: Path, line: str, expected: str | None) -> None:
+def test_own_cgroup(tmp_path: Path, cgroup: str | None, expected: str | None) -> None:
     root = fake_hierarchy(tmp_path, "user.slice/session-3.scope")
-    proc = tmp_path / "cgroup"
-    proc.write_text("4:memory:/x\n" + line)
-    got = process.own_cgroup(str(root), str(proc))
+    kernel = FakeKernel(1)
+    with installed(kernel, FakeMachine(kernel, cgroup=cgroup)):
+        got = process.own_cgroup(str(root))
     assert got == (None if expected is None else os.path.normpath(root / expected))
 
 
@@ -127,9 +130,9 @@ def test_own_cgroup_refuses_a_path_outside_the_mount(tmp_path: Path) -> None:
     root = fake_hierarchy(tmp_path)
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "cgroup.procs").write_text("")
-    proc = tmp_path / "cgroup"
-    proc.write_text("0::/../elsewhere\n")
-    assert process.own_cgroup(str(root), str(proc)) is None
+    kernel = FakeKernel(1)
+    with installed(kernel, FakeMachine(kernel, cgroup="/../elsewhere")):
+        assert process.own_cgroup(str(root)) is None
 
 
 def test_the_command_cgroup_is_made_under_the_given_parent(tmp_path: Path) -> None:
@@ -184,14 +187,36 @@ def test_no_cgroup2_means_no_cgroup(tmp_path: Path) -> None:
     assert cg.path is None
 
 
-@pytest.mark.parametrize(
-    ("nspid", "nested"), [("NSpid:\t4242\n", False), ("NSpid:\t4242\t7\n", True), ("", False)]
-)
-def test_in_nested_pid_namespace(tmp_path: Path, nspid: str, nested: bool) -> None:
-    (tmp_path / "4242").mkdir()
-    (tmp_path / "4242" / "status").write_text(f"Name:\tx\nPid:\t4242\n{nspid}")
-    assert process.in_nested_pid_namespace(4242, proc=str(tmp_path)) is nested
-    assert process.in_nested_pid_namespace(1, proc=str(tmp_path)) is False  # gone: nothing to refuse
+@pytest.mark.parametrize(("ns_pids", "nested"), [((), False), ((7,), True), ((7, 1), True)])
+def test_in_nested_pid_namespace(ns_pids: tuple[int, ...], nested: bool) -> None:
+    kernel = FakeKernel(1)
+    with installed(kernel):
+        kernel.machine.add_task(4242, ns_pids=ns_pids)
+        assert process.in_nested_pid_namespace(4242) is nested
+        assert process.in_nested_pid_namespace(1) is False  # gone: nothing to refuse
+
+
+@pytest.mark.parametrize(("state", "alive"), [("S", True), ("R", True), ("Z", False), ("X", False)])
+def test_alive_is_what_the_machine_says(state: str, alive: bool) -> None:
+    kernel = FakeKernel(1)
+    with installed(kernel):
+        kernel.machine.add_task(4242, state=state)
+        assert process.alive(4242) is alive
+        assert process.alive(4243) is False  # not in this machine's /proc
+
+
+def test_a_stale_cgroup_of_a_live_percpu_is_kept_one_of_another_program_removed(tmp_path: Path) -> None:
+    """A leftover's pid is reused by a live process: only one whose command line says percpu keeps it
+    (the moment between a live run's mkdir and its flock)."""
+    root = fake_hierarchy(tmp_path)
+    kernel = FakeKernel(1)
+    for pid in (4242, 4243):
+        (root / f"percpu-stat-{pid}").mkdir()
+    with installed(kernel):
+        kernel.machine.add_task(4242, cmdline="python3\0-m\0percpu\0stat")
+        kernel.machine.add_task(4243, cmdline="sleep\x0060")
+        assert process.remove_stale_cgroups([str(root)]) == [str(root / "percpu-stat-4243")]
+    assert (root / "percpu-stat-4242").exists()
 
 
 def test_watch_ends_when_the_pid_exits() -> None:

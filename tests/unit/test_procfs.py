@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -42,6 +43,37 @@ def test_task_exists_finds_processes_and_threads() -> None:
     t.join()
     assert seen == [True]  # a thread's id is not listed in /proc but resolves
     assert not _procfs.task_exists(4194305)  # above the largest pid_max
+
+
+def test_a_task_state_pid_namespaces_and_command_line(tmp_path: Path) -> None:
+    task = tmp_path / "4242"
+    task.mkdir()
+    (task / "stat").write_text("4242 (odd) name) Z 1 4242 4242 0\n")  # a comm may hold ") "
+    (task / "status").write_text("Name:\tx\nNSpid:\t4242\t7\t1\n")
+    (task / "cmdline").write_bytes(b"python3\0-m\0percpu\0")
+    assert _procfs.task_state(4242, str(tmp_path)) == "Z"
+    assert _procfs.ns_pids(4242, str(tmp_path)) == [4242, 7, 1]
+    assert _procfs.cmdline(4242, str(tmp_path)) == b"python3\0-m\0percpu\0"
+    gone = 4243
+    assert _procfs.task_state(gone, str(tmp_path)) is None
+    assert _procfs.ns_pids(gone, str(tmp_path)) == []
+    assert _procfs.cmdline(gone, str(tmp_path)) is None
+
+
+def test_this_process_as_proc_shows_it() -> None:
+    assert _procfs.task_state(os.getpid()) == "R"  # reading its own stat: running
+    assert os.getpid() in _procfs.ns_pids(os.getpid())
+    assert _procfs.cmdline(os.getpid()) == b"".join(os.fsencode(a) + b"\0" for a in sys.orig_argv)
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [("12:memory:/a\n0::/user.slice/x.scope\n", "/user.slice/x.scope"), ("12:memory:/a\n", None)],
+)
+def test_the_cgroup_v2_line(tmp_path: Path, text: str, path: str | None) -> None:
+    (tmp_path / "cgroup").write_text(text)
+    assert _procfs.cgroup_v2(str(tmp_path / "cgroup")) == path
+    assert _procfs.cgroup_v2(str(tmp_path / "missing")) is None
 
 
 @pytest.mark.parametrize(

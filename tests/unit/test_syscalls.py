@@ -14,6 +14,8 @@ import pytest
 from percpu.errors import PercpuError, UnknownSyscall
 from percpu.syscalls import machine_arch, max_nr, syscall_name, syscall_number, syscall_table
 
+from .fake_kernel import FakeKernel, FakeMachine, installed
+
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOOLS = os.path.join(ROOT, "tools", "gen_syscalls.py")
 GENERATED = os.path.join(ROOT, "src", "percpu", "syscalls", "_tables.py")
@@ -81,12 +83,13 @@ def test_unknown_name_is_a_clear_error() -> None:
     assert isinstance(e.value, PercpuError)
 
 
-def test_this_machine() -> None:
-    if machine_arch() != "x86_64":
-        pytest.skip("the tables' spot checks here are for x86_64")
-    assert syscall_name(110) == "getppid"
-    assert max_nr() >= 469
-    assert dict(syscall_table())[0] == "read"
+@pytest.mark.parametrize(("uname", "arch", "getppid"), [("x86_64", "x86_64", 110), ("aarch64", "arm64", 173)])
+def test_the_machine_in_use_picks_the_table(uname: str, arch: str, getppid: int) -> None:
+    kernel = FakeKernel(1)
+    with installed(kernel, FakeMachine(kernel, arch=uname)):
+        assert machine_arch() == arch
+        assert syscall_name(getppid) == "getppid" and syscall_number("getppid") == getppid
+        assert dict(syscall_table())[getppid] == "getppid" and max_nr() == max_nr(arch)
 
 
 def _generator():  # type: ignore[no-untyped-def]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import difflib
 import functools
-import platform
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from .. import _machine
 from ..errors import UnknownSyscall
 from ._tables import TABLES
 
@@ -29,10 +29,10 @@ _MACHINE_TO_ARCH = {
 _COMPAT = {"x86_64": "i386"}
 
 
-@functools.lru_cache(maxsize=1)
 def machine_arch() -> str:
-    """This machine's table name (``x86_64``, ``arm64``, ``riscv64``), or ``uname -m`` when unknown."""
-    m = platform.machine()
+    """The table name (``x86_64``, ``arm64``, ``riscv64``) of the machine in use, or its ``uname -m`` when
+    unknown."""
+    m = _machine.current().architecture()
     return _MACHINE_TO_ARCH.get(m, m)
 
 
