@@ -15,7 +15,6 @@ body per format and encoding), written in slices so a slow reader holds no copy 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import socket
 import ssl
@@ -473,7 +472,3 @@ def _accepts_gzip(value: str) -> bool:
             except ValueError:
                 return False
     return False
-
-
-def basic_header(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

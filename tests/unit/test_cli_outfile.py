@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import threading
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def test_a_pipe_through_proc_self_fd_is_written_as_it_is() -> None:
 
 def test_dash_is_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     f = ReportFile("-", "-o")
-    assert f.is_stdout
+    assert f.stream is sys.stdout
     f.write("to stdout\n")
     f.commit()
     f.close()

@@ -93,10 +93,6 @@ class ReportFile:
         self._own = True
 
     @property
-    def is_stdout(self) -> bool:
-        return self._stream is sys.stdout or self._stream is sys.stdout.buffer
-
-    @property
     def stream(self) -> IO[Any]:
         """The file object to write to (text, or bytes with ``binary=True``), for writers that want one
         (``savefig(report.stream, format=...)``); opened now for a stream written as it is."""
