@@ -127,6 +127,7 @@ struct pt_regs {
 #endif
 
 struct task_struct {
+	int pid;
 	int tgid;
 	char comm[16];
 } __attribute__((preserve_access_index));
@@ -145,6 +146,8 @@ struct percpu_config {
 	__u8 detect_compat;
 	__u8 task_btf;
 	__u8 task_storage;
+	/* Latency start times in a per-CPU slot, spilled by the sched_switch program (tp_btf only). */
+	__u8 lat_percpu;
 	__u64 syscall_mask[16];
 	/* When percpu runs in a pid namespace other than the initial one, filter_tgid and filter_tid are
 	 * pids of that namespace, and so are the per-process tgids (device and inode of /proc/self/ns/pid);
@@ -265,8 +268,30 @@ struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, __u64);
+	__type(value, struct start);
 } starts SEC(".maps");
+
+/* The start time of the call in flight on this CPU (lat_percpu, tp_btf only). A call's sys_enter and
+ * sys_exit run on the same CPU unless the task is switched out in between, and the sched_switch program
+ * (switch_btf) moves the slot's contents to the task's own store (task storage, or starts_tid before 5.11)
+ * whenever a task leaves the CPU. So the slot only ever holds a start of the task running on its CPU, and
+ * the common path, a call that does not block, costs two inlined array lookups instead of two task
+ * storage (or hash) lookups; only a call that was switched out pays for its store, at sys_exit.
+ * regs (the task's user registers on its kernel stack, the tracepoint's first argument) tells the owner
+ * apart without a helper call: unique among live tasks. */
+struct inflight {
+	__u64 regs;
+	__u64 ts; /* 0: nothing in flight */
+	__u32 slot;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct inflight);
+} inflight SEC(".maps");
 #endif
 
 static __always_inline bool skip_task(void)
@@ -439,7 +464,7 @@ static __always_inline void count_latency(__u32 slot, __u32 bucket)
 	bump_hash(&latency, &k, LOST_LATENCY);
 }
 
-static __always_inline int on_enter(long id, bool compat, struct task_struct *task, bool btf)
+static __always_inline int on_enter(long id, bool compat, struct task_struct *task, bool btf, void *regs)
 {
 	if (skip_task())
 		return 0;
@@ -449,11 +474,22 @@ static __always_inline int on_enter(long id, bool compat, struct task_struct *ta
 		return 0;
 	if (cfg.latency) {
 #ifndef PERCPU_NO_BTF
-		if (cfg.task_storage) {
-			__u64 *ts = bpf_task_storage_get(&starts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (cfg.lat_percpu && btf) {
+			__u32 zero = 0;
+			struct inflight *f = bpf_map_lookup_elem(&inflight, &zero);
 
-			if (ts)
-				*ts = bpf_ktime_get_ns();
+			if (f) {
+				f->regs = (__u64)regs;
+				f->slot = slot;
+				f->ts = bpf_ktime_get_ns();
+			}
+		} else if (cfg.task_storage) {
+			struct start *st = bpf_task_storage_get(&starts, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+			if (st) {
+				st->slot = slot;
+				st->ts = bpf_ktime_get_ns();
+			}
 		} else
 #endif
 		{
@@ -471,7 +507,8 @@ static __always_inline int on_enter(long id, bool compat, struct task_struct *ta
 	return 0;
 }
 
-static __always_inline int on_exit(long id, long ret, bool compat, struct task_struct *task, bool btf)
+static __always_inline int on_exit(long id, long ret, bool compat, struct task_struct *task, bool btf,
+				   void *regs)
 {
 	if (skip_task())
 		return 0;
@@ -495,13 +532,29 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 	}
 	if (cfg.latency) {
 #ifndef PERCPU_NO_BTF
+		if (cfg.lat_percpu && btf) {
+			__u32 zero = 0;
+			struct inflight *f = bpf_map_lookup_elem(&inflight, &zero);
+
+			if (f && f->ts && f->regs == (__u64)regs && f->slot == slot) {
+				__u64 delta = bpf_ktime_get_ns() - f->ts;
+
+				f->ts = 0;
+				count_latency(slot, log2_u64(delta));
+				return 0;
+			}
+			/* Not in this CPU's slot: the task was switched out during the call, and switch_btf
+			 * moved the start to the task's store, read below. */
+			if (cfg.task_storage)
+				task = bpf_get_current_task_btf();
+		}
 		if (cfg.task_storage) {
-			__u64 *ts = bpf_task_storage_get(&starts, task, 0, 0);
+			struct start *st = bpf_task_storage_get(&starts, task, 0, 0);
 
-			if (ts && *ts) {
-				__u64 delta = bpf_ktime_get_ns() - *ts;
+			if (st && st->ts && st->slot == slot) {
+				__u64 delta = bpf_ktime_get_ns() - st->ts;
 
-				*ts = 0;
+				st->ts = 0;
 				count_latency(slot, log2_u64(delta));
 			}
 			return 0;
@@ -537,13 +590,13 @@ static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
 SEC("raw_tp/sys_enter")
 int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, false), 0, false);
+	return on_enter(id, compat_regs(regs, false), 0, false, regs);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 {
-	return on_exit(regs_nr(regs), ret, compat_regs(regs, false), 0, false);
+	return on_exit(regs_nr(regs), ret, compat_regs(regs, false), 0, false, regs);
 }
 #else /* with kernel BTF */
 
@@ -551,8 +604,9 @@ int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 
 /* The task pointer is fetched only when a mode reads from it and the kernel has the helper (5.11); the
  * verifier drops the call otherwise. */
-#define NEED_TASK_ENTER (cfg.task_btf && ((cfg.latency && cfg.task_storage) || (cfg.per_process && !cfg.failed_only)))
-#define NEED_TASK_EXIT (cfg.task_btf && ((cfg.latency && cfg.task_storage) || (cfg.per_process && cfg.failed_only)))
+#define LAT_TASK(btf) (cfg.latency && cfg.task_storage && !(cfg.lat_percpu && (btf)))
+#define NEED_TASK_ENTER(btf) (cfg.task_btf && (LAT_TASK(btf) || (cfg.per_process && !cfg.failed_only)))
+#define NEED_TASK_EXIT(btf) (cfg.task_btf && (LAT_TASK(btf) || (cfg.per_process && cfg.failed_only)))
 
 static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
 {
@@ -566,7 +620,8 @@ static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(enter_btf, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, true), NEED_TASK_ENTER ? bpf_get_current_task_btf() : 0, true);
+	return on_enter(id, compat_regs(regs, true), NEED_TASK_ENTER(true) ? bpf_get_current_task_btf() : 0, true,
+			regs);
 }
 
 /* The default mode (no filter, no opt-in dimension) on its own: the fewest instructions that count a call,
@@ -593,8 +648,46 @@ int BPF_PROG(enter_btf_fast, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(exit_btf, struct pt_regs *regs, long ret)
 {
-	return on_exit(REGS_NR(regs), ret, compat_regs(regs, true), NEED_TASK_EXIT ? bpf_get_current_task_btf() : 0,
-		       true);
+	return on_exit(REGS_NR(regs), ret, compat_regs(regs, true),
+		       NEED_TASK_EXIT(true) ? bpf_get_current_task_btf() : 0, true, regs);
+}
+
+/* Moves the start time of a call in flight out of this CPU's slot when its task leaves the CPU (it blocked
+ * or was preempted in the call, or it exits), into the task's own store, where its sys_exit finds it on
+ * whichever CPU it returns. Attached before sys_enter (user space) so that the slot never holds a start
+ * of a task that is not running. A start the store could not take is counted as lost. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev)
+{
+	__u32 zero = 0;
+	struct inflight *f = bpf_map_lookup_elem(&inflight, &zero);
+
+	if (!f || !f->ts)
+		return 0;
+	struct start st = { .ts = f->ts, .slot = f->slot };
+	bool stored = false;
+
+	f->ts = 0;
+	if (cfg.task_storage) {
+		struct start *s = bpf_task_storage_get(&starts, prev, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+		if (s) {
+			*s = st;
+			stored = true;
+		}
+	} else {
+		__u32 tid = prev->pid;
+
+		stored = !bpf_map_update_elem(&starts_tid, &tid, &st, BPF_ANY);
+	}
+	if (!stored) {
+		__u32 table = LOST_LATENCY;
+		__u64 *v = bpf_map_lookup_elem(&lost, &table);
+
+		if (v)
+			*v += 1;
+	}
+	return 0;
 }
 
 /* --- raw_tp and classic tracepoints: probe reads ------------------------------------------------- */
@@ -602,7 +695,8 @@ int BPF_PROG(exit_btf, struct pt_regs *regs, long ret)
 SEC("raw_tp/sys_enter")
 int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, false), NEED_TASK_ENTER ? bpf_get_current_task_btf() : 0, false);
+	return on_enter(id, compat_regs(regs, false), NEED_TASK_ENTER(false) ? bpf_get_current_task_btf() : 0, false,
+			regs);
 }
 
 SEC("raw_tp/sys_exit")
@@ -610,7 +704,8 @@ int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 {
 	long id = BPF_CORE_READ(regs, REGS_NR_FIELD);
 
-	return on_exit(id, ret, compat_regs(regs, false), NEED_TASK_EXIT ? bpf_get_current_task_btf() : 0, false);
+	return on_exit(id, ret, compat_regs(regs, false), NEED_TASK_EXIT(false) ? bpf_get_current_task_btf() : 0, false,
+		       regs);
 }
 
 /* Layouts of the raw_syscalls tracepoint records (tracefs events/raw_syscalls/sys_enter/format and sys_exit/format). */
@@ -642,13 +737,14 @@ static __always_inline bool compat_task(void)
 SEC("tracepoint/raw_syscalls/sys_enter")
 int enter_tp(struct sys_enter_args *ctx)
 {
-	return on_enter(ctx->id, compat_task(), NEED_TASK_ENTER ? bpf_get_current_task_btf() : 0, false);
+	return on_enter(ctx->id, compat_task(), NEED_TASK_ENTER(false) ? bpf_get_current_task_btf() : 0, false, 0);
 }
 
 SEC("tracepoint/raw_syscalls/sys_exit")
 int exit_tp(struct sys_exit_args *ctx)
 {
-	return on_exit(ctx->id, ctx->ret, compat_task(), NEED_TASK_EXIT ? bpf_get_current_task_btf() : 0, false);
+	return on_exit(ctx->id, ctx->ret, compat_task(), NEED_TASK_EXIT(false) ? bpf_get_current_task_btf() : 0, false,
+		       0);
 }
 #endif /* PERCPU_NO_BTF */
 

@@ -15,7 +15,8 @@ import pytest
 
 from percpu import syscount
 from percpu.cpus import topology
-from percpu.errors import NotSupported, PercpuError
+from percpu.errors import AttachError, NotSupported, PercpuError
+from percpu.objects import BpfObject
 from percpu.syscalls import syscall_number
 from percpu.syscount import (
     ATTACH_MODES,
@@ -35,6 +36,9 @@ CLOSE = syscall_number("close")
 # Unique to this test run: on a shared machine another run of these tests may be counting a workload of
 # its own at the same moment, and a shared name would let its calls into this run's comm filter.
 COMM = f"pcpuw{os.getpid()}"[:15]
+# Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11), nor
+# bpf_task_pt_regs() (5.15).
+BEFORE_5_11_FEATURES = KernelFeatures(task_btf=False, task_storage=False, task_pt_regs=False)
 
 
 def run_workload(calls: int, cpu: int, *extra: str) -> dict[str, float]:
@@ -126,6 +130,86 @@ def test_latency_histogram_holds_every_call() -> None:
     # Which buckets the calls land in is timing (under qemu TCG a preempted getppid takes over 1 ms): only
     # the bucket range the key can hold is asserted here; where they land belongs in benchmarks.
     assert int(keys["bucket"][mine].max()) < LAT_BUCKETS
+
+
+BLOCKING = os.path.join(HERE, "..", "helpers", "blocking_workload.py")
+# The start-time stores latency can take: the per-CPU slot (tp_btf) spills to task storage, or on kernels
+# before 5.11 to the thread-id hash; without the slot, each call's start goes to that store directly.
+LATENCY_STORES = {
+    "slot, spilled to task storage": (True, None),
+    "task storage": (False, None),
+    "slot, spilled to thread-id hash": (True, BEFORE_5_11_FEATURES),
+    "thread-id hash": (False, BEFORE_5_11_FEATURES),
+}
+
+
+@pytest.mark.parametrize("store", list(LATENCY_STORES))
+def test_latency_counts_every_call_that_blocked_or_moved_cpu(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that block (pipe reads woken by another thread, nanosleeps, futex waits) leave the CPU in the
+    middle, and half of the reads return on the other CPU: each finished call still has exactly one latency
+    sample, whichever store held its start."""
+    percpu_slot, feats = LATENCY_STORES[store]
+    if feats is not None:
+        monkeypatch.setattr(syscount, "kernel_features", lambda: feats)
+    monkeypatch.setattr(SyscallCounter, "latency_percpu", percpu_slot)
+    cpu, other = cpu_pair()
+    reads, sleeps = 300, 200
+    with SyscallCounter(filters=Filters(comm=COMM), latency=True, attach="tp_btf") as c:
+        assert c._config.lat_percpu == percpu_slot
+        before = c.snapshot()
+        out = subprocess.run(
+            [sys.executable, BLOCKING, str(reads), str(sleeps), str(cpu), str(other), "--comm", COMM],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        d = c.snapshot().delta(before)
+    assert json.loads(out.stdout)["moved"] == reads // 2
+    assert d.latency is not None
+    keys, counts = d.latency
+    calls = d.counts.sum(axis=0, dtype=np.uint64)
+    timed = np.zeros_like(calls)
+    np.add.at(
+        timed, keys["slot"].astype(np.int64), counts.reshape(len(keys), -1).sum(axis=1, dtype=np.uint64)
+    )
+    # exit and exit_group never return: counted on entry, never timed; the writer thread's prctl renames
+    # it, so the comm filter takes its entry and not its exit
+    never_return = [syscall_number(n) for n in ("exit", "exit_group", "prctl")]
+    calls[never_return] = 0
+    timed[never_return] = 0
+    assert int(calls[syscall_number("read")]) >= reads
+    assert int(calls[syscall_number("clock_nanosleep")]) >= sleeps
+    assert {int(i): int(calls[i]) for i in np.nonzero(calls)[0]} == {
+        int(i): int(timed[i]) for i in np.nonzero(timed)[0]
+    }
+    assert d.lost.latency == 0
+
+
+def test_latency_falls_back_to_the_task_store_when_the_switch_program_cannot_attach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel that refuses the sched_switch program still gets exact latency, from the start time kept
+    in the task's store at every call, and says which path it left."""
+    real_attach = BpfObject.attach
+
+    def attach(self: BpfObject, name: str) -> object:
+        if name == "switch_btf":
+            raise AttachError("refused for the test")
+        return real_attach(self, name)
+
+    monkeypatch.setattr(BpfObject, "attach", attach)
+    cpu, _ = cpu_pair()
+    with SyscallCounter(filters=Filters(comm=COMM), latency=True, attach="tp_btf") as c:
+        assert c._config.lat_percpu == 0
+        assert "refused for the test" in c.attach_failures["tp_btf per-CPU start slot"]
+        run_workload(5_000, cpu)
+        snap = c.snapshot()
+    assert snap.latency is not None
+    keys, counts = snap.latency
+    assert int(counts[keys["slot"] == GETPPID].sum()) == 5_000
 
 
 def test_syscall_subset_filter() -> None:
@@ -374,7 +458,7 @@ print(c.attach_mode, n >= 300, " tracefs " in open("/proc/self/mounts").read())
 
 # Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11), nor
 # bpf_task_pt_regs() (5.15). With the probes made to say so, the counter takes the paths it takes there.
-BEFORE_5_11 = KernelFeatures(task_btf=False, task_storage=False, task_pt_regs=False)
+BEFORE_5_11 = BEFORE_5_11_FEATURES
 
 OLD_KERNEL_MODES: dict[str, dict[str, object]] = {
     # No filter in these two (the fast path, and per-process counts as `-P` takes them): other tasks'
