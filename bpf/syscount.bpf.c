@@ -50,6 +50,7 @@ enum percpu_consts {
 	ROW_FIRST_BUCKET = 4,
 	ROW_BUCKETS = 32,
 	LAT_ROWS = 128,
+	PROC_LINES = 64, /* lines of a CPU's per-process cache (a power of two) */
 };
 
 /* Calls an opt-in table could not take, by table (the lost map's keys): the table was full (an
@@ -148,6 +149,8 @@ struct percpu_config {
 	__u8 task_storage;
 	/* Latency start times in a per-CPU slot, spilled by the sched_switch program (tp_btf only). */
 	__u8 lat_percpu;
+	/* Per-process counts gather in a per-CPU cache first (proc_cache), flushed to proc_counts. */
+	__u8 proc_cache;
 	__u64 syscall_mask[16];
 	/* When percpu runs in a pid namespace other than the initial one, filter_tgid and filter_tid are
 	 * pids of that namespace, and so are the per-process tgids (device and inode of /proc/self/ns/pid);
@@ -215,6 +218,33 @@ struct {
 	__type(key, struct lat_key);
 	__type(value, __u64);
 } latency SEC(".maps");
+
+/* The per-process cache (cfg.proc_cache). A call's key (tgid, slot, comm) goes to one line of this CPU's
+ * cache, chosen by tgid and slot; a line holding that key takes the call with one inlined array access,
+ * instead of a hash lookup of the 24-byte key (measured: about 70 ns). A line taken over by another key
+ * first adds what it holds to proc_counts. User space flushes every line into proc_counts before it reads
+ * them: it runs flush_procs on each online CPU (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU, an
+ * interrupt on that CPU), so a snapshot holds every call made before that CPU's flush, exactly once.
+ * busy is set while a counting program works on the cache: the interrupt may land in the middle of one,
+ * and then the flush refuses (returns 1) and user space runs it again. Only the CPU's own programs and
+ * its flush touch a line, so nothing here needs atomics. */
+struct proc_line {
+	struct proc_key key;
+	__u64 n; /* calls not yet in proc_counts; 0: the line is free */
+};
+
+struct proc_cache {
+	__u32 busy;
+	__u32 _pad;
+	struct proc_line line[PROC_LINES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct proc_cache);
+} proc_cache SEC(".maps");
 
 /* Latency histograms are rows of ROW_BUCKETS counters in a PERCPU_ARRAY, so the per-call update is two
  * inlined array lookups instead of a hash lookup (measured: about 25 ns less per call on the benchmark
@@ -383,6 +413,58 @@ static __always_inline void bump_hash(void *map, void *key, __u32 table)
 	}
 }
 
+/* Adds n to this CPU's value of key; what the table cannot take is counted as lost. */
+static __always_inline void add_hash(void *map, void *key, __u64 n, __u32 table)
+{
+	__u64 *v = bpf_map_lookup_elem(map, key);
+
+	if (v) {
+		*v += n;
+		return;
+	}
+	if (bpf_map_update_elem(map, key, &n, BPF_NOEXIST)) {
+		v = bpf_map_lookup_elem(map, key);
+		if (!v)
+			v = bpf_map_lookup_elem(&lost, &table);
+		if (v)
+			*v += n;
+	}
+}
+
+#define barrier() asm volatile("" ::: "memory")
+
+static __always_inline void count_process_key(struct proc_key *k)
+{
+	if (!cfg.proc_cache) {
+		bump_hash(&proc_counts, k, LOST_PROCESSES);
+		return;
+	}
+	__u32 zero = 0;
+	struct proc_cache *c = bpf_map_lookup_elem(&proc_cache, &zero);
+
+	if (!c) {
+		bump_hash(&proc_counts, k, LOST_PROCESSES);
+		return;
+	}
+	/* The compiler must not move the cache's loads and stores out from between the two stores of
+	 * busy (the CPU itself sees its own stores in order, an interrupt included). */
+	*(volatile __u32 *)&c->busy = 1;
+	barrier();
+	struct proc_line *l = &c->line[(k->tgid * 31 + k->slot) & (PROC_LINES - 1)];
+	__u64 *a = (__u64 *)&l->key, *b = (__u64 *)k;
+
+	if (l->n && a[0] == b[0] && a[1] == b[1] && a[2] == b[2]) {
+		l->n += 1;
+	} else {
+		if (l->n)
+			add_hash(&proc_counts, &l->key, l->n, LOST_PROCESSES);
+		l->key = *k;
+		l->n = 1;
+	}
+	barrier();
+	*(volatile __u32 *)&c->busy = 0;
+}
+
 /* tgid and comm are read straight from the task: with tp_btf these are plain loads through a trusted
  * BTF pointer, far cheaper than the bpf_get_current_pid_tgid() and bpf_get_current_comm() helpers
  * (measured in docs/benchmarks.md). A comm being renamed at that moment can be read torn: harmless. */
@@ -402,7 +484,7 @@ static __always_inline __u32 ns_tgid(__u32 tgid)
 
 static __always_inline void count_process(__u32 slot, struct task_struct *task, bool btf)
 {
-	struct proc_key k = { .slot = slot };
+	struct proc_key k __attribute__((aligned(8))) = { .slot = slot };
 
 #ifndef PERCPU_NO_BTF
 	if (cfg.task_btf) {
@@ -414,13 +496,13 @@ static __always_inline void count_process(__u32 slot, struct task_struct *task, 
 			BPF_CORE_READ_STR_INTO(&k.comm, task, comm);
 		}
 		k.tgid = ns_tgid(k.tgid);
-		bump_hash(&proc_counts, &k, LOST_PROCESSES);
+		count_process_key(&k);
 		return;
 	}
 #endif
 	k.tgid = ns_tgid(bpf_get_current_pid_tgid() >> 32);
 	bpf_get_current_comm(k.comm, sizeof(k.comm));
-	bump_hash(&proc_counts, &k, LOST_PROCESSES);
+	count_process_key(&k);
 }
 
 static __always_inline __u32 log2_u64(__u64 v)
@@ -568,6 +650,30 @@ static __always_inline int on_exit(long id, long ret, bool compat, struct task_s
 
 			st->ts = 0;
 			count_latency(slot, log2_u64(delta));
+		}
+	}
+	return 0;
+}
+
+/* Never attached: user space runs it on one CPU at a time (BPF_PROG_TEST_RUN) to move that CPU's cached
+ * per-process counts into proc_counts before reading them. Returns 1 when it interrupted a counting
+ * program on that CPU (nothing moved: run it again). */
+SEC("raw_tp/sys_enter")
+int flush_procs(void *ctx)
+{
+	__u32 zero = 0;
+	struct proc_cache *c = bpf_map_lookup_elem(&proc_cache, &zero);
+
+	if (!c)
+		return 0;
+	if (*(volatile __u32 *)&c->busy)
+		return 1;
+	for (int i = 0; i < PROC_LINES; i++) {
+		struct proc_line *l = &c->line[i];
+
+		if (l->n) {
+			add_hash(&proc_counts, &l->key, l->n, LOST_PROCESSES);
+			l->n = 0;
 		}
 	}
 	return 0;

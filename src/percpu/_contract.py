@@ -14,6 +14,7 @@ LAT_BUCKETS = 64
 ROW_FIRST_BUCKET = 4
 ROW_BUCKETS = 32
 LAT_ROWS = 128
+PROC_LINES = 64
 
 # enum percpu_lost
 LOST_PROCESSES = 0
@@ -39,6 +40,7 @@ class PercpuConfig(ctypes.Structure):
         ("task_btf", ctypes.c_uint8),  # offset 38
         ("task_storage", ctypes.c_uint8),  # offset 39
         ("lat_percpu", ctypes.c_uint8),  # offset 40
+        ("proc_cache", ctypes.c_uint8),  # offset 41
         ("syscall_mask", ctypes.c_uint64 * 16),  # offset 48
         ("pidns_dev", ctypes.c_uint64),  # offset 176
         ("pidns_ino", ctypes.c_uint64),  # offset 184

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from percpu import syscount
+from percpu import _libbpf, syscount
 from percpu.cpus import topology
 from percpu.errors import AttachError, NotSupported, PercpuError
 from percpu.objects import BpfObject
@@ -75,6 +75,112 @@ def test_exact_count_per_process_on_its_cpu(calls: int) -> None:
     assert int(row[cpus.index(cpu)]) == calls
     assert int(row[cpus.index(other)]) == 0
     assert bytes(keys[mine][0]["comm"]).decode() == COMM
+
+
+def start_workloads(n: int, calls: int, cpu: int) -> list[subprocess.Popen[str]]:
+    """n workloads pinned to one CPU, each waiting for a line on stdin before its calls."""
+    return [
+        subprocess.Popen(
+            [sys.executable, WORKLOAD, str(calls), str(cpu), "--comm", COMM, "--wait-stdin"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+
+
+def finish_workloads(procs: list[subprocess.Popen[str]], c: SyscallCounter) -> list[int]:
+    """Starts them together and snapshots while they run (each snapshot flushes every CPU's cache, often
+    in the middle of a counting program); returns their pids."""
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    while any(p.poll() is None for p in procs):
+        c.snapshot()
+    pids = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        pids.append(int(json.loads(out)["pid"]))
+    return pids
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["per-CPU cache", "hash"])
+def test_per_process_counts_exact_with_many_processes_alternating_on_one_cpu(
+    cache: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """48 processes take turns on one CPU, so they evict each other's lines of that CPU's cache (64 lines
+    for all their keys) many times over; every process still has exactly its calls, on that CPU."""
+    monkeypatch.setattr(SyscallCounter, "process_cache", cache)
+    cpu, other = cpu_pair()
+    cpus = list(topology().possible)
+    calls = 20_000
+    procs = start_workloads(48, calls, cpu)
+    with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
+        assert c._config.proc_cache == cache
+        before = c.snapshot()
+        pids = finish_workloads(procs, c)
+        d = c.snapshot().delta(before)
+    assert d.procs is not None
+    keys, counts = d.procs
+    for pid in pids:
+        mine = (keys["tgid"] == pid) & (keys["slot"] == GETPPID)
+        assert mine.sum() == 1
+        assert int(counts[mine][0][cpus.index(cpu)]) == calls
+        assert int(counts[mine][0][cpus.index(other)]) == 0
+    # every call the per-CPU table counted is in exactly one process's row
+    assert int(counts[keys["slot"] == GETPPID].sum()) == int(d.counts[:, GETPPID].sum())
+    assert d.lost.processes == 0
+
+
+def test_per_process_cache_of_a_cpu_no_flush_reaches_is_read_directly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CPU that went offline cannot run the flush (ENXIO): its cached counts are read from its lines."""
+    cpu, other = cpu_pair()
+    cpus = list(topology().possible)
+    real = _libbpf.Libbpf.prog_run_on_cpu
+    unreachable = {"on": False}
+
+    def run(self: _libbpf.Libbpf, fd: int, on: int) -> int:
+        if unreachable["on"] and on == cpu:
+            raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
+        return real(self, fd, on)
+
+    monkeypatch.setattr(_libbpf.Libbpf, "prog_run_on_cpu", run)
+    with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
+        assert c._config.proc_cache == 1
+        info = run_workload(30_000, cpu)
+        unreachable["on"] = True
+        snap = c.snapshot()
+    assert snap.procs is not None
+    keys, counts = snap.procs
+    mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
+    assert mine.sum() == 1
+    assert int(counts[mine][0][cpus.index(cpu)]) == 30_000
+    assert int(counts[mine][0][cpus.index(other)]) == 0
+
+
+def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(self: _libbpf.Libbpf, fd: int, cpu: int) -> int:
+        raise OSError(errno.EINVAL, "refused for the test")
+
+    monkeypatch.setattr(_libbpf.Libbpf, "prog_run_on_cpu", refuse)
+    cpu, _ = cpu_pair()
+    cpus = list(topology().possible)
+    with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
+        assert c._config.proc_cache == 0
+        assert any("per-process cache" in k for k in c.attach_failures)
+        info = run_workload(10_000, cpu)
+        snap = c.snapshot()
+    assert snap.procs is not None
+    keys, counts = snap.procs
+    mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
+    assert int(counts[mine][0][cpus.index(cpu)]) == 10_000
 
 
 @pytest.mark.parametrize("mode", ATTACH_MODES)
