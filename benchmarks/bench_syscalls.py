@@ -59,10 +59,12 @@ from percpu.syscount import SyscallCounter  # noqa: E402
 Prog = tuple[str, int]
 Config = Callable[[], AbstractContextManager[list[Prog]]]
 
-# Programs the counter runs at other hooks than the syscall ones (percpu -L's sched_switch program): their
-# time is charged to the system calls made in the same window, all tasks', i.e. divided by the runs of the
-# sys_enter program, and their own ns per run and runs per 1,000 calls are shown beside.
-NOT_PER_CALL = {"switch_btf"}
+# Programs the counter runs elsewhere than at the syscall hooks: percpu -L's sched_switch program, and
+# percpu -P's flush, which user space runs on each CPU before a read (the loop reads nothing, so it shows
+# no runs here). Their time is charged to the system calls made in the same window, all tasks', i.e.
+# divided by the runs of the sys_enter program, and their own ns per run and runs per 1,000 calls are
+# shown beside.
+NOT_PER_CALL = {"switch_btf", "flush_procs"}
 TARGETS = {"percpu default": 1.10, "percpu -P -e (process+errno)": 1.25, "percpu -L (latency)": 1.50}
 BPFTRACE_PROGRAM = "tracepoint:raw_syscalls:sys_enter { @[args->id] = count(); }"
 # bpf/bench_parts.bpf.c: one part of the counter per program, priced against part_empty
