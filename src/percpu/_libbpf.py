@@ -316,6 +316,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
     "bpf_map_get_fd_by_id": (_I, [_U32]),
     "bpf_btf_get_fd_by_id": (_I, [_U32]),
+    "bpf_prog_get_fd_by_id": (_I, [_U32]),
     "bpf_obj_get": (_I, [_S]),
     "bpf_obj_pin": (_I, [_I, _S]),
     "bpf_obj_get_info_by_fd": (_I, [_I, _P, ctypes.POINTER(_U32)]),
@@ -509,6 +510,10 @@ class Libbpf:
 
     def btf_get_fd_by_id(self, btf_id: int) -> int:
         return _check(self.fn("bpf_btf_get_fd_by_id")(btf_id))
+
+    def prog_get_fd_by_id(self, prog_id: int) -> int:
+        """A fd for a loaded program (benchmarks/bench_syscalls.py reads other tools' programs' stats)."""
+        return _check(self.fn("bpf_prog_get_fd_by_id")(prog_id))
 
     def obj_get(self, path: str) -> int:
         return _check(self.fn("bpf_obj_get")(os.fsencode(path)))
