@@ -444,6 +444,7 @@ def summarize(
             }
             if s.own:
                 row["own_ns"] = {label: spread([o[label] for o in s.own]) for label in s.own[0]}
+                row["own_ns_sum"] = spread(own_sum[name])
             if s.side and s.side[0]:
                 row["not_per_call"] = {
                     label: {
@@ -452,7 +453,6 @@ def summarize(
                     }
                     for label in s.side[0]
                 }
-                row["own_ns_sum"] = spread(own_sum[name])
             if cfg.floor:
                 fa, fo = added[cfg.floor], own_sum[cfg.floor]
                 row["x_floor_loop"] = spread([a / f for a, f in zip(added[name], fa, strict=True) if f > 0])
