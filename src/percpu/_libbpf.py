@@ -86,10 +86,6 @@ class ProgInfo(NamedTuple):
 class Backend(Protocol):
     """What the layers above need from the kernel; :class:`Libbpf` is the real one."""
 
-    # Where this machine's CPU lists (possible, online, present) are read: sysfs for the real kernel, a
-    # fake's own files in tests, so the CPU ids and the possible count come from one source.
-    cpu_root: str
-
     def num_possible_cpus(self) -> int: ...
     def map_create(
         self,
@@ -464,8 +460,6 @@ class Libbpf:
         return s.decode() if s else f"v{self.version[0]}.{self.version[1]}"
 
     # --- topology -------------------------------------------------------------------------------------
-
-    cpu_root = "/sys/devices/system/cpu"  # where the CPU lists this kernel describes live
 
     def num_possible_cpus(self) -> int:
         """The kernel's own count of possible CPUs: what sizes every per-CPU buffer."""
@@ -860,7 +854,8 @@ def libbpf() -> Libbpf:
 
 @contextmanager
 def use_backend(fake: Backend) -> Iterator[Backend]:
-    """Install ``fake`` as the kernel seam for the duration of a ``with`` block (unit tests)."""
+    """Install ``fake`` as the kernel for a ``with`` block. Only :func:`percpu._machine.use` calls this:
+    a kernel is installed with the machine it belongs to, so its CPU count and CPU lists agree."""
     global _backend  # noqa: PLW0603
     with _backend_lock:
         old, _backend = _backend, fake

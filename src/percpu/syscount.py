@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import _libbpf, _procfs
+from . import _libbpf, _machine
 from . import syscalls as _names
 from ._contract import (
     COMPAT_BASE,
@@ -118,19 +118,15 @@ def errno_name(err: int) -> str:
     return errno.errorcode.get(err, f"E{err}")
 
 
-def _mount_point(fstype: str) -> str | None:
-    return next((m.point for m in _procfs.mounts() if m.fstype == fstype), None)
-
-
 def cgroup2_root() -> str | None:
     """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup``, or ``.../unified`` on hybrid
     systems), or None."""
-    return _mount_point("cgroup2")
+    return _machine.current().mount_point("cgroup2")
 
 
 def ensure_tracefs() -> str:
     """Where tracefs is mounted, mounting it at /sys/kernel/tracing if it is not (needs root)."""
-    point = _mount_point("tracefs")
+    point = _machine.current().mount_point("tracefs")
     if point is not None:
         return point
     target = "/sys/kernel/tracing"
@@ -170,20 +166,12 @@ def _cgroup_id_exists(root: str, cgroup_id: int) -> bool:
     return False
 
 
-# The inode number of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): fixed.
-_INIT_PIDNS_INO = 0xEFFFFFFC
-
-
-def pid_namespace(path: str = "/proc/self/ns/pid") -> tuple[int, int] | None:
+def pid_namespace() -> tuple[int, int] | None:
     """(device, inode) of this process's pid namespace when it is not the initial one, else None.
 
     In a container, pids given on the command line are the container's, while the kernel's tracepoints
     see the initial namespace's: the filter then compares in this namespace instead."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None  # no /proc/self/ns (very old kernels, no CONFIG_PID_NS): one namespace only
-    return None if st.st_ino == _INIT_PIDNS_INO else (st.st_dev, st.st_ino)
+    return _machine.current().pid_namespace()
 
 
 class Lost(NamedTuple):
@@ -458,7 +446,7 @@ class SyscallDelta:
 
 
 def _btf_available() -> bool:
-    return os.path.exists("/sys/kernel/btf/vmlinux")
+    return _machine.current().kernel_btf is not None
 
 
 # enum bpf_prog_type, enum bpf_func_id and enum bpf_map_type values (include/uapi/linux/bpf.h)
