@@ -142,6 +142,7 @@ class Result:
     status: str = "?"
     doctor: dict[str, object] | None = None
     output: str = ""
+    tests: tuple[str, ...] = ()  # the pytest targets that ran, so a row run on a subset says so
 
 
 def host_kernel() -> tuple[str | None, str]:
@@ -210,7 +211,7 @@ def run_vm(vm: VmSpec, image: str, py: str, timeout: float) -> Result:
         out = f.read()
     if rc == 124:
         out += f"\n(timed out after {timeout:.0f} s)"
-    r = Result(vm.name, seconds=time.monotonic() - t0, output=out)
+    r = Result(vm.name, seconds=time.monotonic() - t0, output=out, tests=vm.tests)
     m = re.search(r"PERCPU_POSSIBLE=(\S+) PERCPU_ONLINE=(\S+) PERCPU_KERNEL=(\S+)", out)
     if m:
         r.possible, r.online, r.kernel = m.groups()
@@ -349,6 +350,7 @@ def main() -> int:
                         **{k: r.counts.get(k, 0) for k in ("passed", "failed", "skipped", "error")},
                         "seconds": round(r.seconds),
                         "status": r.status,
+                        "tests": list(r.tests),
                         "doctor": r.doctor,
                     }
                     for r in rows
