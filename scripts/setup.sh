@@ -21,9 +21,12 @@ need_root() {
 pkgs=(libbpf1 python3 python3-venv python3-pip)
 if [ "$dev" = 1 ]; then
     # Tests compare with bpftool, drive `percpu top` in tmux, scrape with a real Prometheus, rebuild the
-    # BPF objects to prove the shipped ones match (clang, llvm, libbpf-dev) and boot VMs (qemu; the
-    # kernels come from Debian's archive into a cache, unpacked with dpkg-deb and indexed by depmod).
-    pkgs+=(bpftool tmux prometheus clang llvm libbpf-dev gcc libc6-dev qemu-system-x86 busybox-static
+    # BPF objects to prove the shipped ones match (clang, llvm, libbpf-dev; the arm64 set needs arm64's
+    # asm headers) and boot VMs (qemu; the kernels come from Debian's archive into a cache, unpacked with
+    # dpkg-deb and indexed by depmod; scripts/arm64-check builds an arm64 root with mmdebstrap, packed
+    # with cpio).
+    pkgs+=(bpftool tmux prometheus clang llvm libbpf-dev linux-libc-dev-arm64-cross gcc libc6-dev
+           qemu-system-x86 qemu-system-arm mmdebstrap cpio busybox-static
            bpftrace procps bpfcc-tools python3-bpfcc kmod file debian-archive-keyring util-linux
            systemd openssl)
 fi

@@ -1,4 +1,5 @@
-"""Giving up privileges once the BPF programs are attached and the maps are open.
+"""Privileges: what to tell a user who lacks them, and giving them up once the BPF programs are attached
+and the maps are open.
 
 What reading the maps needs afterwards depends on the kernel (kernel/bpf/syscall.c):
 
@@ -24,7 +25,7 @@ from typing import NamedTuple
 from . import _libbpf, _procfs
 from .errors import PercpuError
 
-__all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges", "resolve_user"]
+__all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges", "privilege_hint", "resolve_user"]
 
 CAP_SYS_ADMIN = _procfs.CAP_SYS_ADMIN
 CAP_BPF = _procfs.CAP_BPF
@@ -33,6 +34,27 @@ PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+_NEEDED = "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
+
+
+def privilege_hint(caps: int | None, euid: int, *, remedy: bool = True) -> str:
+    """Why this process cannot load BPF programs, and what to do, in the words every command uses; ""
+    when its effective capabilities ``caps`` suffice (or, as root, cannot be read). Being root proves
+    nothing: a container runtime or setpriv can leave uid 0 without a capability. ``remedy=False`` gives
+    the why alone, for a message that says what to do already."""
+    if caps is not None and _procfs.can_load_bpf(caps):
+        return ""
+    if euid == 0:
+        if caps is None:
+            return ""
+        why = f"you are root, but without {_NEEDED}: a container or setpriv dropped them"
+        fix = "run percpu where root keeps them"
+    else:
+        why = "you are not root"
+        fix = f"run as root, or grant {_NEEDED}, e.g. sudo setcap cap_bpf,cap_perfmon+ep on the interpreter"
+    return f"{why}; {fix}" if remedy else why
 
 
 class Dropped(NamedTuple):
@@ -84,11 +106,8 @@ def resolve_user(user: str | None, group: str | None) -> tuple[int | None, int |
 
 
 def _last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 63
+    text = _procfs.sysctl("kernel.cap_last_cap")
+    return int(text) if text is not None and text.isdigit() else 63
 
 
 def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = None) -> Dropped:
@@ -97,10 +116,10 @@ def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = 
     Capabilities belong to threads: this must run while the process has one thread, so that every
     thread started later inherits the reduced sets.
     """
-    tasks = os.listdir("/proc/self/task")
-    if len(tasks) != 1:
+    threads = _procfs.thread_count()
+    if threads != 1:
         raise PercpuError(
-            f"cannot drop privileges: the process has {len(tasks)} threads and capabilities belong to each "
+            f"cannot drop privileges: the process has {threads} threads and capabilities belong to each "
             "(numpy's BLAS starts some: set OPENBLAS_NUM_THREADS=1), or pass --keep-privileges"
         )
     uid, gid = resolve_user(user, group)

@@ -1,4 +1,4 @@
-"""What procfs says about this process: mounts, effective capabilities, what an fd is.
+"""What procfs says about this process: mounts, effective capabilities, sysctls, tasks, what an fd is.
 
 One reader for each, used by the layers above (pinned paths, tracefs and cgroup2 mounts, privilege
 checks). Paths are parameters so tests can point them at fixtures. Nothing here raises for an unreadable
@@ -11,10 +11,24 @@ import os
 import re
 from typing import NamedTuple
 
-__all__ = ["Mount", "effective_caps", "fd_kind", "mount_of", "mounts"]
+__all__ = [
+    "Mount",
+    "bpf_cap_names",
+    "can_load_bpf",
+    "effective_caps",
+    "fd_kind",
+    "mount_of",
+    "mount_point",
+    "mounts",
+    "sysctl",
+    "task_exists",
+    "thread_count",
+]
 
 MOUNTS = "/proc/self/mounts"
 STATUS = "/proc/self/status"
+SYSCTL = "/proc/sys"
+PROC = "/proc"
 
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
@@ -58,6 +72,32 @@ def mount_of(path: str, table: list[Mount]) -> Mount | None:
     return best
 
 
+def mount_point(fstype: str, table: list[Mount]) -> str | None:
+    """Where a file system of this type is mounted (the first such mount), or None."""
+    return next((m.point for m in table if m.fstype == fstype), None)
+
+
+def sysctl(name: str, root: str = SYSCTL) -> str | None:
+    """A sysctl's value as text (``"kernel.bpf_stats_enabled"`` reads /proc/sys/kernel/bpf_stats_enabled),
+    or None when it cannot be read (no such sysctl on this kernel, or not allowed)."""
+    try:
+        with open(os.path.join(root, *name.split(".")), encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def task_exists(tid: int, proc: str = PROC) -> bool:
+    """Whether a process or a thread with this id is visible here. A thread's /proc/TID is not listed
+    in /proc but resolves, so a thread id is found too."""
+    return os.path.exists(os.path.join(proc, str(tid)))
+
+
+def thread_count(proc: str = PROC) -> int:
+    """How many threads this process has now (capabilities belong to each thread)."""
+    return len(os.listdir(os.path.join(proc, "self", "task")))
+
+
 def effective_caps(status: str = STATUS) -> int | None:
     """The effective capability set (CapEff), or None when it cannot be read.
 
@@ -78,6 +118,12 @@ def can_load_bpf(caps: int) -> bool:
     """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (tracing programs need both since Linux 5.8)."""
     needed = (1 << CAP_BPF) | (1 << CAP_PERFMON)
     return bool(caps >> CAP_SYS_ADMIN & 1) or caps & needed == needed
+
+
+def bpf_cap_names(caps: int) -> list[str]:
+    """The capabilities in the set ``caps`` that BPF work can use, by name (linux/capability.h)."""
+    names = ((CAP_SYS_ADMIN, "CAP_SYS_ADMIN"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_BPF, "CAP_BPF"))
+    return [name for bit, name in names if caps >> bit & 1]
 
 
 def fd_kind(fd: int) -> str | None:

@@ -12,7 +12,8 @@ by options:
   once named stays named, and one that later enters the top N (by calls since the previous scrape) is
   named too, until 2N are named; see :meth:`SyscallCollector._update_kept` for why every exported counter,
   "other" included, stays monotonic;
-* per-process series carry ``comm`` only (never pid), at most ``max_comms`` of them plus ``comm="other"``,
+* per-process series carry ``comm`` only (never pid; escaped as ``stat`` shows it, see
+  :func:`percpu._text.printable`), at most ``max_comms`` of them plus ``comm="other"``,
   accumulated from deltas so an LRU eviction in the kernel never makes a counter go down. Memory stays
   bounded whatever names processes give themselves: the named set is at most ``max_comms``, every other
   name is folded into "other" without being remembered, and the per-key state is bounded by the kernel
@@ -32,6 +33,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from . import __version__
+from ._text import printable
 from .cpus import CpuList, topology
 from .errors import PercpuError
 from .syscount import SyscallSnapshot, errno_name, slot_name
@@ -531,7 +533,9 @@ class SyscallCollector:
             seen[raw] = t
             if not delta:
                 continue
-            comm = bytes(k["comm"]).split(b"\0", 1)[0].decode(errors="replace") or "?"
+            # Escaped as stat and top show it: a name is another user's choice, and control characters
+            # or bytes that are not UTF-8 must not reach whoever reads the scrape (a terminal, a browser).
+            comm = printable(bytes(k["comm"]).split(b"\0", 1)[0]) or "?"
             # Named while there is room; the named set never shrinks, so a name that found it full is
             # "other" for good and nothing about it needs remembering.
             if comm not in self._comms and len(self._comms) < self.max_comms:

@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import errno as _errno
 import os
+import platform
 import threading
 import weakref
 from typing import Any
@@ -385,9 +386,30 @@ class BpfObject:
         return f"<BpfObject {os.path.basename(self.path)} {state}>"
 
 
-def bundled(name: str) -> str:
-    """Path of a BPF object shipped inside the percpu package (``src/percpu/_bpf``)."""
-    path = os.path.join(os.path.dirname(__file__), "_bpf", name)
+# The object sets shipped, by ``uname -m``: each its own directory under ``_bpf`` (scripts/build-bpf builds
+# both from the same sources). BPF bytecode is the same everywhere; what differs is the register layout
+# the syscall counter reads (struct pt_regs), fixed at compile time by __TARGET_ARCH_*.
+_OBJECT_DIRS = {"x86_64": "", "amd64": "", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def bundled(name: str, machine: str | None = None) -> str:
+    """Path of a BPF object shipped inside the percpu package for this machine's architecture
+    (``src/percpu/_bpf`` for x86_64, ``src/percpu/_bpf/arm64`` for arm64); ``machine`` (a ``uname -m``
+    value) asks for another architecture's. Raises :class:`PercpuError` on an architecture percpu ships no
+    objects for."""
+    m = machine or platform.machine()
+    sub = _OBJECT_DIRS.get(m)
+    if sub is None:
+        known = ", ".join(sorted({"x86_64", "aarch64"}))
+        raise PercpuError(
+            f"percpu ships BPF objects for {known} only, not for this {m!r} machine; build them from "
+            "bpf/ with clang -target bpf -D__TARGET_ARCH_<arch> and pass the path "
+            "(e.g. SyscallCounter(obj_path=...))"
+        )
+    path = os.path.join(os.path.dirname(__file__), "_bpf", sub, name)
     if not os.path.exists(path):
-        raise LibbpfError(f"the percpu package lacks {name}; reinstall percpu (or run scripts/build-bpf)")
+        raise LibbpfError(
+            f"the percpu package lacks {sub + '/' if sub else ''}{name}; reinstall percpu "
+            "(or run scripts/build-bpf)"
+        )
     return path

@@ -28,6 +28,7 @@ from .errors import PercpuError
 __all__ = [
     "CGROUP_PREFIX",
     "CommandCgroup",
+    "GatedCommand",
     "Watch",
     "alive",
     "exit_code",
@@ -348,3 +349,59 @@ class Watch:
         if self.pidfd >= 0:
             return bool(select.select([self.pidfd], [], [], 0)[0])
         return not alive(self.pid)
+
+
+class GatedCommand:
+    """``percpu stat -- CMD``: the command forked held before its execve (:func:`spawn_gated`), watched
+    (:class:`Watch`, which reaps it) and put in a :class:`CommandCgroup` of its own where one can be made,
+    so the counter can attach to its cgroup (or pid) before it runs a single instruction of its own.
+
+    :meth:`release` lets it exec; :meth:`close` ends what is left: a command never released exits 125
+    without running, one still running after percpu failed is ended and reaped, and the cgroup is removed
+    (only then: a cgroup cannot be removed while the command is in it). After :meth:`close`,
+    :attr:`removed` says whether the cgroup went, :attr:`moved` how many processes the command left in it
+    had to be moved out, :attr:`cgroup_path` where it was."""
+
+    def __init__(self, path: str, argv: list[str], cgroup_root: str | None) -> None:
+        self.cgroup = CommandCgroup(cgroup_root)
+        self.cgroup_path = self.cgroup.path
+        self.removed, self.moved = True, 0
+        self._closed = False
+        try:
+            self.pid, self._gate = spawn_gated(path, argv)
+        except BaseException:
+            self.cgroup.remove()
+            raise
+        try:
+            self.watch = Watch(self.pid, child=True)
+        except BaseException:
+            os.close(self._gate)  # never released: the child exits without running the command
+            reap(self.pid)
+            self.cgroup.remove()
+            raise
+        self.in_cgroup = self.cgroup.add(self.pid)
+
+    @property
+    def status(self) -> int:
+        """The command's exit code as a shell reports it (128 + N if signal N ended it), once reaped."""
+        return self.watch.status
+
+    def release(self) -> None:
+        """Let the command run: its execve is the first system call it makes."""
+        os.write(self._gate, b"x")
+        os.close(self._gate)
+        self._gate = -1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._gate >= 0:
+            os.close(self._gate)  # the child sees EOF and exits without running the command
+            self._gate = -1
+        try:
+            if self.watch.pid is not None:
+                reap(self.pid)  # not reaped by the watch: percpu failed before the command ended
+        finally:
+            self.watch.close()
+            self.removed, self.moved = self.cgroup.remove()

@@ -185,6 +185,34 @@ def _rate_matches_the_workload(target: str) -> None:
     assert off_cpu == 0
 
 
+def test_a_hostile_process_name_reaches_the_scrape_escaped() -> None:
+    """A process names itself with terminal escapes and a byte that is not UTF-8: the scrape carries the
+    name as `percpu stat` shows it, and no control byte or stray byte reaches whoever reads it."""
+    name = b"\x1b]0;x\x07\xff"
+    with running_exporter("-P", "-c", os.fsdecode(name)) as (target, _):
+        cpu = str(list(topology().online)[-1])
+        subprocess.run(
+            [sys.executable, WORKLOAD, "321", cpu, b"--comm", name],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as r:
+            body = r.read()
+    text = body.decode("utf-8")  # the \xff of the name did not get through as a byte
+    assert not any((b < 0x20 and b != 0x0A) or b == 0x7F for b in body), "a control byte in the scrape"
+    # printable() gives \x1b]0;x\x07\xff; the text format doubles its backslashes.
+    line = 'percpu_process_syscalls_total{comm="\\\\x1b]0;x\\\\x07\\\\xff",syscall="getppid"} 321'
+    assert line in text.splitlines(), [ln for ln in text.splitlines() if ln.startswith("percpu_process")]
+    parsed = {
+        s.labels["comm"]
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "percpu_process_syscalls_total"
+    }
+    assert parsed == {"\\x1b]0;x\\x07\\xff"}
+
+
 def test_exporter_survives_abuse_and_stays_flat(exporter: tuple[str, subprocess.Popen[bytes]]) -> None:
     target, proc = exporter
     host, port = target.split(":")

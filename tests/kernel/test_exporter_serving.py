@@ -202,7 +202,7 @@ def test_abuse_while_prometheus_scrapes(tmp_path: Path) -> None:
     with exporter("--web.request-timeout", "3s") as (target, proc):
         base = metrics(target)
         config = (
-            f"global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: percpu\n"
+            f"global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n  - job_name: percpu\n"
             f"    static_configs:\n      - targets: ['{target}']\n"
         )
         with running_prometheus(config) as api:
@@ -240,7 +240,7 @@ def test_abuse_while_prometheus_scrapes(tmp_path: Path) -> None:
         f"{rss_max} kB; threads max {threads_max}; trickling connections opened {trick.opened}, cut by the "
         f"server {trick.cut}; flood rounds {rounds} x {len(FLOOD)}; refused {refused}"
     )
-    assert total >= seconds - 5 and ok == total, (ok, total)
+    assert total >= seconds // 2 - 3 and ok == total, (ok, total)
     assert health["health"] == "up" and health["lastError"] == "", health
     assert resets and all(float(r["value"][1]) == 0 for r in resets)  # no counter went down
     for payload, (code, _) in FLOOD.items():
@@ -352,7 +352,10 @@ def make_pki(tmp: Path) -> dict[str, str]:
     return {s: str(tmp / s) for s in ("ca", "server", "client")}
 
 
-def prometheus_up(api: str, seconds: float = 20) -> None:
+# Prometheus's scrape timeout can be no longer than its interval. A TLS handshake plus a bcrypt check took
+# over 1 s once on a busy 2-CPU machine, failing a scrape: these tests check that scrapes succeed, not how
+# fast, so they scrape every 2 s with a 2 s timeout.
+def prometheus_up(api: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         res = query(api, 'up{job="percpu"}')
@@ -383,7 +386,8 @@ def test_tls_and_basic_auth_with_prometheus(tmp_path: Path) -> None:
         _,
     ):
         config = (
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: percpu\n    scheme: https\n"
+            "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n"
+            "scrape_configs:\n  - job_name: percpu\n    scheme: https\n"
             f"    tls_config: {{ca_file: {pki['ca']}.crt}}\n"
             "    basic_auth: {username: prom, password: s3cret}\n"
             f"    static_configs:\n      - targets: ['{target}']\n"
@@ -416,7 +420,8 @@ def test_mtls_with_prometheus(tmp_path: Path) -> None:
         _,
     ):
         config = (
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: percpu\n    scheme: https\n"
+            "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n"
+            "scrape_configs:\n  - job_name: percpu\n    scheme: https\n"
             f"    tls_config: {{ca_file: {pki['ca']}.crt, cert_file: {pki['client']}.crt, "
             f"key_file: {pki['client']}.key}}\n"
             f"    static_configs:\n      - targets: ['{target}']\n"

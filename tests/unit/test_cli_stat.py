@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from percpu.cli import build_parser, main, syscalls
+from percpu.cli import build_parser, main, stat
 from percpu.errors import PercpuError
 
 
@@ -26,12 +26,12 @@ def stat_args(*argv: str) -> object:
 )
 def test_bad_output_paths_are_errors_before_counting(argv: list[str], message: str) -> None:
     with pytest.raises(PercpuError, match=message):
-        syscalls._Output(stat_args(*argv))  # type: ignore[arg-type]
+        stat._Output(stat_args(*argv))  # type: ignore[arg-type]
 
 
 def test_output_files_are_written_only_when_the_report_is_complete(tmp_path: object) -> None:
     out, svg = os.path.join(str(tmp_path), "o.txt"), os.path.join(str(tmp_path), "m.svg")
-    o = syscalls._Output(stat_args("-o", out, "--heatmap", svg))  # type: ignore[arg-type]
+    o = stat._Output(stat_args("-o", out, "--heatmap", svg))  # type: ignore[arg-type]
     o.close()  # a run that ended before its report: nothing is created
     assert not os.path.exists(out) and not os.path.exists(svg)
     assert os.listdir(str(tmp_path)) == []

@@ -21,6 +21,10 @@ TOOL = os.path.join(ROOT, "tools", "gen_contract.py")
 GENERATED = os.path.join(ROOT, "src", "percpu", "_contract.py")
 OBJ = "src/percpu/_bpf/syscount.bpf.o"
 NOBTF_OBJ = "src/percpu/_bpf/syscount_nobtf.bpf.o"
+# The arm64 builds of the same sources (scripts/build-bpf builds both architectures).
+ARM64_OBJ = "src/percpu/_bpf/arm64/syscount.bpf.o"
+ARM64_NOBTF_OBJ = "src/percpu/_bpf/arm64/syscount_nobtf.bpf.o"
+ALL_OBJS = [OBJ, NOBTF_OBJ, ARM64_OBJ, ARM64_NOBTF_OBJ]
 
 
 def _gen() -> ModuleType:
@@ -47,15 +51,33 @@ def test_contract_is_generated_from_the_shipped_object() -> None:
     assert gen.generate(OBJ) == committed, "_contract.py drifted: run tools/gen_contract.py"
 
 
-def test_nobtf_object_has_the_same_contract() -> None:
-    """syscount_nobtf.bpf.o (the fallback for kernels without BTF) shares every layout and constant."""
-    nobtf = gen.generate(NOBTF_OBJ).splitlines()
+@pytest.mark.parametrize("other", [NOBTF_OBJ, ARM64_OBJ, ARM64_NOBTF_OBJ])
+def test_every_object_has_the_same_contract(other: str) -> None:
+    """syscount_nobtf.bpf.o (the fallback for kernels without BTF) and both arm64 builds share every layout
+    and constant with the object _contract.py is generated from: one _contract.py serves both
+    architectures (the shared structs use fixed-width types only, so no layout depends on the target)."""
+    theirs = gen.generate(other).splitlines()
     shipped = gen.generate(OBJ).splitlines()
-    assert nobtf[0] != shipped[0]  # each names its own object
-    assert nobtf[1:] == shipped[1:]
+    assert theirs[0] != shipped[0]  # each names its own object
+    assert theirs[1:] == shipped[1:]
 
 
-@pytest.mark.parametrize("obj", [OBJ, NOBTF_OBJ])
+@pytest.mark.parametrize(
+    ("obj", "members"),
+    [(OBJ, ["orig_ax", "cs"]), (ARM64_OBJ, ["syscallno"])],
+)
+def test_each_architecture_reads_its_own_registers(obj: str, members: list[str]) -> None:
+    """The CO-RE objects differ where they must: the struct pt_regs fields each relocates against (the
+    syscall number is orig_ax on x86_64, the s32 syscallno on arm64)."""
+    btf = _btf(obj)
+    regs = btf.resolve(btf.find("pt_regs", "struct"))
+    assert [m[0] for m in regs.extra] == members
+    if obj == ARM64_OBJ:
+        ((_, type_id, _),) = regs.extra
+        assert btf.size(type_id) == 4  # s32 in arch/arm64/include/asm/ptrace.h
+
+
+@pytest.mark.parametrize("obj", ALL_OBJS)
 def test_layouts_field_by_field(obj: str) -> None:
     """Independently of the generator's text: each Python field sits at the offset and has the size the
     object's BTF gives its C member, and each type is as big as the C struct."""
@@ -77,7 +99,7 @@ def test_layouts_field_by_field(obj: str) -> None:
             assert (off, sub.itemsize) == (bit // 8, btf.size(type_id)), f"{cname}.{name}"
 
 
-@pytest.mark.parametrize("obj", [OBJ, NOBTF_OBJ])
+@pytest.mark.parametrize("obj", ALL_OBJS)
 def test_config_is_all_of_rodata(obj: str) -> None:
     """User space writes the config at offset 0 of .rodata: that holds while cfg is all .rodata has."""
     rodata = gen.elf_section(os.path.join(ROOT, obj), ".rodata")
@@ -85,9 +107,10 @@ def test_config_is_all_of_rodata(obj: str) -> None:
     assert rodata == bytes(_contract.PercpuConfig())  # cfg = {}: user space supplies every value
 
 
-def test_maps_use_the_contract_types() -> None:
+@pytest.mark.parametrize("obj", [OBJ, ARM64_OBJ])
+def test_maps_use_the_contract_types(obj: str) -> None:
     """The maps percpu decodes with these dtypes are declared with those very structs."""
-    btf = _btf(OBJ)
+    btf = _btf(obj)
     for map_name, part, struct_name in (
         ("proc_counts", "key", "proc_key"),
         ("errors", "key", "err_key"),

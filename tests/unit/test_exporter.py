@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from percpu._libbpf import ProgInfo
+from percpu._text import printable
 from percpu.cli import main
 from percpu.cpus import CpuList
 from percpu.errors import PercpuError
@@ -404,7 +405,39 @@ def test_label_values_are_escaped() -> None:
     c = SyscallCollector(f)
     for om in (False, True):
         got = _parse(c.expose(openmetrics=om).decode())
-        assert got[("percpu_process_syscalls_total", (("comm", 'a"b\\c\nd'), ("syscall", "read")))] == 4
+        # The quote and the backslash are the text format's to escape, and a parser gets them back; the
+        # newline is escaped before that, as stat shows it (the backslash doubled so it cannot be forged).
+        label = 'a"b\\\\c\\x0ad'
+        assert got[("percpu_process_syscalls_total", (("comm", label), ("syscall", "read")))] == 4
+
+
+HOSTILE = b"\x1b]0;owned\x07\xff\x9b\x7f"  # set the window title, a byte not UTF-8, CSI, DEL
+
+
+def test_a_hostile_comm_reaches_the_scrape_escaped_as_stat_shows_it() -> None:
+    f = FakeCounter(1)
+    keys = np.zeros(3, PROC_KEY)
+    keys["comm"] = [HOSTILE, "\u202eevil".encode(), b"a\\x1b"]  # the last spells an escape with a backslash
+    keys["slot"] = 0
+    f.procs = (keys, np.array([[4], [5], [6]], np.uint64))
+    f.counts[0, 0] = 15
+    c = SyscallCollector(f)
+    for om in (False, True):
+        body = c.expose(openmetrics=om)
+        body.decode("utf-8")  # the whole exposition is UTF-8: no stray byte of a name got through
+        assert not any((b < 0x20 and b != 0x0A) or b == 0x7F for b in body), "a control byte in the scrape"
+        assert "\u202e" not in body.decode() and "\x9b" not in body.decode()
+        lines = body.decode().splitlines()
+        # The text format doubles the backslashes of printable()'s escapes.
+        shown = "\\\\x1b]0;owned\\\\x07\\\\xff\\\\x9b\\\\x7f"
+        assert f'percpu_process_syscalls_total{{comm="{shown}",syscall="read"}} 4' in lines
+        got = _parse(body.decode())
+        comms = {dict(k[1])["comm"]: v for k, v in got.items() if k[0] == "percpu_process_syscalls_total"}
+        assert comms == {
+            printable(HOSTILE): 4,
+            "\\u202eevil": 5,
+            "a\\\\x1b": 6,  # not the same label as a name with a real ESC in it
+        }
 
 
 def test_exposition_shares_one_rendering_and_gzips() -> None:

@@ -170,7 +170,7 @@ def test_256_cpus_render(tmp_path: Path) -> None:
 
 
 def test_no_matplotlib_at_import_time() -> None:
-    code = "import sys, percpu, percpu.plots, percpu.cli.syscalls; print('matplotlib' in sys.modules)"
+    code = "import sys, percpu, percpu.plots, percpu.cli.stat; print('matplotlib' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
 

@@ -49,6 +49,50 @@ def test_a_gate_closed_unwritten_makes_the_child_exit_125_without_running() -> N
     assert not os.path.exists(marker)
 
 
+def wait_exit(watch: process.Watch, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not watch.exited():
+        assert time.monotonic() < deadline, "the command did not exit"
+        watch.wait(0.5)
+
+
+def test_a_gated_command_runs_only_once_released_and_reports_its_exit_code(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    cmd = process.GatedCommand("/bin/sh", ["sh", "-c", f"touch {marker}; exit 7"], None)
+    try:
+        assert cmd.cgroup_path is None and not cmd.in_cgroup  # no cgroup2 root given
+        time.sleep(0.2)
+        assert not marker.exists(), "the command ran before it was released"
+        cmd.release()
+        wait_exit(cmd.watch)
+    finally:
+        cmd.close()
+    assert marker.exists() and cmd.status == 7
+    assert (cmd.removed, cmd.moved) == (True, 0)
+    cmd.close()  # a second close is harmless
+
+
+def test_a_gated_command_never_released_is_reaped_without_running(tmp_path: Path) -> None:
+    """percpu failed before the release (a counter that could not attach): the command must not run and
+    no child may be left behind."""
+    marker = tmp_path / "ran"
+    cmd = process.GatedCommand("/usr/bin/touch", ["touch", str(marker)], None)
+    pid = cmd.pid
+    cmd.close()
+    assert not marker.exists()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped already: not a zombie of ours
+
+
+def test_a_gated_command_still_running_when_percpu_fails_is_ended(tmp_path: Path) -> None:
+    cmd = process.GatedCommand("/bin/sleep", ["sleep", "60"], None)
+    pid = cmd.pid
+    cmd.release()
+    cmd.close()  # SIGTERM, reaped
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def fake_hierarchy(tmp_path: Path, *cgroups: str) -> Path:
     root = tmp_path / "cgroup2"
     for cg in ("", *cgroups):

@@ -5,11 +5,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from percpu import syscount
+from percpu.cpus import CpuList
 from percpu.errors import InvalidFilter, PercpuError
-from percpu.syscount import PID_MAX_LIMIT, Filters, Lost, SyscallCounter, pid_namespace
+from percpu.syscount import (
+    COMPAT_BASE,
+    NR_SLOTS,
+    PID_MAX_LIMIT,
+    PROC_KEY,
+    Filters,
+    Lost,
+    SyscallCounter,
+    SyscallSnapshot,
+    pid_namespace,
+    slot_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -92,3 +105,73 @@ def test_table_sizes_are_checked(kw: dict[str, object]) -> None:
 def test_lost_subtracts_and_never_goes_negative() -> None:
     assert Lost(5, 7, 9) - Lost(1, 2, 3) == Lost(4, 5, 6)
     assert Lost(0, 1, 0) - Lost(3, 0, 0) == Lost(0, 1, 0)  # a counter seen lower later: never negative
+
+
+# --- snapshots and deltas (moved from the report tests: they test syscount, not the rendering) -----------
+
+CPUS = CpuList([0, 2, 3])  # a possible list with a gap: column 1 is CPU 2
+
+
+def snap(t: float, pairs: dict[tuple[int, int], int], **kw: object) -> SyscallSnapshot:
+    counts = np.zeros((len(CPUS), NR_SLOTS), dtype=np.uint64)
+    for (row, slot), v in pairs.items():
+        counts[row, slot] = v
+    return SyscallSnapshot(time=t, cpus=CPUS, counts=counts, arch="x86_64", **kw)  # type: ignore[arg-type]
+
+
+def test_delta_and_rates() -> None:
+    a = snap(10.0, {(0, 0): 100, (1, 110): 5})
+    b = snap(12.0, {(0, 0): 300, (1, 110): 25, (2, 1): 7})
+    d = b.delta(a)
+    assert d.seconds == 2.0
+    assert int(d.counts[0, 0]) == 200 and int(d.counts[1, 110]) == 20 and int(d.counts[2, 1]) == 7
+    assert d.rates()[0, 0] == 100.0
+    assert list(d.active_slots()) == [0, 110, 1]
+    assert d.per_cpu().tolist() == [200, 20, 7]
+    assert d.imbalance() == pytest.approx(200 / (227 / 3))
+
+
+def test_slot_names_native_compat_unknown() -> None:
+    assert slot_name(110, "x86_64") == "getppid"
+    assert slot_name(COMPAT_BASE + 64, "x86_64") == "compat:getppid"
+    assert slot_name(1000, "x86_64") == "syscall_1000"
+
+
+def test_keyed_delta_never_negative_after_lru_eviction() -> None:
+    k = np.zeros(2, dtype=PROC_KEY)
+    k["tgid"] = [1, 2]
+    k["slot"] = [0, 0]
+    before = (k, np.array([[5, 0, 0], [9, 0, 0]], dtype=np.uint64))
+    now_keys = k[:1]  # pid 2 evicted, pid 1 went on
+    now = (now_keys, np.array([[7, 1, 0]], dtype=np.uint64))
+    d = snap(1.0, {}, procs=now).delta(snap(0.0, {}, procs=before))
+    assert d.procs is not None
+    assert d.procs[1].tolist() == [[2, 1, 0]]
+
+
+def test_filters_resolve_names_and_reject_unknown() -> None:
+    f = Filters(syscalls=["read", "getppid", "compat:read", "7"])
+    assert f.slots("x86_64") == [0, 110, COMPAT_BASE + 3, 7]
+    with pytest.raises(PercpuError):
+        Filters(syscalls=["no_such_call"]).slots("x86_64")
+    with pytest.raises(PercpuError):
+        Filters(cgroup="/definitely/not/a/cgroup").cgroup_id()
+
+
+def test_imbalance_is_over_cpus_that_were_online_or_busy() -> None:
+    """Possible CPUs that never came online must not make an even load look imbalanced."""
+    wide = CpuList(range(128))
+    counts = np.zeros((128, NR_SLOTS), dtype=np.uint64)
+    counts[:4, 0] = 1000  # an even load on the 4 online CPUs of 128 possible
+    later = SyscallSnapshot(time=1.0, cpus=wide, counts=counts, online=CpuList(range(4)))
+    earlier = SyscallSnapshot(time=0.0, cpus=wide, counts=np.zeros_like(counts))
+    assert later.delta(earlier).imbalance() == pytest.approx(1.0)
+    counts[100, 0] = 1000  # a CPU that went offline during the interval still had its calls counted
+    later = SyscallSnapshot(time=1.0, cpus=wide, counts=counts, online=CpuList(range(4)))
+    assert later.delta(earlier).imbalance() == pytest.approx(1.0)
+    counts[4:, 0] = 0
+    counts[0, 0] = 4000  # one busy CPU among 4 online: 4000 / (7000 / 4)
+    later = SyscallSnapshot(time=1.0, cpus=wide, counts=counts, online=CpuList(range(4)))
+    assert later.delta(earlier).imbalance() == pytest.approx(4000 / (7000 / 4))
+    unknown = SyscallSnapshot(time=1.0, cpus=wide, counts=counts)  # online unknown: all possible
+    assert unknown.delta(earlier).imbalance() == pytest.approx(4000 / (7000 / 128))

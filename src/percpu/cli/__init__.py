@@ -1,6 +1,7 @@
-"""The ``percpu`` command: one entry point, one sub-command module per area.
+"""The ``percpu`` command: one entry point, one module per sub-command (listed in ``_MODULES``, in the
+order ``percpu --help`` shows them).
 
-Each module registers its sub-commands with :func:`register` and does its work only when called; errors
+Each module registers its sub-command with :func:`register` and does its work only when called; errors
 from the library (:class:`~percpu.errors.PercpuError`) become one line on stderr and exit status 1, a bad
 command line exits 2 (argparse), Ctrl-C exits 130, an OS error nothing else caught (an output file
 that fails mid-run) is one line and status 1. No traceback reaches the user.
@@ -13,12 +14,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
+from .. import __version__, _procfs
+from .._privileges import privilege_hint
 from ..errors import PercpuError, PermissionDenied
 
 __all__ = ["main"]
 
-_MODULES = ("syscalls", "inspect", "export", "topology")
+_MODULES = ("top", "stat", "maps", "dump", "doctor", "explain", "export", "topology")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc: int = args.func(args)
         return rc
     except PermissionDenied as exc:
-        hint = "" if os.geteuid() == 0 else " (you are not root)"
-        print(f"percpu: {exc}{hint}", file=sys.stderr)
+        # The library's message says what to do; this says why it applies here.
+        why = privilege_hint(_procfs.effective_caps(), os.geteuid(), remedy=False)
+        print(f"percpu: {exc}" + (f" ({why})" if why else ""), file=sys.stderr)
         return 1
     except PercpuError as exc:
         print(f"percpu: {exc}", file=sys.stderr)

@@ -7,11 +7,17 @@ import argparse
 import os
 
 from .. import _procfs, process
+from .._privileges import privilege_hint
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, MAX_TABLE_ENTRIES, Filters, SyscallCounter, pid_namespace
-from ._args import int_at_least
+from ._args import int_at_least, seconds
 
-__all__ = ["add_counter_options", "counter", "filters", "require_root"]
+__all__ = ["MIN_INTERVAL", "add_counter_options", "counter", "filters", "interval", "require_root"]
+
+# ``-i/--interval`` of stat and top. Each report reads every map: a shorter interval would spend a CPU on
+# reading, not on the workload.
+MIN_INTERVAL = 0.1
+interval = seconds(MIN_INTERVAL, " (each report reads every map)")
 
 
 def add_counter_options(p: argparse.ArgumentParser) -> None:
@@ -63,9 +69,9 @@ def filters(args: argparse.Namespace, pid: int | None = None, cgroup: int | str 
         if not names:
             raise PercpuError("-s/--syscall: no syscall names given (e.g. -s read,write)")
     tgid = pid if pid is not None else args.pid
-    if tgid is not None and not os.path.exists(f"/proc/{tgid}"):
+    if tgid is not None and not _procfs.task_exists(tgid):
         raise PercpuError(f"no process with pid {tgid}")
-    if args.tid is not None and not os.path.exists(f"/proc/{args.tid}"):
+    if args.tid is not None and not _procfs.task_exists(args.tid):
         raise PercpuError(f"no thread with tid {args.tid}")
     if pid_namespace() is not None:
         # The kernel compares pids in percpu's own pid namespace: a task that lives in a namespace
@@ -104,11 +110,4 @@ def require_root() -> None:
     # kernel's EPERM would come later, after work that cannot succeed.
     caps = _procfs.effective_caps()
     if caps is not None and not _procfs.can_load_bpf(caps):
-        who = (
-            "you are root, but without them (a container or setpriv dropped them)"
-            if os.geteuid() == 0
-            else ("run as root, or grant them (e.g. sudo setcap cap_bpf,cap_perfmon+ep on the interpreter)")
-        )
-        raise PercpuError(
-            f"counting system calls loads BPF programs, which needs CAP_BPF and CAP_PERFMON: {who}"
-        )
+        raise PercpuError("counting system calls loads BPF programs: " + privilege_hint(caps, os.geteuid()))

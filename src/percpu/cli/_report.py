@@ -8,12 +8,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from .._text import printable
 from ..syscount import SyscallDelta, errno_name
 
 __all__ = ["SORTS", "csv_rows", "latency_quantiles", "order_slots", "table", "to_json"]
@@ -24,26 +24,6 @@ SORTS = ("total", "name", "nr", "cpu")
 def _comm_bytes(field: Any) -> bytes:
     """A task name from a key's ``S16`` field: the bytes before the first NUL."""
     return bytes(field).split(b"\0", 1)[0]
-
-
-def printable(raw: bytes) -> str:
-    """A name chosen by another user, made safe for a terminal: UTF-8 where it is valid, ``\\xNN`` for
-    other bytes, and every control or format character (ESC, CR, DEL, C1, bidi overrides) escaped, so
-    a process name cannot move the cursor, retitle the window or reorder the text around it. A
-    backslash is doubled so the escapes cannot be forged."""
-    text = raw.decode("utf-8", errors="surrogateescape")
-    out: list[str] = []
-    for ch in text:
-        o = ord(ch)
-        if 0xDC80 <= o <= 0xDCFF:  # an undecodable byte
-            out.append(f"\\x{o - 0xDC00:02x}")
-        elif ch == "\\":
-            out.append("\\\\")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def comm_json(field: Any) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""``percpu top`` (live view) and ``percpu stat`` (one-shot report) of system calls per CPU."""
+"""``percpu stat``: a one-shot report of system calls per CPU, for a duration, a process, or a command's
+lifetime."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from typing import Any
@@ -29,13 +29,7 @@ from ._outfile import ReportFile
 __all__ = ["register"]
 
 
-# Each report reads every map: a shorter interval would spend a CPU on reading, not on the workload.
-MIN_INTERVAL = 0.1
-_interval = seconds(MIN_INTERVAL, " (each report reads every map)")
 _duration = seconds(hint=": leave -d out to count until Ctrl-C")
-
-
-# --- percpu stat ------------------------------------------------------------------------------------
 
 
 class _Output:
@@ -228,139 +222,50 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
     # Every check that can fail runs before the command is started: filters, output files.
     _options.counter(args, _options.filters(args, pid=os.getpid()))
     out = _Output(args)
-    cg = process.CommandCgroup(cgroup2_root())
-    in_cgroup = False
-    removed, moved = True, 0
     try:
-        child, gate_w = process.spawn_gated(path, cmd)
-        watch: process.Watch | None = None
+        cmd_run = process.GatedCommand(path, cmd, cgroup2_root())
         try:
-            watch = process.Watch(child, child=True)
-            in_cgroup = cg.add(child)
             filters = (
-                _options.filters(args, cgroup=cg.path) if in_cgroup else _options.filters(args, pid=child)
+                _options.filters(args, cgroup=cmd_run.cgroup_path)
+                if cmd_run.in_cgroup
+                else _options.filters(args, pid=cmd_run.pid)
             )
+            watch = cmd_run.watch
             with _options.counter(args, filters) as counter:
                 out.attach = counter.attach_mode
                 start = counter.snapshot()  # before the command runs: its first calls are counted
                 with watch.signals():
-                    os.write(gate_w, b"x")
-                    os.close(gate_w)
-                    gate_w = -1
+                    cmd_run.release()
                     _stat_loop(args, counter, out, start, watch)
             out.commit()
-            status = watch.status
         finally:
-            if gate_w >= 0:
-                os.close(gate_w)  # the child sees EOF and exits without running the command
-            if watch is None or watch.pid is not None:
-                process.reap(child)
-            if watch is not None:
-                watch.close()
+            cmd_run.close()
     finally:
-        cg_path = cg.path
-        removed, moved = cg.remove()  # only now: a cgroup cannot be removed while the command is in it
         out.close()
-    if not removed:
-        print(f"percpu: could not remove the cgroup {cg_path}; the next run removes it", file=sys.stderr)
+    if not cmd_run.removed:
+        print(
+            f"percpu: could not remove the cgroup {cmd_run.cgroup_path}; the next run removes it",
+            file=sys.stderr,
+        )
+    cg = cmd_run.cgroup
     if args.format == "table" and not args.quiet:
-        if not in_cgroup:
+        if not cmd_run.in_cgroup:
             why = (
                 "no cgroup v2 here" if cg.root == "" else "no cgroup could be made for it under percpu's own"
             )
             print(f"percpu: {why}: counted the command's own process only", file=sys.stderr)
-        if moved:
+        if cmd_run.moved:
             print(
-                f"percpu: the command left {moved} process(es) running; they were counted until it exited",
+                f"percpu: the command left {cmd_run.moved} process(es) running; they were counted until "
+                "it exited",
                 file=sys.stderr,
             )
         for stale in cg.removed_stale:
             print(f"percpu: removed {stale}, left by a percpu that was killed", file=sys.stderr)
-    return status
-
-
-# --- percpu top ---------------------------------------------------------------------------------------
-
-
-def _cmd_top(args: argparse.Namespace) -> int:
-    from . import _top
-
-    filters = _options.filters(args)
-    view, _layout = _view.from_args(args)
-    counter = _options.counter(args, filters)
-    # SIGTERM ends top as q and Ctrl-C do: the terminal is restored and the exit status is 0.
-    old = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        if args.batch or not sys.stdout.isatty():
-            return _top_batch(args, counter, view)
-        problem = _top.terminal_problem()
-        if problem is not None:
-            print(
-                f"percpu: top: {problem}: printing a table every interval instead (--batch)", file=sys.stderr
-            )
-            return _top_batch(args, counter, view)
-        with counter:
-            return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top, view=view)
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-def _top_batch(args: argparse.Namespace, counter: SyscallCounter, view: _view.View | None = None) -> int:
-    """Without a terminal: print a table every interval (like top -b)."""
-    with counter:
-        last = counter.snapshot()
-        n = 0
-        try:
-            while not args.count or n < args.count:
-                time.sleep(args.interval)
-                snap = counter.snapshot()
-                d = snap.delta(last)
-                last = snap
-                if view is not None:
-                    d = view(d)
-                sys.stdout.write(_report.table(d, top=args.top or None, rates=True, sort=args.sort) + "\n")
-                sys.stdout.flush()
-                n += 1
-        except KeyboardInterrupt:
-            pass
-    return 0
+    return cmd_run.status
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "top",
-        help="live per-CPU x syscall view in the terminal",
-        description="Live view of system calls per CPU: rates per second, heat-map colours, per-CPU totals "
-        "and imbalance. Keys: q quit, s next sort key, c sort by the selected CPU column, left/right scroll "
-        "CPUs, +/- refresh interval, p pause.",
-    )
-    p.add_argument(
-        "-i", "--interval", type=_interval, default=1.0, help="refresh interval, seconds (default 1)"
-    )
-    p.add_argument(
-        "--sort",
-        choices=("total", "name", "nr", "cpu"),
-        default="total",
-        help="initial sort key (default total; cpu = the first CPU shown)",
-    )
-    p.add_argument(
-        "-n",
-        "--top",
-        type=int_at_least(0, " (0: no limit)"),
-        default=0,
-        help="show at most N syscalls (default: fill the screen)",
-    )
-    p.add_argument("-b", "--batch", action="store_true", help="print tables instead of the full-screen view")
-    p.add_argument(
-        "--count",
-        type=int_at_least(0, " (0: no limit)"),
-        default=0,
-        help="with --batch: stop after N intervals",
-    )
-    _view.add_options(p)
-    _options.add_counter_options(p)
-    p.set_defaults(func=_cmd_top)
-
     s = sub.add_parser(
         "stat",
         help="count system calls per CPU for a duration, a process, or a command's lifetime",
@@ -375,7 +280,9 @@ def register(sub: Any) -> None:
     s.add_argument(
         "-d", "--duration", type=_duration, help="stop after this many seconds (not with a command)"
     )
-    s.add_argument("-i", "--interval", type=_interval, help="print a report every N seconds instead of once")
+    s.add_argument(
+        "-i", "--interval", type=_options.interval, help="print a report every N seconds instead of once"
+    )
     s.add_argument(
         "--count",
         type=int_at_least(0, " (0: no limit)"),

@@ -1,0 +1,281 @@
+"""``percpu doctor``: what a correct per-CPU reader needs on this machine, and what the kernel can do."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+
+from .. import _libbpf, _procfs
+from .._privileges import privilege_hint
+from ..cpus import CpuList, topology
+from ..errors import LibbpfError, NotSupported, PercpuError
+from ..maps import PERCPU_TYPES, Map, MapType, cpu_flag_supported, list_maps, user_value_bytes
+from ..values import stride
+
+__all__ = ["register"]
+
+T = TypeVar("T")
+
+
+Check = tuple[str, str, str]  # (status ok|warn|fail|info|unknown, what, detail)
+
+
+def _privileges(caps: int | None) -> Check:
+    euid = os.geteuid()
+    if caps is None:
+        return ("unknown", "privileges", f"euid {euid}; CapEff not readable from /proc/self/status")
+    have = f"euid {euid}, effective capabilities: {', '.join(_procfs.bpf_cap_names(caps)) or 'none'}"
+    hint = privilege_hint(caps, euid)
+    return ("fail", "privileges", f"{have}; {hint}") if hint else ("ok", "privileges", have)
+
+
+class _Failed(NamedTuple):
+    """A probe that raised: ``status`` is "unknown" when it could not run (privileges, no libbpf), else the
+    status its caller gave for a kernel that says no."""
+
+    status: str
+    reason: str
+
+
+def _attempt(fn: Callable[[], T], *, refused: str = "warn") -> T | _Failed:
+    """Run one probe; its failure becomes a check result rather than the end of the report."""
+    try:
+        return fn()
+    except LibbpfError as exc:
+        return _Failed("unknown", str(exc))
+    except NotSupported as exc:
+        return _Failed(refused, f"not supported ({os.strerror(exc.errno) if exc.errno else exc})")
+    except (PercpuError, OSError) as exc:
+        e = getattr(exc, "errno", None)
+        if e in (errno.EPERM, errno.EACCES):
+            return _Failed("unknown", f"{os.strerror(e)} (see privileges)")
+        return _Failed(refused, os.strerror(e) if e else str(exc))
+
+
+def _probe_check(what: str, probe: Callable[[], None], ok: str) -> Check:
+    r = _attempt(probe)
+    if not isinstance(r, _Failed):
+        return ("ok", what, ok)
+    return (r.status, what, f"could not probe: {r.reason}" if r.status == "unknown" else r.reason)
+
+
+def _cpu_lists() -> tuple[CpuList, CpuList, CpuList]:
+    topo = topology()
+    return topo.possible, topo.online, topo.present
+
+
+def _enable_stats() -> None:
+    os.close(_libbpf.libbpf().enable_stats())
+
+
+def _percpu_maps(possible: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": info.id,
+            "name": info.name,
+            "type": MapType.name_of(info.type),
+            "value_size": info.value_size,
+            "stride": stride(info.value_size),
+            "possible_cpus": possible,
+            "reader_buffer_bytes": user_value_bytes(info.type, info.value_size, possible),
+        }
+        for info in list_maps()
+        if info.type in PERCPU_TYPES
+    ]
+
+
+def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
+    """One check per mode of the syscall counter, each loaded and attached for real; ``modes`` (when
+    given) receives the structured results for the JSON report."""
+    from ..syscount import mode_support
+
+    res = _attempt(mode_support)
+    if isinstance(res, _Failed):
+        return [("unknown", "syscall counter modes", f"could not probe: {res.reason}")]
+    out: list[Check] = []
+    for m in res:
+        label = f"syscall counter: {m.mode}" + (f" ({m.flag})" if m.flag else "")
+        if m.supported:
+            out.append(("ok", label, m.detail))
+        else:
+            denied = "Operation not permitted" in m.detail or "Permission denied" in m.detail
+            out.append(("unknown" if denied else "fail" if m.mode == "default" else "warn", label, m.detail))
+        if modes is not None:
+            modes.append(dataclasses.asdict(m))
+    return out
+
+
+def _doctor_checks(
+    status: str = _procfs.STATUS,
+    mounts: str = _procfs.MOUNTS,
+    modes: list[dict[str, Any]] | None = None,
+) -> tuple[list[Check], list[dict[str, Any]]]:
+    """Every check, each probe run on its own so one that fails (EPERM in a container, no libbpf) is
+    reported with its reason and the others still run."""
+    checks: list[Check] = []
+    lists = _attempt(_cpu_lists, refused="fail")
+    n_possible = 0
+    if isinstance(lists, _Failed):
+        checks.append(("fail", "CPU lists", lists.reason))
+    else:
+        possible, online, present = lists
+        n_possible = len(possible)
+        checks.append(("info", "possible CPUs", f"{possible} ({len(possible)})"))
+        checks.append(("info", "online CPUs", f"{online} ({len(online)})"))
+        checks.append(("info", "present CPUs", f"{present} ({len(present)})"))
+        if len(possible) != len(online):
+            extra = len(possible) - len(online)
+            checks.append(
+                (
+                    "warn",
+                    "possible != online",
+                    f"a reader that sizes per-CPU buffers by online CPUs (os.cpu_count()) overruns by "
+                    f"{extra} slots x round_up(value_size, 8) bytes",
+                )
+            )
+        if possible.ids != tuple(range(len(possible))):
+            checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
+    checks.append(_privileges(_procfs.effective_caps(status)))
+    unpriv = _procfs.sysctl("kernel.unprivileged_bpf_disabled")
+    checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
+    try:
+        lib = _libbpf.libbpf()
+        checks.append(("ok", "libbpf", f"{lib.version_string} ({lib.path})"))
+    except LibbpfError as exc:
+        checks.append(("fail", "libbpf", str(exc)))
+    btf = os.path.exists("/sys/kernel/btf/vmlinux")
+    checks.append(
+        (
+            "ok" if btf else "warn",
+            "kernel BTF",
+            "/sys/kernel/btf/vmlinux" if btf else "missing: tp_btf is unavailable, raw_tp is used",
+        )
+    )
+    table = _procfs.mounts(mounts)
+    tracefs = _procfs.mount_point("tracefs", table)
+    if not table:  # a mount table that can be read is never empty: it has the root
+        checks.append(("unknown", "tracefs", f"cannot read {mounts}"))
+    else:
+        checks.append(
+            (
+                "ok" if tracefs else "info",
+                "tracefs",
+                tracefs or "not mounted (percpu mounts it when the classic tracepoint is needed)",
+            )
+        )
+    stats = _procfs.sysctl("kernel.bpf_stats_enabled")
+    checks.append(
+        (
+            "info",
+            "kernel.bpf_stats_enabled",
+            f"{stats} (1: programs report run count and time; percpu exporter --enable-bpf-stats)",
+        )
+    )
+    for t in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH):
+        checks.append(_probe_check(f"batch ops on {t.name}", functools.partial(_probe_batch, t), "ok"))
+    flag = _attempt(cpu_flag_supported)
+    what = "BPF_F_CPU (one CPU's slot)"
+    if isinstance(flag, _Failed):
+        checks.append(("unknown", what, f"could not probe: {flag.reason}"))
+    elif flag:
+        checks.append(("ok", what, "supported"))
+    else:
+        checks.append(
+            (
+                "info",
+                what,
+                "not supported (Linux 7.0 adds it): update_cpu() reads, modifies and writes all slots",
+            )
+        )
+    for hook, prog in (("tp_btf", "enter_btf"), ("raw_tp", "enter_raw"), ("tracepoint", "enter_tp")):
+        checks.append(
+            _probe_check(f"{hook} program at sys_enter", functools.partial(_probe_load, prog), "loads")
+        )
+    checks.append(_probe_check("bpf_stats (BPF_ENABLE_STATS)", _enable_stats, "can be turned on"))
+    checks.extend(_syscount_checks(modes))
+    maps = _attempt(lambda: _percpu_maps(n_possible)) if n_possible else _Failed("unknown", "no CPU list")
+    if isinstance(maps, _Failed):
+        checks.append(("unknown", "per-CPU maps on this system", f"could not list them: {maps.reason}"))
+        return checks, []
+    return checks, maps
+
+
+def _probe_load(program: str) -> None:
+    """Load (not attach) one empty program of the shipped floor object: the real test of a hook type."""
+    from ..objects import BpfObject, bundled
+
+    with BpfObject(bundled("floor.bpf.o")) as obj:
+        for name, p in obj.programs.items():
+            p.autoload = name == program
+        obj.load()
+
+
+def _probe_batch(t: MapType) -> None:
+    from ..maps import LruPerCpuHash, PerCpuArray, PerCpuHash
+
+    m: Map
+    if t == MapType.PERCPU_ARRAY:
+        m = PerCpuArray.create(np.uint64, 4, name="percpu_probe")
+    elif t == MapType.PERCPU_HASH:
+        m = PerCpuHash.create(np.uint32, np.uint64, 4, name="percpu_probe")
+    else:
+        m = LruPerCpuHash.create(np.uint32, np.uint64, 4, name="percpu_probe")
+    with m:
+        m.snapshot(batch=True)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    modes: list[dict[str, Any]] = []
+    checks, maps = _doctor_checks(modes=modes)
+    if args.json:
+        json.dump(
+            {
+                "kernel": os.uname().release,
+                "machine": os.uname().machine,
+                "checks": [{"status": s, "check": w, "detail": d} for s, w, d in checks],
+                "syscall_counter_modes": modes,
+                "percpu_maps": maps,
+            },
+            sys.stdout,
+            indent=2,
+        )
+        sys.stdout.write("\n")
+    else:
+        for status, what, detail in checks:
+            print(f"[{status:>7}] {what}: {detail}")
+        if maps:
+            print("\nper-CPU maps on this system and the buffer a correct reader needs for one lookup:")
+            for m in maps:
+                print(
+                    f"  id {m['id']:>5} {m['name']:<16} {m['type']:<22} value {m['value_size']:>6} B -> "
+                    f"{m['reader_buffer_bytes']:,} B ({m['stride']} x {m['possible_cpus']} CPUs)"
+                )
+    failed = [what for status, what, _ in checks if status == "fail"]
+    if failed:
+        sys.stdout.flush()
+        print(
+            f"percpu: doctor: {len(failed)} essential check(s) failed: {', '.join(failed)}", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def register(sub: Any) -> None:
+    c = sub.add_parser(
+        "doctor",
+        help="what a correct per-CPU reader needs on this machine",
+        description="Check CPU lists, privileges, libbpf, BTF, tracefs and probe kernel features "
+        "(batch operations, BPF_F_CPU, program types, bpf_stats); list the buffer size each "
+        "per-CPU map on the system needs.",
+    )
+    c.add_argument("-j", "--json", action="store_true", help="JSON output")
+    c.set_defaults(func=_cmd_doctor)

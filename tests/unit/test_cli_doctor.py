@@ -1,0 +1,133 @@
+"""``percpu doctor`` against the fake kernel: privileges from capabilities, probes that fail without
+ending the report."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import percpu
+from percpu import _libbpf, _procfs
+from percpu.cli import build_parser, doctor, main
+
+from .fake_kernel import FakeKernel
+
+N = len(percpu.topology().possible)  # doctor sizes buffers from the real sysfs list
+
+
+ALL_CAPS = (1 << 21) | (1 << 38) | (1 << 39)
+
+
+def status_file(tmp_path: object, cap_eff: int | None) -> str:
+    path = os.path.join(str(tmp_path), "status")
+    with open(path, "w", encoding="ascii") as f:
+        f.write("Name:\tpython3\nUid:\t0\t0\t0\t0\n")
+        if cap_eff is not None:
+            f.write(f"CapInh:\t0000000000000000\nCapEff:\t{cap_eff:016x}\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("cap_eff", "status", "detail"),
+    [
+        (0, "fail", "effective capabilities: none"),
+        (1 << 39, "fail", "effective capabilities: CAP_BPF;"),
+        ((1 << 38) | (1 << 39), "ok", "CAP_PERFMON, CAP_BPF"),
+        (1 << 21, "ok", "CAP_SYS_ADMIN"),
+        (None, "unknown", "CapEff not readable"),
+    ],
+)
+def test_privileges_come_from_effective_capabilities_not_euid(
+    tmp_path: object, cap_eff: int | None, status: str, detail: str
+) -> None:
+    got = doctor._privileges(_procfs.effective_caps(status_file(tmp_path, cap_eff)))
+    assert got[0] == status and got[1] == "privileges" and detail in got[2]
+
+
+def test_doctor_without_privileges_reports_every_check(
+    tmp_path: object, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root in a container with no capabilities: every bpf() call says EPERM. Each probe is one line."""
+    status = status_file(tmp_path, 0)
+    monkeypatch.setattr(doctor, "_doctor_checks", functools.partial(doctor._doctor_checks, status=status))
+    with _libbpf.use_backend(FakeKernel(N, deny=True)):
+        rc = main(["doctor"])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    for what in (
+        "possible CPUs",
+        "privileges",
+        "kernel BTF",
+        "tracefs",
+        "batch ops on PERCPU_ARRAY",
+        "batch ops on LRU_PERCPU_HASH",
+        "BPF_F_CPU (one CPU's slot)",
+        "tp_btf program at sys_enter",
+        "bpf_stats (BPF_ENABLE_STATS)",
+        "per-CPU maps on this system",
+    ):
+        assert f"] {what}: " in out, what
+    assert "[unknown] batch ops on PERCPU_HASH: could not probe: Operation not permitted" in out
+    assert "[unknown] BPF_F_CPU (one CPU's slot): could not probe: Operation not permitted" in out
+    assert "[unknown] per-CPU maps on this system: could not list them: Operation not permitted" in out
+    assert "[   fail] privileges: euid" in out
+    assert "essential check(s) failed: privileges" in err and "Traceback" not in err
+
+
+def test_doctor_probes_run_when_privileged(tmp_path: object) -> None:
+    kernel = FakeKernel(N)
+    with _libbpf.use_backend(kernel):
+        keep = percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 12)), 4, name="listed")
+        checks, maps = doctor._doctor_checks(status=status_file(tmp_path, ALL_CAPS))
+        keep.close()
+    by = {what: (status, detail) for status, what, detail in checks}
+    assert by["privileges"][0] == "ok"
+    assert by["batch ops on PERCPU_HASH"] == ("ok", "ok")
+    assert by["BPF_F_CPU (one CPU's slot)"][0] == "info"
+    listed = [m for m in maps if m["name"] == "listed"]
+    assert listed and listed[0]["reader_buffer_bytes"] == 16 * N and listed[0]["possible_cpus"] == N
+
+
+def test_json_has_a_short_form() -> None:
+    assert build_parser().parse_args(["doctor", "-j"]).json is True
+
+
+def test_tracefs_from_the_mount_table(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nnodev /sys/kernel/my\\040tracing tracefs rw 0 0\n")
+    status = status_file(tmp_path, ALL_CAPS)
+    with _libbpf.use_backend(FakeKernel(N)):
+        found = {w: (s, d) for s, w, d in doctor._doctor_checks(status=status, mounts=str(mounts))[0]}
+        unread = {
+            w: (s, d) for s, w, d in doctor._doctor_checks(status=status, mounts=str(tmp_path / "x"))[0]
+        }
+    assert found["tracefs"] == ("ok", "/sys/kernel/my tracing")
+    assert unread["tracefs"] == ("unknown", f"cannot read {tmp_path / 'x'}")
+
+
+@pytest.mark.parametrize(
+    ("euid", "caps", "said"),
+    [
+        (1000, 0, " (you are not root)"),
+        (0, 0, " (you are root, but without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): a container or "),
+        (0, ALL_CAPS, ""),
+    ],
+)
+def test_permission_denied_says_why_it_applies_here(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], euid: int, caps: int, said: str
+) -> None:
+    """The library's message says what to do; the command adds who is asking, in the same words as doctor."""
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    monkeypatch.setattr(_procfs, "effective_caps", lambda status=_procfs.STATUS: caps)
+    with _libbpf.use_backend(FakeKernel(N, deny=True)):
+        assert main(["maps"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("percpu: ") and "run as root, or grant CAP_BPF and CAP_PERFMON" in err
+    if said:
+        assert said in err, err
+    else:
+        assert "(you are" not in err, err
