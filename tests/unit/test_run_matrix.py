@@ -42,3 +42,10 @@ def test_every_maxcpus_vm_on_a_6_9_plus_kernel_is_told_it_is_a_guest() -> None:
     for vm in rm.VMS:
         if vm.kernel in ("6.12", "7", "host"):
             assert vm.qemu_opts == rm.HOTPLUG_AS_GUEST and not vm.microvm, vm.name
+
+
+def test_each_run_writes_its_own_log(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("PERCPU_VM_CACHE", str(tmp_path))
+    rm = _runner()
+    log = rm.log_path(rm.VMS[0])
+    assert log == os.path.join(str(tmp_path), "logs", f"{rm.VMS[0].name}.{os.getpid()}.log")

@@ -182,6 +182,13 @@ def vng_command(vm: VmSpec, image: str, inner: str) -> list[str]:
     return [*cmd, "--exec", inner]
 
 
+def log_path(vm: VmSpec) -> str:
+    """The guest's console log. The cache is shared by everyone on the machine, and a second run of the
+    same VM truncating the first's log while its guest still writes leaves both unreadable: each run
+    writes its own file."""
+    return os.path.join(kernels.cache_dir(), "logs", f"{vm.name}.{os.getpid()}.log")
+
+
 def run_vm(vm: VmSpec, image: str, py: str, timeout: float) -> Result:
     tests = " ".join(vm.tests)
     inner = (
@@ -195,9 +202,8 @@ def run_vm(vm: VmSpec, image: str, py: str, timeout: float) -> Result:
     )
     env = {**os.environ, "PATH": f"{os.path.dirname(py)}:{os.environ.get('PATH', '')}"}
     # The guest's output goes to a log as it comes (tail -f it to watch a VM), then is parsed from there.
-    logdir = os.path.join(kernels.cache_dir(), "logs")
-    os.makedirs(logdir, exist_ok=True)
-    log = os.path.join(logdir, f"{vm.name}.log")
+    log = log_path(vm)
+    os.makedirs(os.path.dirname(log), exist_ok=True)
     t0 = time.monotonic()
     with open(log, "w+", encoding="utf-8", errors="replace") as f:
         p = subprocess.Popen(
@@ -335,7 +341,7 @@ def main() -> int:
             spec = VmSpec(**{**vm.__dict__, "tests": vm.ci_tests or CI_TESTS})
         print(
             f"vm-matrix: booting {vm.name} ({package or os.path.basename(image)}, -smp {vm.smp}); "
-            f"log: {os.path.join(kernels.cache_dir(), 'logs', vm.name + '.log')} ...",
+            f"log: {log_path(vm)} ...",
             flush=True,
         )
         r = run_vm(spec, image, py, args.timeout)
