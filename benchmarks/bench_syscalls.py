@@ -59,6 +59,12 @@ from percpu.syscount import SyscallCounter  # noqa: E402
 Prog = tuple[str, int]
 Config = Callable[[], AbstractContextManager[list[Prog]]]
 
+# Programs the counter runs elsewhere than at the syscall hooks: percpu -L's sched_switch program, and
+# percpu -P's flush, which user space runs on each CPU before a read (the loop reads nothing, so it shows
+# no runs here). Their time is charged to the system calls made in the same window, all tasks', i.e.
+# divided by the runs of the sys_enter program, and their own ns per run and runs per 1,000 calls are
+# shown beside.
+NOT_PER_CALL = {"switch_btf", "flush_procs"}
 TARGETS = {"percpu default": 1.10, "percpu -P -e (process+errno)": 1.25, "percpu -L (latency)": 1.50}
 BPFTRACE_PROGRAM = "tracepoint:raw_syscalls:sys_enter { @[args->id] = count(); }"
 # bpf/bench_parts.bpf.c: one part of the counter per program, priced against part_empty
@@ -131,8 +137,10 @@ def floor(programs: tuple[str, ...]) -> Iterator[list[Prog]]:
 
 
 @contextmanager
-def counter(**kw: Any) -> Iterator[list[Prog]]:
-    with SyscallCounter(**kw) as c:
+def counter(latency_percpu: bool = True, **kw: Any) -> Iterator[list[Prog]]:
+    c = SyscallCounter(start=False, **kw)
+    c.latency_percpu = latency_percpu
+    with c:
         if c.attach_mode != "tp_btf":
             raise RuntimeError(f"percpu attached at {c.attach_mode}, not tp_btf: the floor would not match")
         yield [(p.name, p.fd) for p in c.programs()]
@@ -286,6 +294,9 @@ def configs(with_external: bool, skipped: dict[str, str], notes: list[str]) -> d
             lambda: counter(per_process=True, errors=True), "floor tp_btf enter+exit"
         ),
         "percpu -L (latency)": Cfg(lambda: counter(latency=True), "floor tp_btf enter+exit"),
+        "percpu -L, no per-CPU slot": Cfg(
+            lambda: counter(latency=True, latency_percpu=False), "floor tp_btf enter+exit"
+        ),
     }
     if not with_external:
         return c
@@ -333,6 +344,8 @@ class Samples:
     loop: list[float] = field(default_factory=list)  # ns per call, stats off
     own: list[dict[str, float]] = field(default_factory=list)  # ns per run of each program, stats on
     short_runs: int = 0  # stats loops where a program ran fewer times than the loop called (not attached?)
+    # per NOT_PER_CALL program: (ns per run, runs per 1,000 system calls), stats on
+    side: list[dict[str, tuple[float, float]]] = field(default_factory=list)
 
 
 def measure(
@@ -357,11 +370,25 @@ def measure(
                         run_loop(exe, calls, chunks, cpus)
                         after = [lib.prog_info(fd) for _, fd in progs]
                     own: dict[str, float] = {}
-                    for (label, _), a, b in zip(progs, before, after, strict=True):
-                        runs = b.run_cnt - a.run_cnt
+                    side: dict[str, tuple[float, float]] = {}
+                    delta = {
+                        label: (b.run_cnt - a.run_cnt, b.run_time_ns - a.run_time_ns)
+                        for (label, _), a, b in zip(progs, before, after, strict=True)
+                    }
+                    per_call = [runs for label, (runs, _) in delta.items() if label not in NOT_PER_CALL]
+                    syscalls = max(per_call, default=0)
+                    for label, (runs, ns) in delta.items():
+                        if label in NOT_PER_CALL:
+                            own[label] = ns / syscalls if syscalls else float("nan")
+                            side[label] = (
+                                ns / runs if runs else float("nan"),
+                                1000 * runs / syscalls if syscalls else float("nan"),
+                            )
+                            continue
                         s.short_runs += runs < calls * len(cpus)
-                        own[label] = (b.run_time_ns - a.run_time_ns) / runs if runs else float("nan")
+                        own[label] = ns / runs if runs else float("nan")
                     s.own.append(own)
+                    s.side.append(side)
         print(f"  round {r + 1}/{rounds} done, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     return samples, contaminated
 
@@ -418,6 +445,14 @@ def summarize(
             if s.own:
                 row["own_ns"] = {label: spread([o[label] for o in s.own]) for label in s.own[0]}
                 row["own_ns_sum"] = spread(own_sum[name])
+            if s.side and s.side[0]:
+                row["not_per_call"] = {
+                    label: {
+                        "ns_per_run": spread([x[label][0] for x in s.side]),
+                        "runs_per_1000_calls": spread([x[label][1] for x in s.side]),
+                    }
+                    for label in s.side[0]
+                }
             if cfg.floor:
                 fa, fo = added[cfg.floor], own_sum[cfg.floor]
                 row["x_floor_loop"] = spread([a / f for a, f in zip(added[name], fa, strict=True) if f > 0])
@@ -458,6 +493,11 @@ def print_run(rows: list[dict[str, Any]], busy_sets: dict[str, list[int]]) -> No
             if len(own) > 1:
                 parts = ", ".join(f"{label} {fmt(v)}" for label, v in own.items())
                 print(f"  {'':<30}   own ns per program: {parts}")
+            for label, v in (row.get("not_per_call") or {}).items():
+                print(
+                    f"  {'':<30}   {label}: {fmt(v['ns_per_run'])} ns per run,"
+                    f" {fmt(v['runs_per_1000_calls'])} runs per 1,000 system calls (charged per call above)"
+                )
             if row.get("rounds_without_ratio"):
                 print(
                     f"  {'':<30}   {row['rounds_without_ratio']} rounds left out of the ratios: the floor's"

@@ -24,13 +24,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import struct
 import sys
 from typing import Any
 
 import numpy as np
 
+from percpu import _elf
 from percpu.btf import Btf, BtfType, parse_btf
+from percpu.errors import PercpuError
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 OBJ = os.path.join("src", "percpu", "_bpf", "syscount.bpf.o")
@@ -53,32 +54,6 @@ _CTYPES_INT = {1: "c_int8", 2: "c_int16", 4: "c_int32", 8: "c_int64"}
 
 class ContractError(Exception):
     """The object's BTF lacks a shared type, or has one this generator cannot express exactly."""
-
-
-def btf_section(path: str) -> bytes:
-    """The ``.BTF`` section of a little-endian ELF64 object (what clang -target bpf writes)."""
-    return elf_section(path, ".BTF")
-
-
-def elf_section(path: str, wanted: str) -> bytes:
-    """A section of a little-endian ELF64 object, read with the ELF64 header layout of elf(5)."""
-    with open(path, "rb") as f:
-        elf = f.read()
-    if elf[:4] != b"\x7fELF" or elf[4] != 2 or elf[5] != 1:
-        raise ContractError(f"{path}: not a little-endian ELF64 object")
-    (shoff,) = struct.unpack_from("<Q", elf, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
-
-    def header(i: int) -> tuple[int, int, int]:
-        name, _type, _flags, _addr, off, size = struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize)
-        return name, off, size
-
-    _name, stroff, _size = header(shstrndx)
-    for i in range(shnum):
-        name, off, size = header(i)
-        if elf[stroff + name : elf.index(b"\0", stroff + name)] == wanted.encode():
-            return elf[off : off + size]
-    raise ContractError(f"{path}: no {wanted} section")
 
 
 def _struct(btf: Btf, name: str) -> BtfType:
@@ -247,7 +222,7 @@ def _verify(text: str, offsets: dict[str, int], size: int, btf: Btf) -> None:
 
 def generate(obj: str = OBJ) -> str:
     """_contract.py's text from ``obj`` (a path relative to the repository root)."""
-    return render(obj, parse_btf(btf_section(os.path.join(ROOT, obj))))
+    return render(obj, parse_btf(_elf.section(os.path.join(ROOT, obj), ".BTF")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         text = generate()
-    except ContractError as exc:
+    except (ContractError, PercpuError) as exc:
         print(f"gen_contract: {exc}", file=sys.stderr)
         return 1
     if args.check:

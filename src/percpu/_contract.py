@@ -14,6 +14,7 @@ LAT_BUCKETS = 64
 ROW_FIRST_BUCKET = 4
 ROW_BUCKETS = 32
 LAT_ROWS = 128
+PROC_LINES = 64
 
 # enum percpu_lost
 LOST_PROCESSES = 0
@@ -23,7 +24,7 @@ LOST_TABLES = 3
 
 
 class PercpuConfig(ctypes.Structure):
-    """struct percpu_config: 184 bytes, written into .rodata before load."""
+    """struct percpu_config: 192 bytes, written into .rodata before load."""
 
     _fields_ = [
         ("filter_tgid", ctypes.c_uint32),  # offset 0
@@ -38,9 +39,11 @@ class PercpuConfig(ctypes.Structure):
         ("detect_compat", ctypes.c_uint8),  # offset 37
         ("task_btf", ctypes.c_uint8),  # offset 38
         ("task_storage", ctypes.c_uint8),  # offset 39
-        ("syscall_mask", ctypes.c_uint64 * 16),  # offset 40
-        ("pidns_dev", ctypes.c_uint64),  # offset 168
-        ("pidns_ino", ctypes.c_uint64),  # offset 176
+        ("lat_percpu", ctypes.c_uint8),  # offset 40
+        ("proc_cache", ctypes.c_uint8),  # offset 41
+        ("syscall_mask", ctypes.c_uint64 * 16),  # offset 48
+        ("pidns_dev", ctypes.c_uint64),  # offset 176
+        ("pidns_ino", ctypes.c_uint64),  # offset 184
     ]
 
 

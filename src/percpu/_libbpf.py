@@ -86,10 +86,6 @@ class ProgInfo(NamedTuple):
 class Backend(Protocol):
     """What the layers above need from the kernel; :class:`Libbpf` is the real one."""
 
-    # Where this machine's CPU lists (possible, online, present) are read: sysfs for the real kernel, a
-    # fake's own files in tests, so the CPU ids and the possible count come from one source.
-    cpu_root: str
-
     def num_possible_cpus(self) -> int: ...
     def map_create(
         self,
@@ -160,6 +156,31 @@ class _MapCreateOpts(ctypes.Structure):
 
 class _BatchOpts(ctypes.Structure):
     _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _TestRunOpts(ctypes.Structure):
+    """struct bpf_test_run_opts (libbpf 1.0)."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+_TEST_RUN_ON_CPU = 1 << 0  # BPF_F_TEST_RUN_ON_CPU
 
 
 class _BpfMapInfo(ctypes.Structure):
@@ -291,10 +312,12 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
     "bpf_map_get_fd_by_id": (_I, [_U32]),
     "bpf_btf_get_fd_by_id": (_I, [_U32]),
+    "bpf_prog_get_fd_by_id": (_I, [_U32]),
     "bpf_obj_get": (_I, [_S]),
     "bpf_obj_pin": (_I, [_I, _S]),
     "bpf_obj_get_info_by_fd": (_I, [_I, _P, ctypes.POINTER(_U32)]),
     "bpf_enable_stats": (_I, [_I]),
+    "bpf_prog_test_run_opts": (_I, [_I, ctypes.POINTER(_TestRunOpts)]),
     "bpf_prog_load": (_I, [_I, _S, _S, _P, _SZ, _P]),
     "bpf_prog_attach": (_I, [_I, _I, _I, _U32]),
     "bpf_prog_detach2": (_I, [_I, _I, _I]),
@@ -438,8 +461,6 @@ class Libbpf:
 
     # --- topology -------------------------------------------------------------------------------------
 
-    cpu_root = "/sys/devices/system/cpu"  # where the CPU lists this kernel describes live
-
     def num_possible_cpus(self) -> int:
         """The kernel's own count of possible CPUs: what sizes every per-CPU buffer."""
         if self._possible is None:
@@ -484,6 +505,10 @@ class Libbpf:
     def btf_get_fd_by_id(self, btf_id: int) -> int:
         return _check(self.fn("bpf_btf_get_fd_by_id")(btf_id))
 
+    def prog_get_fd_by_id(self, prog_id: int) -> int:
+        """A fd for a loaded program (benchmarks/bench_syscalls.py reads other tools' programs' stats)."""
+        return _check(self.fn("bpf_prog_get_fd_by_id")(prog_id))
+
     def obj_get(self, path: str) -> int:
         return _check(self.fn("bpf_obj_get")(os.fsencode(path)))
 
@@ -513,6 +538,16 @@ class Libbpf:
             btf_value_type_id=i.btf_value_type_id,
             map_extra=i.map_extra,
         )
+
+    def prog_run_on_cpu(self, fd: int, cpu: int) -> int:
+        """Run a raw_tp program once on ``cpu`` (BPF_PROG_TEST_RUN, Linux 5.10: an interrupt on that CPU
+        when it is not this thread's) and return its return value. ENXIO: the CPU is offline."""
+        opts = _struct(_TestRunOpts)
+        opts.sz = ctypes.sizeof(_TestRunOpts)
+        opts.flags = _TEST_RUN_ON_CPU
+        opts.cpu = cpu
+        _check(self.fn("bpf_prog_test_run_opts")(fd, ctypes.byref(opts)))
+        return int(opts.retval)
 
     def prog_info(self, fd: int) -> ProgInfo:
         i = _struct(_BpfProgInfo)
@@ -819,7 +854,8 @@ def libbpf() -> Libbpf:
 
 @contextmanager
 def use_backend(fake: Backend) -> Iterator[Backend]:
-    """Install ``fake`` as the kernel seam for the duration of a ``with`` block (unit tests)."""
+    """Install ``fake`` as the kernel for a ``with`` block. Only :func:`percpu._machine.use` calls this:
+    a kernel is installed with the machine it belongs to, so its CPU count and CPU lists agree."""
     global _backend  # noqa: PLW0603
     with _backend_lock:
         old, _backend = _backend, fake

@@ -22,13 +22,13 @@ import os
 import pwd
 from typing import NamedTuple
 
-from . import _libbpf, _procfs
+from . import _libbpf, _machine
 from .errors import PercpuError
 
 __all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges", "privilege_hint", "resolve_user"]
 
-CAP_SYS_ADMIN = _procfs.CAP_SYS_ADMIN
-CAP_BPF = _procfs.CAP_BPF
+CAP_SYS_ADMIN = _machine.CAP_SYS_ADMIN
+CAP_BPF = _machine.CAP_BPF
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -44,7 +44,7 @@ def privilege_hint(caps: int | None, euid: int, *, remedy: bool = True) -> str:
     when its effective capabilities ``caps`` suffice (or, as root, cannot be read). Being root proves
     nothing: a container runtime or setpriv can leave uid 0 without a capability. ``remedy=False`` gives
     the why alone, for a message that says what to do already."""
-    if caps is not None and _procfs.can_load_bpf(caps):
+    if caps is not None and _machine.can_load_bpf(caps):
         return ""
     if euid == 0:
         if caps is None:
@@ -72,14 +72,10 @@ def _kernel_version(release: str) -> tuple[int, int]:
         return (0, 0)
 
 
-def caps_needed_to_read_maps(
-    release: str | None = None, sysctl: str = "/proc/sys/kernel/unprivileged_bpf_disabled"
-) -> int:
+def caps_needed_to_read_maps(release: str | None = None) -> int:
     """The capability mask a process needs to keep reading maps through fds it already holds."""
-    try:
-        with open(sysctl, encoding="ascii") as f:
-            disabled = int(f.read().strip())
-    except (OSError, ValueError):
+    disabled = _machine.current().sysctl_int("kernel.unprivileged_bpf_disabled")
+    if disabled is None:
         disabled = 1  # unknown: assume the distribution default
     version = _kernel_version(release or os.uname().release)
     if disabled == 0 or version >= (5, 19):
@@ -105,18 +101,14 @@ def resolve_user(user: str | None, group: str | None) -> tuple[int | None, int |
     return uid, gid
 
 
-def _last_cap() -> int:
-    text = _procfs.sysctl("kernel.cap_last_cap")
-    return int(text) if text is not None and text.isdigit() else 63
-
-
 def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = None) -> Dropped:
     """Drop every capability but ``keep``, switch user/group if given, set no_new_privs.
 
     Capabilities belong to threads: this must run while the process has one thread, so that every
     thread started later inherits the reduced sets.
     """
-    threads = _procfs.thread_count()
+    machine = _machine.current()
+    threads = machine.threads()
     if threads != 1:
         raise PercpuError(
             f"cannot drop privileges: the process has {threads} threads and capabilities belong to each "
@@ -126,7 +118,8 @@ def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = 
     try:
         _libbpf.prctl(PR_SET_NO_NEW_PRIVS, 1)
         bounding = True
-        for cap in range(_last_cap() + 1):
+        last_cap = machine.sysctl_int("kernel.cap_last_cap")
+        for cap in range((63 if last_cap is None else last_cap) + 1):
             if keep >> cap & 1:
                 continue
             try:
@@ -145,7 +138,7 @@ def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = 
         _libbpf.capset(keep, keep, 0)
     except OSError as exc:
         raise PercpuError(f"cannot drop privileges: {exc.strerror}") from exc
-    eff = _procfs.effective_caps()
+    eff = machine.effective_caps()
     if eff is not None and eff & ~keep:
         raise PercpuError(f"capabilities still effective after dropping them: {eff:#x}")
     return Dropped(keep, os.getuid(), os.getgid(), bounding)

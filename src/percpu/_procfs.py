@@ -1,8 +1,10 @@
-"""What procfs says about this process: mounts, effective capabilities, sysctls, tasks, what an fd is.
+"""How to read what procfs says about this process: mounts, effective capabilities, sysctls, tasks, what
+an fd is.
 
-One reader for each, used by the layers above (pinned paths, tracefs and cgroup2 mounts, privilege
-checks). Paths are parameters so tests can point them at fixtures. Nothing here raises for an unreadable
-file: callers get None or an empty list and decide what that means.
+One parser for each, given the path to read: :class:`percpu._machine.Machine` calls them with its own
+``/proc``, and the layers above ask the machine in use (``_machine.current()``), never these directly, so a
+test's fake machine answers for all of them. Nothing here raises for an unreadable file: callers get None
+or an empty list and decide what that means.
 """
 
 from __future__ import annotations
@@ -126,14 +128,14 @@ def bpf_cap_names(caps: int) -> list[str]:
     return [name for bit, name in names if caps >> bit & 1]
 
 
-def fd_kind(fd: int) -> str | None:
+def fd_kind(fd: int, proc: str = PROC) -> str | None:
     """``"map"``, ``"program"`` or ``"link"`` for a BPF fd, from the kernel's fdinfo; None if unknown.
 
     The kernel answers BPF_OBJ_GET_INFO_BY_FD on a program with a program's info, which must not be read
     as a map's, so the kind is checked before.
     """
     try:
-        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+        with open(os.path.join(proc, "self", "fdinfo", str(fd)), encoding="ascii", errors="replace") as f:
             for line in f:
                 for prefix, kind in (("map_type:", "map"), ("prog_type:", "program"), ("link_type:", "link")):
                     if line.startswith(prefix):

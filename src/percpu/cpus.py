@@ -187,10 +187,11 @@ def topology(root: str = SYSFS_CPU) -> Topology:
 
 
 def machine() -> Topology:
-    """The CPU lists of the machine the kernel seam describes (sysfs, or a test fake's own files)."""
-    from . import _libbpf
+    """The CPU lists of the machine in use (:func:`percpu._machine.current`: sysfs, or a test fake's own
+    files)."""
+    from . import _machine
 
-    return topology(_libbpf.backend().cpu_root)
+    return topology(_machine.current().cpu_root)
 
 
 def possible_cpus() -> CpuList:
@@ -200,10 +201,10 @@ def possible_cpus() -> CpuList:
     disagree with the kernel's count raise :class:`~percpu.errors.TopologyMismatch` instead of putting
     values under the wrong CPU ids.
     """
-    from . import _libbpf
+    from . import _machine
 
     topo = machine()
-    n = _libbpf.backend().num_possible_cpus()
+    n = _machine.current().num_possible_cpus()
     if len(topo.possible) != n:
         raise TopologyMismatch(
             f"{topo.root}/possible lists {len(topo.possible)} CPUs ({topo.possible}) but the kernel counts "

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _machine
 from ._text import printable
 from .cpus import CpuList, topology
 from .errors import PercpuError
@@ -42,7 +42,7 @@ from .topo import CpuGroups, CpuLayout, group_rows
 __all__ = ["Exposition", "Family", "Sample", "SyscallCollector", "render"]
 
 OTHER = "other"
-BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+BPF_STATS_SYSCTL = "kernel.bpf_stats_enabled"
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -188,7 +188,6 @@ class SyscallCollector:
         max_comms: int = 20,
         libbpf_version: str = "",
         bpf_stats: bool = False,
-        bpf_stats_sysctl: str = BPF_STATS_SYSCTL,
         extra: Callable[[], list[Family]] | None = None,
     ) -> None:
         """``bpf_stats=True`` says the caller holds a BPF_ENABLE_STATS fd for as long as it uses this
@@ -219,7 +218,6 @@ class SyscallCollector:
         self.max_comms = max_comms
         self.libbpf_version = libbpf_version
         self.bpf_stats = bpf_stats
-        self.bpf_stats_sysctl = bpf_stats_sysctl
         self.extra = extra
         self._lock = threading.Lock()  # concurrent scrapes share the sticky state below
         self._kept: set[int] = set()
@@ -556,7 +554,7 @@ class SyscallCollector:
         exported (frozen while stats are off: the kernel keeps the values), so no series vanishes.
         """
         if not self._prog_stats_on:
-            self._prog_stats_on = self.bpf_stats or _read_int(self.bpf_stats_sysctl) == 1
+            self._prog_stats_on = self.bpf_stats or _machine.current().sysctl_int(BPF_STATS_SYSCTL) == 1
         if not self._prog_stats_on:
             return []
         cnt = Family(
@@ -584,11 +582,3 @@ class SyscallCollector:
 def _le(i: int) -> str:
     """Upper bound, in seconds, of log2 bucket i ([2^i, 2^(i+1)) ns)."""
     return "+Inf" if i >= 63 else repr(2.0 ** (i + 1) / 1e9)
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None

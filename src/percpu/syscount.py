@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import _libbpf, _procfs
+from . import _libbpf, _machine
 from . import syscalls as _names
 from ._contract import (
     COMPAT_BASE,
@@ -39,6 +39,7 @@ from ._contract import (
 )
 from ._contract import LAT_INDEX as _LAT_INDEX
 from ._contract import LAT_ROW as _LAT_ROW
+from ._contract import PROC_LINES as _PROC_LINES
 from ._contract import PercpuConfig as _Config
 from .cpus import CpuList, machine, possible_cpus
 from .errors import AttachError, InvalidFilter, NotSupported, PercpuError, ProgramLoadError
@@ -117,19 +118,15 @@ def errno_name(err: int) -> str:
     return errno.errorcode.get(err, f"E{err}")
 
 
-def _mount_point(fstype: str) -> str | None:
-    return next((m.point for m in _procfs.mounts() if m.fstype == fstype), None)
-
-
 def cgroup2_root() -> str | None:
     """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup``, or ``.../unified`` on hybrid
     systems), or None."""
-    return _mount_point("cgroup2")
+    return _machine.current().mount_point("cgroup2")
 
 
 def ensure_tracefs() -> str:
     """Where tracefs is mounted, mounting it at /sys/kernel/tracing if it is not (needs root)."""
-    point = _mount_point("tracefs")
+    point = _machine.current().mount_point("tracefs")
     if point is not None:
         return point
     target = "/sys/kernel/tracing"
@@ -169,20 +166,12 @@ def _cgroup_id_exists(root: str, cgroup_id: int) -> bool:
     return False
 
 
-# The inode number of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): fixed.
-_INIT_PIDNS_INO = 0xEFFFFFFC
-
-
-def pid_namespace(path: str = "/proc/self/ns/pid") -> tuple[int, int] | None:
+def pid_namespace() -> tuple[int, int] | None:
     """(device, inode) of this process's pid namespace when it is not the initial one, else None.
 
     In a container, pids given on the command line are the container's, while the kernel's tracepoints
     see the initial namespace's: the filter then compares in this namespace instead."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None  # no /proc/self/ns (very old kernels, no CONFIG_PID_NS): one namespace only
-    return None if st.st_ino == _INIT_PIDNS_INO else (st.st_dev, st.st_ino)
+    return _machine.current().pid_namespace()
 
 
 class Lost(NamedTuple):
@@ -457,7 +446,7 @@ class SyscallDelta:
 
 
 def _btf_available() -> bool:
-    return os.path.exists("/sys/kernel/btf/vmlinux")
+    return _machine.current().kernel_btf is not None
 
 
 # enum bpf_prog_type, enum bpf_func_id and enum bpf_map_type values (include/uapi/linux/bpf.h)
@@ -467,6 +456,22 @@ _FUNC_TASK_STORAGE_GET = 156
 _FUNC_GET_CURRENT_TASK_BTF = 158
 _FUNC_TASK_PT_REGS = 175
 _MAP_TASK_STORAGE = 29
+
+
+# struct proc_cache of bpf/syscount.bpf.c: a CPU's per-process cache lines (read only for an offline CPU,
+# which no flush can reach).
+_PROC_LINE = np.dtype(
+    {"names": ["key", "n"], "formats": [PROC_KEY, np.uint64], "offsets": [0, 24], "itemsize": 32}
+)
+_PROC_CACHE = np.dtype(
+    {
+        "names": ["busy", "line"],
+        "formats": [np.uint32, (_PROC_LINE, (_PROC_LINES,))],
+        "offsets": [0, 8],
+        "itemsize": 8 + 32 * _PROC_LINES,
+    }
+)
+_ENXIO = 6
 
 
 @dataclass(frozen=True)
@@ -512,6 +517,13 @@ class SyscallCounter:
     :attr:`attach_mode` says which one is in use.
     """
 
+    # Latency at tp_btf: start times in a per-CPU slot spilled at sched_switch (True), or in the task's
+    # store at every call (False, the path of raw_tp, tracepoint and kernels that refuse the former).
+    latency_percpu: bool = True
+    # Per-process counts: a per-CPU cache in front of the hash, flushed on each CPU before every read
+    # (True), or the hash at every call (False, and kernels that cannot run a program on a given CPU).
+    process_cache: bool = True
+
     def __init__(
         self,
         *,
@@ -553,6 +565,7 @@ class SyscallCounter:
         self._nobtf = False
         self._obj: BpfObject | None = None
         self._maps: dict[str, Map] = {}
+        self._flush_fd = -1
         # close() and snapshot() may run in different threads (an exporter shutting down while a scrape
         # reads): the lock makes a snapshot finish before the maps go, or fail with a typed error after.
         self._lock = threading.RLock()
@@ -654,6 +667,38 @@ class SyscallCounter:
         # are chosen per feature, so each mode works wherever its own needs are met.
         self._config.task_btf = int(feats.task_btf and not self._nobtf)
         self._config.task_storage = int(feats.task_storage and not self._nobtf)
+        # Latency at tp_btf keeps the start of the call in flight in a per-CPU slot, which a sched_switch
+        # program spills to the task's store when the task leaves the CPU mid-call (about 90 ns less per
+        # call than two task storage lookups). A kernel that refuses that program gets the previous path:
+        # the start in the task's store at every sys_enter.
+        # Per-process counts likewise gather in a per-CPU cache when the kernel can run the flush program
+        # on a given CPU (BPF_PROG_TEST_RUN on a CPU, Linux 5.10); else each call looks up the hash.
+        slot = mode == "tp_btf" and self.latency and self.latency_percpu
+        cache = self.per_process and self.process_cache
+        tries: list[tuple[bool, bool]] = []
+        for t in ((slot, cache), (False, cache), (slot, False)):
+            if any(t) and t not in tries:
+                tries.append(t)
+        for lat_percpu, proc_cache in tries:
+            self._config.lat_percpu = int(lat_percpu)
+            self._config.proc_cache = int(proc_cache)
+            try:
+                self._start_object(mode)
+                return
+            except (ProgramLoadError, AttachError, NotSupported) as exc:
+                if getattr(exc, "errno", None) in (1, 13):
+                    raise
+                what = " and ".join(
+                    n
+                    for n, on in (("per-CPU start slot", lat_percpu), ("per-process cache", proc_cache))
+                    if on
+                )
+                self.attach_failures[f"{mode} {what}"] = str(exc).splitlines()[0]
+        self._config.lat_percpu = 0
+        self._config.proc_cache = 0
+        self._start_object(mode)
+
+    def _start_object(self, mode: str) -> None:
         obj = BpfObject(self._obj_path)
         try:
             view = obj.rodata()
@@ -666,8 +711,15 @@ class SyscallCounter:
             enter, exit_ = _PROGRAMS[mode]
             if mode == "tp_btf" and self._default_mode:
                 enter = "enter_btf_fast"
+            switch = "switch_btf" if self._config.lat_percpu else None
+            flush = "flush_procs" if self._config.proc_cache else None
+            for extra in (switch, flush):
+                if extra and extra not in obj.programs:
+                    raise NotSupported(
+                        f"{os.path.basename(self._obj_path)} has no {extra} program", feature=extra
+                    )
             for name, prog in obj.programs.items():
-                prog.autoload = name == enter or (name == exit_ and self.needs_exit)
+                prog.autoload = name in (enter, switch, flush) or (name == exit_ and self.needs_exit)
             # Maps of the modes not asked for shrink to one entry: their memory is per possible CPU (tens
             # of MB on a machine with 256 possible CPUs), and the verifier has removed their code anyway.
             obj.set_max_entries("proc_counts", self.proc_entries if self.per_process else 1)
@@ -682,7 +734,13 @@ class SyscallCounter:
                 obj.set_autocreate("starts", self.latency and bool(self._config.task_storage))
             if "starts_tid" in names:
                 obj.set_autocreate("starts_tid", self.latency and not self._config.task_storage)
+            if "inflight" in names:
+                obj.set_autocreate("inflight", bool(self._config.lat_percpu))
+            if "proc_cache" in names:
+                obj.set_autocreate("proc_cache", bool(self._config.proc_cache))
             obj.load()
+            if switch:
+                obj.attach(switch)  # first: the slot must never hold a start its task took off the CPU
             obj.attach(enter)
             if self.needs_exit:
                 obj.attach(exit_)
@@ -693,6 +751,10 @@ class SyscallCounter:
             }
             if self.per_process:
                 self._maps["proc_counts"] = obj.map("proc_counts", key=PROC_KEY, value=np.uint64)
+            if flush:
+                self._maps["proc_cache"] = obj.map("proc_cache", value=_PROC_CACHE)
+                self._flush_fd = obj.programs[flush].fd
+                self._flush_procs()  # refused here (no BPF_PROG_TEST_RUN on a CPU): the hash path instead
             if self.errors:
                 self._maps["errors"] = obj.map("errors", key=ERR_KEY, value=np.uint64)
             if self.latency:
@@ -759,7 +821,7 @@ class SyscallCounter:
             time=now,
             cpus=self.cpus,
             counts=counts,
-            procs=self._keyed("proc_counts"),
+            procs=self._procs(),
             errors=self._keyed("errors"),
             latency=self._latency(),
             dropped=dropped,
@@ -784,6 +846,59 @@ class SyscallCounter:
         index = self._maps["lat_index"].snapshot().values["row"][0]
         rows = self._maps["lat_rows"].snapshot().values["n"]
         return merge_latency(index, rows, overflow)
+
+    def _flush_procs(self) -> list[int]:
+        """Move every CPU's cached per-process counts into proc_counts by running flush_procs on each
+        CPU; returns the indexes of the CPUs it could not reach (offline)."""
+        lib = _libbpf.libbpf()
+        offline: list[int] = []
+        for i in range(len(self._cpus)):
+            cpu = self._cpus[i]
+            # 1: it interrupted a counting program on that CPU, which is done in well under a microsecond
+            for _ in range(100_000):
+                try:
+                    if lib.prog_run_on_cpu(self._flush_fd, cpu) == 0:
+                        break
+                except OSError as exc:
+                    if exc.errno == _ENXIO:
+                        offline.append(i)
+                        break
+                    raise NotSupported(
+                        f"cannot run the per-process flush on CPU {cpu}: {exc.strerror}",
+                        feature="BPF_PROG_TEST_RUN on a CPU",
+                        min_kernel="5.10",
+                        errno=exc.errno,
+                    ) from exc
+            else:
+                raise PercpuError(f"the per-process flush found CPU {cpu} busy 100,000 times in a row")
+        return offline
+
+    def _procs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if "proc_cache" not in self._maps:
+            return self._keyed("proc_counts")
+        offline = self._flush_procs()
+        procs = self._keyed("proc_counts")
+        if procs is None or not offline:
+            return procs
+        # An offline CPU keeps the calls its cache held until it comes back: count them from there.
+        keys, counts = procs
+        lines = self._maps["proc_cache"].snapshot().values[0]
+        index = {k.tobytes(): j for j, k in enumerate(keys)}
+        new_keys: list[np.ndarray] = []
+        rows = [counts[j].copy() for j in range(len(keys))]
+        for i in offline:
+            for line in lines[i]["line"]:
+                if not line["n"]:
+                    continue
+                b = line["key"].tobytes()
+                if b not in index:
+                    index[b] = len(rows)
+                    new_keys.append(line["key"])
+                    rows.append(np.zeros(len(self._cpus), dtype=np.uint64))
+                rows[index[b]][i] += line["n"]
+        if new_keys:
+            keys = np.concatenate([keys, np.array(new_keys, dtype=PROC_KEY)])
+        return keys, np.array(rows, dtype=np.uint64).reshape(len(keys), len(self._cpus))
 
     def _keyed(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         m = self._maps.get(name)
@@ -837,6 +952,8 @@ def mode_support() -> list[ModeSupport]:
             feats = feats or kernel_features()
             with SyscallCounter(**kw) as c:
                 hook = c.attach_mode
+                slot = bool(c._config.lat_percpu)
+                cache = bool(c._config.proc_cache)
         except PercpuError as exc:
             out.append(ModeSupport(mode, flag, False, None, str(exc).splitlines()[0]))
             continue
@@ -847,11 +964,17 @@ def mode_support() -> list[ModeSupport]:
                 if feats.task_btf
                 else "; tgid and comm from helpers (bpf_get_current_task_btf needs Linux 5.11)"
             )
+            how += "; a per-CPU cache in front of the hash" if cache else "; the hash at every call"
         if mode == "latency":
-            how += (
-                "; start times in task local storage"
+            store = (
+                "task local storage"
                 if feats.task_storage
-                else "; start times in a hash by thread id (task local storage needs Linux 5.11)"
+                else "a hash by thread id (task local storage needs Linux 5.11)"
+            )
+            how += (
+                f"; start times in a per-CPU slot, moved at sched_switch to {store}"
+                if slot
+                else f"; start times in {store}"
             )
         out.append(ModeSupport(mode, flag, True, hook, how))
     return out

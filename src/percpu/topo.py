@@ -328,22 +328,27 @@ def _partitions(cgroup_root: str | None) -> tuple[Partition, ...]:
 
 
 def read_layout(
-    cpu_root: str = "/sys/devices/system/cpu",
+    cpu_root: str | None = None,
     node_root: str | None = None,
     cgroup_root: str | None = "",
     topology: Topology | None = None,
 ) -> CpuLayout:
     """Read every possible CPU's place in the machine.
 
-    ``node_root`` defaults to ``node`` beside ``cpu_root``; ``cgroup_root`` is where cgroup v2 is mounted
-    ("" finds it from /proc/self/mounts, None skips cpuset partitions). ``topology`` supplies the
-    possible/online/present lists (default: read from ``cpu_root``).
+    ``cpu_root`` defaults to the machine in use's (:mod:`percpu._machine`), ``node_root`` to ``node``
+    beside it; ``cgroup_root`` is where cgroup v2 is mounted ("" asks the machine's mount table, None skips
+    cpuset partitions). ``topology`` supplies the possible/online/present lists (default: read from
+    ``cpu_root``). The paths are for fixtures of other machines' sysfs trees.
     """
+    from . import _machine
+
+    if cpu_root is None:
+        cpu_root = _machine.current().cpu_root
     topo = topology or Topology(cpu_root)
     if node_root is None:
         node_root = os.path.join(os.path.dirname(cpu_root.rstrip("/")), "node")
     if cgroup_root == "":
-        cgroup_root = _cgroup2_mount()
+        cgroup_root = _machine.current().mount_point("cgroup2")
     possible = topo.possible
     online = set(_cpus(os.path.join(cpu_root, "online")))
     present = set(_cpus(os.path.join(cpu_root, "present")))
@@ -385,15 +390,6 @@ def read_layout(
             )
         )
     return CpuLayout(tuple(out), parts)
-
-
-def _cgroup2_mount() -> str | None:
-    from . import _procfs
-
-    try:
-        return next((m.point for m in _procfs.mounts() if m.fstype == "cgroup2"), None)
-    except OSError:
-        return None
 
 
 def layout_lines(layout: CpuLayout) -> Iterable[str]:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf, features
+from percpu import _libbpf, _machine, features
 from percpu.layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout
 
 
@@ -60,7 +60,7 @@ class Counting:
 @pytest.fixture
 def counting() -> Iterator[Counting]:
     c = Counting(_libbpf.libbpf())
-    with _libbpf.use_backend(c):  # type: ignore[arg-type]
+    with _machine.use(_machine.Machine(c)):  # type: ignore[arg-type]
         yield c
 
 

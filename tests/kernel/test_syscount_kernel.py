@@ -8,14 +8,16 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from percpu import syscount
+from percpu import _libbpf, syscount
 from percpu.cpus import topology
-from percpu.errors import NotSupported, PercpuError
+from percpu.errors import AttachError, NotSupported, PercpuError
+from percpu.objects import BpfObject
 from percpu.syscalls import syscall_number
 from percpu.syscount import (
     ATTACH_MODES,
@@ -35,6 +37,9 @@ CLOSE = syscall_number("close")
 # Unique to this test run: on a shared machine another run of these tests may be counting a workload of
 # its own at the same moment, and a shared name would let its calls into this run's comm filter.
 COMM = f"pcpuw{os.getpid()}"[:15]
+# Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11), nor
+# bpf_task_pt_regs() (5.15).
+BEFORE_5_11_FEATURES = KernelFeatures(task_btf=False, task_storage=False, task_pt_regs=False)
 
 
 def run_workload(calls: int, cpu: int, *extra: str) -> dict[str, float]:
@@ -71,6 +76,113 @@ def test_exact_count_per_process_on_its_cpu(calls: int) -> None:
     assert int(row[cpus.index(cpu)]) == calls
     assert int(row[cpus.index(other)]) == 0
     assert bytes(keys[mine][0]["comm"]).decode() == COMM
+
+
+def start_workloads(n: int, calls: int, cpu: int) -> list[subprocess.Popen[str]]:
+    """n workloads pinned to one CPU, each waiting for a line on stdin before its calls."""
+    return [
+        subprocess.Popen(
+            [sys.executable, WORKLOAD, str(calls), str(cpu), "--comm", COMM, "--wait-stdin"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+
+
+def finish_workloads(procs: list[subprocess.Popen[str]], c: SyscallCounter) -> list[int]:
+    """Starts them together and snapshots while they run (each snapshot flushes every CPU's cache, often
+    in the middle of a counting program); returns their pids."""
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    while any(p.poll() is None for p in procs):
+        c.snapshot()
+        time.sleep(0.002)  # leave the CPUs to the workloads (in a TCG guest too)
+    pids = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        pids.append(int(json.loads(out)["pid"]))
+    return pids
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["per-CPU cache", "hash"])
+def test_per_process_counts_exact_with_many_processes_alternating_on_one_cpu(
+    cache: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """48 processes share one CPU, so their keys evict each other's lines of that CPU's cache (64 lines
+    for all their keys); every process still has exactly its calls, on that CPU."""
+    monkeypatch.setattr(SyscallCounter, "process_cache", cache)
+    cpu, other = cpu_pair()
+    cpus = list(topology().possible)
+    calls = 5_000
+    procs = start_workloads(48, calls, cpu)
+    with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
+        assert c._config.proc_cache == cache
+        before = c.snapshot()
+        pids = finish_workloads(procs, c)
+        d = c.snapshot().delta(before)
+    assert d.procs is not None
+    keys, counts = d.procs
+    for pid in pids:
+        mine = (keys["tgid"] == pid) & (keys["slot"] == GETPPID)
+        assert mine.sum() == 1
+        assert int(counts[mine][0][cpus.index(cpu)]) == calls
+        assert int(counts[mine][0][cpus.index(other)]) == 0
+    # every call the per-CPU table counted is in exactly one process's row
+    assert int(counts[keys["slot"] == GETPPID].sum()) == int(d.counts[:, GETPPID].sum())
+    assert d.lost.processes == 0
+
+
+def test_per_process_cache_of_a_cpu_no_flush_reaches_is_read_directly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CPU that went offline cannot run the flush (ENXIO): its cached counts are read from its lines."""
+    cpu, other = cpu_pair()
+    cpus = list(topology().possible)
+    real = _libbpf.Libbpf.prog_run_on_cpu
+    unreachable = {"on": False}
+
+    def run(self: _libbpf.Libbpf, fd: int, on: int) -> int:
+        if unreachable["on"] and on == cpu:
+            raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
+        return real(self, fd, on)
+
+    monkeypatch.setattr(_libbpf.Libbpf, "prog_run_on_cpu", run)
+    with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
+        assert c._config.proc_cache == 1
+        info = run_workload(30_000, cpu)
+        unreachable["on"] = True
+        snap = c.snapshot()
+    assert snap.procs is not None
+    keys, counts = snap.procs
+    mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
+    assert mine.sum() == 1
+    assert int(counts[mine][0][cpus.index(cpu)]) == 30_000
+    assert int(counts[mine][0][cpus.index(other)]) == 0
+
+
+def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(self: _libbpf.Libbpf, fd: int, cpu: int) -> int:
+        raise OSError(errno.EINVAL, "refused for the test")
+
+    monkeypatch.setattr(_libbpf.Libbpf, "prog_run_on_cpu", refuse)
+    cpu, _ = cpu_pair()
+    cpus = list(topology().possible)
+    with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
+        assert c._config.proc_cache == 0
+        assert any("per-process cache" in k for k in c.attach_failures)
+        info = run_workload(10_000, cpu)
+        snap = c.snapshot()
+    assert snap.procs is not None
+    keys, counts = snap.procs
+    mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
+    assert int(counts[mine][0][cpus.index(cpu)]) == 10_000
 
 
 @pytest.mark.parametrize("mode", ATTACH_MODES)
@@ -126,6 +238,86 @@ def test_latency_histogram_holds_every_call() -> None:
     # Which buckets the calls land in is timing (under qemu TCG a preempted getppid takes over 1 ms): only
     # the bucket range the key can hold is asserted here; where they land belongs in benchmarks.
     assert int(keys["bucket"][mine].max()) < LAT_BUCKETS
+
+
+BLOCKING = os.path.join(HERE, "..", "helpers", "blocking_workload.py")
+# The start-time stores latency can take: the per-CPU slot (tp_btf) spills to task storage, or on kernels
+# before 5.11 to the thread-id hash; without the slot, each call's start goes to that store directly.
+LATENCY_STORES = {
+    "slot, spilled to task storage": (True, None),
+    "task storage": (False, None),
+    "slot, spilled to thread-id hash": (True, BEFORE_5_11_FEATURES),
+    "thread-id hash": (False, BEFORE_5_11_FEATURES),
+}
+
+
+@pytest.mark.parametrize("store", list(LATENCY_STORES))
+def test_latency_counts_every_call_that_blocked_or_moved_cpu(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that block (pipe reads woken by another thread, nanosleeps, futex waits) leave the CPU in the
+    middle, and half of the reads return on the other CPU: each finished call still has exactly one latency
+    sample, whichever store held its start."""
+    percpu_slot, feats = LATENCY_STORES[store]
+    if feats is not None:
+        monkeypatch.setattr(syscount, "kernel_features", lambda: feats)
+    monkeypatch.setattr(SyscallCounter, "latency_percpu", percpu_slot)
+    cpu, other = cpu_pair()
+    reads, sleeps = 300, 200
+    with SyscallCounter(filters=Filters(comm=COMM), latency=True, attach="tp_btf") as c:
+        assert c._config.lat_percpu == percpu_slot
+        before = c.snapshot()
+        out = subprocess.run(
+            [sys.executable, BLOCKING, str(reads), str(sleeps), str(cpu), str(other), "--comm", COMM],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        d = c.snapshot().delta(before)
+    assert json.loads(out.stdout)["moved"] == reads // 2
+    assert d.latency is not None
+    keys, counts = d.latency
+    calls = d.counts.sum(axis=0, dtype=np.uint64)
+    timed = np.zeros_like(calls)
+    np.add.at(
+        timed, keys["slot"].astype(np.int64), counts.reshape(len(keys), -1).sum(axis=1, dtype=np.uint64)
+    )
+    # exit and exit_group never return: counted on entry, never timed; the writer thread's prctl renames
+    # it, so the comm filter takes its entry and not its exit
+    never_return = [syscall_number(n) for n in ("exit", "exit_group", "prctl")]
+    calls[never_return] = 0
+    timed[never_return] = 0
+    assert int(calls[syscall_number("read")]) >= reads
+    assert int(calls[syscall_number("clock_nanosleep")]) >= sleeps
+    assert {int(i): int(calls[i]) for i in np.nonzero(calls)[0]} == {
+        int(i): int(timed[i]) for i in np.nonzero(timed)[0]
+    }
+    assert d.lost.latency == 0
+
+
+def test_latency_falls_back_to_the_task_store_when_the_switch_program_cannot_attach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel that refuses the sched_switch program still gets exact latency, from the start time kept
+    in the task's store at every call, and says which path it left."""
+    real_attach = BpfObject.attach
+
+    def attach(self: BpfObject, name: str) -> object:
+        if name == "switch_btf":
+            raise AttachError("refused for the test")
+        return real_attach(self, name)
+
+    monkeypatch.setattr(BpfObject, "attach", attach)
+    cpu, _ = cpu_pair()
+    with SyscallCounter(filters=Filters(comm=COMM), latency=True, attach="tp_btf") as c:
+        assert c._config.lat_percpu == 0
+        assert "refused for the test" in c.attach_failures["tp_btf per-CPU start slot"]
+        run_workload(5_000, cpu)
+        snap = c.snapshot()
+    assert snap.latency is not None
+    keys, counts = snap.latency
+    assert int(counts[keys["slot"] == GETPPID].sum()) == 5_000
 
 
 def test_syscall_subset_filter() -> None:
@@ -374,7 +566,7 @@ print(c.attach_mode, n >= 300, " tracefs " in open("/proc/self/mounts").read())
 
 # Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11), nor
 # bpf_task_pt_regs() (5.15). With the probes made to say so, the counter takes the paths it takes there.
-BEFORE_5_11 = KernelFeatures(task_btf=False, task_storage=False, task_pt_regs=False)
+BEFORE_5_11 = BEFORE_5_11_FEATURES
 
 OLD_KERNEL_MODES: dict[str, dict[str, object]] = {
     # No filter in these two (the fast path, and per-process counts as `-P` takes them): other tasks'

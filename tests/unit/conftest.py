@@ -7,10 +7,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from percpu import _libbpf
 from percpu.cpus import CpuList, Topology
 
-from .fake_kernel import FakeKernel
+from .fake_kernel import FakeKernel, installed
 
 
 def make_sysfs(root: str, possible: str, online: str, present: str | None = None) -> str:
@@ -37,5 +36,5 @@ def fake(request: pytest.FixtureRequest) -> Iterator[tuple[FakeKernel, Topology]
     CPU lists (``topo``) are the ones percpu reads through the seam, so they agree with its count."""
     possible, online = (CpuList.parse(x).ids for x in request.param)
     kernel = FakeKernel(len(possible), cpu_ids=possible, online=online)
-    with _libbpf.use_backend(kernel):
-        yield kernel, Topology(kernel.cpu_root)
+    with installed(kernel):
+        yield kernel, Topology(kernel.machine.cpu_root)

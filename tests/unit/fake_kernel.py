@@ -1,7 +1,7 @@
-"""A fake of the kernel seam (percpu._libbpf.Backend) with the kernel's per-CPU semantics, for unit tests.
-
-The fake is one whole machine: its possible-CPU count, its CPU ids and its sysfs CPU lists (written to a
-directory of its own, ``cpu_root``) come from the same ``cpu_ids``, so they cannot disagree.
+"""A fake machine for unit tests: a fake kernel (percpu._libbpf.Backend) with the kernel's per-CPU
+semantics, and :class:`FakeMachine` (percpu._machine.Machine) whose /proc and /sys are a directory of its
+own. The machine is whole: the kernel's possible-CPU count and the sysfs CPU lists come from the same
+``cpu_ids``, so they cannot disagree. ``with installed(kernel):`` puts the kernel's machine in use.
 
 Per-CPU maps copy ``round_up(value_size, 8) * possible`` bytes with zeroed padding; arrays cannot delete
 (EINVAL); hashes say E2BIG when full; ``get_next_key`` on a missing key restarts from the first key, as
@@ -16,15 +16,19 @@ Every call is recorded in ``calls`` so tests can assert that nothing reached the
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from percpu import _machine
 from percpu._libbpf import BPF_EXIST, BPF_F_ALL_CPUS, BPF_F_CPU, BPF_NOEXIST, MapInfo, PartialBatch
 from percpu.cpus import format_cpu_list
 from percpu.layout import Layout
@@ -58,15 +62,7 @@ class FakeKernel:
         self.possible = possible
         self.cpu_ids = tuple(cpu_ids or range(possible))  # CPU id of each slot
         assert len(self.cpu_ids) == possible, "a fake machine's CPU ids and possible count agree"
-        self.cpu_root = tempfile.mkdtemp(prefix="percpu-fake-cpus-")
-        weakref.finalize(self, shutil.rmtree, self.cpu_root, True)
-        for name, ids in (
-            ("possible", self.cpu_ids),
-            ("present", self.cpu_ids),
-            ("online", online or self.cpu_ids),
-        ):
-            with open(os.path.join(self.cpu_root, name), "w", encoding="ascii") as f:
-                f.write(format_cpu_list(ids) + "\n")
+        self.online = tuple(online or self.cpu_ids)
         self.cpu_flag = cpu_flag  # BPF_F_CPU (Linux 7.0): one CPU's slot, CPU id in flags bits 63..32
         self.bucket = bucket
         self.batch = batch
@@ -79,6 +75,11 @@ class FakeKernel:
         self.calls: list[str] = []
         self.bytes_out = 0  # value bytes copied to user space: shows a one-CPU read copied one CPU's values
         self._next = 100
+
+    @functools.cached_property
+    def machine(self) -> FakeMachine:
+        """The whole machine this kernel belongs to (its CPU lists written from ``cpu_ids``)."""
+        return FakeMachine(self)
 
     # --- helpers ------------------------------------------------------------------------------------
 
@@ -374,3 +375,73 @@ class FakeKernel:
             if m.data.pop(keys[i * ks : (i + 1) * ks].tobytes(), None) is None:
                 raise PartialBatch(errno.ENOENT, i)
         return count
+
+
+ALL_CAPS = (1 << 41) - 1
+# A usual machine's file systems: the ones percpu looks for (bpffs, cgroup2, tracefs) where they usually are.
+MOUNTS = (
+    ("/dev/root", "/", "ext4"),
+    ("sysfs", "/sys", "sysfs"),
+    ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
+    ("bpf", "/sys/fs/bpf", "bpf"),
+    ("tracefs", "/sys/kernel/tracing", "tracefs"),
+)
+
+
+class FakeMachine(_machine.Machine):
+    """A machine whose /proc and /sys are files of its own, written from ``kernel``'s CPU ids.
+
+    ``caps`` is CapEff, ``mounts`` the mount table (source, point, fstype), ``sysctls`` dotted names to
+    values, ``pid_namespace`` this process's (None: the initial one), ``euid`` its user. An fd is a map
+    when the fake kernel has it open, as fdinfo would say.
+    """
+
+    def __init__(
+        self,
+        kernel: FakeKernel,
+        *,
+        caps: int | None = ALL_CAPS,
+        mounts: tuple[tuple[str, str, str], ...] = MOUNTS,
+        sysctls: dict[str, str] | None = None,
+        pid_namespace: tuple[int, int] | None = None,
+        euid: int = 0,
+    ) -> None:
+        root = tempfile.mkdtemp(prefix="percpu-fake-machine-")
+        weakref.finalize(self, shutil.rmtree, root, True)
+        super().__init__(kernel, proc=os.path.join(root, "proc"), sys=os.path.join(root, "sys"))
+        self.fake = kernel
+        self.pidns = pid_namespace
+        self.uid = euid
+        files = {
+            os.path.join(self.cpu_root, "possible"): format_cpu_list(kernel.cpu_ids),
+            os.path.join(self.cpu_root, "present"): format_cpu_list(kernel.cpu_ids),
+            os.path.join(self.cpu_root, "online"): format_cpu_list(kernel.online),
+            os.path.join(self.proc, "self", "mounts"): "\n".join(" ".join(m) + " rw 0 0" for m in mounts),
+        }
+        if caps is not None:
+            files[os.path.join(self.proc, "self", "status")] = f"Name:\tpython\nCapEff:\t{caps:016x}"
+        for name, value in (sysctls or {}).items():
+            files[os.path.join(self.proc, "sys", *name.split("."))] = value
+        for path, text in files.items():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="ascii") as f:
+                f.write(text + "\n")
+
+    def fd_kind(self, fd: int) -> str | None:
+        return "map" if fd in self.fake.fds else None
+
+    def threads(self) -> int:
+        return 1
+
+    def pid_namespace(self) -> tuple[int, int] | None:
+        return self.pidns
+
+    def euid(self) -> int:
+        return self.uid
+
+
+@contextmanager
+def installed(kernel: FakeKernel, machine: FakeMachine | None = None) -> Iterator[FakeKernel]:
+    """Put ``kernel``'s machine (or ``machine``, built on it) in use for a ``with`` block."""
+    with _machine.use(machine or kernel.machine):
+        yield kernel

@@ -6,16 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from percpu import _elf
 from percpu.btf import Btf, btf_codec, parse_btf
 from percpu.objects import bundled
-
-from .elf_btf import btf_section
 
 INT_SIGNED, INT_CHAR = 1, 2
 
 
 def obj_btf(name: str) -> Btf:
-    return parse_btf(btf_section(bundled(name)))
+    return parse_btf(_elf.section(bundled(name), ".BTF"))
 
 
 @pytest.mark.parametrize("obj", ["syscount.bpf.o", "test_maps.bpf.o"])

@@ -3,18 +3,17 @@ ending the report."""
 
 from __future__ import annotations
 
-import functools
 import os
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf, _procfs
+from percpu import _machine
 from percpu.cli import build_parser, doctor, main
 
-from .fake_kernel import FakeKernel
+from .fake_kernel import FakeKernel, FakeMachine, installed
 
 N = len(percpu.topology().possible)  # doctor sizes buffers from the real sysfs list
 
@@ -22,13 +21,10 @@ N = len(percpu.topology().possible)  # doctor sizes buffers from the real sysfs 
 ALL_CAPS = (1 << 21) | (1 << 38) | (1 << 39)
 
 
-def status_file(tmp_path: object, cap_eff: int | None) -> str:
-    path = os.path.join(str(tmp_path), "status")
-    with open(path, "w", encoding="ascii") as f:
-        f.write("Name:\tpython3\nUid:\t0\t0\t0\t0\n")
-        if cap_eff is not None:
-            f.write(f"CapInh:\t0000000000000000\nCapEff:\t{cap_eff:016x}\n")
-    return path
+def machine(cap_eff: int | None, **kw: Any) -> tuple[FakeKernel, FakeMachine]:
+    """A fake machine whose CapEff is ``cap_eff`` (None: not readable); ``kw`` goes to FakeKernel."""
+    kernel = FakeKernel(N, **kw)
+    return kernel, FakeMachine(kernel, caps=cap_eff)
 
 
 @pytest.mark.parametrize(
@@ -42,19 +38,16 @@ def status_file(tmp_path: object, cap_eff: int | None) -> str:
     ],
 )
 def test_privileges_come_from_effective_capabilities_not_euid(
-    tmp_path: object, cap_eff: int | None, status: str, detail: str
+    cap_eff: int | None, status: str, detail: str
 ) -> None:
-    got = doctor._privileges(_procfs.effective_caps(status_file(tmp_path, cap_eff)))
+    with installed(*machine(cap_eff)):
+        got = doctor._privileges(_machine.current().effective_caps())
     assert got[0] == status and got[1] == "privileges" and detail in got[2]
 
 
-def test_doctor_without_privileges_reports_every_check(
-    tmp_path: object, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_doctor_without_privileges_reports_every_check(capsys: pytest.CaptureFixture[str]) -> None:
     """Root in a container with no capabilities: every bpf() call says EPERM. Each probe is one line."""
-    status = status_file(tmp_path, 0)
-    monkeypatch.setattr(doctor, "_doctor_checks", functools.partial(doctor._doctor_checks, status=status))
-    with _libbpf.use_backend(FakeKernel(N, deny=True)):
+    with installed(*machine(0, deny=True)):
         rc = main(["doctor"])
     out, err = capsys.readouterr()
     assert rc == 1
@@ -78,11 +71,11 @@ def test_doctor_without_privileges_reports_every_check(
     assert "essential check(s) failed: privileges" in err and "Traceback" not in err
 
 
-def test_doctor_probes_run_when_privileged(tmp_path: object) -> None:
+def test_doctor_probes_run_when_privileged() -> None:
     kernel = FakeKernel(N)
-    with _libbpf.use_backend(kernel):
+    with installed(kernel):
         keep = percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 12)), 4, name="listed")
-        checks, maps = doctor._doctor_checks(status=status_file(tmp_path, ALL_CAPS))
+        checks, maps = doctor._doctor_checks()
         keep.close()
     by = {what: (status, detail) for status, what, detail in checks}
     assert by["privileges"][0] == "ok"
@@ -96,17 +89,17 @@ def test_json_has_a_short_form() -> None:
     assert build_parser().parse_args(["doctor", "-j"]).json is True
 
 
-def test_tracefs_from_the_mount_table(tmp_path: Path) -> None:
-    mounts = tmp_path / "mounts"
-    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nnodev /sys/kernel/my\\040tracing tracefs rw 0 0\n")
-    status = status_file(tmp_path, ALL_CAPS)
-    with _libbpf.use_backend(FakeKernel(N)):
-        found = {w: (s, d) for s, w, d in doctor._doctor_checks(status=status, mounts=str(mounts))[0]}
-        unread = {
-            w: (s, d) for s, w, d in doctor._doctor_checks(status=status, mounts=str(tmp_path / "x"))[0]
-        }
+def test_tracefs_from_the_mount_table() -> None:
+    kernel = FakeKernel(N)
+    mounts = (("/dev/sda1", "/", "ext4"), ("nodev", "/sys/kernel/my\\040tracing", "tracefs"))
+    with installed(kernel, FakeMachine(kernel, mounts=mounts)):
+        found = {w: (s, d) for s, w, d in doctor._doctor_checks()[0]}
+    unreadable = FakeMachine(kernel)
+    os.unlink(unreadable.mounts_path)
+    with installed(kernel, unreadable):
+        unread = {w: (s, d) for s, w, d in doctor._doctor_checks()[0]}
     assert found["tracefs"] == ("ok", "/sys/kernel/my tracing")
-    assert unread["tracefs"] == ("unknown", f"cannot read {tmp_path / 'x'}")
+    assert unread["tracefs"] == ("unknown", f"cannot read {unreadable.mounts_path}")
 
 
 @pytest.mark.parametrize(
@@ -118,12 +111,11 @@ def test_tracefs_from_the_mount_table(tmp_path: Path) -> None:
     ],
 )
 def test_permission_denied_says_why_it_applies_here(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], euid: int, caps: int, said: str
+    capsys: pytest.CaptureFixture[str], euid: int, caps: int, said: str
 ) -> None:
     """The library's message says what to do; the command adds who is asking, in the same words as doctor."""
-    monkeypatch.setattr(os, "geteuid", lambda: euid)
-    monkeypatch.setattr(_procfs, "effective_caps", lambda status=_procfs.STATUS: caps)
-    with _libbpf.use_backend(FakeKernel(N, deny=True)):
+    kernel = FakeKernel(N, deny=True)
+    with installed(kernel, FakeMachine(kernel, caps=caps, euid=euid)):
         assert main(["maps"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("percpu: ") and "run as root, or grant CAP_BPF and CAP_PERFMON" in err

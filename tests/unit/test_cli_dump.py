@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf
 from percpu.cli import build_parser, main
 
-from .fake_kernel import FakeKernel
+from .fake_kernel import FakeKernel, installed
 
 N = len(percpu.topology().possible)  # dump sizes buffers from the real sysfs list
 
@@ -25,7 +24,7 @@ def dump_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict[str, 
 
 @pytest.mark.parametrize("text", ["9", "0x9", "0X09", "09"])
 def test_integer_keys_without_btf(capsys: pytest.CaptureFixture[str], text: str) -> None:
-    with _libbpf.use_backend(FakeKernel(N)):
+    with installed(FakeKernel(N)):
         m = percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 3)), 4)
         m.update(9, [b"\x01\x02\x03"] * N)
         m.update(1, [b"\x04\x05\x06"] * N)
@@ -45,7 +44,7 @@ def test_integer_keys_without_btf(capsys: pytest.CaptureFixture[str], text: str)
     ],
 )
 def test_bad_integer_keys_without_btf(capsys: pytest.CaptureFixture[str], text: str, message: str) -> None:
-    with _libbpf.use_backend(FakeKernel(N)), percpu.PerCpuHash.create(np.uint32, np.uint64, 4) as m:
+    with installed(FakeKernel(N)), percpu.PerCpuHash.create(np.uint32, np.uint64, 4) as m:
         m.update(9, [1] * N)
         assert main(["dump", str(m.info.id), "--key", text]) == 1
     err = capsys.readouterr().err
@@ -53,7 +52,7 @@ def test_bad_integer_keys_without_btf(capsys: pytest.CaptureFixture[str], text: 
 
 
 def test_other_key_sizes_without_btf_take_hex_bytes(capsys: pytest.CaptureFixture[str]) -> None:
-    with _libbpf.use_backend(FakeKernel(N)), percpu.Hash.create(np.dtype((np.void, 3)), np.uint64, 4) as m:
+    with installed(FakeKernel(N)), percpu.Hash.create(np.dtype((np.void, 3)), np.uint64, 4) as m:
         m.update(b"\x0a\x0b\x0c", 5)
         (row,) = dump_json(capsys, str(m.info.id), "--key", "0a0b0c")
         assert row == {"key": "0a0b0c", "value": (5).to_bytes(8, sys.byteorder).hex()}
@@ -84,7 +83,7 @@ def test_limit_must_be_a_count(capsys: pytest.CaptureFixture[str], limit: str) -
 
 @pytest.mark.parametrize(("limit", "rows"), [("0", 4), ("2", 2), ("9", 4)])
 def test_limit(capsys: pytest.CaptureFixture[str], limit: str, rows: int) -> None:
-    with _libbpf.use_backend(FakeKernel(N)), percpu.PerCpuArray.create(np.uint64, 4) as m:
+    with installed(FakeKernel(N)), percpu.PerCpuArray.create(np.uint64, 4) as m:
         assert len(dump_json(capsys, str(m.info.id), "--limit", limit)) == rows
 
 
@@ -92,7 +91,7 @@ def test_limit(capsys: pytest.CaptureFixture[str], limit: str, rows: int) -> Non
 def test_per_cpu_options_on_a_map_that_is_not_per_cpu(
     capsys: pytest.CaptureFixture[str], flag: list[str]
 ) -> None:
-    with _libbpf.use_backend(FakeKernel(N)), percpu.Array.create(np.uint64, 2) as m:
+    with installed(FakeKernel(N)), percpu.Array.create(np.uint64, 2) as m:
         assert main(["dump", str(m.info.id), *flag]) == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -102,7 +101,7 @@ def test_per_cpu_options_on_a_map_that_is_not_per_cpu(
 @pytest.mark.parametrize("path", ["/etc/passwd", "/proc/self/status"])
 def test_dump_of_a_file_elsewhere_makes_no_bpf_call(capsys: pytest.CaptureFixture[str], path: str) -> None:
     kernel = FakeKernel(N)
-    with _libbpf.use_backend(kernel):
+    with installed(kernel):
         assert main(["dump", path]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"percpu: {path} is not in a BPF file system (bpffs)")
@@ -112,7 +111,7 @@ def test_dump_of_a_file_elsewhere_makes_no_bpf_call(capsys: pytest.CaptureFixtur
 def test_dump_one_cpu_copies_only_that_cpus_values(capsys: pytest.CaptureFixture[str]) -> None:
     """dump --cpu reads one CPU's values with BPF_F_CPU where the kernel has it (Linux 7.0)."""
     kernel = FakeKernel(3, cpu_ids=(0, 4, 9), cpu_flag=True)
-    with _libbpf.use_backend(kernel):
+    with installed(kernel):
         m = percpu.PerCpuHash.create(np.uint32, np.uint32, 8, name="one_cpu")
         m.update_batch([1, 2], [[10, 14, 19], [20, 24, 29]])
         assert percpu.maps.cpu_flag_supported()  # probed now, so its own read is not counted below

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf
 from percpu.cli import main
 from percpu.layout import Layout
 
-from .fake_kernel import FakeKernel
+from .fake_kernel import FakeKernel, installed
 
 N = len(percpu.topology().possible)  # explain sizes its buffer from the real sysfs list
 
@@ -27,7 +26,7 @@ class OverrunKernel(FakeKernel):
 
 
 def test_explain_measures_what_the_kernel_wrote(capsys: pytest.CaptureFixture[str]) -> None:
-    with _libbpf.use_backend(FakeKernel(N)):
+    with installed(FakeKernel(N)):
         assert main(["explain", "--value-size", "12"]) == 0
     out = capsys.readouterr().out
     assert out.count("intact: all 16 bytes still ee") == 2
@@ -35,7 +34,7 @@ def test_explain_measures_what_the_kernel_wrote(capsys: pytest.CaptureFixture[st
 
 
 def test_explain_reports_an_overwritten_guard(capsys: pytest.CaptureFixture[str]) -> None:
-    with _libbpf.use_backend(OverrunKernel(N)):
+    with installed(OverrunKernel(N)):
         assert main(["explain", "--value-size", "12"]) == 1
     out, err = capsys.readouterr()
     assert "guard before  : " + " ".join(["ee"] * 16) + "   intact" in out

@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf
 from percpu.cli import build_parser, main
 
-from .fake_kernel import FakeKernel
+from .fake_kernel import FakeKernel, installed
 
 N = len(percpu.topology().possible)  # maps sizes a lookup from the real sysfs list
 
 
 def test_maps_lists_the_bytes_a_lookup_writes(capsys: pytest.CaptureFixture[str]) -> None:
     with (
-        _libbpf.use_backend(FakeKernel(N)),
+        installed(FakeKernel(N)),
         percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 12)), 4, name="per_cpu") as pc,
         percpu.Array.create(np.uint64, 2, name="plain") as plain,
     ):

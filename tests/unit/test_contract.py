@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from percpu import _contract
+from percpu import _contract, _elf
 from percpu.btf import Btf, parse_btf
 from percpu.syscount import Lost
 
@@ -39,7 +39,7 @@ gen = _gen()
 
 
 def _btf(obj: str) -> Btf:
-    return parse_btf(gen.btf_section(os.path.join(ROOT, obj)))
+    return parse_btf(_elf.section(os.path.join(ROOT, obj), ".BTF"))
 
 
 def test_contract_is_generated_from_the_shipped_object() -> None:
@@ -102,7 +102,7 @@ def test_layouts_field_by_field(obj: str) -> None:
 @pytest.mark.parametrize("obj", ALL_OBJS)
 def test_config_is_all_of_rodata(obj: str) -> None:
     """User space writes the config at offset 0 of .rodata: that holds while cfg is all .rodata has."""
-    rodata = gen.elf_section(os.path.join(ROOT, obj), ".rodata")
+    rodata = _elf.section(os.path.join(ROOT, obj), ".rodata")
     assert len(rodata) == ctypes.sizeof(_contract.PercpuConfig)
     assert rodata == bytes(_contract.PercpuConfig())  # cfg = {}: user space supplies every value
 

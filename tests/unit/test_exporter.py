@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,8 @@ from percpu.cpus import CpuList
 from percpu.errors import PercpuError
 from percpu.exporter import SyscallCollector
 from percpu.syscount import ERR_KEY, LAT_KEY, NR_SLOTS, PROC_KEY, Lost, SyscallSnapshot, slot_name
+
+from .fake_kernel import FakeKernel, FakeMachine, installed
 
 DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "grafana-dashboard.json")
 
@@ -282,23 +285,29 @@ def test_top_n_names_syscalls_that_get_busy_later_and_other_stays_monotonic() ->
     assert ("percpu_syscall_errors_total", (("errno", "ENOENT"), ("syscall", "other"))) in last
 
 
-def test_bpf_prog_stats_with_the_stats_fd_or_the_sysctl(tmp_path: Any) -> None:
+def test_bpf_prog_stats_with_the_stats_fd_or_the_sysctl() -> None:
     """--enable-bpf-stats holds a BPF_ENABLE_STATS fd, which leaves kernel.bpf_stats_enabled at 0."""
-    sysctl = tmp_path / "bpf_stats_enabled"
-    sysctl.write_text("0\n")
+    kernel = FakeKernel(2)
+    machine = FakeMachine(kernel, sysctls={"kernel.bpf_stats_enabled": "0"})
+    sysctl = Path(machine.proc, "sys", "kernel", "bpf_stats_enabled")
+    with installed(kernel, machine):
+        _bpf_prog_stats(sysctl)
+
+
+def _bpf_prog_stats(sysctl: Path) -> None:
     f = FakeCounter(2)
     f.progs = [FakeProgram("enter_btf", 1234, 5_000_000), FakeProgram("exit_btf", 0, 0, gone=True)]
     run_cnt = ("percpu_bpf_prog_run_count_total", (("program", "enter_btf"),))
     run_time = ("percpu_bpf_prog_run_time_seconds_total", (("program", "enter_btf"),))
 
-    held = SyscallCollector(f, bpf_stats=True, bpf_stats_sysctl=str(sysctl))
+    held = SyscallCollector(f, bpf_stats=True)
     got = scrape(held)
     assert got[run_cnt] == 1234
     assert got[run_time] == pytest.approx(0.005)
     assert not any("exit_btf" in str(k) for k in got)  # a program that went away is skipped
     assert _parse(held.expose(openmetrics=True).decode())[run_cnt] == 1234
 
-    plain = SyscallCollector(f, bpf_stats_sysctl=str(sysctl))
+    plain = SyscallCollector(f)
     assert not any(k[0].startswith("percpu_bpf_prog") for k in scrape(plain))
     sysctl.write_text("1\n")
     assert scrape(plain)[run_cnt] == 1234

@@ -13,7 +13,7 @@ import percpu
 from percpu import _libbpf, features
 from percpu.layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout
 
-from .fake_kernel import FakeKernel
+from .fake_kernel import FakeKernel, installed
 
 GAPPED = (0, 2, 3, 5)
 
@@ -21,7 +21,7 @@ GAPPED = (0, 2, 3, 5)
 @pytest.fixture
 def flagged() -> FakeKernel:
     kernel = FakeKernel(len(GAPPED), cpu_ids=GAPPED, cpu_flag=True)
-    with _libbpf.use_backend(kernel):
+    with installed(kernel):
         yield kernel
 
 
@@ -31,7 +31,7 @@ def test_the_cpu_flag_probe_runs_once_per_kernel(flagged: FakeKernel) -> None:
     assert features.cpu_flag() is True
     assert flagged.calls.count("map_create") == creates  # memoized
     older = FakeKernel(2)
-    with _libbpf.use_backend(older):
+    with installed(older):
         assert features.cpu_flag() is False  # another kernel, its own answer
 
 
@@ -39,7 +39,7 @@ def test_a_fd_holder_without_cap_bpf_reads_one_cpu_through_the_whole_element() -
     """The probe creates a map; a process holding a map fd but not allowed to create maps used to get
     PermissionDenied from lookup_cpu/update_cpu. It falls back to the whole-element path instead."""
     kernel = FakeKernel(len(GAPPED), cpu_ids=GAPPED, cpu_flag=True)
-    with _libbpf.use_backend(kernel), percpu.PerCpuArray.create(np.uint64, 2) as m:
+    with installed(kernel), percpu.PerCpuArray.create(np.uint64, 2) as m:
         kernel.deny_ops.add("map_create")  # holds the map's fd, may not create maps
         m.update_cpu(1, 5, 42)
         assert m.lookup_cpu(1, 5) == 42
@@ -80,7 +80,7 @@ def test_one_cpu_snapshot_copies_one_cpus_values(flagged: FakeKernel) -> None:
 
 def test_one_cpu_snapshot_falls_back_to_the_column_without_the_flag() -> None:
     kernel = FakeKernel(len(GAPPED), cpu_ids=GAPPED)
-    with _libbpf.use_backend(kernel), percpu.PerCpuArray.create(np.uint16, 3) as m:
+    with installed(kernel), percpu.PerCpuArray.create(np.uint16, 3) as m:
         m.update_batch([0, 1, 2], [[c + 10 * k for c in GAPPED] for k in range(3)])
         kernel.bytes_out = 0
         one = m.snapshot(cpu=5)
@@ -120,9 +120,9 @@ def test_cpu_lists_that_disagree_with_the_kernels_count_are_refused() -> None:
     """Per-CPU buffers follow the kernel's count; CPU lists of another length used to size them (a
     public topology= argument), and the kernel wrote past the buffer. Now they are refused, typed."""
     kernel = FakeKernel(4)
-    with open(os.path.join(kernel.cpu_root, "possible"), "w", encoding="ascii") as f:
+    with open(os.path.join(kernel.machine.cpu_root, "possible"), "w", encoding="ascii") as f:
         f.write("0-1\n")
-    with _libbpf.use_backend(kernel):
+    with installed(kernel):
         with pytest.raises(percpu.TopologyMismatch, match="kernel counts 4 possible CPUs"):
             percpu.PerCpuArray.create(np.uint64, 1)
         assert "map_lookup" not in kernel.calls
@@ -130,7 +130,7 @@ def test_cpu_lists_that_disagree_with_the_kernels_count_are_refused() -> None:
 
 def test_batch_support_is_learned_once_per_map_type() -> None:
     kernel = FakeKernel(2, batch=False)
-    with _libbpf.use_backend(kernel), percpu.PerCpuHash.create(np.uint32, np.uint64, 8) as m:
+    with installed(kernel), percpu.PerCpuHash.create(np.uint32, np.uint64, 8) as m:
         m.update_all(1, 1)
         assert len(m.snapshot()) == 1
         assert features.known(features.BATCH_OPS, percpu.MapType.PERCPU_HASH) is False

@@ -1,51 +1,55 @@
-"""Pinned paths (maps/_system.py): a path outside bpffs is refused before any bpf() call."""
+"""maps/_system.py: whether a path can hold a pinned map, asked of the machine's mount table."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-import percpu
-from percpu import _libbpf
-from percpu.errors import PercpuError
+from percpu.errors import MapNotFound
 from percpu.maps import check_pin_path
 
-from .fake_kernel import FakeKernel
+from .fake_kernel import FakeKernel, FakeMachine, installed
 
-N = len(percpu.topology().possible)
-
-
-def mounts_file(tmp_path: object, *lines: str) -> str:
-    path = os.path.join(str(tmp_path), "mounts")
-    with open(path, "w", encoding="ascii") as f:
-        f.write("".join(line + "\n" for line in lines))
-    return path
+ROOT = ("/dev/sda1", "/", "ext4")
+BPFFS = ("bpf", "/sys/fs/bpf", "bpf")
 
 
-def test_paths_outside_bpffs_are_refused(tmp_path: object) -> None:
-    mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0", "bpf /sys/fs/bpf bpf rw 0 0")
-    for path in ("/etc/passwd", "/etc/no_such_file"):
-        with pytest.raises(PercpuError) as exc:
-            check_pin_path(path, mounts)
-        assert (
-            str(exc.value)
-            == f"{path} is not in a BPF file system (bpffs); pinned maps live under /sys/fs/bpf"
-        )
+def _on(*mounts: tuple[str, str, str]) -> tuple[FakeKernel, FakeMachine]:
+    kernel = FakeKernel(2)
+    return kernel, FakeMachine(kernel, mounts=mounts)
 
 
-def test_no_bpffs_mounted(tmp_path: object) -> None:
-    mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0")
-    with pytest.raises(PercpuError, match=r"no bpffs is mounted here \(mount -t bpf bpf /sys/fs/bpf\)"):
-        check_pin_path("/sys/fs/bpf/x", mounts)
+@pytest.mark.parametrize("path", ["/etc/passwd", "/etc/no_such_file"])
+def test_paths_outside_bpffs_are_refused(path: str) -> None:
+    with installed(*_on(ROOT, BPFFS)), pytest.raises(MapNotFound) as exc:
+        check_pin_path(path)
+    assert str(exc.value) == f"{path} is not in a BPF file system (bpffs); pinned maps live under /sys/fs/bpf"
 
 
-def test_bpffs_mount_point_with_a_space_and_a_directory_in_it(tmp_path: object) -> None:
+def test_no_bpffs_mounted() -> None:
+    with (
+        installed(*_on(ROOT)),
+        pytest.raises(MapNotFound, match=r"no bpffs is mounted here \(mount -t bpf bpf /sys/fs/bpf\)"),
+    ):
+        check_pin_path("/sys/fs/bpf/x")
+
+
+def test_bpffs_mount_point_with_a_space_and_a_directory_in_it(tmp_path: Path) -> None:
     bpffs = os.path.join(str(tmp_path), "my bpf")
     os.makedirs(os.path.join(bpffs, "dir"))
-    escaped = bpffs.replace(" ", "\\040")
-    mounts = mounts_file(tmp_path, "/dev/sda1 / ext4 rw 0 0", f"bpf {escaped} bpf rw 0 0")
-    with pytest.raises(PercpuError, match="is a directory in bpffs, not a pinned map"):
-        check_pin_path(os.path.join(bpffs, "dir"), mounts)
-    with _libbpf.use_backend(FakeKernel(N)):
-        check_pin_path(os.path.join(bpffs, "a_map"), mounts)  # in bpffs: the library opens it
+    kernel, machine = _on(ROOT, ("bpf", bpffs.replace(" ", "\\040"), "bpf"))
+    with installed(kernel, machine):
+        with pytest.raises(MapNotFound, match="is a directory in bpffs, not a pinned map"):
+            check_pin_path(os.path.join(bpffs, "dir"))
+        check_pin_path(os.path.join(bpffs, "a_map"))  # in bpffs: accepted, the library opens it
+    assert kernel.calls == []  # the check itself makes no bpf() call
+
+
+def test_an_unreadable_mount_table_says_nothing() -> None:
+    kernel = FakeKernel(2)
+    machine = FakeMachine(kernel)
+    os.unlink(os.path.join(machine.proc, "self", "mounts"))
+    with installed(kernel, machine):
+        check_pin_path("/etc/passwd")  # no table: the kernel's own answer decides

@@ -1,13 +1,14 @@
 """``percpu._privileges``: the one hint every command gives a user without privileges, and what reading
-maps needs once they are dropped."""
+maps needs once they are dropped (from the machine's sysctl)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from percpu import _privileges
 from percpu._privileges import caps_needed_to_read_maps, privilege_hint
+
+from .fake_kernel import FakeKernel, FakeMachine, installed
 
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 1 << 21, 1 << 38, 1 << 39
 
@@ -38,17 +39,27 @@ def test_not_root_is_told_to_be_root_or_grant_capabilities(caps: int | None) -> 
 
 
 @pytest.mark.parametrize(
-    ("release", "sysctl", "needed"),
+    ("disabled", "release", "needed"),
     [
-        ("6.18.0", "2", 0),  # 5.19+: reading through a held fd needs nothing
-        ("5.15.0-91-generic", "2", CAP_BPF),
-        ("5.15.0", "0", 0),
-        ("5.4.0", "1", CAP_SYS_ADMIN),
-        ("5.15.0", None, CAP_BPF),  # unreadable: the distribution default is assumed
+        ("0", "5.4.0", 0),  # unprivileged bpf() allowed: fds already held need nothing
+        ("1", "5.19.0", 0),  # 5.19+: reading through a held fd needs nothing
+        ("2", "6.18.0-1-amd64", 0),
+        ("2", "5.15.0-91-generic", CAP_BPF),
+        ("1", "5.8.0", CAP_BPF),
+        ("1", "5.4.0", CAP_SYS_ADMIN),  # before CAP_BPF
+        (None, "5.10.0", CAP_BPF),  # unreadable: the distribution default is assumed
+        ("junk", "5.10.0", CAP_BPF),
     ],
 )
-def test_caps_needed_to_read_maps(tmp_path: Path, release: str, sysctl: str | None, needed: int) -> None:
-    path = tmp_path / "unprivileged_bpf_disabled"
-    if sysctl is not None:
-        path.write_text(sysctl + "\n", encoding="ascii")
-    assert caps_needed_to_read_maps(release, sysctl=str(path)) == needed
+def test_caps_needed_to_read_maps(disabled: str | None, release: str, needed: int) -> None:
+    kernel = FakeKernel(2)
+    sysctls = {} if disabled is None else {"kernel.unprivileged_bpf_disabled": disabled}
+    with installed(kernel, FakeMachine(kernel, sysctls=sysctls)):
+        assert caps_needed_to_read_maps(release) == needed
+
+
+def test_resolve_user_refuses_names_that_do_not_exist() -> None:
+    assert _privileges.resolve_user("0", None) == (0, 0)
+    assert _privileges.resolve_user(None, "0") == (None, 0)
+    with pytest.raises(_privileges.PercpuError, match="--user no-such-user-percpu: no such user"):
+        _privileges.resolve_user("no-such-user-percpu", None)

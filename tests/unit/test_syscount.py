@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from percpu import syscount
+from percpu import _machine
 from percpu.cpus import CpuList
 from percpu.errors import InvalidFilter, PercpuError
 from percpu.syscount import (
@@ -23,6 +23,8 @@ from percpu.syscount import (
     pid_namespace,
     slot_name,
 )
+
+from .fake_kernel import FakeKernel, FakeMachine, installed
 
 
 @pytest.mark.parametrize(
@@ -83,11 +85,16 @@ def test_pid_namespace_is_none_in_the_initial_one(tmp_path: Path) -> None:
     if os.stat("/proc/self/ns/pid").st_ino != 0xEFFFFFFC:
         pytest.skip("this test process runs in a pid namespace of its own (a container)")
     assert pid_namespace() is None
-    assert pid_namespace(str(tmp_path / "missing")) is None
+    assert _machine.Machine(proc=str(tmp_path / "missing")).pid_namespace() is None
 
 
-def test_pid_filters_compare_in_a_pid_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(syscount, "pid_namespace", lambda: (4, 4026532001))
+def test_pid_filters_compare_in_a_pid_namespace() -> None:
+    kernel = FakeKernel(2)
+    with installed(kernel, FakeMachine(kernel, pid_namespace=(4, 4026532001))):
+        _pid_filters_compare_in_a_pid_namespace()
+
+
+def _pid_filters_compare_in_a_pid_namespace() -> None:
     c = SyscallCounter(filters=Filters(tgid=2), start=False)
     assert (c._config.pidns_dev, c._config.pidns_ino) == (4, 4026532001)
     c = SyscallCounter(filters=Filters(comm="x"), per_process=True, start=False)  # pids in the report

@@ -16,13 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import percpu
-from percpu import _libbpf
 from percpu.cli import main
 from percpu.errors import PercpuError, SizeMismatch, TypeSpecError
 from percpu.typespec import parse_type
 from percpu.values import IntCodec, codec_for
 
-from .fake_kernel import FakeKernel
+from .fake_kernel import FakeKernel, installed
 
 N = len(percpu.topology().possible)
 
@@ -213,7 +212,7 @@ def test_any_text_gives_a_codec_or_a_type_spec_error(text: str) -> None:
 
 
 def test_open_map_takes_declared_types_and_refuses_a_wrong_size() -> None:
-    with _libbpf.use_backend(FakeKernel(N)):
+    with installed(FakeKernel(N)):
         m = percpu.PerCpuHash.create(np.dtype((np.void, 8)), np.dtype((np.void, 8)), 8)
         with m:
             m.update(b"\x07" + bytes(7), [(i + 1).to_bytes(8, "little") for i in range(N)])
@@ -234,7 +233,7 @@ def _bpftrace_like(kernel: FakeKernel) -> percpu.PerCpuHash:
 
 
 def test_dump_sum_and_cpu_with_declared_types(capsys: pytest.CaptureFixture[str]) -> None:
-    with _libbpf.use_backend(FakeKernel(N)) as kernel, _bpftrace_like(kernel) as m:
+    with installed(FakeKernel(N)) as kernel, _bpftrace_like(kernel) as m:
         assert main(["dump", str(m.info.id), "--sum"]) == 1
         assert (
             "--sum needs numeric values; bytes[8] is not; declare what the 8-byte values are, "
@@ -264,7 +263,7 @@ def test_dump_sum_and_cpu_with_declared_types(capsys: pytest.CaptureFixture[str]
 def test_dump_refuses_declared_types_that_do_not_fit(
     capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    with _libbpf.use_backend(FakeKernel(N)) as kernel, _bpftrace_like(kernel) as m:
+    with installed(FakeKernel(N)) as kernel, _bpftrace_like(kernel) as m:
         assert main(["dump", str(m.info.id), *argv]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err
@@ -272,7 +271,7 @@ def test_dump_refuses_declared_types_that_do_not_fit(
 
 
 def test_dump_odd_width_and_string_keys(capsys: pytest.CaptureFixture[str]) -> None:
-    with _libbpf.use_backend(FakeKernel(N)):
+    with installed(FakeKernel(N)):
         m = percpu.PerCpuHash.create(np.dtype((np.void, 16)), np.dtype((np.void, 3)), 8)
         with m:
             m.update(b"bash".ljust(16, b"\0"), [(1000 * (i + 1)).to_bytes(3, "little") for i in range(N)])
@@ -293,7 +292,7 @@ def test_a_float_too_large_for_its_field_is_refused_not_stored_as_inf() -> None:
 
 
 def test_maps_created_with_text_types() -> None:
-    with _libbpf.use_backend(FakeKernel(N)):
+    with installed(FakeKernel(N)):
         with percpu.PerCpuHash.create("pid:u32,comm:char[16]", "u64", 8) as m:
             assert (m.info.key_size, m.info.value_size) == (20, 8)
             m.update({"pid": 7, "comm": b"bash"}, list(range(N)))

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 import percpu
+from percpu import _libbpf
+from percpu.cpus import possible_cpus
 from percpu.syscalls import syscall_number
 from percpu.syscount import Filters, SyscallCounter
 from percpu.values import stride
@@ -34,8 +36,13 @@ needs_gap = pytest.mark.skipif(
 )
 
 
-def test_report_topology() -> None:
+def test_topology_agrees_with_the_kernel() -> None:
+    """The VM's CPU lists are what every other test here relies on: sysfs's possible list has the kernel's
+    own count, online CPUs are possible ones, and percpu's CPU ids are sysfs's."""
     print(f"\nkernel {os.uname().release}: possible {TOPO.possible} ({len(POSSIBLE)}), online {TOPO.online}")
+    assert len(POSSIBLE) == _libbpf.backend().num_possible_cpus()
+    assert ONLINE and set(ONLINE) <= set(POSSIBLE)
+    assert list(possible_cpus()) == POSSIBLE
 
 
 @needs_gap

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .. import __version__, _procfs
+from .. import __version__, _machine
 from .._privileges import privilege_hint
 from ..errors import PercpuError, PermissionDenied
 
@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rc
     except PermissionDenied as exc:
         # The library's message says what to do; this says why it applies here.
-        why = privilege_hint(_procfs.effective_caps(), os.geteuid(), remedy=False)
+        machine = _machine.current()
+        why = privilege_hint(machine.effective_caps(), machine.euid(), remedy=False)
         print(f"percpu: {exc}" + (f" ({why})" if why else ""), file=sys.stderr)
         return 1
     except PercpuError as exc:

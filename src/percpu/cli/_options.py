@@ -4,9 +4,8 @@ in-kernel :class:`~percpu.syscount.Filters` and a :class:`~percpu.syscount.Sysca
 from __future__ import annotations
 
 import argparse
-import os
 
-from .. import _procfs, process
+from .. import _machine, process
 from .._privileges import privilege_hint
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, MAX_TABLE_ENTRIES, Filters, SyscallCounter, pid_namespace
@@ -69,9 +68,9 @@ def filters(args: argparse.Namespace, pid: int | None = None, cgroup: int | str 
         if not names:
             raise PercpuError("-s/--syscall: no syscall names given (e.g. -s read,write)")
     tgid = pid if pid is not None else args.pid
-    if tgid is not None and not _procfs.task_exists(tgid):
+    if tgid is not None and not _machine.current().task_exists(tgid):
         raise PercpuError(f"no process with pid {tgid}")
-    if args.tid is not None and not _procfs.task_exists(args.tid):
+    if args.tid is not None and not _machine.current().task_exists(args.tid):
         raise PercpuError(f"no thread with tid {args.tid}")
     if pid_namespace() is not None:
         # The kernel compares pids in percpu's own pid namespace: a task that lives in a namespace
@@ -108,6 +107,8 @@ def counter(args: argparse.Namespace, filters: Filters) -> SyscallCounter:
 def require_root() -> None:
     # Checked up front from the effective capabilities (root in a container may have none): the
     # kernel's EPERM would come later, after work that cannot succeed.
-    caps = _procfs.effective_caps()
-    if caps is not None and not _procfs.can_load_bpf(caps):
-        raise PercpuError("counting system calls loads BPF programs: " + privilege_hint(caps, os.geteuid()))
+    caps = _machine.current().effective_caps()
+    if caps is not None and not _machine.can_load_bpf(caps):
+        raise PercpuError(
+            "counting system calls loads BPF programs: " + privilege_hint(caps, _machine.current().euid())
+        )

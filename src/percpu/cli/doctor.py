@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from .. import _libbpf, _procfs
+from .. import _libbpf, _machine
 from .._privileges import privilege_hint
 from ..cpus import CpuList, topology
 from ..errors import LibbpfError, NotSupported, PercpuError
@@ -30,10 +30,10 @@ Check = tuple[str, str, str]  # (status ok|warn|fail|info|unknown, what, detail)
 
 
 def _privileges(caps: int | None) -> Check:
-    euid = os.geteuid()
+    euid = _machine.current().euid()
     if caps is None:
         return ("unknown", "privileges", f"euid {euid}; CapEff not readable from /proc/self/status")
-    have = f"euid {euid}, effective capabilities: {', '.join(_procfs.bpf_cap_names(caps)) or 'none'}"
+    have = f"euid {euid}, effective capabilities: {', '.join(_machine.bpf_cap_names(caps)) or 'none'}"
     hint = privilege_hint(caps, euid)
     return ("fail", "privileges", f"{have}; {hint}") if hint else ("ok", "privileges", have)
 
@@ -115,12 +115,12 @@ def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
 
 
 def _doctor_checks(
-    status: str = _procfs.STATUS,
-    mounts: str = _procfs.MOUNTS,
     modes: list[dict[str, Any]] | None = None,
 ) -> tuple[list[Check], list[dict[str, Any]]]:
     """Every check, each probe run on its own so one that fails (EPERM in a container, no libbpf) is
-    reported with its reason and the others still run."""
+    reported with its reason and the others still run. What the machine says comes from
+    :func:`percpu._machine.current`."""
+    machine = _machine.current()
     checks: list[Check] = []
     lists = _attempt(_cpu_lists, refused="fail")
     n_possible = 0
@@ -144,26 +144,26 @@ def _doctor_checks(
             )
         if possible.ids != tuple(range(len(possible))):
             checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
-    checks.append(_privileges(_procfs.effective_caps(status)))
-    unpriv = _procfs.sysctl("kernel.unprivileged_bpf_disabled")
+    checks.append(_privileges(machine.effective_caps()))
+    unpriv = machine.sysctl("kernel.unprivileged_bpf_disabled")
     checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
     try:
         lib = _libbpf.libbpf()
         checks.append(("ok", "libbpf", f"{lib.version_string} ({lib.path})"))
     except LibbpfError as exc:
         checks.append(("fail", "libbpf", str(exc)))
-    btf = os.path.exists("/sys/kernel/btf/vmlinux")
+    btf = machine.kernel_btf
     checks.append(
         (
             "ok" if btf else "warn",
             "kernel BTF",
-            "/sys/kernel/btf/vmlinux" if btf else "missing: tp_btf is unavailable, raw_tp is used",
+            btf or "missing: tp_btf is unavailable, raw_tp is used",
         )
     )
-    table = _procfs.mounts(mounts)
-    tracefs = _procfs.mount_point("tracefs", table)
+    table = machine.mounts()
+    tracefs = machine.mount_point("tracefs")
     if not table:  # a mount table that can be read is never empty: it has the root
-        checks.append(("unknown", "tracefs", f"cannot read {mounts}"))
+        checks.append(("unknown", "tracefs", f"cannot read {machine.mounts_path}"))
     else:
         checks.append(
             (
@@ -172,7 +172,7 @@ def _doctor_checks(
                 tracefs or "not mounted (percpu mounts it when the classic tracepoint is needed)",
             )
         )
-    stats = _procfs.sysctl("kernel.bpf_stats_enabled")
+    stats = machine.sysctl("kernel.bpf_stats_enabled")
     checks.append(
         (
             "info",

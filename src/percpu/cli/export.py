@@ -9,7 +9,7 @@ import socket
 import sys
 from typing import Any
 
-from .. import _procfs
+from .. import _machine
 from ..errors import PercpuError
 from . import _options
 from ._args import int_at_least
@@ -85,7 +85,7 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
     host, port = args.listen
     user, _, group = (args.user or "").partition(":")
     resolve_user(user or None, group or None)  # a wrong name is reported before anything is loaded
-    if not args.keep_privileges and _procfs.thread_count() > 1 and _started_as_exporter():
+    if not args.keep_privileges and _machine.current().threads() > 1 and _started_as_exporter():
         # Capabilities belong to threads, and numpy's BLAS starts a pool of them at import that could not
         # be made to drop theirs; percpu needs no BLAS: start again with the pool at one thread.
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PERCPU_REEXEC="1")

@@ -7,9 +7,10 @@ count, so no call can hand the kernel a buffer smaller than what it writes. Valu
 (:class:`Snapshot`).
 
 The package, one idea a file: ``_kinds`` (map types, :class:`Snapshot`), ``_open`` (opening and
-creating), ``_base`` (:class:`Map`),
-``_bulk`` (:class:`BulkReader`), ``_percpu`` (:class:`PerCpuMap`), ``_types`` (the typed classes,
-:func:`open_map`), ``_system`` (:func:`list_maps`, :func:`check_pin_path`).
+creating), ``_base`` (:class:`Map`: lifetime and element operations), ``_encoding`` (keys and values to
+and from layout-sized buffers), ``_errors`` (what an element operation's errno means for a map), ``_bulk``
+(:class:`BulkReader`, the key walk), ``_batch`` (batch writes), ``_percpu`` (:class:`PerCpuMap`),
+``_types`` (the typed classes, :func:`open_map`), ``_system`` (:func:`list_maps`, :func:`check_pin_path`).
 """
 
 from __future__ import annotations

@@ -4,41 +4,38 @@ writes. Whole-map reads are :class:`~percpu.maps._bulk.BulkReader`'s."""
 from __future__ import annotations
 
 import contextlib
-import errno as _errno
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from .. import _libbpf, features
-from .._libbpf import BPF_ANY, BPF_EXIST, MapInfo
+from .._libbpf import BPF_ANY, MapInfo
 from ..cpus import CpuList, possible_cpus
 from ..errors import (
     NOT_SUPPORTED_ERRNOS,
     BpfError,
     CpuNotPossible,
-    KeyExists,
     KeyNotFound,
-    MapFull,
     MapTypeError,
     NotSupported,
     PercpuError,
-    SizeMismatch,
     from_errno,
 )
-from ..layout import BPF_F_CPU, Layout
+from ..layout import Layout
 from ..values import (
     Codec,
-    PerCpuValue,
     TypeSpec,
     check_size,
     codec_for,
-    integer_array,
 )
 from . import _open
-from ._bulk import BulkReader
+from ._batch import BatchWriter
+from ._bulk import BulkReader, walk_items, walk_keys
+from ._encoding import Encoding, btf_codec
+from ._errors import lookup_error, update_error
 from ._kinds import MapType, Snapshot
 
 M = TypeVar("M", bound="Map")
@@ -80,6 +77,7 @@ class Map:
         self.cpus = possible_cpus() if self.percpu else CpuList(())
         self.layout = Layout(info.key_size, info.value_size, self._b.num_possible_cpus(), self.percpu)
         self._slot_of = {c: i for i, c in enumerate(self.cpus)}
+        self.enc = Encoding(info.name, self.key_codec, self.value_codec, self.layout, self.cpus)
         self._fd = fd
 
     # --- construction -------------------------------------------------------------------------------
@@ -91,7 +89,7 @@ class Map:
 
     def _default_key_codec(self) -> Codec:
         if self.info.btf_key_type_id:
-            c = _btf_codec(self.info.btf_id, self.info.btf_key_type_id, self.info.key_size)
+            c = btf_codec(self.info.btf_id, self.info.btf_key_type_id, self.info.key_size)
             if c is not None:
                 return c
         return codec_for(bytes, self.info.key_size)
@@ -99,15 +97,11 @@ class Map:
     def _value_codec(self, spec: TypeSpec) -> Codec:
         if spec is None:
             if self.info.btf_value_type_id:
-                c = _btf_codec(self.info.btf_id, self.info.btf_value_type_id, self.info.value_size)
+                c = btf_codec(self.info.btf_id, self.info.btf_value_type_id, self.info.value_size)
                 if c is not None:
                     return c
             return codec_for(bytes, self.info.value_size)
         return codec_for(spec, self.info.value_size)
-
-    @classmethod
-    def _check_type(cls, info: MapInfo) -> None:
-        _open.check_type(cls, info)
 
     @classmethod
     def from_fd(cls: type[M], fd: int, *, key: TypeSpec = None, value: TypeSpec = None) -> M:
@@ -224,77 +218,18 @@ class Map:
         except (KeyError, TypeError):
             raise CpuNotPossible(cpu, str(self.cpus), map_name=self.name) from None
 
-    def _key(self, key: Any) -> np.ndarray:
-        try:
-            raw = self.key_codec.encode(key)
-        except SizeMismatch as exc:
-            raise SizeMismatch(
-                f"map {self.name!r}: key {key!r}: {exc}",
-                what="key",
-                expected=self.info.key_size,
-                actual=exc.actual,
-                map_name=self.name,
-            ) from exc
-        out = self.layout.key_buffer()
-        out[:] = np.frombuffer(raw, dtype=np.uint8)
-        return out
-
-    def _decode_key(self, raw: np.ndarray) -> Any:
-        # The constructor, not view(): numpy cannot view() bytes as a sub-array type (u32[2] keys).
-        return self.key_codec.decode(
-            np.ndarray((), dtype=self.key_codec.dtype, buffer=np.ascontiguousarray(raw))
-        )
-
-    def _typed(self, buf: np.ndarray, n: int) -> np.ndarray:
-        """(n, slots) of the value dtype over a raw buffer of n whole elements."""
-        return self.layout.typed(buf, n, self.value_codec.dtype)
-
-    def _decode_value(self, buf: np.ndarray) -> Any:
-        arr = self._typed(buf, 1)[0]
-        if self.percpu:
-            return PerCpuValue(arr, self.cpus, self.value_codec)
-        return self.value_codec.decode(arr[0])
-
-    def _decode_one(self, buf: np.ndarray) -> Any:
-        """One unpadded value (a BPF_F_CPU read)."""
-        size = self.value_codec.size
-        return self.value_codec.decode(buf[:size].view(self.value_codec.dtype).reshape(()))
-
-    def _encode_one(self, value: Any) -> np.ndarray:
-        """One unpadded value (a BPF_F_CPU / BPF_F_ALL_CPUS write)."""
-        buf = self.layout.value_buffer(1, BPF_F_CPU)
-        buf[:] = np.frombuffer(self.value_codec.encode(value), np.uint8)
-        return buf
-
-    def _encode_value(self, value: Any) -> np.ndarray:
-        if self.percpu:
-            if not isinstance(value, PerCpuValue | Mapping | list | tuple | np.ndarray):
-                raise TypeError(
-                    f"map {self.name!r} is per-CPU: give one value per possible CPU ({len(self.cpus)}: "
-                    f"{self.cpus}) as a list, a {{cpu: value}} mapping or a PerCpuValue; "
-                    "update_all() writes one value to every CPU, update_cpu() one CPU's value"
-                )
-            pv = PerCpuValue.from_values(value, self.cpus, self.value_codec)
-            return self.layout.pack(pv.to_numpy().view(np.uint8).reshape(-1), 1)
-        return self.layout.pack(np.frombuffer(self.value_codec.encode(value), np.uint8), 1)
-
     # --- single elements ----------------------------------------------------------------------------
 
     def lookup(self, key: Any) -> Any:
         """The value at ``key`` (a :class:`PerCpuValue` for per-CPU maps). Raises :class:`KeyNotFound`."""
-        k = self._key(key)
+        k = self.enc.key(key)
         buf = self.layout.value_buffer()
         try:
             with self._held() as fd:
                 self._b.map_lookup(fd, k, buf, self.layout)
         except OSError as exc:
-            raise self._lookup_error(exc, key) from exc
-        return self._decode_value(buf)
-
-    def _lookup_error(self, exc: OSError, key: Any) -> BpfError:
-        if exc.errno == _errno.ENOENT:
-            return KeyNotFound(f"map {self.name!r}: no key {key!r}", errno=exc.errno, map_name=self.name)
-        return self._error(exc, "lookup")
+            raise lookup_error(self, exc, key) from exc
+        return self.enc.decode_value(buf)
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:
@@ -320,8 +255,8 @@ class Map:
         ``flags``: ``BPF_ANY`` (create or replace), ``BPF_NOEXIST`` (create only), ``BPF_EXIST`` (replace
         only).
         """
-        k = self._key(key)
-        v = self._encode_value(value)
+        k = self.enc.key(key)
+        v = self.enc.encode_value(value)
         self._update_raw(k, v, flags, key)
 
     def _update_raw(self, k: np.ndarray, v: np.ndarray, flags: int, key: Any) -> None:
@@ -329,47 +264,22 @@ class Map:
             with self._held() as fd:
                 self._b.map_update(fd, k, v, self.layout, flags)
         except OSError as exc:
-            raise self._update_error(exc, flags, key) from exc
-
-    def _update_error(self, exc: OSError, flags: int, key: Any) -> BpfError:
-        if exc.errno == _errno.ENOENT and flags & 3 == BPF_EXIST:
-            return KeyNotFound(
-                f"map {self.name!r}: no key {key!r} to replace", errno=exc.errno, map_name=self.name
-            )
-        if exc.errno == _errno.EEXIST:
-            return KeyExists(
-                f"map {self.name!r}: key {key!r} exists (BPF_NOEXIST)", errno=exc.errno, map_name=self.name
-            )
-        if exc.errno == _errno.E2BIG:
-            if self._is_array:
-                return BpfError(
-                    f"map {self.name!r}: index {key!r} is out of range (the array has "
-                    f"{self.info.max_entries} elements)",
-                    errno=exc.errno,
-                    map_name=self.name,
-                )
-            return MapFull(
-                f"map {self.name!r}: is full ({self.info.max_entries} entries); delete some or create it "
-                "with a larger max_entries",
-                errno=exc.errno,
-                map_name=self.name,
-            )
-        return self._error(exc, "update")
+            raise update_error(self, exc, flags, key) from exc
 
     def delete(self, key: Any) -> None:
         """Remove ``key``. Raises :class:`KeyNotFound` if absent; arrays have no delete."""
         self._no_delete_on_arrays("delete")
-        k = self._key(key)
+        k = self.enc.key(key)
         try:
             with self._held() as fd:
                 self._b.map_delete(fd, k, self.layout)
         except OSError as exc:
-            raise self._lookup_error(exc, key) from exc
+            raise lookup_error(self, exc, key) from exc
 
     def lookup_and_delete(self, key: Any) -> Any:
         """Read and remove ``key`` in one syscall (hash maps; per-CPU hashes since Linux 5.14)."""
         self._no_delete_on_arrays("lookup_and_delete")
-        k = self._key(key)
+        k = self.enc.key(key)
         buf = self.layout.value_buffer()
         try:
             with self._held() as fd:
@@ -385,8 +295,8 @@ class Map:
                     errno=exc.errno,
                     map_name=self.name,
                 ) from exc
-            raise self._lookup_error(exc, key) from exc
-        return self._decode_value(buf)
+            raise lookup_error(self, exc, key) from exc
+        return self.enc.decode_value(buf)
 
     def _no_delete_on_arrays(self, what: str) -> None:
         if self._is_array:
@@ -402,41 +312,12 @@ class Map:
     def _is_array(self) -> bool:
         return self.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
 
-    # --- iteration ----------------------------------------------------------------------------------
-
-    def _raw_keys(self) -> Iterator[np.ndarray]:
-        """Keys as raw buffers, at most once each and at most ``max_entries`` of them.
-
-        ``get_next_key`` on a hash restarts from the first bucket when the current key was deleted
-        meanwhile, so a naive loop can repeat keys or never end under concurrent deletes. Keys already
-        seen are skipped and the walk is bounded, so iteration always ends and never repeats a key; keys
-        added or removed during the walk may or may not be seen.
-        """
-        bound = self.info.max_entries or 65536
-        seen: set[bytes] = set()
-        cur: np.ndarray | None = None
-        steps = 0
-        while len(seen) < bound and steps < 4 * bound + 16:
-            nxt = self.layout.key_buffer()
-            try:
-                with self._held() as fd:
-                    more = self._b.map_get_next_key(fd, cur, nxt, self.layout)
-            except OSError as exc:
-                raise self._error(exc, "get_next_key") from exc
-            if not more:
-                return
-            steps += 1
-            b = nxt.tobytes()
-            cur = nxt
-            if b in seen:
-                continue
-            seen.add(b)
-            yield nxt
+    # --- traversals (maps/_bulk.py) and batch writes (maps/_batch.py) ------------------------------
 
     def keys(self) -> Iterator[Any]:
         """Every key, bounded by ``max_entries`` and safe under concurrent deletes (see :meth:`items`)."""
-        for raw in self._raw_keys():
-            yield self._decode_key(raw)
+        for raw in walk_keys(self):
+            yield self.enc.decode_key(raw)
 
     def __iter__(self) -> Iterator[Any]:
         return self.keys()
@@ -446,22 +327,11 @@ class Map:
 
         For large maps, :meth:`snapshot` reads everything in a few batch syscalls instead.
         """
-        buf = self.layout.value_buffer()
-        for raw in self._raw_keys():
-            try:
-                with self._held() as fd:
-                    self._b.map_lookup(fd, raw, buf, self.layout)
-            except OSError as exc:
-                if exc.errno == _errno.ENOENT:
-                    continue
-                raise self._error(exc, "lookup") from exc
-            yield self._decode_key(raw), self._decode_value(buf)
+        return walk_items(self)
 
     def values(self) -> Iterator[Any]:
         for _, v in self.items():
             yield v
-
-    # --- batches ------------------------------------------------------------------------------------
 
     def snapshot(self, *, batch: bool | None = None) -> Snapshot:
         """Read the whole map into numpy: ``keys`` (n,) and ``values`` (n, possible CPUs, ...).
@@ -470,73 +340,12 @@ class Map:
         where the kernel or map type has no batch operation. ``batch=False`` forces the walk,
         ``batch=True`` forbids the fallback.
         """
-        keys, vals, n = BulkReader(self).read(delete=False, batch=batch)
-        return self._make_snapshot(keys, vals, n)
+        return BulkReader(self).snapshot(delete=False, batch=batch)
 
     def lookup_and_delete_batch(self) -> Snapshot:
         """Read and remove every element, bucket by bucket (hash maps)."""
         self._no_delete_on_arrays("lookup_and_delete_batch")
-        keys, vals, n = BulkReader(self).read(delete=True, batch=True)
-        return self._make_snapshot(keys, vals, n)
-
-    def _make_snapshot(self, keys: np.ndarray, vals: np.ndarray, n: int) -> Snapshot:
-        ks = self.info.key_size
-        if n * 3 < keys.nbytes // max(ks, 1) * 2:  # mostly unused capacity: do not keep it alive
-            keys = keys[: n * ks].copy()
-            vals = vals[: self.layout.values_bytes(n)].copy()
-        k = keys[: n * ks].view(self.key_codec.dtype)
-        v = self._typed(vals, n)
-        if not self.percpu:
-            v = v.reshape((n, *v.shape[2:]))
-        k.flags.writeable = False
-        v.flags.writeable = False
-        return Snapshot(keys=k, values=v, cpus=self.cpus, percpu=self.percpu)
-
-    def _batch_values(self, values: Any, n: int) -> np.ndarray:
-        """Raw buffer of n whole elements from (n, slots) per-CPU values, or (n,) values for every CPU."""
-        vc = self.value_codec
-        slots = self.layout.slots
-        try:
-            if vc.dtype.kind in "iu":
-                arr = integer_array(values, vc.dtype, vc.name)
-            else:
-                arr = np.asarray(values, dtype=vc.dtype)
-        except PercpuError as exc:
-            raise PercpuError(f"map {self.name!r}: values: {exc}", map_name=self.name) from exc
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise PercpuError(f"map {self.name!r}: values are not {vc.name}: {exc}") from exc
-        sub = vc.dtype.shape if vc.dtype.subdtype else ()
-        base = arr.shape[: arr.ndim - len(sub)]
-        if self.percpu and base == (n,):
-            arr = np.repeat(arr[:, None], slots, axis=1)
-        elif base != ((n, slots) if self.percpu else (n,)):
-            want = f"({n}, {slots}) or ({n},)" if self.percpu else f"({n},)"
-            raise SizeMismatch(
-                f"map {self.name!r}: values have shape {base}, expected {want}",
-                what="value",
-                expected=n * slots,
-                actual=int(np.prod(base)),
-                map_name=self.name,
-            )
-        return self.layout.pack(np.ascontiguousarray(arr).view(np.uint8), n)
-
-    def _batch_keys(self, keys: Any) -> tuple[np.ndarray, int]:
-        kc = self.key_codec
-        try:
-            if kc.dtype.kind in "iu":
-                arr = np.ascontiguousarray(integer_array(keys, kc.dtype, kc.name))
-            else:
-                arr = np.ascontiguousarray(np.asarray(keys, dtype=kc.dtype))
-        except PercpuError as exc:
-            raise PercpuError(f"map {self.name!r}: keys: {exc}", map_name=self.name) from exc
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise PercpuError(f"map {self.name!r}: keys are not {kc.name}: {exc}") from exc
-        if arr.ndim != 1:
-            raise PercpuError(f"map {self.name!r}: keys must be one-dimensional, got shape {arr.shape}")
-        n = int(arr.shape[0])
-        buf = self.layout.key_buffer(n)
-        buf[:] = arr.view(np.uint8).reshape(-1)
-        return buf, n
+        return BulkReader(self).snapshot(delete=True, batch=True)
 
     def update_batch(self, keys: Any, values: Any, flags: int = BPF_ANY) -> None:
         """Write many elements in one syscall (falls back to one update each without batch support).
@@ -544,66 +353,8 @@ class Map:
         ``values`` is (n, possible CPUs) for per-CPU maps, or (n,) to give each key one value on every
         CPU.
         """
-        kbuf, n = self._batch_keys(keys)
-        vbuf = self._batch_values(values, n)
-        if n == 0:
-            return
-        if features.known(features.BATCH_OPS, self.info.type) is not False:
-            try:
-                with self._held() as fd:
-                    self._b.map_update_batch(fd, kbuf, vbuf, n, self.layout, flags)
-                features.record(features.BATCH_OPS, self.info.type, True)
-                return
-            except _libbpf.PartialBatch as exc:
-                if not (_batch_unsupported(exc) or (exc.done == 0 and exc.errno in NOT_SUPPORTED_ERRNOS)):
-                    raise self._error(exc, f"update_batch (after {exc.done} of {n} elements)") from exc
-                features.record(features.BATCH_OPS, self.info.type, False)
-        ks, el = self.info.key_size, self.layout.element_bytes
-        for i in range(n):
-            k = kbuf[i * ks : (i + 1) * ks]
-            self._update_raw(k, vbuf[i * el : (i + 1) * el], flags, k.tobytes())
+        BatchWriter(self).update(keys, values, flags)
 
     def delete_batch(self, keys: Any) -> None:
         """Remove many keys in one syscall (hash maps; falls back to one delete each)."""
-        kbuf, n = self._batch_keys(keys)
-        if n == 0:
-            return
-        if features.known(features.BATCH_OPS, self.info.type) is not False:
-            try:
-                with self._held() as fd:
-                    self._b.map_delete_batch(fd, kbuf, n, self.layout)
-                return
-            except _libbpf.PartialBatch as exc:
-                if exc.errno == _errno.ENOENT:
-                    raise KeyNotFound(
-                        f"map {self.name!r}: delete_batch: key {exc.done} of {n} is not in the map",
-                        errno=exc.errno,
-                        map_name=self.name,
-                    ) from exc
-                if not (_batch_unsupported(exc) or (exc.done == 0 and exc.errno in NOT_SUPPORTED_ERRNOS)):
-                    raise self._error(exc, f"delete_batch (after {exc.done} of {n} keys)") from exc
-        ks = self.info.key_size
-        for i in range(n):
-            k = kbuf[i * ks : (i + 1) * ks]
-            try:
-                with self._held() as fd:
-                    self._b.map_delete(fd, k, self.layout)
-            except OSError as exc:
-                raise self._lookup_error(exc, k.tobytes()) from exc
-
-
-def _btf_codec(btf_id: int, type_id: int, size: int) -> Codec | None:
-    """The codec BTF describes for a map's key or value, or None where BTF cannot say."""
-    if not btf_id or not type_id:
-        return None
-    try:
-        from ..btf import codec_from_btf
-    except ImportError:  # pragma: no cover - btf support is part of the package
-        return None
-    return codec_from_btf(btf_id, type_id, size)
-
-
-def _batch_unsupported(exc: _libbpf.PartialBatch) -> bool:
-    """The map type has no batch operation at all (ENOTSUPP, 524: per-CPU arrays before 5.13). The kernel
-    then returns before touching the count, which still holds the number asked for: nothing was done."""
-    return exc.errno in (_errno.EOPNOTSUPP, 524)
+        BatchWriter(self).delete(keys)

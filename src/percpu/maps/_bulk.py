@@ -1,10 +1,12 @@
-"""One traversal of a whole map (cilium's MapBatchCursor): batch reads with their growth policy, and the
-bounded key walk where the kernel has no batch operation for the map's type."""
+"""Traversals of a whole map: :class:`BulkReader` (cilium's MapBatchCursor: batch reads with their growth
+policy, into a :class:`Snapshot`) and the bounded key walk (:func:`walk_keys`, :func:`walk_items`) that
+iteration uses and the reader falls back to where the kernel has no batch operation for the map's type."""
 
 from __future__ import annotations
 
 import errno as _errno
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,10 +16,54 @@ from ..errors import (
     NotSupported,
     PercpuError,
 )
-from ._kinds import SNAPSHOT_PREALLOC
+from ._kinds import SNAPSHOT_PREALLOC, Snapshot
 
 if TYPE_CHECKING:
     from ._base import Map
+
+
+def walk_keys(m: Map) -> Iterator[np.ndarray]:
+    """Keys as raw buffers, at most once each and at most ``max_entries`` of them.
+
+    ``get_next_key`` on a hash restarts from the first bucket when the current key was deleted meanwhile,
+    so a naive loop can repeat keys or never end under concurrent deletes. Keys already seen are skipped
+    and the walk is bounded, so iteration always ends and never repeats a key; keys added or removed
+    during the walk may or may not be seen.
+    """
+    bound = m.info.max_entries or 65536
+    seen: set[bytes] = set()
+    cur: np.ndarray | None = None
+    steps = 0
+    while len(seen) < bound and steps < 4 * bound + 16:
+        nxt = m.layout.key_buffer()
+        try:
+            with m._held() as fd:
+                more = m._b.map_get_next_key(fd, cur, nxt, m.layout)
+        except OSError as exc:
+            raise m._error(exc, "get_next_key") from exc
+        if not more:
+            return
+        steps += 1
+        b = nxt.tobytes()
+        cur = nxt
+        if b in seen:
+            continue
+        seen.add(b)
+        yield nxt
+
+
+def walk_items(m: Map) -> Iterator[tuple[Any, Any]]:
+    """``(key, value)`` for every key of the walk, one lookup each; keys deleted meanwhile are skipped."""
+    buf = m.layout.value_buffer()
+    for raw in walk_keys(m):
+        try:
+            with m._held() as fd:
+                m._b.map_lookup(fd, raw, buf, m.layout)
+        except OSError as exc:
+            if exc.errno == _errno.ENOENT:
+                continue
+            raise m._error(exc, "lookup") from exc
+        yield m.enc.decode_key(raw), m.enc.decode_value(buf)
 
 
 class BulkReader:
@@ -28,6 +74,22 @@ class BulkReader:
         self.map = m
         self.layout = m.layout
         self.elem_flags = elem_flags  # BPF_F_CPU | cpu << 32: one CPU's values, unpadded
+
+    def snapshot(self, *, delete: bool, batch: bool | None) -> Snapshot:
+        """The whole map as read-only numpy arrays, ``values`` (n, slots, ...) for per-CPU maps."""
+        m = self.map
+        keys, vals, n = self.read(delete=delete, batch=batch)
+        ks = self.layout.key_size
+        if n * 3 < keys.nbytes // max(ks, 1) * 2:  # mostly unused capacity: do not keep it alive
+            keys = keys[: n * ks].copy()
+            vals = vals[: self.layout.values_bytes(n)].copy()
+        k = keys[: n * ks].view(m.key_codec.dtype)
+        v = m.enc.typed(vals, n)
+        if not m.percpu:
+            v = v.reshape((n, *v.shape[2:]))
+        k.flags.writeable = False
+        v.flags.writeable = False
+        return Snapshot(keys=k, values=v, cpus=m.cpus, percpu=m.percpu)
 
     def read(self, *, delete: bool, batch: bool | None) -> tuple[np.ndarray, np.ndarray, int]:
         m = self.map
@@ -137,7 +199,7 @@ class BulkReader:
         cap = self.initial_capacity()
         keys, vals = self._alloc(cap)
         n = 0
-        for raw in m._raw_keys():
+        for raw in walk_keys(m):
             if n == cap:
                 cap *= 2
                 keys, vals = self._grow_to(keys, vals, cap)

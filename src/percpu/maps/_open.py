@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .. import _libbpf, _procfs
+from .. import _libbpf, _machine
 from .._libbpf import MapInfo
 from ..errors import BpfError, MapNotFound, MapTypeError, PercpuError, SizeMismatch, from_errno
 from ..layout import round8
@@ -48,7 +48,7 @@ def check_type(cls: type[Map], info: MapInfo) -> None:
 def from_fd(cls: type[M], fd: int, *, key: TypeSpec, value: TypeSpec, base: type[Map]) -> M:
     """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
     b = _libbpf.backend()
-    other = _procfs.fd_kind(fd)
+    other = _machine.current().fd_kind(fd)
     if other in ("program", "link"):
         with contextlib.suppress(OSError):
             b.close(fd)
@@ -113,7 +113,7 @@ def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
         if exc.errno == _errno.ENOENT:
             raise MapNotFound(f"nothing is pinned at {p}", errno=exc.errno) from exc
         raise from_errno(exc.errno or 0, f"open pinned map {p}") from exc
-    other = _procfs.fd_kind(fd)
+    other = _machine.current().fd_kind(fd)
     if other in ("program", "link"):
         with contextlib.suppress(OSError):
             b.close(fd)

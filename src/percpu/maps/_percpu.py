@@ -22,6 +22,7 @@ from ..values import (
 )
 from ._base import Map
 from ._bulk import BulkReader
+from ._errors import lookup_error, update_error
 from ._kinds import Snapshot
 
 
@@ -39,14 +40,14 @@ class PerCpuMap(Map):
         7.0), else the whole element read and one CPU's value taken from it."""
         flags = self._cpu_flags(cpu)
         if features.cpu_flag():
-            k = self._key(key)
+            k = self.enc.key(key)
             buf = self.layout.value_buffer(1, flags)
             try:
                 with self._held() as fd:
                     self._b.map_lookup(fd, k, buf, self.layout, flags)
             except OSError as exc:
-                raise self._lookup_error(exc, key) from exc
-            return self._decode_one(buf)
+                raise lookup_error(self, exc, key) from exc
+            return self.enc.decode_one(buf)
         value: PerCpuValue = self.lookup(key)
         return value[cpu]
 
@@ -54,7 +55,7 @@ class PerCpuMap(Map):
         """Write the same ``value`` on every possible CPU in one syscall: one value buffer with
         BPF_F_ALL_CPUS where the kernel has it (Linux 7.0), else the whole per-CPU element."""
         if features.cpu_flag():
-            self._update_raw(self._key(key), self._encode_one(value), flags | BPF_F_ALL_CPUS, key)
+            self._update_raw(self.enc.key(key), self.enc.encode_one(value), flags | BPF_F_ALL_CPUS, key)
             return
         self.update(key, [value] * self.layout.slots, flags)
 
@@ -68,17 +69,17 @@ class PerCpuMap(Map):
         """
         cpu_flags = self._cpu_flags(cpu)
         slot = self._slot(cpu)
-        k = self._key(key)
+        k = self.enc.key(key)
         raw = np.frombuffer(self.value_codec.encode(value), np.uint8)
         if features.cpu_flag() and flags & 3 != BPF_NOEXIST:
-            one = self._encode_one(value)
+            one = self.enc.encode_one(value)
             try:
                 with self._held() as fd:
                     self._b.map_update(fd, k, one, self.layout, BPF_EXIST | cpu_flags)
                 return
             except OSError as exc:
                 if exc.errno != _errno.ENOENT or flags & 3 == BPF_EXIST:
-                    raise self._update_error(exc, BPF_EXIST, key) from exc
+                    raise update_error(self, exc, BPF_EXIST, key) from exc
             # A new key. The first kernels with BPF_F_CPU left stale values in the other CPUs' slots of a
             # hash element created that way: create it whole, zeros on the other CPUs.
             whole = self.layout.value_buffer()

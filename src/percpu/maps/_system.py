@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-from .. import _libbpf, _procfs
+from .. import _libbpf, _machine
 from .._libbpf import MapInfo
 from ..errors import (
     MapNotFound,
@@ -13,14 +13,15 @@ from ..errors import (
 )
 
 
-def check_pin_path(path: str, mounts: str = _procfs.MOUNTS) -> None:
+def check_pin_path(path: str) -> None:
     """Refuse a path that cannot hold a pinned map, saying why, before any bpf() call.
 
     Without this the kernel's answer for a file elsewhere is EACCES, which reads like a privilege
     problem even as root. Says nothing when the mount table cannot be read.
     """
-    table = _procfs.mounts(mounts)
-    where = _procfs.mount_of(path, table)
+    machine = _machine.current()
+    table = machine.mounts()
+    where = machine.mount_of(path)
     if where is None:
         return
     if where.fstype != "bpf":

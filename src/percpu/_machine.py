@@ -1,0 +1,170 @@
+"""What the machine says, asked in one place: the kernel (the libbpf binding), the CPU lists in sysfs,
+the mount table, this process's effective capabilities, what kind of BPF object an fd is, and sysctls.
+
+:class:`Machine` reads them from its ``/proc`` and ``/sys`` (the parsing is :mod:`percpu._procfs`'s, given
+the machine's paths); :func:`current` is the one in use and
+:func:`use` installs another for a ``with`` block (the unit tests' fake machine, whose kernel and files
+come from one set of CPU ids, so they cannot contradict each other). Nothing here raises for an unreadable
+file: callers get None or an empty list and decide what that means. Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from . import _libbpf, _procfs
+from ._procfs import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Mount, bpf_cap_names, can_load_bpf
+
+__all__ = [
+    "CAP_BPF",
+    "CAP_PERFMON",
+    "CAP_SYS_ADMIN",
+    "Machine",
+    "Mount",
+    "bpf_cap_names",
+    "can_load_bpf",
+    "current",
+    "use",
+]
+
+# The inode number of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): fixed.
+_INIT_PIDNS_INO = 0xEFFFFFFC
+
+
+class Machine:
+    """One machine: ``kernel`` (the binding; the real libbpf unless given) and the ``/proc`` and ``/sys``
+    trees its answers are read from."""
+
+    def __init__(
+        self, kernel: _libbpf.Backend | None = None, *, proc: str = "/proc", sys: str = "/sys"
+    ) -> None:
+        self._kernel = kernel
+        self.proc = proc
+        self.sys = sys
+
+    @property
+    def kernel(self) -> _libbpf.Backend:
+        return self._kernel if self._kernel is not None else _libbpf.backend()
+
+    # --- CPUs -----------------------------------------------------------------------------------------
+
+    @property
+    def cpu_root(self) -> str:
+        """Where the CPU lists (possible, online, present, isolated, nohz_full) and each CPU's topology
+        live. The possible *count* is the kernel's (:meth:`num_possible_cpus`); these ids name its slots."""
+        return os.path.join(self.sys, "devices", "system", "cpu")
+
+    @property
+    def node_root(self) -> str:
+        return os.path.join(self.sys, "devices", "system", "node")
+
+    @property
+    def kernel_btf(self) -> str | None:
+        """The kernel's own BTF (``/sys/kernel/btf/vmlinux``) when it has one: tp_btf programs need it."""
+        path = os.path.join(self.sys, "kernel", "btf", "vmlinux")
+        return path if os.path.exists(path) else None
+
+    def num_possible_cpus(self) -> int:
+        """The kernel's own count of possible CPUs: what sizes every per-CPU buffer."""
+        return self.kernel.num_possible_cpus()
+
+    # --- mounts -------------------------------------------------------------------------------------
+
+    def mounts(self) -> list[Mount]:
+        """The mount table, in mount order (later entries are mounted over earlier ones); [] if unreadable."""
+        return _procfs.mounts(self.mounts_path)
+
+    @property
+    def mounts_path(self) -> str:
+        """Where the mount table is read (for messages that say it could not be)."""
+        return os.path.join(self.proc, "self", "mounts")
+
+    def mount_point(self, fstype: str) -> str | None:
+        """Where the first file system of type ``fstype`` (``cgroup2``, ``tracefs``, ``bpf``) is mounted."""
+        return next((m.point for m in self.mounts() if m.fstype == fstype), None)
+
+    def mount_of(self, path: str) -> Mount | None:
+        """The mount that holds ``path`` (symbolic links resolved; a missing tail stays as written)."""
+        return _procfs.mount_of(path, self.mounts())
+
+    # --- this process -------------------------------------------------------------------------------
+
+    def euid(self) -> int:
+        """This process's effective user id (root proves nothing about capabilities: see below)."""
+        return os.geteuid()
+
+    def effective_caps(self) -> int | None:
+        """The effective capability set (CapEff), or None when it cannot be read.
+
+        Being uid 0 proves nothing: a container runtime or ``setpriv`` can leave root with no
+        capabilities, and then every bpf() call fails with EPERM.
+        """
+        return _procfs.effective_caps(os.path.join(self.proc, "self", "status"))
+
+    def fd_kind(self, fd: int) -> str | None:
+        """``"map"``, ``"program"`` or ``"link"`` for a BPF fd, from the kernel's fdinfo; None if unknown.
+
+        The kernel answers BPF_OBJ_GET_INFO_BY_FD on a program with a program's info, which must not be
+        read as a map's, so the kind is checked before.
+        """
+        return _procfs.fd_kind(fd, self.proc)
+
+    def pid_namespace(self) -> tuple[int, int] | None:
+        """(device, inode) of this process's pid namespace when it is not the initial one, else None."""
+        try:
+            st = os.stat(os.path.join(self.proc, "self", "ns", "pid"))
+        except OSError:
+            return None  # no /proc/self/ns (very old kernels, no CONFIG_PID_NS): one namespace only
+        return None if st.st_ino == _INIT_PIDNS_INO else (st.st_dev, st.st_ino)
+
+    def threads(self) -> int:
+        """How many threads this process has now (capabilities belong to each)."""
+        return _procfs.thread_count(self.proc)
+
+    def task_exists(self, tid: int) -> bool:
+        """Whether a process or a thread with this id is visible here."""
+        return _procfs.task_exists(tid, self.proc)
+
+    # --- sysctls ------------------------------------------------------------------------------------
+
+    def sysctl(self, name: str) -> str | None:
+        """A sysctl by its dotted name (``kernel.bpf_stats_enabled``), stripped; None if unreadable."""
+        return _procfs.sysctl(name, os.path.join(self.proc, "sys"))
+
+    def sysctl_int(self, name: str) -> int | None:
+        text = self.sysctl(name)
+        try:
+            return None if text is None else int(text)
+        except ValueError:
+            return None
+
+
+_current: Machine | None = None
+_lock = threading.Lock()
+
+
+def current() -> Machine:
+    """The machine in use: this one, unless a test installed another with :func:`use`."""
+    global _current  # noqa: PLW0603 - a process-wide seam, like a logging handler
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = Machine()
+    return _current
+
+
+@contextmanager
+def use(machine: Machine) -> Iterator[Machine]:
+    """Install ``machine`` (and its kernel, the binding every map and object calls) for a ``with`` block."""
+    global _current  # noqa: PLW0603
+    with _lock:
+        old, _current = _current, machine
+    try:
+        with _libbpf.use_backend(machine.kernel):
+            yield machine
+    finally:
+        with _lock:
+            _current = old

@@ -1,0 +1,59 @@
+"""maps/_percpu.py: one CPU's value (BPF_F_CPU where the kernel has it, read-modify-write elsewhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import percpu
+from percpu.cpus import Topology
+
+from .fake_kernel import FakeKernel, installed
+
+Fake = tuple[FakeKernel, Topology]
+
+
+def test_update_cpu_read_modify_write(fake: Fake) -> None:
+    _, topo = fake
+    last = topo.possible[-1]
+    with percpu.PerCpuArray.create(np.int32, 2) as m:
+        m.update_all(0, -1)
+        m.update_cpu(0, last, 7)
+        assert m[0][last] == 7 and all(m[0][c] == -1 for c in topo.possible if c != last)
+        assert m.lookup_cpu(0, last) == 7
+        with pytest.raises(ValueError, match="not a possible CPU"):
+            m.update_cpu(0, last + 1, 1)
+
+
+def test_cpu_that_is_not_possible(fake: Fake) -> None:
+    _, topo = fake
+    missing = topo.possible[-1] + 1
+    with percpu.PerCpuArray.create(np.uint64, 2) as m:
+        for call in (lambda: m.lookup_cpu(0, missing), lambda: m.update_cpu(0, missing, 1)):
+            with pytest.raises(percpu.CpuNotPossible) as e:
+                call()
+            assert e.value.cpu == missing and e.value.possible == str(topo.possible)
+        with pytest.raises(percpu.CpuNotPossible):
+            m.snapshot().cpu(missing)
+        with pytest.raises(IndexError):  # still what a Sequence says
+            m[0][missing]
+
+
+def test_one_cpu_slot_with_bpf_f_cpu(fake: Fake) -> None:
+    """Where the kernel has BPF_F_CPU (Linux 7.0), one CPU's value is read and written alone: one call,
+    one value_size buffer, no read-modify-write of the other CPUs' slots."""
+    _, topo = fake
+    kernel = FakeKernel(len(topo.possible), cpu_ids=topo.possible.ids, cpu_flag=True)
+    last = topo.possible[-1]
+    with installed(kernel), percpu.PerCpuHash.create(np.uint32, np.uint16, 4) as m:
+        m.update_all(1, 5)
+        assert percpu.maps.cpu_flag_supported()  # probed on this backend, not cached from another
+        kernel.calls.clear()
+        m.update_cpu(1, last, 9)
+        assert kernel.calls.count("map_update") == 1 and "map_lookup" not in kernel.calls
+        kernel.calls.clear()
+        assert m.lookup_cpu(1, last) == 9
+        assert kernel.calls == ["map_lookup"]
+        assert m[1].to_dict() == {c: (9 if c == last else 5) for c in topo.possible}
+        m.update_cpu(2, topo.possible[0], 3)  # a new key: zeros on the other CPUs
+        assert m[2].to_dict() == {c: (3 if c == topo.possible[0] else 0) for c in topo.possible}

@@ -1,0 +1,75 @@
+"""objects.py before load: opening a .bpf.o through libbpf (no kernel call, no privilege), its programs,
+maps and .rodata, and what is refused. Loading and attaching are in tests/kernel/test_objects_kernel.py."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from percpu import _contract
+from percpu.errors import BpfError, LibbpfError, PercpuError
+from percpu.objects import BpfObject, bundled
+
+from .fake_kernel import FakeKernel, installed
+
+
+@pytest.fixture
+def syscount() -> Iterator[BpfObject]:
+    obj = BpfObject(bundled("syscount.bpf.o"))
+    try:
+        yield obj
+    finally:
+        obj.close()
+
+
+def test_an_opened_object_lists_its_programs_and_maps(syscount: BpfObject) -> None:
+    assert not syscount.loaded
+    assert syscount.programs and all(not p.name.startswith(".") for p in syscount.programs.values())
+    assert any(n.endswith(".rodata") for n in syscount.map_names)
+    assert len(syscount.rodata()) >= ctypes.sizeof(_contract.PercpuConfig)
+
+
+def test_rodata_takes_the_config_and_refuses_what_does_not_fit(syscount: BpfObject) -> None:
+    cfg = _contract.PercpuConfig()
+    raw = bytes(range(256))[: ctypes.sizeof(cfg)]
+    ctypes.memmove(ctypes.addressof(cfg), raw, len(raw))
+    syscount.set_rodata(cfg)
+    assert syscount.rodata().tobytes()[: len(raw)] == raw
+    size = len(syscount.rodata())
+    with pytest.raises(
+        PercpuError, match=rf"\.rodata of syscount\.bpf\.o is {size} bytes; 2 bytes at offset"
+    ):
+        syscount.set_rodata(b"xx", offset=size - 1)
+
+
+def test_unknown_map_names_the_maps_there_are(syscount: BpfObject) -> None:
+    with pytest.raises(PercpuError, match=r"syscount\.bpf\.o has no map 'nope' \(maps: .*\.rodata"):
+        syscount.set_max_entries("nope", 4)
+
+
+def test_a_closed_object_refuses_use(syscount: BpfObject) -> None:
+    prog = next(iter(syscount.programs.values()))
+    syscount.close()
+    with pytest.raises(PercpuError, match="is closed"):
+        syscount.rodata()
+    with pytest.raises(PercpuError, match="is closed"):
+        prog.autoload = False
+
+
+def test_files_that_are_not_bpf_objects(tmp_path: Path) -> None:
+    with pytest.raises(PercpuError, match="no BPF object at"):
+        BpfObject(tmp_path / "missing.o")
+    text = tmp_path / "text.o"
+    text.write_text("not an ELF file\n")
+    with pytest.raises(BpfError, match="cannot open BPF object"):
+        BpfObject(text)
+    with pytest.raises(LibbpfError, match=r"lacks nothing\.bpf\.o; reinstall percpu"):
+        bundled("nothing.bpf.o")
+
+
+def test_objects_need_the_real_libbpf_not_a_fake_machine() -> None:
+    with installed(FakeKernel(2)), pytest.raises(LibbpfError, match="needs the real libbpf"):
+        BpfObject(bundled("syscount.bpf.o"))
