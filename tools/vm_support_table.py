@@ -55,6 +55,15 @@ def _mode(doctor: dict[str, Any], mode: str) -> str:
     return "?"
 
 
+def _ran(r: dict[str, Any]) -> str:
+    """Which test files ran, when the results say (older results do not)."""
+    tests = r.get("tests")
+    if not tests:
+        return ""
+    names = sorted({t.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py") for t in tests})
+    return ": " + ", ".join(names)
+
+
 def table(results: list[dict[str, Any]]) -> str:
     head = [
         "kernel (package)",
@@ -89,7 +98,7 @@ def table(results: list[dict[str, Any]]) -> str:
             _yes(_check(doctor, "BPF_F_CPU (one CPU's slot)")),
             *(_mode(doctor, m) for m, _ in MODES),
             gap,
-            f"{r['passed']} / {r['failed'] + r.get('error', 0)} / {r['skipped']} ({r['vm']})",
+            f"{r['passed']} / {r['failed'] + r.get('error', 0)} / {r['skipped']} ({r['vm']}{_ran(r)})",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
