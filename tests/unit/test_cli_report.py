@@ -10,25 +10,15 @@ import numpy as np
 import pytest
 
 from percpu.cli import _report
-from percpu.cpus import CpuList
 from percpu.syscount import (
     ERR_KEY,
     LAT_KEY,
-    NR_SLOTS,
     PROC_KEY,
     Lost,
     SyscallDelta,
-    SyscallSnapshot,
 )
 
-CPUS = CpuList([0, 2, 3])  # a possible list with a gap: column 1 is CPU 2
-
-
-def snap(t: float, pairs: dict[tuple[int, int], int], **kw: object) -> SyscallSnapshot:
-    counts = np.zeros((len(CPUS), NR_SLOTS), dtype=np.uint64)
-    for (row, slot), v in pairs.items():
-        counts[row, slot] = v
-    return SyscallSnapshot(time=t, cpus=CPUS, counts=counts, arch="x86_64", **kw)  # type: ignore[arg-type]
+from .synthetic import snap
 
 
 def test_table_uses_real_cpu_ids() -> None:

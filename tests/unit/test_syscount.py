@@ -25,6 +25,7 @@ from percpu.syscount import (
 )
 
 from .fake_kernel import FakeKernel, FakeMachine, installed
+from .synthetic import snap
 
 
 @pytest.mark.parametrize(
@@ -115,15 +116,6 @@ def test_lost_subtracts_and_never_goes_negative() -> None:
 
 
 # --- snapshots and deltas (moved from the report tests: they test syscount, not the rendering) -----------
-
-CPUS = CpuList([0, 2, 3])  # a possible list with a gap: column 1 is CPU 2
-
-
-def snap(t: float, pairs: dict[tuple[int, int], int], **kw: object) -> SyscallSnapshot:
-    counts = np.zeros((len(CPUS), NR_SLOTS), dtype=np.uint64)
-    for (row, slot), v in pairs.items():
-        counts[row, slot] = v
-    return SyscallSnapshot(time=t, cpus=CPUS, counts=counts, arch="x86_64", **kw)  # type: ignore[arg-type]
 
 
 def test_delta_and_rates() -> None:

@@ -79,19 +79,7 @@ def _run(cmd: list[str], cwd: str | None = None) -> str:
 
 
 def _apt_opts(cache: str) -> list[str]:
-    apt = os.path.join(cache, "apt")
-    return [
-        "-o", f"Dir::Etc::SourceList={apt}/sources.list",
-        "-o", "Dir::Etc::SourceParts=/dev/null",
-        "-o", f"Dir::State={apt}/state",
-        "-o", "Dir::State::status=/dev/null",
-        "-o", f"Dir::Cache={apt}/cache",
-        "-o", "Debug::NoLocking=1",
-        "-o", "Acquire::Languages=none",
-        "-o", "APT::Architecture=arm64",
-        "-o", "APT::Architectures=arm64",
-        "-o", "APT::Sandbox::User=" + ("root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")),
-    ]  # fmt: skip
+    return kernels.apt_opts(cache, "arm64")
 
 
 def _refresh_lists(cache: str) -> None:

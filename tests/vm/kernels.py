@@ -79,7 +79,8 @@ def cache_dir() -> str:
     return os.path.join(xdg, "percpu", "vm")
 
 
-def _apt_opts(cache: str) -> list[str]:
+def apt_opts(cache: str, arch: str = "amd64") -> list[str]:
+    """apt options for a private apt setup under cache/apt that fetches packages of one architecture."""
     apt = os.path.join(cache, "apt")
     return [
         "-o", f"Dir::Etc::SourceList={apt}/sources.list",
@@ -89,8 +90,8 @@ def _apt_opts(cache: str) -> list[str]:
         "-o", f"Dir::Cache={apt}/cache",
         "-o", "Debug::NoLocking=1",
         "-o", "Acquire::Languages=none",
-        "-o", "APT::Architecture=amd64",
-        "-o", "APT::Architectures=amd64",
+        "-o", f"APT::Architecture={arch}",
+        "-o", f"APT::Architectures={arch}",
         # Downloads land in a directory of whoever runs this, which apt's _apt sandbox user cannot write.
         "-o", "APT::Sandbox::User=" + ("root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")),
     ]  # fmt: skip
@@ -128,7 +129,7 @@ def refresh_lists(cache: str, log: bool = True) -> None:
     if log:
         print("vm-matrix: updating the kernel package lists (bullseye .. trixie-backports)", flush=True)
     try:
-        _run(["apt-get", *_apt_opts(cache), "-q", "update"])
+        _run(["apt-get", *apt_opts(cache), "-q", "update"])
     except KernelUnavailable:
         if not os.listdir(os.path.join(apt, "state/lists")):
             raise
@@ -144,7 +145,7 @@ def _version_key(name: str) -> tuple[int, ...]:
 
 def newest(cache: str, series: Series) -> str:
     """Name of the newest image package of a series in the cached lists."""
-    out = _run(["apt-cache", *_apt_opts(cache), "search", "--names-only", f"^{series.image}$"])
+    out = _run(["apt-cache", *apt_opts(cache), "search", "--names-only", f"^{series.image}$"])
     names = [line.split(" ", 1)[0] for line in out.splitlines()]
     names = [n for n in names if re.fullmatch(series.image, n)]
     if not names:
@@ -179,7 +180,7 @@ def fetch(series_name: str, cache: str | None = None) -> Kernel:
         debs = os.path.join(cache, "debs")
         os.makedirs(debs, exist_ok=True)
         print(f"vm-matrix: fetching {' '.join(pkgs)}", flush=True)
-        _run(["apt-get", *_apt_opts(cache), "-q", "download", *pkgs], cwd=debs)
+        _run(["apt-get", *apt_opts(cache), "-q", "download", *pkgs], cwd=debs)
         shutil.rmtree(dest, ignore_errors=True)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".unpack-", dir=os.path.dirname(dest))
