@@ -322,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prepared = round(time.monotonic() - t0, 1)
     log(f"kernel {pkg}, root {os.path.getsize(base) >> 20} MiB (ready in {prepared} s); booting")
-    logfile = os.path.join(cache, "logs", "arm64-console.log")
+    # one log per run: two runs sharing the cache must not truncate each other's console
+    logfile = os.path.join(cache, "logs", f"arm64-console.{os.getpid()}.log")
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         initrd = os.path.join(tmp, "initrd.cpio")
         with open(initrd, "wb") as out:
