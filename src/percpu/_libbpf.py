@@ -79,6 +79,7 @@ class ProgInfo(NamedTuple):
     tag: str
     run_time_ns: int
     run_cnt: int
+    recursion_misses: int  # runs the kernel skipped: the program was already running on that CPU
     map_ids: tuple[int, ...]
     btf_id: int
 
@@ -240,6 +241,7 @@ class _BpfProgInfo(ctypes.Structure):
         ("prog_tags", ctypes.c_uint64),
         ("run_time_ns", ctypes.c_uint64),
         ("run_cnt", ctypes.c_uint64),
+        ("recursion_misses", ctypes.c_uint64),  # Linux 5.12; older kernels leave it 0
     ]
 
 
@@ -567,6 +569,7 @@ class Libbpf:
             tag=bytes(i.tag).hex(),
             run_time_ns=i.run_time_ns,
             run_cnt=i.run_cnt,
+            recursion_misses=i.recursion_misses,
             map_ids=tuple(int(x) for x in ids[: min(n, i.nr_map_ids)]),
             btf_id=i.btf_id,
         )

@@ -461,7 +461,8 @@ class SyscallCollector:
             "System calls an opt-in table (processes, errors, latency) could not take because it was full.",
         )
         for table, n in snap.lost._asdict().items():
-            lost.add((("table", table),), n)
+            if table != "skipped":  # not a table: runs the kernel skipped (in JSON and the text footer)
+                lost.add((("table", table),), n)
         yield lost
         if snap.errors is not None:
             yield self._errors(*snap.errors)

@@ -182,6 +182,11 @@ class Lost(NamedTuple):
     processes: int = 0
     errors: int = 0
     latency: int = 0
+    # Runs of percpu's programs the kernel skipped because the same program was already running on that
+    # CPU: a run preempted in the middle (kernels whose syscall tracepoints run BPF preemptibly, e.g. 7.x
+    # with lazy or full preemption) blocks the program on that CPU until it resumes. A skipped enter run
+    # is a call not counted at all; the kernel counts them per program (recursion_misses, Linux 5.12).
+    skipped: int = 0
 
     def __sub__(self, other: tuple[int, ...]) -> Lost:
         return Lost(*(max(a - b, 0) for a, b in zip(self, other, strict=True)))
@@ -817,6 +822,7 @@ class SyscallCounter:
         lost = self._maps["lost"].snapshot()
         per_table = np.zeros(len(Lost._fields), dtype=np.uint64)
         per_table[lost.keys.astype(np.int64)] = lost.values.sum(axis=1, dtype=np.uint64)
+        per_table[Lost._fields.index("skipped")] = self._skipped_runs()
         return SyscallSnapshot(
             time=now,
             cpus=self.cpus,
@@ -829,6 +835,20 @@ class SyscallCounter:
             online=self._online(),
             lost=Lost(*(int(v) for v in per_table)),
         )
+
+    def _skipped_runs(self) -> int:
+        """Runs the kernel skipped, summed over the attached programs (0 before Linux 5.12)."""
+        if self._obj is None:
+            return 0
+        lib = _libbpf.libbpf()
+        total = 0
+        for p in self._obj.programs.values():
+            if p.autoload and p.name != "flush_procs":
+                try:
+                    total += lib.prog_info(p.fd).recursion_misses
+                except OSError:
+                    continue
+        return total
 
     def _online(self) -> CpuList | None:
         """The online CPUs now, or None when sysfs cannot say (a snapshot must not fail over it)."""

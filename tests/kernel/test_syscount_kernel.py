@@ -127,11 +127,21 @@ def test_per_process_counts_exact_with_many_processes_alternating_on_one_cpu(
         d = c.snapshot().delta(before)
     assert d.procs is not None
     keys, counts = d.procs
+    # A kernel that runs syscall tracepoint programs preemptibly (7.x with lazy preemption) skips the
+    # program on a CPU while a preempted run holds it there, and counts the skips: percpu reports them as
+    # lost.skipped. Then each process may be short, by no more than that many in all.
+    skipped = d.lost.skipped
+    counted = 0
     for pid in pids:
         mine = (keys["tgid"] == pid) & (keys["slot"] == GETPPID)
+        if skipped and not mine.any():
+            continue  # every call of this one was skipped: it ran while another run held the program
         assert mine.sum() == 1
-        assert int(counts[mine][0][cpus.index(cpu)]) == calls
+        got = int(counts[mine][0][cpus.index(cpu)])
+        counted += got
+        assert got == calls if not skipped else got <= calls
         assert int(counts[mine][0][cpus.index(other)]) == 0
+    assert counted + skipped >= len(pids) * calls
     # every call the per-CPU table counted is in exactly one process's row
     assert int(counts[keys["slot"] == GETPPID].sum()) == int(d.counts[:, GETPPID].sum())
     assert d.lost.processes == 0
@@ -288,11 +298,18 @@ def test_latency_counts_every_call_that_blocked_or_moved_cpu(
     never_return = [syscall_number(n) for n in ("exit", "exit_group", "prctl")]
     calls[never_return] = 0
     timed[never_return] = 0
-    assert int(calls[syscall_number("read")]) >= reads
-    assert int(calls[syscall_number("clock_nanosleep")]) >= sleeps
-    assert {int(i): int(calls[i]) for i in np.nonzero(calls)[0]} == {
-        int(i): int(timed[i]) for i in np.nonzero(timed)[0]
-    }
+    # runs the kernel skipped (a preempted run holding the program on its CPU) leave calls uncounted or
+    # untimed: exact when there were none, short by no more than that many when there were
+    skipped = d.lost.skipped
+    assert int(calls[syscall_number("read")]) + skipped >= reads
+    assert int(calls[syscall_number("clock_nanosleep")]) + skipped >= sleeps
+    if not skipped:
+        assert {int(i): int(calls[i]) for i in np.nonzero(calls)[0]} == {
+            int(i): int(timed[i]) for i in np.nonzero(timed)[0]
+        }
+    else:
+        diff = np.abs(calls.astype(np.int64) - timed.astype(np.int64))
+        assert int(diff.sum()) <= skipped
     assert d.lost.latency == 0
 
 

@@ -119,5 +119,6 @@ def test_lost_calls_are_reported_in_text_and_json() -> None:
         "processes": 0,
         "errors": 200,
         "latency": 7,
+        "skipped": 0,
     }
     assert "not counted" not in _report.table(snap(1.0, {(0, 0): 1}).since_start())

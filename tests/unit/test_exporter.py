@@ -33,7 +33,7 @@ class FakeProgram:
     def info(self) -> ProgInfo:
         if self.gone:
             raise PercpuError(f"program {self.name} is not loaded")
-        return ProgInfo(1, 26, self.name, "00" * 8, self.run_time_ns, self.run_cnt, (), 0)
+        return ProgInfo(1, 26, self.name, "00" * 8, self.run_time_ns, self.run_cnt, 0, (), 0)
 
 
 class FakeCounter:

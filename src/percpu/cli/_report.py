@@ -149,7 +149,13 @@ def lost_note(d: SyscallDelta) -> str:
     """Lines saying which opt-in table was full and how many calls it could not take ("" if none)."""
     out = []
     for name, n in d.lost._asdict().items():
-        if n:
+        if n and name == "skipped":
+            out.append(
+                f"{n:,} program runs skipped by the kernel: a run preempted on its CPU blocked the program "
+                "there (this kernel runs syscall tracepoint programs preemptibly); counts are short by up to "
+                "that many\n"
+            )
+        elif n:
             table, remedy = _LOST_TABLES[name]
             out.append(f"{n:,} calls not counted in the {table}: it was full (see {remedy})\n")
     return "".join(out)
