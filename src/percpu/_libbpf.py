@@ -551,6 +551,12 @@ class Libbpf:
         _check(self.fn("bpf_prog_test_run_opts")(fd, ctypes.byref(opts)))
         return int(opts.retval)
 
+    def prog_recursion_misses(self, fd: int) -> int:
+        """Runs of the program the kernel skipped (one info call, without the map ids prog_info asks)."""
+        i = _struct(_BpfProgInfo)
+        self._info(fd, i)
+        return int(i.recursion_misses)
+
     def prog_info(self, fd: int) -> ProgInfo:
         i = _struct(_BpfProgInfo)
         self._info(fd, i)

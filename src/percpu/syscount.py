@@ -845,7 +845,7 @@ class SyscallCounter:
         for p in self._obj.programs.values():
             if p.autoload and p.name != "flush_procs":
                 try:
-                    total += lib.prog_info(p.fd).recursion_misses
+                    total += lib.prog_recursion_misses(p.fd)
                 except OSError:
                     continue
         return total
