@@ -464,6 +464,15 @@ class SyscallCollector:
             if table != "skipped":  # not a table: runs the kernel skipped (in JSON and the text footer)
                 lost.add((("table", table),), n)
         yield lost
+        skipped = Family(
+            "percpu_skipped_program_runs",
+            "counter",
+            "Runs of the counter's programs the kernel skipped (its per-CPU recursion guard, e.g. a "
+            "preempted run on a preemptible kernel): a skipped entry run is a call not counted, a skipped "
+            "exit run a call whose errno or latency was not recorded. Linux 5.12+; 0 before.",
+        )
+        skipped.add((), snap.lost.skipped)
+        yield skipped
         if snap.errors is not None:
             yield self._errors(*snap.errors)
         if snap.latency is not None:

@@ -102,6 +102,15 @@ def test_lost_calls_per_full_table() -> None:
     assert got[("percpu_lost_syscalls_total", (("table", "errors"),))] == 5
     assert got[("percpu_lost_syscalls_total", (("table", "latency"),))] == 2
     assert got[("percpu_lost_syscalls_total", (("table", "processes"),))] == 0
+    assert ("percpu_lost_syscalls_total", (("table", "skipped"),)) not in got  # skipped is its own family
+    assert got[("percpu_skipped_program_runs_total", ())] == 0
+
+
+def test_skipped_program_runs_are_exported() -> None:
+    f = FakeCounter(2)
+    f.lost = Lost(processes=0, errors=0, latency=0, skipped=98196)
+    got = scrape(SyscallCollector(f))
+    assert got[("percpu_skipped_program_runs_total", ())] == 98196
 
 
 def test_no_cpu_label_sums() -> None:
