@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,21 @@ def test_one_cpu_slot_with_bpf_f_cpu(fake: Fake) -> None:
         assert m[1].to_dict() == {c: (9 if c == last else 5) for c in topo.possible}
         m.update_cpu(2, topo.possible[0], 3)  # a new key: zeros on the other CPUs
         assert m[2].to_dict() == {c: (3 if c == topo.possible[0] else 0) for c in topo.possible}
+
+
+def test_a_one_cpu_batch_failure_leaves_whole_map_batches_on(fake: Fake) -> None:
+    """A kernel that refuses BPF_F_CPU in a batch read's elem_flags says nothing about plain batch reads:
+    the one-CPU snapshot falls back to the whole map, and later whole-map snapshots still batch."""
+    _, topo = fake
+    kernel = FakeKernel(len(topo.possible), cpu_ids=topo.possible.ids, cpu_flag=True)
+    last = topo.possible[-1]
+    with installed(kernel), percpu.PerCpuHash.create(np.uint32, np.uint16, 4) as m:
+        m.update_all(1, 5)
+        m.update_cpu(1, last, 9)
+        kernel.fail_next["map_lookup_batch"] = errno.EINVAL
+        snap = m.snapshot(cpu=last)
+        assert snap.values.tolist() == [9] and snap.cpus == (last,)
+        assert percpu.features.known(percpu.features.BATCH_OPS, m.info.type) is not False
+        kernel.calls.clear()
+        assert m.snapshot().values.tolist() == [[9 if c == last else 5 for c in topo.possible]]
+        assert kernel.calls.count("map_lookup_batch") >= 1 and "map_get_next_key" not in kernel.calls

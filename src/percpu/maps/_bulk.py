@@ -97,7 +97,10 @@ class BulkReader:
             try:
                 return self._batched(delete)
             except NotSupported:
-                if not delete:  # lookup-and-delete can be missing where plain batch lookups work
+                # What failed says "no batch lookups for this map type" only when it was a plain batch
+                # lookup: lookup-and-delete, and one CPU's values (BPF_F_CPU in elem_flags), can be missing
+                # where plain batch lookups work.
+                if not delete and not self.elem_flags:
                     features.record(features.BATCH_OPS, m.info.type, False)
                 if batch:
                     raise
