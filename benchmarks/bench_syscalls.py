@@ -251,9 +251,12 @@ def bcc_headers() -> tuple[str, str] | None:
 
 
 # Inside a private mount namespace: a tmpfs over /lib/modules holding only build and source links for the
-# running kernel, then the tool. The host's mounts and /lib/modules are untouched.
+# running kernel, then the tool. The host's mounts and /lib/modules are untouched; a system with no
+# /lib/modules at all (a container or chroot with no kernel package) gets the empty directory every
+# installed kernel would have made, as the tmpfs needs a mount point.
 _WITH_HEADERS = (
-    'm="/lib/modules/$(uname -r)" && mount -t tmpfs percpu-bench /lib/modules && mkdir -p "$m" '
+    'm="/lib/modules/$(uname -r)" && mkdir -p /lib/modules && mount -t tmpfs percpu-bench /lib/modules '
+    '&& mkdir -p "$m" '
     '&& ln -s "$1" "$m/build" && ln -s "$2" "$m/source" && shift 2 && exec "$@"'
 )
 
