@@ -1,14 +1,16 @@
 """percpu on arm64, proven in qemu-system-aarch64 (TCG) with Debian's arm64 kernel and userspace.
 
-    scripts/arm64-check [--calls N] [--smp N] [--maxcpus M] [--online K] [--timeout S] [--results FILE]
-                        [--verbose]
+    scripts/arm64-check [--kernel 6.1|7] [--calls N] [--smp N] [--maxcpus M] [--online K] [--timeout S]
+                        [--results FILE] [--verbose]
 
 What it does, all cached under $PERCPU_VM_CACHE/arm64 (default ~/.cache/percpu/vm/arm64), nothing installed
 on the host:
-  1. Debian bookworm's newest ``linux-image-6.1.0-N-arm64`` by package name, with ``apt-get download``
-     through a private apt configuration (its own sources list, lists and archive for arm64); the image
-     is unpacked with dpkg-deb. The guest needs no module: BPF, BTF, tmpfs and the PL011 console are
-     built in, and the root file system is the initramfs.
+  1. Debian's newest arm64 kernel of a series by package name, with ``apt-get download`` through a private
+     apt configuration (its own sources list, lists and archive for arm64): bookworm's
+     ``linux-image-6.1.0-N-arm64`` (``--kernel 6.1``, the default) or trixie-backports'
+     ``linux-binary-7.X.Y+deb13-arm64`` (``--kernel 7``). The image is unpacked with dpkg-deb. The guest
+     needs no module: BPF, BTF, tmpfs and the PL011 console are built in, and the root file system is the
+     initramfs.
   2. An arm64 root file system from Debian packages: ``mmdebstrap --variant=extract`` of python3,
      python3-numpy, libbpf1 and busybox-static with their dependencies. The extract variant unpacks and
      runs no maintainer script, so it needs neither binfmt_misc nor qemu-user on the host (no global state
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -44,9 +48,35 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-SUITE = "bookworm"
-IMAGE_PREFIX = "linux-image-6.1.0-"
-IMAGE_SUFFIX = "-arm64"
+SUITE = "bookworm"  # the root file system's
+
+
+@dataclass(frozen=True)
+class KernelSeries:
+    """Where a series' newest arm64 kernel is: its suite, its package names, and the image in the package."""
+
+    suite: str
+    prefix: str  # what the package names start with (apt-cache pkgnames PREFIX)
+    package: str  # a regular expression for the whole name; its group "release" is the kernel release
+    image: str  # the image's path in the package, with {release}
+
+
+KERNELS = {
+    "6.1": KernelSeries(
+        "bookworm",
+        "linux-image-6.1.0-",
+        r"linux-image-(?P<release>6\.1\.0-(?P<abi>[0-9]+)-arm64)",
+        "boot/vmlinuz-{release}",
+    ),
+    # trixie-backports splits the 7.x image (usr/lib/modules/VER/vmlinuz, an uncompressed Image) from its
+    # modules, which the guest does not need.
+    "7": KernelSeries(
+        "trixie-backports",
+        "linux-binary-7.",
+        r"linux-binary-(?P<release>7\.(?P<minor>[0-9]+)\.(?P<patch>[0-9]+)\+deb13-arm64)",
+        "usr/lib/modules/{release}/vmlinuz",
+    ),
+}
 PACKAGES = ("python3", "python3-numpy", "libbpf1", "busybox-static")
 LIST_MAX_AGE = 12 * 3600
 # Binaries numpy links by their alternatives names (update-alternatives, a maintainer script's job).
@@ -86,15 +116,28 @@ def _refresh_lists(cache: str) -> None:
     apt = os.path.join(cache, "apt")
     for d in ("state/lists/partial", "cache/archives/partial"):
         os.makedirs(os.path.join(apt, d), exist_ok=True)
-    with open(os.path.join(apt, "sources.list"), "w", encoding="ascii") as f:
-        f.write(f"deb [signed-by={KEYRING}] {MIRROR} {SUITE} main\n")
-        f.write(f"deb [signed-by={KEYRING}] {SECURITY} {SUITE}-security main\n")
+    sources = (
+        f"deb [signed-by={KEYRING}] {MIRROR} {SUITE} main\n"
+        f"deb [signed-by={KEYRING}] {SECURITY} {SUITE}-security main\n"
+        f"deb [signed-by={KEYRING}] {MIRROR} trixie-backports main\n"
+    )
+    path = os.path.join(apt, "sources.list")
     stamp = os.path.join(apt, "updated")
+    try:
+        with open(path, encoding="ascii") as f:
+            same = f.read() == sources
+    except FileNotFoundError:
+        same = False
+    if not same:  # a new suite's lists are needed now, whatever the age of the others
+        with open(path, "w", encoding="ascii") as f:
+            f.write(sources)
+        if os.path.exists(stamp):
+            os.remove(stamp)
     if os.path.exists(stamp) and time.time() - os.path.getmtime(stamp) < LIST_MAX_AGE:
         return
     if not os.path.exists(KEYRING):
         raise Unavailable(f"{KEYRING} is missing: apt-get install debian-archive-keyring")
-    log(f"updating the {SUITE} arm64 package lists")
+    log("updating the arm64 package lists (bookworm, trixie-backports)")
     try:
         _run(["apt-get", *_apt_opts(cache), "-q", "update"])
     except Unavailable:
@@ -106,23 +149,27 @@ def _refresh_lists(cache: str) -> None:
         f.write(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
 
 
-def _newest_image(cache: str) -> str:
-    names = _run(["apt-cache", *_apt_opts(cache), "pkgnames", IMAGE_PREFIX]).split()
-    abi = [
-        n for n in names if n.endswith(IMAGE_SUFFIX) and n[len(IMAGE_PREFIX) : -len(IMAGE_SUFFIX)].isdigit()
-    ]
-    if not abi:
-        raise Unavailable(f"no {IMAGE_PREFIX}N{IMAGE_SUFFIX} in {SUITE}'s arm64 package lists")
-    return max(abi, key=lambda n: int(n[len(IMAGE_PREFIX) : -len(IMAGE_SUFFIX)]))
+def _version(m: re.Match[str]) -> tuple[int, ...]:
+    return tuple(int(v) for k, v in m.groupdict().items() if k != "release")
 
 
-def fetch_kernel(cache: str) -> tuple[str, str]:
-    """(package, vmlinuz path) of bookworm's newest arm64 kernel, downloaded and unpacked once."""
+def _newest_image(cache: str, series: KernelSeries) -> tuple[str, str]:
+    """(package, release) of the series' newest arm64 kernel in the package lists."""
+    names = _run(["apt-cache", *_apt_opts(cache), "pkgnames", series.prefix]).split()
+    found = [m for m in map(re.compile(series.package).fullmatch, names) if m]
+    if not found:
+        raise Unavailable(f"no package matching {series.package} in {series.suite}'s arm64 package lists")
+    m = max(found, key=_version)
+    return m.group(0), m.group("release")
+
+
+def fetch_kernel(cache: str, series: KernelSeries) -> tuple[str, str]:
+    """(package, image path) of the series' newest arm64 kernel, downloaded and unpacked once."""
     _refresh_lists(cache)
-    pkg = _newest_image(cache)
-    release = pkg.removeprefix("linux-image-")
+    pkg, release = _newest_image(cache, series)
     root = os.path.join(cache, "kernel", pkg)
-    image = os.path.join(root, "boot", f"vmlinuz-{release}")
+    member = series.image.format(release=release)
+    image = os.path.join(root, member)
     if os.path.exists(image):
         return pkg, image
     debs = os.path.join(cache, "debs")
@@ -133,9 +180,9 @@ def fetch_kernel(cache: str) -> tuple[str, str]:
     tmp = root + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    # Only /boot: the guest loads no module.
+    # Only the image: the guest loads no module.
     tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", os.path.join(debs, deb)], stdout=subprocess.PIPE)
-    subprocess.run(["tar", "-x", "-C", tmp, "./boot/"], stdin=tar.stdout, check=True)
+    subprocess.run(["tar", "-x", "-C", tmp, "./" + member], stdin=tar.stdout, check=True)
     if tar.wait() != 0:
         raise Unavailable(f"dpkg-deb could not read {deb}")
     os.replace(tmp, root)
@@ -291,6 +338,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/arm64-check", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--kernel",
+        choices=sorted(KERNELS),
+        default="6.1",
+        help="the arm64 kernel series: 6.1 (bookworm, the default) or 7 (trixie-backports' newest 7.x)",
+    )
     ap.add_argument("--calls", type=int, default=20000, help="getppid calls per count (default 20000)")
     ap.add_argument("--smp", type=int, default=2, help="QEMU's CPUs (-smp N; default 2)")
     ap.add_argument("--maxcpus", type=int, default=8, help="QEMU's -smp N,maxcpus=M (default 8)")
@@ -315,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.join(cache, "logs"), exist_ok=True)
     t0 = time.monotonic()
     try:
-        pkg, image = fetch_kernel(cache)
+        pkg, image = fetch_kernel(cache, KERNELS[args.kernel])
         base = build_root(cache)
     except Unavailable as e:
         print(f"arm64-check: {e}", file=sys.stderr)
