@@ -12,7 +12,11 @@ allocated that way (in this process and in every percpu subprocess it started).
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -60,3 +64,44 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if out:
         with open(out, "w", encoding="utf-8") as f:
             f.write("".join(f"{s}\n" for s in sorted(sites)))
+
+
+@dataclass(frozen=True)
+class Unprivileged:
+    """How to start percpu as another user (``nobody``): this interpreter's base Python, with percpu's
+    sources and numpy copied to a world-readable directory, since the project's .venv and checkout may be
+    where only root can read (a clone under /root, whose mode is 700)."""
+
+    python: str
+    env: dict[str, str]
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.python, "-s", *args]
+
+
+@pytest.fixture(scope="session")
+def unprivileged() -> Iterator[Unprivileged]:
+    import numpy
+
+    top = tempfile.mkdtemp(prefix="percpu-unprivileged-")
+    try:
+        shutil.copytree(
+            os.path.join(HERE, "..", "src", "percpu"),
+            os.path.join(top, "percpu"),
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        np_dir = os.path.dirname(numpy.__file__)
+        for d in (np_dir, np_dir + ".libs"):  # numpy.libs: the libraries a manylinux wheel bundles
+            if os.path.isdir(d):
+                shutil.copytree(d, os.path.join(top, os.path.basename(d)), symlinks=True)
+        for root, _dirs, files in os.walk(top):
+            os.chmod(root, 0o755)
+            for f in files:
+                path = os.path.join(root, f)
+                if not os.path.islink(path):
+                    os.chmod(path, os.stat(path).st_mode | 0o444)
+        python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+        env = {**os.environ, "PYTHONPATH": top, "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
+        yield Unprivileged(python, env)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

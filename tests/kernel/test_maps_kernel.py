@@ -7,7 +7,6 @@ import ctypes
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -19,6 +18,8 @@ from percpu import _libbpf, features
 from percpu.maps import CGROUP_STORAGE_KEY, MapType, cpu_flag_supported, user_value_bytes
 from percpu.syscount import cgroup2_root
 from percpu.values import stride
+
+from ..conftest import Unprivileged
 
 pytestmark = pytest.mark.kernel
 
@@ -320,7 +321,7 @@ def test_plain_maps_for_comparison() -> None:
         assert h[7] == -3 and dict(h.items()) == {7: -3}
 
 
-def test_permission_denied_names_the_fix() -> None:
+def test_permission_denied_names_the_fix(unprivileged: Unprivileged) -> None:
     code = (
         "import numpy as np, percpu\n"
         "try:\n"
@@ -335,14 +336,12 @@ def test_permission_denied_names_the_fix() -> None:
             "--regid=65534",
             "--clear-groups",
             "--inh-caps=-all",
-            sys.executable,
-            "-c",
-            code,
+            *unprivileged.argv("-c", code),
         ],
         capture_output=True,
         text=True,
         timeout=600,  # an interpreter start and numpy import: minutes under TCG
-        env={**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "..", "src")},
+        env=unprivileged.env,
     )
     assert "DENIED" in r.stdout, r.stdout + r.stderr
     assert "CAP_BPF" in r.stdout and "root" in r.stdout
