@@ -163,13 +163,18 @@ def _rate_matches_the_workload(target: str) -> None:
             timeout=60,
         )
         work = json.loads(out.stdout)
-        time.sleep(3)  # let Prometheus scrape past the end
 
         def value(q: str) -> float:
             res = query(api, q)
             return float(res[0]["value"][1]) if res else 0.0
 
-        stored = value(f'percpu_syscalls_total{{syscall="getppid",cpu="{cpu}"}}')
+        # Wait for a scrape past the end (seconds on a loaded host), then compare: the counter only grows.
+        total = f'percpu_syscalls_total{{syscall="getppid",cpu="{cpu}"}}'
+        deadline = time.monotonic() + 60
+        while value(total) < work["calls"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)  # and one more scrape, which must not add a call
+        stored = value(total)
         peak = value(
             f'max_over_time(rate(percpu_syscalls_total{{syscall="getppid",cpu="{cpu}"}}[3s])[15s:1s])'
         )
