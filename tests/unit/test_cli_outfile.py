@@ -157,3 +157,29 @@ def test_binary_reports_for_pictures(tmp_path: Path) -> None:
     f.commit()
     f.close()
     assert path.read_bytes() == b"\x89PNG new"
+
+
+def test_dev_stdout_is_stdout_where_the_symlink_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare devtmpfs (a container, a VM guest's minimal init) has no /dev/stdout: it still means the
+    process's standard output, and no regular file appears in /dev."""
+    real_stat = os.stat
+
+    def no_dev_stdout(path: str, *args: object, **kw: object) -> os.stat_result:
+        if os.path.abspath(path) == "/dev/stdout":
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return real_stat(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", no_dev_stdout)
+    r = ReportFile("/dev/stdout", "-o")
+    r.write("report\n")
+    r.commit()
+    r.close()
+    assert capsys.readouterr().out == "report\n"
+
+
+def test_a_missing_device_is_refused_not_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(PercpuError, match="-o /dev/percpu-no-such-device: No such file or directory"):
+        ReportFile("/dev/percpu-no-such-device", "-o")
+    assert not os.path.exists("/dev/percpu-no-such-device")

@@ -53,6 +53,13 @@ class ReportFile:
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise _error(option, path, errno.EISDIR)
         special = os.path.abspath(path).startswith(("/dev/", "/proc/"))
+        if st is None and os.path.abspath(path) == "/dev/stdout":
+            # udev (or the container runtime) makes /dev/stdout; a bare devtmpfs has none. It still means
+            # this process's standard output, never a new file in /dev.
+            self._stream = sys.stdout.buffer if binary else sys.stdout
+            return
+        if st is None and special:
+            raise _error(option, path, errno.ENOENT)  # never a regular file created in /dev or /proc
         if st is not None and (special or not stat.S_ISREG(st.st_mode)):
             # A device, FIFO or socket, or /dev/stdout and /proc/self/fd/N whatever they stand for (the
             # shell may have opened a file for appending): written as it is, opened at the first write
