@@ -27,6 +27,11 @@ NOT_ROOT = pytest.mark.skip(reason="needs root (BPF maps and programs): run as r
 MARKS = {os.path.join(HERE, "kernel"): pytest.mark.kernel, os.path.join(HERE, "vm"): pytest.mark.vm}
 
 os.environ.setdefault(layout.GUARD_ENV, "1")
+# One matplotlib cache for the session, inherited by every `percpu stat --heatmap` the tests start: where
+# $HOME is read-only (a VM guest sees the host's files read-only) each process would otherwise build the
+# font cache again, which takes minutes under TCG.
+if "MPLCONFIGDIR" not in os.environ:
+    os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="percpu-tests-matplotlib-")
 if layout.guard_mode() and layout.GUARD_REPORT_ENV not in os.environ:
     fd, _REPORT = tempfile.mkstemp(prefix="percpu-guard-sites-")
     os.close(fd)
