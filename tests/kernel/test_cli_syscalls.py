@@ -339,10 +339,13 @@ def top_in_tmux(*args: str, cols: int = 80, rows: int = 24) -> Iterator[str]:
         _tmux_end(session)
 
 
-def screen_when(session: str, ready: str, timeout: float = 40) -> str:
+def screen_when(session: str, ready: str, timeout: float = 40, history: bool = False) -> str:
+    """The pane's text once it shows ``ready``: the visible screen, or with ``history`` everything printed
+    (scrollback included, wrapped lines joined): tables of 64 possible CPUs scroll a 50-line pane."""
     deadline = time.monotonic() + timeout
+    extra = ["-S", "-", "-J"] if history else []
     while True:
-        screen = _tmux("capture-pane", "-p", "-t", session)
+        screen = _tmux("capture-pane", "-p", *extra, "-t", session)
         if ready in screen or time.monotonic() > deadline:
             assert ready in screen, screen
             return screen
@@ -480,7 +483,7 @@ def test_top_on_a_terminal_curses_cannot_drive_prints_tables(env: str, problem: 
     script = f"cd {os.getcwd()} && env {env} {top} 2>&1; echo percpu-rc=$?; sleep 120"
     _tmux("new-session", "-d", "-s", session, "-x", "200", "-y", "50", script)
     try:
-        screen = screen_when(session, "percpu-rc=")
+        screen = screen_when(session, "percpu-rc=", history=True)
     finally:
         _tmux_end(session)
     assert "percpu-rc=0" in screen, screen
