@@ -24,11 +24,12 @@ if [ "$dev" = 1 ]; then
     # BPF objects to prove the shipped ones match (clang, llvm, libbpf-dev; the arm64 set needs arm64's
     # asm headers) and boot VMs (qemu; the kernels come from Debian's archive into a cache, unpacked with
     # dpkg-deb and indexed by depmod; scripts/arm64-check builds an arm64 root with mmdebstrap, packed
-    # with cpio).
+    # with cpio). virtme-ng's guest init runs udevd to make /dev/virtio-ports/, the ports that carry the
+    # guest's output back: without udev it falls back to the console, which the VM runner does not read.
     pkgs+=(bpftool tmux prometheus clang llvm libbpf-dev linux-libc-dev-arm64-cross gcc libc6-dev
            qemu-system-x86 qemu-system-arm mmdebstrap cpio busybox-static
            bpftrace procps bpfcc-tools python3-bpfcc kmod file debian-archive-keyring util-linux
-           systemd openssl)
+           systemd openssl udev)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

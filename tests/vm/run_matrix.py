@@ -224,6 +224,12 @@ def run_vm(vm: VmSpec, image: str, py: str, timeout: float) -> Result:
         out = f.read()
     if rc == 124:
         out += f"\n(timed out after {timeout:.0f} s)"
+    if "PERCPU_POSSIBLE=" not in out:
+        out += (
+            "\n(the guest's command printed nothing here: virtme-ng's init sends it through "
+            "/dev/virtio-ports/, which udev makes; without udevd in this machine's root it falls back to the "
+            "console, which is not read: apt-get install udev, or scripts/setup.sh --dev)"
+        )
     r = Result(vm.name, seconds=time.monotonic() - t0, output=out, tests=vm.tests)
     m = re.search(r"PERCPU_POSSIBLE=(\S+) PERCPU_ONLINE=(\S+) PERCPU_KERNEL=(\S+)", out)
     if m:
