@@ -71,6 +71,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             f.write("".join(f"{s}\n" for s in sorted(sites)))
 
 
+def unique_comm(stem: str) -> str:
+    """A process name (at most 15 bytes) that no other test session on this machine uses at the same time:
+    tests that count by command name must not count another suite's workload."""
+    name = f"{stem}{os.getpid() % 100000}"
+    assert len(name) <= 15, name
+    return name
+
+
 @dataclass(frozen=True)
 class Unprivileged:
     """How to start percpu as another user (``nobody``): this interpreter's base Python, with percpu's

@@ -22,7 +22,7 @@ from percpu.process import own_cgroup
 from percpu.syscalls import syscall_number
 from percpu.syscount import cgroup2_root
 
-from ..conftest import Unprivileged
+from ..conftest import Unprivileged, unique_comm
 
 pytestmark = pytest.mark.kernel
 
@@ -708,8 +708,9 @@ def test_stat_refuses_a_pid_in_a_nested_pid_namespace() -> None:
 def test_stat_per_process_inside_a_pid_namespace_shows_that_namespaces_pids() -> None:
     """`stat -P` in a container: the pid column is the container's pid of the process (the kernel's
     own pid before, which the container cannot see)."""
-    stat = [*PERCPU, "stat", "-q", "-P", "-f", "json", "-c", "pcpu_nsP"]
-    cmd = [sys.executable, WORKLOAD, "777", str(busy_cpu()), "--comm", "pcpu_nsP"]
+    comm = unique_comm("pcpu_nsP")
+    stat = [*PERCPU, "stat", "-q", "-P", "-f", "json", "-c", comm]
+    cmd = [sys.executable, WORKLOAD, "777", str(busy_cpu()), "--comm", comm]
     r = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", *stat, "--", *cmd],
         capture_output=True,
@@ -721,4 +722,4 @@ def test_stat_per_process_inside_a_pid_namespace_shows_that_namespaces_pids() ->
     pid = json.loads(lines[0])["pid"]  # the workload's own pid, as the namespace numbers it
     assert pid < 100, "the workload should be one of the namespace's first processes"
     rows = [p for p in json.loads(lines[-1])["processes"] if p["syscall"] == "getppid"]
-    assert [(p["pid"], p["comm"], p["total"]) for p in rows] == [(pid, "pcpu_nsP", 777)]
+    assert [(p["pid"], p["comm"], p["total"]) for p in rows] == [(pid, comm, 777)]

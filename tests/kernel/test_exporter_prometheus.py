@@ -28,10 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from percpu.cpus import topology
 
+from ..conftest import unique_comm
+
 pytestmark = pytest.mark.kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "..", "helpers", "syscall_workload.py")
+RATE_COMM = unique_comm("pcpu-rate")  # counted by name: no other suite may use it
 DASHBOARD = os.path.join(HERE, "..", "..", "deploy", "grafana-dashboard.json")
 BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 # Dashboard panels that sum over the selected instances on purpose (the fleet's top syscalls, errors, p99);
@@ -142,7 +145,7 @@ def query(api: str, q: str, at: float | None = None) -> list[dict[str, Any]]:
 def test_prometheus_rate_matches_the_workload() -> None:
     # Counted for the workload's command name only: the machine is shared, and other processes' getppid()
     # calls on the same CPUs are not this workload's.
-    with running_exporter("-c", "pcpu-rate") as (target, _):
+    with running_exporter("-c", RATE_COMM) as (target, _):
         _rate_matches_the_workload(target)
 
 
@@ -156,7 +159,7 @@ def _rate_matches_the_workload(target: str) -> None:
     with running_prometheus(config) as api:
         time.sleep(3)  # a few scrapes before the workload
         out = subprocess.run(
-            [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "10", "--comm", "pcpu-rate"],
+            [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "10", "--comm", RATE_COMM],
             capture_output=True,
             text=True,
             check=True,

@@ -28,6 +28,8 @@ from percpu.syscount import (
     cgroup2_root,
 )
 
+from ..conftest import unique_comm
+
 pytestmark = pytest.mark.kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -517,7 +519,7 @@ def test_without_kernel_btf_the_raw_tp_object_counts_exactly() -> None:
 def compat_binary(tmp_path_factory: pytest.TempPathFactory) -> str:
     if os.uname().machine != "x86_64":
         pytest.skip("32-bit compat calls are counted apart on x86_64 only")
-    exe = str(tmp_path_factory.mktemp("compat") / "compat_getppid")
+    exe = str(tmp_path_factory.mktemp("compat") / unique_comm("compat"))
     src = os.path.join(HERE, "..", "helpers", "compat_getppid.c")
     subprocess.run(
         ["cc", "-m32", "-nostdlib", "-static", "-fno-pie", "-no-pie", "-O1", "-o", exe, src], check=True
@@ -534,7 +536,7 @@ import json, subprocess, sys
 sys.path.insert(0, {src!r})
 from percpu.syscalls import syscall_number
 from percpu.syscount import COMPAT_BASE, Filters, SyscallCounter, slot_name
-with SyscallCounter(filters=Filters(comm="compat_getppid")) as c:
+with SyscallCounter(filters=Filters(comm={os.path.basename(compat_binary)!r})) as c:
     subprocess.run([{compat_binary!r}], check=True)
     s = c.snapshot()
 print(json.dumps({{"mode": c.attach_mode, "compat": int(s.counts[:, COMPAT_BASE + 64].sum()),
@@ -562,6 +564,8 @@ def test_classic_tracepoint_mounts_tracefs_when_it_is_not_mounted() -> None:
 import os, sys
 sys.path.insert(0, {src!r})
 from percpu.syscount import SyscallCounter, kernel_features
+
+from ..conftest import unique_comm
 assert " tracefs " not in open("/proc/self/mounts").read()
 # Before 5.15 the classic tracepoint is refused with 32-bit call detection (tested above): count without.
 with SyscallCounter(attach="tracepoint", detect_compat=kernel_features().task_pt_regs) as c:
@@ -666,9 +670,9 @@ def test_classic_tracepoint_without_task_pt_regs_is_refused_naming_the_helper(
 FAIL_DISTINCT = """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
-libc.prctl(15, b"pcpu_fill", 0, 0, 0)  # PR_SET_NAME: counting starts to match from here
-per = int(sys.argv[1])
-nrs = [int(x) for x in sys.argv[2:]]
+libc.prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME: counting starts to match from here
+per = int(sys.argv[2])
+nrs = [int(x) for x in sys.argv[3:]]
 for nr in nrs:  # each syscall fails with EBADF on fd -1: one (syscall, errno) key per number
     for _ in range(per):
         libc.syscall(nr, -1, 0, 0)
@@ -681,10 +685,11 @@ def test_a_full_errno_table_counts_what_it_lost() -> None:
     names = ["close", "fstat", "dup", "fsync", "fchdir", "syncfs"]
     nrs = [syscall_number(n) for n in names]
     per = 1000
-    with SyscallCounter(filters=Filters(comm="pcpu_fill"), errors=True, errors_entries=2) as c:
+    comm = unique_comm("pcpu_fill")
+    with SyscallCounter(filters=Filters(comm=comm), errors=True, errors_entries=2) as c:
         before = c.snapshot()
         subprocess.run(
-            [sys.executable, "-c", FAIL_DISTINCT, str(per), *map(str, nrs)], check=True, timeout=120
+            [sys.executable, "-c", FAIL_DISTINCT, comm, str(per), *map(str, nrs)], check=True, timeout=120
         )
         d = c.snapshot().delta(before)
     assert d.errors is not None
