@@ -3,14 +3,11 @@ image is in the package."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 from typing import Any
 
 import pytest
 
-VMDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vm")
+from . import vm_scripts
 
 NAMES = [
     "linux-image-6.1.0-9-arm64",
@@ -27,16 +24,7 @@ NAMES = [
 
 
 def _arm64() -> Any:
-    sys.path.insert(0, VMDIR)
-    try:
-        spec = importlib.util.spec_from_file_location("arm64", os.path.join(VMDIR, "arm64.py"))
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["arm64"] = mod  # dataclasses look their module up while the class is made
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(VMDIR)
+    return vm_scripts.load("arm64")
 
 
 @pytest.mark.parametrize(

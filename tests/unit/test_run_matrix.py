@@ -3,25 +3,14 @@ so the possible > online tests cannot pass by skipping."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from typing import Any
 
-VMDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "vm")
+from . import vm_scripts
 
 
 def _runner() -> Any:
-    sys.path.insert(0, VMDIR)
-    try:
-        spec = importlib.util.spec_from_file_location("run_matrix", os.path.join(VMDIR, "run_matrix.py"))
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["run_matrix"] = mod  # dataclasses look their module up while the class is made
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(VMDIR)
+    return vm_scripts.load("run_matrix")
 
 
 def test_a_maxcpus_vm_without_hotplug_cpus_is_a_failure() -> None:
