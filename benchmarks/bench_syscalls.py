@@ -53,7 +53,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 from percpu import _libbpf  # noqa: E402
 from percpu.cpus import topology  # noqa: E402
 from percpu.objects import BpfObject, bundled  # noqa: E402
-from percpu.syscount import SyscallCounter  # noqa: E402
+from percpu.syscount import SyscallCounter, ensure_tracefs  # noqa: E402
 
 # (label, program fd)
 Prog = tuple[str, int]
@@ -164,6 +164,7 @@ def tool_prog_ids(pid: int) -> list[int]:
 @contextmanager
 def external(cmd: list[str], ready: str, settle: float = 0.5) -> Iterator[list[Prog]]:
     """Run a tracing tool until the block ends; wait until it prints ``ready``; its programs by id."""
+    ensure_tracefs()  # bpftrace and bcc attach classic tracepoints and, unlike percpu, do not mount tracefs
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     fds: list[int] = []
     try:

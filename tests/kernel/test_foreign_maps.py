@@ -19,8 +19,17 @@ from collections.abc import Iterator
 import pytest
 
 import percpu
+from percpu.syscount import ensure_tracefs
 
 pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(autouse=True)
+def tracefs() -> None:
+    """bpftrace and bcc attach classic tracepoints and do not mount tracefs themselves: a fresh machine may
+    boot without it. percpu mounts it where it would for its own classic tracepoint."""
+    ensure_tracefs()
+
 
 ONLINE = list(percpu.topology().online)
 # Calls made on each CPU: distinct, so a value read from the wrong slot or key cannot pass.

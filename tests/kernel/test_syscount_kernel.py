@@ -564,8 +564,6 @@ def test_classic_tracepoint_mounts_tracefs_when_it_is_not_mounted() -> None:
 import os, sys
 sys.path.insert(0, {src!r})
 from percpu.syscount import SyscallCounter, kernel_features
-
-from ..conftest import unique_comm
 assert " tracefs " not in open("/proc/self/mounts").read()
 # Before 5.15 the classic tracepoint is refused with 32-bit call detection (tested above): count without.
 with SyscallCounter(attach="tracepoint", detect_compat=kernel_features().task_pt_regs) as c:
