@@ -32,6 +32,9 @@ __all__ = [
     "use",
 ]
 
+# Where libbpf (tracefs_path() in libbpf.c), bpftrace and bcc look for tracefs: nowhere else.
+TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
 # The inode number of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): fixed.
 _INIT_PIDNS_INO = 0xEFFFFFFC
 
@@ -91,6 +94,16 @@ class Machine:
     def mount_point(self, fstype: str) -> str | None:
         """Where the first file system of type ``fstype`` (``cgroup2``, ``tracefs``, ``bpf``) is mounted."""
         return next((m.point for m in self.mounts() if m.fstype == fstype), None)
+
+    def tracefs_dir(self) -> str | None:
+        """Where tracefs is mounted for the tools that attach classic tracepoints, or None.
+
+        libbpf, bpftrace and bcc look only at /sys/kernel/tracing and at debugfs's /sys/kernel/debug/tracing:
+        a tracefs mounted elsewhere (a chroot's or a container's /sys, seen from the host) is of no use to
+        them, nor to percpu, which attaches through libbpf.
+        """
+        points = {m.point for m in self.mounts() if m.fstype == "tracefs"}
+        return next((d for d in TRACEFS_DIRS if d in points), None)
 
     def mount_of(self, path: str) -> Mount | None:
         """The mount that holds ``path`` (symbolic links resolved; a missing tail stays as written)."""

@@ -125,11 +125,15 @@ def cgroup2_root() -> str | None:
 
 
 def ensure_tracefs() -> str:
-    """Where tracefs is mounted, mounting it at /sys/kernel/tracing if it is not (needs root)."""
-    point = _machine.current().mount_point("tracefs")
+    """Where tracefs is mounted for libbpf, mounting it at /sys/kernel/tracing if it is not (needs root).
+
+    Only /sys/kernel/tracing and /sys/kernel/debug/tracing count (see ``Machine.tracefs_dir``): a tracefs
+    mounted only elsewhere, as a chroot's /sys is from the host, would leave libbpf failing with ENOENT.
+    """
+    point = _machine.current().tracefs_dir()
     if point is not None:
         return point
-    target = "/sys/kernel/tracing"
+    target = _machine.TRACEFS_DIRS[0]
     try:
         _libbpf.mount("nodev", target, "tracefs")
     except OSError as exc:

@@ -107,17 +107,35 @@ def test_json_has_a_short_form() -> None:
     assert build_parser().parse_args(["doctor", "-j"]).json is True
 
 
+def _tracefs_check(kernel: FakeKernel, machine: FakeMachine) -> tuple[str, str]:
+    with installed(kernel, machine):
+        return {w: (s, d) for s, w, d in doctor._doctor_checks()[0]}["tracefs"]
+
+
 def test_tracefs_from_the_mount_table() -> None:
     kernel = FakeKernel(N)
-    mounts = (("/dev/sda1", "/", "ext4"), ("nodev", "/sys/kernel/my\\040tracing", "tracefs"))
-    with installed(kernel, FakeMachine(kernel, mounts=mounts)):
-        found = {w: (s, d) for s, w, d in doctor._doctor_checks()[0]}
+    root = ("/dev/sda1", "/", "ext4")
+    debugfs = (root, ("nodev", "/sys/kernel/debug/tracing", "tracefs"))
     unreadable = FakeMachine(kernel)
     os.unlink(unreadable.mounts_path)
-    with installed(kernel, unreadable):
-        unread = {w: (s, d) for s, w, d in doctor._doctor_checks()[0]}
-    assert found["tracefs"] == ("ok", "/sys/kernel/my tracing")
-    assert unread["tracefs"] == ("unknown", f"cannot read {unreadable.mounts_path}")
+    assert _tracefs_check(kernel, FakeMachine(kernel)) == ("ok", "/sys/kernel/tracing")
+    assert _tracefs_check(kernel, FakeMachine(kernel, mounts=debugfs)) == ("ok", "/sys/kernel/debug/tracing")
+    assert _tracefs_check(kernel, FakeMachine(kernel, mounts=(root,))) == (
+        "info",
+        "not mounted (percpu mounts it at /sys/kernel/tracing when the classic tracepoint is needed)",
+    )
+    assert _tracefs_check(kernel, unreadable) == ("unknown", f"cannot read {unreadable.mounts_path}")
+
+
+def test_tracefs_mounted_only_where_libbpf_does_not_look_is_not_taken_for_mounted() -> None:
+    """A chroot's /sys seen from the host: libbpf opens /sys/kernel/tracing/events/... and fails."""
+    kernel = FakeKernel(N)
+    mounts = (("/dev/sda1", "/", "ext4"), ("nodev", "/srv/my\\040root/sys/kernel/tracing", "tracefs"))
+    assert _tracefs_check(kernel, FakeMachine(kernel, mounts=mounts)) == (
+        "info",
+        "mounted only at /srv/my root/sys/kernel/tracing, where libbpf does not look (percpu mounts it at "
+        "/sys/kernel/tracing when the classic tracepoint is needed)",
+    )
 
 
 @pytest.mark.parametrize(

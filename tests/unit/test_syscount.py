@@ -174,3 +174,42 @@ def test_imbalance_is_over_cpus_that_were_online_or_busy() -> None:
     assert later.delta(earlier).imbalance() == pytest.approx(4000 / (7000 / 4))
     unknown = SyscallSnapshot(time=1.0, cpus=wide, counts=counts)  # online unknown: all possible
     assert unknown.delta(earlier).imbalance() == pytest.approx(4000 / (7000 / 128))
+
+
+@pytest.mark.parametrize(
+    ("mounts", "mounted_at"),
+    [
+        ((("tracefs", "/sys/kernel/tracing", "tracefs"),), None),
+        ((("tracefs", "/sys/kernel/debug/tracing", "tracefs"),), None),
+        ((("tracefs", "/srv/chroot/sys/kernel/tracing", "tracefs"),), "/sys/kernel/tracing"),
+        ((), "/sys/kernel/tracing"),
+    ],
+)
+def test_ensure_tracefs_mounts_it_where_libbpf_looks(
+    monkeypatch: pytest.MonkeyPatch, mounts: tuple[tuple[str, str, str], ...], mounted_at: str | None
+) -> None:
+    """A tracefs mounted only elsewhere (a chroot's /sys, seen from the host) is mounted again where libbpf
+    looks; one that libbpf finds is used as it is."""
+    from percpu import _libbpf, syscount
+
+    calls: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(_libbpf, "mount", lambda *a: calls.append(a))
+    kernel = FakeKernel(2)
+    with installed(kernel, FakeMachine(kernel, mounts=(("/dev/root", "/", "ext4"), *mounts))):
+        point = syscount.ensure_tracefs()
+    assert calls == ([("nodev", mounted_at, "tracefs")] if mounted_at else [])
+    assert point == (mounted_at or mounts[0][1])
+
+
+def test_ensure_tracefs_says_how_when_it_cannot_mount(monkeypatch: pytest.MonkeyPatch) -> None:
+    from percpu import _libbpf, syscount
+
+    def refuse(*_: str) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(_libbpf, "mount", refuse)
+    kernel = FakeKernel(2)
+    machine = FakeMachine(kernel, mounts=(("/dev/root", "/", "ext4"),))
+    said = r"run `mount -t tracefs nodev /sys/kernel/tracing` as root"
+    with installed(kernel, machine), pytest.raises(PercpuError, match=said):
+        syscount.ensure_tracefs()

@@ -169,17 +169,16 @@ def _doctor_checks(
         )
     )
     table = machine.mounts()
-    tracefs = machine.mount_point("tracefs")
+    tracefs = machine.tracefs_dir()
+    elsewhere = machine.mount_point("tracefs")
     if not table:  # a mount table that can be read is never empty: it has the root
         checks.append(("unknown", "tracefs", f"cannot read {machine.mounts_path}"))
+    elif tracefs:
+        checks.append(("ok", "tracefs", tracefs))
     else:
-        checks.append(
-            (
-                "ok" if tracefs else "info",
-                "tracefs",
-                tracefs or "not mounted (percpu mounts it when the classic tracepoint is needed)",
-            )
-        )
+        where = f"mounted only at {elsewhere}, where libbpf does not look" if elsewhere else "not mounted"
+        then = f"percpu mounts it at {_machine.TRACEFS_DIRS[0]} when the classic tracepoint is needed"
+        checks.append(("info", "tracefs", f"{where} ({then})"))
     stats = machine.sysctl("kernel.bpf_stats_enabled")
     checks.append(
         (
