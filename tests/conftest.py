@@ -81,40 +81,65 @@ def unique_comm(stem: str) -> str:
 
 @dataclass(frozen=True)
 class Unprivileged:
-    """How to start percpu as another user (``nobody``): this interpreter's base Python, with percpu's
-    sources and numpy copied to a world-readable directory, since the project's .venv and checkout may be
-    where only root can read (a clone under /root, whose mode is 700)."""
+    """How to start percpu as another user (``nobody``, no capabilities): this interpreter's base Python,
+    with percpu's sources and numpy at world-readable paths, since the project's .venv and checkout may be
+    where only root can read (a clone under /root, whose mode is 700).
+
+    They are bind-mounted there in a mount namespace of the child's own, which ends with it. Copying them
+    instead (numpy is tens of megabytes) took minutes in a TCG guest, whose files come from the host; a
+    copy is made only where the files themselves are not world-readable (a umask of 077)."""
 
     python: str
     env: dict[str, str]
+    binds: tuple[tuple[str, str], ...] = ()  # (source, target) bind mounts in the child's mount namespace
 
-    def argv(self, *args: str) -> list[str]:
-        return [self.python, "-s", *args]
+    def command(self, *args: str) -> list[str]:
+        """The argv that runs ``python -s ARGS`` as nobody."""
+        drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]
+        argv = [*drop, self.python, "-s", *args]
+        if not self.binds:
+            return argv
+        # sh's positional parameters carry the paths, so no path is ever parsed as shell text
+        flat = [p for pair in self.binds for p in pair]
+        mounts = " && ".join(f'mount --bind "${{{i}}}" "${{{i + 1}}}"' for i in range(1, len(flat), 2))
+        script = f'{mounts} && shift {len(flat)} && exec "$@"'
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *flat, *argv]
+
+
+def _world_readable(path: str) -> bool:
+    return bool(os.stat(path).st_mode & 0o004)
 
 
 @pytest.fixture(scope="session")
 def unprivileged() -> Iterator[Unprivileged]:
     import numpy
 
+    if not shutil.which("setpriv"):
+        pytest.fail("setpriv (util-linux) is not installed: scripts/setup.sh --dev installs it")
+    src = os.path.realpath(os.path.join(HERE, "..", "src", "percpu"))
+    np_dir = os.path.dirname(os.path.realpath(numpy.__file__))
+    # numpy.libs: the libraries a manylinux wheel bundles
+    trees = [src] + [d for d in (np_dir, np_dir + ".libs") if os.path.isdir(d)]
     top = tempfile.mkdtemp(prefix="percpu-unprivileged-")
     try:
-        shutil.copytree(
-            os.path.join(HERE, "..", "src", "percpu"),
-            os.path.join(top, "percpu"),
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
-        np_dir = os.path.dirname(numpy.__file__)
-        for d in (np_dir, np_dir + ".libs"):  # numpy.libs: the libraries a manylinux wheel bundles
-            if os.path.isdir(d):
-                shutil.copytree(d, os.path.join(top, os.path.basename(d)), symlinks=True)
-        for root, _dirs, files in os.walk(top):
-            os.chmod(root, 0o755)
-            for f in files:
-                path = os.path.join(root, f)
-                if not os.path.islink(path):
-                    os.chmod(path, os.stat(path).st_mode | 0o444)
+        os.chmod(top, 0o755)
+        binds: list[tuple[str, str]] = []
+        readable = _world_readable(os.path.join(src, "__init__.py")) and _world_readable(numpy.__file__)
+        for tree in trees:
+            target = os.path.join(top, os.path.basename(tree))
+            if readable and shutil.which("unshare"):
+                os.mkdir(target, 0o755)
+                binds.append((tree, target))
+                continue
+            shutil.copytree(tree, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+            for root, _dirs, files in os.walk(target):
+                os.chmod(root, 0o755)
+                for f in files:
+                    path = os.path.join(root, f)
+                    if not os.path.islink(path):
+                        os.chmod(path, os.stat(path).st_mode | 0o444)
         python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
         env = {**os.environ, "PYTHONPATH": top, "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
-        yield Unprivileged(python, env)
+        yield Unprivileged(python, env, tuple(binds))
     finally:
         shutil.rmtree(top, ignore_errors=True)

@@ -330,14 +330,7 @@ def test_permission_denied_names_the_fix(unprivileged: Unprivileged) -> None:
         "    print('DENIED', e)\n"
     )
     r = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            *unprivileged.argv("-c", code),
-        ],
+        unprivileged.command("-c", code),
         capture_output=True,
         text=True,
         timeout=600,  # an interpreter start and numpy import: minutes under TCG
