@@ -80,35 +80,29 @@ def test_exact_count_per_process_on_its_cpu(calls: int) -> None:
     assert bytes(keys[mine][0]["comm"]).decode() == COMM
 
 
-def start_workloads(n: int, calls: int, cpu: int) -> list[subprocess.Popen[str]]:
-    """n workloads pinned to one CPU, each waiting for a line on stdin before its calls."""
-    return [
-        subprocess.Popen(
-            [sys.executable, WORKLOAD, str(calls), str(cpu), "--comm", COMM, "--wait-stdin"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(n)
-    ]
+def start_workloads(n: int, calls: int, cpu: int) -> subprocess.Popen[str]:
+    """n processes (forked by one workload) pinned to one CPU, each waiting for a line on stdin before its
+    calls."""
+    return subprocess.Popen(
+        [sys.executable, WORKLOAD, str(calls), str(cpu), "--comm", COMM, "--wait-stdin", f"--processes={n}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
-def finish_workloads(procs: list[subprocess.Popen[str]], c: SyscallCounter) -> list[int]:
+def finish_workloads(proc: subprocess.Popen[str], c: SyscallCounter) -> list[int]:
     """Starts them together and snapshots while they run (each snapshot flushes every CPU's cache, often
     in the middle of a counting program); returns their pids."""
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    while any(p.poll() is None for p in procs):
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    while proc.poll() is None:
         c.snapshot()
         time.sleep(0.002)  # leave the CPUs to the workloads (in a TCG guest too)
-    pids = []
-    for p in procs:
-        out, _ = p.communicate(timeout=120)
-        assert p.returncode == 0
-        pids.append(int(json.loads(out)["pid"]))
-    return pids
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    return [int(json.loads(line)["pid"]) for line in out.splitlines()]
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["per-CPU cache", "hash"])
@@ -121,12 +115,13 @@ def test_per_process_counts_exact_with_many_processes_alternating_on_one_cpu(
     cpu, other = cpu_pair()
     cpus = list(topology().possible)
     calls = 5_000
-    procs = start_workloads(48, calls, cpu)
+    workloads = start_workloads(48, calls, cpu)
     with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
         assert c._config.proc_cache == cache
         before = c.snapshot()
-        pids = finish_workloads(procs, c)
+        pids = finish_workloads(workloads, c)
         d = c.snapshot().delta(before)
+    assert len(set(pids)) == 48
     assert d.procs is not None
     keys, counts = d.procs
     # A kernel that runs syscall tracepoint programs preemptibly (7.x with lazy preemption) skips the
