@@ -38,3 +38,53 @@ def test_each_run_writes_its_own_log(tmp_path: Any, monkeypatch: Any) -> None:
     rm = _runner()
     log = rm.log_path(rm.VMS[0])
     assert log == os.path.join(str(tmp_path), "logs", f"{rm.VMS[0].name}.{os.getpid()}.log")
+
+
+def test_counts_come_from_the_summary_line() -> None:
+    rm = _runner()
+    out = "....F.s [ 50%]\n....\n= 1 failed, 9 passed, 1 skipped in 12.00s =\n"
+    assert rm.pytest_counts(out) == {"passed": 9, "failed": 1, "skipped": 1, "error": 0}
+
+
+def test_a_run_cut_off_before_its_summary_counts_its_progress() -> None:
+    """A guest stopped at the VM time limit printed no summary: its progress characters say how far it
+    got, instead of a row of zeros."""
+    rm = _runner()
+    out = (
+        '{\n "checks": []\n}\nPERCPU_DOCTOR_END\n'
+        + "." * 72
+        + " [ 71%]\n"
+        + "......F...E.s..................\n(timed out after 2400 s)\n"
+    )
+    assert rm.pytest_counts(out) == {"passed": 100, "failed": 1, "skipped": 1, "error": 1}
+
+
+def _result(rm: Any, vm: str, passed: int) -> Any:
+    r = rm.Result(vm, kernel="k", possible="0-15", online="0-1", status="ok", tests=("t.py",))
+    r.counts = {"passed": passed, "failed": 0, "skipped": 0, "error": 0}
+    return r
+
+
+def test_results_replace_the_rows_of_the_vms_that_ran_and_keep_the_others(tmp_path: Any) -> None:
+    import json
+
+    rm = _runner()
+    path = str(tmp_path / "results.json")
+    first, second, last = rm.VMS[0].name, rm.VMS[1].name, rm.VMS[3].name
+    rm.write_results(path, [_result(rm, last, 3), _result(rm, first, 1)])
+    rm.write_results(path, [_result(rm, first, 7), _result(rm, second, 5)])
+    with open(path, encoding="utf-8") as f:
+        rows = json.load(f)
+    assert [(r["vm"], r["passed"]) for r in rows] == [(first, 7), (second, 5), (last, 3)]
+    assert rows[0]["tests"] == ["t.py"] and rows[0]["smp"] == rm.VMS[0].smp
+
+
+def test_results_file_that_is_not_json_is_a_clear_error(tmp_path: Any) -> None:
+    import pytest
+
+    rm = _runner()
+    path = tmp_path / "results.json"
+    path.write_text("not json")
+    with pytest.raises(SystemExit, match="is not a results file"):
+        rm.write_results(str(path), [_result(rm, rm.VMS[0].name, 1)])
+    assert path.read_text() == "not json"

@@ -240,17 +240,37 @@ def run_vm(vm: VmSpec, image: str, py: str, timeout: float) -> Result:
             r.doctor = json.loads(d.group(1))
         except ValueError:
             r.doctor = None
-    summary = ""
-    for line in out.splitlines():
-        if re.search(r"\d+ (passed|failed|errors?|skipped)", line) and " in " in line:
-            summary = line.strip("= ")
-    r.counts = {k: 0 for k in ("passed", "failed", "skipped", "error")}
-    for n, what in re.findall(r"(\d+) (passed|failed|skipped|errors?)", summary):
-        r.counts["error" if what.startswith("error") else what] = int(n)
+    r.counts = pytest_counts(out)
     ok = rc == 0 and r.counts["failed"] == 0 and r.counts["error"] == 0 and r.counts["passed"] > 0
     ok = ok and not gap_missing(vm, r.possible, r.online)
     r.status = "ok" if ok else ("timed out" if rc == 124 else "FAILED")
     return r
+
+
+PROGRESS = re.compile(r"^([.FEsxX]+) *(\[ *\d+%\])?$")
+
+
+def pytest_counts(out: str) -> dict[str, int]:
+    """The guest's pytest counts: from its summary line, or, when it never printed one (the VM timed out
+    or died), from its progress characters, so a cut-off run still shows how far it got."""
+    counts = {k: 0 for k in ("passed", "failed", "skipped", "error")}
+    summary = ""
+    for line in out.splitlines():
+        if re.search(r"\d+ (passed|failed|errors?|skipped)", line) and " in " in line:
+            summary = line.strip("= ")
+    if summary:
+        for n, what in re.findall(r"(\d+) (passed|failed|skipped|errors?)", summary):
+            counts["error" if what.startswith("error") else what] = int(n)
+        return counts
+    for line in out.splitlines():
+        m = PROGRESS.match(line.strip())
+        if m:
+            chars = m.group(1)
+            counts["passed"] += chars.count(".") + chars.count("x") + chars.count("X")
+            counts["failed"] += chars.count("F")
+            counts["error"] += chars.count("E")
+            counts["skipped"] += chars.count("s")
+    return counts
 
 
 def gap_missing(vm: VmSpec, possible: str, online: str) -> bool:
@@ -287,6 +307,47 @@ def print_table(rows: list[Result]) -> None:
         )
 
 
+def result_row(r: Result) -> dict[str, object]:
+    spec = next(v for v in VMS if v.name == r.vm)
+    return {
+        "vm": r.vm,
+        "series": spec.kernel,
+        "package": r.package,
+        "kernel": r.kernel,
+        "smp": spec.smp,
+        "possible": r.possible,
+        "online": r.online,
+        **{k: r.counts.get(k, 0) for k in ("passed", "failed", "skipped", "error")},
+        "seconds": round(r.seconds),
+        "status": r.status,
+        "tests": list(r.tests),
+        "doctor": r.doctor,
+    }
+
+
+def write_results(path: str, rows: list[Result]) -> None:
+    """Writes each VM's row to PATH. The VMs of this run replace their rows of an earlier file; the other
+    VMs' rows stay, so the matrix can be run one VM at a time into one file. Rows keep the VMS order."""
+    kept: list[dict[str, object]] = []
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+        except ValueError as exc:
+            sys.exit(f"vm-matrix: {path} is not a results file ({exc}): name another file")
+        ran = {r.vm for r in rows}
+        kept = [row for row in old if isinstance(row, dict) and row.get("vm") not in ran]
+    order = {v.name: i for i, v in enumerate(VMS)}
+    merged = sorted(
+        [*kept, *(result_row(r) for r in rows)], key=lambda row: order.get(str(row["vm"]), len(order))
+    )
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(merged, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", help="run only this VM (repeatable)")
@@ -296,7 +357,11 @@ def main() -> int:
     ap.add_argument("--list", action="store_true", help="list the VMs and exit")
     ap.add_argument("--timeout", type=float, default=2400, help="seconds per VM (default 2400)")
     ap.add_argument("--tests", help="pytest targets inside every VM, instead of each VM's own")
-    ap.add_argument("--results", help="write every VM's row and `percpu doctor --json` report to this file")
+    ap.add_argument(
+        "--results",
+        help="write each VM's row and `percpu doctor --json` report to this file (replacing those VMs' rows "
+        "of an earlier run there, keeping the others')",
+    )
     ap.add_argument("--verbose", action="store_true", help="print each VM's whole output")
     args = ap.parse_args()
     if args.list:
@@ -363,30 +428,7 @@ def main() -> int:
         failed |= r.status != "ok"
     print_table(rows)
     if args.results:
-        specs = {v.name: v for v in VMS}
-        with open(args.results, "w", encoding="utf-8") as f:
-            json.dump(
-                [
-                    {
-                        "vm": r.vm,
-                        "series": specs[r.vm].kernel,
-                        "package": r.package,
-                        "kernel": r.kernel,
-                        "smp": specs[r.vm].smp,
-                        "possible": r.possible,
-                        "online": r.online,
-                        **{k: r.counts.get(k, 0) for k in ("passed", "failed", "skipped", "error")},
-                        "seconds": round(r.seconds),
-                        "status": r.status,
-                        "tests": list(r.tests),
-                        "doctor": r.doctor,
-                    }
-                    for r in rows
-                ],
-                f,
-                indent=1,
-            )
-            f.write("\n")
+        write_results(args.results, rows)
         print(f"vm-matrix: results written to {args.results}")
     return 1 if failed else 0
 
