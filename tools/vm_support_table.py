@@ -61,7 +61,8 @@ def _ran(r: dict[str, Any]) -> str:
     if not tests:
         return ""
     names = sorted({t.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py") for t in tests})
-    return ": " + ", ".join(names)
+    left_out = r.get("deselected") or []
+    return ": " + ", ".join(names) + (f"; {len(left_out)} tests of them left out" if left_out else "")
 
 
 def table(results: list[dict[str, Any]]) -> str:

@@ -88,3 +88,26 @@ def test_results_file_that_is_not_json_is_a_clear_error(tmp_path: Any) -> None:
     with pytest.raises(SystemExit, match="is not a results file"):
         rm.write_results(str(path), [_result(rm, rm.VMS[0].name, 1)])
     assert path.read_text() == "not json"
+
+
+def test_every_test_ci_leaves_out_of_a_vm_exists() -> None:
+    """pytest ignores a --deselect that names no test: a renamed test would otherwise slip back into, or
+    silently out of, CI's set. Each id CI leaves out must be one its targets collect."""
+    import subprocess
+    import sys
+
+    rm = _runner()
+    for vm in rm.VMS:
+        if not vm.ci_deselect:
+            continue
+        targets = vm.ci_tests or rm.CI_TESTS
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *targets],
+            cwd=rm.REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        collected = {line for line in out.splitlines() if "::" in line}
+        assert set(vm.ci_deselect) <= collected, set(vm.ci_deselect) - collected
+        assert len(collected) > len(vm.ci_deselect)

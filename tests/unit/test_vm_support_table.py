@@ -67,6 +67,13 @@ def test_row_names_the_test_files_that_ran() -> None:
     assert last == "14 / 0 / 0 (7-max32: test_cpu_flag_kernel, test_vm)"
 
 
+def test_row_says_how_many_tests_were_left_out() -> None:
+    left_out = ["tests/vm/test_vm.py::a", "tests/vm/test_vm.py::b"]
+    r = _result(tests=["tests/vm/test_vm.py"], deselected=left_out)
+    last = _tool().table([r]).splitlines()[2].strip("|").split("|")[-1].strip()
+    assert last == "14 / 0 / 0 (7-max32: test_vm; 2 tests of them left out)"
+
+
 def test_no_gap_says_so() -> None:
     r = _result(possible="0-1", online="0-1", smp="2,maxcpus=24")
     assert "0-1 = 0-1 (no hotplug CPUs offered with -smp 2,maxcpus=24)" in _tool().table([r])
