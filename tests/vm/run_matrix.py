@@ -211,21 +211,34 @@ def log_path(vm: VmSpec) -> str:
     return os.path.join(kernels.cache_dir(), "logs", f"{vm.name}.{os.getpid()}.log")
 
 
-def run_vm(vm: VmSpec, image: str, py: str, timeout: float) -> Result:
-    tests = " ".join([*vm.tests, *(f"--deselect={shlex.quote(t)}" for t in vm.deselect)])
-    inner = (
-        f"cd {REPO} && echo PERCPU_POSSIBLE=$(cat /sys/devices/system/cpu/possible) "
-        f"PERCPU_ONLINE=$(cat /sys/devices/system/cpu/online) PERCPU_KERNEL=$(uname -r); "
-        f"echo PERCPU_DOCTOR_BEGIN; {os.path.dirname(py)}/percpu doctor --json; echo PERCPU_DOCTOR_END; "
+def guest_script(vm: VmSpec, py: str) -> str:
+    """What the guest runs: its CPU lists and kernel, `percpu doctor --json`, then pytest."""
+    tests = " ".join([*map(shlex.quote, vm.tests), *(f"--deselect={shlex.quote(t)}" for t in vm.deselect)])
+    bin_dir = shlex.quote(os.path.dirname(py))
+    pytest = f"{shlex.quote(py)} -m pytest {tests} -q -p no:cacheprovider -m {shlex.quote(vm.marks)}"
+    return (
+        f"cd {shlex.quote(REPO)} || exit 1\n"
+        "echo PERCPU_POSSIBLE=$(cat /sys/devices/system/cpu/possible) "
+        "PERCPU_ONLINE=$(cat /sys/devices/system/cpu/online) PERCPU_KERNEL=$(uname -r)\n"
+        f"echo PERCPU_DOCTOR_BEGIN; {bin_dir}/percpu doctor --json; echo PERCPU_DOCTOR_END\n"
         # numpy's AVX2 sort kernels return wrong orders under QEMU's TCG emulation (seen with numpy 2.4:
         # np.argsort of uint32 was wrong, np.sort right): keep numpy on its baseline SIMD in the guest.
-        f"NPY_DISABLE_CPU_FEATURES=X86_V3 TMPDIR=/tmp {py} -m pytest {tests} -q -p no:cacheprovider "
-        f"-m '{vm.marks}' -rs --durations=10"
+        f"NPY_DISABLE_CPU_FEATURES=X86_V3 TMPDIR=/tmp {pytest} -rs --durations=10\n"
     )
-    env = {**os.environ, "PATH": f"{os.path.dirname(py)}:{os.environ.get('PATH', '')}"}
-    # The guest's output goes to a log as it comes (tail -f it to watch a VM), then is parsed from there.
+
+
+def run_vm(vm: VmSpec, image: str, py: str, timeout: float) -> Result:
+    # The guest's command reaches it on the kernel command line (virtme-ng's virtme.exec, base64), which
+    # x86 cuts at 2048 bytes: a long test list there left the guest waiting forever with no output. So
+    # the guest runs a script from this run's log directory, which it sees as the host does.
     log = log_path(vm)
     os.makedirs(os.path.dirname(log), exist_ok=True)
+    script = log.removesuffix(".log") + ".sh"
+    with open(script, "w", encoding="utf-8") as f:
+        f.write(guest_script(vm, py))
+    inner = f"sh {shlex.quote(script)}"
+    env = {**os.environ, "PATH": f"{os.path.dirname(py)}:{os.environ.get('PATH', '')}"}
+    # The guest's output goes to a log as it comes (tail -f it to watch a VM), then is parsed from there.
     t0 = time.monotonic()
     with open(log, "w+", encoding="utf-8", errors="replace") as f:
         p = subprocess.Popen(
