@@ -1,6 +1,6 @@
 """Generate the kernel x feature support table in docs/vm-matrix.md from the VM matrix's results.
 
-    scripts/vm-matrix --all --results docs/vm-matrix-results.json
+    scripts/vm-matrix --results docs/vm-matrix-results.json       # every VM; or --only NAME, one at a time
     .venv/bin/python tools/vm_support_table.py docs/vm-matrix-results.json docs/vm-matrix.md
 
 Every cell comes from what ran inside the guest (`percpu doctor --json`, the CPU lists it booted with, the
