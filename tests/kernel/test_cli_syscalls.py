@@ -32,7 +32,9 @@ WORKLOAD = os.path.join(HELPERS, "syscall_workload.py")
 PERCPU = [sys.executable, "-m", "percpu"]
 
 
-def percpu(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+def percpu(*args: str, timeout: float = 600, **kw: object) -> subprocess.CompletedProcess[str]:
+    """`percpu ARGS`, its output captured. The timeout guards against a hang; it measures nothing: one run
+    can take minutes in a qemu TCG guest that shares its CPUs."""
     return subprocess.run([*PERCPU, *args], capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
 
 
@@ -71,8 +73,9 @@ def test_stat_command_exit_status_is_the_commands() -> None:
 def test_stat_table_and_csv_and_heatmap(tmp_path: object) -> None:
     cpu = busy_cpu()
     svg = os.path.join(str(tmp_path), "m.svg")
-    # matplotlib's first import builds its font cache: minutes under TCG (the session shares the cache)
-    r = percpu("stat", "--heatmap", svg, "--", sys.executable, WORKLOAD, "50000", str(cpu), timeout=600)
+    # matplotlib's first import builds its font cache: minutes under TCG (the session shares the cache),
+    # more than 600 s in a guest sharing the machine with another: the limit only guards against a hang.
+    r = percpu("stat", "--heatmap", svg, "--", sys.executable, WORKLOAD, "50000", str(cpu), timeout=1800)
     assert r.returncode == 0, r.stderr
     assert "getppid" in r.stdout and "imbalance" in r.stdout
     assert f"cpu{cpu}" in r.stdout
@@ -153,7 +156,7 @@ def stat_leaving_cgroup(*args: str) -> tuple[subprocess.CompletedProcess[str], b
     parent = own_cgroup(root)
     assert parent is not None, "this test needs to run in a cgroup under the cgroup2 mount"
     p = subprocess.Popen([*PERCPU, "stat", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = p.communicate(timeout=120)
+    out, err = p.communicate(timeout=600)  # a guard against a hang: percpu starts slowly under TCG
     left = any(os.path.exists(os.path.join(d, f"percpu-stat-{p.pid}")) for d in (parent, root))
     return subprocess.CompletedProcess(p.args, p.returncode, out, err), left
 
@@ -167,11 +170,19 @@ def test_stat_command_leaves_no_cgroup_and_checks_before_running(tmp_path: objec
     r, left = stat_leaving_cgroup("-q", "--", "touch", marker)
     assert r.returncode == 0, r.stderr
     assert os.path.exists(marker) and not left
-    # A command that leaves a process running: its cgroup is still removed.
-    r, left = stat_leaving_cgroup("--", "sh", "-c", "sleep 3 >/dev/null 2>&1 &")
-    assert r.returncode == 0, r.stderr
-    assert "left 1 process(es) running" in r.stderr
-    assert not left
+    # A command that leaves a process running: its cgroup is still removed. The process runs until the
+    # test kills it, so that percpu finds it however long percpu takes after the command (a fixed
+    # `sleep 3` had ended first in a loaded TCG guest).
+    pidfile = os.path.join(str(tmp_path), "left.pid")
+    try:
+        r, left = stat_leaving_cgroup("--", "sh", "-c", f"sleep 3600 >/dev/null 2>&1 & echo $! >{pidfile}")
+        assert r.returncode == 0, r.stderr
+        assert "left 1 process(es) running" in r.stderr
+        assert not left
+    finally:
+        if os.path.exists(pidfile):
+            with open(pidfile, encoding="ascii") as f, contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(f.read()), signal.SIGKILL)
 
 
 def test_stat_interval_with_command_ends_when_the_command_does() -> None:
@@ -189,7 +200,7 @@ def test_stat_heatmap_with_intervals_covers_the_whole_run(tmp_path: object, getp
     # holds all of it, is not.
     script = f"{getppid_n} 777; sleep 0.7"
     r = percpu(
-        "stat", "-i", "0.2", "-q", "--heatmap", svg, "-f", "json", "--", "sh", "-c", script, timeout=600
+        "stat", "-i", "0.2", "-q", "--heatmap", svg, "-f", "json", "--", "sh", "-c", script, timeout=1800
     )
     assert r.returncode == 0, r.stderr
     in_intervals = sum(calls(json.loads(line), "getppid") for line in r.stdout.splitlines())
@@ -330,7 +341,7 @@ def top_in_tmux(*args: str, cols: int = 80, rows: int = 24) -> Iterator[str]:
         _tmux_end(session)
 
 
-def screen_when(session: str, ready: str, timeout: float = 40, history: bool = False) -> str:
+def screen_when(session: str, ready: str, timeout: float = 300, history: bool = False) -> str:
     """The pane's text once it shows ``ready``: the visible screen, or with ``history`` everything printed
     (scrollback included, wrapped lines joined): tables of 64 possible CPUs scroll a 50-line pane."""
     deadline = time.monotonic() + timeout
@@ -380,7 +391,7 @@ def test_top_in_a_terminal(cols: int) -> None:
             time.sleep(1.0)
             assert "sort name" in _tmux("capture-pane", "-p", "-t", session)
             _tmux("send-keys", "-t", session, "q")
-            assert "percpu-rc=0" in screen_when(session, "percpu-rc=", timeout=10), "top did not quit on q"
+            assert "percpu-rc=0" in screen_when(session, "percpu-rc=", timeout=120), "top did not quit on q"
     finally:
         w.kill()
         w.wait()
@@ -398,7 +409,7 @@ def test_top_quits_cleanly_and_restores_the_terminal(how: str) -> None:
                 (top,) = (int(p) for p in f.read().split())
             os.kill(top, signal.SIGTERM)
         # stty's report is the last thing printed before the marker: wait for the marker, not the exit code.
-        screen = screen_when(session, "percpu-end", timeout=10)
+        screen = screen_when(session, "percpu-end", timeout=120)
         assert "percpu-rc=0" in screen, screen
         assert "Traceback" not in screen
         assert re.search(r"(?<!-)\bicanon\b", screen) and not re.search(r"-icanon\b", screen), screen
@@ -681,16 +692,19 @@ def test_stat_pid_inside_a_pid_namespace_counts_that_process() -> None:
 def test_stat_refuses_a_pid_in_a_nested_pid_namespace() -> None:
     """percpu in a pid namespace, the target in one nested inside it: its pid there is another, so the
     filter could never match: refused with what to do."""
+    # The target sleeps until the outer namespace ends (its init, sh, exiting kills it): however long
+    # percpu takes to start (tens of seconds in a loaded TCG guest), the target is still there. Its pid
+    # is polled for, not assumed to exist after a fixed delay.
     script = (
-        "unshare --pid --fork --mount-proc sleep 30 & sleep 1; "
-        "target=$(pgrep -x sleep -P $(pgrep -x unshare -n)); "
+        "unshare --pid --fork --mount-proc sleep 3600 & "
+        'until target=$(pgrep -x sleep -P "$(pgrep -x unshare -n)"); do sleep 0.1; done; '
         f"{' '.join(PERCPU)} stat -q -d 0.2 -p $target; echo rc=$?; kill %1"
     )
     r = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a guard against a hang, not a measure: percpu starts slowly under TCG
     )
     assert "runs in a pid namespace nested inside percpu's" in r.stderr, r.stderr
     assert "rc=1" in r.stdout and "Traceback" not in r.stderr
