@@ -128,3 +128,16 @@ def test_the_guest_runs_a_script_so_no_test_list_reaches_the_kernel_command_line
     assert left_out == list(vm.ci_deselect)
     cmd = rm.vng_command(spec, "/boot/vmlinuz", "sh /cache/logs/x.1.sh")
     assert cmd[-2:] == ["--exec", "sh /cache/logs/x.1.sh"]
+
+
+def test_a_guest_that_stops_before_pytest_ends_says_so() -> None:
+    """pytest's exit status comes back from the guest; a run without it stopped mid-test (not a timeout)."""
+    rm = _runner()
+    spec = next(v for v in rm.VMS if v.ci)
+    assert rm.guest_script(spec, "/venv/bin/python").rstrip().endswith("echo PERCPU_PYTEST_RC=$rc; exit $rc")
+    started = "PERCPU_DOCTOR_BEGIN\n{}\nPERCPU_DOCTOR_END\n....."
+    assert "stopped before pytest ended" in rm.stop_note(started, 1)
+    assert "vng exited with 1" in rm.stop_note(started, 1)
+    assert rm.stop_note(started + "\n5 passed in 1.00s\nPERCPU_PYTEST_RC=0\n", 0) == ""
+    assert rm.stop_note(started, 124) == ""  # a timeout says so itself
+    assert rm.stop_note("no guest output", 1) == ""  # a guest that never started has its own note

@@ -229,7 +229,21 @@ def guest_script(vm: VmSpec, py: str) -> str:
         f"echo PERCPU_DOCTOR_BEGIN; {bin_dir}/percpu doctor --json; echo PERCPU_DOCTOR_END\n"
         # numpy's AVX2 sort kernels return wrong orders under QEMU's TCG emulation (seen with numpy 2.4:
         # np.argsort of uint32 was wrong, np.sort right): keep numpy on its baseline SIMD in the guest.
-        f"NPY_DISABLE_CPU_FEATURES=X86_V3 TMPDIR=/tmp {pytest} -rs --durations=10\n"
+        # pytest's exit status, printed: a guest that stops mid-run never prints it (see stop_note)
+        f"NPY_DISABLE_CPU_FEATURES=X86_V3 TMPDIR=/tmp {pytest} -rs --durations=10; "
+        "rc=$?; echo PERCPU_PYTEST_RC=$rc; exit $rc\n"
+    )
+
+
+def stop_note(out: str, rc: int) -> str:
+    """What to add to a guest's output when pytest never ended there: neither a timeout (which says so)
+    nor pytest's own exit status printed. A full 7.x run once stopped like that mid-test, with vng
+    exiting non-zero and nothing else to go on; the note keeps such a run from reading as test failures."""
+    if rc == 124 or "PERCPU_PYTEST_RC=" in out or "PERCPU_DOCTOR_END" not in out:
+        return ""
+    return (
+        f"\n(the guest stopped before pytest ended: it printed no exit status, and vng exited with {rc}; "
+        "the guest's kernel log is not kept: rerun this VM, and watch its log with tail -f)"
     )
 
 
@@ -265,6 +279,7 @@ def run_vm(vm: VmSpec, image: str, py: str, timeout: float) -> Result:
         out = f.read()
     if rc == 124:
         out += f"\n(timed out after {timeout:.0f} s)"
+    out += stop_note(out, rc)
     if "PERCPU_POSSIBLE=" not in out:
         out += (
             "\n(the guest's command printed nothing here: virtme-ng's init sends it through "
