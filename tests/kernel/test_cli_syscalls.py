@@ -708,7 +708,7 @@ def test_stat_refuses_a_pid_in_a_nested_pid_namespace() -> None:
         ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
         capture_output=True,
         text=True,
-        timeout=600,  # a guard against a hang, not a measure: percpu starts slowly under TCG
+        timeout=HANG,
     )
     assert "runs in a pid namespace nested inside percpu's" in r.stderr, r.stderr
     assert "rc=1" in r.stdout and "Traceback" not in r.stderr
