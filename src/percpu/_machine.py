@@ -3,7 +3,7 @@ lists in sysfs, the mount table, this process's effective capabilities and cgrou
 an fd is, other tasks (alive, in which pid namespace, running what), and sysctls.
 
 :class:`Machine` reads them from its ``/proc`` and ``/sys`` (the parsing is :mod:`percpu._procfs`'s, given
-the machine's paths); :func:`current` is the one in use and
+the machine's paths; statfs(2) answers which file system holds a path); :func:`current` is the one in use and
 :func:`use` installs another for a ``with`` block (the unit tests' fake machine, whose kernel and files
 come from one set of CPU ids, so they cannot contradict each other). Nothing here raises for an unreadable
 file: callers get None or an empty list and decide what that means. Nothing is read at import time.
@@ -11,6 +11,7 @@ file: callers get None or an empty list and decide what that means. Nothing is r
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import threading
@@ -34,6 +35,9 @@ __all__ = [
 
 # Where libbpf (tracefs_path() in libbpf.c), bpftrace and bcc look for tracefs: nowhere else.
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+# statfs(2)'s f_type of bpffs (BPF_FS_MAGIC in include/uapi/linux/magic.h).
+BPF_FS_MAGIC = 0xCAFE4A11
 
 # The inode number of the initial pid namespace (PROC_PID_INIT_INO in include/linux/proc_ns.h): fixed.
 _INIT_PIDNS_INO = 0xEFFFFFFC
@@ -108,6 +112,15 @@ class Machine:
     def mount_of(self, path: str) -> Mount | None:
         """The mount that holds ``path`` (symbolic links resolved; a missing tail stays as written)."""
         return _procfs.mount_of(path, self.mounts())
+
+    def fs_magic(self, path: str) -> int | None:
+        """statfs(2)'s f_type (``BPF_FS_MAGIC`` for bpffs) of the file system holding ``path``, or of its
+        nearest existing ancestor when it does not exist; None when statfs fails.
+
+        The answer when the mount table has none: in a chroot whose root is not a mount point, no line of
+        /proc/self/mounts holds the chroot's own files.
+        """
+        return _statfs_magic(path)
 
     # --- this process -------------------------------------------------------------------------------
 
@@ -206,3 +219,15 @@ def use(machine: Machine) -> Iterator[Machine]:
     finally:
         with _lock:
             _current = old
+
+
+def _statfs_magic(path: str) -> int | None:
+    real = os.path.realpath(path)
+    while not os.path.lexists(real) and real != os.path.dirname(real):
+        real = os.path.dirname(real)
+    libc = ctypes.CDLL(None, use_errno=True)
+    # struct statfs is 120 bytes on x86_64 and arm64 and opens with f_type, a long; room to spare.
+    buf = ctypes.create_string_buffer(256)
+    if libc.statfs(os.fsencode(real), buf) != 0:
+        return None
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF

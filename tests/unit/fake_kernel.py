@@ -394,8 +394,10 @@ class FakeMachine(_machine.Machine):
 
     ``caps`` is CapEff, ``mounts`` the mount table (source, point, fstype), ``sysctls`` dotted names to
     values, ``pid_namespace`` this process's (None: the initial one), ``euid`` its user, ``cgroup`` its
-    cgroup v2 path (None: no v2 line), ``arch`` what ``uname -m`` says (the host's unless given). An fd
-    is a map when the fake kernel has it open, as fdinfo would say. Other processes: :meth:`add_task`.
+    cgroup v2 path (None: no v2 line), ``arch`` what ``uname -m`` says (the host's unless given),
+    ``statfs`` directories to the f_type statfs(2) gives for the files under them (the longest match
+    wins; nothing else answers). An fd is a map when the fake kernel has it open, as fdinfo would say.
+    Other processes: :meth:`add_task`.
     """
 
     def __init__(
@@ -409,6 +411,7 @@ class FakeMachine(_machine.Machine):
         euid: int = 0,
         cgroup: str | None = "/",
         arch: str | None = None,
+        statfs: dict[str, int] | None = None,
     ) -> None:
         root = tempfile.mkdtemp(prefix="percpu-fake-machine-")
         weakref.finalize(self, shutil.rmtree, root, True)
@@ -417,6 +420,7 @@ class FakeMachine(_machine.Machine):
         self.pidns = pid_namespace
         self.uid = euid
         self.arch = arch or platform.machine()
+        self.statfs = dict(statfs or {})
         files = {
             os.path.join(self.cpu_root, "possible"): format_cpu_list(kernel.cpu_ids),
             os.path.join(self.cpu_root, "present"): format_cpu_list(kernel.cpu_ids),
@@ -454,6 +458,11 @@ class FakeMachine(_machine.Machine):
 
     def architecture(self) -> str:
         return self.arch
+
+    def fs_magic(self, path: str) -> int | None:
+        real = os.path.realpath(path)
+        under = [d for d in self.statfs if real == d or real.startswith(d.rstrip("/") + "/")]
+        return self.statfs[max(under, key=len)] if under else None
 
     def fd_kind(self, fd: int) -> str | None:
         return "map" if fd in self.fake.fds else None

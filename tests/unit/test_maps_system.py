@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from percpu._machine import BPF_FS_MAGIC, Machine
 from percpu.errors import MapNotFound
 from percpu.maps import check_pin_path
 
@@ -14,6 +15,7 @@ from .fake_kernel import FakeKernel, FakeMachine, installed
 
 ROOT = ("/dev/sda1", "/", "ext4")
 BPFFS = ("bpf", "/sys/fs/bpf", "bpf")
+EXT4_MAGIC = 0xEF53
 
 
 def _on(*mounts: tuple[str, str, str]) -> tuple[FakeKernel, FakeMachine]:
@@ -47,9 +49,38 @@ def test_bpffs_mount_point_with_a_space_and_a_directory_in_it(tmp_path: Path) ->
     assert kernel.calls == []  # the check itself makes no bpf() call
 
 
-def test_an_unreadable_mount_table_says_nothing() -> None:
+def test_an_unreadable_mount_table_and_no_statfs_say_nothing() -> None:
     kernel = FakeKernel(2)
     machine = FakeMachine(kernel)
     os.unlink(os.path.join(machine.proc, "self", "mounts"))
     with installed(kernel, machine):
-        check_pin_path("/etc/passwd")  # no table: the kernel's own answer decides
+        check_pin_path("/etc/passwd")  # nothing can tell: the kernel's own answer decides
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "/etc/no_such_file"])
+def test_a_chroot_whose_root_is_not_a_mount_asks_statfs(path: str) -> None:
+    """In such a chroot no line of the mount table holds /etc; statfs says ext4, not bpffs (was: nothing
+    said, and the kernel's EACCES raised as a privilege problem, as root)."""
+    kernel = FakeKernel(2)
+    machine = FakeMachine(kernel, mounts=(BPFFS,), statfs={"/": EXT4_MAGIC, "/sys/fs/bpf": BPF_FS_MAGIC})
+    with installed(kernel, machine), pytest.raises(MapNotFound) as exc:
+        check_pin_path(path)
+    assert str(exc.value) == f"{path} is not in a BPF file system (bpffs); pinned maps live under /sys/fs/bpf"
+
+
+def test_statfs_saying_bpffs_lets_the_library_open_the_path() -> None:
+    kernel = FakeKernel(2)
+    machine = FakeMachine(kernel, mounts=(), statfs={"/pins": BPF_FS_MAGIC})
+    with installed(kernel, machine):
+        check_pin_path("/pins/a_map")
+    assert kernel.calls == []
+
+
+def test_statfs_of_this_machine(tmp_path: Path) -> None:
+    """The real statfs(2): procfs's magic for /proc, and a path that does not exist yet answers for its
+    nearest existing ancestor."""
+    real = Machine()
+    assert real.fs_magic("/proc/self") == 0x9FA0  # PROC_SUPER_MAGIC
+    here = real.fs_magic(str(tmp_path))
+    assert here is not None and here != BPF_FS_MAGIC
+    assert real.fs_magic(str(tmp_path / "no" / "such" / "map")) == here

@@ -17,14 +17,20 @@ def check_pin_path(path: str) -> None:
     """Refuse a path that cannot hold a pinned map, saying why, before any bpf() call.
 
     Without this the kernel's answer for a file elsewhere is EACCES, which reads like a privilege
-    problem even as root. Says nothing when the mount table cannot be read.
+    problem even as root. The mount table says which file system holds the path; where it has no line
+    for it (a chroot whose root is not a mount point), statfs(2) does. Says nothing when neither can tell.
     """
     machine = _machine.current()
     table = machine.mounts()
     where = machine.mount_of(path)
-    if where is None:
-        return
-    if where.fstype != "bpf":
+    if where is not None:
+        in_bpffs = where.fstype == "bpf"
+    else:
+        magic = machine.fs_magic(path)
+        if magic is None:
+            return
+        in_bpffs = magic == _machine.BPF_FS_MAGIC
+    if not in_bpffs:
         bpffs = [m.point for m in table if m.fstype == "bpf"]
         hint = (
             f"pinned maps live under {', '.join(bpffs)}"
