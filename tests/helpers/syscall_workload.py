@@ -1,11 +1,12 @@
 """A workload with a known syscall count: pins itself to one CPU, names itself, then makes exactly N
 getppid() calls and, optionally, K failing close(-1) calls (EBADF).
 
-usage: syscall_workload.py CALLS CPU [--comm NAME] [--fail K] [--wait-stdin] [--processes N]
-Prints its pid and the measured calls per second as JSON when done. With --processes N it forks N
-processes that each do all of that, start together and print a line each; the parent makes no counted
-calls. (Forking is what makes dozens of processes affordable in a TCG guest, where each interpreter start
-takes seconds.)
+usage: syscall_workload.py CALLS CPU [--comm NAME] [--fail K] [--wait-stdin] [--announce] [--processes N]
+Prints its pid and the measured calls per second as JSON when done; with --announce, also a line
+"looping" just before its first call, so that a test can start counting on a loop already running.
+With --processes N it forks N processes that each do all of that, start together and print a line each;
+the parent makes no counted calls. (Forking is what makes dozens of processes affordable in a TCG guest,
+where each interpreter start takes seconds.)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> int:
     ap.add_argument("--fail", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=0.0, help="instead of CALLS: loop for this long")
     ap.add_argument("--wait-stdin", action="store_true", help="start the loop after a line on stdin")
+    ap.add_argument("--announce", action="store_true", help='print "looping" just before the first call')
     ap.add_argument("--processes", type=int, default=0, help="fork this many processes that each do it")
     args = ap.parse_args()
     os.sched_setaffinity(0, {args.cpu})
@@ -38,6 +40,8 @@ def main() -> int:
         return fork_and_run(args)
     if args.wait_stdin:
         sys.stdin.readline()
+    if args.announce:
+        print("looping", flush=True)
     print(json.dumps(loop(args)), flush=True)
     return 0
 

@@ -92,30 +92,41 @@ def test_stat_table_and_csv_and_heatmap(tmp_path: object) -> None:
     assert [(int(h["cpu"]), int(h["calls"])) for h in hits] == [(cpu, 30000)]
 
 
-def spinning_workload(cpu: int) -> subprocess.Popen[str]:
-    """A getppid loop that outlives any counting done on it (the caller kills it): how long counting
-    takes to start (seconds under qemu TCG) can never make it end first."""
-    return subprocess.Popen(
-        [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "3600"], stdout=subprocess.DEVNULL, text=True
+@contextlib.contextmanager
+def spinning_workload(cpu: int) -> Iterator[subprocess.Popen[str]]:
+    """A getppid loop that outlives any counting done on it (killed when the block ends): how long
+    counting takes to start (seconds under qemu TCG) can never make it end first. Entered once the loop
+    runs: an interpreter still starting (seconds in a TCG guest) makes no calls for an interval to see."""
+    w = subprocess.Popen(
+        [sys.executable, WORKLOAD, "0", str(cpu), "--seconds", "3600", "--announce"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    assert w.stdout is not None
+    try:
+        line = w.stdout.readline()  # "" if it died first
+        if line != "looping\n":
+            pytest.fail(f"the workload did not start its loop: {line!r}")
+        yield w
+    finally:
+        w.kill()
+        w.wait()
+        w.stdout.close()
 
 
 def test_stat_pid_duration_and_intervals() -> None:
-    w = spinning_workload(busy_cpu())
-    try:
+    with spinning_workload(busy_cpu()) as w:
         # --count ends the run after exactly three reports, however slow the machine.
         r = percpu("stat", "-p", str(w.pid), "-d", "600", "-i", "0.5", "--count", "3", "-f", "json", "-q")
         assert w.poll() is None, "the workload ended before counting did"
         d = percpu("stat", "-p", str(w.pid), "-d", "0.5", "-f", "json", "-q")
         assert w.poll() is None, "the workload ended before counting did"
-    finally:
-        w.kill()
-        w.wait()
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(lines) == 3
     assert all(x["interval_s"] > 0 for x in lines)
-    assert all(calls(x, "getppid") > 0 for x in lines), "the spinning workload was counted in every interval"
+    per_interval = [calls(x, "getppid") for x in lines]
+    assert all(n > 0 for n in per_interval), f"getppid calls per interval: {per_interval}"
     assert d.returncode == 0, d.stderr
     once = [json.loads(x) for x in d.stdout.splitlines()]
     assert len(once) == 1 and calls(once[0], "getppid") > 0, "-d ends counting on a live process"
