@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from percpu.cpus import topology
+from percpu.cpus import format_cpu_list, topology
 from percpu.process import own_cgroup
 from percpu.syscalls import syscall_number
 from percpu.syscount import cgroup2_root
@@ -57,6 +57,12 @@ def busy_cpu() -> int:
     return list(topology().online)[-1]
 
 
+def online_cpus() -> str:
+    """The online CPUs, for ``--cpus`` in the heat-map tests: a heat map writes each cell's count only up
+    to 40 columns (one per possible CPU unless selected), and a guest with 64 possible CPUs has more."""
+    return format_cpu_list(topology().online)
+
+
 def test_stat_command_json_counts_the_command_exactly() -> None:
     cpu = busy_cpu()
     r = percpu("stat", "-f", "json", "-q", "--", sys.executable, WORKLOAD, "200000", str(cpu))
@@ -78,7 +84,8 @@ def test_stat_table_and_csv_and_heatmap(tmp_path: object) -> None:
     svg = os.path.join(str(tmp_path), "m.svg")
     # matplotlib's first import builds its font cache: minutes under TCG (the session shares the cache),
     # more than 600 s in a guest sharing the machine with another: the limit only guards against a hang.
-    r = percpu("stat", "--heatmap", svg, "--", sys.executable, WORKLOAD, "50000", str(cpu), timeout=1800)
+    heatmap = ["--cpus", online_cpus(), "--heatmap", svg]
+    r = percpu("stat", *heatmap, "--", sys.executable, WORKLOAD, "50000", str(cpu), timeout=1800)
     assert r.returncode == 0, r.stderr
     assert "getppid" in r.stdout and "imbalance" in r.stdout
     assert f"cpu{cpu}" in r.stdout
@@ -213,9 +220,8 @@ def test_stat_heatmap_with_intervals_covers_the_whole_run(tmp_path: object, getp
     # Which interval the calls fall in is timing; that the intervals partition the run, and the heat map
     # holds all of it, is not.
     script = f"{getppid_n} 777; sleep 0.7"
-    r = percpu(
-        "stat", "-i", "0.2", "-q", "--heatmap", svg, "-f", "json", "--", "sh", "-c", script, timeout=1800
-    )
+    heatmap = ["--cpus", online_cpus(), "--heatmap", svg]
+    r = percpu("stat", "-i", "0.2", "-q", *heatmap, "-f", "json", "--", "sh", "-c", script, timeout=1800)
     assert r.returncode == 0, r.stderr
     in_intervals = sum(calls(json.loads(line), "getppid") for line in r.stdout.splitlines())
     cells = [int(v) for k, v in svg_cells(svg).items() if k.endswith("-getppid")]
