@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cpus import CpuList, Topology, parse_cpu_list
+from .cpulist import CpuList, parse_cpu_list
 from .errors import PercpuError
 
 __all__ = [
@@ -331,25 +331,27 @@ def read_layout(
     cpu_root: str | None = None,
     node_root: str | None = None,
     cgroup_root: str | None = "",
-    topology: Topology | None = None,
+    possible: CpuList | None = None,
 ) -> CpuLayout:
     """Read every possible CPU's place in the machine.
 
     ``cpu_root`` defaults to the machine in use's (:mod:`percpu._machine`), ``node_root`` to ``node``
     beside it; ``cgroup_root`` is where cgroup v2 is mounted ("" asks the machine's mount table, None skips
-    cpuset partitions). ``topology`` supplies the possible/online/present lists (default: read from
+    cpuset partitions). ``possible`` is the possible-CPU list when the caller has it (default: read from
     ``cpu_root``). The paths are for fixtures of other machines' sysfs trees.
     """
     from . import _machine
 
     if cpu_root is None:
         cpu_root = _machine.current().cpu_root
-    topo = topology or Topology(cpu_root)
     if node_root is None:
         node_root = os.path.join(os.path.dirname(cpu_root.rstrip("/")), "node")
     if cgroup_root == "":
         cgroup_root = _machine.current().mount_point("cgroup2")
-    possible = topo.possible
+    if possible is None:
+        possible = _cpus(os.path.join(cpu_root, "possible"))
+        if not possible:
+            raise PercpuError(f"{cpu_root}/possible lists no CPU")
     online = set(_cpus(os.path.join(cpu_root, "online")))
     present = set(_cpus(os.path.join(cpu_root, "present")))
     isolated = set(_cpus(os.path.join(cpu_root, "isolated")))
