@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import percpu
 from percpu import _libbpf
-from percpu.values import stride
+from percpu.layout import round8 as stride
 
 SAMPLE = 100_000
 

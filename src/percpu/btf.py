@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .codecs import Codec, NumpyCodec
 from .errors import BtfError, PercpuError
-from .values import Codec, NumpyCodec
 
 __all__ = ["Btf", "BtfError", "BtfType", "btf_codec", "codec_from_btf", "parse_btf"]
 

@@ -15,9 +15,9 @@ import pytest
 
 import percpu
 from percpu import _libbpf, features
+from percpu.layout import round8 as stride
 from percpu.maps import CGROUP_STORAGE_KEY, MapType, cpu_flag_supported, user_value_bytes
 from percpu.syscount import cgroup2_root
-from percpu.values import stride
 
 from ..conftest import Unprivileged
 

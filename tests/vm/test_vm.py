@@ -17,9 +17,9 @@ import pytest
 import percpu
 from percpu import _libbpf
 from percpu.cpus import possible_cpus
+from percpu.layout import round8 as stride
 from percpu.syscalls import syscall_number
 from percpu.syscount import Filters, SyscallCounter
-from percpu.values import stride
 
 pytestmark = pytest.mark.vm
 

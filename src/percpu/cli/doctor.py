@@ -16,8 +16,8 @@ from .. import _libbpf, _machine, features
 from .._privileges import privilege_hint
 from ..cpus import CpuList, topology
 from ..errors import LibbpfError, NotSupported, PercpuError
+from ..layout import round8 as stride
 from ..maps import PERCPU_TYPES, MapType, list_maps, user_value_bytes
-from ..values import stride
 
 __all__ = ["register"]
 

@@ -13,7 +13,7 @@ from .. import _libbpf
 from ..cpus import topology
 from ..errors import BpfError, PercpuError
 from ..layout import alloc
-from ..values import stride
+from ..layout import round8 as stride
 
 __all__ = ["register"]
 
