@@ -29,8 +29,24 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
+from ._uapi import (
+    BPF_ANY,
+    BPF_EXIST,
+    BPF_F_ALL_CPUS,
+    BPF_F_CPU,
+    BPF_F_TEST_RUN_ON_CPU,
+    BPF_NOEXIST,
+    BpfBtfInfo,
+    BpfInsn,
+    BpfMapInfo,
+    BpfProgInfo,
+    MapBatchOpts,
+    MapCreateOpts,
+    ObjectOpenOpts,
+    TestRunOpts,
+)
 from .errors import LibbpfError
-from .layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout, alloc
+from .layout import Layout, alloc
 
 __all__ = [
     "BPF_ANY",
@@ -45,11 +61,6 @@ __all__ = [
     "backend",
     "use_backend",
 ]
-
-BPF_ANY = 0
-BPF_NOEXIST = 1
-BPF_EXIST = 2
-BPF_F_LOCK = 4
 
 MIN_LIBBPF = (1, 0)
 
@@ -137,150 +148,6 @@ class Backend(Protocol):
     def map_delete_batch(self, fd: int, keys: np.ndarray, count: int, layout: Layout) -> int: ...
 
 
-# --- struct layouts (uapi/linux/bpf.h) -------------------------------------------------------------------
-
-
-class _MapCreateOpts(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("btf_fd", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("inner_map_fd", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64),
-        ("numa_node", ctypes.c_uint32),
-        ("map_ifindex", ctypes.c_uint32),
-    ]
-
-
-class _BatchOpts(ctypes.Structure):
-    _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
-
-
-class _TestRunOpts(ctypes.Structure):
-    """struct bpf_test_run_opts (libbpf 1.0)."""
-
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("data_in", ctypes.c_void_p),
-        ("data_out", ctypes.c_void_p),
-        ("data_size_in", ctypes.c_uint32),
-        ("data_size_out", ctypes.c_uint32),
-        ("ctx_in", ctypes.c_void_p),
-        ("ctx_out", ctypes.c_void_p),
-        ("ctx_size_in", ctypes.c_uint32),
-        ("ctx_size_out", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32),
-        ("repeat", ctypes.c_int),
-        ("duration", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("batch_size", ctypes.c_uint32),
-    ]
-
-
-_TEST_RUN_ON_CPU = 1 << 0  # BPF_F_TEST_RUN_ON_CPU
-
-
-class _BpfMapInfo(ctypes.Structure):
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16),
-        ("ifindex", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("netns_dev", ctypes.c_uint64),
-        ("netns_ino", ctypes.c_uint64),
-        ("btf_id", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_id", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64),
-    ]
-
-
-class _BpfProgInfo(ctypes.Structure):
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("tag", ctypes.c_uint8 * 8),
-        ("jited_prog_len", ctypes.c_uint32),
-        ("xlated_prog_len", ctypes.c_uint32),
-        ("jited_prog_insns", ctypes.c_uint64),
-        ("xlated_prog_insns", ctypes.c_uint64),
-        ("load_time", ctypes.c_uint64),
-        ("created_by_uid", ctypes.c_uint32),
-        ("nr_map_ids", ctypes.c_uint32),
-        ("map_ids", ctypes.c_uint64),
-        ("name", ctypes.c_char * 16),
-        ("ifindex", ctypes.c_uint32),
-        ("gpl_compatible", ctypes.c_uint32),
-        ("netns_dev", ctypes.c_uint64),
-        ("netns_ino", ctypes.c_uint64),
-        ("nr_jited_ksyms", ctypes.c_uint32),
-        ("nr_jited_func_lens", ctypes.c_uint32),
-        ("jited_ksyms", ctypes.c_uint64),
-        ("jited_func_lens", ctypes.c_uint64),
-        ("btf_id", ctypes.c_uint32),
-        ("func_info_rec_size", ctypes.c_uint32),
-        ("func_info", ctypes.c_uint64),
-        ("nr_func_info", ctypes.c_uint32),
-        ("nr_line_info", ctypes.c_uint32),
-        ("line_info", ctypes.c_uint64),
-        ("jited_line_info", ctypes.c_uint64),
-        ("nr_jited_line_info", ctypes.c_uint32),
-        ("line_info_rec_size", ctypes.c_uint32),
-        ("jited_line_info_rec_size", ctypes.c_uint32),
-        ("nr_prog_tags", ctypes.c_uint32),
-        ("prog_tags", ctypes.c_uint64),
-        ("run_time_ns", ctypes.c_uint64),
-        ("run_cnt", ctypes.c_uint64),
-        ("recursion_misses", ctypes.c_uint64),  # Linux 5.12; older kernels leave it 0
-    ]
-
-
-class _BtfInfo(ctypes.Structure):
-    _fields_ = [
-        ("btf", ctypes.c_uint64),
-        ("btf_size", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("name", ctypes.c_uint64),
-        ("name_len", ctypes.c_uint32),
-        ("kernel_btf", ctypes.c_uint32),
-    ]
-
-
-class _ObjectOpenOpts(ctypes.Structure):
-    # struct bpf_object_open_opts as of libbpf 1.0/1.1; sz tells newer libbpf which fields we know.
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("object_name", ctypes.c_char_p),
-        ("relaxed_maps", ctypes.c_bool),
-        ("pin_root_path", ctypes.c_char_p),
-        ("_stub", ctypes.c_uint32),
-        ("kconfig", ctypes.c_char_p),
-        ("btf_custom_path", ctypes.c_char_p),
-        ("kernel_log_buf", ctypes.c_char_p),
-        ("kernel_log_size", ctypes.c_size_t),
-        ("kernel_log_level", ctypes.c_uint32),
-    ]
-
-
-class _BpfInsn(ctypes.Structure):
-    _fields_ = [
-        ("code", ctypes.c_uint8),
-        ("regs", ctypes.c_uint8),
-        ("off", ctypes.c_int16),
-        ("imm", ctypes.c_int32),
-    ]
-
-
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 _U32 = ctypes.c_uint32
@@ -298,19 +165,19 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "libbpf_set_print": (_P, [_PRINT_FN]),
     "libbpf_probe_bpf_map_type": (_I, [_I, _P]),
     "libbpf_probe_bpf_helper": (_I, [_I, _I, _P]),
-    "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(_MapCreateOpts)]),
+    "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(MapCreateOpts)]),
     "bpf_map_lookup_elem_flags": (_I, [_I, _P, _P, _U64]),
     "bpf_map_update_elem": (_I, [_I, _P, _P, _U64]),
     "bpf_map_delete_elem": (_I, [_I, _P]),
     "bpf_map_lookup_and_delete_elem_flags": (_I, [_I, _P, _P, _U64]),
     "bpf_map_get_next_key": (_I, [_I, _P, _P]),
-    "bpf_map_lookup_batch": (_I, [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_lookup_batch": (_I, [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(MapBatchOpts)]),
     "bpf_map_lookup_and_delete_batch": (
         _I,
-        [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)],
+        [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(MapBatchOpts)],
     ),
-    "bpf_map_update_batch": (_I, [_I, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
-    "bpf_map_delete_batch": (_I, [_I, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_update_batch": (_I, [_I, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(MapBatchOpts)]),
+    "bpf_map_delete_batch": (_I, [_I, _P, ctypes.POINTER(_U32), ctypes.POINTER(MapBatchOpts)]),
     "bpf_map_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
     "bpf_map_get_fd_by_id": (_I, [_U32]),
     "bpf_btf_get_fd_by_id": (_I, [_U32]),
@@ -319,12 +186,12 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_obj_pin": (_I, [_I, _S]),
     "bpf_obj_get_info_by_fd": (_I, [_I, _P, ctypes.POINTER(_U32)]),
     "bpf_enable_stats": (_I, [_I]),
-    "bpf_prog_test_run_opts": (_I, [_I, ctypes.POINTER(_TestRunOpts)]),
+    "bpf_prog_test_run_opts": (_I, [_I, ctypes.POINTER(TestRunOpts)]),
     "bpf_prog_load": (_I, [_I, _S, _S, _P, _SZ, _P]),
     "bpf_prog_attach": (_I, [_I, _I, _I, _U32]),
     "bpf_prog_detach2": (_I, [_I, _I, _I]),
     "bpf_btf_load": (_I, [_P, _SZ, _P]),
-    "bpf_object__open_file": (_P, [_S, ctypes.POINTER(_ObjectOpenOpts)]),
+    "bpf_object__open_file": (_P, [_S, ctypes.POINTER(ObjectOpenOpts)]),
     "bpf_object__load": (_I, [_P]),
     "bpf_object__close": (None, [_P]),
     "bpf_object__next_map": (_P, [_P, _P]),
@@ -483,7 +350,7 @@ class Libbpf:
         btf_key_type_id: int = 0,
         btf_value_type_id: int = 0,
     ) -> int:
-        opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=flags)
+        opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), map_flags=flags)
         if btf_fd:
             opts.btf_fd = btf_fd
             opts.btf_key_type_id = btf_key_type_id
@@ -525,7 +392,7 @@ class Libbpf:
         _check(self.fn("bpf_obj_get_info_by_fd")(fd, ctypes.byref(info), ctypes.byref(size)))
 
     def map_info(self, fd: int) -> MapInfo:
-        i = _struct(_BpfMapInfo)
+        i = _struct(BpfMapInfo)
         self._info(fd, i)
         return MapInfo(
             id=i.id,
@@ -544,26 +411,26 @@ class Libbpf:
     def prog_run_on_cpu(self, fd: int, cpu: int) -> int:
         """Run a raw_tp program once on ``cpu`` (BPF_PROG_TEST_RUN, Linux 5.10: an interrupt on that CPU
         when it is not this thread's) and return its return value. ENXIO: the CPU is offline."""
-        opts = _struct(_TestRunOpts)
-        opts.sz = ctypes.sizeof(_TestRunOpts)
-        opts.flags = _TEST_RUN_ON_CPU
+        opts = _struct(TestRunOpts)
+        opts.sz = ctypes.sizeof(TestRunOpts)
+        opts.flags = BPF_F_TEST_RUN_ON_CPU
         opts.cpu = cpu
         _check(self.fn("bpf_prog_test_run_opts")(fd, ctypes.byref(opts)))
         return int(opts.retval)
 
     def prog_recursion_misses(self, fd: int) -> int:
         """Runs of the program the kernel skipped (one info call, without the map ids prog_info asks)."""
-        i = _struct(_BpfProgInfo)
+        i = _struct(BpfProgInfo)
         self._info(fd, i)
         return int(i.recursion_misses)
 
     def prog_info(self, fd: int) -> ProgInfo:
-        i = _struct(_BpfProgInfo)
+        i = _struct(BpfProgInfo)
         self._info(fd, i)
         n = i.nr_map_ids
         ids = alloc(4 * n).view(np.uint32)
         if n:
-            j = _struct(_BpfProgInfo)
+            j = _struct(BpfProgInfo)
             j.nr_map_ids = n
             j.map_ids = ids.ctypes.data
             self._info(fd, j)
@@ -584,10 +451,10 @@ class Libbpf:
         """The raw BTF blob (header, types, strings) the kernel holds under ``btf_id``."""
         fd = self.btf_get_fd_by_id(btf_id)
         try:
-            first = _struct(_BtfInfo)
+            first = _struct(BpfBtfInfo)
             self._info(fd, first)
             data = alloc(first.btf_size)
-            second = _struct(_BtfInfo)
+            second = _struct(BpfBtfInfo)
             second.btf = data.ctypes.data
             second.btf_size = first.btf_size
             self._info(fd, second)
@@ -670,7 +537,7 @@ class Libbpf:
         if in_batch is not None:
             _require_key(in_batch, lay.token_bytes, "lookup_batch in_batch")
         n = _U32(count)
-        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=elem_flags)
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts), elem_flags=elem_flags)
         name = "bpf_map_lookup_and_delete_batch" if delete else "bpf_map_lookup_batch"
         ret = self.fn(name)(
             fd, _ptr(in_batch), _ptr(out_batch), _ptr(keys), _ptr(values), ctypes.byref(n), ctypes.byref(opts)
@@ -688,7 +555,7 @@ class Libbpf:
         if values.nbytes < lay.values_bytes(count, elem_flags):
             raise ValueError("update_batch: value buffer smaller than the kernel reads")
         n = _U32(count)
-        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=elem_flags)
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts), elem_flags=elem_flags)
         ret = self.fn("bpf_map_update_batch")(
             fd, _ptr(keys), _ptr(values), ctypes.byref(n), ctypes.byref(opts)
         )
@@ -699,7 +566,7 @@ class Libbpf:
     def map_delete_batch(self, fd: int, keys: np.ndarray, count: int, layout: Layout) -> int:
         _require_key(keys, layout.keys_bytes(count), "delete_batch keys")
         n = _U32(count)
-        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
         ret = self.fn("bpf_map_delete_batch")(fd, _ptr(keys), ctypes.byref(n), ctypes.byref(opts))
         if ret < 0:
             raise PartialBatch(-ret, int(n.value))
@@ -724,10 +591,10 @@ class Libbpf:
 
     def prog_load_insns(self, prog_type: int, name: str, insns: list[tuple[int, int, int, int]]) -> int:
         """Load a program given as (code, regs, off, imm) tuples; used for probes and tests."""
-        mem = alloc(ctypes.sizeof(_BpfInsn) * len(insns))
-        arr = (_BpfInsn * len(insns)).from_buffer(mem.data)
+        mem = alloc(ctypes.sizeof(BpfInsn) * len(insns))
+        arr = (BpfInsn * len(insns)).from_buffer(mem.data)
         for slot, (c, r, o, i) in zip(arr, insns, strict=True):
-            slot.code, slot.regs, slot.off, slot.imm = c, r, o, i
+            slot.code, slot.dst_reg, slot.src_reg, slot.off, slot.imm = c, r & 0xF, r >> 4, o, i
         return _check(
             self.fn("bpf_prog_load")(
                 prog_type, name.encode()[:15], b"GPL", ctypes.addressof(arr), len(insns), None
@@ -743,8 +610,8 @@ class Libbpf:
     # --- objects (bpf_object__*) ---------------------------------------------------------------------
 
     def object_open(self, path: str, log_buf: ctypes.Array[ctypes.c_char]) -> int:
-        opts = _ObjectOpenOpts(
-            sz=ctypes.sizeof(_ObjectOpenOpts),
+        opts = ObjectOpenOpts(
+            sz=ctypes.sizeof(ObjectOpenOpts),
             kernel_log_buf=ctypes.cast(log_buf, ctypes.c_char_p),
             kernel_log_size=len(log_buf),
             kernel_log_level=0,  # libbpf retries a failed load with level 1 into this buffer

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from ._uapi import BPF_F_ALL_CPUS, BPF_F_CPU
+
 __all__ = ["BPF_F_ALL_CPUS", "BPF_F_CPU", "GUARD_ENV", "Layout", "alloc", "guard_mode", "guard_sites"]
 
-BPF_F_CPU = 8  # Linux 7.0: one CPU's value, the CPU id in flags bits 63..32
-BPF_F_ALL_CPUS = 16  # Linux 7.0: one value written to every CPU
 ONE_VALUE = BPF_F_CPU | BPF_F_ALL_CPUS
 
 GUARD_ENV = "PERCPU_GUARD_PAGES"
