@@ -699,17 +699,6 @@ _backend: Backend | None = None
 _backend_lock = threading.Lock()
 
 
-def mount(source: str, target: str, fstype: str) -> None:
-    """mount(2) through the C library: percpu mounts tracefs when the classic tracepoint needs it and it
-    is not mounted. Raises OSError with the errno."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-    libc.mount.restype = ctypes.c_int
-    if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def backend() -> Backend:
     """The kernel seam in use: the real libbpf unless a test installed a fake with :func:`use_backend`."""
     global _backend  # noqa: PLW0603 - a process-wide seam, like a logging handler
@@ -740,50 +729,3 @@ def use_backend(fake: Backend) -> Iterator[Backend]:
     finally:
         with _backend_lock:
             _backend = old
-
-
-# --- process privileges (the exporter gives its capabilities up once its programs are attached) -----
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = (
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    )
-
-
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-
-def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    """prctl(2) through the C library; raises OSError with the errno."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    libc.prctl.restype = ctypes.c_int
-    ret = int(libc.prctl(option, arg2, arg3, arg4, arg5))
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return ret
-
-
-def capset(effective: int, permitted: int, inheritable: int) -> None:
-    """capset(2) for the calling thread (capabilities are per thread: call it before starting threads)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
-    libc.capset.restype = ctypes.c_int
-    data = (_CapData * 2)()
-    for i in range(2):
-        data[i] = _CapData(
-            effective >> (32 * i) & 0xFFFFFFFF,
-            permitted >> (32 * i) & 0xFFFFFFFF,
-            inheritable >> (32 * i) & 0xFFFFFFFF,
-        )
-    if libc.capset(ctypes.byref(_CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)), data) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
