@@ -20,7 +20,8 @@ from percpu.syscount import ERR_KEY, NR_SLOTS, PROC_KEY, SyscallDelta, SyscallSn
 from percpu.topo import CpuLayout, read_layout
 from percpu.views import group, restrict, view
 
-from .test_exporter import FakeCounter, _parse, scrape
+from .synthetic import FakeCounter
+from .test_exporter import _parse, scrape
 from .test_topo import fake_sysfs
 
 GETPPID, READ, WRITE = 110, 0, 1
