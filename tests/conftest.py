@@ -45,6 +45,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(mark)
                 if os.geteuid() != 0:
                     item.add_marker(NOT_ROOT)
+        # a Markdown example marked <!--pytest.mark.kernel--> (README.md, docs/): root, like tests/kernel
+        if item.path.suffix == ".md" and item.get_closest_marker("kernel") and os.geteuid() != 0:
+            item.add_marker(NOT_ROOT)
 
 
 def covered_sites() -> set[str]:
