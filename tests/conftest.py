@@ -82,6 +82,18 @@ def unique_comm(stem: str) -> str:
     return name
 
 
+def svg_cells(path: str | os.PathLike[str]) -> dict[str, str]:
+    """{"cpu1-getppid": "777"}: the count printed in each cell of a heat map drawn as SVG."""
+    import xml.etree.ElementTree as ET
+
+    ns = "{http://www.w3.org/2000/svg}"
+    return {
+        g.get("id", "")[5:]: "".join(t for x in g.iter(f"{ns}text") for t in x.itertext())
+        for g in ET.parse(path).getroot().iter(f"{ns}g")
+        if g.get("id", "").startswith("cell-")
+    }
+
+
 @dataclass(frozen=True)
 class Unprivileged:
     """How to start percpu as another user (``nobody``, no capabilities): this interpreter's base Python,
