@@ -1,6 +1,8 @@
 """Added cost per system call of percpu's BPF programs, against the floor of empty programs at the same hooks.
 
 Run as root:  .venv/bin/python benchmarks/bench_syscalls.py --repeat 3      (about 12 minutes)
+              .venv/bin/python benchmarks/bench_syscalls.py --smoke         (seconds: that it runs, no figure
+                                                                             means anything)
 
 Two measurements of every configuration, interleaved round by round (the order rotates each round) so the
 machine's noise hits all configurations alike:
@@ -544,7 +546,18 @@ def main() -> int:
     ap.add_argument("--no-parts", action="store_true", help="leave out the price of each part (bench_parts)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--json-out", metavar="FILE", help="also write the results as JSON to FILE")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="2,000 calls in 2 chunks, 1 round, no bpftrace or bcc: that it runs, not what it costs",
+    )
     args = ap.parse_args()
+    if args.smoke:
+        args.calls, args.chunks, args.rounds, args.repeat, args.no_external = 2_000, 2, 1, 1, True
+        print(
+            f"{ap.prog}: --smoke: a small run, to check that it works; its figures mean nothing",
+            file=sys.stderr,
+        )
     if os.geteuid() != 0:
         sys.exit("bench_syscalls: run as root (it attaches BPF programs)")
     if min(args.calls, args.chunks, args.rounds, args.repeat) < 1 or args.chunks > args.calls:

@@ -21,6 +21,8 @@ import pytest
 import percpu
 from percpu.syscount import ensure_tracefs
 
+from .conftest import percpu_cmd
+
 pytestmark = pytest.mark.kernel
 
 
@@ -34,12 +36,6 @@ def tracefs() -> None:
 ONLINE = list(percpu.topology().online)
 # Calls made on each CPU: distinct, so a value read from the wrong slot or key cannot pass.
 CALLS = {cpu: 150 + 37 * i for i, cpu in enumerate(ONLINE[:4])}
-
-
-def percpu_cmd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "percpu", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def calls_on_each_cpu() -> None:

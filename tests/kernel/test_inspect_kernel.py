@@ -20,16 +20,11 @@ from percpu.btf import parse_btf
 from percpu.objects import BpfObject, bundled
 
 from ..unit.test_btf import BtfBuilder
+from .conftest import bpftool_dump, percpu_cmd
 
 pytestmark = pytest.mark.kernel
 
 POSSIBLE = list(percpu.topology().possible)
-
-
-def percpu_cmd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "percpu", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +41,8 @@ def filled() -> Iterator[BpfObject]:
 
 
 def bpftool_formatted(map_id: int) -> dict[object, dict[int, object]]:
-    out = subprocess.run(
-        ["bpftool", "-j", "map", "dump", "id", str(map_id)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
     result: dict[object, dict[int, object]] = {}
-    for e in json.loads(out.stdout):
+    for e in bpftool_dump(map_id):
         f = e["formatted"]
         result[f["key"]] = {v["cpu"]: v["value"] for v in f["values"]}
     return result

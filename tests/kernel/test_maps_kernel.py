@@ -4,7 +4,6 @@ the exact number of bytes the kernel writes, batches, pinning, and errors."""
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ from percpu.maps import CGROUP_STORAGE_KEY, MapType, cpu_flag_supported, user_va
 from percpu.syscount import cgroup2_root
 
 from ..conftest import Unprivileged
+from .conftest import bpftool_dump
 
 pytestmark = pytest.mark.kernel
 
@@ -31,18 +31,6 @@ KERNEL = tuple(int(n) for n in os.uname().release.split("-")[0].split(".")[:2])
 
 def rand_values(rng: np.random.Generator, size: int) -> list[bytes]:
     return [rng.integers(0, 256, size, dtype=np.uint8).tobytes() for _ in range(NCPU)]
-
-
-def bpftool_dump(map_id: int) -> list[dict[str, object]]:
-    out = subprocess.run(
-        ["bpftool", "-j", "map", "dump", "id", str(map_id)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    data: list[dict[str, object]] = json.loads(out.stdout)
-    return data
 
 
 def hexbytes(items: list[str]) -> bytes:

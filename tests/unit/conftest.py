@@ -1,15 +1,19 @@
-"""Fixtures for tests that run anywhere: a fake kernel seam and sysfs CPU lists with gaps."""
+"""Fixtures for tests that run anywhere: a fake kernel seam, sysfs CPU lists with gaps, and a machine's
+topology (fake_topology.py)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from percpu.cpus import CpuList, Topology
+from percpu.topo import CpuLayout, read_layout
 
 from .fake_kernel import FakeKernel, installed
+from .fake_topology import fake_sysfs
 
 
 def make_sysfs(root: str, possible: str, online: str, present: str | None = None) -> str:
@@ -38,3 +42,11 @@ def fake(request: pytest.FixtureRequest) -> Iterator[tuple[FakeKernel, Topology]
     kernel = FakeKernel(len(possible), cpu_ids=possible, online=online)
     with installed(kernel):
         yield kernel, Topology(kernel.machine.cpu_root)
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> CpuLayout:
+    """fake_topology's machine as percpu reads it: possible 0-3,6-9; cores {0,2} {1,3} {6}; nodes {0-3}
+    {6,7}; CPU 7 offline, 8-9 absent; isolated 2 (cpuset partition), 3 (isolcpus) and 6 (nohz_full)."""
+    cpu, node, cg = fake_sysfs(tmp_path)
+    return read_layout(cpu, node_root=node, cgroup_root=cg)

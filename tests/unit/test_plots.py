@@ -17,10 +17,10 @@ from percpu.cli import main
 from percpu.cpus import CpuList
 from percpu.errors import PercpuError
 from percpu.syscount import NR_SLOTS, SyscallDelta, SyscallSnapshot
-from percpu.topo import CpuLayout, read_layout
+from percpu.topo import CpuLayout
 from percpu.views import view
 
-from .test_topo import fake_sysfs
+from ..conftest import svg_cells
 
 pytest.importorskip("matplotlib", reason="the plots extra is not installed: pip install 'percpu[plots]'")
 
@@ -42,16 +42,6 @@ def svg_texts(path: Path) -> list[str]:
     root = ET.parse(path).getroot()
     assert root.tag == f"{SVG}svg"
     return ["".join(t.itertext()) for t in root.iter(f"{SVG}text")]
-
-
-def svg_cells(path: Path) -> dict[str, str]:
-    """{"cpu1-getppid": "777"}: the count printed in each heat-map cell (cells are few enough)."""
-    root = ET.parse(path).getroot()
-    return {
-        g.get("id", "")[5:]: "".join(t for x in g.iter(f"{SVG}text") for t in x.itertext())
-        for g in root.iter(f"{SVG}g")
-        if g.get("id", "").startswith("cell-")
-    }
 
 
 def test_heatmap_svg_has_title_labels_colour_bar_and_cell_counts(tmp_path: Path) -> None:
@@ -92,12 +82,6 @@ def test_human_numbers_have_one_style() -> None:
     got = [plots.human(v) for v in (0, 1, 5, 10, 999, 999.6, 1000, 1500, 9960, 12_345, 999_600, 1e6, 2.5e7)]
     assert got == ["0", "1", "5", "10", "999", "1k", "1k", "1.5k", "10k", "12k", "1M", "1M", "25M"]
     assert plots.human(0.25) == "0.2" or plots.human(0.25) == "0.3"
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> CpuLayout:
-    cpu, node, cg = fake_sysfs(tmp_path)
-    return read_layout(cpu, node_root=node, cgroup_root=cg)
 
 
 def fake_delta(layout: CpuLayout) -> SyscallDelta:

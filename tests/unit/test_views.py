@@ -20,17 +20,11 @@ from percpu.syscount import ERR_KEY, NR_SLOTS, PROC_KEY, SyscallDelta, SyscallSn
 from percpu.topo import CpuLayout, read_layout
 from percpu.views import group, restrict, view
 
-from .test_exporter import FakeCounter, _parse, scrape
-from .test_topo import fake_sysfs
+from .synthetic import FakeCounter
+from .test_exporter import _parse, scrape
 
 GETPPID, READ, WRITE = 110, 0, 1
 # Slots of the fake layout: possible 0-3,6-9; cores {0,2} {1,3} {6}; nodes {0-3} {6,7}; isolated 2,3,6.
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> CpuLayout:
-    cpu, node, cg = fake_sysfs(tmp_path)
-    return read_layout(cpu, node_root=node, cgroup_root=cg)
 
 
 def delta(layout: CpuLayout) -> SyscallDelta:
