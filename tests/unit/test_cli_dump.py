@@ -299,3 +299,38 @@ def test_declared_numbers_are_json_and_exact(
         "key": 1,
         "value": shown,
     }
+
+
+def libbpf_sanitized(raw: bytes) -> bytes:
+    """The object's BTF as libbpf loads it into a kernel before 5.13 (bpf_object__sanitize_btf): each
+    float an anonymous empty struct of its size, each type tag a const (the records keep their length)."""
+    out = bytearray(raw)
+    hdr_len, type_off, type_len = struct.unpack_from("<III", raw, 4)
+    start = hdr_len + type_off
+    types = raw[start : start + type_len]
+    pos = 0
+    while pos < len(types):
+        (info,) = struct.unpack_from("<I", types, pos + 4)
+        kind = (info >> 24) & 0x1F
+        if kind in (16, 18):  # FLOAT -> STRUCT, vlen 0, same size; TYPE_TAG -> CONST, same target
+            struct.pack_into("<II", out, start + pos, 0, (4 if kind == 16 else 10) << 24)
+        pos += btf_mod._record_len(types, pos)
+    return bytes(out)
+
+
+def test_dump_of_kinds_as_a_kernel_before_5_13_holds_them(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel has no BTF float, the floats are empty structs of their size: shown as the hex of
+    their bytes, not as {} (what the kernel test expects on such a kernel)."""
+    btf = parse_btf(libbpf_sanitized(_elf.section(bundled("test_maps.bpf.o"), ".BTF")))
+    monkeypatch.setattr(btf_mod, "load_btf", lambda _btf_id: btf)
+    kernel = FakeKernel(N)
+    u32, kinds = btf.find("__u32", "typedef"), btf.find("kinds_val", "struct")
+    assert not any(t.kind in ("float", "type_tag") for t in btf._types)
+    with installed(kernel), percpu.PerCpuArray.create(np.dtype((np.void, SIZE)), 2) as m:
+        m.update(0, [kinds_raw(i % 2) for i in range(N)])
+        with_btf(kernel, m, u32, kinds)
+        rows = dump_json(capsys, str(m.info.id), "--key", "0")
+    for i, v in enumerate(rows[0]["values"]):  # type: ignore[arg-type]
+        assert v["value"] == kinds_json(i % 2, floats=False)
