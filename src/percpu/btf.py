@@ -841,6 +841,9 @@ def load_btf(btf_id: int) -> Btf:
         return _btf_by_id(btf_id)
 
 
+_BYTES = (bytes, bytearray, memoryview)
+
+
 class BtfCodec(NumpyCodec):
     """A key or value typed by a map's BTF.
 
@@ -866,7 +869,7 @@ class BtfCodec(NumpyCodec):
             if value not in by_name:
                 raise PercpuError(f"{value!r} is not an enumerator of {self.name} ({', '.join(by_name)})")
             value = by_name[value]
-        elif self.dtype.names is None and self.dtype.kind == "V" and not isinstance(value, bytes | bytearray):
+        elif self.dtype.names is None and self.dtype.kind == "V" and not isinstance(value, _BYTES):
             raise PercpuError(
                 f"cannot store {value!r} as {self.name}: numpy has no exact layout for it (a union or "
                 f"bitfields), so give its {self.size} bytes"

@@ -731,6 +731,7 @@ def test_btf_codec_takes_enumerator_names_and_refuses_what_numpy_cannot_hold() -
         codec.encode("GREEN")
     codec = btf_mod.btf_codec(btf, bits, 4)
     assert codec is not None and codec.value(b"\x05\0\0\0") == {"a": 5}
+    assert codec.encode(memoryview(b"\x05\0\0\0")) == codec.encode(bytearray(b"\x05\0\0\0")) == b"\x05\0\0\0"
     with pytest.raises(PercpuError, match=r"numpy has no exact layout for it .* give its 4 bytes"):
         codec.encode({"a": 5})
 
