@@ -53,7 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 from percpu import _libbpf  # noqa: E402
-from percpu.cpus import topology  # noqa: E402
+from percpu.cpus import cpu_lists  # noqa: E402
 from percpu.objects import BpfObject, bundled  # noqa: E402
 from percpu.syscount import SyscallCounter, ensure_tracefs  # noqa: E402
 
@@ -562,7 +562,7 @@ def main() -> int:
         sys.exit("bench_syscalls: run as root (it attaches BPF programs)")
     if min(args.calls, args.chunks, args.rounds, args.repeat) < 1 or args.chunks > args.calls:
         sys.exit("bench_syscalls: --calls, --chunks, --rounds and --repeat must be positive, chunks <= calls")
-    online = list(topology().online)
+    online = list(cpu_lists().online)
     busy_sets = {"1 busy CPU": online[:1], f"{len(online)} busy CPUs": online}
     skipped: dict[str, str] = {}
     notes: list[str] = []

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from percpu.cpus import format_cpu_list, topology
+from percpu.cpus import cpu_lists, format_cpu_list
 from percpu.process import own_cgroup
 from percpu.syscalls import syscall_number
 from percpu.syscount import cgroup2_root
@@ -34,13 +34,13 @@ WORKLOAD = os.path.join(HELPERS, "syscall_workload.py")
 
 
 def busy_cpu() -> int:
-    return list(topology().online)[-1]
+    return list(cpu_lists().online)[-1]
 
 
 def online_cpus() -> str:
     """The online CPUs, for ``--cpus`` in the heat-map tests: a heat map writes each cell's count only up
     to 40 columns (one per possible CPU unless selected), and a guest with 64 possible CPUs has more."""
-    return format_cpu_list(topology().online)
+    return format_cpu_list(cpu_lists().online)
 
 
 def test_stat_command_json_counts_the_command_exactly() -> None:

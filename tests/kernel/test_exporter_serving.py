@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 
 from .conftest import fetch, free_port, query, running_exporter, running_prometheus
 
@@ -212,7 +212,7 @@ def test_abuse_while_prometheus_scrapes(tmp_path: Path) -> None:
 
 
 def test_no_capabilities_after_start_and_exact_counts() -> None:
-    cpu = list(topology().online)[-1]
+    cpu = list(cpu_lists().online)[-1]
     comm = "pcpu-nopriv"
     with running_exporter("-c", comm) as (target, proc):
         for task in os.listdir(f"/proc/{proc.pid}/task"):

@@ -26,7 +26,7 @@ from .conftest import bpftool_dump, percpu_cmd
 
 pytestmark = pytest.mark.kernel
 
-POSSIBLE = list(percpu.topology().possible)
+POSSIBLE = list(percpu.cpu_lists().possible)
 KERNEL = tuple(int(n) for n in os.uname().release.split("-")[0].split(".")[:2])
 
 
@@ -231,7 +231,7 @@ def test_dump_of_a_pinned_program(bpffs: str) -> None:
 def test_explain_shows_the_overrun(size: int) -> None:
     r = percpu_cmd("explain", "--value-size", str(size))
     assert r.returncode == 0, r.stderr
-    n = len(percpu.topology().possible)
+    n = len(percpu.cpu_lists().possible)
     st = (size + 7) // 8 * 8
     wrote = n * st
     assert f"the kernel writes round_up({size}, 8) x {n} = {st} x {n} = {wrote} bytes" in r.stdout
