@@ -1001,6 +1001,10 @@ def test_stat_says_which_report_was_lost_to_a_full_device() -> None:
         "percpu: -o /dev/full: No space left on device: the report was lost; the command (sh -c 'exit 3') "
         "ran to its end, exit status 3"
     )
+    # Reports every 0.1 s fail while the command runs: it is still waited for, not ended (143).
+    r = percpu("stat", "-q", "-i", "0.1", "-o", "/dev/full", "--", "sh", "-c", "sleep 1; exit 3")
+    assert r.returncode == 1
+    assert "the command (sh -c 'sleep 1; exit 3') ran to its end, exit status 3" in r.stderr, r.stderr
 
 
 def test_stat_on_a_full_file_system_keeps_the_old_report(tmp_path: object) -> None:

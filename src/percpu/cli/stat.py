@@ -431,7 +431,8 @@ def register(sub: Any) -> None:
         "--format",
         choices=("table", "json", "csv"),
         default="table",
-        help="table (default), json (one object per interval, one per line) or csv",
+        help="table (default), json (one object per interval, one per line) or csv (one count a row, its "
+        "kind in the record column: syscall, process, error, latency, lost, warning, ...)",
     )
     s.add_argument("-o", "--output", help="write the report to this file instead of stdout")
     s.add_argument(
