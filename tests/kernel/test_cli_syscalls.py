@@ -22,7 +22,7 @@ from percpu.process import own_cgroup
 from percpu.syscalls import syscall_number
 from percpu.syscount import cgroup2_root
 
-from ..conftest import Unprivileged, svg_cells, unique_comm
+from ..conftest import Unprivileged, build_helper, svg_cells, unique_comm
 from .conftest import HANG, PERCPU
 from .conftest import percpu_cmd as percpu
 
@@ -559,6 +559,27 @@ def test_stat_output_replaces_the_file_when_the_report_is_done(tmp_path: object)
         assert json.loads(f.read())["total"] > 0
     assert os.stat(path).st_mode & 0o777 == 0o604
     assert os.listdir(str(tmp_path)) == ["r.json"]
+
+
+@pytest.fixture(scope="module")
+def fork_calls(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """tests/helpers/fork_calls.c built now: N short processes of M getpriority calls each."""
+    return build_helper("fork_calls.c", str(tmp_path_factory.mktemp("fork")), unique_comm("pcpuf"))
+
+
+@pytest.mark.parametrize("table", [[], ["--proc-entries", "256"]], ids=["default table", "256 keys"])
+def test_stat_per_process_rows_and_lost_add_up_over_thousands_of_processes(
+    fork_calls: str, table: list[str]
+) -> None:
+    """5,000 short processes (about 15,000 process keys, more than either table holds): the process rows
+    plus the calls reported lost are the syscall table's total, to the call (an LRU table dropped most of
+    them, and said "lost": 0)."""
+    r = percpu("stat", "-q", "-P", "-f", "json", *table, "--", fork_calls, "5000", "7")
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    rows = sum(p["total"] for p in obj["processes"])
+    assert calls(obj, "getpriority") == 35_000
+    assert rows + obj["lost"]["processes"] == obj["total"]
 
 
 def test_stat_per_process_shows_a_hostile_name_escaped() -> None:
