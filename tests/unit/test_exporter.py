@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from percpu._text import printable
 from percpu.cli import main
 from percpu.exporter import SyscallCollector
-from percpu.syscount import ERR_KEY, LAT_KEY, NR_SLOTS, PROC_KEY, Lost, slot_name
+from percpu.syscount import ERR_KEY, FOLDED_TGID, LAT_KEY, NR_SLOTS, PROC_KEY, Lost, slot_name
 
 from .fake_kernel import FakeKernel, FakeMachine, installed
 from .synthetic import FakeCounter, FakeProgram
@@ -420,3 +420,49 @@ def test_exposition_shares_one_rendering_and_gzips() -> None:
     om = exp.body(openmetrics=True)
     assert om.endswith(b"# EOF\n") and _parse(om.decode()) == _parse(plain.decode())
     assert exp.series == sum(1 for _ in _parse(plain.decode())) + 1  # + the scrape duration
+
+
+def _procs_of(got: dict[Key, float]) -> dict[tuple[str, str], float]:
+    return {
+        (dict(k[1])["comm"], dict(k[1])["syscall"]): v
+        for k, v in got.items()
+        if k[0] == "percpu_process_syscalls_total"
+    }
+
+
+class Workload:
+    """Per-process rows as the counter reports them: (pid, syscall, comm) -> calls on CPU 0."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[int, int, bytes], int] = {}
+
+    def call(self, pid: int, comm: bytes, n: int, slot: int = 39) -> None:
+        self.rows[(pid, slot, comm)] = self.rows.get((pid, slot, comm), 0) + n
+
+    def procs(self) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.zeros(len(self.rows), PROC_KEY)
+        keys["tgid"] = [k[0] for k in self.rows]
+        keys["slot"] = [k[1] for k in self.rows]
+        keys["comm"] = [k[2] for k in self.rows]
+        counts = np.zeros((len(self.rows), 2), np.uint64)
+        counts[:, 0] = list(self.rows.values())
+        return keys, counts
+
+
+def test_processes_summed_by_name_are_not_counted_twice() -> None:
+    """Rows of exited processes leave the snapshot for a row of their name (pid FOLDED_TGID), or of no name
+    once the counter keeps no more names: the comm series count each call once."""
+    f = FakeCounter(2)
+    c = SyscallCollector(f)
+    w = Workload()
+    w.call(10, b"cc1", 5)
+    w.call(11, b"cc1", 7)
+    f.procs = w.procs()
+    assert _procs_of(scrape(c)) == {("cc1", "getpid"): 12}
+    w.rows = {(FOLDED_TGID, 39, b"cc1"): 12, (12, 39, b"ld"): 3}  # 10 and 11 exited, summed by name
+    f.procs = w.procs()
+    assert _procs_of(scrape(c)) == {("cc1", "getpid"): 12, ("ld", "getpid"): 3}
+    # 12 exited after one more call, when no more names were kept: summed by syscall alone
+    w.rows = {(FOLDED_TGID, 39, b"cc1"): 12, (FOLDED_TGID, 39, b""): 4}
+    f.procs = w.procs()
+    assert _procs_of(scrape(c)) == {("cc1", "getpid"): 12, ("ld", "getpid"): 3, ("other", "getpid"): 1}
