@@ -13,10 +13,12 @@ by options:
   named too, until 2N are named; see :meth:`SyscallCollector._update_kept` for why every exported counter,
   "other" included, stays monotonic;
 * per-process series carry ``comm`` only (never pid; escaped as ``stat`` shows it, see
-  :func:`percpu._text.printable`), at most ``max_comms`` of them (default 20) plus ``comm="other"``. The
-  series are accumulated from deltas, so every series only grows and the comm series of a syscall,
-  "other" included, add up to its per-process calls; the rows of exited processes, which the counter
-  sums by name (``syscount.ProcessTable``), are subtracted where they went.
+  :func:`percpu._text.printable`), at most ``max_comms`` of them (default 20) plus ``comm="other"``: half
+  the names go to names as they appear, the busiest first, the other half to names among the busiest
+  half since the previous scrape (:meth:`SyscallCollector._name_comms`). The series are accumulated
+  from deltas, and a name's series counts from the scrape that named it, so every series only grows and
+  the comm series of a syscall, "other" included, add up to its per-process calls; the rows of exited
+  processes, which the counter sums by name (``syscount.ProcessTable``), are subtracted where they went.
   Memory stays bounded whatever names processes give themselves: the named set is at most
   ``max_comms``, every other name is folded into "other" without being remembered, and the per-key
   state is bounded by the counter's tables.
@@ -574,17 +576,32 @@ class SyscallCollector:
                 comm = printable(name) or "?"
                 by_comm[comm] = by_comm.get(comm, 0) + d
             rows.append((comm, int.from_bytes(raw[4:8], "little"), d))
-        for comm in by_comm:
-            # Named while there is room; the named set never shrinks, so a name that found it full is
-            # "other" for good and nothing about it needs remembering.
-            if comm not in self._comms and len(self._comms) < self.max_comms:
-                self._comms.add(comm)
+        self._name_comms(by_comm)
         for comm, slot, d in rows:
             key = (comm if comm in self._comms else OTHER, self._label(slot))
             self._proc_totals[key] = self._proc_totals.get(key, 0) + d
         for (comm, sc), v in sorted(self._proc_totals.items()):
             m.add((("comm", comm), ("syscall", sc)), v)
         return m
+
+    def _name_comms(self, calls: dict[str, int]) -> None:
+        """Give names their series: the first half of the ``max_comms`` slots to names as they appear (the
+        busiest first), the rest to names among the busiest half since the previous scrape.
+
+        A name keeps its series for good, so no series disappears and each only grows; a name's series
+        counts from the scrape that named it (its calls before are in "other", which keeps them), so the
+        comm series of a syscall, "other" included, always add up to its per-process calls.
+        """
+        half = (self.max_comms + 1) // 2
+        busiest = sorted(calls, key=lambda c: -calls[c])
+        for c in busiest:
+            if len(self._comms) >= half:
+                break
+            self._comms.add(c)
+        for c in busiest[:half]:
+            if len(self._comms) >= self.max_comms:
+                break
+            self._comms.add(c)
 
     def _prog_stats(self) -> Iterable[Family]:
         """Run count and run time of percpu's programs, while the kernel counts them.

@@ -247,7 +247,9 @@ def register(sub: Any) -> None:
         type=int_at_least(1),
         default=20,
         metavar="K",
-        help='with --per-process: at most K command names, the rest as comm="other"',
+        help="with --per-process: at most K command names (default 20): half go to names as they appear, "
+        "the busiest first, half to names among the K/2 busiest since the previous scrape; a name keeps "
+        'its series; the rest are comm="other"',
     )
     p.add_argument(
         "--enable-bpf-stats",
