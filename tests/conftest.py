@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -73,17 +72,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if out:
         with open(out, "w", encoding="utf-8") as f:
             f.write("".join(f"{s}\n" for s in sorted(sites)))
-
-
-def build_helper(source: str, directory: str, name: str) -> str:
-    """tests/helpers/SOURCE (C) compiled now into DIRECTORY/NAME; a test that counts by command name gives
-    a :func:`unique_comm` as NAME."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("no C compiler (cc): scripts/setup.sh --dev installs gcc")
-    exe = os.path.join(directory, name)
-    subprocess.run([cc, "-O2", "-o", exe, os.path.join(HERE, "helpers", source)], check=True, timeout=120)
-    return exe
 
 
 def unique_comm(stem: str) -> str:

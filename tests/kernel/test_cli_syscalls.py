@@ -22,7 +22,7 @@ from percpu.process import own_cgroup
 from percpu.syscalls import syscall_number
 from percpu.syscount import cgroup2_root
 
-from ..conftest import Unprivileged, build_helper, svg_cells, unique_comm
+from ..conftest import Unprivileged, svg_cells, unique_comm
 from .conftest import HANG, PERCPU
 from .conftest import percpu_cmd as percpu
 
@@ -559,12 +559,6 @@ def test_stat_output_replaces_the_file_when_the_report_is_done(tmp_path: object)
         assert json.loads(f.read())["total"] > 0
     assert os.stat(path).st_mode & 0o777 == 0o604
     assert os.listdir(str(tmp_path)) == ["r.json"]
-
-
-@pytest.fixture(scope="module")
-def fork_calls(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """tests/helpers/fork_calls.c built now: N short processes of M getpriority calls each."""
-    return build_helper("fork_calls.c", str(tmp_path_factory.mktemp("fork")), unique_comm("pcpuf"))
 
 
 @pytest.mark.parametrize("table", [[], ["--proc-entries", "256"]], ids=["default table", "256 keys"])

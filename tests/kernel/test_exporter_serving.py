@@ -30,7 +30,6 @@ import pytest
 
 from percpu.cpus import cpu_lists
 
-from ..conftest import build_helper, unique_comm
 from .conftest import fetch, free_port, query, running_exporter, running_prometheus
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -435,12 +434,6 @@ def test_per_process_memory_bounded_while_processes_rename_themselves() -> None:
     # syscall)
     assert keys_max <= 2 * 10240 + 2048
     assert rss_max < rss0 + 48 * 1024, (rss0, rss_max)
-
-
-@pytest.fixture(scope="module")
-def fork_calls(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """tests/helpers/fork_calls.c under a name unique to this session (its children keep it)."""
-    return build_helper("fork_calls.c", str(tmp_path_factory.mktemp("fork")), unique_comm("pcpuf"))
 
 
 def _sum(got: dict[Key, float], name: str, **labels: str) -> float:

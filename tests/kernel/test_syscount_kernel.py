@@ -29,7 +29,7 @@ from percpu.syscount import (
     cgroup2_root,
 )
 
-from ..conftest import build_helper, unique_comm
+from ..conftest import unique_comm
 
 pytestmark = pytest.mark.kernel
 
@@ -192,12 +192,6 @@ def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
     keys, counts = snap.procs
     mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
     assert int(counts[mine][0][cpus.index(cpu)]) == 10_000
-
-
-@pytest.fixture(scope="module")
-def fork_calls(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """tests/helpers/fork_calls.c under a name unique to this session (its children keep it)."""
-    return build_helper("fork_calls.c", str(tmp_path_factory.mktemp("fork")), unique_comm("pcpuf"))
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["per-CPU cache", "hash"])
