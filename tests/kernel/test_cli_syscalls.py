@@ -561,6 +561,21 @@ def test_stat_output_replaces_the_file_when_the_report_is_done(tmp_path: object)
     assert os.listdir(str(tmp_path)) == ["r.json"]
 
 
+@pytest.mark.parametrize("table", [[], ["--proc-entries", "256"]], ids=["default table", "256 keys"])
+def test_stat_per_process_rows_and_lost_add_up_over_thousands_of_processes(
+    fork_calls: str, table: list[str]
+) -> None:
+    """5,000 short processes (about 15,000 process keys, more than either table holds): the process rows
+    plus the calls reported lost are the syscall table's total, to the call (an LRU table dropped most of
+    them, and said "lost": 0)."""
+    r = percpu("stat", "-q", "-P", "-f", "json", *table, "--", fork_calls, "5000", "7")
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    rows = sum(p["total"] for p in obj["processes"])
+    assert calls(obj, "getpriority") == 35_000
+    assert rows + obj["lost"]["processes"] == obj["total"]
+
+
 def test_stat_per_process_shows_a_hostile_name_escaped() -> None:
     """A process may name itself with terminal escapes (here: set the window title) and bytes that are
     not UTF-8; root's `stat -P` shows them as text."""

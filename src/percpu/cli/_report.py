@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._text import printable
-from ..syscount import Lost, SyscallDelta, errno_name
+from ..syscount import FOLDED_TGID, Lost, SyscallDelta, errno_name
 
 __all__ = [
     "CSV_HEADER",
@@ -151,7 +151,7 @@ def table(
 
 
 _LOST_TABLES = {
-    "processes": ("per-process table", "a shorter run, or a --comm/--pid filter"),
+    "processes": ("per-process table", "--proc-entries"),
     "errors": ("errno table", "--errors-entries"),
     "latency": ("latency table", "--latency-entries"),
 }
@@ -192,10 +192,18 @@ def procs_table(d: SyscallDelta, *, top: int = 20) -> str:
             break
         busiest = cols[int(np.argmax(row))]
         comm = printable(_comm_bytes(k["comm"]))
+        pid = _pid(k)
         out.write(
-            f"{int(k['tgid']):>8} {comm:<16} {d.name(int(k['slot'])):<22} {human(tot):>10}  {busiest}\n"
+            f"{'-' if pid is None else pid:>8} {comm:<16} {d.name(int(k['slot'])):<22} {human(tot):>10}  "
+            f"{busiest}\n"
         )
     return out.getvalue()
+
+
+def _pid(k: Any) -> int | None:
+    """A row's pid; None for the rows that sum exited processes by name (or, with no name, by syscall)."""
+    tgid = int(k["tgid"])
+    return None if tgid == FOLDED_TGID else tgid
 
 
 def errors_table(d: SyscallDelta, *, top: int = 20) -> str:
@@ -321,7 +329,7 @@ def to_json(
         keys, counts = d.procs
         obj["processes"] = [
             {
-                "pid": int(k["tgid"]),
+                "pid": _pid(k),
                 **comm_json(k["comm"]),
                 "syscall": d.name(int(k["slot"])),
                 "total": tot,
