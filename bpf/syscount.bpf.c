@@ -79,6 +79,10 @@ const enum percpu_lost percpu_lost SEC(".percpu.contract") = LOST_TABLES;
  * ptrace has always exposed (arch/x86/include/asm/ptrace.h). */
 #define REGS_NR_OFF 120
 #define REGS_CS_OFF 136
+/* Without BTF the task's TS_COMPAT status (see below) has no fixed offset: thread_info.status is at 8
+ * before Linux 5.11 and at 16 from 5.11 (syscall_work came before it). What is fixed is the code segment
+ * a 32-bit task enters with, so this object tells 32-bit tasks apart, and not a 64-bit task's int $0x80
+ * calls (named from the 64-bit table; percpu doctor says so). */
 #define USER32_CS 0x23
 #elif defined(__TARGET_ARCH_arm64)
 /* struct pt_regs on arm64: regs[31], sp, pc, pstate, orig_x0, then s32 syscallno. */
@@ -109,14 +113,19 @@ static __always_inline long regs_nr(struct pt_regs *regs)
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
 	unsigned long orig_ax; /* syscall_get_nr() on x86 */
-	unsigned long cs;
 } __attribute__((preserve_access_index));
 #define REGS_NR(regs) ((regs)->orig_ax)
 #define REGS_NR_FIELD orig_ax
-/* A 32-bit task enters the kernel with the 32-bit user code segment. (A 64-bit task making an int 0x80
- * compat call keeps __USER_CS and is not recognised: rare, and its calls then show as syscall_N or under
- * a 64-bit name, which the documentation says.) */
-#define USER32_CS 0x23
+/* A call is an i386 one when the kernel runs it as one: the entry code of every 32-bit way in (int $0x80,
+ * sysenter, syscall from a 32-bit task) sets TS_COMPAT in the task's thread_info.status before the
+ * sys_enter tracepoint, and it is cleared on the way back to user space, after sys_exit
+ * (arch_exit_to_user_mode_prepare). in_ia32_syscall() reads that bit, and so does this program, on every
+ * kernel from 5.10 to 7.x. The code segment would not do: a 64-bit task that makes an int $0x80 call
+ * keeps the 64-bit one. */
+#define TS_COMPAT 0x0002
+struct thread_info {
+	__u32 status;
+} __attribute__((preserve_access_index));
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
 	int syscallno;
@@ -128,6 +137,9 @@ struct pt_regs {
 #endif
 
 struct task_struct {
+#if defined(__TARGET_ARCH_x86)
+	struct thread_info thread_info;
+#endif
 	int pid;
 	int tgid;
 	char comm[16];
@@ -680,7 +692,7 @@ int flush_procs(void *ctx)
 }
 
 #ifdef PERCPU_NO_BTF
-static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
+static __always_inline bool compat_call(struct pt_regs *regs)
 {
 #if defined(__TARGET_ARCH_x86)
 	if (cfg.detect_compat) {
@@ -696,29 +708,45 @@ static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
 SEC("raw_tp/sys_enter")
 int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, false), 0, false, regs);
+	return on_enter(id, compat_call(regs), 0, false, regs);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 {
-	return on_exit(regs_nr(regs), ret, compat_regs(regs, false), 0, false, regs);
+	return on_exit(regs_nr(regs), ret, compat_call(regs), 0, false, regs);
 }
 #else /* with kernel BTF */
 
 /* --- tp_btf: typed arguments, direct reads through BTF pointers ----------------------------------- */
 
-/* The task pointer is fetched only when a mode reads from it and the kernel has the helper (5.11); the
- * verifier drops the call otherwise. */
+/* The task pointer is fetched once per run, only when something reads from it and the kernel has the
+ * helper (5.11): a mode that reads the task, or the compat check (x86). The verifier drops the call
+ * otherwise. On 6.18 the helper is a call (about 20 ns on a host with AMD's SRSO mitigation); 7.x
+ * inlines it. */
 #define LAT_TASK(btf) (cfg.latency && cfg.task_storage && !(cfg.lat_percpu && (btf)))
 #define NEED_TASK_ENTER(btf) (cfg.task_btf && (LAT_TASK(btf) || (cfg.per_process && !cfg.failed_only)))
 #define NEED_TASK_EXIT(btf) (cfg.task_btf && (LAT_TASK(btf) || (cfg.per_process && cfg.failed_only)))
+#if defined(__TARGET_ARCH_x86)
+#define COMPAT_TASK (cfg.task_btf && cfg.detect_compat)
+#else
+#define COMPAT_TASK 0
+#endif
+#define TASK(need) ((need) || COMPAT_TASK ? bpf_get_current_task_btf() : 0)
 
-static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
+/* Whether the call in progress is an i386 one (see TS_COMPAT above). task is the current task where the
+ * kernel has bpf_get_current_task_btf() (TASK() fetched it): a plain load at tp_btf, a CO-RE read
+ * elsewhere. Before 5.11 a CO-RE read through bpf_get_current_task(), which every mode has, the classic
+ * tracepoint included. */
+static __always_inline bool compat_call(struct task_struct *task, bool btf)
 {
 #if defined(__TARGET_ARCH_x86)
-	if (cfg.detect_compat)
-		return (btf ? regs->cs : BPF_CORE_READ(regs, cs)) == USER32_CS;
+	if (cfg.detect_compat) {
+		if (cfg.task_btf)
+			return (btf ? task->thread_info.status : BPF_CORE_READ(task, thread_info.status)) & TS_COMPAT;
+		task = (struct task_struct *)bpf_get_current_task();
+		return BPF_CORE_READ(task, thread_info.status) & TS_COMPAT;
+	}
 #endif
 	return false;
 }
@@ -726,8 +754,9 @@ static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(enter_btf, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, true), NEED_TASK_ENTER(true) ? bpf_get_current_task_btf() : 0, true,
-			regs);
+	struct task_struct *task = TASK(NEED_TASK_ENTER(true));
+
+	return on_enter(id, compat_call(task, true), task, true, regs);
 }
 
 /* The default mode (no filter, no opt-in dimension) on its own: the fewest instructions that count a call,
@@ -745,7 +774,7 @@ int BPF_PROG(enter_btf_fast, struct pt_regs *regs, long id)
 			*d += 1;
 		return 0;
 	}
-	if (compat_regs(regs, true))
+	if (compat_call(TASK(0), true))
 		slot += COMPAT_BASE;
 	count_slot(slot);
 	return 0;
@@ -754,8 +783,9 @@ int BPF_PROG(enter_btf_fast, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(exit_btf, struct pt_regs *regs, long ret)
 {
-	return on_exit(REGS_NR(regs), ret, compat_regs(regs, true),
-		       NEED_TASK_EXIT(true) ? bpf_get_current_task_btf() : 0, true, regs);
+	struct task_struct *task = TASK(NEED_TASK_EXIT(true));
+
+	return on_exit(REGS_NR(regs), ret, compat_call(task, true), task, true, regs);
 }
 
 /* Moves the start time of a call in flight out of this CPU's slot when its task leaves the CPU (it blocked
@@ -801,17 +831,18 @@ int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev)
 SEC("raw_tp/sys_enter")
 int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, false), NEED_TASK_ENTER(false) ? bpf_get_current_task_btf() : 0, false,
-			regs);
+	struct task_struct *task = TASK(NEED_TASK_ENTER(false));
+
+	return on_enter(id, compat_call(task, false), task, false, regs);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 {
 	long id = BPF_CORE_READ(regs, REGS_NR_FIELD);
+	struct task_struct *task = TASK(NEED_TASK_EXIT(false));
 
-	return on_exit(id, ret, compat_regs(regs, false), NEED_TASK_EXIT(false) ? bpf_get_current_task_btf() : 0, false,
-		       regs);
+	return on_exit(id, ret, compat_call(task, false), task, false, regs);
 }
 
 /* Layouts of the raw_syscalls tracepoint records (tracefs events/raw_syscalls/sys_enter/format and sys_exit/format). */
@@ -827,30 +858,20 @@ struct sys_exit_args {
 	long ret;
 };
 
-/* The classic tracepoint's record has no registers: take the task's user registers for the compat check. */
-static __always_inline bool compat_task(void)
-{
-#if defined(__TARGET_ARCH_x86)
-	if (cfg.detect_compat) {
-		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-
-		return compat_regs(regs, false);
-	}
-#endif
-	return false;
-}
-
 SEC("tracepoint/raw_syscalls/sys_enter")
 int enter_tp(struct sys_enter_args *ctx)
 {
-	return on_enter(ctx->id, compat_task(), NEED_TASK_ENTER(false) ? bpf_get_current_task_btf() : 0, false, 0);
+	struct task_struct *task = TASK(NEED_TASK_ENTER(false));
+
+	return on_enter(ctx->id, compat_call(task, false), task, false, 0);
 }
 
 SEC("tracepoint/raw_syscalls/sys_exit")
 int exit_tp(struct sys_exit_args *ctx)
 {
-	return on_exit(ctx->id, ctx->ret, compat_task(), NEED_TASK_EXIT(false) ? bpf_get_current_task_btf() : 0, false,
-		       0);
+	struct task_struct *task = TASK(NEED_TASK_EXIT(false));
+
+	return on_exit(ctx->id, ctx->ret, compat_call(task, false), task, false, 0);
 }
 #endif /* PERCPU_NO_BTF */
 
