@@ -22,6 +22,7 @@ from percpu.objects import BpfObject
 from percpu.syscalls import syscall_number
 from percpu.syscount import (
     ATTACH_MODES,
+    COMPAT_BASE,
     LAT_BUCKETS,
     Filters,
     KernelFeatures,
@@ -573,46 +574,33 @@ INT80_CASES = {
 }
 
 
-def count_int80(
-    int80_binary: str, mode: str, filtered: bool, old: bool = False, hide_btf: bool = False
-) -> Any:
-    """Run the int $0x80 helper under a counter in a child interpreter: what the counter made of it."""
-    src = os.path.abspath(os.path.join(HERE, "..", "..", "src"))
-    comm = os.path.basename(int80_binary)
-    script = f"""
-import json, subprocess, sys
-sys.path.insert(0, {src!r})
-from percpu import syscount
-from percpu.syscount import COMPAT_BASE, Filters, KernelFeatures, SyscallCounter, slot_name
-if {old!r}:
-    syscount.kernel_features = lambda: KernelFeatures(task_btf=False, task_storage=False)
-filters = Filters(comm={comm!r}) if {filtered!r} else None
-with SyscallCounter(filters=filters, attach={mode!r}) as c:
-    before = c.snapshot()
-    subprocess.run([{int80_binary!r}], check=True)
-    d = c.snapshot().delta(before)
-nr = {I386_GETPRIORITY}
-print(json.dumps({{"mode": c.attach_mode, "compat": int(d.counts[:, COMPAT_BASE + nr].sum()),
-    "native96": int(d.counts[:, nr].sum()), "name": slot_name(COMPAT_BASE + nr),
-    "native_getpriority": int(d.counts[:, {syscall_number("getpriority")}].sum()), "check": c.compat_check,
-    "task_btf": c._config.task_btf}}))
-"""
-    cmd = [sys.executable, "-c", script]
-    if hide_btf:
-        cmd = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /sys/kernel/btf && exec "$@"', "sh", *cmd]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+def int80_counts(c: SyscallCounter, d: syscount.SyscallDelta) -> dict[str, Any]:
+    """What a counter made of the int $0x80 helper's calls."""
+    return {
+        "mode": c.attach_mode,
+        "check": c.compat_check,
+        "task_btf": c._config.task_btf,
+        "name": syscount.slot_name(COMPAT_BASE + I386_GETPRIORITY, "x86_64"),
+        "compat": int(d.counts[:, COMPAT_BASE + I386_GETPRIORITY].sum()),
+        "native96": int(d.counts[:, I386_GETPRIORITY].sum()),
+        "native_getpriority": int(d.counts[:, syscall_number("getpriority")].sum()),
+    }
 
 
 @pytest.mark.parametrize(("mode", "filtered", "old"), list(INT80_CASES.values()), ids=list(INT80_CASES))
 def test_int80_calls_of_a_64_bit_task_are_named_from_the_i386_table(
-    int80_binary: str, mode: str, filtered: bool, old: bool
+    int80_binary: str, mode: str, filtered: bool, old: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 64-bit task's int $0x80 calls are i386 calls (the kernel sets TS_COMPAT for them): 1000
     getpriority calls (i386 96) are compat:getpriority, never gettimeofday (x86_64 96). Its code segment is
     the 64-bit one, so a check of the code segment named them from the x86_64 table."""
-    got = count_int80(int80_binary, mode, filtered, old)
+    if old:
+        monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11_FEATURES)
+    filters = Filters(comm=os.path.basename(int80_binary)) if filtered else None
+    with SyscallCounter(filters=filters, attach=mode) as c:
+        before = c.snapshot()
+        subprocess.run([int80_binary], check=True, timeout=60)
+        got = int80_counts(c, c.snapshot().delta(before))
     assert got["mode"] == mode
     assert got["check"] == "TS_COMPAT"
     if old:
@@ -629,7 +617,23 @@ def test_without_btf_int80_calls_of_a_64_bit_task_get_64_bit_names_as_doctor_say
     tells 32-bit tasks apart by their code segment, so a 64-bit task's int $0x80 calls are named from the
     x86_64 table. The counter says so (compat_check), and doctor prints it; this pins that the words match
     what it does."""
-    got = count_int80(int80_binary, "raw_tp", True, hide_btf=True)
+    src = os.path.abspath(os.path.join(HERE, "..", "..", "src"))
+    script = f"""
+import json, os, subprocess, sys
+sys.path.insert(0, {src!r})
+from percpu.syscount import COMPAT_BASE, Filters, SyscallCounter
+with SyscallCounter(filters=Filters(comm=os.path.basename({int80_binary!r})), attach="raw_tp") as c:
+    before = c.snapshot()
+    subprocess.run([{int80_binary!r}], check=True)
+    d = c.snapshot().delta(before)
+nr = {I386_GETPRIORITY}
+print(json.dumps({{"mode": c.attach_mode, "check": c.compat_check,
+    "compat": int(d.counts[:, COMPAT_BASE + nr].sum()), "native96": int(d.counts[:, nr].sum())}}))
+"""
+    hide = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /sys/kernel/btf && exec "$@"', "sh"]
+    r = subprocess.run([*hide, sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
     assert got["check"] == "code segment"
     assert syscount.COMPAT_CHECKS["code segment"] and "int $0x80" in syscount.COMPAT_CHECKS["code segment"]
     assert (got["mode"], got["compat"], got["native96"]) == ("raw_tp", 0, INT80_CALLS)
