@@ -558,11 +558,38 @@ static __always_inline void count_latency(__u32 slot, __u32 bucket)
 	bump_hash(&latency, &k, LOST_LATENCY);
 }
 
-static __always_inline int on_enter(long id, bool compat, struct task_struct *task, bool btf, void *regs)
+/* Whether the call in progress is an i386 one (see TS_COMPAT above). With kernel BTF: the task's status,
+ * read from task when the caller fetched it (a plain load at tp_btf, a CO-RE read elsewhere), else from
+ * bpf_get_current_task_btf() (5.11), else through bpf_get_current_task(), which every hook has. Without
+ * BTF: the code segment in regs. Called after the filters, so a call they skip costs no task fetch. */
+static __always_inline bool compat_call(struct task_struct *task, struct pt_regs *regs, bool btf)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (cfg.detect_compat) {
+#ifdef PERCPU_NO_BTF
+		unsigned long cs = 0;
+
+		bpf_probe_read(&cs, sizeof(cs), (char *)regs + REGS_CS_OFF);
+		return cs == USER32_CS;
+#else
+		if (cfg.task_btf) {
+			if (!task)
+				task = bpf_get_current_task_btf();
+			return (btf ? task->thread_info.status : BPF_CORE_READ(task, thread_info.status)) & TS_COMPAT;
+		}
+		task = (struct task_struct *)bpf_get_current_task();
+		return BPF_CORE_READ(task, thread_info.status) & TS_COMPAT;
+#endif
+	}
+#endif
+	return false;
+}
+
+static __always_inline int on_enter(long id, struct task_struct *task, bool btf, void *regs)
 {
 	if (skip_task())
 		return 0;
-	long slot = slot_of(id, compat);
+	long slot = slot_of(id, compat_call(task, regs, btf));
 
 	if (slot < 0)
 		return 0;
@@ -601,18 +628,33 @@ static __always_inline int on_enter(long id, bool compat, struct task_struct *ta
 	return 0;
 }
 
-static __always_inline int on_exit(long id, long ret, bool compat, struct task_struct *task, bool btf,
-				   void *regs)
+static __always_inline int on_exit(long id, long ret, struct task_struct *task, bool btf, void *regs)
 {
 	if (skip_task())
 		return 0;
 	if (id < 0 || id >= COMPAT_BASE)
 		return 0; /* already counted as dropped on entry */
-	long slot = slot_of(id, compat);
+	bool failed = ret < 0 && ret >= -MAX_ERRNO;
 
+	if (!failed && !cfg.latency)
+		return 0; /* nothing is recorded at exit for a call that succeeded */
+	long slot = -1;
+
+#ifndef PERCPU_NO_BTF
+	if (cfg.latency && cfg.lat_percpu && btf) {
+		__u32 zero = 0;
+		struct inflight *f = bpf_map_lookup_elem(&inflight, &zero);
+
+		/* This call's start is still in this CPU's slot (it never left the CPU): its slot, taken at
+		 * entry, says already whether it is an i386 call, without fetching the task again. */
+		if (f && f->ts && f->regs == (__u64)regs && (f->slot & (COMPAT_BASE - 1)) == id)
+			slot = f->slot & (NR_SLOTS - 1); /* (a slot is below NR_SLOTS: the mask says so to the verifier) */
+	}
+#endif
+	if (slot < 0)
+		slot = slot_of(id, compat_call(task, regs, btf));
 	if (slot < 0)
 		return 0;
-	bool failed = ret < 0 && ret >= -MAX_ERRNO;
 
 	if (cfg.failed_only && failed) {
 		count_slot(slot);
@@ -692,71 +734,31 @@ int flush_procs(void *ctx)
 }
 
 #ifdef PERCPU_NO_BTF
-static __always_inline bool compat_call(struct pt_regs *regs)
-{
-#if defined(__TARGET_ARCH_x86)
-	if (cfg.detect_compat) {
-		unsigned long cs = 0;
-
-		bpf_probe_read(&cs, sizeof(cs), (char *)regs + REGS_CS_OFF);
-		return cs == USER32_CS;
-	}
-#endif
-	return false;
-}
-
 SEC("raw_tp/sys_enter")
 int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_call(regs), 0, false, regs);
+	return on_enter(id, 0, false, regs);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 {
-	return on_exit(regs_nr(regs), ret, compat_call(regs), 0, false, regs);
+	return on_exit(regs_nr(regs), ret, 0, false, regs);
 }
 #else /* with kernel BTF */
 
 /* --- tp_btf: typed arguments, direct reads through BTF pointers ----------------------------------- */
 
-/* The task pointer is fetched once per run, only when something reads from it and the kernel has the
- * helper (5.11): a mode that reads the task, or the compat check (x86). The verifier drops the call
- * otherwise. On 6.18 the helper is a call (about 20 ns on a host with AMD's SRSO mitigation); 7.x
- * inlines it. */
+/* The task pointer is fetched only when a mode reads from it and the kernel has the helper (5.11); the
+ * verifier drops the call otherwise. */
 #define LAT_TASK(btf) (cfg.latency && cfg.task_storage && !(cfg.lat_percpu && (btf)))
 #define NEED_TASK_ENTER(btf) (cfg.task_btf && (LAT_TASK(btf) || (cfg.per_process && !cfg.failed_only)))
 #define NEED_TASK_EXIT(btf) (cfg.task_btf && (LAT_TASK(btf) || (cfg.per_process && cfg.failed_only)))
-#if defined(__TARGET_ARCH_x86)
-#define COMPAT_TASK (cfg.task_btf && cfg.detect_compat)
-#else
-#define COMPAT_TASK 0
-#endif
-#define TASK(need) ((need) || COMPAT_TASK ? bpf_get_current_task_btf() : 0)
-
-/* Whether the call in progress is an i386 one (see TS_COMPAT above). task is the current task where the
- * kernel has bpf_get_current_task_btf() (TASK() fetched it): a plain load at tp_btf, a CO-RE read
- * elsewhere. Before 5.11 a CO-RE read through bpf_get_current_task(), which every mode has, the classic
- * tracepoint included. */
-static __always_inline bool compat_call(struct task_struct *task, bool btf)
-{
-#if defined(__TARGET_ARCH_x86)
-	if (cfg.detect_compat) {
-		if (cfg.task_btf)
-			return (btf ? task->thread_info.status : BPF_CORE_READ(task, thread_info.status)) & TS_COMPAT;
-		task = (struct task_struct *)bpf_get_current_task();
-		return BPF_CORE_READ(task, thread_info.status) & TS_COMPAT;
-	}
-#endif
-	return false;
-}
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(enter_btf, struct pt_regs *regs, long id)
 {
-	struct task_struct *task = TASK(NEED_TASK_ENTER(true));
-
-	return on_enter(id, compat_call(task, true), task, true, regs);
+	return on_enter(id, NEED_TASK_ENTER(true) ? bpf_get_current_task_btf() : 0, true, regs);
 }
 
 /* The default mode (no filter, no opt-in dimension) on its own: the fewest instructions that count a call,
@@ -774,7 +776,7 @@ int BPF_PROG(enter_btf_fast, struct pt_regs *regs, long id)
 			*d += 1;
 		return 0;
 	}
-	if (compat_call(TASK(0), true))
+	if (compat_call(0, regs, true))
 		slot += COMPAT_BASE;
 	count_slot(slot);
 	return 0;
@@ -783,9 +785,7 @@ int BPF_PROG(enter_btf_fast, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(exit_btf, struct pt_regs *regs, long ret)
 {
-	struct task_struct *task = TASK(NEED_TASK_EXIT(true));
-
-	return on_exit(REGS_NR(regs), ret, compat_call(task, true), task, true, regs);
+	return on_exit(REGS_NR(regs), ret, NEED_TASK_EXIT(true) ? bpf_get_current_task_btf() : 0, true, regs);
 }
 
 /* Moves the start time of a call in flight out of this CPU's slot when its task leaves the CPU (it blocked
@@ -831,18 +831,15 @@ int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev)
 SEC("raw_tp/sys_enter")
 int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
 {
-	struct task_struct *task = TASK(NEED_TASK_ENTER(false));
-
-	return on_enter(id, compat_call(task, false), task, false, regs);
+	return on_enter(id, NEED_TASK_ENTER(false) ? bpf_get_current_task_btf() : 0, false, regs);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 {
 	long id = BPF_CORE_READ(regs, REGS_NR_FIELD);
-	struct task_struct *task = TASK(NEED_TASK_EXIT(false));
 
-	return on_exit(id, ret, compat_call(task, false), task, false, regs);
+	return on_exit(id, ret, NEED_TASK_EXIT(false) ? bpf_get_current_task_btf() : 0, false, regs);
 }
 
 /* Layouts of the raw_syscalls tracepoint records (tracefs events/raw_syscalls/sys_enter/format and sys_exit/format). */
@@ -861,17 +858,13 @@ struct sys_exit_args {
 SEC("tracepoint/raw_syscalls/sys_enter")
 int enter_tp(struct sys_enter_args *ctx)
 {
-	struct task_struct *task = TASK(NEED_TASK_ENTER(false));
-
-	return on_enter(ctx->id, compat_call(task, false), task, false, 0);
+	return on_enter(ctx->id, NEED_TASK_ENTER(false) ? bpf_get_current_task_btf() : 0, false, 0);
 }
 
 SEC("tracepoint/raw_syscalls/sys_exit")
 int exit_tp(struct sys_exit_args *ctx)
 {
-	struct task_struct *task = TASK(NEED_TASK_EXIT(false));
-
-	return on_exit(ctx->id, ctx->ret, compat_call(task, false), task, false, 0);
+	return on_exit(ctx->id, ctx->ret, NEED_TASK_EXIT(false) ? bpf_get_current_task_btf() : 0, false, 0);
 }
 #endif /* PERCPU_NO_BTF */
 

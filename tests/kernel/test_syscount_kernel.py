@@ -559,18 +559,22 @@ def int80_binary(tmp_path_factory: pytest.TempPathFactory) -> str:
 I386_GETPRIORITY = 96  # i386's number; x86_64's 96 is gettimeofday
 INT80_CALLS = 1000  # what tests/helpers/int80_getpriority.c makes
 
-# (attach mode, filtered, before 5.11): each program that can count a call, each way it reads the task.
-# Unfiltered, tp_btf runs its fast program (enter_btf_fast); with a command-name filter, enter_btf. Before
-# 5.11 (the probes made to say so) there is no bpf_get_current_task_btf(): a CO-RE read instead.
+# (attach mode, filtered, before 5.11, latency): each program that can count a call, each way it reads
+# the task. Unfiltered, tp_btf runs its fast program (enter_btf_fast); with a command-name filter,
+# enter_btf. Before 5.11 (the probes made to say so) there is no bpf_get_current_task_btf(): a CO-RE read
+# instead. With latency the exit programs name the call too (at tp_btf from the per-CPU start slot).
 INT80_CASES = {
-    "tp_btf-fast": ("tp_btf", False, False),
-    "tp_btf": ("tp_btf", True, False),
-    "raw_tp": ("raw_tp", True, False),
-    "tracepoint": ("tracepoint", True, False),
-    "tp_btf-fast-before-5.11": ("tp_btf", False, True),
-    "tp_btf-before-5.11": ("tp_btf", True, True),
-    "raw_tp-before-5.11": ("raw_tp", True, True),
-    "tracepoint-before-5.11": ("tracepoint", True, True),
+    "tp_btf-fast": ("tp_btf", False, False, False),
+    "tp_btf": ("tp_btf", True, False, False),
+    "raw_tp": ("raw_tp", True, False, False),
+    "tracepoint": ("tracepoint", True, False, False),
+    "tp_btf-fast-before-5.11": ("tp_btf", False, True, False),
+    "tp_btf-before-5.11": ("tp_btf", True, True, False),
+    "raw_tp-before-5.11": ("raw_tp", True, True, False),
+    "tracepoint-before-5.11": ("tracepoint", True, True, False),
+    "tp_btf-latency": ("tp_btf", True, False, True),
+    "raw_tp-latency": ("raw_tp", True, False, True),
+    "tp_btf-latency-before-5.11": ("tp_btf", True, True, True),
 }
 
 
@@ -587,9 +591,11 @@ def int80_counts(c: SyscallCounter, d: syscount.SyscallDelta) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize(("mode", "filtered", "old"), list(INT80_CASES.values()), ids=list(INT80_CASES))
+@pytest.mark.parametrize(
+    ("mode", "filtered", "old", "latency"), list(INT80_CASES.values()), ids=list(INT80_CASES)
+)
 def test_int80_calls_of_a_64_bit_task_are_named_from_the_i386_table(
-    int80_binary: str, mode: str, filtered: bool, old: bool, monkeypatch: pytest.MonkeyPatch
+    int80_binary: str, mode: str, filtered: bool, old: bool, latency: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 64-bit task's int $0x80 calls are i386 calls (the kernel sets TS_COMPAT for them): 1000
     getpriority calls (i386 96) are compat:getpriority, never gettimeofday (x86_64 96). Its code segment is
@@ -597,10 +603,17 @@ def test_int80_calls_of_a_64_bit_task_are_named_from_the_i386_table(
     if old:
         monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11_FEATURES)
     filters = Filters(comm=os.path.basename(int80_binary)) if filtered else None
-    with SyscallCounter(filters=filters, attach=mode) as c:
+    with SyscallCounter(filters=filters, attach=mode, latency=latency) as c:
         before = c.snapshot()
         subprocess.run([int80_binary], check=True, timeout=60)
-        got = int80_counts(c, c.snapshot().delta(before))
+        d = c.snapshot().delta(before)
+        got = int80_counts(c, d)
+    if latency:
+        assert d.latency is not None
+        keys, counts = d.latency
+        by_slot = {int(s): int(counts[keys["slot"] == s].sum()) for s in np.unique(keys["slot"])}
+        assert by_slot.get(COMPAT_BASE + I386_GETPRIORITY) == INT80_CALLS, by_slot
+        assert I386_GETPRIORITY not in by_slot
     assert got["mode"] == mode
     assert got["check"] == "TS_COMPAT"
     if old:
