@@ -22,6 +22,15 @@ by options:
   Memory stays bounded whatever names processes give themselves: the named set is at most
   ``max_comms``, every other name is folded into "other" without being remembered, and the per-key
   state is bounded by the counter's tables.
+
+Every series of the kernel's counts (the syscall matrix, errors, latency histograms, per-process counts,
+dropped, lost, skipped, program runs) is served at 0 the first time it is served, and at its value from
+the next scrape on. Prometheus's ``increase()`` and ``rate()`` start from a series' first sample: a series
+born at its full value hides every call counted before it (400,000 calls of a syscall new since the last
+scrape were invisible to ``increase()``), while a series born at 0 shows them as its first increase.
+OpenMetrics ``_created`` samples would say the same thing, but Prometheus 2.42 (Debian 12's) stores them
+as series of their own that ``increase()`` ignores, and they double the series count; see
+docs/exporter.md.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from . import __version__, _machine
-from ._contract import PROC_KEY
+from ._contract import PROC_KEY, ROW_BUCKETS, ROW_FIRST_BUCKET
 from ._text import printable
 from .cpus import CpuList, cpu_lists
 from .errors import PercpuError
@@ -188,6 +197,8 @@ class _Row(NamedTuple):
     template: bytes  # one "name{labels} %d\n" per non-zero CPU
     values: bytes  # the row's counts when ``text`` was rendered
     text: bytes
+    shown: list[int]  # the values ``text`` shows, of the non-zero CPUs: 0 for a cell served first
+    fresh: bool  # a cell of the row was served for the first time (at 0): not reusable as it is
 
 
 class SyscallCollector:
@@ -251,6 +262,11 @@ class SyscallCollector:
         self._names: dict[int, str] = {}
         self._rows: dict[int, _Row] = {}
         self._has_procs = False  # the last snapshot had per-process counts (-P)
+        # Series already served, so served at their value (see the module's docstring): the matrix's by
+        # column (syscall slot, -1 for "other") as a mask over its rows, the others by family name and
+        # labels (without "le": a histogram is born whole). Bounded like the series themselves.
+        self._born_cells: dict[int, bytes] = {}
+        self._born: set[tuple[str, Labels]] = set()
 
     @property
     def tracked_comms(self) -> int:
@@ -290,7 +306,8 @@ class SyscallCollector:
         --top-syscalls. "other" is, per CPU, the full counts of the syscalls in it now plus, for each
         syscall that left it, its count at the scrape it left ("frozen"): every term only grows, so
         "other" never goes down, even though a promoted syscall's earlier calls now show in both series
-        (``rate()`` and ``increase()`` are unaffected: the new series contributes from its first sample).
+        (``rate()`` and ``increase()`` are unaffected: its own series is born at its value, unlike every
+        other new series, so it contributes from its first sample).
         """
         self._promoted = []
         if not self.top:
@@ -313,6 +330,11 @@ class SyscallCollector:
                     self._in_other.discard(s)
                     self._frozen_other += counts[:, s]
                     self._promoted.append(s)
+                    # Its calls so far are in "other": its own series start at their value, not at 0
+                    # (increase() then counts each call once). A CPU it has not called on yet is born at
+                    # 0 later, as usual.
+                    self._born_cells[s] = (counts[:, s] != 0).tobytes()
+                    self._born.add(("percpu_syscalls", (("syscall", self._name(s)),)))
                 else:
                     rest.discard(s)
                 self._kept.add(s)
@@ -323,7 +345,7 @@ class SyscallCollector:
         start = time.perf_counter()
         with self._lock:
             snap = self.counter.snapshot()
-            fams = list(self._families(snap))
+            fams = [self._first_at_zero(f) for f in self._families(snap)]
             self._last_duration = time.perf_counter() - start
             self._scrapes += 1
             fams += self._own_families()
@@ -333,6 +355,21 @@ class SyscallCollector:
         series.add((), sum(len(f) for f in fams) + 1)
         fams.append(series)
         return Exposition(fams, snap.time)
+
+    def _first_at_zero(self, fam: Family) -> Family:
+        """Serve the family's series that were never served before at 0 (counters and histograms; the
+        matrix, formatted in bulk, does the same in :meth:`_matrix`). A histogram is born whole: every
+        bucket, its count and sum at 0, so it stays a valid histogram."""
+        if fam.kind == "gauge":
+            return fam
+        new: set[tuple[str, Labels]] = set()
+        for i, smp in enumerate(fam.samples):
+            key = (fam.name, tuple(kv for kv in smp.labels if kv[0] != "le"))
+            if key not in self._born:
+                new.add(key)
+                fam.samples[i] = smp._replace(value=0)
+        self._born |= new
+        return fam
 
     def expose(self, openmetrics: bool) -> bytes:
         """One scrape as exposition text (what ``percpu exporter`` serves)."""
@@ -397,14 +434,23 @@ class SyscallCollector:
         nz = sub != 0
         texts: list[bytes] = []
         rows: dict[int, _Row] = {}
-        for col, row, mask in zip(cols, sub, nz, strict=True):
-            values = row.tobytes()
+        for col, counted, mask in zip(cols, sub, nz, strict=True):
+            values = counted.tobytes()
             cached = self._rows.get(col)
-            if cached is not None and cached.values == values:
+            if cached is not None and cached.values == values and not cached.fresh:
                 rows[col] = cached
                 texts.append(cached.text)
                 continue
             mb = mask.tobytes()
+            born = self._born_cells.get(col)
+            fresh = False
+            if born != mb:  # (a count never falls back to 0: once every cell is born, born is the mask)
+                old = np.zeros_like(mask) if born is None else np.frombuffer(born, np.bool_)
+                new = mask & ~old
+                fresh = bool(new.any())
+                self._born_cells[col] = (old | mask).tobytes()
+            # Cells served for the first time are served at 0 (see the module's docstring).
+            row = np.where(new, np.uint64(0), counted) if fresh else counted
             if cached is not None and cached.mask == mb:
                 template = cached.template
             else:
@@ -414,21 +460,22 @@ class SyscallCollector:
                     f'percpu_syscalls_total{{{row_label}="{self._cpu_labels[i]}",syscall="{name}"}} %d\n'
                     for i in np.nonzero(mask)[0].tolist()
                 ).encode()
-            text = template % tuple(row[mask].tolist())
-            rows[col] = _Row(mb, template, values, text)
+            shown = row[mask].tolist()
+            text = template % tuple(shown)
+            rows[col] = _Row(mb, template, values, text, shown, fresh)
             texts.append(text)
         self._rows = rows  # rows no longer exported are forgotten: the cache holds this scrape's only
         fam.text = texts
         fam.count = int(nz.sum())
         labels = self._cpu_labels
         label_name = self._label_name
-        names = [OTHER if c < 0 else self._name(c) for c in cols]
+        served = [(OTHER if c < 0 else self._name(c), rows[c]) for c in cols]
 
         def cells() -> Iterator[Sample]:
-            for name, row in zip(names, sub.tolist(), strict=True):
-                for cpu, v in zip(labels, row, strict=True):
-                    if v:
-                        yield Sample("_total", ((label_name, cpu), ("syscall", name)), v)
+            for name, r in served:
+                cpus = [labels[i] for i in np.nonzero(np.frombuffer(r.mask, np.bool_))[0].tolist()]
+                for cpu, v in zip(cpus, r.shown, strict=True):
+                    yield Sample("_total", ((label_name, cpu), ("syscall", name)), v)
 
         fam.cells = cells
         return fam
@@ -505,6 +552,7 @@ class SyscallCollector:
             slot, err = int(k[0]), errno_name(int(k[1]))
             if slot in promoted:  # what "other" held for it stays there (see _update_kept)
                 self._frozen_errors[err] = self._frozen_errors.get(err, 0) + int(t)
+                self._born.add((m.name, (("syscall", self._label(slot)), ("errno", err))))
             key = (self._label(slot), err)
             agg[key] = agg.get(key, 0) + int(t)
         for err, v in self._frozen_errors.items():
@@ -525,6 +573,7 @@ class SyscallCollector:
             slot, bucket = int(k[0]), min(int(k[1]), 63)
             if slot in promoted:  # what "other" held for it stays there (see _update_kept)
                 self._frozen_latency[bucket] += np.uint64(t)
+                self._born.add((m.name, (("syscall", self._label(slot)),)))
             by.setdefault(self._label(slot), np.zeros(64, np.uint64))[bucket] += np.uint64(t)
         if self._frozen_latency.any():
             by[OTHER] = by.get(OTHER, np.zeros(64, np.uint64)) + self._frozen_latency
@@ -533,7 +582,9 @@ class SyscallCollector:
             cum = np.cumsum(b).tolist()
             lab = (("syscall", label),)
             for i in range(63):
-                if b[i] or (i and b[i - 1]):
+                # The row buckets (16 ns to 68 s) always, so no bucket is born later at a value holding
+                # earlier calls (see the module's docstring); outside them, only where calls are.
+                if ROW_FIRST_BUCKET <= i < ROW_FIRST_BUCKET + ROW_BUCKETS or b[i] or (i and b[i - 1]):
                     m.add((*lab, ("le", _le(i))), cum[i], "_bucket")
             m.add((*lab, ("le", "+Inf")), cum[-1], "_bucket")
             m.add(lab, cum[-1], "_count")

@@ -7,7 +7,9 @@ per-CPU maps. Counters are never reset: a :class:`SyscallSnapshot` holds absolut
 :meth:`SyscallSnapshot.delta` turns two of them into counts over an interval.
 
 Counts are indexed by *slot*: the syscall number for native calls, ``COMPAT_BASE + nr`` for 32-bit
-compat calls on x86_64 (which the tracepoint reports with their own numbering).
+compat calls on x86_64 (which the tracepoint reports with their own numbering). A call is a compat one when
+the kernel runs it as one (the task's TS_COMPAT status, which ``in_ia32_syscall()`` reads): a 64-bit task's
+``int $0x80`` calls included. :attr:`SyscallCounter.compat_check` says how a counter tells them apart.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ATTACH_MODES",
     "COMPAT_BASE",
+    "COMPAT_CHECKS",
     "FOLDED_TGID",
     "Filters",
     "Lost",
@@ -697,7 +700,6 @@ _PROG_TRACEPOINT = 5
 _PROG_RAW_TRACEPOINT = 17
 _FUNC_TASK_STORAGE_GET = 156
 _FUNC_GET_CURRENT_TASK_BTF = 158
-_FUNC_TASK_PT_REGS = 175
 _MAP_TASK_STORAGE = 29
 
 
@@ -724,7 +726,6 @@ class KernelFeatures:
 
     task_btf: bool  # bpf_get_current_task_btf(), Linux 5.11: tgid and comm read straight from the task
     task_storage: bool  # task local storage from tracing programs, Linux 5.11: latency start times
-    task_pt_regs: bool  # bpf_task_pt_regs(), Linux 5.15: the classic tracepoint's 32-bit call check
 
 
 @functools.cache
@@ -746,7 +747,6 @@ def kernel_features() -> KernelFeatures:
     return KernelFeatures(
         task_btf=task_btf,
         task_storage=task_btf and storage_map and helper(_PROG_RAW_TRACEPOINT, _FUNC_TASK_STORAGE_GET),
-        task_pt_regs=task_btf and helper(_PROG_TRACEPOINT, _FUNC_TASK_PT_REGS),
     )
 
 
@@ -934,13 +934,6 @@ class SyscallCounter:
 
     def _start(self, mode: str) -> None:
         feats = kernel_features()
-        if mode == "tracepoint" and self.detect_compat and not feats.task_pt_regs:
-            raise NotSupported(
-                "the classic tracepoint tells 32-bit calls apart through bpf_task_pt_regs(), which this "
-                "kernel lacks (Linux 5.15 adds it); tp_btf and raw_tp need no such helper",
-                feature="bpf_task_pt_regs",
-                min_kernel="5.15",
-            )
         if mode == "tracepoint":
             ensure_tracefs()
         # Paths for kernels before 5.11 (helpers instead of the task pointer, start times by thread id)
@@ -1064,6 +1057,18 @@ class SyscallCounter:
                 flush=self._flush_pending if flush else None,
                 events=self._proc_events if "proc_inserts" in self._maps else None,
             )
+
+    @property
+    def compat_check(self) -> str:
+        """How this counter tells 32-bit (compat) calls apart, a key of :data:`COMPAT_CHECKS`: ``TS_COMPAT``
+        (the task's status, as the kernel does), ``code segment`` (the object without BTF, which cannot
+        read that status: a 64-bit task's ``int $0x80`` calls get 64-bit names), ``AArch32`` (arm64: not
+        told apart) or ``off`` (``detect_compat=False``). Known once started."""
+        if self.arch == "arm64":
+            return "AArch32"
+        if not self.detect_compat:
+            return "off"
+        return "code segment" if self._nobtf else "TS_COMPAT"
 
     def close(self) -> None:
         """Detach the programs and free the maps (waits for a snapshot running in another thread)."""
@@ -1264,15 +1269,29 @@ class SyscallCounter:
         return s.keys, s.values
 
 
+# What each way of telling 32-bit calls apart (SyscallCounter.compat_check) cannot tell: percpu doctor
+# prints it with the modes. None: nothing.
+COMPAT_CHECKS: dict[str, str | None] = {
+    "TS_COMPAT": None,
+    "code segment": "without kernel BTF the task's TS_COMPAT status has no known offset, so 32-bit calls are "
+    "told apart by the code segment only: a 64-bit task's int $0x80 calls are named from the x86_64 table",
+    "AArch32": "an AArch32 task's calls are not told apart on arm64: they are named from the arm64 table, "
+    "which numbers them differently",
+    "off": "32-bit calls are not told apart (detect_compat=False)",
+}
+
+
 @dataclass(frozen=True)
 class ModeSupport:
-    """Whether one mode of the counter loads and attaches on this kernel, at which hook, and how."""
+    """Whether one mode of the counter loads and attaches on this kernel, at which hook, and how; ``compat``
+    is how it tells 32-bit calls apart (a key of :data:`COMPAT_CHECKS`), None when it did not attach."""
 
     mode: str
     flag: str
     supported: bool
     hook: str | None
     detail: str
+    compat: str | None = None
 
 
 def _modes() -> list[tuple[str, str, dict[str, Any]]]:
@@ -1310,6 +1329,7 @@ def mode_support() -> list[ModeSupport]:
                 hook = c.attach_mode
                 slot = bool(c._config.lat_percpu)
                 cache = bool(c._config.proc_cache)
+                compat = c.compat_check
         except PercpuError as exc:
             out.append(ModeSupport(mode, flag, False, None, str(exc).splitlines()[0]))
             continue
@@ -1332,5 +1352,12 @@ def mode_support() -> list[ModeSupport]:
                 if slot
                 else f"; start times in {store}"
             )
-        out.append(ModeSupport(mode, flag, True, hook, how))
+        how += (
+            "; 32-bit calls told apart by the task's TS_COMPAT, as the kernel does"
+            if compat == "TS_COMPAT"
+            else "; 32-bit calls told apart by code segment only"
+            if compat == "code segment"
+            else "; 32-bit calls not told apart"
+        )
+        out.append(ModeSupport(mode, flag, True, hook, how, compat))
     return out

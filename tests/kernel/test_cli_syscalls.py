@@ -145,6 +145,21 @@ def test_stat_command_is_counted_from_its_execve(getppid_n: str) -> None:
         assert calls(obj, "exit_group") == 1
 
 
+def test_stat_names_a_64_bit_commands_int80_calls_from_the_i386_table(tmp_path: object) -> None:
+    """`percpu stat -- CMD` of a 64-bit command making 1000 i386 getpriority calls by int $0x80 (i386 96,
+    x86_64's gettimeofday) reports them as compat:getpriority, as `strace -c` does ("32 bit mode")."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("int $0x80 from a 64-bit task is an x86_64 thing")
+    exe = os.path.join(str(tmp_path), "int80_getpriority")
+    src = os.path.join(HELPERS, "int80_getpriority.c")
+    subprocess.run(["cc", "-nostdlib", "-static", "-fno-pie", "-no-pie", "-O1", "-o", exe, src], check=True)
+    r = percpu("stat", "-f", "json", "-q", "--", exe)
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    assert calls(obj, "compat:getpriority") == 1000
+    assert calls(obj, "gettimeofday") == 0 and calls(obj, "getpriority") == 0
+
+
 def test_stat_command_killed_by_a_signal_exits_128_plus_signal() -> None:
     r = percpu("stat", "-q", "--", "sh", "-c", "kill -TERM $$")
     assert r.returncode == 128 + signal.SIGTERM, r.stderr

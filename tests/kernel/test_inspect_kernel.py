@@ -158,6 +158,10 @@ def test_doctor_probes_features() -> None:
         )
     storage = "task local storage" if release >= (5, 11) else "a hash by thread id"
     assert storage in modes["latency"]["detail"]
+    # 32-bit calls: as the kernel tells them apart (TS_COMPAT) on x86_64 with BTF; not at all on arm64.
+    compat = "TS_COMPAT" if os.uname().machine == "x86_64" else "AArch32"
+    assert {m["compat"] for m in modes.values()} == {compat}
+    assert checks["syscall counter: 32-bit calls"]["status"] == ("ok" if compat == "TS_COMPAT" else "warn")
 
 
 def test_doctor_as_root_without_capabilities() -> None:

@@ -159,3 +159,31 @@ def test_permission_denied_says_why_it_applies_here(
         assert said in err, err
     else:
         assert "(you are" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("compat", "status", "words"),
+    [
+        ("TS_COMPAT", "ok", "a 64-bit task's int $0x80 calls are named from the i386 table"),
+        ("code segment", "warn", "a 64-bit task's int $0x80 calls are named from the x86_64 table"),
+        ("AArch32", "warn", "an AArch32 task's calls are not told apart on arm64"),
+    ],
+)
+def test_doctor_says_which_32_bit_calls_the_modes_cannot_tell_apart(
+    compat: str, status: str, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mode report says how 32-bit calls are told apart, and a check says what that misses."""
+    from percpu import syscount
+
+    modes = [
+        syscount.ModeSupport("default", "", True, "raw_tp", "attaches at raw_tp", compat),
+        syscount.ModeSupport("errors", "-e", True, "raw_tp", "attaches at raw_tp", compat),
+        syscount.ModeSupport("latency", "-L", False, None, "refused", None),
+    ]
+    monkeypatch.setattr(syscount, "mode_support", lambda: modes)
+    json_modes: list[dict[str, Any]] = []
+    checks = doctor._syscount_checks(json_modes)
+    (line,) = [c for c in checks if c[1] == "syscall counter: 32-bit calls"]
+    assert line[0] == status
+    assert words in line[2] and line[2].endswith("(default, errors)")
+    assert [m["compat"] for m in json_modes] == [compat, compat, None]

@@ -104,7 +104,7 @@ def _percpu_maps(possible: int) -> list[dict[str, Any]]:
 def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
     """One check per mode of the syscall counter, each loaded and attached for real; ``modes`` (when
     given) receives the structured results for the JSON report."""
-    from ..syscount import mode_support
+    from ..syscount import COMPAT_CHECKS, mode_support
 
     res = _attempt(mode_support)
     if isinstance(res, _Failed):
@@ -119,6 +119,21 @@ def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
             out.append(("unknown" if denied else "fail" if m.mode == "default" else "warn", label, m.detail))
         if modes is not None:
             modes.append(dataclasses.asdict(m))
+    # What the modes that attached cannot tell apart, once per way of telling (all modes share one object).
+    for compat in dict.fromkeys(m.compat for m in res if m.compat):
+        which = ", ".join(m.mode for m in res if m.compat == compat)
+        gap = COMPAT_CHECKS.get(compat)
+        if gap is None:
+            out.append(
+                (
+                    "ok",
+                    "syscall counter: 32-bit calls",
+                    f"told apart as the kernel does, by the task's TS_COMPAT status (in_ia32_syscall()): a "
+                    f"64-bit task's int $0x80 calls are named from the i386 table ({which})",
+                )
+            )
+        else:
+            out.append(("warn", "syscall counter: 32-bit calls", f"{gap} ({which})"))
     return out
 
 
