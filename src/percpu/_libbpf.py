@@ -105,6 +105,7 @@ class Backend(Protocol):
     def obj_get(self, path: str) -> int: ...
     def obj_pin(self, fd: int, path: str) -> None: ...
     def map_info(self, fd: int) -> MapInfo: ...
+    def dup(self, fd: int) -> int: ...
     def close(self, fd: int) -> None: ...
     def map_lookup(
         self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
@@ -516,6 +517,10 @@ class Libbpf:
 
     def obj_pin(self, fd: int, path: str) -> None:
         _check(self.fn("bpf_obj_pin")(fd, os.fsencode(path)))
+
+    def dup(self, fd: int) -> int:
+        """Another fd on the same kernel object, close-on-exec (Python's fds are never inherited)."""
+        return os.dup(fd)
 
     def close(self, fd: int) -> None:
         os.close(fd)

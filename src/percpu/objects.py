@@ -23,7 +23,15 @@ import weakref
 from typing import Any
 
 from . import _libbpf, _machine
-from .errors import AttachError, BpfError, LibbpfError, PercpuError, ProgramLoadError, from_errno
+from .errors import (
+    AttachError,
+    BpfError,
+    LibbpfError,
+    NotCopyable,
+    PercpuError,
+    ProgramLoadError,
+    from_errno,
+)
 from .layout import alloc
 from .maps import Map
 from .values import TypeSpec
@@ -95,7 +103,33 @@ def _track(state: _State) -> None:
         _live.add(state)
 
 
-class Link:
+class _Uncopyable:
+    """libbpf has no way to duplicate an object, a program or a link, and their fds and pointers mean
+    nothing in another process: copies and pickles are refused, with what to do instead (a shallow copy
+    made a second owner that closed the original's programs)."""
+
+    def _described(self) -> str:
+        raise NotImplementedError
+
+    def _refuse(self) -> NotCopyable:
+        return NotCopyable(
+            f"{self._described()} cannot be copied or pickled: libbpf cannot duplicate a BPF object, and "
+            "its file descriptors mean nothing in another process. Share the object itself; hand out its "
+            "maps with BpfObject.map(name) (each holds its own fd; Map.clone() gives another), and pin "
+            "what another process needs (Map.pin(path), then percpu.open_map(path) there)"
+        )
+
+    def __copy__(self) -> Any:
+        raise self._refuse()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        raise self._refuse()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise self._refuse()
+
+
+class Link(_Uncopyable):
     """An attached program; :meth:`close` detaches it."""
 
     def __init__(self, state: _State, ptr: int, program: str) -> None:
@@ -128,8 +162,11 @@ class Link:
     def __repr__(self) -> str:
         return f"<Link {self.program} {'attached' if self.attached else 'closed'}>"
 
+    def _described(self) -> str:
+        return f"the link of program {self.program} ({os.path.basename(self._state.path)})"
 
-class Program:
+
+class Program(_Uncopyable):
     """One program of a :class:`BpfObject`. Once the object is closed every use raises
     :class:`PercpuError`: the program's libbpf memory is gone."""
 
@@ -190,8 +227,11 @@ class Program:
     def __repr__(self) -> str:
         return f"<Program {self.name} ({self.section})>"
 
+    def _described(self) -> str:
+        return f"program {self.name} of {os.path.basename(self._state.path)}"
 
-class Rodata:
+
+class Rodata(_Uncopyable):
     """The object's ``.rodata`` as bytes, writable until the object is loaded. Every access checks that
     libbpf still holds that memory: after :meth:`BpfObject.load` or :meth:`BpfObject.close` it raises
     :class:`PercpuError` instead of touching memory libbpf froze or freed."""
@@ -222,12 +262,17 @@ class Rodata:
         with self._state.lock:
             return self._live().tobytes()
 
+    def _described(self) -> str:
+        return f"the .rodata of {os.path.basename(self._state.path)} (read it with tobytes())"
 
-class BpfObject:
+
+class BpfObject(_Uncopyable):
     """A compiled BPF object file, opened through libbpf. See the module docstring for its states.
 
     Dropped without :meth:`close`, it is closed by its finalizer (links destroyed, object closed); a child
     forked without exec closes its copies of the link fds at once, so it never keeps programs attached.
+    It cannot be copied or pickled (nor can its programs, links and ``.rodata``): libbpf cannot duplicate
+    an object; its maps can be, see :meth:`map`.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -383,6 +428,9 @@ class BpfObject:
     def __repr__(self) -> str:
         state = "closed" if self._state.obj is None else "loaded" if self.loaded else "opened"
         return f"<BpfObject {os.path.basename(self.path)} {state}>"
+
+    def _described(self) -> str:
+        return f"BPF object {os.path.basename(self.path)}"
 
 
 # The object sets shipped, by ``uname -m``: each its own directory under ``_bpf`` (scripts/build-bpf builds

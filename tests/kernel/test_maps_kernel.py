@@ -361,3 +361,25 @@ def test_paths_that_cannot_hold_a_pin() -> None:
         percpu.open_map("/etc/passwd")
     with pytest.raises(percpu.MapNotFound, match="not in a BPF file system"):
         percpu.open_map("/etc/no-such-pin")
+
+
+def test_a_dropped_copy_leaves_the_original_on_its_own_map() -> None:
+    """The report, as it ran: copy.copy(m) shared m's fd and closed it when dropped; the next map created
+    got that fd number, and writes to m landed in it (victim.get(7) was PerCpuValue({0: 99, 1: 99}))."""
+    import copy
+    import gc
+    import pickle
+
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 16, name="mine") as m:
+        copy.copy(m)
+        gc.collect()
+        with percpu.PerCpuHash.create(np.uint32, np.uint64, 16, name="victim") as victim:
+            m.update_all(7, 99)
+            assert victim.get(7) is None
+            assert m[7].sum() == 99 * NCPU
+            assert victim.info.id != m.info.id and victim.fd != m.fd
+        with copy.deepcopy(m) as twin:
+            assert twin.info.id == m.info.id and twin[7].sum() == 99 * NCPU
+        assert m[7].sum() == 99 * NCPU  # the deep copy's close left m's fd open
+        with pytest.raises(percpu.NotCopyable, match=r"percpu\.open_map\("):
+            pickle.dumps(m)

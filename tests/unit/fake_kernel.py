@@ -157,6 +157,10 @@ class FakeKernel:
         self._call("map_info")
         return self._map(fd).info
 
+    def dup(self, fd: int) -> int:
+        self._call("dup")
+        return self._new_fd(self._map(fd).info.id)
+
     def close(self, fd: int) -> None:
         self.fds.pop(fd, None)
 

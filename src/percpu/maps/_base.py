@@ -20,6 +20,7 @@ from ..errors import (
     CpuNotPossible,
     KeyNotFound,
     MapTypeError,
+    NotCopyable,
     NotSupported,
     PercpuError,
     from_errno,
@@ -55,6 +56,10 @@ class Map:
     syscall. A map is a context manager; :meth:`close` releases its file descriptor. Closing is safe
     against operations running in other threads: they finish first, and later ones raise
     :class:`PercpuError`.
+
+    ``copy.copy`` and ``copy.deepcopy`` give :meth:`clone`: another handle, with its own file descriptor,
+    on the same kernel map. A map cannot be pickled (its fd means nothing in another process): pickle
+    ``info.id`` or a pin path and reopen it there with :func:`open_map`.
     """
 
     map_types: ClassVar[tuple[MapType, ...]] = ()
@@ -159,6 +164,38 @@ class Map:
         ever reaches the kernel with an fd number that was closed and maybe reused by another map."""
         with self._lock:
             yield self.fd
+
+    def clone(self: M) -> M:
+        """Another handle on the same kernel map, with its own duplicate of the fd (close-on-exec), as
+        cilium/ebpf's ``Map.Clone``: closing either leaves the other open, and a write through either is
+        seen by both. The map's contents are not copied (``snapshot()`` and ``update_batch()`` into a new
+        map do that). ``copy.copy`` and ``copy.deepcopy`` of a map call this."""
+        with self._held() as fd:
+            try:
+                dup = self._b.dup(fd)
+            except OSError as exc:
+                raise self._error(exc, "duplicate the fd") from exc
+        twin = type(self).__new__(type(self))
+        # Everything else (info, codecs, layout, CPU list) is immutable and shared; the fd and the lock
+        # are the twin's own. Its fd is set last, so a failure before leaves no finalizer to close it.
+        twin.__dict__.update(self.__dict__, _fd=None, _lock=threading.RLock())
+        twin._fd = dup
+        return twin
+
+    def __copy__(self: M) -> M:
+        return self.clone()
+
+    def __deepcopy__(self: M, memo: dict[int, Any]) -> M:
+        return self.clone()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise NotCopyable(
+            f"map {self.name!r} (id {self.info.id}) cannot be pickled: it holds a file descriptor, which "
+            "means nothing in another process. Send the map's id (m.info.id) or a path it is pinned at "
+            f"(m.pin(path)) instead, and reopen it there with percpu.open_map({self.info.id}) or "
+            "percpu.open_map(path)",
+            map_name=self.name,
+        )
 
     def close(self) -> None:
         """Release the file descriptor (the kernel frees the map when nothing else holds it)."""
