@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
+from . import _fork
 from .errors import LibbpfError
 from .layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout, alloc
 
@@ -837,6 +838,13 @@ _backend: Backend | None = None
 _backend_lock = threading.Lock()
 
 
+@_fork.at_fork_in_child
+def _renew_locks() -> None:
+    global _backend_lock, _print_lock  # noqa: PLW0603 - a thread holding one at fork() is not in the child
+    _backend_lock = threading.Lock()
+    _print_lock = threading.Lock()
+
+
 def mount(source: str, target: str, fstype: str) -> None:
     """mount(2) through the C library: percpu mounts tracefs when the classic tracepoint needs it and it
     is not mounted. Raises OSError with the errno."""
@@ -852,6 +860,7 @@ def backend() -> Backend:
     """The kernel seam in use: the real libbpf unless a test installed a fake with :func:`use_backend`."""
     global _backend  # noqa: PLW0603 - a process-wide seam, like a logging handler
     if _backend is None:
+        _fork.install()  # the kernel's first use: from now on a fork renews the locks of every layer
         with _backend_lock:
             if _backend is None:
                 _backend = Libbpf()
@@ -871,6 +880,7 @@ def use_backend(fake: Backend) -> Iterator[Backend]:
     """Install ``fake`` as the kernel for a ``with`` block. Only :func:`percpu._machine.use` calls this:
     a kernel is installed with the machine it belongs to, so its CPU count and CPU lists agree."""
     global _backend  # noqa: PLW0603
+    _fork.install()
     with _backend_lock:
         old, _backend = _backend, fake
     try:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _libbpf, _procfs
+from . import _fork, _libbpf, _procfs
 from ._procfs import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Mount, bpf_cap_names, can_load_bpf
 
 __all__ = [
@@ -195,6 +195,12 @@ class Machine:
 
 _current: Machine | None = None
 _lock = threading.Lock()
+
+
+@_fork.at_fork_in_child
+def _renew_lock() -> None:
+    global _lock  # noqa: PLW0603 - a thread holding it at fork() is not in the child
+    _lock = threading.Lock()
 
 
 def current() -> Machine:

@@ -19,7 +19,7 @@ import threading
 import weakref
 from typing import Any
 
-from . import _libbpf
+from . import _fork, _libbpf
 from .errors import NOT_SUPPORTED_ERRNOS, PercpuError, from_errno
 from .layout import BPF_F_CPU, Layout
 
@@ -34,6 +34,14 @@ _PERCPU_ARRAY = 6
 _BATCH_PROBE_TYPES = {1: False, 2: False, 5: True, _PERCPU_ARRAY: True, 9: False, 10: True}
 
 _lock = threading.Lock()
+
+
+@_fork.at_fork_in_child
+def _renew_lock() -> None:
+    global _lock  # noqa: PLW0603 - a thread holding it at fork() is not in the child
+    _lock = threading.Lock()
+
+
 _answers: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], bool]] = weakref.WeakKeyDictionary()
 
 

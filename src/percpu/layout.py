@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from . import _fork
+
 __all__ = ["BPF_F_ALL_CPUS", "BPF_F_CPU", "GUARD_ENV", "Layout", "alloc", "guard_mode", "guard_sites"]
 
 BPF_F_CPU = 8  # Linux 7.0: one CPU's value, the CPU id in flags bits 63..32
@@ -143,6 +145,14 @@ class Layout:
 
 _sites: Counter[str] = Counter()
 _sites_lock = threading.Lock()
+
+
+@_fork.at_fork_in_child
+def _renew_lock() -> None:
+    global _sites_lock  # noqa: PLW0603 - a thread holding it at fork() is not in the child
+    _sites_lock = threading.Lock()
+
+
 _mprotect: Any = None
 _HERE = os.path.abspath(__file__)
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(_HERE)))  # the checkout, for src/ layouts

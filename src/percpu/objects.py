@@ -22,7 +22,7 @@ import threading
 import weakref
 from typing import Any
 
-from . import _libbpf, _machine
+from . import _fork, _libbpf, _machine
 from .errors import (
     AttachError,
     BpfError,
@@ -73,34 +73,17 @@ class _State:
             if obj is not None:
                 self.lib.object_close(obj)
 
-    def forget_links_after_fork(self) -> None:
+    def _after_fork_in_child(self) -> None:
         """In a child forked without exec: close the child's copies of the link fds, so the programs stay
         attached only as long as the parent wants them. libbpf's link structures are left alone: destroying
-        a perf-event link disables the event, which the parent shares."""
+        a perf-event link disables the event, which the parent shares. The lock is the child's own: a
+        thread that held it at fork() is not in the child, and would have left it held for good."""
+        self.lock = threading.RLock()
         for ptr in self.links:
             with contextlib.suppress(OSError):
                 os.close(int(self.lib.fn("bpf_link__fd")(ptr)))
         self.links = {}
         self.pid = os.getpid()
-
-
-_live: weakref.WeakSet[_State] = weakref.WeakSet()
-_fork_hook = threading.Lock()
-_fork_hook_installed = False
-
-
-def _after_fork_in_child() -> None:
-    for state in list(_live):
-        state.forget_links_after_fork()
-
-
-def _track(state: _State) -> None:
-    global _fork_hook_installed  # noqa: PLW0603 - one fork handler per process, installed on first use
-    with _fork_hook:
-        if not _fork_hook_installed:
-            os.register_at_fork(after_in_child=_after_fork_in_child)
-            _fork_hook_installed = True
-        _live.add(state)
 
 
 class _Uncopyable:
@@ -293,7 +276,7 @@ class BpfObject(_Uncopyable):
             ) from exc
         self._state = _State(self._lib, obj, self.path)
         self._finalizer = weakref.finalize(self, _State.release, self._state)
-        _track(self._state)
+        _fork.track(self._state)
         self.programs: dict[str, Program] = {
             p.name: p for p in (Program(self._state, ptr) for ptr in self._lib.object_programs(obj))
         }

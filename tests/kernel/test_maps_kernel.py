@@ -383,3 +383,40 @@ def test_a_dropped_copy_leaves_the_original_on_its_own_map() -> None:
         assert m[7].sum() == 99 * NCPU  # the deep copy's close left m's fd open
         with pytest.raises(percpu.NotCopyable, match=r"percpu\.open_map\("):
             pickle.dumps(m)
+
+
+def test_a_fork_while_another_thread_is_inside_a_map_call() -> None:
+    """The report: a fork() while another thread was inside a map call left the child deadlocked on the
+    map's lock for good, even in close(). Here the other thread is inside a real batch write (held there
+    by the map's own lock), and the child reads, writes and closes the real map through its fd."""
+    import threading
+
+    from ..unit.forking import run_in_child
+
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 64, name="forked") as m:
+        m.update_all(1, 3)
+        inside, release = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            with m._held():  # what every call holds while it uses the fd
+                inside.set()
+                release.wait(60)
+                m.update_batch(np.arange(10, 18), np.full(8, 2, np.uint64))
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        assert inside.wait(60)
+
+        def child() -> None:
+            assert m[1].sum() == 3 * NCPU
+            m.update_all(2, 5)
+            assert m[2].sum() == 5 * NCPU
+            m.close()
+
+        try:
+            assert run_in_child(child) == 0, "the child could not use the map (a negative code: killed)"
+        finally:
+            release.set()
+            t.join(60)
+        assert m[2].sum() == 5 * NCPU  # one kernel map: the child's write is there
+        assert m[17].sum() == 2 * NCPU  # and the parent's thread finished its call

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .. import _libbpf, features
+from .. import _fork, _libbpf, features
 from .._libbpf import BPF_ANY, MapInfo
 from ..cpus import CpuList, possible_cpus
 from ..errors import (
@@ -59,7 +59,8 @@ class Map:
 
     ``copy.copy`` and ``copy.deepcopy`` give :meth:`clone`: another handle, with its own file descriptor,
     on the same kernel map. A map cannot be pickled (its fd means nothing in another process): pickle
-    ``info.id`` or a pin path and reopen it there with :func:`open_map`.
+    ``info.id`` or a pin path and reopen it there with :func:`open_map`. A child forked while another
+    thread was inside a call on the map finds the map usable, with a lock of its own.
     """
 
     map_types: ClassVar[tuple[MapType, ...]] = ()
@@ -84,6 +85,7 @@ class Map:
         self._slot_of = {c: i for i, c in enumerate(self.cpus)}
         self.enc = Encoding(info.name, self.key_codec, self.value_codec, self.layout, self.cpus)
         self._fd = fd
+        _fork.track(self)
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -165,6 +167,11 @@ class Map:
         with self._lock:
             yield self.fd
 
+    def _after_fork_in_child(self) -> None:
+        # The thread that held the lock at fork() is not in the child, and its call does not go on there:
+        # the child's map gets a free lock, and its fd (inherited) stays usable.
+        self._lock = threading.RLock()
+
     def clone(self: M) -> M:
         """Another handle on the same kernel map, with its own duplicate of the fd (close-on-exec), as
         cilium/ebpf's ``Map.Clone``: closing either leaves the other open, and a write through either is
@@ -180,6 +187,7 @@ class Map:
         # are the twin's own. Its fd is set last, so a failure before leaves no finalizer to close it.
         twin.__dict__.update(self.__dict__, _fd=None, _lock=threading.RLock())
         twin._fd = dup
+        _fork.track(twin)
         return twin
 
     def __copy__(self: M) -> M:
