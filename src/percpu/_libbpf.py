@@ -9,6 +9,10 @@ Conventions of this layer:
   write into a buffer takes the number of bytes the kernel will write, computed by the caller from the
   kernel's own map info, and refuses a smaller buffer *before* the syscall. That is what makes the
   per-CPU overrun impossible even for a buggy caller inside percpu.
+* An integer crosses into C only if it is exactly what the C type holds (ctypes keeps the low bits of
+  one too large, without a word: map id ``2**32 + 5`` would be map 5, flags ``2**64`` flags 0), and a
+  path or name only without a NUL byte (C reads up to it): :func:`checked` and :func:`c_text` refuse the
+  rest with :class:`~percpu.errors.InvalidArgument` before any call.
 * Failures raise :class:`OSError` with the kernel's errno. The layer above translates them once, with
   :func:`percpu.errors.from_errno`, adding the map's name. ENOENT that means "end of iteration" is not an
   error here: it is a return value.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno as _errno
+import operator
 import os
 import threading
 from collections import deque
@@ -30,7 +35,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import numpy as np
 
 from . import _fork
-from .errors import LibbpfError
+from .errors import InvalidArgument, LibbpfError
 from .layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout, alloc
 
 __all__ = [
@@ -44,6 +49,8 @@ __all__ = [
     "MapInfo",
     "ProgInfo",
     "backend",
+    "c_text",
+    "checked",
     "use_backend",
 ]
 
@@ -412,6 +419,70 @@ def _require_key(buf: np.ndarray, need: int, what: str) -> None:
         raise ValueError(f"{what}: key buffer of {buf.nbytes} bytes, the kernel reads {need}")
 
 
+# The C integer types arguments cross into: (lowest, highest) value each holds.
+_RANGES = {
+    "u8": (0, 2**8 - 1),
+    "i16": (-(2**15), 2**15 - 1),
+    "u32": (0, 2**32 - 1),
+    "i32": (-(2**31), 2**31 - 1),
+    "u64": (0, 2**64 - 1),
+    "fd": (0, 2**31 - 1),  # an int the kernel takes as a file descriptor: never negative
+}
+
+
+def checked(
+    value: object, what: str, ctype: str = "u32", *, where: str = "", map_name: str | None = None
+) -> int:
+    """``value`` as the Python int the C type ``ctype`` (``u32``, ``i32``, ``u64``, ``fd``, ...) holds
+    exactly; else :class:`InvalidArgument` naming ``what`` (prefixed by ``where``), before any syscall.
+
+    ``bool`` is refused (``flags=True`` is more likely a slip than BPF_NOEXIST), as is anything that is
+    not an integer (``operator.index``: numpy integers pass, floats do not)."""
+    lo, hi = _RANGES[ctype]
+    if type(value) is int and lo <= value <= hi:  # the common case, kept cheap: every map call comes here
+        return value
+    try:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        n = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidArgument(
+            f"{where}{what} {value!r} is not an integer", argument=what, value=value, map_name=map_name
+        ) from None
+    if lo <= n <= hi:
+        return n
+    if ctype == "fd":
+        text = f"{where}{what} {n} is not a file descriptor (0..{hi})"
+    else:
+        bits = (hi - lo).bit_length()
+        wrapped = n & (2**bits - 1)
+        if lo < 0 and wrapped > hi:
+            wrapped -= 2**bits
+        text = (
+            f"{where}{what} {n} does not fit the kernel's {ctype} ({lo}..{hi}): it would reach the kernel "
+            f"as {wrapped}"
+        )
+    raise InvalidArgument(text, argument=what, value=value, map_name=map_name)
+
+
+def c_text(text: str, what: str, *, limit: int | None = None, where: str = "") -> bytes:
+    """``text`` as the bytes C reads, refused (:class:`InvalidArgument`) if a NUL byte would end it early
+    or it is longer than ``limit`` bytes (where the kernel keeps no more)."""
+    raw = os.fsencode(text)
+    head = raw.split(b"\0", 1)[0]
+    if head != raw:
+        raise InvalidArgument(
+            f"{where}{what} {text!r} has a NUL byte: C would read it as {os.fsdecode(head)!r}",
+            argument=what,
+            value=text,
+        )
+    if limit is not None and len(raw) > limit:
+        raise InvalidArgument(
+            f"{where}{what} {text!r} is {len(raw)} bytes; the kernel keeps {limit}", argument=what, value=text
+        )
+    return raw
+
+
 def _check(ret: int) -> int:
     if ret < 0:
         raise OSError(-ret, os.strerror(-ret))
@@ -485,50 +556,59 @@ class Libbpf:
         btf_key_type_id: int = 0,
         btf_value_type_id: int = 0,
     ) -> int:
-        opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=flags)
+        opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=checked(flags, "map flags"))
         if btf_fd:
-            opts.btf_fd = btf_fd
-            opts.btf_key_type_id = btf_key_type_id
-            opts.btf_value_type_id = btf_value_type_id
-        cname = name.encode()[:15] if name else None
+            opts.btf_fd = checked(btf_fd, "BTF fd", "fd")
+            opts.btf_key_type_id = checked(btf_key_type_id, "BTF key type id")
+            opts.btf_value_type_id = checked(btf_value_type_id, "BTF value type id")
+        cname = c_text(name, "map name", limit=15) if name else None
         return _check(
-            self.fn("bpf_map_create")(map_type, cname, key_size, value_size, max_entries, ctypes.byref(opts))
+            self.fn("bpf_map_create")(
+                checked(map_type, "map type", "i32"),
+                cname,
+                checked(key_size, "key size"),
+                checked(value_size, "value size"),
+                checked(max_entries, "max_entries"),
+                ctypes.byref(opts),
+            )
         )
 
     def map_get_fd_by_id(self, map_id: int) -> int:
-        return _check(self.fn("bpf_map_get_fd_by_id")(map_id))
+        return _check(self.fn("bpf_map_get_fd_by_id")(checked(map_id, "map id")))
 
     def map_get_next_id(self, start: int) -> int | None:
         out = _U32(0)
-        ret = self.fn("bpf_map_get_next_id")(start, ctypes.byref(out))
+        ret = self.fn("bpf_map_get_next_id")(checked(start, "map id"), ctypes.byref(out))
         if ret == -_errno.ENOENT:
             return None
         _check(ret)
         return int(out.value)
 
     def btf_get_fd_by_id(self, btf_id: int) -> int:
-        return _check(self.fn("bpf_btf_get_fd_by_id")(btf_id))
+        return _check(self.fn("bpf_btf_get_fd_by_id")(checked(btf_id, "BTF id")))
 
     def prog_get_fd_by_id(self, prog_id: int) -> int:
         """A fd for a loaded program (benchmarks/bench_syscalls.py reads other tools' programs' stats)."""
-        return _check(self.fn("bpf_prog_get_fd_by_id")(prog_id))
+        return _check(self.fn("bpf_prog_get_fd_by_id")(checked(prog_id, "program id")))
 
     def obj_get(self, path: str) -> int:
-        return _check(self.fn("bpf_obj_get")(os.fsencode(path)))
+        return _check(self.fn("bpf_obj_get")(c_text(path, "path")))
 
     def obj_pin(self, fd: int, path: str) -> None:
-        _check(self.fn("bpf_obj_pin")(fd, os.fsencode(path)))
+        _check(self.fn("bpf_obj_pin")(checked(fd, "fd", "fd"), c_text(path, "path")))
 
     def dup(self, fd: int) -> int:
         """Another fd on the same kernel object, close-on-exec (Python's fds are never inherited)."""
-        return os.dup(fd)
+        return os.dup(checked(fd, "fd", "fd"))
 
     def close(self, fd: int) -> None:
         os.close(fd)
 
     def _info(self, fd: int, info: ctypes.Structure) -> None:
         size = _U32(ctypes.sizeof(info))
-        _check(self.fn("bpf_obj_get_info_by_fd")(fd, ctypes.byref(info), ctypes.byref(size)))
+        _check(
+            self.fn("bpf_obj_get_info_by_fd")(checked(fd, "fd", "fd"), ctypes.byref(info), ctypes.byref(size))
+        )
 
     def map_info(self, fd: int) -> MapInfo:
         i = _struct(_BpfMapInfo)
@@ -553,8 +633,8 @@ class Libbpf:
         opts = _struct(_TestRunOpts)
         opts.sz = ctypes.sizeof(_TestRunOpts)
         opts.flags = _TEST_RUN_ON_CPU
-        opts.cpu = cpu
-        _check(self.fn("bpf_prog_test_run_opts")(fd, ctypes.byref(opts)))
+        opts.cpu = checked(cpu, "cpu")
+        _check(self.fn("bpf_prog_test_run_opts")(checked(fd, "fd", "fd"), ctypes.byref(opts)))
         return int(opts.retval)
 
     def prog_recursion_misses(self, fd: int) -> int:
@@ -619,34 +699,41 @@ class Libbpf:
     def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         lay = self._sized(layout)
         _require_key(key, lay.key_size, "lookup")
+        flags = checked(flags, "flags", "u64")
         _require(value, lay.value_bytes(flags), "lookup")
-        _check(self.fn("bpf_map_lookup_elem_flags")(fd, _ptr(key), _ptr(value), flags))
+        _check(self.fn("bpf_map_lookup_elem_flags")(checked(fd, "fd", "fd"), _ptr(key), _ptr(value), flags))
 
     def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         lay = self._sized(layout)
         _require_key(key, lay.key_size, "update")
+        flags = checked(flags, "flags", "u64")
         need = lay.value_bytes(flags)
         if value.nbytes < need:
             raise ValueError(f"update: value buffer of {value.nbytes} bytes, the kernel reads {need}")
-        _check(self.fn("bpf_map_update_elem")(fd, _ptr(key), _ptr(value), flags))
+        _check(self.fn("bpf_map_update_elem")(checked(fd, "fd", "fd"), _ptr(key), _ptr(value), flags))
 
     def map_delete(self, fd: int, key: np.ndarray, layout: Layout) -> None:
         _require_key(key, layout.key_size, "delete")
-        _check(self.fn("bpf_map_delete_elem")(fd, _ptr(key)))
+        _check(self.fn("bpf_map_delete_elem")(checked(fd, "fd", "fd"), _ptr(key)))
 
     def map_lookup_and_delete(
         self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
     ) -> None:
         lay = self._sized(layout)
         _require_key(key, lay.key_size, "lookup_and_delete")
+        flags = checked(flags, "flags", "u64")
         _require(value, lay.value_bytes(flags), "lookup_and_delete")
-        _check(self.fn("bpf_map_lookup_and_delete_elem_flags")(fd, _ptr(key), _ptr(value), flags))
+        _check(
+            self.fn("bpf_map_lookup_and_delete_elem_flags")(
+                checked(fd, "fd", "fd"), _ptr(key), _ptr(value), flags
+            )
+        )
 
     def map_get_next_key(self, fd: int, key: np.ndarray | None, next_key: np.ndarray, layout: Layout) -> bool:
         if key is not None:
             _require_key(key, layout.key_size, "get_next_key")
         _require(next_key, layout.key_size, "get_next_key next_key")
-        ret = self.fn("bpf_map_get_next_key")(fd, _ptr(key), _ptr(next_key))
+        ret = self.fn("bpf_map_get_next_key")(checked(fd, "fd", "fd"), _ptr(key), _ptr(next_key))
         if ret == -_errno.ENOENT:
             return False
         _check(ret)
@@ -670,6 +757,9 @@ class Libbpf:
         arrays); ``in_batch`` is the previous call's.
         """
         lay = self._sized(layout)
+        fd = checked(fd, "fd", "fd")
+        count = checked(count, "count")
+        elem_flags = checked(elem_flags, "elem_flags", "u64")
         _require(values, lay.values_bytes(count, elem_flags), "lookup_batch values")
         _require(keys, lay.keys_bytes(count), "lookup_batch keys")
         _require(out_batch, lay.token_bytes, "lookup_batch out_batch")
@@ -690,6 +780,9 @@ class Libbpf:
         self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, layout: Layout, elem_flags: int = 0
     ) -> int:
         lay = self._sized(layout)
+        fd = checked(fd, "fd", "fd")
+        count = checked(count, "count")
+        elem_flags = checked(elem_flags, "elem_flags", "u64")
         _require_key(keys, lay.keys_bytes(count), "update_batch keys")
         if values.nbytes < lay.values_bytes(count, elem_flags):
             raise ValueError("update_batch: value buffer smaller than the kernel reads")
@@ -703,6 +796,8 @@ class Libbpf:
         return int(n.value)
 
     def map_delete_batch(self, fd: int, keys: np.ndarray, count: int, layout: Layout) -> int:
+        fd = checked(fd, "fd", "fd")
+        count = checked(count, "count")
         _require_key(keys, layout.keys_bytes(count), "delete_batch keys")
         n = _U32(count)
         opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
@@ -714,14 +809,18 @@ class Libbpf:
     # --- probes ---------------------------------------------------------------------------------------
 
     def probe_map_type(self, map_type: int) -> bool:
-        ret = int(self.fn("libbpf_probe_bpf_map_type")(map_type, None))
+        ret = int(self.fn("libbpf_probe_bpf_map_type")(checked(map_type, "map type", "i32"), None))
         if ret < 0:
             raise OSError(-ret, os.strerror(-ret))
         return ret == 1
 
     def probe_helper(self, prog_type: int, helper_id: int) -> bool:
         """Whether programs of ``prog_type`` may call BPF helper ``helper_id`` on this kernel."""
-        ret = int(self.fn("libbpf_probe_bpf_helper")(prog_type, helper_id, None))
+        ret = int(
+            self.fn("libbpf_probe_bpf_helper")(
+                checked(prog_type, "program type", "i32"), checked(helper_id, "helper id", "i32"), None
+            )
+        )
         if ret < 0:
             raise OSError(-ret, os.strerror(-ret))
         return ret == 1
@@ -733,18 +832,39 @@ class Libbpf:
         mem = alloc(ctypes.sizeof(_BpfInsn) * len(insns))
         arr = (_BpfInsn * len(insns)).from_buffer(mem.data)
         for slot, (c, r, o, i) in zip(arr, insns, strict=True):
-            slot.code, slot.regs, slot.off, slot.imm = c, r, o, i
+            slot.code = checked(c, "instruction code", "u8")
+            slot.regs = checked(r, "instruction registers", "u8")
+            slot.off = checked(o, "instruction offset", "i16")
+            slot.imm = checked(i, "instruction immediate", "i32")
         return _check(
             self.fn("bpf_prog_load")(
-                prog_type, name.encode()[:15], b"GPL", ctypes.addressof(arr), len(insns), None
+                checked(prog_type, "program type", "i32"),
+                c_text(name, "program name", limit=15),
+                b"GPL",
+                ctypes.addressof(arr),
+                len(insns),
+                None,
             )
         )
 
     def prog_attach(self, prog_fd: int, target_fd: int, attach_type: int) -> None:
-        _check(self.fn("bpf_prog_attach")(prog_fd, target_fd, attach_type, 0))
+        _check(
+            self.fn("bpf_prog_attach")(
+                checked(prog_fd, "program fd", "fd"),
+                checked(target_fd, "target fd", "fd"),
+                checked(attach_type, "attach type", "i32"),
+                0,
+            )
+        )
 
     def prog_detach(self, prog_fd: int, target_fd: int, attach_type: int) -> None:
-        _check(self.fn("bpf_prog_detach2")(prog_fd, target_fd, attach_type))
+        _check(
+            self.fn("bpf_prog_detach2")(
+                checked(prog_fd, "program fd", "fd"),
+                checked(target_fd, "target fd", "fd"),
+                checked(attach_type, "attach type", "i32"),
+            )
+        )
 
     # --- objects (bpf_object__*) ---------------------------------------------------------------------
 
@@ -756,7 +876,7 @@ class Libbpf:
             kernel_log_level=0,  # libbpf retries a failed load with level 1 into this buffer
         )
         ctypes.set_errno(0)
-        obj = self.fn("bpf_object__open_file")(os.fsencode(path), ctypes.byref(opts))
+        obj = self.fn("bpf_object__open_file")(c_text(path, "path"), ctypes.byref(opts))
         if not obj:
             err = ctypes.get_errno() or _errno.EINVAL
             raise OSError(err, os.strerror(err))
@@ -787,7 +907,7 @@ class Libbpf:
         return _check(self.fn("bpf_map__fd")(m))
 
     def map_set_max_entries(self, m: int, n: int) -> None:
-        _check(self.fn("bpf_map__set_max_entries")(m, n))
+        _check(self.fn("bpf_map__set_max_entries")(m, checked(n, "max_entries")))
 
     def map_set_autocreate(self, m: int, on: bool) -> None:
         # libbpf (1.1+) turns a loaded program's references to a map it did not create into a call that
@@ -851,7 +971,7 @@ def mount(source: str, target: str, fstype: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
     libc.mount.restype = ctypes.c_int
-    if libc.mount(source.encode(), target.encode(), fstype.encode(), 0, None) != 0:
+    if libc.mount(c_text(source, "source"), c_text(target, "path"), c_text(fstype, "fstype"), 0, None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
@@ -913,7 +1033,8 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     libc.prctl.restype = ctypes.c_int
-    ret = int(libc.prctl(option, arg2, arg3, arg4, arg5))
+    args = (checked(a, f"prctl argument {i}", "u64") for i, a in enumerate((arg2, arg3, arg4, arg5), 2))
+    ret = int(libc.prctl(checked(option, "prctl option", "i32"), *args))
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -925,6 +1046,10 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
     libc.capset.restype = ctypes.c_int
+    effective, permitted, inheritable = (
+        checked(v, f"{what} capabilities", "u64")
+        for v, what in ((effective, "effective"), (permitted, "permitted"), (inheritable, "inheritable"))
+    )
     data = (_CapData * 2)()
     for i in range(2):
         data[i] = _CapData(

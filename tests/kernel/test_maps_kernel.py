@@ -420,3 +420,20 @@ def test_a_fork_while_another_thread_is_inside_a_map_call() -> None:
             t.join(60)
         assert m[2].sum() == 5 * NCPU  # one kernel map: the child's write is there
         assert m[17].sum() == 2 * NCPU  # and the parent's thread finished its call
+
+
+def test_ids_and_flags_beyond_their_c_type_are_refused() -> None:
+    """The report: open_map(2**32 + id) returned map id (ctypes kept the low 32 bits), and
+    update(..., flags=2**64) was taken as flags 0."""
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 4, name="ranges") as m:
+        with pytest.raises(percpu.InvalidArgument, match=f"it would reach the kernel as {m.info.id}$"):
+            percpu.open_map(2**32 + m.info.id)
+        with pytest.raises(percpu.InvalidArgument, match=r"flags 18446744073709551616 .* as 0$"):
+            m.update(1, [5] * NCPU, flags=2**64)
+        with pytest.raises(percpu.InvalidArgument, match=r"flags 18446744073709551618 .* as 2$"):
+            m.update_batch(np.arange(2), np.ones(2, np.uint64), flags=2**64 + 2)
+        assert m.get(1) is None and m.get(0) is None  # nothing was written
+        with pytest.raises(
+            percpu.InvalidArgument, match=r"has a NUL byte: C would read it as '/sys/fs/bpf/x'"
+        ):
+            m.pin("/sys/fs/bpf/x\0y")

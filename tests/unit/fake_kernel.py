@@ -10,7 +10,9 @@ asked for fewer. With ``cpu_flag`` the fake has Linux 7.0's BPF_F_CPU / BPF_F_AL
 ``value_size`` value per element, EINVAL for a CPU id without BPF_F_CPU, both flags at once, or a map type
 that is not per-CPU (and for BPF_F_ALL_CPUS on lookups), ERANGE for a CPU id past the possible CPUs.
 
-Every call is recorded in ``calls`` so tests can assert that nothing reached the kernel.
+Every call is recorded in ``calls`` so tests can assert that nothing reached the kernel. Integers are
+checked as the real binding checks them (``percpu._libbpf.checked``): what the layers above pass must be
+what a C integer holds, so a narrowing bug fails here as it would on the real kernel.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from typing import Any
 import numpy as np
 
 from percpu import _machine
-from percpu._libbpf import BPF_EXIST, BPF_F_ALL_CPUS, BPF_F_CPU, BPF_NOEXIST, MapInfo, PartialBatch
+from percpu._libbpf import (
+    BPF_EXIST,
+    BPF_F_ALL_CPUS,
+    BPF_F_CPU,
+    BPF_NOEXIST,
+    MapInfo,
+    PartialBatch,
+    c_text,
+    checked,
+)
 from percpu.cpus import format_cpu_list
 from percpu.layout import Layout
 from percpu.maps import PERCPU_TYPES, MapType
@@ -93,6 +104,7 @@ class FakeKernel:
             raise _err(e)
 
     def _map(self, fd: int) -> FakeMap:
+        fd = checked(fd, "fd", "fd")
         if fd not in self.fds:
             raise _err(errno.EBADF)
         return self.maps[self.fds[fd]]
@@ -124,6 +136,11 @@ class FakeKernel:
         btf_value_type_id: int = 0,
     ) -> int:
         self._call("map_create")
+        for v, what in ((key_size, "key size"), (value_size, "value size"), (max_entries, "max_entries")):
+            checked(v, what)
+        checked(flags, "map flags")
+        if name:
+            c_text(name, "map name", limit=15)
         if map_type in PERCPU_TYPES and ((value_size + 7) & ~7) > 32768:
             raise _err(errno.E2BIG)
         map_id = len(self.maps) + 1
@@ -137,6 +154,7 @@ class FakeKernel:
 
     def map_get_fd_by_id(self, map_id: int) -> int:
         self._call("map_get_fd_by_id")
+        map_id = checked(map_id, "map id")
         if map_id not in self.maps:
             raise _err(errno.ENOENT)
         return self._new_fd(map_id)
@@ -176,6 +194,7 @@ class FakeKernel:
 
     def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         self._call("map_lookup")
+        flags = checked(flags, "flags", "u64")
         m = self._map(fd)
         self._check_buffers(m, layout, key)
         k = key.tobytes()
@@ -241,6 +260,7 @@ class FakeKernel:
 
     def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         self._call("map_update")
+        flags = checked(flags, "flags", "u64")
         m = self._map(fd)
         self._check_buffers(m, layout, key)
         self._update_one(m, key.tobytes(), value.tobytes(), flags)
@@ -308,6 +328,7 @@ class FakeKernel:
         elem_flags: int = 0,
     ) -> tuple[int, bool]:
         self._call("map_lookup_and_delete_batch" if delete else "map_lookup_batch")
+        count, elem_flags = checked(count, "count"), checked(elem_flags, "elem_flags", "u64")
         m = self._map(fd)
         if not self.batch:
             raise _err(errno.EINVAL)
@@ -349,6 +370,7 @@ class FakeKernel:
         self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, layout: Layout, elem_flags: int = 0
     ) -> int:
         self._call("map_update_batch")
+        count, elem_flags = checked(count, "count"), checked(elem_flags, "elem_flags", "u64")
         m = self._map(fd)
         if not self.batch:
             raise PartialBatch(errno.EINVAL, 0)

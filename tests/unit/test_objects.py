@@ -91,3 +91,13 @@ def test_an_object_its_programs_and_rodata_refuse_copies_and_pickles(syscount: B
                 how(thing)
             assert isinstance(e.value, TypeError)
     assert syscount._state.obj is not None  # the refusals left the object open
+
+
+def test_map_sizes_beyond_32_bits_are_refused_not_truncated(syscount: BpfObject) -> None:
+    """set_max_entries(name, 2**32 + 1) set 1 (ctypes kept the low 32 bits)."""
+    from percpu.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="max_entries 4294967297 does not fit the kernel's u32"):
+        syscount.set_max_entries("counts", 2**32 + 1)
+    with pytest.raises(InvalidArgument, match="max_entries -1 "):
+        syscount.set_max_entries("counts", -1)

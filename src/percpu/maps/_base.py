@@ -4,6 +4,7 @@ writes. Whole-map reads are :class:`~percpu.maps._bulk.BulkReader`'s."""
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from .. import _fork, _libbpf, features
-from .._libbpf import BPF_ANY, MapInfo
+from .._libbpf import BPF_ANY, MapInfo, c_text, checked
 from ..cpus import CpuList, possible_cpus
 from ..errors import (
     NOT_SUPPORTED_ERRNOS,
@@ -228,6 +229,7 @@ class Map:
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the map in bpffs so it outlives this process."""
+        c_text(os.fspath(path), "pin path", where=f"map {self.name!r}: ")
         try:
             with self._held() as fd:
                 self._b.obj_pin(fd, os.fspath(path))
@@ -253,13 +255,21 @@ class Map:
         """Bytes one lookup writes: ``round_up(value_size, 8) * possible CPUs`` for per-CPU maps."""
         return self.layout.element_bytes
 
+    def _flags(self, flags: int) -> int:
+        """A caller's flag word, refused unless the kernel would see exactly it (flags ``2**64`` reached
+        the kernel as 0 through ctypes)."""
+        return checked(flags, "flags", "u64", where=f"map {self.name!r}: ", map_name=self.name)
+
     def _error(self, exc: OSError, what: str) -> BpfError:
         return from_errno(exc.errno or 0, what, map_name=self.name)
 
     def _slot(self, cpu: int) -> int:
-        """The slot of CPU id ``cpu`` in this map's values. Raises :class:`CpuNotPossible`."""
+        """The slot of CPU id ``cpu`` in this map's values. Raises :class:`CpuNotPossible`, also for what
+        is not an integer: ``True`` and ``1.0`` hash like CPU 1 and would have found its slot."""
         try:
-            return self._slot_of[cpu]
+            if isinstance(cpu, bool):
+                raise TypeError(cpu)
+            return self._slot_of[operator.index(cpu)]
         except (KeyError, TypeError):
             raise CpuNotPossible(cpu, str(self.cpus), map_name=self.name) from None
 
@@ -300,6 +310,7 @@ class Map:
         ``flags``: ``BPF_ANY`` (create or replace), ``BPF_NOEXIST`` (create only), ``BPF_EXIST`` (replace
         only).
         """
+        flags = self._flags(flags)
         k = self.enc.key(key)
         v = self.enc.encode_value(value)
         self._update_raw(k, v, flags, key)
@@ -398,7 +409,7 @@ class Map:
         ``values`` is (n, possible CPUs) for per-CPU maps, or (n,) to give each key one value on every
         CPU.
         """
-        BatchWriter(self).update(keys, values, flags)
+        BatchWriter(self).update(keys, values, self._flags(flags))
 
     def delete_batch(self, keys: Any) -> None:
         """Remove many keys in one syscall (hash maps; falls back to one delete each)."""

@@ -11,8 +11,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from .. import _libbpf, _machine
-from .._libbpf import MapInfo
-from ..errors import BpfError, MapNotFound, MapTypeError, PercpuError, SizeMismatch, from_errno
+from .._libbpf import MapInfo, c_text, checked
+from ..errors import (
+    BpfError,
+    InvalidArgument,
+    MapNotFound,
+    MapTypeError,
+    PercpuError,
+    SizeMismatch,
+    from_errno,
+)
 from ..layout import round8
 from ..values import TypeSpec, codec_for
 from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType
@@ -22,6 +30,9 @@ if TYPE_CHECKING:
     from ._base import Map
 
 M = TypeVar("M", bound="Map")
+
+# What the kernel takes in an object's name (bpf_obj_name_cpy(): isalnum(), '_' and '.').
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 
 # map type -> the class that opens it; the typed subclasses register themselves (``_types``).
 _CLASS_BY_TYPE: dict[int, type[Map]] = {}
@@ -47,6 +58,7 @@ def check_type(cls: type[Map], info: MapInfo) -> None:
 
 def from_fd(cls: type[M], fd: int, *, key: TypeSpec, value: TypeSpec, base: type[Map]) -> M:
     """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
+    fd = checked(fd, "fd", "fd")
     b = _libbpf.backend()
     other = _machine.current().fd_kind(fd)
     if other in ("program", "link"):
@@ -89,6 +101,7 @@ def from_fd(cls: type[M], fd: int, *, key: TypeSpec, value: TypeSpec, base: type
 
 def from_id(cls: type[M], map_id: int, **kw: Any) -> M:
     """Open the map with kernel id ``map_id`` (as listed by ``percpu maps`` or ``bpftool map``)."""
+    map_id = checked(map_id, "map id")
     try:
         fd = _libbpf.backend().map_get_fd_by_id(map_id)
     except OSError as exc:
@@ -105,6 +118,7 @@ def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
     kernel's own answer for a file elsewhere is EACCES, which reads like a privilege problem).
     """
     p = os.fspath(path)
+    c_text(p, "pin path")
     check_pin_path(p)
     b = _libbpf.backend()
     try:
@@ -161,8 +175,16 @@ def create(
             actual=vc.size,
             map_name=name or None,
         )
+    flags = checked(flags, "map flags")
     if len(name) > 15:
         raise PercpuError(f"map name {name!r} is longer than the kernel's 15 characters")
+    c_text(name, "map name")
+    if not _NAME_CHARS.issuperset(name):
+        raise InvalidArgument(
+            f"map name {name!r}: the kernel takes letters, digits, '_' and '.' only",
+            argument="map name",
+            value=name,
+        )
     b = _libbpf.backend()
     try:
         fd = b.map_create(map_type, name, kc.size, vc.size, max_entries, flags)

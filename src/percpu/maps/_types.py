@@ -138,8 +138,11 @@ _CLASS_BY_TYPE.update(
 
 
 def open_map(spec: int | str | os.PathLike[str], **kw: Any) -> Map:
-    """Open a map by id (``42``, ``"42"``), pinned path (``"/sys/fs/bpf/x"``) or name, as its typed class."""
-    if isinstance(spec, int):
+    """Open a map by id (``42``, ``"42"``), pinned path (``"/sys/fs/bpf/x"``) or name, as its typed class.
+
+    An id the kernel's 32-bit map ids cannot hold (``2**32 + 42``, ``-1``) is refused with
+    :class:`~percpu.errors.InvalidArgument`, not truncated into another map's id."""
+    if isinstance(spec, int | np.integer):
         return Map.from_id(spec, **kw)
     s = os.fspath(spec)
     if s.isdigit():
