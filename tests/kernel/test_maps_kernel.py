@@ -437,3 +437,21 @@ def test_ids_and_flags_beyond_their_c_type_are_refused() -> None:
             percpu.InvalidArgument, match=r"has a NUL byte: C would read it as '/sys/fs/bpf/x'"
         ):
             m.pin("/sys/fs/bpf/x\0y")
+
+
+def test_sums_over_cpus_are_exact_past_64_bits() -> None:
+    """The report: int64 [2**63-1, 2**63-1] summed to -2, [-2**63, -1] to +9223372036854775807, uint64
+    [2**64-1]*2 to 2**64-2, in PerCpuValue.sum() and Snapshot.sum() alike."""
+    with (
+        percpu.PerCpuArray.create(np.int64, 2, name="sum_i64") as signed,
+        percpu.PerCpuArray.create(np.uint64, 2, name="sum_u64") as unsigned,
+    ):
+        signed.update_all(0, 2**63 - 1)
+        signed.update(1, [-(2**63)] + [-1] * (NCPU - 1))
+        unsigned.update_all(0, 2**64 - 1)
+        unsigned.update_all(1, 7)
+        assert signed[0].sum() == (2**63 - 1) * NCPU
+        assert signed[1].sum() == -(2**63) - (NCPU - 1)
+        assert unsigned[0].sum() == (2**64 - 1) * NCPU
+        assert signed.snapshot().sum().tolist() == [(2**63 - 1) * NCPU, -(2**63) - (NCPU - 1)]
+        assert unsigned.snapshot().sum().tolist() == [(2**64 - 1) * NCPU, 7 * NCPU]

@@ -110,8 +110,9 @@ class Snapshot:
         return int(self.keys.shape[0])
 
     def sum(self) -> np.ndarray:
-        """Per-key totals over all CPUs: 64-bit accumulators, records summed field by field into a widened
-        record (see :func:`percpu.values.reduce_cpus`)."""
+        """Per-key totals over all CPUs, exact: a ``uint64``/``int64`` array (``float64`` for floats) when
+        every total fits in 64 bits, else an ``object`` array of Python ints; records summed field by field
+        into a record of such fields (see :func:`percpu.values.reduce_cpus`)."""
         if not self.percpu:
             return self.values
         if not is_numeric(self.values.dtype):
