@@ -455,3 +455,44 @@ def test_sums_over_cpus_are_exact_past_64_bits() -> None:
         assert unsigned[0].sum() == (2**64 - 1) * NCPU
         assert signed.snapshot().sum().tolist() == [(2**63 - 1) * NCPU, -(2**63) - (NCPU - 1)]
         assert unsigned.snapshot().sum().tolist() == [(2**64 - 1) * NCPU, 7 * NCPU]
+
+
+def _memlock(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("memlock:"))
+
+
+@pytest.mark.skipif(
+    KERNEL < (6, 4), reason="fdinfo's memlock counts a map's memory by map type since Linux 6.4"
+)
+@pytest.mark.parametrize(
+    ("cls", "types", "flags"),
+    [
+        (percpu.PerCpuArray, (np.uint64,), 0),
+        (percpu.PerCpuHash, (np.uint32, np.dtype((np.void, 12))), 0),
+        (percpu.PerCpuHash, (np.uint32, np.uint64), 1),  # BPF_F_NO_PREALLOC: buckets only, at first
+        (percpu.LruPerCpuHash, (np.dtype((np.void, 20)), np.uint64), 0),
+        (percpu.Array, (np.uint64,), 0),
+        (percpu.Hash, (np.uint32, np.uint64), 0),
+    ],
+    ids=["percpu_array", "percpu_hash", "percpu_hash_no_prealloc", "lru_percpu_hash", "array", "hash"],
+)
+def test_what_a_map_costs_is_what_the_kernel_counts(
+    cls: type[percpu.Map], types: tuple[object, ...], flags: int
+) -> None:
+    """The figure create() checks against the machine's memory is the kernel's own accounting: the same
+    per-element growth exactly, and the same total up to the size of the map's header on this kernel."""
+    got: dict[int, tuple[int, int]] = {}
+    for n in (1000, 3000):
+        with cls.create(*types, n, flags=flags) as m:  # type: ignore[attr-defined]
+            at_creation = percpu.maps.memory_bytes(
+                m.info.type, m.info.key_size, m.info.value_size, n, NCPU, flags, at_creation=True
+            )
+            got[n] = (at_creation, _memlock(m.fd))
+            assert abs(at_creation - got[n][1]) <= 1024, got
+            if not flags:
+                assert m.memory_bytes == at_creation  # preallocated: what it holds now is what it holds full
+            else:
+                m.update_batch(np.arange(n), np.ones(n, np.uint64))  # full: every element allocated now
+                assert abs(m.memory_bytes - _memlock(m.fd)) <= 1024
+    assert got[3000][0] - got[1000][0] == got[3000][1] - got[1000][1]

@@ -146,6 +146,9 @@ class FakeKernel:
         map_id = len(self.maps) + 1
         info = MapInfo(map_id, map_type, name, key_size, value_size, max_entries, flags, 0, 0, 0, 0)
         m = FakeMap(info)
+        # An array's elements are made here, as the kernel allocates them: a test that reaches this with a
+        # map of gigabytes would have made the real kernel try (never create one for real in a test).
+        assert map_type not in ARRAYS or max_entries * self.elem(m) <= 1 << 30, "the fake holds no such map"
         if map_type in ARRAYS:
             zero = bytes(self.elem(m))
             m.data = {i.to_bytes(4, "little"): zero for i in range(max_entries)}
@@ -422,7 +425,10 @@ class FakeMachine(_machine.Machine):
     values, ``pid_namespace`` this process's (None: the initial one), ``euid`` its user, ``cgroup`` its
     cgroup v2 path (None: no v2 line), ``arch`` what ``uname -m`` says (the host's unless given),
     ``statfs`` directories to the f_type statfs(2) gives for the files under them (the longest match
-    wins; nothing else answers). An fd is a map when the fake kernel has it open, as fdinfo would say.
+    wins; nothing else answers), ``mem_available`` the bytes /proc/meminfo's MemAvailable says (None: no
+    such line), ``cgroup_memory`` what the memory cgroup has left under its limit and which limit that is
+    (None: no limit; the real machine's cgroup files are never read). An fd is a map when the fake kernel
+    has it open, as fdinfo would say.
     Other processes: :meth:`add_task`.
     """
 
@@ -438,6 +444,8 @@ class FakeMachine(_machine.Machine):
         cgroup: str | None = "/",
         arch: str | None = None,
         statfs: dict[str, int] | None = None,
+        mem_available: int | None = 64 << 30,
+        cgroup_memory: tuple[int, str] | None = None,
     ) -> None:
         root = tempfile.mkdtemp(prefix="percpu-fake-machine-")
         weakref.finalize(self, shutil.rmtree, root, True)
@@ -447,12 +455,17 @@ class FakeMachine(_machine.Machine):
         self.uid = euid
         self.arch = arch or platform.machine()
         self.statfs = dict(statfs or {})
+        self.cgroup_memory = cgroup_memory
         files = {
             os.path.join(self.cpu_root, "possible"): format_cpu_list(kernel.cpu_ids),
             os.path.join(self.cpu_root, "present"): format_cpu_list(kernel.cpu_ids),
             os.path.join(self.cpu_root, "online"): format_cpu_list(kernel.online),
             os.path.join(self.proc, "self", "mounts"): "\n".join(" ".join(m) + " rw 0 0" for m in mounts),
         }
+        if mem_available is not None:
+            files[os.path.join(self.proc, "meminfo")] = (
+                f"MemTotal:       {2 * mem_available // 1024} kB\nMemAvailable:   {mem_available // 1024} kB"
+            )
         if caps is not None:
             files[os.path.join(self.proc, "self", "status")] = f"Name:\tpython\nCapEff:\t{caps:016x}"
         if cgroup is not None:
@@ -484,6 +497,9 @@ class FakeMachine(_machine.Machine):
 
     def architecture(self) -> str:
         return self.arch
+
+    def cgroup_memory_left(self) -> tuple[int, str] | None:
+        return self.cgroup_memory
 
     def fs_magic(self, path: str) -> int | None:
         real = os.path.realpath(path)

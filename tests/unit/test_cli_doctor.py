@@ -159,3 +159,18 @@ def test_permission_denied_says_why_it_applies_here(
         assert said in err, err
     else:
         assert "(you are" not in err, err
+
+
+def test_doctor_says_what_memory_maps_can_have_and_what_each_map_takes() -> None:
+    kernel = FakeKernel(N)
+    job = (4 << 30, "memory.max of cgroup /job")
+    with installed(kernel, FakeMachine(kernel, mem_available=20 << 30, cgroup_memory=job)):
+        keep = percpu.PerCpuArray.create(np.uint64, 1000, name="sized")
+        checks, maps = doctor._doctor_checks()
+        keep.close()
+    by = {what: (status, detail) for status, what, detail in checks}
+    status, detail = by["memory for maps"]
+    assert status == "info" and detail.startswith("4.0 GiB (memory.max of cgroup /job): a per-CPU map takes")
+    assert f"x {N} possible CPUs" in detail
+    sized = next(m for m in maps if m["name"] == "sized")
+    assert sized["memory_bytes"] == 312 + 1000 * 8 + 1000 * 8 * N

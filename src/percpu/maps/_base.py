@@ -38,7 +38,7 @@ from ._batch import BatchWriter
 from ._bulk import BulkReader, walk_items, walk_keys
 from ._encoding import Encoding, btf_codec
 from ._errors import lookup_error, update_error
-from ._kinds import MapType, Snapshot
+from ._kinds import MapType, Snapshot, memory_bytes
 
 M = TypeVar("M", bound="Map")
 
@@ -146,8 +146,19 @@ class Map:
         key_size: int | None = None,
         name: str = "",
         flags: int = 0,
+        check_memory: bool = True,
     ) -> M:
-        return _open.create(cls, map_type, key, value, max_entries, key_size=key_size, name=name, flags=flags)
+        return _open.create(
+            cls,
+            map_type,
+            key,
+            value,
+            max_entries,
+            key_size=key_size,
+            name=name,
+            flags=flags,
+            check_memory=check_memory,
+        )
 
     # --- lifetime -----------------------------------------------------------------------------------
 
@@ -259,6 +270,17 @@ class Map:
         """A caller's flag word, refused unless the kernel would see exactly it (flags ``2**64`` reached
         the kernel as 0 through ctypes)."""
         return checked(flags, "flags", "u64", where=f"map {self.name!r}: ", map_name=self.name)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of kernel memory this map takes when full, by the kernel's own accounting (see
+        :func:`percpu.maps.memory_bytes`): for a per-CPU map, ``max_entries x round_up(value_size, 8) x
+        possible CPUs`` plus the keys, pointers and header. The kernel's own figure for a map fd is the
+        ``memlock`` line of ``/proc/self/fdinfo/FD`` (Linux 6.4 and later count it this way)."""
+        i = self.info
+        return memory_bytes(
+            i.type, i.key_size, i.value_size, i.max_entries, self.layout.possible_cpus, i.flags
+        )
 
     def _error(self, exc: OSError, what: str) -> BpfError:
         return from_errno(exc.errno or 0, what, map_name=self.name)

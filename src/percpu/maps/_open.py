@@ -16,6 +16,7 @@ from ..errors import (
     BpfError,
     InvalidArgument,
     MapNotFound,
+    MapTooLarge,
     MapTypeError,
     PercpuError,
     SizeMismatch,
@@ -23,7 +24,7 @@ from ..errors import (
 )
 from ..layout import round8
 from ..values import TypeSpec, codec_for
-from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType
+from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType, human_bytes, memory_bytes
 from ._system import check_pin_path, list_maps
 
 if TYPE_CHECKING:
@@ -160,6 +161,7 @@ def create(
     key_size: int | None = None,
     name: str = "",
     flags: int = 0,
+    check_memory: bool = True,
 ) -> M:
     kc = codec_for(key, key_size)
     vc = codec_for(value)
@@ -186,6 +188,8 @@ def create(
             value=name,
         )
     b = _libbpf.backend()
+    if check_memory:
+        check_memory_for(map_type, name, kc.size, vc.size, max_entries, flags, b.num_possible_cpus())
     try:
         fd = b.map_create(map_type, name, kc.size, vc.size, max_entries, flags)
     except OSError as exc:
@@ -200,3 +204,36 @@ def create(
             ) from exc
         raise err from exc
     return cls.from_fd(fd, key=kc, value=vc)
+
+
+def check_memory_for(
+    map_type: MapType, name: str, key_size: int, value_size: int, max_entries: int, flags: int, possible: int
+) -> None:
+    """Refuse, before the syscall, a map whose creation would take more kernel memory than this process
+    can still have (:meth:`percpu._machine.Machine.memory_available`). The kernel allocates a per-CPU map's
+    values for every possible CPU at once, and a creation it cannot satisfy wakes the out-of-memory
+    killer, which may end any process on the machine before the syscall returns."""
+    cost = memory_bytes(map_type, key_size, value_size, max_entries, possible, flags, at_creation=True)
+    room = _machine.current().memory_available()
+    if room is None or cost <= room[0]:
+        return
+    available, limit = room
+    lo, hi = 0, max_entries  # the most entries that fit: the cost grows with them
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if memory_bytes(map_type, key_size, value_size, mid, possible, flags, at_creation=True) <= available:
+            lo = mid
+        else:
+            hi = mid - 1
+    what = f"map {name!r}" if name else "the map"
+    per_cpu = f" x {possible} possible CPUs" if map_type in PERCPU_TYPES else ""
+    raise MapTooLarge(
+        f"{what}: a {map_type.name} of {max_entries:,} entries x round_up({value_size}, 8) = "
+        f"{round8(value_size)}-byte values{per_cpu} takes {human_bytes(cost)} ({cost:,} bytes) of kernel "
+        f"memory, allocated when it is created; this process can have {human_bytes(available)} ({limit}). "
+        f"At most {lo:,} entries fit: create it with fewer, or pass check_memory=False to try anyway",
+        cost=cost,
+        available=available,
+        limit=limit,
+        map_name=name or None,
+    )
