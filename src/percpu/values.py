@@ -425,7 +425,9 @@ class PerCpuValue(Sequence[Any]):
 
     def __getitem__(self, cpu: int) -> Any:  # type: ignore[override]
         try:
-            slot = self._slot[cpu]
+            if isinstance(cpu, bool):  # True and 1.0 hash like CPU 1: a CPU id is an integer
+                raise TypeError(cpu)
+            slot = self._slot[operator.index(cpu)]
         except (KeyError, TypeError):
             raise CpuNotPossible(cpu, str(self._cpus)) from None
         return self._codec.decode(self._array[slot])

@@ -67,3 +67,11 @@ def test_snapshot_sums_are_exact_and_64_bit_where_they_fit() -> None:
     signed = np.array([[-(2**63), -1], [2**62, 2**62]], np.int64)
     s = Snapshot(keys=np.arange(2, dtype=np.uint32), values=signed, cpus=cpus, percpu=True).sum()
     assert s.tolist() == [-(2**63) - 1, 2**63]
+
+
+def test_a_snapshot_column_is_taken_by_an_integer_cpu_id() -> None:
+    s = _snap()
+    assert list(s.cpu(np.int64(5))) == [4, 40]  # type: ignore[arg-type]
+    for bad in (True, 2.0, "2"):
+        with pytest.raises(CpuNotPossible):
+            s.cpu(bad)  # type: ignore[arg-type]

@@ -79,3 +79,14 @@ def test_record_sums_are_exact_field_by_field() -> None:
     # where 64 bits hold every sum, the record is the widened numpy record, as before
     assert fits.dtype == np.dtype([("n", "<u8"), ("d", "<i8"), ("small", "<u8"), ("arr", "<u8", (2,))])
     assert (int(fits["n"]), int(fits["d"])) == (3, -3)
+
+
+def test_a_cpu_id_is_an_integer_not_what_hashes_like_one() -> None:
+    """v[True] and v[1.0] were CPU 1's value (they hash like 1); the maps refuse them, and so do values."""
+    from percpu.errors import CpuNotPossible
+
+    v = PerCpuValue.from_values([5, 6], TWO, codec_for(np.uint64))
+    assert v[np.uint32(1)] == 6 and v[1] == 6
+    for bad in (True, 1.0, "1"):
+        with pytest.raises(CpuNotPossible):
+            v[bad]  # type: ignore[index]

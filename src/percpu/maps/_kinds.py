@@ -4,6 +4,7 @@ what a map of a given geometry costs in kernel memory (:func:`memory_bytes`), an
 from __future__ import annotations
 
 import enum
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,8 +203,10 @@ class Snapshot:
         if not self.percpu:
             raise TypeError("this snapshot is not of a per-CPU map")
         try:
-            return self.values[:, self.cpus.ids.index(cpu)]
-        except ValueError:
+            if isinstance(cpu, bool):  # True and 1.0 compare equal to CPU 1: a CPU id is an integer
+                raise TypeError(cpu)
+            return self.values[:, self.cpus.ids.index(operator.index(cpu))]
+        except (ValueError, TypeError):
             raise CpuNotPossible(cpu, str(self.cpus)) from None
 
     def to_dict(self) -> dict[Any, Any]:
