@@ -1,13 +1,14 @@
 """One CPU's values of a whole per-CPU map: ``snapshot(cpu=N)`` against a full ``snapshot()``.
 
 Run as root, on any kernel:  .venv/bin/python benchmarks/bench_cpu_snapshot.py [--sizes 10000 100000]
-[--repeat 5] [--json]
+[--repeat 5] [--json] [--smoke]
 
 Where the kernel has BPF_F_CPU (Linux 7.0) a one-CPU snapshot asks the batch read for that CPU's values
 alone (``elem_flags = BPF_F_CPU | cpu << 32``): the kernel copies ``value_size`` bytes per element instead
 of ``round_up(value_size, 8)`` for every possible CPU. Elsewhere percpu reads everything and takes the
 column, so the two figures should be close. The output says which path was taken and the bytes each read
-let the kernel copy. Figures are medians of alternating runs.
+let the kernel copy. Figures are medians of alternating runs. ``--smoke`` (1,000 elements, one repeat)
+only checks that the benchmark runs: its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -71,7 +72,16 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--smoke", action="store_true", help="1,000 elements, one repeat: that it runs, not how fast"
+    )
     args = ap.parse_args()
+    if args.smoke:
+        args.sizes, args.repeat = [1_000], 1
+        print(
+            f"{ap.prog}: --smoke: a small run, to check that it works; its figures mean nothing",
+            file=sys.stderr,
+        )
     rows = [run(n, args.repeat) for n in args.sizes]
     if args.json:
         json.dump({"kernel": os.uname().release, "results": rows}, sys.stdout, indent=2)

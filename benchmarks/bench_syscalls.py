@@ -1,6 +1,8 @@
 """Added cost per system call of percpu's BPF programs, against the floor of empty programs at the same hooks.
 
 Run as root:  .venv/bin/python benchmarks/bench_syscalls.py --repeat 3      (about 12 minutes)
+              .venv/bin/python benchmarks/bench_syscalls.py --smoke         (seconds: that it runs, no figure
+                                                                             means anything)
 
 Two measurements of every configuration, interleaved round by round (the order rotates each round) so the
 machine's noise hits all configurations alike:
@@ -51,7 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 from percpu import _libbpf  # noqa: E402
-from percpu.cpus import topology  # noqa: E402
+from percpu.cpus import cpu_lists  # noqa: E402
 from percpu.objects import BpfObject, bundled  # noqa: E402
 from percpu.syscount import SyscallCounter, ensure_tracefs  # noqa: E402
 
@@ -544,12 +546,23 @@ def main() -> int:
     ap.add_argument("--no-parts", action="store_true", help="leave out the price of each part (bench_parts)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--json-out", metavar="FILE", help="also write the results as JSON to FILE")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="2,000 calls in 2 chunks, 1 round, no bpftrace or bcc: that it runs, not what it costs",
+    )
     args = ap.parse_args()
+    if args.smoke:
+        args.calls, args.chunks, args.rounds, args.repeat, args.no_external = 2_000, 2, 1, 1, True
+        print(
+            f"{ap.prog}: --smoke: a small run, to check that it works; its figures mean nothing",
+            file=sys.stderr,
+        )
     if os.geteuid() != 0:
         sys.exit("bench_syscalls: run as root (it attaches BPF programs)")
     if min(args.calls, args.chunks, args.rounds, args.repeat) < 1 or args.chunks > args.calls:
         sys.exit("bench_syscalls: --calls, --chunks, --rounds and --repeat must be positive, chunks <= calls")
-    online = list(topology().online)
+    online = list(cpu_lists().online)
     busy_sets = {"1 busy CPU": online[:1], f"{len(online)} busy CPUs": online}
     skipped: dict[str, str] = {}
     notes: list[str] = []

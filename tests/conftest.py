@@ -45,6 +45,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(mark)
                 if os.geteuid() != 0:
                     item.add_marker(NOT_ROOT)
+        # a Markdown example marked <!--pytest.mark.kernel--> (README.md, docs/): root, like tests/kernel
+        if item.path.suffix == ".md" and item.get_closest_marker("kernel") and os.geteuid() != 0:
+            item.add_marker(NOT_ROOT)
 
 
 def covered_sites() -> set[str]:
@@ -77,6 +80,18 @@ def unique_comm(stem: str) -> str:
     name = f"{stem}{os.getpid() % 100000}"
     assert len(name) <= 15, name
     return name
+
+
+def svg_cells(path: str | os.PathLike[str]) -> dict[str, str]:
+    """{"cpu1-getppid": "777"}: the count printed in each cell of a heat map drawn as SVG."""
+    import xml.etree.ElementTree as ET
+
+    ns = "{http://www.w3.org/2000/svg}"
+    return {
+        g.get("id", "")[5:]: "".join(t for x in g.iter(f"{ns}text") for t in x.itertext())
+        for g in ET.parse(path).getroot().iter(f"{ns}g")
+        if g.get("id", "").startswith("cell-")
+    }
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ Conventions of this layer:
   per-CPU overrun impossible even for a buggy caller inside percpu.
 * An integer crosses into C only if it is exactly what the C type holds (ctypes keeps the low bits of
   one too large, without a word: map id ``2**32 + 5`` would be map 5, flags ``2**64`` flags 0), and a
-  path or name only without a NUL byte (C reads up to it): :func:`checked` and :func:`c_text` refuse the
-  rest with :class:`~percpu.errors.InvalidArgument` before any call.
+  path or name only without a NUL byte (C reads up to it): :func:`percpu._libc.checked` and
+  :func:`percpu._libc.c_text` refuse the rest with :class:`~percpu.errors.InvalidArgument` before any
+  call (re-exported here for the layers above).
 * Failures raise :class:`OSError` with the kernel's errno. The layer above translates them once, with
   :func:`percpu.errors.from_errno`, adding the map's name. ENOENT that means "end of iteration" is not an
   error here: it is a return value.
@@ -24,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno as _errno
-import operator
 import os
 import threading
 from collections import deque
@@ -35,8 +35,25 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import numpy as np
 
 from . import _fork
-from .errors import InvalidArgument, LibbpfError
-from .layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout, alloc
+from ._libc import c_text, checked
+from ._uapi import (
+    BPF_ANY,
+    BPF_EXIST,
+    BPF_F_ALL_CPUS,
+    BPF_F_CPU,
+    BPF_F_TEST_RUN_ON_CPU,
+    BPF_NOEXIST,
+    BpfBtfInfo,
+    BpfInsn,
+    BpfMapInfo,
+    BpfProgInfo,
+    MapBatchOpts,
+    MapCreateOpts,
+    ObjectOpenOpts,
+    TestRunOpts,
+)
+from .errors import LibbpfError
+from .layout import Layout, alloc
 
 __all__ = [
     "BPF_ANY",
@@ -53,11 +70,6 @@ __all__ = [
     "checked",
     "use_backend",
 ]
-
-BPF_ANY = 0
-BPF_NOEXIST = 1
-BPF_EXIST = 2
-BPF_F_LOCK = 4
 
 MIN_LIBBPF = (1, 0)
 
@@ -146,150 +158,6 @@ class Backend(Protocol):
     def map_delete_batch(self, fd: int, keys: np.ndarray, count: int, layout: Layout) -> int: ...
 
 
-# --- struct layouts (uapi/linux/bpf.h) -------------------------------------------------------------------
-
-
-class _MapCreateOpts(ctypes.Structure):
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("btf_fd", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("inner_map_fd", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64),
-        ("numa_node", ctypes.c_uint32),
-        ("map_ifindex", ctypes.c_uint32),
-    ]
-
-
-class _BatchOpts(ctypes.Structure):
-    _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
-
-
-class _TestRunOpts(ctypes.Structure):
-    """struct bpf_test_run_opts (libbpf 1.0)."""
-
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("data_in", ctypes.c_void_p),
-        ("data_out", ctypes.c_void_p),
-        ("data_size_in", ctypes.c_uint32),
-        ("data_size_out", ctypes.c_uint32),
-        ("ctx_in", ctypes.c_void_p),
-        ("ctx_out", ctypes.c_void_p),
-        ("ctx_size_in", ctypes.c_uint32),
-        ("ctx_size_out", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32),
-        ("repeat", ctypes.c_int),
-        ("duration", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32),
-        ("cpu", ctypes.c_uint32),
-        ("batch_size", ctypes.c_uint32),
-    ]
-
-
-_TEST_RUN_ON_CPU = 1 << 0  # BPF_F_TEST_RUN_ON_CPU
-
-
-class _BpfMapInfo(ctypes.Structure):
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16),
-        ("ifindex", ctypes.c_uint32),
-        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("netns_dev", ctypes.c_uint64),
-        ("netns_ino", ctypes.c_uint64),
-        ("btf_id", ctypes.c_uint32),
-        ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32),
-        ("btf_vmlinux_id", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64),
-    ]
-
-
-class _BpfProgInfo(ctypes.Structure):
-    _fields_ = [
-        ("type", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("tag", ctypes.c_uint8 * 8),
-        ("jited_prog_len", ctypes.c_uint32),
-        ("xlated_prog_len", ctypes.c_uint32),
-        ("jited_prog_insns", ctypes.c_uint64),
-        ("xlated_prog_insns", ctypes.c_uint64),
-        ("load_time", ctypes.c_uint64),
-        ("created_by_uid", ctypes.c_uint32),
-        ("nr_map_ids", ctypes.c_uint32),
-        ("map_ids", ctypes.c_uint64),
-        ("name", ctypes.c_char * 16),
-        ("ifindex", ctypes.c_uint32),
-        ("gpl_compatible", ctypes.c_uint32),
-        ("netns_dev", ctypes.c_uint64),
-        ("netns_ino", ctypes.c_uint64),
-        ("nr_jited_ksyms", ctypes.c_uint32),
-        ("nr_jited_func_lens", ctypes.c_uint32),
-        ("jited_ksyms", ctypes.c_uint64),
-        ("jited_func_lens", ctypes.c_uint64),
-        ("btf_id", ctypes.c_uint32),
-        ("func_info_rec_size", ctypes.c_uint32),
-        ("func_info", ctypes.c_uint64),
-        ("nr_func_info", ctypes.c_uint32),
-        ("nr_line_info", ctypes.c_uint32),
-        ("line_info", ctypes.c_uint64),
-        ("jited_line_info", ctypes.c_uint64),
-        ("nr_jited_line_info", ctypes.c_uint32),
-        ("line_info_rec_size", ctypes.c_uint32),
-        ("jited_line_info_rec_size", ctypes.c_uint32),
-        ("nr_prog_tags", ctypes.c_uint32),
-        ("prog_tags", ctypes.c_uint64),
-        ("run_time_ns", ctypes.c_uint64),
-        ("run_cnt", ctypes.c_uint64),
-        ("recursion_misses", ctypes.c_uint64),  # Linux 5.12; older kernels leave it 0
-    ]
-
-
-class _BtfInfo(ctypes.Structure):
-    _fields_ = [
-        ("btf", ctypes.c_uint64),
-        ("btf_size", ctypes.c_uint32),
-        ("id", ctypes.c_uint32),
-        ("name", ctypes.c_uint64),
-        ("name_len", ctypes.c_uint32),
-        ("kernel_btf", ctypes.c_uint32),
-    ]
-
-
-class _ObjectOpenOpts(ctypes.Structure):
-    # struct bpf_object_open_opts as of libbpf 1.0/1.1; sz tells newer libbpf which fields we know.
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("object_name", ctypes.c_char_p),
-        ("relaxed_maps", ctypes.c_bool),
-        ("pin_root_path", ctypes.c_char_p),
-        ("_stub", ctypes.c_uint32),
-        ("kconfig", ctypes.c_char_p),
-        ("btf_custom_path", ctypes.c_char_p),
-        ("kernel_log_buf", ctypes.c_char_p),
-        ("kernel_log_size", ctypes.c_size_t),
-        ("kernel_log_level", ctypes.c_uint32),
-    ]
-
-
-class _BpfInsn(ctypes.Structure):
-    _fields_ = [
-        ("code", ctypes.c_uint8),
-        ("regs", ctypes.c_uint8),
-        ("off", ctypes.c_int16),
-        ("imm", ctypes.c_int32),
-    ]
-
-
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 _U32 = ctypes.c_uint32
@@ -307,19 +175,19 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "libbpf_set_print": (_P, [_PRINT_FN]),
     "libbpf_probe_bpf_map_type": (_I, [_I, _P]),
     "libbpf_probe_bpf_helper": (_I, [_I, _I, _P]),
-    "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(_MapCreateOpts)]),
+    "bpf_map_create": (_I, [_I, _S, _U32, _U32, _U32, ctypes.POINTER(MapCreateOpts)]),
     "bpf_map_lookup_elem_flags": (_I, [_I, _P, _P, _U64]),
     "bpf_map_update_elem": (_I, [_I, _P, _P, _U64]),
     "bpf_map_delete_elem": (_I, [_I, _P]),
     "bpf_map_lookup_and_delete_elem_flags": (_I, [_I, _P, _P, _U64]),
     "bpf_map_get_next_key": (_I, [_I, _P, _P]),
-    "bpf_map_lookup_batch": (_I, [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_lookup_batch": (_I, [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(MapBatchOpts)]),
     "bpf_map_lookup_and_delete_batch": (
         _I,
-        [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)],
+        [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(MapBatchOpts)],
     ),
-    "bpf_map_update_batch": (_I, [_I, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
-    "bpf_map_delete_batch": (_I, [_I, _P, ctypes.POINTER(_U32), ctypes.POINTER(_BatchOpts)]),
+    "bpf_map_update_batch": (_I, [_I, _P, _P, ctypes.POINTER(_U32), ctypes.POINTER(MapBatchOpts)]),
+    "bpf_map_delete_batch": (_I, [_I, _P, ctypes.POINTER(_U32), ctypes.POINTER(MapBatchOpts)]),
     "bpf_map_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
     "bpf_map_get_fd_by_id": (_I, [_U32]),
     "bpf_btf_get_fd_by_id": (_I, [_U32]),
@@ -328,12 +196,12 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_obj_pin": (_I, [_I, _S]),
     "bpf_obj_get_info_by_fd": (_I, [_I, _P, ctypes.POINTER(_U32)]),
     "bpf_enable_stats": (_I, [_I]),
-    "bpf_prog_test_run_opts": (_I, [_I, ctypes.POINTER(_TestRunOpts)]),
+    "bpf_prog_test_run_opts": (_I, [_I, ctypes.POINTER(TestRunOpts)]),
     "bpf_prog_load": (_I, [_I, _S, _S, _P, _SZ, _P]),
     "bpf_prog_attach": (_I, [_I, _I, _I, _U32]),
     "bpf_prog_detach2": (_I, [_I, _I, _I]),
     "bpf_btf_load": (_I, [_P, _SZ, _P]),
-    "bpf_object__open_file": (_P, [_S, ctypes.POINTER(_ObjectOpenOpts)]),
+    "bpf_object__open_file": (_P, [_S, ctypes.POINTER(ObjectOpenOpts)]),
     "bpf_object__load": (_I, [_P]),
     "bpf_object__close": (None, [_P]),
     "bpf_object__next_map": (_P, [_P, _P]),
@@ -419,70 +287,6 @@ def _require_key(buf: np.ndarray, need: int, what: str) -> None:
         raise ValueError(f"{what}: key buffer of {buf.nbytes} bytes, the kernel reads {need}")
 
 
-# The C integer types arguments cross into: (lowest, highest) value each holds.
-_RANGES = {
-    "u8": (0, 2**8 - 1),
-    "i16": (-(2**15), 2**15 - 1),
-    "u32": (0, 2**32 - 1),
-    "i32": (-(2**31), 2**31 - 1),
-    "u64": (0, 2**64 - 1),
-    "fd": (0, 2**31 - 1),  # an int the kernel takes as a file descriptor: never negative
-}
-
-
-def checked(
-    value: object, what: str, ctype: str = "u32", *, where: str = "", map_name: str | None = None
-) -> int:
-    """``value`` as the Python int the C type ``ctype`` (``u32``, ``i32``, ``u64``, ``fd``, ...) holds
-    exactly; else :class:`InvalidArgument` naming ``what`` (prefixed by ``where``), before any syscall.
-
-    ``bool`` is refused (``flags=True`` is more likely a slip than BPF_NOEXIST), as is anything that is
-    not an integer (``operator.index``: numpy integers pass, floats do not)."""
-    lo, hi = _RANGES[ctype]
-    if type(value) is int and lo <= value <= hi:  # the common case, kept cheap: every map call comes here
-        return value
-    try:
-        if isinstance(value, bool):
-            raise TypeError(value)
-        n = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise InvalidArgument(
-            f"{where}{what} {value!r} is not an integer", argument=what, value=value, map_name=map_name
-        ) from None
-    if lo <= n <= hi:
-        return n
-    if ctype == "fd":
-        text = f"{where}{what} {n} is not a file descriptor (0..{hi})"
-    else:
-        bits = (hi - lo).bit_length()
-        wrapped = n & (2**bits - 1)
-        if lo < 0 and wrapped > hi:
-            wrapped -= 2**bits
-        text = (
-            f"{where}{what} {n} does not fit the kernel's {ctype} ({lo}..{hi}): it would reach the kernel "
-            f"as {wrapped}"
-        )
-    raise InvalidArgument(text, argument=what, value=value, map_name=map_name)
-
-
-def c_text(text: str, what: str, *, limit: int | None = None, where: str = "") -> bytes:
-    """``text`` as the bytes C reads, refused (:class:`InvalidArgument`) if a NUL byte would end it early
-    or it is longer than ``limit`` bytes (where the kernel keeps no more)."""
-    raw = os.fsencode(text)
-    head = raw.split(b"\0", 1)[0]
-    if head != raw:
-        raise InvalidArgument(
-            f"{where}{what} {text!r} has a NUL byte: C would read it as {os.fsdecode(head)!r}",
-            argument=what,
-            value=text,
-        )
-    if limit is not None and len(raw) > limit:
-        raise InvalidArgument(
-            f"{where}{what} {text!r} is {len(raw)} bytes; the kernel keeps {limit}", argument=what, value=text
-        )
-    return raw
-
-
 def _check(ret: int) -> int:
     if ret < 0:
         raise OSError(-ret, os.strerror(-ret))
@@ -556,7 +360,7 @@ class Libbpf:
         btf_key_type_id: int = 0,
         btf_value_type_id: int = 0,
     ) -> int:
-        opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=checked(flags, "map flags"))
+        opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), map_flags=checked(flags, "map flags"))
         if btf_fd:
             opts.btf_fd = checked(btf_fd, "BTF fd", "fd")
             opts.btf_key_type_id = checked(btf_key_type_id, "BTF key type id")
@@ -611,7 +415,7 @@ class Libbpf:
         )
 
     def map_info(self, fd: int) -> MapInfo:
-        i = _struct(_BpfMapInfo)
+        i = _struct(BpfMapInfo)
         self._info(fd, i)
         return MapInfo(
             id=i.id,
@@ -630,26 +434,26 @@ class Libbpf:
     def prog_run_on_cpu(self, fd: int, cpu: int) -> int:
         """Run a raw_tp program once on ``cpu`` (BPF_PROG_TEST_RUN, Linux 5.10: an interrupt on that CPU
         when it is not this thread's) and return its return value. ENXIO: the CPU is offline."""
-        opts = _struct(_TestRunOpts)
-        opts.sz = ctypes.sizeof(_TestRunOpts)
-        opts.flags = _TEST_RUN_ON_CPU
+        opts = _struct(TestRunOpts)
+        opts.sz = ctypes.sizeof(TestRunOpts)
+        opts.flags = BPF_F_TEST_RUN_ON_CPU
         opts.cpu = checked(cpu, "cpu")
         _check(self.fn("bpf_prog_test_run_opts")(checked(fd, "fd", "fd"), ctypes.byref(opts)))
         return int(opts.retval)
 
     def prog_recursion_misses(self, fd: int) -> int:
         """Runs of the program the kernel skipped (one info call, without the map ids prog_info asks)."""
-        i = _struct(_BpfProgInfo)
+        i = _struct(BpfProgInfo)
         self._info(fd, i)
         return int(i.recursion_misses)
 
     def prog_info(self, fd: int) -> ProgInfo:
-        i = _struct(_BpfProgInfo)
+        i = _struct(BpfProgInfo)
         self._info(fd, i)
         n = i.nr_map_ids
         ids = alloc(4 * n).view(np.uint32)
         if n:
-            j = _struct(_BpfProgInfo)
+            j = _struct(BpfProgInfo)
             j.nr_map_ids = n
             j.map_ids = ids.ctypes.data
             self._info(fd, j)
@@ -670,10 +474,10 @@ class Libbpf:
         """The raw BTF blob (header, types, strings) the kernel holds under ``btf_id``."""
         fd = self.btf_get_fd_by_id(btf_id)
         try:
-            first = _struct(_BtfInfo)
+            first = _struct(BpfBtfInfo)
             self._info(fd, first)
             data = alloc(first.btf_size)
-            second = _struct(_BtfInfo)
+            second = _struct(BpfBtfInfo)
             second.btf = data.ctypes.data
             second.btf_size = first.btf_size
             self._info(fd, second)
@@ -766,7 +570,7 @@ class Libbpf:
         if in_batch is not None:
             _require_key(in_batch, lay.token_bytes, "lookup_batch in_batch")
         n = _U32(count)
-        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=elem_flags)
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts), elem_flags=elem_flags)
         name = "bpf_map_lookup_and_delete_batch" if delete else "bpf_map_lookup_batch"
         ret = self.fn(name)(
             fd, _ptr(in_batch), _ptr(out_batch), _ptr(keys), _ptr(values), ctypes.byref(n), ctypes.byref(opts)
@@ -787,7 +591,7 @@ class Libbpf:
         if values.nbytes < lay.values_bytes(count, elem_flags):
             raise ValueError("update_batch: value buffer smaller than the kernel reads")
         n = _U32(count)
-        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts), elem_flags=elem_flags)
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts), elem_flags=elem_flags)
         ret = self.fn("bpf_map_update_batch")(
             fd, _ptr(keys), _ptr(values), ctypes.byref(n), ctypes.byref(opts)
         )
@@ -800,7 +604,7 @@ class Libbpf:
         count = checked(count, "count")
         _require_key(keys, layout.keys_bytes(count), "delete_batch keys")
         n = _U32(count)
-        opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
+        opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
         ret = self.fn("bpf_map_delete_batch")(fd, _ptr(keys), ctypes.byref(n), ctypes.byref(opts))
         if ret < 0:
             raise PartialBatch(-ret, int(n.value))
@@ -829,11 +633,12 @@ class Libbpf:
 
     def prog_load_insns(self, prog_type: int, name: str, insns: list[tuple[int, int, int, int]]) -> int:
         """Load a program given as (code, regs, off, imm) tuples; used for probes and tests."""
-        mem = alloc(ctypes.sizeof(_BpfInsn) * len(insns))
-        arr = (_BpfInsn * len(insns)).from_buffer(mem.data)
+        mem = alloc(ctypes.sizeof(BpfInsn) * len(insns))
+        arr = (BpfInsn * len(insns)).from_buffer(mem.data)
         for slot, (c, r, o, i) in zip(arr, insns, strict=True):
+            regs = checked(r, "instruction registers", "u8")
             slot.code = checked(c, "instruction code", "u8")
-            slot.regs = checked(r, "instruction registers", "u8")
+            slot.dst_reg, slot.src_reg = regs & 0xF, regs >> 4
             slot.off = checked(o, "instruction offset", "i16")
             slot.imm = checked(i, "instruction immediate", "i32")
         return _check(
@@ -869,8 +674,8 @@ class Libbpf:
     # --- objects (bpf_object__*) ---------------------------------------------------------------------
 
     def object_open(self, path: str, log_buf: ctypes.Array[ctypes.c_char]) -> int:
-        opts = _ObjectOpenOpts(
-            sz=ctypes.sizeof(_ObjectOpenOpts),
+        opts = ObjectOpenOpts(
+            sz=ctypes.sizeof(ObjectOpenOpts),
             kernel_log_buf=ctypes.cast(log_buf, ctypes.c_char_p),
             kernel_log_size=len(log_buf),
             kernel_log_level=0,  # libbpf retries a failed load with level 1 into this buffer
@@ -965,17 +770,6 @@ def _renew_locks() -> None:
     _print_lock = threading.Lock()
 
 
-def mount(source: str, target: str, fstype: str) -> None:
-    """mount(2) through the C library: percpu mounts tracefs when the classic tracepoint needs it and it
-    is not mounted. Raises OSError with the errno."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-    libc.mount.restype = ctypes.c_int
-    if libc.mount(c_text(source, "source"), c_text(target, "path"), c_text(fstype, "fstype"), 0, None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def backend() -> Backend:
     """The kernel seam in use: the real libbpf unless a test installed a fake with :func:`use_backend`."""
     global _backend  # noqa: PLW0603 - a process-wide seam, like a logging handler
@@ -1008,55 +802,3 @@ def use_backend(fake: Backend) -> Iterator[Backend]:
     finally:
         with _backend_lock:
             _backend = old
-
-
-# --- process privileges (the exporter gives its capabilities up once its programs are attached) -----
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = (
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    )
-
-
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-
-def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    """prctl(2) through the C library; raises OSError with the errno."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    libc.prctl.restype = ctypes.c_int
-    args = (checked(a, f"prctl argument {i}", "u64") for i, a in enumerate((arg2, arg3, arg4, arg5), 2))
-    ret = int(libc.prctl(checked(option, "prctl option", "i32"), *args))
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return ret
-
-
-def capset(effective: int, permitted: int, inheritable: int) -> None:
-    """capset(2) for the calling thread (capabilities are per thread: call it before starting threads)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
-    libc.capset.restype = ctypes.c_int
-    effective, permitted, inheritable = (
-        checked(v, f"{what} capabilities", "u64")
-        for v, what in ((effective, "effective"), (permitted, "permitted"), (inheritable, "inheritable"))
-    )
-    data = (_CapData * 2)()
-    for i in range(2):
-        data[i] = _CapData(
-            effective >> (32 * i) & 0xFFFFFFFF,
-            permitted >> (32 * i) & 0xFFFFFFFF,
-            inheritable >> (32 * i) & 0xFFFFFFFF,
-        )
-    if libc.capset(ctypes.byref(_CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)), data) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))

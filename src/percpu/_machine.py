@@ -11,14 +11,13 @@ file: callers get None or an empty list and decide what that means. Nothing is r
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _fork, _libbpf, _procfs
+from . import _fork, _libbpf, _libc, _procfs
 from ._procfs import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Mount, bpf_cap_names, can_load_bpf
 
 __all__ = [
@@ -249,9 +248,7 @@ def _statfs_magic(path: str) -> int | None:
     real = os.path.realpath(path)
     while not os.path.lexists(real) and real != os.path.dirname(real):
         real = os.path.dirname(real)
-    libc = ctypes.CDLL(None, use_errno=True)
-    # struct statfs is 120 bytes on x86_64 and arm64 and opens with f_type, a long; room to spare.
-    buf = ctypes.create_string_buffer(256)
-    if libc.statfs(os.fsencode(real), buf) != 0:
+    try:
+        return _libc.statfs_type(real)
+    except OSError:
         return None
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF

@@ -22,7 +22,7 @@ import os
 import pwd
 from typing import NamedTuple
 
-from . import _libbpf, _machine
+from . import _libc, _machine
 from .errors import PercpuError
 
 __all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges", "privilege_hint", "resolve_user"]
@@ -116,26 +116,26 @@ def drop_privileges(keep: int = 0, user: str | None = None, group: str | None = 
         )
     uid, gid = resolve_user(user, group)
     try:
-        _libbpf.prctl(PR_SET_NO_NEW_PRIVS, 1)
+        _libc.prctl(PR_SET_NO_NEW_PRIVS, 1)
         bounding = True
         last_cap = machine.sysctl_int("kernel.cap_last_cap")
         for cap in range((63 if last_cap is None else last_cap) + 1):
             if keep >> cap & 1:
                 continue
             try:
-                _libbpf.prctl(PR_CAPBSET_DROP, cap)
+                _libc.prctl(PR_CAPBSET_DROP, cap)
             except OSError:
                 bounding = False  # no CAP_SETPCAP: the bounding set stays as the caller set it
                 break
-        _libbpf.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
         if gid is not None:
             os.setgroups([])
             os.setgid(gid)
         if uid is not None:
             if keep:
-                _libbpf.prctl(PR_SET_KEEPCAPS, 1)  # setuid would clear the permitted set
+                _libc.prctl(PR_SET_KEEPCAPS, 1)  # setuid would clear the permitted set
             os.setuid(uid)
-        _libbpf.capset(keep, keep, 0)
+        _libc.capset(keep, keep, 0)
     except OSError as exc:
         raise PercpuError(f"cannot drop privileges: {exc.strerror}") from exc
     eff = machine.effective_caps()

@@ -1,8 +1,14 @@
-"""CPU topology from sysfs: possible, online and present CPU lists.
+"""The CPU lists from sysfs: possible, online and present CPUs, and the slot of each possible CPU.
 
 The kernel lays out a per-CPU value as one slot per *possible* CPU, in ascending CPU-id order. Slot i is the
-i-th possible CPU, which is CPU id i only when the possible list has no gaps. :class:`Topology` gives the
+i-th possible CPU, which is CPU id i only when the possible list has no gaps. :class:`CpuLists` gives the
 lists and the slot <-> CPU-id mapping; the sysfs root is a parameter so tests can point it at fixtures.
+Where each CPU sits in the machine (core, package, node, isolation) is :class:`~percpu.topo.CpuTopology`,
+read by :meth:`CpuLists.topology`.
+
+Three words, three things: a *CPU list* is a set of CPU ids (:class:`CpuList`), the *CPU lists* are the
+machine's possible, online and present lists (:class:`CpuLists`), the *topology* is each CPU's place
+(:class:`~percpu.topo.CpuTopology`); a *layout* is only ever a map's bytes (:class:`percpu.layout.Layout`).
 
 ``possible`` is fixed at boot and cached; ``online`` and ``present`` change with hotplug and are read anew
 each time they are asked for.
@@ -12,111 +18,27 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, overload
+import warnings
+from typing import Any
 
+from .cpulist import CpuList, format_cpu_list, parse_cpu_list
 from .errors import CpuNotPossible, PercpuError, TopologyMismatch
+from .topo import CpuTopology, read_topology
 
-if TYPE_CHECKING:
-    from .topo import CpuLayout
-
-__all__ = ["CpuList", "Topology", "machine", "parse_cpu_list", "possible_cpus", "topology"]
+__all__ = [
+    "CpuList",
+    "CpuLists",
+    "cpu_lists",
+    "format_cpu_list",
+    "machine",
+    "parse_cpu_list",
+    "possible_cpus",
+]
 
 SYSFS_CPU = "/sys/devices/system/cpu"
 
 
-def parse_cpu_list(text: str) -> tuple[int, ...]:
-    """Parse the kernel's CPU list format (``0-3,8,10-11``) into sorted CPU ids.
-
-    >>> parse_cpu_list("0,2-3")
-    (0, 2, 3)
-    """
-    cpus: set[int] = set()
-    text = text.strip()
-    if not text:
-        return ()
-    for raw in text.split(","):
-        part = raw.strip()
-        try:
-            if "-" in part:
-                lo_s, hi_s = part.split("-", 1)
-                lo, hi = int(lo_s), int(hi_s)
-                if lo < 0 or hi < lo:
-                    raise ValueError(part)
-                cpus.update(range(lo, hi + 1))
-            else:
-                n = int(part)
-                if n < 0:
-                    raise ValueError(part)
-                cpus.add(n)
-        except ValueError as exc:
-            raise PercpuError(f"malformed CPU list {text!r}: bad element {part!r}") from exc
-    return tuple(sorted(cpus))
-
-
-def format_cpu_list(cpus: Iterable[int]) -> str:
-    """The inverse of :func:`parse_cpu_list`: ``(0, 2, 3)`` -> ``"0,2-3"``."""
-    out: list[str] = []
-    ids = sorted(set(cpus))
-    i = 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ",".join(out)
-
-
-class CpuList(Sequence[int]):
-    """An immutable, sorted list of CPU ids that prints the way the kernel writes it."""
-
-    __slots__ = ("_ids",)
-
-    def __init__(self, ids: Iterable[int]) -> None:
-        self._ids = tuple(sorted(set(ids)))
-
-    @classmethod
-    def parse(cls, text: str) -> CpuList:
-        return cls(parse_cpu_list(text))
-
-    @overload
-    def __getitem__(self, i: int) -> int: ...
-    @overload
-    def __getitem__(self, i: slice) -> CpuList: ...
-    def __getitem__(self, i: int | slice) -> int | CpuList:
-        if isinstance(i, slice):
-            return CpuList(self._ids[i])
-        return self._ids[i]
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, cpu: object) -> bool:
-        return cpu in self._ids
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, CpuList):
-            return self._ids == other._ids
-        if isinstance(other, tuple | list):
-            return self._ids == tuple(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._ids)
-
-    def __str__(self) -> str:
-        return format_cpu_list(self._ids)
-
-    def __repr__(self) -> str:
-        return f"CpuList({format_cpu_list(self._ids)!r})"
-
-    @property
-    def ids(self) -> tuple[int, ...]:
-        return self._ids
-
-
-class Topology:
+class CpuLists:
     """CPU lists read from ``root`` (default ``/sys/devices/system/cpu``)."""
 
     def __init__(self, root: str = SYSFS_CPU) -> None:
@@ -172,26 +94,29 @@ class Topology:
         """The CPU id that slot ``slot`` holds."""
         return self.possible[slot]
 
-    def layout(self, *, node_root: str | None = None, cgroup_root: str | None = "") -> CpuLayout:
+    def topology(self, *, node_root: str | None = None, cgroup_root: str | None = "") -> CpuTopology:
         """Each possible CPU's core, package, die, cluster, SMT siblings, NUMA node and isolation, read
         from sysfs now (see :mod:`percpu.topo`; ``cgroup_root=None`` skips cpuset partitions)."""
-        from .topo import read_layout
+        return read_topology(self.root, node_root=node_root, cgroup_root=cgroup_root, possible=self.possible)
 
-        return read_layout(self.root, node_root=node_root, cgroup_root=cgroup_root, topology=self)
+    def layout(self, *, node_root: str | None = None, cgroup_root: str | None = "") -> CpuTopology:
+        """Deprecated: :meth:`topology` (a *layout* is a map's bytes in percpu)."""
+        warnings.warn("CpuLists.layout() is now CpuLists.topology()", DeprecationWarning, stacklevel=2)
+        return self.topology(node_root=node_root, cgroup_root=cgroup_root)
 
 
 @functools.lru_cache(maxsize=8)
-def topology(root: str = SYSFS_CPU) -> Topology:
-    """The shared :class:`Topology` for ``root`` (one per root, so ``possible`` is read once)."""
-    return Topology(root)
+def cpu_lists(root: str = SYSFS_CPU) -> CpuLists:
+    """The shared :class:`CpuLists` for ``root`` (one per root, so ``possible`` is read once)."""
+    return CpuLists(root)
 
 
-def machine() -> Topology:
+def machine() -> CpuLists:
     """The CPU lists of the machine in use (:func:`percpu._machine.current`: sysfs, or a test fake's own
     files)."""
     from . import _machine
 
-    return topology(_machine.current().cpu_root)
+    return cpu_lists(_machine.current().cpu_root)
 
 
 def possible_cpus() -> CpuList:
@@ -212,3 +137,15 @@ def possible_cpus() -> CpuList:
             f"{topo.root}?"
         )
     return topo.possible
+
+
+_DEPRECATED = {"Topology": ("CpuLists", CpuLists), "topology": ("cpu_lists", cpu_lists)}
+
+
+def __getattr__(name: str) -> Any:
+    """The names these had before (``Topology``, ``topology``), kept with a DeprecationWarning."""
+    if name in _DEPRECATED:
+        new, obj = _DEPRECATED[name]
+        warnings.warn(f"percpu.cpus.{name} is now percpu.cpus.{new}", DeprecationWarning, stacklevel=2)
+        return obj
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,10 +34,10 @@ import numpy as np
 
 from . import __version__, _machine
 from ._text import printable
-from .cpus import CpuList, topology
+from .cpus import CpuList, cpu_lists
 from .errors import PercpuError
 from .syscount import SyscallSnapshot, errno_name, slot_name
-from .topo import CpuGroups, CpuLayout, group_rows
+from .topo import CpuGroups, CpuTopology, group_rows
 
 __all__ = ["Exposition", "Family", "Sample", "SyscallCollector", "render"]
 
@@ -183,7 +183,7 @@ class SyscallCollector:
         counter: CounterSource,
         *,
         cpu_label: bool | str = True,
-        layout: CpuLayout | None = None,
+        topology: CpuTopology | None = None,
         top_syscalls: int = 0,
         max_comms: int = 20,
         libbpf_version: str = "",
@@ -207,8 +207,8 @@ class SyscallCollector:
             self._cpu_labels = [str(c) for c in counter.cpus]
         elif cpu_label in ("core", "package", "node"):
             self.cpu_label = True
-            lay = layout if layout is not None else topology().layout()
-            self._groups = lay.groups(str(cpu_label), counter.cpus)
+            topo = topology if topology is not None else cpu_lists().topology()
+            self._groups = topo.groups(str(cpu_label), counter.cpus)
             self._label_name = str(cpu_label)
             self._cpu_labels = list(self._groups.labels)
         else:

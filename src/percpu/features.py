@@ -1,5 +1,10 @@
-"""What the running kernel can do, probed once and remembered: the one place maps and ``percpu doctor``
-ask.
+"""What the running kernel can do: each feature declared once, with the Linux version that added it, and
+probed once and remembered. The one place maps, the collectors and ``percpu doctor`` ask.
+
+A :class:`Feature` is a declaration (``Feature("BPF_F_CPU ...", "7.0")``), as cilium/ebpf's
+``NewFeatureTest(name, fn, "5.6")`` is: errors raised for a missing feature (:meth:`Feature.missing`),
+the doctor and the docs quote it rather than writing the version again. The declarations are checked
+against probes on the running kernel, never against its version number: distributions backport.
 
 Each answer is memoized per kernel seam (the real kernel, or a test's fake), so a test's fake never sees
 an answer the real kernel gave. A probe that cannot run for want of privileges answers "no" for now and is
@@ -17,21 +22,110 @@ from __future__ import annotations
 import errno as _errno
 import threading
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from . import _fork, _libbpf
-from .errors import NOT_SUPPORTED_ERRNOS, PercpuError, from_errno
-from .layout import BPF_F_CPU, Layout
+from ._uapi import BPF_F_CPU, MapType
+from .errors import NOT_SUPPORTED_ERRNOS, NotSupported, PercpuError, from_errno
+from .layout import Layout
 
-__all__ = ["BATCH_OPS", "CPU_FLAG", "LOOKUP_AND_DELETE", "batch_ops", "cpu_flag", "forget", "known", "record"]
+__all__ = [
+    "ALL",
+    "BATCH_ARRAY",
+    "BATCH_HASH",
+    "BATCH_OPS",
+    "CPU_FLAG",
+    "LOOKUP_AND_DELETE",
+    "Feature",
+    "batch_feature",
+    "batch_ops",
+    "cpu_flag",
+    "forget",
+    "known",
+    "record",
+]
 
-BATCH_OPS = "batch ops"  # BPF_MAP_*_BATCH on a map type: hashes Linux 5.6, per-CPU arrays 5.13
-LOOKUP_AND_DELETE = "lookup_and_delete"  # BPF_MAP_LOOKUP_AND_DELETE_ELEM on per-CPU hashes: Linux 5.14
-CPU_FLAG = "BPF_F_CPU"  # one CPU's value per operation: Linux 7.0
 
-_PERCPU_ARRAY = 6
-# The map types a batch probe can create (enum bpf_map_type), each with whether its values are per-CPU.
-_BATCH_PROBE_TYPES = {1: False, 2: False, 5: True, _PERCPU_ARRAY: True, 9: False, 10: True}
+@dataclass(frozen=True)
+class Feature:
+    """A kernel ability percpu uses: ``name`` as errors and the doctor say it, and ``since``, the mainline
+    Linux version that added it."""
+
+    name: str
+    since: str
+
+    @property
+    def needs(self) -> str:
+        """``"Linux 5.13"``: how messages say what a kernel without it lacks."""
+        return f"Linux {self.since}"
+
+    def missing(self, message: str, *, errno: int | None = None, map_name: str | None = None) -> NotSupported:
+        """The error for a kernel without this feature: ``message`` then what adds it."""
+        return NotSupported(
+            f"{message} ({self.name}: {self.needs} adds it)",
+            feature=self.name,
+            min_kernel=self.since,
+            errno=errno,
+            map_name=map_name,
+        )
+
+
+# Maps.
+BATCH_HASH = Feature("batch operations on hash maps", "5.6")
+BATCH_ARRAY = Feature("batch operations on array maps", "5.13")
+LOOKUP_AND_DELETE_PERCPU_HASH = Feature("lookup-and-delete on per-CPU hashes", "5.14")
+CPU_FLAG_FEATURE = Feature("BPF_F_CPU, one CPU's value per operation", "7.0")
+# Programs: where the syscall counter attaches, and what its optional paths need.
+TRACEPOINT = Feature("BPF programs on classic tracepoints", "4.7")
+RAW_TP = Feature("raw tracepoint programs (raw_tp)", "4.17")
+TP_BTF = Feature("BTF-typed tracepoint programs (tp_btf) with kernel BTF", "5.5")
+NS_PID = Feature("bpf_get_ns_current_pid_tgid()", "5.7")
+TEST_RUN_ON_CPU = Feature("BPF_PROG_TEST_RUN on a chosen CPU", "5.10")
+TASK_BTF = Feature("bpf_get_current_task_btf()", "5.11")
+TASK_STORAGE = Feature("task local storage in tracing programs", "5.11")
+RECURSION_MISSES = Feature("per-program recursion_misses", "5.12")
+TASK_PT_REGS = Feature("bpf_task_pt_regs()", "5.15")
+
+ALL = (
+    TRACEPOINT,
+    RAW_TP,
+    TP_BTF,
+    BATCH_HASH,
+    NS_PID,
+    TEST_RUN_ON_CPU,
+    TASK_BTF,
+    TASK_STORAGE,
+    RECURSION_MISSES,
+    BATCH_ARRAY,
+    LOOKUP_AND_DELETE_PERCPU_HASH,
+    TASK_PT_REGS,
+    CPU_FLAG_FEATURE,
+)
+
+# Keys of what was learned (per map type where it matters).
+BATCH_OPS = "batch ops"
+LOOKUP_AND_DELETE = "lookup_and_delete"
+CPU_FLAG = "BPF_F_CPU"
+
+# The map types a batch probe can create, each with whether its values are per-CPU.
+_BATCH_PROBE_TYPES: dict[int, bool] = {
+    t: t.percpu
+    for t in (
+        MapType.HASH,
+        MapType.ARRAY,
+        MapType.PERCPU_HASH,
+        MapType.PERCPU_ARRAY,
+        MapType.LRU_HASH,
+        MapType.LRU_PERCPU_HASH,
+    )
+}
+
+
+def batch_feature(map_type: int) -> Feature:
+    """The declaration of batch operations for ``map_type``: arrays got them later than hashes."""
+    return BATCH_ARRAY if map_type in (MapType.ARRAY, MapType.PERCPU_ARRAY) else BATCH_HASH
+
 
 _lock = threading.Lock()
 
@@ -76,7 +170,7 @@ def _probe_map(map_type: int, what: str, max_entries: int, strict: bool) -> int 
 
 def batch_ops(map_type: int, *, strict: bool = False) -> bool:
     """Whether the kernel has batch operations (BPF_MAP_LOOKUP_BATCH and the rest) for ``map_type``
-    (hashes since Linux 5.6, per-CPU arrays 5.13).
+    (:data:`BATCH_HASH`, :data:`BATCH_ARRAY`).
 
     Answered from what a map already learned, else by one batch lookup on a map of its own. Without the
     privilege to create a map the answer is "no" (not remembered): the caller walks the keys instead.
@@ -109,7 +203,7 @@ def batch_ops(map_type: int, *, strict: bool = False) -> bool:
 
 
 def cpu_flag(*, strict: bool = False) -> bool:
-    """Whether lookups and updates of per-CPU maps take BPF_F_CPU (one CPU's value; Linux 7.0).
+    """Whether lookups and updates of per-CPU maps take BPF_F_CPU (:data:`CPU_FLAG_FEATURE`).
 
     Probed on a map of its own: its buffer holds every possible CPU's value, so even a kernel that ignored
     the flag could not write past it. Without the privilege to create a map the answer is "no" (not
@@ -120,7 +214,7 @@ def cpu_flag(*, strict: bool = False) -> bool:
     if answer is not None:
         return answer
     b = _libbpf.backend()
-    fd = _probe_map(_PERCPU_ARRAY, CPU_FLAG, 1, strict)
+    fd = _probe_map(MapType.PERCPU_ARRAY, CPU_FLAG, 1, strict)
     if fd is None:
         return False
     try:

@@ -26,16 +26,14 @@ import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from . import _fork
+from . import _fork, _libc
+from ._uapi import BPF_F_ALL_CPUS, BPF_F_CPU
 
 __all__ = ["BPF_F_ALL_CPUS", "BPF_F_CPU", "GUARD_ENV", "Layout", "alloc", "guard_mode", "guard_sites"]
 
-BPF_F_CPU = 8  # Linux 7.0: one CPU's value, the CPU id in flags bits 63..32
-BPF_F_ALL_CPUS = 16  # Linux 7.0: one value written to every CPU
 ONE_VALUE = BPF_F_CPU | BPF_F_ALL_CPUS
 
 GUARD_ENV = "PERCPU_GUARD_PAGES"
@@ -153,7 +151,6 @@ def _renew_lock() -> None:
     _sites_lock = threading.Lock()
 
 
-_mprotect: Any = None
 _HERE = os.path.abspath(__file__)
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(_HERE)))  # the checkout, for src/ layouts
 _PROT_NONE = 0
@@ -211,22 +208,16 @@ def _note_site() -> None:
 
 
 def _guarded(nbytes: int) -> np.ndarray:
-    global _mprotect  # noqa: PLW0603 - resolved once, on first use in guard mode
     page = mmap.PAGESIZE
     data = max(1, -(-nbytes // page)) * page
     mm = mmap.mmap(-1, data + page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     view = (ctypes.c_char * (data + page)).from_buffer(mm)
     addr = ctypes.addressof(view)
     del view  # a live export would keep the mapping from ever being unmapped
-    if _mprotect is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.mprotect
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        fn.restype = ctypes.c_int
-        _mprotect = fn
-    if _mprotect(addr + data, page, _PROT_NONE) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mprotect of a guard page: {os.strerror(err)}")
+    try:
+        _libc.mprotect(addr + data, page, _PROT_NONE)
+    except OSError as exc:
+        raise OSError(exc.errno, f"mprotect of a guard page: {exc.strerror}") from None
     # The array keeps the mapping alive; when the last view goes, the mapping (guard page too) goes.
     out: np.ndarray = np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=data - nbytes)
     return out

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import _libbpf, _machine
+from . import _libbpf, _libc, _machine
 from . import syscalls as _names
 from ._contract import (
     COMPAT_BASE,
@@ -135,7 +135,7 @@ def ensure_tracefs() -> str:
         return point
     target = _machine.TRACEFS_DIRS[0]
     try:
-        _libbpf.mount("nodev", target, "tracefs")
+        _libc.mount("nodev", target, "tracefs")
     except OSError as exc:
         raise NotSupported(
             f"tracefs is not mounted and mounting it at {target} failed: {exc.strerror}; "

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .codecs import Codec, Int, IntCodec, NumpyCodec
 from .errors import TypeSpecError
-from .values import Codec, Int, IntCodec, NumpyCodec
 
 __all__ = ["parse_type"]
 

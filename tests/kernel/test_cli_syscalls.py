@@ -17,50 +17,30 @@ from collections.abc import Iterator
 
 import pytest
 
-from percpu.cpus import format_cpu_list, topology
+from percpu.cpus import cpu_lists, format_cpu_list
 from percpu.process import own_cgroup
 from percpu.syscalls import syscall_number
 from percpu.syscount import cgroup2_root
 
-from ..conftest import Unprivileged, unique_comm
+from ..conftest import Unprivileged, svg_cells, unique_comm
+from .conftest import HANG, PERCPU
+from .conftest import percpu_cmd as percpu
 
 pytestmark = pytest.mark.kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HELPERS = os.path.abspath(os.path.join(HERE, "..", "helpers"))
 WORKLOAD = os.path.join(HELPERS, "syscall_workload.py")
-PERCPU = [sys.executable, "-m", "percpu"]
-# Limits on waits for a subprocess or a screen: guards against a hang, never measures. In a qemu TCG guest
-# that shares two CPUs with another, one percpu run can take minutes to start (tests/vm/run_matrix.py).
-HANG = 600.0
-
-
-def percpu(*args: str, timeout: float = HANG, **kw: object) -> subprocess.CompletedProcess[str]:
-    """`percpu ARGS`, its output captured. The timeout guards against a hang; it measures nothing: one run
-    can take minutes in a qemu TCG guest that shares its CPUs."""
-    return subprocess.run([*PERCPU, *args], capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
-
-
-def svg_cells(path: str) -> dict[str, str]:
-    """{"cpu1-getppid": "777"}: the count printed in each cell of a heat map drawn as SVG."""
-    import xml.etree.ElementTree as ET
-
-    ns = "{http://www.w3.org/2000/svg}"
-    return {
-        g.get("id", "")[5:]: "".join(t for x in g.iter(f"{ns}text") for t in x.itertext())
-        for g in ET.parse(path).getroot().iter(f"{ns}g")
-        if g.get("id", "").startswith("cell-")
-    }
 
 
 def busy_cpu() -> int:
-    return list(topology().online)[-1]
+    return list(cpu_lists().online)[-1]
 
 
 def online_cpus() -> str:
     """The online CPUs, for ``--cpus`` in the heat-map tests: a heat map writes each cell's count only up
     to 40 columns (one per possible CPU unless selected), and a guest with 64 possible CPUs has more."""
-    return format_cpu_list(topology().online)
+    return format_cpu_list(cpu_lists().online)
 
 
 def test_stat_command_json_counts_the_command_exactly() -> None:

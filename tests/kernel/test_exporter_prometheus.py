@@ -11,24 +11,20 @@ import contextlib
 import json
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 
 from ..conftest import unique_comm
+from .conftest import query, running_exporter, running_prometheus
 
 pytestmark = pytest.mark.kernel
 
@@ -42,87 +38,6 @@ BPF_STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 FLEET_WIDE = {"Top 10 system calls", "Failed calls by errno (needs -e)", "p99 latency (needs -L)"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer within {timeout} s")
-        time.sleep(0.2)
-
-
-@contextlib.contextmanager
-def running_exporter(*options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`percpu exporter` on a free 127.0.0.1 port; SIGTERM (then SIGKILL) however the test ends."""
-    port = free_port()
-    p = subprocess.Popen(
-        [sys.executable, "-m", "percpu", "exporter", "--listen", f"127.0.0.1:{port}", *options],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/metrics")
-        yield f"127.0.0.1:{port}", p
-    finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        assert p.stderr is not None
-        p.stderr.close()
-
-
-@contextlib.contextmanager
-def running_prometheus(config: str) -> Iterator[str]:
-    """A Prometheus server on a free 127.0.0.1 port with this scrape config; yields its API base URL."""
-    if not shutil.which("prometheus"):
-        pytest.fail("prometheus is not installed: scripts/setup.sh --dev installs it")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = os.path.join(tmp, "prometheus.yml")
-        with open(cfg, "w", encoding="utf-8") as f:
-            f.write(config)
-        prom = subprocess.Popen(
-            [
-                "prometheus",
-                f"--config.file={cfg}",
-                f"--storage.tsdb.path={tmp}/data",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60)
-            yield f"http://127.0.0.1:{port}/api/v1"
-        finally:
-            prom.terminate()
-            try:
-                prom.wait(20)
-            except subprocess.TimeoutExpired:
-                prom.kill()
-                prom.wait()
-
-
-@pytest.fixture
-def exporter() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    with running_exporter() as running:
-        yield running
-
-
 def scrape(target: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as r:
         text = r.read().decode()
@@ -133,15 +48,6 @@ def scrape(target: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def query(api: str, q: str, at: float | None = None) -> list[dict[str, Any]]:
-    args = {"query": q} if at is None else {"query": q, "time": f"{at:.3f}"}
-    with urllib.request.urlopen(f"{api}/query?" + urllib.parse.urlencode(args), timeout=10) as r:
-        body = json.loads(r.read())
-    assert body["status"] == "success", (q, body)
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
-
-
 def test_prometheus_rate_matches_the_workload() -> None:
     # Counted for the workload's command name only: the machine is shared, and other processes' getppid()
     # calls on the same CPUs are not this workload's.
@@ -150,8 +56,8 @@ def test_prometheus_rate_matches_the_workload() -> None:
 
 
 def _rate_matches_the_workload(target: str) -> None:
-    cpu = list(topology().online)[-1]
-    other = topology().online[0]
+    cpu = list(cpu_lists().online)[-1]
+    other = cpu_lists().online[0]
     config = (
         f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: percpu\n"
         f"    static_configs:\n      - targets: ['{target}']\n"
@@ -198,7 +104,7 @@ def test_a_hostile_process_name_reaches_the_scrape_escaped() -> None:
     name as `percpu stat` shows it, and no control byte or stray byte reaches whoever reads it."""
     name = b"\x1b]0;x\x07\xff"
     with running_exporter("-P", "-c", os.fsdecode(name)) as (target, _):
-        cpu = str(list(topology().online)[-1])
+        cpu = str(list(cpu_lists().online)[-1])
         subprocess.run(
             [sys.executable, WORKLOAD, "321", cpu, b"--comm", name],
             check=True,

@@ -7,7 +7,6 @@ every process started here is stopped however the test ends.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
 import ipaddress
@@ -24,15 +23,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 
-from .test_exporter_prometheus import free_port, query, running_prometheus
+from .conftest import fetch, free_port, query, running_exporter, running_prometheus
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "..", "helpers", "syscall_workload.py")
@@ -47,57 +45,6 @@ def parse(text: str) -> dict[Key, float]:
         for fam in text_string_to_metric_families(text)
         for s in fam.samples
     }
-
-
-def fetch(
-    url: str, ctx: ssl.SSLContext | None = None, auth: tuple[str, str] | None = None
-) -> tuple[int, bytes]:
-    req = urllib.request.Request(url)
-    if auth:
-        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
-    try:
-        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-@contextlib.contextmanager
-def exporter(
-    *options: str,
-    scheme: str = "http",
-    ctx: ssl.SSLContext | None = None,
-    auth: tuple[str, str] | None = None,
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    p = subprocess.Popen(
-        [sys.executable, "-m", "percpu", "exporter", "--listen", f"127.0.0.1:{port}", *options],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    target = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if fetch(f"{scheme}://{target}/-/ready", ctx, auth)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if p.poll() is not None or time.monotonic() > deadline:
-                assert p.stderr is not None
-                pytest.fail(f"the exporter did not start: {p.stderr.read().decode()}")
-            time.sleep(0.2)
-        yield target, p
-    finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        assert p.stderr is not None
-        p.stderr.close()
 
 
 def status_field(pid: int, name: str, task: int | None = None) -> str:
@@ -199,7 +146,7 @@ class Tricklers:
 
 def test_abuse_while_prometheus_scrapes(tmp_path: Path) -> None:
     seconds = 30
-    with exporter("--web.request-timeout", "3s") as (target, proc):
+    with running_exporter("--web.request-timeout", "3s") as (target, proc):
         base = metrics(target)
         config = (
             # A 5 s timeout: the scrapes compete with the flood for the exporter's one thread, and a host
@@ -265,9 +212,9 @@ def test_abuse_while_prometheus_scrapes(tmp_path: Path) -> None:
 
 
 def test_no_capabilities_after_start_and_exact_counts() -> None:
-    cpu = list(topology().online)[-1]
+    cpu = list(cpu_lists().online)[-1]
     comm = "pcpu-nopriv"
-    with exporter("-c", comm) as (target, proc):
+    with running_exporter("-c", comm) as (target, proc):
         for task in os.listdir(f"/proc/{proc.pid}/task"):
             for field in ("CapEff", "CapPrm", "CapInh", "CapAmb", "CapBnd"):
                 assert int(status_field(proc.pid, field, int(task)), 16) == 0, (task, field)
@@ -284,7 +231,7 @@ def test_no_capabilities_after_start_and_exact_counts() -> None:
 
 
 def test_user_switch_after_start() -> None:
-    with exporter("--user", "65534:65534") as (target, proc):
+    with running_exporter("--user", "65534:65534") as (target, proc):
         assert status_field(proc.pid, "Uid").split()[:3] == ["65534"] * 3
         assert status_field(proc.pid, "Gid").split()[:3] == ["65534"] * 3
         assert int(status_field(proc.pid, "CapEff"), 16) == 0
@@ -382,10 +329,9 @@ def test_tls_and_basic_auth_with_prometheus(tmp_path: Path) -> None:
         f"basic_auth_users:\n  prom: {hashed}\n"
     )
     ctx = ssl.create_default_context(cafile=pki["ca"] + ".crt")
-    with exporter("--web.config.file", str(web), "--web.share-window", "1ms", scheme="https", ctx=ctx) as (
-        target,
-        _,
-    ):
+    with running_exporter(
+        "--web.config.file", str(web), "--web.share-window", "1ms", scheme="https", ctx=ctx
+    ) as (target, _):
         config = (
             "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n"
             "scrape_configs:\n  - job_name: percpu\n    scheme: https\n"
@@ -416,10 +362,9 @@ def test_mtls_with_prometheus(tmp_path: Path) -> None:
     )
     ctx = ssl.create_default_context(cafile=pki["ca"] + ".crt")
     ctx.load_cert_chain(pki["client"] + ".crt", pki["client"] + ".key")
-    with exporter("--web.config.file", str(web), "--web.share-window", "1ms", scheme="https", ctx=ctx) as (
-        target,
-        _,
-    ):
+    with running_exporter(
+        "--web.config.file", str(web), "--web.share-window", "1ms", scheme="https", ctx=ctx
+    ) as (target, _):
         config = (
             "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n"
             "scrape_configs:\n  - job_name: percpu\n    scheme: https\n"
@@ -456,7 +401,7 @@ print(i)
 
 
 def test_per_process_memory_bounded_while_processes_rename_themselves() -> None:
-    with exporter("-P", "--max-comms", "10") as (target, proc):
+    with running_exporter("-P", "--max-comms", "10") as (target, proc):
         metrics(target)
         rss0 = rss_kb(proc.pid)
         renamers = [

@@ -4,7 +4,6 @@ the exact number of bytes the kernel writes, batches, pinning, and errors."""
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import subprocess
 import tempfile
@@ -15,34 +14,23 @@ import pytest
 
 import percpu
 from percpu import _libbpf, features
+from percpu.layout import round8 as stride
 from percpu.maps import CGROUP_STORAGE_KEY, MapType, cpu_flag_supported, user_value_bytes
 from percpu.syscount import cgroup2_root
-from percpu.values import stride
 
 from ..conftest import Unprivileged
+from .conftest import bpftool_dump
 
 pytestmark = pytest.mark.kernel
 
 SIZES = [1, 3, 4, 8, 12, 16, 100, 4096, 32768]
-POSSIBLE = percpu.topology().possible
+POSSIBLE = percpu.cpu_lists().possible
 NCPU = len(POSSIBLE)
 KERNEL = tuple(int(n) for n in os.uname().release.split("-")[0].split(".")[:2])
 
 
 def rand_values(rng: np.random.Generator, size: int) -> list[bytes]:
     return [rng.integers(0, 256, size, dtype=np.uint8).tobytes() for _ in range(NCPU)]
-
-
-def bpftool_dump(map_id: int) -> list[dict[str, object]]:
-    out = subprocess.run(
-        ["bpftool", "-j", "map", "dump", "id", str(map_id)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    data: list[dict[str, object]] = json.loads(out.stdout)
-    return data
 
 
 def hexbytes(items: list[str]) -> bytes:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from percpu import _libbpf, syscount
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 from percpu.errors import AttachError, NotSupported, PercpuError
 from percpu.objects import BpfObject
 from percpu.syscalls import syscall_number
@@ -57,7 +57,7 @@ def run_workload(calls: int, cpu: int, *extra: str) -> dict[str, float]:
 
 
 def cpu_pair() -> tuple[int, int]:
-    online = list(topology().online)
+    online = list(cpu_lists().online)
     if len(online) < 2:
         pytest.skip("needs two online CPUs to show counts stay on the CPU they happened on")
     return online[-1], online[0]
@@ -66,7 +66,7 @@ def cpu_pair() -> tuple[int, int]:
 @pytest.mark.parametrize("calls", [100_000, 1_000_000])
 def test_exact_count_per_process_on_its_cpu(calls: int) -> None:
     cpu, other = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     with SyscallCounter(per_process=True) as c:
         info = run_workload(calls, cpu)
         snap = c.snapshot()
@@ -113,7 +113,7 @@ def test_per_process_counts_exact_with_many_processes_alternating_on_one_cpu(
     for all their keys); every process still has exactly its calls, on that CPU."""
     monkeypatch.setattr(SyscallCounter, "process_cache", cache)
     cpu, other = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     calls = 5_000
     workloads = start_workloads(48, calls, cpu)
     with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
@@ -149,7 +149,7 @@ def test_per_process_cache_of_a_cpu_no_flush_reaches_is_read_directly(
 ) -> None:
     """A CPU that went offline cannot run the flush (ENXIO): its cached counts are read from its lines."""
     cpu, other = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     real = _libbpf.Libbpf.prog_run_on_cpu
     unreachable = {"on": False}
 
@@ -180,7 +180,7 @@ def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
 
     monkeypatch.setattr(_libbpf.Libbpf, "prog_run_on_cpu", refuse)
     cpu, _ = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
         assert c._config.proc_cache == 0
         assert any("per-process cache" in k for k in c.attach_failures)
@@ -195,7 +195,7 @@ def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
 @pytest.mark.parametrize("mode", ATTACH_MODES)
 def test_exact_count_each_attach_mode(mode: str) -> None:
     cpu, other = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     compat = True
     if mode == "tracepoint" and not syscount.kernel_features().task_pt_regs:
         # Before 5.15 the classic tracepoint cannot tell 32-bit calls apart: refused up front with
@@ -225,7 +225,7 @@ def test_errors_mode_counts_failures_by_errno() -> None:
 
 def test_failed_only_counts_only_failures() -> None:
     cpu, _ = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     with SyscallCounter(filters=Filters(comm=COMM, failed_only=True)) as c:
         run_workload(5000, cpu, "--fail", "300")
         snap = c.snapshot()
@@ -452,11 +452,11 @@ def test_maps_of_modes_not_asked_for_are_one_entry() -> None:
 NO_BTF_SCRIPT = """
 import json, os, subprocess, sys
 sys.path.insert(0, {src!r})
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 from percpu.syscalls import syscall_number
 from percpu.syscount import Filters, SyscallCounter
 assert not os.path.exists("/sys/kernel/btf/vmlinux")
-cpus = list(topology().possible)
+cpus = list(cpu_lists().possible)
 with SyscallCounter(filters=Filters(comm={comm!r}), per_process=True, errors=True, latency=True) as c:
     subprocess.run([sys.executable, {workload!r}, "20000", "{cpu}", "--comm", {comm!r}, "--fail", "33"],
                    check=True, capture_output=True)
@@ -600,7 +600,7 @@ def test_without_the_5_11_helpers_every_mode_counts_exactly(
 ) -> None:
     monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
     cpu, other = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     with SyscallCounter(**OLD_KERNEL_MODES[mode]) as c:  # type: ignore[arg-type]
         assert c._config.task_btf == 0 and c._config.task_storage == 0
         before = c.snapshot()

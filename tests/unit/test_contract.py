@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,6 +14,8 @@ import pytest
 from percpu import _contract, _elf
 from percpu.btf import Btf, parse_btf
 from percpu.syscount import Lost
+
+from .vm_scripts import tool
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOOL = os.path.join(ROOT, "tools", "gen_contract.py")
@@ -28,10 +29,7 @@ ALL_OBJS = [OBJ, NOBTF_OBJ, ARM64_OBJ, ARM64_NOBTF_OBJ]
 
 
 def _gen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_contract", TOOL)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod: ModuleType = tool("gen_contract")
     return mod
 
 

@@ -13,65 +13,15 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from percpu._libbpf import ProgInfo
 from percpu._text import printable
 from percpu.cli import main
-from percpu.cpus import CpuList
-from percpu.errors import PercpuError
 from percpu.exporter import SyscallCollector
-from percpu.syscount import ERR_KEY, LAT_KEY, NR_SLOTS, PROC_KEY, Lost, SyscallSnapshot, slot_name
+from percpu.syscount import ERR_KEY, LAT_KEY, NR_SLOTS, PROC_KEY, Lost, slot_name
 
 from .fake_kernel import FakeKernel, FakeMachine, installed
+from .synthetic import FakeCounter, FakeProgram
 
 DASHBOARD = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "grafana-dashboard.json")
-
-
-class FakeProgram:
-    def __init__(self, name: str, run_cnt: int = 0, run_time_ns: int = 0, gone: bool = False) -> None:
-        self.name, self.run_cnt, self.run_time_ns, self.gone = name, run_cnt, run_time_ns, gone
-
-    def info(self) -> ProgInfo:
-        if self.gone:
-            raise PercpuError(f"program {self.name} is not loaded")
-        return ProgInfo(1, 26, self.name, "00" * 8, self.run_time_ns, self.run_cnt, 0, (), 0)
-
-
-class FakeCounter:
-    attach_mode = "tp_btf"
-    arch = "x86_64"
-
-    def __init__(self, ncpu: int, seed: int = 0) -> None:
-        self._cpus = CpuList(range(ncpu))
-        self.counts = np.zeros((ncpu, NR_SLOTS), np.uint64)
-        self.rng = np.random.default_rng(seed)
-        self.procs: tuple[np.ndarray, np.ndarray] | None = None
-        self.errors: tuple[np.ndarray, np.ndarray] | None = None
-        self.latency: tuple[np.ndarray, np.ndarray] | None = None
-        self.progs: list[FakeProgram] = []
-        self.lost = Lost()
-
-    @property
-    def cpus(self) -> CpuList:
-        return self._cpus
-
-    def programs(self) -> list[Any]:
-        return list(self.progs)
-
-    def tick(self, slots: list[int]) -> None:
-        for s in slots:
-            self.counts[:, s] += self.rng.integers(0, 50, len(self._cpus), dtype=np.uint64)
-
-    def snapshot(self) -> SyscallSnapshot:
-        return SyscallSnapshot(
-            0.0,
-            self._cpus,
-            self.counts.copy(),
-            procs=self.procs,
-            errors=self.errors,
-            latency=self.latency,
-            arch=self.arch,
-            lost=self.lost,
-        )
 
 
 def scrape(c: SyscallCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

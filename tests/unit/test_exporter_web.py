@@ -21,7 +21,7 @@ from percpu._web import Limits, MetricsServer
 from percpu._webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
 from percpu.exporter import Exposition, SyscallCollector
 
-from .test_exporter import FakeCounter
+from .synthetic import FakeCounter
 
 DEPLOY = Path(__file__).resolve().parent.parent.parent / "deploy"
 

@@ -11,13 +11,13 @@ import numpy as np
 
 import percpu
 from percpu import features, layout
-from percpu.cpus import Topology
+from percpu.cpus import CpuLists
 from percpu.objects import BpfObject, bundled
 
 from .fake_kernel import FakeKernel
 from .forking import held_in_another_thread, run_in_child
 
-Fake = tuple[FakeKernel, Topology]
+Fake = tuple[FakeKernel, CpuLists]
 
 
 def test_a_map_in_use_by_another_thread_at_fork_works_in_the_child(fake: Fake) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -15,9 +14,9 @@ from percpu.errors import PercpuError, UnknownSyscall
 from percpu.syscalls import machine_arch, max_nr, syscall_name, syscall_number, syscall_table
 
 from .fake_kernel import FakeKernel, FakeMachine, installed
+from .vm_scripts import tool
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
-TOOLS = os.path.join(ROOT, "tools", "gen_syscalls.py")
 GENERATED = os.path.join(ROOT, "src", "percpu", "syscalls", "_tables.py")
 TABLES_DIR = os.path.join(ROOT, "tools", "syscall-tables")
 # What _tables.py's first line says made it; test_generator_is_reproducible runs exactly this.
@@ -93,11 +92,7 @@ def test_the_machine_in_use_picks_the_table(uname: str, arch: str, getppid: int)
 
 
 def _generator():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("gen_syscalls", TOOLS)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return tool("gen_syscalls")
 
 
 def test_generator_parses_tbl_with_abi_filter() -> None:

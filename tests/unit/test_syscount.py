@@ -190,10 +190,10 @@ def test_ensure_tracefs_mounts_it_where_libbpf_looks(
 ) -> None:
     """A tracefs mounted only elsewhere (a chroot's /sys, seen from the host) is mounted again where libbpf
     looks; one that libbpf finds is used as it is."""
-    from percpu import _libbpf, syscount
+    from percpu import _libc, syscount
 
     calls: list[tuple[str, str, str]] = []
-    monkeypatch.setattr(_libbpf, "mount", lambda *a: calls.append(a))
+    monkeypatch.setattr(_libc, "mount", lambda *a: calls.append(a))
     kernel = FakeKernel(2)
     with installed(kernel, FakeMachine(kernel, mounts=(("/dev/root", "/", "ext4"), *mounts))):
         point = syscount.ensure_tracefs()
@@ -202,12 +202,12 @@ def test_ensure_tracefs_mounts_it_where_libbpf_looks(
 
 
 def test_ensure_tracefs_says_how_when_it_cannot_mount(monkeypatch: pytest.MonkeyPatch) -> None:
-    from percpu import _libbpf, syscount
+    from percpu import _libc, syscount
 
     def refuse(*_: str) -> None:
         raise OSError(1, "Operation not permitted")
 
-    monkeypatch.setattr(_libbpf, "mount", refuse)
+    monkeypatch.setattr(_libc, "mount", refuse)
     kernel = FakeKernel(2)
     machine = FakeMachine(kernel, mounts=(("/dev/root", "/", "ext4"),))
     said = r"run `mount -t tracefs nodev /sys/kernel/tracing` as root"

@@ -3,19 +3,13 @@ subset of the test files names them."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Any
 
-TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "vm_support_table.py")
+from .vm_scripts import tool
 
 
 def _tool() -> Any:
-    spec = importlib.util.spec_from_file_location("vm_support_table", TOOL)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return tool("vm_support_table")
 
 
 def _result(**kw: Any) -> dict[str, Any]:

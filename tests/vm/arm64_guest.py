@@ -38,10 +38,10 @@ import numpy as np  # noqa: E402
 import percpu  # noqa: E402
 from percpu.btf import parse_btf  # noqa: E402
 from percpu.cpus import parse_cpu_list  # noqa: E402
+from percpu.layout import round8 as stride  # noqa: E402
 from percpu.objects import bundled  # noqa: E402
 from percpu.syscalls import syscall_name, syscall_number  # noqa: E402
 from percpu.syscount import Filters, SyscallCounter  # noqa: E402
-from percpu.values import stride  # noqa: E402
 
 CPU = 1
 FAILS = 33
@@ -71,7 +71,7 @@ def read(path: str) -> str:
 
 
 def machine() -> str:
-    topo = percpu.topology()
+    topo = percpu.cpu_lists()
     possible = read("/sys/devices/system/cpu/possible")
     facts.update(
         kernel=os.uname().release,
@@ -100,7 +100,7 @@ def pt_regs() -> str:
 
 
 def value_sizes() -> str:
-    topo = percpu.topology()
+    topo = percpu.cpu_lists()
     cpus = list(topo.possible)
     checked = 0
     for size in SIZES:

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from ..cpus import topology
+from ..cpus import cpu_lists
 from ..maps import PERCPU_TYPES, MapType, list_maps, memory_bytes, user_value_bytes
 from ..maps._kinds import human_bytes
 
@@ -16,7 +16,7 @@ __all__ = ["register"]
 
 
 def _cmd_maps(args: argparse.Namespace) -> int:
-    possible = len(topology().possible)
+    possible = len(cpu_lists().possible)
     rows: list[dict[str, Any]] = []
     for info in list_maps():
         percpu = info.type in PERCPU_TYPES

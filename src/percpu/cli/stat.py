@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from .. import plots, process
-from ..cpus import topology
+from ..cpus import cpu_lists
 from ..errors import PercpuError
 from ..syscount import (
     SyscallCounter,
@@ -21,7 +21,7 @@ from ..syscount import (
     SyscallSnapshot,
     cgroup2_root,
 )
-from ..topo import CpuLayout
+from ..topo import CpuTopology
 from . import _options, _report, _view
 from ._args import int_at_least, seconds
 from ._outfile import ReportFile
@@ -43,7 +43,7 @@ class _Output:
         self.top = args.top if args.top else None
         self.sum = args.sum
         self.quiet = args.quiet
-        self.view, self.layout = _view.from_args(args)  # a bad --cpus fails here, before counting
+        self.view, self.topology = _view.from_args(args)  # a bad --cpus fails here, before counting
         self.attach: str | None = None
         self.first = True
         self.heatmap_path: str | None = args.heatmap
@@ -88,16 +88,16 @@ class _Output:
     def write_heatmap(self, d: SyscallDelta) -> None:
         """The pictures, at the end of the run: the heat map of ``d`` (the whole run), the time series of
         the intervals. Written by :meth:`commit`."""
-        layout = self.layout or _layout_or_none()
+        topology = self.topology or _topology_or_none()
         if self.heatmap is not None and self.heatmap_path is not None:
             if self.view is not None:
                 d = self.view(d)
             buf = io.BytesIO()
-            plots.heatmap(d, self.heatmap_path, layout=layout, top=self.top or 30, file=buf)
+            plots.heatmap(d, self.heatmap_path, topology=topology, top=self.top or 30, file=buf)
             self.heatmap.write(buf.getvalue())
         if self.timeseries is not None and self.timeseries_path is not None:
             buf = io.BytesIO()
-            plots.timeseries(self.intervals, self.timeseries_path, layout=layout, file=buf)
+            plots.timeseries(self.intervals, self.timeseries_path, topology=topology, file=buf)
             self.timeseries.write(buf.getvalue())
 
     def commit(self) -> None:
@@ -116,10 +116,10 @@ class _Output:
         self.out.close()
 
 
-def _layout_or_none() -> CpuLayout | None:
-    """The machine's layout to order a picture's CPUs by; a picture is still drawn without it."""
+def _topology_or_none() -> CpuTopology | None:
+    """The machine's topology to order a picture's CPUs by; a picture is still drawn without it."""
     try:
-        return topology().layout()
+        return cpu_lists().topology()
     except PercpuError:
         return None
 

@@ -3,13 +3,25 @@ what a map of a given geometry costs in kernel memory (:func:`memory_bytes`), an
 
 from __future__ import annotations
 
-import enum
 import operator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._uapi import BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, MapType
+
+__all__ = [
+    "CGROUP_STORAGE_KEY",
+    "MAX_VALUE_SIZE",
+    "PERCPU_TYPES",
+    "SNAPSHOT_PREALLOC",
+    "MapType",
+    "Snapshot",
+    "human_bytes",
+    "memory_bytes",
+    "user_value_bytes",
+]
 from ..cpus import CpuList
 from ..errors import (
     CpuNotPossible,
@@ -24,59 +36,7 @@ MAX_VALUE_SIZE = 32768  # per-CPU values: round_up(value_size, 8) <= PCPU_MIN_UN
 SNAPSHOT_PREALLOC = 64 << 20  # bytes a snapshot allocates before it knows how many elements there are
 
 
-class MapType(enum.IntEnum):
-    """``enum bpf_map_type`` (uapi/linux/bpf.h)."""
-
-    UNSPEC = 0
-    HASH = 1
-    ARRAY = 2
-    PROG_ARRAY = 3
-    PERF_EVENT_ARRAY = 4
-    PERCPU_HASH = 5
-    PERCPU_ARRAY = 6
-    STACK_TRACE = 7
-    CGROUP_ARRAY = 8
-    LRU_HASH = 9
-    LRU_PERCPU_HASH = 10
-    LPM_TRIE = 11
-    ARRAY_OF_MAPS = 12
-    HASH_OF_MAPS = 13
-    DEVMAP = 14
-    SOCKMAP = 15
-    CPUMAP = 16
-    XSKMAP = 17
-    SOCKHASH = 18
-    CGROUP_STORAGE = 19
-    REUSEPORT_SOCKARRAY = 20
-    PERCPU_CGROUP_STORAGE = 21
-    QUEUE = 22
-    STACK = 23
-    SK_STORAGE = 24
-    DEVMAP_HASH = 25
-    STRUCT_OPS = 26
-    RINGBUF = 27
-    INODE_STORAGE = 28
-    TASK_STORAGE = 29
-    BLOOM_FILTER = 30
-    USER_RINGBUF = 31
-    CGRP_STORAGE = 32
-    ARENA = 33
-
-    @classmethod
-    def name_of(cls, value: int) -> str:
-        try:
-            return cls(value).name.lower()
-        except ValueError:
-            return f"type_{value}"
-
-    @property
-    def percpu(self) -> bool:
-        return self in PERCPU_TYPES
-
-
-PERCPU_TYPES = frozenset(
-    {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE}
-)
+PERCPU_TYPES = frozenset(t for t in MapType if t.percpu)
 
 # struct bpf_cgroup_storage_key { __u64 cgroup_inode_id; __u32 attach_type; } (16 bytes with padding)
 CGROUP_STORAGE_KEY = np.dtype(
@@ -100,8 +60,6 @@ _HTAB_ELEM = 48
 _BUCKET = 16
 _HTAB_LOCKS = 8 * 4
 _POINTER = 8
-BPF_F_NO_PREALLOC = 1
-BPF_F_MMAPABLE = 1 << 10
 _PAGE = 4096
 
 _ARRAYS = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})

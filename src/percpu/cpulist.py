@@ -1,0 +1,106 @@
+"""CPU id lists as the kernel writes them (``0-3,8,10-11``): :class:`CpuList` and its parser.
+
+The ground floor of everything that names CPUs: it reads nothing and imports nothing of percpu's but
+the error tree, so the CPU lists (:mod:`percpu.cpus`) and the machine's shape (:mod:`percpu.topo`)
+both build on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import overload
+
+from .errors import PercpuError
+
+__all__ = ["CpuList", "format_cpu_list", "parse_cpu_list"]
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """Parse the kernel's CPU list format (``0-3,8,10-11``) into sorted CPU ids.
+
+    >>> parse_cpu_list("0,2-3")
+    (0, 2, 3)
+    """
+    cpus: set[int] = set()
+    text = text.strip()
+    if not text:
+        return ()
+    for raw in text.split(","):
+        part = raw.strip()
+        try:
+            if "-" in part:
+                lo_s, hi_s = part.split("-", 1)
+                lo, hi = int(lo_s), int(hi_s)
+                if lo < 0 or hi < lo:
+                    raise ValueError(part)
+                cpus.update(range(lo, hi + 1))
+            else:
+                n = int(part)
+                if n < 0:
+                    raise ValueError(part)
+                cpus.add(n)
+        except ValueError as exc:
+            raise PercpuError(f"malformed CPU list {text!r}: bad element {part!r}") from exc
+    return tuple(sorted(cpus))
+
+
+def format_cpu_list(cpus: Iterable[int]) -> str:
+    """The inverse of :func:`parse_cpu_list`: ``(0, 2, 3)`` -> ``"0,2-3"``."""
+    out: list[str] = []
+    ids = sorted(set(cpus))
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+class CpuList(Sequence[int]):
+    """An immutable, sorted list of CPU ids that prints the way the kernel writes it."""
+
+    __slots__ = ("_ids",)
+
+    def __init__(self, ids: Iterable[int]) -> None:
+        self._ids = tuple(sorted(set(ids)))
+
+    @classmethod
+    def parse(cls, text: str) -> CpuList:
+        return cls(parse_cpu_list(text))
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+    @overload
+    def __getitem__(self, i: slice) -> CpuList: ...
+    def __getitem__(self, i: int | slice) -> int | CpuList:
+        if isinstance(i, slice):
+            return CpuList(self._ids[i])
+        return self._ids[i]
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, cpu: object) -> bool:
+        return cpu in self._ids
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CpuList):
+            return self._ids == other._ids
+        if isinstance(other, tuple | list):
+            return self._ids == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._ids)
+
+    def __str__(self) -> str:
+        return format_cpu_list(self._ids)
+
+    def __repr__(self) -> str:
+        return f"CpuList({format_cpu_list(self._ids)!r})"
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self._ids

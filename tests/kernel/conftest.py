@@ -1,0 +1,171 @@
+"""What the kernel tests share: percpu run as a user runs it, bpftool's dump to compare with, and the
+exporter and Prometheus servers they scrape. Every server listens on 127.0.0.1 only and is stopped
+however the test ends."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+PERCPU = [sys.executable, "-m", "percpu"]
+# Limits on waits for a subprocess or a screen: guards against a hang, never measures. In a qemu TCG guest
+# that shares two CPUs with another, one percpu run can take minutes to start (tests/vm/run_matrix.py).
+HANG = 600.0
+
+
+def percpu_cmd(*args: str, timeout: float = HANG, **kw: object) -> subprocess.CompletedProcess[str]:
+    """`percpu ARGS`, its output captured. The timeout guards against a hang; it measures nothing: one run
+    can take minutes in a qemu TCG guest that shares its CPUs."""
+    return subprocess.run([*PERCPU, *args], capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def bpftool_dump(map_id: int) -> list[dict[str, Any]]:
+    """`bpftool -j map dump id MAP_ID`, parsed: what percpu's reading is held to."""
+    out = subprocess.run(
+        ["bpftool", "-j", "map", "dump", "id", str(map_id)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=HANG,
+    )
+    data: list[dict[str, Any]] = json.loads(out.stdout)
+    return data
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fetch(
+    url: str, ctx: ssl.SSLContext | None = None, auth: tuple[str, str] | None = None
+) -> tuple[int, bytes]:
+    req = urllib.request.Request(url)
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout} s")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def running_exporter(
+    *options: str,
+    scheme: str = "http",
+    ctx: ssl.SSLContext | None = None,
+    auth: tuple[str, str] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`percpu exporter OPTIONS` on a free 127.0.0.1 port, once it answers /-/ready (over ``scheme``, with
+    ``ctx`` and ``auth`` where its web config asks for them); SIGTERM (then SIGKILL) however the test ends."""
+    port = free_port()
+    p = subprocess.Popen(
+        [*PERCPU, "exporter", "--listen", f"127.0.0.1:{port}", *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    target = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if fetch(f"{scheme}://{target}/-/ready", ctx, auth)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if p.poll() is not None or time.monotonic() > deadline:
+                assert p.stderr is not None
+                pytest.fail(f"the exporter did not start: {p.stderr.read().decode()}")
+            time.sleep(0.2)
+        yield target, p
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        assert p.stderr is not None
+        p.stderr.close()
+
+
+@pytest.fixture
+def exporter() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`percpu exporter` with its default options, as ``running_exporter()`` starts it."""
+    with running_exporter() as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_prometheus(config: str) -> Iterator[str]:
+    """A Prometheus server on a free 127.0.0.1 port with this scrape config; yields its API base URL."""
+    if not shutil.which("prometheus"):
+        pytest.fail("prometheus is not installed: scripts/setup.sh --dev installs it")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = os.path.join(tmp, "prometheus.yml")
+        with open(cfg, "w", encoding="utf-8") as f:
+            f.write(config)
+        prom = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={cfg}",
+                f"--storage.tsdb.path={tmp}/data",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=60)
+            yield f"http://127.0.0.1:{port}/api/v1"
+        finally:
+            prom.terminate()
+            try:
+                prom.wait(20)
+            except subprocess.TimeoutExpired:
+                prom.kill()
+                prom.wait()
+
+
+def query(api: str, q: str, at: float | None = None) -> list[dict[str, Any]]:
+    """A Prometheus instant query's result (``at``: its evaluation time)."""
+    args = {"query": q} if at is None else {"query": q, "time": f"{at:.3f}"}
+    with urllib.request.urlopen(f"{api}/query?" + urllib.parse.urlencode(args), timeout=10) as r:
+        body = json.loads(r.read())
+    assert body["status"] == "success", (q, body)
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result

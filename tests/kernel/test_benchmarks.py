@@ -1,0 +1,64 @@
+"""Every benchmark README documents runs: each at its ``--smoke`` size, as a subprocess, as a user would.
+
+Only that it runs and prints its figures is checked, never what they are: speed lives in the benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "benchmarks")
+HANG = 600.0  # a guard against a hang, not a time limit: a smoke run takes seconds
+NUM = r"\d+(?:\.\d+)?"
+
+# benchmark: a line of figures each must print (one per table it prints)
+FIGURES = {
+    "bench_maps.py": [
+        rf"snapshot \(batch\)\s+{NUM} M keys/s",
+        rf"bare batch loop\s+{NUM} M keys/s",
+        rf"per-key lookups\s+{NUM} M keys/s",
+        rf"bpftool map dump -j\s+{NUM} M keys/s",
+    ],
+    "bench_syscalls.py": [
+        rf"percpu default\s+{NUM} \[{NUM}-{NUM}\]",
+        rf"percpu -L \(latency\)\s+{NUM} \[{NUM}-{NUM}\]",
+        rf"1 busy CPU\s+percpu default\s+{NUM} \(target",
+        rf"PERCPU_ARRAY lookup \+ increment\s+-?{NUM} \[",
+    ],
+    "bench_exporter.py": [
+        rf"exporter \(expose\), 8 CPUs x all syscalls\s+median\s+{NUM} ms\s+p95\s+{NUM} ms",
+        rf"prometheus_client, 8 CPUs x all syscalls\s+median\s+{NUM} ms",
+        rf"real counter, \d+ possible CPUs\s+median\s+{NUM} ms",
+        rf"prometheus_client / exporter, 8 CPUs x all syscalls\s+{NUM}x",
+    ],
+    "bench_cpu_snapshot.py": [
+        r"one-CPU path: ",
+        rf"^\s+1000\s+\d+\s+{NUM}\s+{NUM}\s+\d+\s+\d+$",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_benchmark_runs_at_its_smoke_size_and_prints_its_figures(name: str) -> None:
+    r = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, name), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "--smoke" in r.stderr, "a smoke run says that its figures mean nothing"
+    for figure in FIGURES[name]:
+        assert re.search(figure, r.stdout, re.MULTILINE), f"{name} printed no {figure!r}:\n{r.stdout}"
+
+
+def test_every_benchmark_is_run() -> None:
+    """A benchmark added to benchmarks/ is run here too."""
+    assert {f for f in os.listdir(BENCHMARKS) if f.startswith("bench_") and f.endswith(".py")} == set(FIGURES)
