@@ -175,3 +175,25 @@ def test_integers_beyond_their_c_type_never_reach_the_kernel(lib: _libbpf.Libbpf
         assert isinstance(e.value, ValueError)
     with pytest.raises(InvalidArgument, match="it would reach the kernel as 5"):
         lib.map_get_fd_by_id(2**32 + 5)
+
+
+def test_the_c_library_calls_check_what_crosses_into_c_too() -> None:
+    """mount(2), prctl(2) and statfs(2) take the same checks as the libbpf binding: a NUL byte would end a
+    path early, a word past its C type would lose its high bits. (Each call is harmless if a check ever
+    went missing: a path that does not exist, an option the kernel refuses, a prctl that only reads.)"""
+    from percpu import _libc
+    from percpu.errors import InvalidArgument
+
+    pr_get_dumpable = 3
+    for call, said in (
+        (
+            lambda: _libc.mount("none", "/nonexistent-percpu\0/x", "tmpfs"),
+            "path '/nonexistent-percpu\\x00/x'",
+        ),
+        (lambda: _libc.statfs_type("/sys/fs/bpf\0x"), "path '/sys/fs/bpf\\x00x' has a NUL byte"),
+        (lambda: _libc.prctl(2**31), "prctl option 2147483648 does not fit the kernel's i32"),
+        (lambda: _libc.prctl(pr_get_dumpable, 2**64), "prctl argument 2 18446744073709551616 does not fit"),
+    ):
+        with pytest.raises(InvalidArgument) as e:
+            call()
+        assert str(e.value).startswith(said), str(e.value)
