@@ -159,6 +159,17 @@ class Machine:
         """Whether a process or a thread with this id is visible here."""
         return _procfs.task_exists(tid, self.proc)
 
+    def process_exists(self, pid: int) -> bool:
+        """Whether a process (or zombie) with this pid exists in this pid namespace, visible in /proc or
+        not: kill(pid, 0) sees other users' processes where /proc hides them (hidepid)."""
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def memory_available(self) -> tuple[int, str] | None:
         """What this process can still allocate, and where that figure comes from: the least of
         ``MemAvailable`` (``/proc/meminfo``) and what its memory cgroup (v2 or v1, and their ancestors)

@@ -31,6 +31,7 @@ EXTRA = "pip install 'percpu[plots]'"
 _NO_CALLS = "#ffffff"
 _OFFLINE = "#d9d9d9"
 _ISOLATED = "#d62728"
+_WARNING = "#a00000"
 
 
 def require_matplotlib(option: str = "pictures") -> None:
@@ -157,6 +158,17 @@ def _save(fig: Any, path: str, file: IO[bytes] | None) -> None:
             raise PercpuError(f"cannot write {path}: {exc.strerror}", errno=exc.errno) from exc
 
 
+def _notes(fig: Any, notes: Sequence[str]) -> None:
+    """The report's caveats (calls a full table lost, a command counted without its children) under the
+    picture, so it does not travel without them."""
+    if not notes:
+        return
+    import textwrap
+
+    lines = [line for n in notes for line in textwrap.wrap(f"warning: {n}", 90, subsequent_indent="  ")]
+    fig.text(0.0, 0.0, "\n".join(lines), ha="left", va="top", fontsize=8, color=_WARNING, gid="warnings")
+
+
 def _metadata(fmt: str) -> dict[str, Any]:
     # No creation date: the same counts give the same file.
     if fmt == "svg":
@@ -236,9 +248,10 @@ def heatmap(
     top: int = 30,
     title: str | None = None,
     file: IO[bytes] | None = None,
+    notes: Sequence[str] = (),
 ) -> None:
     """Write a CPU x syscall heat map of ``d`` to ``path`` (.png, .svg or .pdf; into ``file`` instead,
-    when given, in the format ``path`` names).
+    when given, in the format ``path`` names); ``notes`` (what the counts leave out) are printed under it.
 
     The ``top`` busiest syscalls are rows (most calls first); columns are ``d``'s CPUs, ordered by NUMA
     node, package and core when ``topology`` is given, or its groups in a grouped view. Zero cells are
@@ -322,6 +335,7 @@ def heatmap(
     if cols.isolated:
         legend.append(Patch(facecolor=_ISOLATED, label="isolated CPU (mark above its column)"))
     fig.legend(handles=legend, loc="outside lower right", fontsize=8, ncols=len(legend), frameon=False)
+    _notes(fig, notes)
     _save(fig, path, file)
 
 
@@ -333,8 +347,10 @@ def timeseries(
     lines_up_to: int = 12,
     title: str | None = None,
     file: IO[bytes] | None = None,
+    notes: Sequence[str] = (),
 ) -> None:
-    """Write calls per second over consecutive intervals (``percpu stat -i``) to ``path``.
+    """Write calls per second over consecutive intervals (``percpu stat -i``) to ``path``; ``notes`` (what
+    the counts leave out) are printed under it.
 
     Top: all CPUs together. Below: one line per CPU (or group) when there are at most ``lines_up_to``
     of them, else a CPU x time image with a log colour bar, CPUs in topology order.
@@ -431,6 +447,7 @@ def timeseries(
         loc="left",
         fontsize=11,
     )
+    _notes(fig, notes)
     _save(fig, path, file)
 
 

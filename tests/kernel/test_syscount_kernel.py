@@ -21,6 +21,7 @@ from percpu.objects import BpfObject
 from percpu.syscalls import syscall_number
 from percpu.syscount import (
     ATTACH_MODES,
+    FOLDED_TGID,
     LAT_BUCKETS,
     Filters,
     KernelFeatures,
@@ -36,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "..", "helpers", "syscall_workload.py")
 GETPPID = syscall_number("getppid")
 CLOSE = syscall_number("close")
+GETPRIORITY = syscall_number("getpriority")
 # Unique to this test run: on a shared machine another run of these tests may be counting a workload of
 # its own at the same moment, and a shared name would let its calls into this run's comm filter.
 COMM = f"pcpuw{os.getpid()}"[:15]
@@ -190,6 +192,48 @@ def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
     keys, counts = snap.procs
     mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
     assert int(counts[mine][0][cpus.index(cpu)]) == 10_000
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["per-CPU cache", "hash"])
+def test_exited_processes_leave_the_table_and_every_call_adds_up(
+    fork_calls: str, cache: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 short processes, 20 at a time between snapshots, through a table of 256 keys (they make about
+    2,000): each snapshot takes out the processes that had exited by the one before, so the table never
+    fills and nothing is lost. The first 64 rows taken out stay by pid, whole processes; the rest are
+    summed by name. Then 200 at once fill the table: what it could not take is lost, and counted. At every
+    snapshot the rows plus lost add up to the calls counted. (Only the snapshots take processes out here:
+    the thread that does it while the table fills is left out, so the sequence does not depend on timing.)
+    """
+    monkeypatch.setattr(SyscallCounter, "process_cache", cache)
+    monkeypatch.setattr(SyscallCounter, "_start_drainer", lambda self: None)
+    comm = os.path.basename(fork_calls)
+    rounds, children = 30, 20
+    with SyscallCounter(per_process=True, filters=Filters(comm=comm), proc_entries=256, proc_keep=64) as c:
+        assert c._config.proc_cache == cache
+        c.snapshot()
+        for _ in range(rounds):
+            subprocess.run([fork_calls, str(children), "7"], check=True, timeout=120)
+            snap = c.snapshot()
+            assert snap.procs is not None
+            assert int(snap.procs[1].sum()) + snap.lost.processes == int(snap.counts.sum())
+        table = c._proc_table
+        assert table is not None and table.kept_by_pid <= 64 and table.taken > 256
+        assert snap.lost.processes == 0
+        subprocess.run([fork_calls, "200", "7"], check=True, timeout=120)
+        full = c.snapshot()
+    assert full.procs is not None and full.lost.processes > 0
+    assert int(full.procs[1].sum()) + full.lost.processes == int(full.counts.sum())
+    assert snap.procs is not None
+    keys, counts = snap.procs
+    totals = counts.sum(axis=1)
+    prio = keys["slot"] == GETPRIORITY
+    assert int(totals[prio].sum()) == int(snap.counts[:, GETPRIORITY].sum()) == rounds * children * 7
+    folded = keys["tgid"] == FOLDED_TGID
+    assert set(keys["comm"][folded].tolist()) == {comm.encode()}, "summed by their name"
+    assert int(totals[prio & folded].sum()) > 0
+    for t in totals[prio & ~folded].tolist():
+        assert t == 7, "a process kept by pid has all its calls"
 
 
 @pytest.mark.parametrize("mode", ATTACH_MODES)

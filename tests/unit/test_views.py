@@ -108,9 +108,17 @@ def test_table_json_csv_of_a_view(topology: CpuTopology) -> None:
     assert obj["per_node"] == {"node0": 1000, "node1": 9}
     assert obj["syscalls"][0]["per_node"] == {"node0": 1000, "node1": 0}
     assert [p["pid"] for p in obj["processes"]] == [100, 300]
-    rows = list(csv.reader(io.StringIO(_report.csv_rows(d, end_time=1.0, header=True))))
-    assert rows[0] == ["time", "interval_s", "node", "syscall", "calls"]
-    assert [r[2:] for r in rows[1:]] == [["node0", "getppid", "1000"], ["node1", "write", "9"]]
+    rows = list(csv.DictReader(io.StringIO(_report.csv_rows(d, end_time=1.0, header=True))))
+    assert list(rows[0])[:5] == ["time", "interval_s", "record", "node", "syscall"]
+    assert [(r["node"], r["syscall"], r["calls"]) for r in rows if r["record"] == "syscall"] == [
+        ("node0", "getppid", "1000"),
+        ("node1", "write", "9"),
+    ]
+    assert [(r["node"], r["text"]) for r in rows if r["record"] == "group"] == [
+        ("node0", "2,3"),
+        ("node1", "6"),
+    ]
+    assert [(r["code"], r["text"]) for r in rows if r["record"] == "selected"] == [("isolated", "2-3,6")]
 
 
 def test_table_of_selected_cpus_has_their_columns(topology: CpuTopology) -> None:
