@@ -53,6 +53,7 @@ CONSTANTS = (
     "BPF_EXIST",
     "BPF_F_LOCK",
     "BPF_F_NO_PREALLOC",
+    "BPF_F_MMAPABLE",
     "BPF_F_RDONLY",
     "BPF_F_WRONLY",
     "BPF_F_RDONLY_PROG",

@@ -17,6 +17,7 @@ size before any syscall. Per-CPU values are laid out by the kernel with a stride
 from __future__ import annotations
 
 import ctypes
+import operator
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -191,7 +192,9 @@ class PerCpuValue(Sequence[Any]):
 
     def __getitem__(self, cpu: int) -> Any:  # type: ignore[override]
         try:
-            slot = self._slot[cpu]
+            if isinstance(cpu, bool):  # True and 1.0 hash like CPU 1: a CPU id is an integer
+                raise TypeError(cpu)
+            slot = self._slot[operator.index(cpu)]
         except (KeyError, TypeError):
             raise CpuNotPossible(cpu, str(self._cpus)) from None
         return self._codec.decode(self._array[slot])
@@ -234,7 +237,10 @@ class PerCpuValue(Sequence[Any]):
         return r.item() if isinstance(r, np.generic) and not r.dtype.names else r
 
     def sum(self) -> Any:
-        """The sum over all possible CPUs (integers do not overflow their own width silently: uint64)."""
+        """The exact sum over all possible CPUs: a Python int for integers (never wrapped at 64 bits:
+        int64 ``[2**63 - 1, 2**63 - 1]`` sums to ``2**64 - 2``), a float for floats, and for records a
+        numpy record of the fields' sums (``uint64``/``int64`` fields, or Python ints in ``object``
+        fields where a sum needs more than 64 bits). See :func:`reduce_cpus`."""
         return self._reduce("sum")
 
     def min(self) -> Any:
@@ -262,45 +268,72 @@ class PerCpuValue(Sequence[Any]):
 def reduce_cpus(a: np.ndarray, fn: str = "sum", axis: int = 0) -> Any:
     """Reduce over the CPU axis (``axis``); records field by field, nested records included.
 
-    Sums never wrap: integer fields are summed as 64-bit integers and records come back in a widened
-    record type (``uint32`` fields become ``uint64``), since the sum of a 32-bit counter over CPUs needs
-    more than 32 bits. ``min``/``max`` keep the record's own type; ``mean`` gives a dict of floats.
+    Sums are exact. Integers (and bools, as counts) are summed as ``uint64`` or ``int64`` wherever that
+    provably holds every sum, and the result is that numpy type; where a sum needs more than 64 bits
+    (``[2**64 - 1, 2**64 - 1]``), the result holds Python ints (an ``object`` array, or an ``object``
+    field of the record) with the exact total. Records come back as a record of such fields (``uint32``
+    fields become ``uint64``), since the sum of a 32-bit counter over CPUs needs more than 32 bits. Floats
+    are summed as ``float64``. ``min``/``max`` keep the values' own type; ``mean`` gives floats (a dict of
+    them for records).
     """
+    if fn == "sum":
+        return _sum(a, axis)[()]
     if a.dtype.names:
         if fn == "mean":
             return {n: reduce_cpus(a[n], fn, axis) for n in a.dtype.names}
         shape = a.shape[:axis] + a.shape[axis + 1 :]
-        out = np.zeros(shape, dtype=widened(a.dtype) if fn == "sum" else a.dtype)
+        out = np.zeros(shape, dtype=a.dtype)
         for n in a.dtype.names:
             out[n] = reduce_cpus(a[n], fn, axis)
         return out[()]
-    return _reduce_array(a, fn, axis)
-
-
-def widened(dt: np.dtype[Any]) -> np.dtype[Any]:
-    """The type a sum over CPUs is held in: 64-bit integers and floats, records field by field."""
-    if dt.names:
-        return np.dtype([(n, widened(dt.fields[n][0])) for n in dt.names])  # type: ignore[index]
-    if dt.subdtype is not None:
-        base, shape = dt.subdtype
-        return np.dtype((widened(base), shape))
-    kind = dt.kind
-    if kind in "ub":
-        return np.dtype(np.uint64)
-    if kind == "i":
-        return np.dtype(np.int64)
-    if kind == "f":
-        return np.dtype(np.float64)
-    return dt
-
-
-def _reduce_array(a: np.ndarray, fn: str, axis: int = 0) -> Any:
-    if fn == "sum":
-        if a.dtype.kind in "ub":
-            return a.sum(axis=axis, dtype=np.uint64)
-        if a.dtype.kind == "i":
-            return a.sum(axis=axis, dtype=np.int64)
-        return a.sum(axis=axis, dtype=np.float64 if a.dtype.kind == "f" else None)
     if fn == "mean":
         return a.mean(axis=axis)
     return getattr(a, fn)(axis=axis)
+
+
+def _sum(a: np.ndarray, axis: int) -> np.ndarray:
+    """The exact sum over ``axis``, always as an array (0-d for one value); see :func:`reduce_cpus`."""
+    if a.dtype.names:
+        shape = a.shape[:axis] + a.shape[axis + 1 :]
+        parts = [(n, _sum(a[n], axis)) for n in a.dtype.names]
+        # A field's own sub-array shape follows the reduced axes; its type is what its sum needs.
+        fields = [
+            (n, np.dtype((p.dtype, p.shape[len(shape) :])) if p.ndim > len(shape) else p.dtype)
+            for n, p in parts
+        ]
+        out = np.zeros(shape, dtype=np.dtype([(n, dt) for n, dt in fields]))
+        for n, p in parts:
+            out[n] = p
+        return out
+    if a.dtype.kind in "biu":
+        return _exact_int_sum(a, axis)
+    if a.dtype.kind == "f":
+        return np.asarray(a.sum(axis=axis, dtype=np.float64))
+    return np.asarray(a.sum(axis=axis))
+
+
+def _exact_int_sum(a: np.ndarray, axis: int) -> np.ndarray:
+    """Integers summed over ``axis``: 64-bit where it provably cannot wrap, else exactly in Python ints.
+
+    Values of 4 bytes or less cannot wrap a 64-bit sum over fewer than 2**31 CPUs. For 8-byte values the
+    largest magnitude bounds the sum; only when that bound passes 64 bits are the values split into 32-bit
+    halves, each half summed exactly in 64 bits, and the halves joined in Python ints (work per key, not
+    per key and CPU). The result is 64-bit again when every sum fits.
+    """
+    signed = a.dtype.kind == "i"
+    wide = np.dtype(np.int64 if signed else np.uint64)
+    info = np.iinfo(wide)
+    n = a.shape[axis]
+    if a.size == 0 or n <= 1 or a.dtype.itemsize < 8:
+        return np.asarray(a.sum(axis=axis, dtype=wide))
+    lo, hi = int(a.min()), int(a.max())
+    if info.min <= lo * n and hi * n <= info.max:
+        return np.asarray(a.sum(axis=axis, dtype=wide))
+    t = a.dtype.type
+    # astype(object) makes Python ints of the elements (asarray(..., dtype=object) keeps numpy scalars).
+    high = np.asarray((a >> t(32)).sum(axis=axis, dtype=wide)).astype(object)
+    low = np.asarray((a & t(0xFFFFFFFF)).sum(axis=axis, dtype=np.uint64)).astype(object)
+    total = np.asarray(high * (1 << 32) + low).astype(object)
+    if all(info.min <= v <= info.max for v in total.ravel()):
+        return total.astype(wide)
+    return total

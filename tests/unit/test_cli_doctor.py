@@ -187,3 +187,18 @@ def test_doctor_says_which_32_bit_calls_the_modes_cannot_tell_apart(
     assert line[0] == status
     assert words in line[2] and line[2].endswith("(default, errors)")
     assert [m["compat"] for m in json_modes] == [compat, compat, None]
+
+
+def test_doctor_says_what_memory_maps_can_have_and_what_each_map_takes() -> None:
+    kernel = FakeKernel(N)
+    job = (4 << 30, "memory.max of cgroup /job")
+    with installed(kernel, FakeMachine(kernel, mem_available=20 << 30, cgroup_memory=job)):
+        keep = percpu.PerCpuArray.create(np.uint64, 1000, name="sized")
+        checks, maps = doctor._doctor_checks()
+        keep.close()
+    by = {what: (status, detail) for status, what, detail in checks}
+    status, detail = by["memory for maps"]
+    assert status == "info" and detail.startswith("4.0 GiB (memory.max of cgroup /job): a per-CPU map takes")
+    assert f"x {N} possible CPUs" in detail
+    sized = next(m for m in maps if m["name"] == "sized")
+    assert sized["memory_bytes"] == 312 + 1000 * 8 + 1000 * 8 * N

@@ -53,3 +53,25 @@ def test_a_snapshot_of_a_plain_map_has_no_cpu_axis() -> None:
     assert list(s.sum()) == [5, 6]
     with pytest.raises(TypeError, match="not of a per-CPU map"):
         s.cpu(0)
+
+
+def test_snapshot_sums_are_exact_and_64_bit_where_they_fit() -> None:
+    """Snapshot.sum() wrapped like PerCpuValue.sum(): [2**64-1, 2**64-1] gave 2**64-2."""
+    cpus = CpuList([0, 2])
+    big = 2**64 - 1
+    values = np.array([[big, big], [1, 2], [2**63, 2**63 - 1]], np.uint64)
+    s = Snapshot(keys=np.arange(3, dtype=np.uint32), values=values, cpus=cpus, percpu=True).sum()
+    assert s.tolist() == [2**65 - 2, 3, 2**64 - 1]
+    ok = Snapshot(keys=np.arange(2, dtype=np.uint32), values=values[1:], cpus=cpus, percpu=True).sum()
+    assert ok.dtype == np.uint64 and ok.tolist() == [3, 2**64 - 1]  # every sum fits: 64-bit numpy
+    signed = np.array([[-(2**63), -1], [2**62, 2**62]], np.int64)
+    s = Snapshot(keys=np.arange(2, dtype=np.uint32), values=signed, cpus=cpus, percpu=True).sum()
+    assert s.tolist() == [-(2**63) - 1, 2**63]
+
+
+def test_a_snapshot_column_is_taken_by_an_integer_cpu_id() -> None:
+    s = _snap()
+    assert list(s.cpu(np.int64(5))) == [4, 40]  # type: ignore[arg-type]
+    for bad in (True, 2.0, "2"):
+        with pytest.raises(CpuNotPossible):
+            s.cpu(bad)  # type: ignore[arg-type]

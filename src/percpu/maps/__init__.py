@@ -25,6 +25,7 @@ from ._kinds import (
     SNAPSHOT_PREALLOC,
     MapType,
     Snapshot,
+    memory_bytes,
     user_value_bytes,
 )
 from ._percpu import PerCpuMap
@@ -53,6 +54,7 @@ __all__ = [
     "check_pin_path",
     "cpu_flag_supported",
     "list_maps",
+    "memory_bytes",
     "open_map",
     "user_value_bytes",
 ]

@@ -4,6 +4,7 @@ Linux 7.0, read-modify-write of the whole element elsewhere) and one CPU's snaps
 from __future__ import annotations
 
 import errno as _errno
+import operator
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,8 @@ class PerCpuMap(Map):
 
     def _cpu_flags(self, cpu: int) -> int:
         self._slot(cpu)  # a CPU that is not possible is refused here, before any syscall
-        return BPF_F_CPU | (cpu << 32)
+        # A Python int: a numpy uint32 shifted by 32 in its own type is 0, which names CPU 0.
+        return BPF_F_CPU | (operator.index(cpu) << 32)
 
     def lookup_cpu(self, key: Any, cpu: int) -> Any:
         """CPU ``cpu``'s value at ``key``: one value read with BPF_F_CPU where the kernel has it (Linux
@@ -54,6 +56,7 @@ class PerCpuMap(Map):
     def update_all(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         """Write the same ``value`` on every possible CPU in one syscall: one value buffer with
         BPF_F_ALL_CPUS where the kernel has it (Linux 7.0), else the whole per-CPU element."""
+        flags = self._flags(flags)
         if features.cpu_flag():
             self._update_raw(self.enc.key(key), self.enc.encode_one(value), flags | BPF_F_ALL_CPUS, key)
             return
@@ -67,6 +70,7 @@ class PerCpuMap(Map):
         read-modify-write is not atomic: a BPF program writing another CPU's slot in between loses that
         write. A key that does not exist yet is created with zeros on the other CPUs.
         """
+        flags = self._flags(flags)
         cpu_flags = self._cpu_flags(cpu)
         slot = self._slot(cpu)
         k = self.enc.key(key)

@@ -36,9 +36,23 @@ class PerCpuArray(PerCpuMap):
         *,
         name: str = "",
         flags: int = 0,
+        check_memory: bool = True,
     ) -> PerCpuArray:
-        """Create a per-CPU array of ``max_entries`` values of type ``value``."""
-        return cls._create(MapType.PERCPU_ARRAY, np.uint32, value, max_entries, name=name, flags=flags)
+        """Create a per-CPU array of ``max_entries`` values of type ``value``.
+
+        The kernel allocates ``max_entries x round_up(size, 8) x possible CPUs`` bytes at once
+        (:func:`percpu.maps.memory_bytes`); more than this process can have (MemAvailable, or its memory
+        cgroup's limit) raises :class:`~percpu.errors.MapTooLarge` before the syscall, unless
+        ``check_memory=False``."""
+        return cls._create(
+            MapType.PERCPU_ARRAY,
+            np.uint32,
+            value,
+            max_entries,
+            name=name,
+            flags=flags,
+            check_memory=check_memory,
+        )
 
     def __len__(self) -> int:
         return self.info.max_entries
@@ -59,8 +73,13 @@ class PerCpuHash(PerCpuMap):
         *,
         name: str = "",
         flags: int = 0,
+        check_memory: bool = True,
     ) -> PerCpuHash:
-        return cls._create(cls._create_type, key, value, max_entries, name=name, flags=flags)
+        """Create a per-CPU hash; its elements, each with a value per possible CPU, are allocated at once
+        unless ``flags`` has BPF_F_NO_PREALLOC (1). ``check_memory``: see :meth:`PerCpuArray.create`."""
+        return cls._create(
+            cls._create_type, key, value, max_entries, name=name, flags=flags, check_memory=check_memory
+        )
 
 
 class LruPerCpuHash(PerCpuHash):
@@ -106,8 +125,12 @@ class Array(Map):
         return codec_for(Int(4), 4) if self.info.key_size == 4 else super()._default_key_codec()
 
     @classmethod
-    def create(cls, value: TypeSpec, max_entries: int, *, name: str = "", flags: int = 0) -> Array:
-        return cls._create(MapType.ARRAY, np.uint32, value, max_entries, name=name, flags=flags)
+    def create(
+        cls, value: TypeSpec, max_entries: int, *, name: str = "", flags: int = 0, check_memory: bool = True
+    ) -> Array:
+        return cls._create(
+            MapType.ARRAY, np.uint32, value, max_entries, name=name, flags=flags, check_memory=check_memory
+        )
 
     def __len__(self) -> int:
         return self.info.max_entries
@@ -120,9 +143,18 @@ class Hash(Map):
 
     @classmethod
     def create(
-        cls, key: TypeSpec, value: TypeSpec, max_entries: int, *, name: str = "", flags: int = 0
+        cls,
+        key: TypeSpec,
+        value: TypeSpec,
+        max_entries: int,
+        *,
+        name: str = "",
+        flags: int = 0,
+        check_memory: bool = True,
     ) -> Hash:
-        return cls._create(MapType.HASH, key, value, max_entries, name=name, flags=flags)
+        return cls._create(
+            MapType.HASH, key, value, max_entries, name=name, flags=flags, check_memory=check_memory
+        )
 
 
 _CLASS_BY_TYPE.update(
@@ -138,8 +170,11 @@ _CLASS_BY_TYPE.update(
 
 
 def open_map(spec: int | str | os.PathLike[str], **kw: Any) -> Map:
-    """Open a map by id (``42``, ``"42"``), pinned path (``"/sys/fs/bpf/x"``) or name, as its typed class."""
-    if isinstance(spec, int):
+    """Open a map by id (``42``, ``"42"``), pinned path (``"/sys/fs/bpf/x"``) or name, as its typed class.
+
+    An id the kernel's 32-bit map ids cannot hold (``2**32 + 42``, ``-1``) is refused with
+    :class:`~percpu.errors.InvalidArgument`, not truncated into another map's id."""
+    if isinstance(spec, int | np.integer):
         return Map.from_id(spec, **kw)
     s = os.fspath(spec)
     if s.isdigit():
