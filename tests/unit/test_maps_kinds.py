@@ -7,8 +7,7 @@ import pytest
 
 from percpu.cpus import CpuList
 from percpu.errors import CpuNotPossible, KeyNotFound
-from percpu.maps import PERCPU_TYPES, MapType, Snapshot, user_value_bytes
-from percpu.maps._kinds import Row
+from percpu.maps import PERCPU_TYPES, MapType, Row, Snapshot, user_value_bytes
 from percpu.values import Int, IntCodec, PerCpuValue
 
 

@@ -24,6 +24,7 @@ from ._kinds import (
     PERCPU_TYPES,
     SNAPSHOT_PREALLOC,
     MapType,
+    Row,
     Snapshot,
     user_value_bytes,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "PerCpuCgroupStorage",
     "PerCpuHash",
     "PerCpuMap",
+    "Row",
     "Snapshot",
     "check_pin_path",
     "cpu_flag_supported",
