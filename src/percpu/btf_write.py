@@ -3,21 +3,21 @@ give the maps they create, so that every reader (``percpu``, ``bpftool``, ``bpft
 
 A declared key or value type (see :mod:`percpu.values`) becomes C types in one blob:
 
-========================================  ==============================================================
-declared                                  BTF
-========================================  ==============================================================
-``np.uint32``, ``np.int64``, ...          ``__u32``, ``__s64``: typedefs of ``unsigned int``, ``long long``
-``np.bool_``                              ``_Bool``
-``np.float16``, ``float32``, ``float64``  ``_Float16``, ``float``, ``double``
-``"S16"`` (numpy bytes, C's ``char[16]``)  ``char[16]``
-``bytes``, ``"V16"`` (raw bytes)          ``__u8[16]``
-sub-arrays (``("<u4", (2, 3))``)          arrays of arrays: ``__u32[2][3]``
-structured dtypes                         a struct, members at the dtype's offsets, padding kept, named
-                                          ``<map name>_key`` / ``<map name>_value`` (nested ones
-                                          anonymous)
-``percpu.Int(1, 2, 4, 8 or 16 bytes)``    ``__u8`` .. ``__s64``, ``unsigned __int128``, ``__int128``
-ctypes types                              the same, a ``Structure`` named by its class, a ``Union`` a union
-========================================  ==============================================================
+==========================================  ============================================================
+declared                                    BTF
+==========================================  ============================================================
+``np.uint32``, ``np.int64``, ...            ``__u32``, ``__s64``: typedefs of ``unsigned int``, ...
+``np.bool_``                                ``_Bool``
+``np.float16``, ``float32``, ``float64``    ``_Float16``, ``float``, ``double``
+``"S16"`` (numpy bytes, C's ``char[16]``)   ``char[16]``
+``bytes``, ``"V16"`` (raw bytes)            ``__u8[16]``
+sub-arrays (``("<u4", (2, 3))``)            arrays of arrays: ``__u32[2][3]``
+structured dtypes                           a struct, members at the dtype's offsets, padding kept,
+                                            named ``<map name>_key`` / ``<map name>_value`` (nested
+                                            ones anonymous)
+``percpu.Int(1, 2, 4, 8 or 16 bytes)``      ``__u8`` .. ``__s64``, ``unsigned __int128``, ``__int128``
+ctypes types                                the same; a ``Structure`` or ``Union`` named by its class
+==========================================  ============================================================
 
 A type BTF cannot describe exactly gets no BTF at all, never an approximation: big-endian integers (BTF
 has no byte order), integers of 3, 5, 6, 7 or more than 16 bytes, complex numbers, ``long double``,

@@ -82,6 +82,9 @@ def test_slices_masks_and_row_numbers_are_snapshots() -> None:
         assert isinstance(part, Snapshot) and list(part.keys) == [9] and part.cpus == s.cpus
         assert not part.keys.flags.writeable and not part.values.flags.writeable
     assert len(s[:0]) == 0 and list(s[::-1].keys) == [9, 7]
+    assert s[np.array(1)] == s[1] and len(s[:0].sorted()) == 0
+    wide = Snapshot(np.zeros((0, 2), np.uint32), np.zeros((0, 4), np.uint64), s.cpus, True)
+    assert len(wide.sorted()) == 0  # a key that is an array, no rows
 
 
 def test_lookup_and_in_are_by_key() -> None:

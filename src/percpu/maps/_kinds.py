@@ -138,6 +138,8 @@ class Snapshot(Sequence[Row]):
     def __getitem__(self, index: slice | Sequence[int] | np.ndarray) -> Snapshot: ...
     def __getitem__(self, index: Any) -> Row | Snapshot:
         """Row ``index`` (an int), or a snapshot of the rows a slice, row numbers or a mask select."""
+        if isinstance(index, np.ndarray) and index.ndim == 0:
+            index = index.item()
         if isinstance(index, bool | np.bool_ | tuple):
             raise TypeError(
                 f"index a snapshot by row: an int, a slice, row numbers or a mask, not {index!r}; "
@@ -210,6 +212,8 @@ class Snapshot(Sequence[Row]):
         """The same rows ordered by key: integers as numbers (odd widths included), records field by
         field, bytes and C strings as bytes. Hash maps come back in the kernel's bucket order."""
         kc, keys = self._kc, self.keys
+        if not len(self):
+            return self
         if isinstance(kc, IntCodec) and keys.dtype.kind == "V":  # 3-byte, 16-byte integers: as numbers
             order = np.array(sorted(range(len(self)), key=lambda i: kc.decode(keys[i, ...])), dtype=np.intp)
         elif keys.ndim > 1:  # a key that is an array: its elements, first to last
