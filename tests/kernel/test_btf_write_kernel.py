@@ -181,7 +181,7 @@ def test_the_kernel_takes_what_percpu_writes(spec: Any) -> None:
 
 
 @settings(
-    max_examples=40,
+    max_examples=int(os.environ.get("PERCPU_FUZZ_EXAMPLES", "40")),
     deadline=timedelta(seconds=10),
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import struct
 from datetime import timedelta
 from typing import Any
@@ -344,7 +345,7 @@ def _as_read(dt: np.dtype[Any]) -> np.dtype[Any]:
 
 
 @settings(
-    max_examples=150,
+    max_examples=int(os.environ.get("PERCPU_FUZZ_EXAMPLES", "150")),
     deadline=timedelta(seconds=2),
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
