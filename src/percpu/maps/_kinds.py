@@ -56,12 +56,6 @@ CGROUP_STORAGE_KEY = np.dtype(
 )
 
 
-def _row_dtype(a: np.ndarray, lead: int) -> np.dtype[Any]:
-    """The dtype of one element of ``a`` past its first ``lead`` dimensions (sub-array types included:
-    numpy spreads a ``u32[2]`` key over a dimension of its own)."""
-    return np.dtype((a.dtype, a.shape[lead:])) if a.ndim > lead else a.dtype
-
-
 def user_value_bytes(map_type: int, value_size: int, possible: int) -> int:
     """Bytes one user-space lookup of an element writes: the rule a correct reader follows."""
     return Layout(0, value_size, possible, map_type in PERCPU_TYPES).element_bytes
@@ -117,13 +111,19 @@ class Snapshot(Sequence[Row]):
 
     # --- rows -----------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _row_dtype(a: np.ndarray, lead: int) -> np.dtype[Any]:
+        """The dtype of one element of ``a`` past its first ``lead`` dimensions (sub-array types included:
+        numpy spreads a ``u32[2]`` key over a dimension of its own)."""
+        return np.dtype((a.dtype, a.shape[lead:])) if a.ndim > lead else a.dtype
+
     @property
     def _kc(self) -> Codec:
-        return self.key_codec or NumpyCodec(_row_dtype(self.keys, 1))
+        return self.key_codec or NumpyCodec(self._row_dtype(self.keys, 1))
 
     @property
     def _vc(self) -> Codec:
-        return self.value_codec or NumpyCodec(_row_dtype(self.values, 2 if self.percpu else 1))
+        return self.value_codec or NumpyCodec(self._row_dtype(self.values, 2 if self.percpu else 1))
 
     def _row(self, i: int) -> Row:
         # ``a[i, ...]``: a 0-d view of the element (or the array of a sub-array type), as codecs decode
