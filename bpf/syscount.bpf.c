@@ -3,7 +3,7 @@
  * percpu's system-call counter.
  *
  * Counts every system call per CPU by syscall number in a PERCPU_ARRAY. Opt-in modes add per-process
- * counts (LRU_PERCPU_HASH), failures by errno (PERCPU_HASH) and log2 latency histograms (PERCPU_ARRAY
+ * counts (PERCPU_HASH), failures by errno (PERCPU_HASH) and log2 latency histograms (PERCPU_ARRAY
  * rows, PERCPU_HASH when a CPU's rows run out). Each CPU only
  * ever touches its own slot of a per-CPU map, so a plain increment is race-free without atomics: a BPF
  * program is not preempted by another program on the same CPU at these hooks (tracing programs do not
@@ -198,12 +198,26 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* Per-process counts. Not an LRU: an LRU makes room by dropping the counts of the least recently used key
+ * without a word, and with many short processes (a build) most counts went that way. A full table instead
+ * counts what it could not take as lost, and user space keeps it from filling: it takes the rows of
+ * processes that have exited out of the table while counting (and keeps them), watching proc_inserts to
+ * know when. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 10240);
 	__type(key, struct proc_key);
 	__type(value, __u64);
 } proc_counts SEC(".maps");
+
+/* Keys inserted into proc_counts, per CPU: with the rows user space has left in the table, an upper bound
+ * of how full the table is, read without reading the table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} proc_inserts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -413,37 +427,46 @@ static __always_inline void bump_hash(void *map, void *key, __u32 table)
 	}
 }
 
-/* Adds n to this CPU's value of key; what the table cannot take is counted as lost. */
-static __always_inline void add_hash(void *map, void *key, __u64 n, __u32 table)
+#define barrier() asm volatile("" ::: "memory")
+
+/* Adds n calls to this CPU's value of a process key; what the table cannot take is counted as lost. Counts
+ * the keys it inserts (proc_inserts), so that user space knows when to take exited processes out. */
+static __always_inline void add_proc(struct proc_key *k, __u64 n)
 {
-	__u64 *v = bpf_map_lookup_elem(map, key);
+	__u32 zero = 0;
+	__u64 *v = bpf_map_lookup_elem(&proc_counts, k);
 
 	if (v) {
 		*v += n;
 		return;
 	}
-	if (bpf_map_update_elem(map, key, &n, BPF_NOEXIST)) {
-		v = bpf_map_lookup_elem(map, key);
-		if (!v)
-			v = bpf_map_lookup_elem(&lost, &table);
+	if (!bpf_map_update_elem(&proc_counts, k, &n, BPF_NOEXIST)) {
+		v = bpf_map_lookup_elem(&proc_inserts, &zero);
 		if (v)
-			*v += n;
+			*v += 1;
+		return;
 	}
-}
+	v = bpf_map_lookup_elem(&proc_counts, k); /* another CPU inserted it meanwhile */
+	if (!v) {
+		__u32 table = LOST_PROCESSES;
 
-#define barrier() asm volatile("" ::: "memory")
+		v = bpf_map_lookup_elem(&lost, &table);
+	}
+	if (v)
+		*v += n;
+}
 
 static __always_inline void count_process_key(struct proc_key *k)
 {
 	if (!cfg.proc_cache) {
-		bump_hash(&proc_counts, k, LOST_PROCESSES);
+		add_proc(k, 1);
 		return;
 	}
 	__u32 zero = 0;
 	struct proc_cache *c = bpf_map_lookup_elem(&proc_cache, &zero);
 
 	if (!c) {
-		bump_hash(&proc_counts, k, LOST_PROCESSES);
+		add_proc(k, 1);
 		return;
 	}
 	/* The compiler must not move the cache's loads and stores out from between the two stores of
@@ -457,7 +480,7 @@ static __always_inline void count_process_key(struct proc_key *k)
 		l->n += 1;
 	} else {
 		if (l->n)
-			add_hash(&proc_counts, &l->key, l->n, LOST_PROCESSES);
+			add_proc(&l->key, l->n);
 		l->key = *k;
 		l->n = 1;
 	}
@@ -672,7 +695,7 @@ int flush_procs(void *ctx)
 		struct proc_line *l = &c->line[i];
 
 		if (l->n) {
-			add_hash(&proc_counts, &l->key, l->n, LOST_PROCESSES);
+			add_proc(&l->key, l->n);
 			l->n = 0;
 		}
 	}

@@ -40,6 +40,55 @@ struct nested_val {
 	__u64 hist[4];
 };
 
+/*
+ * Every kind of BTF a value can hold, for the exact decoding of `percpu dump`: no program writes the maps
+ * of these types; the tests write their bytes raw and check the decoding field by field.
+ */
+enum color {
+	RED = 1,
+	GREEN = 7,
+	BLUE = -3, /* makes the enum signed; clang before 15 has no kind_flag to say so */
+};
+
+typedef const volatile __s16 cv_s16;
+
+struct bits {
+	int s4 : 4;
+	unsigned int u3 : 3;
+	enum color c4 : 4;
+	long long s40 : 40;
+	unsigned long long u21 : 21;
+	_Bool flag : 1;
+};
+
+union word {
+	__u32 u;
+	__s32 s;
+	float f;
+	__u8 b[4];
+};
+
+struct kinds_val {
+	enum color color;
+	enum color other; /* the tests put a value here that no enumerator has */
+	struct bits bits;
+	union word word;
+	float f;
+	double d;
+	char name[6];
+	char names[2][4];
+	cv_s16 cv;
+	_Bool yes;
+	char *restrict rp;
+	int __attribute__((btf_type_tag("user"))) *tagged;
+	unsigned __int128 big;
+	__s8 small;
+	union {
+		__u16 half;
+		__s16 shalf;
+	};
+};
+
 const volatile __u32 target_tgid = 0;
 
 struct {
@@ -62,6 +111,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct nested_val);
 } nested SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct kinds_val);
+} kinds SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4);
+	__type(key, enum color);
+	__type(value, struct kinds_val);
+} kinds_by_color SEC(".maps");
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(fill, struct pt_regs *regs, long id)

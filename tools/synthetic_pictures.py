@@ -21,7 +21,7 @@ from percpu import plots
 from percpu.cpus import CpuList
 from percpu.syscalls import syscall_number
 from percpu.syscount import NR_SLOTS, SyscallSnapshot
-from percpu.topo import CpuLayout, read_layout
+from percpu.topo import CpuTopology, read_topology
 from percpu.views import view
 
 NCPU = 256
@@ -34,7 +34,7 @@ def _write(path: str, text: str) -> None:
         f.write(text + "\n")
 
 
-def fake_machine(root: str) -> CpuLayout:
+def fake_machine(root: str) -> CpuTopology:
     cpu, node = os.path.join(root, "cpu"), os.path.join(root, "node")
     _write(os.path.join(cpu, "possible"), f"0-{NCPU - 1}")
     _write(os.path.join(cpu, "present"), f"0-{NCPU - 1}")
@@ -52,14 +52,14 @@ def fake_machine(root: str) -> CpuLayout:
         _write(
             os.path.join(node, f"node{n}", "cpulist"), f"{lo}-{lo + 63},{128 + lo}-{min(128 + lo + 63, 247)}"
         )
-    return read_layout(cpu, node_root=node, cgroup_root=None)
+    return read_topology(cpu, node_root=node, cgroup_root=None)
 
 
-def counts_for(rng: np.random.Generator, layout: CpuLayout, scale: float) -> np.ndarray:
+def counts_for(rng: np.random.Generator, topology: CpuTopology, scale: float) -> np.ndarray:
     """A busy server: a few hot syscalls everywhere, a long tail, quiet isolated CPUs but for one spinner."""
     counts = np.zeros((NCPU, NR_SLOTS), np.uint64)
-    online = np.array([c.online for c in layout.cpus])
-    iso = np.array([c.is_isolated for c in layout.cpus])
+    online = np.array([c.online for c in topology.cpus])
+    iso = np.array([c.is_isolated for c in topology.cpus])
     names = [
         "read",
         "write",
@@ -105,30 +105,30 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     os.makedirs(args.outdir, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        layout = fake_machine(tmp)
-    cpus = layout.possible
+        topology = fake_machine(tmp)
+    cpus = topology.possible
     online = CpuList(range(248))
     total = np.zeros((NCPU, NR_SLOTS), np.uint64)
     snaps = [SyscallSnapshot(0.0, cpus, total.copy(), arch="x86_64", online=online)]
     for i in range(30):
-        total += counts_for(rng, layout, 1.0 + 0.8 * np.sin(i / 4.0) ** 2)
+        total += counts_for(rng, topology, 1.0 + 0.8 * np.sin(i / 4.0) ** 2)
         snaps.append(SyscallSnapshot(float(i + 1), cpus, total.copy(), arch="x86_64", online=online))
     whole = snaps[-1].delta(snaps[0])
     title = "SYNTHETIC data, 256 CPUs: system calls per CPU, {:,} calls in {:.0f} s"
     out = os.path.join(args.outdir, "synthetic-256-heatmap.png")
-    plots.heatmap(whole, out, layout=layout, title=title.format(int(whole.counts.sum()), whole.seconds))
-    by_node = view(whole, layout, by="node")
+    plots.heatmap(whole, out, topology=topology, title=title.format(int(whole.counts.sum()), whole.seconds))
+    by_node = view(whole, topology, by="node")
     plots.heatmap(
         by_node,
         os.path.join(args.outdir, "synthetic-256-heatmap-by-node.png"),
-        layout=layout,
+        topology=topology,
         title="SYNTHETIC data, 256 CPUs grouped by NUMA node (--by node)",
     )
     intervals = [b.delta(a) for a, b in itertools.pairwise(snaps)]
     plots.timeseries(
         intervals,
         os.path.join(args.outdir, "synthetic-256-timeseries.png"),
-        layout=layout,
+        topology=topology,
         title="SYNTHETIC data, 256 CPUs: calls per second (stat -i 1 --timeseries)",
     )
     print(f"wrote 3 pictures to {args.outdir}")

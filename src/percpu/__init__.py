@@ -2,14 +2,14 @@
 
 The public API is re-exported here; the modules behind it are layered, each importing only downward:
 
-``layout`` (per-CPU geometry, buffers) -> ``_libbpf`` (the one binding to libbpf) -> ``cpus`` (topology)
+``layout`` (per-CPU geometry, buffers) -> ``_libbpf`` (the one binding to libbpf) -> ``cpus`` (CPU lists)
 -> ``features`` (memoized probes) -> ``values`` / ``maps`` (typed maps) -> ``objects`` (programs, links)
 -> ``syscount`` (collector) -> ``cli`` / ``exporter``.
 
 Importing percpu makes no syscall and loads no library; libbpf is loaded on first use.
 """
 
-from .cpus import CpuList, Topology, topology
+from .cpus import CpuList, CpuLists, cpu_lists
 from .errors import (
     AttachError,
     BpfError,
@@ -47,9 +47,24 @@ from .maps import (
     list_maps,
     open_map,
 )
-from .topo import CpuGroups, CpuInfo, CpuLayout
+from .topo import CpuGroups, CpuInfo, CpuTopology
 from .typespec import parse_type
 from .values import Int, PerCpuValue
+
+# Names of earlier releases, kept working with a DeprecationWarning (a *layout* is a map's bytes in percpu;
+# the machine's CPU lists and each CPU's place in it have names of their own).
+_DEPRECATED = {"Topology": "CpuLists", "topology": "cpu_lists", "CpuLayout": "CpuTopology"}
+
+
+def __getattr__(name: str) -> object:
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(f"percpu.{name} is now percpu.{new}", DeprecationWarning, stacklevel=2)
+    return globals()[new]
+
 
 __version__ = "0.1.0"
 
@@ -63,9 +78,10 @@ __all__ = [
     "BtfError",
     "CpuGroups",
     "CpuInfo",
-    "CpuLayout",
     "CpuList",
+    "CpuLists",
     "CpuNotPossible",
+    "CpuTopology",
     "Hash",
     "Int",
     "KeyExists",
@@ -88,13 +104,12 @@ __all__ = [
     "ProgramLoadError",
     "SizeMismatch",
     "Snapshot",
-    "Topology",
     "TopologyMismatch",
     "TypeSpecError",
     "UnknownSyscall",
     "__version__",
+    "cpu_lists",
     "list_maps",
     "open_map",
     "parse_type",
-    "topology",
 ]

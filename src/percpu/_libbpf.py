@@ -21,10 +21,12 @@ import ctypes
 import ctypes.util
 import errno as _errno
 import os
+import signal
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
@@ -251,6 +253,44 @@ def _install_print_hook(lib: ctypes.CDLL) -> None:
         lib.libbpf_set_print(_print_thunk)
 
 
+# Python runs a signal's handler at the next bytecode it executes, and while libbpf works that is the print
+# hook above: the KeyboardInterrupt raised there is swallowed by ctypes ("Exception ignored on calling
+# ctypes callback function"), so a Ctrl-C while programs load was lost. Around the calls that may print
+# (libbpf.c's API, the names with "__", and the possible-CPU count; bpf.c's syscall wrappers and the
+# probes print nothing) the handlers of these signals only note them; each is handed to its real handler
+# once libbpf has returned, in the caller's frame.
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _may_print(name: str) -> bool:
+    return "__" in name or name == "libbpf_num_possible_cpus"
+
+
+def _signals_after(f: Any) -> Any:
+    """``f`` (a libbpf function that may print) called with :data:`_DEFERRED_SIGNALS` held back until it
+    returns."""
+
+    def call(*args: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return f(*args)  # Python runs handlers in the main thread only: none can run in the hook here
+        caught: list[int] = []
+        held: dict[int, Callable[[int, FrameType | None], Any]] = {}
+        for sig in _DEFERRED_SIGNALS:
+            handler = signal.getsignal(sig)
+            if callable(handler):  # SIG_DFL and SIG_IGN are the kernel's to act on
+                held[sig] = handler
+                signal.signal(sig, lambda signum, _frame: caught.append(signum))
+        try:
+            return f(*args)
+        finally:
+            for signum, real in held.items():
+                signal.signal(signum, real)
+            for signum in caught:
+                held[signum](signum, None)
+
+    return call
+
+
 def _ptr(buf: np.ndarray | None) -> int | None:
     return None if buf is None else int(buf.ctypes.data)
 
@@ -324,7 +364,7 @@ class Libbpf:
             raise LibbpfError(
                 f"{self.path} (libbpf {self.version[0]}.{self.version[1]}) lacks {name}; upgrade libbpf"
             )
-        return f
+        return _signals_after(f) if _may_print(name) else f
 
     @property
     def version_string(self) -> str:

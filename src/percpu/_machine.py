@@ -159,6 +159,17 @@ class Machine:
         """Whether a process or a thread with this id is visible here."""
         return _procfs.task_exists(tid, self.proc)
 
+    def process_exists(self, pid: int) -> bool:
+        """Whether a process (or zombie) with this pid exists in this pid namespace, visible in /proc or
+        not: kill(pid, 0) sees other users' processes where /proc hides them (hidepid)."""
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def cgroup(self) -> str | None:
         """This process's cgroup v2 path (``/user.slice/...``, relative to the cgroup2 mount's root when
         it is the namespace's); None without a v2 entry or when unreadable."""

@@ -1,18 +1,23 @@
-"""BTF (the kernel's type format) parsed in pure Python, and turned into numpy dtypes.
+"""BTF (the kernel's type format) parsed in pure Python, turned into numpy dtypes, and decoded exactly.
 
 A map created from a compiled BPF object carries BTF ids for its key and value types; with them percpu
 decodes values field by field without the user declaring anything. The layout of a BTF blob is the one in
 ``include/uapi/linux/btf.h``: a header, a type section, a string section.
 
-What numpy cannot express exactly is not guessed at: a struct with bitfields, or any other type this
-module cannot lay out, yields ``None`` and the map falls back to raw bytes.
+Two views of one value. :meth:`Btf.dtype` is the numpy layout the library reads and writes in bulk; what
+numpy cannot hold exactly (a union, a struct with bitfields, an int narrower than its bytes) keeps its
+raw storage there, as ``np.void`` bytes, rather than a guess. :meth:`Btf.value` decodes every kind from
+the bytes, bit by bit where it must: bitfields signed and unsigned, enums with their enumerator names,
+every member of a union, floats, char arrays with all their bytes. ``percpu dump`` prints the second.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -21,7 +26,19 @@ import numpy as np
 from .codecs import Codec, NumpyCodec
 from .errors import BtfError, PercpuError
 
-__all__ = ["Btf", "BtfError", "BtfType", "btf_codec", "codec_from_btf", "parse_btf"]
+__all__ = [
+    "Btf",
+    "BtfCodec",
+    "BtfError",
+    "BtfType",
+    "CharArray",
+    "EnumValue",
+    "NanValue",
+    "RawBytes",
+    "btf_codec",
+    "codec_from_btf",
+    "parse_btf",
+]
 
 BTF_MAGIC = 0xEB9F
 KIND_NAMES = {
@@ -60,7 +77,7 @@ _MAX_NAME = 1024
 # encoding bit is never set by either, so the name decides (through const/volatile, not a typedef:
 # ``__u8 addr[16]`` is bytes of a number, not text).
 _CHAR_NAMES = frozenset({"char", "signed char", "unsigned char"})
-_INT_CHAR = 2
+_INT_SIGNED, _INT_CHAR, _INT_BOOL = 1, 2, 4
 
 
 def _too_deep(type_id: int) -> BtfError:
@@ -73,9 +90,131 @@ def _cycle(type_id: int) -> BtfError:
     return BtfError(f"BTF type {type_id} contains itself (a reference cycle?)", type_id=type_id)
 
 
+def _int_overflows(t: BtfType, first: int, bits: int) -> BtfError:
+    return BtfError(
+        f"BTF type {t.id} ({t.name or 'int'}) holds {bits} bits from bit {first}, past its "
+        f"{t.size_or_type} bytes",
+        type_id=t.id,
+    )
+
+
+class EnumValue(int):
+    """An enum's value: the integer, and ``name``, the enumerator it equals (None when it equals none)."""
+
+    name: str | None
+
+    def __new__(cls, value: int, name: str | None = None) -> EnumValue:
+        obj = super().__new__(cls, value)
+        obj.name = name
+        return obj
+
+    def __getnewargs__(self) -> tuple[int, str | None]:  # type: ignore[override]
+        return (int(self), self.name)
+
+    def __repr__(self) -> str:
+        return self.name if self.name is not None else int.__repr__(self)
+
+
+class NanValue(float):
+    """A NaN read from a value, with ``bits``, its exact bit pattern (sign, quiet bit and payload), and
+    ``size``, the bytes of its type: a Python float cannot say which NaN it is."""
+
+    bits: int
+    size: int
+
+    def __new__(cls, bits: int, size: int) -> NanValue:
+        obj = super().__new__(cls, "nan")
+        obj.bits, obj.size = bits, size
+        return obj
+
+    def __getnewargs__(self) -> tuple[int, int]:  # type: ignore[override]
+        return (self.bits, self.size)
+
+
+class CharArray(bytes):
+    """A C char array: all its bytes, NULs and what follows them included."""
+
+    @property
+    def c_string(self) -> bytes:
+        """What C reads as the string: the bytes before the first NUL."""
+        return self.split(b"\0", 1)[0]
+
+
+class RawBytes(bytes):
+    """Bytes whose type says nothing of what they mean (an empty struct of non-zero size, a float of a
+    width Python has no type for)."""
+
+
+_Decode = Callable[[bytes, int], Any]  # (the value's buffer, the byte offset of this part) -> value
+
+
+class _Dec(NamedTuple):
+    fn: _Decode
+    items: int  # Python objects one value decodes into: what decoding it costs
+
+
+def _refused(buf: bytes, at: int) -> Any:
+    raise BtfError("a type refused as too large was decoded")  # pragma: no cover - never built
+
+
+_INT_FORMATS = {1: "b", 2: "h", 4: "i", 8: "q"}
+
+
+def _whole_int(size: int, signed: bool, is_bool: bool) -> _Decode:
+    if size in _INT_FORMATS:
+        fmt = _INT_FORMATS[size]
+        unpack = struct.Struct("<" + (fmt if signed else fmt.upper())).unpack_from
+        if is_bool:
+            return lambda buf, at: _as_bool(unpack(buf, at)[0])
+        return lambda buf, at: unpack(buf, at)[0]
+    return lambda buf, at: _as_bool(int.from_bytes(buf[at : at + size], "little", signed=signed), is_bool)
+
+
+def _bits_at(first: int, width: int, signed: bool, is_bool: bool, names: dict[int, str] | None) -> _Decode:
+    """Bits ``first`` .. ``first + width`` of a little-endian value (BTF bit offsets count from the least
+    significant bit of the first byte), sign-extended when ``signed``."""
+    lo, hi, shift, mask = first // 8, (first + width + 7) // 8, first % 8, (1 << width) - 1
+    sign = 1 << (width - 1) if signed and width else 0
+
+    def read(buf: bytes, at: int) -> Any:
+        v = int.from_bytes(buf[at + lo : at + hi], "little") >> shift & mask
+        if v & sign:
+            v -= 1 << width
+        if names is not None:
+            return EnumValue(v, names.get(v))
+        return _as_bool(v, is_bool)
+
+    return read
+
+
+def _as_bool(v: int, is_bool: bool = True) -> Any:
+    # A _Bool holding 2 is shown as 2, not as True: the byte is what the program wrote.
+    return bool(v) if is_bool and v in (0, 1) else v
+
+
+_FLOAT_FORMATS = {2: ("<e", "<H"), 4: ("<f", "<I"), 8: ("<d", "<Q")}
+
+
+def _float_at(size: int) -> _Decode:
+    if size not in _FLOAT_FORMATS:
+        return lambda buf, at: RawBytes(buf[at : at + size])
+    value, bits = (struct.Struct(f).unpack_from for f in _FLOAT_FORMATS[size])
+
+    def read(buf: bytes, at: int) -> Any:
+        v = value(buf, at)[0]
+        return NanValue(bits(buf, at)[0], size) if math.isnan(v) else v
+
+    return read
+
+
 class _Layout(NamedTuple):
     dtype: np.dtype[Any] | None
     fields: int  # nodes of the flattened field tree (an array counts its element once)
+
+
+def _raw(size: int) -> _Layout:
+    """The raw storage of a type numpy cannot hold exactly: its bytes, which Btf.value() decodes."""
+    return _Layout(np.dtype((np.void, size)), 1)
 
 
 @dataclass(frozen=True)
@@ -107,6 +246,9 @@ class Btf:
         # Results only: a race between two threads computes the same value twice, never a wrong one.
         self._sizes: dict[int, int] = {}
         self._layouts: dict[int, _Layout] = {}
+        self._decoders: dict[int, _Dec] = {}
+        self._enums: dict[int, dict[int, str]] = {}
+        self._signedness_marked: bool | None = None
 
     @property
     def count(self) -> int:
@@ -187,6 +329,8 @@ class Btf:
             return f"{self._type_name(t.size_or_type, depth + 1)} *"
         if t.kind in ("volatile", "const", "restrict"):
             return f"{t.kind} {self._type_name(t.size_or_type, depth + 1)}"
+        if t.kind == "type_tag":  # its name is the tag's, not the type's
+            return self._type_name(t.size_or_type, depth + 1)
         return t.name or t.kind
 
     def is_char(self, type_id: int) -> bool:
@@ -200,8 +344,19 @@ class Btf:
             return False
         return t.name in _CHAR_NAMES or bool(enc >> 24 & _INT_CHAR)
 
+    def _narrow(self, type_id: int) -> bool:
+        """Whether a member of this type holds fewer bits than its bytes: an int whose BTF_INT_BITS is
+        below its size, or that has a BTF_INT_OFFSET (how bitfields were encoded before kind_flag)."""
+        t = self.resolve(type_id)
+        if t.kind != "int":
+            return False
+        (enc,) = t.extra
+        return enc & 0xFF != t.size_or_type * 8 or bool((enc >> 16) & 0xFF)
+
     def dtype(self, type_id: int) -> np.dtype[Any] | None:
-        """The numpy dtype of a type, or None where numpy cannot lay it out exactly (bitfields).
+        """The numpy dtype of a type: ``np.void`` bytes, its raw storage, where numpy cannot hold it
+        exactly (a union, a struct with bitfields, ``__int128``), None where it has no layout at all (a
+        function, a forward declaration).
 
         Raises :class:`BtfError` for a malformed or cyclic type, and for one whose value would have more
         than ``MAX_FIELDS`` fields; nothing numpy raises escapes.
@@ -249,21 +404,25 @@ class Btf:
             return self._layout(t.id, depth + 1, busy)
         if t.kind == "int":
             (enc,) = t.extra
-            bits, signed, is_bool = enc & 0xFF, bool(enc & (1 << 24)), bool(enc & (4 << 24))
-            if bits != t.size_or_type * 8 or (enc >> 16) & 0xFF:
-                return _Layout(None, 1)  # an int narrower than its storage: a bitfield-like layout
+            bits, first = enc & 0xFF, (enc >> 16) & 0xFF
+            signed, is_bool = bool(enc & (1 << 24)), bool(enc & (4 << 24))
+            if first + bits > t.size_or_type * 8:
+                raise _int_overflows(t, first, bits)
+            if bits != t.size_or_type * 8 or first:
+                return _raw(t.size_or_type)  # fewer bits than bytes: kept raw, value() reads the bits
             if is_bool and t.size_or_type == 1:
                 return _Layout(np.dtype("?"), 1)
             if t.size_or_type in (1, 2, 4, 8):
                 return _Layout(np.dtype(f"<{'i' if signed else 'u'}{t.size_or_type}"), 1)
-            return _Layout(np.dtype((np.void, t.size_or_type)), 1)  # __int128 and friends: raw bytes
+            return _raw(t.size_or_type)  # __int128 and friends: raw bytes
         if t.kind in ("enum", "enum64"):
             if t.size_or_type in (1, 2, 4, 8):
-                return _Layout(np.dtype(f"<{'i' if t.kind_flag else 'u'}{t.size_or_type}"), 1)
-            return _Layout(None, 1)
+                return _Layout(np.dtype(f"<{'i' if self.enum_signed(t.id) else 'u'}{t.size_or_type}"), 1)
+            return _raw(t.size_or_type) if t.size_or_type else _Layout(None, 1)
         if t.kind == "float":
-            ok = t.size_or_type in (2, 4, 8)
-            return _Layout(np.dtype(f"<f{t.size_or_type}") if ok else None, 1)
+            if t.size_or_type in (2, 4, 8):
+                return _Layout(np.dtype(f"<f{t.size_or_type}"), 1)
+            return _raw(t.size_or_type) if t.size_or_type else _Layout(None, 1)
         if t.kind == "ptr":
             return _Layout(np.dtype("<u8"), 1)
         if t.kind == "array":
@@ -280,12 +439,12 @@ class Btf:
             return _Layout(np.dtype((inner.dtype.base, (n, *inner.dtype.shape))), inner.fields)
         if t.kind == "struct":
             if t.kind_flag and any((off >> 24) for _n, _t, off in t.extra):
-                return _Layout(None, 1)  # bitfields
+                return _raw(t.size_or_type)  # bitfields: numpy has no field of a few bits; kept raw
             names, formats, offsets = [], [], []
             fields = 1
             for i, (name, mtype, off) in enumerate(t.extra):
-                if off % 8:
-                    return _Layout(None, fields)
+                if off % 8 or self._narrow(mtype):
+                    return _raw(t.size_or_type)  # bitfields in the encoding before kind_flag
                 member = self._layout(mtype, depth + 1, busy)
                 fields += member.fields
                 if member.dtype is None:
@@ -305,15 +464,214 @@ class Btf:
                 ) from None
             return _Layout(dt, fields)
         if t.kind == "union":
-            return _Layout(np.dtype((np.void, t.size_or_type)), 1)
+            return _raw(t.size_or_type)  # one numpy field cannot be several; value() decodes each
         return _Layout(None, 1)
 
+    def enum_signed(self, type_id: int) -> bool:
+        """Whether an enum's values are signed.
+
+        The kind_flag says so where it exists (Linux 6.0, clang 15, pahole 1.24). BTF older than that has
+        no such mark, and libbpf clears it when loading into a kernel older than 6.0; there an enumerator
+        is the ``__s32 val`` of the BTF of its time, and an enum is signed when one of its enumerators is
+        negative, the rule C compilers follow for an enum's type (and libbpf's ``btf__add_enum_value``).
+        A blob that marks any enum signed, or holds an enum64, was written with the mark: its unmarked
+        enums are unsigned.
+        """
+        t = self.resolve(type_id)
+        if t.kind not in ("enum", "enum64"):
+            raise BtfError(f"BTF type {type_id} ({t.kind}) is not an enum", type_id=type_id)
+        if t.kind_flag:
+            return True
+        if self._marks_signedness():
+            return False
+        top = 31 if t.kind == "enum" else 63
+        return any(int(v) >> top & 1 for _n, v in t.extra)
+
+    def _marks_signedness(self) -> bool:
+        if self._signedness_marked is None:
+            mine = any(t.kind == "enum64" or (t.kind == "enum" and t.kind_flag) for t in self._types)
+            self._signedness_marked = mine or (self.base is not None and self.base._marks_signedness())
+        return self._signedness_marked
+
     def enum_values(self, type_id: int) -> dict[int, str]:
-        """{value: enumerator name} of an enum type (empty for other kinds)."""
+        """{value: enumerator name} of an enum type (empty for other kinds), values signed as
+        :meth:`enum_signed` says; where two enumerators share a value, the first is its name."""
         t = self.resolve(type_id)
         if t.kind not in ("enum", "enum64"):
             return {}
-        return {v: n for n, v in t.extra}
+        known = self._enums.get(t.id)
+        if known is not None:
+            return known
+        bits = 32 if t.kind == "enum" else 64
+        signed = self.enum_signed(t.id)
+        out: dict[int, str] = {}
+        for name, stored in t.extra:
+            v = int(stored) & ((1 << bits) - 1)
+            if signed and v >> (bits - 1):
+                v -= 1 << bits
+            out.setdefault(v, name)
+        self._enums[t.id] = out
+        return out
+
+    # --- exact decoding -------------------------------------------------------------------------------
+
+    def value(self, type_id: int, raw: bytes) -> Any:
+        """Decode ``raw``, the bytes of one value of ``type_id``, exactly as C reads them.
+
+        Structs and unions become dicts of every member (anonymous ones ``_anon<i>``, as in
+        :meth:`dtype`); bitfields their bits, sign-extended where the type is signed; arrays lists; char
+        arrays :class:`CharArray` (all their bytes); enums :class:`EnumValue` (an int with its
+        enumerator's name); ints ints (``_Bool`` True/False when it holds 0 or 1); floats floats
+        (:class:`NanValue` keeps a NaN's bits); what has no meaning of its own (an empty struct of
+        non-zero size, a float of 10 or 16 bytes) :class:`RawBytes`.
+
+        Raises :class:`BtfError` for a malformed type, one that has no value (a function), one that would
+        decode into more than ``MAX_FIELDS`` objects, or ``raw`` shorter than the type.
+        """
+        return self.decoder(type_id)(raw)
+
+    def decoder(self, type_id: int) -> Callable[[bytes], Any]:
+        """:meth:`value` for one type, built once: raises :class:`BtfError` now rather than per value."""
+        dec = self._decoder(type_id, 0, set())
+        size = self.size(type_id)
+        name = self._safe_name(type_id)
+
+        def decode(raw: bytes) -> Any:
+            buf = bytes(raw)
+            if len(buf) < size:
+                raise BtfError(
+                    f"{len(buf)} bytes given for a value of BTF type {type_id} ({name}), which has {size}",
+                    type_id=type_id,
+                )
+            return dec.fn(buf, 0)
+
+        return decode
+
+    def _decoder(self, type_id: int, depth: int, busy: set[int]) -> _Dec:
+        known = self._decoders.get(type_id)
+        if known is not None:
+            return known
+        if type_id in busy:
+            raise _cycle(type_id)
+        if depth > _MAX_DEPTH:
+            raise _too_deep(type_id)
+        busy.add(type_id)
+        try:
+            out = self._build_decoder(type_id, depth, busy)
+        finally:
+            busy.discard(type_id)
+        if out.items > MAX_FIELDS:
+            raise BtfError(
+                f"BTF type {type_id} ({self._safe_name(type_id)}) decodes into more than {MAX_FIELDS:,} "
+                "values, more than percpu decodes one by one",
+                type_id=type_id,
+            )
+        self._decoders[type_id] = out
+        return out
+
+    def _build_decoder(self, type_id: int, depth: int, busy: set[int]) -> _Dec:
+        t = self.resolve(type_id)
+        if t.id != type_id:
+            return self._decoder(t.id, depth + 1, busy)
+        size = t.size_or_type
+        if t.kind == "int":
+            (enc,) = t.extra
+            bits, first = enc & 0xFF, (enc >> 16) & 0xFF
+            signed, is_bool = bool(enc >> 24 & _INT_SIGNED), bool(enc >> 24 & _INT_BOOL)
+            if first + bits > size * 8:
+                raise _int_overflows(t, first, bits)
+            if bits == size * 8 and not first:
+                return _Dec(_whole_int(size, signed, is_bool), 1)
+            return _Dec(_bits_at(first, bits, signed, is_bool, None), 1)
+        if t.kind in ("enum", "enum64"):
+            names = self.enum_values(t.id)
+            return _Dec(_bits_at(0, size * 8, self.enum_signed(t.id), False, names), 1)
+        if t.kind == "ptr":
+            return _Dec(_whole_int(8, False, False), 1)
+        if t.kind == "float":
+            return _Dec(_float_at(size), 1)
+        if t.kind == "array":
+            return self._array_decoder(t, depth, busy)
+        if t.kind in ("struct", "union"):
+            return self._record_decoder(t, depth, busy)
+        raise BtfError(f"BTF type {type_id} ({t.kind}) has no value to decode", type_id=type_id)
+
+    def _array_decoder(self, t: BtfType, depth: int, busy: set[int]) -> _Dec:
+        elem, _index, n = t.extra
+        step = self.size(elem)
+        if step == 1 and self.is_char(elem):
+            return _Dec(lambda buf, at: CharArray(buf[at : at + n]), 1)
+        e = self.resolve(elem)
+        if e.kind == "int" and e.extra[0] & 0xFF == step * 8 and step in (1, 2, 4, 8):
+            (enc,) = e.extra
+            if not (enc >> 16) & 0xFF and not enc >> 24 & _INT_BOOL:
+                dt = np.dtype(f"<{'i' if enc >> 24 & _INT_SIGNED else 'u'}{step}")
+                return _Dec(lambda buf, at: np.frombuffer(buf, dt, n, at).tolist(), 1 + n)
+        inner = self._decoder(elem, depth + 1, busy)
+        items = 1 + n * inner.items
+        if items > MAX_FIELDS:  # before anything is built: an array of 2^32 empty structs has size 0
+            return _Dec(_refused, items)
+        fn = inner.fn
+        return _Dec(lambda buf, at: [fn(buf, at + i * step) for i in range(n)], items)
+
+    def _record_decoder(self, t: BtfType, depth: int, busy: set[int]) -> _Dec:
+        size = t.size_or_type
+        if not t.extra and size:
+            # No member says what the bytes are (libbpf puts such a struct where a kernel before 5.13
+            # has no BTF float): shown as they are, not as {}.
+            return _Dec(lambda buf, at: RawBytes(buf[at : at + size]), 1)
+        parts: dict[str, _Decode] = {}
+        items = 1
+        for i, (name, mtype, off) in enumerate(t.extra):
+            key = name or f"_anon{i}"
+            if key in parts:
+                raise BtfError(f"BTF type {t.id} ({self.type_name(t.id)}) has two members named {key!r}")
+            bitfield = off >> 24 if t.kind_flag else 0
+            bit = off & 0xFFFFFF if t.kind_flag else off
+            parts[key], n = self._member(t, key, mtype, bit, bitfield, depth, busy)
+            items += n
+            if items > MAX_FIELDS:
+                return _Dec(_refused, items)
+        members = list(parts.items())
+        return _Dec(lambda buf, at: {k: f(buf, at) for k, f in members}, items)
+
+    def _member(
+        self, t: BtfType, key: str, mtype: int, bit: int, bitfield: int, depth: int, busy: set[int]
+    ) -> tuple[_Decode, int]:
+        """One member's decoder (bytes at the record's offset -> value) and how many values it makes."""
+        where = f"BTF type {t.id} ({self.type_name(t.id)}) member {key!r}"
+        if not bitfield and not bit % 8 and not self._narrow(mtype):
+            msize = self.size(mtype)
+            if bit // 8 + msize > t.size_or_type:
+                raise BtfError(f"{where} ({msize} bytes at byte {bit // 8}) lies past the {t.size_or_type} "
+                               "bytes of its type", type_id=t.id)  # fmt: skip
+            inner = self._decoder(mtype, depth + 1, busy)
+            fn, start = inner.fn, bit // 8
+            return (lambda buf, at: fn(buf, at + start)), inner.items
+        # Bits: a kind_flag bitfield, an int narrower than its bytes (the older bitfield encoding), or
+        # an int or enum at a bit offset.
+        m = self.resolve(mtype)
+        names: dict[int, str] | None = None
+        if m.kind == "int":
+            (enc,) = m.extra
+            width, first = enc & 0xFF, bit + ((enc >> 16) & 0xFF)
+            signed, is_bool = bool(enc >> 24 & _INT_SIGNED), bool(enc >> 24 & _INT_BOOL)
+        elif m.kind in ("enum", "enum64"):
+            width, first = m.size_or_type * 8, bit
+            signed, is_bool, names = self.enum_signed(m.id), False, self.enum_values(m.id)
+        else:
+            raise BtfError(
+                f"{where} is a bitfield or lies at bit {bit}, but its type is {m.kind}, not an int or enum",
+                type_id=t.id,
+            )
+        if bitfield:
+            width = bitfield
+        if first + width > t.size_or_type * 8:
+            raise BtfError(
+                f"{where} ({width} bits at bit {first}) lies past the {t.size_or_type} bytes of its type",
+                type_id=t.id,
+            )
+        return _bits_at(first, width, signed, is_bool, names), 1
 
     def describe(self, type_id: int, indent: str = "") -> str:
         """A C-like rendering of a type with field offsets, for display."""
@@ -483,9 +841,45 @@ def load_btf(btf_id: int) -> Btf:
         return _btf_by_id(btf_id)
 
 
+_BYTES = (bytes, bytearray, memoryview)
+
+
+class BtfCodec(NumpyCodec):
+    """A key or value typed by a map's BTF.
+
+    ``dtype`` is its numpy layout, which the library reads, writes and sums in bulk; where numpy cannot
+    hold the type exactly (a union, a struct with bitfields) it is the raw storage, ``np.void`` of the
+    type's size, and values are given and returned as bytes. :meth:`value` decodes one value exactly,
+    whatever its kind (:meth:`Btf.value`): what ``percpu dump`` prints.
+    """
+
+    def __init__(self, btf: Btf, type_id: int, dtype: np.dtype[Any]) -> None:
+        super().__init__(dtype)
+        self.btf = btf
+        self.type_id = type_id
+        self.name = btf.type_name(type_id)
+
+    def value(self, raw: bytes) -> Any:
+        """The exact decoding of one value's bytes. Raises :class:`BtfError` where BTF cannot say."""
+        return self.btf.value(self.type_id, raw)
+
+    def encode(self, value: Any) -> bytes:
+        if isinstance(value, str) and self.btf.resolve(self.type_id).kind in ("enum", "enum64"):
+            by_name = {n: v for v, n in self.btf.enum_values(self.type_id).items()}
+            if value not in by_name:
+                raise PercpuError(f"{value!r} is not an enumerator of {self.name} ({', '.join(by_name)})")
+            value = by_name[value]
+        elif self.dtype.names is None and self.dtype.kind == "V" and not isinstance(value, _BYTES):
+            raise PercpuError(
+                f"cannot store {value!r} as {self.name}: numpy has no exact layout for it (a union or "
+                f"bitfields), so give its {self.size} bytes"
+            )
+        return super().encode(value)
+
+
 def codec_from_btf(btf_id: int, type_id: int, size: int) -> Codec | None:
-    """A codec for a map's key or value from its BTF, or None when BTF cannot give an exact layout (the
-    map then reads as raw bytes). Whatever the BTF holds, this returns in time linear in its size."""
+    """A codec for a map's key or value from its BTF, or None when BTF cannot give a layout (the map
+    then reads as raw bytes). Whatever the BTF holds, this returns in time linear in its size."""
     try:
         btf = load_btf(btf_id)
         return btf_codec(btf, type_id, size)
@@ -493,14 +887,13 @@ def codec_from_btf(btf_id: int, type_id: int, size: int) -> Codec | None:
         return None
 
 
-def btf_codec(btf: Btf, type_id: int, size: int) -> Codec | None:
+def btf_codec(btf: Btf, type_id: int, size: int) -> BtfCodec | None:
     """The codec of ``type_id`` in ``btf`` for a key or value of ``size`` bytes, or None where its size
-    differs or it has no exact numpy layout (bitfields). Raises :class:`BtfError` for a malformed type."""
+    differs or it has no layout at all (a function, a forward declaration). Raises :class:`BtfError` for a
+    malformed type."""
     if btf.size(type_id) != size:  # before any layout: the map's own size bounds what is built
         return None
     dt = btf.dtype(type_id)
     if dt is None or dt.itemsize != size:
         return None
-    codec = NumpyCodec(dt)
-    codec.name = btf.type_name(type_id)
-    return codec
+    return BtfCodec(btf, type_id, dt)

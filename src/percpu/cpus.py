@@ -1,8 +1,14 @@
-"""CPU topology from sysfs: possible, online and present CPU lists.
+"""The CPU lists from sysfs: possible, online and present CPUs, and the slot of each possible CPU.
 
 The kernel lays out a per-CPU value as one slot per *possible* CPU, in ascending CPU-id order. Slot i is the
-i-th possible CPU, which is CPU id i only when the possible list has no gaps. :class:`Topology` gives the
+i-th possible CPU, which is CPU id i only when the possible list has no gaps. :class:`CpuLists` gives the
 lists and the slot <-> CPU-id mapping; the sysfs root is a parameter so tests can point it at fixtures.
+Where each CPU sits in the machine (core, package, node, isolation) is :class:`~percpu.topo.CpuTopology`,
+read by :meth:`CpuLists.topology`.
+
+Three words, three things: a *CPU list* is a set of CPU ids (:class:`CpuList`), the *CPU lists* are the
+machine's possible, online and present lists (:class:`CpuLists`), the *topology* is each CPU's place
+(:class:`~percpu.topo.CpuTopology`); a *layout* is only ever a map's bytes (:class:`percpu.layout.Layout`).
 
 ``possible`` is fixed at boot and cached; ``online`` and ``present`` change with hotplug and are read anew
 each time they are asked for.
@@ -12,17 +18,27 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
+from typing import Any
 
 from .cpulist import CpuList, format_cpu_list, parse_cpu_list
 from .errors import CpuNotPossible, PercpuError, TopologyMismatch
-from .topo import CpuLayout, read_layout
+from .topo import CpuTopology, read_topology
 
-__all__ = ["CpuList", "Topology", "format_cpu_list", "machine", "parse_cpu_list", "possible_cpus", "topology"]
+__all__ = [
+    "CpuList",
+    "CpuLists",
+    "cpu_lists",
+    "format_cpu_list",
+    "machine",
+    "parse_cpu_list",
+    "possible_cpus",
+]
 
 SYSFS_CPU = "/sys/devices/system/cpu"
 
 
-class Topology:
+class CpuLists:
     """CPU lists read from ``root`` (default ``/sys/devices/system/cpu``)."""
 
     def __init__(self, root: str = SYSFS_CPU) -> None:
@@ -78,24 +94,29 @@ class Topology:
         """The CPU id that slot ``slot`` holds."""
         return self.possible[slot]
 
-    def layout(self, *, node_root: str | None = None, cgroup_root: str | None = "") -> CpuLayout:
+    def topology(self, *, node_root: str | None = None, cgroup_root: str | None = "") -> CpuTopology:
         """Each possible CPU's core, package, die, cluster, SMT siblings, NUMA node and isolation, read
         from sysfs now (see :mod:`percpu.topo`; ``cgroup_root=None`` skips cpuset partitions)."""
-        return read_layout(self.root, node_root=node_root, cgroup_root=cgroup_root, possible=self.possible)
+        return read_topology(self.root, node_root=node_root, cgroup_root=cgroup_root, possible=self.possible)
+
+    def layout(self, *, node_root: str | None = None, cgroup_root: str | None = "") -> CpuTopology:
+        """Deprecated: :meth:`topology` (a *layout* is a map's bytes in percpu)."""
+        warnings.warn("CpuLists.layout() is now CpuLists.topology()", DeprecationWarning, stacklevel=2)
+        return self.topology(node_root=node_root, cgroup_root=cgroup_root)
 
 
 @functools.lru_cache(maxsize=8)
-def topology(root: str = SYSFS_CPU) -> Topology:
-    """The shared :class:`Topology` for ``root`` (one per root, so ``possible`` is read once)."""
-    return Topology(root)
+def cpu_lists(root: str = SYSFS_CPU) -> CpuLists:
+    """The shared :class:`CpuLists` for ``root`` (one per root, so ``possible`` is read once)."""
+    return CpuLists(root)
 
 
-def machine() -> Topology:
+def machine() -> CpuLists:
     """The CPU lists of the machine in use (:func:`percpu._machine.current`: sysfs, or a test fake's own
     files)."""
     from . import _machine
 
-    return topology(_machine.current().cpu_root)
+    return cpu_lists(_machine.current().cpu_root)
 
 
 def possible_cpus() -> CpuList:
@@ -116,3 +137,15 @@ def possible_cpus() -> CpuList:
             f"{topo.root}?"
         )
     return topo.possible
+
+
+_DEPRECATED = {"Topology": ("CpuLists", CpuLists), "topology": ("cpu_lists", cpu_lists)}
+
+
+def __getattr__(name: str) -> Any:
+    """The names these had before (``Topology``, ``topology``), kept with a DeprecationWarning."""
+    if name in _DEPRECATED:
+        new, obj = _DEPRECATED[name]
+        warnings.warn(f"percpu.cpus.{name} is now percpu.cpus.{new}", DeprecationWarning, stacklevel=2)
+        return obj
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

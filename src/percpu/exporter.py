@@ -13,11 +13,15 @@ by options:
   named too, until 2N are named; see :meth:`SyscallCollector._update_kept` for why every exported counter,
   "other" included, stays monotonic;
 * per-process series carry ``comm`` only (never pid; escaped as ``stat`` shows it, see
-  :func:`percpu._text.printable`), at most ``max_comms`` of them plus ``comm="other"``,
-  accumulated from deltas so an LRU eviction in the kernel never makes a counter go down. Memory stays
-  bounded whatever names processes give themselves: the named set is at most ``max_comms``, every other
-  name is folded into "other" without being remembered, and the per-key state is bounded by the kernel
-  map's size.
+  :func:`percpu._text.printable`), at most ``max_comms`` of them (default 20) plus ``comm="other"``: half
+  the names go to names as they appear, the busiest first, the other half to names among the busiest
+  half since the previous scrape (:meth:`SyscallCollector._name_comms`). The series are accumulated
+  from deltas, and a name's series counts from the scrape that named it, so every series only grows and
+  the comm series of a syscall, "other" included, add up to its per-process calls; the rows of exited
+  processes, which the counter sums by name (``syscount.ProcessTable``), are subtracted where they went.
+  Memory stays bounded whatever names processes give themselves: the named set is at most
+  ``max_comms``, every other name is folded into "other" without being remembered, and the per-key
+  state is bounded by the counter's tables.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from . import __version__, _machine
+from ._contract import PROC_KEY
 from ._text import printable
-from .cpus import CpuList, topology
+from .cpus import CpuList, cpu_lists
 from .errors import PercpuError
-from .syscount import SyscallSnapshot, errno_name, slot_name
-from .topo import CpuGroups, CpuLayout, group_rows
+from .syscount import FOLDED_TGID, SyscallSnapshot, errno_name, folded_keys, slot_name
+from .topo import CpuGroups, CpuTopology, group_rows
 
 __all__ = ["Exposition", "Family", "Sample", "SyscallCollector", "render"]
 
@@ -47,6 +52,14 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 Labels = tuple[tuple[str, str], ...]
+_FOLDED = FOLDED_TGID.to_bytes(4, "little")
+
+
+def _raw_keys(keys: np.ndarray) -> list[bytes]:
+    """Each per-process key's bytes (one copy of the array, then slices)."""
+    raw = np.ascontiguousarray(keys).tobytes()
+    n = PROC_KEY.itemsize
+    return [raw[i : i + n] for i in range(0, len(raw), n)]
 
 
 class Sample(NamedTuple):
@@ -183,7 +196,7 @@ class SyscallCollector:
         counter: CounterSource,
         *,
         cpu_label: bool | str = True,
-        layout: CpuLayout | None = None,
+        topology: CpuTopology | None = None,
         top_syscalls: int = 0,
         max_comms: int = 20,
         libbpf_version: str = "",
@@ -207,8 +220,8 @@ class SyscallCollector:
             self._cpu_labels = [str(c) for c in counter.cpus]
         elif cpu_label in ("core", "package", "node"):
             self.cpu_label = True
-            lay = layout if layout is not None else topology().layout()
-            self._groups = lay.groups(str(cpu_label), counter.cpus)
+            topo = topology if topology is not None else cpu_lists().topology()
+            self._groups = topo.groups(str(cpu_label), counter.cpus)
             self._label_name = str(cpu_label)
             self._cpu_labels = list(self._groups.labels)
         else:
@@ -246,7 +259,8 @@ class SyscallCollector:
 
     @property
     def tracked_process_keys(self) -> int:
-        """Per-process keys remembered between scrapes (at most the kernel map's entries)."""
+        """Per-process keys remembered between scrapes: the counter's rows (its kernel table's, and those of
+        exited processes summed by name), bounded whatever processes do."""
         return len(self._proc_last)
 
     def _name(self, slot: int) -> str:
@@ -359,7 +373,8 @@ class SyscallCollector:
             keys = Family(
                 "percpu_exporter_tracked_process_keys",
                 "gauge",
-                "Per-process map keys remembered between scrapes (at most the kernel map's entries).",
+                "Per-process keys remembered between scrapes (the kernel table's, and exited processes' "
+                "summed by name: bounded by --proc-entries).",
             )
             keys.add((), len(self._proc_last))
             out += [comms, keys]
@@ -532,29 +547,61 @@ class SyscallCollector:
             "System calls by command name (comm) and syscall; "
             f'at most {self.max_comms} comms, the rest as comm="other".',
         )
-        totals = counts.sum(axis=1).tolist()
-        seen: dict[bytes, int] = {}
-        for k, t in zip(keys, totals, strict=True):
-            raw = k.tobytes()
+        now = dict(zip(_raw_keys(keys), counts.sum(axis=1, dtype=np.uint64).tolist(), strict=True))
+        delta: dict[bytes, int] = {}
+        for raw, t in now.items():
             before = self._proc_last.get(raw, 0)
-            delta = t - before if t >= before else t  # smaller: evicted and counted again from zero
-            seen[raw] = t
-            if not delta:
+            delta[raw] = t - before if t >= before else t  # smaller: evicted and counted again from zero
+        for raw, before in self._proc_last.items():
+            if raw in now:
                 continue
-            # Escaped as stat and top show it: a name is another user's choice, and control characters
-            # or bytes that are not UTF-8 must not reach whoever reads the scrape (a terminal, a browser).
-            comm = printable(bytes(k["comm"]).split(b"\0", 1)[0]) or "?"
-            # Named while there is room; the named set never shrinks, so a name that found it full is
-            # "other" for good and nothing about it needs remembering.
-            if comm not in self._comms and len(self._comms) < self.max_comms:
-                self._comms.add(comm)
-            label = comm if comm in self._comms else OTHER
-            key = (label, self._label(int(k["slot"])))
-            self._proc_totals[key] = self._proc_totals.get(key, 0) + int(delta)
-        self._proc_last = seen  # the keys the kernel map holds now: bounded by its max_entries
+            # Gone from the snapshot: its process exited and its counts were summed by name, into the
+            # first of these the snapshot has (see syscount.ProcessTable). That row's growth holds what
+            # this key had already exported: taken off, or it would be counted twice.
+            dest = next((d for d in folded_keys(raw) if d in now), None)
+            if dest is not None:
+                delta[dest] = max(delta[dest] - before, 0)
+        self._proc_last = now  # the keys of this snapshot: bounded by the counter's tables
+        rows: list[tuple[str, int, int]] = []
+        by_comm: dict[str, int] = {}
+        for raw, d in delta.items():
+            if not d:
+                continue
+            name = raw[8:].split(b"\0", 1)[0]
+            if not name and raw[:4] == _FOLDED:
+                comm = OTHER  # exited processes whose names were not kept
+            else:
+                # Escaped as stat and top show it: a name is another user's choice, and control characters
+                # or bytes that are not UTF-8 must not reach whoever reads the scrape (a terminal, a browser).
+                comm = printable(name) or "?"
+                by_comm[comm] = by_comm.get(comm, 0) + d
+            rows.append((comm, int.from_bytes(raw[4:8], "little"), d))
+        self._name_comms(by_comm)
+        for comm, slot, d in rows:
+            key = (comm if comm in self._comms else OTHER, self._label(slot))
+            self._proc_totals[key] = self._proc_totals.get(key, 0) + d
         for (comm, sc), v in sorted(self._proc_totals.items()):
             m.add((("comm", comm), ("syscall", sc)), v)
         return m
+
+    def _name_comms(self, calls: dict[str, int]) -> None:
+        """Give names their series: the first half of the ``max_comms`` slots to names as they appear (the
+        busiest first), the rest to names among the busiest half since the previous scrape.
+
+        A name keeps its series for good, so no series disappears and each only grows; a name's series
+        counts from the scrape that named it (its calls before are in "other", which keeps them), so the
+        comm series of a syscall, "other" included, always add up to its per-process calls.
+        """
+        half = (self.max_comms + 1) // 2
+        busiest = sorted(calls, key=lambda c: -calls[c])
+        for c in busiest:
+            if len(self._comms) >= half:
+                break
+            self._comms.add(c)
+        for c in busiest[:half]:
+            if len(self._comms) >= self.max_comms:
+                break
+            self._comms.add(c)
 
     def _prog_stats(self) -> Iterable[Family]:
         """Run count and run time of percpu's programs, while the kernel counts them.

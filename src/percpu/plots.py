@@ -1,7 +1,7 @@
 """Pictures of syscall counts per CPU, drawn with matplotlib (the optional extra ``percpu[plots]``).
 
 * :func:`heatmap`: CPU x syscall, a log colour scale with a colour bar, CPUs ordered and labelled by
-  NUMA node / package / core when the layout is known, offline CPUs hatched;
+  NUMA node / package / core when the topology is known, offline CPUs hatched;
 * :func:`timeseries`: calls per second over the intervals of ``percpu stat -i``, per CPU (or group).
 
 The format follows the file name: ``.png``, ``.svg`` or ``.pdf``. matplotlib is imported when a picture is
@@ -22,7 +22,7 @@ from .errors import PercpuError
 from .syscount import SyscallDelta
 
 if TYPE_CHECKING:
-    from .topo import CpuLayout
+    from .topo import CpuTopology
 
 __all__ = ["FORMATS", "check_path", "heatmap", "require_matplotlib", "timeseries"]
 
@@ -31,6 +31,7 @@ EXTRA = "pip install 'percpu[plots]'"
 _NO_CALLS = "#ffffff"
 _OFFLINE = "#d9d9d9"
 _ISOLATED = "#d62728"
+_WARNING = "#a00000"
 
 
 def require_matplotlib(option: str = "pictures") -> None:
@@ -68,7 +69,7 @@ class _Columns:
     """The picture's columns: CPUs in topology order (or a grouped view's groups), with their labels,
     the bands (NUMA nodes, else packages) they fall in, and which are offline."""
 
-    def __init__(self, d: SyscallDelta, layout: CpuLayout | None) -> None:
+    def __init__(self, d: SyscallDelta, topology: CpuTopology | None) -> None:
         online = set(d.online) if d.online is not None else None
         self.bands: list[tuple[str, int, int]] = []  # (label, first column, last column)
         self.cores: list[int] = []  # column indices where a new core starts (SMT machines only)
@@ -83,11 +84,11 @@ class _Columns:
         self.what = "CPU"
         cpus = list(d.cpus)
         infos = None
-        if layout is not None:
+        if topology is not None:
             try:
-                infos = [layout[c] for c in cpus]
+                infos = [topology[c] for c in cpus]
             except PercpuError:
-                infos = None  # counted on another machine's layout: plain CPU order
+                infos = None  # counted on another machine's topology: plain CPU order
         big = 1 << 30
         if infos is not None:
             key = [
@@ -155,6 +156,17 @@ def _save(fig: Any, path: str, file: IO[bytes] | None) -> None:
             )
         except OSError as exc:
             raise PercpuError(f"cannot write {path}: {exc.strerror}", errno=exc.errno) from exc
+
+
+def _notes(fig: Any, notes: Sequence[str]) -> None:
+    """The report's caveats (calls a full table lost, a command counted without its children) under the
+    picture, so it does not travel without them."""
+    if not notes:
+        return
+    import textwrap
+
+    lines = [line for n in notes for line in textwrap.wrap(f"warning: {n}", 90, subsequent_indent="  ")]
+    fig.text(0.0, 0.0, "\n".join(lines), ha="left", va="top", fontsize=8, color=_WARNING, gid="warnings")
 
 
 def _metadata(fmt: str) -> dict[str, Any]:
@@ -232,23 +244,24 @@ def heatmap(
     d: SyscallDelta,
     path: str,
     *,
-    layout: CpuLayout | None = None,
+    topology: CpuTopology | None = None,
     top: int = 30,
     title: str | None = None,
     file: IO[bytes] | None = None,
+    notes: Sequence[str] = (),
 ) -> None:
     """Write a CPU x syscall heat map of ``d`` to ``path`` (.png, .svg or .pdf; into ``file`` instead,
-    when given, in the format ``path`` names).
+    when given, in the format ``path`` names); ``notes`` (what the counts leave out) are printed under it.
 
     The ``top`` busiest syscalls are rows (most calls first); columns are ``d``'s CPUs, ordered by NUMA
-    node, package and core when ``layout`` is given, or its groups in a grouped view. Zero cells are
+    node, package and core when ``topology`` is given, or its groups in a grouped view. Zero cells are
     white, offline CPUs hatched; at most 40 x 30 cells, each cell shows its count.
     """
     check_path(path, "--heatmap")
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    cols = _Columns(d, layout)
+    cols = _Columns(d, topology)
     per_sys = d.per_syscall()
     slots = [int(s) for s in d.active_slots()[:top]]
     n, m = len(cols.labels), max(len(slots), 1)
@@ -322,6 +335,7 @@ def heatmap(
     if cols.isolated:
         legend.append(Patch(facecolor=_ISOLATED, label="isolated CPU (mark above its column)"))
     fig.legend(handles=legend, loc="outside lower right", fontsize=8, ncols=len(legend), frameon=False)
+    _notes(fig, notes)
     _save(fig, path, file)
 
 
@@ -329,12 +343,14 @@ def timeseries(
     deltas: Sequence[SyscallDelta],
     path: str,
     *,
-    layout: CpuLayout | None = None,
+    topology: CpuTopology | None = None,
     lines_up_to: int = 12,
     title: str | None = None,
     file: IO[bytes] | None = None,
+    notes: Sequence[str] = (),
 ) -> None:
-    """Write calls per second over consecutive intervals (``percpu stat -i``) to ``path``.
+    """Write calls per second over consecutive intervals (``percpu stat -i``) to ``path``; ``notes`` (what
+    the counts leave out) are printed under it.
 
     Top: all CPUs together. Below: one line per CPU (or group) when there are at most ``lines_up_to``
     of them, else a CPU x time image with a log colour bar, CPUs in topology order.
@@ -342,7 +358,7 @@ def timeseries(
     check_path(path, "--timeseries")
     if not deltas:
         raise PercpuError("--timeseries: no interval was reported, so there is nothing to draw")
-    cols = _Columns(deltas[0], layout)
+    cols = _Columns(deltas[0], topology)
     ends = np.cumsum([d.seconds for d in deltas])
     starts = ends - np.array([d.seconds for d in deltas])
     rates = np.stack([d.per_cpu().astype(np.float64) / d.seconds for d in deltas])[:, cols.order]  # (t, cols)
@@ -431,6 +447,7 @@ def timeseries(
         loc="left",
         fontsize=11,
     )
+    _notes(fig, notes)
     _save(fig, path, file)
 
 

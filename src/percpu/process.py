@@ -372,6 +372,18 @@ class GatedCommand:
         """The command's exit code as a shell reports it (128 + N if signal N ended it), once reaped."""
         return self.watch.status
 
+    def left_running(self) -> int:
+        """How many processes are in the command's cgroup now: once the command has exited, the ones it
+        left running (0 without a cgroup, where percpu cannot tell)."""
+        path = self.cgroup.path
+        if path is None:
+            return 0
+        try:
+            with open(os.path.join(path, "cgroup.procs"), encoding="ascii") as f:
+                return len(f.read().split())
+        except OSError:
+            return 0
+
     def release(self) -> None:
         """Let the command run: its execve is the first system call it makes."""
         os.write(self._gate, b"x")

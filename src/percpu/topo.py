@@ -4,7 +4,7 @@ which CPUs are isolated (``isolcpus=``, ``nohz_full=``, cgroup v2 cpuset partiti
 Everything is read from sysfs under a root directory that is a parameter, so tests point it at a fake
 tree. The kernel removes ``cpuN/topology`` while CPU N is offline, so a possible CPU that is not online
 (or was never present) has no core or package: its record says ``known=False`` and it falls in the
-``unknown`` group. The layout is read once, when :func:`read_layout` is called.
+``unknown`` group. The topology is read once, when :func:`read_topology` is called.
 
 Group labels (stable strings, used as table columns, JSON keys and Prometheus label values):
 ``cpu3``; ``core1.0`` (package 1, core 0; ``core1.2.0`` with die 2 on multi-die packages);
@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,10 +30,10 @@ __all__ = [
     "GROUP_BY",
     "CpuGroups",
     "CpuInfo",
-    "CpuLayout",
+    "CpuTopology",
     "Partition",
     "group_rows",
-    "read_layout",
+    "read_topology",
     "select_cpus",
 ]
 
@@ -49,7 +50,7 @@ class Partition(NamedTuple):
 
 
 class CpuInfo(NamedTuple):
-    """One possible CPU. ``slot`` is its index in a per-CPU value. Topology fields are None (and
+    """One possible CPU. ``slot`` is its index in a per-CPU value. CpuLists fields are None (and
     ``known`` False) when sysfs has no ``cpuN/topology`` for it: offline, or never present."""
 
     cpu: int
@@ -117,7 +118,7 @@ class CpuGroups:
 
 
 @dataclass(frozen=True)
-class CpuLayout:
+class CpuTopology:
     """Every possible CPU as a :class:`CpuInfo` (in slot order), with lookups and groupings."""
 
     cpus: tuple[CpuInfo, ...]
@@ -194,32 +195,32 @@ class CpuLayout:
         return select_cpus(self, spec)
 
 
-def select_cpus(layout: CpuLayout, spec: str) -> CpuList:
+def select_cpus(topology: CpuTopology, spec: str) -> CpuList:
     """Parse a CPU selection: comma-separated terms, each a CPU id or range (``0-3``), ``isolated``,
     ``housekeeping``, or ``node:N``; their union. Raises :class:`PercpuError` on a bad term, a CPU that
     is not possible, or an empty result."""
     terms = [t.strip() for t in spec.split(",")]
     if not spec.strip() or not all(terms):
         raise PercpuError(f"CPU selection {spec!r} has an empty term: use e.g. 0-3, isolated, node:1")
-    possible = layout.possible
+    possible = topology.possible
     chosen: set[int] = set()
     for term in terms:
         if term == "isolated":
-            got = layout.isolated
+            got = topology.isolated
             if not got:
                 raise PercpuError(
                     "--cpus isolated: no CPU is isolated here (no isolcpus= or nohz_full= on the kernel "
                     "command line, no isolated cpuset partition); see /sys/devices/system/cpu/isolated"
                 )
         elif term == "housekeeping":
-            got = layout.housekeeping
+            got = topology.housekeeping
         elif term.startswith("node:"):
             num = term[5:]
             if not num.isdigit():
                 raise PercpuError(f"CPU selection {term!r}: node:N takes a node number, e.g. node:0")
-            got = layout.node(int(num))
+            got = topology.node(int(num))
             if not got:
-                have = ", ".join(str(n) for n in layout.nodes) or "none"
+                have = ", ".join(str(n) for n in topology.nodes) or "none"
                 raise PercpuError(f"CPU selection {term!r}: no such NUMA node with CPUs (nodes: {have})")
         else:
             try:
@@ -244,7 +245,7 @@ def group_rows(counts: np.ndarray, groups: CpuGroups) -> np.ndarray:
     """Sum rows of ``counts`` (axis 0 indexed by possible-CPU slot) into one row per group."""
     if counts.shape[0] != len(groups.index):
         raise PercpuError(
-            f"counts have {counts.shape[0]} CPU rows, the layout has {len(groups.index)} possible CPUs"
+            f"counts have {counts.shape[0]} CPU rows, the grouping has {len(groups.index)} possible CPUs"
         )
     out = np.zeros((len(groups), *counts.shape[1:]), dtype=counts.dtype)
     np.add.at(out, groups.index, counts)
@@ -327,12 +328,12 @@ def _partitions(cgroup_root: str | None) -> tuple[Partition, ...]:
     return tuple(out)
 
 
-def read_layout(
+def read_topology(
     cpu_root: str | None = None,
     node_root: str | None = None,
     cgroup_root: str | None = "",
     possible: CpuList | None = None,
-) -> CpuLayout:
+) -> CpuTopology:
     """Read every possible CPU's place in the machine.
 
     ``cpu_root`` defaults to the machine in use's (:mod:`percpu._machine`), ``node_root`` to ``node``
@@ -391,16 +392,16 @@ def read_layout(
                 partition=part_of.get(cpu),
             )
         )
-    return CpuLayout(tuple(out), parts)
+    return CpuTopology(tuple(out), parts)
 
 
-def layout_lines(layout: CpuLayout) -> Iterable[str]:
-    """A human-readable table of the layout (``percpu topology``)."""
+def topology_lines(topology: CpuTopology) -> Iterable[str]:
+    """A human-readable table of the topology (``percpu topology``)."""
     yield (
         f"{'cpu':>5} {'slot':>5} {'state':<12} {'node':>4} {'pkg':>4} {'die':>4} {'core':>5} {'smt':<10} "
         "isolation"
     )
-    for c in layout.cpus:
+    for c in topology.cpus:
         iso = [n for n, on in (("isolcpus", c.isolated), ("nohz_full", c.nohz_full)) if on]
         if c.partition is not None:
             iso.append(f"{c.partition.kind} partition {c.partition.path}")
@@ -412,3 +413,15 @@ def layout_lines(layout: CpuLayout) -> Iterable[str]:
             f"{c.cpu:>5} {c.slot:>5} {c.state:<12} {f(c.node):>4} {f(c.package):>4} {f(c.die):>4} "
             f"{f(c.core):>5} {str(c.siblings) or '-':<10} {', '.join(iso) or '-'}"
         )
+
+
+def __getattr__(name: str) -> Any:
+    """The names these had before (``CpuLayout``, ``read_layout``, ``layout_lines``), kept with a
+    DeprecationWarning: a *layout* is a map's bytes in percpu."""
+    new = {"CpuLayout": "CpuTopology", "read_layout": "read_topology", "layout_lines": "topology_lines"}.get(
+        name
+    )
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"percpu.topo.{name} is now percpu.topo.{new}", DeprecationWarning, stacklevel=2)
+    return globals()[new]

@@ -36,7 +36,7 @@ from .codecs import (
     integer_array,
     is_numeric,
 )
-from .cpus import CpuList, Topology
+from .cpus import CpuList, CpuLists
 from .errors import CpuNotPossible, SizeMismatch, TypeSpecError
 from .typespec import parse_type
 
@@ -289,9 +289,9 @@ class PerCpuValue(Mapping[int, Any]):
         idx = [self._slot[c] for c in cpus if c in self._slot]
         return PerCpuValue(self._array[idx], CpuList(self._cpus[i] for i in idx), self._codec)
 
-    def online(self, topology: Topology | None = None) -> PerCpuValue:
+    def online(self, topology: CpuLists | None = None) -> PerCpuValue:
         """The values of the CPUs online now (offline CPUs keep slots and may hold counts)."""
-        from .cpus import topology as _topology
+        from .cpus import cpu_lists as _topology
 
         topo = topology or _topology()
         return self.only(topo.online)

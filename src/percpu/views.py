@@ -14,7 +14,7 @@ import numpy as np
 from .cpus import CpuList
 from .errors import PercpuError
 from .syscount import SyscallDelta
-from .topo import CpuGroups, CpuLayout, group_rows
+from .topo import CpuGroups, CpuTopology, group_rows
 
 __all__ = ["group", "restrict", "view"]
 
@@ -56,11 +56,11 @@ def restrict(d: SyscallDelta, cpus: CpuList, selected: str | None = None) -> Sys
     )
 
 
-def group(d: SyscallDelta, layout: CpuLayout, by: str) -> SyscallDelta:
+def group(d: SyscallDelta, topology: CpuTopology, by: str) -> SyscallDelta:
     """Sum ``d``'s CPUs into groups ``by`` core, package or node (``cpu`` returns ``d`` unchanged)."""
     if by == "cpu" or d.groups is not None:
         return d
-    groups = layout.groups(by, d.cpus)
+    groups = topology.groups(by, d.cpus)
     return dataclasses.replace(
         d,
         counts=group_rows(d.counts, groups),
@@ -73,7 +73,7 @@ def group(d: SyscallDelta, layout: CpuLayout, by: str) -> SyscallDelta:
 
 def view(
     d: SyscallDelta,
-    layout: CpuLayout,
+    topology: CpuTopology,
     *,
     by: str = "cpu",
     cpus: CpuList | None = None,
@@ -82,4 +82,4 @@ def view(
     """``d`` restricted to ``cpus`` (None: all), then grouped ``by`` cpu|core|package|node."""
     if cpus is not None:
         d = restrict(d, cpus, selected)
-    return group(d, layout, by)
+    return group(d, topology, by)

@@ -26,7 +26,7 @@ from .conftest import HANG, percpu_cmd
 
 pytestmark = pytest.mark.kernel
 
-POSSIBLE = percpu.topology().possible
+POSSIBLE = percpu.cpu_lists().possible
 NCPU = len(POSSIBLE)
 KERNEL = tuple(int(n) for n in os.uname().release.split("-")[0].split(".")[:2])
 # BTF_KIND_FLOAT arrived in Linux 5.13: before it the kernel refuses a blob with a float, and the map is

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from percpu.cpus import format_cpu_list, topology
+from percpu.cpus import cpu_lists, format_cpu_list
 from percpu.process import own_cgroup
 from percpu.syscalls import syscall_number
 from percpu.syscount import cgroup2_root
@@ -34,13 +34,13 @@ WORKLOAD = os.path.join(HELPERS, "syscall_workload.py")
 
 
 def busy_cpu() -> int:
-    return list(topology().online)[-1]
+    return list(cpu_lists().online)[-1]
 
 
 def online_cpus() -> str:
     """The online CPUs, for ``--cpus`` in the heat-map tests: a heat map writes each cell's count only up
     to 40 columns (one per possible CPU unless selected), and a guest with 64 possible CPUs has more."""
-    return format_cpu_list(topology().online)
+    return format_cpu_list(cpu_lists().online)
 
 
 def test_stat_command_json_counts_the_command_exactly() -> None:
@@ -178,7 +178,7 @@ def test_stat_command_leaves_no_cgroup_and_checks_before_running(tmp_path: objec
     try:
         r, left = stat_leaving_cgroup("--", "sh", "-c", f"sleep 3600 >/dev/null 2>&1 & echo $! >{pidfile}")
         assert r.returncode == 0, r.stderr
-        assert "left 1 process(es) running" in r.stderr
+        assert "warning: the command left 1 process(es) running" in r.stdout  # in the report itself
         assert not left
     finally:
         if os.path.exists(pidfile):
@@ -561,6 +561,21 @@ def test_stat_output_replaces_the_file_when_the_report_is_done(tmp_path: object)
     assert os.listdir(str(tmp_path)) == ["r.json"]
 
 
+@pytest.mark.parametrize("table", [[], ["--proc-entries", "256"]], ids=["default table", "256 keys"])
+def test_stat_per_process_rows_and_lost_add_up_over_thousands_of_processes(
+    fork_calls: str, table: list[str]
+) -> None:
+    """5,000 short processes (about 15,000 process keys, more than either table holds): the process rows
+    plus the calls reported lost are the syscall table's total, to the call (an LRU table dropped most of
+    them, and said "lost": 0)."""
+    r = percpu("stat", "-q", "-P", "-f", "json", *table, "--", fork_calls, "5000", "7")
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    rows = sum(p["total"] for p in obj["processes"])
+    assert calls(obj, "getpriority") == 35_000
+    assert rows + obj["lost"]["processes"] == obj["total"]
+
+
 def test_stat_per_process_shows_a_hostile_name_escaped() -> None:
     """A process may name itself with terminal escapes (here: set the window title) and bytes that are
     not UTF-8; root's `stat -P` shows them as text."""
@@ -745,3 +760,268 @@ def test_stat_per_process_inside_a_pid_namespace_shows_that_namespaces_pids() ->
     assert pid < 100, "the workload should be one of the namespace's first processes"
     rows = [p for p in json.loads(lines[-1])["processes"] if p["syscall"] == "getppid"]
     assert [(p["pid"], p["comm"], p["total"]) for p in rows] == [(pid, comm, 777)]
+
+
+def test_stat_csv_carries_processes_errors_and_latency_as_json_does() -> None:
+    """`-f csv -P -e -L` wrote only (cpu, syscall) rows: the per-process, errno and latency counts were
+    dropped without a word. And with -n 2 JSON kept the two busiest syscalls while CSV kept all."""
+    cpu = busy_cpu()
+    comm = unique_comm("pcpu_csv")
+    cmd = [sys.executable, WORKLOAD, "3000", str(cpu), "--fail", "700", "--comm", comm]
+    opts = ["-q", "-P", "-e", "-L", "-n", "2", "-c", comm]
+    r = percpu("stat", "-f", "csv", *opts, "--", *cmd)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout[r.stdout.index("time,interval_s") :])))
+    j = percpu("stat", "-f", "json", *opts, "--", *cmd)
+    assert j.returncode == 0, j.stderr
+    obj = json.loads(j.stdout.splitlines()[-1])
+
+    def total(record: str, **match: str) -> int:
+        return sum(
+            int(x["calls"])
+            for x in rows
+            if x["record"] == record and all(x[k] == v for k, v in match.items())
+        )
+
+    assert total("process", syscall="getppid", comm=comm) == 3000
+    assert total("error", syscall="close", error="EBADF") == 700
+    assert total("latency", syscall="getppid") == 3000
+    assert {x["syscall"] for x in rows if x["record"] == "syscall"} == {s["name"] for s in obj["syscalls"]}
+    assert len(obj["syscalls"]) == 2 and obj["other"]["syscalls"] > 0
+    assert total("syscall") + total("other") == total("total")  # the rows add up to the total
+    assert [x["code"] for x in rows if x["record"] == "lost"] == list(obj["lost"])
+
+
+def test_stat_warns_in_every_format_when_it_cannot_make_the_commands_cgroup() -> None:
+    """`cgroup.max.descendants` 0 in the caller's cgroup: percpu counts the command's own process only.
+    The table said so on stderr, hidden by -q; JSON printed a child's 5,000 calls as 0 without a word."""
+    cpu = busy_cpu()
+    script = f"{sys.executable} {WORKLOAD} 5000 {cpu} >/dev/null; true"  # the calls are a child's
+    with caller_cgroup() as caller:
+        with open(os.path.join(caller, "cgroup.max.descendants"), "w", encoding="ascii") as f:
+            f.write("0")
+        out = {}
+        for fmt in ("json", "csv", "table"):
+            r = subprocess.run(
+                in_cgroup(caller, *PERCPU, "stat", "-q", "-f", fmt, "--", "sh", "-c", script),
+                capture_output=True,
+                text=True,
+                timeout=HANG,
+            )
+            assert r.returncode == 0, r.stderr
+            out[fmt] = r.stdout
+    obj = json.loads(out["json"])
+    assert calls(obj, "getppid") < 5000  # the child was not counted ...
+    (w,) = obj["warnings"]  # ... and the report says so
+    assert w["code"] == "own-process-only" and "counted the command's own process only" in w["text"]
+    rows = [x for x in csv.DictReader(io.StringIO(out["csv"])) if x["record"] == "warning"]
+    assert [x["code"] for x in rows] == ["own-process-only"]
+    assert "warning: no cgroup could be made for the command" in out["table"]  # in the report, -q or not
+
+
+def test_stat_warns_in_json_when_the_command_leaves_processes_running(tmp_path: object) -> None:
+    pidfile = os.path.join(str(tmp_path), "left.pid")
+    spinner = f"{sys.executable} {WORKLOAD} 0 {busy_cpu()} --seconds 3600"
+    try:
+        r = percpu(
+            "stat", "-q", "-f", "json", "--", "sh", "-c", f"{spinner} >/dev/null 2>&1 & echo $! >{pidfile}"
+        )
+        assert r.returncode == 0, r.stderr
+        obj = json.loads(r.stdout)
+        assert [(w["code"], w["count"]) for w in obj["warnings"]] == [("left-running", 1)]
+        assert "left 1 process(es) running" in obj["warnings"][0]["text"]
+    finally:
+        if os.path.exists(pidfile):
+            with open(pidfile, encoding="ascii") as f, contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(f.read()), signal.SIGKILL)
+
+
+def test_stat_piped_into_head_still_writes_its_heat_map(tmp_path: object) -> None:
+    """`stat -i ... --heatmap h.svg -f csv | head -3` exited 0 and wrote no picture, without a word: the
+    pipe's reader going away ended the run. The run now goes on to its end for the picture, says so, and
+    exits 141 (128 + SIGPIPE), as a tool its broken pipe ends does."""
+    svg = os.path.join(str(tmp_path), "h.svg")
+    heatmap = ["--cpus", online_cpus(), "--heatmap", svg]
+    p = subprocess.Popen(
+        [*PERCPU, "stat", "-i", "0.3", "--count", "4", *heatmap, "-f", "csv"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stdout is not None
+        head = [p.stdout.readline() for _ in range(3)]
+        p.stdout.close()  # `head -3` exits
+        _out, err = p.communicate(timeout=1800)  # matplotlib's first import builds its font cache
+    finally:
+        p.kill()
+        p.wait()
+    assert head[0].startswith("time,interval_s,record"), head
+    assert p.returncode == 141, err
+    assert "went on to its end for --heatmap" in err and f"heat map written to {svg}" in err, err
+    assert svg_cells(svg), "no heat map"
+
+
+def test_stat_piped_into_head_stops_when_nothing_else_is_written() -> None:
+    """Without a picture to draw, a run whose reader went away stops at once (no --count, no -d: it
+    would count until Ctrl-C), and exits 141 as `yes | head` does."""
+    p = subprocess.Popen([*PERCPU, "stat", "-i", "0.2", "-f", "csv", "-q"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().startswith("time,")
+        p.stdout.close()
+        assert p.wait(timeout=HANG) == 141
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _bpf_fds(pid: int) -> int:
+    n = 0
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("anon_inode:bpf")
+    return n
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", ["stat", "top", "exporter"])
+def test_ctrl_c_while_the_programs_load_ends_the_command(command: str) -> None:
+    """Ctrl-C while libbpf loads the programs used to land in libbpf's print hook, where ctypes swallowed
+    the KeyboardInterrupt ("Exception ignored on calling ctypes callback function"): the command then ran
+    its whole duration (the exporter: until a second Ctrl-C). SIGINT is sent as soon as the first BPF
+    object of the process exists, while it loads."""
+    argv = {
+        "stat": ["stat", "-d", "120", "-f", "json"],  # would report after 120 s
+        "top": ["top", "-b", "-i", "120", "--count", "1"],
+        "exporter": ["exporter", "--listen", f"127.0.0.1:{_free_port()}"],  # would serve until killed
+    }[command]
+    during_load = 0
+    for _ in range(5):
+        p = subprocess.Popen([*PERCPU, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + HANG
+            while not _bpf_fds(p.pid) and p.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=HANG)
+        finally:
+            p.kill()
+            p.wait()
+        assert "Exception ignored" not in err and "Traceback" not in err, err
+        if p.returncode == 0:
+            # The poll above came late (a loaded machine): the command was already running, and Ctrl-C
+            # ended it as it should there. Only stat says so on stderr.
+            assert command != "stat" or "counting system calls" in err, err
+            continue
+        assert p.returncode == 130, (p.returncode, err)
+        assert out == ""
+        during_load += 1
+    assert during_load, "no SIGINT landed before the command ran: nothing was tried"
+
+
+def test_ctrl_c_at_any_point_of_stat_startup_ends_it() -> None:
+    """SIGINT at many points of `stat`'s start, from the interpreter's imports to counting: every run ends
+    at once, by 130 before counting starts or with its report after, never ignored."""
+    p = subprocess.Popen(
+        [*PERCPU, "stat", "-d", "120"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    t0 = time.monotonic()
+    try:
+        assert p.stderr is not None
+        assert "counting system calls" in p.stderr.readline()
+        startup = time.monotonic() - t0  # only where to send the signals: nothing is asserted on it
+    finally:
+        p.kill()
+        p.wait()
+        if p.stderr is not None:
+            p.stderr.close()
+    outcomes = []
+    for k in range(16):
+        p = subprocess.Popen(
+            [*PERCPU, "stat", "-d", "120", "-f", "json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(startup * k / 12)
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=HANG)
+        finally:
+            p.kill()
+            p.wait()
+        assert "Exception ignored" not in err, err
+        if p.returncode == -signal.SIGINT or "Traceback" in err:
+            # Before percpu's main() runs: the interpreter starting (no handler yet: SIGINT ends it), or
+            # in its imports, where Python (or numpy, which turns it into an ImportError) says so itself.
+            assert 'percpu/cli/__init__.py", line' not in err, err
+            assert p.returncode in (-signal.SIGINT, 1), (p.returncode, err)
+        elif p.returncode == 0:
+            assert json.loads(out)["total"] >= 0  # the signal came once counting had started
+        else:
+            assert p.returncode == 130 and "Traceback" not in err and out == "", (p.returncode, err)
+        outcomes.append(p.returncode)
+    assert 130 in outcomes or 0 in outcomes, outcomes
+
+
+def test_stat_with_stderr_closed_writes_only_its_report_to_stdout() -> None:
+    """With fd 2 closed, Python has no sys.stderr and `print(file=None)` wrote the progress note into the
+    JSON on stdout; and the next file opened took fd 2. percpu opens /dev/null over a closed fd first."""
+    r = subprocess.run(
+        f"{' '.join(PERCPU)} stat -f json -d 0.2 2>&-",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+    )
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["total"] > 0, r.stdout
+
+
+def test_top_with_stdout_closed_is_a_clear_error() -> None:
+    r = subprocess.run(
+        f"{' '.join(PERCPU)} top -b --count 1 >&-", shell=True, capture_output=True, text=True, timeout=HANG
+    )
+    assert r.returncode == 1
+    assert "standard output was closed when percpu started" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_stat_says_which_report_was_lost_to_a_full_device() -> None:
+    """`-o /dev/full` said "percpu: No space left on device": no file named, nothing on the command's
+    report, which is lost with the run."""
+    r = percpu("stat", "-q", "-o", "/dev/full", "--", "sh", "-c", "exit 3")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        "percpu: -o /dev/full: No space left on device: the report was lost; the command (sh -c 'exit 3') "
+        "ran to its end, exit status 3"
+    )
+    # Reports every 0.1 s fail while the command runs: it is still waited for, not ended (143).
+    r = percpu("stat", "-q", "-i", "0.1", "-o", "/dev/full", "--", "sh", "-c", "sleep 1; exit 3")
+    assert r.returncode == 1
+    assert "the command (sh -c 'sleep 1; exit 3') ran to its end, exit status 3" in r.stderr, r.stderr
+
+
+def test_stat_on_a_full_file_system_keeps_the_old_report(tmp_path: object) -> None:
+    d = os.path.join(str(tmp_path), "full")
+    os.mkdir(d)
+    old = os.path.join(d, "r.json")
+    stat_cmd = " ".join([*PERCPU, "stat", "-q", "-f", "json", "-d", "0.2", "-o", old])
+    script = (
+        f"mount -t tmpfs -o size=64k percpu-test {d} && echo 'old report' >{old} && "
+        f"(dd if=/dev/zero of={d}/filler bs=4k 2>/dev/null; true) && {stat_cmd}; echo rc=$?; cat {old}"
+    )
+    r = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=HANG
+    )
+    assert "rc=1\nold report\n" in r.stdout, (r.stdout, r.stderr)
+    lost = f"the report was not written ({old} keeps its old contents)"
+    assert f"percpu: -o {old}: No space left on device: {lost}" in r.stderr, r.stderr

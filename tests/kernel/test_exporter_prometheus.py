@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 
 from ..conftest import unique_comm
 from .conftest import query, running_exporter, running_prometheus
@@ -56,8 +56,8 @@ def test_prometheus_rate_matches_the_workload() -> None:
 
 
 def _rate_matches_the_workload(target: str) -> None:
-    cpu = list(topology().online)[-1]
-    other = topology().online[0]
+    cpu = list(cpu_lists().online)[-1]
+    other = cpu_lists().online[0]
     config = (
         f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: percpu\n"
         f"    static_configs:\n      - targets: ['{target}']\n"
@@ -104,7 +104,7 @@ def test_a_hostile_process_name_reaches_the_scrape_escaped() -> None:
     name as `percpu stat` shows it, and no control byte or stray byte reaches whoever reads it."""
     name = b"\x1b]0;x\x07\xff"
     with running_exporter("-P", "-c", os.fsdecode(name)) as (target, _):
-        cpu = str(list(topology().online)[-1])
+        cpu = str(list(cpu_lists().online)[-1])
         subprocess.run(
             [sys.executable, WORKLOAD, "321", cpu, b"--comm", name],
             check=True,

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 
 from .conftest import fetch, free_port, query, running_exporter, running_prometheus
 
@@ -212,7 +212,7 @@ def test_abuse_while_prometheus_scrapes(tmp_path: Path) -> None:
 
 
 def test_no_capabilities_after_start_and_exact_counts() -> None:
-    cpu = list(topology().online)[-1]
+    cpu = list(cpu_lists().online)[-1]
     comm = "pcpu-nopriv"
     with running_exporter("-c", comm) as (target, proc):
         for task in os.listdir(f"/proc/{proc.pid}/task"):
@@ -430,8 +430,38 @@ def test_per_process_memory_bounded_while_processes_rename_themselves() -> None:
     )
     assert names > 10_000  # many more names than the exporter keeps
     assert comms_max <= 11  # 10 names + "other"
-    assert keys_max <= 10240  # the kernel map's entries
+    # the kernel map's entries, and the rows of exited processes summed by name (as many, then one per
+    # syscall)
+    assert keys_max <= 2 * 10240 + 2048
     assert rss_max < rss0 + 48 * 1024, (rss0, rss_max)
+
+
+def _sum(got: dict[Key, float], name: str, **labels: str) -> float:
+    return sum(v for k, v in got.items() if k[0] == name and labels.items() <= dict(k[1]).items())
+
+
+@pytest.mark.parametrize("table", [[], ["--proc-entries", "256"]], ids=["default table", "256 keys"])
+def test_per_process_series_and_lost_add_up_over_thousands_of_processes(
+    fork_calls: str, table: list[str]
+) -> None:
+    """5,000 short processes (about 15,000 process keys) between two scrapes: the per-process series grew,
+    with the calls lost, by exactly the syscall series' growth (an LRU table dropped most of them, and the
+    lost counter stayed 0)."""
+    comm = os.path.basename(fork_calls)
+    with running_exporter("-P", "-c", comm, *table) as (target, _):
+        before = metrics(target)
+        subprocess.run([fork_calls, "5000", "7"], check=True, timeout=600)
+        after = metrics(target)
+
+    def grew(name: str, **labels: str) -> int:
+        return int(_sum(after, name, **labels) - _sum(before, name, **labels))
+
+    calls = grew("percpu_syscalls_total")
+    assert grew("percpu_syscalls_total", syscall="getpriority") == 35_000
+    procs = grew("percpu_process_syscalls_total")
+    lost = grew("percpu_lost_syscalls_total", table="processes")
+    print(f"\n{calls:,} calls: {procs:,} in the per-process series, {lost:,} lost")
+    assert procs + lost == calls
 
 
 # --- a plain install: no extras ------------------------------------------------------------------------

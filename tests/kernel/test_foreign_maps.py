@@ -33,7 +33,7 @@ def tracefs() -> None:
     ensure_tracefs()
 
 
-ONLINE = list(percpu.topology().online)
+ONLINE = list(percpu.cpu_lists().online)
 # Calls made on each CPU: distinct, so a value read from the wrong slot or key cannot pass.
 CALLS = {cpu: 150 + 37 * i for i, cpu in enumerate(ONLINE[:4])}
 
@@ -194,7 +194,7 @@ def test_bpftool_made_map_with_declared_struct(tmp_path: object) -> None:
         assert {r["key"] for r in rows} == set(theirs) == {1, 2**40}
         for r in rows:
             slots = theirs[r["key"]]
-            assert len(r["values"]) == len(slots) == len(percpu.topology().possible)
+            assert len(r["values"]) == len(slots) == len(percpu.cpu_lists().possible)
             for v, raw in zip(r["values"], slots, strict=True):
                 want = {
                     "pid": int.from_bytes(raw[:4], "little"),

@@ -6,6 +6,7 @@ import ctypes
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,12 +20,14 @@ from percpu import btf as btf_mod
 from percpu.btf import parse_btf
 from percpu.objects import BpfObject, bundled
 
-from ..unit.test_btf import BtfBuilder
+from ..unit.btf_kinds import kinds_json, kinds_raw
+from ..unit.test_btf import FLOAT, INT_SIGNED, BtfBuilder
 from .conftest import bpftool_dump, percpu_cmd
 
 pytestmark = pytest.mark.kernel
 
-POSSIBLE = list(percpu.topology().possible)
+POSSIBLE = list(percpu.cpu_lists().possible)
+KERNEL = tuple(int(n) for n in os.uname().release.split("-")[0].split(".")[:2])
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +65,7 @@ def test_btf_values_agree_with_bpftool_field_by_field(filled: BpfObject, name: s
             want = theirs[entry["key"]]
             for i, v in enumerate(entry["values"]):
                 assert v["cpu"] == POSSIBLE[i]
-                got = v["value"]
-                exp = want[i]
-                if name == "nested":  # bpftool prints the enum by name
-                    assert exp["kind"] in ("PROTO_UDP", 17, "PROTO_NONE", 0)
-                    got = {**got, "kind": None}
-                    exp = {**exp, "kind": None}
-                assert got == exp
+                assert v["value"] == want[i]  # enums by name in both (nested's "kind": "PROTO_UDP")
 
 
 def test_library_reads_btf_struct_values(filled: BpfObject) -> None:
@@ -237,7 +234,7 @@ def test_dump_of_a_pinned_program(bpffs: str) -> None:
 def test_explain_shows_the_overrun(size: int) -> None:
     r = percpu_cmd("explain", "--value-size", str(size))
     assert r.returncode == 0, r.stderr
-    n = len(percpu.topology().possible)
+    n = len(percpu.cpu_lists().possible)
     st = (size + 7) // 8 * 8
     wrote = n * st
     assert f"the kernel writes round_up({size}, 8) x {n} = {st} x {n} = {wrote} bytes" in r.stdout
@@ -295,8 +292,10 @@ def test_dump_shows_char_arrays_as_text_like_bpftool(proc_counts: percpu.Map) ->
     ours = {(e["key"]["tgid"], e["key"]["slot"]): e for e in map(json.loads, r.stdout.splitlines())}
     assert ours[(4242, 3)]["key"]["comm"] == "percpu-test"
     assert ours[(4242, 3)]["sum"] == 5 * len(POSSIBLE)
-    # A name with control characters is shown as hex, never written raw to the terminal.
-    assert ours[(1, 4)]["key"]["comm"] == b"\x1b[31mred".hex()
+    # A name with control characters is its exact text, which JSON escapes (a hex string could not be told
+    # from a process named "1b5b..."); never written raw to the terminal.
+    assert ours[(1, 4)]["key"]["comm"] == "\x1b[31mred"
+    assert '"comm": "\\u001b[31mred"' in r.stdout
     out = subprocess.run(
         ["bpftool", "-j", "map", "dump", "id", str(m.info.id)], capture_output=True, text=True, check=True
     )
@@ -306,6 +305,7 @@ def test_dump_shows_char_arrays_as_text_like_bpftool(proc_counts: percpu.Map) ->
     assert theirs[(4242, 3)]["formatted"]["key"]["comm"] == "percpu-test"
     table = percpu_cmd("dump", str(m.info.id))
     assert '"comm":"percpu-test"' in table.stdout and "\x1b" not in table.stdout
+    assert '"comm":"\\u001b[31mred"' in table.stdout
 
 
 def test_dag_shaped_btf_from_the_kernel_is_refused_in_one_visit_per_type(
@@ -351,3 +351,115 @@ def test_dag_shaped_btf_from_the_kernel_is_refused_in_one_visit_per_type(
         assert f"(values shown as bytes: BTF type {top} was not decoded: " in r.stdout
         assert "more than 65,536 fields when flattened" in r.stdout
         assert "; --value-type declares a type)" in r.stdout
+
+
+# --- every BTF kind, decoded exactly -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kinds_maps() -> Iterator[tuple[percpu.Map, percpu.Map]]:
+    """test_maps.bpf.o's maps of struct kinds_val, made by the kernel from clang's BTF; no program runs."""
+    with BpfObject(bundled("test_maps.bpf.o")) as obj:
+        for p in obj.programs.values():
+            p.autoload = False
+        obj.load()
+        with obj.map("kinds") as m, obj.map("kinds_by_color") as h:
+            yield m, h
+
+
+def kernel_has_btf_float(m: percpu.Map) -> bool:
+    """Whether the kernel's copy of the map's BTF has floats: before Linux 5.13 libbpf loads each float as
+    an empty struct of its size (bpf_object__sanitize_btf), and dump shows its bytes."""
+    btf = btf_mod.load_btf(m.info.btf_id)
+    f = next(tid for name, tid, _off in btf.type(m.info.btf_value_type_id).extra if name == "f")
+    return btf.resolve(f).kind == "float"
+
+
+def test_dump_decodes_every_btf_kind_exactly(kinds_maps: tuple[percpu.Map, percpu.Map]) -> None:
+    """struct kinds_val written raw, byte by byte, a different value on each CPU, read back by `percpu
+    dump` through the kernel's BTF: enum color's BLUE (-3, which clang 14 writes as 4294967293 without a
+    sign flag), signed and unsigned bitfields, every member of a union, floats (a NaN's payload too),
+    char arrays with every byte, a const volatile typedef chain, restrict and type-tagged pointers."""
+    m, _h = kinds_maps
+    floats = kernel_has_btf_float(m)
+    m.update(0, [kinds_raw(i % 2) for i in range(len(POSSIBLE))])
+    r = percpu_cmd("dump", str(m.info.id), "--json")
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["key"] for row in rows] == [0, 1]
+    for i, v in enumerate(rows[0]["values"]):
+        assert v["cpu"] == POSSIBLE[i]
+        want = kinds_json(i % 2, floats)
+        for field, value in want.items():  # field by field, so a failure names the field
+            assert v["value"][field] == value, f"cpu {v['cpu']} {field}"
+        assert v["value"] == want
+    table = percpu_cmd("dump", str(m.info.id), "--key", "0")
+    assert table.returncode == 0, table.stderr
+    assert f"map {m.info.id} 'kinds': PERCPU_ARRAY, key uint32, value struct kinds_val, CPUs " in table.stdout
+    assert "shown as bytes" not in table.stdout and "\x1b" not in table.stdout
+    cell = ('"color":"BLUE","other":5,"bits":{"s4":-3,"u3":5,"c4":"BLUE","s40":-123456789012,"u21":1752286,'
+            '"flag":true}')  # fmt: skip
+    assert f"key 0: cpu{POSSIBLE[0]}={{{cell}" in table.stdout
+    assert '"name":{"text":"ab","hex":"6162006364ff"},"names":["xyz","w"],"cv":-2,"yes":true' in table.stdout
+
+
+def test_dump_of_a_map_keyed_by_an_enum_the_kernel_holds(kinds_maps: tuple[percpu.Map, percpu.Map]) -> None:
+    """kinds_by_color, a HASH (one value per key) keyed by enum color: keys by name, --key by name."""
+    m, h = kinds_maps
+    floats = kernel_has_btf_float(m)
+    h.update(-3, kinds_raw(0))
+    h.update(99, kinds_raw(1))
+    r = percpu_cmd("dump", str(h.info.id), "-j")
+    assert r.returncode == 0, r.stderr
+    rows = {row["key"]: row["value"] for row in map(json.loads, r.stdout.splitlines())}
+    assert rows == {"BLUE": kinds_json(0, floats), 99: kinds_json(1, floats)}
+    r = percpu_cmd("dump", str(h.info.id), "--key", "BLUE", "-j")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"key": "BLUE", "value": kinds_json(0, floats)}
+    r = percpu_cmd("dump", str(h.info.id), "--key", "GREEN")
+    assert r.returncode == 1 and "has no key GREEN" in r.stderr
+
+
+def test_dump_decodes_btf_encodings_clang_14_does_not_write() -> None:
+    """The kinds and marks of BTF this machine's clang 14 does not emit, loaded into the kernel by hand:
+    enums signed by kind_flag (Linux 6.0), enum64 signed and unsigned, an unmarked enum with its top bit
+    set in a blob that marks signedness (unsigned), bitfields in the encoding before kind_flag (an int of
+    3 bits; an int of 5 bits at its own bit offset 2), a _Float16."""
+    b = BtfBuilder()
+    u32 = b.int_("unsigned int", 4)
+    level = b.enum("level", 4, {"NEG": -2, "POS": 2}, signed=True)
+    flags = b.enum("flags", 4, {"LOW": 1, "TOP": 0x80000000})
+    wide = b.enum64("wide", {"BIG": 1 << 40, "ALL": (1 << 64) - 1})
+    swide = b.enum64("swide", {"MIN": -(1 << 63), "ONE": 1}, signed=True)
+    s3 = b.int_("int", 4, INT_SIGNED, bits=3)
+    u5 = b.int_("unsigned int", 4, bits=5, bit_offset=2)
+    half = b.add(FLOAT, "_Float16", 2)
+    members = [("level", level, 0), ("flags", flags, 32), ("wide", wide, 64), ("swide", swide, 128),
+               ("a", s3, 192), ("b", u5, 195), ("h", half, 208), ("top", flags, 224), ("other", level, 256),
+               ("big", wide, 320)]  # fmt: skip
+    val = b.struct("modern", 48, members)
+    raw = b.blob()
+    lib = _libbpf.libbpf()
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    btf_fd = lib.fn("bpf_btf_load")(buf, len(raw), None)
+    if btf_fd < 0 and KERNEL < (6, 0):
+        pytest.skip(f"Linux {os.uname().release} predates enum64 and signed enums in BTF (Linux 6.0)")
+    assert btf_fd >= 0, f"the kernel refused the BTF: {os.strerror(-btf_fd)}"
+    try:
+        fd = lib.map_create(
+            6, "modern_val", 4, 48, 1, btf_fd=btf_fd, btf_key_type_id=u32, btf_value_type_id=val
+        )
+    finally:
+        os.close(btf_fd)
+    v = bytearray(48)
+    struct.pack_into("<iIQq", v, 0, -2, 0x80000001, (1 << 64) - 1, -(1 << 63))
+    bits = (-3 & 7) | (17 << 5)  # a at bits 192..194, b at 195 + 2 = 197..201: bytes 24 and 25
+    v[24:26] = bits.to_bytes(2, "little")
+    struct.pack_into("<eIi4xQ", v, 26, -0.5, 0x80000000, -7, 1 << 41)
+    with percpu.Map.from_fd(fd) as m:
+        m.update(0, [bytes(v)] * len(POSSIBLE))
+        r = percpu_cmd("dump", str(m.info.id), "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)["values"][0]["value"]
+    assert got == {"level": "NEG", "flags": 0x80000001, "wide": "ALL", "swide": "MIN", "a": -3, "b": 17,
+                   "h": -0.5, "top": "TOP", "other": -7, "big": 1 << 41}  # fmt: skip

@@ -24,7 +24,7 @@ from .conftest import bpftool_dump
 pytestmark = pytest.mark.kernel
 
 SIZES = [1, 3, 4, 8, 12, 16, 100, 4096, 32768]
-POSSIBLE = percpu.topology().possible
+POSSIBLE = percpu.cpu_lists().possible
 NCPU = len(POSSIBLE)
 KERNEL = tuple(int(n) for n in os.uname().release.split("-")[0].split(".")[:2])
 

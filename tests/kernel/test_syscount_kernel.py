@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from percpu import _libbpf, syscount
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 from percpu.errors import AttachError, NotSupported, PercpuError
 from percpu.objects import BpfObject
 from percpu.syscalls import syscall_number
 from percpu.syscount import (
     ATTACH_MODES,
+    FOLDED_TGID,
     LAT_BUCKETS,
     Filters,
     KernelFeatures,
@@ -36,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "..", "helpers", "syscall_workload.py")
 GETPPID = syscall_number("getppid")
 CLOSE = syscall_number("close")
+GETPRIORITY = syscall_number("getpriority")
 # Unique to this test run: on a shared machine another run of these tests may be counting a workload of
 # its own at the same moment, and a shared name would let its calls into this run's comm filter.
 COMM = f"pcpuw{os.getpid()}"[:15]
@@ -57,7 +59,7 @@ def run_workload(calls: int, cpu: int, *extra: str) -> dict[str, float]:
 
 
 def cpu_pair() -> tuple[int, int]:
-    online = list(topology().online)
+    online = list(cpu_lists().online)
     if len(online) < 2:
         pytest.skip("needs two online CPUs to show counts stay on the CPU they happened on")
     return online[-1], online[0]
@@ -66,7 +68,7 @@ def cpu_pair() -> tuple[int, int]:
 @pytest.mark.parametrize("calls", [100_000, 1_000_000])
 def test_exact_count_per_process_on_its_cpu(calls: int) -> None:
     cpu, other = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     with SyscallCounter(per_process=True) as c:
         info = run_workload(calls, cpu)
         snap = c.snapshot()
@@ -113,7 +115,7 @@ def test_per_process_counts_exact_with_many_processes_alternating_on_one_cpu(
     for all their keys); every process still has exactly its calls, on that CPU."""
     monkeypatch.setattr(SyscallCounter, "process_cache", cache)
     cpu, other = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     calls = 5_000
     workloads = start_workloads(48, calls, cpu)
     with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
@@ -149,7 +151,7 @@ def test_per_process_cache_of_a_cpu_no_flush_reaches_is_read_directly(
 ) -> None:
     """A CPU that went offline cannot run the flush (ENXIO): its cached counts are read from its lines."""
     cpu, other = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     real = _libbpf.Libbpf.prog_run_on_cpu
     unreachable = {"on": False}
 
@@ -180,7 +182,7 @@ def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
 
     monkeypatch.setattr(_libbpf.Libbpf, "prog_run_on_cpu", refuse)
     cpu, _ = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
         assert c._config.proc_cache == 0
         assert any("per-process cache" in k for k in c.attach_failures)
@@ -192,10 +194,52 @@ def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
     assert int(counts[mine][0][cpus.index(cpu)]) == 10_000
 
 
+@pytest.mark.parametrize("cache", [True, False], ids=["per-CPU cache", "hash"])
+def test_exited_processes_leave_the_table_and_every_call_adds_up(
+    fork_calls: str, cache: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 short processes, 20 at a time between snapshots, through a table of 256 keys (they make about
+    2,000): each snapshot takes out the processes that had exited by the one before, so the table never
+    fills and nothing is lost. The first 64 rows taken out stay by pid, whole processes; the rest are
+    summed by name. Then 200 at once fill the table: what it could not take is lost, and counted. At every
+    snapshot the rows plus lost add up to the calls counted. (Only the snapshots take processes out here:
+    the thread that does it while the table fills is left out, so the sequence does not depend on timing.)
+    """
+    monkeypatch.setattr(SyscallCounter, "process_cache", cache)
+    monkeypatch.setattr(SyscallCounter, "_start_drainer", lambda self: None)
+    comm = os.path.basename(fork_calls)
+    rounds, children = 30, 20
+    with SyscallCounter(per_process=True, filters=Filters(comm=comm), proc_entries=256, proc_keep=64) as c:
+        assert c._config.proc_cache == cache
+        c.snapshot()
+        for _ in range(rounds):
+            subprocess.run([fork_calls, str(children), "7"], check=True, timeout=120)
+            snap = c.snapshot()
+            assert snap.procs is not None
+            assert int(snap.procs[1].sum()) + snap.lost.processes == int(snap.counts.sum())
+        table = c._proc_table
+        assert table is not None and table.kept_by_pid <= 64 and table.taken > 256
+        assert snap.lost.processes == 0
+        subprocess.run([fork_calls, "200", "7"], check=True, timeout=120)
+        full = c.snapshot()
+    assert full.procs is not None and full.lost.processes > 0
+    assert int(full.procs[1].sum()) + full.lost.processes == int(full.counts.sum())
+    assert snap.procs is not None
+    keys, counts = snap.procs
+    totals = counts.sum(axis=1)
+    prio = keys["slot"] == GETPRIORITY
+    assert int(totals[prio].sum()) == int(snap.counts[:, GETPRIORITY].sum()) == rounds * children * 7
+    folded = keys["tgid"] == FOLDED_TGID
+    assert set(keys["comm"][folded].tolist()) == {comm.encode()}, "summed by their name"
+    assert int(totals[prio & folded].sum()) > 0
+    for t in totals[prio & ~folded].tolist():
+        assert t == 7, "a process kept by pid has all its calls"
+
+
 @pytest.mark.parametrize("mode", ATTACH_MODES)
 def test_exact_count_each_attach_mode(mode: str) -> None:
     cpu, other = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     compat = True
     if mode == "tracepoint" and not syscount.kernel_features().task_pt_regs:
         # Before 5.15 the classic tracepoint cannot tell 32-bit calls apart: refused up front with
@@ -225,7 +269,7 @@ def test_errors_mode_counts_failures_by_errno() -> None:
 
 def test_failed_only_counts_only_failures() -> None:
     cpu, _ = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     with SyscallCounter(filters=Filters(comm=COMM, failed_only=True)) as c:
         run_workload(5000, cpu, "--fail", "300")
         snap = c.snapshot()
@@ -452,11 +496,11 @@ def test_maps_of_modes_not_asked_for_are_one_entry() -> None:
 NO_BTF_SCRIPT = """
 import json, os, subprocess, sys
 sys.path.insert(0, {src!r})
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 from percpu.syscalls import syscall_number
 from percpu.syscount import Filters, SyscallCounter
 assert not os.path.exists("/sys/kernel/btf/vmlinux")
-cpus = list(topology().possible)
+cpus = list(cpu_lists().possible)
 with SyscallCounter(filters=Filters(comm={comm!r}), per_process=True, errors=True, latency=True) as c:
     subprocess.run([sys.executable, {workload!r}, "20000", "{cpu}", "--comm", {comm!r}, "--fail", "33"],
                    check=True, capture_output=True)
@@ -600,7 +644,7 @@ def test_without_the_5_11_helpers_every_mode_counts_exactly(
 ) -> None:
     monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
     cpu, other = cpu_pair()
-    cpus = list(topology().possible)
+    cpus = list(cpu_lists().possible)
     with SyscallCounter(**OLD_KERNEL_MODES[mode]) as c:  # type: ignore[arg-type]
         assert c._config.task_btf == 0 and c._config.task_storage == 0
         before = c.snapshot()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 
 pytestmark = pytest.mark.kernel
 
@@ -52,7 +52,7 @@ def test_stat_per_process_on_selected_cpus_lists_only_what_ran_there() -> None:
     """Two pinned loops in one command, one on the selected CPU, one elsewhere: only the first's calls
     are listed. (A command's cgroup keeps other people's processes, and their churn through the
     per-process LRU map, out of the count.)"""
-    online = list(topology().online)
+    online = list(cpu_lists().online)
     cpu, other = online[-1], online[0]
     script = (
         f"{sys.executable} {WORKLOAD} {N} {cpu} --comm pcpu_sel && "
@@ -81,15 +81,15 @@ def test_stat_per_process_on_selected_cpus_lists_only_what_ran_there() -> None:
 
 
 def test_stat_by_core_and_node_puts_the_calls_in_the_cpus_groups() -> None:
-    cpu = list(topology().online)[-1]
-    lay = topology().layout()
+    cpu = list(cpu_lists().online)[-1]
+    topo = cpu_lists().topology()
     for by in ("core", "node"):
         obj = stat_with_workload(cpu, "--by", by, "-P")
         groups = obj["groups"]
         assert isinstance(groups, dict)
         mine = next(lab for lab, members in groups.items() if cpu in members)
-        assert mine == lay[cpu].label(by, lay.multi_die)
-        assert sorted(c for m in groups.values() for c in m) == list(lay.possible)
+        assert mine == topo[cpu].label(by, topo.multi_die)
+        assert sorted(c for m in groups.values() for c in m) == list(topo.possible)
         per = obj[f"per_{by}"]
         assert isinstance(per, dict) and sum(per.values()) == obj["total"]
         procs = obj["processes"]

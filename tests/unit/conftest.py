@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from percpu.cpus import CpuList, Topology
-from percpu.topo import CpuLayout, read_layout
+from percpu.cpus import CpuList, CpuLists
+from percpu.topo import CpuTopology, read_topology
 
 from .fake_kernel import FakeKernel, installed
 from .fake_topology import fake_sysfs
@@ -25,9 +25,9 @@ def make_sysfs(root: str, possible: str, online: str, present: str | None = None
 
 
 @pytest.fixture
-def sysfs(tmp_path: object) -> Callable[..., Topology]:
-    def make(possible: str, online: str, present: str | None = None) -> Topology:
-        return Topology(
+def sysfs(tmp_path: object) -> Callable[..., CpuLists]:
+    def make(possible: str, online: str, present: str | None = None) -> CpuLists:
+        return CpuLists(
             make_sysfs(os.path.join(str(tmp_path), possible.replace(",", "_")), possible, online, present)
         )
 
@@ -35,18 +35,18 @@ def sysfs(tmp_path: object) -> Callable[..., Topology]:
 
 
 @pytest.fixture(params=[("0,2-3", "0,2"), ("0-255", "0-3")], ids=["gaps-0,2-3", "256-possible-4-online"])
-def fake(request: pytest.FixtureRequest) -> Iterator[tuple[FakeKernel, Topology]]:
+def fake(request: pytest.FixtureRequest) -> Iterator[tuple[FakeKernel, CpuLists]]:
     """A fake machine, whole: with gapped CPU ids, and with 256 possible CPUs of which 4 are online. Its
     CPU lists (``topo``) are the ones percpu reads through the seam, so they agree with its count."""
     possible, online = (CpuList.parse(x).ids for x in request.param)
     kernel = FakeKernel(len(possible), cpu_ids=possible, online=online)
     with installed(kernel):
-        yield kernel, Topology(kernel.machine.cpu_root)
+        yield kernel, CpuLists(kernel.machine.cpu_root)
 
 
 @pytest.fixture
-def layout(tmp_path: Path) -> CpuLayout:
+def topology(tmp_path: Path) -> CpuTopology:
     """fake_topology's machine as percpu reads it: possible 0-3,6-9; cores {0,2} {1,3} {6}; nodes {0-3}
     {6,7}; CPU 7 offline, 8-9 absent; isolated 2 (cpuset partition), 3 (isolcpus) and 6 (nohz_full)."""
     cpu, node, cg = fake_sysfs(tmp_path)
-    return read_layout(cpu, node_root=node, cgroup_root=cg)
+    return read_topology(cpu, node_root=node, cgroup_root=cg)

@@ -1,6 +1,6 @@
 """A machine's shape as sysfs and cgroupfs files, for the tests of topo, views and plots: SMT, two NUMA
 nodes, two packages, isolated CPUs, cpuset partitions, an offline CPU and possible CPUs never brought up,
-with a gap in the possible list. ``layout`` in conftest.py is this machine read by ``read_layout``."""
+with a gap in the possible list. ``topology`` in conftest.py is this machine read by ``read_topology``."""
 
 from __future__ import annotations
 

@@ -17,8 +17,22 @@ from percpu import btf as btf_mod
 from percpu.btf import Btf, parse_btf
 from percpu.errors import PercpuError
 
+from .btf_kinds import pack_bits
+
 # Kinds and int encodings from include/uapi/linux/btf.h.
-INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+)
 FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = 12, 13, 14, 15, 16, 17, 18, 19
 INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
 HDR_LEN = 24
@@ -108,7 +122,8 @@ class BtfBuilder:
         return self.struct(name, size, members, kind=UNION)
 
     def enum(self, name: str, size: int, values: dict[str, int], signed: bool = False) -> int:
-        data = b"".join(struct.pack("<Ii" if signed else "<II", self.name(n), v) for n, v in values.items())
+        # The value's 32 bits whatever the sign: clang before 15 writes -3 unflagged, as 0xfffffffd.
+        data = b"".join(struct.pack("<II", self.name(n), v & 0xFFFFFFFF) for n, v in values.items())
         return self.add(ENUM, name, size, vlen=len(values), kflag=signed, data=data)
 
     def enum64(self, name: str, values: dict[str, int], signed: bool = False) -> int:
@@ -186,15 +201,24 @@ def test_int_widths_and_signedness(size: int, enc: int, expected: str) -> None:
     assert btf.size(tid) == size
 
 
-def test_int_wider_than_numpy_is_raw_bytes_and_narrow_int_has_no_dtype() -> None:
+def test_int_wider_than_numpy_or_narrower_than_its_bytes_keeps_its_raw_storage() -> None:
     b = BtfBuilder()
     i128 = b.int_("__int128", 16, INT_SIGNED)
     narrow = b.int_("u3", 4, bits=3)
-    shifted = b.int_("shifted", 4, bits=32, bit_offset=8)
+    offset = b.int_("at8", 4, bits=24, bit_offset=8)
+    past = b.int_("shifted", 4, bits=32, bit_offset=8)
     btf = b.parse()
     assert btf.dtype(i128) == np.dtype((np.void, 16))
-    assert btf.dtype(narrow) is None
-    assert btf.dtype(shifted) is None
+    # numpy has no 3-bit integer: the bytes stay raw, and Btf.value() reads the bits.
+    assert btf.dtype(narrow) == np.dtype((np.void, 4))
+    assert btf.dtype(offset) == np.dtype((np.void, 4))
+    assert btf.value(narrow, bytes([0xFF, 0xFF, 0, 0])) == 7
+    assert btf.value(offset, bytes([0xFF, 1, 2, 3])) == 0x030201
+    assert btf.value(i128, ((1 << 128) - 5).to_bytes(16, "little")) == -5
+    with pytest.raises(PercpuError, match=r"holds 32 bits from bit 8, past its 4 bytes"):
+        btf.dtype(past)
+    with pytest.raises(PercpuError, match=r"holds 32 bits from bit 8, past its 4 bytes"):
+        btf.value(past, bytes(4))
 
 
 def test_typedef_const_volatile_chain_resolves_to_the_int() -> None:
@@ -371,7 +395,7 @@ def test_anonymous_members_get_positional_names() -> None:
     assert btf.type_name(anon) == "struct (anonymous)"
 
 
-def test_struct_with_bitfield_member_has_no_dtype() -> None:
+def test_struct_with_bitfields_keeps_its_raw_storage() -> None:
     b = BtfBuilder()
     u32 = b.int_("u32", 4)
     # struct { u32 a; u32 b:3; u32 c:5; }, with kind_flag: bitfield_size << 24 | bit_offset
@@ -383,7 +407,8 @@ def test_struct_with_bitfield_member_has_no_dtype() -> None:
     old = b.struct("old", 8, [("a", u32, 0), ("b", u3, 32)])
     unaligned = b.struct("unaligned", 8, [("a", u32, 0), ("b", u32, 33)])
     btf = b.parse()
-    assert btf.dtype(s) is None
+    # numpy has no field of a few bits: the dtype is the struct's bytes, which Btf.value() decodes.
+    assert btf.dtype(s) == np.dtype((np.void, 8))
     assert btf.size(s) == 8
     assert btf.describe(s).splitlines()[1:4] == [
         "    u32 a;  /* offset 0 */",
@@ -392,14 +417,16 @@ def test_struct_with_bitfield_member_has_no_dtype() -> None:
     ]
     assert btf.dtype(plain) == dt({"names": ["a", "b"], "formats": ["<u4", "<u4"], "offsets": [0, 4],
                                     "itemsize": 8})  # fmt: skip
-    assert btf.dtype(old) is None
-    assert btf.dtype(unaligned) is None
-    # An array of such structs, or a struct holding one, has no dtype either.
-    wrap = b.struct("wrap", 16, [("x", s, 0), ("y", s, 64)])
+    assert btf.dtype(old) == np.dtype((np.void, 8))
+    assert btf.dtype(unaligned) == np.dtype((np.void, 8))
+    # A struct holding one keeps its other fields, the bitfield struct as bytes; an array of them too.
+    u64 = b.int_("u64", 8)
+    wrap = b.struct("wrap", 16, [("x", u64, 0), ("y", s, 64)])
     arr = b.array(s, 2)
     btf = b.parse()
-    assert btf.dtype(wrap) is None
-    assert btf.dtype(arr) is None
+    assert btf.dtype(wrap) == dt({"names": ["x", "y"], "formats": ["<u8", "V8"], "offsets": [0, 8],
+                                   "itemsize": 16})  # fmt: skip
+    assert btf.dtype(arr) == np.dtype(("V8", (2,)))
 
 
 def test_union_is_opaque_bytes_of_its_size() -> None:
@@ -424,7 +451,7 @@ def test_union_is_opaque_bytes_of_its_size() -> None:
 def test_enum_is_an_integer_of_its_width(size: int, signed: bool) -> None:
     b = BtfBuilder()
     values = (
-        {"NEG": -1, "ZERO": 0, "TWO": 2} if signed else {"ZERO": 0, "BIG": 0xFFFFFFFF if size >= 4 else 9}
+        {"NEG": -1, "ZERO": 0, "TWO": 2} if signed else {"ZERO": 0, "BIG": 0x7FFFFFFF if size >= 4 else 9}
     )
     e = b.enum("proto", size, values, signed=signed)
     btf = b.parse()
@@ -451,6 +478,262 @@ def test_enum_values_of_a_non_enum_is_empty() -> None:
     b = BtfBuilder()
     u32 = b.int_("u32", 4)
     assert b.parse().enum_values(u32) == {}
+
+
+# --- exact decoding: Btf.value() --------------------------------------------------------------------------
+
+
+def test_value_decodes_kind_flag_bitfields_signed_and_unsigned() -> None:
+    """struct { int s4:4; unsigned u3:3; enum color c4:4; long long s40:40; unsigned long long u21:21;
+    _Bool flag:1; } as clang emits it: kind_flag set, each member's bitfield size beside its bit offset."""
+    b = BtfBuilder()
+    int_ = b.int_("int", 4, INT_SIGNED)
+    uint = b.int_("unsigned int", 4)
+    color = b.enum("color", 4, {"RED": 1, "GREEN": 7, "BLUE": -3}, signed=True)
+    s64 = b.int_("long long", 8, INT_SIGNED)
+    u64 = b.int_("unsigned long long", 8)
+    bool_ = b.int_("_Bool", 1, INT_BOOL)
+    members = [("s4", int_, 0, 4), ("u3", uint, 4, 3), ("c4", color, 7, 4), ("s40", s64, 11, 40),
+               ("u21", u64, 64, 21), ("flag", bool_, 85, 1)]  # fmt: skip
+    bits = b.struct("bits", 16, members, kflag=True)
+    btf = b.parse()
+    raw = pack_bits(16, [(0, 4, -3), (4, 3, 5), (7, 4, -3), (11, 40, -123456789012), (64, 21, 0x1ABCDE),
+                         (85, 1, 1)])  # fmt: skip
+    v = btf.value(bits, raw)
+    assert v == {"s4": -3, "u3": 5, "c4": -3, "s40": -123456789012, "u21": 0x1ABCDE, "flag": True}
+    assert isinstance(v["c4"], btf_mod.EnumValue) and v["c4"].name == "BLUE"
+    assert v["flag"] is True
+    # The extremes of each width: a signed field's top bit is its sign, an unsigned one's is not.
+    raw = pack_bits(16, [(0, 4, -8), (4, 3, 7), (7, 4, 7), (11, 40, (1 << 39) - 1), (64, 21, (1 << 21) - 1)])
+    v = btf.value(bits, raw)
+    assert (v["s4"], v["u3"], v["c4"], v["s40"], v["u21"], v["flag"]) == (-8, 7, 7, (1 << 39) - 1,
+                                                                           (1 << 21) - 1, False)  # fmt: skip
+    assert v["c4"].name == "GREEN"
+
+
+def test_value_decodes_bitfields_of_the_encoding_before_kind_flag() -> None:
+    """Without kind_flag a bitfield's int type carries its width and a bit offset of its own
+    (Documentation/bpf/btf.rst: member at bit 100, int offset 2, 4 bits -> bits 102..105)."""
+    b = BtfBuilder()
+    s4 = b.int_("int", 4, INT_SIGNED, bits=4)
+    u4_at2 = b.int_("unsigned int", 4, bits=4, bit_offset=2)
+    u32 = b.int_("unsigned int", 4)
+    color = b.enum("color", 4, {"RED": 1, "BLUE": -3})  # no kind_flag: a negative enumerator
+    s = b.struct("old", 24, [("a", s4, 0), ("b", u4_at2, 100), ("whole", u32, 33), ("e", color, 129)])
+    btf = b.parse()
+    assert btf.dtype(s) == np.dtype((np.void, 24))
+    raw = pack_bits(24, [(0, 4, -3), (102, 4, 9), (33, 32, 0xDEADBEEF), (129, 32, -3)])
+    v = btf.value(s, raw)
+    assert v == {"a": -3, "b": 9, "whole": 0xDEADBEEF, "e": -3}
+    assert v["e"].name == "BLUE"
+
+
+def test_enum_names_and_signedness() -> None:
+    b = BtfBuilder()
+    # clang before 15 (and libbpf loading into a kernel before 6.0): no kind_flag, values as __s32.
+    color = b.enum("color", 4, {"RED": 1, "GREEN": 7, "BLUE": -3})
+    level = b.enum("level", 4, {"LOW": 0, "HIGH": 2})
+    alias = b.enum("alias", 4, {"FIRST": 5, "SAME": 5})
+    tiny = b.enum("tiny", 1, {"M1": -1, "ONE": 1})  # a packed enum: its value sign-extended to 32 bits
+    btf = b.parse()
+    assert not btf.enum_signed(level) and btf.enum_signed(color) and btf.enum_signed(tiny)
+    assert btf.dtype(color) == np.dtype("<i4") and btf.dtype(level) == np.dtype("<u4")
+    assert btf.enum_values(color) == {1: "RED", 7: "GREEN", -3: "BLUE"}
+    assert btf.enum_values(alias) == {5: "FIRST"}  # the first enumerator of a value names it
+    for tid, raw, want, name in [
+        (color, struct.pack("<i", -3), -3, "BLUE"),
+        (color, struct.pack("<i", 7), 7, "GREEN"),
+        (color, struct.pack("<i", -9), -9, None),  # no enumerator: the number, with its sign
+        (level, struct.pack("<I", 0xFFFFFFFD), 0xFFFFFFFD, None),
+        (alias, struct.pack("<I", 5), 5, "FIRST"),
+        (tiny, b"\xff", -1, "M1"),
+    ]:
+        v = btf.value(tid, raw)
+        assert (v, v.name, repr(v)) == (want, name, name or str(want))
+        assert type(v) is btf_mod.EnumValue
+
+
+def test_enum_kind_flag_marks_signedness_where_the_blob_has_it() -> None:
+    """With the kind_flag (Linux 6.0, clang 15, pahole 1.24) an unmarked enum is unsigned, even one whose
+    enumerator has the top bit set; enum64 holds 64-bit values, signed or not."""
+    b = BtfBuilder()
+    signed = b.enum("s", 4, {"NEG": -3, "POS": 3}, signed=True)
+    top = b.enum("flags", 4, {"LOW": 1, "TOP": 0x80000000})
+    wide = b.enum64("wide", {"BIG": 1 << 40, "TOP": (1 << 64) - 1})
+    swide = b.enum64("swide", {"NEG": -(1 << 40), "HUGE": (1 << 62)}, signed=True)
+    btf = b.parse()
+    assert btf.enum_signed(signed) and not btf.enum_signed(top) and not btf.enum_signed(wide)
+    assert btf.enum_signed(swide)
+    assert btf.dtype(top) == np.dtype("<u4") and btf.dtype(swide) == np.dtype("<i8")
+    assert btf.value(top, struct.pack("<I", 0x80000001)) == 0x80000001
+    assert btf.value(top, struct.pack("<I", 0x80000000)).name == "TOP"
+    assert btf.value(wide, struct.pack("<Q", (1 << 64) - 1)).name == "TOP"
+    assert btf.value(wide, struct.pack("<Q", 1 << 41)) == 1 << 41
+    v = btf.value(swide, struct.pack("<q", -(1 << 40)))
+    assert (v, v.name) == (-(1 << 40), "NEG")
+    assert btf.value(swide, struct.pack("<q", -1)) == -1
+    # An enum64 alone marks the blob too (no compiler that writes one leaves a signed enum unmarked).
+    b = BtfBuilder()
+    top = b.enum("flags", 4, {"TOP": 0x80000000})
+    b.enum64("wide", {"BIG": 1 << 40})
+    assert not b.parse().enum_signed(top)
+    b = BtfBuilder()
+    top = b.enum("flags", 4, {"TOP": 0x80000000})
+    assert b.parse().enum_signed(top)  # no mark anywhere: __s32 0x80000000 is negative
+
+
+def test_value_decodes_every_member_of_a_union() -> None:
+    b = BtfBuilder()
+    u32 = b.int_("u32", 4)
+    s32 = b.int_("s32", 4, INT_SIGNED)
+    f32 = b.add(FLOAT, "float", 4)
+    u8 = b.typedef("__u8", b.int_("unsigned char", 1))
+    u16 = b.int_("u16", 2)
+    un = b.union("word", 4, [("u", u32, 0), ("s", s32, 0), ("f", f32, 0), ("b", b.array(u8, 4), 0),
+                             ("hi", u16, 16)])  # fmt: skip
+    outer = b.struct("outer", 8, [("tag", u32, 0), ("", un, 32)])
+    btf = b.parse()
+    raw = struct.pack("<f", -1.5)
+    assert btf.value(un, raw) == {"u": 0xBFC00000, "s": -1077936128, "f": -1.5, "b": [0, 0, 0xC0, 0xBF],
+                                  "hi": 0xBFC0}  # fmt: skip
+    assert btf.value(outer, b"\x07\0\0\0" + raw)["_anon1"]["f"] == -1.5  # as dtype() names it
+
+
+def test_value_decodes_floats_exactly() -> None:
+    b = BtfBuilder()
+    sizes = (("_Float16", 2), ("float", 4), ("double", 8), ("long double", 16))
+    f16, f32, f64, f128 = (b.add(FLOAT, n, size) for n, size in sizes)
+    btf = b.parse()
+    assert btf.value(f16, struct.pack("<e", -0.5)) == -0.5
+    assert btf.value(f32, struct.pack("<f", 0.1)) == float(np.float32(0.1))  # the float's own value
+    assert btf.value(f64, struct.pack("<d", -2.5e-300)) == -2.5e-300
+    assert btf.value(f64, struct.pack("<d", float("-inf"))) == float("-inf")
+    nan = btf.value(f32, struct.pack("<I", 0x7FC00001))
+    assert isinstance(nan, btf_mod.NanValue) and (nan.bits, nan.size) == (0x7FC00001, 4)
+    assert btf.value(f16, struct.pack("<H", 0xFE00)).bits == 0xFE00
+    raw = bytes(range(16))
+    v = btf.value(f128, raw)
+    assert v == raw and isinstance(v, btf_mod.RawBytes)  # no Python type holds it: its bytes
+    assert btf.dtype(f128) == np.dtype("V16")
+
+
+def test_value_keeps_every_byte_of_a_char_array() -> None:
+    b = BtfBuilder()
+    char = b.int_("char", 1, INT_SIGNED)
+    name = b.array(char, 6)
+    names = b.array(b.array(char, 4), 2)
+    btf = b.parse()
+    v = btf.value(name, b"ab\0cd\xff")
+    assert v == b"ab\0cd\xff" and isinstance(v, btf_mod.CharArray) and v.c_string == b"ab"
+    assert btf.value(names, b"xyz\0w\0\0\0") == [b"xyz\0", b"w\0\0\0"]
+
+
+def test_value_follows_typedef_const_volatile_restrict_and_type_tag() -> None:
+    b = BtfBuilder()
+    s16 = b.int_("short", 2, INT_SIGNED)
+    cv = b.typedef("cv_s16", b.const(b.volatile(b.typedef("__s16", s16))))
+    ptr = b.add(RESTRICT, "", b.ptr(b.int_("char", 1, INT_SIGNED)))
+    tagged = b.ptr(b.add(TYPE_TAG, "user", b.int_("int", 4, INT_SIGNED)))
+    s = b.struct("q", 24, [("cv", cv, 0), ("rp", ptr, 64), ("tp", tagged, 128)])
+    btf = b.parse()
+    raw = struct.pack("<h6xQQ", -2, 0xFFFF888012345678, 0)
+    assert btf.value(s, raw) == {"cv": -2, "rp": 0xFFFF888012345678, "tp": 0}
+    assert btf.type_name(ptr) == "restrict char *"
+    assert btf.type_name(tagged) == "int *"  # a type tag is an annotation, not part of the C name
+
+
+def test_value_of_ints_booleans_and_raw_bytes() -> None:
+    b = BtfBuilder()
+    u128 = b.int_("unsigned __int128", 16)
+    bool_ = b.int_("_Bool", 1, INT_BOOL)
+    i24 = b.int_("i24", 3, INT_SIGNED)
+    empty = b.struct("", 4, [])  # what libbpf puts where a kernel before 5.13 has no BTF float
+    btf = b.parse()
+    assert btf.value(u128, ((1 << 128) - 6).to_bytes(16, "little")) == (1 << 128) - 6
+    assert btf.value(bool_, b"\x01") is True and btf.value(bool_, b"\x00") is False
+    assert btf.value(bool_, b"\x02") == 2  # the byte the program wrote, not True
+    assert btf.value(i24, b"\xfe\xff\xff") == -2
+    v = btf.value(empty, b"\xcd\xcc\xcc\x3d")
+    assert v == b"\xcd\xcc\xcc\x3d" and isinstance(v, btf_mod.RawBytes)
+
+
+def _inner(b: BtfBuilder, u32: int) -> int:
+    return b.struct("t", 4, [("x", u32, 0)])
+
+
+@pytest.mark.parametrize(
+    ("what", "build", "message"),
+    [
+        ("member past the end", lambda b, u32: b.struct("s", 4, [("a", u32, 32)]), "lies past the 4 bytes"),
+        ("bitfield past the end", lambda b, u32: b.struct("s", 4, [("a", u32, 30, 3)], kflag=True),
+         "3 bits at bit 30"),
+        ("bitfield of a struct", lambda b, u32: b.struct("s", 8, [("a", _inner(b, u32), 0, 3)], kflag=True),
+         "its type is struct"),
+        ("struct at a bit offset", lambda b, u32: b.struct("s", 8, [("a", _inner(b, u32), 3)]),
+         "its type is struct"),
+        ("two members of one name", lambda b, u32: b.struct("s", 8, [("a", u32, 0), ("a", u32, 32)]),
+         "two members named 'a'"),
+        ("a function", lambda b, u32: b.add(FUNC_PROTO, "", u32), "has no value to decode"),
+        ("2**32-1 empty structs", lambda b, u32: b.array(b.struct("e", 0, []), 0xFFFFFFFF),
+         "more than 65,536 values"),
+        ("100,000 u32", lambda b, u32: b.array(u32, 100_000), "more than 65,536 values"),
+    ],
+)  # fmt: skip
+def test_value_refuses_what_cannot_be_decoded_with_a_typed_error(
+    what: str, build: Callable[[BtfBuilder, int], int], message: str
+) -> None:
+    b = BtfBuilder()
+    t = build(b, b.int_("u32", 4))
+    btf = b.parse()
+    with pytest.raises(btf_mod.BtfError, match=message):
+        btf.value(t, bytes(min(btf.size(t), 1 << 20)) if btf.type(t).kind != "func_proto" else b"")
+
+
+def test_value_needs_all_the_bytes_of_its_type() -> None:
+    b = BtfBuilder()
+    u64 = b.int_("u64", 8)
+    with pytest.raises(
+        btf_mod.BtfError, match=r"4 bytes given for a value of BTF type 1 \(u64\), which has 8"
+    ):
+        b.parse().value(u64, bytes(4))
+
+
+def test_value_decoders_are_built_once_per_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    b, top = _dag(5)  # 8**5 u64 leaves: 37,449 values, one decoder per type
+    btf = b.parse()
+    built: list[int] = []
+    real = Btf._build_decoder
+
+    def counting(self: Btf, type_id: int, depth: int, busy: set[int]) -> Any:
+        built.append(type_id)
+        return real(self, type_id, depth, busy)
+
+    monkeypatch.setattr(Btf, "_build_decoder", counting)
+    raw = np.arange(8**5, dtype="<u8").tobytes()
+    v = btf.value(top, raw)
+    assert sorted(built) == list(range(1, top + 1))
+    assert v["f7"]["f7"]["f7"]["f7"]["f7"] == 8**5 - 1
+    with pytest.raises(btf_mod.BtfError, match="more than 65,536 values"):
+        b6, top6 = _dag(6)
+        b6.parse().value(top6, bytes(8 * 8**6))
+
+
+def test_btf_codec_takes_enumerator_names_and_refuses_what_numpy_cannot_hold() -> None:
+    b = BtfBuilder()
+    color = b.enum("color", 4, {"RED": 1, "BLUE": -3})
+    u32 = b.int_("u32", 4)
+    bits = b.struct("bits", 4, [("a", u32, 0, 3)], kflag=True)
+    btf = b.parse()
+    codec = btf_mod.btf_codec(btf, color, 4)
+    assert codec is not None
+    assert codec.encode("BLUE") == struct.pack("<i", -3) and codec.encode(7) == struct.pack("<i", 7)
+    with pytest.raises(PercpuError, match=r"'GREEN' is not an enumerator of enum color \(RED, BLUE\)"):
+        codec.encode("GREEN")
+    codec = btf_mod.btf_codec(btf, bits, 4)
+    assert codec is not None and codec.value(b"\x05\0\0\0") == {"a": 5}
+    assert codec.encode(memoryview(b"\x05\0\0\0")) == codec.encode(bytearray(b"\x05\0\0\0")) == b"\x05\0\0\0"
+    with pytest.raises(PercpuError, match=r"numpy has no exact layout for it .* give its 4 bytes"):
+        codec.encode({"a": 5})
 
 
 # --- split BTF -------------------------------------------------------------------------------------------
@@ -508,13 +791,18 @@ def test_codec_from_btf(monkeypatch: pytest.MonkeyPatch) -> None:
     s = b.struct("stat_val", 8, [("hits", u32, 0), ("misses", u32, 32)])
     bits = b.struct("bits", 4, [("a", u32, 0, 1)], kflag=True)
     loop = b.add(TYPEDEF, "loop", b.next_id)
+    fwd = b.add(FWD, "opaque")
     btf = b.parse()
     monkeypatch.setattr(btf_mod, "load_btf", lambda _btf_id: btf)
     codec = btf_mod.codec_from_btf(1, s, 8)
     assert codec is not None and codec.size == 8 and codec.name == "struct stat_val"
     assert btf_mod.codec_from_btf(1, s, 16) is None  # the map's own size disagrees
-    assert btf_mod.codec_from_btf(1, bits, 4) is None
+    # Bitfields: the raw storage, named by its type, given and returned as bytes.
+    codec = btf_mod.codec_from_btf(1, bits, 4)
+    assert codec is not None and codec.dtype == np.dtype("V4") and codec.name == "struct bits"
+    assert codec.encode(b"\x01\0\0\0") == b"\x01\0\0\0"
     assert btf_mod.codec_from_btf(1, loop, 4) is None
+    assert btf_mod.codec_from_btf(1, fwd, 4) is None
     assert btf_mod.codec_from_btf(1, 99, 4) is None
 
 
@@ -651,6 +939,15 @@ def test_reference_cycle_raises_percpu_error(name: str, method: str) -> None:
         return
     with pytest.raises(PercpuError, match=r"reference cycle\?"):
         call(ids[name])
+
+
+@pytest.mark.parametrize("name", ["typedef to itself", "const to itself", "array of itself",
+                                  "struct holding itself", "typedef/const loop"])  # fmt: skip
+def test_reference_cycle_in_a_value_raises_percpu_error(name: str) -> None:
+    btf, ids = _cycles()
+    # The struct holds itself past its own 8 bytes: refused for that before the cycle is reached.
+    with pytest.raises(PercpuError, match=r"reference cycle\?|lies past the 8 bytes"):
+        btf.value(ids[name], bytes(64))
 
 
 # --- shared types, huge layouts: linear time, typed errors -----------------------------------------------

@@ -10,6 +10,8 @@ from percpu import _elf
 from percpu.btf import Btf, btf_codec, parse_btf
 from percpu.objects import bundled
 
+from .btf_kinds import SIZE, kinds_raw
+
 INT_SIGNED, INT_CHAR = 1, 2
 
 
@@ -55,3 +57,21 @@ def test_u8_array_in_test_maps_stays_numbers() -> None:
     assert d is not None and d.fields is not None
     assert d.fields["tag"] == (np.dtype(("u1", (3,))), 23)  # __u8 tag[3]
     assert d.itemsize == 32
+
+
+def test_clang_14_writes_a_negative_enumerator_without_a_sign_flag() -> None:
+    """The fact the enum rule rests on: this machine's clang writes BLUE = -3 as val=4294967293 and no
+    kind_flag; percpu reads the enum as signed (an enumerator is negative) and names the value."""
+    btf = obj_btf("test_maps.bpf.o")
+    color = btf.find("color", "enum")
+    t = btf.type(color)
+    assert not t.kind_flag and dict(t.extra)["BLUE"] == 0xFFFFFFFD
+    assert btf.enum_signed(color) and btf.dtype(color) == np.dtype("<i4")
+    assert btf.enum_values(color) == {1: "RED", 7: "GREEN", -3: "BLUE"}
+    kinds = btf.find("kinds_val", "struct")
+    bits = btf.type(btf.find("bits", "struct"))
+    assert bits.kind_flag  # clang writes bitfields in the kind_flag encoding
+    d = btf.dtype(kinds)
+    assert d is not None and d.itemsize == SIZE and d["bits"] == np.dtype("V16")
+    v = btf.value(kinds, kinds_raw(0))
+    assert v["bits"]["c4"].name == "BLUE" and v["color"] == -3 and v["name"].c_string == b"ab"

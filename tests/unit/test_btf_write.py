@@ -19,13 +19,13 @@ import percpu
 from percpu import _uapi
 from percpu.btf import Btf, parse_btf
 from percpu.btf_write import BtfWriter, map_btf, unrepresentable
-from percpu.cpus import Topology
+from percpu.cpus import CpuLists
 from percpu.maps import CGROUP_STORAGE_KEY
 from percpu.values import Int, codec_for
 
 from .fake_kernel import FakeKernel
 
-Fake = tuple[FakeKernel, Topology]
+Fake = tuple[FakeKernel, CpuLists]
 
 
 def written(spec: Any, name: str = "") -> tuple[Btf, int]:

@@ -15,7 +15,7 @@ from percpu.cli import build_parser, doctor, main
 
 from .fake_kernel import FakeKernel, FakeMachine, installed
 
-N = len(percpu.topology().possible)  # doctor sizes buffers from the real sysfs list
+N = len(percpu.cpu_lists().possible)  # doctor sizes buffers from the real sysfs list
 
 
 ALL_CAPS = (1 << 21) | (1 << 38) | (1 << 39)

@@ -13,7 +13,7 @@ from percpu.layout import Layout
 
 from .fake_kernel import FakeKernel, installed
 
-N = len(percpu.topology().possible)  # explain sizes its buffer from the real sysfs list
+N = len(percpu.cpu_lists().possible)  # explain sizes its buffer from the real sysfs list
 
 
 class OverrunKernel(FakeKernel):

@@ -12,7 +12,7 @@ from percpu.cli import build_parser, main
 
 from .fake_kernel import FakeKernel, installed
 
-N = len(percpu.topology().possible)  # maps sizes a lookup from the real sysfs list
+N = len(percpu.cpu_lists().possible)  # maps sizes a lookup from the real sysfs list
 
 
 def test_maps_lists_the_bytes_a_lookup_writes(capsys: pytest.CaptureFixture[str]) -> None:

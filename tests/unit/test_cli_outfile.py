@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from percpu.cli import _options, main
+from percpu import cli
+from percpu.cli import _options, _outfile, main
 from percpu.cli._outfile import ReportFile
 from percpu.errors import NotSupported, PercpuError
 from percpu.syscount import SyscallCounter
@@ -183,3 +186,44 @@ def test_a_missing_device_is_refused_not_created(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(PercpuError, match="-o /dev/percpu-no-such-device: No such file or directory"):
         ReportFile("/dev/percpu-no-such-device", "-o")
     assert not os.path.exists("/dev/percpu-no-such-device")
+
+
+def test_a_write_that_fails_names_the_file() -> None:
+    """`-o /dev/full` said only "percpu: No space left on device"."""
+    f = ReportFile("/dev/full", "-o")
+    f.write("a report\n")
+    with pytest.raises(PercpuError, match=r"^-o /dev/full: No space left on device$") as exc:
+        f.flush()
+    assert exc.value.errno == errno.ENOSPC
+    f.close()
+
+
+def test_a_closed_standard_fd_is_opened_on_dev_null_first() -> None:
+    """With fd 2 closed Python has no sys.stderr, print(file=None) writes to stdout, and the next file
+    opened gets number 2."""
+    code = (
+        "import os, sys\n"
+        "from percpu.cli._outfile import open_standard_fds, stdout_closed\n"
+        "assert sys.stderr is None\n"
+        "print(sorted(open_standard_fds()), stdout_closed())\n"
+        "print('a note for stderr', file=sys.stderr)\n"
+        "print(os.readlink('/proc/self/fd/2'), os.open('/dev/null', os.O_RDONLY) > 2)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.close(2),
+    )
+    assert r.returncode == 0
+    assert r.stdout == "[2] False\n/dev/null True\n"
+
+
+def test_standard_output_closed_at_the_start_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_outfile, "_closed_at_start", frozenset({1}))
+    monkeypatch.setattr(cli, "open_standard_fds", lambda: frozenset({1}))
+    with pytest.raises(PercpuError, match="standard output was closed when percpu started") as exc:
+        ReportFile("-", "-o")
+    assert exc.value.errno == errno.EBADF
+    assert main(["top", "-b", "--count", "1"]) == 1  # before anything is loaded

@@ -12,6 +12,7 @@ import pytest
 from percpu.cli import _report
 from percpu.syscount import (
     ERR_KEY,
+    FOLDED_TGID,
     LAT_KEY,
     PROC_KEY,
     Lost,
@@ -38,7 +39,17 @@ def test_json_and_csv() -> None:
     assert obj["syscalls"][0] == {"name": "read", "slot": 0, "total": 9, "per_cpu": {"0": 0, "2": 0, "3": 9}}
     rows = list(csv.reader(io.StringIO(_report.csv_rows(d, end_time=1.0, header=True))))
     assert rows[0] == list(_report.CSV_HEADER)
-    assert [(r[2], r[3], r[4]) for r in rows[1:]] == [("3", "read", "9"), ("2", "write", "3")]
+    got = [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+    assert [(r["cpu"], r["syscall"], r["calls"]) for r in got if r["record"] == "syscall"] == [
+        ("3", "read", "9"),
+        ("2", "write", "3"),
+    ]
+    # Every CPU has its total row, zeros included: an interval without calls is still in the file.
+    assert [(r["cpu"], r["calls"]) for r in got if r["record"] == "total"] == [
+        ("0", "0"),
+        ("2", "3"),
+        ("3", "9"),
+    ]
 
 
 def test_error_and_latency_tables() -> None:
@@ -122,3 +133,114 @@ def test_lost_calls_are_reported_in_text_and_json() -> None:
         "skipped": 0,
     }
     assert "not counted" not in _report.table(snap(1.0, {(0, 0): 1}).since_start())
+
+
+def every_dimension() -> SyscallDelta:
+    """An interval with each dimension a report can carry: per-process (a name that is not UTF-8 among
+    them), errno, latency, calls a full table lost, numbers outside the table."""
+    pk = np.zeros(3, dtype=PROC_KEY)
+    pk["tgid"], pk["slot"], pk["comm"] = [100, 100, 200], [0, 110, 1], [b"reader", b"reader", b"w\xffx"]
+    procs = (pk, np.array([[5, 0, 4], [0, 30, 0], [0, 3, 0]], np.uint64))
+    ek = np.zeros(2, dtype=ERR_KEY)
+    ek["slot"], ek["err"] = [0, 1], [9, 2]
+    errors = (ek, np.array([[2, 0, 1], [0, 1, 0]], np.uint64))
+    lk = np.zeros(2, dtype=LAT_KEY)
+    lk["slot"], lk["bucket"] = [110, 110], [6, 9]
+    latency = (lk, np.array([[10, 0, 0], [0, 20, 0]], np.uint64))
+    counts = {(0, 0): 5, (2, 0): 4, (1, 110): 30, (1, 1): 3}
+    return snap(
+        1.0, counts, procs=procs, errors=errors, latency=latency, dropped=2, lost=Lost(processes=6, errors=1)
+    ).since_start()
+
+
+def csv_records(text: str) -> dict[str, list[dict[str, str]]]:
+    out: dict[str, list[dict[str, str]]] = {}
+    for r in csv.DictReader(io.StringIO(text)):
+        out.setdefault(r["record"], []).append(r)
+    return out
+
+
+@pytest.mark.parametrize("top", [None, 1])
+def test_csv_carries_every_count_json_carries(top: int | None) -> None:
+    """-P -e -L in CSV wrote only (cpu, syscall) rows: the per-process, errno and latency counts, the
+    lost calls and the warnings that JSON carries were dropped without a word. And with -n, JSON listed
+    the busiest N syscalls while CSV listed all: -n now means the same in both, the rest summed."""
+    d = every_dimension()
+    caveat = _report.Caveat("own-process-only", "only the command's own process was counted")
+    obj = json.loads(
+        json.dumps(_report.to_json(d, end_time=5.0, attach="tp_btf", top=top, run_caveats=[caveat]))
+    )
+    text = _report.csv_rows(d, end_time=5.0, header=True, attach="tp_btf", top=top, run_caveats=[caveat])
+    rec = csv_records(text)
+    assert set(obj) <= set(_report.CSV_RECORDS), "a JSON key that CSV does not carry"
+    assert rec["attach"][0]["code"] == "tp_btf"
+    assert {r["cpu"]: int(r["calls"]) for r in rec["total"]} == obj["per_cpu"]
+    assert sum(int(r["calls"]) for r in rec["total"]) == obj["total"] == 42
+    json_calls = {(s["name"], c): n for s in obj["syscalls"] for c, n in s["per_cpu"].items() if n}
+    assert {(r["syscall"], r["cpu"]): int(r["calls"]) for r in rec["syscall"]} == json_calls
+    listed = sum(s["total"] for s in obj["syscalls"])
+    if top is None:
+        assert "other" not in obj and "other" not in rec and listed == 42
+    else:
+        assert [s["name"] for s in obj["syscalls"]] == ["getppid"]  # the busiest, 30 calls
+        assert obj["other"] == {"syscalls": 2, "total": 12, "per_cpu": {"0": 5, "2": 3, "3": 4}}
+        assert {r["cpu"]: int(r["calls"]) for r in rec["other"]} == {"0": 5, "2": 3, "3": 4}
+        assert listed + obj["other"]["total"] == obj["total"]
+    procs = {(p["pid"], p["syscall"], c): n for p in obj["processes"] for c, n in p["per_cpu"].items() if n}
+    assert {(int(r["pid"]), r["syscall"], r["cpu"]): int(r["calls"]) for r in rec["process"]} == procs
+    assert {r["comm"] for r in rec["process"]} == {"reader", "w\\xffx"}  # escaped as the table shows it
+    errs = {(e["syscall"], e["errno"], e["error"]): e["total"] for e in obj["errors"]}
+    assert {(r["syscall"], int(r["errno"]), r["error"]): int(r["calls"]) for r in rec["error"]} == errs
+    lat = {(x["syscall"], b): n for x in obj["latency"] for b, n in x["log2_ns_buckets"].items()}
+    assert {(r["syscall"], r["log2_ns"]): int(r["calls"]) for r in rec["latency"]} == lat
+    assert {r["code"]: int(r["calls"]) for r in rec["lost"]} == obj["lost"]
+    assert [int(r["calls"]) for r in rec["dropped"]] == [obj["dropped"]] == [2]
+    codes = ["lost.processes", "lost.errors", "dropped", "own-process-only"]
+    assert [w["code"] for w in obj["warnings"]] == codes
+    assert [(r["code"], r["text"]) for r in rec["warning"]] == [
+        (w["code"], w["text"]) for w in obj["warnings"]
+    ]
+
+
+def test_json_warnings_carry_every_caveat_with_a_code() -> None:
+    """A machine reader must not have to parse the table's footer or stderr: each caveat is a field."""
+    d = every_dimension()
+    left = _report.Caveat("left-running", "the command left 3 process(es) running", 3)
+    obj = _report.to_json(d, end_time=0.0, attach=None, run_caveats=[left])
+    by_code = {w["code"]: w for w in obj["warnings"]}
+    assert by_code["lost.processes"]["count"] == 6
+    assert "6 calls not counted in the per-process table" in by_code["lost.processes"]["text"]
+    assert by_code["left-running"] == {"code": "left-running", "text": left.text, "count": 3}
+    clean = _report.to_json(snap(1.0, {(0, 0): 1}).since_start(), end_time=0.0, attach=None)
+    assert clean["warnings"] == []  # always there: an empty list says there is no caveat
+    assert _report.caveat_lines([left]) == "warning: the command left 3 process(es) running\n"
+
+
+def test_rows_of_exited_processes_summed_by_name_show_no_pid() -> None:
+    k = np.zeros(3, dtype=PROC_KEY)
+    k["tgid"], k["slot"], k["comm"] = [41, FOLDED_TGID, FOLDED_TGID], 0, [b"make", b"cc1", b""]
+    counts = np.array([[2, 0, 0], [9, 0, 0], [1, 0, 0]], np.uint64)
+    d = snap(1.0, {(0, 0): 14}, procs=(k, counts), lost=Lost(processes=2)).since_start()
+    text = _report.table(d)
+    assert "2 calls not counted in the per-process table: it was full (see --proc-entries)" in text
+    rows = [line.split() for line in text.splitlines() if line.endswith("cpu0")]
+    assert rows == [
+        ["-", "cc1", "read", "9", "cpu0"],
+        ["41", "make", "read", "2", "cpu0"],
+        ["-", "read", "1", "cpu0"],
+    ]
+    procs = _report.to_json(d, end_time=0.0, attach=None)["processes"]
+    assert [(p["pid"], p["comm"], p["total"]) for p in procs] == [
+        (None, "cc1", 9),
+        (41, "make", 2),
+        (None, "", 1),
+    ]
+    assert sum(p["total"] for p in procs) + d.lost.processes == 14
+
+
+def test_csv_rows_of_exited_processes_summed_by_name_have_an_empty_pid() -> None:
+    k = np.zeros(2, dtype=PROC_KEY)
+    k["tgid"], k["slot"], k["comm"] = [41, FOLDED_TGID], 0, [b"make", b"cc1"]
+    d = snap(1.0, {(0, 0): 11}, procs=(k, np.array([[2, 0, 0], [9, 0, 0]], np.uint64))).since_start()
+    rows = csv_records(_report.csv_rows(d, end_time=0.0, header=True, attach=None))["process"]
+    assert {(r["pid"], r["comm"], int(r["calls"])) for r in rows} == {("41", "make", 2), ("", "cc1", 9)}

@@ -3,12 +3,21 @@ that ends a run. Everything here fails before counting would start."""
 
 from __future__ import annotations
 
+import csv
+import errno
+import io
+import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
-from percpu.cli import build_parser, main, stat
+from percpu.cli import _report, build_parser, main, stat
 from percpu.errors import PercpuError
+from percpu.syscount import Lost, SyscallDelta
+
+from .synthetic import snap
 
 
 def stat_args(*argv: str) -> object:
@@ -80,3 +89,86 @@ def test_bad_seconds_are_usage_errors(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+class BrokenStdout(io.StringIO):
+    """Standard output whose reader went away (`percpu stat | head`)."""
+
+    def write(self, s: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def run_delta() -> SyscallDelta:
+    return snap(2.0, {(0, 0): 9, (2, 110): 40}, lost=Lost(errors=5)).delta(snap(1.0, {}))
+
+
+def test_a_broken_pipe_leaves_the_heat_map_to_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stat ... --heatmap h.svg | head` ended the run at the pipe's error, exit 0, no picture, no word."""
+    svg = tmp_path / "h.svg"
+    monkeypatch.setattr(sys, "stdout", BrokenStdout())
+    o = stat._Output(stat_args("-f", "csv", "--heatmap", str(svg)))  # type: ignore[arg-type]
+    o.write(run_delta())
+    assert o.report_lost and o.wanted(), "the picture still needs the rest of the run"
+    o.write(run_delta())  # nothing more is written to the pipe, and nothing fails
+    o.write_heatmap(run_delta())
+    o.commit()
+    o.close()
+    assert o.finish(0) == 141
+    err = capsys.readouterr().err
+    assert f"heat map written to {svg}" in err and "the run went on to its end for --heatmap" in err
+    assert "warning: 5 calls not counted in the errno table" in svg.read_text()  # the picture says it too
+    assert o.finish(3) == 3  # a command that failed: its status comes first
+
+
+def test_a_broken_pipe_with_nothing_else_to_write_ends_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdout", BrokenStdout())
+    o = stat._Output(stat_args("-f", "json"))  # type: ignore[arg-type]
+    assert o.wanted()
+    o.write(run_delta())
+    assert not o.wanted()
+    o.commit()
+    o.close()
+    assert o.finish(0) == 141
+
+
+@pytest.mark.parametrize("quiet", [[], ["-q"]])
+def test_a_report_lost_to_a_full_device_is_named(
+    quiet: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    o = stat._Output(stat_args("-o", "/dev/full", *quiet))  # type: ignore[arg-type]
+    o.write(run_delta())
+    o.commit()
+    o.close()
+    assert o.finish(0, ["make", "-j"]) == 1
+    assert capsys.readouterr().err == (
+        "percpu: -o /dev/full: No space left on device: the report was lost; the command (make -j) ran to "
+        "its end, exit status 0\n"
+    )
+
+
+def test_the_runs_caveats_are_in_the_report_whatever_the_format(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The table printed them on stderr (hidden by -q), JSON and CSV not at all."""
+    caveat = _report.Caveat("own-process-only", "counted the command's own process only")
+    for fmt in ("table", "json", "csv"):
+        o = stat._Output(stat_args("-q", "-f", fmt))  # type: ignore[arg-type]
+        o.add_caveat(caveat)
+        o.write(run_delta())
+        o.commit()
+        o.close()
+        assert o.finish(0) == 0
+        out = capsys.readouterr().out
+        if fmt == "json":
+            assert json.loads(out)["warnings"][-1] == {
+                "code": caveat.code,
+                "text": caveat.text,
+                "count": None,
+            }
+        elif fmt == "csv":
+            rows = [r for r in csv.DictReader(io.StringIO(out)) if r["record"] == "warning"]
+            assert [r["code"] for r in rows] == ["lost.errors", "own-process-only"]
+        else:
+            assert f"warning: {caveat.text}\n" in out

@@ -113,10 +113,10 @@ def test_sort_keys(sort: str, order: list[str]) -> None:
 
 def test_grouped_view_shows_group_columns(tmp_path: Any) -> None:
     """``top --by package --cpus 0-7``: the columns are the groups of the selected CPUs."""
-    from percpu.topo import CpuGroups, CpuLayout
+    from percpu.topo import CpuGroups, CpuTopology
     from percpu.views import view as make_view
 
-    class TwoPackages(CpuLayout):
+    class TwoPackages(CpuTopology):
         def groups(self, by: str, cpus: Any = None) -> CpuGroups:
             sel = list(cpus)
             index = np.array([0 if c < 4 else 1 for c in sel], dtype=np.intp)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from percpu.cpus import CpuList, Topology, format_cpu_list, parse_cpu_list
+from percpu.cpus import CpuList, CpuLists, format_cpu_list, parse_cpu_list
 from percpu.errors import PercpuError
 
 
@@ -32,7 +32,7 @@ def test_malformed(bad: str) -> None:
         parse_cpu_list(bad)
 
 
-def test_slots_with_gaps(sysfs: Callable[..., Topology]) -> None:
+def test_slots_with_gaps(sysfs: Callable[..., CpuLists]) -> None:
     t = sysfs("0,2-3,8", "0,3")
     assert t.possible == CpuList([0, 2, 3, 8]) and str(t.possible) == "0,2-3,8"
     assert [t.slot(c) for c in (0, 2, 3, 8)] == [0, 1, 2, 3]
@@ -42,11 +42,11 @@ def test_slots_with_gaps(sysfs: Callable[..., Topology]) -> None:
         t.slot(1)
 
 
-def test_256_possible(sysfs: Callable[..., Topology]) -> None:
+def test_256_possible(sysfs: Callable[..., CpuLists]) -> None:
     t = sysfs("0-255", "0-3")
     assert t.num_possible == 256 and len(t.online) == 4 and t.slot(255) == 255
 
 
 def test_missing_sysfs_is_a_clear_error(tmp_path: object) -> None:
     with pytest.raises(PercpuError, match="is sysfs mounted"):
-        _ = Topology(str(tmp_path)).possible
+        _ = CpuLists(str(tmp_path)).possible

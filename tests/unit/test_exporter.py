@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from percpu._text import printable
 from percpu.cli import main
 from percpu.exporter import SyscallCollector
-from percpu.syscount import ERR_KEY, LAT_KEY, NR_SLOTS, PROC_KEY, Lost, slot_name
+from percpu.syscount import ERR_KEY, FOLDED_TGID, LAT_KEY, NR_SLOTS, PROC_KEY, Lost, slot_name
 
 from .fake_kernel import FakeKernel, FakeMachine, installed
 from .synthetic import FakeCounter, FakeProgram
@@ -106,10 +106,10 @@ def test_processes_bounded_comm_only_and_monotonic_under_eviction() -> None:
     keys["slot"] = 0
     keys["comm"] = [b"a", b"b", b"c", b"d"]
     f.procs = (keys, np.array([[5, 0], [1, 1], [2, 0], [9, 9]], np.uint64))
-    c = SyscallCollector(f, max_comms=2)
+    c = SyscallCollector(f, max_comms=4)
     first = scrape(c)
     comms = {dict(k[1])["comm"] for k in first if k[0] == "percpu_process_syscalls_total"}
-    assert comms == {"a", "b", "other"}
+    assert comms == {"d", "a", "other"}  # half the slots at first sight, the busiest first
     assert all("pid" not in dict(k[1]) for k in first)
     # the kernel's LRU evicts pid 13 and pid 10 starts over (a new incarnation with a smaller count)
     f.procs = (keys[:3], np.array([[1, 0], [2, 1], [2, 0]], np.uint64))
@@ -357,7 +357,7 @@ def test_comm_bookkeeping_stays_bounded_whatever_processes_call_themselves() -> 
         got = scrape(c)
         comms = {dict(k[1])["comm"] for k in got if k[0] == "percpu_process_syscalls_total"}
         assert len(comms) <= 4 and "other" in comms
-        assert c.tracked_comms == 3
+        assert c.tracked_comms == (2 if i == 0 else 3)  # 2 at first sight, 1 more among the busiest
         assert c.tracked_process_keys == 50  # the keys the map holds now, not every key ever seen
         procs = sum(v for k, v in got.items() if k[0] == "percpu_process_syscalls_total")
         assert procs == total  # no call lost or counted twice while names come and go
@@ -420,3 +420,86 @@ def test_exposition_shares_one_rendering_and_gzips() -> None:
     om = exp.body(openmetrics=True)
     assert om.endswith(b"# EOF\n") and _parse(om.decode()) == _parse(plain.decode())
     assert exp.series == sum(1 for _ in _parse(plain.decode())) + 1  # + the scrape duration
+
+
+def _procs_of(got: dict[Key, float]) -> dict[tuple[str, str], float]:
+    return {
+        (dict(k[1])["comm"], dict(k[1])["syscall"]): v
+        for k, v in got.items()
+        if k[0] == "percpu_process_syscalls_total"
+    }
+
+
+class Workload:
+    """Per-process rows as the counter reports them: (pid, syscall, comm) -> calls on CPU 0."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[int, int, bytes], int] = {}
+
+    def call(self, pid: int, comm: bytes, n: int, slot: int = 39) -> None:
+        self.rows[(pid, slot, comm)] = self.rows.get((pid, slot, comm), 0) + n
+
+    def procs(self) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.zeros(len(self.rows), PROC_KEY)
+        keys["tgid"] = [k[0] for k in self.rows]
+        keys["slot"] = [k[1] for k in self.rows]
+        keys["comm"] = [k[2] for k in self.rows]
+        counts = np.zeros((len(self.rows), 2), np.uint64)
+        counts[:, 0] = list(self.rows.values())
+        return keys, counts
+
+
+def test_busy_names_win_a_series_and_the_comm_series_add_up() -> None:
+    """--max-comms 4 on a machine where four names are about at first: two of them are named (the busiest),
+    and the other two slots go to names among the two busiest of an interval: a build that starts later
+    gets its series (it stayed in "other" for good when the first four names seen took every slot). A name
+    keeps its series; every series only grows; the comm series, "other" included, always add up to the
+    per-process calls."""
+    f = FakeCounter(2)
+    w = Workload()
+    c = SyscallCollector(f, max_comms=4)
+    last: dict[tuple[str, str], float] = {}
+    steps = [
+        [(1, b"sshd", 5), (2, b"cron", 3), (3, b"bash", 1), (4, b"agetty", 1)],  # sshd, cron named
+        [(3, b"bash", 1), (1, b"sshd", 10), (2, b"cron", 10)],  # bash not among the 2 busiest
+        [(5, b"build", 900), (1, b"sshd", 1)],  # build is: named, from this interval on
+        [(3, b"bash", 1000), (5, b"build", 900)],  # bash gets busy: the 4th name; its first 2 calls
+        [(6, b"ld", 5000), (5, b"build", 10)],  # stay in "other"; ld is the busiest, but 4 are named
+        [(6, b"ld", 5000), (4, b"agetty", 1)],
+    ]
+    for step in steps:
+        for pid, comm, n in step:
+            w.call(pid, comm, n)
+        f.procs = w.procs()
+        got = _procs_of(scrape(c))
+        for k, v in last.items():
+            assert got[k] >= v, f"{k} went down"
+        assert sum(got.values()) == sum(w.rows.values())
+        last = got
+    assert last == {
+        ("sshd", "getpid"): 16,
+        ("cron", "getpid"): 13,
+        ("build", "getpid"): 1810,
+        ("bash", "getpid"): 1000,
+        ("other", "getpid"): 2 + 2 + 10000,
+    }
+    assert c.tracked_comms == 4
+
+
+def test_processes_summed_by_name_are_not_counted_twice() -> None:
+    """Rows of exited processes leave the snapshot for a row of their name (pid FOLDED_TGID), or of no name
+    once the counter keeps no more names: the comm series count each call once."""
+    f = FakeCounter(2)
+    c = SyscallCollector(f)
+    w = Workload()
+    w.call(10, b"cc1", 5)
+    w.call(11, b"cc1", 7)
+    f.procs = w.procs()
+    assert _procs_of(scrape(c)) == {("cc1", "getpid"): 12}
+    w.rows = {(FOLDED_TGID, 39, b"cc1"): 12, (12, 39, b"ld"): 3}  # 10 and 11 exited, summed by name
+    f.procs = w.procs()
+    assert _procs_of(scrape(c)) == {("cc1", "getpid"): 12, ("ld", "getpid"): 3}
+    # 12 exited after one more call, when no more names were kept: summed by syscall alone
+    w.rows = {(FOLDED_TGID, 39, b"cc1"): 12, (FOLDED_TGID, 39, b""): 4}
+    f.procs = w.procs()
+    assert _procs_of(scrape(c)) == {("cc1", "getpid"): 12, ("ld", "getpid"): 3, ("other", "getpid"): 1}

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 import percpu
-from percpu.cpus import Topology
+from percpu.cpus import CpuLists
 
 from .fake_kernel import FakeKernel
 
-Fake = tuple[FakeKernel, Topology]
+Fake = tuple[FakeKernel, CpuLists]
 STAT = np.dtype([("calls", "<u8"), ("comm", "S8"), ("h", "<u2", (2,))])
 
 

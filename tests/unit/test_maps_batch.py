@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu.cpus import Topology
+from percpu.cpus import CpuLists
 
 from .fake_kernel import FakeKernel
 
-Fake = tuple[FakeKernel, Topology]
+Fake = tuple[FakeKernel, CpuLists]
 
 
 def test_numbers_numpy_would_wrap_or_truncate_are_refused(fake: Fake) -> None:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu.cpus import Topology
+from percpu.cpus import CpuLists
 
 from .fake_kernel import FakeKernel, installed
 
-Fake = tuple[FakeKernel, Topology]
+Fake = tuple[FakeKernel, CpuLists]
 
 
 def test_iteration_is_bounded_and_never_repeats_under_deletes(fake: Fake) -> None:
@@ -78,10 +78,10 @@ def test_batch_einval_means_no_batch_support(fake: Fake) -> None:
 
 
 @pytest.fixture
-def wide() -> Iterator[tuple[FakeKernel, Topology]]:
+def wide() -> Iterator[tuple[FakeKernel, CpuLists]]:
     kernel = FakeKernel(256, online=(0, 1, 2, 3))
     with installed(kernel):
-        yield kernel, Topology(kernel.machine.cpu_root)
+        yield kernel, CpuLists(kernel.machine.cpu_root)
 
 
 @pytest.mark.parametrize("batch", [True, False], ids=["batch", "key-walk"])

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu.cpus import Topology
+from percpu.cpus import CpuLists
 
 from .fake_kernel import FakeKernel
 
-Fake = tuple[FakeKernel, Topology]
+Fake = tuple[FakeKernel, CpuLists]
 NARROW = np.dtype([("a", "<u4"), ("b", "<u2", (4,))])  # 12 bytes, stride 16
 
 

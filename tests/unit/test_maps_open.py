@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu.cpus import Topology
+from percpu.cpus import CpuLists
 
 from .fake_kernel import FakeKernel
 
-Fake = tuple[FakeKernel, Topology]
+Fake = tuple[FakeKernel, CpuLists]
 
 
 def test_wrong_class_is_a_map_type_error(fake: Fake) -> None:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu.cpus import Topology
+from percpu.cpus import CpuLists
 
 from .fake_kernel import FakeKernel, installed
 
-Fake = tuple[FakeKernel, Topology]
+Fake = tuple[FakeKernel, CpuLists]
 
 
 def test_update_cpu_read_modify_write(fake: Fake) -> None:

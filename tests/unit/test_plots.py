@@ -17,7 +17,7 @@ from percpu.cli import main
 from percpu.cpus import CpuList
 from percpu.errors import PercpuError
 from percpu.syscount import NR_SLOTS, SyscallDelta, SyscallSnapshot
-from percpu.topo import CpuLayout
+from percpu.topo import CpuTopology
 from percpu.views import view
 
 from ..conftest import svg_cells
@@ -84,8 +84,8 @@ def test_human_numbers_have_one_style() -> None:
     assert plots.human(0.25) == "0.2" or plots.human(0.25) == "0.3"
 
 
-def fake_delta(layout: CpuLayout) -> SyscallDelta:
-    cpus = layout.possible
+def fake_delta(topology: CpuTopology) -> SyscallDelta:
+    cpus = topology.possible
     counts = np.zeros((len(cpus), NR_SLOTS), np.uint64)
     counts[:, READ] = np.arange(1, len(cpus) + 1) * 10
     counts[cpus.ids.index(3), GETPPID] = 5000
@@ -96,42 +96,42 @@ def fake_delta(layout: CpuLayout) -> SyscallDelta:
 
 
 def test_heatmap_orders_cpus_by_node_and_core_and_marks_isolated_and_offline(
-    tmp_path: Path, layout: CpuLayout
+    tmp_path: Path, topology: CpuTopology
 ) -> None:
     out = tmp_path / "m.svg"
-    plots.heatmap(fake_delta(layout), str(out), layout=layout)
+    plots.heatmap(fake_delta(topology), str(out), topology=topology)
     texts = svg_texts(out)
     assert {"node 0", "node 1", "no topology"} <= set(texts)
     assert "offline / never online" in texts and "isolated CPU (mark above its column)" in texts
-    ticks = [t for t in texts if t.isdigit() and int(t) in layout.possible]
+    ticks = [t for t in texts if t.isdigit() and int(t) in topology.possible]
     # Node 0's CPUs core by core: core0.0 = {0, 2}, core0.1 = {1, 3}; then node 1; then the unknown.
     assert ticks[:8] == ["0", "2", "1", "3", "6", "7", "8", "9"]
     assert svg_cells(out)["cpu3-getppid"] == "5k"
 
 
-def test_heatmap_of_a_grouped_view(tmp_path: Path, layout: CpuLayout) -> None:
+def test_heatmap_of_a_grouped_view(tmp_path: Path, topology: CpuTopology) -> None:
     out = tmp_path / "n.svg"
-    d = view(fake_delta(layout), layout, by="node", cpus=layout.select("0-3,6"), selected="0-3,6")
-    plots.heatmap(d, str(out), layout=layout)
+    d = view(fake_delta(topology), topology, by="node", cpus=topology.select("0-3,6"), selected="0-3,6")
+    plots.heatmap(d, str(out), topology=topology)
     texts = svg_texts(out)
     assert {"node0", "node1", "NUMA node (0-3,6)"} <= set(texts)
     cells = svg_cells(out)
     assert cells["node0-getppid"] == "5k" and cells["node0-read"] == "100" and cells["node1-read"] == "50"
 
 
-def test_timeseries_lines_for_few_cpus_and_an_image_for_many(tmp_path: Path, layout: CpuLayout) -> None:
+def test_timeseries_lines_for_few_cpus_and_an_image_for_many(tmp_path: Path, topology: CpuTopology) -> None:
     few = [two_cpus(read=10 * (i + 1), getppid=100) for i in range(5)]
     out = tmp_path / "t.svg"
     plots.timeseries(few, str(out))
     texts = svg_texts(out)
     assert {"cpu0", "cpu1", "calls/s per CPU"} <= set(texts)
     assert "seconds since the start (5 intervals of 2 s)" in texts
-    many = [fake_delta(layout) for _ in range(4)]
+    many = [fake_delta(topology) for _ in range(4)]
     out2 = tmp_path / "t2.png"
-    plots.timeseries(many, str(out2), layout=layout, lines_up_to=3)
+    plots.timeseries(many, str(out2), topology=topology, lines_up_to=3)
     assert out2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out3 = tmp_path / "t3.svg"
-    plots.timeseries(many, str(out3), layout=layout, lines_up_to=3)
+    plots.timeseries(many, str(out3), topology=topology, lines_up_to=3)
     assert {"node 0", "node 1", "calls/s (log scale)", "CPU"} <= set(svg_texts(out3))
     with pytest.raises(PercpuError, match="no interval"):
         plots.timeseries([], str(tmp_path / "x.png"))

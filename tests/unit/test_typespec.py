@@ -23,7 +23,7 @@ from percpu.values import IntCodec, codec_for
 
 from .fake_kernel import FakeKernel, installed
 
-N = len(percpu.topology().possible)
+N = len(percpu.cpu_lists().possible)
 
 
 @pytest.mark.parametrize(
@@ -247,7 +247,7 @@ def test_dump_sum_and_cpu_with_declared_types(capsys: pytest.CaptureFixture[str]
         assert "key u64, value u64" in out and "key 0: cpu0=7002" in out and "key 1: cpu0=0" in out
         assert main(["dump", str(m.info.id), "--key-type", "u64", "--value-type", "u64", "--key", "1"]) == 0
         cells = "  ".join(
-            f"cpu{c}={123516 if i == 1 else 0}" for i, c in enumerate(percpu.topology().possible)
+            f"cpu{c}={123516 if i == 1 else 0}" for i, c in enumerate(percpu.cpu_lists().possible)
         )
         assert f"key 1: {cells}  sum=123516" in capsys.readouterr().out
 

@@ -17,18 +17,18 @@ from percpu.cpus import CpuList
 from percpu.errors import PercpuError
 from percpu.exporter import SyscallCollector
 from percpu.syscount import ERR_KEY, NR_SLOTS, PROC_KEY, SyscallDelta, SyscallSnapshot, slot_name
-from percpu.topo import CpuLayout, read_layout
+from percpu.topo import CpuTopology, read_topology
 from percpu.views import group, restrict, view
 
 from .synthetic import FakeCounter
 from .test_exporter import _parse, scrape
 
 GETPPID, READ, WRITE = 110, 0, 1
-# Slots of the fake layout: possible 0-3,6-9; cores {0,2} {1,3} {6}; nodes {0-3} {6,7}; isolated 2,3,6.
+# Slots of the fake topology: possible 0-3,6-9; cores {0,2} {1,3} {6}; nodes {0-3} {6,7}; isolated 2,3,6.
 
 
-def delta(layout: CpuLayout) -> SyscallDelta:
-    cpus = layout.possible
+def delta(topology: CpuTopology) -> SyscallDelta:
+    cpus = topology.possible
     counts = np.zeros((len(cpus), NR_SLOTS), np.uint64)
     counts[cpus.ids.index(3), GETPPID] = 1000  # the isolated CPU 3 (core0.1, node0)
     counts[cpus.ids.index(1), GETPPID] = 5  # its SMT sibling
@@ -59,8 +59,8 @@ def delta(layout: CpuLayout) -> SyscallDelta:
     return end.delta(SyscallSnapshot(0.0, cpus, np.zeros_like(counts), arch="x86_64"))
 
 
-def test_restrict_keeps_only_the_selected_cpus_everywhere(layout: CpuLayout) -> None:
-    d = restrict(delta(layout), layout.isolated, "isolated")
+def test_restrict_keeps_only_the_selected_cpus_everywhere(topology: CpuTopology) -> None:
+    d = restrict(delta(topology), topology.isolated, "isolated")
     assert d.cpus == CpuList([2, 3, 6]) and d.selected == "isolated"
     assert d.counts.shape == (3, NR_SLOTS)
     assert int(d.per_syscall()[GETPPID]) == 1000, "the sibling's 5 calls are not on an isolated CPU"
@@ -72,21 +72,21 @@ def test_restrict_keeps_only_the_selected_cpus_everywhere(layout: CpuLayout) -> 
     assert d.errors is not None and len(d.errors[0]) == 0, "the failed reads ran on CPU 0"
 
 
-def test_group_by_core_and_node(layout: CpuLayout) -> None:
-    d = group(delta(layout), layout, "core")
+def test_group_by_core_and_node(topology: CpuTopology) -> None:
+    d = group(delta(topology), topology, "core")
     assert d.groups is not None and d.groups.labels == ("core0.0", "core0.1", "core1.0", "unknown")
     assert d.counts[:, GETPPID].tolist() == [0, 1005, 0, 0]
-    n = view(delta(layout), layout, by="node")
+    n = view(delta(topology), topology, by="node")
     assert n.counts[:, GETPPID].tolist() == [1005, 0, 0]
     assert n.counts[:, WRITE].tolist() == [0, 9, 0]
     assert n.procs is not None and n.procs[1].tolist() == [[1005, 0, 0], [70, 0, 0], [0, 9, 0]]
-    assert int(n.counts.sum()) == int(delta(layout).counts.sum())
+    assert int(n.counts.sum()) == int(delta(topology).counts.sum())
     # Imbalance over groups with an online CPU (or calls): node0 1075, node1 9; "unknown" is never online.
     assert n.imbalance() == pytest.approx(1075 / ((1075 + 9) / 2))
 
 
-def test_restrict_then_group(layout: CpuLayout) -> None:
-    d = view(delta(layout), layout, by="node", cpus=layout.select("isolated"), selected="isolated")
+def test_restrict_then_group(topology: CpuTopology) -> None:
+    d = view(delta(topology), topology, by="node", cpus=topology.select("isolated"), selected="isolated")
     assert d.groups is not None
     assert d.groups.labels == ("node0", "node1")
     assert d.groups.members == (CpuList([2, 3]), CpuList([6]))
@@ -95,8 +95,8 @@ def test_restrict_then_group(layout: CpuLayout) -> None:
         restrict(d, CpuList([2]))
 
 
-def test_table_json_csv_of_a_view(layout: CpuLayout) -> None:
-    d = view(delta(layout), layout, by="node", cpus=layout.select("isolated"), selected="isolated")
+def test_table_json_csv_of_a_view(topology: CpuTopology) -> None:
+    d = view(delta(topology), topology, by="node", cpus=topology.select("isolated"), selected="isolated")
     text = _report.table(d)
     assert "on CPUs 2-3,6 (isolated), by node" in text.splitlines()[0]
     head = next(line for line in text.splitlines() if line.startswith("syscall"))
@@ -108,29 +108,37 @@ def test_table_json_csv_of_a_view(layout: CpuLayout) -> None:
     assert obj["per_node"] == {"node0": 1000, "node1": 9}
     assert obj["syscalls"][0]["per_node"] == {"node0": 1000, "node1": 0}
     assert [p["pid"] for p in obj["processes"]] == [100, 300]
-    rows = list(csv.reader(io.StringIO(_report.csv_rows(d, end_time=1.0, header=True))))
-    assert rows[0] == ["time", "interval_s", "node", "syscall", "calls"]
-    assert [r[2:] for r in rows[1:]] == [["node0", "getppid", "1000"], ["node1", "write", "9"]]
+    rows = list(csv.DictReader(io.StringIO(_report.csv_rows(d, end_time=1.0, header=True))))
+    assert list(rows[0])[:5] == ["time", "interval_s", "record", "node", "syscall"]
+    assert [(r["node"], r["syscall"], r["calls"]) for r in rows if r["record"] == "syscall"] == [
+        ("node0", "getppid", "1000"),
+        ("node1", "write", "9"),
+    ]
+    assert [(r["node"], r["text"]) for r in rows if r["record"] == "group"] == [
+        ("node0", "2,3"),
+        ("node1", "6"),
+    ]
+    assert [(r["code"], r["text"]) for r in rows if r["record"] == "selected"] == [("isolated", "2-3,6")]
 
 
-def test_table_of_selected_cpus_has_their_columns(layout: CpuLayout) -> None:
-    d = view(delta(layout), layout, cpus=layout.select("node:1"), selected="node:1")
+def test_table_of_selected_cpus_has_their_columns(topology: CpuTopology) -> None:
+    d = view(delta(topology), topology, cpus=topology.select("node:1"), selected="node:1")
     head = next(line for line in _report.table(d).splitlines() if line.startswith("syscall"))
     assert head.split()[-2:] == ["cpu6", "cpu7"]
     obj = _report.to_json(d, end_time=1.0, attach=None)
     assert obj["per_cpu"] == {"6": 9, "7": 0} and obj["cpus"] == [6, 7]
 
 
-def test_cli_options_build_the_view(layout: CpuLayout) -> None:
+def test_cli_options_build_the_view(topology: CpuTopology) -> None:
     from percpu.cli import build_parser
 
     args = build_parser().parse_args(["stat", "--by", "core", "--cpus", "isolated,0"])
-    v, lay = from_args(args, layout)
-    assert v is not None and lay is layout
-    d = v(delta(layout))
+    v, topo = from_args(args, topology)
+    assert v is not None and topo is topology
+    d = v(delta(topology))
     assert d.cpus == CpuList([0, 2, 3, 6]) and d.groups is not None
     assert d.groups.labels == ("core0.0", "core0.1", "core1.0")
-    none, _ = from_args(build_parser().parse_args(["stat"]), layout)
+    none, _ = from_args(build_parser().parse_args(["stat"]), topology)
     assert none is None
 
 
@@ -165,18 +173,18 @@ class LayoutCounter(FakeCounter):
 
 @pytest.mark.parametrize(("by", "rows"), [("node", 3), ("core", 4), ("package", 3)])
 def test_exporter_groups_under_a_label_named_after_the_grouping(
-    layout: CpuLayout, by: str, rows: int
+    topology: CpuTopology, by: str, rows: int
 ) -> None:
-    f = LayoutCounter(layout.possible, seed=5)
+    f = LayoutCounter(topology.possible, seed=5)
     f.tick(list(range(30)))
-    c = SyscallCollector(f, cpu_label=by, layout=layout)
+    c = SyscallCollector(f, cpu_label=by, topology=topology)
     got = scrape(c)
     series = {k: v for k, v in got.items() if k[0] == "percpu_syscalls_total"}
     labels = {dict(k[1])[by] for k in series}
-    assert labels <= set(layout.groups(by).labels) and len(layout.groups(by).labels) == rows
+    assert labels <= set(topology.groups(by).labels) and len(topology.groups(by).labels) == rows
     assert all("cpu" not in dict(k[1]) for k in series)
     assert sum(series.values()) == float(f.counts.sum())
-    g = layout.groups(by)
+    g = topology.groups(by)
     first = g.labels[0]
     want = int(f.counts[g.index == 0, 7].sum())
     assert (
@@ -184,14 +192,14 @@ def test_exporter_groups_under_a_label_named_after_the_grouping(
         == want
     )
     # The fast exposition path writes the same samples.
-    fast = SyscallCollector(f, cpu_label=by, layout=layout)
+    fast = SyscallCollector(f, cpu_label=by, topology=topology)
     b = _parse(fast.expose(openmetrics=False).decode())
     got.pop(("percpu_scrape_duration_seconds", ()))
     assert got == b
 
 
-def test_exporter_label_choice_none_and_bad(layout: CpuLayout) -> None:
-    f = LayoutCounter(layout.possible)
+def test_exporter_label_choice_none_and_bad(topology: CpuTopology) -> None:
+    f = LayoutCounter(topology.possible)
     f.counts[:, WRITE] = 1
     got = scrape(SyscallCollector(f, cpu_label="none"))
     assert got[("percpu_syscalls_total", (("syscall", "write"),))] == 8
@@ -217,10 +225,10 @@ def test_exporter_series_bounded_at_256_cpus(tmp_path: Path) -> None:
         (node / f"node{n}" / "cpulist").write_text(
             f"{n * 64}-{n * 64 + 63},{128 + n * 64}-{128 + n * 64 + 63}\n"
         )
-    lay = read_layout(str(cpu), node_root=str(node), cgroup_root=None)
-    f = LayoutCounter(lay.possible)
+    topo = read_topology(str(cpu), node_root=str(node), cgroup_root=None)
+    f = LayoutCounter(topo.possible)
     f.counts[:, [0, 1, 2]] = 1
     for by, per_syscall in (("node", 2), ("package", 2), ("core", 128), ("cpu", 256)):
-        got = scrape(SyscallCollector(f, cpu_label=by, layout=lay))
+        got = scrape(SyscallCollector(f, cpu_label=by, topology=topo))
         n = sum(1 for k in got if k[0] == "percpu_syscalls_total")
         assert n == 3 * per_syscall, by

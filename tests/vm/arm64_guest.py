@@ -71,7 +71,7 @@ def read(path: str) -> str:
 
 
 def machine() -> str:
-    topo = percpu.topology()
+    topo = percpu.cpu_lists()
     possible = read("/sys/devices/system/cpu/possible")
     facts.update(
         kernel=os.uname().release,
@@ -100,7 +100,7 @@ def pt_regs() -> str:
 
 
 def value_sizes() -> str:
-    topo = percpu.topology()
+    topo = percpu.cpu_lists()
     cpus = list(topo.possible)
     checked = 0
     for size in SIZES:

@@ -145,7 +145,7 @@ VMS: tuple[VmSpec, ...] = (
         microvm=False,
         note="this machine's kernel, when its image is on disk",
     ),
-    # Topology: two sockets of two cores on two NUMA nodes, one CPU isolated (tests/vm/test_topology_vm.py).
+    # CpuLists: two sockets of two cores on two NUMA nodes, one CPU isolated (tests/vm/test_topology_vm.py).
     VmSpec(
         "topo-2x2-numa",
         "6.1",

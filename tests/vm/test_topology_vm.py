@@ -1,4 +1,4 @@
-"""Topology in a guest of a known shape: ``-smp 4,sockets=2,cores=2,threads=1``, NUMA nodes {0,1} and {2,3},
+"""CpuLists in a guest of a known shape: ``-smp 4,sockets=2,cores=2,threads=1``, NUMA nodes {0,1} and {2,3},
 ``isolcpus=3`` (and ``nohz_full=3``) on the kernel command line; the VM matrix boots it as "topology".
 
 N getppid calls pinned to the isolated CPU 3 must be reported under cpu3, its core (core1.1), its package
@@ -21,7 +21,7 @@ import percpu
 from percpu.cpus import CpuList
 from percpu.syscalls import syscall_number
 from percpu.syscount import Filters, SyscallCounter, SyscallDelta
-from percpu.topo import CpuLayout
+from percpu.topo import CpuTopology
 from percpu.views import restrict, view
 
 N = 20_000
@@ -71,8 +71,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def layout() -> CpuLayout:
-    return percpu.topology().layout()
+def topology() -> CpuTopology:
+    return percpu.cpu_lists().topology()
 
 
 @pytest.fixture(scope="module")
@@ -91,16 +91,21 @@ def pinned() -> SyscallDelta:
         return c.snapshot().delta(before)
 
 
-def test_layout_is_the_guests(layout: CpuLayout) -> None:
-    assert layout.possible == CpuList([0, 1, 2, 3])
-    assert [(c.package, c.core, c.node) for c in layout.cpus] == [(0, 0, 0), (0, 1, 0), (1, 0, 1), (1, 1, 1)]
-    assert all(c.siblings == CpuList([c.cpu]) and c.online and c.known for c in layout.cpus)
-    assert layout.isolated == CpuList([3]) and layout.housekeeping == CpuList([0, 1, 2])
-    assert layout[3].isolated
+def test_layout_is_the_guests(topology: CpuTopology) -> None:
+    assert topology.possible == CpuList([0, 1, 2, 3])
+    assert [(c.package, c.core, c.node) for c in topology.cpus] == [
+        (0, 0, 0),
+        (0, 1, 0),
+        (1, 0, 1),
+        (1, 1, 1),
+    ]
+    assert all(c.siblings == CpuList([c.cpu]) and c.online and c.known for c in topology.cpus)
+    assert topology.isolated == CpuList([3]) and topology.housekeeping == CpuList([0, 1, 2])
+    assert topology[3].isolated
     if "nohz_full=3" in _read("/proc/cmdline").split():
-        assert layout[3].nohz_full
-    assert layout.groups("core").labels == ("core0.0", "core0.1", "core1.0", "core1.1")
-    assert layout.groups("node").members == (CpuList([0, 1]), CpuList([2, 3]))
+        assert topology[3].nohz_full
+    assert topology.groups("core").labels == ("core0.0", "core0.1", "core1.0", "core1.1")
+    assert topology.groups("node").members == (CpuList([0, 1]), CpuList([2, 3]))
 
 
 @pytest.mark.parametrize(
@@ -113,9 +118,9 @@ def test_layout_is_the_guests(layout: CpuLayout) -> None:
     ],
 )
 def test_calls_are_under_the_isolated_cpus_groups_only(
-    pinned: SyscallDelta, layout: CpuLayout, by: str, labels: tuple[str, ...], home: str
+    pinned: SyscallDelta, topology: CpuTopology, by: str, labels: tuple[str, ...], home: str
 ) -> None:
-    d = view(pinned, layout, by=by)
+    d = view(pinned, topology, by=by)
     names = tuple(d.groups.labels) if d.groups is not None else tuple(f"cpu{c}" for c in d.cpus)
     assert names == labels
     col = d.counts[:, GETPPID]
@@ -123,15 +128,15 @@ def test_calls_are_under_the_isolated_cpus_groups_only(
     assert col.tolist() == want.tolist(), f"getppid by {by}: {dict(zip(labels, col.tolist(), strict=True))}"
 
 
-def test_isolated_and_housekeeping_selections(pinned: SyscallDelta, layout: CpuLayout) -> None:
-    iso = restrict(pinned, layout.select("isolated"), "isolated")
+def test_isolated_and_housekeeping_selections(pinned: SyscallDelta, topology: CpuTopology) -> None:
+    iso = restrict(pinned, topology.select("isolated"), "isolated")
     assert iso.cpus == CpuList([3]) and int(iso.counts[:, GETPPID].sum()) == N
-    hk = restrict(pinned, layout.select("housekeeping"), "housekeeping")
+    hk = restrict(pinned, topology.select("housekeeping"), "housekeeping")
     assert int(hk.counts[:, GETPPID].sum()) == 0
-    assert int(restrict(pinned, layout.select("node:0")).counts.sum()) == 0
+    assert int(restrict(pinned, topology.select("node:0")).counts.sum()) == 0
 
 
-def test_stat_cli_reports_the_isolated_cpu(layout: CpuLayout) -> None:
+def test_stat_cli_reports_the_isolated_cpu(topology: CpuTopology) -> None:
     r = subprocess.run(
         [
             sys.executable,
@@ -190,7 +195,7 @@ def test_stat_cli_reports_the_isolated_cpu(layout: CpuLayout) -> None:
     assert getppid["per_core"] == {"core0.0": 0, "core0.1": 0, "core1.0": 0, "core1.1": N}
 
 
-def test_exporter_node_label(layout: CpuLayout) -> None:
+def test_exporter_node_label(topology: CpuTopology) -> None:
     pytest.importorskip("prometheus_client", reason="the exporter extra is not installed")
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
@@ -205,7 +210,7 @@ def test_exporter_node_label(layout: CpuLayout) -> None:
             timeout=600,
         )
         reg = CollectorRegistry(auto_describe=False)
-        reg.register(SyscallCollector(c, cpu_label="node", layout=layout))
+        reg.register(SyscallCollector(c, cpu_label="node", topology=topology))
         text = generate_latest(reg).decode()
     got = {
         (s.labels.get("node"), s.labels["syscall"]): s.value

@@ -23,7 +23,7 @@ from percpu.syscount import Filters, SyscallCounter
 
 pytestmark = pytest.mark.vm
 
-TOPO = percpu.topology()
+TOPO = percpu.cpu_lists()
 POSSIBLE = list(TOPO.possible)
 ONLINE = list(TOPO.online)
 GETPPID = syscall_number("getppid")
@@ -137,14 +137,14 @@ def test_hotplug_keeps_slots_and_counts() -> None:
         with open(ctl, "w", encoding="ascii") as f:
             f.write("0")
         try:
-            assert victim not in percpu.topology().online
+            assert victim not in percpu.cpu_lists().online
             work(keeper, 3000)  # counting goes on on the other CPU
             during = c.snapshot().counts[:, GETPPID].copy()
         finally:
             with open(ctl, "w", encoding="ascii") as f:
                 f.write("1")
             for _ in range(50):
-                if victim in percpu.topology().online:
+                if victim in percpu.cpu_lists().online:
                     break
                 time.sleep(0.1)
         work(victim, 2000)

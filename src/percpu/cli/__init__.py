@@ -3,20 +3,24 @@ order ``percpu --help`` shows them).
 
 Each module registers its sub-command with :func:`register` and does its work only when called; errors
 from the library (:class:`~percpu.errors.PercpuError`) become one line on stderr and exit status 1, a bad
-command line exits 2 (argparse), Ctrl-C exits 130, an OS error nothing else caught (an output file
-that fails mid-run) is one line and status 1. No traceback reaches the user.
+command line exits 2 (argparse), Ctrl-C exits 130, an OS error nothing else caught is one line and status
+1, and standard output whose reader went away (``percpu dump | head``) exits 141 without a word, the status
+a shell shows for a tool its broken pipe killed. No traceback reaches the user. A standard fd that was
+closed at the start (``2>&-``) is opened on /dev/null first, so nothing lands in the wrong stream.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from .. import __version__, _machine
 from .._privileges import privilege_hint
 from ..errors import PercpuError, PermissionDenied
+from ._outfile import open_standard_fds
 
 __all__ = ["main"]
 
@@ -46,12 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        open_standard_fds()
+        parser = build_parser()  # imports the command modules: a Ctrl-C here is a Ctrl-C like any other
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         rc: int = args.func(args)
         return rc
     except PermissionDenied as exc:
@@ -66,10 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # `percpu dump ... | head`: the reader went away; that is not an error of ours.
+        # `percpu dump ... | head`: the reader went away and has what it wanted; nothing else is lost
+        # (stat, whose pictures would be, handles its own). Exit as a tool its broken pipe killed would.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        return 128 + signal.SIGPIPE
     except OSError as exc:
         # An output file that became unwritable mid-run (disk full, a pipe's reader gone with an error):
         # a one-line message like any other failure, never a traceback.

@@ -6,6 +6,11 @@ checked up front without being touched, and a regular file is replaced only once
 it is written to a temporary file in the same directory and renamed over the old one (the old file's mode
 and owner are kept). Anything else (``-`` for stdout, ``/dev/stdout``, a pipe, a FIFO, a terminal) is not
 created or replaced but opened as it is, at the first write.
+
+A write that fails (a full file system, ``-o /dev/full``) raises :class:`PercpuError` naming the file,
+with the OS's errno (``EPIPE`` when the reader of a pipe went away), for the command to say what was lost.
+A standard stream that was closed when percpu started (``>&-``) is open on /dev/null
+(:func:`open_standard_fds`): a report to it would be lost, so it is refused before counting.
 """
 
 from __future__ import annotations
@@ -19,11 +24,50 @@ from typing import IO, Any
 
 from ..errors import PercpuError
 
-__all__ = ["ReportFile"]
+__all__ = ["ReportFile", "open_standard_fds", "stdout_closed"]
+
+# The standard fds (0, 1, 2) that were closed when percpu started, now open on /dev/null.
+_closed_at_start: frozenset[int] = frozenset()
+
+
+def open_standard_fds() -> frozenset[int]:
+    """Open /dev/null over each of fds 0, 1 and 2 that is closed, and give Python a stream for it; return
+    the ones that were closed.
+
+    A process started with one closed (``2>&-``) hands that number to the next file it opens, so a line
+    meant for stderr lands in the report on fd 1 or in a file opened later, and Python, which found no
+    stream there, has ``sys.stderr`` None (``print(file=None)`` writes to stdout). Daemons and shells do
+    the same: open /dev/null over it first."""
+    global _closed_at_start  # noqa: PLW0603 - once per process, at the start of main()
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:
+        got = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+        if got != fd:
+            os.dup2(got, fd)
+            os.close(got)
+    names = {0: "stdin", 1: "stdout", 2: "stderr"}
+    for fd in closed:
+        if getattr(sys, names[fd]) is None:
+            mode = "r" if fd == 0 else "w"
+            stream = open(fd, mode, buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+            setattr(sys, names[fd], stream)
+    _closed_at_start = frozenset(closed)
+    return _closed_at_start
+
+
+def stdout_closed() -> bool:
+    """Whether standard output was closed when percpu started (it is /dev/null now)."""
+    return 1 in _closed_at_start
 
 
 def _error(option: str, path: str, err: int) -> PercpuError:
-    return PercpuError(f"{option} {path}: {os.strerror(err)}", errno=err)
+    where = "standard output" if path == "-" else f"{option} {path}"
+    return PercpuError(f"{where}: {os.strerror(err)}", errno=err)
 
 
 class ReportFile:
@@ -41,6 +85,13 @@ class ReportFile:
         self._own = False  # whether close() closes the stream
         self._tmp: str | None = None
         self._target = ""
+        self.existed = True  # a regular file replaced at commit: whether there was one to keep
+        if (path == "-" or os.path.abspath(path) == "/dev/stdout") and stdout_closed():
+            raise PercpuError(
+                f"{option} {path}: standard output was closed when percpu started, so the report would "
+                "be lost: name a file, or redirect standard output (>/dev/null to discard it)",
+                errno=errno.EBADF,
+            )
         if path == "-":
             self._stream = sys.stdout.buffer if binary else sys.stdout
             return
@@ -90,6 +141,7 @@ class ReportFile:
                 raise _error(option, path, exc.errno or errno.EIO) from exc
         else:
             raise _error(option, path, errno.EEXIST)
+        self.existed = st is not None
         if st is not None:
             with contextlib.suppress(OSError):
                 os.fchmod(fd, stat.S_IMODE(st.st_mode))
@@ -114,29 +166,38 @@ class ReportFile:
             self._own = True
         return self._stream
 
+    @property
+    def replaces(self) -> bool:
+        """Whether this is a regular file, replaced only at :meth:`commit` (until then it is as it was)."""
+        return self._tmp is not None
+
     def write(self, data: str | bytes) -> None:
-        self.stream.write(data)
+        try:
+            self.stream.write(data)
+        except OSError as exc:
+            raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
 
     def flush(self) -> None:
         if self._stream is not None:
-            self._stream.flush()
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
 
     def commit(self) -> None:
         """The report is complete: make it the file's contents (atomically for a regular file)."""
         if self._stream is None:
             return
-        self._stream.flush()
-        if self._tmp is not None:
-            os.fsync(self._stream.fileno())  # the data before the name: a crash leaves old or new
-            self._stream.close()
-            self._stream = None
-            tmp, self._tmp = self._tmp, None
-            try:
-                os.replace(tmp, self._target)
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
+        try:
+            self._stream.flush()
+            if self._tmp is not None:
+                os.fsync(self._stream.fileno())  # the data before the name: a crash leaves old or new
+                self._stream.close()
+                self._stream = None
+                os.replace(self._tmp, self._target)
+                self._tmp = None
+        except OSError as exc:
+            raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
 
     def close(self) -> None:
         """Close; without :meth:`commit`, a regular file keeps its old contents."""

@@ -6,17 +6,29 @@ Pure functions of a :class:`~percpu.syscount.SyscallDelta`, shared by ``percpu s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._text import printable
-from ..syscount import SyscallDelta, errno_name
+from ..syscount import FOLDED_TGID, Lost, SyscallDelta, errno_name
 
-__all__ = ["SORTS", "csv_rows", "latency_quantiles", "order_slots", "table", "to_json"]
+__all__ = [
+    "CSV_HEADER",
+    "SORTS",
+    "Caveat",
+    "caveat_lines",
+    "caveats",
+    "csv_rows",
+    "latency_quantiles",
+    "order_slots",
+    "table",
+    "to_json",
+]
 
 SORTS = ("total", "name", "nr", "cpu")
 
@@ -139,7 +151,7 @@ def table(
 
 
 _LOST_TABLES = {
-    "processes": ("per-process table", "a shorter run, or a --comm/--pid filter"),
+    "processes": ("per-process table", "--proc-entries"),
     "errors": ("errno table", "--errors-entries"),
     "latency": ("latency table", "--latency-entries"),
 }
@@ -180,10 +192,18 @@ def procs_table(d: SyscallDelta, *, top: int = 20) -> str:
             break
         busiest = cols[int(np.argmax(row))]
         comm = printable(_comm_bytes(k["comm"]))
+        pid = _pid(k)
         out.write(
-            f"{int(k['tgid']):>8} {comm:<16} {d.name(int(k['slot'])):<22} {human(tot):>10}  {busiest}\n"
+            f"{'-' if pid is None else pid:>8} {comm:<16} {d.name(int(k['slot'])):<22} {human(tot):>10}  "
+            f"{busiest}\n"
         )
     return out.getvalue()
+
+
+def _pid(k: Any) -> int | None:
+    """A row's pid; None for the rows that sum exited processes by name (or, with no name, by syscall)."""
+    tgid = int(k["tgid"])
+    return None if tgid == FOLDED_TGID else tgid
 
 
 def errors_table(d: SyscallDelta, *, top: int = 20) -> str:
@@ -254,9 +274,17 @@ def latency_table(d: SyscallDelta, *, top: int = 20) -> str:
 
 
 def to_json(
-    d: SyscallDelta, *, end_time: float, attach: str | None, top: int | None = None
+    d: SyscallDelta,
+    *,
+    end_time: float,
+    attach: str | None,
+    top: int | None = None,
+    run_caveats: Sequence[Caveat] = (),
 ) -> dict[str, Any]:
-    """One JSON-ready object for an interval."""
+    """One JSON-ready object for an interval. With ``top``, ``syscalls`` lists the busiest ``top`` and
+    ``other`` sums the rest (present only when some were left out), so the rows always add up to
+    ``total``. ``warnings`` lists every caveat on the numbers: the delta's own (:func:`caveats`) and the
+    run's (``run_caveats``, e.g. a command counted without its children)."""
     per_sys = d.per_syscall()
     # Keys of the per-row objects: CPU ids ("per_cpu": {"3": n}), or group labels ("per_node": {"node1": n}).
     per = "per_cpu" if d.groups is None else f"per_{d.groups.by}"
@@ -290,11 +318,18 @@ def to_json(
             ],
         }
     )
+    rest = order_slots(d)[top:] if top else []
+    if rest:
+        obj["other"] = {
+            "syscalls": len(rest),
+            "total": int(per_sys[rest].sum()),
+            per: {k: int(v) for k, v in zip(keys_, d.counts[:, rest].sum(axis=1), strict=True)},
+        }
     if d.procs is not None:
         keys, counts = d.procs
         obj["processes"] = [
             {
-                "pid": int(k["tgid"]),
+                "pid": _pid(k),
                 **comm_json(k["comm"]),
                 "syscall": d.name(int(k["slot"])),
                 "total": tot,
@@ -324,26 +359,144 @@ def to_json(
             }
             for slot, b in sorted(latency_by_slot(d).items())
         ]
+    obj["warnings"] = [dataclasses.asdict(c) for c in (*caveats(d), *run_caveats)]
     return obj
 
 
-CSV_HEADER = ("time", "interval_s", "cpu", "syscall", "calls")
+@dataclasses.dataclass(frozen=True)
+class Caveat:
+    """Something a report's numbers leave out: ``code`` for programs (stable), ``text`` for people,
+    ``count`` the number it is about (calls, processes), or None."""
+
+    code: str
+    text: str
+    count: int | None = None
 
 
-def csv_rows(d: SyscallDelta, *, end_time: float, header: bool) -> str:
-    """Long-format CSV: one row per (CPU, syscall) with a non-zero count (per (group, syscall) in a grouped
-    view: the third column is then named after the grouping, ``node``, and holds labels, ``node1``)."""
+def caveats(d: SyscallDelta) -> list[Caveat]:
+    """The caveats a delta carries itself: calls an opt-in table could not take (``lost.<table>``), runs
+    the kernel skipped (``lost.skipped``), calls with numbers outside the counter table (``dropped``).
+    The texts are the table's footer lines."""
+    out = []
+    for name, n in d.lost._asdict().items():
+        if n:
+            text = lost_note(dataclasses.replace(d, lost=Lost(**{name: n}))).strip()
+            out.append(Caveat(f"lost.{name}", text, n))
+    if d.dropped:
+        text = f"{d.dropped} calls had numbers outside the counter table (counted as dropped)"
+        out.append(Caveat("dropped", text, d.dropped))
+    return out
+
+
+def caveat_lines(run_caveats: Sequence[Caveat]) -> str:
+    """A table's footer for the run's caveats (the delta's own are in :func:`table` already)."""
+    return "".join(f"warning: {c.text}\n" for c in run_caveats)
+
+
+# One header for every record of a CSV report (long format: one count a row). Which columns a record fills:
+#   attach    code (the hook)                  selected  code (--cpus as given), text (the CPUs)
+#   group     cpu (its label), text (its CPUs) total     cpu, calls (all syscalls on that CPU)
+#   syscall   cpu, syscall, calls              other     cpu, calls, text (the syscalls -n left out)
+#   process   cpu, syscall, pid, comm, calls   error     syscall, errno, error, calls (all CPUs)
+#   latency   syscall, log2_ns, calls (all CPUs: calls of 2^log2_ns to 2^(log2_ns+1) ns)
+#   lost      code (the table), calls          dropped   calls
+#   warning   code, text, calls (its count, if any)
+# In a grouped view (--by node) the cpu column is named after the grouping and holds the group labels.
+CSV_HEADER = (
+    "time",
+    "interval_s",
+    "record",
+    "cpu",
+    "syscall",
+    "pid",
+    "comm",
+    "errno",
+    "error",
+    "log2_ns",
+    "calls",
+    "code",
+    "text",
+)
+# The JSON object's keys and the CSV records that carry them; keys that are not counts (imbalance, a ratio
+# of the total rows) are derived by the reader. A test holds every key of to_json() to this table.
+CSV_RECORDS = {
+    "time": "every record",
+    "interval_s": "every record",
+    "attach": "attach",
+    "cpus": "total",
+    "selected": "selected",
+    "by": "the cpu column's name",
+    "groups": "group",
+    "total": "total",
+    "per_cpu": "total",
+    "imbalance": "(derived from total)",
+    "dropped": "dropped",
+    "lost": "lost",
+    "syscalls": "syscall",
+    "other": "other",
+    "processes": "process",
+    "errors": "error",
+    "latency": "latency",
+    "warnings": "warning",
+}
+
+
+def csv_rows(
+    d: SyscallDelta,
+    *,
+    end_time: float,
+    header: bool,
+    attach: str | None = None,
+    top: int | None = None,
+    run_caveats: Sequence[Caveat] = (),
+) -> str:
+    """Long-format CSV of everything :func:`to_json` holds for the interval, one count a row, each row
+    marked by its ``record`` (see :data:`CSV_HEADER`): read it with ``pandas.read_csv`` and select a
+    record, ``df[df.record == "process"]``. Syscall, process and total rows are per CPU (per group in a
+    grouped view) and only non-zero, but for the total rows, which list every CPU."""
+    obj = to_json(d, end_time=end_time, attach=attach, top=top, run_caveats=run_caveats)
+    by = obj.get("by")
+    per = "per_cpu" if by is None else f"per_{by}"
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if header:
-        w.writerow(CSV_HEADER if d.groups is None else (*CSV_HEADER[:2], d.groups.by, *CSV_HEADER[3:]))
-    rows: list[int | str] = list(d.cpus) if d.groups is None else list(d.groups.labels)
-    for slot in d.active_slots():
-        name = d.name(int(slot))
-        for i, cpu in enumerate(rows):
-            v = int(d.counts[i, slot])
-            if v:
-                w.writerow((f"{end_time:.3f}", f"{d.seconds:.3f}", cpu, name, v))
+        w.writerow(CSV_HEADER if by is None else (*CSV_HEADER[:3], by, *CSV_HEADER[4:]))
+    when = (f"{end_time:.3f}", f"{d.seconds:.3f}")
+
+    def row(record: str, **cells: Any) -> None:
+        w.writerow((*when, record, *("" if cells.get(c) is None else cells[c] for c in CSV_HEADER[3:])))
+
+    if attach is not None:
+        row("attach", code=attach)
+    if "selected" in obj:
+        row("selected", code=obj["selected"], text=str(d.cpus))
+    for label, members in obj.get("groups", {}).items():
+        row("group", cpu=label, text=",".join(str(c) for c in members))
+    for cpu, n in obj[per].items():
+        row("total", cpu=cpu, calls=n)
+    for s in obj["syscalls"]:
+        for cpu, n in s[per].items():
+            if n:
+                row("syscall", cpu=cpu, syscall=s["name"], calls=n)
+    if "other" in obj:
+        for cpu, n in obj["other"][per].items():
+            if n:
+                row("other", cpu=cpu, calls=n, text=f"{obj['other']['syscalls']} more syscalls (-n)")
+    for p in obj.get("processes", []):
+        comm = printable(bytes.fromhex(p["comm_hex"]) if "comm_hex" in p else p["comm"].encode())
+        for cpu, n in p[per].items():
+            if n:
+                row("process", cpu=cpu, syscall=p["syscall"], pid=p["pid"], comm=comm, calls=n)
+    for e in obj.get("errors", []):
+        row("error", syscall=e["syscall"], errno=e["errno"], error=e["error"], calls=e["total"])
+    for lat in obj.get("latency", []):
+        for bucket, n in lat["log2_ns_buckets"].items():
+            row("latency", syscall=lat["syscall"], log2_ns=bucket, calls=n)
+    for table_, n in obj["lost"].items():
+        row("lost", code=table_, calls=n)
+    row("dropped", calls=obj["dropped"])
+    for c in obj["warnings"]:
+        row("warning", code=c["code"], text=c["text"], calls=c["count"])
     return buf.getvalue()
 
 

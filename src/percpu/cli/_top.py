@@ -208,10 +208,10 @@ class _View:
 
 
 def _online_count() -> int:
-    from ..cpus import topology
+    from ..cpus import cpu_lists
 
     try:
-        return len(topology().online)
+        return len(cpu_lists().online)
     except Exception:  # a header detail must not end the view
         return 0
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ..cpus import topology
+from ..cpus import cpu_lists
 from ..syscount import SyscallDelta
-from ..topo import GROUP_BY, CpuLayout
+from ..topo import GROUP_BY, CpuTopology
 from ..views import view
 
 __all__ = ["add_options", "from_args"]
@@ -33,18 +33,18 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def from_args(
-    args: argparse.Namespace, layout: CpuLayout | None = None
-) -> tuple[View | None, CpuLayout | None]:
-    """The view the options ask for (None: all CPUs, one column each) and the layout it was built from.
+    args: argparse.Namespace, topology: CpuTopology | None = None
+) -> tuple[View | None, CpuTopology | None]:
+    """The view the options ask for (None: all CPUs, one column each) and the topology it was built from.
     Reads the topology and checks ``--cpus`` now, before anything is counted."""
     by: str = getattr(args, "by", "cpu")
     spec: str | None = getattr(args, "cpus", None)
     if by == "cpu" and spec is None:
-        return None, layout
-    lay = layout if layout is not None else topology().layout()
-    cpus = lay.select(spec) if spec is not None else None
+        return None, topology
+    topo = topology if topology is not None else cpu_lists().topology()
+    cpus = topo.select(spec) if spec is not None else None
 
     def apply(d: SyscallDelta) -> SyscallDelta:
-        return view(d, lay, by=by, cpus=cpus, selected=spec)
+        return view(d, topo, by=by, cpus=cpus, selected=spec)
 
-    return apply, lay
+    return apply, topo

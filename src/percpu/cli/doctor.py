@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from .. import _libbpf, _machine, features
 from .._privileges import privilege_hint
-from ..cpus import CpuList, topology
+from ..cpus import CpuList, cpu_lists
 from ..errors import LibbpfError, NotSupported, PercpuError
 from ..layout import round8 as stride
 from ..maps import PERCPU_TYPES, MapType, list_maps, user_value_bytes
@@ -77,7 +77,7 @@ def _batch_check(t: MapType) -> Check:
 
 
 def _cpu_lists() -> tuple[CpuList, CpuList, CpuList]:
-    topo = topology()
+    topo = cpu_lists()
     return topo.possible, topo.online, topo.present
 
 

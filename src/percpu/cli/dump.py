@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from ..btf import BtfCodec, CharArray, EnumValue, NanValue, btf_codec, load_btf
 from ..errors import KeyNotFound, PercpuError, SizeMismatch
 from ..maps import Map, PerCpuMap, open_map
 from ..values import BytesCodec, Codec, IntCodec, reduce_cpus
@@ -18,35 +21,81 @@ from ._args import int_at_least
 __all__ = ["register"]
 
 
-def _json_value(v: Any) -> Any:
-    """A decoded value as JSON: records as objects, arrays as lists, C strings as text, other bytes as hex."""
+def _json_value(v: Any, dt: np.dtype[Any] | None = None) -> Any:
+    """A value decoded by numpy as JSON: records as objects, arrays as lists, C strings as text (with their
+    bytes where the text is not all of them), other bytes as hex."""
     if isinstance(v, np.void) and v.dtype.names:
-        return {n: _json_value(v[n]) for n in v.dtype.names}
+        return {n: _json_value(v[n], v.dtype.fields[n][0]) for n in v.dtype.names}  # type: ignore[index]
     if isinstance(v, np.void):
         return bytes(v.tobytes()).hex()
     if isinstance(v, np.ndarray):
-        return [_json_value(x) for x in v]
+        return [_json_value(x, v.dtype) for x in v]
     if isinstance(v, bytes | np.bytes_):
-        return _c_string(bytes(v))
+        # numpy drops a char array's trailing NULs; its dtype says how many bytes it has
+        return _chars(bytes(v).ljust(dt.itemsize if dt is not None else 0, b"\0"))
+    if isinstance(v, np.floating):
+        return _float(float(v), int.from_bytes(v.tobytes(), sys.byteorder), v.dtype.itemsize)
     if isinstance(v, np.generic):
         return v.item()
     return v
 
 
-def _c_string(b: bytes) -> str:
-    """A char array as C reads it, up to its first NUL; hex when that is not printable text, so control
-    characters from another process's name never reach the terminal raw."""
+def _btf_json(v: Any) -> Any:
+    """A value decoded by BTF (:meth:`percpu.btf.Btf.value`) as JSON, losing nothing: enums by name (their
+    number where no enumerator matches), every member of a union, char arrays as text plus their bytes
+    where those differ, floats that JSON has no number for as text."""
+    if isinstance(v, dict):
+        return {k: _btf_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_btf_json(x) for x in v]
+    if isinstance(v, EnumValue):
+        return v.name if v.name is not None else int(v)
+    if isinstance(v, NanValue):
+        return _float(v, v.bits, v.size)
+    if isinstance(v, float):
+        return _float(v, 0, 0)
+    if isinstance(v, CharArray):
+        return _chars(bytes(v))
+    if isinstance(v, bytes):  # RawBytes: nothing says what they mean
+        return v.hex()
+    return v
+
+
+# The NaN each float width gets from arithmetic (positive, quiet, no payload): shown as "nan"; any other
+# NaN shows its bits.
+_QUIET_NAN = {2: 0x7E00, 4: 0x7FC00000, 8: 0x7FF8000000000000}
+
+
+def _float(v: float, bits: int, size: int) -> float | str:
+    """A float as JSON: a number where JSON has one (a 32-bit float's exact value, written as a double),
+    else ``"inf"``, ``"-inf"``, ``"nan"``, or ``"nan:0x7fc00001"`` for a NaN with a sign or payload."""
+    if math.isfinite(v):
+        return v
+    if not math.isnan(v):
+        return "inf" if v > 0 else "-inf"
+    return "nan" if bits == _QUIET_NAN.get(size) else f"nan:0x{bits:0{2 * size}x}"
+
+
+def _chars(b: bytes) -> str | dict[str, str]:
+    """A char array: its text when the text and NUL padding are all its bytes; else the text up to the
+    first NUL (as C reads it, undecodable bytes replaced) and ``hex``, every byte."""
     head = b.split(b"\0", 1)[0]
     try:
         text = head.decode()
     except UnicodeDecodeError:
-        return b.hex()
-    return text if text.isprintable() else b.hex()
+        pass
+    else:
+        if not b[len(head) :].strip(b"\0"):
+            return text
+    return {"text": head.decode(errors="replace"), "hex": b.hex()}
 
 
-def _text(v: Any) -> str:
-    j = _json_value(v)
-    return j if isinstance(j, str) else json.dumps(j, separators=(",", ":"))
+def _text(j: Any) -> str:
+    """A JSON value as one cell of the table: text as itself when it is all printable (so a control
+    character from another process's name never reaches the terminal raw), anything else as JSON."""
+    if isinstance(j, str) and j and j.isprintable():
+        return j
+    return json.dumps(j, separators=(",", ":"))
 
 
 def _parse_int(text: str) -> int:
@@ -108,32 +157,72 @@ def _parse_key(m: Map, text: str) -> Any:
     try:
         return _parse_int(text)
     except ValueError as exc:
+        codec = m.key_codec
+        if isinstance(codec, BtfCodec) and codec.btf.resolve(codec.type_id).kind in ("enum", "enum64"):
+            return text.strip()  # an enumerator's name, as dump shows an enum key
         raise PercpuError(f"--key {text!r}: not an integer (decimal or 0x hex)") from exc
 
 
-def _rows(m: Map, key: Any, args: argparse.Namespace) -> Iterator[tuple[Any, Any]]:
-    """(key, per-CPU values array or single value), batch-read, at most --limit of them."""
+def _rows(m: Map, key: Any, args: argparse.Namespace) -> Iterator[tuple[bytes, list[bytes], np.ndarray]]:
+    """(key bytes, the bytes of each CPU's value or of the one value, the same values as a typed array
+    for sums), batch-read, at most --limit of them. Each key and value is shown from all its bytes, as
+    the kernel holds them."""
+    ksize, vsize = m.info.key_size, m.info.value_size
     if key is not None:
+        kraw = m.key_codec.encode(key)
         try:
-            v = m.lookup(key)
+            if isinstance(m, PerCpuMap):
+                arr = m.lookup(key).to_numpy()
+                if args.cpu is not None:
+                    arr = arr[list(m.cpus).index(args.cpu)]
+                values = _split(arr, vsize)
+            else:
+                values = [_lookup_bytes(m, args.map, kraw)]
+                arr = _typed(m.value_codec, values)
         except KeyNotFound as exc:
             shown = f" (bytes {key.hex()})" if isinstance(key, bytes) else ""
             raise KeyNotFound(
                 f"map {m.info.id} {m.name!r} has no key {args.key}{shown}", errno=exc.errno, map_name=m.name
             ) from exc
-        arr = v.to_numpy() if isinstance(m, PerCpuMap) else v
-        if args.cpu is not None and isinstance(m, PerCpuMap):
-            arr = arr[list(m.cpus).index(args.cpu)]
-        # Raw keys are shown as a dump shows them (hex bytes, or text for a char array), whatever was typed.
-        if isinstance(key, bytes):
-            key = np.bytes_(key) if m.key_codec.dtype.kind == "S" else np.void(key)
-        yield key, arr
+        yield kraw, values, arr
         return
     # --cpu: one CPU's values only (the kernel copies just those where it has BPF_F_CPU, Linux 7.0).
     snap = m.snapshot(cpu=args.cpu) if args.cpu is not None and isinstance(m, PerCpuMap) else m.snapshot()
     n = len(snap) if not args.limit else min(args.limit, len(snap))
+    kbuf, vbuf = _bytes_of(snap.keys[:n]), _bytes_of(snap.values[:n])
+    per_key = len(vbuf) // (n * vsize) if n else 0
     for i in range(n):
-        yield snap.keys[i], snap.values[i]
+        first = i * per_key
+        yield (
+            bytes(kbuf[i * ksize : (i + 1) * ksize]),
+            [bytes(vbuf[(first + j) * vsize : (first + j + 1) * vsize]) for j in range(per_key)],
+            snap.values[i],
+        )
+
+
+def _bytes_of(arr: np.ndarray) -> memoryview:
+    """The bytes of a typed array, every element's in order: numpy's own scalars drop a char array's
+    trailing NULs and turn a _Bool's byte 2 into True, so elements are decoded from these instead."""
+    flat: Any = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    return memoryview(flat)
+
+
+def _split(arr: np.ndarray, size: int) -> list[bytes]:
+    """The bytes of each element of a typed array, in order."""
+    buf = _bytes_of(arr)
+    return [bytes(buf[i : i + size]) for i in range(0, len(buf), size)]
+
+
+def _lookup_bytes(m: Map, spec: str, kraw: bytes) -> bytes:
+    """One value of a map that is not per-CPU, as bytes: its typed lookup returns a decoded value, and
+    some (a NaN's payload, a _Bool's byte) cannot be turned back into the bytes they came from."""
+    with open_map(spec, key=bytes, value=bytes) as raw:
+        if raw.info.id != m.info.id:
+            raise PercpuError(
+                f"{spec!r} is map {raw.info.id} now, not map {m.info.id}: it was replaced; retry"
+            )
+        v = raw.lookup(kraw)
+    return bytes(v)
 
 
 def _open_typed(args: argparse.Namespace) -> Map:
@@ -177,6 +266,9 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             raise PercpuError(f"--sum needs numeric values; {m.value_codec.name} is not{hint}")
         wanted = None if args.key is None else _parse_key(m, args.key)
         out = sys.stdout
+        notes: list[str] = []
+        kc, vc = m.key_codec, m.value_codec
+        key_json, value_json = _decoder(kc, "key", notes), _decoder(vc, "value", notes)
         if not args.json:
             print(
                 f"map {m.info.id} {m.name!r}: {m.type_name}, key {m.key_codec.name}, "
@@ -193,26 +285,28 @@ def _cmd_dump(args: argparse.Namespace) -> int:
                         f"  ({what}s shown as bytes: BTF type {type_id} {why})",
                         file=out,
                     )
+        for note in notes:  # JSON lines have no header: there the note goes to stderr
+            print(
+                f"  {note}" if not args.json else f"percpu: dump: {note}",
+                file=sys.stderr if args.json else out,
+            )
         count = 0
-        kc, vc = m.key_codec, m.value_codec
-        for key, vals in _rows(m, wanted, args):
+        for kraw, vraws, arr in _rows(m, wanted, args):
             count += 1
-            k = _shown(kc, key)
+            k = key_json(kraw)
             if not m.percpu:
-                obj: dict[str, Any] = {"key": k, "value": _shown(vc, vals)}
+                obj: dict[str, Any] = {"key": k, "value": value_json(vraws[0])}
+            elif args.cpu is not None:  # _rows gave this CPU's value alone
+                obj = {"key": k, "cpu": args.cpu, "value": value_json(vraws[0])}
+            elif args.sum:
+                obj = {"key": k, "sum": _json_value(_sum(vc, arr))}
             else:
-                arr = np.asarray(vals)
-                if args.cpu is not None:  # _rows gave this CPU's value alone
-                    obj = {"key": k, "cpu": args.cpu, "value": _shown(vc, vals)}
-                elif args.sum:
-                    obj = {"key": k, "sum": _json_value(_sum(vc, arr))}
-                else:
-                    obj = {
-                        "key": k,
-                        "values": [{"cpu": c, "value": _shown(vc, arr[i])} for i, c in enumerate(cpus)],
-                    }
-                    if numeric:
-                        obj["sum"] = _json_value(_sum(vc, arr))
+                obj = {
+                    "key": k,
+                    "values": [{"cpu": c, "value": value_json(vraws[i])} for i, c in enumerate(cpus)],
+                }
+                if numeric:
+                    obj["sum"] = _json_value(_sum(vc, arr))
             if args.json:
                 out.write(json.dumps(obj) + "\n")
             else:
@@ -222,10 +316,44 @@ def _cmd_dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decoder(codec: Codec, what: str, notes: list[str]) -> Callable[[bytes], Any]:
+    """Bytes of one key or value -> JSON: decoded by BTF where the map has it (enum names, bitfields,
+    unions), else by the codec's numpy layout."""
+    if isinstance(codec, BtfCodec):
+        try:
+            decode = codec.btf.decoder(codec.type_id)
+        except PercpuError as exc:
+            notes.append(f"({what}s shown by their numpy layout, without BTF's names and bits: {exc})")
+        else:
+            return lambda raw: _btf_json(decode(raw))
+    if _odd_int(codec):
+        return lambda raw: codec.decode(_typed(codec, [raw])[0])
+    return _scalar(codec.dtype) or (lambda raw: _json_value(_typed(codec, [raw])[0], codec.dtype))
+
+
+def _scalar(dt: np.dtype[Any]) -> Callable[[bytes], Any] | None:
+    """Bytes -> JSON for a plain number, without building a numpy scalar for each (a dump of a million
+    counters makes millions of them)."""
+    if dt.names or dt.subdtype or dt.kind not in "iubf" or (dt.kind == "f" and dt.itemsize not in (2, 4, 8)):
+        return None
+    order: Any = "big" if dt.byteorder == ">" else "little" if dt.byteorder == "<" else sys.byteorder
+    if dt.kind == "b":
+        return lambda raw: bool(raw[0]) if raw[0] < 2 else raw[0]  # a _Bool's byte 2 stays 2
+    if dt.kind == "f":
+        unpack = struct.Struct({"big": ">", "little": "<"}[order] + {2: "e", 4: "f", 8: "d"}[dt.itemsize])
+        return lambda raw: _float(unpack.unpack(raw)[0], int.from_bytes(raw, order), dt.itemsize)
+    signed = dt.kind == "i"
+    return lambda raw: int.from_bytes(raw, order, signed=signed)
+
+
+def _typed(codec: Codec, raws: list[bytes]) -> np.ndarray:
+    """Values' bytes as an array of the codec's dtype, one row each (a u64[4] value is a row of 4)."""
+    arr: np.ndarray = np.ndarray((len(raws),), dtype=codec.dtype, buffer=b"".join(raws))
+    return arr
+
+
 def _btf_refusal(btf_id: int, type_id: int, size: int, flag: str) -> str:
     """Why a map's BTF type gave no codec, for the dump header (the map itself reads as bytes)."""
-    from ..btf import btf_codec, load_btf
-
     try:
         btf = load_btf(btf_id)
         name = btf.type_name(type_id)
@@ -234,18 +362,12 @@ def _btf_refusal(btf_id: int, type_id: int, size: int, flag: str) -> str:
         btf_codec(btf, type_id, size)
     except (PercpuError, OSError) as exc:
         return f"was not decoded: {exc}; {flag} declares a type"
-    return f"({name}) has no exact layout (bitfields, or a kind numpy cannot hold); {flag} declares a type"
+    return f"({name}) has no layout: it is not a type a value can have; {flag} declares a type"
 
 
 def _odd_int(codec: Codec) -> bool:
     """An integer numpy has no type for (u24, u128): held as bytes, decoded by the codec."""
     return isinstance(codec, IntCodec) and codec.dtype.kind == "V"
-
-
-def _shown(codec: Codec, v: Any) -> Any:
-    if _odd_int(codec):
-        return codec.decode(np.asarray(v))
-    return _json_value(v)
 
 
 def _sum(codec: Codec, arr: np.ndarray) -> Any:
@@ -255,7 +377,7 @@ def _sum(codec: Codec, arr: np.ndarray) -> Any:
 
 
 def _print_row(obj: dict[str, Any], out: Any) -> None:
-    key = obj["key"] if isinstance(obj["key"], str) else json.dumps(obj["key"], separators=(",", ":"))
+    key = _text(obj["key"])
     if "values" in obj:
         cells = "  ".join(f"cpu{v['cpu']}={_text(v['value'])}" for v in obj["values"])
         tail = f"  sum={_text(obj['sum'])}" if "sum" in obj else ""
@@ -273,8 +395,9 @@ def register(sub: Any) -> None:
         "dump",
         help="dump a map with real CPU ids and BTF field names",
         description="Dump a map's entries. Per-CPU values are shown per CPU id (not slot), decoded "
-        "with BTF field names where the map has BTF, raw hex where not. Reads use batch "
-        "operations.",
+        "with BTF where the map has it (field names, enumerator names, bitfields, every member of a "
+        "union, char arrays as text with their bytes where those differ), raw hex where not. Reads use "
+        "batch operations.",
     )
     d.add_argument("map", help="map id, name, or pinned path (/sys/fs/bpf/...)")
     d.add_argument("--sum", action="store_true", help="per key, the total over all CPUs (per-CPU maps)")
@@ -282,7 +405,8 @@ def register(sub: Any) -> None:
     d.add_argument(
         "--key",
         help="only this key. A struct key (from BTF or --key-type): a JSON object of its fields. A char[N] "
-        "key: its text. An integer key, or a 1, 2, 4 or 8-byte key without a type: a decimal or 0x hex "
+        "key: its text. An enum key: an enumerator's name or its number. An integer key, or a 1, 2, 4 or "
+        "8-byte key without a type: a decimal or 0x hex "
         "integer (laid out in this machine's byte order, as the kernel stores it). Any other key without "
         "a type: its bytes in hex, e.g. 0a0b0c for 3 bytes",
     )

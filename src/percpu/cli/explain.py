@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import _libbpf
-from ..cpus import topology
+from ..cpus import cpu_lists
 from ..errors import BpfError, PercpuError
 from ..layout import alloc
 from ..layout import round8 as stride
@@ -43,7 +43,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     size = args.value_size
     if not 1 <= size <= 32768:
         raise PercpuError("--value-size must be 1..32768")
-    possible = topology().possible
+    possible = cpu_lists().possible
     n = len(possible)
     st = stride(size)
     guard = 16
@@ -107,7 +107,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     print("The rule: buffer = round_up(value_size, 8) * num_possible_cpus(), where possible CPUs come from")
     print(
         f"/sys/devices/system/cpu/possible ({possible}), not os.cpu_count() ({os.cpu_count()}) or online "
-        f"CPUs ({topology().online})."
+        f"CPUs ({cpu_lists().online})."
     )
     print("Slot i holds the i-th possible CPU, which is CPU id i only when that list has no gaps.")
     print("percpu sizes every buffer this way: PerCpuArray.create(...).lookup(key) returns a PerCpuValue.")

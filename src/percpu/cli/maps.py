@@ -7,14 +7,14 @@ import json
 import sys
 from typing import Any
 
-from ..cpus import topology
+from ..cpus import cpu_lists
 from ..maps import PERCPU_TYPES, MapType, list_maps, user_value_bytes
 
 __all__ = ["register"]
 
 
 def _cmd_maps(args: argparse.Namespace) -> int:
-    possible = len(topology().possible)
+    possible = len(cpu_lists().possible)
     rows = []
     for info in list_maps():
         percpu = info.type in PERCPU_TYPES

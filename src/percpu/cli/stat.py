@@ -4,16 +4,20 @@ lifetime."""
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import json
 import os
+import shlex
 import shutil
+import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import plots, process
-from ..cpus import topology
+from ..cpus import cpu_lists
 from ..errors import PercpuError
 from ..syscount import (
     SyscallCounter,
@@ -21,7 +25,7 @@ from ..syscount import (
     SyscallSnapshot,
     cgroup2_root,
 )
-from ..topo import CpuLayout
+from ..topo import CpuTopology
 from . import _options, _report, _view
 from ._args import int_at_least, seconds
 from ._outfile import ReportFile
@@ -36,19 +40,34 @@ class _Output:
     """Writes each interval (or the final report) in the chosen format, and the heat map at the end.
 
     Output files are checked when this is made, before counting starts, but a regular file is replaced
-    only by :meth:`commit`, once the report is complete: a run that fails leaves the old file as it was."""
+    only by :meth:`commit`, once the report is complete: a run that fails leaves the old file as it was.
+
+    A report that cannot be written (its pipe's reader went away, a full file system) is not the end of
+    the run when something else still needs it: the pictures of the whole run, a command percpu waits for.
+    :meth:`wanted` says whether counting on produces anything; :meth:`finish` says on stderr what was
+    lost and gives the exit status."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.fmt = args.format
         self.top = args.top if args.top else None
         self.sum = args.sum
         self.quiet = args.quiet
-        self.view, self.layout = _view.from_args(args)  # a bad --cpus fails here, before counting
+        self.view, self.topology = _view.from_args(args)  # a bad --cpus fails here, before counting
         self.attach: str | None = None
         self.first = True
         self.heatmap_path: str | None = args.heatmap
         self.timeseries_path: str | None = getattr(args, "timeseries", None)
         self.intervals: list[SyscallDelta] = []  # what --timeseries draws
+        # The run's caveats (a command counted without its children, ...): in every report from when they
+        # are known, as warnings in JSON and CSV and footer lines in the table.
+        self.caveats: list[_report.Caveat] = []
+        self.caveats_unwritten = False
+        self.reports = 0  # reports written in full
+        self.broken_pipe = False  # the reader of the report went away
+        self.report_error: PercpuError | None = None  # the report could not be written
+        self.report_was_file = False  # ... and was to replace a regular file
+        self.picture_errors: list[str] = []
+        self.lost_pictures: list[ReportFile] = []
         if self.timeseries_path and not args.interval:
             raise PercpuError("--timeseries needs --interval (it draws one point per interval)")
         for path, opt in ((self.heatmap_path, "--heatmap"), (self.timeseries_path, "--timeseries")):
@@ -66,48 +85,142 @@ class _Output:
             self.close()
             raise
 
+    def add_caveat(self, caveat: _report.Caveat) -> None:
+        self.caveats.append(caveat)
+        self.caveats_unwritten = True
+
+    @property
+    def report_lost(self) -> bool:
+        return self.broken_pipe or self.report_error is not None
+
+    def wanted(self) -> bool:
+        """Whether counting on produces anything: the report can still be written, or a picture of the
+        whole run is due."""
+        return not self.report_lost or self.heatmap is not None or self.timeseries is not None
+
     def write(self, d: SyscallDelta) -> None:
         end = time.time()
         if self.view is not None:
             d = self.view(d)
         if self.timeseries_path:
             self.intervals.append(d)
+        if self.report_lost:
+            return
         if self.fmt == "json":
-            self.out.write(
-                json.dumps(_report.to_json(d, end_time=end, attach=self.attach, top=self.top)) + "\n"
-            )
+            obj = _report.to_json(d, end_time=end, attach=self.attach, top=self.top, run_caveats=self.caveats)
+            text = json.dumps(obj) + "\n"
         elif self.fmt == "csv":
-            self.out.write(_report.csv_rows(d, end_time=end, header=self.first))
+            text = _report.csv_rows(
+                d, end_time=end, header=self.first, attach=self.attach, top=self.top, run_caveats=self.caveats
+            )
         else:
-            if not self.first:
-                self.out.write("\n")
-            self.out.write(_report.table(d, top=self.top, sum_cpus=self.sum))
+            text = "" if self.first else "\n"
+            text += _report.table(d, top=self.top, sum_cpus=self.sum) + _report.caveat_lines(self.caveats)
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except PercpuError as exc:
+            self._lose_report(exc)
+            return
         self.first = False
-        self.out.flush()
+        self.caveats_unwritten = False
+        self.reports += 1
+
+    def _lose_report(self, exc: PercpuError) -> None:
+        if exc.errno == errno.EPIPE:
+            # `percpu stat | head`: the reader has what it wanted. Standard output goes to /dev/null from
+            # here, so the interpreter's last flush at exit cannot fail on it again.
+            self.broken_pipe = True
+            if self.out.path == "-":
+                _stdout_to_devnull()
+        else:
+            self.report_error = exc
+            self.report_was_file = self.out.replaces  # before close(), which removes the temporary file
 
     def write_heatmap(self, d: SyscallDelta) -> None:
         """The pictures, at the end of the run: the heat map of ``d`` (the whole run), the time series of
         the intervals. Written by :meth:`commit`."""
-        layout = self.layout or _layout_or_none()
+        topology = self.topology or _topology_or_none()
+        if self.view is not None:
+            d = self.view(d)
+        # What the numbers leave out, in the picture itself: it travels without the report.
+        notes = [c.text for c in (*_report.caveats(d), *self.caveats)]
         if self.heatmap is not None and self.heatmap_path is not None:
-            if self.view is not None:
-                d = self.view(d)
             buf = io.BytesIO()
-            plots.heatmap(d, self.heatmap_path, layout=layout, top=self.top or 30, file=buf)
-            self.heatmap.write(buf.getvalue())
+            plots.heatmap(d, self.heatmap_path, topology=topology, top=self.top or 30, file=buf, notes=notes)
+            self._write_picture(self.heatmap, "heat map", buf.getvalue())
         if self.timeseries is not None and self.timeseries_path is not None:
             buf = io.BytesIO()
-            plots.timeseries(self.intervals, self.timeseries_path, layout=layout, file=buf)
-            self.timeseries.write(buf.getvalue())
+            plots.timeseries(self.intervals, self.timeseries_path, topology=topology, file=buf, notes=notes)
+            self._write_picture(self.timeseries, "time series", buf.getvalue())
+
+    def _write_picture(self, f: ReportFile, what: str, data: bytes) -> None:
+        try:
+            f.write(data)
+        except PercpuError as exc:
+            self._lose_picture(f, what, exc)
+
+    def _lose_picture(self, f: ReportFile, what: str, exc: PercpuError) -> None:
+        kept = f" ({f.path} keeps its old contents)" if f.replaces and f.existed else ""
+        self.picture_errors.append(f"{exc}: the {what} was not written{kept}")
+        self.lost_pictures.append(f)
+        f.close()
 
     def commit(self) -> None:
         """The run is over and its reports are written: put the files in place."""
-        self.out.commit()
+        if not self.report_lost:
+            try:
+                self.out.commit()
+            except PercpuError as exc:
+                self._lose_report(exc)
         for f, what in ((self.heatmap, "heat map"), (self.timeseries, "time series")):
-            if f is not None:
+            if f is None or f in self.lost_pictures:
+                continue
+            try:
                 f.commit()
-                if not self.quiet:
-                    print(f"percpu: {what} written to {f.path}", file=sys.stderr)
+            except PercpuError as exc:
+                self._lose_picture(f, what, exc)
+                continue
+            if not self.quiet:
+                print(f"percpu: {what} written to {f.path}", file=sys.stderr)
+
+    def finish(self, status: int, command: list[str] | None = None) -> int:
+        """Say on stderr what the run could not write, and return the exit status: 1 when a report or
+        picture was lost to an error; 141 (128 + SIGPIPE, as a shell shows a tool its broken pipe
+        killed) when the report's reader went away, unless a command failed, whose status comes first;
+        else ``status``."""
+        if self.fmt != "table" and not self.quiet:
+            for c in self.caveats:  # in the report as warnings; said here too for whoever watches stderr
+                print(f"percpu: warning: {c.text}", file=sys.stderr)
+        if self.report_error is not None:
+            print(f"percpu: {self.report_error}: {self._what_was_lost(status, command)}", file=sys.stderr)
+        for message in self.picture_errors:
+            print(f"percpu: {message}", file=sys.stderr)
+        if self.report_error is not None or self.picture_errors:
+            return 1
+        if self.broken_pipe:
+            pictures = [f"{f.option} {f.path}" for f in (self.heatmap, self.timeseries) if f is not None]
+            if pictures and not self.quiet:
+                print(
+                    f"percpu: the report's reader closed its end after {self.reports} report(s); the run "
+                    f"went on to its end for {' and '.join(pictures)}",
+                    file=sys.stderr,
+                )
+            return status or 128 + signal.SIGPIPE
+        return status
+
+    def _what_was_lost(self, status: int, command: list[str] | None) -> str:
+        if self.report_was_file and self.out.existed:
+            lost = f"the report was not written ({self.out.path} keeps its old contents)"
+        elif self.report_was_file:
+            lost = "the report was not written (no file was made)"
+        elif self.reports:
+            lost = f"the report is cut short: {self.reports} interval report(s) written, the rest lost"
+        else:
+            lost = "the report was lost"
+        if command:
+            return f"{lost}; the command ({shlex.join(command)}) ran to its end, exit status {status}"
+        return lost + ("; the pictures were still drawn" if self.heatmap or self.timeseries else "")
 
     def close(self) -> None:
         for f in (self.heatmap, self.timeseries):
@@ -116,10 +229,20 @@ class _Output:
         self.out.close()
 
 
-def _layout_or_none() -> CpuLayout | None:
-    """The machine's layout to order a picture's CPUs by; a picture is still drawn without it."""
+def _stdout_to_devnull() -> None:
     try:
-        return topology().layout()
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (a test's capture): nothing flushes it at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _topology_or_none() -> CpuTopology | None:
+    """The machine's topology to order a picture's CPUs by; a picture is still drawn without it."""
+    try:
+        return cpu_lists().topology()
     except PercpuError:
         return None
 
@@ -164,7 +287,7 @@ def _cmd_stat(args: argparse.Namespace) -> int:
             out.close()
     finally:
         watch.close()
-    return 0
+    return out.finish(0)
 
 
 def _note_start(args: argparse.Namespace, counter: SyscallCounter) -> None:
@@ -181,14 +304,19 @@ def _stat_loop(
     out: _Output,
     start: SyscallSnapshot,
     watch: process.Watch,
+    at_end: Callable[[], None] | None = None,
 ) -> None:
     """Report every ``--interval`` (or once at the end) until the deadline, a signal, or the watched
-    process's exit; the heat map covers the whole run."""
+    process's exit; the heat map covers the whole run. ``at_end`` runs once the run is over, before the
+    last report (it may add caveats to it).
+
+    A report that can no longer be written ends the run early, unless pictures of the whole run are due
+    or a command runs: percpu waits for its command whatever happens to its report."""
     last = start
     deadline = start.time + args.duration if args.duration else None
     due = start.time + args.interval if args.interval else None
     intervals = 0
-    while not watch.stop:
+    while not watch.stop and (out.wanted() or watch.child):
         now = time.monotonic()
         wake = min((t for t in (deadline, due) if t is not None), default=now + 3600.0)
         watch.wait(wake - now)
@@ -208,10 +336,12 @@ def _stat_loop(
             due += args.interval
             if due <= now:  # fell behind (a slow read, SIGSTOP, suspend): no near-empty catch-up report
                 due = now + args.interval
+    if at_end is not None:
+        at_end()
     end = counter.snapshot()
     if not args.interval:
         out.write(end.delta(start))
-    elif intervals == 0 or end.time - last.time > 0.05:
+    elif intervals == 0 or end.time - last.time > 0.05 or out.caveats_unwritten:
         out.write(end.delta(last))  # the part of an interval left when the run ended
     out.write_heatmap(end.delta(start))
 
@@ -231,12 +361,31 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
                 else _options.filters(args, pid=cmd_run.pid)
             )
             watch = cmd_run.watch
+            cg = cmd_run.cgroup
+            if not cmd_run.in_cgroup:
+                why = (
+                    "no cgroup v2 here"
+                    if cg.root == ""
+                    else "no cgroup could be made for the command under percpu's own"
+                )
+                text = f"{why}: counted the command's own process only, not the processes it started"
+                out.add_caveat(_report.Caveat("own-process-only", text))
+
+            def left_running() -> None:
+                n = cmd_run.left_running()
+                if n:
+                    text = (
+                        f"the command left {n} process(es) running; they were counted until it exited, "
+                        "not after"
+                    )
+                    out.add_caveat(_report.Caveat("left-running", text, n))
+
             with _options.counter(args, filters) as counter:
                 out.attach = counter.attach_mode
                 start = counter.snapshot()  # before the command runs: its first calls are counted
                 with watch.signals():
                     cmd_run.release()
-                    _stat_loop(args, counter, out, start, watch)
+                    _stat_loop(args, counter, out, start, watch, at_end=left_running)
             out.commit()
         finally:
             cmd_run.close()
@@ -247,22 +396,10 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
             f"percpu: could not remove the cgroup {cmd_run.cgroup_path}; the next run removes it",
             file=sys.stderr,
         )
-    cg = cmd_run.cgroup
-    if args.format == "table" and not args.quiet:
-        if not cmd_run.in_cgroup:
-            why = (
-                "no cgroup v2 here" if cg.root == "" else "no cgroup could be made for it under percpu's own"
-            )
-            print(f"percpu: {why}: counted the command's own process only", file=sys.stderr)
-        if cmd_run.moved:
-            print(
-                f"percpu: the command left {cmd_run.moved} process(es) running; they were counted until "
-                "it exited",
-                file=sys.stderr,
-            )
-        for stale in cg.removed_stale:
+    if not args.quiet:
+        for stale in cmd_run.cgroup.removed_stale:
             print(f"percpu: removed {stale}, left by a percpu that was killed", file=sys.stderr)
-    return cmd_run.status
+    return out.finish(cmd_run.status, cmd)
 
 
 def register(sub: Any) -> None:
@@ -294,7 +431,8 @@ def register(sub: Any) -> None:
         "--format",
         choices=("table", "json", "csv"),
         default="table",
-        help="table (default), json (one object per interval, one per line) or csv",
+        help="table (default), json (one object per interval, one per line) or csv (one count a row, its "
+        "kind in the record column: syscall, process, error, latency, lost, warning, ...)",
     )
     s.add_argument("-o", "--output", help="write the report to this file instead of stdout")
     s.add_argument(

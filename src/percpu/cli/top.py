@@ -8,9 +8,11 @@ import sys
 import time
 from typing import Any
 
+from ..errors import PercpuError
 from ..syscount import SyscallCounter
 from . import _options, _report, _view
 from ._args import int_at_least
+from ._outfile import stdout_closed
 
 __all__ = ["register"]
 
@@ -18,6 +20,11 @@ __all__ = ["register"]
 def _cmd_top(args: argparse.Namespace) -> int:
     from . import _top
 
+    if stdout_closed():
+        raise PercpuError(
+            "top: standard output was closed when percpu started, so the view would go nowhere: "
+            "redirect it (>/dev/null to discard it)"
+        )
     filters = _options.filters(args)
     view, _layout = _view.from_args(args)
     counter = _options.counter(args, filters)

@@ -7,37 +7,37 @@ import json
 import sys
 from typing import Any
 
-from ..cpus import topology
-from ..topo import layout_lines
+from ..cpus import cpu_lists
+from ..topo import topology_lines
 
 __all__ = ["register"]
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    lay = topology().layout()
+    topo = cpu_lists().topology()
     if args.json:
         obj = {
-            "possible": str(lay.possible),
-            "isolated": str(lay.isolated),
-            "housekeeping": str(lay.housekeeping),
-            "absent": str(lay.absent),
-            "partitions": [{"path": p.path, "kind": p.kind, "cpus": str(p.cpus)} for p in lay.partitions],
+            "possible": str(topo.possible),
+            "isolated": str(topo.isolated),
+            "housekeeping": str(topo.housekeeping),
+            "absent": str(topo.absent),
+            "partitions": [{"path": p.path, "kind": p.kind, "cpus": str(p.cpus)} for p in topo.partitions],
             "cpus": [
                 {
                     **{k: v for k, v in c._asdict().items() if k not in ("siblings", "partition")},
                     "state": c.state,
                     "siblings": str(c.siblings),
                     "partition": None if c.partition is None else c.partition.path,
-                    "groups": {by: c.label(by, lay.multi_die) for by in ("core", "package", "node")},
+                    "groups": {by: c.label(by, topo.multi_die) for by in ("core", "package", "node")},
                 }
-                for c in lay.cpus
+                for c in topo.cpus
             ],
         }
         sys.stdout.write(json.dumps(obj) + "\n")
         return 0
-    for line in layout_lines(lay):
+    for line in topology_lines(topo):
         print(line)
-    iso, hk, absent = (str(x) or "-" for x in (lay.isolated, lay.housekeeping, lay.absent))
+    iso, hk, absent = (str(x) or "-" for x in (topo.isolated, topo.housekeeping, topo.absent))
     print(f"\nisolated: {iso}  housekeeping: {hk}  absent: {absent}")
     return 0
 
