@@ -49,6 +49,7 @@ from ._uapi import (
     BpfInsn,
     BpfMapInfo,
     BpfProgInfo,
+    BtfLoadOpts,
     MapBatchOpts,
     MapCreateOpts,
     ObjectOpenOpts,
@@ -122,6 +123,7 @@ class Backend(Protocol):
         btf_key_type_id: int = 0,
         btf_value_type_id: int = 0,
     ) -> int: ...
+    def btf_load(self, data: bytes) -> int: ...
     def map_get_fd_by_id(self, map_id: int) -> int: ...
     def map_get_next_id(self, start: int) -> int | None: ...
     def obj_get(self, path: str) -> int: ...
@@ -166,6 +168,7 @@ _U32 = ctypes.c_uint32
 _U64 = ctypes.c_uint64
 _SZ = ctypes.c_size_t
 _S = ctypes.c_char_p
+_BTF_LOG_BYTES = 1 << 16  # the kernel's BTF verifier log of a refused blob: its last line says why
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 # name: (restype, argtypes). Kept in one table so the whole surface percpu uses is visible at a glance.
@@ -202,7 +205,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_prog_load": (_I, [_I, _S, _S, _P, _SZ, _P]),
     "bpf_prog_attach": (_I, [_I, _I, _I, _U32]),
     "bpf_prog_detach2": (_I, [_I, _I, _I]),
-    "bpf_btf_load": (_I, [_P, _SZ, _P]),
+    "bpf_btf_load": (_I, [_P, _SZ, ctypes.POINTER(BtfLoadOpts)]),
     "bpf_object__open_file": (_P, [_S, ctypes.POINTER(ObjectOpenOpts)]),
     "bpf_object__load": (_I, [_P]),
     "bpf_object__close": (None, [_P]),
@@ -416,6 +419,29 @@ class Libbpf:
                 ctypes.byref(opts),
             )
         )
+
+    def btf_load(self, data: bytes) -> int:
+        """Load a BTF blob into the kernel and return the BTF object's fd (a map created with it keeps
+        its own reference). A refusal raises OSError whose text ends with the kernel's reason: its
+        verifier log, asked for on a second attempt only, as libbpf does."""
+        blob = alloc(len(data))
+        blob[:] = np.frombuffer(data, dtype=np.uint8)
+        opts = _struct(BtfLoadOpts)
+        opts.sz = ctypes.sizeof(BtfLoadOpts)
+        load = self.fn("bpf_btf_load")
+        ret = int(load(_ptr(blob), len(data), ctypes.byref(opts)))
+        if ret >= 0:
+            return ret
+        log = alloc(_BTF_LOG_BYTES)
+        opts.log_buf = _ptr(log)
+        opts.log_size = _BTF_LOG_BYTES
+        opts.log_level = 1
+        again = int(load(_ptr(blob), len(data), ctypes.byref(opts)))
+        if again >= 0:
+            return again
+        lines = log.tobytes().split(b"\0", 1)[0].decode(errors="replace").strip().splitlines()
+        why = os.strerror(-ret)
+        raise OSError(-ret, f"{why}: {lines[-1].strip()}" if lines else why)
 
     def map_get_fd_by_id(self, map_id: int) -> int:
         return _check(self.fn("bpf_map_get_fd_by_id")(checked(map_id, "map id")))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import operator
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from typing import Any
 
 import numpy as np
@@ -106,12 +106,19 @@ def _codec_of_text(text: str) -> Codec:
         return NumpyCodec(dt)
 
 
-class PerCpuValue(Sequence[Any]):
+class PerCpuValue(Mapping[int, Any]):
     """One key's value on every possible CPU, indexed by CPU id.
 
     ``v[cpu]`` is CPU ``cpu``'s value (CPU id, not slot index: on a system whose possible CPUs are
-    ``0,2-3``, ``v[2]`` is the second slot). Iterating yields values in CPU order; :meth:`items` yields
-    ``(cpu, value)``. Offline CPUs keep their slot and their value. The object is immutable.
+    ``0,2-3``, ``v[2]`` is the second slot). Offline CPUs keep their slot and their value. The object is
+    immutable.
+
+    It is a mapping from CPU id to value, as a ``pandas.Series`` indexed by CPU is: :meth:`keys` are the
+    CPU ids, :meth:`items` ``(cpu, value)`` pairs, ``cpu in v`` asks whether ``cpu`` is a possible CPU,
+    and ``dict(v)`` and ``pd.Series(v)`` are keyed by CPU id. Like a Series, and unlike a dict, iterating
+    yields the values, in CPU order (``list(v)``, ``sum(v)`` and ``max(v)`` are over values, as they
+    always were). ``np.asarray(v)`` is the values array, shape (possible CPUs, ...), row i CPU
+    ``cpus[i]``; :meth:`to_pandas` the Series (or a DataFrame of a record's fields).
     """
 
     __slots__ = ("_array", "_codec", "_cpus", "_slot")
@@ -190,7 +197,7 @@ class PerCpuValue(Sequence[Any]):
     def __len__(self) -> int:
         return len(self._cpus)
 
-    def __getitem__(self, cpu: int) -> Any:  # type: ignore[override]
+    def __getitem__(self, cpu: int) -> Any:
         try:
             if isinstance(cpu, bool):  # True and 1.0 hash like CPU 1: a CPU id is an integer
                 raise TypeError(cpu)
@@ -200,15 +207,80 @@ class PerCpuValue(Sequence[Any]):
         return self._codec.decode(self._array[slot])
 
     def __iter__(self) -> Iterator[Any]:
+        """The values in CPU order (a Series' iteration, not a dict's: the keys are :meth:`keys`)."""
         for i in range(len(self._cpus)):
             yield self._codec.decode(self._array[i])
 
-    def items(self) -> Iterator[tuple[int, Any]]:
+    def __reversed__(self) -> Iterator[Any]:
+        for i in reversed(range(len(self._cpus))):
+            yield self._codec.decode(self._array[i])
+
+    def __contains__(self, cpu: object) -> bool:
+        """Whether ``cpu`` is one of the possible CPUs (``v[cpu]`` works), as ``in`` is for a Series."""
+        return not isinstance(cpu, bool) and cpu in self._slot
+
+    def keys(self) -> KeysView[int]:
+        """The possible CPU ids, in slot order."""
+        return dict.fromkeys(self._cpus).keys()
+
+    def values(self) -> ValuesView[Any]:
+        """The values, in CPU order."""
+        return self.to_dict().values()
+
+    def items(self) -> ItemsView[int, Any]:
         """``(cpu id, value)`` pairs in CPU order."""
-        return zip(self._cpus, iter(self), strict=True)
+        return self.to_dict().items()
+
+    def get(self, cpu: int, default: Any = None) -> Any:
+        """CPU ``cpu``'s value, or ``default`` when ``cpu`` is not a possible CPU."""
+        if cpu not in self:
+            return default
+        return self[cpu]
+
+    def count(self, value: Any) -> int:
+        """How many CPUs hold ``value``."""
+        return sum(1 for v in self if v is value or v == value)
+
+    def index(self, value: Any) -> int:
+        """The first CPU (in CPU order) that holds ``value``; ValueError if none does."""
+        for cpu, v in self.items():
+            if v is value or v == value:
+                return cpu
+        raise ValueError(f"no CPU holds {value!r}")
 
     def to_dict(self) -> dict[int, Any]:
-        return dict(self.items())
+        return dict(zip(self._cpus, self, strict=True))
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The values, shape (possible CPUs, ...), row i CPU ``cpus[i]`` (NumPy's array protocol, ``copy``
+        as NumPy 2 passes it): read-only unless a copy is asked for. Integers numpy has no type for
+        (``Int(3)``) come as Python ints in an object array."""
+        a = self._array
+        if isinstance(self._codec, IntCodec) and a.dtype.kind == "V":
+            if copy is False:
+                raise ValueError(f"{self._codec.name} values are decoded into a new array: a copy is needed")
+            a = np.empty(len(self), dtype=object)
+            a[:] = list(self)
+            copy = False
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(f"{a.dtype} values cannot be {np.dtype(dtype)} without a copy")
+            out: np.ndarray = a.astype(dtype)
+            return out
+        return a.copy() if copy else a
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.Series`` of the values indexed by CPU id (index ``cpu``), or a ``DataFrame`` with a
+        column per field (``a.b`` nested, ``h[0]`` for an array's elements) for records and arrays. Needs
+        pandas (``pip install pandas``)."""
+        from . import _frames
+
+        pd = _frames.pandas("PerCpuValue.to_pandas()")
+        cols = _frames.flat_columns(self._array, 1, _frames.VALUE, self._codec)
+        index = _frames.cpu_index(self._cpus)
+        if len(cols) == 1 and cols[0][0] == _frames.VALUE:
+            return pd.Series(cols[0][1], index=index, name=_frames.VALUE)
+        return pd.DataFrame(dict(cols), index=index)
 
     def to_numpy(self) -> np.ndarray:
         """A copy of the values, shape ``(possible CPUs, ...)``; row i is CPU ``cpus[i]``."""

@@ -84,6 +84,8 @@ class FakeKernel:
         self.on_next_key: Any = None  # hook called before each get_next_key (to delete concurrently)
         self.maps: dict[int, FakeMap] = {}
         self.fds: dict[int, int] = {}
+        self.btfs: dict[int, bytes] = {}  # BTF id -> the blob loaded (ids count from 1)
+        self.btf_fds: dict[int, int] = {}  # open BTF fd -> BTF id
         self.calls: list[str] = []
         self.bytes_out = 0  # value bytes copied to user space: shows a one-CPU read copied one CPU's values
         self._next = 100
@@ -143,8 +145,25 @@ class FakeKernel:
             c_text(name, "map name", limit=15)
         if map_type in PERCPU_TYPES and ((value_size + 7) & ~7) > 32768:
             raise _err(errno.E2BIG)
+        btf_id = 0
+        if btf_fd:
+            if btf_fd not in self.btf_fds:
+                raise _err(errno.EBADF)
+            btf_id = self.btf_fds[btf_fd]
         map_id = len(self.maps) + 1
-        info = MapInfo(map_id, map_type, name, key_size, value_size, max_entries, flags, 0, 0, 0, 0)
+        info = MapInfo(
+            map_id,
+            map_type,
+            name,
+            key_size,
+            value_size,
+            max_entries,
+            flags,
+            btf_id,
+            btf_key_type_id if btf_id else 0,
+            btf_value_type_id if btf_id else 0,
+            0,
+        )
         m = FakeMap(info)
         # An array's elements are made here, as the kernel allocates them: a test that reaches this with a
         # map of gigabytes would have made the real kernel try (never create one for real in a test).
@@ -154,6 +173,15 @@ class FakeKernel:
             m.data = {i.to_bytes(4, "little"): zero for i in range(max_entries)}
         self.maps[map_id] = m
         return self._new_fd(map_id)
+
+    def btf_load(self, data: bytes) -> int:
+        """Takes any blob: what the kernel would say of it is the kernel tests' to see."""
+        self._call("btf_load")
+        btf_id = len(self.btfs) + 1
+        self.btfs[btf_id] = bytes(data)
+        self._next += 1
+        self.btf_fds[self._next] = btf_id
+        return self._next
 
     def map_get_fd_by_id(self, map_id: int) -> int:
         self._call("map_get_fd_by_id")
@@ -184,6 +212,7 @@ class FakeKernel:
 
     def close(self, fd: int) -> None:
         self.fds.pop(fd, None)
+        self.btf_fds.pop(fd, None)
 
     def _check_buffers(self, m: FakeMap, layout: Layout, key: np.ndarray | None = None) -> None:
         # What percpu believes must be what this kernel is: anything else is a sizing bug in percpu.

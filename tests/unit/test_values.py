@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import percpu
@@ -32,7 +35,7 @@ def test_codecs() -> None:
 def test_percpu_value_from_values_is_immutable() -> None:
     cpus = percpu.CpuList([0, 2, 3])
     v = PerCpuValue.from_values([1, 2, 3], cpus, codec_for(np.uint64))
-    assert v[2] == 2 and v.items().__next__() == (0, 1)
+    assert v[2] == 2 and next(iter(v.items())) == (0, 1)
     arr = v.to_numpy()
     arr[0] = 99
     assert v[0] == 1
@@ -90,3 +93,67 @@ def test_a_cpu_id_is_an_integer_not_what_hashes_like_one() -> None:
     for bad in (True, 1.0, "1"):
         with pytest.raises(CpuNotPossible):
             v[bad]  # type: ignore[index]
+
+
+# --- a per-CPU value is a mapping from CPU id to value, iterated as a Series is -----------------------
+
+GAPS = percpu.CpuList([0, 2, 3])
+
+
+def test_dict_and_pandas_key_a_value_by_cpu_id() -> None:
+    """On possible CPUs 0,2-3, dict(v) failed, and pd.Series(v) was indexed 0, 1, 2: slots, not CPUs."""
+    v = PerCpuValue.from_values([1, 2, 3], GAPS, codec_for(np.uint64))
+    assert dict(v) == {0: 1, 2: 2, 3: 3}
+    assert list(pd.Series(v).index) == [0, 2, 3] and list(pd.Series(v)) == [1, 2, 3]
+    s = v.to_pandas()
+    assert s.index.name == "cpu" and list(s.index) == [0, 2, 3] and s.dtype == np.uint64
+    assert s[2] == 2
+
+
+def test_iteration_stays_over_values_in_cpu_order() -> None:
+    v = PerCpuValue.from_values([1, 2, 3], GAPS, codec_for(np.uint64))
+    assert list(v) == [1, 2, 3] and sum(v) == 6 and max(v) == 3
+    assert list(reversed(v)) == [3, 2, 1]  # was Sequence's: v[2], v[1] by CPU id, CpuNotPossible
+    assert list(v.keys()) == [0, 2, 3] and list(v.values()) == [1, 2, 3]
+    assert list(v.items()) == [(0, 1), (2, 2), (3, 3)]
+    assert 2 in v and 1 not in v and True not in v and "2" not in v
+    assert v.get(1) is None and v.get(3) == 3
+    assert v.index(2) == 2 and v.index(3) == 3 and v.count(2) == 1
+    with pytest.raises(ValueError, match="no CPU holds 9"):
+        v.index(9)
+
+
+def test_as_an_array_a_value_is_its_values_in_cpu_order() -> None:
+    v = PerCpuValue.from_values([1, 2, 3], GAPS, codec_for(np.uint64))
+    a = np.asarray(v)
+    assert a.dtype == np.uint64 and a.tolist() == [1, 2, 3] and not a.flags.writeable
+    assert np.array(v).flags.writeable and np.asarray(v, dtype=float).tolist() == [1.0, 2.0, 3.0]
+    odd = PerCpuValue.from_values([1, 2**23, 5], GAPS, codec_for(percpu.Int(3)))
+    assert np.asarray(odd).tolist() == [1, 2**23, 5]  # decoded, not 3 raw bytes each
+    stacked = np.asarray([v, v])  # what update_batch takes: (n, possible CPUs)
+    assert stacked.shape == (2, 3)
+
+
+def test_a_record_value_is_a_frame_of_its_fields() -> None:
+    dt = np.dtype([("calls", "<u8"), ("comm", "S4"), ("h", "<u2", (2,)), ("in", [("a", "<i4")])])
+    rows = [(1, b"a", [1, 2], (5,)), (2, b"b", [3, 4], (6,)), (3, b"", [5, 6], (7,))]
+    v = PerCpuValue(np.array(rows, dtype=dt), GAPS, codec_for(dt))
+    f = v.to_pandas()
+    assert list(f.columns) == ["calls", "comm", "h[0]", "h[1]", "in.a"]
+    assert list(f.index) == [0, 2, 3] and f.loc[2, "h[1]"] == 4 and f.loc[3, "in.a"] == 7
+    assert f.loc[0, "comm"] == b"a"
+
+
+def test_without_pandas_the_error_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas raises ImportError
+    v = PerCpuValue.from_values([1, 2, 3], GAPS, codec_for(np.uint64))
+    with pytest.raises(
+        percpu.PercpuError, match=r"PerCpuValue.to_pandas\(\) needs pandas, .*pip install pandas"
+    ):
+        v.to_pandas()
+
+
+def test_importing_percpu_does_not_import_pandas() -> None:
+    code = "import sys, percpu, percpu.maps; print(sorted({'pandas', 'xarray'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

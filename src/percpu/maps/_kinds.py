@@ -4,8 +4,9 @@ what a map of a given geometry costs in kernel memory (:func:`memory_bytes`), an
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
@@ -17,17 +18,25 @@ __all__ = [
     "PERCPU_TYPES",
     "SNAPSHOT_PREALLOC",
     "MapType",
+    "Row",
     "Snapshot",
     "human_bytes",
     "memory_bytes",
     "user_value_bytes",
 ]
+from .. import _frames
 from ..cpus import CpuList
 from ..errors import (
     CpuNotPossible,
+    KeyNotFound,
+    PercpuError,
 )
 from ..layout import Layout, round8
 from ..values import (
+    Codec,
+    IntCodec,
+    NumpyCodec,
+    PerCpuValue,
     is_numeric,
     reduce_cpus,
 )
@@ -129,21 +138,168 @@ def user_value_bytes(map_type: int, value_size: int, possible: int) -> int:
     return Layout(0, value_size, possible, map_type in PERCPU_TYPES).element_bytes
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Row(NamedTuple):
+    """One element of a :class:`Snapshot`: its key, and its value (a :class:`PerCpuValue` for per-CPU
+    maps)."""
+
+    key: Any
+    value: Any
+
+
+@dataclass(frozen=True, repr=False)
+class Snapshot(Sequence[Row]):
     """A whole map read at once: ``keys`` (n,) and ``values`` (n, possible CPUs, ...) numpy arrays.
 
-    Column i of ``values`` is CPU ``cpus[i]``. For maps that are not per-CPU, ``values`` is (n, ...).
-    The arrays are read-only.
+    Column i of ``values`` is CPU ``cpus[i]``. For maps that are not per-CPU, ``values`` is (n, ...); a
+    snapshot of one CPU's values (``snapshot(cpu=5)``) is (n, ...) with ``cpus`` that one CPU. The
+    arrays are read-only, in the order the kernel walked the map (a hash's buckets): :meth:`sorted`
+    orders them by key.
+
+    A snapshot is a sequence of :class:`Row` ``(key, value)``, decoded as a lookup decodes them:
+    ``len(snap)``, ``for key, v in snap``, ``snap[0]`` (the first row), ``snap[:5]``, ``snap[mask]`` and
+    ``snap[[3, 1]]`` (snapshots of those rows), ``key in snap`` and :meth:`lookup` (by key).
+
+    ``np.asarray(snap)`` is ``values``, the (n, possible CPUs, ...) array, read-only unless a copy is
+    asked for (``np.array(snap)``); its columns are slots, CPU ``cpus[i]`` in column i, not CPU ids.
+    :meth:`to_pandas` and :meth:`to_dataframe` label them with the real CPU ids (pandas is optional).
+    ``pd.DataFrame(snap)`` sees the sequence, a frame of ``key`` and ``value`` objects: the conversions
+    are the way to numbers by CPU.
     """
 
     keys: np.ndarray
     values: np.ndarray
     cpus: CpuList
     percpu: bool
+    # How the map's lookups decode a key and a value; without them, numpy's own scalars and records.
+    key_codec: Codec | None = field(default=None, compare=False)
+    value_codec: Codec | None = field(default=None, compare=False)
+    _rows_by_key: dict[bytes, int] | None = field(default=None, init=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
+
+    def __repr__(self) -> str:
+        what = (
+            f"x {len(self.cpus)} CPUs ({self.cpus})"
+            if self.percpu
+            else (f"on CPU {self.cpus}" if len(self.cpus) == 1 else "(not per-CPU)")
+        )
+        return f"<Snapshot {len(self)} keys {what}, key {self._kc.name}, value {self._vc.name}>"
+
+    # --- rows -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row_dtype(a: np.ndarray, lead: int) -> np.dtype[Any]:
+        """The dtype of one element of ``a`` past its first ``lead`` dimensions (sub-array types included:
+        numpy spreads a ``u32[2]`` key over a dimension of its own)."""
+        return np.dtype((a.dtype, a.shape[lead:])) if a.ndim > lead else a.dtype
+
+    @property
+    def _kc(self) -> Codec:
+        return self.key_codec or NumpyCodec(self._row_dtype(self.keys, 1))
+
+    @property
+    def _vc(self) -> Codec:
+        return self.value_codec or NumpyCodec(self._row_dtype(self.values, 2 if self.percpu else 1))
+
+    def _row(self, i: int) -> Row:
+        # ``a[i, ...]``: a 0-d view of the element (or the array of a sub-array type), as codecs decode
+        key = self._kc.decode(self.keys[i, ...])
+        if self.percpu:
+            return Row(key, PerCpuValue(self.values[i], self.cpus, self._vc))
+        return Row(key, self._vc.decode(self.values[i, ...]))
+
+    @overload
+    def __getitem__(self, index: int) -> Row: ...
+    @overload
+    def __getitem__(self, index: slice | Sequence[int] | np.ndarray) -> Snapshot: ...
+    def __getitem__(self, index: Any) -> Row | Snapshot:
+        """Row ``index`` (an int), or a snapshot of the rows a slice, row numbers or a mask select."""
+        if isinstance(index, np.ndarray) and index.ndim == 0:
+            index = index.item()
+        if isinstance(index, bool | np.bool_ | tuple):
+            raise TypeError(
+                f"index a snapshot by row: an int, a slice, row numbers or a mask, not {index!r}; "
+                "snap.cpu(cpu_id) is one CPU's column, snap.lookup(key) one key's value"
+            )
+        if isinstance(index, int | np.integer):
+            n = len(self)
+            i = operator.index(index)
+            if not -n <= i < n:
+                raise IndexError(f"row {i} of a snapshot of {n} rows")
+            return self._row(i % n)
+        keys, values = self.keys[index], self.values[index]
+        for a in (keys, values):
+            a.flags.writeable = False
+        return Snapshot(keys, values, self.cpus, self.percpu, self.key_codec, self.value_codec)
+
+    def __iter__(self) -> Iterator[Row]:
+        for i in range(len(self)):
+            yield self._row(i)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``values`` (NumPy's array protocol, ``copy`` as NumPy 2 passes it): the same read-only array
+        when no copy is asked for, a copy when one is, or when ``dtype`` differs."""
+        if dtype is not None and np.dtype(dtype) != self.values.dtype:
+            if copy is False:
+                raise ValueError(
+                    f"a snapshot's {self.values.dtype} values cannot be {np.dtype(dtype)} without a copy"
+                )
+            out: np.ndarray = self.values.astype(dtype)
+            return out
+        return self.values.copy() if copy else self.values
+
+    # --- by key ---------------------------------------------------------------------------------------
+
+    def _key_bytes(self, key: Any) -> bytes:
+        return self._kc.encode(key)
+
+    def _rows(self) -> dict[bytes, int]:
+        known = self._rows_by_key
+        if known is None:
+            raw = np.ascontiguousarray(self.keys).view(np.uint8).reshape(len(self), -1)
+            known = {raw[i].tobytes(): i for i in range(len(self))}
+            object.__setattr__(self, "_rows_by_key", known)  # built once, on the first lookup
+        return known
+
+    def lookup(self, key: Any) -> Any:
+        """The value of ``key`` when the map was read (a :class:`PerCpuValue` for per-CPU maps); raises
+        :class:`~percpu.KeyNotFound`. The first lookup indexes the keys (O(n)), later ones are O(1)."""
+        i = self._rows().get(self._key_bytes(key))
+        if i is None:
+            raise KeyNotFound(f"the snapshot has no key {key!r} ({len(self)} keys)")
+        return self._row(i).value
+
+    def __contains__(self, item: object) -> bool:
+        """``key in snap``: whether the map held ``key``; ``(key, value) in snap`` compares the row too."""
+        if isinstance(item, Row):
+            try:
+                value = self.lookup(item.key)
+            except (PercpuError, TypeError, ValueError):
+                return False
+            if isinstance(value, np.ndarray):  # a sub-array value: compared whole
+                return bool(np.array_equal(value, item.value))
+            return bool(value == item.value)
+        try:
+            return self._key_bytes(item) in self._rows()
+        except (PercpuError, TypeError, ValueError):
+            return False
+
+    def sorted(self) -> Snapshot:
+        """The same rows ordered by key: integers as numbers (odd widths included), records field by
+        field, bytes and C strings as bytes. Hash maps come back in the kernel's bucket order."""
+        kc, keys = self._kc, self.keys
+        if not len(self):
+            return self
+        if isinstance(kc, IntCodec) and keys.dtype.kind == "V":  # 3-byte, 16-byte integers: as numbers
+            order = np.array(sorted(range(len(self)), key=lambda i: kc.decode(keys[i, ...])), dtype=np.intp)
+        elif keys.ndim > 1:  # a key that is an array: its elements, first to last
+            order = np.lexsort(keys.reshape(len(self), -1).T[::-1])
+        else:
+            order = np.argsort(keys, kind="stable")
+        return self[order]
+
+    # --- reductions -----------------------------------------------------------------------------------
 
     def sum(self) -> np.ndarray:
         """Per-key totals over all CPUs, exact: a ``uint64``/``int64`` array (``float64`` for floats) when
@@ -174,3 +330,56 @@ class Snapshot:
             kk = k.item() if self.keys.dtype.kind in "iu" else bytes(np.asarray(k).tobytes())
             out[kk] = v
         return out
+
+    # --- pandas ---------------------------------------------------------------------------------------
+
+    def _by_cpu(self) -> tuple[np.ndarray, CpuList | None]:
+        """Values with a CPU axis, and its CPU ids (None for a map that is not per-CPU)."""
+        if self.percpu:
+            return self.values, self.cpus
+        if len(self.cpus) == 1:  # one CPU's values (snapshot(cpu=...)): that CPU's column
+            return self.values[:, np.newaxis, ...], self.cpus
+        return self.values, None
+
+    def to_pandas(self) -> Any:
+        """The snapshot as a pandas ``DataFrame``: one row per key (index ``key``, or a level per field of
+        a record key), one column per CPU labelled with its real CPU id (columns ``cpu``).
+
+        Values that are records or arrays give a column per field and CPU, ``(field, cpu)`` (``df["calls"]``
+        is then the key x CPU table of one field). A map that is not per-CPU gives a ``Series`` (a
+        ``DataFrame`` of fields for records) indexed by key. Needs pandas (``pip install pandas``)."""
+        pd = _frames.pandas("Snapshot.to_pandas()")
+        index = _frames.key_index(self.keys, self.key_codec)
+        values, cpus = self._by_cpu()
+        if cpus is None:
+            cols = _frames.flat_columns(values, 1, _frames.VALUE, self.value_codec)
+            if len(cols) == 1 and cols[0][0] == _frames.VALUE:
+                return pd.Series(cols[0][1], index=index, name=_frames.VALUE)
+            return pd.DataFrame(dict(cols), index=index)
+        cols = _frames.flat_columns(values, 2, _frames.VALUE, self.value_codec)
+        if len(cols) == 1 and cols[0][0] == _frames.VALUE:
+            return pd.DataFrame(cols[0][1], index=index, columns=_frames.cpu_index(cpus))
+        data = {(name, cpu): col[:, j] for name, col in cols for j, cpu in enumerate(cpus)}
+        frame = pd.DataFrame(data, index=index)
+        frame.columns = pd.MultiIndex.from_tuples(list(data), names=["field", _frames.CPU])
+        return frame
+
+    def to_dataframe(self) -> Any:
+        """The snapshot in long form: one row per (key, CPU), indexed by ``key`` (a level per field of a
+        record key) and ``cpu`` (real CPU ids), with a ``value`` column, or one per field of a record.
+
+        The form for ``groupby`` (``df.groupby(level="cpu").sum()``), for plotting libraries, and for
+        xarray: ``df.to_xarray()`` is a Dataset with ``key`` and ``cpu`` dimensions. Needs pandas."""
+        pd = _frames.pandas("Snapshot.to_dataframe()")
+        values, cpus = self._by_cpu()
+        if cpus is None:
+            cols = _frames.flat_columns(values, 1, _frames.VALUE, self.value_codec)
+            return pd.DataFrame(dict(cols), index=_frames.key_index(self.keys, self.key_codec))
+        m = len(cpus)
+        levels = _frames.key_levels(self.keys, self.key_codec)
+        index = pd.MultiIndex.from_arrays(
+            [*(np.repeat(col, m) for _, col in levels), np.tile(np.asarray(list(cpus)), len(self))],
+            names=[*(name for name, _ in levels), _frames.CPU],
+        )
+        cols = _frames.flat_columns(values, 2, _frames.VALUE, self.value_codec)
+        return pd.DataFrame({name: col.reshape(-1) for name, col in cols}, index=index)

@@ -28,6 +28,8 @@ from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType, human_bytes, memory_b
 from ._system import check_pin_path, list_maps
 
 if TYPE_CHECKING:
+    from .._libbpf import Backend
+    from ..values import Codec
     from ._base import Map
 
 M = TypeVar("M", bound="Map")
@@ -151,6 +153,45 @@ def from_name(cls: type[M], name: str, **kw: Any) -> M:
     return cls.from_id(matches[0].id, **kw)
 
 
+def _create_typed(
+    b: Backend, map_type: MapType, name: str, kc: Codec, vc: Codec, max_entries: int, flags: int
+) -> int:
+    """Create the map with BTF for its key and value types, as libbpf and cilium/ebpf do, so that every
+    reader (percpu, bpftool, bpftrace) shows its elements typed. Where BTF cannot describe a type
+    exactly, or the kernel refuses the BTF (a kernel without a kind, a map type with rules of its own,
+    no privilege to load BTF), the map is created without it, as libbpf retries: the types are a
+    description, never a reason for the create to fail."""
+    from ..btf_write import map_btf
+
+    typed = map_btf(kc, vc, name)
+    btf_fd = 0
+    if typed is not None:
+        try:
+            btf_fd = b.btf_load(typed.blob)
+        except OSError:
+            typed = None
+    try:
+        if typed is not None:
+            try:
+                return b.map_create(
+                    map_type,
+                    name,
+                    kc.size,
+                    vc.size,
+                    max_entries,
+                    flags,
+                    btf_fd=btf_fd,
+                    btf_key_type_id=typed.key_type_id,
+                    btf_value_type_id=typed.value_type_id,
+                )
+            except OSError:
+                pass  # created again without BTF: an error that is not the BTF's is raised from there
+        return b.map_create(map_type, name, kc.size, vc.size, max_entries, flags)
+    finally:
+        if btf_fd:
+            b.close(btf_fd)  # the map holds its own reference to the BTF
+
+
 def create(
     cls: type[M],
     map_type: MapType,
@@ -191,7 +232,7 @@ def create(
     if check_memory:
         check_memory_for(map_type, name, kc.size, vc.size, max_entries, flags, b.num_possible_cpus())
     try:
-        fd = b.map_create(map_type, name, kc.size, vc.size, max_entries, flags)
+        fd = _create_typed(b, map_type, name, kc, vc, max_entries, flags)
     except OSError as exc:
         err = from_errno(exc.errno or 0, f"create {map_type.name} map", map_name=name or None)
         if exc.errno == _errno.E2BIG or (exc.errno == _errno.ENOMEM and vc.size > 4096):

@@ -131,7 +131,7 @@ class PerCpuMap(Map):
         full = super().snapshot(batch=batch)
         col = np.ascontiguousarray(full.cpu(cpu))
         col.flags.writeable = False
-        return Snapshot(keys=full.keys, values=col, cpus=CpuList((cpu,)), percpu=False)
+        return Snapshot(full.keys, col, CpuList((cpu,)), False, self.key_codec, self.value_codec)
 
     def _one_cpu_snapshot(self, keys: np.ndarray, vals: np.ndarray, n: int, cpu: int) -> Snapshot:
         ks, vs = self.info.key_size, self.info.value_size
@@ -139,4 +139,4 @@ class PerCpuMap(Map):
         v = vals[: n * vs].copy().view(self.value_codec.dtype)
         k.flags.writeable = False
         v.flags.writeable = False
-        return Snapshot(keys=k, values=v, cpus=CpuList((cpu,)), percpu=False)
+        return Snapshot(k, v, CpuList((cpu,)), False, self.key_codec, self.value_codec)

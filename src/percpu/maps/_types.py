@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MapTypeError
 from ..values import (
     Codec,
     Int,
@@ -15,6 +16,7 @@ from ..values import (
     codec_for,
 )
 from ._base import Map
+from ._bulk import walk_keys
 from ._kinds import CGROUP_STORAGE_KEY, MapType
 from ._open import _CLASS_BY_TYPE
 from ._percpu import PerCpuMap
@@ -58,8 +60,30 @@ class PerCpuArray(PerCpuMap):
         return self.info.max_entries
 
 
-class PerCpuHash(PerCpuMap):
-    """BPF_MAP_TYPE_PERCPU_HASH."""
+class _Walked(Map):
+    """A hash map: the kernel keeps no count of its elements, so there is no cheap ``len()``."""
+
+    def __len__(self) -> int:
+        raise MapTypeError(
+            f"map {self.name!r}: len() of a {self.type_name} map would walk every key (the kernel keeps no "
+            "count): m.count() counts them in one walk (O(n)), len(m.snapshot()) reads them all",
+            expected="a map with a fixed number of elements (an array)",
+            actual=self.type_name,
+            map_name=self.name,
+        )
+
+    def __bool__(self) -> bool:
+        return True  # a map object is a handle, true whether or not it holds elements (as before)
+
+    def count(self) -> int:
+        """The number of keys, counted in one walk of the map: ``get_next_key`` once per key (O(n)),
+        bounded by ``max_entries``. Writers may add or delete keys during the walk: the count is of a
+        moment, as ``len(m.snapshot())`` is."""
+        return sum(1 for _ in walk_keys(self))
+
+
+class PerCpuHash(_Walked, PerCpuMap):
+    """BPF_MAP_TYPE_PERCPU_HASH. ``len()`` is refused: :meth:`count` walks the keys."""
 
     map_types = (MapType.PERCPU_HASH,)
     _create_type = MapType.PERCPU_HASH
@@ -136,7 +160,7 @@ class Array(Map):
         return self.info.max_entries
 
 
-class Hash(Map):
+class Hash(_Walked, Map):
     """BPF_MAP_TYPE_HASH (shared by all CPUs), for comparison with the per-CPU hash."""
 
     map_types = (MapType.HASH,)
