@@ -7,14 +7,24 @@
 The format follows the file name: ``.png``, ``.svg`` or ``.pdf``. matplotlib is imported when a picture is
 drawn, never at import time, and only through the Agg canvas (no GUI backend, no pyplot state). SVG text
 is kept as text (``svg.fonttype: none``), so labels can be searched and tested.
+
+matplotlib's own messages (its log records, such as "Matplotlib is building the font cache", and its
+warnings) are kept out of percpu's output while it is imported and draws: :func:`prepare` says in percpu's
+words what matters, that the first picture waits for matplotlib's font list.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import glob
+import logging
 import math
 import os
-from collections.abc import Sequence
-from typing import IO, TYPE_CHECKING, Any
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -24,7 +34,7 @@ from .syscount import SyscallDelta
 if TYPE_CHECKING:
     from .topo import CpuTopology
 
-__all__ = ["FORMATS", "check_path", "heatmap", "require_matplotlib", "timeseries"]
+__all__ = ["FORMATS", "check_path", "heatmap", "prepare", "require_matplotlib", "timeseries"]
 
 FORMATS = (".png", ".svg", ".pdf")
 EXTRA = "pip install 'percpu[plots]'"
@@ -34,12 +44,80 @@ _ISOLATED = "#d62728"
 _WARNING = "#a00000"
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """matplotlib's log records and warnings held back: without a logging set-up Python prints a library's
+    warnings on stderr, where they would read as percpu's ("Matplotlib is building the font cache; this
+    may take a moment.", "Matplotlib created a temporary cache directory ..."). What matters of them
+    :func:`prepare` says in percpu's words."""
+    log = logging.getLogger("matplotlib")
+    held = logging.NullHandler()
+    propagate = log.propagate
+    log.addHandler(held)
+    log.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.removeHandler(held)
+        log.propagate = propagate
+
+
+class _Cache(NamedTuple):
+    """Where matplotlib keeps its font list, and whether that directory lasts beyond this process."""
+
+    directory: str
+    temporary: bool
+
+
+@functools.cache
+def _cache() -> _Cache:
+    """Import matplotlib (quietly) and say where its cache is. Where the configured directory cannot be
+    written (a read-only $HOME, as in a VM guest that sees the host's files), matplotlib makes a temporary
+    one for the process and names it in MPLCONFIGDIR: its font list is then made again by every run."""
+    before = os.environ.get("MPLCONFIGDIR")
+    fresh = "matplotlib" not in sys.modules
+    with _quiet():
+        import matplotlib
+
+        directory = matplotlib.get_cachedir()
+    return _Cache(directory, fresh and os.environ.get("MPLCONFIGDIR") != before)
+
+
 def require_matplotlib(option: str = "pictures") -> None:
     """Raise a one-line :class:`PercpuError` naming the extra when matplotlib is not installed."""
     try:
-        import matplotlib  # noqa: F401
+        _cache()  # the first import, which may say where matplotlib keeps its cache
+        with _quiet():
+            import matplotlib  # noqa: F401 - for a caller that took it away since (sys.modules)
     except ImportError:
         raise PercpuError(f"{option} needs matplotlib, which is not installed: {EXTRA}") from None
+
+
+def prepare(say: Callable[[str], None] | None = None) -> None:
+    """Import matplotlib and load its font list, without its messages. When the font list must be made
+    first, which takes seconds and, in a slow VM, minutes, ``say`` is told so in percpu's words before it
+    starts: the first picture for a user, or every picture where matplotlib has no cache it can keep.
+    Drawing calls this itself; the CLI calls it first to tell the user why the picture is slow."""
+    require_matplotlib()
+    if "matplotlib.font_manager" in sys.modules:
+        return
+    cache = _cache()
+    if say is not None and not glob.glob(os.path.join(glob.escape(cache.directory), "fontlist-v*.json")):
+        if cache.temporary:
+            say(
+                "matplotlib has no writable cache directory here, so each run makes its list of this "
+                "machine's fonts again before drawing, which can take a while (set MPLCONFIGDIR to a "
+                "writable directory to keep it)"
+            )
+        else:
+            say(
+                f"matplotlib is making its list of this machine's fonts (once, kept in {cache.directory}) "
+                "before the first picture: this can take a while"
+            )
+    with _quiet():
+        import matplotlib.font_manager  # noqa: F401
 
 
 def check_path(path: str, option: str) -> str:
@@ -258,6 +336,21 @@ def heatmap(
     white, offline CPUs hatched; at most 40 x 30 cells, each cell shows its count.
     """
     check_path(path, "--heatmap")
+    prepare()
+    with _quiet():
+        _heatmap(d, path, topology=topology, top=top, title=title, file=file, notes=notes)
+
+
+def _heatmap(
+    d: SyscallDelta,
+    path: str,
+    *,
+    topology: CpuTopology | None,
+    top: int,
+    title: str | None,
+    file: IO[bytes] | None,
+    notes: Sequence[str],
+) -> None:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -358,6 +451,23 @@ def timeseries(
     check_path(path, "--timeseries")
     if not deltas:
         raise PercpuError("--timeseries: no interval was reported, so there is nothing to draw")
+    prepare()
+    with _quiet():
+        _timeseries(
+            deltas, path, topology=topology, lines_up_to=lines_up_to, title=title, file=file, notes=notes
+        )
+
+
+def _timeseries(
+    deltas: Sequence[SyscallDelta],
+    path: str,
+    *,
+    topology: CpuTopology | None,
+    lines_up_to: int,
+    title: str | None,
+    file: IO[bytes] | None,
+    notes: Sequence[str],
+) -> None:
     cols = _Columns(deltas[0], topology)
     ends = np.cumsum([d.seconds for d in deltas])
     starts = ends - np.array([d.seconds for d in deltas])

@@ -187,3 +187,73 @@ def test_picture_options_fail_before_counting(
     assert main(["stat", *argv]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# A child that draws with matplotlib's first-run messages forced out: matplotlib's timer that logs "Matplotlib
+# is building the font cache" after 5 s fires at once (synchronously, so the test cannot race it), and
+# MPLCONFIGDIR names a directory that cannot be made, so matplotlib makes a temporary one and says so.
+_FIRST_RUN = """
+import sys, threading
+import numpy as np
+class _Now:
+    def __init__(self, interval, function, *a, **k): self.function = function
+    def start(self): self.function()
+    def cancel(self): pass
+threading.Timer = _Now
+from percpu.cli import build_parser, stat
+from percpu.cpus import CpuList
+from percpu.syscount import NR_SLOTS, SyscallSnapshot
+cpus = CpuList([0, 1])
+counts = np.zeros((2, NR_SLOTS), np.uint64)
+counts[1, 110] = 777
+d = SyscallSnapshot(2.0, cpus, counts, arch="x86_64").delta(SyscallSnapshot(1.0, cpus, 0 * counts))
+o = stat._Output(build_parser().parse_args(sys.argv[1:]))
+o.write_heatmap(d)
+o.commit()
+o.close()
+print("drawn", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_matplotlibs_first_run_messages_are_percpus_words(tmp_path: Path, quiet: bool) -> None:
+    """A fresh environment printed "Matplotlib is building the font cache; this may take a moment." and
+    "Matplotlib created a temporary cache directory ..." among percpu's own messages. Now stderr has
+    percpu's lines only: why the picture is slow, in its words (nothing with -q)."""
+    svg, out = tmp_path / "m.svg", tmp_path / "o.json"
+    argv = ["stat", *(["-q"] if quiet else []), "-f", "json", "-o", str(out), "--heatmap", str(svg)]
+    env = {**os.environ, "MPLCONFIGDIR": "/proc/no-such-dir/matplotlib"}
+    r = subprocess.run(
+        [sys.executable, "-c", _FIRST_RUN, *argv], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[-1] == "drawn" and svg.exists()
+    assert "Matplotlib" not in r.stderr and "font cache" not in r.stderr, r.stderr
+    if quiet:
+        assert lines[:-1] == [], r.stderr
+    else:
+        assert lines[:-1] == [
+            "percpu: matplotlib has no writable cache directory here, so each run makes its list of this "
+            "machine's fonts again before drawing, which can take a while (set MPLCONFIGDIR to a writable "
+            "directory to keep it)",
+            f"percpu: heat map written to {svg}",
+        ]
+
+
+def test_the_first_picture_for_a_user_says_the_font_list_is_made_once(tmp_path: Path) -> None:
+    code = (
+        "from percpu import plots\n"
+        "plots.prepare(say=lambda s: print('said:', s))\nprint('again')\nplots.prepare(say=print)\n"
+    )
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path)}
+    for said in (
+        [
+            f"said: matplotlib is making its list of this machine's fonts (once, kept in {tmp_path}) before "
+            "the first picture: this can take a while"
+        ],
+        [],  # the list was kept: nothing to say the second time
+    ):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert r.stdout.splitlines() == [*said, "again"]

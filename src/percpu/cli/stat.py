@@ -145,6 +145,9 @@ class _Output:
             d = self.view(d)
         # What the numbers leave out, in the picture itself: it travels without the report.
         notes = [c.text for c in (*_report.caveats(d), *self.caveats)]
+        if self.heatmap is not None or self.timeseries is not None:
+            # matplotlib's font list, when it must be made first, said in percpu's words (not matplotlib's)
+            plots.prepare(None if self.quiet else lambda note: print(f"percpu: {note}", file=sys.stderr))
         if self.heatmap is not None and self.heatmap_path is not None:
             buf = io.BytesIO()
             plots.heatmap(d, self.heatmap_path, topology=topology, top=self.top or 30, file=buf, notes=notes)
