@@ -285,29 +285,51 @@ def _tick_step(cols: _Columns, n: int, most: int) -> int:
     return step
 
 
-def _x_ticks(ax: Any, cols: _Columns, n: int) -> None:
-    idx = list(range(0, n, _tick_step(cols, n, 48)))
-    ax.set_xticks(idx)
-    ax.set_xticklabels([cols.labels[i] for i in idx], rotation=90 if n > 16 else 0)
-    ax.tick_params(axis="x", labelsize=8 if n <= 64 else 7, length=2)
+# Columns on one panel of a heat map: at about 0.3 inch a column every column has its label and every cell
+# its count ("12k"); more columns go on further panels below, rather than into stripes too thin to label.
+_PAGE = 64
 
 
-def _bands(ax: Any, cols: _Columns, rows: int) -> None:
-    """Node (or package) names above the columns, with a line between bands; thin lines between cores."""
-    for c in cols.cores:
-        ax.axvline(c - 0.5, color="white", linewidth=0.6 if len(cols.labels) <= 64 else 0.2)
+def _pages(cols: _Columns, n: int, most: int = _PAGE) -> list[tuple[int, int]]:
+    """Column ranges [lo, hi) of at most ``most`` columns: cut where a node (or package) begins when that
+    leaves the panel at least half full, else where a core begins (SMT siblings stay side by side)."""
+    out, lo = [], 0
+    starts = [band[1] for band in cols.bands[1:]]
+    while n - lo > most:
+        end = lo + most
+        cut = max((c for c in starts if lo + most // 2 <= c <= end), default=None)
+        if cut is None:
+            cut = max((c for c in cols.cores if lo < c <= end), default=end)
+        out.append((lo, cut))
+        lo = cut
+    out.append((lo, n))
+    return out
+
+
+def _bands(ax: Any, cols: _Columns, lo: int, hi: int) -> None:
+    """Node (or package) names above the page's columns, with a line between bands; thin lines between
+    cores; a red mark above each isolated CPU."""
     from matplotlib.patches import Rectangle
     from matplotlib.transforms import blended_transform_factory
 
+    for c in cols.cores:
+        if lo < c < hi:
+            ax.axvline(c - 0.5, color="white", linewidth=0.6)
     above = blended_transform_factory(ax.transData, ax.transAxes)
     for c in cols.isolated:
-        ax.add_patch(Rectangle((c - 0.5, 1.003), 1, 0.014, transform=above, color=_ISOLATED, clip_on=False))
-    for k, (lab, lo, hi) in enumerate(cols.bands):
-        if k:
-            ax.axvline(lo - 0.5, color="black", linewidth=1.2)
+        if lo <= c < hi:
+            ax.add_patch(
+                Rectangle((c - 0.5, 1.003), 1, 0.02, transform=above, color=_ISOLATED, clip_on=False)
+            )
+    for lab, first, last in cols.bands:
+        a, b = max(first, lo), min(last, hi - 1)
+        if a > b:
+            continue
+        if a > lo:
+            ax.axvline(a - 0.5, color="black", linewidth=1.2)
         ax.annotate(
             lab,
-            xy=((lo + hi) / 2, -0.5),
+            xy=((a + b) / 2, -0.5),
             xytext=(0, 9),
             textcoords="offset points",
             ha="center",
@@ -316,6 +338,61 @@ def _bands(ax: Any, cols: _Columns, rows: int) -> None:
             fontweight="bold",
             annotation_clip=False,
         )
+
+
+def _cells(ax: Any, cols: _Columns, data: np.ndarray, names: list[str], lo: int, hi: int, norm: Any) -> None:
+    """Each non-zero cell's count, in a colour that reads on it; the SVG group id names the cell
+    (``cell-cpu3-getppid``, ``cell-node1-read``)."""
+    prefix = "cpu" if cols.what == "CPU" else ""
+    size = 7 if hi - lo <= 48 else 6.5
+    for r, c in zip(*np.nonzero(data[:, lo:hi] > 0), strict=True):
+        v = float(data[r, lo + c])
+        ax.text(
+            lo + c,
+            r,
+            human(v),
+            ha="center",
+            va="center",
+            fontsize=size,
+            color="black" if norm(v) > 0.6 else "white",
+            gid=f"cell-{prefix}{cols.labels[lo + c]}-{names[r]}",
+        )
+
+
+def _heat_page(
+    ax: Any, cols: _Columns, data: np.ndarray, names: list[str], page: tuple[int, int], norm: Any
+) -> Any:
+    """One panel: columns ``page`` of the heat map, every column labelled, each cell with its count. x is
+    the column's index in the whole picture, so the bands and marks of the columns fall on their place."""
+    from matplotlib.colors import ListedColormap
+
+    lo, hi = page
+    m, part = data.shape[0], data[:, lo:hi]
+    extent = (lo - 0.5, hi - 0.5, m - 0.5, -0.5)
+    image = {"aspect": "auto", "interpolation": "nearest", "extent": extent}
+    im = ax.imshow(np.ma.masked_less_equal(part, 0), cmap=_cmap(), norm=norm, **image)
+    off = np.array(cols.offline[lo:hi], dtype=bool)
+    if off.any():
+        shade = np.ma.masked_array(np.ones_like(part), mask=np.broadcast_to(~off, part.shape) | (part > 0))
+        ax.imshow(shade, cmap=ListedColormap([_OFFLINE]), **image)
+    ax.set_yticks(range(m))
+    ax.set_yticklabels(names, fontsize=8 if m <= 40 else 7)
+    ax.set_xticks(range(lo, hi))
+    ax.set_xticklabels(cols.labels[lo:hi], rotation=90 if hi - lo > 16 else 0)
+    ax.tick_params(axis="x", labelsize=8 if hi - lo <= 32 else 7, length=2)
+    ax.tick_params(axis="y", length=2)
+    ax.set_xlim(lo - 0.5, hi - 0.5)
+    ax.set_ylim(m - 0.5, -0.5)
+    if names != ["(no calls)"]:
+        _cells(ax, cols, data, names, lo, hi, norm)
+    _bands(ax, cols, lo, hi)
+    return im
+
+
+def _cmap() -> Any:
+    import matplotlib
+
+    return matplotlib.colormaps["viridis"].with_extremes(bad=_NO_CALLS)
 
 
 def heatmap(
@@ -333,7 +410,9 @@ def heatmap(
 
     The ``top`` busiest syscalls are rows (most calls first); columns are ``d``'s CPUs, ordered by NUMA
     node, package and core when ``topology`` is given, or its groups in a grouped view. Zero cells are
-    white, offline CPUs hatched; at most 40 x 30 cells, each cell shows its count.
+    white, offline CPUs grey. Every column is labelled and every cell shows its count: more than 64
+    columns are drawn as panels of at most 64, one below the other, cut where a node, package or core
+    begins, with one colour scale.
     """
     check_path(path, "--heatmap")
     prepare()
@@ -351,79 +430,41 @@ def _heatmap(
     file: IO[bytes] | None,
     notes: Sequence[str],
 ) -> None:
-    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     cols = _Columns(d, topology)
-    per_sys = d.per_syscall()
-    slots = [int(s) for s in d.active_slots()[:top]]
-    n, m = len(cols.labels), max(len(slots), 1)
+    active = d.active_slots()
+    slots = [int(s) for s in active[:top]]
+    names = [d.name(s) for s in slots] or ["(no calls)"]
+    n, m = len(cols.labels), len(names)
     data = np.zeros((m, n), dtype=np.float64)
     if slots:
         data[: len(slots)] = d.counts[cols.order][:, slots].T.astype(np.float64)
-    width = min(max(4.5 + 0.3 * n, 6.0), 22.0)
-    height = min(max(1.8 + 0.24 * m, 3.2), 13.0)
-    fig = _figure(width, height)
-    ax = fig.add_subplot()
-    import matplotlib
-
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad=_NO_CALLS)
-    im = ax.imshow(
-        np.ma.masked_less_equal(data, 0),
-        cmap=cmap,
-        norm=_log_norm(data),
-        aspect="auto",
-        interpolation="nearest",
-    )
-    off = np.array(cols.offline, dtype=bool)
-    if off.any():
-        shade = np.ma.masked_array(np.ones_like(data), mask=np.broadcast_to(~off, data.shape) | (data > 0))
-        ax.imshow(shade, cmap=ListedColormap([_OFFLINE]), aspect="auto", interpolation="nearest")
-    names = [d.name(s) for s in slots] or ["(no calls)"]
-    ax.set_yticks(range(m))
-    ax.set_yticklabels(names, fontsize=8 if m <= 40 else 7)
-    _x_ticks(ax, cols, n)
-    ax.set_xlabel(
+    pages = _pages(cols, n)
+    widest = max(hi - lo for lo, hi in pages)
+    page_height = 0.9 + 0.22 * m + (0.3 if cols.bands or cols.isolated else 0.0)
+    fig = _figure(min(max(4.5 + 0.3 * widest, 6.0), 24.0), max(0.8 + page_height * len(pages), 3.2))
+    axes = fig.subplots(len(pages), 1, squeeze=False)[:, 0]
+    norm = _log_norm(data)
+    shown = "" if len(slots) >= len(active) else f" (busiest {len(slots)} of {len(active)})"
+    for ax, page in zip(axes, pages, strict=True):
+        im = _heat_page(ax, cols, data, names, page, norm)
+        ax.set_ylabel(f"system call{shown}")
+    axes[-1].set_xlabel(
         {"CPU": "CPU", "core": "core (package.core)", "package": "package", "node": "NUMA node"}[cols.what]
         + (f" ({d.selected})" if d.selected else "")
         + (", ordered by node, package and core: SMT siblings side by side" if cols.cores else "")
+        + (f"; {n} columns in {len(pages)} panels" if len(pages) > 1 else "")
     )
-    ax.tick_params(axis="y", length=2)
-    ax.set_xlim(-0.5, n - 0.5)
-    ax.set_ylim(m - 0.5, -0.5)
-    if n <= 40 and m <= 30 and slots:
-        norm = im.norm
-        for r in range(len(slots)):
-            for c in range(n):
-                v = data[r, c]
-                if v <= 0:
-                    continue
-                light = norm(v) > 0.6
-                ax.text(
-                    c,
-                    r,
-                    human(v),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="black" if light else "white",
-                    gid=f"cell-{cols.labels[c] if cols.what != 'CPU' else 'cpu' + cols.labels[c]}-{names[r]}",
-                )
-    _bands(ax, cols, m)
-    total = int(per_sys.sum())
-    shown = (
-        "" if len(slots) >= len(d.active_slots()) else f" (busiest {len(slots)} of {len(d.active_slots())})"
-    )
-    ax.set_title(
-        title or f"System calls per {cols.what}: {total:,} calls in {d.seconds:.2f} s",
+    axes[0].set_title(
+        title or f"System calls per {cols.what}: {int(d.per_syscall().sum()):,} calls in {d.seconds:.2f} s",
         loc="left",
         fontsize=11,
         pad=20 if cols.bands else (8 if cols.isolated else 6),
     )
-    ax.set_ylabel(f"system call{shown}")
-    _colorbar(fig, im, ax, "calls (log scale)")
+    _colorbar(fig, im, list(axes), "calls (log scale)")
     legend = [Patch(facecolor=_NO_CALLS, edgecolor="0.6", label="no calls")]
-    if off.any():
+    if any(cols.offline):
         legend.append(Patch(facecolor=_OFFLINE, edgecolor="0.6", label="offline / never online"))
     if cols.isolated:
         legend.append(Patch(facecolor=_ISOLATED, label="isolated CPU (mark above its column)"))
@@ -472,81 +513,22 @@ def _timeseries(
     ends = np.cumsum([d.seconds for d in deltas])
     starts = ends - np.array([d.seconds for d in deltas])
     rates = np.stack([d.per_cpu().astype(np.float64) / d.seconds for d in deltas])[:, cols.order]  # (t, cols)
-    n = rates.shape[1]
-    active = [c for c in range(n) if rates[:, c].any() or not cols.offline[c]]
+    active = [c for c in range(rates.shape[1]) if rates[:, c].any() or not cols.offline[c]]
     many = len(active) > lines_up_to
     fig = _figure(11.0, 7.0 if many else 6.0)
     top_ax, ax = fig.subplots(2, 1, sharex=True, height_ratios=(1, 3 if many else 2))
     mid = (starts + ends) / 2
-    top_ax.plot(mid, rates.sum(axis=1), color="black", marker="o" if len(deltas) <= 40 else None, ms=3)
+    marker = "o" if len(deltas) <= 40 else None
+    top_ax.plot(mid, rates.sum(axis=1), color="black", marker=marker, ms=3)
     top_ax.set_ylabel("all CPUs\ncalls/s")
     top_ax.set_ylim(bottom=0)
     top_ax.grid(alpha=0.3)
     top_ax.yaxis.set_major_formatter(_human_formatter())
     if many:
-        edges = np.concatenate([[0.0], ends])
-        import matplotlib
-
-        cmap = matplotlib.colormaps["viridis"].with_extremes(bad=_NO_CALLS)
-        img = rates.T
-        mesh = ax.pcolormesh(
-            edges, np.arange(n + 1) - 0.5, np.ma.masked_less_equal(img, 0), cmap=cmap, norm=_log_norm(img)
-        )
-        off = np.array(cols.offline, dtype=bool)
-        if off.any():
-            from matplotlib.colors import ListedColormap
-
-            shade = np.ma.masked_array(
-                np.ones_like(img), mask=np.broadcast_to(~off[:, None], img.shape) | (img > 0)
-            )
-            ax.pcolormesh(edges, np.arange(n + 1) - 0.5, shade, cmap=ListedColormap([_OFFLINE]))
-        from matplotlib.patches import Rectangle
-        from matplotlib.transforms import blended_transform_factory
-
-        right = blended_transform_factory(ax.transAxes, ax.transData)
-        for c in cols.isolated:
-            ax.add_patch(
-                Rectangle((1.003, c - 0.5), 0.008, 1, transform=right, color=_ISOLATED, clip_on=False)
-            )
-        ax.set_ylim(n - 0.5, -0.5)
-        step = _tick_step(cols, n, 40)
-        ax.set_yticks(range(0, n, step))
-        ax.set_yticklabels([cols.labels[i] for i in range(0, n, step)], fontsize=7)
-        ax.set_ylabel(cols.what)
-        for k, (lab, lo, _hi) in enumerate(cols.bands):
-            if k:
-                ax.axhline(lo - 0.5, color="black", linewidth=1.0)
-            ax.annotate(
-                lab,
-                xy=(1.0, lo - 0.5),
-                xycoords=("axes fraction", "data"),
-                xytext=(10, -2),
-                textcoords="offset points",
-                va="top",
-                fontsize=8,
-                fontweight="bold",
-                annotation_clip=False,
-            )
+        mesh = _rate_image(ax, cols, rates, np.concatenate([[0.0], ends]))
         _colorbar(fig, mesh, [top_ax, ax], "calls/s (log scale)")
     else:
-        import matplotlib
-
-        palette = matplotlib.colormaps["tab10" if len(active) <= 10 else "tab20"]
-        prefix = "cpu" if cols.what == "CPU" else ""
-        for k, c in enumerate(active):
-            ax.plot(
-                mid,
-                rates[:, c],
-                label=f"{prefix}{cols.labels[c]}",
-                color=palette(k % palette.N),
-                marker="o" if len(deltas) <= 40 else None,
-                ms=3,
-                linewidth=1.4,
-            )
-        ax.set_ylabel(f"calls/s per {cols.what}")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.yaxis.set_major_formatter(_human_formatter())
+        _rate_lines(ax, cols, rates, mid, active, marker)
         fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
     ax.set_xlabel(f"seconds since the start ({len(deltas)} intervals of {deltas[0].seconds:.3g} s)")
     ax.set_xlim(0, float(ends[-1]))
@@ -559,6 +541,71 @@ def _timeseries(
     )
     _notes(fig, notes)
     _save(fig, path, file)
+
+
+def _rate_lines(
+    ax: Any, cols: _Columns, rates: np.ndarray, mid: np.ndarray, active: list[int], marker: str | None
+) -> None:
+    """One line per CPU (or group) that was online or made calls."""
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab10" if len(active) <= 10 else "tab20"]
+    prefix = "cpu" if cols.what == "CPU" else ""
+    for k, c in enumerate(active):
+        ax.plot(
+            mid,
+            rates[:, c],
+            label=f"{prefix}{cols.labels[c]}",
+            color=palette(k % palette.N),
+            marker=marker,
+            ms=3,
+            linewidth=1.4,
+        )
+    ax.set_ylabel(f"calls/s per {cols.what}")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.yaxis.set_major_formatter(_human_formatter())
+
+
+def _rate_image(ax: Any, cols: _Columns, rates: np.ndarray, edges: np.ndarray) -> Any:
+    """A CPU (or group) x time image of calls per second, in topology order, with the bands named on the
+    right and a red mark beside each isolated CPU."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Rectangle
+    from matplotlib.transforms import blended_transform_factory
+
+    img, n = rates.T, rates.shape[1]
+    rows = np.arange(n + 1) - 0.5
+    mesh = ax.pcolormesh(edges, rows, np.ma.masked_less_equal(img, 0), cmap=_cmap(), norm=_log_norm(img))
+    off = np.array(cols.offline, dtype=bool)
+    if off.any():
+        shade = np.ma.masked_array(
+            np.ones_like(img), mask=np.broadcast_to(~off[:, None], img.shape) | (img > 0)
+        )
+        ax.pcolormesh(edges, rows, shade, cmap=ListedColormap([_OFFLINE]))
+    right = blended_transform_factory(ax.transAxes, ax.transData)
+    for c in cols.isolated:
+        ax.add_patch(Rectangle((1.003, c - 0.5), 0.008, 1, transform=right, color=_ISOLATED, clip_on=False))
+    ax.set_ylim(n - 0.5, -0.5)
+    step = _tick_step(cols, n, 40)
+    ax.set_yticks(range(0, n, step))
+    ax.set_yticklabels([cols.labels[i] for i in range(0, n, step)], fontsize=7)
+    ax.set_ylabel(cols.what)
+    for k, (lab, lo, _hi) in enumerate(cols.bands):
+        if k:
+            ax.axhline(lo - 0.5, color="black", linewidth=1.0)
+        ax.annotate(
+            lab,
+            xy=(1.0, lo - 0.5),
+            xycoords=("axes fraction", "data"),
+            xytext=(10, -2),
+            textcoords="offset points",
+            va="top",
+            fontsize=8,
+            fontweight="bold",
+            annotation_clip=False,
+        )
+    return mesh
 
 
 def _human_formatter() -> Any:

@@ -137,6 +137,59 @@ def test_timeseries_lines_for_few_cpus_and_an_image_for_many(tmp_path: Path, top
         plots.timeseries([], str(tmp_path / "x.png"))
 
 
+def _synthetic_machine(tmp_path: Path) -> CpuTopology:
+    """tools/synthetic_pictures.py's 256-CPU machine: 2 nodes, SMT-2 (Intel numbering), 248-255 offline."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_pictures", os.path.join(TOOLS, "synthetic_pictures.py")
+    )
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    topo: CpuTopology = tool.fake_machine(str(tmp_path))
+    return topo
+
+
+def test_a_heatmap_of_256_cpus_labels_every_column_and_counts_every_cell(tmp_path: Path) -> None:
+    """Past 40 columns no cell had its count and every 6th column its label: 64 possible CPUs were stripes.
+    Now columns go on panels of at most 64, cut where a node (or a core) begins, each labelled, each
+    cell with its count."""
+    topo = _synthetic_machine(tmp_path)
+    cpus = topo.possible
+    counts = np.zeros((len(cpus), NR_SLOTS), np.uint64)
+    online = [c.cpu for c in topo.cpus if c.online]
+    counts[online, READ] = np.array(online) * 10 + 1
+    counts[61, GETPPID] = 250_000
+    end = SyscallSnapshot(1.0, cpus, counts, arch="x86_64", online=CpuList(online))
+    d = end.delta(SyscallSnapshot(0.0, cpus, np.zeros_like(counts), arch="x86_64"))
+    out = tmp_path / "h.svg"
+    plots.heatmap(d, str(out), topology=topo, top=2)
+    cells = svg_cells(out)
+    want = {f"cpu{c}-read": plots.human(c * 10 + 1) for c in online} | {"cpu61-getppid": "250k"}
+    assert cells == want
+    texts = svg_texts(out)
+    assert {str(c) for c in cpus} <= set(texts), "every column has its label"
+    assert (
+        "CPU, ordered by node, package and core: SMT siblings side by side; 256 columns in 4 panels" in texts
+    )
+    assert texts.count("node 0") == 2 and texts.count("node 1") == 2 and texts.count("no topology") == 1
+
+
+def test_panels_are_cut_where_a_node_or_a_core_begins(tmp_path: Path) -> None:
+    topo = _synthetic_machine(tmp_path)
+    cpus = topo.possible
+    zero = np.zeros((len(cpus), NR_SLOTS), np.uint64)
+    d = SyscallSnapshot(1.0, cpus, zero, online=CpuList(range(248))).delta(SyscallSnapshot(0.0, cpus, zero))
+    cols = plots._Columns(d, topo)
+    assert plots._pages(cols, 256) == [(0, 64), (64, 128), (128, 192), (192, 256)]
+    # node 1 begins at column 128 (node 0 is CPUs 0-63 and 128-191): a panel of 150 ends there
+    assert plots._pages(cols, 256, most=150) == [(0, 128), (128, 256)]
+    # 5 columns a panel at most: never between SMT siblings (columns 2k, 2k+1 are one core)
+    assert plots._pages(cols, 12, most=5) == [(0, 4), (4, 8), (8, 12)]
+    assert plots._pages(cols, 64) == [(0, 64)]
+
+
 def test_256_cpus_render(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, os.path.join(TOOLS, "synthetic_pictures.py"), str(tmp_path)],
