@@ -37,6 +37,7 @@ __all__ = [
     "BATCH_OPS",
     "CPU_FLAG",
     "LOOKUP_AND_DELETE",
+    "PROBE_MAP_NAME",
     "Feature",
     "batch_feature",
     "batch_ops",
@@ -157,11 +158,16 @@ def forget() -> None:
         _answers.pop(_libbpf.backend(), None)
 
 
+# The name of every map percpu creates to probe the kernel: closed at once, such a map can stay listed for
+# a while (the kernel frees it later), and `percpu maps` and `percpu doctor` tell it apart by this name.
+PROBE_MAP_NAME = "percpu_probe"
+
+
 def _probe_map(map_type: int, what: str, max_entries: int, strict: bool) -> int | None:
     """A map of 4-byte keys and 8-byte values to probe on; None (and nothing remembered) when this process
     may not create maps and the caller is not ``strict``."""
     try:
-        return _libbpf.backend().map_create(map_type, "percpu_probe", 4, 8, max_entries)
+        return _libbpf.backend().map_create(map_type, PROBE_MAP_NAME, 4, 8, max_entries)
     except OSError as exc:
         if exc.errno in (_errno.EPERM, _errno.EACCES) and not strict:
             return None

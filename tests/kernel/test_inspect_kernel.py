@@ -467,3 +467,29 @@ def test_dump_decodes_btf_encodings_clang_14_does_not_write() -> None:
     got = json.loads(r.stdout)["values"][0]["value"]
     assert got == {"level": "NEG", "flags": 0x80000001, "wide": "ALL", "swide": "MIN", "a": -3, "b": 17,
                    "h": -0.5, "top": "TOP", "other": -7, "big": 1 << 41}  # fmt: skip
+
+
+def test_doctor_lists_the_maps_from_before_it_ran_and_tells_percpus_own_apart() -> None:
+    """The doctor listed its own probe maps (closed, not yet freed by the kernel) among the user's. Its
+    list now ends at the highest map id when it started, and marks the maps percpu made: a syscall
+    counter's by the BTF of bpf/syscount.bpf.c, a probe's by name; a map of the user's is not marked."""
+    from percpu.syscount import SyscallCounter
+
+    with SyscallCounter() as counter, percpu.PerCpuArray.create(np.uint64, 4, name="pcpu_users") as mine:
+        used = {i for p in counter.programs() for i in p.info().map_ids}  # the counter's maps
+        r = percpu_cmd("doctor", "--json")
+        after = percpu_cmd("maps", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    until = report["percpu_maps_up_to_id"]
+    listed = {m["id"]: m for m in report["percpu_maps"]}
+    assert until >= mine.info.id and all(i <= until for i in listed)
+    assert listed[mine.info.id]["made_by_percpu"] is None
+    percpu_types = {i for i in used if i in listed}
+    assert percpu_types and all(listed[i]["made_by_percpu"] == "syscall counter" for i in percpu_types)
+    # what the doctor made (its probes, its counters of every mode) came after: not listed, but percpu's
+    made_after = [m for m in json.loads(after.stdout) if m["id"] > until and m["made_by_percpu"]]
+    assert not any(m["id"] in listed for m in made_after)
+    rows = {m["id"]: m for m in json.loads(after.stdout)}
+    assert all(rows[i]["made_by_percpu"] == "syscall counter" for i in used if i in rows)
+    assert rows[mine.info.id]["made_by_percpu"] is None

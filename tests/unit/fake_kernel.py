@@ -206,6 +206,12 @@ class FakeKernel:
         self._call("map_info")
         return self._map(fd).info
 
+    def btf_raw(self, btf_id: int) -> bytes:
+        self._call("btf_raw")
+        if btf_id not in self.btfs:
+            raise _err(errno.ENOENT)
+        return self.btfs[btf_id]
+
     def dup(self, fd: int) -> int:
         self._call("dup")
         return self._new_fd(self._map(fd).info.id)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _machine
+from percpu import _machine, features
 from percpu.cli import build_parser, doctor, main
 
 from .fake_kernel import FakeKernel, FakeMachine, installed
@@ -202,3 +202,49 @@ def test_doctor_says_what_memory_maps_can_have_and_what_each_map_takes() -> None
     assert f"x {N} possible CPUs" in detail
     sized = next(m for m in maps if m["name"] == "sized")
     assert sized["memory_bytes"] == 312 + 1000 * 8 + 1000 * 8 * N
+
+
+def test_doctor_lists_the_maps_there_before_it_ran_not_its_probe_maps(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The fake kernel keeps a closed map listed, as the kernel does until it frees it (after the programs
+    using it, an RCU grace period later). The doctor listed its own probe maps among the user's (36 of
+    them on a 2-CPU host); it now lists the maps whose id is at most the highest id when it started."""
+    kernel = FakeKernel(N)
+    with installed(kernel):
+        theirs = percpu.PerCpuHash.create(np.uint32, np.uint64, 4, name="theirs")
+        maps = doctor._doctor_checks()[1]
+        probes = [m for m in kernel.maps.values() if m.info.name == features.PROBE_MAP_NAME]
+        main(["doctor"])  # status 1 here: the fake has no libbpf to load programs with
+        theirs.close()
+    assert probes, "the doctor probed on maps of its own, still listed after they were closed"
+    assert [m["name"] for m in maps] == ["theirs"] and maps[0]["made_by_percpu"] is None
+    out = capsys.readouterr().out
+    assert "per-CPU maps on this system when the doctor started" in out
+    # the second run sees the first run's probe maps, closed and still listed: percpu's, told apart
+    assert f"id {theirs.info.id:>5} theirs" in out
+    assert f"and {len(probes)} maps percpu made (feature probe: {len(probes)})" in out
+    assert "percpu_probe" not in out
+
+
+def test_the_syscall_counters_maps_are_told_apart_by_their_btf() -> None:
+    """syscount.bpf.o's BTF (every map of the object carries it) has struct percpu_config, which no
+    other program has; a map of the user's with BTF of its own is not percpu's."""
+    from percpu._elf import section
+    from percpu.cli._own import made_by_percpu
+    from percpu.objects import bundled
+
+    kernel = FakeKernel(N)
+    with installed(kernel):
+        b = percpu._libbpf.backend()
+        counter_btf = b.btf_load(section(bundled("syscount.bpf.o"), ".BTF"))
+        counts = b.map_create(
+            percpu.MapType.PERCPU_ARRAY, "counts", 4, 8, 2048, btf_fd=counter_btf, btf_value_type_id=1
+        )
+        mine = percpu.PerCpuArray.create(np.uint64, 4, name="counts")  # BTF of its own (btf_write)
+        probe = b.map_create(percpu.MapType.PERCPU_ARRAY, features.PROBE_MAP_NAME, 4, 8, 1)
+        infos = [b.map_info(fd) for fd in (counts, probe)] + [mine.info]
+        made = made_by_percpu(infos)
+        mine.close()
+    assert mine.info.btf_id, "the user's map carries BTF too"
+    assert made == {infos[0].id: "syscall counter", infos[1].id: "feature probe"}

@@ -9,16 +9,19 @@ import functools
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 from .. import _libbpf, _machine, features
 from .._privileges import privilege_hint
+from ..cpulist import format_cpu_list
 from ..cpus import CpuList, cpu_lists
 from ..errors import LibbpfError, NotSupported, PercpuError
 from ..layout import round8 as stride
 from ..maps import PERCPU_TYPES, MapType, list_maps, memory_bytes, user_value_bytes
 from ..maps._kinds import human_bytes
+from ._own import made_by_percpu
 
 __all__ = ["register"]
 
@@ -86,7 +89,21 @@ def _enable_stats() -> None:
     os.close(_libbpf.libbpf().enable_stats())
 
 
-def _percpu_maps(possible: int) -> list[dict[str, Any]]:
+def _last_map_id() -> int:
+    """The highest map id now. The kernel hands out map ids increasing (idr_alloc_cyclic, from 1 up to
+    INT_MAX before they wrap), so a map with a higher id was created after this call."""
+    b = _libbpf.backend()
+    last = 0
+    while (nxt := b.map_get_next_id(last)) is not None:
+        last = nxt
+    return last
+
+
+def _percpu_maps(possible: int, until: int) -> list[dict[str, Any]]:
+    """The per-CPU maps whose id is at most ``until``: those there before the doctor's own probes (which
+    the kernel frees a while after they are closed), each with what percpu made it for, if it did."""
+    infos = [info for info in list_maps() if info.type in PERCPU_TYPES and info.id <= until]
+    made = made_by_percpu(infos)
     return [
         {
             "id": info.id,
@@ -99,9 +116,9 @@ def _percpu_maps(possible: int) -> list[dict[str, Any]]:
             "memory_bytes": memory_bytes(
                 info.type, info.key_size, info.value_size, info.max_entries, possible, info.flags
             ),
+            "made_by_percpu": made.get(info.id),
         }
-        for info in list_maps()
-        if info.type in PERCPU_TYPES
+        for info in infos
     ]
 
 
@@ -142,46 +159,70 @@ def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
 
 
 def _doctor_checks(
-    modes: list[dict[str, Any]] | None = None,
+    modes: list[dict[str, Any]] | None = None, until: int | _Failed | None = None
 ) -> tuple[list[Check], list[dict[str, Any]]]:
     """Every check, each probe run on its own so one that fails (EPERM in a container, no libbpf) is
     reported with its reason and the others still run. What the machine says comes from
-    :func:`percpu._machine.current`."""
+    :func:`percpu._machine.current`. The maps listed are those there before the probes ran: ids up to
+    ``until`` (by default the highest id when this starts)."""
     machine = _machine.current()
-    checks: list[Check] = []
-    lists = _attempt(_cpu_lists, refused="fail")
-    n_possible = 0
-    if isinstance(lists, _Failed):
-        checks.append(("fail", "CPU lists", lists.reason))
+    if until is None:
+        until = _attempt(_last_map_id)
+    checks, n_possible = _cpu_checks(machine)
+    checks.extend(_environment_checks(machine))
+    checks.extend(_probe_checks())
+    checks.extend(_syscount_checks(modes))
+    if isinstance(until, _Failed):
+        maps: list[dict[str, Any]] | _Failed = until
+    elif not n_possible:
+        maps = _Failed("unknown", "no CPU list")
     else:
-        possible, online, present = lists
-        n_possible = len(possible)
-        checks.append(("info", "possible CPUs", f"{possible} ({len(possible)})"))
-        checks.append(("info", "online CPUs", f"{online} ({len(online)})"))
-        checks.append(("info", "present CPUs", f"{present} ({len(present)})"))
-        if len(possible) != len(online):
-            extra = len(possible) - len(online)
-            checks.append(
-                (
-                    "warn",
-                    "possible != online",
-                    f"a reader that sizes per-CPU buffers by online CPUs (os.cpu_count()) overruns by "
-                    f"{extra} slots x round_up(value_size, 8) bytes",
-                )
-            )
-        if possible.ids != tuple(range(len(possible))):
-            checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
-        room = machine.memory_available()
+        maps = _attempt(lambda: _percpu_maps(n_possible, until))
+    if isinstance(maps, _Failed):
+        checks.append(("unknown", "per-CPU maps on this system", f"could not list them: {maps.reason}"))
+        return checks, []
+    return checks, maps
+
+
+def _cpu_checks(machine: _machine.Machine) -> tuple[list[Check], int]:
+    """The CPU lists, what a reader sized by online CPUs overruns, and the memory for maps; with the
+    number of possible CPUs (0 when the lists cannot be read)."""
+    lists = _attempt(_cpu_lists, refused="fail")
+    if isinstance(lists, _Failed):
+        return [("fail", "CPU lists", lists.reason)], 0
+    possible, online, present = lists
+    checks: list[Check] = [
+        ("info", "possible CPUs", f"{possible} ({len(possible)})"),
+        ("info", "online CPUs", f"{online} ({len(online)})"),
+        ("info", "present CPUs", f"{present} ({len(present)})"),
+    ]
+    if len(possible) != len(online):
         checks.append(
             (
-                "info",
-                "memory for maps",
-                (f"{human_bytes(room[0])} ({room[1]})" if room else "unknown (no MemAvailable, no limit)")
-                + f": a per-CPU map takes max_entries x round_up(value_size, 8) x {len(possible)} possible "
-                "CPUs, allocated when it is created; create() refuses what does not fit",
+                "warn",
+                "possible != online",
+                f"a reader that sizes per-CPU buffers by online CPUs (os.cpu_count()) overruns by "
+                f"{len(possible) - len(online)} slots x round_up(value_size, 8) bytes",
             )
         )
-    checks.append(_privileges(machine.effective_caps()))
+    if possible.ids != tuple(range(len(possible))):
+        checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
+    room = machine.memory_available()
+    checks.append(
+        (
+            "info",
+            "memory for maps",
+            (f"{human_bytes(room[0])} ({room[1]})" if room else "unknown (no MemAvailable, no limit)")
+            + f": a per-CPU map takes max_entries x round_up(value_size, 8) x {len(possible)} possible "
+            "CPUs, allocated when it is created; create() refuses what does not fit",
+        )
+    )
+    return checks, len(possible)
+
+
+def _environment_checks(machine: _machine.Machine) -> list[Check]:
+    """Privileges, libbpf, kernel BTF, tracefs and the sysctls percpu depends on."""
+    checks = [_privileges(machine.effective_caps())]
     unpriv = machine.sysctl("kernel.unprivileged_bpf_disabled")
     checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
     try:
@@ -191,16 +232,10 @@ def _doctor_checks(
         checks.append(("fail", "libbpf", str(exc)))
     btf = machine.kernel_btf
     checks.append(
-        (
-            "ok" if btf else "warn",
-            "kernel BTF",
-            btf or "missing: tp_btf is unavailable, raw_tp is used",
-        )
+        ("ok" if btf else "warn", "kernel BTF", btf or "missing: tp_btf is unavailable, raw_tp is used")
     )
-    table = machine.mounts()
-    tracefs = machine.tracefs_dir()
-    elsewhere = machine.mount_point("tracefs")
-    if not table:  # a mount table that can be read is never empty: it has the root
+    tracefs, elsewhere = machine.tracefs_dir(), machine.mount_point("tracefs")
+    if not machine.mounts():  # a mount table that can be read is never empty: it has the root
         checks.append(("unknown", "tracefs", f"cannot read {machine.mounts_path}"))
     elif tracefs:
         checks.append(("ok", "tracefs", tracefs))
@@ -216,8 +251,12 @@ def _doctor_checks(
             f"{stats} (1: programs report run count and time; percpu exporter --enable-bpf-stats)",
         )
     )
-    for t in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH):
-        checks.append(_batch_check(t))
+    return checks
+
+
+def _probe_checks() -> list[Check]:
+    """The kernel features probed on maps and programs of percpu's own."""
+    checks = [_batch_check(t) for t in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH)]
     flag = _attempt(functools.partial(features.cpu_flag, strict=True))
     what = "BPF_F_CPU (one CPU's slot)"
     if isinstance(flag, _Failed):
@@ -237,12 +276,7 @@ def _doctor_checks(
             _probe_check(f"{hook} program at sys_enter", functools.partial(_probe_load, prog), "loads")
         )
     checks.append(_probe_check("bpf_stats (BPF_ENABLE_STATS)", _enable_stats, "can be turned on"))
-    checks.extend(_syscount_checks(modes))
-    maps = _attempt(lambda: _percpu_maps(n_possible)) if n_possible else _Failed("unknown", "no CPU list")
-    if isinstance(maps, _Failed):
-        checks.append(("unknown", "per-CPU maps on this system", f"could not list them: {maps.reason}"))
-        return checks, []
-    return checks, maps
+    return checks
 
 
 def _probe_load(program: str) -> None:
@@ -255,9 +289,37 @@ def _probe_load(program: str) -> None:
         obj.load()
 
 
+def _print_maps(maps: list[dict[str, Any]]) -> None:
+    """The maps that were there before the doctor ran: the user's in full, then percpu's own in a line."""
+    if not maps:
+        return
+    print(
+        "\nper-CPU maps on this system when the doctor started, and the buffer a correct reader needs "
+        "for one lookup:"
+    )
+    theirs = [m for m in maps if not m["made_by_percpu"]]
+    for m in theirs:
+        print(
+            f"  id {m['id']:>5} {m['name']:<16} {m['type']:<22} value {m['value_size']:>6} B -> "
+            f"{m['reader_buffer_bytes']:,} B ({m['stride']} x {m['possible_cpus']} CPUs), "
+            f"{human_bytes(m['memory_bytes'])} in the kernel"
+        )
+    if not theirs:
+        print("  none but percpu's own")
+    ours = [m for m in maps if m["made_by_percpu"]]
+    if ours:
+        kinds = Counter(str(m["made_by_percpu"]) for m in ours)
+        what = ", ".join(f"{kind}: {n}" for kind, n in sorted(kinds.items()))
+        print(
+            f"and {len(ours)} maps percpu made ({what}) for runs still going, or ended and not yet freed by "
+            f"the kernel: ids {format_cpu_list(m['id'] for m in ours)}"
+        )
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     modes: list[dict[str, Any]] = []
-    checks, maps = _doctor_checks(modes=modes)
+    until = _attempt(_last_map_id)
+    checks, maps = _doctor_checks(modes=modes, until=until)
     if args.json:
         json.dump(
             {
@@ -266,6 +328,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
                 "checks": [{"status": s, "check": w, "detail": d} for s, w, d in checks],
                 "syscall_counter_modes": modes,
                 "percpu_maps": maps,
+                # the maps listed: ids up to this one, the highest when the doctor started (None: unknown)
+                "percpu_maps_up_to_id": None if isinstance(until, _Failed) else until,
             },
             sys.stdout,
             indent=2,
@@ -274,14 +338,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     else:
         for status, what, detail in checks:
             print(f"[{status:>7}] {what}: {detail}")
-        if maps:
-            print("\nper-CPU maps on this system and the buffer a correct reader needs for one lookup:")
-            for m in maps:
-                print(
-                    f"  id {m['id']:>5} {m['name']:<16} {m['type']:<22} value {m['value_size']:>6} B -> "
-                    f"{m['reader_buffer_bytes']:,} B ({m['stride']} x {m['possible_cpus']} CPUs), "
-                    f"{human_bytes(m['memory_bytes'])} in the kernel"
-                )
+        _print_maps(maps)
     failed = [what for status, what, _ in checks if status == "fail"]
     if failed:
         sys.stdout.flush()

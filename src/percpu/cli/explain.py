@@ -14,6 +14,7 @@ from ..cpus import cpu_lists
 from ..errors import BpfError, PercpuError
 from ..layout import alloc
 from ..layout import round8 as stride
+from ._own import EXPLAIN_MAP_NAME
 
 __all__ = ["register"]
 
@@ -48,7 +49,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     st = stride(size)
     guard = 16
     expected = n * st
-    with PerCpuArray.create(np.dtype((np.void, size)), 1, name="percpu_explain") as m:
+    with PerCpuArray.create(np.dtype((np.void, size)), 1, name=EXPLAIN_MAP_NAME) as m:
         m.update(0, [bytes([_slot_byte(i)]) * size for i in range(n)])
         # The "naive" program's buffer is `size` bytes; we allocate enough for what the kernel should
         # write plus guards on both sides, so the overrun lands in our own memory, not the heap, and a

@@ -11,6 +11,7 @@ from typing import Any
 from ..cpus import cpu_lists
 from ..maps import PERCPU_TYPES, MapType, list_maps, memory_bytes, user_value_bytes
 from ..maps._kinds import human_bytes
+from ._own import made_by_percpu
 
 __all__ = ["register"]
 
@@ -18,10 +19,10 @@ __all__ = ["register"]
 def _cmd_maps(args: argparse.Namespace) -> int:
     possible = len(cpu_lists().possible)
     rows: list[dict[str, Any]] = []
-    for info in list_maps():
+    infos = [info for info in list_maps() if info.type in PERCPU_TYPES or not args.percpu]
+    made = made_by_percpu(infos)
+    for info in infos:
         percpu = info.type in PERCPU_TYPES
-        if args.percpu and not percpu:
-            continue
         rows.append(
             {
                 "id": info.id,
@@ -37,6 +38,7 @@ def _cmd_maps(args: argparse.Namespace) -> int:
                 "memory_bytes": memory_bytes(
                     info.type, info.key_size, info.value_size, info.max_entries, possible, info.flags
                 ),
+                "made_by_percpu": made.get(info.id),
             }
         )
     if args.json:
@@ -45,15 +47,20 @@ def _cmd_maps(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'id':>6} {'name':<16} {'type':<22} {'key':>5} {'value':>6} {'entries':>8} {'memory':>10} "
-        f"{'lookup writes':>14}"
+        f"{'lookup writes':>14}  made by percpu"
     )
     for r in rows:
         mark = "*" if r["percpu"] else " "
         print(
             f"{r['id']:>6} {r['name']:<16} {r['type']:<21}{mark} {r['key_size']:>5} {r['value_size']:>6} "
             f"{r['max_entries']:>8} {human_bytes(r['memory_bytes']):>10} {r['lookup_writes']:>14,}"
+            + (f"  {r['made_by_percpu']}" if r["made_by_percpu"] else "")
         )
     print(f"\n* per-CPU: a user-space lookup writes round_up(value_size, 8) x {possible} possible CPUs")
+    print(
+        "made by percpu: its syscall counter's maps (of runs still going, or ended and not yet freed by the "
+        "kernel), its feature probes' and explain's"
+    )
     print(
         "memory: what the map takes in the kernel when full, by the kernel's own accounting; for a per-CPU "
         f"map max_entries x round_up(value_size, 8) x {possible} possible CPUs, plus keys and headers"
