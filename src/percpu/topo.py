@@ -4,7 +4,9 @@ which CPUs are isolated (``isolcpus=``, ``nohz_full=``, cgroup v2 cpuset partiti
 Everything is read from sysfs under a root directory that is a parameter, so tests point it at a fake
 tree. The kernel removes ``cpuN/topology`` while CPU N is offline, so a possible CPU that is not online
 (or was never present) has no core or package: its record says ``known=False`` and it falls in the
-``unknown`` group. The topology is read once, when :func:`read_topology` is called.
+``unknown`` group. The topology is read once, when :func:`read_topology` is called; a live view (`top`,
+`stat -i`, the exporter) keeps a :class:`TopologyWatch`, which reads it again when the online CPUs change
+and lets a CPU gone offline keep the place it had (:func:`carry_places`).
 
 Group labels (stable strings, used as table columns, JSON keys and Prometheus label values):
 ``cpu3``; ``core1.0`` (package 1, core 0; ``core1.2.0`` with die 2 on multi-die packages);
@@ -17,7 +19,7 @@ import contextlib
 import functools
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -32,6 +34,8 @@ __all__ = [
     "CpuInfo",
     "CpuTopology",
     "Partition",
+    "TopologyWatch",
+    "carry_places",
     "group_rows",
     "read_topology",
     "select_cpus",
@@ -250,6 +254,53 @@ def group_rows(counts: np.ndarray, groups: CpuGroups) -> np.ndarray:
     out = np.zeros((len(groups), *counts.shape[1:]), dtype=counts.dtype)
     np.add.at(out, groups.index, counts)
     return out
+
+
+def carry_places(earlier: CpuTopology, now: CpuTopology) -> CpuTopology:
+    """``now``, with each CPU that sysfs no longer places but ``earlier`` did keeping that place (core,
+    package, die, cluster, SMT siblings, node) and ``known``; its state (online, present) is ``now``'s.
+
+    The kernel removes ``cpuN/topology`` while CPU N is offline, but the CPU's place does not change while
+    it is away. A live view that read the topology again would otherwise move an offline CPU's counts
+    from its core, package and node to ``unknown``: a group's total going down, which Prometheus takes
+    for a counter reset and counts again."""
+    if earlier.possible != now.possible:
+        return now
+    out = [
+        new._replace(
+            known=True,
+            core=old.core,
+            package=old.package,
+            die=old.die,
+            cluster=old.cluster,
+            siblings=old.siblings,
+            node=old.node if new.node is None else new.node,
+        )
+        if old.known and not new.known
+        else new
+        for old, new in zip(earlier.cpus, now.cpus, strict=True)
+    ]
+    return CpuTopology(tuple(out), now.partitions)
+
+
+class TopologyWatch:
+    """The topology of a live view: read again when the online CPUs at a snapshot differ from those of the
+    last read, CPUs that went offline keeping their place (:func:`carry_places`). ``read`` reads it
+    (``lambda: cpu_lists().topology()``, or a fixture's tree)."""
+
+    def __init__(self, read: Callable[[], CpuTopology]) -> None:
+        self._read = read
+        self.topology = read()
+        self.online = CpuList(c.cpu for c in self.topology.cpus if c.online)
+
+    def update(self, online: CpuList | None) -> bool:
+        """Read the topology again if ``online`` (None: unknown, nothing read) is not the online list of
+        the last read; whether it was read."""
+        if online is None or online == self.online:
+            return False
+        self.topology = carry_places(self.topology, self._read())
+        self.online = online
+        return True
 
 
 # --- reading sysfs --------------------------------------------------------------------------------------

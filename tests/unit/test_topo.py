@@ -3,15 +3,16 @@ partitions, an offline CPU and possible CPUs never brought up, with a gap in the
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from percpu import CpuList, CpuLists, PercpuError
-from percpu.topo import CpuTopology, group_rows, read_topology, select_cpus, topology_lines
+from percpu.topo import CpuTopology, TopologyWatch, group_rows, read_topology, select_cpus, topology_lines
 
-from .fake_topology import fake_sysfs
+from .fake_topology import fake_sysfs, write
 
 
 def test_records_per_possible_cpu_in_slot_order(topology: CpuTopology) -> None:
@@ -202,3 +203,41 @@ def test_names_of_earlier_releases_still_work_and_say_what_replaced_them(tmp_pat
         lists.layout()  # the old method name: same reader, here on a root with no CPU lists
     with pytest.raises(AttributeError):
         percpu.NoSuchName  # noqa: B018
+
+
+def test_a_cpu_gone_offline_keeps_its_place_and_one_coming_online_gets_its_own(tmp_path: Path) -> None:
+    """A live view read the topology once: a CPU brought online later stayed `unknown` until the next
+    start. A watch reads it again when the online list changes; a CPU that goes offline (sysfs removes
+    its topology) keeps its core, package and node, so its counts stay in its groups."""
+    cpu, node, _cg = fake_sysfs(tmp_path)
+    reads: list[int] = []
+
+    def read() -> CpuTopology:
+        reads.append(1)
+        return read_topology(cpu, node_root=node, cgroup_root=None)
+
+    watch = TopologyWatch(read)
+    assert watch.topology[7].label("node") == "node1" and watch.topology[7].label("core") == "unknown"
+    assert not watch.update(CpuList([0, 1, 2, 3, 6])) and len(reads) == 1, "no change: no read"
+    # CPU 7 comes online (the kernel makes its topology), CPU 3 goes offline (the kernel removes its own)
+    t7 = Path(cpu) / "cpu7" / "topology"
+    for name, text in (
+        ("physical_package_id", "1"),
+        ("core_id", "1"),
+        ("die_id", "0"),
+        ("thread_siblings_list", "7"),
+    ):
+        write(t7 / name, text)
+    shutil.rmtree(Path(cpu) / "cpu3" / "topology")
+    write(Path(cpu) / "online", "0-2,6-7")
+    write(Path(node) / "node0" / "cpulist", "0-2")
+    write(Path(node) / "node1" / "cpulist", "6-7")
+    assert watch.update(CpuList([0, 1, 2, 6, 7])) and len(reads) == 2
+    t = watch.topology
+    assert t[7].online and t[7].label("core") == "core1.1" and t[7].label("package") == "pkg1"
+    assert (
+        not t[3].online and t[3].known and t[3].label("core") == "core0.1" and t[3].label("node") == "node0"
+    )
+    assert t.groups("core").labels == ("core0.0", "core0.1", "core1.0", "core1.1", "unknown")
+    assert t.groups("core").members[-1] == CpuList([8, 9]), "only the CPUs never placed"
+    assert read_topology(cpu, node_root=node, cgroup_root=None)[3].label("core") == "unknown", "sysfs alone"
