@@ -141,3 +141,15 @@ def test_a_guest_that_stops_before_pytest_ends_says_so() -> None:
     assert rm.stop_note(started + "\n5 passed in 1.00s\nPERCPU_PYTEST_RC=0\n", 0) == ""
     assert rm.stop_note(started, 124) == ""  # a timeout says so itself
     assert rm.stop_note("no guest output", 1) == ""  # a guest that never started has its own note
+
+
+def test_cpus_are_taken_offline_in_every_guest_with_hotplug_cpus_ci_included() -> None:
+    """The hotplug tests run in every maxcpus guest (5.10 to 7.x all let a guest take CPU 1 offline), and
+    in both of CI's: the oldest kernel and the newest."""
+    rm = _runner()
+    hotplug = "tests/vm/test_hotplug_vm.py"
+    for vm in rm.VMS:
+        if "maxcpus=" in vm.smp:
+            assert hotplug in vm.tests, vm.name
+        if vm.ci:
+            assert hotplug in (vm.ci_tests or rm.CI_TESTS), vm.name

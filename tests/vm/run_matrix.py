@@ -25,10 +25,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kernels  # a sibling script, not a package import
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-# The library, syscount, CLI and inspection kernel tests, and the possible > online tests. The exporter's
+# The library, syscount, CLI and inspection kernel tests, the possible > online tests, and CPUs taken
+# offline and back while percpu counts. The exporter's
 # Prometheus test runs on the host only (it scrapes on a wall clock a TCG guest cannot keep).
 DEFAULT_TESTS = (
     "tests/vm/test_vm.py",
+    "tests/vm/test_hotplug_vm.py",
     "tests/kernel/test_maps_kernel.py",
     "tests/kernel/test_cpu_flag_kernel.py",
     "tests/kernel/test_syscount_kernel.py",
@@ -41,6 +43,7 @@ DEFAULT_TESTS = (
 # doctor's per-kernel report, and the CLI counting a command and a pid exactly.
 CI_TESTS = (
     "tests/vm/test_vm.py",
+    "tests/vm/test_hotplug_vm.py",
     "tests/kernel/test_maps_kernel.py",
     "tests/kernel/test_syscount_kernel.py",
     "tests/kernel/test_inspect_kernel.py::test_doctor_probes_features",
@@ -130,6 +133,7 @@ VMS: tuple[VmSpec, ...] = (
         ci=True,
         ci_tests=(
             "tests/vm/test_vm.py",
+            "tests/vm/test_hotplug_vm.py",
             "tests/kernel/test_maps_kernel.py",
             "tests/kernel/test_cpu_flag_kernel.py",
             "tests/kernel/test_syscount_kernel.py",
