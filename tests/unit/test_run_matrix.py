@@ -153,3 +153,12 @@ def test_cpus_are_taken_offline_in_every_guest_with_hotplug_cpus_ci_included() -
             assert hotplug in vm.tests, vm.name
         if vm.ci:
             assert hotplug in (vm.ci_tests or rm.CI_TESTS), vm.name
+
+
+def test_exec_runs_a_command_in_the_guest_instead_of_pytest() -> None:
+    """--exec: a benchmark in the guest (the 7.x guest's 2 of 32 CPUs online), its status the VM's."""
+    rm = _runner()
+    vm = rm.VmSpec("x", "7", "2,maxcpus=32", command=".venv/bin/python benchmarks/bench_x.py --json")
+    script = rm.guest_script(vm, "/repo/.venv/bin/python")
+    assert "TMPDIR=/tmp .venv/bin/python benchmarks/bench_x.py --json; rc=$?" in script
+    assert "-m pytest" not in script and "percpu doctor --json" in script

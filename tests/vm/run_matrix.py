@@ -72,6 +72,7 @@ class VmSpec:
     ci_deselect: tuple[str, ...] = ()  # test ids of ci_tests that CI leaves out in this VM
     deselect: tuple[str, ...] = ()  # what this run leaves out (set from ci_deselect for CI)
     note: str = ""
+    command: str = ""  # run this shell command (from the repository's root) instead of pytest: --exec
 
 
 # Linux 6.9+ on x86 counts a MADT local APIC entry with neither "enabled" nor "online capable" (all of
@@ -226,6 +227,8 @@ def guest_script(vm: VmSpec, py: str) -> str:
     tests = " ".join([*map(shlex.quote, vm.tests), *(f"--deselect={shlex.quote(t)}" for t in vm.deselect)])
     bin_dir = shlex.quote(os.path.dirname(py))
     pytest = f"{shlex.quote(py)} -m pytest {tests} -q -p no:cacheprovider -m {shlex.quote(vm.marks)}"
+    if vm.command:
+        pytest = vm.command  # a benchmark, say: its exit status is the guest's
     return (
         f"cd {shlex.quote(REPO)} || exit 1\n"
         "echo PERCPU_POSSIBLE=$(cat /sys/devices/system/cpu/possible) "
@@ -234,7 +237,7 @@ def guest_script(vm: VmSpec, py: str) -> str:
         # numpy's AVX2 sort kernels return wrong orders under QEMU's TCG emulation (seen with numpy 2.4:
         # np.argsort of uint32 was wrong, np.sort right): keep numpy on its baseline SIMD in the guest.
         # pytest's exit status, printed: a guest that stops mid-run never prints it (see stop_note)
-        f"NPY_DISABLE_CPU_FEATURES=X86_V3 TMPDIR=/tmp {pytest} -rs --durations=10; "
+        f"NPY_DISABLE_CPU_FEATURES=X86_V3 TMPDIR=/tmp {pytest}{'' if vm.command else ' -rs --durations=10'}; "
         "rc=$?; echo PERCPU_PYTEST_RC=$rc; exit $rc\n"
     )
 
@@ -301,7 +304,12 @@ def run_vm(vm: VmSpec, image: str, py: str, timeout: float) -> Result:
         except ValueError:
             r.doctor = None
     r.counts = pytest_counts(out)
-    ok = rc == 0 and r.counts["failed"] == 0 and r.counts["error"] == 0 and r.counts["passed"] > 0
+    ok = (
+        rc == 0
+        and r.counts["failed"] == 0
+        and r.counts["error"] == 0
+        and (r.counts["passed"] > 0 or bool(vm.command))
+    )
     ok = ok and not gap_missing(vm, r.possible, r.online)
     r.status = "ok" if ok else ("timed out" if rc == 124 else "FAILED")
     return r
@@ -423,6 +431,12 @@ def main() -> int:
     )
     ap.add_argument("--tests", help="pytest targets inside every VM, instead of each VM's own")
     ap.add_argument(
+        "--exec",
+        metavar="COMMAND",
+        help="a shell command to run inside every VM (from the repository's root) instead of pytest, e.g. a "
+        "benchmark; its output is printed (as with --verbose) and its exit status is the VM's",
+    )
+    ap.add_argument(
         "--results",
         help="write each VM's row and `percpu doctor --json` report to this file (replacing those VMs' rows "
         "of an earlier run there, keeping the others')",
@@ -473,7 +487,9 @@ def main() -> int:
                 failed = True  # a Debian kernel that cannot be fetched is a failure, not a pass
             continue
         spec = vm
-        if args.tests:
+        if args.exec:
+            spec = VmSpec(**{**vm.__dict__, "command": args.exec})
+        elif args.tests:
             spec = VmSpec(**{**vm.__dict__, "tests": tuple(args.tests.split())})
         elif args.ci and vm.tests == DEFAULT_TESTS:
             spec = VmSpec(**{**vm.__dict__, "tests": vm.ci_tests or CI_TESTS, "deselect": vm.ci_deselect})
@@ -485,7 +501,7 @@ def main() -> int:
         r = run_vm(spec, image, py, args.timeout)
         r.package = package
         rows.append(r)
-        if r.status != "ok" or args.verbose:
+        if r.status != "ok" or args.verbose or args.exec:
             print(r.output[-8000:])
         print(
             f"vm-matrix: {vm.name}: {r.status} in {r.seconds:.0f} s "
