@@ -75,39 +75,39 @@ struct disturb_config {
 
 const volatile struct disturb_config cfg = {};
 
-/* One handler class on one CPU: runs, and nanoseconds in the handler. */
+/* One source (an IRQ number, a softirq vector, an x86 vector) on one CPU: runs, nanoseconds in its
+ * handler, and the start of the run in progress (0: none). A source does not nest with itself on a CPU,
+ * so one start slot per source is enough, and a program touches one cache line per event. */
 struct runs {
 	__u64 count;
 	__u64 ns;
+	__u64 start;
 };
 
-/* Per CPU counts that are not by IRQ, vector or task. Each word is written by one class of program (see
- * the top of the file). The lost_* fields count events a table could not take: IRQ numbers beyond the
- * irqs map, softirq vectors beyond SOFTIRQ_SLOTS, switch-ins of tasks the full tasks table had no room for.
- * The untimed_* fields count handler runs or task stints whose time is missing: their start was before
- * counting began or was not seen (or, for tasks, the table had no room for the time). */
+/* Per CPU counts of the interrupt programs, each word written by one class of them (see the top of the
+ * file). lost_*: events a table could not take (IRQ numbers beyond the irqs map, softirq vectors beyond
+ * SOFTIRQ_SLOTS). untimed_*: handler runs whose exit found no start (the run began before counting). */
 struct cpu_counts {
-	__u64 switches;
-	__u64 gaps; /* switches whose prev was not the task switched in last: the kernel switched unseen */
 	__u64 lost_irqs;
 	__u64 lost_softirqs;
-	__u64 lost_tasks;
 	__u64 untimed_irqs;
 	__u64 untimed_softirqs;
 	__u64 untimed_vectors;
-	__u64 untimed_tasks;
 };
 
-/* Start slots, one per class (classes do not nest with themselves on a CPU). A start is 0 when none is
- * pending; irq and vector name what started, so an exit only ever closes its own entry. */
-struct cpu_state {
-	__u64 irq_start;
-	__u64 softirq_start;
-	__u64 vec_start;
-	__u64 task; /* the task switched in last (its address), and its sum_exec_runtime then */
+/* Per CPU state and counts of the sched_switch program (its own cache line). task is the task switched in
+ * last (its address) and task_runtime its sum_exec_runtime then. gaps: switches whose prev was not that
+ * task, so the kernel had switched without the tracepoint in between. lost_tasks: switch-ins the full
+ * tasks table had no room for; untimed_tasks: stints whose time is missing (switched in before counting
+ * began or unseen, or no room in the table). */
+struct sched_cpu {
+	__u64 switches;
+	__u64 idle_switches; /* switch-ins of the idle task, kept here, not in the tasks table (tasks only) */
+	__u64 gaps;
+	__u64 lost_tasks;
+	__u64 untimed_tasks;
+	__u64 task;
 	__u64 task_runtime;
-	__s32 irq;
-	__u32 vec;
 };
 
 struct task_key {
@@ -156,8 +156,8 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct cpu_state);
-} state SEC(".maps");
+	__type(value, struct sched_cpu);
+} sched SEC(".maps");
 
 /* Never evicts: a task the full table cannot take is counted in lost_tasks (preallocated, as tracing
  * programs on Linux 5.10 require of a hash). */
@@ -194,150 +194,108 @@ static __always_inline struct cpu_counts *cpu_counts(void)
 	return bpf_map_lookup_elem(&cpu, &zero);
 }
 
-static __always_inline struct cpu_state *cpu_state(void)
+/* A run of one source starts: counted (when count), and its start taken (when timing). NULL row: a source
+ * beyond the table. */
+static __always_inline void run_entry(struct runs *r, bool count)
 {
-	__u32 zero = 0;
+	if (!r)
+		return;
+	if (count)
+		r->count += 1;
+	if (cfg.times)
+		r->start = bpf_ktime_get_ns();
+}
 
-	return bpf_map_lookup_elem(&state, &zero);
+/* A run ends: its time added. False when its start is unknown (it began before counting). */
+static __always_inline bool run_exit(struct runs *r)
+{
+	if (!r)
+		return true; /* beyond the table: already counted as lost at the entry */
+	__u64 start = r->start;
+
+	if (!start)
+		return false;
+	r->start = 0;
+	r->ns += bpf_ktime_get_ns() - start;
+	return true;
 }
 
 /* --- hard interrupts -------------------------------------------------------------------------------- */
 
 static __always_inline void irq_entry(int irq, bool last)
 {
-	if (last) {
-		__u32 key = irq;
-		struct runs *s = bpf_map_lookup_elem(&irqs, &key);
+	__u32 key = irq;
+	struct runs *r = bpf_map_lookup_elem(&irqs, &key);
 
-		if (s) {
-			s->count += 1;
-		} else {
-			struct cpu_counts *c = cpu_counts();
+	if (!r && last) {
+		struct cpu_counts *c = cpu_counts();
 
-			if (c)
-				c->lost_irqs += 1;
-		}
+		if (c)
+			c->lost_irqs += 1;
 	}
-	if (cfg.times) {
-		struct cpu_state *st = cpu_state();
-
-		if (st) {
-			st->irq = irq;
-			st->irq_start = bpf_ktime_get_ns();
-		}
-	}
+	run_entry(r, last);
 }
 
 static __always_inline void irq_exit(int irq)
 {
-	struct cpu_state *st = cpu_state();
+	__u32 key = irq;
 
-	if (!st)
-		return;
-	__u64 start = st->irq_start;
+	if (!run_exit(bpf_map_lookup_elem(&irqs, &key))) {
+		struct cpu_counts *c = cpu_counts();
 
-	st->irq_start = 0;
-	if (start && st->irq == irq) {
-		__u32 key = irq;
-		struct runs *s = bpf_map_lookup_elem(&irqs, &key);
-
-		if (s)
-			s->ns += bpf_ktime_get_ns() - start;
-		return; /* an IRQ beyond the table is already in lost_irqs */
+		if (c)
+			c->untimed_irqs += 1;
 	}
-	struct cpu_counts *c = cpu_counts();
-
-	if (c)
-		c->untimed_irqs += 1;
 }
 
 /* --- softirqs --------------------------------------------------------------------------------------- */
 
 static __always_inline void softirq_entry(__u32 vec)
 {
-	struct runs *s = bpf_map_lookup_elem(&softirqs, &vec);
+	struct runs *r = bpf_map_lookup_elem(&softirqs, &vec);
 
-	if (s) {
-		s->count += 1;
-	} else {
+	if (!r) {
 		struct cpu_counts *c = cpu_counts();
 
 		if (c)
 			c->lost_softirqs += 1;
 	}
-	if (cfg.times) {
-		struct cpu_state *st = cpu_state();
-
-		if (st)
-			st->softirq_start = bpf_ktime_get_ns();
-	}
+	run_entry(r, true);
 }
 
 static __always_inline void softirq_exit(__u32 vec)
 {
-	struct cpu_state *st = cpu_state();
+	if (!run_exit(bpf_map_lookup_elem(&softirqs, &vec))) {
+		struct cpu_counts *c = cpu_counts();
 
-	if (!st)
-		return;
-	__u64 start = st->softirq_start;
-
-	st->softirq_start = 0;
-	if (start) {
-		struct runs *s = bpf_map_lookup_elem(&softirqs, &vec);
-
-		if (s)
-			s->ns += bpf_ktime_get_ns() - start;
-		return;
+		if (c)
+			c->untimed_softirqs += 1;
 	}
-	struct cpu_counts *c = cpu_counts();
-
-	if (c)
-		c->untimed_softirqs += 1;
 }
 
 /* --- x86 vectors ------------------------------------------------------------------------------------ */
 
 static __always_inline void vector_count(__u32 vec)
 {
-	struct runs *s = bpf_map_lookup_elem(&vectors, &vec);
+	struct runs *r = bpf_map_lookup_elem(&vectors, &vec);
 
-	if (s)
-		s->count += 1;
+	if (r)
+		r->count += 1;
 }
 
 static __always_inline void vector_entry(__u32 vec)
 {
-	vector_count(vec);
-	if (cfg.times) {
-		struct cpu_state *st = cpu_state();
-
-		if (st) {
-			st->vec = vec;
-			st->vec_start = bpf_ktime_get_ns();
-		}
-	}
+	run_entry(bpf_map_lookup_elem(&vectors, &vec), true);
 }
 
 static __always_inline void vector_exit(__u32 vec)
 {
-	struct cpu_state *st = cpu_state();
+	if (!run_exit(bpf_map_lookup_elem(&vectors, &vec))) {
+		struct cpu_counts *c = cpu_counts();
 
-	if (!st)
-		return;
-	__u64 start = st->vec_start;
-
-	st->vec_start = 0;
-	if (start && st->vec == vec) {
-		struct runs *s = bpf_map_lookup_elem(&vectors, &vec);
-
-		if (s)
-			s->ns += bpf_ktime_get_ns() - start;
-		return;
+		if (c)
+			c->untimed_vectors += 1;
 	}
-	struct cpu_counts *c = cpu_counts();
-
-	if (c)
-		c->untimed_vectors += 1;
 }
 
 /* --- task switches ---------------------------------------------------------------------------------- */
@@ -391,18 +349,18 @@ static __always_inline __u32 task_flags(struct task_struct *t, int pid, bool btf
  * switch-out, and that stint's time is missing (untimed). */
 static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next, bool btf)
 {
-	struct cpu_counts *c = cpu_counts();
-	struct cpu_state *st = cpu_state();
+	__u32 zero = 0;
+	struct sched_cpu *c = bpf_map_lookup_elem(&sched, &zero);
 
-	if (!c || !st)
+	if (!c)
 		return;
 	c->switches += 1;
-	bool known = st->task == (__u64)prev;
-	bool gap = st->task && !known; /* before the first switch seen, nothing is known */
+	bool known = c->task == (__u64)prev;
+	bool gap = c->task && !known; /* before the first switch seen, nothing is known */
 
 	if (gap)
 		c->gaps += 1;
-	st->task = (__u64)next;
+	c->task = (__u64)next;
 	if (!cfg.tasks)
 		return;
 	__u64 now = 0;
@@ -410,9 +368,9 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 	if (cfg.times) {
 		/* The scheduler has updated prev's sum_exec_runtime for this stint before the tracepoint. */
 		now = btf ? prev->se.sum_exec_runtime : BPF_CORE_READ(prev, se.sum_exec_runtime);
-		__u64 start = st->task_runtime;
+		__u64 start = c->task_runtime;
 
-		st->task_runtime = btf ? next->se.sum_exec_runtime : BPF_CORE_READ(next, se.sum_exec_runtime);
+		c->task_runtime = btf ? next->se.sum_exec_runtime : BPF_CORE_READ(next, se.sum_exec_runtime);
 		now = known ? now - start : 0;
 	}
 	int pid = btf ? prev->pid : BPF_CORE_READ(prev, pid);
@@ -421,7 +379,11 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 
 	if (timed && !known)
 		c->untimed_tasks += 1;
-	if (gap || timed) {
+	/* The idle task (pid 0, one per CPU) is the other end of most switches on a quiet CPU: its switch-ins
+	 * are counted in this CPU's own counter instead of a table lookup (user space shows it as a row). */
+	if (gap && pid == 0) {
+		c->idle_switches += 1;
+	} else if (gap || timed) {
 		struct task_key pk __attribute__((aligned(8))) = {};
 
 		task_key_of(&pk, prev, btf);
@@ -432,10 +394,16 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 				c->untimed_tasks += 1;
 		}
 	}
+	int next_pid = btf ? next->pid : BPF_CORE_READ(next, pid);
+
+	if (next_pid == 0) {
+		c->idle_switches += 1;
+		return;
+	}
 	struct task_key k __attribute__((aligned(8))) = {};
 
 	task_key_of(&k, next, btf);
-	if (!task_add(&k, 1, 0, 0, task_flags(next, k.pid, btf)))
+	if (!task_add(&k, 1, 0, 0, task_flags(next, next_pid, btf)))
 		c->lost_tasks += 1;
 }
 

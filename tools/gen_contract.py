@@ -69,7 +69,7 @@ DISTURB = Contract(
     records=(
         ("runs", "RUNS"),
         ("cpu_counts", "CPU_COUNTS"),
-        ("cpu_state", "CPU_STATE"),
+        ("sched_cpu", "SCHED_CPU"),
         ("task_key", "TASK_KEY"),
         ("task_stat", "TASK_STAT"),
     ),

@@ -310,7 +310,7 @@ def test_config_is_all_of_rodata_and_maps_use_the_contract_types(obj: str) -> No
         ("softirqs", "value", "runs"),
         ("vectors", "value", "runs"),
         ("cpu", "value", "cpu_counts"),
-        ("state", "value", "cpu_state"),
+        ("sched", "value", "sched_cpu"),
         ("tasks", "key", "task_key"),
         ("tasks", "value", "task_stat"),
     ):

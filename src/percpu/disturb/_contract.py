@@ -34,45 +34,35 @@ class DisturbConfig(ctypes.Structure):
     ]
 
 
-# struct runs: 16 bytes
+# struct runs: 24 bytes
 RUNS = np.dtype(
     {
-        "names": ["count", "ns"],
-        "formats": ["<u8", "<u8"],
-        "offsets": [0, 8],
-        "itemsize": 16,
+        "names": ["count", "ns", "start"],
+        "formats": ["<u8", "<u8", "<u8"],
+        "offsets": [0, 8, 16],
+        "itemsize": 24,
     }
 )
 
 
-# struct cpu_counts: 72 bytes
+# struct cpu_counts: 40 bytes
 CPU_COUNTS = np.dtype(
     {
-        "names": [
-            "switches",
-            "gaps",
-            "lost_irqs",
-            "lost_softirqs",
-            "lost_tasks",
-            "untimed_irqs",
-            "untimed_softirqs",
-            "untimed_vectors",
-            "untimed_tasks",
-        ],
-        "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8"],
-        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 64],
-        "itemsize": 72,
+        "names": ["lost_irqs", "lost_softirqs", "untimed_irqs", "untimed_softirqs", "untimed_vectors"],
+        "formats": ["<u8", "<u8", "<u8", "<u8", "<u8"],
+        "offsets": [0, 8, 16, 24, 32],
+        "itemsize": 40,
     }
 )
 
 
-# struct cpu_state: 48 bytes
-CPU_STATE = np.dtype(
+# struct sched_cpu: 56 bytes
+SCHED_CPU = np.dtype(
     {
-        "names": ["irq_start", "softirq_start", "vec_start", "task", "task_runtime", "irq", "vec"],
-        "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<i4", "<u4"],
-        "offsets": [0, 8, 16, 24, 32, 40, 44],
-        "itemsize": 48,
+        "names": ["switches", "idle_switches", "gaps", "lost_tasks", "untimed_tasks", "task", "task_runtime"],
+        "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48],
+        "itemsize": 56,
     }
 )
 

@@ -31,6 +31,7 @@ from . import _proc
 from ._contract import (
     CPU_COUNTS,
     RUNS,
+    SCHED_CPU,
     SOFTIRQ_SLOTS,
     TASK_IDLE,
     TASK_KEY,
@@ -313,6 +314,7 @@ class DisturbCounter:
             for name in entries + exits:
                 links.append(obj.attach(name))
             maps["cpu"] = obj.map("cpu", value=CPU_COUNTS)
+            maps["sched"] = obj.map("sched", value=SCHED_CPU)
             maps["irqs"] = obj.map("irqs", value=RUNS)
             maps["softirqs"] = obj.map("softirqs", value=RUNS)
             maps["vectors"] = obj.map("vectors", value=RUNS)
@@ -378,13 +380,14 @@ class DisturbCounter:
         now = time.monotonic()
         n = len(self._cpus)
         cpu = self._maps["cpu"].snapshot().values[0]  # (possible CPUs,) of CPU_COUNTS
-        irqs = self._irqs() if self.irqs else None
+        sched = self._maps["sched"].snapshot().values[0]  # (possible CPUs,) of SCHED_CPU
+        irqs = self._irqs() if self.irqs else None  # before the tasks: the IRQ names are files to read
         softirqs = self._softirqs() if self.softirqs else None
         vectors = self._vectors() if self._vector_slots or self.tlb_hook else None
-        tasks = self._tasks() if self.tasks else None
+        tasks = self._tasks(sched["idle_switches"].astype(np.uint64)) if self.tasks else None
 
         def u(field: str) -> np.ndarray:
-            out: np.ndarray = cpu[field].astype(np.uint64)
+            out: np.ndarray = (sched if field in (SCHED_CPU.names or ()) else cpu)[field].astype(np.uint64)
             return out
 
         lost = Lost(u("lost_irqs"), u("lost_softirqs"), u("lost_tasks"), skipped=self._skipped_runs())
@@ -443,21 +446,35 @@ class DisturbCounter:
         ids = ids[ids < VECTOR_SLOTS]
         return self._handlers(ids, tuple(VECTOR_NAMES[i] for i in ids), counts, ns)
 
-    def _tasks(self) -> Tasks:
+    def _tasks(self, idle_switches: np.ndarray) -> Tasks:
         snap = self._maps["tasks"].snapshot()
         values = snap.values  # (n, possible CPUs) of TASK_STAT
-        flags = np.bitwise_or.reduce(values["flags"], axis=1) if len(values) else np.zeros(0, np.uint32)
+        n, ncpu = len(values), len(self._cpus)
+        flags = np.bitwise_or.reduce(values["flags"], axis=1) if n else np.zeros(0, np.uint32)
+        keys = np.array(snap.keys, dtype=TASK_KEY)
+        switches = values["switches"].astype(np.uint64).reshape(n, ncpu)
+        ns = values["ns"].astype(np.uint64).reshape(n, ncpu)
+        untimed = values["untimed"].astype(np.uint64).reshape(n, ncpu)
+        # The idle task's switch-ins are kept in each CPU's own counter (bpf/disturb.bpf.c): one row per
+        # CPU's idle task, pid 0, named as the kernel names it, with no time (the kernel keeps none).
+        busy = np.nonzero(idle_switches)[0]
+        if len(busy):
+            idle_keys = np.zeros(len(busy), dtype=TASK_KEY)
+            idle_keys["comm"] = [f"swapper/{self._cpus[int(i)]}".encode() for i in busy]
+            idle_rows = np.zeros((len(busy), ncpu), dtype=np.uint64)
+            idle_rows[np.arange(len(busy)), busy] = idle_switches[busy]
+            keys = np.concatenate([keys, idle_keys])
+            switches = np.concatenate([switches, idle_rows])
+            ns = np.concatenate([ns, np.zeros_like(idle_rows)])
+            untimed = np.concatenate([untimed, np.zeros_like(idle_rows)])
+            flags = np.concatenate([flags, np.full(len(busy), TASK_KTHREAD | TASK_IDLE, dtype=flags.dtype)])
         return Tasks(
-            keys=np.array(snap.keys, dtype=TASK_KEY),
+            keys=keys,
             kthread=(flags & TASK_KTHREAD) != 0,
             idle=(flags & TASK_IDLE) != 0,
-            switches=values["switches"].astype(np.uint64).reshape(len(values), len(self._cpus)),
-            ns=values["ns"].astype(np.uint64).reshape(len(values), len(self._cpus)) if self.times else None,
-            untimed=(
-                values["untimed"].astype(np.uint64).reshape(len(values), len(self._cpus))
-                if self.times
-                else None
-            ),
+            switches=switches,
+            ns=ns if self.times else None,
+            untimed=untimed if self.times else None,
         )
 
     def _skipped_runs(self) -> int:
