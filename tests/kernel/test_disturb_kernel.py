@@ -162,6 +162,7 @@ class Bounds:
         self.cpus = cpus
         self.over: list[str] = []
         self.under: list[str] = []
+        self.loose: list[str] = []  # cells whose bounds did not meet: something happened at the edges
         self.cells = 0
         self.exact = 0
 
@@ -170,6 +171,8 @@ class Bounds:
             lo, n, hi = int(lower[i]), int(ours[i]), int(upper[i])
             self.cells += 1
             self.exact += lo == hi == n
+            if lo != hi:
+                self.loose.append(f"{what} CPU {cpu}: kernel {lo}..{hi}")
             if n > hi:
                 self.over.append(f"{what} CPU {cpu}: kernel {lo}..{hi}, percpu {n}")
             elif n < lo:
