@@ -44,6 +44,7 @@ from percpu.cpus import CpuList, topology
 from percpu.disturb import (
     SOFTIRQ_NAMES,
     DisturbCounter,
+    DisturbDelta,
     DisturbSnapshot,
     Schedstat,
     parse_interrupts,
@@ -138,7 +139,7 @@ class Window:
     a: KernelCounts
     b: KernelCounts
     k1: KernelCounts
-    snap: DisturbSnapshot
+    snap: DisturbSnapshot | DisturbDelta  # a final snapshot, or the delta of two taken while counting
 
 
 def counted_window(c: DisturbCounter, sched_path: str, workload: Callable[[], None]) -> Window:
@@ -200,7 +201,7 @@ def check_interrupts(w: Window, bounds: Bounds) -> None:
 
 
 def check_vectors(w: Window, bounds: Bounds, rows: tuple[str, ...]) -> None:
-    got = w.snap.since_start().vector_rows()
+    got = (w.snap.since_start() if isinstance(w.snap, DisturbSnapshot) else w.snap).vector_rows()
     for row in rows:
         assert row in got, f"{row} not counted (unsupported: {row!r} missing from {sorted(got)})"
         lo, hi = window_bounds(w, lambda k, row=row: k.interrupts[row])
@@ -449,7 +450,8 @@ def test_full_tables_count_what_they_cannot_take_as_lost(sched_debug: str) -> No
     bounds = Bounds(c.cpus)
     bounds.check("all IRQs", lo, s.irqs.per_cpu() + s.lost.irqs, hi)
     assert not bounds.bad, "\n".join(bounds.bad)
-    assert int(s.lost.irqs.sum()) > 0 or int(hi.sum()) == 0
+    # IRQs in the window itself (an idle guest may have none) were all beyond the one-entry table
+    assert int(s.lost.irqs.sum()) > 0 or int(lo.sum()) == 0
 
 
 def test_tlb_shootdowns_have_a_hook_here() -> None:
