@@ -164,6 +164,7 @@ class Bounds:
         self.over: list[str] = []
         self.under: list[str] = []
         self.loose: list[str] = []  # cells whose bounds did not meet: something happened at the edges
+        self.met: dict[str, bool] = {}  # each cell ("LOC CPU 1"): whether its bounds met
         self.cells = 0
         self.exact = 0
 
@@ -172,6 +173,7 @@ class Bounds:
             lo, n, hi = int(lower[i]), int(ours[i]), int(upper[i])
             self.cells += 1
             self.exact += lo == hi == n
+            self.met[f"{what} CPU {cpu}"] = lo == hi
             if lo != hi:
                 self.loose.append(f"{what} CPU {cpu}: kernel {lo}..{hi}")
             if n > hi:

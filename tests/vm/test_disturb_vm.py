@@ -101,26 +101,31 @@ def bounds_of(w: Window) -> Bounds:
 
 
 def test_an_idle_isolated_cpu_counts_exactly_what_the_kernel_counts(sched_debug: str) -> None:  # noqa: F811
-    """On the idle isolated CPU every row's count equals the kernel's (its bounds meet), and on every CPU
-    percpu lies within them. A window in which something did happen on CPU 1 between the reads (a timer,
-    an RCU callback) is read again, up to five times."""
-    seen: list[str] = []
+    """On the idle isolated CPU every row's count equals the kernel's, and on every CPU percpu lies within
+    the kernel's bounds. A row whose bounds did not meet in a window (a timer or an IPI landed on CPU 1
+    between two reads: the residual events of an isolated CPU come about once a second, and reading the
+    files takes a good part of a second under TCG) is compared again in the next, up to ten windows: every
+    row of CPU 1 must meet, and then be equal, in one of them."""
+    never: set[str] | None = None
+    log: list[str] = []
     with DisturbCounter(tasks=True, times=True) as c:
         time.sleep(1)  # the attach's IPIs, and what they set off, are over
         i = list(c.cpus).index(ISOLATED)
-        for attempt in range(1, 6):
-            w = snapshot_window(c, sched_debug, lambda: time.sleep(2))
+        for attempt in range(1, 11):
+            w = snapshot_window(c, sched_debug, lambda: time.sleep(1))
             b = bounds_of(w)
             assert not b.bad, "\n".join(b.bad)  # a kernel that reports every event: no window misses one
             assert int(w.snap.gaps.sum()) == 0, "sched_switch fired for every switch (mainline)"
-            unmet = [cell for cell in b.loose if f"CPU {ISOLATED}:" in cell]
-            print(f"window {attempt}: CPU {ISOLATED} switches {int(w.snap.switches[i])}, unmet {unmet}")
-            if not unmet:
+            cells = {cell for cell in b.met if cell.endswith(f"CPU {ISOLATED}")}
+            unmet = {cell for cell in cells if not b.met[cell]}
+            never = unmet if never is None else never & unmet
+            log.append(
+                f"window {attempt}: CPU {ISOLATED} switches {int(w.snap.switches[i])}, unmet {sorted(unmet)}"
+            )
+            if not never:
+                print("\n".join(log))
                 return
-            seen.append(f"window {attempt}: " + "; ".join(unmet))
-    pytest.fail(
-        "something happened on the isolated CPU between the reads in every window:\n" + "\n".join(seen)
-    )
+    pytest.fail(f"on the isolated CPU, never exact: {sorted(never or ())}\n" + "\n".join(log))
 
 
 def test_an_intruder_on_the_isolated_cpu_shows_by_name_with_its_counts(
