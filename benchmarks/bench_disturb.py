@@ -12,10 +12,10 @@ rotates each round, and which object attaches first alternates (programs at one 
 
 What a hook costs before any program body runs (the tracepoint's call into BPF, __bpf_trace_run, the same
 code for every raw tracepoint) is not in run_time_ns; it is measured as bench_syscalls.py does, by the
-getppid loop's delta with an empty tp_btf program at sys_enter (the same entry path), in each round. Then
-for a program P at hook H:
+getppid loop's delta with an empty tp_btf program at sys_enter (the same entry path), once per round; the
+median over the rounds is the run's price. Then for a program P at hook H, per round:
 
-    x floor = (hook price + own(P) - own(empty at H)) / hook price
+    added = own(P) - own(empty at H)            x floor = (hook price + added) / hook price
 
 The issue's goals: counts alone within 1.1x of the floor; with times, the time programs' cost over the
 counts alone within 1.25x of the two clock reads they make (bpf_ktime_get_ns, priced by a program at
@@ -143,6 +143,9 @@ def per_run(runs: int, ns: int) -> float:
 
 def summarize(rounds: list[dict[str, dict[str, tuple[int, int]]]], prices: list[float]) -> dict[str, Any]:
     out: dict[str, Any] = {"hook_price_ns": spread(prices), "configs": {}}
+    # One price for the run: a single round's loop delta swings under a neighbour's load (the added ns,
+    # paired on the same events, do not).
+    price = statistics.median(prices)
     for cfg in CONFIGS:
         progs = sorted({p for rnd in rounds for p in rnd[cfg] if p in FLOOR_OF})
         rows: dict[str, Any] = {}
@@ -151,7 +154,7 @@ def summarize(rounds: list[dict[str, dict[str, tuple[int, int]]]], prices: list[
             own = [per_run(*rnd[cfg][p]) for rnd in rounds]
             fown = [per_run(*rnd[cfg][f]) for rnd in rounds if f in rnd[cfg]]
             added = [a - b for a, b in zip(own, fown, strict=False)]
-            ratio = [(price + a) / price for a, price in zip(added, prices, strict=False) if price > 0]
+            ratio = [(price + a) / price for a in added] if price > 0 else []
             rows[p] = {
                 "runs_per_round": statistics.median(rnd[cfg][p][0] for rnd in rounds),
                 "own_ns": spread(own),
