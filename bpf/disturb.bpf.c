@@ -31,12 +31,13 @@
  * softirq programs' own), and plain increments of this CPU's slot need no atomics. A program that would
  * re-enter itself on a CPU is skipped by the kernel and counted in the program's recursion misses.
  *
- * Configuration is one struct in .rodata (times, tasks); the verifier removes what it switches off, and
- * user space loads only the programs of the dimensions asked for. The structs and enums shared with user
- * space reach Python through this object's BTF (tools/gen_contract.py -> src/percpu/disturb/_contract.py).
+ * Configuration is one struct in .rodata (times, tasks, the address of flush_tlb_func); the verifier
+ * removes what it switches off, and user space loads only the programs of the dimensions asked for. The
+ * structs and enums shared with user space reach Python through this object's BTF (tools/gen_contract.py
+ * -> src/percpu/disturb/_contract.py).
  *
- * Two flavours of each program: tp_btf (typed arguments, plain loads through BTF pointers, Linux 5.5) and
- * raw_tp (the same through CO-RE probe reads); both need kernel BTF.
+ * Two flavours of each program but the TLB ones: tp_btf (typed arguments, plain loads through BTF pointers,
+ * Linux 5.5) and raw_tp (the same through CO-RE probe reads); both need kernel BTF.
  */
 #include <linux/bpf.h>
 #include <linux/types.h>
