@@ -392,6 +392,48 @@ def test_the_seccomp_profile_is_what_the_engines_default_gives() -> None:
     assert gen.render(gen.generate(base, gen.manifest_caps())) == shipped, "run tools/gen_seccomp.py"
 
 
+@pytest.mark.parametrize("engine", [(4, 3, 1), (4, 8, 0)])
+def test_the_pod_played_for_the_daemonset_has_its_spec(engine: tuple[int, ...]) -> None:
+    """What the container check plays (tests/container/kube.py) is the manifest's, but for the changes it
+    lists: podman 4.3.1 (bookworm's) gets the template's Pod, the Secret's files from a host directory and
+    no ports; 4.8 the DaemonSet and the Secret as they are. Every podman gets the seccomp annotation."""
+    import copy
+
+    import yaml
+
+    from tests.container.kube import SECCOMP_ANNOTATION, playable
+
+    manifest = [d for d in yaml.safe_load_all((DEPLOY / "daemonset.yaml").read_text()) if d]
+    before = copy.deepcopy(manifest)
+    play = playable(
+        manifest,
+        engine,
+        secret_dirs={"percpu-exporter-web": "/srv/web"},
+        listen="127.0.0.1:1",
+        extra_args=["-x"],
+    )
+    assert manifest == before  # not edited in place
+    assert play.annotations == {SECCOMP_ANNOTATION + "percpu-exporter": "localhost/percpu-exporter.json"}
+    (ds,) = [d for d in manifest if d["kind"] == "DaemonSet"]
+    template = copy.deepcopy(ds["spec"]["template"])
+    (ctr,) = template["spec"]["containers"]
+    ctr["args"] = [a for a in ctr["args"] if not a.startswith("--listen=")] + ["--listen=127.0.0.1:1", "-x"]
+    kinds = [d["kind"] for d in play.documents]
+    if engine < (4, 4):
+        assert kinds == ["Pod"] and sorted(play.unplayable) == ["DaemonSet", "NetworkPolicy"]
+        (pod,) = play.documents
+        assert pod["metadata"]["labels"] == template["metadata"]["labels"]
+        del ctr["ports"]
+        (web,) = [v for v in template["spec"]["volumes"] if v["name"] == "web"]
+        web.pop("secret")
+        web["hostPath"] = {"path": "/srv/web", "type": "Directory"}
+        assert pod["spec"] == template["spec"]
+    else:
+        assert kinds == ["Secret", "DaemonSet"] and play.unplayable == ["NetworkPolicy"]
+        assert play.documents[1]["spec"]["template"] == template
+    assert len(play.changes) == (6 if engine < (4, 4) else 3), play.changes
+
+
 def test_systemd_unit_is_loopback_and_scores_low() -> None:
     unit = (DEPLOY / "percpu-exporter.service").read_text()
     (exec_start,) = re.findall(r"^ExecStart=(.*)$", unit, re.M)
