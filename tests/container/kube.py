@@ -7,8 +7,9 @@ the docs can name them; nothing is copied by hand, so nothing can drift from the
 * DaemonSet: podman plays it from 4.7.0 (commit "kube: add DaemonSet support"); before, it skips the
   kind ("Kube kind DaemonSet not supported"), and the Pod of its template is played instead, with the
   template's metadata and the same spec.
-* A Secret volume: podman before 4.4.0 ignores a Secret's ``stringData`` and writes ``data`` still
-  base64-encoded (podman#16269, #16625), so the same files are mounted from a host directory instead.
+* A Secret volume: podman before 4.4.0 crashes on one without ``optional`` and, with it, mounts the
+  Secret's ``data`` still base64-encoded and leaves its ``stringData`` out (seen with 4.3.1; podman#16269,
+  #16625), so the same files are mounted from a host directory instead.
 * ``ports``: podman before 4.8.0 publishes every ``containerPort`` on the host as if it were a
   ``hostPort`` (commit "Fix all ports exposed by kube play"; Kubernetes publishes nothing), which on the
   host's network it refuses ("PortMappings can only be used with Bridge or slirp4netns networking"), so
@@ -82,7 +83,7 @@ def playable(
             out.changes.append(
                 f"Secret {doc['metadata']['name']}: not played; its files are mounted from "
                 f"{secret_dirs[doc['metadata']['name']]} (podman {_dotted(engine)} mounts a Secret's data "
-                f"base64-encoded and ignores stringData, podman#16269 and #16625, fixed in "
+                f"base64-encoded and leaves stringData out, podman#16269 and #16625, fixed in "
                 f"{_dotted(SECRET_VOLUMES_SINCE)})"
             )
             continue
