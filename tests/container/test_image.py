@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from percpu.cpus import topology
+from percpu.cpus import cpu_lists
 
 from ..conftest import unique_comm
 from ..kernel.conftest import fetch, free_port, query, running_prometheus
@@ -144,7 +144,7 @@ def test_stat_in_the_container_counts_a_workload_on_the_host_exactly(
 ) -> None:
     """The counters are kernel-wide: a container without the host's pid namespace counts a host process."""
     comm = unique_comm("pcpu-cstat")
-    cpu = topology().online[-1]
+    cpu = list(cpu_lists().online)[-1]
     name = f"percpu-stat-{SESSION}"
     argv = [*run_options, image, "stat", "-f", "json", "-c", comm]
     with started(engine, name, *argv, ready="counting system calls") as p:
@@ -173,7 +173,7 @@ def test_top_runs_in_the_containers_terminal(engine: Engine, image: str, run_opt
     if not shutil.which("tmux"):
         pytest.fail("tmux is not installed: scripts/setup.sh --dev installs it")
     comm = unique_comm("pcpu-ctop")
-    cpu = topology().online[-1]
+    cpu = list(cpu_lists().online)[-1]
     name, server = f"percpu-top-{SESSION}", f"percpu-check-{SESSION}"
     command = shlex.join(
         ["podman", "run", "-it", "--rm", "--name", name, *run_options, image, "top", "-i", "0.5", "-c", comm]
@@ -435,7 +435,7 @@ def _check_the_pod(
     # getppid() CALLS times: what Prometheus stores is that count, on that CPU only.
     assert fetch(base + "/metrics", trusted, (web["user"], "wrong"))[0] == 401
     assert fetch(base + "/metrics", trusted)[0] == 401
-    cpu = topology().online[-1]
+    cpu = list(cpu_lists().online)[-1]
     config = (
         "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n"
         "scrape_configs:\n  - job_name: percpu\n    scheme: https\n"
