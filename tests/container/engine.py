@@ -164,7 +164,10 @@ def why_not() -> str | None:
         )
     except subprocess.CalledProcessError as exc:
         said = (exc.stderr or exc.stdout or "").strip().splitlines()
-        return f"podman cannot run a container here: {said[-1] if said else exc}"
+        reason = f"podman cannot run a container here: {said[-1] if said else exc}"
+        if "remount /," in reason:  # seen in a chroot: unpacking a layer remounts the root
+            reason += " (a chroot whose root is not a mount point: bind-mount it on itself before chroot)"
+        return reason
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"podman cannot run a container here: {exc}"
     return None
