@@ -71,7 +71,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def topology() -> CpuTopology:
+def cpu_lists() -> CpuTopology:
     return percpu.cpu_lists().topology()
 
 
