@@ -71,7 +71,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def cpu_lists() -> CpuTopology:
+def topology() -> CpuTopology:
     return percpu.cpu_lists().topology()
 
 
