@@ -1,7 +1,9 @@
 """The one module that talks to libbpf (``libbpf.so.1``) and through it to the bpf() syscall.
 
 Nothing else in percpu declares ctypes prototypes for libbpf. Everything above this layer calls a
-:class:`Libbpf` object, reached through :func:`backend`; unit tests swap in a fake with :func:`use_backend`.
+:class:`Libbpf` object as the kernel of the machine in use (:func:`percpu._machine.current`), whose
+:class:`~percpu._machine.Kernel` protocol says what they need of it; unit tests install a fake machine
+with a fake kernel there. :func:`libbpf` loads the real library once per process.
 
 Conventions of this layer:
 
@@ -30,9 +32,8 @@ import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from types import FrameType
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -64,14 +65,12 @@ __all__ = [
     "BPF_F_ALL_CPUS",
     "BPF_F_CPU",
     "BPF_NOEXIST",
-    "Backend",
     "Libbpf",
     "MapInfo",
     "ProgInfo",
-    "backend",
     "c_text",
     "checked",
-    "use_backend",
+    "libbpf",
 ]
 
 MIN_LIBBPF = (1, 0)
@@ -105,61 +104,6 @@ class ProgInfo(NamedTuple):
     recursion_misses: int  # runs the kernel skipped: the program was already running on that CPU
     map_ids: tuple[int, ...]
     btf_id: int
-
-
-class Backend(Protocol):
-    """What the layers above need from the kernel; :class:`Libbpf` is the real one."""
-
-    def num_possible_cpus(self) -> int: ...
-    def map_create(
-        self,
-        map_type: int,
-        name: str,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        flags: int = 0,
-        btf_fd: int = 0,
-        btf_key_type_id: int = 0,
-        btf_value_type_id: int = 0,
-    ) -> int: ...
-    def btf_load(self, data: bytes) -> int: ...
-    def map_get_fd_by_id(self, map_id: int) -> int: ...
-    def map_get_next_id(self, start: int) -> int | None: ...
-    def obj_get(self, path: str) -> int: ...
-    def obj_pin(self, fd: int, path: str) -> None: ...
-    def map_info(self, fd: int) -> MapInfo: ...
-    def dup(self, fd: int) -> int: ...
-    def close(self, fd: int) -> None: ...
-    def map_lookup(
-        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
-    ) -> None: ...
-    def map_update(
-        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
-    ) -> None: ...
-    def map_delete(self, fd: int, key: np.ndarray, layout: Layout) -> None: ...
-    def map_lookup_and_delete(
-        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
-    ) -> None: ...
-    def map_get_next_key(
-        self, fd: int, key: np.ndarray | None, next_key: np.ndarray, layout: Layout
-    ) -> bool: ...
-    def map_lookup_batch(
-        self,
-        fd: int,
-        in_batch: np.ndarray | None,
-        out_batch: np.ndarray,
-        keys: np.ndarray,
-        values: np.ndarray,
-        count: int,
-        layout: Layout,
-        delete: bool = False,
-        elem_flags: int = 0,
-    ) -> tuple[int, bool]: ...
-    def map_update_batch(
-        self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, layout: Layout, elem_flags: int = 0
-    ) -> int: ...
-    def map_delete_batch(self, fd: int, keys: np.ndarray, count: int, layout: Layout) -> int: ...
 
 
 _P = ctypes.c_void_p
@@ -825,46 +769,24 @@ class PartialBatch(OSError):
         self.done = done
 
 
-_backend: Backend | None = None
-_backend_lock = threading.Lock()
+_real: Libbpf | None = None
+_real_lock = threading.Lock()
 
 
 @_fork.at_fork_in_child
 def _renew_locks() -> None:
-    global _backend_lock, _print_lock  # noqa: PLW0603 - a thread holding one at fork() is not in the child
-    _backend_lock = threading.Lock()
+    global _real_lock, _print_lock  # noqa: PLW0603 - a thread holding one at fork() is not in the child
+    _real_lock = threading.Lock()
     _print_lock = threading.Lock()
 
 
-def backend() -> Backend:
-    """The kernel seam in use: the real libbpf unless a test installed a fake with :func:`use_backend`."""
-    global _backend  # noqa: PLW0603 - a process-wide seam, like a logging handler
-    if _backend is None:
-        _fork.install()  # the kernel's first use: from now on a fork renews the locks of every layer
-        with _backend_lock:
-            if _backend is None:
-                _backend = Libbpf()
-    return _backend
-
-
 def libbpf() -> Libbpf:
-    """The real binding, for the layers that need libbpf itself (objects, programs, BTF)."""
-    b = backend()
-    if not isinstance(b, Libbpf):
-        raise LibbpfError("this operation needs the real libbpf, not the test backend in use")
-    return b
-
-
-@contextmanager
-def use_backend(fake: Backend) -> Iterator[Backend]:
-    """Install ``fake`` as the kernel for a ``with`` block. Only :func:`percpu._machine.use` calls this:
-    a kernel is installed with the machine it belongs to, so its CPU count and CPU lists agree."""
-    global _backend  # noqa: PLW0603
-    _fork.install()
-    with _backend_lock:
-        old, _backend = _backend, fake
-    try:
-        yield fake
-    finally:
-        with _backend_lock:
-            _backend = old
+    """The real library, loaded once per process on first use: the kernel of the real machine
+    (:attr:`percpu._machine.Machine.kernel`). Everything above asks the machine in use, never this."""
+    global _real  # noqa: PLW0603 - one library per process, as libbpf has one print hook per process
+    if _real is None:
+        _fork.install()  # the kernel's first use: from now on a fork renews the locks of every layer
+        with _real_lock:
+            if _real is None:
+                _real = Libbpf()
+    return _real

@@ -830,9 +830,9 @@ _cache_lock = threading.Lock()
 
 @functools.lru_cache(maxsize=32)
 def _btf_by_id(btf_id: int) -> Btf:
-    from . import _libbpf
+    from . import _machine
 
-    return parse_btf(_libbpf.libbpf().btf_raw(btf_id))
+    return parse_btf(_machine.current().libbpf().btf_raw(btf_id))
 
 
 def load_btf(btf_id: int) -> Btf:

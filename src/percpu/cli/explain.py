@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _libbpf
+from .. import _machine
 from ..cpus import cpu_lists
 from ..errors import BpfError, PercpuError
 from ..layout import alloc
@@ -57,7 +57,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         buf[:] = _FILL
         inner = buf[guard : guard + expected]
         key = m.layout.key_buffer()
-        b = _libbpf.backend()
+        b = _machine.current().kernel
         try:
             b.map_lookup(m.fd, key, inner, m.layout)
         except OSError as exc:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .. import _fork, _libbpf, features
+from .. import _fork, _machine, features
 from .._libbpf import BPF_ANY, MapInfo, c_text, checked
 from ..cpus import CpuList, possible_cpus
 from ..errors import (
@@ -75,7 +75,7 @@ class Map:
         self.info = info
         self.name = info.name
         self.type = MapType(info.type) if info.type in MapType._value2member_map_ else info.type
-        self._b = _libbpf.backend()
+        self._b = _machine.current().kernel
         self.key_codec: Codec = self._key_codec(key)
         self.value_codec: Codec = self._value_codec(value)
         check_size(self.key_codec, info.key_size, "key", info.name)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .. import _libbpf, _machine
+from .. import _machine
 from .._libbpf import MapInfo, c_text, checked
 from ..errors import (
     BpfError,
@@ -28,7 +28,7 @@ from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType, human_bytes, memory_b
 from ._system import check_pin_path, list_maps
 
 if TYPE_CHECKING:
-    from .._libbpf import Backend
+    from .._machine import Kernel
     from ..values import Codec
     from ._base import Map
 
@@ -62,7 +62,7 @@ def check_type(cls: type[Map], info: MapInfo) -> None:
 def from_fd(cls: type[M], fd: int, *, key: TypeSpec, value: TypeSpec, base: type[Map]) -> M:
     """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
     fd = checked(fd, "fd", "fd")
-    b = _libbpf.backend()
+    b = _machine.current().kernel
     other = _machine.current().fd_kind(fd)
     if other in ("program", "link"):
         with contextlib.suppress(OSError):
@@ -106,7 +106,7 @@ def from_id(cls: type[M], map_id: int, **kw: Any) -> M:
     """Open the map with kernel id ``map_id`` (as listed by ``percpu maps`` or ``bpftool map``)."""
     map_id = checked(map_id, "map id")
     try:
-        fd = _libbpf.backend().map_get_fd_by_id(map_id)
+        fd = _machine.current().kernel.map_get_fd_by_id(map_id)
     except OSError as exc:
         if exc.errno == _errno.ENOENT:
             raise MapNotFound(f"no BPF map with id {map_id}", errno=exc.errno) from exc
@@ -123,7 +123,7 @@ def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
     p = os.fspath(path)
     c_text(p, "pin path")
     check_pin_path(p)
-    b = _libbpf.backend()
+    b = _machine.current().kernel
     try:
         fd = b.obj_get(p)
     except OSError as exc:
@@ -154,7 +154,7 @@ def from_name(cls: type[M], name: str, **kw: Any) -> M:
 
 
 def _create_typed(
-    b: Backend, map_type: MapType, name: str, kc: Codec, vc: Codec, max_entries: int, flags: int
+    b: Kernel, map_type: MapType, name: str, kc: Codec, vc: Codec, max_entries: int, flags: int
 ) -> int:
     """Create the map with BTF for its key and value types, as libbpf and cilium/ebpf do, so that every
     reader (percpu, bpftool, bpftrace) shows its elements typed. Where BTF cannot describe a type
@@ -228,7 +228,7 @@ def create(
             argument="map name",
             value=name,
         )
-    b = _libbpf.backend()
+    b = _machine.current().kernel
     if check_memory:
         check_memory_for(map_type, name, kc.size, vc.size, max_entries, flags, b.num_possible_cpus())
     try:
