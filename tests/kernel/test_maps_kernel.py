@@ -386,7 +386,7 @@ def test_a_fork_while_another_thread_is_inside_a_map_call() -> None:
         inside, release = threading.Event(), threading.Event()
 
         def writer() -> None:
-            with m._held():  # what every call holds while it uses the fd
+            with m.handle.held():  # what every call holds while it uses the fd
                 inside.set()
                 release.wait(60)
                 m.update_batch(np.arange(10, 18), np.full(8, 2, np.uint64))
