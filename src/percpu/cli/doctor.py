@@ -74,7 +74,7 @@ def _batch_check(t: MapType) -> Check:
         return (r.status, what, f"could not probe: {r.reason}" if r.status == "unknown" else r.reason)
     if r:
         return ("ok", what, "ok")
-    return ("warn", what, "not supported by this kernel (hashes need Linux 5.6, per-CPU arrays 5.13)")
+    return ("warn", what, str(features.batch_feature(t).missing("not supported by this kernel")))
 
 
 def _cpu_lists() -> tuple[CpuList, CpuList, CpuList]:
@@ -229,7 +229,8 @@ def _doctor_checks(
             (
                 "info",
                 what,
-                "not supported (Linux 7.0 adds it): update_cpu() reads, modifies and writes all slots",
+                f"not supported ({features.CPU_FLAG_FEATURE.needs} adds it): update_cpu() reads, modifies "
+                "and writes all slots",
             )
         )
     for hook, prog in (("tp_btf", "enter_btf"), ("raw_tp", "enter_raw"), ("tracepoint", "enter_tp")):
