@@ -1,4 +1,4 @@
-"""A fake machine for unit tests: a fake kernel (percpu._libbpf.Backend) with the kernel's per-CPU
+"""A fake machine for unit tests: a fake kernel (percpu._machine.Kernel) with the kernel's per-CPU
 semantics, and :class:`FakeMachine` (percpu._machine.Machine) whose /proc and /sys are a directory of its
 own. The machine is whole: the kernel's possible-CPU count and the sysfs CPU lists come from the same
 ``cpu_ids``, so they cannot disagree. ``with installed(kernel):`` puts the kernel's machine in use.
@@ -120,7 +120,7 @@ class FakeKernel:
         self.fds[self._next] = map_id
         return self._next
 
-    # --- Backend ------------------------------------------------------------------------------------
+    # --- Kernel ---------------------------------------------------------------------------------------
 
     def num_possible_cpus(self) -> int:
         return self.possible
