@@ -268,6 +268,7 @@ def test_stat_sigterm_prints_the_report() -> None:
     [
         (["stat", "-p", "999999999", "-d", "1"], "no process with pid 999999999"),
         (["stat", "--", "no-such-command-xyz"], "command not found: no-such-command-xyz"),
+        (["stat", "--", "/tmp"], "cannot run /tmp: Is a directory"),
         (["stat", "-s", "no_such_syscall", "-d", "1"], "no_such_syscall"),
         (["stat", "-d", "-3"], "must be greater than 0"),
         (["top", "--attach", "kprobe"], "invalid choice"),

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shlex
-import shutil
 import signal
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 from .. import plots, process
 from ..cpus import cpu_lists
-from ..errors import PercpuError
+from ..errors import CommandNotRunnable, PercpuError
 from ..syscount import (
     SyscallCounter,
     SyscallDelta,
@@ -266,9 +265,11 @@ def _cmd_stat(args: argparse.Namespace) -> int:
                     f"{opt} does not go with a command: percpu counts the command (and its children) "
                     "until it exits; to stop it early, run it under `timeout`"
                 )
-        path = shutil.which(cmd[0])
-        if path is None:
-            raise PercpuError(f"command not found: {cmd[0]}")
+        try:
+            path = process.resolve_command(cmd[0])
+        except CommandNotRunnable as exc:
+            print(f"percpu: {exc}", file=sys.stderr)
+            return exc.status  # 127 or 126, as a shell says it (and as the command's own status would be)
         return _stat_command(args, path, cmd)
     filters = _options.filters(args)
     counter = _options.counter(args, filters)
