@@ -47,11 +47,48 @@ def test_stat_command_json_counts_the_command_exactly() -> None:
     cpu = busy_cpu()
     r = percpu("stat", "-f", "json", "-q", "--", sys.executable, WORKLOAD, "200000", str(cpu))
     assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout.strip().splitlines()[-1])
+    assert json.loads(r.stdout)["calls"] == 200_000, "standard output is the command's alone"
+    obj = json.loads(r.stderr)  # the report, as perf stat's, on standard error
     getppid = next(s for s in obj["syscalls"] if s["name"] == "getppid")
     assert getppid["per_cpu"][str(cpu)] == 200_000
     assert sum(v for c, v in getppid["per_cpu"].items() if c != str(cpu)) == 0
     assert obj["attach"] == "tp_btf"
+
+
+def test_stat_command_report_goes_to_stderr_and_leaves_stdout_to_the_command(tmp_path: object) -> None:
+    """`stat -- CMD` printed its report on stdout, among the command's own output; perf stat and strace -c
+    write theirs to stderr. `-o -` still asks for stdout."""
+    r = percpu("stat", "-q", "--", "sh", "-c", "echo out; echo err >&2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "out\n"
+    assert r.stderr.startswith("err\n") and "system calls in" in r.stderr, r.stderr
+    r = percpu("stat", "-q", "-o", "-", "--", "sh", "-c", "echo out")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("out\n") and "system calls in" in r.stdout and r.stderr == "", r
+    # Standard error closed: the report would be lost, so the command is never run.
+    marker = os.path.join(str(tmp_path), "ran")
+    r = subprocess.run(
+        f"{' '.join(PERCPU)} stat -q -- touch {marker} 2>&-; echo rc=$?",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+    )
+    assert r.stdout == "rc=1\n" and not os.path.exists(marker), r
+    # Standard error's reader gone (`2>&1 >/dev/null | head`): the picture is still drawn, exit 141.
+    svg = os.path.join(str(tmp_path), "h.svg")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        p = subprocess.run(
+            [*PERCPU, "stat", "-q", "--cpus", online_cpus(), "--heatmap", svg, "--", "true"],
+            stdout=subprocess.DEVNULL,
+            stderr=write_end,
+            timeout=1800,  # matplotlib's first import: minutes under TCG
+        )
+    finally:
+        os.close(write_end)
+    assert p.returncode == 141 and os.path.getsize(svg) > 0
 
 
 def test_stat_command_exit_status_is_the_commands() -> None:
@@ -67,14 +104,14 @@ def test_stat_table_and_csv_and_heatmap(tmp_path: object) -> None:
     heatmap = ["--cpus", online_cpus(), "--heatmap", svg]
     r = percpu("stat", *heatmap, "--", sys.executable, WORKLOAD, "50000", str(cpu), timeout=1800)
     assert r.returncode == 0, r.stderr
-    assert "getppid" in r.stdout and "imbalance" in r.stdout
-    assert f"cpu{cpu}" in r.stdout
+    assert "getppid" in r.stderr and "imbalance" in r.stderr
+    assert f"cpu{cpu}" in r.stderr
+    assert re.search(r"^getppid +50,000 ", r.stderr, re.M), r.stderr  # a one-shot table's counts: exact
     cells = svg_cells(svg)
     assert cells[f"cpu{cpu}-getppid"] == "50k"
     r = percpu("stat", "-f", "csv", "-q", "--", sys.executable, WORKLOAD, "30000", str(cpu))
     assert r.returncode == 0, r.stderr
-    out = r.stdout[r.stdout.index("time,interval_s") :]  # the workload prints a JSON line of its own first
-    rows = list(csv.DictReader(io.StringIO(out)))
+    rows = list(csv.DictReader(io.StringIO(r.stderr)))
     hits = [row for row in rows if row["syscall"] == "getppid"]
     assert [(int(h["cpu"]), int(h["calls"])) for h in hits] == [(cpu, 30000)]
 
@@ -139,7 +176,7 @@ def test_stat_command_is_counted_from_its_execve(getppid_n: str) -> None:
     for _ in range(5):
         r = percpu("stat", "-f", "json", "-q", "--", getppid_n, "1000")
         assert r.returncode == 0, r.stderr
-        obj = json.loads(r.stdout)
+        obj = json.loads(r.stderr)
         assert calls(obj, "getppid") == 1000
         assert calls(obj, "execve") == 1  # the command's own, and no PATH search before it
         assert calls(obj, "exit_group") == 1
@@ -178,7 +215,7 @@ def test_stat_command_leaves_no_cgroup_and_checks_before_running(tmp_path: objec
     try:
         r, left = stat_leaving_cgroup("--", "sh", "-c", f"sleep 3600 >/dev/null 2>&1 & echo $! >{pidfile}")
         assert r.returncode == 0, r.stderr
-        assert "warning: the command left 1 process(es) running" in r.stdout  # in the report itself
+        assert "warning: the command left 1 process(es) running" in r.stderr  # in the report itself
         assert not left
     finally:
         if os.path.exists(pidfile):
@@ -192,7 +229,7 @@ def test_stat_interval_with_command_ends_when_the_command_does() -> None:
     r = percpu("stat", "-i", "900", "-f", "json", "-q", "--", "sleep", "0.3", timeout=1200)
     assert r.returncode == 0, r.stderr
     assert time.monotonic() - t0 < 600, "waited for the interval after the command exited"
-    assert len(r.stdout.splitlines()) == 1
+    assert len(r.stderr.splitlines()) == 1
 
 
 def test_stat_heatmap_with_intervals_covers_the_whole_run(tmp_path: object, getppid_n: str) -> None:
@@ -203,7 +240,7 @@ def test_stat_heatmap_with_intervals_covers_the_whole_run(tmp_path: object, getp
     heatmap = ["--cpus", online_cpus(), "--heatmap", svg]
     r = percpu("stat", "-i", "0.2", "-q", *heatmap, "-f", "json", "--", "sh", "-c", script, timeout=1800)
     assert r.returncode == 0, r.stderr
-    in_intervals = sum(calls(json.loads(line), "getppid") for line in r.stdout.splitlines())
+    in_intervals = sum(calls(json.loads(line), "getppid") for line in r.stderr.splitlines())
     cells = [int(v) for k, v in svg_cells(svg).items() if k.endswith("-getppid")]
     assert 777 <= sum(cells) <= 780, cells  # the helper's, and sh's own few
     assert in_intervals == sum(cells)
@@ -480,7 +517,7 @@ def test_stat_comm_filter_takes_a_name_that_is_not_utf8() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert b"Traceback" not in r.stderr
-    assert calls(json.loads(r.stdout.splitlines()[-1]), "getppid") == 4321
+    assert calls(json.loads(r.stderr), "getppid") == 4321
 
 
 @pytest.mark.parametrize(
@@ -569,7 +606,7 @@ def test_stat_per_process_shows_a_hostile_name_escaped() -> None:
     cmd = [sys.executable, WORKLOAD, "321", str(busy_cpu()), b"--comm", name]
     r = subprocess.run([*PERCPU, "stat", "-q", "-P", "--", *cmd], capture_output=True, timeout=HANG)
     assert r.returncode == 0, r.stderr
-    report = r.stdout[r.stdout.index(b"system calls in") :]  # after the workload's own JSON line
+    report = r.stderr
     assert b"\x1b" not in report and b"\x07" not in report
     row = next(ln for ln in report.splitlines() if b"\\x1b]0;x\\x07\\xff" in ln and b"getppid" in ln)
     assert row.split()[-2] == b"321"
@@ -741,10 +778,9 @@ def test_stat_per_process_inside_a_pid_namespace_shows_that_namespaces_pids() ->
         timeout=HANG,
     )
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    pid = json.loads(lines[0])["pid"]  # the workload's own pid, as the namespace numbers it
+    pid = json.loads(r.stdout)["pid"]  # the workload's own pid, as the namespace numbers it
     assert pid < 100, "the workload should be one of the namespace's first processes"
-    rows = [p for p in json.loads(lines[-1])["processes"] if p["syscall"] == "getppid"]
+    rows = [p for p in json.loads(r.stderr)["processes"] if p["syscall"] == "getppid"]
     assert [(p["pid"], p["comm"], p["total"]) for p in rows] == [(pid, comm, 777)]
 
 
@@ -757,10 +793,10 @@ def test_stat_csv_carries_processes_errors_and_latency_as_json_does() -> None:
     opts = ["-q", "-P", "-e", "-L", "-n", "2", "-c", comm]
     r = percpu("stat", "-f", "csv", *opts, "--", *cmd)
     assert r.returncode == 0, r.stderr
-    rows = list(csv.DictReader(io.StringIO(r.stdout[r.stdout.index("time,interval_s") :])))
+    rows = list(csv.DictReader(io.StringIO(r.stderr)))
     j = percpu("stat", "-f", "json", *opts, "--", *cmd)
     assert j.returncode == 0, j.stderr
-    obj = json.loads(j.stdout.splitlines()[-1])
+    obj = json.loads(j.stderr)
 
     def total(record: str, **match: str) -> int:
         return sum(
@@ -795,7 +831,7 @@ def test_stat_warns_in_every_format_when_it_cannot_make_the_commands_cgroup() ->
                 timeout=HANG,
             )
             assert r.returncode == 0, r.stderr
-            out[fmt] = r.stdout
+            out[fmt] = r.stderr
     obj = json.loads(out["json"])
     assert calls(obj, "getppid") < 5000  # the child was not counted ...
     (w,) = obj["warnings"]  # ... and the report says so
@@ -813,7 +849,7 @@ def test_stat_warns_in_json_when_the_command_leaves_processes_running(tmp_path: 
             "stat", "-q", "-f", "json", "--", "sh", "-c", f"{spinner} >/dev/null 2>&1 & echo $! >{pidfile}"
         )
         assert r.returncode == 0, r.stderr
-        obj = json.loads(r.stdout)
+        obj = json.loads(r.stderr)
         assert [(w["code"], w["count"]) for w in obj["warnings"]] == [("left-running", 1)]
         assert "left 1 process(es) running" in obj["warnings"][0]["text"]
     finally:
