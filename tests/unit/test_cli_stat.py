@@ -236,7 +236,7 @@ def test_a_one_shot_table_is_exact_and_interval_tables_humanized(capsys: pytest.
         (
             ["-i", "1", "--count", "3", "-d", "2"],
             "for 3 reports (one every 1 s) or 2 s, whichever ends first",
-        ),  # noqa: E501
+        ),
         (["-p", "7", "-d", "5", "-i", "1"], "for 5 s, or until pid 7 exits, a report every 1 s"),
         (["-p", "7"], "until Ctrl-C, or until pid 7 exits"),
     ],

@@ -291,9 +291,8 @@ def _ns(v: float) -> str:
 # A latency histogram's glyphs: a bucket's calls as a share of its row's busiest bucket, in ninths.
 HISTOGRAM_GLYPHS = " .:-=+*#%@"
 HISTOGRAM_LEGEND = (
-    "histogram: a column per power of 2 ns (2^lo to 2^hi), each its calls against the row's busiest:\n"
-    "  ' ' 0  '.' <= 1/9  ':' <= 2/9  '-' <= 3/9  '=' <= 4/9  '+' <= 5/9  '*' <= 6/9  '#' <= 7/9  "
-    "'%' <= 8/9  '@' <= 9/9\n"
+    "histogram: a column per log2 ns bucket, its calls against the row's busiest:\n"
+    "  ' ' 0 . <=1/9 : <=2/9 - <=3/9 = <=4/9 + <=5/9 * <=6/9 # <=7/9 % <=8/9 @ <=9/9\n"
 )
 
 
