@@ -355,7 +355,8 @@ def _tmux_end(session: str) -> None:
     subprocess.run(["tmux", "-L", session, "kill-server"], capture_output=True)
 
 
-KEYS = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
+KEYS = "q quit  s sort  c sort by CPU (again: next)  </> CPUs  +/- interval  ? help"
+KEYS_PANES = "q quit  Tab view  s sort  c sort by CPU (again: next)  </> CPUs  ? help"
 
 
 @contextlib.contextmanager
@@ -502,6 +503,92 @@ def test_top_sort_keys(sort: str) -> None:
         else:  # the first CPU column shown
             keys = [-value(r[2]) for r in rows]
         assert keys == sorted(keys), screen  # type: ignore[type-var]
+
+
+# A loop, named argv[1] and pinned to CPU argv[2], of getppid() or of failing close(-1) (argv[3]) until
+# it is killed; "looping" once it runs.
+LOOP = """
+import contextlib, ctypes, os, sys
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+os.sched_setaffinity(0, {int(sys.argv[2])})
+print("looping", flush=True)
+while True:
+    if sys.argv[3] == "getppid":
+        os.getppid()
+    else:
+        with contextlib.suppress(OSError):
+            os.close(-1)
+"""
+
+
+@contextlib.contextmanager
+def loops(comm: str, *runs: tuple[int, str]) -> Iterator[None]:
+    """One :data:`LOOP` per (cpu, call), all named ``comm``, running for the block."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOOP, comm, str(cpu), call], stdout=subprocess.PIPE, text=True
+        )
+        for cpu, call in runs
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline() == "looping\n"
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+
+
+def test_top_shows_the_process_errno_and_latency_tables_in_views_of_their_own() -> None:
+    """`top -P -e -L` showed only the syscall x CPU table in the terminal, although the programs of the
+    other three were loaded; only -b printed them. Tab (or 1-4) now switches views."""
+    comm = unique_comm("pcpu_view")
+    top = top_in_tmux("-P", "-e", "-L", "-c", comm, "-i", "1", cols=100, rows=30)
+    with loops(comm, (busy_cpu(), "getppid"), (busy_cpu(), "close")), top as session:
+        screen = screen_when(session, "getppid")
+        assert "view (Tab):  [1 syscalls]  2 processes  3 errors  4 latency" in screen, screen
+        assert screen.rstrip().splitlines()[-1] == KEYS_PANES, screen
+        _tmux("send-keys", "-t", session, "Tab")
+        screen = screen_when(session, "[2 processes]")
+        rows = [ln.split() for ln in screen.splitlines() if comm in ln]
+        assert {r[2] for r in rows} == {"getppid", "close"}, screen
+        assert len({r[0] for r in rows}) == 2, "one row per (pid, syscall)"
+        _tmux("send-keys", "-t", session, "3")
+        screen = screen_when(session, "[3 errors]")
+        assert any(ln.split()[:2] == ["close", "EBADF"] for ln in screen.splitlines()), screen
+        _tmux("send-keys", "-t", session, "4")
+        screen = screen_when(session, "[4 latency]")
+        assert "histogram: a column per log2 ns bucket" in screen and "@ <=9/9" in screen, screen
+        assert {ln.split()[0] for ln in screen.splitlines() if "] 2^" in ln} == {"getppid", "close"}
+        _tmux("send-keys", "-t", session, "q")
+        assert "percpu-rc=0" in screen_when(session, "percpu-rc=", timeout=120)
+
+
+def test_top_c_sorts_by_each_cpu_shown() -> None:
+    """`c` sorted by the first CPU shown: with every CPU on screen, nothing sorted by cpu1. Each press now
+    moves the sort to the next column."""
+    online = list(cpu_lists().online)
+    if len(online) < 2:
+        pytest.skip("one online CPU: there is no second column to sort by")
+    first, second = online[0], online[1]
+    comm = unique_comm("pcpu_sortc")
+    top = top_in_tmux("-c", comm, "-i", "3", "--cpus", f"{first},{second}", cols=100)
+    with loops(comm, (first, "getppid"), (second, "close")), top as session:
+        screen_when(session, "close")
+        for cpu, call in ((first, "getppid"), (second, "close")):
+            _tmux("send-keys", "-t", session, "c")
+            screen = settled_screen(session, f"sort cpu{cpu} ")
+            head = next(ln for ln in screen.splitlines() if ln.startswith("SYSCALL")).split()
+            assert head[2:] == (
+                [f"*cpu{first}", f"cpu{second}"] if cpu == first else [f"cpu{first}", f"*cpu{second}"]
+            )
+            rows = body(screen)
+            column = 2 if cpu == first else 3
+            assert rows[0][0] == call, screen
+            assert [-value(r[column]) for r in rows] == sorted(-value(r[column]) for r in rows), screen
 
 
 def test_stat_comm_filter_takes_a_name_that_is_not_utf8() -> None:
