@@ -272,13 +272,13 @@ class _View:
         labels = self.labels()
         table = self.table()
         head = HEADS[self.pane]
-        width = len(head) if self.pane != "latency" else NAME_W + TOTAL_W
-        cells = self.pane != "latency"
+        cells = self.pane != "latency"  # the latency view has p50, p99 and a histogram instead
+        width = len(head) if cells else NAME_W + TOTAL_W
         self.ncols = len(labels)
         self.fit = max(1, (cols - width - 1) // CELL_W)
         self.cpu_offset = max(0, min(self.cpu_offset, self.ncols - self.fit))
         shown = range(self.cpu_offset, min(self.ncols, self.cpu_offset + self.fit)) if cells else range(0)
-        self.draw_title(scr, cols, labels, shown)
+        self.draw_title(scr, labels, shown)
         keys = KEYS_PANES if len(self.panes) > 1 else KEYS
         self.put(scr, rows - 1, 0, keys, curses.A_DIM)
         self.put(scr, 3, 0, head + "".join(self.col_head(labels[i], i) for i in shown), curses.A_REVERSE)
@@ -299,7 +299,7 @@ class _View:
         mark = "*" if self.sort == "cpu" and i == self.sort_col else ""
         return f"{(mark + label)[: CELL_W - 1]:>{CELL_W}}"
 
-    def draw_title(self, scr: Any, cols: int, labels: list[str], shown: range) -> None:
+    def draw_title(self, scr: Any, labels: list[str], shown: range) -> None:
         """Lines 0-2: what is counted, the sort and what the columns are, the views."""
         c, d = self.counter, self.delta
         rate = 0.0 if d is None else float(d.per_syscall().sum()) / d.seconds
