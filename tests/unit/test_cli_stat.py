@@ -269,3 +269,24 @@ def test_a_command_that_cannot_run_exits_as_a_shell_says(
     assert main(["stat", "--", command]) == status
     err = capsys.readouterr().err
     assert err.startswith(f"percpu: {message}") and "Traceback" not in err, err
+
+
+class FullStderr(io.StringIO):
+    """Standard error on a full device (`percpu stat -- CMD 2>/dev/full`)."""
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_commands_report_to_a_full_stderr_is_lost_with_status_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stderr", FullStderr())
+    o = stat._Output(stat_args("-q"), command=True)  # type: ignore[arg-type]
+    o.write(run_delta())
+    assert o.report_lost and not o.broken_pipe
+    o.commit()
+    o.close()
+    with pytest.raises(OSError):  # the stream is full: what finish() says there cannot land ...
+        print("x", file=sys.stderr)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # ... (fd 2 would be /dev/null by now)
+    assert o.finish(0, ["true"]) == 1
+    assert "standard error: No space left on device: the report was lost" in sys.stderr.getvalue()
