@@ -139,9 +139,10 @@ def floor(programs: tuple[str, ...]) -> Iterator[list[Prog]]:
 
 
 @contextmanager
-def counter(latency_percpu: bool = True, **kw: Any) -> Iterator[list[Prog]]:
+def counter(latency_percpu: bool = True, process_cache: bool = True, **kw: Any) -> Iterator[list[Prog]]:
     c = SyscallCounter(start=False, **kw)
     c.latency_percpu = latency_percpu
+    c.process_cache = process_cache
     with c:
         if c.attach_mode != "tp_btf":
             raise RuntimeError(f"percpu attached at {c.attach_mode}, not tp_btf: the floor would not match")
@@ -289,7 +290,9 @@ class Cfg:
     note: str = ""
 
 
-def configs(with_external: bool, skipped: dict[str, str], notes: list[str]) -> dict[str, Cfg]:
+def configs(
+    with_external: bool, skipped: dict[str, str], notes: list[str], compare: str | None = None
+) -> dict[str, Cfg]:
     c: dict[str, Cfg] = {
         "none": Cfg(nullprogs, None),
         "floor tp_btf enter": Cfg(lambda: floor(("enter_btf",)), None),
@@ -299,11 +302,24 @@ def configs(with_external: bool, skipped: dict[str, str], notes: list[str]) -> d
         "percpu -P -e (process+errno)": Cfg(
             lambda: counter(per_process=True, errors=True), "floor tp_btf enter+exit"
         ),
+        "percpu -P -e, hash each call": Cfg(
+            lambda: counter(per_process=True, errors=True, process_cache=False), "floor tp_btf enter+exit"
+        ),
         "percpu -L (latency)": Cfg(lambda: counter(latency=True), "floor tp_btf enter+exit"),
         "percpu -L, no per-CPU slot": Cfg(
             lambda: counter(latency=True, latency_percpu=False), "floor tp_btf enter+exit"
         ),
     }
+    if compare:
+        # Another build of syscount.bpf.o (an earlier commit's), measured in the same rounds as this one.
+        notes.append(f"compared: {compare}")
+        c["compared -P -e (process+errno)"] = Cfg(
+            lambda: counter(per_process=True, errors=True, obj_path=compare), "floor tp_btf enter+exit"
+        )
+        c["compared -P -e, hash each call"] = Cfg(
+            lambda: counter(per_process=True, errors=True, process_cache=False, obj_path=compare),
+            "floor tp_btf enter+exit",
+        )
     if not with_external:
         return c
     c["floor tracepoint enter"] = Cfg(lambda: floor(("enter_tp",)), "floor tp_btf enter")
@@ -544,6 +560,11 @@ def main() -> int:
     )
     ap.add_argument("--no-external", action="store_true", help="leave out bpftrace and bcc")
     ap.add_argument("--no-parts", action="store_true", help="leave out the price of each part (bench_parts)")
+    ap.add_argument(
+        "--compare-object",
+        metavar="FILE",
+        help="also measure -P -e with this syscount.bpf.o (e.g. an earlier commit's), in the same rounds",
+    )
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--json-out", metavar="FILE", help="also write the results as JSON to FILE")
     ap.add_argument(
@@ -566,7 +587,7 @@ def main() -> int:
     busy_sets = {"1 busy CPU": online[:1], f"{len(online)} busy CPUs": online}
     skipped: dict[str, str] = {}
     notes: list[str] = []
-    cfgs = configs(not args.no_external, skipped, notes)
+    cfgs = configs(not args.no_external, skipped, notes, args.compare_object)
     for name in [n for n in cfgs if n.startswith(("bpftrace", "bcc"))]:
         try:
             with cfgs[name].make():

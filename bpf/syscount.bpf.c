@@ -3,7 +3,7 @@
  * percpu's system-call counter.
  *
  * Counts every system call per CPU by syscall number in a PERCPU_ARRAY. Opt-in modes add per-process
- * counts (LRU_PERCPU_HASH), failures by errno (PERCPU_HASH) and log2 latency histograms (PERCPU_ARRAY
+ * counts (PERCPU_HASH), failures by errno (PERCPU_HASH) and log2 latency histograms (PERCPU_ARRAY
  * rows, PERCPU_HASH when a CPU's rows run out). Each CPU only
  * ever touches its own slot of a per-CPU map, so a plain increment is race-free without atomics: a BPF
  * program is not preempted by another program on the same CPU at these hooks (tracing programs do not
@@ -79,6 +79,10 @@ const enum percpu_lost percpu_lost SEC(".percpu.contract") = LOST_TABLES;
  * ptrace has always exposed (arch/x86/include/asm/ptrace.h). */
 #define REGS_NR_OFF 120
 #define REGS_CS_OFF 136
+/* Without BTF the task's TS_COMPAT status (see below) has no fixed offset: thread_info.status is at 8
+ * before Linux 5.11 and at 16 from 5.11 (syscall_work came before it). What is fixed is the code segment
+ * a 32-bit task enters with, so this object tells 32-bit tasks apart, and not a 64-bit task's int $0x80
+ * calls (named from the 64-bit table; percpu doctor says so). */
 #define USER32_CS 0x23
 #elif defined(__TARGET_ARCH_arm64)
 /* struct pt_regs on arm64: regs[31], sp, pc, pstate, orig_x0, then s32 syscallno. */
@@ -109,14 +113,19 @@ static __always_inline long regs_nr(struct pt_regs *regs)
 #if defined(__TARGET_ARCH_x86)
 struct pt_regs {
 	unsigned long orig_ax; /* syscall_get_nr() on x86 */
-	unsigned long cs;
 } __attribute__((preserve_access_index));
 #define REGS_NR(regs) ((regs)->orig_ax)
 #define REGS_NR_FIELD orig_ax
-/* A 32-bit task enters the kernel with the 32-bit user code segment. (A 64-bit task making an int 0x80
- * compat call keeps __USER_CS and is not recognised: rare, and its calls then show as syscall_N or under
- * a 64-bit name, which the documentation says.) */
-#define USER32_CS 0x23
+/* A call is an i386 one when the kernel runs it as one: the entry code of every 32-bit way in (int $0x80,
+ * sysenter, syscall from a 32-bit task) sets TS_COMPAT in the task's thread_info.status before the
+ * sys_enter tracepoint, and it is cleared on the way back to user space, after sys_exit
+ * (arch_exit_to_user_mode_prepare). in_ia32_syscall() reads that bit, and so does this program, on every
+ * kernel from 5.10 to 7.x. The code segment would not do: a 64-bit task that makes an int $0x80 call
+ * keeps the 64-bit one. */
+#define TS_COMPAT 0x0002
+struct thread_info {
+	__u32 status;
+} __attribute__((preserve_access_index));
 #elif defined(__TARGET_ARCH_arm64)
 struct pt_regs {
 	int syscallno;
@@ -128,6 +137,9 @@ struct pt_regs {
 #endif
 
 struct task_struct {
+#if defined(__TARGET_ARCH_x86)
+	struct thread_info thread_info;
+#endif
 	int pid;
 	int tgid;
 	char comm[16];
@@ -198,12 +210,26 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* Per-process counts. Not an LRU: an LRU makes room by dropping the counts of the least recently used key
+ * without a word, and with many short processes (a build) most counts went that way. A full table instead
+ * counts what it could not take as lost, and user space keeps it from filling: it takes the rows of
+ * processes that have exited out of the table while counting (and keeps them), watching proc_inserts to
+ * know when. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 10240);
 	__type(key, struct proc_key);
 	__type(value, __u64);
 } proc_counts SEC(".maps");
+
+/* Keys inserted into proc_counts, per CPU: with the rows user space has left in the table, an upper bound
+ * of how full the table is, read without reading the table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} proc_inserts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -413,37 +439,46 @@ static __always_inline void bump_hash(void *map, void *key, __u32 table)
 	}
 }
 
-/* Adds n to this CPU's value of key; what the table cannot take is counted as lost. */
-static __always_inline void add_hash(void *map, void *key, __u64 n, __u32 table)
+#define barrier() asm volatile("" ::: "memory")
+
+/* Adds n calls to this CPU's value of a process key; what the table cannot take is counted as lost. Counts
+ * the keys it inserts (proc_inserts), so that user space knows when to take exited processes out. */
+static __always_inline void add_proc(struct proc_key *k, __u64 n)
 {
-	__u64 *v = bpf_map_lookup_elem(map, key);
+	__u32 zero = 0;
+	__u64 *v = bpf_map_lookup_elem(&proc_counts, k);
 
 	if (v) {
 		*v += n;
 		return;
 	}
-	if (bpf_map_update_elem(map, key, &n, BPF_NOEXIST)) {
-		v = bpf_map_lookup_elem(map, key);
-		if (!v)
-			v = bpf_map_lookup_elem(&lost, &table);
+	if (!bpf_map_update_elem(&proc_counts, k, &n, BPF_NOEXIST)) {
+		v = bpf_map_lookup_elem(&proc_inserts, &zero);
 		if (v)
-			*v += n;
+			*v += 1;
+		return;
 	}
-}
+	v = bpf_map_lookup_elem(&proc_counts, k); /* another CPU inserted it meanwhile */
+	if (!v) {
+		__u32 table = LOST_PROCESSES;
 
-#define barrier() asm volatile("" ::: "memory")
+		v = bpf_map_lookup_elem(&lost, &table);
+	}
+	if (v)
+		*v += n;
+}
 
 static __always_inline void count_process_key(struct proc_key *k)
 {
 	if (!cfg.proc_cache) {
-		bump_hash(&proc_counts, k, LOST_PROCESSES);
+		add_proc(k, 1);
 		return;
 	}
 	__u32 zero = 0;
 	struct proc_cache *c = bpf_map_lookup_elem(&proc_cache, &zero);
 
 	if (!c) {
-		bump_hash(&proc_counts, k, LOST_PROCESSES);
+		add_proc(k, 1);
 		return;
 	}
 	/* The compiler must not move the cache's loads and stores out from between the two stores of
@@ -457,7 +492,7 @@ static __always_inline void count_process_key(struct proc_key *k)
 		l->n += 1;
 	} else {
 		if (l->n)
-			add_hash(&proc_counts, &l->key, l->n, LOST_PROCESSES);
+			add_proc(&l->key, l->n);
 		l->key = *k;
 		l->n = 1;
 	}
@@ -546,11 +581,38 @@ static __always_inline void count_latency(__u32 slot, __u32 bucket)
 	bump_hash(&latency, &k, LOST_LATENCY);
 }
 
-static __always_inline int on_enter(long id, bool compat, struct task_struct *task, bool btf, void *regs)
+/* Whether the call in progress is an i386 one (see TS_COMPAT above). With kernel BTF: the task's status,
+ * read from task when the caller fetched it (a plain load at tp_btf, a CO-RE read elsewhere), else from
+ * bpf_get_current_task_btf() (5.11), else through bpf_get_current_task(), which every hook has. Without
+ * BTF: the code segment in regs. Called after the filters, so a call they skip costs no task fetch. */
+static __always_inline bool compat_call(struct task_struct *task, struct pt_regs *regs, bool btf)
+{
+#if defined(__TARGET_ARCH_x86)
+	if (cfg.detect_compat) {
+#ifdef PERCPU_NO_BTF
+		unsigned long cs = 0;
+
+		bpf_probe_read(&cs, sizeof(cs), (char *)regs + REGS_CS_OFF);
+		return cs == USER32_CS;
+#else
+		if (cfg.task_btf) {
+			if (!task)
+				task = bpf_get_current_task_btf();
+			return (btf ? task->thread_info.status : BPF_CORE_READ(task, thread_info.status)) & TS_COMPAT;
+		}
+		task = (struct task_struct *)bpf_get_current_task();
+		return BPF_CORE_READ(task, thread_info.status) & TS_COMPAT;
+#endif
+	}
+#endif
+	return false;
+}
+
+static __always_inline int on_enter(long id, struct task_struct *task, bool btf, void *regs)
 {
 	if (skip_task())
 		return 0;
-	long slot = slot_of(id, compat);
+	long slot = slot_of(id, compat_call(task, regs, btf));
 
 	if (slot < 0)
 		return 0;
@@ -589,18 +651,33 @@ static __always_inline int on_enter(long id, bool compat, struct task_struct *ta
 	return 0;
 }
 
-static __always_inline int on_exit(long id, long ret, bool compat, struct task_struct *task, bool btf,
-				   void *regs)
+static __always_inline int on_exit(long id, long ret, struct task_struct *task, bool btf, void *regs)
 {
 	if (skip_task())
 		return 0;
 	if (id < 0 || id >= COMPAT_BASE)
 		return 0; /* already counted as dropped on entry */
-	long slot = slot_of(id, compat);
+	bool failed = ret < 0 && ret >= -MAX_ERRNO;
 
+	if (!failed && !cfg.latency)
+		return 0; /* nothing is recorded at exit for a call that succeeded */
+	long slot = -1;
+
+#ifndef PERCPU_NO_BTF
+	if (cfg.latency && cfg.lat_percpu && btf) {
+		__u32 zero = 0;
+		struct inflight *f = bpf_map_lookup_elem(&inflight, &zero);
+
+		/* This call's start is still in this CPU's slot (it never left the CPU): its slot, taken at
+		 * entry, says already whether it is an i386 call, without fetching the task again. */
+		if (f && f->ts && f->regs == (__u64)regs && (f->slot & (COMPAT_BASE - 1)) == id)
+			slot = f->slot & (NR_SLOTS - 1); /* (a slot is below NR_SLOTS: the mask says so to the verifier) */
+	}
+#endif
+	if (slot < 0)
+		slot = slot_of(id, compat_call(task, regs, btf));
 	if (slot < 0)
 		return 0;
-	bool failed = ret < 0 && ret >= -MAX_ERRNO;
 
 	if (cfg.failed_only && failed) {
 		count_slot(slot);
@@ -672,7 +749,7 @@ int flush_procs(void *ctx)
 		struct proc_line *l = &c->line[i];
 
 		if (l->n) {
-			add_hash(&proc_counts, &l->key, l->n, LOST_PROCESSES);
+			add_proc(&l->key, l->n);
 			l->n = 0;
 		}
 	}
@@ -680,29 +757,16 @@ int flush_procs(void *ctx)
 }
 
 #ifdef PERCPU_NO_BTF
-static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
-{
-#if defined(__TARGET_ARCH_x86)
-	if (cfg.detect_compat) {
-		unsigned long cs = 0;
-
-		bpf_probe_read(&cs, sizeof(cs), (char *)regs + REGS_CS_OFF);
-		return cs == USER32_CS;
-	}
-#endif
-	return false;
-}
-
 SEC("raw_tp/sys_enter")
 int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, false), 0, false, regs);
+	return on_enter(id, 0, false, regs);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 {
-	return on_exit(regs_nr(regs), ret, compat_regs(regs, false), 0, false, regs);
+	return on_exit(regs_nr(regs), ret, 0, false, regs);
 }
 #else /* with kernel BTF */
 
@@ -714,20 +778,10 @@ int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 #define NEED_TASK_ENTER(btf) (cfg.task_btf && (LAT_TASK(btf) || (cfg.per_process && !cfg.failed_only)))
 #define NEED_TASK_EXIT(btf) (cfg.task_btf && (LAT_TASK(btf) || (cfg.per_process && cfg.failed_only)))
 
-static __always_inline bool compat_regs(struct pt_regs *regs, bool btf)
-{
-#if defined(__TARGET_ARCH_x86)
-	if (cfg.detect_compat)
-		return (btf ? regs->cs : BPF_CORE_READ(regs, cs)) == USER32_CS;
-#endif
-	return false;
-}
-
 SEC("tp_btf/sys_enter")
 int BPF_PROG(enter_btf, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, true), NEED_TASK_ENTER(true) ? bpf_get_current_task_btf() : 0, true,
-			regs);
+	return on_enter(id, NEED_TASK_ENTER(true) ? bpf_get_current_task_btf() : 0, true, regs);
 }
 
 /* The default mode (no filter, no opt-in dimension) on its own: the fewest instructions that count a call,
@@ -745,7 +799,7 @@ int BPF_PROG(enter_btf_fast, struct pt_regs *regs, long id)
 			*d += 1;
 		return 0;
 	}
-	if (compat_regs(regs, true))
+	if (compat_call(0, regs, true))
 		slot += COMPAT_BASE;
 	count_slot(slot);
 	return 0;
@@ -754,8 +808,7 @@ int BPF_PROG(enter_btf_fast, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(exit_btf, struct pt_regs *regs, long ret)
 {
-	return on_exit(REGS_NR(regs), ret, compat_regs(regs, true),
-		       NEED_TASK_EXIT(true) ? bpf_get_current_task_btf() : 0, true, regs);
+	return on_exit(REGS_NR(regs), ret, NEED_TASK_EXIT(true) ? bpf_get_current_task_btf() : 0, true, regs);
 }
 
 /* Moves the start time of a call in flight out of this CPU's slot when its task leaves the CPU (it blocked
@@ -801,8 +854,7 @@ int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev)
 SEC("raw_tp/sys_enter")
 int BPF_PROG(enter_raw, struct pt_regs *regs, long id)
 {
-	return on_enter(id, compat_regs(regs, false), NEED_TASK_ENTER(false) ? bpf_get_current_task_btf() : 0, false,
-			regs);
+	return on_enter(id, NEED_TASK_ENTER(false) ? bpf_get_current_task_btf() : 0, false, regs);
 }
 
 SEC("raw_tp/sys_exit")
@@ -810,8 +862,7 @@ int BPF_PROG(exit_raw, struct pt_regs *regs, long ret)
 {
 	long id = BPF_CORE_READ(regs, REGS_NR_FIELD);
 
-	return on_exit(id, ret, compat_regs(regs, false), NEED_TASK_EXIT(false) ? bpf_get_current_task_btf() : 0, false,
-		       regs);
+	return on_exit(id, ret, NEED_TASK_EXIT(false) ? bpf_get_current_task_btf() : 0, false, regs);
 }
 
 /* Layouts of the raw_syscalls tracepoint records (tracefs events/raw_syscalls/sys_enter/format and sys_exit/format). */
@@ -827,30 +878,16 @@ struct sys_exit_args {
 	long ret;
 };
 
-/* The classic tracepoint's record has no registers: take the task's user registers for the compat check. */
-static __always_inline bool compat_task(void)
-{
-#if defined(__TARGET_ARCH_x86)
-	if (cfg.detect_compat) {
-		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-
-		return compat_regs(regs, false);
-	}
-#endif
-	return false;
-}
-
 SEC("tracepoint/raw_syscalls/sys_enter")
 int enter_tp(struct sys_enter_args *ctx)
 {
-	return on_enter(ctx->id, compat_task(), NEED_TASK_ENTER(false) ? bpf_get_current_task_btf() : 0, false, 0);
+	return on_enter(ctx->id, NEED_TASK_ENTER(false) ? bpf_get_current_task_btf() : 0, false, 0);
 }
 
 SEC("tracepoint/raw_syscalls/sys_exit")
 int exit_tp(struct sys_exit_args *ctx)
 {
-	return on_exit(ctx->id, ctx->ret, compat_task(), NEED_TASK_EXIT(false) ? bpf_get_current_task_btf() : 0, false,
-		       0);
+	return on_exit(ctx->id, ctx->ret, NEED_TASK_EXIT(false) ? bpf_get_current_task_btf() : 0, false, 0);
 }
 #endif /* PERCPU_NO_BTF */
 

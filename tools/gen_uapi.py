@@ -2,13 +2,17 @@
 """Generate src/percpu/_uapi.py: the kernel's and libbpf's constants and structs that percpu uses.
 
 The values come from the C headers, never from a hand-typed number: a small C file that includes
-``<linux/bpf.h>`` (the kernel's uapi, Debian's linux-libc-dev), ``<bpf/bpf.h>`` and ``<bpf/libbpf.h>``
-(libbpf-dev) and names what percpu needs is compiled with ``clang -target bpf -g``; the object's BTF then
-holds every enum, constant and struct exactly as the compiler laid them out, and is written as Python:
+``<linux/bpf.h>`` and ``<linux/btf.h>`` (the kernel's uapi, Debian's linux-libc-dev), ``<bpf/bpf.h>``
+and ``<bpf/libbpf.h>`` (libbpf-dev) and names what percpu needs is compiled with
+``clang -target bpf -g``; the object's BTF then holds every enum, constant and struct exactly as the
+compiler laid them out, and is written as Python:
 
 * whole enums (``enum bpf_map_type``, ``bpf_prog_type``, ``bpf_attach_type``, ``bpf_func_id``) as
   ``enum.IntEnum`` classes, their common prefix dropped (``MapType.PERCPU_HASH``);
-* single constants (``BPF_ANY``, ``BPF_F_TEST_RUN_ON_CPU``, ...) as ints under their C names;
+* single constants (``BPF_ANY``, ``BPF_F_TEST_RUN_ON_CPU``, ``BTF_KIND_STRUCT``, ...) as ints under their C
+  names;
+* the bits each of BTF's field macros reads (``BTF_INFO_KIND(info)`` reads bits 24..28 of ``info``) as
+  ``<MACRO>_BITS`` masks, found by the compiler applying the macro to every single bit;
 * structs (``struct bpf_map_info``, ``bpf_map_create_opts``, ...) as ``ctypes.Structure`` classes with
   explicit padding and bitfields, measured against BTF before they are written.
 
@@ -53,6 +57,7 @@ CONSTANTS = (
     "BPF_EXIST",
     "BPF_F_LOCK",
     "BPF_F_NO_PREALLOC",
+    "BPF_F_MMAPABLE",
     "BPF_F_RDONLY",
     "BPF_F_WRONLY",
     "BPF_F_RDONLY_PROG",
@@ -60,6 +65,33 @@ CONSTANTS = (
     "BPF_F_TEST_RUN_ON_CPU",
     "BPF_OBJ_NAME_LEN",
     "BPF_PSEUDO_MAP_FD",
+    # BTF (linux/btf.h): what percpu needs to write the types of the maps it creates
+    "BTF_MAGIC",
+    "BTF_VERSION",
+    "BTF_MAX_TYPE",
+    "BTF_MAX_NAME_OFFSET",
+    "BTF_MAX_VLEN",
+    "BTF_KIND_INT",
+    "BTF_KIND_ARRAY",
+    "BTF_KIND_STRUCT",
+    "BTF_KIND_UNION",
+    "BTF_KIND_TYPEDEF",
+    "BTF_KIND_FLOAT",
+    "BTF_INT_SIGNED",
+    "BTF_INT_CHAR",
+    "BTF_INT_BOOL",
+)
+# linux/btf.h's function-like macros that take a field out of a packed word: each is applied to every
+# single bit by the compiler, and the bits it reads are written as ``<MACRO>_BITS``.
+FIELD_MACROS = (
+    "BTF_INFO_KIND",
+    "BTF_INFO_VLEN",
+    "BTF_INFO_KFLAG",
+    "BTF_INT_ENCODING",
+    "BTF_INT_OFFSET",
+    "BTF_INT_BITS",
+    "BTF_MEMBER_BITFIELD_SIZE",
+    "BTF_MEMBER_BIT_OFFSET",
 )
 # Newer than the build machine's headers: (name, value, the Linux version whose uapi added it).
 NEWER = (
@@ -106,6 +138,11 @@ STRUCTS = (
     ("bpf_map_batch_opts", "MapBatchOpts", "bpf/bpf.h"),
     ("bpf_test_run_opts", "TestRunOpts", "bpf/bpf.h"),
     ("bpf_object_open_opts", "ObjectOpenOpts", "bpf/libbpf.h"),
+    ("bpf_btf_load_opts", "BtfLoadOpts", "bpf/bpf.h"),
+    ("btf_header", "BtfHeader", "linux/btf.h"),
+    ("btf_type", "BtfType", "linux/btf.h"),
+    ("btf_array", "BtfArray", "linux/btf.h"),
+    ("btf_member", "BtfMember", "linux/btf.h"),
 )
 
 _UINT = {1: "ctypes.c_uint8", 2: "ctypes.c_uint16", 4: "ctypes.c_uint32", 8: "ctypes.c_uint64"}
@@ -120,13 +157,23 @@ class UapiError(Exception):
 def c_source() -> str:
     """The C file whose BTF carries everything: one variable per enum and struct, and one named enum
     whose enumerators copy the single constants (a #define has no BTF of its own)."""
-    lines = ["#include <linux/bpf.h>", "#include <bpf/bpf.h>", "#include <bpf/libbpf.h>", ""]
+    headers = ("linux/bpf.h", "linux/btf.h", "bpf/bpf.h", "bpf/libbpf.h")
+    lines = [*(f"#include <{h}>" for h in headers), ""]
     lines += [f"enum {c} percpu_enum_{c};" for c, _p, _x in ENUMS]
     lines += [f"struct {c} percpu_struct_{c};" for c, _p, _h in STRUCTS]
     lines.append("enum percpu_uapi_constants {")
     lines += [f"\tPERCPU_{name} = {name}," for name in CONSTANTS]
     lines.append("};")
     lines.append("enum percpu_uapi_constants percpu_constants;")
+    # A mask of the bits a macro reads: bit b is set when the macro gives non-zero for (1u << b). In an
+    # enum of its own, which is unsigned: the top bit does not fit an int.
+    lines.append("#define PERCPU_BIT(M, b) ((unsigned)!!M(1u << (b)) << (b))")
+    lines.append("enum percpu_uapi_bits {")
+    for macro in FIELD_MACROS:
+        bits = " | ".join(f"PERCPU_BIT({macro}, {b})" for b in range(32))
+        lines.append(f"\tPERCPU_{macro}_BITS = {bits},")
+    lines.append("};")
+    lines.append("enum percpu_uapi_bits percpu_bits;")
     return "\n".join(lines) + "\n"
 
 
@@ -214,20 +261,50 @@ def _member_type(btf: Btf, type_id: int, where: str) -> str:
     raise UapiError(f"{where}: a {t.kind} member has no ctypes spelling here")
 
 
+def _render_union(btf: Btf, u: BtfType, pyname: str, where: str) -> list[str]:
+    """An anonymous union of scalars (``btf_type``'s ``size``/``type``) as a ``ctypes.Union``."""
+    doc = f'    """the anonymous union of {where}"""'
+    lines = [f"class {pyname}(ctypes.Union):", doc, "", "    _fields_ = ["]
+    for name, type_id, off in u.extra:
+        if off or not name:
+            raise UapiError(f"{where}: a union member {name or '(anonymous)'} at bit {off}")
+        lines.append(f'        ("{name}", {_member_type(btf, type_id, f"{where}.{name}")}),')
+    lines.append("    ]")
+    return lines
+
+
 def _render_struct(btf: Btf, cname: str, pyname: str, header: str) -> tuple[list[str], dict[str, int], int]:
     try:
         t = btf.resolve(btf.find(cname, "struct"))
     except PercpuError as exc:
         raise UapiError(f"struct {cname} is not in the headers' BTF: {exc}") from None
     doc = f'    """struct {cname} ({header}): {t.size_or_type} bytes"""'
-    lines = [f"class {pyname}(ctypes.Structure):", doc, "", "    _fields_ = ["]
+    prelude: list[str] = []
+    anonymous: list[str] = []
+    ns: dict[str, Any] = {"ctypes": ctypes}
+    lines: list[str] = []
     offsets: dict[str, int] = {}
+    aligns: list[int] = []
     cur = 0  # bits placed so far
     pads = 0
     for name, type_id, off in t.extra:
         bit, width = (off & 0xFFFFFF, off >> 24) if t.kind_flag else (off, 0)
-        expr = _member_type(btf, type_id, f"struct {cname}.{name or '(anonymous)'}")
-        ctype = eval(expr, {"ctypes": ctypes})
+        inner = btf.resolve(type_id)
+        if not name and inner.kind == "union" and not width:
+            # An anonymous union: a Union class of its own, its members reached through the struct
+            # (``_anonymous_``), as C reaches them.
+            expr = f"_{pyname}Union{len(anonymous)}"
+            union = _render_union(btf, inner, expr, f"struct {cname}")
+            exec("\n".join(union), ns)
+            prelude += [*union, "", ""]
+            for mname, _mtype, moff in inner.extra:
+                offsets[mname] = bit + moff
+        elif not name:
+            raise UapiError(f"struct {cname}: an anonymous member (a nested struct) at bit {bit}")
+        else:
+            expr = _member_type(btf, type_id, f"struct {cname}.{name}")
+        ctype = eval(expr, ns)
+        aligns.append(ctypes.alignment(ctype))
         if not width:
             # Where ctypes would put the member on its own; a member the headers place further on (after
             # an unnamed bitfield, which BTF does not record) gets explicit padding before it.
@@ -239,27 +316,29 @@ def _render_struct(btf: Btf, cname: str, pyname: str, header: str) -> tuple[list
                 lines.append(f'        ("_pad{pads}", ctypes.c_uint8 * {bit // 8 - start}),  # unnamed')
                 pads += 1
         if not name:
-            raise UapiError(f"struct {cname}: an anonymous member (a nested union or struct) at bit {bit}")
-        if width:
+            field = f"_u{len(anonymous)}"
+            anonymous.append(field)
+            lines.append(f'        ("{field}", {expr}),  # offset {bit // 8}: an anonymous union')
+            cur = bit + 8 * ctypes.sizeof(ctype)
+        elif width:
             lines.append(f'        ("{name}", {expr}, {width}),  # bit {bit}')
             cur = bit + width
+            offsets[name] = bit
         else:
             lines.append(f'        ("{name}", {expr}),  # offset {bit // 8}')
             cur = bit + 8 * ctypes.sizeof(ctype)
-        offsets[name] = bit
-    align = max(
-        (
-            ctypes.alignment(eval(_member_type(btf, tid, cname), {"ctypes": ctypes}))
-            for _n, tid, _o in t.extra
-        ),
-        default=1,
-    )
+            offsets[name] = bit
+    align = max(aligns, default=1)
     used = -(-cur // 8)
     end = -(-used // align) * align
     if end < t.size_or_type:
         lines.append(f'        ("_pad{pads}", ctypes.c_uint8 * {t.size_or_type - end}),  # tail')
-    lines.append("    ]")
-    return lines, offsets, t.size_or_type
+    head = [f"class {pyname}(ctypes.Structure):", doc, ""]
+    if anonymous:
+        names = ", ".join(f'"{a}"' for a in anonymous)
+        head.append(f"    _anonymous_ = ({names},)")
+    out = [*prelude, *head, "    _fields_ = [", *lines, "    ]"]
+    return out, offsets, t.size_or_type
 
 
 def _verify(text: str, expected: dict[str, tuple[dict[str, int], int]]) -> None:
@@ -270,9 +349,14 @@ def _verify(text: str, expected: dict[str, tuple[dict[str, int], int]]) -> None:
     for pyname, (offsets, size) in expected.items():
         cls = ns[pyname]
         placed: dict[str, int] = {}
+        anonymous = getattr(cls, "_anonymous_", ())
         for field in cls._fields_:
             name = field[0]
             if name.startswith("_pad"):
+                continue
+            if name in anonymous:  # its members, where the struct places them
+                for inner in field[1]._fields_:
+                    placed[inner[0]] = 8 * getattr(cls, inner[0]).offset
                 continue
             d = getattr(cls, name)
             # ctypes packs a bitfield's offset in bits into ``size`` (high 16 bits: width, low: bit offset)
@@ -286,7 +370,8 @@ def _verify(text: str, expected: dict[str, tuple[dict[str, int], int]]) -> None:
 
 def render(btf: Btf) -> str:
     out = [
-        "# Generated by tools/gen_uapi.py from <linux/bpf.h>, <bpf/bpf.h> and <bpf/libbpf.h>; do not edit.",
+        "# Generated by tools/gen_uapi.py from <linux/bpf.h>, <linux/btf.h>, <bpf/bpf.h>, <bpf/libbpf.h>;",
+        "# do not edit.",
         '"""The kernel\'s and libbpf\'s constants and structs percpu uses, as the C headers define them.',
         "",
         "Built from Debian bookworm's linux-libc-dev (Linux 6.1 uapi) and libbpf-dev (libbpf 1.1): the",
@@ -303,6 +388,12 @@ def render(btf: Btf) -> str:
     consts = dict(_enum(btf, "percpu_uapi_constants").extra)
     for name in CONSTANTS:
         out.append(f"{name} = {consts['PERCPU_' + name]}")
+    bits = dict(_enum(btf, "percpu_uapi_bits").extra)
+    for macro in FIELD_MACROS:
+        mask = bits[f"PERCPU_{macro}_BITS"] & 0xFFFFFFFF
+        if not mask:
+            raise UapiError(f"{macro}() reads no bit of a 32-bit word")
+        out.append(f"{macro}_BITS = 0x{mask:08X}  # the bits {macro}() reads")
     out += [f"{name} = {value}  # Linux {version}" for name, value, version in NEWER]
     out += ["", *PREAMBLE.splitlines()]
     for cname, pyname, prefix in ENUMS:

@@ -9,6 +9,11 @@ Conventions of this layer:
   write into a buffer takes the number of bytes the kernel will write, computed by the caller from the
   kernel's own map info, and refuses a smaller buffer *before* the syscall. That is what makes the
   per-CPU overrun impossible even for a buggy caller inside percpu.
+* An integer crosses into C only if it is exactly what the C type holds (ctypes keeps the low bits of
+  one too large, without a word: map id ``2**32 + 5`` would be map 5, flags ``2**64`` flags 0), and a
+  path or name only without a NUL byte (C reads up to it): :func:`percpu._libc.checked` and
+  :func:`percpu._libc.c_text` refuse the rest with :class:`~percpu.errors.InvalidArgument` before any
+  call (re-exported here for the layers above).
 * Failures raise :class:`OSError` with the kernel's errno. The layer above translates them once, with
   :func:`percpu.errors.from_errno`, adding the map's name. ENOENT that means "end of iteration" is not an
   error here: it is a return value.
@@ -31,6 +36,8 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
+from . import _fork
+from ._libc import c_text, checked
 from ._uapi import (
     BPF_ANY,
     BPF_EXIST,
@@ -42,6 +49,7 @@ from ._uapi import (
     BpfInsn,
     BpfMapInfo,
     BpfProgInfo,
+    BtfLoadOpts,
     MapBatchOpts,
     MapCreateOpts,
     ObjectOpenOpts,
@@ -61,6 +69,8 @@ __all__ = [
     "MapInfo",
     "ProgInfo",
     "backend",
+    "c_text",
+    "checked",
     "use_backend",
 ]
 
@@ -113,11 +123,13 @@ class Backend(Protocol):
         btf_key_type_id: int = 0,
         btf_value_type_id: int = 0,
     ) -> int: ...
+    def btf_load(self, data: bytes) -> int: ...
     def map_get_fd_by_id(self, map_id: int) -> int: ...
     def map_get_next_id(self, start: int) -> int | None: ...
     def obj_get(self, path: str) -> int: ...
     def obj_pin(self, fd: int, path: str) -> None: ...
     def map_info(self, fd: int) -> MapInfo: ...
+    def dup(self, fd: int) -> int: ...
     def close(self, fd: int) -> None: ...
     def map_lookup(
         self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
@@ -156,6 +168,7 @@ _U32 = ctypes.c_uint32
 _U64 = ctypes.c_uint64
 _SZ = ctypes.c_size_t
 _S = ctypes.c_char_p
+_BTF_LOG_BYTES = 1 << 16  # the kernel's BTF verifier log of a refused blob: its last line says why
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 # name: (restype, argtypes). Kept in one table so the whole surface percpu uses is visible at a glance.
@@ -192,7 +205,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_prog_load": (_I, [_I, _S, _S, _P, _SZ, _P]),
     "bpf_prog_attach": (_I, [_I, _I, _I, _U32]),
     "bpf_prog_detach2": (_I, [_I, _I, _I]),
-    "bpf_btf_load": (_I, [_P, _SZ, _P]),
+    "bpf_btf_load": (_I, [_P, _SZ, ctypes.POINTER(BtfLoadOpts)]),
     "bpf_object__open_file": (_P, [_S, ctypes.POINTER(ObjectOpenOpts)]),
     "bpf_object__load": (_I, [_P]),
     "bpf_object__close": (None, [_P]),
@@ -390,46 +403,82 @@ class Libbpf:
         btf_key_type_id: int = 0,
         btf_value_type_id: int = 0,
     ) -> int:
-        opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), map_flags=flags)
+        opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), map_flags=checked(flags, "map flags"))
         if btf_fd:
-            opts.btf_fd = btf_fd
-            opts.btf_key_type_id = btf_key_type_id
-            opts.btf_value_type_id = btf_value_type_id
-        cname = name.encode()[:15] if name else None
+            opts.btf_fd = checked(btf_fd, "BTF fd", "fd")
+            opts.btf_key_type_id = checked(btf_key_type_id, "BTF key type id")
+            opts.btf_value_type_id = checked(btf_value_type_id, "BTF value type id")
+        cname = c_text(name, "map name", limit=15) if name else None
         return _check(
-            self.fn("bpf_map_create")(map_type, cname, key_size, value_size, max_entries, ctypes.byref(opts))
+            self.fn("bpf_map_create")(
+                checked(map_type, "map type", "i32"),
+                cname,
+                checked(key_size, "key size"),
+                checked(value_size, "value size"),
+                checked(max_entries, "max_entries"),
+                ctypes.byref(opts),
+            )
         )
 
+    def btf_load(self, data: bytes) -> int:
+        """Load a BTF blob into the kernel and return the BTF object's fd (a map created with it keeps
+        its own reference). A refusal raises OSError whose text ends with the kernel's reason: its
+        verifier log, asked for on a second attempt only, as libbpf does."""
+        blob = alloc(len(data))
+        blob[:] = np.frombuffer(data, dtype=np.uint8)
+        opts = _struct(BtfLoadOpts)
+        opts.sz = ctypes.sizeof(BtfLoadOpts)
+        load = self.fn("bpf_btf_load")
+        ret = int(load(_ptr(blob), len(data), ctypes.byref(opts)))
+        if ret >= 0:
+            return ret
+        log = alloc(_BTF_LOG_BYTES)
+        opts.log_buf = _ptr(log)
+        opts.log_size = _BTF_LOG_BYTES
+        opts.log_level = 1
+        again = int(load(_ptr(blob), len(data), ctypes.byref(opts)))
+        if again >= 0:
+            return again
+        lines = log.tobytes().split(b"\0", 1)[0].decode(errors="replace").strip().splitlines()
+        why = os.strerror(-ret)
+        raise OSError(-ret, f"{why}: {lines[-1].strip()}" if lines else why)
+
     def map_get_fd_by_id(self, map_id: int) -> int:
-        return _check(self.fn("bpf_map_get_fd_by_id")(map_id))
+        return _check(self.fn("bpf_map_get_fd_by_id")(checked(map_id, "map id")))
 
     def map_get_next_id(self, start: int) -> int | None:
         out = _U32(0)
-        ret = self.fn("bpf_map_get_next_id")(start, ctypes.byref(out))
+        ret = self.fn("bpf_map_get_next_id")(checked(start, "map id"), ctypes.byref(out))
         if ret == -_errno.ENOENT:
             return None
         _check(ret)
         return int(out.value)
 
     def btf_get_fd_by_id(self, btf_id: int) -> int:
-        return _check(self.fn("bpf_btf_get_fd_by_id")(btf_id))
+        return _check(self.fn("bpf_btf_get_fd_by_id")(checked(btf_id, "BTF id")))
 
     def prog_get_fd_by_id(self, prog_id: int) -> int:
         """A fd for a loaded program (benchmarks/bench_syscalls.py reads other tools' programs' stats)."""
-        return _check(self.fn("bpf_prog_get_fd_by_id")(prog_id))
+        return _check(self.fn("bpf_prog_get_fd_by_id")(checked(prog_id, "program id")))
 
     def obj_get(self, path: str) -> int:
-        return _check(self.fn("bpf_obj_get")(os.fsencode(path)))
+        return _check(self.fn("bpf_obj_get")(c_text(path, "path")))
 
     def obj_pin(self, fd: int, path: str) -> None:
-        _check(self.fn("bpf_obj_pin")(fd, os.fsencode(path)))
+        _check(self.fn("bpf_obj_pin")(checked(fd, "fd", "fd"), c_text(path, "path")))
+
+    def dup(self, fd: int) -> int:
+        """Another fd on the same kernel object, close-on-exec (Python's fds are never inherited)."""
+        return os.dup(checked(fd, "fd", "fd"))
 
     def close(self, fd: int) -> None:
         os.close(fd)
 
     def _info(self, fd: int, info: ctypes.Structure) -> None:
         size = _U32(ctypes.sizeof(info))
-        _check(self.fn("bpf_obj_get_info_by_fd")(fd, ctypes.byref(info), ctypes.byref(size)))
+        _check(
+            self.fn("bpf_obj_get_info_by_fd")(checked(fd, "fd", "fd"), ctypes.byref(info), ctypes.byref(size))
+        )
 
     def map_info(self, fd: int) -> MapInfo:
         i = _struct(BpfMapInfo)
@@ -454,8 +503,8 @@ class Libbpf:
         opts = _struct(TestRunOpts)
         opts.sz = ctypes.sizeof(TestRunOpts)
         opts.flags = BPF_F_TEST_RUN_ON_CPU
-        opts.cpu = cpu
-        _check(self.fn("bpf_prog_test_run_opts")(fd, ctypes.byref(opts)))
+        opts.cpu = checked(cpu, "cpu")
+        _check(self.fn("bpf_prog_test_run_opts")(checked(fd, "fd", "fd"), ctypes.byref(opts)))
         return int(opts.retval)
 
     def prog_recursion_misses(self, fd: int) -> int:
@@ -520,34 +569,41 @@ class Libbpf:
     def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         lay = self._sized(layout)
         _require_key(key, lay.key_size, "lookup")
+        flags = checked(flags, "flags", "u64")
         _require(value, lay.value_bytes(flags), "lookup")
-        _check(self.fn("bpf_map_lookup_elem_flags")(fd, _ptr(key), _ptr(value), flags))
+        _check(self.fn("bpf_map_lookup_elem_flags")(checked(fd, "fd", "fd"), _ptr(key), _ptr(value), flags))
 
     def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         lay = self._sized(layout)
         _require_key(key, lay.key_size, "update")
+        flags = checked(flags, "flags", "u64")
         need = lay.value_bytes(flags)
         if value.nbytes < need:
             raise ValueError(f"update: value buffer of {value.nbytes} bytes, the kernel reads {need}")
-        _check(self.fn("bpf_map_update_elem")(fd, _ptr(key), _ptr(value), flags))
+        _check(self.fn("bpf_map_update_elem")(checked(fd, "fd", "fd"), _ptr(key), _ptr(value), flags))
 
     def map_delete(self, fd: int, key: np.ndarray, layout: Layout) -> None:
         _require_key(key, layout.key_size, "delete")
-        _check(self.fn("bpf_map_delete_elem")(fd, _ptr(key)))
+        _check(self.fn("bpf_map_delete_elem")(checked(fd, "fd", "fd"), _ptr(key)))
 
     def map_lookup_and_delete(
         self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
     ) -> None:
         lay = self._sized(layout)
         _require_key(key, lay.key_size, "lookup_and_delete")
+        flags = checked(flags, "flags", "u64")
         _require(value, lay.value_bytes(flags), "lookup_and_delete")
-        _check(self.fn("bpf_map_lookup_and_delete_elem_flags")(fd, _ptr(key), _ptr(value), flags))
+        _check(
+            self.fn("bpf_map_lookup_and_delete_elem_flags")(
+                checked(fd, "fd", "fd"), _ptr(key), _ptr(value), flags
+            )
+        )
 
     def map_get_next_key(self, fd: int, key: np.ndarray | None, next_key: np.ndarray, layout: Layout) -> bool:
         if key is not None:
             _require_key(key, layout.key_size, "get_next_key")
         _require(next_key, layout.key_size, "get_next_key next_key")
-        ret = self.fn("bpf_map_get_next_key")(fd, _ptr(key), _ptr(next_key))
+        ret = self.fn("bpf_map_get_next_key")(checked(fd, "fd", "fd"), _ptr(key), _ptr(next_key))
         if ret == -_errno.ENOENT:
             return False
         _check(ret)
@@ -571,6 +627,9 @@ class Libbpf:
         arrays); ``in_batch`` is the previous call's.
         """
         lay = self._sized(layout)
+        fd = checked(fd, "fd", "fd")
+        count = checked(count, "count")
+        elem_flags = checked(elem_flags, "elem_flags", "u64")
         _require(values, lay.values_bytes(count, elem_flags), "lookup_batch values")
         _require(keys, lay.keys_bytes(count), "lookup_batch keys")
         _require(out_batch, lay.token_bytes, "lookup_batch out_batch")
@@ -591,6 +650,9 @@ class Libbpf:
         self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, layout: Layout, elem_flags: int = 0
     ) -> int:
         lay = self._sized(layout)
+        fd = checked(fd, "fd", "fd")
+        count = checked(count, "count")
+        elem_flags = checked(elem_flags, "elem_flags", "u64")
         _require_key(keys, lay.keys_bytes(count), "update_batch keys")
         if values.nbytes < lay.values_bytes(count, elem_flags):
             raise ValueError("update_batch: value buffer smaller than the kernel reads")
@@ -604,6 +666,8 @@ class Libbpf:
         return int(n.value)
 
     def map_delete_batch(self, fd: int, keys: np.ndarray, count: int, layout: Layout) -> int:
+        fd = checked(fd, "fd", "fd")
+        count = checked(count, "count")
         _require_key(keys, layout.keys_bytes(count), "delete_batch keys")
         n = _U32(count)
         opts = MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts))
@@ -615,14 +679,18 @@ class Libbpf:
     # --- probes ---------------------------------------------------------------------------------------
 
     def probe_map_type(self, map_type: int) -> bool:
-        ret = int(self.fn("libbpf_probe_bpf_map_type")(map_type, None))
+        ret = int(self.fn("libbpf_probe_bpf_map_type")(checked(map_type, "map type", "i32"), None))
         if ret < 0:
             raise OSError(-ret, os.strerror(-ret))
         return ret == 1
 
     def probe_helper(self, prog_type: int, helper_id: int) -> bool:
         """Whether programs of ``prog_type`` may call BPF helper ``helper_id`` on this kernel."""
-        ret = int(self.fn("libbpf_probe_bpf_helper")(prog_type, helper_id, None))
+        ret = int(
+            self.fn("libbpf_probe_bpf_helper")(
+                checked(prog_type, "program type", "i32"), checked(helper_id, "helper id", "i32"), None
+            )
+        )
         if ret < 0:
             raise OSError(-ret, os.strerror(-ret))
         return ret == 1
@@ -634,18 +702,40 @@ class Libbpf:
         mem = alloc(ctypes.sizeof(BpfInsn) * len(insns))
         arr = (BpfInsn * len(insns)).from_buffer(mem.data)
         for slot, (c, r, o, i) in zip(arr, insns, strict=True):
-            slot.code, slot.dst_reg, slot.src_reg, slot.off, slot.imm = c, r & 0xF, r >> 4, o, i
+            regs = checked(r, "instruction registers", "u8")
+            slot.code = checked(c, "instruction code", "u8")
+            slot.dst_reg, slot.src_reg = regs & 0xF, regs >> 4
+            slot.off = checked(o, "instruction offset", "i16")
+            slot.imm = checked(i, "instruction immediate", "i32")
         return _check(
             self.fn("bpf_prog_load")(
-                prog_type, name.encode()[:15], b"GPL", ctypes.addressof(arr), len(insns), None
+                checked(prog_type, "program type", "i32"),
+                c_text(name, "program name", limit=15),
+                b"GPL",
+                ctypes.addressof(arr),
+                len(insns),
+                None,
             )
         )
 
     def prog_attach(self, prog_fd: int, target_fd: int, attach_type: int) -> None:
-        _check(self.fn("bpf_prog_attach")(prog_fd, target_fd, attach_type, 0))
+        _check(
+            self.fn("bpf_prog_attach")(
+                checked(prog_fd, "program fd", "fd"),
+                checked(target_fd, "target fd", "fd"),
+                checked(attach_type, "attach type", "i32"),
+                0,
+            )
+        )
 
     def prog_detach(self, prog_fd: int, target_fd: int, attach_type: int) -> None:
-        _check(self.fn("bpf_prog_detach2")(prog_fd, target_fd, attach_type))
+        _check(
+            self.fn("bpf_prog_detach2")(
+                checked(prog_fd, "program fd", "fd"),
+                checked(target_fd, "target fd", "fd"),
+                checked(attach_type, "attach type", "i32"),
+            )
+        )
 
     # --- objects (bpf_object__*) ---------------------------------------------------------------------
 
@@ -657,7 +747,7 @@ class Libbpf:
             kernel_log_level=0,  # libbpf retries a failed load with level 1 into this buffer
         )
         ctypes.set_errno(0)
-        obj = self.fn("bpf_object__open_file")(os.fsencode(path), ctypes.byref(opts))
+        obj = self.fn("bpf_object__open_file")(c_text(path, "path"), ctypes.byref(opts))
         if not obj:
             err = ctypes.get_errno() or _errno.EINVAL
             raise OSError(err, os.strerror(err))
@@ -688,7 +778,7 @@ class Libbpf:
         return _check(self.fn("bpf_map__fd")(m))
 
     def map_set_max_entries(self, m: int, n: int) -> None:
-        _check(self.fn("bpf_map__set_max_entries")(m, n))
+        _check(self.fn("bpf_map__set_max_entries")(m, checked(n, "max_entries")))
 
     def map_set_autocreate(self, m: int, on: bool) -> None:
         # libbpf (1.1+) turns a loaded program's references to a map it did not create into a call that
@@ -739,10 +829,18 @@ _backend: Backend | None = None
 _backend_lock = threading.Lock()
 
 
+@_fork.at_fork_in_child
+def _renew_locks() -> None:
+    global _backend_lock, _print_lock  # noqa: PLW0603 - a thread holding one at fork() is not in the child
+    _backend_lock = threading.Lock()
+    _print_lock = threading.Lock()
+
+
 def backend() -> Backend:
     """The kernel seam in use: the real libbpf unless a test installed a fake with :func:`use_backend`."""
     global _backend  # noqa: PLW0603 - a process-wide seam, like a logging handler
     if _backend is None:
+        _fork.install()  # the kernel's first use: from now on a fork renews the locks of every layer
         with _backend_lock:
             if _backend is None:
                 _backend = Libbpf()
@@ -762,6 +860,7 @@ def use_backend(fake: Backend) -> Iterator[Backend]:
     """Install ``fake`` as the kernel for a ``with`` block. Only :func:`percpu._machine.use` calls this:
     a kernel is installed with the machine it belongs to, so its CPU count and CPU lists agree."""
     global _backend  # noqa: PLW0603
+    _fork.install()
     with _backend_lock:
         old, _backend = _backend, fake
     try:

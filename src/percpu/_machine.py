@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _libbpf, _libc, _procfs
+from . import _fork, _libbpf, _libc, _procfs
 from ._procfs import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Mount, bpf_cap_names, can_load_bpf
 
 __all__ = [
@@ -159,6 +159,35 @@ class Machine:
         """Whether a process or a thread with this id is visible here."""
         return _procfs.task_exists(tid, self.proc)
 
+    def process_exists(self, pid: int) -> bool:
+        """Whether a process (or zombie) with this pid exists in this pid namespace, visible in /proc or
+        not: kill(pid, 0) sees other users' processes where /proc hides them (hidepid)."""
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def memory_available(self) -> tuple[int, str] | None:
+        """What this process can still allocate, and where that figure comes from: the least of
+        ``MemAvailable`` (``/proc/meminfo``) and what its memory cgroup (v2 or v1, and their ancestors)
+        has left under its limit; None when neither can be read."""
+        found = []
+        avail = _procfs.mem_available(os.path.join(self.proc, "meminfo"))
+        if avail is not None:
+            found.append((avail, "MemAvailable in /proc/meminfo"))
+        left = self.cgroup_memory_left()
+        if left is not None:
+            found.append(left)
+        return min(found) if found else None
+
+    def cgroup_memory_left(self) -> tuple[int, str] | None:
+        """What this process's memory cgroup has left under the tightest limit on its path, and which
+        limit that is; None without a limited memory cgroup."""
+        return _procfs.cgroup_memory_left(os.path.join(self.proc, "self", "cgroup"), self.mounts_path)
+
     def cgroup(self) -> str | None:
         """This process's cgroup v2 path (``/user.slice/...``, relative to the cgroup2 mount's root when
         it is the namespace's); None without a v2 entry or when unreadable."""
@@ -194,6 +223,12 @@ class Machine:
 
 _current: Machine | None = None
 _lock = threading.Lock()
+
+
+@_fork.at_fork_in_child
+def _renew_lock() -> None:
+    global _lock  # noqa: PLW0603 - a thread holding it at fork() is not in the child
+    _lock = threading.Lock()
 
 
 def current() -> Machine:

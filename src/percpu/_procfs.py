@@ -1,5 +1,6 @@
 """How to read what procfs says about this process and others: mounts, effective capabilities, sysctls,
-tasks (their state, pid namespaces, command lines, cgroup), what an fd is.
+tasks (their state, pid namespaces, command lines, cgroup), what an fd is, and the memory this process may
+still take (MemAvailable, its memory cgroup's limit less its usage).
 
 One parser for each, given the path to read: :class:`percpu._machine.Machine` calls them with its own
 ``/proc``, and the layers above ask the machine in use (``_machine.current()``), never these directly, so a
@@ -17,10 +18,12 @@ __all__ = [
     "Mount",
     "bpf_cap_names",
     "can_load_bpf",
+    "cgroup_memory_left",
     "cgroup_v2",
     "cmdline",
     "effective_caps",
     "fd_kind",
+    "mem_available",
     "mount_of",
     "mount_point",
     "mounts",
@@ -137,6 +140,81 @@ def cgroup_v2(path: str) -> str | None:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             return next((ln[3:].rstrip("\n") for ln in f if ln.startswith("0::")), None)
     except OSError:
+        return None
+
+
+def mem_available(path: str) -> int | None:
+    """``MemAvailable`` of a ``/proc/meminfo`` file, in bytes: the kernel's estimate of what can still be
+    allocated without swapping; None when unreadable (kernels before 3.14 lack the line)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    parts = line.split()
+                    return int(parts[1]) * (1024 if parts[2:3] == ["kB"] else 1)
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
+# A memory cgroup's limit and usage files: v2, then v1 (whose "no limit" is a page-rounded 2**63 - 1).
+_MEMORY_FILES = {
+    "cgroup2": ("memory.max", "memory.current"),
+    "cgroup": ("memory.limit_in_bytes", "memory.usage_in_bytes"),
+}
+_NO_LIMIT = 1 << 62
+
+
+def cgroup_memory_left(cgroup_file: str, mounts_file: str) -> tuple[int, str] | None:
+    """The least a memory cgroup of this process has left (its limit less its usage), over the cgroup and
+    its ancestors, v2 or v1, with which limit it is (``memory.max of cgroup /a/b``); None when no memory
+    cgroup above this process has a limit, or nothing can be read."""
+    try:
+        with open(cgroup_file, encoding="utf-8", errors="surrogateescape") as f:
+            lines = [ln.rstrip("\n").split(":", 2) for ln in f]
+        with open(mounts_file, encoding="utf-8", errors="replace") as f:
+            table = [ln.split() for ln in f]
+    except OSError:
+        return None
+    best: tuple[int, str] | None = None
+    for parts in lines:
+        if len(parts) != 3:
+            continue
+        hier, controllers, rel = parts
+        fstype = "cgroup2" if hier == "0" and not controllers else "cgroup"
+        if fstype == "cgroup" and "memory" not in controllers.split(","):
+            continue
+        root = next(
+            (
+                _unescape(m[1])
+                for m in table
+                if len(m) >= 4 and m[2] == fstype and (fstype == "cgroup2" or "memory" in m[3].split(","))
+            ),
+            None,
+        )
+        if root is None:
+            continue
+        limit_file, usage_file = _MEMORY_FILES[fstype]
+        path = rel
+        while True:
+            left = _memory_left(os.path.join(root, path.lstrip("/")), limit_file, usage_file)
+            if left is not None and (best is None or left < best[0]):
+                best = (left, f"{limit_file} of cgroup {path}")
+            if path in ("/", ""):
+                break
+            path = os.path.dirname(path.rstrip("/")) or "/"
+    return best
+
+
+def _memory_left(cgroup_dir: str, limit_file: str, usage_file: str) -> int | None:
+    try:
+        with open(os.path.join(cgroup_dir, limit_file), encoding="ascii") as f:
+            limit = f.read().strip()
+        if limit == "max" or int(limit) >= _NO_LIMIT:
+            return None
+        with open(os.path.join(cgroup_dir, usage_file), encoding="ascii") as f:
+            return max(int(limit) - int(f.read().strip()), 0)
+    except (OSError, ValueError):
         return None
 
 

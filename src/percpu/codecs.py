@@ -67,6 +67,12 @@ def integer_array(value: Any, dtype: np.dtype[Any], type_name: str) -> np.ndarra
         arr = np.asarray(value)
     except OverflowError as exc:
         raise PercpuError(f"a value does not fit in {type_name} ({info.min}..{info.max})") from exc
+    if arr.dtype.kind == "f" and not isinstance(value, np.ndarray):
+        # numpy reads a list holding an int of 2**63 or more as float64, where 2**64 - 1 is 2**64 and
+        # 2**53 + 1 is 2**53: integers given are taken as the integers they are.
+        given = np.asarray(value, dtype=object)
+        if any(isinstance(v, int | np.integer) for v in given.ravel()):
+            arr = given
     if arr.dtype == object:  # Python ints beyond 64 bits, or mixed objects
         ints = [as_integer(v, type_name) for v in arr.ravel()]
         if not all(info.min <= v <= info.max for v in ints):

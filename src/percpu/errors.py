@@ -17,13 +17,16 @@ __all__ = [
     "BtfError",
     "CommandNotRunnable",
     "CpuNotPossible",
+    "InvalidArgument",
     "InvalidFilter",
     "KeyExists",
     "KeyNotFound",
     "LibbpfError",
     "MapFull",
     "MapNotFound",
+    "MapTooLarge",
     "MapTypeError",
+    "NotCopyable",
     "NotSupported",
     "PercpuError",
     "PermissionDenied",
@@ -61,6 +64,47 @@ class InvalidFilter(PercpuError, ValueError):
     def __init__(self, message: str, *, field: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class InvalidArgument(PercpuError, ValueError):
+    """An integer or text that would change on its way into the kernel: an id, fd, flag word, count or
+    CPU id outside the C type it crosses into (ctypes keeps the low bits of ``2**32 + 7`` as ``7`` without
+    a word), or a path or name holding a NUL byte (C reads up to it). Refused before any syscall, rather
+    than turned into a call about something else. ``argument`` names it, ``value`` is what was given."""
+
+    def __init__(self, message: str, *, argument: str, value: object, map_name: str | None = None) -> None:
+        super().__init__(message, map_name=map_name)
+        self.argument = argument
+        self.value = value
+
+
+class NotCopyable(PercpuError, TypeError):
+    """An object holding kernel handles was asked to be pickled, or copied where no copy can be made.
+
+    A file descriptor means nothing in another process, so a map cannot be pickled: pickle its id or pin
+    path and reopen it with :func:`percpu.open_map`. (``copy.copy`` of a map is :meth:`Map.clone`, a
+    handle of its own on the same kernel map.) libbpf cannot duplicate a loaded object, so a
+    :class:`~percpu.objects.BpfObject` and its programs, links and ``.rodata`` are neither copied nor
+    pickled. Also a ``TypeError``, what Python raises for other objects pickle cannot take."""
+
+
+class MapTooLarge(PercpuError):
+    """Creating the map would make the kernel allocate more memory than this machine has for it.
+
+    Per-CPU maps cost ``max_entries x round_up(value_size, 8) x possible CPUs``, allocated at creation
+    (hashes too, unless ``BPF_F_NO_PREALLOC``): a size that looks modest becomes gigabytes on a machine
+    with many possible CPUs, and the kernel's out-of-memory killer may end this or any other process
+    before the syscall returns. ``cost`` is what the map would take (bytes), ``available`` what the
+    machine has (bytes), ``limit`` where that figure comes from (``MemAvailable`` in /proc/meminfo, or a
+    cgroup's ``memory.max``). ``check_memory=False`` on ``create`` skips the check."""
+
+    def __init__(
+        self, message: str, *, cost: int, available: int, limit: str, map_name: str | None = None
+    ) -> None:
+        super().__init__(message, map_name=map_name)
+        self.cost = cost
+        self.available = available
+        self.limit = limit
 
 
 class LibbpfError(PercpuError):

@@ -13,11 +13,24 @@ by options:
   named too, until 2N are named; see :meth:`SyscallCollector._update_kept` for why every exported counter,
   "other" included, stays monotonic;
 * per-process series carry ``comm`` only (never pid; escaped as ``stat`` shows it, see
-  :func:`percpu._text.printable`), at most ``max_comms`` of them plus ``comm="other"``,
-  accumulated from deltas so an LRU eviction in the kernel never makes a counter go down. Memory stays
-  bounded whatever names processes give themselves: the named set is at most ``max_comms``, every other
-  name is folded into "other" without being remembered, and the per-key state is bounded by the kernel
-  map's size.
+  :func:`percpu._text.printable`), at most ``max_comms`` of them (default 20) plus ``comm="other"``: half
+  the names go to names as they appear, the busiest first, the other half to names among the busiest
+  half since the previous scrape (:meth:`SyscallCollector._name_comms`). The series are accumulated
+  from deltas, and a name's series counts from the scrape that named it, so every series only grows and
+  the comm series of a syscall, "other" included, add up to its per-process calls; the rows of exited
+  processes, which the counter sums by name (``syscount.ProcessTable``), are subtracted where they went.
+  Memory stays bounded whatever names processes give themselves: the named set is at most
+  ``max_comms``, every other name is folded into "other" without being remembered, and the per-key
+  state is bounded by the counter's tables.
+
+Every series of the kernel's counts (the syscall matrix, errors, latency histograms, per-process counts,
+dropped, lost, skipped, program runs) is served at 0 the first time it is served, and at its value from
+the next scrape on. Prometheus's ``increase()`` and ``rate()`` start from a series' first sample: a series
+born at its full value hides every call counted before it (400,000 calls of a syscall new since the last
+scrape were invisible to ``increase()``), while a series born at 0 shows them as its first increase.
+OpenMetrics ``_created`` samples would say the same thing, but Prometheus 2.42 (Debian 12's) stores them
+as series of their own that ``increase()`` ignores, and they double the series count; see
+docs/exporter.md.
 """
 
 from __future__ import annotations
@@ -33,10 +46,11 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from . import __version__, _machine
+from ._contract import PROC_KEY, ROW_BUCKETS, ROW_FIRST_BUCKET
 from ._text import printable
 from .cpus import CpuList, cpu_lists
 from .errors import PercpuError
-from .syscount import SyscallSnapshot, errno_name, slot_name
+from .syscount import FOLDED_TGID, SyscallSnapshot, errno_name, folded_keys, slot_name
 from .topo import CpuGroups, CpuTopology, group_rows
 
 __all__ = ["Exposition", "Family", "Sample", "SyscallCollector", "render"]
@@ -47,6 +61,14 @@ TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 Labels = tuple[tuple[str, str], ...]
+_FOLDED = FOLDED_TGID.to_bytes(4, "little")
+
+
+def _raw_keys(keys: np.ndarray) -> list[bytes]:
+    """Each per-process key's bytes (one copy of the array, then slices)."""
+    raw = np.ascontiguousarray(keys).tobytes()
+    n = PROC_KEY.itemsize
+    return [raw[i : i + n] for i in range(0, len(raw), n)]
 
 
 class Sample(NamedTuple):
@@ -175,6 +197,8 @@ class _Row(NamedTuple):
     template: bytes  # one "name{labels} %d\n" per non-zero CPU
     values: bytes  # the row's counts when ``text`` was rendered
     text: bytes
+    shown: list[int]  # the values ``text`` shows, of the non-zero CPUs: 0 for a cell served first
+    fresh: bool  # a cell of the row was served for the first time (at 0): not reusable as it is
 
 
 class SyscallCollector:
@@ -238,6 +262,11 @@ class SyscallCollector:
         self._names: dict[int, str] = {}
         self._rows: dict[int, _Row] = {}
         self._has_procs = False  # the last snapshot had per-process counts (-P)
+        # Series already served, so served at their value (see the module's docstring): the matrix's by
+        # column (syscall slot, -1 for "other") as a mask over its rows, the others by family name and
+        # labels (without "le": a histogram is born whole). Bounded like the series themselves.
+        self._born_cells: dict[int, bytes] = {}
+        self._born: set[tuple[str, Labels]] = set()
 
     @property
     def tracked_comms(self) -> int:
@@ -246,7 +275,8 @@ class SyscallCollector:
 
     @property
     def tracked_process_keys(self) -> int:
-        """Per-process keys remembered between scrapes (at most the kernel map's entries)."""
+        """Per-process keys remembered between scrapes: the counter's rows (its kernel table's, and those of
+        exited processes summed by name), bounded whatever processes do."""
         return len(self._proc_last)
 
     def _name(self, slot: int) -> str:
@@ -276,7 +306,8 @@ class SyscallCollector:
         --top-syscalls. "other" is, per CPU, the full counts of the syscalls in it now plus, for each
         syscall that left it, its count at the scrape it left ("frozen"): every term only grows, so
         "other" never goes down, even though a promoted syscall's earlier calls now show in both series
-        (``rate()`` and ``increase()`` are unaffected: the new series contributes from its first sample).
+        (``rate()`` and ``increase()`` are unaffected: its own series is born at its value, unlike every
+        other new series, so it contributes from its first sample).
         """
         self._promoted = []
         if not self.top:
@@ -299,6 +330,11 @@ class SyscallCollector:
                     self._in_other.discard(s)
                     self._frozen_other += counts[:, s]
                     self._promoted.append(s)
+                    # Its calls so far are in "other": its own series start at their value, not at 0
+                    # (increase() then counts each call once). A CPU it has not called on yet is born at
+                    # 0 later, as usual.
+                    self._born_cells[s] = (counts[:, s] != 0).tobytes()
+                    self._born.add(("percpu_syscalls", (("syscall", self._name(s)),)))
                 else:
                     rest.discard(s)
                 self._kept.add(s)
@@ -309,7 +345,7 @@ class SyscallCollector:
         start = time.perf_counter()
         with self._lock:
             snap = self.counter.snapshot()
-            fams = list(self._families(snap))
+            fams = [self._first_at_zero(f) for f in self._families(snap)]
             self._last_duration = time.perf_counter() - start
             self._scrapes += 1
             fams += self._own_families()
@@ -319,6 +355,21 @@ class SyscallCollector:
         series.add((), sum(len(f) for f in fams) + 1)
         fams.append(series)
         return Exposition(fams, snap.time)
+
+    def _first_at_zero(self, fam: Family) -> Family:
+        """Serve the family's series that were never served before at 0 (counters and histograms; the
+        matrix, formatted in bulk, does the same in :meth:`_matrix`). A histogram is born whole: every
+        bucket, its count and sum at 0, so it stays a valid histogram."""
+        if fam.kind == "gauge":
+            return fam
+        new: set[tuple[str, Labels]] = set()
+        for i, smp in enumerate(fam.samples):
+            key = (fam.name, tuple(kv for kv in smp.labels if kv[0] != "le"))
+            if key not in self._born:
+                new.add(key)
+                fam.samples[i] = smp._replace(value=0)
+        self._born |= new
+        return fam
 
     def expose(self, openmetrics: bool) -> bytes:
         """One scrape as exposition text (what ``percpu exporter`` serves)."""
@@ -359,7 +410,8 @@ class SyscallCollector:
             keys = Family(
                 "percpu_exporter_tracked_process_keys",
                 "gauge",
-                "Per-process map keys remembered between scrapes (at most the kernel map's entries).",
+                "Per-process keys remembered between scrapes (the kernel table's, and exited processes' "
+                "summed by name: bounded by --proc-entries).",
             )
             keys.add((), len(self._proc_last))
             out += [comms, keys]
@@ -382,14 +434,23 @@ class SyscallCollector:
         nz = sub != 0
         texts: list[bytes] = []
         rows: dict[int, _Row] = {}
-        for col, row, mask in zip(cols, sub, nz, strict=True):
-            values = row.tobytes()
+        for col, counted, mask in zip(cols, sub, nz, strict=True):
+            values = counted.tobytes()
             cached = self._rows.get(col)
-            if cached is not None and cached.values == values:
+            if cached is not None and cached.values == values and not cached.fresh:
                 rows[col] = cached
                 texts.append(cached.text)
                 continue
             mb = mask.tobytes()
+            born = self._born_cells.get(col)
+            fresh = False
+            if born != mb:  # (a count never falls back to 0: once every cell is born, born is the mask)
+                old = np.zeros_like(mask) if born is None else np.frombuffer(born, np.bool_)
+                new = mask & ~old
+                fresh = bool(new.any())
+                self._born_cells[col] = (old | mask).tobytes()
+            # Cells served for the first time are served at 0 (see the module's docstring).
+            row = np.where(new, np.uint64(0), counted) if fresh else counted
             if cached is not None and cached.mask == mb:
                 template = cached.template
             else:
@@ -399,21 +460,22 @@ class SyscallCollector:
                     f'percpu_syscalls_total{{{row_label}="{self._cpu_labels[i]}",syscall="{name}"}} %d\n'
                     for i in np.nonzero(mask)[0].tolist()
                 ).encode()
-            text = template % tuple(row[mask].tolist())
-            rows[col] = _Row(mb, template, values, text)
+            shown = row[mask].tolist()
+            text = template % tuple(shown)
+            rows[col] = _Row(mb, template, values, text, shown, fresh)
             texts.append(text)
         self._rows = rows  # rows no longer exported are forgotten: the cache holds this scrape's only
         fam.text = texts
         fam.count = int(nz.sum())
         labels = self._cpu_labels
         label_name = self._label_name
-        names = [OTHER if c < 0 else self._name(c) for c in cols]
+        served = [(OTHER if c < 0 else self._name(c), rows[c]) for c in cols]
 
         def cells() -> Iterator[Sample]:
-            for name, row in zip(names, sub.tolist(), strict=True):
-                for cpu, v in zip(labels, row, strict=True):
-                    if v:
-                        yield Sample("_total", ((label_name, cpu), ("syscall", name)), v)
+            for name, r in served:
+                cpus = [labels[i] for i in np.nonzero(np.frombuffer(r.mask, np.bool_))[0].tolist()]
+                for cpu, v in zip(cpus, r.shown, strict=True):
+                    yield Sample("_total", ((label_name, cpu), ("syscall", name)), v)
 
         fam.cells = cells
         return fam
@@ -490,6 +552,7 @@ class SyscallCollector:
             slot, err = int(k[0]), errno_name(int(k[1]))
             if slot in promoted:  # what "other" held for it stays there (see _update_kept)
                 self._frozen_errors[err] = self._frozen_errors.get(err, 0) + int(t)
+                self._born.add((m.name, (("syscall", self._label(slot)), ("errno", err))))
             key = (self._label(slot), err)
             agg[key] = agg.get(key, 0) + int(t)
         for err, v in self._frozen_errors.items():
@@ -510,6 +573,7 @@ class SyscallCollector:
             slot, bucket = int(k[0]), min(int(k[1]), 63)
             if slot in promoted:  # what "other" held for it stays there (see _update_kept)
                 self._frozen_latency[bucket] += np.uint64(t)
+                self._born.add((m.name, (("syscall", self._label(slot)),)))
             by.setdefault(self._label(slot), np.zeros(64, np.uint64))[bucket] += np.uint64(t)
         if self._frozen_latency.any():
             by[OTHER] = by.get(OTHER, np.zeros(64, np.uint64)) + self._frozen_latency
@@ -518,7 +582,9 @@ class SyscallCollector:
             cum = np.cumsum(b).tolist()
             lab = (("syscall", label),)
             for i in range(63):
-                if b[i] or (i and b[i - 1]):
+                # The row buckets (16 ns to 68 s) always, so no bucket is born later at a value holding
+                # earlier calls (see the module's docstring); outside them, only where calls are.
+                if ROW_FIRST_BUCKET <= i < ROW_FIRST_BUCKET + ROW_BUCKETS or b[i] or (i and b[i - 1]):
                     m.add((*lab, ("le", _le(i))), cum[i], "_bucket")
             m.add((*lab, ("le", "+Inf")), cum[-1], "_bucket")
             m.add(lab, cum[-1], "_count")
@@ -532,29 +598,61 @@ class SyscallCollector:
             "System calls by command name (comm) and syscall; "
             f'at most {self.max_comms} comms, the rest as comm="other".',
         )
-        totals = counts.sum(axis=1).tolist()
-        seen: dict[bytes, int] = {}
-        for k, t in zip(keys, totals, strict=True):
-            raw = k.tobytes()
+        now = dict(zip(_raw_keys(keys), counts.sum(axis=1, dtype=np.uint64).tolist(), strict=True))
+        delta: dict[bytes, int] = {}
+        for raw, t in now.items():
             before = self._proc_last.get(raw, 0)
-            delta = t - before if t >= before else t  # smaller: evicted and counted again from zero
-            seen[raw] = t
-            if not delta:
+            delta[raw] = t - before if t >= before else t  # smaller: evicted and counted again from zero
+        for raw, before in self._proc_last.items():
+            if raw in now:
                 continue
-            # Escaped as stat and top show it: a name is another user's choice, and control characters
-            # or bytes that are not UTF-8 must not reach whoever reads the scrape (a terminal, a browser).
-            comm = printable(bytes(k["comm"]).split(b"\0", 1)[0]) or "?"
-            # Named while there is room; the named set never shrinks, so a name that found it full is
-            # "other" for good and nothing about it needs remembering.
-            if comm not in self._comms and len(self._comms) < self.max_comms:
-                self._comms.add(comm)
-            label = comm if comm in self._comms else OTHER
-            key = (label, self._label(int(k["slot"])))
-            self._proc_totals[key] = self._proc_totals.get(key, 0) + int(delta)
-        self._proc_last = seen  # the keys the kernel map holds now: bounded by its max_entries
+            # Gone from the snapshot: its process exited and its counts were summed by name, into the
+            # first of these the snapshot has (see syscount.ProcessTable). That row's growth holds what
+            # this key had already exported: taken off, or it would be counted twice.
+            dest = next((d for d in folded_keys(raw) if d in now), None)
+            if dest is not None:
+                delta[dest] = max(delta[dest] - before, 0)
+        self._proc_last = now  # the keys of this snapshot: bounded by the counter's tables
+        rows: list[tuple[str, int, int]] = []
+        by_comm: dict[str, int] = {}
+        for raw, d in delta.items():
+            if not d:
+                continue
+            name = raw[8:].split(b"\0", 1)[0]
+            if not name and raw[:4] == _FOLDED:
+                comm = OTHER  # exited processes whose names were not kept
+            else:
+                # Escaped as stat and top show it: a name is another user's choice, and control characters
+                # or bytes that are not UTF-8 must not reach whoever reads the scrape (a terminal, a browser).
+                comm = printable(name) or "?"
+                by_comm[comm] = by_comm.get(comm, 0) + d
+            rows.append((comm, int.from_bytes(raw[4:8], "little"), d))
+        self._name_comms(by_comm)
+        for comm, slot, d in rows:
+            key = (comm if comm in self._comms else OTHER, self._label(slot))
+            self._proc_totals[key] = self._proc_totals.get(key, 0) + d
         for (comm, sc), v in sorted(self._proc_totals.items()):
             m.add((("comm", comm), ("syscall", sc)), v)
         return m
+
+    def _name_comms(self, calls: dict[str, int]) -> None:
+        """Give names their series: the first half of the ``max_comms`` slots to names as they appear (the
+        busiest first), the rest to names among the busiest half since the previous scrape.
+
+        A name keeps its series for good, so no series disappears and each only grows; a name's series
+        counts from the scrape that named it (its calls before are in "other", which keeps them), so the
+        comm series of a syscall, "other" included, always add up to its per-process calls.
+        """
+        half = (self.max_comms + 1) // 2
+        busiest = sorted(calls, key=lambda c: -calls[c])
+        for c in busiest:
+            if len(self._comms) >= half:
+                break
+            self._comms.add(c)
+        for c in busiest[:half]:
+            if len(self._comms) >= self.max_comms:
+                break
+            self._comms.add(c)
 
     def _prog_stats(self) -> Iterable[Family]:
         """Run count and run time of percpu's programs, while the kernel counts them.

@@ -25,7 +25,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from . import _libbpf
+from . import _fork, _libbpf
 from ._uapi import BPF_F_CPU, MapType
 from .errors import NOT_SUPPORTED_ERRNOS, NotSupported, PercpuError, from_errno
 from .layout import Layout
@@ -128,6 +128,14 @@ def batch_feature(map_type: int) -> Feature:
 
 
 _lock = threading.Lock()
+
+
+@_fork.at_fork_in_child
+def _renew_lock() -> None:
+    global _lock  # noqa: PLW0603 - a thread holding it at fork() is not in the child
+    _lock = threading.Lock()
+
+
 _answers: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], bool]] = weakref.WeakKeyDictionary()
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _libc
+from . import _fork, _libc
 from ._uapi import BPF_F_ALL_CPUS, BPF_F_CPU
 
 __all__ = ["BPF_F_ALL_CPUS", "BPF_F_CPU", "GUARD_ENV", "Layout", "alloc", "guard_mode", "guard_sites"]
@@ -143,6 +143,13 @@ class Layout:
 
 _sites: Counter[str] = Counter()
 _sites_lock = threading.Lock()
+
+
+@_fork.at_fork_in_child
+def _renew_lock() -> None:
+    global _sites_lock  # noqa: PLW0603 - a thread holding it at fork() is not in the child
+    _sites_lock = threading.Lock()
+
 
 _HERE = os.path.abspath(__file__)
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(_HERE)))  # the checkout, for src/ layouts

@@ -22,8 +22,16 @@ import threading
 import weakref
 from typing import Any
 
-from . import _libbpf, _machine
-from .errors import AttachError, BpfError, LibbpfError, PercpuError, ProgramLoadError, from_errno
+from . import _fork, _libbpf, _machine
+from .errors import (
+    AttachError,
+    BpfError,
+    LibbpfError,
+    NotCopyable,
+    PercpuError,
+    ProgramLoadError,
+    from_errno,
+)
 from .layout import alloc
 from .maps import Map
 from .values import TypeSpec
@@ -65,10 +73,12 @@ class _State:
             if obj is not None:
                 self.lib.object_close(obj)
 
-    def forget_links_after_fork(self) -> None:
+    def _after_fork_in_child(self) -> None:
         """In a child forked without exec: close the child's copies of the link fds, so the programs stay
         attached only as long as the parent wants them. libbpf's link structures are left alone: destroying
-        a perf-event link disables the event, which the parent shares."""
+        a perf-event link disables the event, which the parent shares. The lock is the child's own: a
+        thread that held it at fork() is not in the child, and would have left it held for good."""
+        self.lock = threading.RLock()
         for ptr in self.links:
             with contextlib.suppress(OSError):
                 os.close(int(self.lib.fn("bpf_link__fd")(ptr)))
@@ -76,26 +86,33 @@ class _State:
         self.pid = os.getpid()
 
 
-_live: weakref.WeakSet[_State] = weakref.WeakSet()
-_fork_hook = threading.Lock()
-_fork_hook_installed = False
+class _Uncopyable:
+    """libbpf has no way to duplicate an object, a program or a link, and their fds and pointers mean
+    nothing in another process: copies and pickles are refused, with what to do instead (a shallow copy
+    made a second owner that closed the original's programs)."""
+
+    def _described(self) -> str:
+        raise NotImplementedError
+
+    def _refuse(self) -> NotCopyable:
+        return NotCopyable(
+            f"{self._described()} cannot be copied or pickled: libbpf cannot duplicate a BPF object, and "
+            "its file descriptors mean nothing in another process. Share the object itself; hand out its "
+            "maps with BpfObject.map(name) (each holds its own fd; Map.clone() gives another), and pin "
+            "what another process needs (Map.pin(path), then percpu.open_map(path) there)"
+        )
+
+    def __copy__(self) -> Any:
+        raise self._refuse()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        raise self._refuse()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise self._refuse()
 
 
-def _after_fork_in_child() -> None:
-    for state in list(_live):
-        state.forget_links_after_fork()
-
-
-def _track(state: _State) -> None:
-    global _fork_hook_installed  # noqa: PLW0603 - one fork handler per process, installed on first use
-    with _fork_hook:
-        if not _fork_hook_installed:
-            os.register_at_fork(after_in_child=_after_fork_in_child)
-            _fork_hook_installed = True
-        _live.add(state)
-
-
-class Link:
+class Link(_Uncopyable):
     """An attached program; :meth:`close` detaches it."""
 
     def __init__(self, state: _State, ptr: int, program: str) -> None:
@@ -128,8 +145,11 @@ class Link:
     def __repr__(self) -> str:
         return f"<Link {self.program} {'attached' if self.attached else 'closed'}>"
 
+    def _described(self) -> str:
+        return f"the link of program {self.program} ({os.path.basename(self._state.path)})"
 
-class Program:
+
+class Program(_Uncopyable):
     """One program of a :class:`BpfObject`. Once the object is closed every use raises
     :class:`PercpuError`: the program's libbpf memory is gone."""
 
@@ -190,8 +210,11 @@ class Program:
     def __repr__(self) -> str:
         return f"<Program {self.name} ({self.section})>"
 
+    def _described(self) -> str:
+        return f"program {self.name} of {os.path.basename(self._state.path)}"
 
-class Rodata:
+
+class Rodata(_Uncopyable):
     """The object's ``.rodata`` as bytes, writable until the object is loaded. Every access checks that
     libbpf still holds that memory: after :meth:`BpfObject.load` or :meth:`BpfObject.close` it raises
     :class:`PercpuError` instead of touching memory libbpf froze or freed."""
@@ -222,12 +245,17 @@ class Rodata:
         with self._state.lock:
             return self._live().tobytes()
 
+    def _described(self) -> str:
+        return f"the .rodata of {os.path.basename(self._state.path)} (read it with tobytes())"
 
-class BpfObject:
+
+class BpfObject(_Uncopyable):
     """A compiled BPF object file, opened through libbpf. See the module docstring for its states.
 
     Dropped without :meth:`close`, it is closed by its finalizer (links destroyed, object closed); a child
     forked without exec closes its copies of the link fds at once, so it never keeps programs attached.
+    It cannot be copied or pickled (nor can its programs, links and ``.rodata``): libbpf cannot duplicate
+    an object; its maps can be, see :meth:`map`.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -248,7 +276,7 @@ class BpfObject:
             ) from exc
         self._state = _State(self._lib, obj, self.path)
         self._finalizer = weakref.finalize(self, _State.release, self._state)
-        _track(self._state)
+        _fork.track(self._state)
         self.programs: dict[str, Program] = {
             p.name: p for p in (Program(self._state, ptr) for ptr in self._lib.object_programs(obj))
         }
@@ -383,6 +411,9 @@ class BpfObject:
     def __repr__(self) -> str:
         state = "closed" if self._state.obj is None else "loaded" if self.loaded else "opened"
         return f"<BpfObject {os.path.basename(self.path)} {state}>"
+
+    def _described(self) -> str:
+        return f"BPF object {os.path.basename(self.path)}"
 
 
 # The object sets shipped, by ``uname -m``: each its own directory under ``_bpf`` (scripts/build-bpf builds

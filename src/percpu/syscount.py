@@ -7,7 +7,9 @@ per-CPU maps. Counters are never reset: a :class:`SyscallSnapshot` holds absolut
 :meth:`SyscallSnapshot.delta` turns two of them into counts over an interval.
 
 Counts are indexed by *slot*: the syscall number for native calls, ``COMPAT_BASE + nr`` for 32-bit
-compat calls on x86_64 (which the tracepoint reports with their own numbering).
+compat calls on x86_64 (which the tracepoint reports with their own numbering). A call is a compat one when
+the kernel runs it as one (the task's TS_COMPAT status, which ``in_ia32_syscall()`` reads): a 64-bit task's
+``int $0x80`` calls included. :attr:`SyscallCounter.compat_check` says how a counter tells them apart.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -32,6 +35,7 @@ from ._contract import (
     ERR_KEY,
     LAT_BUCKETS,
     LAT_KEY,
+    LOST_PROCESSES,
     NR_SLOTS,
     PROC_KEY,
     ROW_BUCKETS,
@@ -52,8 +56,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ATTACH_MODES",
     "COMPAT_BASE",
+    "COMPAT_CHECKS",
+    "FOLDED_TGID",
     "Filters",
     "Lost",
+    "ProcessTable",
     "SyscallCounter",
     "SyscallDelta",
     "SyscallSnapshot",
@@ -308,6 +315,225 @@ class Filters:
         return out
 
 
+Keyed = tuple[np.ndarray, np.ndarray]
+
+# The tgid of the rows that sum exited processes by name (see ProcessTable): no pid is this large (the
+# kernel's limit is PID_MAX_LIMIT, 2^22), and 0 already means a task outside percpu's pid namespace.
+FOLDED_TGID = 0xFFFF_FFFF
+_FOLDED = FOLDED_TGID.to_bytes(4, "little")
+_KEY_BYTES = PROC_KEY.itemsize
+_NO_COMM = bytes(_KEY_BYTES - 8)
+
+
+def folded_keys(key: bytes) -> tuple[bytes, bytes]:
+    """Where the calls of a per-process key go when its process is summed by name: the key of its name and
+    syscall, then (once that many names are kept) the key of its syscall alone, comm empty.
+
+    A key that leaves a snapshot went to the first of these present in the next one: that is how
+    :meth:`SyscallSnapshot.delta` and the exporter subtract what it had already shown."""
+    slot = key[4:8]
+    return _FOLDED + slot + key[8:_KEY_BYTES], _FOLDED + slot + _NO_COMM
+
+
+def _raw_keys(keys: np.ndarray) -> list[bytes]:
+    """Each key's bytes, for dictionaries (one copy of the array, then slices)."""
+    raw = np.ascontiguousarray(keys).tobytes()
+    return [raw[i : i + _KEY_BYTES] for i in range(0, len(raw), _KEY_BYTES)]
+
+
+def _merge_keyed(parts: Sequence[Keyed], ncpu: int) -> Keyed:
+    """Rows of ``parts`` in one table, the counts of a key present more than once added up."""
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return np.zeros(0, PROC_KEY), np.zeros((0, ncpu), np.uint64)
+    keys = np.concatenate([p[0] for p in parts]).astype(PROC_KEY, copy=False)
+    counts = np.concatenate([np.asarray(p[1], np.uint64).reshape(len(p[0]), ncpu) for p in parts])
+    uniq, inv = np.unique(keys.view(np.dtype((np.void, _KEY_BYTES))), return_inverse=True)
+    if len(uniq) == len(keys):
+        return keys, counts
+    out = np.zeros((len(uniq), ncpu), np.uint64)
+    np.add.at(out, inv.reshape(-1), counts)
+    return uniq.view(PROC_KEY), out
+
+
+class ProcessTable:
+    """Per-process counts that add up: the kernel's table (live processes) plus what percpu took out of it.
+
+    The kernel's ``proc_counts`` hash does not evict: a key it has no room for is counted as lost
+    (``Lost.processes``), so the rows plus that always equal the calls counted. So that the table does
+    not fill with processes that are gone, :meth:`read` takes out the rows of every process that had
+    exited before it began (``alive(tgid)`` false) and keeps them here:
+
+    * by pid, while fewer than ``keep`` such rows are kept (a process's rows are kept or summed together);
+    * then summed by name: key (``FOLDED_TGID``, syscall, comm), while fewer than ``fold`` of those exist;
+    * then by syscall alone: (``FOLDED_TGID``, syscall, empty comm), at most one row per syscall.
+
+    Memory is bounded by ``keep + fold + NR_SLOTS`` rows whatever processes do. A row kept by pid keeps
+    its key; a row summed by name leaves the snapshots, and its counts are in :func:`folded_keys`' first
+    key present (deltas account for that). Liveness is checked *before* the caches are flushed and the
+    table read: a process gone by then has every call in the table, and no cached call of it can reach
+    the table later, so nothing is added to a row between its read and its removal. (One exception no
+    user-space reader can close: a new process that gets the same pid and name in that window.)
+
+    ``flush()`` moves the kernel's per-CPU caches into the table and returns the rows of caches no flush
+    could reach (an offline CPU's), which are added to what is read and are not taken out meanwhile;
+    ``alive`` None takes nothing out (pids that are not this namespace's). ``events()`` is a count that
+    grows with every key the kernel inserts or loses (a cheap read): :meth:`due` compares it with the
+    room left to say when the table is filling, every :attr:`period` seconds.
+    """
+
+    PERIOD_MIN = 0.005
+    PERIOD_MAX = 0.05
+
+    def __init__(
+        self,
+        table: Map,
+        ncpu: int,
+        *,
+        keep: int,
+        fold: int,
+        alive: Callable[[int], bool] | None,
+        flush: Callable[[], Keyed | None] | None = None,
+        events: Callable[[], int] | None = None,
+    ) -> None:
+        self.table = table
+        self.ncpu = ncpu
+        self.keep = keep
+        self.fold = fold
+        self.alive = alive
+        self.flush = flush
+        self.events = events
+        self.entries = table.info.max_entries
+        self._seen: set[int] = set()  # tgids in the table at the last read
+        self._left = 0  # rows left in the table by the last read
+        self._events = 0  # events() at the last read
+        self._read_at = 0.0  # time.monotonic() of the last read
+        self._not_before = 0.0  # the next drain, after one that freed little
+        self._backoff = 0.0
+        # How often to ask due(): about a quarter of the room left fills in that time at the rate seen,
+        # so the table holds the two drains' worth a process's rows wait (seen, then taken out).
+        self.period = self.PERIOD_MAX
+        self._keys = np.zeros(0, PROC_KEY)
+        self._counts = np.zeros((0, ncpu), np.uint64)
+        self._n = 0
+        self._index: dict[bytes, int] = {}
+        self.kept_by_pid = 0
+        self.kept_by_name = 0
+        self.taken = 0  # rows taken out of the kernel's table so far
+
+    def read(self) -> Keyed:
+        """Every row: the table's, the unreachable caches', and those taken out, each key once."""
+        parts = self.drain()
+        parts.append((self._keys[: self._n], self._counts[: self._n]))
+        return _merge_keyed(parts, self.ncpu)
+
+    def due(self, now: float) -> bool:
+        """Whether the table is filling: keys inserted or lost since the last read reach half the room
+        that read left (any at all once it is full), and the last drain that freed little is not recent."""
+        if self.events is None or self.alive is None or now < self._not_before:
+            return False
+        grown = self.events() - self._events
+        return grown > 0 and grown >= (self.entries - self._left) // 2
+
+    def drain(self) -> list[Keyed]:
+        """Take the rows of processes that had exited out of the table; returns what is left in it (and
+        the unreachable caches' rows)."""
+        gone = self._gone()
+        events = self.events() if self.events is not None else 0
+        pending = self.flush() if self.flush is not None else None
+        snap = self.table.snapshot()
+        keys, counts = snap.keys.astype(PROC_KEY, copy=False), np.asarray(snap.values, np.uint64)
+        counts = counts.reshape(len(keys), self.ncpu)
+        taken = 0
+        if gone:
+            out = np.isin(keys["tgid"], np.fromiter(gone, np.uint32, len(gone)))
+            if pending is not None and len(pending[0]):
+                void = np.dtype((np.void, _KEY_BYTES))
+                out &= ~np.isin(keys.view(void), pending[0].astype(PROC_KEY, copy=False).view(void))
+            if out.any():
+                self._take(keys[out], counts[out])
+                self.table.delete_batch(keys[out])
+                taken = int(out.sum())
+                keys, counts = keys[~out], counts[~out]
+        self.taken += taken
+        self._left = len(keys)
+        now = time.monotonic()
+        rate = max(events - self._events, 0) / max(now - self._read_at, 1e-3) if self._read_at else 0.0
+        room = max(self.entries - self._left, 1)
+        self.period = min(max(room / 4 / rate, self.PERIOD_MIN), self.PERIOD_MAX) if rate else self.PERIOD_MAX
+        self._read_at = now
+        self._events = events
+        self._seen = set(np.unique(keys["tgid"]).tolist())
+        parts: list[Keyed] = [(keys, counts)]
+        if pending is not None and len(pending[0]):
+            self._seen |= set(np.unique(pending[0]["tgid"]).tolist())
+            parts.append(pending)
+        self._pace(taken)
+        return parts
+
+    def _pace(self, taken: int) -> None:
+        """Back off while drains free little (the table full of live processes): each one reads it all."""
+        if taken * 8 >= self.entries or self._left * 2 < self.entries:
+            self._backoff = 0.0
+        else:
+            self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
+        self._not_before = time.monotonic() + self._backoff
+
+    def _gone(self) -> set[int]:
+        if self.alive is None:
+            return set()
+        return {t for t in self._seen if 0 < t < PID_MAX_LIMIT and not self.alive(t)}
+
+    def _take(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        """Keep rows taken out of the table, by pid while there is room (whole processes, in pid order),
+        else summed by name, else by syscall alone."""
+        void = np.dtype((np.void, _KEY_BYTES))
+        known = np.fromiter((k in self._index for k in _raw_keys(keys)), bool, len(keys))
+        dest = keys.copy()
+        tgids, inv = np.unique(keys["tgid"], return_inverse=True)
+        inv = inv.reshape(-1)
+        new = np.bincount(inv, weights=~known, minlength=len(tgids)).astype(np.int64)
+        whole = np.cumsum(new) <= self.keep - self.kept_by_pid
+        self.kept_by_pid += int(new[whole].sum())
+        fold = ~(whole[inv] | known)
+        if fold.any():
+            dest["tgid"][fold] = FOLDED_TGID
+            at = np.nonzero(fold)[0]
+            named = _raw_keys(dest[at])
+            room = self.fold - self.kept_by_name
+            taken: set[bytes] = set()
+            for j, k in zip(at.tolist(), named, strict=True):
+                if k in self._index or k in taken:
+                    continue
+                if len(taken) < room:
+                    taken.add(k)
+                else:
+                    dest["comm"][j] = b""
+            self.kept_by_name += len(taken)
+        uniq, where = np.unique(dest.view(void), return_inverse=True)
+        sums = np.zeros((len(uniq), self.ncpu), np.uint64)
+        np.add.at(sums, where.reshape(-1), counts)
+        uniq_raw = _raw_keys(uniq)
+        rows = [self._index.get(k, -1) for k in uniq_raw]
+        old = np.array(rows, np.int64) >= 0
+        if old.any():
+            self._counts[np.array(rows, np.int64)[old]] += sums[old]
+        fresh = ~old
+        n = int(fresh.sum())
+        if not n:
+            return
+        if self._n + n > len(self._keys):
+            size = max(16, 2 * (self._n + n))
+            self._keys = np.concatenate([self._keys[: self._n], np.zeros(size - self._n, PROC_KEY)])
+            grow = np.zeros((size - self._n, self.ncpu), np.uint64)
+            self._counts = np.concatenate([self._counts[: self._n], grow])
+        self._keys[self._n : self._n + n] = uniq[fresh].view(PROC_KEY)
+        self._counts[self._n : self._n + n] = sums[fresh]
+        for j in np.nonzero(fresh)[0].tolist():
+            self._index[uniq_raw[j]] = self._n
+            self._n += 1
+
+
 @dataclass(frozen=True)
 class SyscallSnapshot:
     """Absolute counts at one moment (``time`` from CLOCK_MONOTONIC, seconds).
@@ -338,7 +564,7 @@ class SyscallSnapshot:
             seconds=max(self.time - earlier.time, 1e-9),
             cpus=self.cpus,
             counts=counts,
-            procs=_keyed_delta(self.procs, earlier.procs),
+            procs=_keyed_delta(self.procs, earlier.procs, folded_keys),
             errors=_keyed_delta(self.errors, earlier.errors),
             latency=_keyed_delta(self.latency, earlier.latency),
             dropped=self.dropped - earlier.dropped,
@@ -366,20 +592,31 @@ class SyscallSnapshot:
 
 
 def _keyed_delta(
-    now: tuple[np.ndarray, np.ndarray] | None, before: tuple[np.ndarray, np.ndarray] | None
+    now: tuple[np.ndarray, np.ndarray] | None,
+    before: tuple[np.ndarray, np.ndarray] | None,
+    moved: Callable[[bytes], tuple[bytes, ...]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Subtract per-key counts; keys gone since (evicted from an LRU) count from zero, never negative."""
+    """Subtract per-key counts, never below zero.
+
+    A key of ``before`` missing from ``now`` had its counts moved to the first of ``moved(key)`` present
+    in ``now`` (per-process rows summed by name, see :class:`ProcessTable`): they are subtracted there,
+    so the counts shown before are not shown again. Without ``moved``, or with none of them present, a
+    missing key's counts are gone (an LRU evicted it) and a key found again counts from zero.
+    """
     if now is None:
         return None
     keys, counts = now
     if before is None or len(before[0]) == 0 or len(keys) == 0:
         return keys, counts.copy()
     bkeys, bcounts = before
-    index = {k.tobytes(): i for i, k in enumerate(bkeys)}
+    index = {k.tobytes(): i for i, k in enumerate(keys)}
     out = counts.astype(np.int64)
-    for i, k in enumerate(keys):
-        j = index.get(k.tobytes())
-        if j is not None:
+    for j, k in enumerate(bkeys):
+        raw = k.tobytes()
+        i = index.get(raw)
+        if i is None and moved is not None:
+            i = next((index[m] for m in moved(raw) if m in index), None)
+        if i is not None:
             out[i] -= bcounts[j].astype(np.int64)
     np.maximum(out, 0, out=out)
     keep = out.sum(axis=1) > 0
@@ -463,7 +700,6 @@ _PROG_TRACEPOINT = 5
 _PROG_RAW_TRACEPOINT = 17
 _FUNC_TASK_STORAGE_GET = 156
 _FUNC_GET_CURRENT_TASK_BTF = 158
-_FUNC_TASK_PT_REGS = 175
 _MAP_TASK_STORAGE = 29
 
 
@@ -490,7 +726,6 @@ class KernelFeatures:
 
     task_btf: bool  # bpf_get_current_task_btf(), Linux 5.11: tgid and comm read straight from the task
     task_storage: bool  # task local storage from tracing programs, Linux 5.11: latency start times
-    task_pt_regs: bool  # bpf_task_pt_regs(), Linux 5.15: the classic tracepoint's 32-bit call check
 
 
 @functools.cache
@@ -512,8 +747,27 @@ def kernel_features() -> KernelFeatures:
     return KernelFeatures(
         task_btf=task_btf,
         task_storage=task_btf and storage_map and helper(_PROG_RAW_TRACEPOINT, _FUNC_TASK_STORAGE_GET),
-        task_pt_regs=task_btf and helper(_PROG_TRACEPOINT, _FUNC_TASK_PT_REGS),
     )
+
+
+class _Drainer(threading.Thread):
+    """Takes exited processes out of a counter's per-process table whenever it is filling (a check of two
+    small maps every ``ProcessTable.period`` s). Holds the counter weakly: a counter dropped without
+    close() is still finalized."""
+
+    def __init__(self, counter: SyscallCounter) -> None:
+        super().__init__(name="percpu-process-drain", daemon=True)
+        self.counter = weakref.ref(counter)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        period = ProcessTable.PERIOD_MAX
+        while not self.stop.wait(period):
+            c = self.counter()
+            if c is None:
+                return
+            period = c._drain_if_due(self.stop)
+            del c
 
 
 class SyscallCounter:
@@ -524,6 +778,13 @@ class SyscallCounter:
 
     ``attach``: ``"auto"`` tries ``tp_btf``, then ``raw_tp``, then the classic tracepoint;
     :attr:`attach_mode` says which one is in use.
+
+    Per-process counts (``per_process``) live in a kernel table of ``proc_entries`` keys (pid, syscall,
+    name) that does not evict: what it cannot take is counted in ``Lost.processes``, so the rows plus that
+    always equal the calls counted. From the first :meth:`snapshot` on, a thread takes the rows of
+    processes that have exited out of the table whenever it is filling, and keeps them: by pid up to
+    ``proc_keep`` rows (default ``proc_entries``), then summed by name (pid :data:`FOLDED_TGID`) up to
+    ``proc_entries`` rows, then by syscall alone; see :class:`ProcessTable`.
     """
 
     # Latency at tp_btf: start times in a per-CPU slot spilled at sched_switch (True), or in the task's
@@ -544,6 +805,7 @@ class SyscallCounter:
         proc_entries: int = 10240,
         errors_entries: int = 8192,
         latency_entries: int = 16384,
+        proc_keep: int | None = None,
         detect_compat: bool = True,
         obj_path: str | None = None,
         start: bool = True,
@@ -565,6 +827,12 @@ class SyscallCounter:
         self.proc_entries = proc_entries
         self.errors_entries = errors_entries
         self.latency_entries = latency_entries
+        keep = proc_entries if proc_keep is None else proc_keep
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= MAX_TABLE_ENTRIES:
+            raise PercpuError(f"proc_keep={keep!r}: give a number of rows from 0 to {MAX_TABLE_ENTRIES}")
+        # Rows of exited processes kept by pid once taken out of the kernel's table (see ProcessTable);
+        # as many again are kept summed by name.
+        self.proc_keep = keep
         self.detect_compat = detect_compat and _names.machine_arch() == "x86_64"
         self._topo = machine()
         self._cpus = possible_cpus()
@@ -575,6 +843,9 @@ class SyscallCounter:
         self._obj: BpfObject | None = None
         self._maps: dict[str, Map] = {}
         self._flush_fd = -1
+        self._proc_table: ProcessTable | None = None
+        self._drainer: _Drainer | None = None
+        self._drain_error: BaseException | None = None
         # close() and snapshot() may run in different threads (an exporter shutting down while a scrape
         # reads): the lock makes a snapshot finish before the maps go, or fail with a typed error after.
         self._lock = threading.RLock()
@@ -663,13 +934,6 @@ class SyscallCounter:
 
     def _start(self, mode: str) -> None:
         feats = kernel_features()
-        if mode == "tracepoint" and self.detect_compat and not feats.task_pt_regs:
-            raise NotSupported(
-                "the classic tracepoint tells 32-bit calls apart through bpf_task_pt_regs(), which this "
-                "kernel lacks (Linux 5.15 adds it); tp_btf and raw_tp need no such helper",
-                feature="bpf_task_pt_regs",
-                min_kernel="5.15",
-            )
         if mode == "tracepoint":
             ensure_tracefs()
         # Paths for kernels before 5.11 (helpers instead of the task pointer, start times by thread id)
@@ -760,6 +1024,8 @@ class SyscallCounter:
             }
             if self.per_process:
                 self._maps["proc_counts"] = obj.map("proc_counts", key=PROC_KEY, value=np.uint64)
+                if "proc_inserts" in names:
+                    self._maps["proc_inserts"] = obj.map("proc_inserts", value=np.uint64)
             if flush:
                 self._maps["proc_cache"] = obj.map("proc_cache", value=_PROC_CACHE)
                 self._flush_fd = obj.programs[flush].fd
@@ -777,12 +1043,44 @@ class SyscallCounter:
             obj.close()
             raise
         self._obj = obj
+        if self.per_process:
+            # Pids of the kernel's own namespace (the no-BTF object inside a container) cannot be checked
+            # from here: nothing is taken out then, and a full table counts what it loses.
+            foreign = self._nobtf and bool(self._config.pidns_ino)
+            self._drain_error = None
+            self._proc_table = ProcessTable(
+                self._maps["proc_counts"],
+                len(self._cpus),
+                keep=self.proc_keep,
+                fold=self.proc_entries,
+                alive=None if foreign else _machine.current().process_exists,
+                flush=self._flush_pending if flush else None,
+                events=self._proc_events if "proc_inserts" in self._maps else None,
+            )
+
+    @property
+    def compat_check(self) -> str:
+        """How this counter tells 32-bit (compat) calls apart, a key of :data:`COMPAT_CHECKS`: ``TS_COMPAT``
+        (the task's status, as the kernel does), ``code segment`` (the object without BTF, which cannot
+        read that status: a 64-bit task's ``int $0x80`` calls get 64-bit names), ``AArch32`` (arm64: not
+        told apart) or ``off`` (``detect_compat=False``). Known once started."""
+        if self.arch == "arm64":
+            return "AArch32"
+        if not self.detect_compat:
+            return "off"
+        return "code segment" if self._nobtf else "TS_COMPAT"
 
     def close(self) -> None:
         """Detach the programs and free the maps (waits for a snapshot running in another thread)."""
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None:
+            drainer.stop.set()
+            if drainer is not threading.current_thread():
+                drainer.join()
         with self._lock:
             maps, self._maps = self._maps, {}
             obj, self._obj = self._obj, None
+            self._proc_table = None
         for m in maps.values():
             m.close()
         if obj is not None:
@@ -815,7 +1113,43 @@ class SyscallCounter:
         with self._lock:
             if self._obj is None:
                 raise PercpuError("the syscall counter is not running (closed, or start() not called)")
-            return self._snapshot_locked()
+            if self._drain_error is not None:
+                exc = self._drain_error
+                raise PercpuError(
+                    f"taking exited processes out of the per-process table failed: {exc}"
+                ) from exc
+            snap = self._snapshot_locked()
+            self._start_drainer()
+            return snap
+
+    def _start_drainer(self) -> None:
+        """The thread that keeps the per-process table from filling, at the first snapshot: not at start,
+        so that a caller may still give up privileges while it has one thread (the exporter does)."""
+        t = self._proc_table
+        if self._drainer is None and t is not None and t.events is not None and t.alive is not None:
+            self._drainer = _Drainer(self)
+            self._drainer.start()
+
+    def _drain_if_due(self, stop: threading.Event) -> float:
+        """Drain the per-process table if it is filling; returns how long to wait before asking again."""
+        with self._lock:
+            t = self._proc_table
+            if stop.is_set() or t is None:
+                return 0.0
+            if t.due(time.monotonic()):
+                try:
+                    t.drain()
+                except Exception as exc:  # raised by the next snapshot, not lost with the thread
+                    self._drain_error = exc
+                    stop.set()
+            return t.period
+
+    def _proc_events(self) -> int:
+        """Keys the kernel inserted into the per-process table plus calls it could not take: grows
+        whenever the table fills (two small reads, not the table)."""
+        inserted = int(self._maps["proc_inserts"].snapshot().values.sum(dtype=np.uint64))
+        lost = self._maps["lost"].snapshot()
+        return inserted + int(lost.values[lost.keys == LOST_PROCESSES].sum(dtype=np.uint64))
 
     def _snapshot_locked(self) -> SyscallSnapshot:
         now = time.monotonic()
@@ -823,6 +1157,9 @@ class SyscallCounter:
         counts = np.zeros((len(self.cpus), NR_SLOTS), dtype=np.uint64)
         counts[:, snap.keys.astype(np.int64)] = snap.values.T
         dropped = int(self._maps["dropped"].snapshot().values.sum())
+        # The per-process rows before the lost counts: the flush that moves the per-CPU caches into the
+        # table counts there what the table cannot take.
+        procs = self._procs()
         lost = self._maps["lost"].snapshot()
         per_table = np.zeros(len(Lost._fields), dtype=np.uint64)
         per_table[lost.keys.astype(np.int64)] = lost.values.sum(axis=1, dtype=np.uint64)
@@ -831,7 +1168,7 @@ class SyscallCounter:
             time=now,
             cpus=self.cpus,
             counts=counts,
-            procs=self._procs(),
+            procs=procs,
             errors=self._keyed("errors"),
             latency=self._latency(),
             dropped=dropped,
@@ -898,31 +1235,31 @@ class SyscallCounter:
         return offline
 
     def _procs(self) -> tuple[np.ndarray, np.ndarray] | None:
-        if "proc_cache" not in self._maps:
-            return self._keyed("proc_counts")
+        if self._proc_table is None:
+            return None
+        return self._proc_table.read()
+
+    def _flush_pending(self) -> Keyed | None:
+        """Flush every CPU's per-process cache into the table; the rows of the caches of CPUs no flush
+        can reach (offline: they keep their calls until they come back), or None."""
         offline = self._flush_procs()
-        procs = self._keyed("proc_counts")
-        if procs is None or not offline:
-            return procs
-        # An offline CPU keeps the calls its cache held until it comes back: count them from there.
-        keys, counts = procs
+        if not offline:
+            return None
         lines = self._maps["proc_cache"].snapshot().values[0]
-        index = {k.tobytes(): j for j, k in enumerate(keys)}
-        new_keys: list[np.ndarray] = []
-        rows = [counts[j].copy() for j in range(len(keys))]
+        keys: list[np.ndarray] = []
+        counts: list[np.ndarray] = []
         for i in offline:
             for line in lines[i]["line"]:
-                if not line["n"]:
-                    continue
-                b = line["key"].tobytes()
-                if b not in index:
-                    index[b] = len(rows)
-                    new_keys.append(line["key"])
-                    rows.append(np.zeros(len(self._cpus), dtype=np.uint64))
-                rows[index[b]][i] += line["n"]
-        if new_keys:
-            keys = np.concatenate([keys, np.array(new_keys, dtype=PROC_KEY)])
-        return keys, np.array(rows, dtype=np.uint64).reshape(len(keys), len(self._cpus))
+                if line["n"]:
+                    row = np.zeros(len(self._cpus), dtype=np.uint64)
+                    row[i] = line["n"]
+                    keys.append(line["key"])
+                    counts.append(row)
+        if not keys:
+            return None
+        return _merge_keyed(
+            [(np.array(keys, dtype=PROC_KEY), np.array(counts, dtype=np.uint64))], len(self._cpus)
+        )
 
     def _keyed(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         m = self._maps.get(name)
@@ -932,15 +1269,29 @@ class SyscallCounter:
         return s.keys, s.values
 
 
+# What each way of telling 32-bit calls apart (SyscallCounter.compat_check) cannot tell: percpu doctor
+# prints it with the modes. None: nothing.
+COMPAT_CHECKS: dict[str, str | None] = {
+    "TS_COMPAT": None,
+    "code segment": "without kernel BTF the task's TS_COMPAT status has no known offset, so 32-bit calls are "
+    "told apart by the code segment only: a 64-bit task's int $0x80 calls are named from the x86_64 table",
+    "AArch32": "an AArch32 task's calls are not told apart on arm64: they are named from the arm64 table, "
+    "which numbers them differently",
+    "off": "32-bit calls are not told apart (detect_compat=False)",
+}
+
+
 @dataclass(frozen=True)
 class ModeSupport:
-    """Whether one mode of the counter loads and attaches on this kernel, at which hook, and how."""
+    """Whether one mode of the counter loads and attaches on this kernel, at which hook, and how; ``compat``
+    is how it tells 32-bit calls apart (a key of :data:`COMPAT_CHECKS`), None when it did not attach."""
 
     mode: str
     flag: str
     supported: bool
     hook: str | None
     detail: str
+    compat: str | None = None
 
 
 def _modes() -> list[tuple[str, str, dict[str, Any]]]:
@@ -978,6 +1329,7 @@ def mode_support() -> list[ModeSupport]:
                 hook = c.attach_mode
                 slot = bool(c._config.lat_percpu)
                 cache = bool(c._config.proc_cache)
+                compat = c.compat_check
         except PercpuError as exc:
             out.append(ModeSupport(mode, flag, False, None, str(exc).splitlines()[0]))
             continue
@@ -1000,5 +1352,12 @@ def mode_support() -> list[ModeSupport]:
                 if slot
                 else f"; start times in {store}"
             )
-        out.append(ModeSupport(mode, flag, True, hook, how))
+        how += (
+            "; 32-bit calls told apart by the task's TS_COMPAT, as the kernel does"
+            if compat == "TS_COMPAT"
+            else "; 32-bit calls told apart by code segment only"
+            if compat == "code segment"
+            else "; 32-bit calls not told apart"
+        )
+        out.append(ModeSupport(mode, flag, True, hook, how, compat))
     return out

@@ -17,8 +17,9 @@ size before any syscall. Per-CPU values are laid out by the kernel with a stride
 from __future__ import annotations
 
 import ctypes
+import operator
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
 from typing import Any
 
 import numpy as np
@@ -105,12 +106,19 @@ def _codec_of_text(text: str) -> Codec:
         return NumpyCodec(dt)
 
 
-class PerCpuValue(Sequence[Any]):
+class PerCpuValue(Mapping[int, Any]):
     """One key's value on every possible CPU, indexed by CPU id.
 
     ``v[cpu]`` is CPU ``cpu``'s value (CPU id, not slot index: on a system whose possible CPUs are
-    ``0,2-3``, ``v[2]`` is the second slot). Iterating yields values in CPU order; :meth:`items` yields
-    ``(cpu, value)``. Offline CPUs keep their slot and their value. The object is immutable.
+    ``0,2-3``, ``v[2]`` is the second slot). Offline CPUs keep their slot and their value. The object is
+    immutable.
+
+    It is a mapping from CPU id to value, as a ``pandas.Series`` indexed by CPU is: :meth:`keys` are the
+    CPU ids, :meth:`items` ``(cpu, value)`` pairs, ``cpu in v`` asks whether ``cpu`` is a possible CPU,
+    and ``dict(v)`` and ``pd.Series(v)`` are keyed by CPU id. Like a Series, and unlike a dict, iterating
+    yields the values, in CPU order (``list(v)``, ``sum(v)`` and ``max(v)`` are over values, as they
+    always were). ``np.asarray(v)`` is the values array, shape (possible CPUs, ...), row i CPU
+    ``cpus[i]``; :meth:`to_pandas` the Series (or a DataFrame of a record's fields).
     """
 
     __slots__ = ("_array", "_codec", "_cpus", "_slot")
@@ -189,23 +197,90 @@ class PerCpuValue(Sequence[Any]):
     def __len__(self) -> int:
         return len(self._cpus)
 
-    def __getitem__(self, cpu: int) -> Any:  # type: ignore[override]
+    def __getitem__(self, cpu: int) -> Any:
         try:
-            slot = self._slot[cpu]
+            if isinstance(cpu, bool):  # True and 1.0 hash like CPU 1: a CPU id is an integer
+                raise TypeError(cpu)
+            slot = self._slot[operator.index(cpu)]
         except (KeyError, TypeError):
             raise CpuNotPossible(cpu, str(self._cpus)) from None
         return self._codec.decode(self._array[slot])
 
     def __iter__(self) -> Iterator[Any]:
+        """The values in CPU order (a Series' iteration, not a dict's: the keys are :meth:`keys`)."""
         for i in range(len(self._cpus)):
             yield self._codec.decode(self._array[i])
 
-    def items(self) -> Iterator[tuple[int, Any]]:
+    def __reversed__(self) -> Iterator[Any]:
+        for i in reversed(range(len(self._cpus))):
+            yield self._codec.decode(self._array[i])
+
+    def __contains__(self, cpu: object) -> bool:
+        """Whether ``cpu`` is one of the possible CPUs (``v[cpu]`` works), as ``in`` is for a Series."""
+        return not isinstance(cpu, bool) and cpu in self._slot
+
+    def keys(self) -> KeysView[int]:
+        """The possible CPU ids, in slot order."""
+        return dict.fromkeys(self._cpus).keys()
+
+    def values(self) -> ValuesView[Any]:
+        """The values, in CPU order."""
+        return self.to_dict().values()
+
+    def items(self) -> ItemsView[int, Any]:
         """``(cpu id, value)`` pairs in CPU order."""
-        return zip(self._cpus, iter(self), strict=True)
+        return self.to_dict().items()
+
+    def get(self, cpu: int, default: Any = None) -> Any:
+        """CPU ``cpu``'s value, or ``default`` when ``cpu`` is not a possible CPU."""
+        if cpu not in self:
+            return default
+        return self[cpu]
+
+    def count(self, value: Any) -> int:
+        """How many CPUs hold ``value``."""
+        return sum(1 for v in self if v is value or v == value)
+
+    def index(self, value: Any) -> int:
+        """The first CPU (in CPU order) that holds ``value``; ValueError if none does."""
+        for cpu, v in self.items():
+            if v is value or v == value:
+                return cpu
+        raise ValueError(f"no CPU holds {value!r}")
 
     def to_dict(self) -> dict[int, Any]:
-        return dict(self.items())
+        return dict(zip(self._cpus, self, strict=True))
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The values, shape (possible CPUs, ...), row i CPU ``cpus[i]`` (NumPy's array protocol, ``copy``
+        as NumPy 2 passes it): read-only unless a copy is asked for. Integers numpy has no type for
+        (``Int(3)``) come as Python ints in an object array."""
+        a = self._array
+        if isinstance(self._codec, IntCodec) and a.dtype.kind == "V":
+            if copy is False:
+                raise ValueError(f"{self._codec.name} values are decoded into a new array: a copy is needed")
+            a = np.empty(len(self), dtype=object)
+            a[:] = list(self)
+            copy = False
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(f"{a.dtype} values cannot be {np.dtype(dtype)} without a copy")
+            out: np.ndarray = a.astype(dtype)
+            return out
+        return a.copy() if copy else a
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.Series`` of the values indexed by CPU id (index ``cpu``), or a ``DataFrame`` with a
+        column per field (``a.b`` nested, ``h[0]`` for an array's elements) for records and arrays. Needs
+        pandas (``pip install pandas``)."""
+        from . import _frames
+
+        pd = _frames.pandas("PerCpuValue.to_pandas()")
+        cols = _frames.flat_columns(self._array, 1, _frames.VALUE, self._codec)
+        index = _frames.cpu_index(self._cpus)
+        if len(cols) == 1 and cols[0][0] == _frames.VALUE:
+            return pd.Series(cols[0][1], index=index, name=_frames.VALUE)
+        return pd.DataFrame(dict(cols), index=index)
 
     def to_numpy(self) -> np.ndarray:
         """A copy of the values, shape ``(possible CPUs, ...)``; row i is CPU ``cpus[i]``."""
@@ -234,7 +309,10 @@ class PerCpuValue(Sequence[Any]):
         return r.item() if isinstance(r, np.generic) and not r.dtype.names else r
 
     def sum(self) -> Any:
-        """The sum over all possible CPUs (integers do not overflow their own width silently: uint64)."""
+        """The exact sum over all possible CPUs: a Python int for integers (never wrapped at 64 bits:
+        int64 ``[2**63 - 1, 2**63 - 1]`` sums to ``2**64 - 2``), a float for floats, and for records a
+        numpy record of the fields' sums (``uint64``/``int64`` fields, or Python ints in ``object``
+        fields where a sum needs more than 64 bits). See :func:`reduce_cpus`."""
         return self._reduce("sum")
 
     def min(self) -> Any:
@@ -262,45 +340,72 @@ class PerCpuValue(Sequence[Any]):
 def reduce_cpus(a: np.ndarray, fn: str = "sum", axis: int = 0) -> Any:
     """Reduce over the CPU axis (``axis``); records field by field, nested records included.
 
-    Sums never wrap: integer fields are summed as 64-bit integers and records come back in a widened
-    record type (``uint32`` fields become ``uint64``), since the sum of a 32-bit counter over CPUs needs
-    more than 32 bits. ``min``/``max`` keep the record's own type; ``mean`` gives a dict of floats.
+    Sums are exact. Integers (and bools, as counts) are summed as ``uint64`` or ``int64`` wherever that
+    provably holds every sum, and the result is that numpy type; where a sum needs more than 64 bits
+    (``[2**64 - 1, 2**64 - 1]``), the result holds Python ints (an ``object`` array, or an ``object``
+    field of the record) with the exact total. Records come back as a record of such fields (``uint32``
+    fields become ``uint64``), since the sum of a 32-bit counter over CPUs needs more than 32 bits. Floats
+    are summed as ``float64``. ``min``/``max`` keep the values' own type; ``mean`` gives floats (a dict of
+    them for records).
     """
+    if fn == "sum":
+        return _sum(a, axis)[()]
     if a.dtype.names:
         if fn == "mean":
             return {n: reduce_cpus(a[n], fn, axis) for n in a.dtype.names}
         shape = a.shape[:axis] + a.shape[axis + 1 :]
-        out = np.zeros(shape, dtype=widened(a.dtype) if fn == "sum" else a.dtype)
+        out = np.zeros(shape, dtype=a.dtype)
         for n in a.dtype.names:
             out[n] = reduce_cpus(a[n], fn, axis)
         return out[()]
-    return _reduce_array(a, fn, axis)
-
-
-def widened(dt: np.dtype[Any]) -> np.dtype[Any]:
-    """The type a sum over CPUs is held in: 64-bit integers and floats, records field by field."""
-    if dt.names:
-        return np.dtype([(n, widened(dt.fields[n][0])) for n in dt.names])  # type: ignore[index]
-    if dt.subdtype is not None:
-        base, shape = dt.subdtype
-        return np.dtype((widened(base), shape))
-    kind = dt.kind
-    if kind in "ub":
-        return np.dtype(np.uint64)
-    if kind == "i":
-        return np.dtype(np.int64)
-    if kind == "f":
-        return np.dtype(np.float64)
-    return dt
-
-
-def _reduce_array(a: np.ndarray, fn: str, axis: int = 0) -> Any:
-    if fn == "sum":
-        if a.dtype.kind in "ub":
-            return a.sum(axis=axis, dtype=np.uint64)
-        if a.dtype.kind == "i":
-            return a.sum(axis=axis, dtype=np.int64)
-        return a.sum(axis=axis, dtype=np.float64 if a.dtype.kind == "f" else None)
     if fn == "mean":
         return a.mean(axis=axis)
     return getattr(a, fn)(axis=axis)
+
+
+def _sum(a: np.ndarray, axis: int) -> np.ndarray:
+    """The exact sum over ``axis``, always as an array (0-d for one value); see :func:`reduce_cpus`."""
+    if a.dtype.names:
+        shape = a.shape[:axis] + a.shape[axis + 1 :]
+        parts = [(n, _sum(a[n], axis)) for n in a.dtype.names]
+        # A field's own sub-array shape follows the reduced axes; its type is what its sum needs.
+        fields = [
+            (n, np.dtype((p.dtype, p.shape[len(shape) :])) if p.ndim > len(shape) else p.dtype)
+            for n, p in parts
+        ]
+        out = np.zeros(shape, dtype=np.dtype([(n, dt) for n, dt in fields]))
+        for n, p in parts:
+            out[n] = p
+        return out
+    if a.dtype.kind in "biu":
+        return _exact_int_sum(a, axis)
+    if a.dtype.kind == "f":
+        return np.asarray(a.sum(axis=axis, dtype=np.float64))
+    return np.asarray(a.sum(axis=axis))
+
+
+def _exact_int_sum(a: np.ndarray, axis: int) -> np.ndarray:
+    """Integers summed over ``axis``: 64-bit where it provably cannot wrap, else exactly in Python ints.
+
+    Values of 4 bytes or less cannot wrap a 64-bit sum over fewer than 2**31 CPUs. For 8-byte values the
+    largest magnitude bounds the sum; only when that bound passes 64 bits are the values split into 32-bit
+    halves, each half summed exactly in 64 bits, and the halves joined in Python ints (work per key, not
+    per key and CPU). The result is 64-bit again when every sum fits.
+    """
+    signed = a.dtype.kind == "i"
+    wide = np.dtype(np.int64 if signed else np.uint64)
+    info = np.iinfo(wide)
+    n = a.shape[axis]
+    if a.size == 0 or n <= 1 or a.dtype.itemsize < 8:
+        return np.asarray(a.sum(axis=axis, dtype=wide))
+    lo, hi = int(a.min()), int(a.max())
+    if info.min <= lo * n and hi * n <= info.max:
+        return np.asarray(a.sum(axis=axis, dtype=wide))
+    t = a.dtype.type
+    # astype(object) makes Python ints of the elements (asarray(..., dtype=object) keeps numpy scalars).
+    high = np.asarray((a >> t(32)).sum(axis=axis, dtype=wide)).astype(object)
+    low = np.asarray((a & t(0xFFFFFFFF)).sum(axis=axis, dtype=np.uint64)).astype(object)
+    total = np.asarray(high * (1 << 32) + low).astype(object)
+    if all(info.min <= v <= info.max for v in total.ravel()):
+        return total.astype(wide)
+    return total

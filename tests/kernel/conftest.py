@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from ..conftest import unique_comm
+
 PERCPU = [sys.executable, "-m", "percpu"]
 # Limits on waits for a subprocess or a screen: guards against a hang, never measures. In a qemu TCG guest
 # that shares two CPUs with another, one percpu run can take minutes to start (tests/vm/run_matrix.py).
@@ -120,6 +122,19 @@ def running_exporter(
             p.wait()
         assert p.stderr is not None
         p.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def fork_calls(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """tests/helpers/fork_calls.c built now (N short processes of M getpriority calls each), under a name
+    unique to this session: its children keep that name, so a test can count them by it alone."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("no C compiler (cc): scripts/setup.sh --dev installs gcc")
+    exe = str(tmp_path_factory.mktemp("fork") / unique_comm("pcpuf"))
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "helpers", "fork_calls.c")
+    subprocess.run([cc, "-O2", "-o", exe, src], check=True, timeout=HANG)
+    return exe
 
 
 @pytest.fixture

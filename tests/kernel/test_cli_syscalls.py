@@ -182,6 +182,21 @@ def test_stat_command_is_counted_from_its_execve(getppid_n: str) -> None:
         assert calls(obj, "exit_group") == 1
 
 
+def test_stat_names_a_64_bit_commands_int80_calls_from_the_i386_table(tmp_path: object) -> None:
+    """`percpu stat -- CMD` of a 64-bit command making 1000 i386 getpriority calls by int $0x80 (i386 96,
+    x86_64's gettimeofday) reports them as compat:getpriority, as `strace -c` does ("32 bit mode")."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("int $0x80 from a 64-bit task is an x86_64 thing")
+    exe = os.path.join(str(tmp_path), "int80_getpriority")
+    src = os.path.join(HELPERS, "int80_getpriority.c")
+    subprocess.run(["cc", "-nostdlib", "-static", "-fno-pie", "-no-pie", "-O1", "-o", exe, src], check=True)
+    r = percpu("stat", "-f", "json", "-q", "--", exe)
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    assert calls(obj, "compat:getpriority") == 1000
+    assert calls(obj, "gettimeofday") == 0 and calls(obj, "getpriority") == 0
+
+
 def test_stat_command_killed_by_a_signal_exits_128_plus_signal() -> None:
     r = percpu("stat", "-q", "--", "sh", "-c", "kill -TERM $$")
     assert r.returncode == 128 + signal.SIGTERM, r.stderr
@@ -684,6 +699,21 @@ def test_stat_output_replaces_the_file_when_the_report_is_done(tmp_path: object)
         assert json.loads(f.read())["total"] > 0
     assert os.stat(path).st_mode & 0o777 == 0o604
     assert os.listdir(str(tmp_path)) == ["r.json"]
+
+
+@pytest.mark.parametrize("table", [[], ["--proc-entries", "256"]], ids=["default table", "256 keys"])
+def test_stat_per_process_rows_and_lost_add_up_over_thousands_of_processes(
+    fork_calls: str, table: list[str]
+) -> None:
+    """5,000 short processes (about 15,000 process keys, more than either table holds): the process rows
+    plus the calls reported lost are the syscall table's total, to the call (an LRU table dropped most of
+    them, and said "lost": 0)."""
+    r = percpu("stat", "-q", "-P", "-f", "json", *table, "--", fork_calls, "5000", "7")
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    rows = sum(p["total"] for p in obj["processes"])
+    assert calls(obj, "getpriority") == 35_000
+    assert rows + obj["lost"]["processes"] == obj["total"]
 
 
 def test_stat_per_process_shows_a_hostile_name_escaped() -> None:

@@ -102,7 +102,10 @@ def bpffs() -> str:
 
 def test_dump_pinned_and_raw_hex_without_btf(bpffs: str) -> None:
     path = os.path.join(bpffs, f"percpu_dump_{os.getpid()}")
-    with percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 3)), 4) as m:
+    # A 3-byte integer has no BTF type, so percpu creates this map without BTF, as bcc's and bpftrace's
+    # maps are (percpu gives the maps it creates BTF where BTF describes the types exactly).
+    with percpu.PerCpuHash.create(np.uint32, percpu.Int(3), 4) as m:
+        assert m.info.btf_id == 0
         m.update(7, [b"\x01\x02\x03"] * len(POSSIBLE))
         m.pin(path)
         try:
@@ -158,6 +161,10 @@ def test_doctor_probes_features() -> None:
         )
     storage = "task local storage" if release >= (5, 11) else "a hash by thread id"
     assert storage in modes["latency"]["detail"]
+    # 32-bit calls: as the kernel tells them apart (TS_COMPAT) on x86_64 with BTF; not at all on arm64.
+    compat = "TS_COMPAT" if os.uname().machine == "x86_64" else "AArch32"
+    assert {m["compat"] for m in modes.values()} == {compat}
+    assert checks["syscall counter: 32-bit calls"]["status"] == ("ok" if compat == "TS_COMPAT" else "warn")
 
 
 def test_doctor_as_root_without_capabilities() -> None:

@@ -349,3 +349,138 @@ def test_paths_that_cannot_hold_a_pin() -> None:
         percpu.open_map("/etc/passwd")
     with pytest.raises(percpu.MapNotFound, match="not in a BPF file system"):
         percpu.open_map("/etc/no-such-pin")
+
+
+def test_a_dropped_copy_leaves_the_original_on_its_own_map() -> None:
+    """The report, as it ran: copy.copy(m) shared m's fd and closed it when dropped; the next map created
+    got that fd number, and writes to m landed in it (victim.get(7) was PerCpuValue({0: 99, 1: 99}))."""
+    import copy
+    import gc
+    import pickle
+
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 16, name="mine") as m:
+        copy.copy(m)
+        gc.collect()
+        with percpu.PerCpuHash.create(np.uint32, np.uint64, 16, name="victim") as victim:
+            m.update_all(7, 99)
+            assert victim.get(7) is None
+            assert m[7].sum() == 99 * NCPU
+            assert victim.info.id != m.info.id and victim.fd != m.fd
+        with copy.deepcopy(m) as twin:
+            assert twin.info.id == m.info.id and twin[7].sum() == 99 * NCPU
+        assert m[7].sum() == 99 * NCPU  # the deep copy's close left m's fd open
+        with pytest.raises(percpu.NotCopyable, match=r"percpu\.open_map\("):
+            pickle.dumps(m)
+
+
+def test_a_fork_while_another_thread_is_inside_a_map_call() -> None:
+    """The report: a fork() while another thread was inside a map call left the child deadlocked on the
+    map's lock for good, even in close(). Here the other thread is inside a real batch write (held there
+    by the map's own lock), and the child reads, writes and closes the real map through its fd."""
+    import threading
+
+    from ..unit.forking import run_in_child
+
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 64, name="forked") as m:
+        m.update_all(1, 3)
+        inside, release = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            with m._held():  # what every call holds while it uses the fd
+                inside.set()
+                release.wait(60)
+                m.update_batch(np.arange(10, 18), np.full(8, 2, np.uint64))
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        assert inside.wait(60)
+
+        def child() -> None:
+            assert m[1].sum() == 3 * NCPU
+            m.update_all(2, 5)
+            assert m[2].sum() == 5 * NCPU
+            m.close()
+
+        try:
+            assert run_in_child(child) == 0, "the child could not use the map (a negative code: killed)"
+        finally:
+            release.set()
+            t.join(60)
+        assert m[2].sum() == 5 * NCPU  # one kernel map: the child's write is there
+        assert m[17].sum() == 2 * NCPU  # and the parent's thread finished its call
+
+
+def test_ids_and_flags_beyond_their_c_type_are_refused() -> None:
+    """The report: open_map(2**32 + id) returned map id (ctypes kept the low 32 bits), and
+    update(..., flags=2**64) was taken as flags 0."""
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 4, name="ranges") as m:
+        with pytest.raises(percpu.InvalidArgument, match=f"it would reach the kernel as {m.info.id}$"):
+            percpu.open_map(2**32 + m.info.id)
+        with pytest.raises(percpu.InvalidArgument, match=r"flags 18446744073709551616 .* as 0$"):
+            m.update(1, [5] * NCPU, flags=2**64)
+        with pytest.raises(percpu.InvalidArgument, match=r"flags 18446744073709551618 .* as 2$"):
+            m.update_batch(np.arange(2), np.ones(2, np.uint64), flags=2**64 + 2)
+        assert m.get(1) is None and m.get(0) is None  # nothing was written
+        with pytest.raises(
+            percpu.InvalidArgument, match=r"has a NUL byte: C would read it as '/sys/fs/bpf/x'"
+        ):
+            m.pin("/sys/fs/bpf/x\0y")
+
+
+def test_sums_over_cpus_are_exact_past_64_bits() -> None:
+    """The report: int64 [2**63-1, 2**63-1] summed to -2, [-2**63, -1] to +9223372036854775807, uint64
+    [2**64-1]*2 to 2**64-2, in PerCpuValue.sum() and Snapshot.sum() alike."""
+    with (
+        percpu.PerCpuArray.create(np.int64, 2, name="sum_i64") as signed,
+        percpu.PerCpuArray.create(np.uint64, 2, name="sum_u64") as unsigned,
+    ):
+        signed.update_all(0, 2**63 - 1)
+        signed.update(1, [-(2**63)] + [-1] * (NCPU - 1))
+        unsigned.update_all(0, 2**64 - 1)
+        unsigned.update_all(1, 7)
+        assert signed[0].sum() == (2**63 - 1) * NCPU
+        assert signed[1].sum() == -(2**63) - (NCPU - 1)
+        assert unsigned[0].sum() == (2**64 - 1) * NCPU
+        assert signed.snapshot().sum().tolist() == [(2**63 - 1) * NCPU, -(2**63) - (NCPU - 1)]
+        assert unsigned.snapshot().sum().tolist() == [(2**64 - 1) * NCPU, 7 * NCPU]
+
+
+def _memlock(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("memlock:"))
+
+
+@pytest.mark.skipif(
+    KERNEL < (6, 4), reason="fdinfo's memlock counts a map's memory by map type since Linux 6.4"
+)
+@pytest.mark.parametrize(
+    ("cls", "types", "flags"),
+    [
+        (percpu.PerCpuArray, (np.uint64,), 0),
+        (percpu.PerCpuHash, (np.uint32, np.dtype((np.void, 12))), 0),
+        (percpu.PerCpuHash, (np.uint32, np.uint64), 1),  # BPF_F_NO_PREALLOC: buckets only, at first
+        (percpu.LruPerCpuHash, (np.dtype((np.void, 20)), np.uint64), 0),
+        (percpu.Array, (np.uint64,), 0),
+        (percpu.Hash, (np.uint32, np.uint64), 0),
+    ],
+    ids=["percpu_array", "percpu_hash", "percpu_hash_no_prealloc", "lru_percpu_hash", "array", "hash"],
+)
+def test_what_a_map_costs_is_what_the_kernel_counts(
+    cls: type[percpu.Map], types: tuple[object, ...], flags: int
+) -> None:
+    """The figure create() checks against the machine's memory is the kernel's own accounting: the same
+    per-element growth exactly, and the same total up to the size of the map's header on this kernel."""
+    got: dict[int, tuple[int, int]] = {}
+    for n in (1000, 3000):
+        with cls.create(*types, n, flags=flags) as m:  # type: ignore[attr-defined]
+            at_creation = percpu.maps.memory_bytes(
+                m.info.type, m.info.key_size, m.info.value_size, n, NCPU, flags, at_creation=True
+            )
+            got[n] = (at_creation, _memlock(m.fd))
+            assert abs(at_creation - got[n][1]) <= 1024, got
+            if not flags:
+                assert m.memory_bytes == at_creation  # preallocated: what it holds now is what it holds full
+            else:
+                m.update_batch(np.arange(n), np.ones(n, np.uint64))  # full: every element allocated now
+                assert abs(m.memory_bytes - _memlock(m.fd)) <= 1024
+    assert got[3000][0] - got[1000][0] == got[3000][1] - got[1000][1]

@@ -10,17 +10,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
 from percpu import _libbpf, syscount
 from percpu.cpus import cpu_lists
-from percpu.errors import AttachError, NotSupported, PercpuError
+from percpu.errors import AttachError, PercpuError
 from percpu.objects import BpfObject
 from percpu.syscalls import syscall_number
 from percpu.syscount import (
     ATTACH_MODES,
+    COMPAT_BASE,
+    FOLDED_TGID,
     LAT_BUCKETS,
     Filters,
     KernelFeatures,
@@ -36,12 +39,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "..", "helpers", "syscall_workload.py")
 GETPPID = syscall_number("getppid")
 CLOSE = syscall_number("close")
+GETPRIORITY = syscall_number("getpriority")
 # Unique to this test run: on a shared machine another run of these tests may be counting a workload of
 # its own at the same moment, and a shared name would let its calls into this run's comm filter.
 COMM = f"pcpuw{os.getpid()}"[:15]
-# Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11), nor
-# bpf_task_pt_regs() (5.15).
-BEFORE_5_11_FEATURES = KernelFeatures(task_btf=False, task_storage=False, task_pt_regs=False)
+# Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11).
+BEFORE_5_11_FEATURES = KernelFeatures(task_btf=False, task_storage=False)
 
 
 def run_workload(calls: int, cpu: int, *extra: str) -> dict[str, float]:
@@ -192,18 +195,53 @@ def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
     assert int(counts[mine][0][cpus.index(cpu)]) == 10_000
 
 
+@pytest.mark.parametrize("cache", [True, False], ids=["per-CPU cache", "hash"])
+def test_exited_processes_leave_the_table_and_every_call_adds_up(
+    fork_calls: str, cache: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 short processes, 20 at a time between snapshots, through a table of 256 keys (they make about
+    2,000): each snapshot takes out the processes that had exited by the one before, so the table never
+    fills and nothing is lost. The first 64 rows taken out stay by pid, whole processes; the rest are
+    summed by name. Then 200 at once fill the table: what it could not take is lost, and counted. At every
+    snapshot the rows plus lost add up to the calls counted. (Only the snapshots take processes out here:
+    the thread that does it while the table fills is left out, so the sequence does not depend on timing.)
+    """
+    monkeypatch.setattr(SyscallCounter, "process_cache", cache)
+    monkeypatch.setattr(SyscallCounter, "_start_drainer", lambda self: None)
+    comm = os.path.basename(fork_calls)
+    rounds, children = 30, 20
+    with SyscallCounter(per_process=True, filters=Filters(comm=comm), proc_entries=256, proc_keep=64) as c:
+        assert c._config.proc_cache == cache
+        c.snapshot()
+        for _ in range(rounds):
+            subprocess.run([fork_calls, str(children), "7"], check=True, timeout=120)
+            snap = c.snapshot()
+            assert snap.procs is not None
+            assert int(snap.procs[1].sum()) + snap.lost.processes == int(snap.counts.sum())
+        table = c._proc_table
+        assert table is not None and table.kept_by_pid <= 64 and table.taken > 256
+        assert snap.lost.processes == 0
+        subprocess.run([fork_calls, "200", "7"], check=True, timeout=120)
+        full = c.snapshot()
+    assert full.procs is not None and full.lost.processes > 0
+    assert int(full.procs[1].sum()) + full.lost.processes == int(full.counts.sum())
+    assert snap.procs is not None
+    keys, counts = snap.procs
+    totals = counts.sum(axis=1)
+    prio = keys["slot"] == GETPRIORITY
+    assert int(totals[prio].sum()) == int(snap.counts[:, GETPRIORITY].sum()) == rounds * children * 7
+    folded = keys["tgid"] == FOLDED_TGID
+    assert set(keys["comm"][folded].tolist()) == {comm.encode()}, "summed by their name"
+    assert int(totals[prio & folded].sum()) > 0
+    for t in totals[prio & ~folded].tolist():
+        assert t == 7, "a process kept by pid has all its calls"
+
+
 @pytest.mark.parametrize("mode", ATTACH_MODES)
 def test_exact_count_each_attach_mode(mode: str) -> None:
     cpu, other = cpu_pair()
     cpus = list(cpu_lists().possible)
-    compat = True
-    if mode == "tracepoint" and not syscount.kernel_features().task_pt_regs:
-        # Before 5.15 the classic tracepoint cannot tell 32-bit calls apart: refused up front with
-        # compat detection on, and it counts with it off.
-        with pytest.raises(NotSupported, match=r"bpf_task_pt_regs.*5\.15"):
-            SyscallCounter(filters=Filters(comm=COMM), attach=mode)
-        compat = False
-    with SyscallCounter(filters=Filters(comm=COMM), attach=mode, detect_compat=compat) as c:
+    with SyscallCounter(filters=Filters(comm=COMM), attach=mode) as c:
         assert c.attach_mode == mode
         before = c.snapshot()
         run_workload(100_000, cpu)
@@ -551,6 +589,113 @@ print(json.dumps({{"mode": c.attach_mode, "compat": int(s.counts[:, COMPAT_BASE 
     }
 
 
+@pytest.fixture(scope="module")
+def int80_binary(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """tests/helpers/int80_getpriority.c: a 64-bit task making 1000 i386 getpriority calls by int $0x80."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("int $0x80 from a 64-bit task is an x86_64 thing")
+    exe = str(tmp_path_factory.mktemp("int80") / unique_comm("int80"))
+    src = os.path.join(HERE, "..", "helpers", "int80_getpriority.c")
+    subprocess.run(["cc", "-nostdlib", "-static", "-fno-pie", "-no-pie", "-O1", "-o", exe, src], check=True)
+    return exe
+
+
+I386_GETPRIORITY = 96  # i386's number; x86_64's 96 is gettimeofday
+INT80_CALLS = 1000  # what tests/helpers/int80_getpriority.c makes
+
+# (attach mode, filtered, before 5.11, latency): each program that can count a call, each way it reads
+# the task. Unfiltered, tp_btf runs its fast program (enter_btf_fast); with a command-name filter,
+# enter_btf. Before 5.11 (the probes made to say so) there is no bpf_get_current_task_btf(): a CO-RE read
+# instead. With latency the exit programs name the call too (at tp_btf from the per-CPU start slot).
+INT80_CASES = {
+    "tp_btf-fast": ("tp_btf", False, False, False),
+    "tp_btf": ("tp_btf", True, False, False),
+    "raw_tp": ("raw_tp", True, False, False),
+    "tracepoint": ("tracepoint", True, False, False),
+    "tp_btf-fast-before-5.11": ("tp_btf", False, True, False),
+    "tp_btf-before-5.11": ("tp_btf", True, True, False),
+    "raw_tp-before-5.11": ("raw_tp", True, True, False),
+    "tracepoint-before-5.11": ("tracepoint", True, True, False),
+    "tp_btf-latency": ("tp_btf", True, False, True),
+    "raw_tp-latency": ("raw_tp", True, False, True),
+    "tp_btf-latency-before-5.11": ("tp_btf", True, True, True),
+}
+
+
+def int80_counts(c: SyscallCounter, d: syscount.SyscallDelta) -> dict[str, Any]:
+    """What a counter made of the int $0x80 helper's calls."""
+    return {
+        "mode": c.attach_mode,
+        "check": c.compat_check,
+        "task_btf": c._config.task_btf,
+        "name": syscount.slot_name(COMPAT_BASE + I386_GETPRIORITY, "x86_64"),
+        "compat": int(d.counts[:, COMPAT_BASE + I386_GETPRIORITY].sum()),
+        "native96": int(d.counts[:, I386_GETPRIORITY].sum()),
+        "native_getpriority": int(d.counts[:, syscall_number("getpriority")].sum()),
+    }
+
+
+@pytest.mark.parametrize(
+    ("mode", "filtered", "old", "latency"), list(INT80_CASES.values()), ids=list(INT80_CASES)
+)
+def test_int80_calls_of_a_64_bit_task_are_named_from_the_i386_table(
+    int80_binary: str, mode: str, filtered: bool, old: bool, latency: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 64-bit task's int $0x80 calls are i386 calls (the kernel sets TS_COMPAT for them): 1000
+    getpriority calls (i386 96) are compat:getpriority, never gettimeofday (x86_64 96). Its code segment is
+    the 64-bit one, so a check of the code segment named them from the x86_64 table."""
+    if old:
+        monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11_FEATURES)
+    filters = Filters(comm=os.path.basename(int80_binary)) if filtered else None
+    with SyscallCounter(filters=filters, attach=mode, latency=latency) as c:
+        before = c.snapshot()
+        subprocess.run([int80_binary], check=True, timeout=60)
+        d = c.snapshot().delta(before)
+        got = int80_counts(c, d)
+    if latency:
+        assert d.latency is not None
+        keys, counts = d.latency
+        by_slot = {int(s): int(counts[keys["slot"] == s].sum()) for s in np.unique(keys["slot"])}
+        assert by_slot.get(COMPAT_BASE + I386_GETPRIORITY) == INT80_CALLS, by_slot
+        assert I386_GETPRIORITY not in by_slot
+    assert got["mode"] == mode
+    assert got["check"] == "TS_COMPAT"
+    if old:
+        assert got["task_btf"] == 0
+    assert got["name"] == "compat:getpriority"
+    assert got["compat"] == INT80_CALLS
+    if filtered:  # unfiltered, other tasks' gettimeofday calls may land in slot 96 meanwhile
+        assert got["native96"] == 0
+        assert got["native_getpriority"] == 0
+
+
+def test_without_btf_int80_calls_of_a_64_bit_task_get_64_bit_names_as_doctor_says(int80_binary: str) -> None:
+    """The object without BTF cannot read the task's status (no fixed offset before and after 5.11): it
+    tells 32-bit tasks apart by their code segment, so a 64-bit task's int $0x80 calls are named from the
+    x86_64 table. The counter says so (compat_check), and doctor prints it; this pins that the words match
+    what it does."""
+    src = os.path.abspath(os.path.join(HERE, "..", "..", "src"))
+    script = f"""
+import json, os, subprocess, sys
+sys.path.insert(0, {src!r})
+from percpu.syscount import COMPAT_BASE, Filters, SyscallCounter
+with SyscallCounter(filters=Filters(comm=os.path.basename({int80_binary!r})), attach="raw_tp") as c:
+    before = c.snapshot()
+    subprocess.run([{int80_binary!r}], check=True)
+    d = c.snapshot().delta(before)
+nr = {I386_GETPRIORITY}
+print(json.dumps({{"mode": c.attach_mode, "check": c.compat_check,
+    "compat": int(d.counts[:, COMPAT_BASE + nr].sum()), "native96": int(d.counts[:, nr].sum())}}))
+"""
+    hide = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /sys/kernel/btf && exec "$@"', "sh"]
+    r = subprocess.run([*hide, sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["check"] == "code segment"
+    assert syscount.COMPAT_CHECKS["code segment"] and "int $0x80" in syscount.COMPAT_CHECKS["code segment"]
+    assert (got["mode"], got["compat"], got["native96"]) == ("raw_tp", 0, INT80_CALLS)
+
+
 def test_classic_tracepoint_mounts_tracefs_when_it_is_not_mounted() -> None:
     """The machine may boot without tracefs mounted: percpu mounts it (here in a private mount namespace,
     with every tracefs mount taken away first)."""
@@ -558,10 +703,9 @@ def test_classic_tracepoint_mounts_tracefs_when_it_is_not_mounted() -> None:
     script = f"""
 import os, sys
 sys.path.insert(0, {src!r})
-from percpu.syscount import SyscallCounter, kernel_features
+from percpu.syscount import SyscallCounter
 assert " tracefs " not in open("/proc/self/mounts").read()
-# Before 5.15 the classic tracepoint is refused with 32-bit call detection (tested above): count without.
-with SyscallCounter(attach="tracepoint", detect_compat=kernel_features().task_pt_regs) as c:
+with SyscallCounter(attach="tracepoint") as c:
     for _ in range(300):
         os.getppid()
     n = int(c.snapshot().counts[:, {GETPPID}].sum())
@@ -578,8 +722,8 @@ print(c.attach_mode, n >= 300, " tracefs " in open("/proc/self/mounts").read())
     assert r.stdout.split() == ["tracepoint", "True", "True"]
 
 
-# Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11), nor
-# bpf_task_pt_regs() (5.15). With the probes made to say so, the counter takes the paths it takes there.
+# Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11). With the probes
+# made to say so, the counter takes the paths it takes there.
 BEFORE_5_11 = BEFORE_5_11_FEATURES
 
 OLD_KERNEL_MODES: dict[str, dict[str, object]] = {
@@ -650,14 +794,6 @@ def test_without_task_local_storage_the_storage_map_is_not_created(monkeypatch: 
             else:
                 with pytest.raises(PercpuError):
                     obj.map_fd("starts_tid")
-
-
-def test_classic_tracepoint_without_task_pt_regs_is_refused_naming_the_helper(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
-    with pytest.raises(NotSupported, match=r"bpf_task_pt_regs.*5\.15"):
-        SyscallCounter(attach="tracepoint", detect_compat=True)
 
 
 FAIL_DISTINCT = """

@@ -10,7 +10,9 @@ asked for fewer. With ``cpu_flag`` the fake has Linux 7.0's BPF_F_CPU / BPF_F_AL
 ``value_size`` value per element, EINVAL for a CPU id without BPF_F_CPU, both flags at once, or a map type
 that is not per-CPU (and for BPF_F_ALL_CPUS on lookups), ERANGE for a CPU id past the possible CPUs.
 
-Every call is recorded in ``calls`` so tests can assert that nothing reached the kernel.
+Every call is recorded in ``calls`` so tests can assert that nothing reached the kernel. Integers are
+checked as the real binding checks them (``percpu._libbpf.checked``): what the layers above pass must be
+what a C integer holds, so a narrowing bug fails here as it would on the real kernel.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from typing import Any
 import numpy as np
 
 from percpu import _machine
-from percpu._libbpf import BPF_EXIST, BPF_F_ALL_CPUS, BPF_F_CPU, BPF_NOEXIST, MapInfo, PartialBatch
+from percpu._libbpf import (
+    BPF_EXIST,
+    BPF_F_ALL_CPUS,
+    BPF_F_CPU,
+    BPF_NOEXIST,
+    MapInfo,
+    PartialBatch,
+    c_text,
+    checked,
+)
 from percpu.cpus import format_cpu_list
 from percpu.layout import Layout
 from percpu.maps import PERCPU_TYPES, MapType
@@ -73,6 +84,8 @@ class FakeKernel:
         self.on_next_key: Any = None  # hook called before each get_next_key (to delete concurrently)
         self.maps: dict[int, FakeMap] = {}
         self.fds: dict[int, int] = {}
+        self.btfs: dict[int, bytes] = {}  # BTF id -> the blob loaded (ids count from 1)
+        self.btf_fds: dict[int, int] = {}  # open BTF fd -> BTF id
         self.calls: list[str] = []
         self.bytes_out = 0  # value bytes copied to user space: shows a one-CPU read copied one CPU's values
         self._next = 100
@@ -93,6 +106,7 @@ class FakeKernel:
             raise _err(e)
 
     def _map(self, fd: int) -> FakeMap:
+        fd = checked(fd, "fd", "fd")
         if fd not in self.fds:
             raise _err(errno.EBADF)
         return self.maps[self.fds[fd]]
@@ -124,19 +138,54 @@ class FakeKernel:
         btf_value_type_id: int = 0,
     ) -> int:
         self._call("map_create")
+        for v, what in ((key_size, "key size"), (value_size, "value size"), (max_entries, "max_entries")):
+            checked(v, what)
+        checked(flags, "map flags")
+        if name:
+            c_text(name, "map name", limit=15)
         if map_type in PERCPU_TYPES and ((value_size + 7) & ~7) > 32768:
             raise _err(errno.E2BIG)
+        btf_id = 0
+        if btf_fd:
+            if btf_fd not in self.btf_fds:
+                raise _err(errno.EBADF)
+            btf_id = self.btf_fds[btf_fd]
         map_id = len(self.maps) + 1
-        info = MapInfo(map_id, map_type, name, key_size, value_size, max_entries, flags, 0, 0, 0, 0)
+        info = MapInfo(
+            map_id,
+            map_type,
+            name,
+            key_size,
+            value_size,
+            max_entries,
+            flags,
+            btf_id,
+            btf_key_type_id if btf_id else 0,
+            btf_value_type_id if btf_id else 0,
+            0,
+        )
         m = FakeMap(info)
+        # An array's elements are made here, as the kernel allocates them: a test that reaches this with a
+        # map of gigabytes would have made the real kernel try (never create one for real in a test).
+        assert map_type not in ARRAYS or max_entries * self.elem(m) <= 1 << 30, "the fake holds no such map"
         if map_type in ARRAYS:
             zero = bytes(self.elem(m))
             m.data = {i.to_bytes(4, "little"): zero for i in range(max_entries)}
         self.maps[map_id] = m
         return self._new_fd(map_id)
 
+    def btf_load(self, data: bytes) -> int:
+        """Takes any blob: what the kernel would say of it is the kernel tests' to see."""
+        self._call("btf_load")
+        btf_id = len(self.btfs) + 1
+        self.btfs[btf_id] = bytes(data)
+        self._next += 1
+        self.btf_fds[self._next] = btf_id
+        return self._next
+
     def map_get_fd_by_id(self, map_id: int) -> int:
         self._call("map_get_fd_by_id")
+        map_id = checked(map_id, "map id")
         if map_id not in self.maps:
             raise _err(errno.ENOENT)
         return self._new_fd(map_id)
@@ -157,8 +206,13 @@ class FakeKernel:
         self._call("map_info")
         return self._map(fd).info
 
+    def dup(self, fd: int) -> int:
+        self._call("dup")
+        return self._new_fd(self._map(fd).info.id)
+
     def close(self, fd: int) -> None:
         self.fds.pop(fd, None)
+        self.btf_fds.pop(fd, None)
 
     def _check_buffers(self, m: FakeMap, layout: Layout, key: np.ndarray | None = None) -> None:
         # What percpu believes must be what this kernel is: anything else is a sizing bug in percpu.
@@ -172,6 +226,7 @@ class FakeKernel:
 
     def map_lookup(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         self._call("map_lookup")
+        flags = checked(flags, "flags", "u64")
         m = self._map(fd)
         self._check_buffers(m, layout, key)
         k = key.tobytes()
@@ -237,6 +292,7 @@ class FakeKernel:
 
     def map_update(self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0) -> None:
         self._call("map_update")
+        flags = checked(flags, "flags", "u64")
         m = self._map(fd)
         self._check_buffers(m, layout, key)
         self._update_one(m, key.tobytes(), value.tobytes(), flags)
@@ -304,6 +360,7 @@ class FakeKernel:
         elem_flags: int = 0,
     ) -> tuple[int, bool]:
         self._call("map_lookup_and_delete_batch" if delete else "map_lookup_batch")
+        count, elem_flags = checked(count, "count"), checked(elem_flags, "elem_flags", "u64")
         m = self._map(fd)
         if not self.batch:
             raise _err(errno.EINVAL)
@@ -345,6 +402,7 @@ class FakeKernel:
         self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, layout: Layout, elem_flags: int = 0
     ) -> int:
         self._call("map_update_batch")
+        count, elem_flags = checked(count, "count"), checked(elem_flags, "elem_flags", "u64")
         m = self._map(fd)
         if not self.batch:
             raise PartialBatch(errno.EINVAL, 0)
@@ -396,7 +454,10 @@ class FakeMachine(_machine.Machine):
     values, ``pid_namespace`` this process's (None: the initial one), ``euid`` its user, ``cgroup`` its
     cgroup v2 path (None: no v2 line), ``arch`` what ``uname -m`` says (the host's unless given),
     ``statfs`` directories to the f_type statfs(2) gives for the files under them (the longest match
-    wins; nothing else answers). An fd is a map when the fake kernel has it open, as fdinfo would say.
+    wins; nothing else answers), ``mem_available`` the bytes /proc/meminfo's MemAvailable says (None: no
+    such line), ``cgroup_memory`` what the memory cgroup has left under its limit and which limit that is
+    (None: no limit; the real machine's cgroup files are never read). An fd is a map when the fake kernel
+    has it open, as fdinfo would say.
     Other processes: :meth:`add_task`.
     """
 
@@ -412,6 +473,8 @@ class FakeMachine(_machine.Machine):
         cgroup: str | None = "/",
         arch: str | None = None,
         statfs: dict[str, int] | None = None,
+        mem_available: int | None = 64 << 30,
+        cgroup_memory: tuple[int, str] | None = None,
     ) -> None:
         root = tempfile.mkdtemp(prefix="percpu-fake-machine-")
         weakref.finalize(self, shutil.rmtree, root, True)
@@ -421,12 +484,17 @@ class FakeMachine(_machine.Machine):
         self.uid = euid
         self.arch = arch or platform.machine()
         self.statfs = dict(statfs or {})
+        self.cgroup_memory = cgroup_memory
         files = {
             os.path.join(self.cpu_root, "possible"): format_cpu_list(kernel.cpu_ids),
             os.path.join(self.cpu_root, "present"): format_cpu_list(kernel.cpu_ids),
             os.path.join(self.cpu_root, "online"): format_cpu_list(kernel.online),
             os.path.join(self.proc, "self", "mounts"): "\n".join(" ".join(m) + " rw 0 0" for m in mounts),
         }
+        if mem_available is not None:
+            files[os.path.join(self.proc, "meminfo")] = (
+                f"MemTotal:       {2 * mem_available // 1024} kB\nMemAvailable:   {mem_available // 1024} kB"
+            )
         if caps is not None:
             files[os.path.join(self.proc, "self", "status")] = f"Name:\tpython\nCapEff:\t{caps:016x}"
         if cgroup is not None:
@@ -458,6 +526,9 @@ class FakeMachine(_machine.Machine):
 
     def architecture(self) -> str:
         return self.arch
+
+    def cgroup_memory_left(self) -> tuple[int, str] | None:
+        return self.cgroup_memory
 
     def fs_magic(self, path: str) -> int | None:
         real = os.path.realpath(path)

@@ -12,6 +12,7 @@ import numpy as np
 from percpu._libbpf import ProgInfo
 from percpu.cpus import CpuList
 from percpu.errors import PercpuError
+from percpu.exporter import SyscallCollector
 from percpu.syscount import NR_SLOTS, Lost, SyscallSnapshot
 
 CPUS = CpuList([0, 2, 3])  # a possible list with a gap: column 1 is CPU 2
@@ -71,3 +72,10 @@ class FakeCounter:
             arch=self.arch,
             lost=self.lost,
         )
+
+
+def served(c: SyscallCollector) -> SyscallCollector:
+    """The collector after one scrape: each series it had was served once, at 0 (a series is born at 0,
+    so that increase() sees its first calls), and is served at its value from now on."""
+    c.scrape()
+    return c

@@ -159,3 +159,46 @@ def test_permission_denied_says_why_it_applies_here(
         assert said in err, err
     else:
         assert "(you are" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("compat", "status", "words"),
+    [
+        ("TS_COMPAT", "ok", "a 64-bit task's int $0x80 calls are named from the i386 table"),
+        ("code segment", "warn", "a 64-bit task's int $0x80 calls are named from the x86_64 table"),
+        ("AArch32", "warn", "an AArch32 task's calls are not told apart on arm64"),
+    ],
+)
+def test_doctor_says_which_32_bit_calls_the_modes_cannot_tell_apart(
+    compat: str, status: str, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mode report says how 32-bit calls are told apart, and a check says what that misses."""
+    from percpu import syscount
+
+    modes = [
+        syscount.ModeSupport("default", "", True, "raw_tp", "attaches at raw_tp", compat),
+        syscount.ModeSupport("errors", "-e", True, "raw_tp", "attaches at raw_tp", compat),
+        syscount.ModeSupport("latency", "-L", False, None, "refused", None),
+    ]
+    monkeypatch.setattr(syscount, "mode_support", lambda: modes)
+    json_modes: list[dict[str, Any]] = []
+    checks = doctor._syscount_checks(json_modes)
+    (line,) = [c for c in checks if c[1] == "syscall counter: 32-bit calls"]
+    assert line[0] == status
+    assert words in line[2] and line[2].endswith("(default, errors)")
+    assert [m["compat"] for m in json_modes] == [compat, compat, None]
+
+
+def test_doctor_says_what_memory_maps_can_have_and_what_each_map_takes() -> None:
+    kernel = FakeKernel(N)
+    job = (4 << 30, "memory.max of cgroup /job")
+    with installed(kernel, FakeMachine(kernel, mem_available=20 << 30, cgroup_memory=job)):
+        keep = percpu.PerCpuArray.create(np.uint64, 1000, name="sized")
+        checks, maps = doctor._doctor_checks()
+        keep.close()
+    by = {what: (status, detail) for status, what, detail in checks}
+    status, detail = by["memory for maps"]
+    assert status == "info" and detail.startswith("4.0 GiB (memory.max of cgroup /job): a per-CPU map takes")
+    assert f"x {N} possible CPUs" in detail
+    sized = next(m for m in maps if m["name"] == "sized")
+    assert sized["memory_bytes"] == 312 + 1000 * 8 + 1000 * 8 * N

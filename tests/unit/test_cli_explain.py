@@ -31,6 +31,9 @@ def test_explain_measures_what_the_kernel_wrote(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert out.count("intact: all 16 bytes still ee") == 2
     assert f"Measured: the kernel wrote {16 * N} bytes; every slot holds" in out
+    cost = percpu.maps.memory_bytes(percpu.MapType.PERCPU_ARRAY, 4, 12, 1 << 20, N)
+    assert f"an entry holds 16 x {N} = {16 * N} bytes of values" in out
+    assert f"a PERCPU_ARRAY of 1,048,576 such values takes {percpu.maps._kinds.human_bytes(cost)} here" in out
 
 
 def test_explain_reports_an_overwritten_guard(capsys: pytest.CaptureFixture[str]) -> None:

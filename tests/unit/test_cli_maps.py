@@ -32,6 +32,10 @@ def test_maps_lists_the_bytes_a_lookup_writes(capsys: pytest.CaptureFixture[str]
     assert rows["per_cpu"]["lookup_writes"] == 16 * N  # round_up(12, 8) x possible CPUs
     assert rows["plain"]["percpu"] is False and rows["plain"]["lookup_writes"] == 8
     assert only == ["per_cpu"]
+    # what each map takes in the kernel when full: a per-CPU value per possible CPU for every entry
+    full = percpu.maps.memory_bytes(percpu.MapType.PERCPU_HASH, 4, 12, 4, N)
+    assert rows["per_cpu"]["memory_bytes"] == full
+    assert rows["per_cpu"]["memory_bytes"] > 4 * 16 * N and rows["plain"]["memory_bytes"] == 312 + 2 * 8
     line = next(ln for ln in text.splitlines() if "per_cpu" in ln)
     assert "percpu_hash" in line and "*" in line and line.endswith(f"{16 * N:,}")
     assert f"x {N} possible CPUs" in text

@@ -73,7 +73,7 @@ def test_bad_filters_are_clear_errors(argv: list[str], message: str) -> None:
         _options.filters(args(*argv))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("option", ["--errors-entries", "--latency-entries"])
+@pytest.mark.parametrize("option", ["--proc-entries", "--errors-entries", "--latency-entries"])
 @pytest.mark.parametrize(
     ("value", "message"), [("0", "must be 1 or more"), ("16777217", "must be 16777216 or less")]
 )

@@ -13,6 +13,7 @@ import pytest
 from percpu.cli import _report
 from percpu.syscount import (
     ERR_KEY,
+    FOLDED_TGID,
     LAT_KEY,
     PROC_KEY,
     Lost,
@@ -280,3 +281,33 @@ def test_the_latency_histogram_glyphs_are_explained_in_the_table() -> None:
     assert "' ' 0" in legend
     lo, hi, bars = _report.histogram(np.array([0, 9, 1, 0, 5, 0] + [0] * 58, np.uint64))
     assert (lo, hi, bars) == (1, 5, "@. +")  # 9 calls the peak; 1 is up to 1/9 of it, 5 up to 5/9
+
+
+def test_rows_of_exited_processes_summed_by_name_show_no_pid() -> None:
+    k = np.zeros(3, dtype=PROC_KEY)
+    k["tgid"], k["slot"], k["comm"] = [41, FOLDED_TGID, FOLDED_TGID], 0, [b"make", b"cc1", b""]
+    counts = np.array([[2, 0, 0], [9, 0, 0], [1, 0, 0]], np.uint64)
+    d = snap(1.0, {(0, 0): 14}, procs=(k, counts), lost=Lost(processes=2)).since_start()
+    text = _report.table(d)
+    assert "2 calls not counted in the per-process table: it was full (see --proc-entries)" in text
+    rows = [line.split() for line in text.splitlines() if line.endswith("cpu0")]
+    assert rows == [
+        ["-", "cc1", "read", "9", "cpu0"],
+        ["41", "make", "read", "2", "cpu0"],
+        ["-", "read", "1", "cpu0"],
+    ]
+    procs = _report.to_json(d, end_time=0.0, attach=None)["processes"]
+    assert [(p["pid"], p["comm"], p["total"]) for p in procs] == [
+        (None, "cc1", 9),
+        (41, "make", 2),
+        (None, "", 1),
+    ]
+    assert sum(p["total"] for p in procs) + d.lost.processes == 14
+
+
+def test_csv_rows_of_exited_processes_summed_by_name_have_an_empty_pid() -> None:
+    k = np.zeros(2, dtype=PROC_KEY)
+    k["tgid"], k["slot"], k["comm"] = [41, FOLDED_TGID], 0, [b"make", b"cc1"]
+    d = snap(1.0, {(0, 0): 11}, procs=(k, np.array([[2, 0, 0], [9, 0, 0]], np.uint64))).since_start()
+    rows = csv_records(_report.csv_rows(d, end_time=0.0, header=True, attach=None))["process"]
+    assert {(r["pid"], r["comm"], int(r["calls"])) for r in rows} == {("41", "make", 2), ("", "cc1", 9)}

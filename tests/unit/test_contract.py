@@ -13,6 +13,7 @@ import pytest
 
 from percpu import _contract, _elf
 from percpu.btf import Btf, parse_btf
+from percpu.errors import BtfError
 from percpu.syscount import Lost
 
 from .vm_scripts import tool
@@ -61,18 +62,26 @@ def test_every_object_has_the_same_contract(other: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("obj", "members"),
-    [(OBJ, ["orig_ax", "cs"]), (ARM64_OBJ, ["syscallno"])],
+    ("obj", "members", "thread_info"),
+    [(OBJ, ["orig_ax"], ["status"]), (ARM64_OBJ, ["syscallno"], None)],
 )
-def test_each_architecture_reads_its_own_registers(obj: str, members: list[str]) -> None:
+def test_each_architecture_reads_its_own_registers(
+    obj: str, members: list[str], thread_info: list[str] | None
+) -> None:
     """The CO-RE objects differ where they must: the struct pt_regs fields each relocates against (the
-    syscall number is orig_ax on x86_64, the s32 syscallno on arm64)."""
+    syscall number is orig_ax on x86_64, the s32 syscallno on arm64), and on x86_64 only the task's
+    thread_info.status, whose TS_COMPAT bit marks an i386 call (arm64 has no such check)."""
     btf = _btf(obj)
     regs = btf.resolve(btf.find("pt_regs", "struct"))
     assert [m[0] for m in regs.extra] == members
     if obj == ARM64_OBJ:
         ((_, type_id, _),) = regs.extra
         assert btf.size(type_id) == 4  # s32 in arch/arm64/include/asm/ptrace.h
+    if thread_info is None:
+        with pytest.raises(BtfError):
+            btf.find("thread_info", "struct")
+    else:
+        assert [m[0] for m in btf.resolve(btf.find("thread_info", "struct")).extra] == thread_info
 
 
 @pytest.mark.parametrize("obj", ALL_OBJS)

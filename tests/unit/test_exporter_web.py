@@ -21,7 +21,7 @@ from percpu._web import Limits, MetricsServer
 from percpu._webconfig import BasicAuth, WebConfig, WebConfigError, load_web_config
 from percpu.exporter import Exposition, SyscallCollector
 
-from .synthetic import FakeCounter
+from .synthetic import FakeCounter, served
 
 DEPLOY = Path(__file__).resolve().parent.parent.parent / "deploy"
 
@@ -34,7 +34,7 @@ def serve() -> Iterator[Callable[..., tuple[int, MetricsServer]]]:
         if scrape is None:
             f = FakeCounter(4)
             f.counts[:, 0] = 3
-            scrape = SyscallCollector(f).scrape
+            scrape = served(SyscallCollector(f)).scrape
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
@@ -176,7 +176,7 @@ def test_concurrent_scrapes_share_one_snapshot_and_requests_are_bounded(
 ) -> None:
     f = FakeCounter(8)
     f.counts[:, 1] = 9
-    col = SyscallCollector(f)
+    col = served(SyscallCollector(f))
     release = threading.Event()
     calls = []
 

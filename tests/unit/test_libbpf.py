@@ -136,3 +136,64 @@ def test_print_hook_outlives_a_collected_instance(lib: _libbpf.Libbpf, tmp_path:
     )
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-500:]}"
     assert int(proc.stdout.split()[-1]) >= 1  # libbpf's messages reached the shared hook
+
+
+def test_integers_beyond_their_c_type_never_reach_the_kernel(lib: _libbpf.Libbpf) -> None:
+    """ctypes keeps the low bits of an integer too large for its C type, without a word: map id 2**32 + 5
+    was map 5, flags 2**64 were flags 0, -1 was 4294967295. Each argument that crosses into a C integer is
+    refused first; a NUL byte would cut a path or name short, so it is refused too."""
+    from percpu.errors import InvalidArgument
+
+    bad_fd = 1 << 20  # would fail with EBADF if any call were made
+    n = lib.num_possible_cpus()
+    lay = Layout(4, 8, n, True)
+    key, val, tok = np.zeros(4, np.uint8), np.zeros(8 * n * 4, np.uint8), np.zeros(8, np.uint8)
+    calls = {
+        "map id 4294967301": lambda: lib.map_get_fd_by_id(2**32 + 5),
+        "map id -1": lambda: lib.map_get_fd_by_id(-1),
+        "map id 4294967296": lambda: lib.map_get_next_id(2**32),
+        "BTF id 4294967297": lambda: lib.btf_get_fd_by_id(2**32 + 1),
+        "program id -3": lambda: lib.prog_get_fd_by_id(-3),
+        "fd 4294967299": lambda: lib.map_lookup(2**32 + 3, key, val, lay),
+        "fd -2": lambda: lib.map_info(-2),
+        "flags 18446744073709551616": lambda: lib.map_lookup(bad_fd, key, val, lay, 2**64),
+        "flags -1": lambda: lib.map_update(bad_fd, key, val, lay, -1),
+        "count 4294967296": lambda: lib.map_lookup_batch(bad_fd, None, tok, key, val, 2**32, lay),
+        "elem_flags 36893488147419103232": lambda: lib.map_update_batch(bad_fd, key, val, 1, lay, 2**65),
+        "max_entries 4294967297": lambda: lib.map_create(6, "x", 4, 8, 2**32 + 1),
+        "key size -4": lambda: lib.map_create(6, "x", -4, 8, 1),
+        "map flags 4294967296": lambda: lib.map_create(6, "x", 4, 8, 1, 2**32),
+        "map name 'a\\x00b'": lambda: lib.map_create(6, "a\0b", 4, 8, 1),
+        "map name 'sixteen_bytes_ab'": lambda: lib.map_create(6, "sixteen_bytes_ab", 4, 8, 1),
+        "path '/sys/fs/bpf/a\\x00b'": lambda: lib.obj_get("/sys/fs/bpf/a\0b"),
+        "cpu 4294967296": lambda: lib.prog_run_on_cpu(bad_fd, 2**32),
+    }
+    for said, call in calls.items():
+        with pytest.raises(InvalidArgument) as e:
+            call()
+        assert str(e.value).startswith(said), str(e.value)
+        assert isinstance(e.value, ValueError)
+    with pytest.raises(InvalidArgument, match="it would reach the kernel as 5"):
+        lib.map_get_fd_by_id(2**32 + 5)
+
+
+def test_the_c_library_calls_check_what_crosses_into_c_too() -> None:
+    """mount(2), prctl(2) and statfs(2) take the same checks as the libbpf binding: a NUL byte would end a
+    path early, a word past its C type would lose its high bits. (Each call is harmless if a check ever
+    went missing: a path that does not exist, an option the kernel refuses, a prctl that only reads.)"""
+    from percpu import _libc
+    from percpu.errors import InvalidArgument
+
+    pr_get_dumpable = 3
+    for call, said in (
+        (
+            lambda: _libc.mount("none", "/nonexistent-percpu\0/x", "tmpfs"),
+            "path '/nonexistent-percpu\\x00/x'",
+        ),
+        (lambda: _libc.statfs_type("/sys/fs/bpf\0x"), "path '/sys/fs/bpf\\x00x' has a NUL byte"),
+        (lambda: _libc.prctl(2**31), "prctl option 2147483648 does not fit the kernel's i32"),
+        (lambda: _libc.prctl(pr_get_dumpable, 2**64), "prctl argument 2 18446744073709551616 does not fit"),
+    ):
+        with pytest.raises(InvalidArgument) as e:
+            call()
+        assert str(e.value).startswith(said), str(e.value)

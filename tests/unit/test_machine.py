@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,19 @@ def test_tasks_and_this_process_cgroup_come_from_the_machines_proc(tmp_path: Pat
     assert m.task_state(8) is None and m.ns_pids(8) == [] and m.cmdline(8) is None
     assert m.cgroup() == "/user.slice"
     assert _machine.Machine().architecture() == os.uname().machine
+
+
+def test_a_process_exists_until_reaped_whatever_proc_shows(tmp_path: Path) -> None:
+    # An empty /proc, as hidepid shows another user's processes: kill(pid, 0) still sees them.
+    m = _machine_at(tmp_path, {"proc/self/cgroup": "0::/\n"})
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        assert not m.task_exists(child.pid)
+        assert m.process_exists(child.pid) and m.process_exists(1)
+    finally:
+        child.kill()
+    child.wait()
+    assert not m.process_exists(child.pid)
 
 
 def test_a_pipe_is_no_bpf_object() -> None:

@@ -77,3 +77,48 @@ def test_failed_open_closes_the_fd_exactly_once(fake: Fake) -> None:
         finally:
             kernel.close = orig_close  # type: ignore[method-assign]
         assert len(closed) == 1
+
+
+def test_a_copy_is_a_handle_of_its_own_on_the_same_kernel_map(fake: Fake) -> None:
+    """copy.copy() shared the map's fd: dropping the copy closed it under the original, whose next call
+    reached whatever the fd number was given to next (another map, on the real kernel). A copy is a clone:
+    its own duplicate of the fd, on the same kernel map, closed on its own."""
+    import copy
+    import gc
+
+    kernel, topo = fake
+    n = len(topo.possible)
+    m = percpu.PerCpuHash.create(np.uint32, np.uint64, 16, name="mine")
+    c = copy.copy(m)
+    assert c.fd != m.fd and c.info.id == m.info.id and type(c) is type(m)
+    c.update_all(7, 99)
+    assert m[7].sum() == 99 * n  # one kernel map: a write through either is seen by both
+    del c
+    gc.collect()
+    assert m.fd in kernel.fds  # the original's fd outlived the copy
+    m.update_all(7, 1)
+    assert m[7].sum() == n
+    deep = copy.deepcopy(m)
+    clone = m.clone()
+    assert len({m.fd, deep.fd, clone.fd}) == 3
+    m.close()
+    assert deep[7].sum() == n and clone[7].sum() == n  # closing one handle leaves the others open
+    deep.close()
+    clone.close()
+    with pytest.raises(percpu.PercpuError, match="is closed"):
+        m.clone()
+
+
+def test_pickling_a_map_says_what_to_pickle_instead(fake: Fake) -> None:
+    """pickle (and multiprocessing, which pickles) failed with "cannot pickle '_thread.RLock' object": an
+    fd means nothing in another process. The error says to send the id or pin path and reopen it."""
+    import pickle
+
+    from percpu.errors import NotCopyable
+
+    _ = fake
+    with percpu.PerCpuArray.create(np.uint64, 4, name="counts") as m:
+        with pytest.raises(NotCopyable, match=r"map 'counts' \(id \d+\) cannot be pickled") as e:
+            pickle.dumps(m)
+        assert isinstance(e.value, TypeError)
+        assert "percpu.open_map(" in str(e.value) and f"{m.info.id}" in str(e.value)

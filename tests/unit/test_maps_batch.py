@@ -84,3 +84,19 @@ def test_without_batch_support_one_call_per_element_and_the_kernel_is_asked_once
         assert sorted(m.keys()) == [3, 4]
         with pytest.raises(percpu.KeyNotFound):
             m.delete_batch([9])
+
+
+def test_lists_of_large_64_bit_integers_are_written_exactly(fake: Fake) -> None:
+    """numpy reads a list holding an int of 2**63 or more as float64: [2**64 - 1, 1] became [0, 1] and
+    2**53 + 1 became 2**53, written as keys and values without a word."""
+    _, topo = fake
+    n = len(topo.possible)
+    with percpu.PerCpuHash.create(np.uint64, np.uint64, 8) as m:
+        m.update_batch([2**64 - 1, 1], [2**53 + 1, 2**64 - 1])
+        assert m[2**64 - 1].to_dict() == {c: 2**53 + 1 for c in topo.possible}
+        assert m[1].to_dict() == {c: 2**64 - 1 for c in topo.possible}
+        assert sorted(m.keys()) == [1, 2**64 - 1]
+        m.update(3, [2**64 - 1] * (n - 1) + [2**63 + 1])
+        assert m[3][topo.possible[-1]] == 2**63 + 1
+        with pytest.raises(percpu.PercpuError, match="not an integer"):
+            m.update_batch([2**64 - 1, 2], [1.5, 2])

@@ -87,10 +87,11 @@ def wide() -> Iterator[tuple[FakeKernel, CpuLists]]:
 @pytest.mark.parametrize("batch", [True, False], ids=["batch", "key-walk"])
 def test_sparse_map_with_huge_max_entries_is_read_without_allocating_for_all(wide: Fake, batch: bool) -> None:
     """32 KiB values on 256 possible CPUs are 8 MiB an element: allocating for 2**20 entries up front
-    would need 8 TiB. Three elements must cost about three elements."""
+    would need 8 TiB. Three elements must cost about three elements. (BPF_F_NO_PREALLOC: preallocated, the
+    kernel would need those 8 TiB at creation, and create() refuses that.)"""
     kernel, _ = wide
     kernel.bucket = 1
-    with percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 32768)), 2**20) as m:
+    with percpu.PerCpuHash.create(np.uint32, np.dtype((np.void, 32768)), 2**20, flags=1) as m:
         for k in range(3):
             m.update_all(k, bytes([k]) * 32768)
         tracemalloc.start()

@@ -77,3 +77,35 @@ def test_a_one_cpu_batch_failure_leaves_whole_map_batches_on(fake: Fake) -> None
         kernel.calls.clear()
         assert m.snapshot().values.tolist() == [[9 if c == last else 5 for c in topo.possible]]
         assert kernel.calls.count("map_lookup_batch") >= 1 and "map_get_next_key" not in kernel.calls
+
+
+@pytest.mark.parametrize("cpu_flag", [False, True], ids=["read-modify-write", "BPF_F_CPU"])
+def test_cpu_ids_and_flags_are_taken_exactly(fake: Fake, cpu_flag: bool) -> None:
+    """With BPF_F_CPU the CPU id travels in flags bits 63..32: a numpy uint32 CPU id shifted by 32 in its
+    own type became 0, so lookup_cpu(k, np.uint32(3)) read CPU 0's value and update_cpu wrote CPU 0's.
+    True and 1.0 were taken as CPU 1. update(flags=2**64) was update(flags=0) on the real kernel."""
+    _, topo = fake
+    kernel = FakeKernel(len(topo.possible), cpu_ids=topo.possible.ids, cpu_flag=cpu_flag)
+    last = topo.possible[-1]
+    with installed(kernel), percpu.PerCpuHash.create(np.uint32, np.uint64, 4, name="cpus") as m:
+        m.update(1, {c: c + 100 for c in topo.possible})
+        for cpu in (np.uint32(last), np.int16(last), np.uint64(last)):
+            assert m.lookup_cpu(1, cpu) == last + 100  # type: ignore[arg-type]
+        m.update_cpu(1, np.uint32(last), 7)  # type: ignore[arg-type]
+        assert m[1].to_dict() == {c: 7 if c == last else c + 100 for c in topo.possible}
+        for bad in (True, 1.0, "1"):
+            with pytest.raises(percpu.CpuNotPossible):
+                m.lookup_cpu(1, bad)  # type: ignore[arg-type]
+            with pytest.raises(percpu.CpuNotPossible):
+                m.update_cpu(1, bad, 5)  # type: ignore[arg-type]
+        kernel.calls.clear()
+        for flags in (2**64, -1, 2**64 + 2):
+            for call in (
+                lambda f=flags: m.update(1, [0] * len(topo.possible), f),
+                lambda f=flags: m.update_all(1, 0, f),
+                lambda f=flags: m.update_cpu(1, last, 0, f),
+                lambda f=flags: m.update_batch(np.arange(2), np.zeros(2, np.uint64), f),
+            ):
+                with pytest.raises(percpu.InvalidArgument, match=rf"map 'cpus': flags {flags} "):
+                    call()
+        assert kernel.calls == []

@@ -54,3 +54,19 @@ def test_open_map_by_a_name_no_map_has(fake: Fake) -> None:
     _ = fake
     with pytest.raises(percpu.MapNotFound):
         open_map("no_such_map_x")
+
+
+@pytest.mark.parametrize("cls", [percpu.PerCpuHash, percpu.LruPerCpuHash, percpu.Hash])
+def test_a_hash_has_no_len_but_a_count(fake: Fake, cls: type[percpu.PerCpuHash]) -> None:
+    """len() worked on PerCpuArray but not on PerCpuHash; a hash's count needs a walk of its keys, so
+    len() says so and names the walk."""
+    _ = fake
+    with cls.create(np.uint32, np.uint64, 16) as m:
+        for k in (3, 1, 2):
+            m[k] = [1] * len(m.cpus) if m.percpu else 1
+        with pytest.raises(percpu.MapTypeError, match=r"len\(\) of a .*HASH map would walk every key") as e:
+            len(m)
+        assert isinstance(e.value, TypeError)
+        assert "m.count()" in str(e.value) and "len(m.snapshot())" in str(e.value)
+        assert m.count() == 3 == len(m.snapshot())
+        assert bool(m) and sorted(list(m)) == [1, 2, 3]  # list() takes no length from len()

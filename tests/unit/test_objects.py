@@ -73,3 +73,31 @@ def test_files_that_are_not_bpf_objects(tmp_path: Path) -> None:
 def test_objects_need_the_real_libbpf_not_a_fake_machine() -> None:
     with installed(FakeKernel(2)), pytest.raises(LibbpfError, match="needs the real libbpf"):
         BpfObject(bundled("syscount.bpf.o"))
+
+
+def test_an_object_its_programs_and_rodata_refuse_copies_and_pickles(syscount: BpfObject) -> None:
+    """copy.copy() of a BpfObject made a second owner of the same libbpf object (closing it closed the
+    original's programs, and the original's finalizer closed the copy's); deepcopy and pickle failed on a
+    lock. libbpf cannot duplicate an object: each says so, and what to do instead."""
+    import copy
+    import pickle
+
+    from percpu.errors import NotCopyable
+
+    prog = next(iter(syscount.programs.values()))
+    for thing, named in ((syscount, "syscount.bpf.o"), (prog, prog.name), (syscount.rodata(), ".rodata")):
+        for how in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(NotCopyable, match=rf"{named}.* cannot be copied or pickled") as e:
+                how(thing)
+            assert isinstance(e.value, TypeError)
+    assert syscount._state.obj is not None  # the refusals left the object open
+
+
+def test_map_sizes_beyond_32_bits_are_refused_not_truncated(syscount: BpfObject) -> None:
+    """set_max_entries(name, 2**32 + 1) set 1 (ctypes kept the low 32 bits)."""
+    from percpu.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="max_entries 4294967297 does not fit the kernel's u32"):
+        syscount.set_max_entries("counts", 2**32 + 1)
+    with pytest.raises(InvalidArgument, match="max_entries -1 "):
+        syscount.set_max_entries("counts", -1)

@@ -113,3 +113,40 @@ def test_thread_count(tmp_path: Path) -> None:
     finally:
         done.set()
         t.join()
+
+
+def test_memory_available_and_the_tightest_memory_cgroup(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:   20000000 kB\n")
+    assert _procfs.mem_available(str(meminfo)) == 20000000 * 1024
+    meminfo.write_text("MemTotal:       24000000 kB\n")  # before Linux 3.14
+    assert _procfs.mem_available(str(meminfo)) is None
+    assert _procfs.mem_available(str(tmp_path / "missing")) is None
+
+    v2, v1 = tmp_path / "unified", tmp_path / "memory"
+    files = {
+        v2 / "job" / "memory.max": "max\n",
+        v2 / "job" / "memory.current": "100\n",
+        v2 / "job" / "task" / "memory.max": "1000\n",
+        v2 / "job" / "task" / "memory.current": "400\n",
+        v1 / "batch" / "memory.limit_in_bytes": "9223372036854771712\n",  # v1's "no limit"
+        v1 / "batch" / "memory.usage_in_bytes": "5\n",
+        v1 / "memory.limit_in_bytes": "700\n",
+        v1 / "memory.usage_in_bytes": "200\n",
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        f"cgroup2 {v2} cgroup2 rw,nsdelegate 0 0\ncgroup {tmp_path / 'cpu'} cgroup rw,cpu 0 0\n"
+        f"cgroup {v1} cgroup rw,relatime,memory 0 0\n"
+    )
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("4:memory:/batch\n3:cpu:/x\n0::/job/task\n")
+    assert _procfs.cgroup_memory_left(str(cgroup), str(mounts)) == (500, "memory.limit_in_bytes of cgroup /")
+    (v1 / "memory.limit_in_bytes").write_text("max\n")
+    assert _procfs.cgroup_memory_left(str(cgroup), str(mounts)) == (600, "memory.max of cgroup /job/task")
+    cgroup.write_text("0::/\n")
+    assert _procfs.cgroup_memory_left(str(cgroup), str(mounts)) is None  # no limit on the path
+    assert _procfs.cgroup_memory_left(str(tmp_path / "missing"), str(mounts)) is None

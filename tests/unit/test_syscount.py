@@ -110,6 +110,12 @@ def test_table_sizes_are_checked(kw: dict[str, object]) -> None:
         SyscallCounter(start=False, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("keep", [-1, 1 << 25, 2.5, True])
+def test_rows_kept_by_pid_are_checked(keep: object) -> None:
+    with pytest.raises(PercpuError, match=r"proc_keep=.*give a number of rows from 0 to"):
+        SyscallCounter(start=False, per_process=True, proc_keep=keep)  # type: ignore[arg-type]
+
+
 def test_lost_subtracts_and_never_goes_negative() -> None:
     assert Lost(5, 7, 9) - Lost(1, 2, 3) == Lost(4, 5, 6)
     assert Lost(0, 1, 0) - Lost(3, 0, 0) == Lost(0, 1, 0)  # a counter seen lower later: never negative

@@ -62,3 +62,20 @@ def test_map_types_name_the_per_cpu_ones_once() -> None:
     assert MapType.name_of(5) == "percpu_hash"
     assert MapType.name_of(999) == "type_999"
     assert MapType.ARENA == 33  # newer than the headers: marked with its version in the generator
+
+
+def test_btf_records_and_the_bits_of_their_packed_words() -> None:
+    # struct btf_type holds an anonymous union (size or type): one Union the struct reaches through.
+    assert ctypes.sizeof(_uapi.BtfType) == 12
+    assert _uapi.BtfType.size.offset == _uapi.BtfType.type.offset == 8
+    t = _uapi.BtfType(size=24)
+    assert t.type == 24
+    assert ctypes.sizeof(_uapi.BtfHeader) == 24
+    assert ctypes.sizeof(_uapi.BtfMember) == ctypes.sizeof(_uapi.BtfArray) == 12
+    assert ctypes.sizeof(_uapi.BtfLoadOpts) == 24  # libbpf 1.1's; later ones add fields after log_size
+    # The compiler's reading of linux/btf.h's macros, never typed in by hand.
+    assert _uapi.BTF_INFO_KIND_BITS == 0x1F << 24
+    assert _uapi.BTF_INFO_VLEN_BITS == 0xFFFF
+    assert _uapi.BTF_INFO_KFLAG_BITS == 1 << 31
+    assert _uapi.BTF_INT_ENCODING_BITS | _uapi.BTF_INT_OFFSET_BITS | _uapi.BTF_INT_BITS_BITS == 0x0FFF00FF
+    assert _uapi.BTF_MEMBER_BITFIELD_SIZE_BITS | _uapi.BTF_MEMBER_BIT_OFFSET_BITS == 0xFFFFFFFF

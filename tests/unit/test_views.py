@@ -20,7 +20,7 @@ from percpu.syscount import ERR_KEY, NR_SLOTS, PROC_KEY, SyscallDelta, SyscallSn
 from percpu.topo import CpuTopology, read_topology
 from percpu.views import group, restrict, view
 
-from .synthetic import FakeCounter
+from .synthetic import FakeCounter, served
 from .test_exporter import _parse, scrape
 
 GETPPID, READ, WRITE = 110, 0, 1
@@ -177,7 +177,7 @@ def test_exporter_groups_under_a_label_named_after_the_grouping(
 ) -> None:
     f = LayoutCounter(topology.possible, seed=5)
     f.tick(list(range(30)))
-    c = SyscallCollector(f, cpu_label=by, topology=topology)
+    c = served(SyscallCollector(f, cpu_label=by, topology=topology))
     got = scrape(c)
     series = {k: v for k, v in got.items() if k[0] == "percpu_syscalls_total"}
     labels = {dict(k[1])[by] for k in series}
@@ -192,7 +192,7 @@ def test_exporter_groups_under_a_label_named_after_the_grouping(
         == want
     )
     # The fast exposition path writes the same samples.
-    fast = SyscallCollector(f, cpu_label=by, topology=topology)
+    fast = served(SyscallCollector(f, cpu_label=by, topology=topology))
     b = _parse(fast.expose(openmetrics=False).decode())
     got.pop(("percpu_scrape_duration_seconds", ()))
     assert got == b
@@ -201,7 +201,7 @@ def test_exporter_groups_under_a_label_named_after_the_grouping(
 def test_exporter_label_choice_none_and_bad(topology: CpuTopology) -> None:
     f = LayoutCounter(topology.possible)
     f.counts[:, WRITE] = 1
-    got = scrape(SyscallCollector(f, cpu_label="none"))
+    got = scrape(served(SyscallCollector(f, cpu_label="none")))
     assert got[("percpu_syscalls_total", (("syscall", "write"),))] == 8
     with pytest.raises(ValueError, match="choose cpu, core, package, node or none"):
         SyscallCollector(f, cpu_label="socket")

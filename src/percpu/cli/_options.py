@@ -40,6 +40,14 @@ def add_counter_options(p: argparse.ArgumentParser) -> None:
     m.add_argument("-e", "--errors", action="store_true", help="also count failures by errno")
     m.add_argument("-L", "--latency", action="store_true", help="also record log2 latency histograms")
     m.add_argument(
+        "--proc-entries",
+        type=int_at_least(1, maximum=MAX_TABLE_ENTRIES),
+        default=10240,
+        metavar="N",
+        help="with -P: (process, syscall) pairs the kernel table holds (default 10240); exited processes "
+        "are taken out while counting (kept by pid up to N rows, then summed by name); calls beyond are lost",
+    )
+    m.add_argument(
         "--errors-entries",
         type=int_at_least(1, maximum=MAX_TABLE_ENTRIES),
         default=8192,
@@ -90,13 +98,15 @@ def filters(args: argparse.Namespace, pid: int | None = None, cgroup: int | str 
     )
 
 
-def counter(args: argparse.Namespace, filters: Filters) -> SyscallCounter:
+def counter(args: argparse.Namespace, filters: Filters, proc_keep: int | None = None) -> SyscallCounter:
     require_root()
     return SyscallCounter(
         filters=filters,
         per_process=args.per_process,
         errors=args.errors,
         latency=args.latency,
+        proc_entries=args.proc_entries,
+        proc_keep=proc_keep,
         errors_entries=args.errors_entries,
         latency_entries=args.latency_entries,
         attach=args.attach,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._text import printable
-from ..syscount import Lost, SyscallDelta, errno_name
+from ..syscount import FOLDED_TGID, Lost, SyscallDelta, errno_name
 
 __all__ = [
     "CSV_HEADER",
@@ -186,7 +186,7 @@ def table(
 
 
 _LOST_TABLES = {
-    "processes": ("per-process table", "a shorter run, or a --comm/--pid filter"),
+    "processes": ("per-process table", "--proc-entries"),
     "errors": ("errno table", "--errors-entries"),
     "latency": ("latency table", "--latency-entries"),
 }
@@ -232,10 +232,18 @@ def procs_table(d: SyscallDelta, *, top: int | None = DEFAULT_ROWS, exact: bool 
     for (k, row, _tot), n in zip(rows, calls, strict=True):
         busiest = cols[int(np.argmax(row))]
         comm = printable(_comm_bytes(k["comm"]))
-        out.write(f"{int(k['tgid']):>8} {comm:<16} {d.name(int(k['slot'])):<22} {n:>{width}}  {busiest}\n")
+        pid = _pid(k)
+        syscall = d.name(int(k["slot"]))
+        out.write(f"{'-' if pid is None else pid:>8} {comm:<16} {syscall:<22} {n:>{width}}  {busiest}\n")
     if len(keys) > len(rows):
         out.write(_more(len(keys) - len(rows), "(pid, syscall) pairs"))
     return out.getvalue()
+
+
+def _pid(k: Any) -> int | None:
+    """A row's pid; None for the rows that sum exited processes by name (or, with no name, by syscall)."""
+    tgid = int(k["tgid"])
+    return None if tgid == FOLDED_TGID else tgid
 
 
 def errors_table(d: SyscallDelta, *, top: int | None = DEFAULT_ROWS, exact: bool = False) -> str:
@@ -382,7 +390,7 @@ def to_json(
         keys, counts = d.procs
         obj["processes"] = [
             {
-                "pid": int(k["tgid"]),
+                "pid": _pid(k),
                 **comm_json(k["comm"]),
                 "syscall": d.name(int(k["slot"])),
                 "total": tot,

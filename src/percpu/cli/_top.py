@@ -28,6 +28,7 @@ from ._report import (
     SORTS,
     _comm_bytes,
     _ns,
+    _pid,
     columns,
     heat_level,
     histogram,
@@ -147,7 +148,9 @@ def process_table(d: SyscallDelta) -> Table:
     def make(k: Any, rate: str) -> tuple[str, str, int]:
         comm = printable(_comm_bytes(k["comm"]))
         syscall = d.name(int(k["slot"]))[:15]
-        return f"{int(k['tgid']):>7} {comm[:15]:<15} {syscall:<16}{rate:>{TOTAL_W}}", comm, int(k["tgid"])
+        pid = _pid(k)  # None: exited processes summed by name
+        left = f"{'-' if pid is None else pid:>7} {comm[:15]:<15} {syscall:<16}{rate:>{TOTAL_W}}"
+        return left, comm, -1 if pid is None else pid
 
     head = HEADS["processes"]
     return Table(head, len(head), _keyed_rows(d, d.procs, make), "(pid, syscall) pairs")

@@ -17,7 +17,8 @@ from .._privileges import privilege_hint
 from ..cpus import CpuList, cpu_lists
 from ..errors import LibbpfError, NotSupported, PercpuError
 from ..layout import round8 as stride
-from ..maps import PERCPU_TYPES, MapType, list_maps, user_value_bytes
+from ..maps import PERCPU_TYPES, MapType, list_maps, memory_bytes, user_value_bytes
+from ..maps._kinds import human_bytes
 
 __all__ = ["register"]
 
@@ -95,6 +96,9 @@ def _percpu_maps(possible: int) -> list[dict[str, Any]]:
             "stride": stride(info.value_size),
             "possible_cpus": possible,
             "reader_buffer_bytes": user_value_bytes(info.type, info.value_size, possible),
+            "memory_bytes": memory_bytes(
+                info.type, info.key_size, info.value_size, info.max_entries, possible, info.flags
+            ),
         }
         for info in list_maps()
         if info.type in PERCPU_TYPES
@@ -104,7 +108,7 @@ def _percpu_maps(possible: int) -> list[dict[str, Any]]:
 def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
     """One check per mode of the syscall counter, each loaded and attached for real; ``modes`` (when
     given) receives the structured results for the JSON report."""
-    from ..syscount import mode_support
+    from ..syscount import COMPAT_CHECKS, mode_support
 
     res = _attempt(mode_support)
     if isinstance(res, _Failed):
@@ -119,6 +123,21 @@ def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
             out.append(("unknown" if denied else "fail" if m.mode == "default" else "warn", label, m.detail))
         if modes is not None:
             modes.append(dataclasses.asdict(m))
+    # What the modes that attached cannot tell apart, once per way of telling (all modes share one object).
+    for compat in dict.fromkeys(m.compat for m in res if m.compat):
+        which = ", ".join(m.mode for m in res if m.compat == compat)
+        gap = COMPAT_CHECKS.get(compat)
+        if gap is None:
+            out.append(
+                (
+                    "ok",
+                    "syscall counter: 32-bit calls",
+                    f"told apart as the kernel does, by the task's TS_COMPAT status (in_ia32_syscall()): a "
+                    f"64-bit task's int $0x80 calls are named from the i386 table ({which})",
+                )
+            )
+        else:
+            out.append(("warn", "syscall counter: 32-bit calls", f"{gap} ({which})"))
     return out
 
 
@@ -152,6 +171,16 @@ def _doctor_checks(
             )
         if possible.ids != tuple(range(len(possible))):
             checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
+        room = machine.memory_available()
+        checks.append(
+            (
+                "info",
+                "memory for maps",
+                (f"{human_bytes(room[0])} ({room[1]})" if room else "unknown (no MemAvailable, no limit)")
+                + f": a per-CPU map takes max_entries x round_up(value_size, 8) x {len(possible)} possible "
+                "CPUs, allocated when it is created; create() refuses what does not fit",
+            )
+        )
     checks.append(_privileges(machine.effective_caps()))
     unpriv = machine.sysctl("kernel.unprivileged_bpf_disabled")
     checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
@@ -250,7 +279,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
             for m in maps:
                 print(
                     f"  id {m['id']:>5} {m['name']:<16} {m['type']:<22} value {m['value_size']:>6} B -> "
-                    f"{m['reader_buffer_bytes']:,} B ({m['stride']} x {m['possible_cpus']} CPUs)"
+                    f"{m['reader_buffer_bytes']:,} B ({m['stride']} x {m['possible_cpus']} CPUs), "
+                    f"{human_bytes(m['memory_bytes'])} in the kernel"
                 )
     failed = [what for status, what, _ in checks if status == "fail"]
     if failed:

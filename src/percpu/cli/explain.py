@@ -110,6 +110,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         f"CPUs ({cpu_lists().online})."
     )
     print("Slot i holds the i-th possible CPU, which is CPU id i only when that list has no gaps.")
+    from ..maps import MapType, memory_bytes
+    from ..maps._kinds import human_bytes
+
+    entries = 1 << 20
+    cost = memory_bytes(MapType.PERCPU_ARRAY, 4, size, entries, n)
+    print(
+        f"The same rule sizes the map in the kernel: an entry holds {st} x {n} = {expected} bytes of values,"
+    )
+    print(
+        f"so a PERCPU_ARRAY of {entries:,} such values takes {human_bytes(cost)} here, allocated when it is "
+        "created\n(percpu.maps.memory_bytes(); create() refuses what this machine cannot hold)."
+    )
     print("percpu sizes every buffer this way: PerCpuArray.create(...).lookup(key) returns a PerCpuValue.")
     if (first, wrote) != (0, expected) or not slots_ok:
         sys.stdout.flush()

@@ -91,7 +91,8 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PERCPU_REEXEC="1")
         os.execve(sys.executable, [sys.executable, "-m", "percpu", *sys.argv[1:]], env)
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
-    counter = _options.counter(args, _options.filters(args))
+    # Exited processes are summed by name at once: the exporter's series have no pid.
+    counter = _options.counter(args, _options.filters(args), proc_keep=0)
     # Bind before loading anything: a port in use is reported without touching the kernel (and a port
     # below 1024 is bound while the capability to do so is still there).
     sock = _bind(host, port)
@@ -246,7 +247,9 @@ def register(sub: Any) -> None:
         type=int_at_least(1),
         default=20,
         metavar="K",
-        help='with --per-process: at most K command names, the rest as comm="other"',
+        help="with --per-process: at most K command names (default 20): half go to names as they appear, "
+        "the busiest first, half to names among the K/2 busiest since the previous scrape; a name keeps "
+        'its series; the rest are comm="other"',
     )
     p.add_argument(
         "--enable-bpf-stats",

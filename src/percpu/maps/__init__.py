@@ -24,7 +24,9 @@ from ._kinds import (
     PERCPU_TYPES,
     SNAPSHOT_PREALLOC,
     MapType,
+    Row,
     Snapshot,
+    memory_bytes,
     user_value_bytes,
 )
 from ._percpu import PerCpuMap
@@ -49,10 +51,12 @@ __all__ = [
     "PerCpuCgroupStorage",
     "PerCpuHash",
     "PerCpuMap",
+    "Row",
     "Snapshot",
     "check_pin_path",
     "cpu_flag_supported",
     "list_maps",
+    "memory_bytes",
     "open_map",
     "user_value_bytes",
 ]

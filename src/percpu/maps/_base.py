@@ -4,6 +4,7 @@ writes. Whole-map reads are :class:`~percpu.maps._bulk.BulkReader`'s."""
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import threading
 from collections.abc import Iterator
@@ -11,8 +12,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .. import _libbpf, features
-from .._libbpf import BPF_ANY, MapInfo
+from .. import _fork, _libbpf, features
+from .._libbpf import BPF_ANY, MapInfo, c_text, checked
 from ..cpus import CpuList, possible_cpus
 from ..errors import (
     NOT_SUPPORTED_ERRNOS,
@@ -20,6 +21,7 @@ from ..errors import (
     CpuNotPossible,
     KeyNotFound,
     MapTypeError,
+    NotCopyable,
     NotSupported,
     PercpuError,
     from_errno,
@@ -36,7 +38,7 @@ from ._batch import BatchWriter
 from ._bulk import BulkReader, walk_items, walk_keys
 from ._encoding import Encoding, btf_codec
 from ._errors import lookup_error, update_error
-from ._kinds import MapType, Snapshot
+from ._kinds import MapType, Snapshot, memory_bytes
 
 M = TypeVar("M", bound="Map")
 
@@ -55,6 +57,11 @@ class Map:
     syscall. A map is a context manager; :meth:`close` releases its file descriptor. Closing is safe
     against operations running in other threads: they finish first, and later ones raise
     :class:`PercpuError`.
+
+    ``copy.copy`` and ``copy.deepcopy`` give :meth:`clone`: another handle, with its own file descriptor,
+    on the same kernel map. A map cannot be pickled (its fd means nothing in another process): pickle
+    ``info.id`` or a pin path and reopen it there with :func:`open_map`. A child forked while another
+    thread was inside a call on the map finds the map usable, with a lock of its own.
     """
 
     map_types: ClassVar[tuple[MapType, ...]] = ()
@@ -79,6 +86,7 @@ class Map:
         self._slot_of = {c: i for i, c in enumerate(self.cpus)}
         self.enc = Encoding(info.name, self.key_codec, self.value_codec, self.layout, self.cpus)
         self._fd = fd
+        _fork.track(self)
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -138,8 +146,19 @@ class Map:
         key_size: int | None = None,
         name: str = "",
         flags: int = 0,
+        check_memory: bool = True,
     ) -> M:
-        return _open.create(cls, map_type, key, value, max_entries, key_size=key_size, name=name, flags=flags)
+        return _open.create(
+            cls,
+            map_type,
+            key,
+            value,
+            max_entries,
+            key_size=key_size,
+            name=name,
+            flags=flags,
+            check_memory=check_memory,
+        )
 
     # --- lifetime -----------------------------------------------------------------------------------
 
@@ -159,6 +178,44 @@ class Map:
         ever reaches the kernel with an fd number that was closed and maybe reused by another map."""
         with self._lock:
             yield self.fd
+
+    def _after_fork_in_child(self) -> None:
+        # The thread that held the lock at fork() is not in the child, and its call does not go on there:
+        # the child's map gets a free lock, and its fd (inherited) stays usable.
+        self._lock = threading.RLock()
+
+    def clone(self: M) -> M:
+        """Another handle on the same kernel map, with its own duplicate of the fd (close-on-exec), as
+        cilium/ebpf's ``Map.Clone``: closing either leaves the other open, and a write through either is
+        seen by both. The map's contents are not copied (``snapshot()`` and ``update_batch()`` into a new
+        map do that). ``copy.copy`` and ``copy.deepcopy`` of a map call this."""
+        with self._held() as fd:
+            try:
+                dup = self._b.dup(fd)
+            except OSError as exc:
+                raise self._error(exc, "duplicate the fd") from exc
+        twin = type(self).__new__(type(self))
+        # Everything else (info, codecs, layout, CPU list) is immutable and shared; the fd and the lock
+        # are the twin's own. Its fd is set last, so a failure before leaves no finalizer to close it.
+        twin.__dict__.update(self.__dict__, _fd=None, _lock=threading.RLock())
+        twin._fd = dup
+        _fork.track(twin)
+        return twin
+
+    def __copy__(self: M) -> M:
+        return self.clone()
+
+    def __deepcopy__(self: M, memo: dict[int, Any]) -> M:
+        return self.clone()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise NotCopyable(
+            f"map {self.name!r} (id {self.info.id}) cannot be pickled: it holds a file descriptor, which "
+            "means nothing in another process. Send the map's id (m.info.id) or a path it is pinned at "
+            f"(m.pin(path)) instead, and reopen it there with percpu.open_map({self.info.id}) or "
+            "percpu.open_map(path)",
+            map_name=self.name,
+        )
 
     def close(self) -> None:
         """Release the file descriptor (the kernel frees the map when nothing else holds it)."""
@@ -183,6 +240,7 @@ class Map:
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the map in bpffs so it outlives this process."""
+        c_text(os.fspath(path), "pin path", where=f"map {self.name!r}: ")
         try:
             with self._held() as fd:
                 self._b.obj_pin(fd, os.fspath(path))
@@ -208,13 +266,32 @@ class Map:
         """Bytes one lookup writes: ``round_up(value_size, 8) * possible CPUs`` for per-CPU maps."""
         return self.layout.element_bytes
 
+    def _flags(self, flags: int) -> int:
+        """A caller's flag word, refused unless the kernel would see exactly it (flags ``2**64`` reached
+        the kernel as 0 through ctypes)."""
+        return checked(flags, "flags", "u64", where=f"map {self.name!r}: ", map_name=self.name)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of kernel memory this map takes when full, by the kernel's own accounting (see
+        :func:`percpu.maps.memory_bytes`): for a per-CPU map, ``max_entries x round_up(value_size, 8) x
+        possible CPUs`` plus the keys, pointers and header. The kernel's own figure for a map fd is the
+        ``memlock`` line of ``/proc/self/fdinfo/FD`` (Linux 6.4 and later count it this way)."""
+        i = self.info
+        return memory_bytes(
+            i.type, i.key_size, i.value_size, i.max_entries, self.layout.possible_cpus, i.flags
+        )
+
     def _error(self, exc: OSError, what: str) -> BpfError:
         return from_errno(exc.errno or 0, what, map_name=self.name)
 
     def _slot(self, cpu: int) -> int:
-        """The slot of CPU id ``cpu`` in this map's values. Raises :class:`CpuNotPossible`."""
+        """The slot of CPU id ``cpu`` in this map's values. Raises :class:`CpuNotPossible`, also for what
+        is not an integer: ``True`` and ``1.0`` hash like CPU 1 and would have found its slot."""
         try:
-            return self._slot_of[cpu]
+            if isinstance(cpu, bool):
+                raise TypeError(cpu)
+            return self._slot_of[operator.index(cpu)]
         except (KeyError, TypeError):
             raise CpuNotPossible(cpu, str(self.cpus), map_name=self.name) from None
 
@@ -255,6 +332,7 @@ class Map:
         ``flags``: ``BPF_ANY`` (create or replace), ``BPF_NOEXIST`` (create only), ``BPF_EXIST`` (replace
         only).
         """
+        flags = self._flags(flags)
         k = self.enc.key(key)
         v = self.enc.encode_value(value)
         self._update_raw(k, v, flags, key)
@@ -353,7 +431,7 @@ class Map:
         ``values`` is (n, possible CPUs) for per-CPU maps, or (n,) to give each key one value on every
         CPU.
         """
-        BatchWriter(self).update(keys, values, flags)
+        BatchWriter(self).update(keys, values, self._flags(flags))
 
     def delete_batch(self, keys: Any) -> None:
         """Remove many keys in one syscall (hash maps; falls back to one delete each)."""

@@ -89,7 +89,9 @@ class BulkReader:
             v = v.reshape((n, *v.shape[2:]))
         k.flags.writeable = False
         v.flags.writeable = False
-        return Snapshot(keys=k, values=v, cpus=m.cpus, percpu=m.percpu)
+        return Snapshot(
+            keys=k, values=v, cpus=m.cpus, percpu=m.percpu, key_codec=m.key_codec, value_codec=m.value_codec
+        )
 
     def read(self, *, delete: bool, batch: bool | None) -> tuple[np.ndarray, np.ndarray, int]:
         m = self.map

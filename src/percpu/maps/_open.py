@@ -11,17 +11,31 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from .. import _libbpf, _machine
-from .._libbpf import MapInfo
-from ..errors import BpfError, MapNotFound, MapTypeError, PercpuError, SizeMismatch, from_errno
+from .._libbpf import MapInfo, c_text, checked
+from ..errors import (
+    BpfError,
+    InvalidArgument,
+    MapNotFound,
+    MapTooLarge,
+    MapTypeError,
+    PercpuError,
+    SizeMismatch,
+    from_errno,
+)
 from ..layout import round8
 from ..values import TypeSpec, codec_for
-from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType
+from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType, human_bytes, memory_bytes
 from ._system import check_pin_path, list_maps
 
 if TYPE_CHECKING:
+    from .._libbpf import Backend
+    from ..values import Codec
     from ._base import Map
 
 M = TypeVar("M", bound="Map")
+
+# What the kernel takes in an object's name (bpf_obj_name_cpy(): isalnum(), '_' and '.').
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 
 # map type -> the class that opens it; the typed subclasses register themselves (``_types``).
 _CLASS_BY_TYPE: dict[int, type[Map]] = {}
@@ -47,6 +61,7 @@ def check_type(cls: type[Map], info: MapInfo) -> None:
 
 def from_fd(cls: type[M], fd: int, *, key: TypeSpec, value: TypeSpec, base: type[Map]) -> M:
     """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
+    fd = checked(fd, "fd", "fd")
     b = _libbpf.backend()
     other = _machine.current().fd_kind(fd)
     if other in ("program", "link"):
@@ -89,6 +104,7 @@ def from_fd(cls: type[M], fd: int, *, key: TypeSpec, value: TypeSpec, base: type
 
 def from_id(cls: type[M], map_id: int, **kw: Any) -> M:
     """Open the map with kernel id ``map_id`` (as listed by ``percpu maps`` or ``bpftool map``)."""
+    map_id = checked(map_id, "map id")
     try:
         fd = _libbpf.backend().map_get_fd_by_id(map_id)
     except OSError as exc:
@@ -105,6 +121,7 @@ def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
     kernel's own answer for a file elsewhere is EACCES, which reads like a privilege problem).
     """
     p = os.fspath(path)
+    c_text(p, "pin path")
     check_pin_path(p)
     b = _libbpf.backend()
     try:
@@ -136,6 +153,45 @@ def from_name(cls: type[M], name: str, **kw: Any) -> M:
     return cls.from_id(matches[0].id, **kw)
 
 
+def _create_typed(
+    b: Backend, map_type: MapType, name: str, kc: Codec, vc: Codec, max_entries: int, flags: int
+) -> int:
+    """Create the map with BTF for its key and value types, as libbpf and cilium/ebpf do, so that every
+    reader (percpu, bpftool, bpftrace) shows its elements typed. Where BTF cannot describe a type
+    exactly, or the kernel refuses the BTF (a kernel without a kind, a map type with rules of its own,
+    no privilege to load BTF), the map is created without it, as libbpf retries: the types are a
+    description, never a reason for the create to fail."""
+    from ..btf_write import map_btf
+
+    typed = map_btf(kc, vc, name)
+    btf_fd = 0
+    if typed is not None:
+        try:
+            btf_fd = b.btf_load(typed.blob)
+        except OSError:
+            typed = None
+    try:
+        if typed is not None:
+            try:
+                return b.map_create(
+                    map_type,
+                    name,
+                    kc.size,
+                    vc.size,
+                    max_entries,
+                    flags,
+                    btf_fd=btf_fd,
+                    btf_key_type_id=typed.key_type_id,
+                    btf_value_type_id=typed.value_type_id,
+                )
+            except OSError:
+                pass  # created again without BTF: an error that is not the BTF's is raised from there
+        return b.map_create(map_type, name, kc.size, vc.size, max_entries, flags)
+    finally:
+        if btf_fd:
+            b.close(btf_fd)  # the map holds its own reference to the BTF
+
+
 def create(
     cls: type[M],
     map_type: MapType,
@@ -146,6 +202,7 @@ def create(
     key_size: int | None = None,
     name: str = "",
     flags: int = 0,
+    check_memory: bool = True,
 ) -> M:
     kc = codec_for(key, key_size)
     vc = codec_for(value)
@@ -161,11 +218,21 @@ def create(
             actual=vc.size,
             map_name=name or None,
         )
+    flags = checked(flags, "map flags")
     if len(name) > 15:
         raise PercpuError(f"map name {name!r} is longer than the kernel's 15 characters")
+    c_text(name, "map name")
+    if not _NAME_CHARS.issuperset(name):
+        raise InvalidArgument(
+            f"map name {name!r}: the kernel takes letters, digits, '_' and '.' only",
+            argument="map name",
+            value=name,
+        )
     b = _libbpf.backend()
+    if check_memory:
+        check_memory_for(map_type, name, kc.size, vc.size, max_entries, flags, b.num_possible_cpus())
     try:
-        fd = b.map_create(map_type, name, kc.size, vc.size, max_entries, flags)
+        fd = _create_typed(b, map_type, name, kc, vc, max_entries, flags)
     except OSError as exc:
         err = from_errno(exc.errno or 0, f"create {map_type.name} map", map_name=name or None)
         if exc.errno == _errno.E2BIG or (exc.errno == _errno.ENOMEM and vc.size > 4096):
@@ -178,3 +245,36 @@ def create(
             ) from exc
         raise err from exc
     return cls.from_fd(fd, key=kc, value=vc)
+
+
+def check_memory_for(
+    map_type: MapType, name: str, key_size: int, value_size: int, max_entries: int, flags: int, possible: int
+) -> None:
+    """Refuse, before the syscall, a map whose creation would take more kernel memory than this process
+    can still have (:meth:`percpu._machine.Machine.memory_available`). The kernel allocates a per-CPU map's
+    values for every possible CPU at once, and a creation it cannot satisfy wakes the out-of-memory
+    killer, which may end any process on the machine before the syscall returns."""
+    cost = memory_bytes(map_type, key_size, value_size, max_entries, possible, flags, at_creation=True)
+    room = _machine.current().memory_available()
+    if room is None or cost <= room[0]:
+        return
+    available, limit = room
+    lo, hi = 0, max_entries  # the most entries that fit: the cost grows with them
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if memory_bytes(map_type, key_size, value_size, mid, possible, flags, at_creation=True) <= available:
+            lo = mid
+        else:
+            hi = mid - 1
+    what = f"map {name!r}" if name else "the map"
+    per_cpu = f" x {possible} possible CPUs" if map_type in PERCPU_TYPES else ""
+    raise MapTooLarge(
+        f"{what}: a {map_type.name} of {max_entries:,} entries x round_up({value_size}, 8) = "
+        f"{round8(value_size)}-byte values{per_cpu} takes {human_bytes(cost)} ({cost:,} bytes) of kernel "
+        f"memory, allocated when it is created; this process can have {human_bytes(available)} ({limit}). "
+        f"At most {lo:,} entries fit: create it with fewer, or pass check_memory=False to try anyway",
+        cost=cost,
+        available=available,
+        limit=limit,
+        map_name=name or None,
+    )

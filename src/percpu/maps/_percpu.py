@@ -4,6 +4,7 @@ Linux 7.0, read-modify-write of the whole element elsewhere) and one CPU's snaps
 from __future__ import annotations
 
 import errno as _errno
+import operator
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,8 @@ class PerCpuMap(Map):
 
     def _cpu_flags(self, cpu: int) -> int:
         self._slot(cpu)  # a CPU that is not possible is refused here, before any syscall
-        return BPF_F_CPU | (cpu << 32)
+        # A Python int: a numpy uint32 shifted by 32 in its own type is 0, which names CPU 0.
+        return BPF_F_CPU | (operator.index(cpu) << 32)
 
     def lookup_cpu(self, key: Any, cpu: int) -> Any:
         """CPU ``cpu``'s value at ``key``: one value read with BPF_F_CPU where the kernel has it (Linux
@@ -54,6 +56,7 @@ class PerCpuMap(Map):
     def update_all(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         """Write the same ``value`` on every possible CPU in one syscall: one value buffer with
         BPF_F_ALL_CPUS where the kernel has it (Linux 7.0), else the whole per-CPU element."""
+        flags = self._flags(flags)
         if features.cpu_flag():
             self._update_raw(self.enc.key(key), self.enc.encode_one(value), flags | BPF_F_ALL_CPUS, key)
             return
@@ -67,6 +70,7 @@ class PerCpuMap(Map):
         read-modify-write is not atomic: a BPF program writing another CPU's slot in between loses that
         write. A key that does not exist yet is created with zeros on the other CPUs.
         """
+        flags = self._flags(flags)
         cpu_flags = self._cpu_flags(cpu)
         slot = self._slot(cpu)
         k = self.enc.key(key)
@@ -127,7 +131,7 @@ class PerCpuMap(Map):
         full = super().snapshot(batch=batch)
         col = np.ascontiguousarray(full.cpu(cpu))
         col.flags.writeable = False
-        return Snapshot(keys=full.keys, values=col, cpus=CpuList((cpu,)), percpu=False)
+        return Snapshot(full.keys, col, CpuList((cpu,)), False, self.key_codec, self.value_codec)
 
     def _one_cpu_snapshot(self, keys: np.ndarray, vals: np.ndarray, n: int, cpu: int) -> Snapshot:
         ks, vs = self.info.key_size, self.info.value_size
@@ -135,4 +139,4 @@ class PerCpuMap(Map):
         v = vals[: n * vs].copy().view(self.value_codec.dtype)
         k.flags.writeable = False
         v.flags.writeable = False
-        return Snapshot(keys=k, values=v, cpus=CpuList((cpu,)), percpu=False)
+        return Snapshot(k, v, CpuList((cpu,)), False, self.key_codec, self.value_codec)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MapTypeError
 from ..values import (
     Codec,
     Int,
@@ -15,6 +16,7 @@ from ..values import (
     codec_for,
 )
 from ._base import Map
+from ._bulk import walk_keys
 from ._kinds import CGROUP_STORAGE_KEY, MapType
 from ._open import _CLASS_BY_TYPE
 from ._percpu import PerCpuMap
@@ -36,16 +38,52 @@ class PerCpuArray(PerCpuMap):
         *,
         name: str = "",
         flags: int = 0,
+        check_memory: bool = True,
     ) -> PerCpuArray:
-        """Create a per-CPU array of ``max_entries`` values of type ``value``."""
-        return cls._create(MapType.PERCPU_ARRAY, np.uint32, value, max_entries, name=name, flags=flags)
+        """Create a per-CPU array of ``max_entries`` values of type ``value``.
+
+        The kernel allocates ``max_entries x round_up(size, 8) x possible CPUs`` bytes at once
+        (:func:`percpu.maps.memory_bytes`); more than this process can have (MemAvailable, or its memory
+        cgroup's limit) raises :class:`~percpu.errors.MapTooLarge` before the syscall, unless
+        ``check_memory=False``."""
+        return cls._create(
+            MapType.PERCPU_ARRAY,
+            np.uint32,
+            value,
+            max_entries,
+            name=name,
+            flags=flags,
+            check_memory=check_memory,
+        )
 
     def __len__(self) -> int:
         return self.info.max_entries
 
 
-class PerCpuHash(PerCpuMap):
-    """BPF_MAP_TYPE_PERCPU_HASH."""
+class _Walked(Map):
+    """A hash map: the kernel keeps no count of its elements, so there is no cheap ``len()``."""
+
+    def __len__(self) -> int:
+        raise MapTypeError(
+            f"map {self.name!r}: len() of a {self.type_name} map would walk every key (the kernel keeps no "
+            "count): m.count() counts them in one walk (O(n)), len(m.snapshot()) reads them all",
+            expected="a map with a fixed number of elements (an array)",
+            actual=self.type_name,
+            map_name=self.name,
+        )
+
+    def __bool__(self) -> bool:
+        return True  # a map object is a handle, true whether or not it holds elements (as before)
+
+    def count(self) -> int:
+        """The number of keys, counted in one walk of the map: ``get_next_key`` once per key (O(n)),
+        bounded by ``max_entries``. Writers may add or delete keys during the walk: the count is of a
+        moment, as ``len(m.snapshot())`` is."""
+        return sum(1 for _ in walk_keys(self))
+
+
+class PerCpuHash(_Walked, PerCpuMap):
+    """BPF_MAP_TYPE_PERCPU_HASH. ``len()`` is refused: :meth:`count` walks the keys."""
 
     map_types = (MapType.PERCPU_HASH,)
     _create_type = MapType.PERCPU_HASH
@@ -59,8 +97,13 @@ class PerCpuHash(PerCpuMap):
         *,
         name: str = "",
         flags: int = 0,
+        check_memory: bool = True,
     ) -> PerCpuHash:
-        return cls._create(cls._create_type, key, value, max_entries, name=name, flags=flags)
+        """Create a per-CPU hash; its elements, each with a value per possible CPU, are allocated at once
+        unless ``flags`` has BPF_F_NO_PREALLOC (1). ``check_memory``: see :meth:`PerCpuArray.create`."""
+        return cls._create(
+            cls._create_type, key, value, max_entries, name=name, flags=flags, check_memory=check_memory
+        )
 
 
 class LruPerCpuHash(PerCpuHash):
@@ -106,23 +149,36 @@ class Array(Map):
         return codec_for(Int(4), 4) if self.info.key_size == 4 else super()._default_key_codec()
 
     @classmethod
-    def create(cls, value: TypeSpec, max_entries: int, *, name: str = "", flags: int = 0) -> Array:
-        return cls._create(MapType.ARRAY, np.uint32, value, max_entries, name=name, flags=flags)
+    def create(
+        cls, value: TypeSpec, max_entries: int, *, name: str = "", flags: int = 0, check_memory: bool = True
+    ) -> Array:
+        return cls._create(
+            MapType.ARRAY, np.uint32, value, max_entries, name=name, flags=flags, check_memory=check_memory
+        )
 
     def __len__(self) -> int:
         return self.info.max_entries
 
 
-class Hash(Map):
+class Hash(_Walked, Map):
     """BPF_MAP_TYPE_HASH (shared by all CPUs), for comparison with the per-CPU hash."""
 
     map_types = (MapType.HASH,)
 
     @classmethod
     def create(
-        cls, key: TypeSpec, value: TypeSpec, max_entries: int, *, name: str = "", flags: int = 0
+        cls,
+        key: TypeSpec,
+        value: TypeSpec,
+        max_entries: int,
+        *,
+        name: str = "",
+        flags: int = 0,
+        check_memory: bool = True,
     ) -> Hash:
-        return cls._create(MapType.HASH, key, value, max_entries, name=name, flags=flags)
+        return cls._create(
+            MapType.HASH, key, value, max_entries, name=name, flags=flags, check_memory=check_memory
+        )
 
 
 _CLASS_BY_TYPE.update(
@@ -138,8 +194,11 @@ _CLASS_BY_TYPE.update(
 
 
 def open_map(spec: int | str | os.PathLike[str], **kw: Any) -> Map:
-    """Open a map by id (``42``, ``"42"``), pinned path (``"/sys/fs/bpf/x"``) or name, as its typed class."""
-    if isinstance(spec, int):
+    """Open a map by id (``42``, ``"42"``), pinned path (``"/sys/fs/bpf/x"``) or name, as its typed class.
+
+    An id the kernel's 32-bit map ids cannot hold (``2**32 + 42``, ``-1``) is refused with
+    :class:`~percpu.errors.InvalidArgument`, not truncated into another map's id."""
+    if isinstance(spec, int | np.integer):
         return Map.from_id(spec, **kw)
     s = os.fspath(spec)
     if s.isdigit():
