@@ -192,7 +192,7 @@ def test_stat_names_a_64_bit_commands_int80_calls_from_the_i386_table(tmp_path: 
     subprocess.run(["cc", "-nostdlib", "-static", "-fno-pie", "-no-pie", "-O1", "-o", exe, src], check=True)
     r = percpu("stat", "-f", "json", "-q", "--", exe)
     assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout)
+    obj = json.loads(r.stderr)  # a command's report is on standard error
     assert calls(obj, "compat:getpriority") == 1000
     assert calls(obj, "gettimeofday") == 0 and calls(obj, "getpriority") == 0
 
@@ -710,7 +710,7 @@ def test_stat_per_process_rows_and_lost_add_up_over_thousands_of_processes(
     them, and said "lost": 0)."""
     r = percpu("stat", "-q", "-P", "-f", "json", *table, "--", fork_calls, "5000", "7")
     assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout)
+    obj = json.loads(r.stderr)  # a command's report is on standard error
     rows = sum(p["total"] for p in obj["processes"])
     assert calls(obj, "getpriority") == 35_000
     assert rows + obj["lost"]["processes"] == obj["total"]
