@@ -135,6 +135,10 @@ class Machine:
         """
         return _procfs.effective_caps(os.path.join(self.proc, "self", "status"))
 
+    def seccomp_mode(self) -> int | None:
+        """This process's seccomp mode (0 none, 1 strict, 2 filter), or None when it cannot be read."""
+        return _procfs.seccomp_mode(os.path.join(self.proc, "self", "status"))
+
     def fd_kind(self, fd: int) -> str | None:
         """``"map"``, ``"program"`` or ``"link"`` for a BPF fd, from the kernel's fdinfo; None if unknown.
 

@@ -138,20 +138,25 @@ def test_tracefs_mounted_only_where_libbpf_does_not_look_is_not_taken_for_mounte
     )
 
 
+BPF_AND_PERFMON = (1 << 38) | (1 << 39)
+
+
 @pytest.mark.parametrize(
-    ("euid", "caps", "said"),
+    ("euid", "caps", "seccomp", "said"),
     [
-        (1000, 0, " (you are not root)"),
-        (0, 0, " (you are root, but without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): a container or "),
-        (0, ALL_CAPS, ""),
+        (1000, 0, 0, " (you are not root)"),
+        (0, 0, 0, " (you are root, but without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): a container or "),
+        (0, ALL_CAPS, 0, ""),
+        # root with the capabilities, in a container whose seccomp profile refuses bpf()
+        (0, BPF_AND_PERFMON, 2, " (this process holds CAP_PERFMON and CAP_BPF, but runs under a seccomp "),
     ],
 )
 def test_permission_denied_says_why_it_applies_here(
-    capsys: pytest.CaptureFixture[str], euid: int, caps: int, said: str
+    capsys: pytest.CaptureFixture[str], euid: int, caps: int, seccomp: int, said: str
 ) -> None:
     """The library's message says what to do; the command adds who is asking, in the same words as doctor."""
     kernel = FakeKernel(N, deny=True)
-    with installed(kernel, FakeMachine(kernel, caps=caps, euid=euid)):
+    with installed(kernel, FakeMachine(kernel, caps=caps, euid=euid, seccomp=seccomp)):
         assert main(["maps"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("percpu: ") and "run as root, or grant CAP_BPF and CAP_PERFMON" in err
