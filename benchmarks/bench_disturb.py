@@ -193,7 +193,18 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0, help="load per configuration and round")
     ap.add_argument("--json-out", metavar="FILE")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one round of 0.3 s per configuration: that it runs, not how fast",
+    )
     args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.seconds = 1, 0.3
+        print(
+            f"{ap.prog}: --smoke: a small run, to check that it works; its figures mean nothing",
+            file=sys.stderr,
+        )
     if os.geteuid() != 0:
         sys.exit("bench_disturb: run as root (it attaches BPF programs)")
     online = list(cpu_lists().online)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from percpu import _libbpf
+from percpu import _libc
 from percpu.cpus import CpuList, cpu_lists
 from percpu.disturb import (
     SOFTIRQ_NAMES,
@@ -79,7 +79,7 @@ def sched_debug() -> Iterator[str]:
             return
     point = tempfile.mkdtemp(prefix="percpu-debugfs-")
     try:
-        _libbpf.mount("none", point, "debugfs")
+        _libc.mount("none", point, "debugfs")
     except OSError as exc:
         os.rmdir(point)
         pytest.fail(f"cannot mount debugfs for the scheduler's nr_switches: {exc}")
