@@ -346,7 +346,6 @@ def to_json(
     ``other`` sums the rest (present only when some were left out), so the rows always add up to
     ``total``. ``warnings`` lists every caveat on the numbers: the delta's own (:func:`caveats`) and the
     run's (``run_caveats``, e.g. a command counted without its children)."""
-    per_sys = d.per_syscall()
     # Keys of the per-row objects: CPU ids ("per_cpu": {"3": n}), or group labels ("per_node": {"node1": n}).
     per = "per_cpu" if d.groups is None else f"per_{d.groups.by}"
     keys_ = [str(c) for c in d.cpus] if d.groups is None else list(d.groups.labels)
@@ -361,24 +360,31 @@ def to_json(
     if d.groups is not None:
         obj["by"] = d.groups.by
         obj["groups"] = {lab: list(m) for lab, m in zip(d.groups.labels, d.groups.members, strict=True)}
-    obj.update(
-        {
-            "total": int(per_sys.sum()),
-            per: {k: int(v) for k, v in zip(keys_, d.per_cpu(), strict=True)},
-            "imbalance": round(d.imbalance(), 4),
-            "dropped": d.dropped,
-            "lost": d.lost._asdict(),
-            "syscalls": [
-                {
-                    "name": d.name(int(s)),
-                    "slot": int(s),
-                    "total": int(per_sys[s]),
-                    per: {k: int(d.counts[i, s]) for i, k in enumerate(keys_)},
-                }
-                for s in _rows(d, top)
-            ],
-        }
-    )
+    obj.update(_json_syscalls(d, per, keys_, top))
+    obj.update(_json_tables(d, per, keys_))
+    obj["warnings"] = [dataclasses.asdict(c) for c in (*caveats(d), *run_caveats)]
+    return obj
+
+
+def _json_syscalls(d: SyscallDelta, per: str, keys_: list[str], top: int | None) -> dict[str, Any]:
+    """The syscall matrix of :func:`to_json`: totals, the busiest ``top`` rows and ``other`` for the rest."""
+    per_sys = d.per_syscall()
+    obj: dict[str, Any] = {
+        "total": int(per_sys.sum()),
+        per: {k: int(v) for k, v in zip(keys_, d.per_cpu(), strict=True)},
+        "imbalance": round(d.imbalance(), 4),
+        "dropped": d.dropped,
+        "lost": d.lost._asdict(),
+        "syscalls": [
+            {
+                "name": d.name(int(s)),
+                "slot": int(s),
+                "total": int(per_sys[s]),
+                per: {k: int(d.counts[i, s]) for i, k in enumerate(keys_)},
+            }
+            for s in _rows(d, top)
+        ],
+    }
     rest = order_slots(d)[top:] if top else []
     if rest:
         obj["other"] = {
@@ -386,6 +392,12 @@ def to_json(
             "total": int(per_sys[rest].sum()),
             per: {k: int(v) for k, v in zip(keys_, d.counts[:, rest].sum(axis=1), strict=True)},
         }
+    return obj
+
+
+def _json_tables(d: SyscallDelta, per: str, keys_: list[str]) -> dict[str, Any]:
+    """The opt-in tables of :func:`to_json` (``-P``, ``-e``, ``-L``), each only when it was counted."""
+    obj: dict[str, Any] = {}
     if d.procs is not None:
         keys, counts = d.procs
         obj["processes"] = [
@@ -420,7 +432,6 @@ def to_json(
             }
             for slot, b in sorted(latency_by_slot(d).items())
         ]
-    obj["warnings"] = [dataclasses.asdict(c) for c in (*caveats(d), *run_caveats)]
     return obj
 
 
