@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-from .. import _libbpf
+from .. import _machine
 from .._libbpf import MapInfo
 from ..btf import parse_btf
 from ..errors import PercpuError
@@ -49,7 +49,7 @@ def made_by_percpu(infos: Iterable[MapInfo]) -> dict[int, str]:
 
 def _is_counters(btf_id: int) -> bool:
     try:
-        btf = parse_btf(_libbpf.backend().btf_raw(btf_id))
+        btf = parse_btf(_machine.current().kernel.btf_raw(btf_id))
         btf.find(_COUNTER_TYPE, "struct")
     except (OSError, PercpuError):
         return False

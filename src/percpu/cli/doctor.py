@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
-from .. import _libbpf, _machine, features
+from .. import _machine, features
 from .._privileges import privilege_hint
 from ..cpulist import format_cpu_list
 from ..cpus import CpuList, cpu_lists
@@ -77,7 +77,7 @@ def _batch_check(t: MapType) -> Check:
         return (r.status, what, f"could not probe: {r.reason}" if r.status == "unknown" else r.reason)
     if r:
         return ("ok", what, "ok")
-    return ("warn", what, "not supported by this kernel (hashes need Linux 5.6, per-CPU arrays 5.13)")
+    return ("warn", what, str(features.batch_feature(t).missing("not supported by this kernel")))
 
 
 def _cpu_lists() -> tuple[CpuList, CpuList, CpuList]:
@@ -86,13 +86,13 @@ def _cpu_lists() -> tuple[CpuList, CpuList, CpuList]:
 
 
 def _enable_stats() -> None:
-    os.close(_libbpf.libbpf().enable_stats())
+    os.close(_machine.current().libbpf().enable_stats())
 
 
 def _last_map_id() -> int:
     """The highest map id now. The kernel hands out map ids increasing (idr_alloc_cyclic, from 1 up to
     INT_MAX before they wrap), so a map with a higher id was created after this call."""
-    b = _libbpf.backend()
+    b = _machine.current().kernel
     last = 0
     while (nxt := b.map_get_next_id(last)) is not None:
         last = nxt
@@ -226,7 +226,7 @@ def _environment_checks(machine: _machine.Machine) -> list[Check]:
     unpriv = machine.sysctl("kernel.unprivileged_bpf_disabled")
     checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
     try:
-        lib = _libbpf.libbpf()
+        lib = _machine.current().libbpf()
         checks.append(("ok", "libbpf", f"{lib.version_string} ({lib.path})"))
     except LibbpfError as exc:
         checks.append(("fail", "libbpf", str(exc)))
@@ -268,7 +268,8 @@ def _probe_checks() -> list[Check]:
             (
                 "info",
                 what,
-                "not supported (Linux 7.0 adds it): update_cpu() reads, modifies and writes all slots",
+                f"not supported ({features.CPU_FLAG_FEATURE.needs} adds it): update_cpu() reads, modifies "
+                "and writes all slots",
             )
         )
     for hook, prog in (("tp_btf", "enter_btf"), ("raw_tp", "enter_raw"), ("tracepoint", "enter_tp")):
