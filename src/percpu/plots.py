@@ -30,6 +30,7 @@ import numpy as np
 
 from .errors import PercpuError
 from .syscount import SyscallDelta
+from .views import not_shown_line
 
 if TYPE_CHECKING:
     from .topo import CpuTopology
@@ -455,6 +456,7 @@ def _heatmap(
         + (f" ({d.selected})" if d.selected else "")
         + (", ordered by node, package and core: SMT siblings side by side" if cols.cores else "")
         + (f"; {n} columns in {len(pages)} panels" if len(pages) > 1 else "")
+        + (f"\n{left}" if (left := not_shown_line(d)) else "")
     )
     axes[0].set_title(
         title or f"System calls per {cols.what}: {int(d.per_syscall().sum()):,} calls in {d.seconds:.2f} s",
@@ -530,7 +532,11 @@ def _timeseries(
     else:
         _rate_lines(ax, cols, rates, mid, active, marker)
         fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
-    ax.set_xlabel(f"seconds since the start ({len(deltas)} intervals of {deltas[0].seconds:.3g} s)")
+    left = not_shown_line(deltas[0])
+    ax.set_xlabel(
+        f"seconds since the start ({len(deltas)} intervals of {deltas[0].seconds:.3g} s)"
+        + (f"\n{left}" if left else "")
+    )
     ax.set_xlim(0, float(ends[-1]))
     total = int(sum(int(d.per_syscall().sum()) for d in deltas))
     sel = f" on CPUs {deltas[0].cpus} ({deltas[0].selected})" if deltas[0].selected else ""

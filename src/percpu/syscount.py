@@ -629,7 +629,8 @@ class SyscallDelta:
 
     A view of it (:func:`percpu.views.view`) may keep only some CPUs (``cpus`` lists them, ``selected``
     says how they were chosen) or sum them into groups (``groups``: then row i of ``counts``, and column
-    i of the keyed counts, is group ``groups.labels[i]``, not a CPU).
+    i of the keyed counts, is group ``groups.labels[i]``, not a CPU). :func:`percpu.views.shown` leaves
+    out the CPUs that were not online and made no call, and lists them in ``not_shown``.
     """
 
     seconds: float
@@ -644,6 +645,7 @@ class SyscallDelta:
     lost: Lost = _NO_LOSS
     groups: CpuGroups | None = None
     selected: str | None = None
+    not_shown: CpuList | None = None
     _names: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
 
     def rates(self) -> np.ndarray:

@@ -4,6 +4,7 @@ together, in the table, JSON, CSV and the exporter's labels."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -133,13 +134,13 @@ def test_cli_options_build_the_view(topology: CpuTopology) -> None:
     from percpu.cli import build_parser
 
     args = build_parser().parse_args(["stat", "--by", "core", "--cpus", "isolated,0"])
-    v, topo = from_args(args, topology)
-    assert v is not None and topo is topology
+    v = from_args(args, topology)
+    assert v.topology is topology
     d = v(delta(topology))
     assert d.cpus == CpuList([0, 2, 3, 6]) and d.groups is not None
     assert d.groups.labels == ("core0.0", "core0.1", "core1.0")
-    none, _ = from_args(build_parser().parse_args(["stat"]), topology)
-    assert none is None
+    plain = from_args(build_parser().parse_args(["stat"]), topology)
+    assert plain.topology is None, "no topology read without --by, --cpus or pictures"
 
 
 @pytest.mark.parametrize(
@@ -232,3 +233,65 @@ def test_exporter_series_bounded_at_256_cpus(tmp_path: Path) -> None:
         got = scrape(SyscallCollector(f, cpu_label=by, topology=topo))
         n = sum(1 for k in got if k[0] == "percpu_syscalls_total")
         assert n == 3 * per_syscall, by
+
+
+def cloud_vm(calls: dict[int, int], online: tuple[int, ...] = (0, 1)) -> SyscallDelta:
+    """A VM with 64 possible CPUs of which ``online`` are online: getppid calls per CPU."""
+    cpus = CpuList(range(64))
+    counts = np.zeros((64, NR_SLOTS), np.uint64)
+    for cpu, n in calls.items():
+        counts[cpu, GETPPID] = n
+    end = SyscallSnapshot(3.0, cpus, counts, arch="x86_64", online=CpuList(online))
+    return end.delta(SyscallSnapshot(1.0, cpus, np.zeros_like(counts), arch="x86_64"))
+
+
+def test_reports_show_the_cpus_that_exist_and_say_what_they_left_out() -> None:
+    """`stat` on a VM with 2 of 64 possible CPUs online printed 64 columns, 62 of them zeros for CPUs that
+    were not even present, under "on 64 possible CPUs (0-63)". Now the online CPUs and any CPU with calls
+    (CPU 5 counted before it went offline) are shown, and one line says what was left out."""
+    from percpu.views import shown
+
+    d = shown(cloud_vm({1: 100, 5: 50}))
+    assert d.cpus == CpuList([0, 1, 5]) and d.not_shown == CpuList([2, 3, 4, *range(6, 64)])
+    assert d.imbalance() == 2.0, "the busiest CPU over the mean of the CPUs shown (0, 1 and 5)"
+    text = _report.table(d, exact=True)
+    lines = text.splitlines()
+    assert lines[0] == "150 system calls in 2.00 s (75/s) on 3 of 64 possible CPUs (0-1,5)"
+    assert lines[1] == "61 possible CPUs not online (2-4,6-63): no calls"
+    head = next(line for line in lines if line.startswith("syscall"))
+    assert head.split()[-3:] == ["cpu0", "cpu1", "cpu5"] and len(head.split()) == 6
+    obj = _report.to_json(d, end_time=1.0, attach=None)
+    assert obj["cpus"] == [0, 1, 5] and obj["online"] == [0, 1] and obj["not_shown"] == list(d.not_shown)
+    assert obj["per_cpu"] == {"0": 0, "1": 100, "5": 50} and obj["total"] == 150
+    rows = list(csv.DictReader(io.StringIO(_report.csv_rows(d, end_time=1.0, header=True))))
+    assert [(r["record"], r["text"]) for r in rows if r["record"] in ("online", "not-shown")] == [
+        ("online", "0-1"),
+        ("not-shown", "2-4,6-63"),
+    ]
+    assert next(r for r in rows if r["record"] == "not-shown")["calls"] == "0"
+    totals = {r["cpu"]: int(r["calls"]) for r in rows if r["record"] == "total"}
+    assert totals == {"0": 0, "1": 100, "5": 50} and sum(totals.values()) == obj["total"]
+
+
+def test_a_cpu_shown_before_keeps_its_column_and_every_cpu_on_request() -> None:
+    """A live view (top, stat -i) keeps the columns it showed: CPU 1 went offline and made no call in
+    this interval. --all-cpus shows every possible CPU."""
+    from percpu.cli import build_parser
+
+    view_ = from_args(build_parser().parse_args(["top"]))
+    first = view_(cloud_vm({0: 10, 1: 20}))
+    later = view_(cloud_vm({0: 10}, online=(0,)))
+    assert first.cpus == later.cpus == CpuList([0, 1])
+    assert later.not_shown == CpuList(range(2, 64)) and later.imbalance() == 1.0
+    every = from_args(build_parser().parse_args(["top", "--all-cpus"]))(cloud_vm({1: 20}))
+    assert every.cpus == CpuList(range(64)) and every.not_shown is None
+    assert "possible CPUs not online" not in _report.table(every)
+
+
+def test_nothing_is_left_out_when_the_online_cpus_are_unknown_or_all_are_there() -> None:
+    from percpu.views import shown
+
+    unknown = dataclasses.replace(cloud_vm({1: 1}), online=None)
+    assert shown(unknown) is unknown
+    every = cloud_vm({1: 1}, online=tuple(range(64)))
+    assert shown(every) is every

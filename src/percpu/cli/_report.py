@@ -16,6 +16,7 @@ import numpy as np
 
 from .._text import printable
 from ..syscount import FOLDED_TGID, Lost, SyscallDelta, errno_name
+from ..views import not_shown_line
 
 __all__ = [
     "CSV_HEADER",
@@ -88,7 +89,9 @@ def columns(d: SyscallDelta) -> list[str]:
 
 def _where(d: SyscallDelta) -> str:
     """Which CPUs a report covers, for its first line."""
-    if d.selected is None:
+    if d.selected is None and d.not_shown:
+        what = f"{len(d.cpus)} of {len(d.cpus) + len(d.not_shown)} possible CPUs ({d.cpus})"
+    elif d.selected is None:
         what = f"{len(d.cpus)} possible CPUs ({d.cpus})"
     else:
         what = f"CPU{'s' if len(d.cpus) > 1 else ''} {d.cpus}"
@@ -156,9 +159,9 @@ def table(
     flat, cell_w = _counts([v for line in grid for v in line], exact, 8)
     cells = [flat[i * len(labels) : (i + 1) * len(labels)] for i in range(len(grid))]
     out = io.StringIO()
-    out.write(
-        f"{grand:,} system calls in {d.seconds:.2f} s ({human(grand / d.seconds)}/s) on {_where(d)}\n\n"
-    )
+    out.write(f"{grand:,} system calls in {d.seconds:.2f} s ({human(grand / d.seconds)}/s) on {_where(d)}\n")
+    left_out = not_shown_line(d)
+    out.write(f"{left_out}\n\n" if left_out else "\n")
     out.write(f"{'syscall':<22} {unit:>{tot_w}} {'%':>6}" + "".join(f" {c:>{cell_w}}" for c in labels) + "\n")
     for n, slot in enumerate(rows):
         pct = 100.0 * int(per_sys[slot]) / grand if grand else 0.0
@@ -355,6 +358,10 @@ def to_json(
         "attach": attach,
         "cpus": list(d.cpus),
     }
+    if d.online is not None:
+        obj["online"] = list(d.online)
+    if d.not_shown:
+        obj["not_shown"] = list(d.not_shown)
     if d.selected is not None:
         obj["selected"] = d.selected
     if d.groups is not None:
@@ -467,6 +474,7 @@ def caveat_lines(run_caveats: Sequence[Caveat]) -> str:
 
 # One header for every record of a CSV report (long format: one count a row). Which columns a record fills:
 #   attach    code (the hook)                  selected  code (--cpus as given), text (the CPUs)
+#   online    text (the CPUs online at the end) not-shown calls (0), text (CPUs not online, without calls)
 #   group     cpu (its label), text (its CPUs) total     cpu, calls (all syscalls on that CPU)
 #   syscall   cpu, syscall, calls              other     cpu, calls, text (the syscalls -n left out)
 #   process   cpu, syscall, pid, comm, calls   error     syscall, errno, error, calls (all CPUs)
@@ -496,6 +504,8 @@ CSV_RECORDS = {
     "interval_s": "every record",
     "attach": "attach",
     "cpus": "total",
+    "online": "online",
+    "not_shown": "not-shown",
     "selected": "selected",
     "by": "the cpu column's name",
     "groups": "group",
@@ -540,6 +550,10 @@ def csv_rows(
 
     if attach is not None:
         row("attach", code=attach)
+    if "online" in obj:
+        row("online", text=str(d.online))
+    if "not_shown" in obj:
+        row("not-shown", calls=0, text=str(d.not_shown))
     if "selected" in obj:
         row("selected", code=obj["selected"], text=str(d.cpus))
     for label, members in obj.get("groups", {}).items():

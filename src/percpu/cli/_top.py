@@ -23,6 +23,7 @@ import numpy as np
 from .._text import printable
 from ..errors import PercpuError
 from ..syscount import SyscallCounter, SyscallDelta, errno_name
+from ..views import not_shown_line
 from ._report import (
     HISTOGRAM_LEGEND,
     SORTS,
@@ -36,6 +37,7 @@ from ._report import (
     latency_by_slot,
     latency_quantiles,
 )
+from ._view import View
 
 NAME_W, TOTAL_W, CELL_W = 18, 9, 8
 # Below this the view has no room for one syscall row with one CPU column: it says so instead.
@@ -211,7 +213,7 @@ class _View:
         interval: float,
         sort: str,
         top: int,
-        view: Callable[[SyscallDelta], SyscallDelta] | None = None,
+        view: View | None = None,
     ) -> None:
         self.counter = counter
         self.view = view  # --cpus / --by: applied to every interval's counts
@@ -320,6 +322,8 @@ class _View:
             shown_sel = d.selected and d.selected != str(d.cpus)
             line2 += f"  CPUs {d.cpus}" + (f" ({d.selected})" if shown_sel else "")
             line2 += f" by {d.groups.by}" if d.groups is not None else ""
+        elif d is not None and d.not_shown:
+            line2 += f"  CPUs {d.cpus} of {len(c.cpus)} possible; {not_shown_line(d)}"
         else:
             line2 += f"  CPUs {c.cpus} ({len(c.cpus)} possible, {_online_count()} online)"
         self.put(scr, 1, 0, line2)
@@ -460,6 +464,8 @@ class _View:
         self.init_colors()
         scr.timeout(100)
         last = self.counter.snapshot()
+        if self.view is not None:
+            self.view.remember(last.online)  # a CPU online at the start keeps its column
         due = time.monotonic() + self.interval
         self.draw(scr)
         while True:
@@ -512,7 +518,7 @@ def run(
     interval: float,
     sort: str,
     top: int,
-    view: Callable[[SyscallDelta], SyscallDelta] | None = None,
+    view: View | None = None,
 ) -> int:
     v = _View(counter, interval, sort, top, view)
     try:

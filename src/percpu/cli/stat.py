@@ -56,7 +56,7 @@ class _Output:
         self.exact = not args.interval
         self.sum = args.sum
         self.quiet = args.quiet
-        self.view, self.topology = _view.from_args(args)  # a bad --cpus fails here, before counting
+        self.view = _view.from_args(args, watch=bool(args.heatmap or getattr(args, "timeseries", None)))
         self.attach: str | None = None
         self.first = True
         self.heatmap_path: str | None = args.heatmap
@@ -104,10 +104,9 @@ class _Output:
 
     def write(self, d: SyscallDelta) -> None:
         end = time.time()
-        if self.view is not None:
-            d = self.view(d)
         if self.timeseries_path:
-            self.intervals.append(d)
+            self.intervals.append(d)  # as counted: drawn at the end with the CPUs of the whole run
+        d = self.view(d)
         if self.report_lost:
             return
         if self.fmt == "json":
@@ -149,9 +148,8 @@ class _Output:
     def write_heatmap(self, d: SyscallDelta) -> None:
         """The pictures, at the end of the run: the heat map of ``d`` (the whole run), the time series of
         the intervals. Written by :meth:`commit`."""
-        topology = self.topology or _topology_or_none()
-        if self.view is not None:
-            d = self.view(d)
+        d = self.view(d)
+        topology = self.view.topology or _topology_or_none()
         # What the numbers leave out, in the picture itself: it travels without the report.
         notes = [c.text for c in (*_report.caveats(d), *self.caveats)]
         if self.heatmap is not None or self.timeseries is not None:
@@ -163,7 +161,8 @@ class _Output:
             self._write_picture(self.heatmap, "heat map", buf.getvalue())
         if self.timeseries is not None and self.timeseries_path is not None:
             buf = io.BytesIO()
-            plots.timeseries(self.intervals, self.timeseries_path, topology=topology, file=buf, notes=notes)
+            intervals = [self.view.apply(x) for x in self.intervals]  # every one with the run's CPUs
+            plots.timeseries(intervals, self.timeseries_path, topology=topology, file=buf, notes=notes)
             self._write_picture(self.timeseries, "time series", buf.getvalue())
 
     def _write_picture(self, f: ReportFile, what: str, data: bytes) -> None:
@@ -343,6 +342,7 @@ def _stat_loop(
 
     A report that can no longer be written ends the run early, unless pictures of the whole run are due
     or a command runs: percpu waits for its command whatever happens to its report."""
+    out.view.remember(start.online)  # a CPU online at the start keeps its column
     last = start
     deadline = start.time + args.duration if args.duration else None
     due = start.time + args.interval if args.interval else None

@@ -26,7 +26,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
             "redirect it (>/dev/null to discard it)"
         )
     filters = _options.filters(args)
-    view, _layout = _view.from_args(args)
+    view = _view.from_args(args)
     counter = _options.counter(args, filters)
     # SIGTERM ends top as q and Ctrl-C do: the terminal is restored and the exit status is 0.
     old = signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -47,8 +47,11 @@ def _cmd_top(args: argparse.Namespace) -> int:
 
 def _top_batch(args: argparse.Namespace, counter: SyscallCounter, view: _view.View | None = None) -> int:
     """Without a terminal: print a table every interval (like top -b)."""
+    if view is None:
+        view = _view.from_args(args)
     with counter:
         last = counter.snapshot()
+        view.remember(last.online)
         n = 0
         try:
             while not args.count or n < args.count:
@@ -56,8 +59,7 @@ def _top_batch(args: argparse.Namespace, counter: SyscallCounter, view: _view.Vi
                 snap = counter.snapshot()
                 d = snap.delta(last)
                 last = snap
-                if view is not None:
-                    d = view(d)
+                d = view(d)
                 sys.stdout.write(_report.table(d, top=args.top, rates=True, sort=args.sort) + "\n")
                 sys.stdout.flush()
                 n += 1
