@@ -290,3 +290,26 @@ def test_a_commands_report_to_a_full_stderr_is_lost_with_status_1(monkeypatch: p
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # ... (fd 2 would be /dev/null by now)
     assert o.finish(0, ["true"]) == 1
     assert "standard error: No space left on device: the report was lost" in sys.stderr.getvalue()
+
+
+def test_a_report_on_a_cloud_vm_shows_the_cpus_that_exist(tmp_path: Path) -> None:
+    """`percpu stat` on a VM with 2 of 64 possible CPUs online printed a column for each of the 64, under
+    "on 64 possible CPUs (0-63)". Now the 2 online CPUs, and a line for the 62 others: zero."""
+    import numpy as np
+
+    from percpu.cpus import CpuList
+    from percpu.syscount import NR_SLOTS, SyscallSnapshot
+
+    cpus, counts = CpuList(range(64)), np.zeros((64, NR_SLOTS), np.uint64)
+    counts[1, 110] = 1234
+    end = SyscallSnapshot(3.0, cpus, counts, arch="x86_64", online=CpuList([0, 1]))
+    out = tmp_path / "r.txt"
+    o = stat._Output(stat_args("-o", str(out)))  # type: ignore[arg-type]
+    o.write(end.delta(SyscallSnapshot(1.0, cpus, 0 * counts, arch="x86_64", online=CpuList([0, 1]))))
+    o.commit()
+    o.close()
+    lines = out.read_text().splitlines()
+    assert lines[0].endswith("on 2 of 64 possible CPUs (0-1)")
+    assert lines[1] == "62 possible CPUs not online (2-63): no calls"
+    assert next(ln for ln in lines if ln.startswith("syscall")).split()[-2:] == ["cpu0", "cpu1"]
+    assert "cpu2" not in out.read_text()
