@@ -295,3 +295,44 @@ def test_nothing_is_left_out_when_the_online_cpus_are_unknown_or_all_are_there()
     assert shown(unknown) is unknown
     every = cloud_vm({1: 1}, online=tuple(range(64)))
     assert shown(every) is every
+
+
+def test_a_live_view_follows_cpus_going_offline_and_coming_online(tmp_path: Path) -> None:
+    """`top --by core` and `stat -i --by core` read the topology once: CPU 7, brought online after the
+    start, stayed in `unknown` until the next start. Now the next interval has it in its core, and CPU 3,
+    taken offline (sysfs removes its topology), keeps its core: no count moves between groups."""
+    import shutil
+
+    from percpu.cli._view import View
+    from percpu.topo import TopologyWatch
+
+    from .fake_topology import fake_sysfs, write
+
+    cpu, node, _cg = fake_sysfs(tmp_path)
+    v = View("core", None, False, TopologyWatch(lambda: read_topology(cpu, node_root=node, cgroup_root=None)))
+    possible = v.watch.topology.possible if v.watch else CpuList(())
+
+    def interval(online: list[int], calls: dict[int, int]) -> SyscallDelta:
+        counts = np.zeros((len(possible), NR_SLOTS), np.uint64)
+        for c, n in calls.items():
+            counts[possible.ids.index(c), GETPPID] = n
+        end = SyscallSnapshot(2.0, possible, counts, arch="x86_64", online=CpuList(online))
+        return end.delta(SyscallSnapshot(1.0, possible, np.zeros_like(counts), arch="x86_64"))
+
+    def by_core(d: SyscallDelta) -> dict[str, int]:
+        assert d.groups is not None
+        return {lab: int(n) for lab, n in zip(d.groups.labels, d.counts[:, GETPPID], strict=True) if n}
+
+    assert by_core(v(interval([0, 1, 2, 3, 6], {3: 10}))) == {"core0.1": 10}
+    for name, text in (
+        ("physical_package_id", "1"),
+        ("core_id", "1"),
+        ("die_id", "0"),
+        ("thread_siblings_list", "7"),
+    ):
+        write(Path(cpu) / "cpu7" / "topology" / name, text)
+    shutil.rmtree(Path(cpu) / "cpu3" / "topology")
+    write(Path(cpu) / "online", "0-2,6-7")
+    d = v(interval([0, 1, 2, 6, 7], {7: 5, 3: 2}))  # CPU 3's last calls, counted before it went away
+    assert by_core(d) == {"core0.1": 2, "core1.1": 5}
+    assert d.groups is not None and "unknown" not in d.groups.labels
