@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import _libbpf, _libc, _machine
+from . import _libbpf, _machine
 from . import syscalls as _names
 from ._contract import (
     COMPAT_BASE,
@@ -45,6 +45,7 @@ from ._contract import LAT_INDEX as _LAT_INDEX
 from ._contract import LAT_ROW as _LAT_ROW
 from ._contract import PROC_LINES as _PROC_LINES
 from ._contract import PercpuConfig as _Config
+from ._machine import cgroup2_root, ensure_tracefs
 from .cpus import CpuList, machine, possible_cpus
 from .errors import AttachError, InvalidFilter, NotSupported, PercpuError, ProgramLoadError
 from .maps import Map
@@ -64,6 +65,7 @@ __all__ = [
     "SyscallCounter",
     "SyscallDelta",
     "SyscallSnapshot",
+    "cgroup2_root",
     "ensure_tracefs",
     "slot_name",
 ]
@@ -123,34 +125,6 @@ def slot_name(slot: int, arch: str | None = None) -> str:
 def errno_name(err: int) -> str:
     """``ENOENT`` for 2; ``E<n>`` for numbers Python does not name (kernel-internal ones like 512)."""
     return errno.errorcode.get(err, f"E{err}")
-
-
-def cgroup2_root() -> str | None:
-    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup``, or ``.../unified`` on hybrid
-    systems), or None."""
-    return _machine.current().mount_point("cgroup2")
-
-
-def ensure_tracefs() -> str:
-    """Where tracefs is mounted for libbpf, mounting it at /sys/kernel/tracing if it is not (needs root).
-
-    Only /sys/kernel/tracing and /sys/kernel/debug/tracing count (see ``Machine.tracefs_dir``): a tracefs
-    mounted only elsewhere, as a chroot's /sys is from the host, would leave libbpf failing with ENOENT.
-    """
-    point = _machine.current().tracefs_dir()
-    if point is not None:
-        return point
-    target = _machine.TRACEFS_DIRS[0]
-    try:
-        _libc.mount("nodev", target, "tracefs")
-    except OSError as exc:
-        raise NotSupported(
-            f"tracefs is not mounted and mounting it at {target} failed: {exc.strerror}; "
-            f"run `mount -t tracefs nodev {target}` as root",
-            feature="tracefs",
-            errno=exc.errno,
-        ) from exc
-    return target
 
 
 def _cgroup_id_exists(root: str, cgroup_id: int) -> bool:
