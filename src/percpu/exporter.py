@@ -50,7 +50,7 @@ from ._contract import PROC_KEY, ROW_BUCKETS, ROW_FIRST_BUCKET
 from ._text import printable
 from .cpus import CpuList, cpu_lists
 from .errors import PercpuError
-from .syscount import FOLDED_TGID, SyscallSnapshot, errno_name, folded_keys, slot_name
+from .syscount._data import FOLDED_TGID, SyscallSnapshot, errno_name, folded_keys, slot_name
 from .topo import CpuGroups, CpuTopology, group_rows
 
 __all__ = ["Exposition", "Family", "Sample", "SyscallCollector", "render"]
