@@ -19,8 +19,6 @@ import functools
 import os
 import threading
 import time
-import weakref
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +39,6 @@ from .._contract import (
 )
 from .._contract import LAT_INDEX as _LAT_INDEX
 from .._contract import LAT_ROW as _LAT_ROW
-from .._contract import PROC_LINES as _PROC_LINES
 from .._contract import PercpuConfig as _Config
 from .._machine import cgroup2_root, ensure_tracefs
 from ..cpus import CpuList, machine, possible_cpus
@@ -60,6 +57,7 @@ from ._data import (
     slot_name,
 )
 from ._filters import COMM_LEN, PID_MAX_LIMIT, Filters, pid_namespace
+from ._procs import PROC_CACHE, Drainer, ProcessTable, flush_caches, flush_pending
 
 __all__ = [
     "ATTACH_MODES",
@@ -107,207 +105,6 @@ _MIN_KERNEL = {"tp_btf": "Linux 5.5 with BTF", "raw_tp": "Linux 4.17", "tracepoi
 # The largest opt-in table taken (keys): 16M keys of 8 bytes per possible CPU is already gigabytes.
 MAX_TABLE_ENTRIES = 1 << 24
 
-_KEY_BYTES = PROC_KEY.itemsize
-
-
-def _raw_keys(keys: np.ndarray) -> list[bytes]:
-    """Each key's bytes, for dictionaries (one copy of the array, then slices)."""
-    raw = np.ascontiguousarray(keys).tobytes()
-    return [raw[i : i + _KEY_BYTES] for i in range(0, len(raw), _KEY_BYTES)]
-
-
-def _merge_keyed(parts: Sequence[Keyed], ncpu: int) -> Keyed:
-    """Rows of ``parts`` in one table, the counts of a key present more than once added up."""
-    parts = [p for p in parts if len(p[0])]
-    if not parts:
-        return np.zeros(0, PROC_KEY), np.zeros((0, ncpu), np.uint64)
-    keys = np.concatenate([p[0] for p in parts]).astype(PROC_KEY, copy=False)
-    counts = np.concatenate([np.asarray(p[1], np.uint64).reshape(len(p[0]), ncpu) for p in parts])
-    uniq, inv = np.unique(keys.view(np.dtype((np.void, _KEY_BYTES))), return_inverse=True)
-    if len(uniq) == len(keys):
-        return keys, counts
-    out = np.zeros((len(uniq), ncpu), np.uint64)
-    np.add.at(out, inv.reshape(-1), counts)
-    return uniq.view(PROC_KEY), out
-
-
-class ProcessTable:
-    """Per-process counts that add up: the kernel's table (live processes) plus what percpu took out of it.
-
-    The kernel's ``proc_counts`` hash does not evict: a key it has no room for is counted as lost
-    (``Lost.processes``), so the rows plus that always equal the calls counted. So that the table does
-    not fill with processes that are gone, :meth:`read` takes out the rows of every process that had
-    exited before it began (``alive(tgid)`` false) and keeps them here:
-
-    * by pid, while fewer than ``keep`` such rows are kept (a process's rows are kept or summed together);
-    * then summed by name: key (``FOLDED_TGID``, syscall, comm), while fewer than ``fold`` of those exist;
-    * then by syscall alone: (``FOLDED_TGID``, syscall, empty comm), at most one row per syscall.
-
-    Memory is bounded by ``keep + fold + NR_SLOTS`` rows whatever processes do. A row kept by pid keeps
-    its key; a row summed by name leaves the snapshots, and its counts are in :func:`folded_keys`' first
-    key present (deltas account for that). Liveness is checked *before* the caches are flushed and the
-    table read: a process gone by then has every call in the table, and no cached call of it can reach
-    the table later, so nothing is added to a row between its read and its removal. (One exception no
-    user-space reader can close: a new process that gets the same pid and name in that window.)
-
-    ``flush()`` moves the kernel's per-CPU caches into the table and returns the rows of caches no flush
-    could reach (an offline CPU's), which are added to what is read and are not taken out meanwhile;
-    ``alive`` None takes nothing out (pids that are not this namespace's). ``events()`` is a count that
-    grows with every key the kernel inserts or loses (a cheap read): :meth:`due` compares it with the
-    room left to say when the table is filling, every :attr:`period` seconds.
-    """
-
-    PERIOD_MIN = 0.005
-    PERIOD_MAX = 0.05
-
-    def __init__(
-        self,
-        table: Map,
-        ncpu: int,
-        *,
-        keep: int,
-        fold: int,
-        alive: Callable[[int], bool] | None,
-        flush: Callable[[], Keyed | None] | None = None,
-        events: Callable[[], int] | None = None,
-    ) -> None:
-        self.table = table
-        self.ncpu = ncpu
-        self.keep = keep
-        self.fold = fold
-        self.alive = alive
-        self.flush = flush
-        self.events = events
-        self.entries = table.info.max_entries
-        self._seen: set[int] = set()  # tgids in the table at the last read
-        self._left = 0  # rows left in the table by the last read
-        self._events = 0  # events() at the last read
-        self._read_at = 0.0  # time.monotonic() of the last read
-        self._not_before = 0.0  # the next drain, after one that freed little
-        self._backoff = 0.0
-        # How often to ask due(): about a quarter of the room left fills in that time at the rate seen,
-        # so the table holds the two drains' worth a process's rows wait (seen, then taken out).
-        self.period = self.PERIOD_MAX
-        self._keys = np.zeros(0, PROC_KEY)
-        self._counts = np.zeros((0, ncpu), np.uint64)
-        self._n = 0
-        self._index: dict[bytes, int] = {}
-        self.kept_by_pid = 0
-        self.kept_by_name = 0
-        self.taken = 0  # rows taken out of the kernel's table so far
-
-    def read(self) -> Keyed:
-        """Every row: the table's, the unreachable caches', and those taken out, each key once."""
-        parts = self.drain()
-        parts.append((self._keys[: self._n], self._counts[: self._n]))
-        return _merge_keyed(parts, self.ncpu)
-
-    def due(self, now: float) -> bool:
-        """Whether the table is filling: keys inserted or lost since the last read reach half the room
-        that read left (any at all once it is full), and the last drain that freed little is not recent."""
-        if self.events is None or self.alive is None or now < self._not_before:
-            return False
-        grown = self.events() - self._events
-        return grown > 0 and grown >= (self.entries - self._left) // 2
-
-    def drain(self) -> list[Keyed]:
-        """Take the rows of processes that had exited out of the table; returns what is left in it (and
-        the unreachable caches' rows)."""
-        gone = self._gone()
-        events = self.events() if self.events is not None else 0
-        pending = self.flush() if self.flush is not None else None
-        snap = self.table.snapshot()
-        keys, counts = snap.keys.astype(PROC_KEY, copy=False), np.asarray(snap.values, np.uint64)
-        counts = counts.reshape(len(keys), self.ncpu)
-        taken = 0
-        if gone:
-            out = np.isin(keys["tgid"], np.fromiter(gone, np.uint32, len(gone)))
-            if pending is not None and len(pending[0]):
-                void = np.dtype((np.void, _KEY_BYTES))
-                out &= ~np.isin(keys.view(void), pending[0].astype(PROC_KEY, copy=False).view(void))
-            if out.any():
-                self._take(keys[out], counts[out])
-                self.table.delete_batch(keys[out])
-                taken = int(out.sum())
-                keys, counts = keys[~out], counts[~out]
-        self.taken += taken
-        self._left = len(keys)
-        now = time.monotonic()
-        rate = max(events - self._events, 0) / max(now - self._read_at, 1e-3) if self._read_at else 0.0
-        room = max(self.entries - self._left, 1)
-        self.period = min(max(room / 4 / rate, self.PERIOD_MIN), self.PERIOD_MAX) if rate else self.PERIOD_MAX
-        self._read_at = now
-        self._events = events
-        self._seen = set(np.unique(keys["tgid"]).tolist())
-        parts: list[Keyed] = [(keys, counts)]
-        if pending is not None and len(pending[0]):
-            self._seen |= set(np.unique(pending[0]["tgid"]).tolist())
-            parts.append(pending)
-        self._pace(taken)
-        return parts
-
-    def _pace(self, taken: int) -> None:
-        """Back off while drains free little (the table full of live processes): each one reads it all."""
-        if taken * 8 >= self.entries or self._left * 2 < self.entries:
-            self._backoff = 0.0
-        else:
-            self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
-        self._not_before = time.monotonic() + self._backoff
-
-    def _gone(self) -> set[int]:
-        if self.alive is None:
-            return set()
-        return {t for t in self._seen if 0 < t < PID_MAX_LIMIT and not self.alive(t)}
-
-    def _take(self, keys: np.ndarray, counts: np.ndarray) -> None:
-        """Keep rows taken out of the table, by pid while there is room (whole processes, in pid order),
-        else summed by name, else by syscall alone."""
-        void = np.dtype((np.void, _KEY_BYTES))
-        known = np.fromiter((k in self._index for k in _raw_keys(keys)), bool, len(keys))
-        dest = keys.copy()
-        tgids, inv = np.unique(keys["tgid"], return_inverse=True)
-        inv = inv.reshape(-1)
-        new = np.bincount(inv, weights=~known, minlength=len(tgids)).astype(np.int64)
-        whole = np.cumsum(new) <= self.keep - self.kept_by_pid
-        self.kept_by_pid += int(new[whole].sum())
-        fold = ~(whole[inv] | known)
-        if fold.any():
-            dest["tgid"][fold] = FOLDED_TGID
-            at = np.nonzero(fold)[0]
-            named = _raw_keys(dest[at])
-            room = self.fold - self.kept_by_name
-            taken: set[bytes] = set()
-            for j, k in zip(at.tolist(), named, strict=True):
-                if k in self._index or k in taken:
-                    continue
-                if len(taken) < room:
-                    taken.add(k)
-                else:
-                    dest["comm"][j] = b""
-            self.kept_by_name += len(taken)
-        uniq, where = np.unique(dest.view(void), return_inverse=True)
-        sums = np.zeros((len(uniq), self.ncpu), np.uint64)
-        np.add.at(sums, where.reshape(-1), counts)
-        uniq_raw = _raw_keys(uniq)
-        rows = [self._index.get(k, -1) for k in uniq_raw]
-        old = np.array(rows, np.int64) >= 0
-        if old.any():
-            self._counts[np.array(rows, np.int64)[old]] += sums[old]
-        fresh = ~old
-        n = int(fresh.sum())
-        if not n:
-            return
-        if self._n + n > len(self._keys):
-            size = max(16, 2 * (self._n + n))
-            self._keys = np.concatenate([self._keys[: self._n], np.zeros(size - self._n, PROC_KEY)])
-            grow = np.zeros((size - self._n, self.ncpu), np.uint64)
-            self._counts = np.concatenate([self._counts[: self._n], grow])
-        self._keys[self._n : self._n + n] = uniq[fresh].view(PROC_KEY)
-        self._counts[self._n : self._n + n] = sums[fresh]
-        for j in np.nonzero(fresh)[0].tolist():
-            self._index[uniq_raw[j]] = self._n
-            self._n += 1
-
 
 def _btf_available() -> bool:
     return _machine.current().kernel_btf is not None
@@ -319,22 +116,6 @@ _PROG_RAW_TRACEPOINT = 17
 _FUNC_TASK_STORAGE_GET = 156
 _FUNC_GET_CURRENT_TASK_BTF = 158
 _MAP_TASK_STORAGE = 29
-
-
-# struct proc_cache of bpf/syscount.bpf.c: a CPU's per-process cache lines (read only for an offline CPU,
-# which no flush can reach).
-_PROC_LINE = np.dtype(
-    {"names": ["key", "n"], "formats": [PROC_KEY, np.uint64], "offsets": [0, 24], "itemsize": 32}
-)
-_PROC_CACHE = np.dtype(
-    {
-        "names": ["busy", "line"],
-        "formats": [np.uint32, (_PROC_LINE, (_PROC_LINES,))],
-        "offsets": [0, 8],
-        "itemsize": 8 + 32 * _PROC_LINES,
-    }
-)
-_ENXIO = 6
 
 
 @dataclass(frozen=True)
@@ -366,26 +147,6 @@ def kernel_features() -> KernelFeatures:
         task_btf=task_btf,
         task_storage=task_btf and storage_map and helper(_PROG_RAW_TRACEPOINT, _FUNC_TASK_STORAGE_GET),
     )
-
-
-class _Drainer(threading.Thread):
-    """Takes exited processes out of a counter's per-process table whenever it is filling (a check of two
-    small maps every ``ProcessTable.period`` s). Holds the counter weakly: a counter dropped without
-    close() is still finalized."""
-
-    def __init__(self, counter: SyscallCounter) -> None:
-        super().__init__(name="percpu-process-drain", daemon=True)
-        self.counter = weakref.ref(counter)
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        period = ProcessTable.PERIOD_MAX
-        while not self.stop.wait(period):
-            c = self.counter()
-            if c is None:
-                return
-            period = c._drain_if_due(self.stop)
-            del c
 
 
 class SyscallCounter:
@@ -462,7 +223,7 @@ class SyscallCounter:
         self._maps: dict[str, Map] = {}
         self._flush_fd = -1
         self._proc_table: ProcessTable | None = None
-        self._drainer: _Drainer | None = None
+        self._drainer: Drainer | None = None
         self._drain_error: BaseException | None = None
         # close() and snapshot() may run in different threads (an exporter shutting down while a scrape
         # reads): the lock makes a snapshot finish before the maps go, or fail with a typed error after.
@@ -645,9 +406,11 @@ class SyscallCounter:
                 if "proc_inserts" in names:
                     self._maps["proc_inserts"] = obj.map("proc_inserts", value=np.uint64)
             if flush:
-                self._maps["proc_cache"] = obj.map("proc_cache", value=_PROC_CACHE)
+                self._maps["proc_cache"] = obj.map("proc_cache", value=PROC_CACHE)
                 self._flush_fd = obj.programs[flush].fd
-                self._flush_procs()  # refused here (no BPF_PROG_TEST_RUN on a CPU): the hash path instead
+                flush_caches(
+                    self._flush_fd, self._cpus
+                )  # refused here (no BPF_PROG_TEST_RUN on a CPU): the hash path instead
             if self.errors:
                 self._maps["errors"] = obj.map("errors", key=ERR_KEY, value=np.uint64)
             if self.latency:
@@ -672,7 +435,11 @@ class SyscallCounter:
                 keep=self.proc_keep,
                 fold=self.proc_entries,
                 alive=None if foreign else _machine.current().process_exists,
-                flush=self._flush_pending if flush else None,
+                flush=(
+                    functools.partial(flush_pending, self._flush_fd, self._maps["proc_cache"], self._cpus)
+                    if flush
+                    else None
+                ),
                 events=self._proc_events if "proc_inserts" in self._maps else None,
             )
 
@@ -745,7 +512,7 @@ class SyscallCounter:
         so that a caller may still give up privileges while it has one thread (the exporter does)."""
         t = self._proc_table
         if self._drainer is None and t is not None and t.events is not None and t.alive is not None:
-            self._drainer = _Drainer(self)
+            self._drainer = Drainer(self._drain_if_due)
             self._drainer.start()
 
     def _drain_if_due(self, stop: threading.Event) -> float:
@@ -826,58 +593,10 @@ class SyscallCounter:
         rows = self._maps["lat_rows"].snapshot().values["n"]
         return merge_latency(index, rows, overflow)
 
-    def _flush_procs(self) -> list[int]:
-        """Move every CPU's cached per-process counts into proc_counts by running flush_procs on each
-        CPU; returns the indexes of the CPUs it could not reach (offline)."""
-        lib = _libbpf.libbpf()
-        offline: list[int] = []
-        for i in range(len(self._cpus)):
-            cpu = self._cpus[i]
-            # 1: it interrupted a counting program on that CPU, which is done in well under a microsecond
-            for _ in range(100_000):
-                try:
-                    if lib.prog_run_on_cpu(self._flush_fd, cpu) == 0:
-                        break
-                except OSError as exc:
-                    if exc.errno == _ENXIO:
-                        offline.append(i)
-                        break
-                    raise NotSupported(
-                        f"cannot run the per-process flush on CPU {cpu}: {exc.strerror}",
-                        feature="BPF_PROG_TEST_RUN on a CPU",
-                        min_kernel="5.10",
-                        errno=exc.errno,
-                    ) from exc
-            else:
-                raise PercpuError(f"the per-process flush found CPU {cpu} busy 100,000 times in a row")
-        return offline
-
     def _procs(self) -> tuple[np.ndarray, np.ndarray] | None:
         if self._proc_table is None:
             return None
         return self._proc_table.read()
-
-    def _flush_pending(self) -> Keyed | None:
-        """Flush every CPU's per-process cache into the table; the rows of the caches of CPUs no flush
-        can reach (offline: they keep their calls until they come back), or None."""
-        offline = self._flush_procs()
-        if not offline:
-            return None
-        lines = self._maps["proc_cache"].snapshot().values[0]
-        keys: list[np.ndarray] = []
-        counts: list[np.ndarray] = []
-        for i in offline:
-            for line in lines[i]["line"]:
-                if line["n"]:
-                    row = np.zeros(len(self._cpus), dtype=np.uint64)
-                    row[i] = line["n"]
-                    keys.append(line["key"])
-                    counts.append(row)
-        if not keys:
-            return None
-        return _merge_keyed(
-            [(np.array(keys, dtype=PROC_KEY), np.array(counts, dtype=np.uint64))], len(self._cpus)
-        )
 
     def _keyed(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         m = self._maps.get(name)
