@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from percpu import _libbpf, syscount
+from percpu import _libbpf, features, syscount
 from percpu.cpus import cpu_lists
 from percpu.errors import AttachError, PercpuError
 from percpu.objects import BpfObject
@@ -26,7 +26,6 @@ from percpu.syscount import (
     FOLDED_TGID,
     LAT_BUCKETS,
     Filters,
-    KernelFeatures,
     SyscallCounter,
     cgroup2_root,
 )
@@ -44,7 +43,7 @@ GETPRIORITY = syscall_number("getpriority")
 # its own at the same moment, and a shared name would let its calls into this run's comm filter.
 COMM = f"pcpuw{os.getpid()}"[:15]
 # Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11).
-BEFORE_5_11_FEATURES = KernelFeatures(task_btf=False, task_storage=False)
+BEFORE_5_11_FEATURES = features.KernelFeatures(task_btf=False, task_storage=False)
 
 
 def run_workload(calls: int, cpu: int, *extra: str) -> dict[str, float]:
@@ -305,7 +304,7 @@ def test_latency_counts_every_call_that_blocked_or_moved_cpu(
     sample, whichever store held its start."""
     percpu_slot, feats = LATENCY_STORES[store]
     if feats is not None:
-        monkeypatch.setattr(syscount, "kernel_features", lambda: feats)
+        monkeypatch.setattr(features, "kernel_features", lambda: feats)
     monkeypatch.setattr(SyscallCounter, "latency_percpu", percpu_slot)
     cpu, other = cpu_pair()
     reads, sleeps = 300, 200
@@ -645,7 +644,7 @@ def test_int80_calls_of_a_64_bit_task_are_named_from_the_i386_table(
     getpriority calls (i386 96) are compat:getpriority, never gettimeofday (x86_64 96). Its code segment is
     the 64-bit one, so a check of the code segment named them from the x86_64 table."""
     if old:
-        monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11_FEATURES)
+        monkeypatch.setattr(features, "kernel_features", lambda: BEFORE_5_11_FEATURES)
     filters = Filters(comm=os.path.basename(int80_binary)) if filtered else None
     with SyscallCounter(filters=filters, attach=mode, latency=latency) as c:
         before = c.snapshot()
@@ -742,7 +741,7 @@ OLD_KERNEL_MODES: dict[str, dict[str, object]] = {
 def test_without_the_5_11_helpers_every_mode_counts_exactly(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
+    monkeypatch.setattr(features, "kernel_features", lambda: BEFORE_5_11)
     cpu, other = cpu_pair()
     cpus = list(cpu_lists().possible)
     with SyscallCounter(**OLD_KERNEL_MODES[mode]) as c:  # type: ignore[arg-type]
@@ -782,7 +781,7 @@ def test_without_the_5_11_helpers_every_mode_counts_exactly(
 def test_without_task_local_storage_the_storage_map_is_not_created(monkeypatch: pytest.MonkeyPatch) -> None:
     """On 5.10 a TASK_STORAGE map cannot be created at all: the counter must not ask for it, and creates
     the start-time map only for latency."""
-    monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
+    monkeypatch.setattr(features, "kernel_features", lambda: BEFORE_5_11)
     for latency in (True, False):
         with SyscallCounter(latency=latency, filters=Filters(comm=COMM)) as c:
             obj = c._obj

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _libbpf, _machine
+from .. import _libbpf, _machine, features
 from .. import syscalls as _names
 from .._contract import (
     COMPAT_BASE,
@@ -99,7 +99,11 @@ _PROGRAMS = {
 }
 # What each attach mode needs, for error messages (the syscount.bpf.o flavours also need kernel BTF for
 # their CO-RE reads; without BTF, syscount_nobtf.bpf.o attaches at raw_tp only).
-_MIN_KERNEL = {"tp_btf": "Linux 5.5 with BTF", "raw_tp": "Linux 4.17", "tracepoint": "Linux 4.7 and tracefs"}
+_MIN_KERNEL = {
+    "tp_btf": f"{features.TP_BTF.needs} with BTF",
+    "raw_tp": features.RAW_TP.needs,
+    "tracepoint": f"{features.TRACEPOINT.needs} and tracefs",
+}
 
 
 # The largest opt-in table taken (keys): 16M keys of 8 bytes per possible CPU is already gigabytes.
@@ -108,45 +112,6 @@ MAX_TABLE_ENTRIES = 1 << 24
 
 def _btf_available() -> bool:
     return _machine.current().kernel_btf is not None
-
-
-# enum bpf_prog_type, enum bpf_func_id and enum bpf_map_type values (include/uapi/linux/bpf.h)
-_PROG_TRACEPOINT = 5
-_PROG_RAW_TRACEPOINT = 17
-_FUNC_TASK_STORAGE_GET = 156
-_FUNC_GET_CURRENT_TASK_BTF = 158
-_MAP_TASK_STORAGE = 29
-
-
-@dataclass(frozen=True)
-class KernelFeatures:
-    """What the syscall counter's optional code paths need, probed on the running kernel (each a load of
-    a tiny program or map, not a version comparison: distributions backport)."""
-
-    task_btf: bool  # bpf_get_current_task_btf(), Linux 5.11: tgid and comm read straight from the task
-    task_storage: bool  # task local storage from tracing programs, Linux 5.11: latency start times
-
-
-@functools.cache
-def kernel_features() -> KernelFeatures:
-    """Probe (once per process) the helpers and map types the counter's modes choose between."""
-    lib = _libbpf.libbpf()
-
-    def helper(prog_type: int, func: int) -> bool:
-        try:
-            return lib.probe_helper(prog_type, func)
-        except OSError:
-            return False  # cannot tell (no privilege): the fallback paths work everywhere
-
-    try:
-        storage_map = lib.probe_map_type(_MAP_TASK_STORAGE)
-    except OSError:
-        storage_map = False
-    task_btf = helper(_PROG_RAW_TRACEPOINT, _FUNC_GET_CURRENT_TASK_BTF)
-    return KernelFeatures(
-        task_btf=task_btf,
-        task_storage=task_btf and storage_map and helper(_PROG_RAW_TRACEPOINT, _FUNC_TASK_STORAGE_GET),
-    )
 
 
 class SyscallCounter:
@@ -308,14 +273,15 @@ class SyscallCounter:
         raise NotSupported(
             "cannot attach the syscall counter at any hook:\n  " + "\n  ".join(errors),
             feature="syscall tracepoints",
-            min_kernel="4.17",
+            min_kernel=features.RAW_TP.since,
         )
 
     def _start(self, mode: str) -> None:
-        feats = kernel_features()
+        feats = features.kernel_features()
         if mode == "tracepoint":
             ensure_tracefs()
-        # Paths for kernels before 5.11 (helpers instead of the task pointer, start times by thread id)
+        # Paths for kernels without TASK_BTF or TASK_STORAGE (helpers instead of the task pointer, start times
+        # by thread id)
         # are chosen per feature, so each mode works wherever its own needs are met.
         self._config.task_btf = int(feats.task_btf and not self._nobtf)
         self._config.task_storage = int(feats.task_storage and not self._nobtf)
@@ -324,7 +290,7 @@ class SyscallCounter:
         # call than two task storage lookups). A kernel that refuses that program gets the previous path:
         # the start in the task's store at every sys_enter.
         # Per-process counts likewise gather in a per-CPU cache when the kernel can run the flush program
-        # on a given CPU (BPF_PROG_TEST_RUN on a CPU, Linux 5.10); else each call looks up the hash.
+        # on a given CPU (features.TEST_RUN_ON_CPU); else each call looks up the hash.
         slot = mode == "tp_btf" and self.latency and self.latency_percpu
         cache = self.per_process and self.process_cache
         tries: list[tuple[bool, bool]] = []
@@ -380,7 +346,8 @@ class SyscallCounter:
             if not self.latency:
                 obj.set_max_entries("lat_rows", 1)
             # Only the start-time map latency uses is created: a kernel without task local storage
-            # (before 5.11) cannot create that map at all, and an unused LRU hash is allocated up front.
+            # (features.TASK_STORAGE) cannot create that map at all, and an unused LRU hash is allocated
+            # up front.
             names = obj.map_names
             if "starts" in names:
                 obj.set_autocreate("starts", self.latency and bool(self._config.task_storage))
@@ -563,7 +530,8 @@ class SyscallCounter:
         )
 
     def _skipped_runs(self) -> int:
-        """Runs the kernel skipped, summed over the attached programs (0 before Linux 5.12)."""
+        """Runs the kernel skipped, summed over the attached programs (0 on a kernel without
+        features.RECURSION_MISSES)."""
         if self._obj is None:
             return 0
         lib = _libbpf.libbpf()
@@ -658,10 +626,10 @@ def _modes() -> list[tuple[str, str, dict[str, Any]]]:
 def mode_support() -> list[ModeSupport]:
     """Load and attach the counter once per mode (then detach): what this kernel really supports."""
     out: list[ModeSupport] = []
-    feats: KernelFeatures | None = None
+    feats: features.KernelFeatures | None = None
     for mode, flag, kw in _modes():
         try:
-            feats = feats or kernel_features()
+            feats = feats or features.kernel_features()
             with SyscallCounter(**kw) as c:
                 hook = c.attach_mode
                 slot = bool(c._config.lat_percpu)
@@ -671,18 +639,19 @@ def mode_support() -> list[ModeSupport]:
             out.append(ModeSupport(mode, flag, False, None, str(exc).splitlines()[0]))
             continue
         how = f"attaches at {hook}"
+        task_btf = features.TASK_BTF
         if mode == "per-process":
             how += (
                 "; tgid and comm read from the task"
                 if feats.task_btf
-                else "; tgid and comm from helpers (bpf_get_current_task_btf needs Linux 5.11)"
+                else f"; tgid and comm from helpers ({task_btf.name} needs {task_btf.needs})"
             )
             how += "; a per-CPU cache in front of the hash" if cache else "; the hash at every call"
         if mode == "latency":
             store = (
                 "task local storage"
                 if feats.task_storage
-                else "a hash by thread id (task local storage needs Linux 5.11)"
+                else f"a hash by thread id (task local storage needs {features.TASK_STORAGE.needs})"
             )
             how += (
                 f"; start times in a per-CPU slot, moved at sched_switch to {store}"

@@ -96,7 +96,8 @@ class Lost(NamedTuple):
     # Runs of percpu's programs the kernel skipped because the same program was already running on that
     # CPU: a run preempted in the middle (kernels whose syscall tracepoints run BPF preemptibly, e.g. 7.x
     # with lazy or full preemption) blocks the program on that CPU until it resumes. A skipped enter run
-    # is a call not counted at all; the kernel counts them per program (recursion_misses, Linux 5.12).
+    # is a call not counted at all; the kernel counts them per program (recursion_misses, see
+    # features.RECURSION_MISSES).
     skipped: int = 0
 
     def __sub__(self, other: tuple[int, ...]) -> Lost:

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .. import _libbpf
+from .. import _libbpf, features
 from .._contract import PROC_KEY, PROC_LINES
 from ..cpulist import CpuList
-from ..errors import NotSupported, PercpuError
+from ..errors import PercpuError
 from ..maps import Map
 from ._data import FOLDED_TGID, Keyed
 from ._filters import PID_MAX_LIMIT
@@ -279,11 +279,8 @@ def flush_caches(fd: int, cpus: CpuList) -> list[int]:
                 if exc.errno == errno.ENXIO:
                     offline.append(i)
                     break
-                raise NotSupported(
-                    f"cannot run the per-process flush on CPU {cpu}: {exc.strerror}",
-                    feature="BPF_PROG_TEST_RUN on a CPU",
-                    min_kernel="5.10",
-                    errno=exc.errno,
+                raise features.TEST_RUN_ON_CPU.missing(
+                    f"cannot run the per-process flush on CPU {cpu}: {exc.strerror}", errno=exc.errno
                 ) from exc
         else:
             raise PercpuError(f"the per-process flush found CPU {cpu} busy 100,000 times in a row")
