@@ -108,7 +108,7 @@ def _percpu_maps(possible: int) -> list[dict[str, Any]]:
 def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
     """One check per mode of the syscall counter, each loaded and attached for real; ``modes`` (when
     given) receives the structured results for the JSON report."""
-    from ..syscount import COMPAT_CHECKS, mode_support
+    from ._modes import COMPAT_CHECKS, mode_support
 
     res = _attempt(mode_support)
     if isinstance(res, _Failed):

@@ -19,7 +19,6 @@ import functools
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -422,6 +421,18 @@ class SyscallCounter:
             return "off"
         return "code segment" if self._nobtf else "TS_COMPAT"
 
+    @property
+    def uses_start_slot(self) -> bool:
+        """Whether latency start times are kept in a per-CPU slot, moved to the task's store at sched_switch
+        (tp_btf, :attr:`latency_percpu`), rather than in the store at every call. Known once started."""
+        return bool(self._config.lat_percpu)
+
+    @property
+    def uses_process_cache(self) -> bool:
+        """Whether per-process counts gather in a per-CPU cache in front of the hash (:attr:`process_cache`),
+        rather than in the hash at every call. Known once started."""
+        return bool(self._config.proc_cache)
+
     def close(self) -> None:
         """Detach the programs and free the maps (waits for a snapshot running in another thread)."""
         drainer, self._drainer = self._drainer, None
@@ -584,86 +595,3 @@ COMPAT_CHECKS: dict[str, str | None] = {
     "which numbers them differently",
     "off": "32-bit calls are not told apart (detect_compat=False)",
 }
-
-
-@dataclass(frozen=True)
-class ModeSupport:
-    """Whether one mode of the counter loads and attaches on this kernel, at which hook, and how; ``compat``
-    is how it tells 32-bit calls apart (a key of :data:`COMPAT_CHECKS`), None when it did not attach."""
-
-    mode: str
-    flag: str
-    supported: bool
-    hook: str | None
-    detail: str
-    compat: str | None = None
-
-
-def _modes() -> list[tuple[str, str, dict[str, Any]]]:
-    me = os.getpid()
-    return [
-        ("default", "", {}),
-        ("per-process", "-P", {"per_process": True}),
-        ("errors", "-e", {"errors": True}),
-        ("latency", "-L", {"latency": True}),
-        ("failed only", "-x", {"filters": Filters(failed_only=True)}),
-        (
-            "filters",
-            "-p -t -c -s --cgroup",
-            {
-                "filters": Filters(
-                    tgid=me,
-                    tid=me,
-                    comm="percpu",
-                    syscalls=["getppid"],
-                    cgroup="/" if cgroup2_root() else None,
-                )
-            },
-        ),
-    ]
-
-
-def mode_support() -> list[ModeSupport]:
-    """Load and attach the counter once per mode (then detach): what this kernel really supports."""
-    out: list[ModeSupport] = []
-    feats: features.KernelFeatures | None = None
-    for mode, flag, kw in _modes():
-        try:
-            feats = feats or features.kernel_features()
-            with SyscallCounter(**kw) as c:
-                hook = c.attach_mode
-                slot = bool(c._config.lat_percpu)
-                cache = bool(c._config.proc_cache)
-                compat = c.compat_check
-        except PercpuError as exc:
-            out.append(ModeSupport(mode, flag, False, None, str(exc).splitlines()[0]))
-            continue
-        how = f"attaches at {hook}"
-        task_btf = features.TASK_BTF
-        if mode == "per-process":
-            how += (
-                "; tgid and comm read from the task"
-                if feats.task_btf
-                else f"; tgid and comm from helpers ({task_btf.name} needs {task_btf.needs})"
-            )
-            how += "; a per-CPU cache in front of the hash" if cache else "; the hash at every call"
-        if mode == "latency":
-            store = (
-                "task local storage"
-                if feats.task_storage
-                else f"a hash by thread id (task local storage needs {features.TASK_STORAGE.needs})"
-            )
-            how += (
-                f"; start times in a per-CPU slot, moved at sched_switch to {store}"
-                if slot
-                else f"; start times in {store}"
-            )
-        how += (
-            "; 32-bit calls told apart by the task's TS_COMPAT, as the kernel does"
-            if compat == "TS_COMPAT"
-            else "; 32-bit calls told apart by code segment only"
-            if compat == "code segment"
-            else "; 32-bit calls not told apart"
-        )
-        out.append(ModeSupport(mode, flag, True, hook, how, compat))
-    return out
