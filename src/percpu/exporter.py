@@ -41,16 +41,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import __version__, _machine
+from . import _machine
 from ._contract import PROC_KEY, ROW_BUCKETS, ROW_FIRST_BUCKET
 from ._text import printable
-from .cpus import CpuList, cpu_lists
+from ._version import __version__
+from .cpus import cpu_lists
 from .errors import PercpuError
-from .syscount._data import FOLDED_TGID, SyscallSnapshot, errno_name, folded_keys, slot_name
+from .syscount._data import FOLDED_TGID, SnapshotSource, SyscallSnapshot, errno_name, folded_keys, slot_name
 from .topo import CpuGroups, CpuTopology, group_rows
 
 __all__ = ["Exposition", "Family", "Sample", "SyscallCollector", "render"]
@@ -180,18 +181,6 @@ class Exposition:
             return b
 
 
-class CounterSource(Protocol):
-    """What the collector needs from a :class:`~percpu.syscount.SyscallCounter` (tests use a fake)."""
-
-    attach_mode: str | None
-    arch: str
-
-    @property
-    def cpus(self) -> CpuList: ...
-    def snapshot(self) -> SyscallSnapshot: ...
-    def programs(self) -> list[Any]: ...
-
-
 class _Row(NamedTuple):
     mask: bytes  # which CPUs of the row are non-zero (the template's shape)
     template: bytes  # one "name{labels} %d\n" per non-zero CPU
@@ -202,9 +191,13 @@ class _Row(NamedTuple):
 
 
 class SyscallCollector:
+    """The metric families of a source of snapshots (:class:`~percpu.syscount._data.SnapshotSource`):
+    ``percpu exporter`` gives it the running counter, tests a fake. :meth:`scrape` reads the source once
+    and renders; :meth:`collect` serves prometheus_client's registry."""
+
     def __init__(
         self,
-        counter: CounterSource,
+        source: SnapshotSource,
         *,
         cpu_label: bool | str = True,
         topology: CpuTopology | None = None,
@@ -222,17 +215,17 @@ class SyscallCollector:
             raise ValueError(
                 f"top_syscalls must be 0 (all) or more, max_comms 1 or more: {top_syscalls}, {max_comms}"
             )
-        self.counter = counter
+        self.source = source
         # Rows of the exported matrix: CPUs, or groups of them (the label is then named after the grouping).
         self._groups: CpuGroups | None = None
         self._label_name = "cpu"
         if cpu_label in ("cpu", "none") or isinstance(cpu_label, bool):
             self.cpu_label = cpu_label in (True, "cpu")
-            self._cpu_labels = [str(c) for c in counter.cpus]
+            self._cpu_labels = [str(c) for c in source.cpus]
         elif cpu_label in ("core", "package", "node"):
             self.cpu_label = True
             topo = topology if topology is not None else cpu_lists().topology()
-            self._groups = topo.groups(str(cpu_label), counter.cpus)
+            self._groups = topo.groups(str(cpu_label), source.cpus)
             self._label_name = str(cpu_label)
             self._cpu_labels = list(self._groups.labels)
         else:
@@ -282,7 +275,7 @@ class SyscallCollector:
     def _name(self, slot: int) -> str:
         n = self._names.get(slot)
         if n is None:
-            n = self._names[slot] = slot_name(slot, self.counter.arch)
+            n = self._names[slot] = slot_name(slot, self.source.arch)
         return n
 
     def _label(self, slot: int) -> str:
@@ -344,7 +337,7 @@ class SyscallCollector:
         """Read the maps once and build every family; render with :meth:`Exposition.body`."""
         start = time.perf_counter()
         with self._lock:
-            snap = self.counter.snapshot()
+            snap = self.source.snapshot()
             fams = [self._first_at_zero(f) for f in self._families(snap)]
             self._last_duration = time.perf_counter() - start
             self._scrapes += 1
@@ -486,7 +479,7 @@ class SyscallCollector:
             (
                 ("version", __version__),
                 ("libbpf", self.libbpf_version),
-                ("attach", self.counter.attach_mode or ""),
+                ("attach", self.source.attach_mode or ""),
             ),
             1,
         )
@@ -677,7 +670,7 @@ class SyscallCollector:
             "Time spent in percpu's BPF programs, counted only while BPF stats are enabled "
             "(kernel.bpf_stats_enabled=1 or --enable-bpf-stats).",
         )
-        for p in self.counter.programs():
+        for p in self.source.programs():
             try:
                 info = p.info()
             except PercpuError:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import PercpuError
-from ..syscount import SyscallCounter, SyscallDelta
+from ..syscount._data import SnapshotSource, SyscallDelta
 from ._report import SORTS, columns, heat_level, human, order_slots
 
 NAME_W, TOTAL_W, CELL_W = 18, 9, 8
@@ -31,7 +31,7 @@ _HEAT_8 = (
 class _View:
     def __init__(
         self,
-        counter: SyscallCounter,
+        counter: SnapshotSource,
         interval: float,
         sort: str,
         top: int,
@@ -236,7 +236,7 @@ def terminal_problem() -> str | None:
 
 
 def run(
-    counter: SyscallCounter,
+    counter: SnapshotSource,
     *,
     interval: float,
     sort: str,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -30,6 +30,7 @@ __all__ = [
     "FOLDED_TGID",
     "Keyed",
     "Lost",
+    "SnapshotSource",
     "SyscallDelta",
     "SyscallSnapshot",
     "errno_name",
@@ -282,3 +283,18 @@ class SyscallDelta:
             per = per[live]
         mean = per.mean() if per.size else 0.0
         return float(per.max() / mean) if mean > 0 else 0.0
+
+
+class SnapshotSource(Protocol):
+    """A source of snapshots, what the exporter's collector and ``percpu top``'s screen read (the way
+    prometheus_client's collectors take their source): a :class:`~percpu.syscount.SyscallCounter`, or a
+    test's fake. ``programs()`` are the BPF programs behind the counts, whose ``name`` and ``info()`` (run
+    count and time, while BPF stats are on) the exporter serves; a source without programs returns []."""
+
+    attach_mode: str | None
+    arch: str
+
+    @property
+    def cpus(self) -> CpuList: ...
+    def snapshot(self) -> SyscallSnapshot: ...
+    def programs(self) -> list[Any]: ...
