@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _fork
 from .codecs import Codec, NumpyCodec
 from .errors import BtfError, PercpuError
 
@@ -826,6 +827,12 @@ def _cstr(buf: bytes, off: int) -> str:
 
 
 _cache_lock = threading.Lock()
+
+
+@_fork.at_fork_in_child
+def _renew_cache_lock() -> None:
+    global _cache_lock  # noqa: PLW0603 - a thread holding it at fork() is not in the child
+    _cache_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=32)

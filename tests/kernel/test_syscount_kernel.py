@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -17,7 +18,7 @@ import pytest
 
 from percpu import _libbpf, features, syscount
 from percpu.cpus import cpu_lists
-from percpu.errors import AttachError, PercpuError
+from percpu.errors import AttachError, NotCopyable, PercpuError
 from percpu.objects import BpfObject
 from percpu.syscalls import syscall_number
 from percpu.syscount import (
@@ -402,6 +403,17 @@ def test_counters_never_reset_between_snapshots() -> None:
     assert int(a.counts[:, GETPPID].sum()) == 1000
     assert (b.counts >= a.counts).all()
     assert int(e.delta(b).counts[:, GETPPID].sum()) == 500
+
+
+def test_a_copy_of_a_counter_is_refused_and_the_counter_counts_on() -> None:
+    """copy.copy(counter) made a second owner of the same programs and maps: the copy's close() detached
+    the original's programs and closed its maps, and the original's next snapshot failed."""
+    cpu, _ = cpu_pair()
+    with SyscallCounter(filters=Filters(comm=COMM)) as c:
+        with pytest.raises(NotCopyable, match="a copy would close the original's"):
+            copy.copy(c).close()
+        run_workload(1000, cpu)
+        assert int(c.snapshot().counts[:, GETPPID].sum()) == 1000
 
 
 @pytest.fixture

@@ -10,16 +10,16 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from .. import _libbpf, _machine
+from .. import _fork, _libbpf, _machine
 from .. import syscalls as _names
 from .._contract import LOST_PROCESSES, NR_SLOTS
 from ..cpulist import CpuList
 from ..cpus import machine, possible_cpus
-from ..errors import PercpuError
+from ..errors import NotCopyable, PercpuError
 from ..maps import Map
 from ..objects import BpfObject, bundled
 from . import _load
@@ -112,6 +112,7 @@ class SyscallCounter:
         # close() and snapshot() may run in different threads (an exporter shutting down while a scrape
         # reads): the lock makes a snapshot finish before the maps go, or fail with a typed error after.
         self._lock = threading.RLock()
+        _fork.track(self)
         self.attach_mode: str | None = None
         self.attach_failures: dict[str, str] = {}
         self.needs_exit = self.filters.failed_only or errors or latency
@@ -223,6 +224,28 @@ class SyscallCounter:
             m.close()
         if obj is not None:
             obj.close()
+
+    def _after_fork_in_child(self) -> None:
+        # A thread that held the lock at fork() (a snapshot, a close, the per-process drainer) is not in
+        # the child, and its call does not go on there: the child's counter gets a free lock of its own.
+        self._lock = threading.RLock()
+
+    def _refuse(self) -> NotCopyable:
+        return NotCopyable(
+            "the syscall counter cannot be copied or pickled: it owns its loaded BPF programs and maps, "
+            "which its close() detaches and frees, so a copy would close the original's. Share the counter "
+            "itself (snapshot() and close() may be called from any thread); another process starts a "
+            "counter of its own"
+        )
+
+    def __copy__(self) -> NoReturn:
+        raise self._refuse()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
+        raise self._refuse()
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise self._refuse()
 
     def __enter__(self) -> SyscallCounter:
         self.start()
