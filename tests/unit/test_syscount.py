@@ -117,6 +117,14 @@ def test_a_counter_has_one_owner_copies_and_pickles_are_refused(make: object) ->
             make(c)  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("name", ["kernel_features", "KernelFeatures"])
+def test_the_probes_old_names_still_work_and_say_where_they_went(name: str) -> None:
+    from percpu import features, syscount
+
+    with pytest.warns(DeprecationWarning, match=f"percpu.syscount.{name} is now percpu.features.{name}"):
+        assert getattr(syscount, name) is getattr(features, name)
+
+
 @pytest.mark.parametrize("kw", [{"errors_entries": 0}, {"latency_entries": 1 << 25}, {"proc_entries": True}])
 def test_table_sizes_are_checked(kw: dict[str, object]) -> None:
     with pytest.raises(PercpuError, match="give a table size from 1 to"):

@@ -17,6 +17,7 @@ the exporter read; no binding), ``_filters`` (in-kernel filters), ``_procs`` (th
 importable from ``percpu.syscount`` as it always was.
 """
 
+from .. import features as _features
 from .._contract import (
     COMPAT_BASE,
     ERR_KEY,
@@ -78,3 +79,16 @@ __all__ = [
     "pid_namespace",
     "slot_name",
 ]
+
+# The counter's probes moved to percpu.features, with the declarations they answer for; their old names
+# still work, with a DeprecationWarning.
+_MOVED = ("KernelFeatures", "kernel_features")
+
+
+def __getattr__(name: str) -> object:
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(f"percpu.syscount.{name} is now percpu.features.{name}", DeprecationWarning, stacklevel=2)
+    return getattr(_features, name)
