@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Generate src/percpu/_contract.py from the BTF of the compiled syscall counter.
+"""Generate src/percpu/_contract.py and src/percpu/disturb/_contract.py from the BTF of the compiled objects.
 
 What bpf/syscount.bpf.c shares with user space (the ``.rodata`` config struct, the keys and values of the
 maps percpu decodes, and the constants of ``enum percpu_consts`` and ``enum percpu_lost``) is read from the
-``.BTF`` section of ``src/percpu/_bpf/syscount.bpf.o``, the object percpu ships, and written as Python:
+``.BTF`` section of ``src/percpu/_bpf/syscount.bpf.o``, the object percpu ships, and written as Python;
+likewise what bpf/disturb.bpf.c shares (``struct disturb_config``, its map records, ``enum disturb_consts``
+and ``enum disturb_vector``) from ``disturb.bpf.o`` into the disturbance counter's package:
 
 * ``struct percpu_config`` as a ``ctypes.Structure`` (user space writes it into ``.rodata`` before load),
   with explicit padding wherever the C has a hole, so every field sits at the offset BTF gives;
@@ -14,7 +16,7 @@ maps percpu decodes, and the constants of ``enum percpu_consts`` and ``enum perc
     .venv/bin/python tools/gen_contract.py --check   # exit 1 if the committed file is not what it makes
 
 Run it after ``scripts/build-bpf`` whenever those structs or enums change; tests/unit/test_contract.py
-regenerates the module in memory and fails on any difference, and checks that syscount_nobtf.bpf.o has
+regenerates the modules in memory and fails on any difference, and checks that syscount_nobtf.bpf.o has
 the same layouts. A type the generator cannot express exactly (a bitfield, a union, a pointer, a member
 ctypes would place elsewhere) stops it with an error instead of being approximated.
 """
@@ -25,7 +27,7 @@ import argparse
 import ctypes
 import os
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,19 +36,54 @@ from percpu.btf import Btf, BtfType, parse_btf
 from percpu.errors import PercpuError
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-OBJ = os.path.join("src", "percpu", "_bpf", "syscount.bpf.o")
-OUT = os.path.join(ROOT, "src", "percpu", "_contract.py")
 
-# The shared types, in the order they are written, with their Python names.
-CONFIG = ("percpu_config", "PercpuConfig")
-RECORDS = (
-    ("proc_key", "PROC_KEY"),
-    ("err_key", "ERR_KEY"),
-    ("lat_key", "LAT_KEY"),
-    ("lat_index", "LAT_INDEX"),
-    ("lat_row", "LAT_ROW"),
+
+class Contract(NamedTuple):
+    """One object's shared types: the C struct of its .rodata config, its records and enums (each in the
+    order written, with their Python names), and where the generated module goes."""
+
+    obj: str  # relative to the repository
+    source: str  # the C file, named in the module's docstring
+    config: tuple[str, str]
+    records: tuple[tuple[str, str], ...]
+    enums: tuple[str, ...]
+
+
+SYSCOUNT = Contract(
+    obj=os.path.join("src", "percpu", "_bpf", "syscount.bpf.o"),
+    source="bpf/syscount.bpf.c",
+    config=("percpu_config", "PercpuConfig"),
+    records=(
+        ("proc_key", "PROC_KEY"),
+        ("err_key", "ERR_KEY"),
+        ("lat_key", "LAT_KEY"),
+        ("lat_index", "LAT_INDEX"),
+        ("lat_row", "LAT_ROW"),
+    ),
+    enums=("percpu_consts", "percpu_lost"),
 )
-ENUMS = ("percpu_consts", "percpu_lost")
+DISTURB = Contract(
+    obj=os.path.join("src", "percpu", "_bpf", "disturb.bpf.o"),
+    source="bpf/disturb.bpf.c",
+    config=("disturb_config", "DisturbConfig"),
+    records=(
+        ("runs", "RUNS"),
+        ("cpu_counts", "CPU_COUNTS"),
+        ("sched_cpu", "SCHED_CPU"),
+        ("task_key", "TASK_KEY"),
+        ("task_stat", "TASK_STAT"),
+    ),
+    enums=("disturb_consts", "disturb_vector"),
+)
+
+# The syscall counter's, under the names callers (and tests) use; OUT and DISTURB_OUT are read when main()
+# runs, so a test can point them elsewhere.
+OBJ = SYSCOUNT.obj
+CONFIG = SYSCOUNT.config
+RECORDS = SYSCOUNT.records
+ENUMS = SYSCOUNT.enums
+OUT = os.path.join(ROOT, "src", "percpu", "_contract.py")
+DISTURB_OUT = os.path.join(ROOT, "src", "percpu", "disturb", "_contract.py")
 
 _CTYPES_UINT = {1: "c_uint8", 2: "c_uint16", 4: "c_uint32", 8: "c_uint64"}
 _CTYPES_INT = {1: "c_int8", 2: "c_int16", 4: "c_int32", 8: "c_int64"}
@@ -152,30 +189,41 @@ def _render_config(btf: Btf, cname: str, pyname: str) -> tuple[list[str], dict[s
     return lines, offsets, t.size_or_type
 
 
+# What ruff format keeps on one line; a longer list is written one item per line, as ruff formats it.
+_LINE = 110
+
+
+def _list_entry(key: str, items: list[str]) -> list[str]:
+    one = f'        "{key}": [{", ".join(items)}],'
+    if len(one) <= _LINE:
+        return [one]
+    return [f'        "{key}": [', *(f"            {item}," for item in items), "        ],"]
+
+
 def _render_record(btf: Btf, cname: str, pyname: str) -> list[str]:
     t = _struct(btf, cname)
     members = _members(btf, t)
-    names = ", ".join(f'"{n}"' for n, _t, _o in members)
-    formats = ", ".join(_dtype(btf, tid, f"struct {cname}.{n}") for n, tid, _o in members)
-    offsets = ", ".join(str(o) for _n, _t, o in members)
+    names = [f'"{n}"' for n, _t, _o in members]
+    formats = [_dtype(btf, tid, f"struct {cname}.{n}") for n, tid, _o in members]
+    offsets = [str(o) for _n, _t, o in members]
     return [
         f"# struct {cname}: {t.size_or_type} bytes",
         f"{pyname} = np.dtype(",
         "    {",
-        f'        "names": [{names}],',
-        f'        "formats": [{formats}],',
-        f'        "offsets": [{offsets}],',
+        *_list_entry("names", names),
+        *_list_entry("formats", formats),
+        *_list_entry("offsets", offsets),
         f'        "itemsize": {t.size_or_type},',
         "    }",
         ")",
     ]
 
 
-def render(obj_path: str, btf: Btf) -> str:
-    """The text of _contract.py for the object at ``obj_path`` (named relative to the repository)."""
+def render(obj_path: str, btf: Btf, contract: Contract = SYSCOUNT) -> str:
+    """The text of the contract module for the object at ``obj_path`` (named relative to the repository)."""
     out = [
         f"# Generated by tools/gen_contract.py from {obj_path}; do not edit.",
-        '"""What bpf/syscount.bpf.c shares with user space, as the compiled object\'s BTF records it."""',
+        f'"""What {contract.source} shares with user space, as the compiled object\'s BTF records it."""',
         "",
         "from __future__ import annotations",
         "",
@@ -184,7 +232,7 @@ def render(obj_path: str, btf: Btf) -> str:
         "import numpy as np",
         "",
     ]
-    for enum in ENUMS:
+    for enum in contract.enums:
         try:
             t = btf.resolve(btf.find(enum, "enum"))
         except Exception as exc:
@@ -192,56 +240,59 @@ def render(obj_path: str, btf: Btf) -> str:
         out.append(f"# enum {enum}")
         out += [f"{name} = {value}" for name, value in t.extra]
         out.append("")
-    config, offsets, size = _render_config(btf, *CONFIG)
+    config, offsets, size = _render_config(btf, *contract.config)
     out += ["", *config]
-    for cname, pyname in RECORDS:
+    for cname, pyname in contract.records:
         out += ["", "", *_render_record(btf, cname, pyname)]
     text = "\n".join(out) + "\n"
-    _verify(text, offsets, size, btf)
+    _verify(text, offsets, size, btf, contract)
     return text
 
 
-def _verify(text: str, offsets: dict[str, int], size: int, btf: Btf) -> None:
+def _verify(text: str, offsets: dict[str, int], size: int, btf: Btf, contract: Contract) -> None:
     """Check what the text defines against BTF: ctypes places members by its own alignment rules, so the
     generated class is built and measured rather than trusted."""
     ns: dict[str, Any] = {}
     exec(compile(text, "_contract.py", "exec"), ns)
-    cls = ns[CONFIG[1]]
+    cls = ns[contract.config[1]]
     placed = {name: getattr(cls, name).offset for name, *_ in cls._fields_ if not name.startswith("_pad")}
     if placed != offsets or ctypes.sizeof(cls) != size:
         raise ContractError(
-            f"ctypes lays out struct {CONFIG[0]} as {placed} ({ctypes.sizeof(cls)} bytes); BTF says "
+            f"ctypes lays out struct {contract.config[0]} as {placed} ({ctypes.sizeof(cls)} bytes); BTF says "
             f"{offsets} ({size} bytes)"
         )
-    for cname, pyname in RECORDS:
+    for cname, pyname in contract.records:
         dt: np.dtype[Any] = ns[pyname]
         t = _struct(btf, cname)
         if dt.itemsize != t.size_or_type:
             raise ContractError(f"{pyname} is {dt.itemsize} bytes; struct {cname} is {t.size_or_type}")
 
 
-def generate(obj: str = OBJ) -> str:
-    """_contract.py's text from ``obj`` (a path relative to the repository root)."""
-    return render(obj, parse_btf(_elf.section(os.path.join(ROOT, obj), ".BTF")))
+def generate(obj: str = OBJ, contract: Contract = SYSCOUNT) -> str:
+    """The contract module's text from ``obj`` (a path relative to the repository root)."""
+    return render(obj, parse_btf(_elf.section(os.path.join(ROOT, obj), ".BTF")), contract)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="compare with the committed file; write nothing")
+    ap.add_argument("--check", action="store_true", help="compare with the committed files; write nothing")
     args = ap.parse_args(argv)
-    try:
-        text = generate()
-    except (ContractError, PercpuError) as exc:
-        print(f"gen_contract: {exc}", file=sys.stderr)
-        return 1
-    if args.check:
-        with open(OUT, encoding="utf-8") as f:
-            same = f.read() == text
-        print(f"{os.path.relpath(OUT, ROOT)}: {'OK' if same else 'DIFFERS: run tools/gen_contract.py'}")
-        return 0 if same else 1
-    with open(OUT, "w", encoding="utf-8") as f:
-        f.write(text)
-    return 0
+    status = 0
+    for contract, out in ((SYSCOUNT, OUT), (DISTURB, DISTURB_OUT)):
+        try:
+            text = generate(contract.obj, contract)
+        except (ContractError, PercpuError) as exc:
+            print(f"gen_contract: {exc}", file=sys.stderr)
+            return 1
+        if args.check:
+            with open(out, encoding="utf-8") as f:
+                same = f.read() == text
+            print(f"{os.path.relpath(out, ROOT)}: {'OK' if same else 'DIFFERS: run tools/gen_contract.py'}")
+            status |= not same
+            continue
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+    return status
 
 
 if __name__ == "__main__":

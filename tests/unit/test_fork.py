@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import btf, features, layout
+from percpu import features, layout
+from percpu.btf import _parse as btf_parse
 from percpu.cpus import CpuLists
 from percpu.objects import BpfObject, bundled
 from percpu.syscount import SyscallCounter
@@ -35,7 +36,7 @@ def test_a_map_in_use_by_another_thread_at_fork_works_in_the_child(fake: Fake) -
         assert m.lookup(1)[topo.possible[-1]] == 5
         m.close()
 
-    with held_in_another_thread(m._lock):
+    with held_in_another_thread(m.handle.held()):
         assert run_in_child(child) == 0, "the child could not use the map (a negative code: killed)"
     assert m[1].sum() == 3 * len(topo.possible)  # the parent's map is its own
     m.close()
@@ -51,7 +52,7 @@ def test_a_clone_and_the_features_lock_are_free_in_the_child(fake: Fake) -> None
             assert features.known(features.BATCH_OPS, twin.info.type) in (None, True, False)
             twin.close()
 
-        with held_in_another_thread(twin._lock), held_in_another_thread(features._lock):
+        with held_in_another_thread(twin.handle.held()), held_in_another_thread(features._lock):
             assert run_in_child(child) == 0
 
 
@@ -103,10 +104,10 @@ def test_the_btf_cache_in_use_by_another_thread_at_fork_is_free_in_the_child(
 ) -> None:
     """BTF read by id is cached under a module lock (a map opened by id or name asks for it)."""
     _ = fake
-    monkeypatch.setattr(btf, "_btf_by_id", lambda btf_id: f"BTF {btf_id}")
+    monkeypatch.setattr(btf_parse, "_btf_by_id", lambda btf_id: f"BTF {btf_id}")
 
     def child() -> None:
-        assert btf.load_btf(7) == "BTF 7"
+        assert btf_parse.load_btf(7) == "BTF 7"
 
-    with held_in_another_thread(btf._cache_lock):
+    with held_in_another_thread(btf_parse._cache_lock):
         assert run_in_child(child) == 0

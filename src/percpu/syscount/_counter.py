@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .. import _fork, _libbpf, _machine
+from .. import _fork, _machine
 from .. import syscalls as _names
 from .._contract import LOST_PROCESSES, NR_SLOTS
 from ..cpulist import CpuList
@@ -343,7 +343,7 @@ class SyscallCounter:
         features.RECURSION_MISSES)."""
         if self._obj is None:
             return 0
-        lib = _libbpf.libbpf()
+        lib = _machine.current().libbpf()
         total = 0
         for p in self._obj.programs.values():
             if p.autoload and p.name != "flush_procs":

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .. import _libbpf, features
+from .. import _machine, features
 from .._contract import PROC_KEY, PROC_LINES
 from ..cpulist import CpuList
 from ..errors import PercpuError
@@ -266,7 +266,7 @@ class Drainer(threading.Thread):
 def flush_caches(fd: int, cpus: CpuList) -> list[int]:
     """Move every CPU's cached per-process counts into proc_counts by running the flush program ``fd`` on
     each CPU; returns the indexes of the CPUs it could not reach (offline)."""
-    lib = _libbpf.libbpf()
+    lib = _machine.current().libbpf()
     offline: list[int] = []
     for i in range(len(cpus)):
         cpu = cpus[i]

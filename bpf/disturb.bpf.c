@@ -1,0 +1,558 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * percpu's disturbance counter: what takes a CPU away from the task it runs, per CPU.
+ *
+ *   hard interrupts  irq:irq_handler_entry/exit, by IRQ number (count, and time in the handlers)
+ *   x86 vectors      irq_vectors:{local_timer,reschedule,call_function,call_function_single,irq_work}_entry
+ *                    and _exit (count, time), and TLB shootdowns received (flush_tlb_func run for another
+ *                    CPU, seen at csd_function_entry or fentry)
+ *   softirqs         irq:softirq_entry/exit, by vector (count, time)
+ *   task switches    sched:sched_switch: switches per CPU, and (opt-in) which task was switched in, how
+ *                    often, and how long it ran
+ *
+ * Each count is placed where the kernel's own counter is incremented, so that the two can be equal over the
+ * same window (docs/disturbances.md has the kernel functions, per version):
+ *   - /proc/interrupts counts one per flow-handler run (kstat_incr_irqs_this_cpu), while irq_handler_entry
+ *     fires once per action of a shared line: an IRQ is counted at the entry of its last action (next ==
+ *     NULL), which runs exactly once per flow-handler run. Time is the sum of every action's handler.
+ *   - LOC, RES, CAL, IWI are the irq_stat fields their sysvec handlers increment next to the tracepoints;
+ *     CAL is call_function + call_function_single. TLB (irq_tlb_count) is incremented in flush_tlb_func
+ *     (flush_tlb_func_remote before 5.17) on every CPU but the initiating one, before the early returns
+ *     that skip tlb:tlb_flush: see the TLB programs below.
+ *   - /proc/softirqs: kstat_incr_softirqs_this_cpu() right before softirq_entry.
+ *   - nr_switches: incremented in __schedule() in the prev != next branch that fires sched_switch.
+ *   - A task's time is its own se.sum_exec_runtime, read at sched_switch (the scheduler has updated it for
+ *     prev by then): time on the CPU as /proc/PID/schedstat counts it, with no clock read. The idle task's
+ *     time is not kept there, so it is not measured.
+ *
+ * Nesting: hard interrupts, vectors and sched_switch run with interrupts off; softirqs run with them on,
+ * so a hard interrupt or vector can interrupt a softirq program. Every per-CPU word is therefore written
+ * by one class of program only (the softirq counters, their start slot and their lost count are the
+ * softirq programs' own), and plain increments of this CPU's slot need no atomics. A program that would
+ * re-enter itself on a CPU is skipped by the kernel and counted in the program's recursion misses.
+ *
+ * Configuration is one struct in .rodata (times, tasks, the address of flush_tlb_func); the verifier
+ * removes what it switches off, and user space loads only the programs of the dimensions asked for. The
+ * structs and enums shared with user space reach Python through this object's BTF (tools/gen_contract.py
+ * -> src/percpu/disturb/_contract.py).
+ *
+ * Two flavours of each program but the TLB ones: tp_btf (typed arguments, plain loads through BTF pointers,
+ * Linux 5.5) and raw_tp (the same through CO-RE probe reads); both need kernel BTF.
+ */
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <stdbool.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+enum disturb_consts {
+	SOFTIRQ_SLOTS = 16, /* entries of softirqs: NR_SOFTIRQS is 10 in every kernel so far */
+	COMM_LEN = 16,
+	TASK_KTHREAD = 1, /* task_stat.flags: PF_KTHREAD was set */
+	TASK_IDLE = 2, /* task_stat.flags: the idle task (pid 0), whose time is not measured */
+};
+
+/* Slots of the vectors map; CAL in /proc/interrupts is VEC_CALL_FUNCTION + VEC_CALL_FUNCTION_SINGLE. */
+enum disturb_vector {
+	VEC_LOCAL_TIMER,
+	VEC_RESCHEDULE,
+	VEC_CALL_FUNCTION,
+	VEC_CALL_FUNCTION_SINGLE,
+	VEC_IRQ_WORK,
+	VEC_TLB, /* counted only: its time is inside the call-function vector that carried it */
+	VECTOR_SLOTS,
+};
+
+/* Clang records an enum in BTF only when something has its type (see syscount.bpf.c): no map, no code. */
+const enum disturb_consts disturb_consts SEC(".percpu.contract") = SOFTIRQ_SLOTS;
+const enum disturb_vector disturb_vector SEC(".percpu.contract") = VECTOR_SLOTS;
+
+struct disturb_config {
+	__u64 flush_tlb_func; /* its address (/proc/kallsyms), for the csd_function_entry program */
+	__u8 times; /* time in handlers (two clock reads per event) and tasks' time on the CPU */
+	__u8 tasks; /* which task was switched in: the tasks table */
+};
+
+const volatile struct disturb_config cfg = {};
+
+/* One source (an IRQ number, a softirq vector, an x86 vector) on one CPU: runs, nanoseconds in its
+ * handler, and the start of the run in progress (0: none). A source does not nest with itself on a CPU,
+ * so one start slot per source is enough, and a program touches one cache line per event. */
+struct runs {
+	__u64 count;
+	__u64 ns;
+	__u64 start;
+};
+
+/* Per CPU counts of the interrupt programs, each word written by one class of them (see the top of the
+ * file). lost_*: events a table could not take (IRQ numbers beyond the irqs map, softirq vectors beyond
+ * SOFTIRQ_SLOTS). untimed_*: handler runs whose exit found no start (the run began before counting). */
+struct cpu_counts {
+	__u64 lost_irqs;
+	__u64 lost_softirqs;
+	__u64 untimed_irqs;
+	__u64 untimed_softirqs;
+	__u64 untimed_vectors;
+};
+
+/* Per CPU state and counts of the sched_switch program (its own cache line). task is the task switched in
+ * last (its address) and task_runtime its sum_exec_runtime then. gaps: switches whose prev was not that
+ * task, so the kernel had switched without the tracepoint in between. lost_tasks: switch-ins the full
+ * tasks table had no room for; untimed_tasks: stints whose time is missing (switched in before counting
+ * began or unseen, or no room in the table). */
+struct sched_cpu {
+	__u64 switches;
+	__u64 idle_switches; /* switch-ins of the idle task, kept here, not in the tasks table (tasks only) */
+	__u64 gaps;
+	__u64 lost_tasks;
+	__u64 untimed_tasks;
+	__u64 task;
+	__u64 task_runtime;
+};
+
+struct task_key {
+	__u32 pid;
+	__u32 tgid;
+	char comm[COMM_LEN];
+};
+
+struct task_stat {
+	__u64 switches; /* times switched in */
+	__u64 ns; /* time on the CPU (se.sum_exec_runtime), charged when the task leaves it */
+	__u32 untimed; /* stints whose time is not in ns: their switch-in was not seen */
+	__u32 flags; /* TASK_KTHREAD, TASK_IDLE */
+};
+
+/* Sized by user space (set_max_entries) from the IRQ numbers the machine has; larger ones are lost_irqs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct runs);
+} irqs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SOFTIRQ_SLOTS);
+	__type(key, __u32);
+	__type(value, struct runs);
+} softirqs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VECTOR_SLOTS);
+	__type(key, __u32);
+	__type(value, struct runs);
+} vectors SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cpu_counts);
+} cpu SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sched_cpu);
+} sched SEC(".maps");
+
+/* Never evicts: a task the full table cannot take is counted in lost_tasks (preallocated, as tracing
+ * programs on Linux 5.10 require of a hash). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct task_key);
+	__type(value, struct task_stat);
+} tasks SEC(".maps");
+
+/* The few kernel types read, matched against the running kernel's BTF by CO-RE (no vmlinux.h). */
+struct irqaction {
+	struct irqaction *next;
+} __attribute__((preserve_access_index));
+
+struct sched_entity {
+	__u64 sum_exec_runtime;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int pid;
+	int tgid;
+	unsigned int flags;
+	char comm[16];
+	struct sched_entity se;
+} __attribute__((preserve_access_index));
+
+#define PF_KTHREAD 0x00200000 /* the same in every kernel since 2.6 */
+
+static __always_inline struct cpu_counts *cpu_counts(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&cpu, &zero);
+}
+
+/* A run of one source starts: counted (when count), and its start taken (when timing). NULL row: a source
+ * beyond the table. */
+static __always_inline void run_entry(struct runs *r, bool count)
+{
+	if (!r)
+		return;
+	if (count)
+		r->count += 1;
+	if (cfg.times)
+		r->start = bpf_ktime_get_ns();
+}
+
+/* A run ends: its time added. False when its start is unknown (it began before counting). */
+static __always_inline bool run_exit(struct runs *r)
+{
+	if (!r)
+		return true; /* beyond the table: already counted as lost at the entry */
+	__u64 start = r->start;
+
+	if (!start)
+		return false;
+	r->start = 0;
+	r->ns += bpf_ktime_get_ns() - start;
+	return true;
+}
+
+/* --- hard interrupts -------------------------------------------------------------------------------- */
+
+static __always_inline void irq_entry(int irq, bool last)
+{
+	__u32 key = irq;
+	struct runs *r = bpf_map_lookup_elem(&irqs, &key);
+
+	if (!r && last) {
+		struct cpu_counts *c = cpu_counts();
+
+		if (c)
+			c->lost_irqs += 1;
+	}
+	run_entry(r, last);
+}
+
+static __always_inline void irq_exit(int irq)
+{
+	__u32 key = irq;
+
+	if (!run_exit(bpf_map_lookup_elem(&irqs, &key))) {
+		struct cpu_counts *c = cpu_counts();
+
+		if (c)
+			c->untimed_irqs += 1;
+	}
+}
+
+/* --- softirqs --------------------------------------------------------------------------------------- */
+
+static __always_inline void softirq_entry(__u32 vec)
+{
+	struct runs *r = bpf_map_lookup_elem(&softirqs, &vec);
+
+	if (!r) {
+		struct cpu_counts *c = cpu_counts();
+
+		if (c)
+			c->lost_softirqs += 1;
+	}
+	run_entry(r, true);
+}
+
+static __always_inline void softirq_exit(__u32 vec)
+{
+	if (!run_exit(bpf_map_lookup_elem(&softirqs, &vec))) {
+		struct cpu_counts *c = cpu_counts();
+
+		if (c)
+			c->untimed_softirqs += 1;
+	}
+}
+
+/* --- x86 vectors ------------------------------------------------------------------------------------ */
+
+static __always_inline void vector_count(__u32 vec)
+{
+	struct runs *r = bpf_map_lookup_elem(&vectors, &vec);
+
+	if (r)
+		r->count += 1;
+}
+
+static __always_inline void vector_entry(__u32 vec)
+{
+	run_entry(bpf_map_lookup_elem(&vectors, &vec), true);
+}
+
+static __always_inline void vector_exit(__u32 vec)
+{
+	if (!run_exit(bpf_map_lookup_elem(&vectors, &vec))) {
+		struct cpu_counts *c = cpu_counts();
+
+		if (c)
+			c->untimed_vectors += 1;
+	}
+}
+
+/* --- task switches ---------------------------------------------------------------------------------- */
+
+/* Adds to a task's row, creating it; false when the table has no room (or the kernel no memory). */
+static __always_inline bool task_add(struct task_key *k, __u64 switches, __u64 ns, __u32 untimed, __u32 flags)
+{
+	struct task_stat *v = bpf_map_lookup_elem(&tasks, k);
+
+	if (!v) {
+		struct task_stat init = { .flags = flags };
+
+		/* Inserting sets this CPU's value and zeroes the others'. Only this CPU's programs write its
+		 * slot, and another CPU inserting the same key first only makes NOEXIST fail: look up again. */
+		bpf_map_update_elem(&tasks, k, &init, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&tasks, k);
+		if (!v)
+			return false;
+	}
+	v->switches += switches;
+	v->ns += ns;
+	v->untimed += untimed;
+	v->flags |= flags;
+	return true;
+}
+
+static __always_inline void task_key_of(struct task_key *k, struct task_struct *t, bool btf)
+{
+	if (btf) {
+		k->pid = t->pid;
+		k->tgid = t->tgid;
+		__builtin_memcpy(k->comm, t->comm, sizeof(k->comm));
+	} else {
+		k->pid = BPF_CORE_READ(t, pid);
+		k->tgid = BPF_CORE_READ(t, tgid);
+		BPF_CORE_READ_STR_INTO(&k->comm, t, comm);
+	}
+}
+
+static __always_inline __u32 task_flags(struct task_struct *t, int pid, bool btf)
+{
+	unsigned int flags = btf ? t->flags : BPF_CORE_READ(t, flags);
+
+	return (flags & PF_KTHREAD ? TASK_KTHREAD : 0) | (pid == 0 ? TASK_IDLE : 0);
+}
+
+/* Each switch ends prev's stint and starts next's. The CPU's state remembers the task switched in last
+ * (and its sum_exec_runtime then): prev is that task unless the kernel switched without this tracepoint
+ * in between (a gap: seen on a patched 6.18 whose switches away from some tasks fire no sched_switch,
+ * while nr_switches counts them). Then prev was switched in unseen: its switch-in is counted now, at its
+ * switch-out, and that stint's time is missing (untimed). */
+static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next, bool btf)
+{
+	__u32 zero = 0;
+	struct sched_cpu *c = bpf_map_lookup_elem(&sched, &zero);
+
+	if (!c)
+		return;
+	c->switches += 1;
+	bool known = c->task == (__u64)prev;
+	bool gap = c->task && !known; /* before the first switch seen, nothing is known */
+
+	if (gap)
+		c->gaps += 1;
+	c->task = (__u64)next;
+	if (!cfg.tasks)
+		return;
+	__u64 now = 0;
+
+	if (cfg.times) {
+		/* The scheduler has updated prev's sum_exec_runtime for this stint before the tracepoint. */
+		now = btf ? prev->se.sum_exec_runtime : BPF_CORE_READ(prev, se.sum_exec_runtime);
+		__u64 start = c->task_runtime;
+
+		c->task_runtime = btf ? next->se.sum_exec_runtime : BPF_CORE_READ(next, se.sum_exec_runtime);
+		now = known ? now - start : 0;
+	}
+	int pid = btf ? prev->pid : BPF_CORE_READ(prev, pid);
+	/* The idle task's time is not kept in its sum_exec_runtime: it is not measured. */
+	bool timed = cfg.times && pid != 0;
+
+	if (timed && !known)
+		c->untimed_tasks += 1;
+	/* The idle task (pid 0, one per CPU) is the other end of most switches on a quiet CPU: its switch-ins
+	 * are counted in this CPU's own counter instead of a table lookup (user space shows it as a row). */
+	if (gap && pid == 0) {
+		c->idle_switches += 1;
+	} else if (gap || timed) {
+		struct task_key pk __attribute__((aligned(8))) = {};
+
+		task_key_of(&pk, prev, btf);
+		if (!task_add(&pk, gap, now, timed && !known, task_flags(prev, pid, btf))) {
+			if (gap)
+				c->lost_tasks += 1;
+			if (timed && known)
+				c->untimed_tasks += 1;
+		}
+	}
+	int next_pid = btf ? next->pid : BPF_CORE_READ(next, pid);
+
+	if (next_pid == 0) {
+		c->idle_switches += 1;
+		return;
+	}
+	struct task_key k __attribute__((aligned(8))) = {};
+
+	task_key_of(&k, next, btf);
+	if (!task_add(&k, 1, 0, 0, task_flags(next, next_pid, btf)))
+		c->lost_tasks += 1;
+}
+
+/* --- tp_btf ----------------------------------------------------------------------------------------- */
+
+SEC("tp_btf/irq_handler_entry")
+int BPF_PROG(irq_entry_btf, int irq, struct irqaction *action)
+{
+	irq_entry(irq, !action->next);
+	return 0;
+}
+
+SEC("tp_btf/irq_handler_exit")
+int BPF_PROG(irq_exit_btf, int irq)
+{
+	irq_exit(irq);
+	return 0;
+}
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(softirq_entry_btf, unsigned int vec)
+{
+	softirq_entry(vec);
+	return 0;
+}
+
+SEC("tp_btf/softirq_exit")
+int BPF_PROG(softirq_exit_btf, unsigned int vec)
+{
+	softirq_exit(vec);
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	on_switch(prev, next, true);
+	return 0;
+}
+
+/* The x86 vectors: one program per tracepoint, the slot a constant (so each is one inlined lookup). */
+#define VECTOR_PROGS(name, slot)                                                                           \
+	SEC("tp_btf/" #name "_entry")                                                                      \
+	int BPF_PROG(name##_entry_btf)                                                                     \
+	{                                                                                                  \
+		vector_entry(slot);                                                                        \
+		return 0;                                                                                  \
+	}                                                                                                  \
+	SEC("tp_btf/" #name "_exit")                                                                       \
+	int BPF_PROG(name##_exit_btf)                                                                      \
+	{                                                                                                  \
+		vector_exit(slot);                                                                         \
+		return 0;                                                                                  \
+	}                                                                                                  \
+	SEC("raw_tp/" #name "_entry")                                                                      \
+	int BPF_PROG(name##_entry_raw)                                                                     \
+	{                                                                                                  \
+		vector_entry(slot);                                                                        \
+		return 0;                                                                                  \
+	}                                                                                                  \
+	SEC("raw_tp/" #name "_exit")                                                                       \
+	int BPF_PROG(name##_exit_raw)                                                                      \
+	{                                                                                                  \
+		vector_exit(slot);                                                                         \
+		return 0;                                                                                  \
+	}
+
+VECTOR_PROGS(local_timer, VEC_LOCAL_TIMER)
+VECTOR_PROGS(reschedule, VEC_RESCHEDULE)
+VECTOR_PROGS(call_function, VEC_CALL_FUNCTION)
+VECTOR_PROGS(call_function_single, VEC_CALL_FUNCTION_SINGLE)
+VECTOR_PROGS(irq_work, VEC_IRQ_WORK)
+
+/* TLB shootdowns received (x86). irq_tlb_count is incremented at the top of flush_tlb_func on every CPU but
+ * the one that asked for the flush (flush_tlb_func_remote before 5.17, which only the others run), before
+ * the early returns that skip tlb:tlb_flush. Three ways to count it exactly, best first (user space
+ * attaches the first that works):
+ *   - csd_function_entry (6.5): every remote run of an SMP function call, from the IPI or from the idle
+ *     loop's queue flush, goes through csd_do_func() with its csd; the initiating CPU's own run passes
+ *     none. A shootdown is one whose function is flush_tlb_func (its address in cfg, from kallsyms).
+ *   - fentry/flush_tlb_func, not counting the initiating CPU (5.17 and later, where BPF trampolines work);
+ *   - fentry/flush_tlb_func_remote (before 5.17).
+ * Counted only, never timed: the flush runs inside the call-function vector that carried it (whose start
+ * slot it must not touch), or from the idle loop. */
+SEC("raw_tp/csd_function_entry")
+int BPF_PROG(tlb_csd, void *func, void *csd)
+{
+	if (csd && cfg.flush_tlb_func && (__u64)func == cfg.flush_tlb_func)
+		vector_count(VEC_TLB);
+	return 0;
+}
+
+#if defined(__TARGET_ARCH_x86)
+struct flush_tlb_info {
+	unsigned int initiating_cpu;
+} __attribute__((preserve_access_index));
+
+SEC("fentry/flush_tlb_func")
+int BPF_PROG(tlb_fentry, const struct flush_tlb_info *f)
+{
+	if (f->initiating_cpu != bpf_get_smp_processor_id())
+		vector_count(VEC_TLB);
+	return 0;
+}
+
+SEC("fentry/flush_tlb_func_remote")
+int BPF_PROG(tlb_fentry_remote)
+{
+	vector_count(VEC_TLB);
+	return 0;
+}
+#endif
+
+/* --- raw_tp: the same through CO-RE probe reads ---------------------------------------------------- */
+
+SEC("raw_tp/irq_handler_entry")
+int BPF_PROG(irq_entry_raw, int irq, struct irqaction *action)
+{
+	irq_entry(irq, !BPF_CORE_READ(action, next));
+	return 0;
+}
+
+SEC("raw_tp/irq_handler_exit")
+int BPF_PROG(irq_exit_raw, int irq)
+{
+	irq_exit(irq);
+	return 0;
+}
+
+SEC("raw_tp/softirq_entry")
+int BPF_PROG(softirq_entry_raw, unsigned int vec)
+{
+	softirq_entry(vec);
+	return 0;
+}
+
+SEC("raw_tp/softirq_exit")
+int BPF_PROG(softirq_exit_raw, unsigned int vec)
+{
+	softirq_exit(vec);
+	return 0;
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	on_switch(prev, next, false);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
