@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._text import printable
-from ..syscount import FOLDED_TGID, Lost, SyscallDelta, errno_name
+from ..syscount._data import FOLDED_TGID, Lost, SyscallDelta, errno_name
 from ..views import not_shown_line
 
 __all__ = [

@@ -22,7 +22,7 @@ import numpy as np
 
 from .._text import printable
 from ..errors import PercpuError
-from ..syscount import SyscallCounter, SyscallDelta, errno_name
+from ..syscount._data import SnapshotSource, SyscallDelta, errno_name
 from ..views import not_shown_line
 from ._report import (
     HISTOGRAM_LEGEND,
@@ -209,7 +209,7 @@ def sort_rows(rows: Sequence[Row], sort: str, col: int) -> list[Row]:
 class _View:
     def __init__(
         self,
-        counter: SyscallCounter,
+        counter: SnapshotSource,
         interval: float,
         sort: str,
         top: int,
@@ -513,7 +513,7 @@ def terminal_problem() -> str | None:
 
 
 def run(
-    counter: SyscallCounter,
+    counter: SnapshotSource,
     *,
     interval: float,
     sort: str,

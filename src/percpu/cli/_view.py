@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from ..cpus import cpu_lists
 from ..errors import PercpuError
-from ..syscount import SyscallDelta
+from ..syscount._data import SyscallDelta
 from ..topo import GROUP_BY, CpuTopology, TopologyWatch
 from ..views import shown, view
 

@@ -125,7 +125,7 @@ def _percpu_maps(possible: int, until: int) -> list[dict[str, Any]]:
 def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
     """One check per mode of the syscall counter, each loaded and attached for real; ``modes`` (when
     given) receives the structured results for the JSON report."""
-    from ..syscount import COMPAT_CHECKS, mode_support
+    from ._modes import COMPAT_CHECKS, mode_support
 
     res = _attempt(mode_support)
     if isinstance(res, _Failed):
@@ -169,9 +169,9 @@ def _doctor_checks(
     if until is None:
         until = _attempt(_last_map_id)
     checks, n_possible = _cpu_checks(machine)
-    checks.extend(_environment_checks(machine))
-    checks.extend(_probe_checks())
-    checks.extend(_syscount_checks(modes))
+    checks += _system_checks(machine)
+    checks += _feature_checks()
+    checks += _syscount_checks(modes)
     if isinstance(until, _Failed):
         maps: list[dict[str, Any]] | _Failed = until
     elif not n_possible:
@@ -185,8 +185,8 @@ def _doctor_checks(
 
 
 def _cpu_checks(machine: _machine.Machine) -> tuple[list[Check], int]:
-    """The CPU lists, what a reader sized by online CPUs overruns, and the memory for maps; with the
-    number of possible CPUs (0 when the lists cannot be read)."""
+    """The CPU lists, what a reader sized by online CPUs would overrun, and the memory left for maps; and
+    the number of possible CPUs (0 when the lists cannot be read)."""
     lists = _attempt(_cpu_lists, refused="fail")
     if isinstance(lists, _Failed):
         return [("fail", "CPU lists", lists.reason)], 0
@@ -197,12 +197,13 @@ def _cpu_checks(machine: _machine.Machine) -> tuple[list[Check], int]:
         ("info", "present CPUs", f"{present} ({len(present)})"),
     ]
     if len(possible) != len(online):
+        extra = len(possible) - len(online)
         checks.append(
             (
                 "warn",
                 "possible != online",
                 f"a reader that sizes per-CPU buffers by online CPUs (os.cpu_count()) overruns by "
-                f"{len(possible) - len(online)} slots x round_up(value_size, 8) bytes",
+                f"{extra} slots x round_up(value_size, 8) bytes",
             )
         )
     if possible.ids != tuple(range(len(possible))):
@@ -220,8 +221,8 @@ def _cpu_checks(machine: _machine.Machine) -> tuple[list[Check], int]:
     return checks, len(possible)
 
 
-def _environment_checks(machine: _machine.Machine) -> list[Check]:
-    """Privileges, libbpf, kernel BTF, tracefs and the sysctls percpu depends on."""
+def _system_checks(machine: _machine.Machine) -> list[Check]:
+    """What this process and system give a BPF user: privileges, sysctls, libbpf, kernel BTF, tracefs."""
     checks = [_privileges(machine.effective_caps())]
     unpriv = machine.sysctl("kernel.unprivileged_bpf_disabled")
     checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
@@ -254,8 +255,8 @@ def _environment_checks(machine: _machine.Machine) -> list[Check]:
     return checks
 
 
-def _probe_checks() -> list[Check]:
-    """The kernel features probed on maps and programs of percpu's own."""
+def _feature_checks() -> list[Check]:
+    """What the kernel can do, each probed: batch operations, BPF_F_CPU, the hooks, BPF stats."""
     checks = [_batch_check(t) for t in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH)]
     flag = _attempt(functools.partial(features.cpu_flag, strict=True))
     what = "BPF_F_CPU (one CPU's slot)"
