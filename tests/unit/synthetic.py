@@ -49,6 +49,7 @@ class FakeCounter:
         self.latency: tuple[np.ndarray, np.ndarray] | None = None
         self.progs: list[FakeProgram] = []
         self.lost = Lost()
+        self.online: CpuList | None = None  # the CPUs online at each snapshot (None: unknown)
 
     @property
     def cpus(self) -> CpuList:
@@ -70,6 +71,7 @@ class FakeCounter:
             errors=self.errors,
             latency=self.latency,
             arch=self.arch,
+            online=self.online,
             lost=self.lost,
         )
 

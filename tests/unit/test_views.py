@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -336,3 +337,85 @@ def test_a_live_view_follows_cpus_going_offline_and_coming_online(tmp_path: Path
     d = v(interval([0, 1, 2, 6, 7], {7: 5, 3: 2}))  # CPU 3's last calls, counted before it went away
     assert by_core(d) == {"core0.1": 2, "core1.1": 5}
     assert d.groups is not None and "unknown" not in d.groups.labels
+
+
+def test_the_exporter_by_core_follows_cpus_going_offline_and_coming_online(tmp_path: Path) -> None:
+    """`percpu exporter --cpu-label core` read the topology once: CPU 7, brought online later, was served
+    under core="unknown" until a restart. Now its core from the next scrape; CPU 3, taken offline, keeps its
+    core (moving its calls to unknown would make core0.1 go down, a counter reset counted twice); every
+    series only grows."""
+    import shutil
+
+    from .fake_topology import fake_sysfs, write
+
+    cpu, node, _cg = fake_sysfs(tmp_path)
+
+    def read() -> CpuTopology:
+        return read_topology(cpu, node_root=node, cgroup_root=None)
+
+    first = read()
+    fake = FakeCounter(len(first.possible))
+    fake._cpus = first.possible
+    fake.online = CpuList([0, 1, 2, 3, 6])
+    c = SyscallCollector(fake, cpu_label="core", topology=first, read_topology=read)
+    slot = {cpu_id: i for i, cpu_id in enumerate(first.possible)}
+    seen: list[dict[tuple[str, tuple[tuple[str, str], ...]], float]] = []
+
+    def getppid() -> dict[str, float]:
+        got = _parse(c.expose(False).decode())
+        seen.append(got)
+        return {dict(k[1])["core"]: v for k, v in got.items() if k[0] == "percpu_syscalls_total" and v}
+
+    fake.counts[slot[3], GETPPID] = 10
+    getppid()  # new series are served at 0 once
+    assert getppid() == {"core0.1": 10}
+    for name, text in (
+        ("physical_package_id", "1"),
+        ("core_id", "1"),
+        ("die_id", "0"),
+        ("thread_siblings_list", "7"),
+    ):
+        write(Path(cpu) / "cpu7" / "topology" / name, text)
+    write(Path(cpu) / "online", "0-3,6-7")
+    fake.online = CpuList([0, 1, 2, 3, 6, 7])
+    fake.counts[slot[7], GETPPID] = 5
+    getppid()
+    assert getppid() == {"core0.1": 10, "core1.1": 5}
+    shutil.rmtree(Path(cpu) / "cpu3" / "topology")
+    write(Path(cpu) / "online", "0-2,6-7")
+    fake.online = CpuList([0, 1, 2, 6, 7])
+    fake.counts[slot[3], GETPPID] = 12  # its last calls, counted before it went away
+    assert getppid() == {"core0.1": 12, "core1.1": 5}
+    for before, after in itertools.pairwise(seen):
+        assert all(after.get(k, v) >= v for k, v in before.items()), "a counter went down"
+
+
+def test_a_cpu_keeps_the_row_its_counts_were_served_in(tmp_path: Path) -> None:
+    """CPU 7's calls were read while sysfs had no place for it yet (it came online between the reads of the
+    online list and of the counts): served under unknown, they stay there once its core is known, so no
+    series goes down. A group seen for the first time is added after the others."""
+    from percpu.exporter._cpurows import CpuRows
+
+    from .fake_topology import fake_sysfs, write
+
+    cpu, node, _cg = fake_sysfs(tmp_path)
+    rows = CpuRows(
+        CpuList([0, 1, 2, 3, 6, 7, 8, 9]),
+        "core",
+        read=lambda: read_topology(cpu, node_root=node, cgroup_root=None),
+    )
+    assert rows.labels == ["core0.0", "core0.1", "core1.0", "unknown"]
+    counts = np.zeros((8, NR_SLOTS), np.uint64)
+    counts[5, GETPPID] = 3  # CPU 7
+    snap = SyscallSnapshot(1.0, CpuList([0, 1, 2, 3, 6, 7, 8, 9]), counts, online=CpuList([0, 1, 2, 3, 6]))
+    assert int(rows.counts(snap)[3, GETPPID]) == 3
+    for name, text in (
+        ("physical_package_id", "1"),
+        ("core_id", "1"),
+        ("die_id", "0"),
+        ("thread_siblings_list", "7"),
+    ):
+        write(Path(cpu) / "cpu7" / "topology" / name, text)
+    later = dataclasses.replace(snap, online=CpuList([0, 1, 2, 3, 6, 7]))
+    assert int(rows.counts(later)[3, GETPPID]) == 3 and rows.labels[3] == "unknown"
+    assert rows.topology is not None and rows.topology[7].label("core") == "core1.1"

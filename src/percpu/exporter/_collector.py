@@ -12,11 +12,11 @@ import numpy as np
 from .. import _machine
 from .._contract import ROW_BUCKETS, ROW_FIRST_BUCKET
 from .._version import __version__
-from ..cpus import cpu_lists
 from ..errors import PercpuError
 from ..syscount._data import SnapshotSource, SyscallSnapshot, errno_name, slot_name
-from ..topo import CpuGroups, CpuTopology, group_rows
+from ..topo import CpuTopology
 from ._comms import OTHER, CommSeries
+from ._cpurows import CpuRows
 from ._exposition import Exposition, Family, Labels, Sample, escape_label
 
 BPF_STATS_SYSCTL = "kernel.bpf_stats_enabled"
@@ -42,6 +42,7 @@ class SyscallCollector:
         *,
         cpu_label: bool | str = True,
         topology: CpuTopology | None = None,
+        read_topology: Callable[[], CpuTopology] | None = None,
         top_syscalls: int = 0,
         max_comms: int = 20,
         libbpf_version: str = "",
@@ -51,26 +52,25 @@ class SyscallCollector:
         """``bpf_stats=True`` says the caller holds a BPF_ENABLE_STATS fd for as long as it uses this
         collector (``percpu exporter --enable-bpf-stats``): that turns run counting on without changing
         ``kernel.bpf_stats_enabled``, so the sysctl alone cannot tell. ``extra`` adds families of the
-        caller's own (the HTTP server's request counts) to every scrape."""
+        caller's own (the HTTP server's request counts) to every scrape. With ``cpu_label`` core, package
+        or node, ``topology`` is the machine's (read now when not given) and ``read_topology`` reads it
+        again when CPUs go offline or come online (default: from the machine's sysfs)."""
         if top_syscalls < 0 or max_comms < 1:
             raise ValueError(
                 f"top_syscalls must be 0 (all) or more, max_comms 1 or more: {top_syscalls}, {max_comms}"
             )
         self.source = source
         # Rows of the exported matrix: CPUs, or groups of them (the label is then named after the grouping).
-        self._groups: CpuGroups | None = None
-        self._label_name = "cpu"
         if cpu_label in ("cpu", "none") or isinstance(cpu_label, bool):
             self.cpu_label = cpu_label in (True, "cpu")
-            self._cpu_labels = [str(c) for c in source.cpus]
+            self._label_name = "cpu"
         elif cpu_label in ("core", "package", "node"):
             self.cpu_label = True
-            topo = topology if topology is not None else cpu_lists().topology()
-            self._groups = topo.groups(str(cpu_label), source.cpus)
             self._label_name = str(cpu_label)
-            self._cpu_labels = list(self._groups.labels)
         else:
             raise ValueError(f"cpu_label {cpu_label!r}: choose cpu, core, package, node or none")
+        self._cpurows = CpuRows(source.cpus, self._label_name, topology, read_topology)
+        self._cpu_labels = self._cpurows.labels  # grows as groups appear (a node's first CPU online)
         self.top = top_syscalls
         self.max_named = 2 * top_syscalls
         self.max_comms = max_comms
@@ -219,35 +219,9 @@ class SyscallCollector:
             yield m
 
     def _own_families(self) -> list[Family]:
-        dur = Family(
-            "percpu_scrape_duration_seconds",
-            "gauge",
-            "Time the last scrape took to read the maps and build the metrics.",
+        return exporter_families(
+            self._last_duration, self._scrapes, self._by_comm if self._has_procs else None
         )
-        dur.add((), self._last_duration)
-        scrapes = Family(
-            "percpu_exporter_snapshots",
-            "counter",
-            "Map reads (snapshots) taken; concurrent requests share one, so this can be below the requests.",
-        )
-        scrapes.add((), self._scrapes)
-        out = [dur, scrapes]
-        if self._has_procs:
-            comms = Family(
-                "percpu_exporter_tracked_comms",
-                "gauge",
-                f"Command names kept for per-process series (at most --max-comms, here {self.max_comms}).",
-            )
-            comms.add((), self._by_comm.tracked_comms)
-            keys = Family(
-                "percpu_exporter_tracked_process_keys",
-                "gauge",
-                "Per-process keys remembered between scrapes (the kernel table's, and exited processes' "
-                "summed by name: bounded by --proc-entries).",
-            )
-            keys.add((), self._by_comm.tracked_keys)
-            out += [comms, keys]
-        return out
 
     def _matrix(self, counts: np.ndarray, kept: list[int], other: np.ndarray | None) -> Family:
         """``percpu_syscalls_total{cpu=..,syscall=..} N`` for the non-zero cells, formatted in bulk.
@@ -277,7 +251,9 @@ class SyscallCollector:
             born = self._born_cells.get(col)
             fresh = False
             if born != mb:  # (a count never falls back to 0: once every cell is born, born is the mask)
-                old = np.zeros_like(mask) if born is None else np.frombuffer(born, np.bool_)
+                old = np.zeros_like(mask)
+                if born is not None:  # rows added since (a new group) were not born
+                    old[: len(born)] = np.frombuffer(born, np.bool_)
                 new = mask & ~old
                 fresh = bool(new.any())
                 self._born_cells[col] = (old | mask).tobytes()
@@ -323,7 +299,11 @@ class SyscallCollector:
             1,
         )
         yield info
-        counts = snap.counts if self._groups is None else group_rows(snap.counts, self._groups)
+        counts = self._cpurows.counts(snap)
+        if len(self._frozen_other) < len(counts):  # a group new since the last scrape
+            self._frozen_other = np.concatenate(
+                [self._frozen_other, np.zeros(len(counts) - len(self._frozen_other), np.uint64)]
+            )
         totals = counts.sum(axis=0, dtype=np.uint64)
         self._update_kept(counts, totals)
         active = [int(x) for x in np.nonzero(totals)[0]]
@@ -429,6 +409,40 @@ class SyscallCollector:
         if not self._prog_stats_on:
             self._prog_stats_on = self.bpf_stats or _machine.current().sysctl_int(BPF_STATS_SYSCTL) == 1
         return program_families(self.source) if self._prog_stats_on else []
+
+
+def exporter_families(duration: float, scrapes: int, comms: CommSeries | None) -> list[Family]:
+    """The exporter's own gauges: the last scrape's duration, the snapshots taken, and with per-process
+    series (``comms``) how many names and keys it keeps."""
+    dur = Family(
+        "percpu_scrape_duration_seconds",
+        "gauge",
+        "Time the last scrape took to read the maps and build the metrics.",
+    )
+    dur.add((), duration)
+    taken = Family(
+        "percpu_exporter_snapshots",
+        "counter",
+        "Map reads (snapshots) taken; concurrent requests share one, so this can be below the requests.",
+    )
+    taken.add((), scrapes)
+    out = [dur, taken]
+    if comms is not None:
+        names = Family(
+            "percpu_exporter_tracked_comms",
+            "gauge",
+            f"Command names kept for per-process series (at most --max-comms, here {comms.max_comms}).",
+        )
+        names.add((), comms.tracked_comms)
+        keys = Family(
+            "percpu_exporter_tracked_process_keys",
+            "gauge",
+            "Per-process keys remembered between scrapes (the kernel table's, and exited processes' "
+            "summed by name: bounded by --proc-entries).",
+        )
+        keys.add((), comms.tracked_keys)
+        out += [names, keys]
+    return out
 
 
 def program_families(source: SnapshotSource) -> list[Family]:
