@@ -26,6 +26,7 @@ from . import _load
 from ._data import Lost, SyscallSnapshot, merge_latency
 from ._filters import Filters
 from ._procs import Drainer, ProcessTable, flush_pending
+from ._reads import CpuReads
 
 __all__ = ["COMPAT_CHECKS", "MAX_TABLE_ENTRIES", "SyscallCounter"]
 
@@ -48,6 +49,13 @@ class SyscallCounter:
     processes that have exited out of the table whenever it is filling, and keeps them: by pid up to
     ``proc_keep`` rows (default ``proc_entries``), then summed by name (pid :data:`FOLDED_TGID`) up to
     ``proc_entries`` rows, then by syscall alone; see :class:`ProcessTable`.
+
+    ``one_cpu_reads``: read the per-CPU arrays (the syscall counts, the latency rows) one CPU at a time,
+    each online CPU's slots at every snapshot and an offline CPU's once after it went offline, as a kernel
+    with BPF_F_CPU (Linux 7.0) allows: on a VM with 2 CPUs online of 32 possible, a 16th of the bytes.
+    True (the default) does so where the kernel has BPF_F_CPU and it copies less, and reads every possible
+    CPU's slots elsewhere; False always does (see :mod:`._reads`). The per-process, errno and latency
+    hashes are read whole.
     """
 
     # Latency at tp_btf: start times in a per-CPU slot spilled at sched_switch (True), or in the task's
@@ -72,6 +80,7 @@ class SyscallCounter:
         detect_compat: bool = True,
         obj_path: str | None = None,
         start: bool = True,
+        one_cpu_reads: bool = True,
     ) -> None:
         if attach != "auto" and attach not in _load.ATTACH_MODES:
             raise PercpuError(f"attach mode {attach!r}: choose auto, {', '.join(_load.ATTACH_MODES)}")
@@ -99,6 +108,7 @@ class SyscallCounter:
         self.detect_compat = detect_compat and _names.machine_arch() == "x86_64"
         self._topo = machine()
         self._cpus = possible_cpus()
+        self._reads = CpuReads(self._cpus, one_cpu=one_cpu_reads)
         self.arch = _names.machine_arch()
         self._own_obj_path = obj_path
         self._obj_path = obj_path or bundled("syscount.bpf.o")
@@ -202,6 +212,12 @@ class SyscallCounter:
         """Whether latency start times are kept in a per-CPU slot, moved to the task's store at sched_switch
         (tp_btf, :attr:`latency_percpu`), rather than in the store at every call. Known once started."""
         return bool(self._config.lat_percpu)
+
+    @property
+    def reads_one_cpu(self) -> bool:
+        """Whether snapshots read the per-CPU arrays one CPU at a time, the online CPUs' slots and an offline
+        CPU's once after it went offline (``one_cpu_reads`` and a kernel with BPF_F_CPU)."""
+        return self._reads.one_cpu
 
     @property
     def uses_process_cache(self) -> bool:
@@ -314,16 +330,19 @@ class SyscallCounter:
 
     def _snapshot_locked(self) -> SyscallSnapshot:
         now = time.monotonic()
-        snap = self._maps["counts"].snapshot()
+        # Before the reads: a CPU seen offline here has made its last calls, which the reads then hold.
+        online = self._online()
+        self._reads.begin(online)
+        keys, values = self._reads.read("counts", self._maps["counts"])
         counts = np.zeros((len(self.cpus), NR_SLOTS), dtype=np.uint64)
-        counts[:, snap.keys.astype(np.int64)] = snap.values.T
-        dropped = int(self._maps["dropped"].snapshot().values.sum())
+        counts[:, keys.astype(np.int64)] = values.T
+        dropped = int(self._reads.read("dropped", self._maps["dropped"])[1].sum())
         # The per-process rows before the lost counts: the flush that moves the per-CPU caches into the
         # table counts there what the table cannot take.
         procs = self._procs()
-        lost = self._maps["lost"].snapshot()
+        lost_keys, lost = self._reads.read("lost", self._maps["lost"])
         per_table = np.zeros(len(Lost._fields), dtype=np.uint64)
-        per_table[lost.keys.astype(np.int64)] = lost.values.sum(axis=1, dtype=np.uint64)
+        per_table[lost_keys.astype(np.int64)] = lost.sum(axis=1, dtype=np.uint64)
         per_table[Lost._fields.index("skipped")] = self._skipped_runs()
         return SyscallSnapshot(
             time=now,
@@ -334,7 +353,7 @@ class SyscallCounter:
             latency=self._latency(),
             dropped=dropped,
             arch=self.arch,
-            online=self._online(),
+            online=online,
             lost=Lost(*(int(v) for v in per_table)),
         )
 
@@ -366,8 +385,8 @@ class SyscallCounter:
             return None
         # The index before the rows: a row taken in between then reads as not yet taken (counted next
         # time), never as counts without a slot.
-        index = self._maps["lat_index"].snapshot().values["row"][0]
-        rows = self._maps["lat_rows"].snapshot().values["n"]
+        index = self._reads.read("lat_index", self._maps["lat_index"])[1]["row"][0]
+        rows = self._reads.read("lat_rows", self._maps["lat_rows"])[1]["n"]
         return merge_latency(index, rows, overflow)
 
     def _procs(self) -> tuple[np.ndarray, np.ndarray] | None:
