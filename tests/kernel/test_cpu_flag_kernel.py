@@ -123,3 +123,59 @@ def test_one_cpu_snapshot(counting: Counting, cls: type[percpu.PerCpuMap]) -> No
             assert (np.sort(full.cpu(cpu)) == np.sort(one.values)).all()
             # One u32 per element with the flag; every possible CPU's padded u32 without it.
             assert counting.value_bytes == n * (4 if flag else m.layout.element_bytes)
+
+
+def test_the_syscall_counter_reads_what_the_online_cpus_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counter's counts map (2,048 u64 slots) was read whole: every possible CPU's slots, 30 of 32 in
+    the 7.x guest being CPUs that run nothing. With BPF_F_CPU a read copies the online CPUs' slots (the
+    offline ones were read once, by the first read; the small dropped and lost maps stay whole reads, one
+    lookup being cheaper than one per CPU), and the counts are those of the counter forced to whole
+    reads. Without BPF_F_CPU, or with every possible CPU online, both read everything."""
+    import subprocess
+    import sys
+
+    from percpu.syscalls import syscall_number
+    from percpu.syscount import Filters, SyscallCounter
+
+    flag = has_flag()
+    lib = _machine.current().libbpf()
+    assert _machine.current().kernel is lib
+    # The counter needs the real binding: its batch reads are counted in place.
+    copied = [0]
+    inner = lib.map_lookup_batch
+
+    def counted(*args: Any, **kw: Any) -> tuple[int, bool]:
+        n, done = inner(*args, **kw)
+        copied[0] += n * args[6].value_bytes(kw.get("elem_flags", args[8] if len(args) > 8 else 0))
+        return n, done
+
+    monkeypatch.setattr(lib, "map_lookup_batch", counted)
+    workload = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "helpers", "syscall_workload.py"
+    )
+    online = list(percpu.cpu_lists().online)
+    only = Filters(comm="pcpu_1cpu")
+    with SyscallCounter(filters=only) as c, SyscallCounter(filters=only, one_cpu_reads=False) as whole:
+        assert c.reads_one_cpu == flag and not whole.reads_one_cpu
+        possible = len(c.cpus)
+        c.snapshot()  # the first read is whole
+        subprocess.run(
+            [sys.executable, workload, "3000", str(online[-1]), "--comm", "pcpu_1cpu"],
+            check=True,
+            timeout=600,
+        )
+        copied[0] = 0
+        snap = c.snapshot()
+        one_cpu_bytes = copied[0]
+        copied[0] = 0
+        snap_whole = whole.snapshot()
+        whole_bytes = copied[0]
+    per_cpu = 2048 * 8  # the counts map: one u64 per slot and CPU
+    small = (1 + 3) * 8  # dropped (1 slot), lost (3): read whole
+    assert whole_bytes == (per_cpu + small) * possible
+    fewer = flag and len(online) * (4096 + per_cpu) < 4096 + per_cpu * possible
+    assert one_cpu_bytes == per_cpu * (len(online) if fewer else possible) + small * possible
+    for s in (snap, snap_whole):
+        assert int(s.counts[list(s.cpus).index(online[-1]), syscall_number("getppid")]) == 3000
+        assert int(s.counts[:, syscall_number("getppid")].sum()) == 3000
+    assert (snap.counts == snap_whole.counts).all()
