@@ -42,6 +42,11 @@ FIGURES = {
         rf"hook price \(empty tp_btf program, getppid loop delta\): (?:{NUM} \[{NUM}-{NUM}\]|-) ns",
         r"^times: \(entry \+ exit with times\)",
     ],
+    "bench_cpu_reads.py": [
+        rf"exporter scrape, one-CPU reads\s+median\s+{NUM} ms\s+p95\s+{NUM} ms\s+\d+ bytes copied",
+        rf"top refresh, whole reads\s+median\s+{NUM} ms",
+        rf"top refresh: whole / one-CPU\s+{NUM}x bytes, {NUM}x time",
+    ],
     "bench_cpu_snapshot.py": [
         r"one-CPU path: ",
         rf"^\s+1000\s+\d+\s+{NUM}\s+{NUM}\s+\d+\s+\d+$",
