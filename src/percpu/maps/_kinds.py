@@ -28,7 +28,6 @@ __all__ = [
 from .. import _frames
 from ..cpus import CpuList
 from ..errors import (
-    CpuNotPossible,
     KeyNotFound,
     PercpuError,
 )
@@ -317,12 +316,7 @@ class Snapshot(Sequence[Row]):
         """Every key's value on CPU id ``cpu``."""
         if not self.percpu:
             raise TypeError("this snapshot is not of a per-CPU map")
-        try:
-            if isinstance(cpu, bool):  # True and 1.0 compare equal to CPU 1: a CPU id is an integer
-                raise TypeError(cpu)
-            return self.values[:, self.cpus.ids.index(operator.index(cpu))]
-        except (ValueError, TypeError):
-            raise CpuNotPossible(cpu, str(self.cpus)) from None
+        return self.values[:, self.cpus.slot(cpu)]
 
     def to_dict(self) -> dict[Any, Any]:
         """``{key: values row}``, keys as Python scalars where they are scalars (small maps only)."""
