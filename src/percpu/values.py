@@ -54,6 +54,7 @@ __all__ = [
     "codec_for",
     "integer_array",
     "is_numeric",
+    "same_array",
 ]
 
 
@@ -324,16 +325,32 @@ class PerCpuValue(Mapping[int, Any]):
         return self._reduce("mean")
 
     def __eq__(self, other: object) -> bool:
+        """Whether ``other`` is a PerCpuValue for the same CPUs holding the same values: the same type,
+        byte for byte (see :func:`same_array`). A dict compares with ``dict(v) == d``."""
         if isinstance(other, PerCpuValue):
-            return self._cpus == other._cpus and self._array.tobytes() == other._array.tobytes()
+            return self._cpus == other._cpus and same_array(self._array, other._array)
         return NotImplemented
 
+    # Unhashable, as numpy arrays and pandas objects are: equal values would need equal hashes, and the
+    # values live in an array.
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{c}: {v!r}" for c, v in list(self.items())[:8])
         more = ", ..." if len(self) > 8 else ""
         return f"PerCpuValue({{{shown}{more}}})"
+
+
+def same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` hold the same values: the same dtype and shape, and the same bytes. The
+    equality of :class:`PerCpuValue` and :class:`~percpu.maps.Snapshot`: exact and reflexive (a NaN equals
+    the same NaN, as in ``pandas.DataFrame.equals``; ``0.0`` and ``-0.0`` differ), never a numpy array
+    whose truth is ambiguous, and never equal across types (``int32`` -1 is not ``uint32`` 4294967295,
+    though their bytes are)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    x, y = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
+    return bool(np.array_equal(x.view(np.uint8), y.view(np.uint8)))
 
 
 def reduce_cpus(a: np.ndarray, fn: str = "sum", axis: int = 0) -> Any:

@@ -193,3 +193,19 @@ def test_signed_int_codecs_are_named_as_numpy_names_them() -> None:
     assert codec_for(percpu.Int(16, signed=True)).name == "int128"
     assert codec_for(percpu.Int(3)).name == "uint24"
     assert codec_for(percpu.Int(8, signed=True)).name == "int64" == np.dtype(np.int64).name
+
+
+def test_per_cpu_values_compare_by_cpus_type_and_value() -> None:
+    """Equal when they hold the same values of the same type for the same CPUs; unhashable, as the
+    arrays they hold."""
+    u64 = codec_for(np.uint64)
+    v = PerCpuValue.from_values([1, 2, 3], GAPS, u64)
+    assert v == PerCpuValue.from_values({0: 1, 2: 2, 3: 3}, GAPS, u64)
+    assert v != PerCpuValue.from_values([1, 2, 4], GAPS, u64)
+    assert v != PerCpuValue.from_values([1, 2, 3], percpu.CpuList([0, 1, 2]), u64)
+    assert v != PerCpuValue.from_values([1, 2, 3], GAPS, codec_for(np.int64))  # another type
+    minus = PerCpuValue.from_values([-1, 0, 0], GAPS, codec_for(np.int32))
+    assert minus != PerCpuValue.from_values([2**32 - 1, 0, 0], GAPS, codec_for(np.uint32))  # same bytes
+    assert v != {0: 1, 2: 2, 3: 3} and dict(v) == {0: 1, 2: 2, 3: 3}
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(v)

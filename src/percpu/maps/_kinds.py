@@ -39,6 +39,7 @@ from ..values import (
     PerCpuValue,
     is_numeric,
     reduce_cpus,
+    same_array,
 )
 
 MAX_VALUE_SIZE = 32768  # per-CPU values: round_up(value_size, 8) <= PCPU_MIN_UNIT_SIZE
@@ -146,7 +147,7 @@ class Row(NamedTuple):
     value: Any
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Snapshot(Sequence[Row]):
     """A whole map read at once: ``keys`` (n,) and ``values`` (n, possible CPUs, ...) numpy arrays.
 
@@ -164,6 +165,12 @@ class Snapshot(Sequence[Row]):
     :meth:`to_pandas` and :meth:`to_dataframe` label them with the real CPU ids (pandas is optional).
     ``pd.DataFrame(snap)`` sees the sequence, a frame of ``key`` and ``value`` objects: the conversions
     are the way to numbers by CPU.
+
+    ``a == b`` is a bool, as for other sequences: the same rows in the same order, for the same CPUs,
+    keys and values of the same types byte for byte (:func:`percpu.values.same_array`, as
+    ``DataFrame.equals``). Two reads of a hash come in the kernel's bucket order: ``a.sorted() ==
+    b.sorted()`` compares what they held. ``a.values == b.values`` is the element-wise comparison. A
+    snapshot is not hashable (it holds arrays).
     """
 
     keys: np.ndarray
@@ -177,6 +184,18 @@ class Snapshot(Sequence[Row]):
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        return (
+            self.percpu == other.percpu
+            and self.cpus == other.cpus
+            and same_array(self.keys, other.keys)
+            and same_array(self.values, other.values)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         what = (
