@@ -15,6 +15,8 @@ from .._uapi import BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, MapType
 __all__ = [
     "ARRAY_TYPES",
     "CGROUP_STORAGE_KEY",
+    "HASH_TYPES",
+    "MAX_HASH_ENTRIES",
     "MAX_VALUE_SIZE",
     "PERCPU_TYPES",
     "SNAPSHOT_PREALLOC",
@@ -43,6 +45,7 @@ from ..values import (
 )
 
 MAX_VALUE_SIZE = 32768  # per-CPU values: round_up(value_size, 8) <= PCPU_MIN_UNIT_SIZE
+MAX_HASH_ENTRIES = 1 << 31  # htab_map_alloc(): the buckets, a power of two, must fit 32 bits
 SNAPSHOT_PREALLOC = 64 << 20  # bytes a snapshot allocates before it knows how many elements there are
 
 
@@ -73,7 +76,7 @@ _POINTER = 8
 _PAGE = 4096
 
 ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
-_HASHES = frozenset({MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH})
+HASH_TYPES = frozenset({MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH})
 _LRU = frozenset({MapType.LRU_HASH, MapType.LRU_PERCPU_HASH})
 
 
@@ -105,7 +108,7 @@ def memory_bytes(
         if flags & BPF_F_MMAPABLE:
             return -(-_ARRAY_HEADER // _PAGE) * _PAGE + -(-n * stride // _PAGE) * _PAGE
         return _ARRAY_HEADER + n * stride
-    if map_type in _HASHES:
+    if map_type in HASH_TYPES:
         lru = map_type in _LRU
         buckets = 1 << max(n - 1, 0).bit_length()
         usage = _HTAB_HEADER + _BUCKET * buckets + _HTAB_LOCKS * possible_cpus
