@@ -210,7 +210,7 @@ class CpuNotPossible(PercpuError, ValueError, IndexError):
                 raise TypeError(cpu)
             operator.index(cpu)  # type: ignore[arg-type]
         except TypeError:
-            why = f"is not a CPU id: CPU ids are integers, not {type(cpu).__name__}{where}; give one of"
+            why = f"is not a CPU id: CPU ids are integers, not {type(cpu).__name__}{where}; give one of the"
         else:
             why = f"is not a possible CPU on this system{where};"
         super().__init__(f"CPU {cpu!r} {why} possible CPUs: {possible or 'none'}", map_name=map_name)

@@ -178,8 +178,8 @@ def test_one_rule_for_cpu_ids_names_the_cpu_and_the_possible_list() -> None:
             with pytest.raises(CpuNotPossible) as e:
                 ask()
             assert str(e.value) == (
-                f"CPU {bad!r} is not a CPU id: CPU ids are integers, not {kind}; give one of possible CPUs: "
-                "0,2-3"
+                f"CPU {bad!r} is not a CPU id: CPU ids are integers, not {kind}; give one of the possible "
+                "CPUs: 0,2-3"
             )
         assert bad not in v and v.get(bad) is None  # type: ignore[call-overload]
     with pytest.raises(CpuNotPossible, match=r"^CPU 1 is not a possible CPU on this system \(map 'm'\); "):
