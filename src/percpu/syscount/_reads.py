@@ -54,7 +54,7 @@ class CpuReads:
         self.cpus = cpus
         self._one_cpu: bool | None = None if one_cpu else False  # None: ask the kernel
         self._clock = clock
-        self._online: frozenset[int] | None = None
+        self._online: np.ndarray | None = None  # by slot: whether the CPU is online (None: unknown)
         self._whole = True
         self._full_due = 0.0
         # Per map: its keys, the last values read of each possible CPU (n, CPUs, ...), and which CPUs'
@@ -73,7 +73,11 @@ class CpuReads:
     def begin(self, online: CpuList | None) -> None:
         """Before a snapshot's maps are read: the CPUs online now (None: unknown, and the reads are whole)
         and whether a whole read is due."""
-        self._online = frozenset(online) if online is not None and self.one_cpu else None
+        if online is None or not self.one_cpu:
+            self._online = None
+        else:
+            on = frozenset(online)
+            self._online = np.fromiter((c in on for c in self.cpus), dtype=bool, count=len(self.cpus))
         now = self._clock()
         self._whole = self._online is None or now >= self._full_due
         if self._whole and self._online is not None:
@@ -90,21 +94,21 @@ class CpuReads:
         if self._whole or online is None or name not in self._last:
             return self._read_whole(name, m, online)
         final = self._final[name]
-        todo = [(slot, cpu) for slot, cpu in enumerate(self.cpus) if cpu in online or not final[slot]]
+        todo = np.flatnonzero(online | ~final)
         if not self._cheaper(m, len(todo)):
             return self._read_whole(name, m, online)
         assert isinstance(m, PerCpuMap), name
         last = self._last[name]
-        for slot, cpu in todo:
+        for slot in todo.tolist():
             try:
-                one = m.snapshot(cpu=cpu, batch=True)
+                one = m.snapshot(cpu=self.cpus[slot], batch=True)
             except NotSupported:
                 # A kernel that takes BPF_F_CPU in lookups but not in batch lookups: whole reads, as before.
                 self._one_cpu = False
                 snap = m.snapshot()
                 return snap.keys, snap.values
             last[:, slot] = one.values
-            final[slot] = cpu not in online
+        final[todo] = ~online[todo]
         return self._keys[name], _read_only(last)
 
     def _cheaper(self, m: Map, reads: int) -> bool:
@@ -113,12 +117,12 @@ class CpuReads:
         whole = SYSCALL_BYTES + n * m.layout.element_bytes
         return reads * (SYSCALL_BYTES + n * m.layout.value_size) < whole
 
-    def _read_whole(self, name: str, m: Map, online: frozenset[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _read_whole(self, name: str, m: Map, online: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         snap = m.snapshot()
         self._keys[name] = snap.keys
         last = self._last[name] = np.array(snap.values)  # written into by the one-CPU reads after it
         # Read after the CPUs were seen offline: what it holds of them is final. Online unknown: none is.
-        self._final[name] = np.array([online is not None and c not in online for c in self.cpus], dtype=bool)
+        self._final[name] = ~online if online is not None else np.zeros(len(self.cpus), dtype=bool)
         return snap.keys, _read_only(last)
 
 
