@@ -114,6 +114,7 @@ class SyscallCounter:
         self._obj_path = obj_path or bundled("syscount.bpf.o")
         self._nobtf = False
         self._obj: BpfObject | None = None
+        self._prog_fds: list[int] = []
         self._maps: dict[str, Map] = {}
         self._flush_fd = -1
         self._proc_table: ProcessTable | None = None
@@ -154,6 +155,9 @@ class SyscallCounter:
         self._obj_path = self._own_obj_path or bundled(default)
         loaded = self._loader().load()
         self._obj, self._maps, self._flush_fd, self.attach_mode = loaded
+        # The counting programs' fds, asked once: which programs load does not change once loaded, and
+        # asking libbpf at every snapshot cost two calls per program (a read's fixed cost).
+        self._prog_fds = [p.fd for p in self._obj.programs.values() if p.autoload and p.name != "flush_procs"]
         if self.per_process:
             self._drain_error = None
             self._proc_table = self._process_table()
@@ -364,12 +368,11 @@ class SyscallCounter:
             return 0
         lib = _machine.current().libbpf()
         total = 0
-        for p in self._obj.programs.values():
-            if p.autoload and p.name != "flush_procs":
-                try:
-                    total += lib.prog_recursion_misses(p.fd)
-                except OSError:
-                    continue
+        for fd in self._prog_fds:
+            try:
+                total += lib.prog_recursion_misses(fd)
+            except OSError:
+                continue
         return total
 
     def _online(self) -> CpuList | None:
