@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -30,8 +30,20 @@ from ._model import (
     too_deep,
 )
 
-if TYPE_CHECKING:
-    from ._btf import Btf
+
+class Types(Protocol):
+    """What decoding asks of a blob's types: :class:`~percpu.btf.Btf` answers it. A protocol here, so that
+    ``_btf`` imports this module and nothing imports back."""
+
+    def resolve(self, type_id: int) -> BtfType: ...
+    def size(self, type_id: int) -> int: ...
+    def type_name(self, type_id: int) -> str: ...
+    def safe_name(self, type_id: int) -> str: ...
+    def is_char(self, type_id: int) -> bool: ...
+    def narrow(self, type_id: int) -> bool: ...
+    def enum_signed(self, type_id: int) -> bool: ...
+    def enum_values(self, type_id: int) -> dict[int, str]: ...
+
 
 _Decode = Callable[[bytes, int], Any]  # (the value's buffer, the byte offset of this part) -> value
 
@@ -98,7 +110,7 @@ def _float_at(size: int) -> _Decode:
 class ValueDecoder:
     """The exact decoders of one BTF blob's types, each built once (see :meth:`Btf.value`)."""
 
-    def __init__(self, btf: Btf) -> None:
+    def __init__(self, btf: Types) -> None:
         self.btf = btf
         # Results only: a race between two threads builds the same decoder twice, never a wrong one.
         self._known: dict[int, _Dec] = {}
