@@ -9,6 +9,8 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
+import pytest
+
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PACKAGE = os.path.join(ROOT, "src", "percpu")
 
@@ -113,3 +115,45 @@ def test_the_limits_catch_a_new_oversize_module_class_and_function(tmp_path: os.
         f"module pkg.big: {82 + 401 + MODULE_LINES} lines",
     ]
     assert oversize(pkg, {"pkg.big.long": 82, "pkg.big.Big": 401, "pkg.big": 1183}) == []
+
+
+# docs/architecture.md describes the layers contract of pyproject.toml line by line: the same layers in
+# its text block, and one row per module of src/percpu, numbered with its module's layer.
+ROW = re.compile(r"^\| (\d+|-) \| `([\w/]+\.py)` \| \S")
+
+
+def _contract_layers() -> list[str]:
+    tomllib = pytest.importorskip("tomllib")
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        contracts = tomllib.load(f)["tool"]["importlinter"]["contracts"]
+    (layers,) = [c["layers"] for c in contracts if c["id"] == "layers"]
+    return list(layers)
+
+
+def _architecture() -> str:
+    with open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_architecture_shows_the_contracts_layers() -> None:
+    text = _architecture()
+    block = text[text.index("```text\n") + len("```text\n") :]
+    block = block[: block.index("```")]
+    shown = [line.split(None, 1) for line in block.splitlines()]
+    assert shown == [[str(i), layer] for i, layer in enumerate(_contract_layers(), 1)]
+
+
+def test_architecture_has_one_row_per_module_in_its_layer() -> None:
+    layer_of = {m.strip(): i for i, layer in enumerate(_contract_layers(), 1) for m in layer.split("|")}
+    rows = {m.group(2): m.group(1) for m in map(ROW.match, _architecture().splitlines()) if m}
+    modules = {
+        os.path.relpath(os.path.join(folder, f), PACKAGE).replace(os.sep, "/")
+        for folder, _, files in os.walk(PACKAGE)
+        for f in files
+        if f.endswith(".py")
+    }
+    assert sorted(modules - rows.keys()) == [], "modules without a row in docs/architecture.md"
+    assert sorted(rows.keys() - modules) == [], "rows in docs/architecture.md for modules that do not exist"
+    top = {m: m.split("/")[0].removesuffix(".py") for m in modules}
+    wrong = {m: n for m, n in rows.items() if n != str(layer_of.get(top[m], "-"))}
+    assert wrong == {}, "rows whose layer is not their module's layer in pyproject.toml"
