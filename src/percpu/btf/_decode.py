@@ -18,16 +18,14 @@ from ..errors import BtfError
 from ._model import (
     _INT_BOOL,
     _INT_SIGNED,
-    _MAX_DEPTH,
     MAX_FIELDS,
     BtfType,
     CharArray,
     EnumValue,
     NanValue,
     RawBytes,
-    cycle,
+    guarded,
     int_overflows,
-    too_deep,
 )
 
 
@@ -151,15 +149,7 @@ class ValueDecoder:
         known = self._known.get(type_id)
         if known is not None:
             return known
-        if type_id in busy:
-            raise cycle(type_id)
-        if depth > _MAX_DEPTH:
-            raise too_deep(type_id)
-        busy.add(type_id)
-        try:
-            out = self._build_decoder(type_id, depth, busy)
-        finally:
-            busy.discard(type_id)
+        out = guarded(type_id, depth, busy, lambda: self._build_decoder(type_id, depth, busy))
         if out.items > MAX_FIELDS:
             raise BtfError(
                 f"BTF type {type_id} ({self.btf.safe_name(type_id)}) decodes into more than {MAX_FIELDS:,} "
