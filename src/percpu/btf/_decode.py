@@ -114,18 +114,8 @@ class ValueDecoder:
         self._known: dict[int, _Dec] = {}
 
     def value(self, type_id: int, raw: bytes) -> Any:
-        """Decode ``raw``, the bytes of one value of ``type_id``, exactly as C reads them.
-
-        Structs and unions become dicts of every member (anonymous ones ``_anon<i>``, as in
-        :meth:`dtype`); bitfields their bits, sign-extended where the type is signed; arrays lists; char
-        arrays :class:`CharArray` (all their bytes); enums :class:`EnumValue` (an int with its
-        enumerator's name); ints ints (``_Bool`` True/False when it holds 0 or 1); floats floats
-        (:class:`NanValue` keeps a NaN's bits); what has no meaning of its own (an empty struct of
-        non-zero size, a float of 10 or 16 bytes) :class:`RawBytes`.
-
-        Raises :class:`BtfError` for a malformed type, one that has no value (a function), one that would
-        decode into more than ``MAX_FIELDS`` objects, or ``raw`` shorter than the type.
-        """
+        """Decode ``raw``, the bytes of one value of ``type_id``, exactly as C reads them: what each kind
+        becomes and what is refused is said once, at :meth:`Btf.value <percpu.btf.Btf.value>`."""
         return self.decoder(type_id)(raw)
 
     def decoder(self, type_id: int) -> Callable[[bytes], Any]:
