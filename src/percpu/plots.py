@@ -29,8 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .errors import PercpuError
-from .syscount._data import SyscallDelta
-from .views import not_shown_line
+from .syscount._data import SyscallDelta, not_shown_line
 
 if TYPE_CHECKING:
     from .topo import CpuTopology

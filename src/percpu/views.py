@@ -17,7 +17,7 @@ import numpy as np
 
 from .cpus import CpuList
 from .errors import PercpuError
-from .syscount._data import SyscallDelta
+from .syscount._data import SyscallDelta, not_shown_line
 from .topo import CpuGroups, CpuTopology, group_rows
 
 __all__ = ["group", "has_calls", "not_shown_line", "restrict", "shown", "view"]
@@ -93,14 +93,6 @@ def shown(d: SyscallDelta, *, keep: Iterable[int] = ()) -> SyscallDelta:
         return d
     left = CpuList(c for c, m in zip(d.cpus, mask, strict=True) if not m)
     return dataclasses.replace(_masked(d, mask), not_shown=left)
-
-
-def not_shown_line(d: SyscallDelta) -> str | None:
-    """What :func:`shown` left out, as reports say it: ``62 possible CPUs not online (2-63): no calls``."""
-    if not d.not_shown:
-        return None
-    n = len(d.not_shown)
-    return f"{n} possible CPU{'s' if n > 1 else ''} not online ({d.not_shown}): no calls"
 
 
 def group(d: SyscallDelta, topology: CpuTopology, by: str) -> SyscallDelta:

@@ -33,6 +33,7 @@ __all__ = [
     "errno_name",
     "folded_keys",
     "merge_latency",
+    "not_shown_line",
     "slot_name",
 ]
 
@@ -282,6 +283,15 @@ class SyscallDelta:
             per = per[live]
         mean = per.mean() if per.size else 0.0
         return float(per.max() / mean) if mean > 0 else 0.0
+
+
+def not_shown_line(d: SyscallDelta) -> str | None:
+    """What a report left out of ``d`` (:attr:`SyscallDelta.not_shown`, see :func:`percpu.views.shown`), as
+    reports, top and pictures say it: ``62 possible CPUs not online (2-63): no calls``."""
+    if not d.not_shown:
+        return None
+    n = len(d.not_shown)
+    return f"{n} possible CPU{'s' if n > 1 else ''} not online ({d.not_shown}): no calls"
 
 
 class SnapshotSource(Protocol):
