@@ -44,7 +44,7 @@ sys.path.insert(0, HERE)
 from bench_syscalls import build_loop, floor, run_loop, run_time_stats, spread, stats_already_on  # noqa: E402
 
 from percpu import _libbpf  # noqa: E402
-from percpu.cpus import topology  # noqa: E402
+from percpu.cpus import cpu_lists  # noqa: E402
 from percpu.disturb import DisturbCounter  # noqa: E402
 from percpu.errors import PercpuError  # noqa: E402
 from percpu.objects import BpfObject, bundled  # noqa: E402
@@ -196,7 +196,7 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_disturb: run as root (it attaches BPF programs)")
-    online = list(topology().online)
+    online = list(cpu_lists().online)
     if len(online) < 2:
         sys.exit("bench_disturb: needs two online CPUs (its load switches tasks across them)")
     cpus = (online[0], online[1])

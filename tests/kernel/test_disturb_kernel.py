@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from percpu import _libbpf
-from percpu.cpus import CpuList, topology
+from percpu import _libc
+from percpu.cpus import CpuList, cpu_lists
 from percpu.disturb import (
     SOFTIRQ_NAMES,
     DisturbCounter,
@@ -79,7 +79,7 @@ def sched_debug() -> Iterator[str]:
             return
     point = tempfile.mkdtemp(prefix="percpu-debugfs-")
     try:
-        _libbpf.mount("none", point, "debugfs")
+        _libc.mount("none", point, "debugfs")
     except OSError as exc:
         os.rmdir(point)
         pytest.fail(f"cannot mount debugfs for the scheduler's nr_switches: {exc}")
@@ -246,7 +246,7 @@ def arch_rows() -> tuple[str, ...]:
 
 
 def online_pair() -> tuple[int, int]:
-    online = list(topology().online)
+    online = list(cpu_lists().online)
     if len(online) < 2:
         pytest.skip("needs two online CPUs: interrupts are sent from one to the other")
     return online[-1], online[0]
@@ -380,7 +380,7 @@ def test_a_pinned_task_has_its_schedstat_switches_and_time(attach: str) -> None:
     assert intruder.stdin is not None and intruder.stdout is not None
     try:
         assert intruder.stdout.readline() == "ready\n"
-        i = list(topology().possible).index(target)
+        i = list(cpu_lists().possible).index(target)
         # A stint switched in unseen (a gap, see the module docstring) has no time: try a few windows
         # for one with every stint timed. The switch counts must be exact in every window.
         for _attempt in range(5):
