@@ -125,6 +125,8 @@ struct sched_cpu {
 	__u64 lost_tasks;
 	__u64 untimed_tasks;
 	__u64 inserts;
+	__u64 pidns; /* with cfg.pidns_ino: that namespace's address, once a pid in it was found */
+	__u64 pidns_level; /* ... and its level */
 };
 
 struct task_key {
@@ -353,29 +355,36 @@ static __always_inline void vector_exit(__u32 vec)
 /* --- task switches ---------------------------------------------------------------------------------- */
 
 /* A pid as percpu's pid namespace numbers it (pid_nr_ns()): the number at that namespace's level of the
- * pid, 0 when the pid has none there (a task outside it). The level is not known here: the pid's
- * namespaces are searched from the initial one down (at most its own level deep). */
-static __always_inline __u32 ns_nr(struct pid *p)
+ * pid, 0 when the pid has none there (a task outside it, or one released on its way out). The level is
+ * not known to user space (a namespace cannot see its ancestors): the first pid found in it tells it, by
+ * a search from the initial namespace down, and each CPU keeps the level and the namespace's address
+ * (c->pidns) to read one number, and compare one pointer, for the next. */
+static __always_inline __u32 ns_nr(struct sched_cpu *c, struct pid *p, bool btf)
 {
-	unsigned int level = BPF_CORE_READ(p, level);
-	struct upid *numbers = __builtin_preserve_access_index(&p->numbers[0]);
+	unsigned int level = btf ? p->level : BPF_CORE_READ(p, level);
+	struct upid *numbers = btf ? &p->numbers[0] : __builtin_preserve_access_index(&p->numbers[0]);
+	struct upid up = {};
 
+	if (c->pidns) {
+		if (level < c->pidns_level || bpf_probe_read_kernel(&up, sizeof(up), numbers + c->pidns_level))
+			return 0;
+		return (__u64)up.ns == c->pidns ? up.nr : 0;
+	}
 	/* A loop, not unrolled 32 times into every program: the verifier bounds it (Linux 5.3). */
 #pragma clang loop unroll(disable)
 	for (__u32 i = 0; i < PIDNS_LEVELS; i++) {
-		struct upid up = {};
-
-		if (i > level)
+		if (i > level || bpf_probe_read_kernel(&up, sizeof(up), numbers + i))
 			break;
-		if (bpf_probe_read_kernel(&up, sizeof(up), numbers + i))
-			break;
-		if (BPF_CORE_READ(up.ns, ns.inum) == cfg.pidns_ino)
+		if (BPF_CORE_READ(up.ns, ns.inum) == cfg.pidns_ino) {
+			c->pidns = (__u64)up.ns;
+			c->pidns_level = i;
 			return up.nr;
+		}
 	}
 	return 0;
 }
 
-static __always_inline void task_key_of(struct task_key *k, struct task_struct *t, bool btf)
+static __always_inline void task_key_of(struct sched_cpu *c, struct task_key *k, struct task_struct *t, bool btf)
 {
 	if (btf) {
 		k->pid = t->pid;
@@ -387,9 +396,16 @@ static __always_inline void task_key_of(struct task_key *k, struct task_struct *
 		BPF_CORE_READ_STR_INTO(&k->comm, t, comm);
 	}
 	if (cfg.pidns_ino) {
-		/* Numbered in percpu's namespace, as its users (and kill(), /proc) know them. */
-		k->pid = ns_nr(BPF_CORE_READ(t, thread_pid));
-		k->tgid = ns_nr(BPF_CORE_READ(t, group_leader, thread_pid));
+		/* Numbered in percpu's namespace, as its users (and kill(), /proc) know them. A thread group's
+		 * leader has its tgid for pid in every namespace. */
+		bool leader = k->pid == k->tgid;
+
+		k->pid = ns_nr(c, btf ? t->thread_pid : BPF_CORE_READ(t, thread_pid), btf);
+		if (leader)
+			k->tgid = k->pid;
+		else
+			k->tgid = ns_nr(c, btf ? t->group_leader->thread_pid : BPF_CORE_READ(t, group_leader, thread_pid),
+					btf);
 	}
 }
 
@@ -405,14 +421,18 @@ static __always_inline bool comm_is(const char *comm)
 	return true;
 }
 
-static __always_inline bool expected(struct task_key *k, struct task_struct *t)
+static __always_inline bool expected(struct task_key *k, struct task_struct *t, bool btf)
 {
 	if (cfg.expect_tgid && k->tgid == cfg.expect_tgid)
 		return true;
 	if (cfg.expect_comm[0] && comm_is(k->comm))
 		return true;
+	if (!cfg.expect_cgroup)
+		return false;
 	/* bpf_get_current_cgroup_id() reads the same id, but only of the current task (prev, not next). */
-	return cfg.expect_cgroup && BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id) == cfg.expect_cgroup;
+	__u64 id = btf ? t->cgroups->dfl_cgrp->kn->id : BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+
+	return id == cfg.expect_cgroup;
 }
 
 static __always_inline __u32 task_flags(struct task_key *k, struct task_struct *t, int pid, bool btf)
@@ -420,7 +440,7 @@ static __always_inline __u32 task_flags(struct task_key *k, struct task_struct *
 	unsigned int flags = btf ? t->flags : BPF_CORE_READ(t, flags);
 
 	return (flags & PF_KTHREAD ? TASK_KTHREAD : 0) | (pid == 0 ? TASK_IDLE : 0) |
-	       (cfg.pidns_ino && !k->pid ? TASK_OUTSIDE : 0) | (expected(k, t) ? TASK_EXPECTED : 0);
+	       (cfg.pidns_ino && !k->pid ? TASK_OUTSIDE : 0) | (expected(k, t, btf) ? TASK_EXPECTED : 0);
 }
 
 enum task_added { TASK_LOST, TASK_FOUND, TASK_INSERTED };
@@ -500,7 +520,7 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 		if (known)
 			__builtin_memcpy(&pk, c->key, sizeof(pk));
 		else
-			task_key_of(&pk, prev, btf);
+			task_key_of(c, &pk, prev, btf);
 		enum task_added added = task_add(&pk, prev, pid, btf, true, 0, gap, now, timed && !known);
 
 		if (added == TASK_LOST) {
@@ -519,7 +539,7 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 	}
 	struct task_key k __attribute__((aligned(8))) = {};
 
-	task_key_of(&k, next, btf);
+	task_key_of(c, &k, next, btf);
 	__builtin_memcpy(c->key, &k, sizeof(k));
 	__u32 flags = task_flags(&k, next, next_pid, btf);
 	enum task_added added = task_add(&k, next, next_pid, btf, false, flags, 1, 0, 0);

@@ -63,7 +63,7 @@ CPU_COUNTS = np.dtype(
 )
 
 
-# struct sched_cpu: 88 bytes
+# struct sched_cpu: 104 bytes
 SCHED_CPU = np.dtype(
     {
         "names": [
@@ -76,10 +76,12 @@ SCHED_CPU = np.dtype(
             "lost_tasks",
             "untimed_tasks",
             "inserts",
+            "pidns",
+            "pidns_level",
         ],
-        "formats": ["<u8", "<u8", "<u8", ("<u8", (3,)), "<u8", "<u8", "<u8", "<u8", "<u8"],
-        "offsets": [0, 8, 16, 24, 48, 56, 64, 72, 80],
-        "itemsize": 88,
+        "formats": ["<u8", "<u8", "<u8", ("<u8", (3,)), "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8"],
+        "offsets": [0, 8, 16, 24, 48, 56, 64, 72, 80, 88, 96],
+        "itemsize": 104,
     }
 )
 
