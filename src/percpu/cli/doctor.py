@@ -141,8 +141,27 @@ def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
     return out
 
 
+def _disturb_checks(dims: list[dict[str, Any]] | None = None) -> list[Check]:
+    """One check per dimension of the disturbance counter (-I -V -S -T), each loaded and attached for real;
+    a dimension this kernel cannot count is a warning with its reason (the rest still counts)."""
+    from ..disturb._support import dimension_support
+
+    res = _attempt(dimension_support)
+    if isinstance(res, _Failed):
+        return [("unknown", "disturbances", f"could not probe: {res.reason}")]
+    out: list[Check] = []
+    for d in res:
+        denied = "Operation not permitted" in d.detail or "Permission denied" in d.detail
+        status = "ok" if d.supported else "unknown" if denied else "warn"
+        out.append((status, f"disturbances: {d.dimension} ({d.option})", d.detail))
+        if dims is not None:
+            dims.append(d._asdict())
+    return out
+
+
 def _doctor_checks(
     modes: list[dict[str, Any]] | None = None,
+    dims: list[dict[str, Any]] | None = None,
 ) -> tuple[list[Check], list[dict[str, Any]]]:
     """Every check, each probe run on its own so one that fails (EPERM in a container, no libbpf) is
     reported with its reason and the others still run. What the machine says comes from
@@ -238,6 +257,7 @@ def _doctor_checks(
         )
     checks.append(_probe_check("bpf_stats (BPF_ENABLE_STATS)", _enable_stats, "can be turned on"))
     checks.extend(_syscount_checks(modes))
+    checks.extend(_disturb_checks(dims))
     maps = _attempt(lambda: _percpu_maps(n_possible)) if n_possible else _Failed("unknown", "no CPU list")
     if isinstance(maps, _Failed):
         checks.append(("unknown", "per-CPU maps on this system", f"could not list them: {maps.reason}"))
@@ -257,7 +277,8 @@ def _probe_load(program: str) -> None:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
     modes: list[dict[str, Any]] = []
-    checks, maps = _doctor_checks(modes=modes)
+    dims: list[dict[str, Any]] = []
+    checks, maps = _doctor_checks(modes=modes, dims=dims)
     if args.json:
         json.dump(
             {
@@ -265,6 +286,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
                 "machine": os.uname().machine,
                 "checks": [{"status": s, "check": w, "detail": d} for s, w, d in checks],
                 "syscall_counter_modes": modes,
+                "disturbance_dimensions": dims,
                 "percpu_maps": maps,
             },
             sys.stdout,
