@@ -254,11 +254,22 @@ def main() -> int:
         help="also measure this build of disturb.bpf.o's sched_switch program (tasks and times), e.g. an "
         "earlier commit's: git show COMMIT:src/percpu/_bpf/disturb.bpf.o > old.o",
     )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one round of 0.3 s per configuration: that it runs, not how fast",
+    )
     args = ap.parse_args()
     global baseline_path  # noqa: PLW0603 - one run, one baseline
     if args.baseline:
         baseline_path = args.baseline
         CONFIGS[BASELINE] = {}
+    if args.smoke:
+        args.rounds, args.seconds = 1, 0.3
+        print(
+            f"{ap.prog}: --smoke: a small run, to check that it works; its figures mean nothing",
+            file=sys.stderr,
+        )
     if os.geteuid() != 0:
         sys.exit("bench_disturb: run as root (it attaches BPF programs)")
     online = list(cpu_lists().online)

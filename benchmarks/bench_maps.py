@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 import percpu
-from percpu import _libbpf
+from percpu import _machine
 
 SAMPLE = 100_000
 
@@ -46,7 +46,7 @@ def fill(n: int) -> percpu.PerCpuHash:
 
 def time_bare_loop(m: percpu.PerCpuHash, n: int) -> float:
     """The kernel's own limit: BPF_MAP_LOOKUP_BATCH into reused, already faulted-in buffers."""
-    b = _libbpf.backend()
+    b = _machine.current().kernel
     lay = m.layout
     ks, el = lay.key_size, lay.element_bytes
     keys = np.ones((n + 1) * ks, np.uint8)

@@ -52,7 +52,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-from percpu import _libbpf  # noqa: E402
+from percpu import _machine  # noqa: E402
 from percpu.cpus import cpu_lists  # noqa: E402
 from percpu.objects import BpfObject, bundled  # noqa: E402
 from percpu.syscount import SyscallCounter, ensure_tracefs  # noqa: E402
@@ -108,7 +108,7 @@ def run_loop(exe: str, calls: int, chunks: int, cpus: list[int]) -> float:
 
 @contextmanager
 def run_time_stats() -> Iterator[None]:
-    fd = _libbpf.libbpf().enable_stats()
+    fd = _machine.current().libbpf().enable_stats()
     try:
         yield
     finally:
@@ -182,7 +182,7 @@ def external(cmd: list[str], ready: str, settle: float = 0.5) -> Iterator[list[P
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{cmd[0]} did not start: {seen[-600:]}")
         time.sleep(settle)
-        lib = _libbpf.libbpf()
+        lib = _machine.current().libbpf()
         progs: list[Prog] = []
         for i, prog_id in enumerate(tool_prog_ids(p.pid)):
             fd = lib.prog_get_fd_by_id(prog_id)
@@ -376,7 +376,7 @@ def measure(
     samples = {(n, b): Samples() for n in cfgs for b in busy_sets}
     contaminated = 0
     names = list(cfgs)
-    lib = _libbpf.libbpf()
+    lib = _machine.current().libbpf()
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
@@ -417,7 +417,7 @@ def measure(
 
 def measure_parts(exe: str, calls: int, chunks: int, cpu: int, rounds: int) -> dict[str, list[float]]:
     """ns per run of each part program (bench_parts.bpf.o), interleaved over rounds, run-time stats on."""
-    lib = _libbpf.libbpf()
+    lib = _machine.current().libbpf()
     names = ["part_empty", *PARTS]
     out: dict[str, list[float]] = {n: [] for n in names}
     with BpfObject(bundled("bench_parts.bpf.o")) as obj:

@@ -26,10 +26,13 @@ if [ "$dev" = 1 ]; then
     # dpkg-deb and indexed by depmod; scripts/arm64-check builds an arm64 root with mmdebstrap, packed
     # with cpio). virtme-ng's guest init runs udevd to make /dev/virtio-ports/, the ports that carry the
     # guest's output back: without udev it falls back to the console, which the VM runner does not read.
+    # scripts/container-check builds percpu's image (mmdebstrap) and runs it with podman and runc
+    # (crun, podman's other runtime, refuses a machine with cgroup v1 and v2 mounted at once); the pods'
+    # pause image is made from busybox-static, since bookworm has no catatonit.
     pkgs+=(bpftool tmux prometheus clang llvm libbpf-dev linux-libc-dev-arm64-cross gcc libc6-dev
            qemu-system-x86 qemu-system-arm mmdebstrap cpio busybox-static
            bpftrace procps bpfcc-tools python3-bpfcc kmod file debian-archive-keyring util-linux
-           systemd openssl udev)
+           systemd openssl udev podman runc)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,6 +1,7 @@
-"""What the machine says, asked in one place: the kernel (the libbpf binding), its architecture, the CPU
-lists in sysfs, the mount table, this process's effective capabilities and cgroup, what kind of BPF object
-an fd is, other tasks (alive, in which pid namespace, running what), and sysctls.
+"""What the machine says, asked in one place: the kernel (the libbpf binding, or a test's fake: every map,
+probe and object call goes to ``current().kernel``), its architecture, the CPU lists in sysfs, the mount
+table, this process's effective capabilities and cgroup, what kind of BPF object an fd is, other tasks
+(alive, in which pid namespace, running what), and sysctls.
 
 :class:`Machine` reads them from its ``/proc`` and ``/sys`` (the parsing is :mod:`percpu._procfs`'s, given
 the machine's paths; statfs(2) answers which file system holds a path); :func:`current` is the one in use and
@@ -16,14 +17,21 @@ import platform
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
+
+import numpy as np
 
 from . import _fork, _libbpf, _libc, _procfs
+from ._libbpf import MapInfo
 from ._procfs import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Mount, bpf_cap_names, can_load_bpf
+from .errors import LibbpfError
+from .layout import Layout
 
 __all__ = [
     "CAP_BPF",
     "CAP_PERFMON",
     "CAP_SYS_ADMIN",
+    "Kernel",
     "Machine",
     "Mount",
     "bpf_cap_names",
@@ -42,20 +50,84 @@ BPF_FS_MAGIC = 0xCAFE4A11
 _INIT_PIDNS_INO = 0xEFFFFFFC
 
 
-class Machine:
-    """One machine: ``kernel`` (the binding; the real libbpf unless given) and the ``/proc`` and ``/sys``
-    trees its answers are read from."""
+class Kernel(Protocol):
+    """What the layers above need from the kernel: the map calls of :class:`percpu._libbpf.Libbpf`, the
+    real one, which a unit test's fake kernel also offers. Failures raise :class:`OSError` with the
+    kernel's errno, as the binding does."""
 
-    def __init__(
-        self, kernel: _libbpf.Backend | None = None, *, proc: str = "/proc", sys: str = "/sys"
-    ) -> None:
+    def num_possible_cpus(self) -> int: ...
+    def map_create(
+        self,
+        map_type: int,
+        name: str,
+        key_size: int,
+        value_size: int,
+        max_entries: int,
+        flags: int = 0,
+        btf_fd: int = 0,
+        btf_key_type_id: int = 0,
+        btf_value_type_id: int = 0,
+    ) -> int: ...
+    def btf_load(self, data: bytes) -> int: ...
+    def map_get_fd_by_id(self, map_id: int) -> int: ...
+    def map_get_next_id(self, start: int) -> int | None: ...
+    def obj_get(self, path: str) -> int: ...
+    def obj_pin(self, fd: int, path: str) -> None: ...
+    def map_info(self, fd: int) -> MapInfo: ...
+    def dup(self, fd: int) -> int: ...
+    def close(self, fd: int) -> None: ...
+    def map_lookup(
+        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
+    ) -> None: ...
+    def map_update(
+        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
+    ) -> None: ...
+    def map_delete(self, fd: int, key: np.ndarray, layout: Layout) -> None: ...
+    def map_lookup_and_delete(
+        self, fd: int, key: np.ndarray, value: np.ndarray, layout: Layout, flags: int = 0
+    ) -> None: ...
+    def map_get_next_key(
+        self, fd: int, key: np.ndarray | None, next_key: np.ndarray, layout: Layout
+    ) -> bool: ...
+    def map_lookup_batch(
+        self,
+        fd: int,
+        in_batch: np.ndarray | None,
+        out_batch: np.ndarray,
+        keys: np.ndarray,
+        values: np.ndarray,
+        count: int,
+        layout: Layout,
+        delete: bool = False,
+        elem_flags: int = 0,
+    ) -> tuple[int, bool]: ...
+    def map_update_batch(
+        self, fd: int, keys: np.ndarray, values: np.ndarray, count: int, layout: Layout, elem_flags: int = 0
+    ) -> int: ...
+    def map_delete_batch(self, fd: int, keys: np.ndarray, count: int, layout: Layout) -> int: ...
+
+
+class Machine:
+    """One machine: ``kernel`` (the binding; the real libbpf, loaded on first use, unless given) and the
+    ``/proc`` and ``/sys`` trees its answers are read from."""
+
+    def __init__(self, kernel: Kernel | None = None, *, proc: str = "/proc", sys: str = "/sys") -> None:
         self._kernel = kernel
         self.proc = proc
         self.sys = sys
 
     @property
-    def kernel(self) -> _libbpf.Backend:
-        return self._kernel if self._kernel is not None else _libbpf.backend()
+    def kernel(self) -> Kernel:
+        """The kernel every map, probe and object call goes to: what sizes buffers and answers bpf()."""
+        return self._kernel if self._kernel is not None else _libbpf.libbpf()
+
+    def libbpf(self) -> _libbpf.Libbpf:
+        """The kernel as the real libbpf binding, for what needs libbpf itself (BPF objects and programs,
+        kernel BTF, run-time stats); :class:`~percpu.errors.LibbpfError` when it is a test's fake."""
+        kernel = self.kernel
+        if not isinstance(kernel, _libbpf.Libbpf):
+            raise LibbpfError("this operation needs the real libbpf, not the test kernel in use")
+        return kernel
 
     def architecture(self) -> str:
         """The machine's architecture as ``uname -m`` says it (``x86_64``, ``aarch64``)."""
@@ -134,6 +206,10 @@ class Machine:
         capabilities, and then every bpf() call fails with EPERM.
         """
         return _procfs.effective_caps(os.path.join(self.proc, "self", "status"))
+
+    def seccomp_mode(self) -> int | None:
+        """This process's seccomp mode (0 none, 1 strict, 2 filter), or None when it cannot be read."""
+        return _procfs.seccomp_mode(os.path.join(self.proc, "self", "status"))
 
     def fd_kind(self, fd: int) -> str | None:
         """``"map"``, ``"program"`` or ``"link"`` for a BPF fd, from the kernel's fdinfo; None if unknown.
@@ -243,13 +319,14 @@ def current() -> Machine:
 
 @contextmanager
 def use(machine: Machine) -> Iterator[Machine]:
-    """Install ``machine`` (and its kernel, the binding every map and object calls) for a ``with`` block."""
+    """Install ``machine`` (and with it its kernel, which every map, probe and object calls) for a
+    ``with`` block: the unit tests' one seam."""
     global _current  # noqa: PLW0603
+    _fork.install()  # a kernel's first use, as for the real one (percpu._libbpf.libbpf)
     with _lock:
         old, _current = _current, machine
     try:
-        with _libbpf.use_backend(machine.kernel):
-            yield machine
+        yield machine
     finally:
         with _lock:
             _current = old

@@ -25,7 +25,14 @@ from typing import NamedTuple
 from . import _libc, _machine
 from .errors import PercpuError
 
-__all__ = ["Dropped", "caps_needed_to_read_maps", "drop_privileges", "privilege_hint", "resolve_user"]
+__all__ = [
+    "Dropped",
+    "caps_needed_to_read_maps",
+    "drop_privileges",
+    "privilege_hint",
+    "refusal_why",
+    "resolve_user",
+]
 
 CAP_SYS_ADMIN = _machine.CAP_SYS_ADMIN
 CAP_BPF = _machine.CAP_BPF
@@ -55,6 +62,30 @@ def privilege_hint(caps: int | None, euid: int, *, remedy: bool = True) -> str:
         why = "you are not root"
         fix = f"run as root, or grant {_NEEDED}, e.g. sudo setcap cap_bpf,cap_perfmon+ep on the interpreter"
     return f"{why}; {fix}" if remedy else why
+
+
+SECCOMP_MODE_FILTER = 2
+
+
+def refusal_why(caps: int | None, euid: int, seccomp: int | None) -> str:
+    """Why the kernel refused a BPF operation (EPERM) to this process, for a message that already says
+    what the privileges are; "" when nothing here explains it.
+
+    A process that holds the capabilities and still gets EPERM is, most often, in a container whose
+    seccomp profile refuses bpf(): the default profiles written before CAP_BPF (Docker's before 23.0,
+    containerd's before 1.6.9, podman's and CRI-O's before containers-common 0.60, which podman 5.2
+    vendors; bookworm's podman 4.3 has 0.50) allow bpf() only to a container that holds CAP_SYS_ADMIN,
+    and answer EPERM to any other."""
+    why = privilege_hint(caps, euid, remedy=False)
+    if why or caps is None or seccomp != SECCOMP_MODE_FILTER:
+        return why
+    held = " and ".join(_machine.bpf_cap_names(caps))
+    return (
+        f"this process holds {held}, but runs under a seccomp filter, which may refuse bpf(): container "
+        "engines' default profiles written before CAP_BPF allow it only with CAP_SYS_ADMIN; use a profile "
+        "that allows bpf, such as percpu's deploy/seccomp/percpu-exporter.json (listing every map on the "
+        "system and --enable-bpf-stats need CAP_SYS_ADMIN whatever the profile)"
+    )
 
 
 class Dropped(NamedTuple):

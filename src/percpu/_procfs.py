@@ -28,6 +28,7 @@ __all__ = [
     "mount_point",
     "mounts",
     "ns_pids",
+    "seccomp_mode",
     "sysctl",
     "task_exists",
     "task_state",
@@ -234,6 +235,20 @@ def effective_caps(status: str = STATUS) -> int | None:
             for line in f:
                 if line.startswith("CapEff:"):
                     return int(line.split()[1], 16)
+    except (OSError, IndexError, ValueError):
+        return None
+    return None
+
+
+def seccomp_mode(status: str = STATUS) -> int | None:
+    """The process's seccomp mode (``Seccomp:``: 0 none, 1 strict, 2 a filter, as container engines
+    install), or None when it cannot be read. A filter can refuse bpf() with EPERM to a process that holds
+    every capability it needs."""
+    try:
+        with open(status, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Seccomp:"):
+                    return int(line.split()[1])
     except (OSError, IndexError, ValueError):
         return None
     return None

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._webconfig import WebConfig
 from .exporter import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Exposition, Family
@@ -76,6 +76,15 @@ class Limits:
 class _Refused(Exception):
     def __init__(self, code: int, reason: str, extra: tuple[tuple[str, str], ...] = ()) -> None:
         self.code, self.reason, self.extra = code, reason, extra
+
+
+class _Reply(NamedTuple):
+    """Where an admitted request's answer goes: its connection, whether only the head was asked for
+    (HEAD), and whether the connection is kept for another request."""
+
+    writer: asyncio.StreamWriter
+    head_only: bool
+    keep: bool
 
 
 class MetricsServer:
@@ -289,67 +298,58 @@ class MetricsServer:
             )
             return False
         try:
-            route = path.split("?", 1)[0]
-            health = route in ("/-/healthy", "/-/ready")
-            if (
-                self.web.auth is not None
-                and not health
-                and not await self._authorized(headers.get("authorization"))
-            ):
-                self._count("unauthorized")
-                await self._send(
-                    writer,
-                    401,
-                    [("WWW-Authenticate", 'Basic realm="percpu"'), ("Content-Type", "text/plain")],
-                    b"Unauthorized\n",
-                    head_only,
-                    close=not keep,
-                )
-                return keep
-            if route == "/metrics":
-                om = "application/openmetrics-text" in headers.get("accept", "")
-                gz = _accepts_gzip(headers.get("accept-encoding", ""))
-                try:
-                    exp = await self._exposition()
-                    assert self._pool is not None
-                    body = await asyncio.get_running_loop().run_in_executor(self._pool, exp.body, om, gz)
-                except Exception as exc:  # a failed map read is an answer, not a dead server
-                    print(f"percpu exporter: scrape failed: {exc}", file=sys.stderr, flush=True)
-                    await self._send(
-                        writer,
-                        500,
-                        [("Content-Type", "text/plain")],
-                        f"scrape failed: {exc}\n".encode(),
-                        head_only,
-                        close=not keep,
-                    )
-                    return keep
-                hdrs = [("Content-Type", OPENMETRICS_CONTENT_TYPE if om else TEXT_CONTENT_TYPE)]
-                if gz:
-                    hdrs.append(("Content-Encoding", "gzip"))
-                hdrs.append(("Vary", "Accept, Accept-Encoding"))
-                await self._send(writer, 200, hdrs, body, head_only, close=not keep)
-            elif route == "/":
-                await self._send(
-                    writer, 200, [("Content-Type", "text/html")], INDEX, head_only, close=not keep
-                )
-            elif health:
-                await self._send(
-                    writer, 200, [("Content-Type", "text/plain")], b"OK\n", head_only, close=not keep
-                )
-            else:
-                await self._send(
-                    writer,
-                    404,
-                    [("Content-Type", "text/plain")],
-                    b"not found: try /metrics\n",
-                    head_only,
-                    close=not keep,
-                )
-            return keep
+            return await self._route(path, headers, _Reply(writer, head_only, keep))
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    async def _route(self, path: str, headers: dict[str, str], reply: _Reply) -> bool:
+        """Answer an admitted request for ``path``: the credentials first (health checks need none), then
+        the page asked for. True to keep the connection."""
+        route = path.split("?", 1)[0]
+        health = route in ("/-/healthy", "/-/ready")
+        if (
+            self.web.auth is not None
+            and not health
+            and not await self._authorized(headers.get("authorization"))
+        ):
+            self._count("unauthorized")
+            await self._answer(
+                reply,
+                401,
+                [("WWW-Authenticate", 'Basic realm="percpu"'), ("Content-Type", "text/plain")],
+                b"Unauthorized\n",
+            )
+        elif route == "/metrics":
+            await self._metrics(headers, reply)
+        elif route == "/":
+            await self._answer(reply, 200, [("Content-Type", "text/html")], INDEX)
+        elif health:
+            await self._answer(reply, 200, [("Content-Type", "text/plain")], b"OK\n")
+        else:
+            await self._answer(reply, 404, [("Content-Type", "text/plain")], b"not found: try /metrics\n")
+        return reply.keep
+
+    async def _metrics(self, headers: dict[str, str], reply: _Reply) -> None:
+        """One scrape, in the format and encoding asked for; a failed map read is an answer (500), not a
+        dead server."""
+        om = "application/openmetrics-text" in headers.get("accept", "")
+        gz = _accepts_gzip(headers.get("accept-encoding", ""))
+        try:
+            exp = await self._exposition()
+            assert self._pool is not None
+            body = await asyncio.get_running_loop().run_in_executor(self._pool, exp.body, om, gz)
+        except Exception as exc:
+            print(f"percpu exporter: scrape failed: {exc}", file=sys.stderr, flush=True)
+            await self._answer(
+                reply, 500, [("Content-Type", "text/plain")], f"scrape failed: {exc}\n".encode()
+            )
+            return
+        hdrs = [("Content-Type", OPENMETRICS_CONTENT_TYPE if om else TEXT_CONTENT_TYPE)]
+        if gz:
+            hdrs.append(("Content-Encoding", "gzip"))
+        hdrs.append(("Vary", "Accept, Accept-Encoding"))
+        await self._answer(reply, 200, hdrs, body)
 
     async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """After refusing a request whose rest is still arriving: read and discard a little of it, so
@@ -427,6 +427,9 @@ class MetricsServer:
             fut.add_done_callback(done)
         # shield: a request that times out must not cancel the scrape others wait for
         return await asyncio.shield(self._pending)
+
+    async def _answer(self, reply: _Reply, code: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        await self._send(reply.writer, code, headers, body, reply.head_only, close=not reply.keep)
 
     async def _send(
         self,

@@ -700,6 +700,37 @@ def parse_btf(raw: bytes, base: Btf | None = None) -> Btf:
 
 
 def _parse(raw: bytes, base: Btf | None) -> Btf:
+    types_raw, strings = _sections(raw)
+    first = base.count + 1 if base else 1
+    names = _Names(strings, base)
+    types: list[BtfType] = []
+    pos = 0
+    while pos < len(types_raw):
+        type_id = first + len(types)
+        if _record_len(types_raw, pos) > len(types_raw) - pos:
+            raise BtfError(
+                f"BTF type {type_id}: its record runs past the end of the {len(types_raw)}-byte type section"
+            )
+        name_off, info, size_or_type = struct.unpack_from("<III", types_raw, pos)
+        vlen, kind, kflag = info & 0xFFFF, (info >> 24) & 0x1F, bool(info >> 31)
+        extra, pos = _kind_data(types_raw, pos + 12, type_id, kind, vlen, kflag, names)
+        types.append(
+            BtfType(
+                type_id,
+                KIND_NAMES.get(kind, str(kind)),
+                names.at(name_off, type_id),
+                kflag,
+                size_or_type,
+                vlen,
+                extra,
+            )
+        )
+    return Btf(types, strings if base is None else base._strings + strings, base)
+
+
+def _sections(raw: bytes) -> tuple[bytes, bytes]:
+    """A blob's type and string sections, once its header says it is BTF this parser reads and both
+    sections lie inside the blob."""
     if len(raw) < 24:
         raise BtfError("BTF blob is too short")
     magic, version, _flags, hdr_len = struct.unpack_from("<HBBI", raw, 0)
@@ -717,91 +748,82 @@ def _parse(raw: bytes, base: Btf | None) -> Btf:
                 f"{len(raw)}-byte blob"
             )
     types_raw = raw[hdr_len + type_off : hdr_len + type_off + type_len]
-    strings = raw[hdr_len + str_off : hdr_len + str_off + str_len]
-    first = base.count + 1 if base else 1
+    return types_raw, raw[hdr_len + str_off : hdr_len + str_off + str_len]
 
-    names: dict[int, str] = {}
 
-    def name_at(off: int) -> str:
-        known = names.get(off)
+class _Names:
+    """A blob's names by string offset, each decoded once: offsets inside the base's string section
+    (split BTF: a module's over vmlinux's) are the base's, the rest this blob's."""
+
+    def __init__(self, strings: bytes, base: Btf | None) -> None:
+        self.strings = strings
+        self.base = base
+        self.known: dict[int, str] = {}
+
+    def at(self, off: int, type_id: int) -> str:
+        known = self.known.get(off)
         if known is not None:
             return known
+        base = self.base
         if base is not None and off < len(base._strings):
             text = _cstr(base._strings, off)
         else:
             local = off - len(base._strings) if base is not None else off
-            if local >= len(strings):
-                raise BtfError(
-                    f"BTF type {first + len(types)}: string offset {off} is outside the string section"
-                )
-            text = _cstr(strings, local)
-        names[off] = text
+            if local >= len(self.strings):
+                raise BtfError(f"BTF type {type_id}: string offset {off} is outside the string section")
+            text = _cstr(self.strings, local)
+        self.known[off] = text
         return text
 
-    types: list[BtfType] = []
-    pos = 0
-    while pos < len(types_raw):
-        if _record_len(types_raw, pos) > len(types_raw) - pos:
-            raise BtfError(
-                f"BTF type {first + len(types)}: its record runs past the end of the "
-                f"{len(types_raw)}-byte type section"
-            )
-        name_off, info, size_or_type = struct.unpack_from("<III", types_raw, pos)
+
+def _kind_data(
+    data: bytes, pos: int, type_id: int, kind: int, vlen: int, kflag: bool, names: _Names
+) -> tuple[tuple[Any, ...], int]:
+    """What follows type ``type_id``'s ``struct btf_type`` at ``pos`` for its kind (an int's encoding, an
+    array's element type and length, members, enumerators; skipped where percpu reads none), and where
+    the next record starts."""
+    extra: tuple[Any, ...] = ()
+    if kind == 1:  # int
+        extra = struct.unpack_from("<I", data, pos)
+        pos += 4
+    elif kind == 3:  # array
+        extra = struct.unpack_from("<III", data, pos)
         pos += 12
-        vlen, kind, kflag = info & 0xFFFF, (info >> 24) & 0x1F, bool(info >> 31)
-        extra: tuple[Any, ...] = ()
-        if kind == 1:  # int
-            extra = struct.unpack_from("<I", types_raw, pos)
-            pos += 4
-        elif kind == 3:  # array
-            extra = struct.unpack_from("<III", types_raw, pos)
+    elif kind in (4, 5):  # struct, union
+        members = []
+        for _ in range(vlen):
+            m_name, m_type, m_off = struct.unpack_from("<III", data, pos)
             pos += 12
-        elif kind in (4, 5):  # struct, union
-            members = []
-            for _ in range(vlen):
-                m_name, m_type, m_off = struct.unpack_from("<III", types_raw, pos)
-                pos += 12
-                members.append((name_at(m_name), m_type, m_off))
-            extra = tuple(members)
-        elif kind == 6:  # enum
-            vals = []
-            for _ in range(vlen):
-                e_name, e_val = struct.unpack_from("<Ii" if kflag else "<II", types_raw, pos)
-                pos += 8
-                vals.append((name_at(e_name), e_val))
-            extra = tuple(vals)
-        elif kind == 19:  # enum64
-            vals = []
-            for _ in range(vlen):
-                e_name, lo, hi = struct.unpack_from("<III", types_raw, pos)
-                pos += 12
-                v = (hi << 32) | lo
-                if kflag and v >= 1 << 63:
-                    v -= 1 << 64
-                vals.append((name_at(e_name), v))
-            extra = tuple(vals)
-        elif kind == 13:  # func_proto
-            pos += 8 * vlen
-        elif kind == 14:  # var
-            pos += 4
-        elif kind == 15:  # datasec
-            pos += 12 * vlen
-        elif kind == 17:  # decl_tag
-            pos += 4
-        elif kind not in KIND_NAMES:
-            raise BtfError(f"BTF type {first + len(types)} has unknown kind {kind}")
-        types.append(
-            BtfType(
-                first + len(types),
-                KIND_NAMES.get(kind, str(kind)),
-                name_at(name_off),
-                kflag,
-                size_or_type,
-                vlen,
-                extra,
-            )
-        )
-    return Btf(types, strings if base is None else base._strings + strings, base)
+            members.append((names.at(m_name, type_id), m_type, m_off))
+        extra = tuple(members)
+    elif kind == 6:  # enum
+        vals = []
+        for _ in range(vlen):
+            e_name, e_val = struct.unpack_from("<Ii" if kflag else "<II", data, pos)
+            pos += 8
+            vals.append((names.at(e_name, type_id), e_val))
+        extra = tuple(vals)
+    elif kind == 19:  # enum64
+        vals = []
+        for _ in range(vlen):
+            e_name, lo, hi = struct.unpack_from("<III", data, pos)
+            pos += 12
+            v = (hi << 32) | lo
+            if kflag and v >= 1 << 63:
+                v -= 1 << 64
+            vals.append((names.at(e_name, type_id), v))
+        extra = tuple(vals)
+    elif kind == 13:  # func_proto
+        pos += 8 * vlen
+    elif kind == 14:  # var
+        pos += 4
+    elif kind == 15:  # datasec
+        pos += 12 * vlen
+    elif kind == 17:  # decl_tag
+        pos += 4
+    elif kind not in KIND_NAMES:
+        raise BtfError(f"BTF type {type_id} has unknown kind {kind}")
+    return extra, pos
 
 
 def _record_len(types_raw: bytes, pos: int) -> int:
@@ -830,9 +852,9 @@ _cache_lock = threading.Lock()
 
 @functools.lru_cache(maxsize=32)
 def _btf_by_id(btf_id: int) -> Btf:
-    from . import _libbpf
+    from . import _machine
 
-    return parse_btf(_libbpf.libbpf().btf_raw(btf_id))
+    return parse_btf(_machine.current().libbpf().btf_raw(btf_id))
 
 
 def load_btf(btf_id: int) -> Btf:

@@ -6,9 +6,9 @@ A :class:`Feature` is a declaration (``Feature("BPF_F_CPU ...", "7.0")``), as ci
 the doctor and the docs quote it rather than writing the version again. The declarations are checked
 against probes on the running kernel, never against its version number: distributions backport.
 
-Each answer is memoized per kernel seam (the real kernel, or a test's fake), so a test's fake never sees
-an answer the real kernel gave. A probe that cannot run for want of privileges answers "no" for now and is
-asked again next time: callers then take the path that works everywhere.
+Each answer is memoized per kernel (the machine in use's: the real one, or a test's fake), so a test's
+fake never sees an answer the real kernel gave. A probe that cannot run for want of privileges answers
+"no" for now and is asked again next time: callers then take the path that works everywhere.
 
 Some answers are also learned from the first real attempt (batch operations per map type, lookup-and-delete
 on per-CPU hashes): a map that sees the kernel accept or refuse records it with :func:`record`, and every
@@ -25,7 +25,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from . import _fork, _libbpf
+from . import _fork, _machine
 from ._uapi import BPF_F_CPU, MapType
 from .errors import NOT_SUPPORTED_ERRNOS, NotSupported, PercpuError, from_errno
 from .layout import Layout
@@ -142,26 +142,26 @@ _answers: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], bool]] = weakref.
 def known(feature: str, map_type: int = 0) -> bool | None:
     """What was learned about ``feature`` (for ``map_type``) on the kernel in use; None if not yet."""
     with _lock:
-        return _answers.get(_libbpf.backend(), {}).get((feature, map_type))
+        return _answers.get(_machine.current().kernel, {}).get((feature, map_type))
 
 
 def record(feature: str, map_type: int, supported: bool) -> None:
     """Remember what the kernel in use said about ``feature`` for ``map_type``."""
     with _lock:
-        _answers.setdefault(_libbpf.backend(), {})[(feature, map_type)] = supported
+        _answers.setdefault(_machine.current().kernel, {})[(feature, map_type)] = supported
 
 
 def forget() -> None:
     """Drop every answer about the kernel in use (tests that change a fake's abilities)."""
     with _lock:
-        _answers.pop(_libbpf.backend(), None)
+        _answers.pop(_machine.current().kernel, None)
 
 
 def _probe_map(map_type: int, what: str, max_entries: int, strict: bool) -> int | None:
     """A map of 4-byte keys and 8-byte values to probe on; None (and nothing remembered) when this process
     may not create maps and the caller is not ``strict``."""
     try:
-        return _libbpf.backend().map_create(map_type, "percpu_probe", 4, 8, max_entries)
+        return _machine.current().kernel.map_create(map_type, "percpu_probe", 4, 8, max_entries)
     except OSError as exc:
         if exc.errno in (_errno.EPERM, _errno.EACCES) and not strict:
             return None
@@ -182,7 +182,7 @@ def batch_ops(map_type: int, *, strict: bool = False) -> bool:
     answer = known(BATCH_OPS, map_type)
     if answer is not None:
         return answer
-    b = _libbpf.backend()
+    b = _machine.current().kernel
     fd = _probe_map(map_type, BATCH_OPS, 4, strict)
     if fd is None:
         return False
@@ -213,7 +213,7 @@ def cpu_flag(*, strict: bool = False) -> bool:
     answer = known(CPU_FLAG)
     if answer is not None:
         return answer
-    b = _libbpf.backend()
+    b = _machine.current().kernel
     fd = _probe_map(MapType.PERCPU_ARRAY, CPU_FLAG, 1, strict)
     if fd is None:
         return False

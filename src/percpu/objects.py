@@ -260,7 +260,7 @@ class BpfObject(_Uncopyable):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._lib = _libbpf.libbpf()
+        self._lib = _machine.current().libbpf()
         if not os.path.exists(self.path):
             raise PercpuError(f"no BPF object at {self.path}")
         self._log_mem = alloc(_LOG_SIZE)  # the kernel writes the verifier's log here

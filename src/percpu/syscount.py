@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import _libbpf, _libc, _machine
+from . import _libc, _machine
 from . import syscalls as _names
 from ._contract import (
     COMPAT_BASE,
@@ -731,7 +731,7 @@ class KernelFeatures:
 @functools.cache
 def kernel_features() -> KernelFeatures:
     """Probe (once per process) the helpers and map types the counter's modes choose between."""
-    lib = _libbpf.libbpf()
+    lib = _machine.current().libbpf()
 
     def helper(prog_type: int, func: int) -> bool:
         try:
@@ -1181,7 +1181,7 @@ class SyscallCounter:
         """Runs the kernel skipped, summed over the attached programs (0 before Linux 5.12)."""
         if self._obj is None:
             return 0
-        lib = _libbpf.libbpf()
+        lib = _machine.current().libbpf()
         total = 0
         for p in self._obj.programs.values():
             if p.autoload and p.name != "flush_procs":
@@ -1211,7 +1211,7 @@ class SyscallCounter:
     def _flush_procs(self) -> list[int]:
         """Move every CPU's cached per-process counts into proc_counts by running flush_procs on each
         CPU; returns the indexes of the CPUs it could not reach (offline)."""
-        lib = _libbpf.libbpf()
+        lib = _machine.current().libbpf()
         offline: list[int] = []
         for i in range(len(self._cpus)):
             cpu = self._cpus[i]

@@ -38,6 +38,10 @@ FIGURES = {
         rf"real counter, \d+ possible CPUs\s+median\s+{NUM} ms",
         rf"prometheus_client / exporter, 8 CPUs x all syscalls\s+{NUM}x",
     ],
+    "bench_disturb.py": [
+        rf"hook price \(empty tp_btf program, getppid loop delta\): (?:{NUM} \[{NUM}-{NUM}\]|-) ns",
+        r"^times: \(entry \+ exit with times\)",
+    ],
     "bench_cpu_snapshot.py": [
         r"one-CPU path: ",
         rf"^\s+1000\s+\d+\s+{NUM}\s+{NUM}\s+\d+\s+\d+$",

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import percpu
-from percpu import _libbpf
+from percpu import _machine
 from percpu.btf_write import BtfWriter, map_btf, unrepresentable
 from percpu.values import Int, codec_for
 
@@ -161,7 +161,7 @@ def test_a_refused_blob_says_why() -> None:
     u32 = w.int_(4, False)
     w.struct("", 4, [("not an identifier", u32, 0, False)])
     with pytest.raises(OSError, match="Invalid name") as e:
-        _libbpf.libbpf().btf_load(w.blob())
+        _machine.current().libbpf().btf_load(w.blob())
     assert e.value.errno == 22
 
 

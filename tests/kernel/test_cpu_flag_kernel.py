@@ -59,7 +59,7 @@ class Counting:
 
 @pytest.fixture
 def counting() -> Iterator[Counting]:
-    c = Counting(_libbpf.libbpf())
+    c = Counting(_machine.current().libbpf())
     with _machine.use(_machine.Machine(c)):  # type: ignore[arg-type]
         yield c
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf, layout
+from percpu import _machine, layout
 
 
 def test_an_undersized_buffer_is_efault_not_corruption(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(layout.GUARD_ENV, "1")
-    lib = _libbpf.libbpf()
+    lib = _machine.current().libbpf()
     with percpu.PerCpuArray.create(np.uint64, 1) as m:
         m.update_all(0, 0x1122334455667788)
         need = m.layout.element_bytes
@@ -35,7 +35,7 @@ def test_an_undersized_buffer_is_efault_not_corruption(monkeypatch: pytest.Monke
 
 def test_percpu_never_reaches_the_kernel_with_that_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(layout.GUARD_ENV, "1")
-    lib = _libbpf.libbpf()
+    lib = _machine.current().libbpf()
     with percpu.PerCpuArray.create(np.uint64, 1) as m:
         small = layout.alloc(m.layout.element_bytes - 8)
         with pytest.raises(ValueError, match="the kernel writes"):

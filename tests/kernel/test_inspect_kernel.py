@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf
+from percpu import _machine
 from percpu import btf as btf_mod
 from percpu.btf import parse_btf
 from percpu.objects import BpfObject, bundled
@@ -225,7 +225,7 @@ def test_dump_of_a_pinned_program(bpffs: str) -> None:
         for name, p in obj.programs.items():
             p.autoload = name == "enter_raw"
         obj.load()
-        _libbpf.backend().obj_pin(obj.programs["enter_raw"].fd, path)
+        _machine.current().kernel.obj_pin(obj.programs["enter_raw"].fd, path)
         try:
             r = percpu_cmd("dump", path)
         finally:
@@ -326,7 +326,7 @@ def test_dag_shaped_btf_from_the_kernel_is_refused_in_one_visit_per_type(
         z = b.struct(f"z{level}", 0, [(f"f{i}", z, 0) for i in range(8)])
     top = b.struct("top", 8, [("x", u64, 0), ("pad", z, 64)])
     raw = b.blob()
-    lib = _libbpf.libbpf()
+    lib = _machine.current().libbpf()
     buf = ctypes.create_string_buffer(raw, len(raw))
     btf_fd = lib.fn("bpf_btf_load")(buf, len(raw), None)
     assert btf_fd >= 0, f"the kernel refused the BTF: {os.strerror(-btf_fd)}"
@@ -443,7 +443,7 @@ def test_dump_decodes_btf_encodings_clang_14_does_not_write() -> None:
                ("big", wide, 320)]  # fmt: skip
     val = b.struct("modern", 48, members)
     raw = b.blob()
-    lib = _libbpf.libbpf()
+    lib = _machine.current().libbpf()
     buf = ctypes.create_string_buffer(raw, len(raw))
     btf_fd = lib.fn("bpf_btf_load")(buf, len(raw), None)
     if btf_fd < 0 and KERNEL < (6, 0):

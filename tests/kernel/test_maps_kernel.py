@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf, features
+from percpu import _machine, features
 from percpu.layout import round8 as stride
 from percpu.maps import CGROUP_STORAGE_KEY, MapType, cpu_flag_supported, user_value_bytes
 from percpu.syscount import cgroup2_root
@@ -68,7 +68,7 @@ def cgroup_dir() -> Iterator[str]:
 @pytest.fixture
 def attached_storage(cgroup_dir: str) -> Iterator[tuple[percpu.PerCpuCgroupStorage, object]]:
     """Makes cgroup storage maps with an element each: a CGROUP_SKB program using the map, attached."""
-    lib = _libbpf.libbpf()
+    lib = _machine.current().libbpf()
     made: list[tuple[int, int, percpu.PerCpuCgroupStorage]] = []
     cg_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
 
@@ -386,7 +386,7 @@ def test_a_fork_while_another_thread_is_inside_a_map_call() -> None:
         inside, release = threading.Event(), threading.Event()
 
         def writer() -> None:
-            with m._held():  # what every call holds while it uses the fd
+            with m.handle.held():  # what every call holds while it uses the fd
                 inside.set()
                 release.wait(60)
                 m.update_batch(np.arange(10, 18), np.full(8, 2, np.uint64))

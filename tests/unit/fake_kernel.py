@@ -1,4 +1,4 @@
-"""A fake machine for unit tests: a fake kernel (percpu._libbpf.Backend) with the kernel's per-CPU
+"""A fake machine for unit tests: a fake kernel (percpu._machine.Kernel) with the kernel's per-CPU
 semantics, and :class:`FakeMachine` (percpu._machine.Machine) whose /proc and /sys are a directory of its
 own. The machine is whole: the kernel's possible-CPU count and the sysfs CPU lists come from the same
 ``cpu_ids``, so they cannot disagree. ``with installed(kernel):`` puts the kernel's machine in use.
@@ -120,7 +120,7 @@ class FakeKernel:
         self.fds[self._next] = map_id
         return self._next
 
-    # --- Backend ------------------------------------------------------------------------------------
+    # --- Kernel ---------------------------------------------------------------------------------------
 
     def num_possible_cpus(self) -> int:
         return self.possible
@@ -450,9 +450,10 @@ MOUNTS = (
 class FakeMachine(_machine.Machine):
     """A machine whose /proc and /sys are files of its own, written from ``kernel``'s CPU ids.
 
-    ``caps`` is CapEff, ``mounts`` the mount table (source, point, fstype), ``sysctls`` dotted names to
-    values, ``pid_namespace`` this process's (None: the initial one), ``euid`` its user, ``cgroup`` its
-    cgroup v2 path (None: no v2 line), ``arch`` what ``uname -m`` says (the host's unless given),
+    ``caps`` is CapEff, ``seccomp`` the Seccomp mode (2: a filter, as a container has), ``mounts`` the
+    mount table (source, point, fstype), ``sysctls`` dotted names to values, ``pid_namespace`` this
+    process's (None: the initial one), ``euid`` its user, ``cgroup`` its cgroup v2 path (None: no v2
+    line), ``arch`` what ``uname -m`` says (the host's unless given),
     ``statfs`` directories to the f_type statfs(2) gives for the files under them (the longest match
     wins; nothing else answers), ``mem_available`` the bytes /proc/meminfo's MemAvailable says (None: no
     such line), ``cgroup_memory`` what the memory cgroup has left under its limit and which limit that is
@@ -466,6 +467,7 @@ class FakeMachine(_machine.Machine):
         kernel: FakeKernel,
         *,
         caps: int | None = ALL_CAPS,
+        seccomp: int = 0,
         mounts: tuple[tuple[str, str, str], ...] = MOUNTS,
         sysctls: dict[str, str] | None = None,
         pid_namespace: tuple[int, int] | None = None,
@@ -496,7 +498,9 @@ class FakeMachine(_machine.Machine):
                 f"MemTotal:       {2 * mem_available // 1024} kB\nMemAvailable:   {mem_available // 1024} kB"
             )
         if caps is not None:
-            files[os.path.join(self.proc, "self", "status")] = f"Name:\tpython\nCapEff:\t{caps:016x}"
+            files[os.path.join(self.proc, "self", "status")] = (
+                f"Name:\tpython\nCapEff:\t{caps:016x}\nSeccomp:\t{seccomp}\n"
+            )
         if cgroup is not None:
             files[os.path.join(self.proc, "self", "cgroup")] = f"12:memory:/other\n0::{cgroup}"
         for name, value in (sysctls or {}).items():

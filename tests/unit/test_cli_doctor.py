@@ -87,7 +87,8 @@ def test_doctor_probes_run_when_privileged() -> None:
 
 def test_doctor_asks_the_features_module_what_maps_learned() -> None:
     """One answer per feature: doctor's batch check reports what a map already learned (no probe map), and
-    a kernel without batch operations is a warning naming the kernel that added them."""
+    a kernel without batch operations is a warning quoting their declaration, per map type (arrays got
+    them in Linux 5.13, hashes in 5.6: before, every type's line named both)."""
     kernel = FakeKernel(N, batch=False)
     with installed(kernel):
         with percpu.PerCpuHash.create(np.uint32, np.uint64, 4) as m:
@@ -96,10 +97,12 @@ def test_doctor_asks_the_features_module_what_maps_learned() -> None:
         by = {what: (status, detail) for status, what, detail in doctor._doctor_checks()[0]}
         probed = kernel.calls.count("map_lookup_batch")
     assert probed == 2  # PERCPU_ARRAY and LRU_PERCPU_HASH, not PERCPU_HASH
-    for t in ("PERCPU_ARRAY", "PERCPU_HASH", "LRU_PERCPU_HASH"):
-        assert by[f"batch ops on {t}"] == (
-            "warn",
-            "not supported by this kernel (hashes need Linux 5.6, per-CPU arrays 5.13)",
+    for t, since in (("PERCPU_ARRAY", "5.13"), ("PERCPU_HASH", "5.6"), ("LRU_PERCPU_HASH", "5.6")):
+        status, detail = by[f"batch ops on {t}"]
+        kind = "array" if "ARRAY" in t else "hash"
+        assert status == "warn"
+        assert (
+            detail == f"not supported by this kernel (batch operations on {kind} maps: Linux {since} adds it)"
         )
 
 
@@ -138,20 +141,25 @@ def test_tracefs_mounted_only_where_libbpf_does_not_look_is_not_taken_for_mounte
     )
 
 
+BPF_AND_PERFMON = (1 << 38) | (1 << 39)
+
+
 @pytest.mark.parametrize(
-    ("euid", "caps", "said"),
+    ("euid", "caps", "seccomp", "said"),
     [
-        (1000, 0, " (you are not root)"),
-        (0, 0, " (you are root, but without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): a container or "),
-        (0, ALL_CAPS, ""),
+        (1000, 0, 0, " (you are not root)"),
+        (0, 0, 0, " (you are root, but without CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): a container or "),
+        (0, ALL_CAPS, 0, ""),
+        # root with the capabilities, in a container whose seccomp profile refuses bpf()
+        (0, BPF_AND_PERFMON, 2, " (this process holds CAP_PERFMON and CAP_BPF, but runs under a seccomp "),
     ],
 )
 def test_permission_denied_says_why_it_applies_here(
-    capsys: pytest.CaptureFixture[str], euid: int, caps: int, said: str
+    capsys: pytest.CaptureFixture[str], euid: int, caps: int, seccomp: int, said: str
 ) -> None:
     """The library's message says what to do; the command adds who is asking, in the same words as doctor."""
     kernel = FakeKernel(N, deny=True)
-    with installed(kernel, FakeMachine(kernel, caps=caps, euid=euid)):
+    with installed(kernel, FakeMachine(kernel, caps=caps, euid=euid, seccomp=seccomp)):
         assert main(["maps"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("percpu: ") and "run as root, or grant CAP_BPF and CAP_PERFMON" in err

@@ -331,7 +331,11 @@ def test_daemonset_is_unprivileged_and_valid_yaml() -> None:
     assert set(docs) == {"Secret", "DaemonSet", "NetworkPolicy"}
     pod = docs["DaemonSet"]["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["seccompProfile"] == {
+        "type": "Localhost",
+        "localhostProfile": "percpu-exporter.json",  # deploy/seccomp/, installed on each node
+    }
+    assert (DEPLOY / "seccomp" / "percpu-exporter.json").is_file()
     assert "hostPID" not in pod and "hostNetwork" not in pod
     (c,) = pod["containers"]
     sc = c["securityContext"]
@@ -345,6 +349,89 @@ def test_daemonset_is_unprivileged_and_valid_yaml() -> None:
     policy = docs["NetworkPolicy"]["spec"]
     assert policy["podSelector"]["matchLabels"] == {"app": "percpu-exporter"}
     assert [p["port"] for p in policy["ingress"][0]["ports"]] == [9435] and policy["egress"] == []
+
+
+def _gen_seccomp() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_seccomp", DEPLOY.parent / "tools" / "gen_seccomp.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_seccomp_profile_allows_bpf_and_nothing_else_the_default_refuses() -> None:
+    """In the OCI form every engine reads (containerd reads a Localhost profile straight into the OCI
+    spec: a rule with moby's includes/excludes would apply to every container); bpf() allowed once,
+    perf_event_open() still refused."""
+    import json
+
+    profile = json.loads((DEPLOY / "seccomp" / "percpu-exporter.json").read_text())
+    assert set(profile) == {"defaultAction", "defaultErrnoRet", "architectures", "syscalls"}
+    assert {"SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"} <= set(profile["architectures"])
+    assert all(set(r) <= {"names", "action", "args", "errnoRet"} for r in profile["syscalls"])
+    allowing = [r for r in profile["syscalls"] if r["action"] == "SCMP_ACT_ALLOW"]
+    assert [r for r in allowing if "bpf" in r["names"]] == [{"names": ["bpf"], "action": "SCMP_ACT_ALLOW"}]
+    assert not [r for r in allowing if "perf_event_open" in r["names"]]
+    (refusing,) = [r for r in profile["syscalls"] if "perf_event_open" in r["names"]]
+    assert refusing["action"] == "SCMP_ACT_ERRNO" and refusing["errnoRet"] == 1  # EPERM, as the default
+
+
+def test_the_seccomp_profile_is_what_the_engines_default_gives() -> None:
+    """tools/gen_seccomp.py regenerates the shipped profile from the installed default (containers-common's,
+    which podman installs) for the manifest's capabilities: a change to either shows here."""
+    import json
+
+    gen = _gen_seccomp()
+    if not os.path.exists(gen.BASE):
+        pytest.skip(f"{gen.BASE} is not installed (podman's package brings it: scripts/setup.sh --dev)")
+    base = json.loads(Path(gen.BASE).read_text())
+    assert gen.manifest_caps() == ["CAP_BPF", "CAP_PERFMON", "CAP_SETGID", "CAP_SETUID"]
+    shipped = (DEPLOY / "seccomp" / "percpu-exporter.json").read_text()
+    assert gen.render(gen.generate(base, gen.manifest_caps())) == shipped, "run tools/gen_seccomp.py"
+
+
+@pytest.mark.parametrize("engine", [(4, 3, 1), (4, 8, 0)])
+def test_the_pod_played_for_the_daemonset_has_its_spec(engine: tuple[int, ...]) -> None:
+    """What the container check plays (tests/container/kube.py) is the manifest's, but for the changes it
+    lists: podman 4.3.1 (bookworm's) gets the template's Pod, the Secret's files from a host directory and
+    no ports; 4.8 the DaemonSet and the Secret as they are. Every podman gets the seccomp annotation."""
+    import copy
+
+    import yaml
+
+    from tests.container.kube import SECCOMP_ANNOTATION, playable
+
+    manifest = [d for d in yaml.safe_load_all((DEPLOY / "daemonset.yaml").read_text()) if d]
+    before = copy.deepcopy(manifest)
+    play = playable(
+        manifest,
+        engine,
+        secret_dirs={"percpu-exporter-web": "/srv/web"},
+        listen="127.0.0.1:1",
+        extra_args=["-x"],
+    )
+    assert manifest == before  # not edited in place
+    assert play.annotations == {SECCOMP_ANNOTATION + "percpu-exporter": "localhost/percpu-exporter.json"}
+    (ds,) = [d for d in manifest if d["kind"] == "DaemonSet"]
+    template = copy.deepcopy(ds["spec"]["template"])
+    (ctr,) = template["spec"]["containers"]
+    ctr["args"] = [a for a in ctr["args"] if not a.startswith("--listen=")] + ["--listen=127.0.0.1:1", "-x"]
+    kinds = [d["kind"] for d in play.documents]
+    if engine < (4, 4):
+        assert kinds == ["Pod"] and sorted(play.unplayable) == ["DaemonSet", "NetworkPolicy"]
+        (pod,) = play.documents
+        assert pod["metadata"]["labels"] == template["metadata"]["labels"]
+        del ctr["ports"]
+        (web,) = [v for v in template["spec"]["volumes"] if v["name"] == "web"]
+        web.pop("secret")
+        web["hostPath"] = {"path": "/srv/web", "type": "Directory"}
+        assert pod["spec"] == template["spec"]
+    else:
+        assert kinds == ["Secret", "DaemonSet"] and play.unplayable == ["NetworkPolicy"]
+        assert play.documents[1]["spec"]["template"] == template
+    assert len(play.changes) == (6 if engine < (4, 4) else 3), play.changes
 
 
 def test_systemd_unit_is_loopback_and_scores_low() -> None:

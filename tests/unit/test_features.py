@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf, features
+from percpu import _machine, features
 from percpu.layout import BPF_F_ALL_CPUS, BPF_F_CPU, Layout
 
 from .fake_kernel import FakeKernel, installed
@@ -94,7 +94,7 @@ def test_the_fake_kernel_refuses_what_linux_7_refuses(flagged: FakeKernel) -> No
     """The fake's flag semantics, as the facts file gives them: EINVAL for a CPU id without BPF_F_CPU,
     both flags at once, BPF_F_ALL_CPUS on a lookup, a map type without per-CPU values; ERANGE past the
     possible CPUs."""
-    b = _libbpf.backend()
+    b = _machine.current().kernel
     with percpu.PerCpuArray.create(np.uint64, 1) as m, percpu.Array.create(np.uint64, 1) as shared:
         lay = m.layout
         key, val = lay.key_buffer(), lay.value_buffer()

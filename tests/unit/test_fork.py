@@ -33,7 +33,7 @@ def test_a_map_in_use_by_another_thread_at_fork_works_in_the_child(fake: Fake) -
         assert m.lookup(1)[topo.possible[-1]] == 5
         m.close()
 
-    with held_in_another_thread(m._lock):
+    with held_in_another_thread(m.handle.held()):
         assert run_in_child(child) == 0, "the child could not use the map (a negative code: killed)"
     assert m[1].sum() == 3 * len(topo.possible)  # the parent's map is its own
     m.close()
@@ -49,7 +49,7 @@ def test_a_clone_and_the_features_lock_are_free_in_the_child(fake: Fake) -> None
             assert features.known(features.BATCH_OPS, twin.info.type) in (None, True, False)
             twin.close()
 
-        with held_in_another_thread(twin._lock), held_in_another_thread(features._lock):
+        with held_in_another_thread(twin.handle.held()), held_in_another_thread(features._lock):
             assert run_in_child(child) == 0
 
 

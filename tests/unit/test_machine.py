@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf, _machine
+from percpu import _machine
 from percpu.cpus import possible_cpus
 
 from .fake_kernel import FakeKernel, installed
@@ -111,13 +111,13 @@ def test_a_pipe_is_no_bpf_object() -> None:
 
 
 def test_use_installs_the_machine_and_its_kernel_then_restores_both() -> None:
-    before, before_kernel = _machine.current(), _libbpf.backend()
+    before = _machine.current()
     kernel = FakeKernel(3)
     with installed(kernel) as k:
         assert k is kernel
         assert _machine.current() is kernel.machine
-        assert _libbpf.backend() is kernel
-    assert _machine.current() is before and _libbpf.backend() is before_kernel
+        assert _machine.current().kernel is kernel
+    assert _machine.current() is before
 
 
 @pytest.mark.parametrize(("ids", "online"), [((0, 2, 3, 5), (0, 5)), (tuple(range(0, 512, 2)), (0, 2))])

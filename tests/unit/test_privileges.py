@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from percpu import _privileges
-from percpu._privileges import caps_needed_to_read_maps, privilege_hint
+from percpu._privileges import caps_needed_to_read_maps, privilege_hint, refusal_why
 
 from .fake_kernel import FakeKernel, FakeMachine, installed
 
@@ -28,6 +28,23 @@ def test_root_without_capabilities_is_told_why() -> None:
         "dropped them"
     )
     assert privilege_hint(None, 0) == ""  # root whose capabilities cannot be read: nothing to say
+
+
+@pytest.mark.parametrize("euid", [0, 1000])
+def test_a_refusal_despite_the_capabilities_under_seccomp_names_the_profile(euid: int) -> None:
+    """A container's default seccomp profile answers EPERM to bpf() without CAP_SYS_ADMIN: "run as root"
+    says nothing to a process that is root with CAP_BPF and CAP_PERFMON."""
+    why = refusal_why(CAP_BPF | CAP_PERFMON, euid, 2)
+    assert why.startswith("this process holds CAP_PERFMON and CAP_BPF, but runs under a seccomp filter")
+    assert "may refuse bpf()" in why and "deploy/seccomp/percpu-exporter.json" in why
+    assert refusal_why(CAP_BPF | CAP_PERFMON, euid, 0) == ""  # no filter: nothing to blame it on
+    assert refusal_why(CAP_BPF | CAP_PERFMON, euid, None) == ""  # unreadable: nothing to say
+
+
+def test_a_refusal_without_the_capabilities_is_explained_by_them_whatever_the_filter() -> None:
+    assert refusal_why(0, 0, 2) == privilege_hint(0, 0, remedy=False)
+    assert refusal_why(0, 1000, 2) == "you are not root"
+    assert refusal_why(None, 0, 2) == ""
 
 
 @pytest.mark.parametrize("caps", [0, None])

@@ -91,6 +91,15 @@ def test_bpf_capabilities(caps: int, names: list[str], can: bool) -> None:
     assert _procfs.can_load_bpf(caps) is can
 
 
+def test_seccomp_mode_from_status(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\n", encoding="ascii")
+    assert _procfs.seccomp_mode(str(status)) == 2
+    status.write_text("Name:\tx\n", encoding="ascii")  # a kernel without CONFIG_SECCOMP
+    assert _procfs.seccomp_mode(str(status)) is None
+    assert _procfs.seccomp_mode(str(tmp_path / "missing")) is None
+
+
 def test_effective_caps_from_status(tmp_path: Path) -> None:
     status = tmp_path / "status"
     status.write_text("Name:\tx\nCapEff:\t000000c000200000\n", encoding="ascii")

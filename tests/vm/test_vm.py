@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import percpu
-from percpu import _libbpf
+from percpu import _machine
 from percpu.cpus import possible_cpus
 from percpu.layout import round8 as stride
 from percpu.syscalls import syscall_number
@@ -40,7 +40,7 @@ def test_topology_agrees_with_the_kernel() -> None:
     """The VM's CPU lists are what every other test here relies on: sysfs's possible list has the kernel's
     own count, online CPUs are possible ones, and percpu's CPU ids are sysfs's."""
     print(f"\nkernel {os.uname().release}: possible {TOPO.possible} ({len(POSSIBLE)}), online {TOPO.online}")
-    assert len(POSSIBLE) == _libbpf.backend().num_possible_cpus()
+    assert len(POSSIBLE) == _machine.current().kernel.num_possible_cpus()
     assert ONLINE and set(ONLINE) <= set(POSSIBLE)
     assert list(possible_cpus()) == POSSIBLE
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__, _machine
-from .._privileges import privilege_hint
+from .._privileges import refusal_why
 from ..errors import PercpuError, PermissionDenied
 from ._outfile import open_standard_fds
 
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PermissionDenied as exc:
         # The library's message says what to do; this says why it applies here.
         machine = _machine.current()
-        why = privilege_hint(machine.effective_caps(), machine.euid(), remedy=False)
+        why = refusal_why(machine.effective_caps(), machine.euid(), machine.seccomp_mode())
         print(f"percpu: {exc}" + (f" ({why})" if why else ""), file=sys.stderr)
         return 1
     except PercpuError as exc:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
-from .. import _libbpf, _machine, features
+from .. import _machine, features
 from .._privileges import privilege_hint
 from ..cpus import CpuList, cpu_lists
 from ..errors import LibbpfError, NotSupported, PercpuError
@@ -74,7 +74,7 @@ def _batch_check(t: MapType) -> Check:
         return (r.status, what, f"could not probe: {r.reason}" if r.status == "unknown" else r.reason)
     if r:
         return ("ok", what, "ok")
-    return ("warn", what, "not supported by this kernel (hashes need Linux 5.6, per-CPU arrays 5.13)")
+    return ("warn", what, str(features.batch_feature(t).missing("not supported by this kernel")))
 
 
 def _cpu_lists() -> tuple[CpuList, CpuList, CpuList]:
@@ -83,7 +83,7 @@ def _cpu_lists() -> tuple[CpuList, CpuList, CpuList]:
 
 
 def _enable_stats() -> None:
-    os.close(_libbpf.libbpf().enable_stats())
+    os.close(_machine.current().libbpf().enable_stats())
 
 
 def _percpu_maps(possible: int) -> list[dict[str, Any]]:
@@ -204,7 +204,7 @@ def _doctor_checks(
     unpriv = machine.sysctl("kernel.unprivileged_bpf_disabled")
     checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
     try:
-        lib = _libbpf.libbpf()
+        lib = _machine.current().libbpf()
         checks.append(("ok", "libbpf", f"{lib.version_string} ({lib.path})"))
     except LibbpfError as exc:
         checks.append(("fail", "libbpf", str(exc)))
@@ -248,7 +248,8 @@ def _doctor_checks(
             (
                 "info",
                 what,
-                "not supported (Linux 7.0 adds it): update_cpu() reads, modifies and writes all slots",
+                f"not supported ({features.CPU_FLAG_FEATURE.needs} adds it): update_cpu() reads, modifies "
+                "and writes all slots",
             )
         )
     for hook, prog in (("tp_btf", "enter_btf"), ("raw_tp", "enter_raw"), ("tracepoint", "enter_tp")):

@@ -76,7 +76,6 @@ def _started_as_exporter() -> bool:
 
 
 def _cmd_exporter(args: argparse.Namespace) -> int:
-    from .. import _libbpf
     from .._privileges import caps_needed_to_read_maps, drop_privileges, resolve_user
     from .._web import Limits, MetricsServer
     from .._webconfig import WebConfig, load_web_config
@@ -99,7 +98,7 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
     stats_fd: int | None = None
     try:
         with counter:
-            lib = _libbpf.libbpf()
+            lib = _machine.current().libbpf()
             if args.enable_bpf_stats:
                 try:
                     stats_fd = lib.enable_stats()

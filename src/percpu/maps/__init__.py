@@ -6,11 +6,14 @@ count, so no call can hand the kernel a buffer smaller than what it writes. Valu
 :class:`~percpu.values.PerCpuValue`, indexed by CPU id; bulk reads come back as numpy arrays
 (:class:`Snapshot`).
 
-The package, one idea a file: ``_kinds`` (map types, :class:`Snapshot`), ``_open`` (opening and
-creating), ``_base`` (:class:`Map`: lifetime and element operations), ``_encoding`` (keys and values to
-and from layout-sized buffers), ``_errors`` (what an element operation's errno means for a map), ``_bulk``
-(:class:`BulkReader`, the key walk), ``_batch`` (batch writes), ``_percpu`` (:class:`PerCpuMap`),
-``_types`` (the typed classes, :func:`open_map`), ``_system`` (:func:`list_maps`, :func:`check_pin_path`).
+The package, one idea a file, each importing only the ones before it: ``_kinds`` (map types,
+:class:`Snapshot`), ``_encoding`` (keys and values to and from layout-sized buffers), ``_system``
+(:func:`list_maps`, :func:`check_pin_path`), ``_open`` (opening and creating, the kernel's side: fds and
+infos), ``_errors`` (what a failed operation's errno means for a map, every message it ends in),
+``_handle`` (``MapHandle``: a map's fd, lock and kernel, and ``call``, through which every kernel call
+goes and is translated once), ``_bulk`` (:class:`BulkReader`, the key walk), ``_batch`` (batch writes),
+``_base`` (:class:`Map`: construction, lifetime and element operations), ``_percpu``
+(:class:`PerCpuMap`), ``_types`` (the typed classes, :func:`open_map`).
 """
 
 from __future__ import annotations

@@ -1,46 +1,41 @@
-"""``Map``: construction from an fd, id, pin or name; lifetime; encoding; element operations; batch
-writes. Whole-map reads are :class:`~percpu.maps._bulk.BulkReader`'s."""
+"""``Map``: construction from an fd, id, pin or name; lifetime; encoding; element operations. The kernel
+is called through the map's :class:`~percpu.maps._handle.MapHandle`; whole-map reads are
+:class:`~percpu.maps._bulk.BulkReader`'s, batch writes :class:`~percpu.maps._batch.BatchWriter`'s."""
 
 from __future__ import annotations
 
 import contextlib
-import operator
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .. import _fork, _libbpf, features
+from .. import _machine, features
 from .._libbpf import BPF_ANY, MapInfo, c_text, checked
 from ..cpus import CpuList, possible_cpus
-from ..errors import (
-    NOT_SUPPORTED_ERRNOS,
-    BpfError,
-    CpuNotPossible,
-    KeyNotFound,
-    MapTypeError,
-    NotCopyable,
-    NotSupported,
-    PercpuError,
-    from_errno,
-)
+from ..errors import KeyNotFound, MapTypeError, NotCopyable, NotSupported
 from ..layout import Layout
-from ..values import (
-    Codec,
-    TypeSpec,
-    check_size,
-    codec_for,
-)
+from ..values import Codec, TypeSpec, check_size, codec_for
 from . import _open
 from ._batch import BatchWriter
 from ._bulk import BulkReader, walk_items, walk_keys
 from ._encoding import Encoding, btf_codec
-from ._errors import lookup_error, update_error
+from ._errors import Op
+from ._handle import MapHandle
 from ._kinds import MapType, Snapshot, memory_bytes
 
 M = TypeVar("M", bound="Map")
+
+# map type -> the class that opens it; the typed subclasses register themselves (``_types``).
+_CLASS_BY_TYPE: dict[int, type[Map]] = {}
+
+
+def register(*classes: type[Map]) -> None:
+    """Make ``classes`` the ones :func:`open_map` and ``Map.from_*`` pick for their map types."""
+    for cls in classes:
+        for t in cls.map_types:
+            _CLASS_BY_TYPE[t] = cls
 
 
 def cpu_flag_supported() -> bool:
@@ -62,31 +57,31 @@ class Map:
     on the same kernel map. A map cannot be pickled (its fd means nothing in another process): pickle
     ``info.id`` or a pin path and reopen it there with :func:`open_map`. A child forked while another
     thread was inside a call on the map finds the map usable, with a lock of its own.
+
+    ``handle`` (:class:`~percpu.maps._handle.MapHandle`) holds the fd, its lock and the kernel, and is
+    what calls the kernel; ``enc`` (:class:`~percpu.maps._encoding.Encoding`) turns keys and values into
+    the buffers ``layout`` sizes and back.
     """
 
     map_types: ClassVar[tuple[MapType, ...]] = ()
     percpu: ClassVar[bool] = False
 
     def __init__(self, fd: int, info: MapInfo, *, key: TypeSpec = None, value: TypeSpec = None) -> None:
-        # The fd is taken over only once the map is fully checked: a constructor that raises must not leave
-        # an object whose finalizer closes an fd the caller (from_fd) closes too, by then maybe reused.
-        self._fd: int | None = None
-        self._lock = threading.RLock()
         self.info = info
         self.name = info.name
         self.type = MapType(info.type) if info.type in MapType._value2member_map_ else info.type
-        self._b = _libbpf.backend()
         self.key_codec: Codec = self._key_codec(key)
         self.value_codec: Codec = self._value_codec(value)
         check_size(self.key_codec, info.key_size, "key", info.name)
         check_size(self.value_codec, info.value_size, "value", info.name)
         # Sizes follow the kernel's own possible-CPU count; the CPU ids naming the slots must agree with it.
+        machine = _machine.current()
         self.cpus = possible_cpus() if self.percpu else CpuList(())
-        self.layout = Layout(info.key_size, info.value_size, self._b.num_possible_cpus(), self.percpu)
-        self._slot_of = {c: i for i, c in enumerate(self.cpus)}
+        self.layout = Layout(info.key_size, info.value_size, machine.num_possible_cpus(), self.percpu)
         self.enc = Encoding(info.name, self.key_codec, self.value_codec, self.layout, self.cpus)
-        self._fd = fd
-        _fork.track(self)
+        # The fd is taken over only once the map is fully checked: a constructor that raises must not leave
+        # a handle whose finalizer closes an fd the caller (from_fd) closes too, by then maybe reused.
+        self.handle = MapHandle(fd, info, self.layout, machine.kernel)
 
     # --- construction -------------------------------------------------------------------------------
 
@@ -112,14 +107,48 @@ class Map:
         return codec_for(spec, self.info.value_size)
 
     @classmethod
+    def _class_for(cls, info: MapInfo) -> type[Map]:
+        """The class to open ``info``'s map as: ``cls``, or for a base class the one its type calls for.
+        A map of a type ``cls`` does not open is refused, naming the class that does."""
+        got = MapType.name_of(info.type).upper()
+        if cls.map_types and info.type not in cls.map_types:
+            want = " or ".join(t.name for t in cls.map_types)
+            other = _CLASS_BY_TYPE.get(info.type)
+            hint = f"; open it with percpu.open_map() or as {other.__name__}" if other else ""
+            raise MapTypeError(
+                f"map {info.name!r} (id {info.id}) is a {got} map, not {want}{hint}",
+                expected=want,
+                actual=got,
+                map_name=info.name,
+            )
+        if cls.map_types:
+            return cls
+        target = _CLASS_BY_TYPE.get(info.type, Map)
+        if cls.percpu and not target.percpu:
+            raise MapTypeError(
+                f"map {info.name!r} (id {info.id}) is a {got} map, not a per-CPU map",
+                expected="a per-CPU map type",
+                actual=got,
+                map_name=info.name,
+            )
+        return target
+
+    @classmethod
     def from_fd(cls: type[M], fd: int, *, key: TypeSpec = None, value: TypeSpec = None) -> M:
         """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
-        return _open.from_fd(cls, fd, key=key, value=value, base=Map)
+        fd = checked(fd, "fd", "fd")
+        info = _open.info_of(fd)
+        try:
+            return cls._class_for(info)(fd, info, key=key, value=value)  # type: ignore[return-value]
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _machine.current().kernel.close(fd)
+            raise
 
     @classmethod
     def from_id(cls: type[M], map_id: int, **kw: Any) -> M:
         """Open the map with kernel id ``map_id`` (as listed by ``percpu maps`` or ``bpftool map``)."""
-        return _open.from_id(cls, map_id, **kw)
+        return cls.from_fd(_open.fd_by_id(map_id), **kw)
 
     @classmethod
     def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
@@ -128,12 +157,12 @@ class Map:
         A path outside bpffs, a directory, or a pinned program or link is refused with the reason (the
         kernel's own answer for a file elsewhere is EACCES, which reads like a privilege problem).
         """
-        return _open.from_pin(cls, path, **kw)
+        return cls.from_fd(_open.fd_by_pin(path), **kw)
 
     @classmethod
     def from_name(cls: type[M], name: str, **kw: Any) -> M:
         """Open the one map named ``name`` on the system (kernel names are at most 15 characters)."""
-        return _open.from_name(cls, name, **kw)
+        return cls.from_id(_open.id_by_name(name), **kw)
 
     @classmethod
     def _create(
@@ -148,8 +177,7 @@ class Map:
         flags: int = 0,
         check_memory: bool = True,
     ) -> M:
-        return _open.create(
-            cls,
+        fd, kc, vc = _open.create(
             map_type,
             key,
             value,
@@ -159,47 +187,28 @@ class Map:
             flags=flags,
             check_memory=check_memory,
         )
+        return cls.from_fd(fd, key=kc, value=vc)
 
     # --- lifetime -----------------------------------------------------------------------------------
 
     @property
     def fd(self) -> int:
-        if self._fd is None:
-            raise PercpuError(f"map {self.name!r} is closed")
-        return self._fd
+        return self.handle.fd
 
     @property
     def closed(self) -> bool:
-        return self._fd is None
-
-    @contextlib.contextmanager
-    def _held(self) -> Iterator[int]:
-        """The fd, held open for one operation: :meth:`close` in another thread waits for it, so no call
-        ever reaches the kernel with an fd number that was closed and maybe reused by another map."""
-        with self._lock:
-            yield self.fd
-
-    def _after_fork_in_child(self) -> None:
-        # The thread that held the lock at fork() is not in the child, and its call does not go on there:
-        # the child's map gets a free lock, and its fd (inherited) stays usable.
-        self._lock = threading.RLock()
+        return self.handle.closed
 
     def clone(self: M) -> M:
         """Another handle on the same kernel map, with its own duplicate of the fd (close-on-exec), as
         cilium/ebpf's ``Map.Clone``: closing either leaves the other open, and a write through either is
         seen by both. The map's contents are not copied (``snapshot()`` and ``update_batch()`` into a new
         map do that). ``copy.copy`` and ``copy.deepcopy`` of a map call this."""
-        with self._held() as fd:
-            try:
-                dup = self._b.dup(fd)
-            except OSError as exc:
-                raise self._error(exc, "duplicate the fd") from exc
+        handle = self.handle.clone()
         twin = type(self).__new__(type(self))
-        # Everything else (info, codecs, layout, CPU list) is immutable and shared; the fd and the lock
-        # are the twin's own. Its fd is set last, so a failure before leaves no finalizer to close it.
-        twin.__dict__.update(self.__dict__, _fd=None, _lock=threading.RLock())
-        twin._fd = dup
-        _fork.track(twin)
+        # Everything else (info, codecs, layout, CPU list) is immutable and shared; the handle (the fd and
+        # its lock) is the twin's own.
+        twin.__dict__.update(self.__dict__, handle=handle)
         return twin
 
     def __copy__(self: M) -> M:
@@ -219,10 +228,7 @@ class Map:
 
     def close(self) -> None:
         """Release the file descriptor (the kernel frees the map when nothing else holds it)."""
-        with self._lock:
-            fd, self._fd = self._fd, None
-        if fd is not None:
-            self._b.close(fd)
+        self.handle.close()
 
     def __enter__(self: M) -> M:
         return self
@@ -230,28 +236,16 @@ class Map:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        # A map dropped without close(): release its fd through the same seam that opened it.
-        fd = getattr(self, "_fd", None)
-        if fd is not None:
-            self._fd = None
-            with contextlib.suppress(Exception):
-                self._b.close(fd)
-
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the map in bpffs so it outlives this process."""
-        c_text(os.fspath(path), "pin path", where=f"map {self.name!r}: ")
-        try:
-            with self._held() as fd:
-                self._b.obj_pin(fd, os.fspath(path))
-        except OSError as exc:
-            raise self._error(exc, f"pin at {os.fspath(path)}") from exc
+        p = os.fspath(path)
+        c_text(p, "pin path", where=f"map {self.name!r}: ")
+        self.handle.call(Op("pin", path=p), self.handle.kernel.obj_pin, p)
 
     def __repr__(self) -> str:
-        state = "closed" if self._fd is None else f"fd={self._fd}"
         return (
             f"<{type(self).__name__} {self.name!r} id={self.info.id} key={self.key_codec.name} "
-            f"value={self.value_codec.name} max_entries={self.info.max_entries} {state}>"
+            f"value={self.value_codec.name} max_entries={self.info.max_entries} {self.handle.state}>"
         )
 
     # --- encoding -----------------------------------------------------------------------------------
@@ -259,7 +253,7 @@ class Map:
     @property
     def type_name(self) -> str:
         """The kernel's name of the map type, e.g. ``PERCPU_HASH``."""
-        return MapType.name_of(self.info.type).upper()
+        return self.handle.type_name
 
     @property
     def value_bytes(self) -> int:
@@ -282,30 +276,13 @@ class Map:
             i.type, i.key_size, i.value_size, i.max_entries, self.layout.possible_cpus, i.flags
         )
 
-    def _error(self, exc: OSError, what: str) -> BpfError:
-        return from_errno(exc.errno or 0, what, map_name=self.name)
-
-    def _slot(self, cpu: int) -> int:
-        """The slot of CPU id ``cpu`` in this map's values. Raises :class:`CpuNotPossible`, also for what
-        is not an integer: ``True`` and ``1.0`` hash like CPU 1 and would have found its slot."""
-        try:
-            if isinstance(cpu, bool):
-                raise TypeError(cpu)
-            return self._slot_of[operator.index(cpu)]
-        except (KeyError, TypeError):
-            raise CpuNotPossible(cpu, str(self.cpus), map_name=self.name) from None
-
     # --- single elements ----------------------------------------------------------------------------
 
     def lookup(self, key: Any) -> Any:
         """The value at ``key`` (a :class:`PerCpuValue` for per-CPU maps). Raises :class:`KeyNotFound`."""
         k = self.enc.key(key)
         buf = self.layout.value_buffer()
-        try:
-            with self._held() as fd:
-                self._b.map_lookup(fd, k, buf, self.layout)
-        except OSError as exc:
-            raise lookup_error(self, exc, key) from exc
+        self.handle.call(Op("lookup", key=key), self.handle.kernel.map_lookup, k, buf, self.layout)
         return self.enc.decode_value(buf)
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -333,51 +310,35 @@ class Map:
         only).
         """
         flags = self._flags(flags)
-        k = self.enc.key(key)
-        v = self.enc.encode_value(value)
-        self._update_raw(k, v, flags, key)
+        self._update_raw(self.enc.key(key), self.enc.encode_value(value), flags, key)
 
     def _update_raw(self, k: np.ndarray, v: np.ndarray, flags: int, key: Any) -> None:
-        try:
-            with self._held() as fd:
-                self._b.map_update(fd, k, v, self.layout, flags)
-        except OSError as exc:
-            raise update_error(self, exc, flags, key) from exc
+        h = self.handle
+        h.call(Op("update", key=key, flags=flags), h.kernel.map_update, k, v, self.layout, flags)
 
     def delete(self, key: Any) -> None:
         """Remove ``key``. Raises :class:`KeyNotFound` if absent; arrays have no delete."""
         self._no_delete_on_arrays("delete")
         k = self.enc.key(key)
-        try:
-            with self._held() as fd:
-                self._b.map_delete(fd, k, self.layout)
-        except OSError as exc:
-            raise lookup_error(self, exc, key) from exc
+        self.handle.call(Op("delete", key=key), self.handle.kernel.map_delete, k, self.layout)
 
     def lookup_and_delete(self, key: Any) -> Any:
-        """Read and remove ``key`` in one syscall (hash maps; per-CPU hashes since Linux 5.14)."""
+        """Read and remove ``key`` in one syscall (hash maps; per-CPU hashes need
+        :data:`~percpu.features.LOOKUP_AND_DELETE_PERCPU_HASH`)."""
         self._no_delete_on_arrays("lookup_and_delete")
+        h = self.handle
         k = self.enc.key(key)
         buf = self.layout.value_buffer()
         try:
-            with self._held() as fd:
-                self._b.map_lookup_and_delete(fd, k, buf, self.layout)
-        except OSError as exc:
-            if exc.errno in NOT_SUPPORTED_ERRNOS and self.percpu:
+            h.call(Op("lookup_and_delete", key=key), h.kernel.map_lookup_and_delete, k, buf, self.layout)
+        except NotSupported:
+            if self.percpu:
                 features.record(features.LOOKUP_AND_DELETE, self.info.type, False)
-                raise NotSupported(
-                    f"map {self.name!r}: lookup-and-delete of a {self.type_name} element is not supported "
-                    "by this kernel (per-CPU hashes need Linux 5.14)",
-                    feature="lookup_and_delete_elem",
-                    min_kernel="5.14",
-                    errno=exc.errno,
-                    map_name=self.name,
-                ) from exc
-            raise lookup_error(self, exc, key) from exc
+            raise
         return self.enc.decode_value(buf)
 
     def _no_delete_on_arrays(self, what: str) -> None:
-        if self._is_array:
+        if self.handle.is_array:
             raise MapTypeError(
                 f"map {self.name!r}: {what}: {self.type_name} elements cannot be deleted (an array always "
                 "holds max_entries elements); write zeros with update() instead",
@@ -386,15 +347,11 @@ class Map:
                 map_name=self.name,
             )
 
-    @property
-    def _is_array(self) -> bool:
-        return self.info.type in (MapType.ARRAY, MapType.PERCPU_ARRAY)
-
     # --- traversals (maps/_bulk.py) and batch writes (maps/_batch.py) ------------------------------
 
     def keys(self) -> Iterator[Any]:
         """Every key, bounded by ``max_entries`` and safe under concurrent deletes (see :meth:`items`)."""
-        for raw in walk_keys(self):
+        for raw in walk_keys(self.handle):
             yield self.enc.decode_key(raw)
 
     def __iter__(self) -> Iterator[Any]:
@@ -414,9 +371,9 @@ class Map:
     def snapshot(self, *, batch: bool | None = None) -> Snapshot:
         """Read the whole map into numpy: ``keys`` (n,) and ``values`` (n, possible CPUs, ...).
 
-        Uses ``BPF_MAP_LOOKUP_BATCH`` (hashes: Linux 5.6, arrays: 5.13) and falls back to a key walk
-        where the kernel or map type has no batch operation. ``batch=False`` forces the walk,
-        ``batch=True`` forbids the fallback.
+        Uses ``BPF_MAP_LOOKUP_BATCH`` (:data:`~percpu.features.BATCH_HASH`,
+        :data:`~percpu.features.BATCH_ARRAY`) and falls back to a key walk where the kernel or map type
+        has no batch operation. ``batch=False`` forces the walk, ``batch=True`` forbids the fallback.
         """
         return BulkReader(self).snapshot(delete=False, batch=batch)
 

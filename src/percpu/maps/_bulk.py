@@ -1,28 +1,27 @@
 """Traversals of a whole map: :class:`BulkReader` (cilium's MapBatchCursor: batch reads with their growth
 policy, into a :class:`Snapshot`) and the bounded key walk (:func:`walk_keys`, :func:`walk_items`) that
-iteration uses and the reader falls back to where the kernel has no batch operation for the map's type."""
+iteration uses and the reader falls back to where the kernel has no batch operation for the map's type.
+They call the kernel through the map's :class:`~percpu.maps._handle.MapHandle`, which translates errors."""
 
 from __future__ import annotations
 
 import errno as _errno
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .. import features
-from ..errors import (
-    NOT_SUPPORTED_ERRNOS,
-    NotSupported,
-    PercpuError,
-)
+from ..errors import BpfError, KeyNotFound, NotSupported, PercpuError
+from ._errors import Op, no_batch
+from ._handle import MapHandle, MapParts
 from ._kinds import SNAPSHOT_PREALLOC, Snapshot
 
-if TYPE_CHECKING:
-    from ._base import Map
+_NEXT_KEY = Op("get_next_key")
+_LOOKUP = Op("lookup")  # a walk's lookup: a key deleted meanwhile is skipped, not named
 
 
-def walk_keys(m: Map) -> Iterator[np.ndarray]:
+def walk_keys(h: MapHandle) -> Iterator[np.ndarray]:
     """Keys as raw buffers, at most once each and at most ``max_entries`` of them.
 
     ``get_next_key`` on a hash restarts from the first bucket when the current key was deleted meanwhile,
@@ -30,18 +29,13 @@ def walk_keys(m: Map) -> Iterator[np.ndarray]:
     and the walk is bounded, so iteration always ends and never repeats a key; keys added or removed
     during the walk may or may not be seen.
     """
-    bound = m.info.max_entries or 65536
+    bound = h.info.max_entries or 65536
     seen: set[bytes] = set()
     cur: np.ndarray | None = None
     steps = 0
     while len(seen) < bound and steps < 4 * bound + 16:
-        nxt = m.layout.key_buffer()
-        try:
-            with m._held() as fd:
-                more = m._b.map_get_next_key(fd, cur, nxt, m.layout)
-        except OSError as exc:
-            raise m._error(exc, "get_next_key") from exc
-        if not more:
+        nxt = h.layout.key_buffer()
+        if not h.call(_NEXT_KEY, h.kernel.map_get_next_key, cur, nxt, h.layout):
             return
         steps += 1
         b = nxt.tobytes()
@@ -52,50 +46,55 @@ def walk_keys(m: Map) -> Iterator[np.ndarray]:
         yield nxt
 
 
-def walk_items(m: Map) -> Iterator[tuple[Any, Any]]:
+def walk_items(m: MapParts) -> Iterator[tuple[Any, Any]]:
     """``(key, value)`` for every key of the walk, one lookup each; keys deleted meanwhile are skipped."""
-    buf = m.layout.value_buffer()
-    for raw in walk_keys(m):
+    h, enc = m.handle, m.enc
+    buf = h.layout.value_buffer()
+    for raw in walk_keys(h):
         try:
-            with m._held() as fd:
-                m._b.map_lookup(fd, raw, buf, m.layout)
-        except OSError as exc:
-            if exc.errno == _errno.ENOENT:
-                continue
-            raise m._error(exc, "lookup") from exc
-        yield m.enc.decode_key(raw), m.enc.decode_value(buf)
+            h.call(_LOOKUP, h.kernel.map_lookup, raw, buf, h.layout)
+        except KeyNotFound:
+            continue
+        yield enc.decode_key(raw), enc.decode_value(buf)
 
 
 class BulkReader:
     """One traversal of a whole map: batch reads with their growth policy, or a key walk where the kernel
     has no batch operation for the map's type. Returns raw key and value buffers and the element count."""
 
-    def __init__(self, m: Map, elem_flags: int = 0) -> None:
+    def __init__(self, m: MapParts, elem_flags: int = 0) -> None:
         self.map = m
-        self.layout = m.layout
+        self.handle = m.handle
+        self.enc = m.enc
+        self.layout = m.handle.layout
         self.elem_flags = elem_flags  # BPF_F_CPU | cpu << 32: one CPU's values, unpadded
 
     def snapshot(self, *, delete: bool, batch: bool | None) -> Snapshot:
         """The whole map as read-only numpy arrays, ``values`` (n, slots, ...) for per-CPU maps."""
-        m = self.map
+        enc, lay = self.enc, self.layout
         keys, vals, n = self.read(delete=delete, batch=batch)
-        ks = self.layout.key_size
+        ks = lay.key_size
         if n * 3 < keys.nbytes // max(ks, 1) * 2:  # mostly unused capacity: do not keep it alive
             keys = keys[: n * ks].copy()
-            vals = vals[: self.layout.values_bytes(n)].copy()
-        k = keys[: n * ks].view(m.key_codec.dtype)
-        v = m.enc.typed(vals, n)
-        if not m.percpu:
+            vals = vals[: lay.values_bytes(n)].copy()
+        k = keys[: n * ks].view(enc.key_codec.dtype)
+        v = enc.typed(vals, n)
+        if not lay.percpu:
             v = v.reshape((n, *v.shape[2:]))
         k.flags.writeable = False
         v.flags.writeable = False
         return Snapshot(
-            keys=k, values=v, cpus=m.cpus, percpu=m.percpu, key_codec=m.key_codec, value_codec=m.value_codec
+            keys=k,
+            values=v,
+            cpus=enc.cpus,
+            percpu=lay.percpu,
+            key_codec=enc.key_codec,
+            value_codec=enc.value_codec,
         )
 
     def read(self, *, delete: bool, batch: bool | None) -> tuple[np.ndarray, np.ndarray, int]:
-        m = self.map
-        if batch is True or (batch is None and features.known(features.BATCH_OPS, m.info.type) is not False):
+        info = self.handle.info
+        if batch is True or (batch is None and features.known(features.BATCH_OPS, info.type) is not False):
             try:
                 return self._batched(delete)
             except NotSupported:
@@ -103,16 +102,11 @@ class BulkReader:
                 # lookup: lookup-and-delete, and one CPU's values (BPF_F_CPU in elem_flags), can be missing
                 # where plain batch lookups work.
                 if not delete and not self.elem_flags:
-                    features.record(features.BATCH_OPS, m.info.type, False)
+                    features.record(features.BATCH_OPS, info.type, False)
                 if batch:
                     raise
         if delete:
-            raise NotSupported(
-                f"map {m.name!r}: this kernel has no batch lookup-and-delete for {m.type_name} maps",
-                feature="lookup_and_delete_batch",
-                min_kernel="5.6",
-                map_name=m.name,
-            )
+            raise no_batch(info, "batch lookup-and-delete")
         return self._walk()
 
     def _per_element(self) -> int:
@@ -122,17 +116,18 @@ class BulkReader:
         """Elements to allocate room for before the first read: all of max_entries when that is at most
         :data:`SNAPSHOT_PREALLOC` bytes (one exact allocation, no copy), else that much, grown as needed:
         a sparse map with a large max_entries must not cost max_entries x possible CPUs up front."""
-        return max(1, min(self.map.info.max_entries, SNAPSHOT_PREALLOC // self._per_element()))
+        return max(1, min(self.handle.info.max_entries, SNAPSHOT_PREALLOC // self._per_element()))
 
     def _alloc(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         try:
             return self.layout.key_buffer(n), self.layout.value_buffer(n, self.elem_flags)
         except MemoryError as exc:
             per = self._per_element()
+            name = self.handle.name
             raise PercpuError(
-                f"map {self.map.name!r}: not enough memory for {n} elements of {per} bytes "
+                f"map {name!r}: not enough memory for {n} elements of {per} bytes "
                 f"({n * per / 2**20:.0f} MiB)",
-                map_name=self.map.name,
+                map_name=name,
             ) from exc
 
     def _grow_to(self, keys: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,10 +137,10 @@ class BulkReader:
         return k2, v2
 
     def _batched(self, delete: bool) -> tuple[np.ndarray, np.ndarray, int]:
-        m, lay = self.map, self.layout
+        h, lay = self.handle, self.layout
         ks = lay.key_size
         vb = lay.value_bytes(self.elem_flags)
-        limit = max(m.info.max_entries, 1)
+        limit = max(h.info.max_entries, 1)
         cap = self.initial_capacity()
         keys, vals = self._alloc(cap)
         tok_in: np.ndarray | None = None
@@ -161,61 +156,49 @@ class BulkReader:
                 keys, vals = self._grow_to(keys, vals, cap)
             want = cap - total
             try:
-                with m._held() as fd:
-                    n, done = m._b.map_lookup_batch(
-                        fd,
-                        tok_in,
-                        tok_out,
-                        keys[total * ks :],
-                        vals[total * vb :],
-                        want,
-                        lay,
-                        delete,
-                        self.elem_flags,
-                    )
-            except OSError as exc:
-                if exc.errno == _errno.ENOSPC:
-                    # One hash bucket holds more elements than we asked for; nothing was copied.
-                    probe = max(probe, want) * 2
-                    cap = total + probe
-                    keys, vals = self._grow_to(keys, vals, cap)
-                    continue
-                if total == 0 and tok_in is None and exc.errno in NOT_SUPPORTED_ERRNOS:
-                    raise NotSupported(
-                        f"map {m.name!r}: no batch operations for {m.type_name} on this kernel "
-                        "(hashes need Linux 5.6, per-CPU arrays 5.13)",
-                        feature="map batch operations",
-                        min_kernel="5.6",
-                        errno=exc.errno,
-                        map_name=m.name,
-                    ) from exc
-                raise m._error(exc, "lookup_batch") from exc
+                n, done = h.call(
+                    Op("lookup_batch", first=tok_in is None),
+                    h.kernel.map_lookup_batch,
+                    tok_in,
+                    tok_out,
+                    keys[total * ks :],
+                    vals[total * vb :],
+                    want,
+                    lay,
+                    delete,
+                    self.elem_flags,
+                )
+            except BpfError as exc:
+                if exc.errno != _errno.ENOSPC:
+                    raise
+                # One hash bucket holds more elements than we asked for; nothing was copied.
+                probe = max(probe, want) * 2
+                cap = total + probe
+                keys, vals = self._grow_to(keys, vals, cap)
+                continue
             if not delete and not self.elem_flags:
-                features.record(features.BATCH_OPS, m.info.type, True)
+                features.record(features.BATCH_OPS, h.info.type, True)
             total += n
-            if done or (m._is_array and total >= m.info.max_entries):
+            if done or (h.is_array and total >= h.info.max_entries):
                 return keys, vals, total
             tok_in, tok_out = tok_out, (tok_in if tok_in is not None else lay.token_buffer())
 
     def _walk(self) -> tuple[np.ndarray, np.ndarray, int]:
-        m, lay = self.map, self.layout
+        h, lay = self.handle, self.layout
         ks = lay.key_size
         vb = lay.value_bytes(self.elem_flags)
         cap = self.initial_capacity()
         keys, vals = self._alloc(cap)
         n = 0
-        for raw in walk_keys(m):
+        for raw in walk_keys(h):
             if n == cap:
                 cap *= 2
                 keys, vals = self._grow_to(keys, vals, cap)
             one = vals[n * vb : (n + 1) * vb]
             try:
-                with m._held() as fd:
-                    m._b.map_lookup(fd, raw, one, lay, self.elem_flags)
-            except OSError as exc:
-                if exc.errno == _errno.ENOENT:
-                    continue
-                raise m._error(exc, "lookup") from exc
+                h.call(_LOOKUP, h.kernel.map_lookup, raw, one, lay, self.elem_flags)
+            except KeyNotFound:
+                continue
             keys[n * ks : (n + 1) * ks] = raw
             n += 1
         return keys, vals, n

@@ -13,6 +13,7 @@ import numpy as np
 from .._uapi import BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, MapType
 
 __all__ = [
+    "ARRAY_TYPES",
     "CGROUP_STORAGE_KEY",
     "MAX_VALUE_SIZE",
     "PERCPU_TYPES",
@@ -71,7 +72,7 @@ _HTAB_LOCKS = 8 * 4
 _POINTER = 8
 _PAGE = 4096
 
-_ARRAYS = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
+ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
 _HASHES = frozenset({MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH})
 _LRU = frozenset({MapType.LRU_HASH, MapType.LRU_PERCPU_HASH})
 
@@ -98,7 +99,7 @@ def memory_bytes(
     """
     n, stride = max_entries, round8(value_size)
     percpu = map_type in PERCPU_TYPES
-    if map_type in _ARRAYS:
+    if map_type in ARRAY_TYPES:
         if percpu:
             return _ARRAY_HEADER + n * _POINTER + n * stride * possible_cpus
         if flags & BPF_F_MMAPABLE:

@@ -1,16 +1,17 @@
-"""Opening maps: from an fd (checking its kind and type, picking the typed class), an id, a pinned path or
-a name, and creating one. ``Map``'s class methods are these."""
+"""Opening maps, the kernel's side: an fd checked to be a map and its info, an fd from an id, a pinned path
+or a name, and a new map's fd (refused first, with its cost, when this process cannot hold it). ``Map``'s
+class methods wrap what these return in the typed class."""
 
 from __future__ import annotations
 
 import contextlib
 import errno as _errno
 import os
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import _libbpf, _machine
+from .. import _machine
 from .._libbpf import MapInfo, c_text, checked
 from ..errors import (
     BpfError,
@@ -23,58 +24,35 @@ from ..errors import (
     from_errno,
 )
 from ..layout import round8
-from ..values import TypeSpec, codec_for
+from ..values import Codec, TypeSpec, codec_for
 from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType, human_bytes, memory_bytes
 from ._system import check_pin_path, list_maps
 
 if TYPE_CHECKING:
-    from .._libbpf import Backend
-    from ..values import Codec
-    from ._base import Map
-
-M = TypeVar("M", bound="Map")
+    from .._machine import Kernel
 
 # What the kernel takes in an object's name (bpf_obj_name_cpy(): isalnum(), '_' and '.').
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 
-# map type -> the class that opens it; the typed subclasses register themselves (``_types``).
-_CLASS_BY_TYPE: dict[int, type[Map]] = {}
 
-
-def check_type(cls: type[Map], info: MapInfo) -> None:
-    """Refuse a map of a type ``cls`` does not open, naming the class that does."""
-    if cls.map_types and info.type not in cls.map_types:
-        want = " or ".join(t.name for t in cls.map_types)
-        got = MapType.name_of(info.type).upper()
-        hint = (
-            f"; open it with percpu.open_map() or as {_CLASS_BY_TYPE[info.type].__name__}"
-            if (info.type in _CLASS_BY_TYPE)
-            else ""
-        )
-        raise MapTypeError(
-            f"map {info.name!r} (id {info.id}) is a {got} map, not {want}{hint}",
-            expected=want,
-            actual=got,
-            map_name=info.name,
-        )
-
-
-def from_fd(cls: type[M], fd: int, *, key: TypeSpec, value: TypeSpec, base: type[Map]) -> M:
-    """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
+def info_of(fd: int) -> MapInfo:
+    """What the kernel says about map fd ``fd``, which the caller hands over: when it is not a map (a
+    program, a link, another kind of file, no open fd at all) it is closed and the reason raised."""
     fd = checked(fd, "fd", "fd")
-    b = _libbpf.backend()
-    other = _machine.current().fd_kind(fd)
+    machine = _machine.current()
+    kernel = machine.kernel
+    other = machine.fd_kind(fd)
     if other in ("program", "link"):
         with contextlib.suppress(OSError):
-            b.close(fd)
+            kernel.close(fd)
         raise MapTypeError(
             f"fd {fd} is a BPF {other}, not a map", expected="a BPF map", actual=f"a BPF {other}"
         )
     try:
-        info = b.map_info(fd)
+        return kernel.map_info(fd)
     except OSError as exc:
         with contextlib.suppress(OSError):
-            b.close(fd)
+            kernel.close(fd)
         if exc.errno == _errno.EBADF:
             raise BpfError(f"fd {fd} is not an open file descriptor", errno=exc.errno) from exc
         if exc.errno == _errno.EINVAL:
@@ -82,40 +60,21 @@ def from_fd(cls: type[M], fd: int, *, key: TypeSpec, value: TypeSpec, base: type
                 f"fd {fd} is not a BPF map", expected="a BPF map", actual="another kind of file"
             ) from exc
         raise from_errno(exc.errno or 0, "get map info") from exc
-    try:
-        check_type(cls, info)
-        target: type[Map] = cls
-        if not cls.map_types:  # a base class: pick the class the kernel type calls for
-            target = _CLASS_BY_TYPE.get(info.type, base)
-            if cls.percpu and not target.percpu:
-                raise MapTypeError(
-                    f"map {info.name!r} (id {info.id}) is a {MapType.name_of(info.type).upper()} map, "
-                    "not a per-CPU map",
-                    expected="a per-CPU map type",
-                    actual=MapType.name_of(info.type).upper(),
-                    map_name=info.name,
-                )
-        return target(fd, info, key=key, value=value)  # type: ignore[return-value]
-    except BaseException:
-        with contextlib.suppress(OSError):
-            b.close(fd)
-        raise
 
 
-def from_id(cls: type[M], map_id: int, **kw: Any) -> M:
-    """Open the map with kernel id ``map_id`` (as listed by ``percpu maps`` or ``bpftool map``)."""
+def fd_by_id(map_id: int) -> int:
+    """An fd for the map with kernel id ``map_id`` (as listed by ``percpu maps`` or ``bpftool map``)."""
     map_id = checked(map_id, "map id")
     try:
-        fd = _libbpf.backend().map_get_fd_by_id(map_id)
+        return _machine.current().kernel.map_get_fd_by_id(map_id)
     except OSError as exc:
         if exc.errno == _errno.ENOENT:
             raise MapNotFound(f"no BPF map with id {map_id}", errno=exc.errno) from exc
         raise from_errno(exc.errno or 0, f"open map id {map_id}") from exc
-    return cls.from_fd(fd, **kw)
 
 
-def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
-    """Open a map pinned in bpffs (e.g. ``/sys/fs/bpf/my_map``).
+def fd_by_pin(path: str | os.PathLike[str]) -> int:
+    """An fd for the map pinned at ``path`` in bpffs (e.g. ``/sys/fs/bpf/my_map``).
 
     A path outside bpffs, a directory, or a pinned program or link is refused with the reason (the
     kernel's own answer for a file elsewhere is EACCES, which reads like a privilege problem).
@@ -123,9 +82,9 @@ def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
     p = os.fspath(path)
     c_text(p, "pin path")
     check_pin_path(p)
-    b = _libbpf.backend()
+    kernel = _machine.current().kernel
     try:
-        fd = b.obj_get(p)
+        fd = kernel.obj_get(p)
     except OSError as exc:
         if exc.errno == _errno.ENOENT:
             raise MapNotFound(f"nothing is pinned at {p}", errno=exc.errno) from exc
@@ -133,28 +92,28 @@ def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
     other = _machine.current().fd_kind(fd)
     if other in ("program", "link"):
         with contextlib.suppress(OSError):
-            b.close(fd)
+            kernel.close(fd)
         raise MapTypeError(
             f"{p} is a pinned BPF {other}, not a map; `percpu maps` lists the maps",
             expected="a BPF map",
             actual=f"a BPF {other}",
         )
-    return cls.from_fd(fd, **kw)
+    return fd
 
 
-def from_name(cls: type[M], name: str, **kw: Any) -> M:
-    """Open the one map named ``name`` on the system (kernel names are at most 15 characters)."""
+def id_by_name(name: str) -> int:
+    """The id of the one map named ``name`` on the system (kernel names are at most 15 characters)."""
     matches = [info for info in list_maps() if info.name == name[:15]]
     if not matches:
         raise MapNotFound(f"no BPF map named {name!r}; `percpu maps` lists the maps on this system")
     if len(matches) > 1:
         ids = ", ".join(str(m.id) for m in matches)
         raise MapNotFound(f"{len(matches)} maps are named {name!r} (ids {ids}); open one by id")
-    return cls.from_id(matches[0].id, **kw)
+    return matches[0].id
 
 
 def _create_typed(
-    b: Backend, map_type: MapType, name: str, kc: Codec, vc: Codec, max_entries: int, flags: int
+    b: Kernel, map_type: MapType, name: str, kc: Codec, vc: Codec, max_entries: int, flags: int
 ) -> int:
     """Create the map with BTF for its key and value types, as libbpf and cilium/ebpf do, so that every
     reader (percpu, bpftool, bpftrace) shows its elements typed. Where BTF cannot describe a type
@@ -193,7 +152,6 @@ def _create_typed(
 
 
 def create(
-    cls: type[M],
     map_type: MapType,
     key: TypeSpec,
     value: TypeSpec,
@@ -203,7 +161,10 @@ def create(
     name: str = "",
     flags: int = 0,
     check_memory: bool = True,
-) -> M:
+) -> tuple[int, Codec, Codec]:
+    """A new map's fd, and the key and value codecs it was made for. Refused before the syscall: an
+    entry count or name the kernel cannot take as given, a per-CPU value over the kernel's limit, and (with
+    ``check_memory``) a map whose kernel memory this process cannot have (:class:`MapTooLarge`)."""
     kc = codec_for(key, key_size)
     vc = codec_for(value)
     if isinstance(max_entries, bool) or not isinstance(max_entries, int | np.integer):
@@ -228,7 +189,7 @@ def create(
             argument="map name",
             value=name,
         )
-    b = _libbpf.backend()
+    b = _machine.current().kernel
     if check_memory:
         check_memory_for(map_type, name, kc.size, vc.size, max_entries, flags, b.num_possible_cpus())
     try:
@@ -244,7 +205,7 @@ def create(
                 map_name=name or None,
             ) from exc
         raise err from exc
-    return cls.from_fd(fd, key=kc, value=vc)
+    return fd, kc, vc
 
 
 def check_memory_for(

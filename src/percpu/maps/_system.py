@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-from .. import _libbpf, _machine
+from .. import _machine
 from .._libbpf import MapInfo
 from ..errors import (
     MapNotFound,
@@ -47,7 +47,7 @@ def check_pin_path(path: str) -> None:
 
 def list_maps() -> list[MapInfo]:
     """Info on every BPF map on the system (needs CAP_SYS_ADMIN or root to see others' maps)."""
-    b = _libbpf.backend()
+    b = _machine.current().kernel
     out: list[MapInfo] = []
     cur = 0
     while True:

@@ -15,10 +15,9 @@ from ..values import (
     TypeSpec,
     codec_for,
 )
-from ._base import Map
+from ._base import Map, register
 from ._bulk import walk_keys
 from ._kinds import CGROUP_STORAGE_KEY, MapType
-from ._open import _CLASS_BY_TYPE
 from ._percpu import PerCpuMap
 
 
@@ -79,7 +78,7 @@ class _Walked(Map):
         """The number of keys, counted in one walk of the map: ``get_next_key`` once per key (O(n)),
         bounded by ``max_entries``. Writers may add or delete keys during the walk: the count is of a
         moment, as ``len(m.snapshot())`` is."""
-        return sum(1 for _ in walk_keys(self))
+        return sum(1 for _ in walk_keys(self.handle))
 
 
 class PerCpuHash(_Walked, PerCpuMap):
@@ -181,16 +180,7 @@ class Hash(_Walked, Map):
         )
 
 
-_CLASS_BY_TYPE.update(
-    {
-        MapType.PERCPU_ARRAY: PerCpuArray,
-        MapType.PERCPU_HASH: PerCpuHash,
-        MapType.LRU_PERCPU_HASH: LruPerCpuHash,
-        MapType.PERCPU_CGROUP_STORAGE: PerCpuCgroupStorage,
-        MapType.ARRAY: Array,
-        MapType.HASH: Hash,
-    }
-)
+register(PerCpuArray, PerCpuHash, LruPerCpuHash, PerCpuCgroupStorage, Array, Hash)
 
 
 def open_map(spec: int | str | os.PathLike[str], **kw: Any) -> Map:
