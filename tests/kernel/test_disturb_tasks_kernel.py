@@ -44,12 +44,12 @@ def by_name(tasks: Tasks, name: str) -> int:
 
 
 def test_a_long_run_of_short_lived_threads_loses_no_switch() -> None:
-    """3,000 threads through a table of 512 rows: the rows of those that exited are taken out while
-    counting (kept by thread id, then summed by name), so nothing is lost, every thread's switch-ins are
-    there, and every switch-in of every CPU is in a row. Without it the table filled with exited threads
-    and the rest were counted as lost."""
+    """3,000 threads (6,000 rows: each renames itself) through a table of 2,048: the rows of those that
+    exited are taken out while counting (kept by thread id, then summed by name), so nothing is lost,
+    every thread's switch-ins are there, and every switch-in of every CPU is in a row. Without it the
+    table filled with exited threads and the rest were counted as lost."""
     name = unique_comm("pcpudrn")
-    with DisturbCounter(irqs=False, softirqs=False, vectors=False, tasks=True, task_entries=512) as c:
+    with DisturbCounter(irqs=False, softirqs=False, vectors=False, tasks=True, task_entries=2048) as c:
         start = c.snapshot()  # the first snapshot starts the thread that takes exited tasks out
         r = subprocess.run(
             [sys.executable, "-c", SHORT_LIVED % (name, THREADS)], capture_output=True, text=True, timeout=600
@@ -70,7 +70,7 @@ def test_without_taking_exited_tasks_out_the_same_run_loses_switches() -> None:
     take is counted as lost, never dropped silently."""
     name = unique_comm("pcpudrn")
     with DisturbCounter(
-        irqs=False, softirqs=False, vectors=False, tasks=True, task_entries=512, drain_exited=False
+        irqs=False, softirqs=False, vectors=False, tasks=True, task_entries=2048, drain_exited=False
     ) as c:
         c.snapshot()
         subprocess.run([sys.executable, "-c", SHORT_LIVED % (name, THREADS)], check=True, timeout=600)
