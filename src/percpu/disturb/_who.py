@@ -417,6 +417,7 @@ def view(
 
 
 _UNSUPPORTED = {
+    "all": "disturbances",
     "vectors": "x86 interrupt vectors",
     "tlb_shootdown": "TLB shootdowns",
 }

@@ -1,0 +1,103 @@
+"""The disturbance options of the counting commands, without a kernel: -E parsed and refused as it should
+be, the system calls per process folded into the view, and a kernel that cannot run the counter turned into
+a caveat, not an error."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+from percpu._contract import PROC_KEY
+from percpu.cli import _disturbances
+from percpu.cpulist import CpuList
+from percpu.disturb import Expected
+from percpu.errors import InvalidFilter, PercpuError
+from percpu.syscount import FOLDED_TGID, NR_SLOTS, SyscallSnapshot
+
+from .fake_kernel import FakeKernel, installed
+
+
+def args(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    _disturbances.add_options(p.add_argument_group("opt-in dimensions"))
+    p.add_argument("--cpus")
+    p.add_argument("--by", default="cpu")
+    return p.parse_args(list(argv))
+
+
+@pytest.mark.parametrize(
+    ("specs", "expected"),
+    [
+        (["42"], Expected(pid=42)),
+        (["pid:42", "comm:app"], Expected(pid=42, comm="app")),
+        (["comm:app,cgroup:7"], Expected(comm="app", cgroup=7)),
+        (["cgroup:/app.slice"], Expected(cgroup="/app.slice")),
+    ],
+)
+def test_expect_specs(specs: list[str], expected: Expected) -> None:
+    assert _disturbances.expected_of(specs) == expected
+
+
+@pytest.mark.parametrize(
+    ("specs", "error", "message"),
+    [
+        (["thread:3"], PercpuError, "give pid:N, comm:NAME or cgroup:PATH"),
+        (["pid:1", "pid:2"], PercpuError, "one pid at most"),
+        (["pid:x"], PercpuError, "a pid is a whole number"),
+        (["comm:"], PercpuError, "give pid:N"),
+        (["comm:a-name-longer-than-15"], InvalidFilter, "15 bytes"),
+    ],
+)
+def test_bad_expect_specs_are_refused_before_counting(specs: list[str], error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        _disturbances.expected_of(specs)
+
+
+def test_which_options_ask_for_disturbances() -> None:
+    assert not _disturbances.wanted(args())
+    for opt in ("-I", "-V", "-S", "-T", "-D", "--irqs"):
+        assert _disturbances.wanted(args(opt)), opt
+    assert _disturbances.wanted(args("-E", "comm:app"))  # an expected workload needs the tasks
+
+
+def test_system_calls_per_process_are_summed_over_syscalls_and_marked_expected() -> None:
+    cpus = CpuList([0, 1])
+    counts = np.zeros((2, NR_SLOTS), np.uint64)
+    counts[0, 0], counts[1, 1], counts[1, 2] = 7, 30, 5
+    keys = np.zeros(4, PROC_KEY)
+    keys["tgid"] = [100, 100, 200, FOLDED_TGID]
+    keys["slot"] = [0, 1, 1, 2]
+    keys["comm"] = [b"app", b"app", b"cron", b"gone"]
+    rows = np.array([[7, 0], [0, 25], [0, 5], [0, 3]], np.uint64)
+    end = SyscallSnapshot(2.0, cpus, counts, procs=(keys, rows), arch="x86_64")
+    d = end.delta(
+        SyscallSnapshot(1.0, cpus, np.zeros_like(counts), procs=(keys[:0], rows[:0]), arch="x86_64")
+    )
+    got = _disturbances.syscall_rows(d, Expected(comm="app"))
+    assert got.totals.tolist() == [7, 35]
+    assert got.tgids is not None and got.tgids.tolist() == [100, 200, -1]
+    assert got.comms == ("app", "cron", "gone")
+    assert got.counts is not None and got.counts.tolist() == [[7, 25], [0, 5], [0, 3]]
+    assert got.expected is not None and got.expected.tolist() == [True, False, False]
+    # without per-process counts, one row per CPU
+    plain = _disturbances.syscall_rows(SyscallSnapshot(1.0, cpus, counts).since_start())
+    assert plain.totals.tolist() == [7, 35] and plain.counts is None
+
+
+def test_a_kernel_that_cannot_run_the_counter_is_a_caveat_and_the_rest_goes_on() -> None:
+    """The fake kernel has no BTF: the session starts anyway, its intervals are empty, and the view says
+    why in a caveat (never an exception)."""
+    kernel = FakeKernel(2)
+    with installed(kernel):
+        s = _disturbances.session(args("-D"))
+        assert s is not None
+        s.start()
+        first, second = s.snapshot(), s.snapshot()
+        v = s.view(second.delta(first))
+        s.close()
+    assert s.failed is not None and "BTF" in s.failed
+    codes = {c.code: c.text for c in s.caveats(v)}
+    assert codes["disturb.unsupported.all"].startswith("disturbances not counted here: ")
+    assert "CONFIG_DEBUG_INFO_BTF" in codes["disturb.unsupported.all"]
