@@ -39,27 +39,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Protocol
 
 import numpy as np
 
 from ._text import printable
-from .cpus import CpuList, cpu_lists
-from .disturb import DisturbSnapshot, Handlers, Tasks
+from .cpus import cpu_lists
+from .disturb._data import DisturbSnapshot, DisturbSource, Handlers, Tasks
 from .exporter import OTHER, Family, Labels
 from .topo import CpuGroups, CpuTopology, group_rows
 
-__all__ = ["DisturbCollector", "DisturbSource"]
-
-
-class DisturbSource(Protocol):
-    """What the collector needs from a :class:`~percpu.disturb.DisturbCounter` (tests use a fake)."""
-
-    unsupported: dict[str, str]
-
-    @property
-    def cpus(self) -> CpuList: ...
-    def snapshot(self) -> DisturbSnapshot: ...
+__all__ = ["DisturbCollector"]
 
 
 class DisturbCollector:

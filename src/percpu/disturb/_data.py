@@ -15,7 +15,7 @@ measured where both ends of a handler run (or a task's stint on the CPU) fell in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -31,6 +31,7 @@ __all__ = [
     "VECTOR_ROWS",
     "DisturbDelta",
     "DisturbSnapshot",
+    "DisturbSource",
     "Handlers",
     "Lost",
     "Tasks",
@@ -374,3 +375,14 @@ class DisturbDelta:
                 continue
             out[row] = out.get(row, _zeros(len(self.cpus))) + self.vectors.counts[r]
         return {k: v for k, v in out.items() if k not in missing}
+
+
+class DisturbSource(Protocol):
+    """What the views and the exporter need from a :class:`~percpu.disturb.DisturbCounter`: its CPUs, its
+    snapshots, and what it could not count on this kernel (dimension -> reason). Tests use a fake."""
+
+    unsupported: dict[str, str]
+
+    @property
+    def cpus(self) -> CpuList: ...
+    def snapshot(self) -> DisturbSnapshot: ...
