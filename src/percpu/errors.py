@@ -15,6 +15,7 @@ __all__ = [
     "AttachError",
     "BpfError",
     "BtfError",
+    "CommandNotRunnable",
     "CpuNotPossible",
     "InvalidArgument",
     "InvalidFilter",
@@ -226,6 +227,17 @@ class AttachError(BpfError):
 
 class UnknownSyscall(PercpuError, LookupError):
     """A system call name is not in the table of the architecture asked for."""
+
+
+class CommandNotRunnable(PercpuError):
+    """A command to count (``percpu stat -- CMD``) that cannot be run: not found, a directory, not
+    executable. ``command`` is the name given; ``status`` the exit status a shell gives for it (127: not
+    found; 126: found but not runnable), which ``percpu stat`` exits with."""
+
+    def __init__(self, message: str, *, command: str, status: int, errno: int | None = None) -> None:
+        super().__init__(message, errno=errno)
+        self.command = command
+        self.status = status
 
 
 class BtfError(PercpuError, ValueError):

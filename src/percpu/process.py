@@ -16,16 +16,20 @@ point them at a hierarchy of their own.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import select
+import shlex
+import shutil
 import signal
+import stat
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from . import _machine
-from .errors import PercpuError
+from .errors import CommandNotRunnable, PercpuError
 
 __all__ = [
     "CGROUP_PREFIX",
@@ -38,6 +42,7 @@ __all__ = [
     "own_cgroup",
     "reap",
     "remove_stale_cgroups",
+    "resolve_command",
     "spawn_gated",
 ]
 
@@ -61,6 +66,59 @@ def in_nested_pid_namespace(pid: int) -> bool:
     return len(_machine.current().ns_pids(pid)) > 1
 
 
+def _interpreter(path: str) -> str:
+    """The interpreter a script names on its ``#!`` line (``sh`` when it names none): what to put in front
+    of a script that is not executable."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(256)
+    except OSError:
+        return "sh"
+    if first.startswith(b"#!"):
+        words = first[2:].decode("utf-8", "replace").split()
+        if words:
+            return " ".join(words)
+    return "sh"
+
+
+def resolve_command(name: str) -> str:
+    """The file ``percpu stat -- NAME`` runs, found as a shell finds it: ``NAME`` itself when it has a
+    slash, else the first executable ``NAME`` in ``PATH``.
+
+    Raises :class:`CommandNotRunnable` with the status a shell gives: 127 when nothing is found, 126 for
+    a directory or a file that is not executable (``Permission denied``), before anything is counted."""
+    if "/" not in name:
+        found = shutil.which(name)
+        if found is None:
+            raise CommandNotRunnable(f"command not found: {name} (not in PATH)", command=name, status=127)
+        return found
+    try:
+        st = os.stat(name)
+    except OSError as exc:
+        err = exc.errno or errno.ENOENT
+        status = 127 if err in (errno.ENOENT, errno.ENOTDIR) else 126
+        raise CommandNotRunnable(
+            f"cannot run {name}: {os.strerror(err)}", command=name, status=status, errno=err
+        ) from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise CommandNotRunnable(
+            f"cannot run {name}: Is a directory: name a program or script to run",
+            command=name,
+            status=126,
+            errno=errno.EISDIR,
+        )
+    if not os.access(name, os.X_OK):
+        how = shlex.join([*_interpreter(name).split(), name])
+        raise CommandNotRunnable(
+            f"cannot run {name}: Permission denied (it is not executable): chmod +x {shlex.quote(name)}, "
+            f"or name its interpreter first: percpu stat -- {how}",
+            command=name,
+            status=126,
+            errno=errno.EACCES,
+        )
+    return name
+
+
 def spawn_gated(path: str, argv: list[str]) -> tuple[int, int]:
     """Fork the command, held before exec until the returned gate fd is written to (closing it unwritten
     makes the child exit 125 without running anything). Returns (pid, gate fd)."""
@@ -76,6 +134,9 @@ def spawn_gated(path: str, argv: list[str]) -> tuple[int, int]:
             os._exit(125)
         except OSError as exc:
             os.write(2, f"percpu: cannot run {argv[0]}: {exc.strerror}\n".encode())
+            # As a shell: 127 when the file is not there (gone since it was found), 126 when it is but the
+            # kernel would not run it (a missing #! interpreter is ENOENT too, but the file is there).
+            os._exit(127 if exc.errno == errno.ENOENT and not os.path.exists(path) else 126)
         except BaseException:
             pass
         os._exit(127)

@@ -47,11 +47,48 @@ def test_stat_command_json_counts_the_command_exactly() -> None:
     cpu = busy_cpu()
     r = percpu("stat", "-f", "json", "-q", "--", sys.executable, WORKLOAD, "200000", str(cpu))
     assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout.strip().splitlines()[-1])
+    assert json.loads(r.stdout)["calls"] == 200_000, "standard output is the command's alone"
+    obj = json.loads(r.stderr)  # the report, as perf stat's, on standard error
     getppid = next(s for s in obj["syscalls"] if s["name"] == "getppid")
     assert getppid["per_cpu"][str(cpu)] == 200_000
     assert sum(v for c, v in getppid["per_cpu"].items() if c != str(cpu)) == 0
     assert obj["attach"] == "tp_btf"
+
+
+def test_stat_command_report_goes_to_stderr_and_leaves_stdout_to_the_command(tmp_path: object) -> None:
+    """`stat -- CMD` printed its report on stdout, among the command's own output; perf stat and strace -c
+    write theirs to stderr. `-o -` still asks for stdout."""
+    r = percpu("stat", "-q", "--", "sh", "-c", "echo out; echo err >&2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "out\n"
+    assert r.stderr.startswith("err\n") and "system calls in" in r.stderr, r.stderr
+    r = percpu("stat", "-q", "-o", "-", "--", "sh", "-c", "echo out")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("out\n") and "system calls in" in r.stdout and r.stderr == "", r
+    # Standard error closed: the report would be lost, so the command is never run.
+    marker = os.path.join(str(tmp_path), "ran")
+    r = subprocess.run(
+        f"{' '.join(PERCPU)} stat -q -- touch {marker} 2>&-; echo rc=$?",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+    )
+    assert r.stdout == "rc=1\n" and not os.path.exists(marker), r
+    # Standard error's reader gone (`2>&1 >/dev/null | head`): the picture is still drawn, exit 141.
+    svg = os.path.join(str(tmp_path), "h.svg")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        p = subprocess.run(
+            [*PERCPU, "stat", "-q", "--cpus", online_cpus(), "--heatmap", svg, "--", "true"],
+            stdout=subprocess.DEVNULL,
+            stderr=write_end,
+            timeout=1800,  # matplotlib's first import: minutes under TCG
+        )
+    finally:
+        os.close(write_end)
+    assert p.returncode == 141 and os.path.getsize(svg) > 0
 
 
 def test_stat_command_exit_status_is_the_commands() -> None:
@@ -67,14 +104,14 @@ def test_stat_table_and_csv_and_heatmap(tmp_path: object) -> None:
     heatmap = ["--cpus", online_cpus(), "--heatmap", svg]
     r = percpu("stat", *heatmap, "--", sys.executable, WORKLOAD, "50000", str(cpu), timeout=1800)
     assert r.returncode == 0, r.stderr
-    assert "getppid" in r.stdout and "imbalance" in r.stdout
-    assert f"cpu{cpu}" in r.stdout
+    assert "getppid" in r.stderr and "imbalance" in r.stderr
+    assert f"cpu{cpu}" in r.stderr
+    assert re.search(r"^getppid +50,000 ", r.stderr, re.M), r.stderr  # a one-shot table's counts: exact
     cells = svg_cells(svg)
     assert cells[f"cpu{cpu}-getppid"] == "50k"
     r = percpu("stat", "-f", "csv", "-q", "--", sys.executable, WORKLOAD, "30000", str(cpu))
     assert r.returncode == 0, r.stderr
-    out = r.stdout[r.stdout.index("time,interval_s") :]  # the workload prints a JSON line of its own first
-    rows = list(csv.DictReader(io.StringIO(out)))
+    rows = list(csv.DictReader(io.StringIO(r.stderr)))
     hits = [row for row in rows if row["syscall"] == "getppid"]
     assert [(int(h["cpu"]), int(h["calls"])) for h in hits] == [(cpu, 30000)]
 
@@ -139,7 +176,7 @@ def test_stat_command_is_counted_from_its_execve(getppid_n: str) -> None:
     for _ in range(5):
         r = percpu("stat", "-f", "json", "-q", "--", getppid_n, "1000")
         assert r.returncode == 0, r.stderr
-        obj = json.loads(r.stdout)
+        obj = json.loads(r.stderr)
         assert calls(obj, "getppid") == 1000
         assert calls(obj, "execve") == 1  # the command's own, and no PATH search before it
         assert calls(obj, "exit_group") == 1
@@ -155,7 +192,7 @@ def test_stat_names_a_64_bit_commands_int80_calls_from_the_i386_table(tmp_path: 
     subprocess.run(["cc", "-nostdlib", "-static", "-fno-pie", "-no-pie", "-O1", "-o", exe, src], check=True)
     r = percpu("stat", "-f", "json", "-q", "--", exe)
     assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout)
+    obj = json.loads(r.stderr)  # a command's report is on standard error
     assert calls(obj, "compat:getpriority") == 1000
     assert calls(obj, "gettimeofday") == 0 and calls(obj, "getpriority") == 0
 
@@ -193,7 +230,7 @@ def test_stat_command_leaves_no_cgroup_and_checks_before_running(tmp_path: objec
     try:
         r, left = stat_leaving_cgroup("--", "sh", "-c", f"sleep 3600 >/dev/null 2>&1 & echo $! >{pidfile}")
         assert r.returncode == 0, r.stderr
-        assert "warning: the command left 1 process(es) running" in r.stdout  # in the report itself
+        assert "warning: the command left 1 process(es) running" in r.stderr  # in the report itself
         assert not left
     finally:
         if os.path.exists(pidfile):
@@ -207,7 +244,7 @@ def test_stat_interval_with_command_ends_when_the_command_does() -> None:
     r = percpu("stat", "-i", "900", "-f", "json", "-q", "--", "sleep", "0.3", timeout=1200)
     assert r.returncode == 0, r.stderr
     assert time.monotonic() - t0 < 600, "waited for the interval after the command exited"
-    assert len(r.stdout.splitlines()) == 1
+    assert len(r.stderr.splitlines()) == 1
 
 
 def test_stat_heatmap_with_intervals_covers_the_whole_run(tmp_path: object, getppid_n: str) -> None:
@@ -218,7 +255,7 @@ def test_stat_heatmap_with_intervals_covers_the_whole_run(tmp_path: object, getp
     heatmap = ["--cpus", online_cpus(), "--heatmap", svg]
     r = percpu("stat", "-i", "0.2", "-q", *heatmap, "-f", "json", "--", "sh", "-c", script, timeout=1800)
     assert r.returncode == 0, r.stderr
-    in_intervals = sum(calls(json.loads(line), "getppid") for line in r.stdout.splitlines())
+    in_intervals = sum(calls(json.loads(line), "getppid") for line in r.stderr.splitlines())
     cells = [int(v) for k, v in svg_cells(svg).items() if k.endswith("-getppid")]
     assert 777 <= sum(cells) <= 780, cells  # the helper's, and sh's own few
     assert in_intervals == sum(cells)
@@ -283,6 +320,7 @@ def test_stat_sigterm_prints_the_report() -> None:
     [
         (["stat", "-p", "999999999", "-d", "1"], "no process with pid 999999999"),
         (["stat", "--", "no-such-command-xyz"], "command not found: no-such-command-xyz"),
+        (["stat", "--", "/tmp"], "cannot run /tmp: Is a directory"),
         (["stat", "-s", "no_such_syscall", "-d", "1"], "no_such_syscall"),
         (["stat", "-d", "-3"], "must be greater than 0"),
         (["top", "--attach", "kprobe"], "invalid choice"),
@@ -332,7 +370,8 @@ def _tmux_end(session: str) -> None:
     subprocess.run(["tmux", "-L", session, "kill-server"], capture_output=True)
 
 
-KEYS = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
+KEYS = "q quit  s sort  c sort by CPU (again: next)  </> CPUs  +/- interval  ? help"
+KEYS_PANES = "q quit  Tab view  s sort  c sort by CPU (again: next)  </> CPUs  ? help"
 
 
 @contextlib.contextmanager
@@ -481,6 +520,92 @@ def test_top_sort_keys(sort: str) -> None:
         assert keys == sorted(keys), screen  # type: ignore[type-var]
 
 
+# A loop, named argv[1] and pinned to CPU argv[2], of getppid() or of failing close(-1) (argv[3]) until
+# it is killed; "looping" once it runs.
+LOOP = """
+import contextlib, ctypes, os, sys
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+os.sched_setaffinity(0, {int(sys.argv[2])})
+print("looping", flush=True)
+while True:
+    if sys.argv[3] == "getppid":
+        os.getppid()
+    else:
+        with contextlib.suppress(OSError):
+            os.close(-1)
+"""
+
+
+@contextlib.contextmanager
+def loops(comm: str, *runs: tuple[int, str]) -> Iterator[None]:
+    """One :data:`LOOP` per (cpu, call), all named ``comm``, running for the block."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOOP, comm, str(cpu), call], stdout=subprocess.PIPE, text=True
+        )
+        for cpu, call in runs
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline() == "looping\n"
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+
+
+def test_top_shows_the_process_errno_and_latency_tables_in_views_of_their_own() -> None:
+    """`top -P -e -L` showed only the syscall x CPU table in the terminal, although the programs of the
+    other three were loaded; only -b printed them. Tab (or 1-4) now switches views."""
+    comm = unique_comm("pcpu_view")
+    top = top_in_tmux("-P", "-e", "-L", "-c", comm, "-i", "1", cols=100, rows=30)
+    with loops(comm, (busy_cpu(), "getppid"), (busy_cpu(), "close")), top as session:
+        screen = screen_when(session, "getppid")
+        assert "view (Tab):  [1 syscalls]  2 processes  3 errors  4 latency" in screen, screen
+        assert screen.rstrip().splitlines()[-1] == KEYS_PANES, screen
+        _tmux("send-keys", "-t", session, "Tab")
+        screen = screen_when(session, "[2 processes]")
+        rows = [ln.split() for ln in screen.splitlines() if comm in ln]
+        assert {r[2] for r in rows} == {"getppid", "close"}, screen
+        assert len({r[0] for r in rows}) == 2, "one row per (pid, syscall)"
+        _tmux("send-keys", "-t", session, "3")
+        screen = screen_when(session, "[3 errors]")
+        assert any(ln.split()[:2] == ["close", "EBADF"] for ln in screen.splitlines()), screen
+        _tmux("send-keys", "-t", session, "4")
+        screen = screen_when(session, "[4 latency]")
+        assert "histogram: a column per log2 ns bucket" in screen and "@ <=9/9" in screen, screen
+        assert {ln.split()[0] for ln in screen.splitlines() if "] 2^" in ln} == {"getppid", "close"}
+        _tmux("send-keys", "-t", session, "q")
+        assert "percpu-rc=0" in screen_when(session, "percpu-rc=", timeout=120)
+
+
+def test_top_c_sorts_by_each_cpu_shown() -> None:
+    """`c` sorted by the first CPU shown: with every CPU on screen, nothing sorted by cpu1. Each press now
+    moves the sort to the next column."""
+    online = list(cpu_lists().online)
+    if len(online) < 2:
+        pytest.skip("one online CPU: there is no second column to sort by")
+    first, second = online[0], online[1]
+    comm = unique_comm("pcpu_sortc")
+    top = top_in_tmux("-c", comm, "-i", "3", "--cpus", f"{first},{second}", cols=100)
+    with loops(comm, (first, "getppid"), (second, "close")), top as session:
+        screen_when(session, "close")
+        for cpu, call in ((first, "getppid"), (second, "close")):
+            _tmux("send-keys", "-t", session, "c")
+            screen = settled_screen(session, f"sort cpu{cpu} ")
+            head = next(ln for ln in screen.splitlines() if ln.startswith("SYSCALL")).split()
+            assert head[2:] == (
+                [f"*cpu{first}", f"cpu{second}"] if cpu == first else [f"cpu{first}", f"*cpu{second}"]
+            )
+            rows = body(screen)
+            column = 2 if cpu == first else 3
+            assert rows[0][0] == call, screen
+            assert [-value(r[column]) for r in rows] == sorted(-value(r[column]) for r in rows), screen
+
+
 def test_stat_comm_filter_takes_a_name_that_is_not_utf8() -> None:
     """The kernel compares raw bytes; a name from the command line that is not UTF-8 (an ESC and a 0xff
     byte) must filter on exactly those bytes, not fail to encode."""
@@ -494,7 +619,7 @@ def test_stat_comm_filter_takes_a_name_that_is_not_utf8() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert b"Traceback" not in r.stderr
-    assert calls(json.loads(r.stdout.splitlines()[-1]), "getppid") == 4321
+    assert calls(json.loads(r.stderr), "getppid") == 4321
 
 
 @pytest.mark.parametrize(
@@ -585,7 +710,7 @@ def test_stat_per_process_rows_and_lost_add_up_over_thousands_of_processes(
     them, and said "lost": 0)."""
     r = percpu("stat", "-q", "-P", "-f", "json", *table, "--", fork_calls, "5000", "7")
     assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout)
+    obj = json.loads(r.stderr)  # a command's report is on standard error
     rows = sum(p["total"] for p in obj["processes"])
     assert calls(obj, "getpriority") == 35_000
     assert rows + obj["lost"]["processes"] == obj["total"]
@@ -598,7 +723,7 @@ def test_stat_per_process_shows_a_hostile_name_escaped() -> None:
     cmd = [sys.executable, WORKLOAD, "321", str(busy_cpu()), b"--comm", name]
     r = subprocess.run([*PERCPU, "stat", "-q", "-P", "--", *cmd], capture_output=True, timeout=HANG)
     assert r.returncode == 0, r.stderr
-    report = r.stdout[r.stdout.index(b"system calls in") :]  # after the workload's own JSON line
+    report = r.stderr
     assert b"\x1b" not in report and b"\x07" not in report
     row = next(ln for ln in report.splitlines() if b"\\x1b]0;x\\x07\\xff" in ln and b"getppid" in ln)
     assert row.split()[-2] == b"321"
@@ -770,10 +895,9 @@ def test_stat_per_process_inside_a_pid_namespace_shows_that_namespaces_pids() ->
         timeout=HANG,
     )
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    pid = json.loads(lines[0])["pid"]  # the workload's own pid, as the namespace numbers it
+    pid = json.loads(r.stdout)["pid"]  # the workload's own pid, as the namespace numbers it
     assert pid < 100, "the workload should be one of the namespace's first processes"
-    rows = [p for p in json.loads(lines[-1])["processes"] if p["syscall"] == "getppid"]
+    rows = [p for p in json.loads(r.stderr)["processes"] if p["syscall"] == "getppid"]
     assert [(p["pid"], p["comm"], p["total"]) for p in rows] == [(pid, comm, 777)]
 
 
@@ -786,10 +910,10 @@ def test_stat_csv_carries_processes_errors_and_latency_as_json_does() -> None:
     opts = ["-q", "-P", "-e", "-L", "-n", "2", "-c", comm]
     r = percpu("stat", "-f", "csv", *opts, "--", *cmd)
     assert r.returncode == 0, r.stderr
-    rows = list(csv.DictReader(io.StringIO(r.stdout[r.stdout.index("time,interval_s") :])))
+    rows = list(csv.DictReader(io.StringIO(r.stderr)))
     j = percpu("stat", "-f", "json", *opts, "--", *cmd)
     assert j.returncode == 0, j.stderr
-    obj = json.loads(j.stdout.splitlines()[-1])
+    obj = json.loads(j.stderr)
 
     def total(record: str, **match: str) -> int:
         return sum(
@@ -824,7 +948,7 @@ def test_stat_warns_in_every_format_when_it_cannot_make_the_commands_cgroup() ->
                 timeout=HANG,
             )
             assert r.returncode == 0, r.stderr
-            out[fmt] = r.stdout
+            out[fmt] = r.stderr
     obj = json.loads(out["json"])
     assert calls(obj, "getppid") < 5000  # the child was not counted ...
     (w,) = obj["warnings"]  # ... and the report says so
@@ -842,7 +966,7 @@ def test_stat_warns_in_json_when_the_command_leaves_processes_running(tmp_path: 
             "stat", "-q", "-f", "json", "--", "sh", "-c", f"{spinner} >/dev/null 2>&1 & echo $! >{pidfile}"
         )
         assert r.returncode == 0, r.stderr
-        obj = json.loads(r.stdout)
+        obj = json.loads(r.stderr)
         assert [(w["code"], w["count"]) for w in obj["warnings"]] == [("left-running", 1)]
         assert "left 1 process(es) running" in obj["warnings"][0]["text"]
     finally:

@@ -42,9 +42,8 @@ def stat_with_workload(cpu: int, *args: str) -> dict[str, object]:
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.strip().splitlines()
-    obj: dict[str, object] = json.loads(lines[-1])
-    obj["workload_pid"] = json.loads(lines[0])["pid"]  # the workload prints its own line first
+    obj: dict[str, object] = json.loads(r.stderr)  # a command's report is on standard error
+    obj["workload_pid"] = json.loads(r.stdout)["pid"]  # the workload prints its own line
     return obj
 
 
@@ -65,7 +64,7 @@ def test_stat_per_process_on_selected_cpus_lists_only_what_ran_there() -> None:
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout.strip().splitlines()[-1])
+    obj = json.loads(r.stderr)
     assert obj["cpus"] == [cpu] and obj["selected"] == str(cpu)
     procs = obj["processes"]
     assert procs

@@ -15,6 +15,7 @@ import pytest
 
 from percpu import btf as btf_mod
 from percpu.btf import Btf, parse_btf
+from percpu.btf._decode import ValueDecoder
 from percpu.errors import PercpuError
 
 from .btf_kinds import pack_bits
@@ -702,13 +703,13 @@ def test_value_decoders_are_built_once_per_type(monkeypatch: pytest.MonkeyPatch)
     b, top = _dag(5)  # 8**5 u64 leaves: 37,449 values, one decoder per type
     btf = b.parse()
     built: list[int] = []
-    real = Btf._build_decoder
+    real = ValueDecoder._build_decoder
 
-    def counting(self: Btf, type_id: int, depth: int, busy: set[int]) -> Any:
+    def counting(self: ValueDecoder, type_id: int, depth: int, busy: set[int]) -> Any:
         built.append(type_id)
         return real(self, type_id, depth, busy)
 
-    monkeypatch.setattr(Btf, "_build_decoder", counting)
+    monkeypatch.setattr(ValueDecoder, "_build_decoder", counting)
     raw = np.arange(8**5, dtype="<u8").tobytes()
     v = btf.value(top, raw)
     assert sorted(built) == list(range(1, top + 1))

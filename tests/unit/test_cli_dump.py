@@ -14,6 +14,7 @@ import percpu
 from percpu import _elf
 from percpu import btf as btf_mod
 from percpu.btf import Btf, parse_btf
+from percpu.btf._parse import _record_len
 from percpu.cli import build_parser, main
 from percpu.objects import bundled
 
@@ -314,7 +315,7 @@ def libbpf_sanitized(raw: bytes) -> bytes:
         kind = (info >> 24) & 0x1F
         if kind in (16, 18):  # FLOAT -> STRUCT, vlen 0, same size; TYPE_TAG -> CONST, same target
             struct.pack_into("<II", out, start + pos, 0, (4 if kind == 16 else 10) << 24)
-        pos += btf_mod._record_len(types, pos)
+        pos += _record_len(types, pos)
     return bytes(out)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import subprocess
@@ -227,3 +228,34 @@ def test_standard_output_closed_at_the_start_is_refused(monkeypatch: pytest.Monk
         ReportFile("-", "-o")
     assert exc.value.errno == errno.EBADF
     assert main(["top", "-b", "--count", "1"]) == 1  # before anything is loaded
+
+
+def test_standard_error_closed_at_the_start_is_refused_for_a_report_that_goes_there(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stat -- CMD 2>&-`: a command's report goes to standard error, which is /dev/null now."""
+    monkeypatch.setattr(_outfile, "_closed_at_start", frozenset({2}))
+    with pytest.raises(PercpuError, match="standard error, which was closed when percpu started") as exc:
+        ReportFile("-", "-o", std=2)
+    assert "-o - for standard output" in str(exc.value) and exc.value.errno == errno.EBADF
+    ReportFile("-", "-o").write("to stdout\n")  # standard output is open: a report may go there
+    assert capsys.readouterr().out == "to stdout\n"
+
+
+def test_dash_with_std_2_is_stderr_and_its_errors_say_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = ReportFile("-", "-o", std=2)
+    assert f.std_fd == 2 and ReportFile("-", "-o").std_fd == 1
+    assert ReportFile("/dev/full", "-o").std_fd is None
+    f.write("a report\n")
+    f.commit()
+    assert capsys.readouterr() == ("", "a report\n")
+
+    class Full(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sys, "stderr", Full())
+    with pytest.raises(PercpuError, match=r"^standard error: No space left on device$"):
+        ReportFile("-", "-o", std=2).write("a report\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -214,6 +215,72 @@ def test_json_warnings_carry_every_caveat_with_a_code() -> None:
     clean = _report.to_json(snap(1.0, {(0, 0): 1}).since_start(), end_time=0.0, attach=None)
     assert clean["warnings"] == []  # always there: an empty list says there is no caveat
     assert _report.caveat_lines([left]) == "warning: the command left 3 process(es) running\n"
+
+
+def busy() -> SyscallDelta:
+    """6,153 calls: openat 1,300 (1,299 on CPU 2), read 4,853."""
+    return snap(1.0, {(0, 257): 1, (1, 257): 1299, (2, 0): 4853}).delta(snap(0.0, {}))
+
+
+def test_a_one_shot_table_shows_exact_counts() -> None:
+    """`openat 1.3k`, `all 6.2k` under a header of `6,153 system calls`: a one-shot count was rounded."""
+    text = _report.table(busy(), exact=True)
+    assert text.startswith("6,153 system calls in 1.00 s")
+    rows = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines()[3:6]}
+    assert rows["read"] == ["4,853", "78.9", "0", "0", "4,853"]
+    assert rows["openat"] == ["1,300", "21.1", "1", "1,299", "0"]
+    assert rows["all"] == ["6,153", "100.0", "1", "1,299", "4,853"]
+    # Interval tables and rates keep humanized numbers: they are read as they go by, or are rates.
+    assert "1.3k" in _report.table(busy()) and "1.3k" in _report.table(busy(), rates=True, exact=True)
+
+
+def test_exact_columns_widen_to_hold_every_count() -> None:
+    d = snap(1.0, {(0, 0): 12_345_678_901, (1, 0): 5}).delta(snap(0.0, {}))
+    lines = _report.table(d, exact=True).splitlines()
+    head, row = lines[2], lines[3]
+    assert row.split() == ["read", "12,345,678,906", "100.0", "12,345,678,901", "5", "0"]
+    # Every cell ends under its header's end: the columns line up.
+    for word in ("calls", "cpu0", "cpu2", "cpu3"):
+        end = head.index(word) + len(word)
+        assert row[end - 1] != " " and (end == len(row) or row[end] == " "), (head, row)
+
+
+def many_keys(n: int) -> SyscallDelta:
+    pk = np.zeros(n, dtype=PROC_KEY)
+    pk["tgid"], pk["slot"], pk["comm"] = np.arange(100, 100 + n), 0, b"w"
+    ek = np.zeros(n, dtype=ERR_KEY)
+    ek["slot"], ek["err"] = np.arange(n), 9
+    lk = np.zeros(n, dtype=LAT_KEY)
+    lk["slot"], lk["bucket"] = np.arange(n), 7
+    per = np.zeros((n, 3), np.uint64)
+    per[:, 0] = np.arange(n, 0, -1) * 1000
+    counts = {(0, s): 1000 * (n - s) for s in range(n)}
+    return snap(1.0, counts, procs=(pk, per), errors=(ek, per), latency=(lk, per)).since_start()
+
+
+def test_every_truncated_table_says_what_it_left_out_and_how_to_see_it() -> None:
+    """The latency table stopped at 20 rows without a word; the others said "... N more" but not how."""
+    text = _report.table(many_keys(25))
+    assert text.count("... 5 more") == 3, text
+    assert "... 5 more (pid, syscall) pairs (use --top 0 for all)" in text
+    assert "... 5 more (syscall, errno) pairs (use --top 0 for all)" in text
+    assert "... 5 more syscalls (use --top 0 for all)" in text  # the latency table
+    exact = _report.table(many_keys(25), exact=True).split("\n", 1)[1]  # the header's rate is a rate
+    assert not re.search(r"\d(\.\d)?k\b", exact) and exact.count("EBADF              25,000") == 1
+    every = _report.table(many_keys(25), top=0)
+    assert "more" not in every and every.count("EBADF") == 25
+    three = _report.table(many_keys(25), top=3)
+    assert three.count("... 22 more") == 4  # the syscall table too
+
+
+def test_the_latency_histogram_glyphs_are_explained_in_the_table() -> None:
+    text = _report.table(many_keys(2))
+    legend = text[text.index("histogram: ") :]
+    for glyph, share in zip(_report.HISTOGRAM_GLYPHS[1:], range(1, 10), strict=True):
+        assert f" {glyph} <={share}/9" in legend, legend
+    assert "' ' 0" in legend
+    lo, hi, bars = _report.histogram(np.array([0, 9, 1, 0, 5, 0] + [0] * 58, np.uint64))
+    assert (lo, hi, bars) == (1, 5, "@. +")  # 9 calls the peak; 1 is up to 1/9 of it, 5 up to 5/9
 
 
 def test_rows_of_exited_processes_summed_by_name_show_no_pid() -> None:

@@ -172,3 +172,121 @@ def test_the_runs_caveats_are_in_the_report_whatever_the_format(
             assert [r["code"] for r in rows] == ["lost.errors", "own-process-only"]
         else:
             assert f"warning: {caveat.text}\n" in out
+
+
+class BrokenStderr(BrokenStdout):
+    """Standard error whose reader went away (`percpu stat -- CMD 2>&1 >/dev/null | head`)."""
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_a_commands_report_goes_to_stderr_unless_o_says_where(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stat -- CMD` printed its report on stdout, among the command's own output."""
+    o = stat._Output(stat_args("-f", fmt), command=True)  # type: ignore[arg-type]
+    o.write(run_delta())
+    o.commit()
+    o.close()
+    assert o.finish(0) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and ("getppid" in err or "110" in err)
+    if fmt != "table":  # the caveats are in the report: not said twice on the same stream
+        assert "percpu: warning" not in err
+    for argv in (["-o", "-"], []):  # `-o -` asks for stdout; without a command, stdout as before
+        o = stat._Output(stat_args("-f", fmt, *argv), command=bool(argv))  # type: ignore[arg-type]
+        o.write(run_delta())
+        o.commit()
+        o.close()
+        out, err = capsys.readouterr()
+        assert "getppid" in out or "110" in out
+
+
+def test_a_commands_report_to_a_broken_stderr_ends_as_a_broken_stdout_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stderr", BrokenStderr())
+    o = stat._Output(stat_args("-q"), command=True)  # type: ignore[arg-type]
+    o.write(run_delta())
+    assert o.report_lost and o.broken_pipe and not o.wanted()
+    o.commit()
+    o.close()
+    assert o.finish(0, ["true"]) == 141
+    assert o.finish(3, ["false"]) == 3  # the command's failing status comes first
+
+
+def test_a_one_shot_table_is_exact_and_interval_tables_humanized(capsys: pytest.CaptureFixture[str]) -> None:
+    """A one-shot report said `openat 1.3k` under a header of `6,153 system calls`."""
+    d = snap(2.0, {(0, 0): 1234, (2, 110): 5678}).delta(snap(1.0, {}))
+    for argv, cell in (([], "5,678"), (["-i", "1"], "5.7k")):
+        o = stat._Output(stat_args("-q", *argv))  # type: ignore[arg-type]
+        o.write(d)
+        o.close()
+        row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("getppid"))
+        assert row.split()[1] == cell and cell in row.split()[3:], row
+
+
+@pytest.mark.parametrize(
+    ("argv", "note"),
+    [
+        ([], "until Ctrl-C"),
+        (["-d", "5"], "for 5 s"),
+        (["-i", "1", "--count", "2"], "for 2 reports (one every 1 s)"),
+        (["-i", "0.5", "--count", "1"], "for 1 report (one every 0.5 s)"),
+        (["-i", "1"], "until Ctrl-C, a report every 1 s"),
+        (
+            ["-i", "1", "--count", "3", "-d", "2"],
+            "for 3 reports (one every 1 s) or 2 s, whichever ends first",
+        ),
+        (["-p", "7", "-d", "5", "-i", "1"], "for 5 s, or until pid 7 exits, a report every 1 s"),
+        (["-p", "7"], "until Ctrl-C, or until pid 7 exits"),
+    ],
+)
+def test_the_start_note_says_what_will_end_the_run(argv: list[str], note: str) -> None:
+    """`stat -i 1 --count 2` said "counting ... until Ctrl-C", and ended after two reports."""
+    assert stat.run_end(stat_args(*argv)) == note  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("command", "status", "message"),
+    [
+        ("/", 126, "cannot run /: Is a directory"),
+        ("./not-executable.sh", 126, "cannot run ./not-executable.sh: Permission denied (it is not"),
+        ("./no-such-file", 127, "cannot run ./no-such-file: No such file or directory"),
+        ("no-such-command-percpu", 127, "command not found: no-such-command-percpu"),
+    ],
+)
+def test_a_command_that_cannot_run_exits_as_a_shell_says(
+    command: str,
+    status: int,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`stat -- DIR` and `stat -- ./script` without the x bit said "command not found", exit 1."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "not-executable.sh").write_text("#!/bin/sh\necho hi\n")
+    assert main(["stat", "--", command]) == status
+    err = capsys.readouterr().err
+    assert err.startswith(f"percpu: {message}") and "Traceback" not in err, err
+
+
+class FullStderr(io.StringIO):
+    """Standard error on a full device (`percpu stat -- CMD 2>/dev/full`)."""
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_commands_report_to_a_full_stderr_is_lost_with_status_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stderr", FullStderr())
+    o = stat._Output(stat_args("-q"), command=True)  # type: ignore[arg-type]
+    o.write(run_delta())
+    assert o.report_lost and not o.broken_pipe
+    o.commit()
+    o.close()
+    with pytest.raises(OSError):  # the stream is full: what finish() says there cannot land ...
+        print("x", file=sys.stderr)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # ... (fd 2 would be /dev/null by now)
+    assert o.finish(0, ["true"]) == 1
+    assert "standard error: No space left on device: the report was lost" in sys.stderr.getvalue()

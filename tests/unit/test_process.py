@@ -265,3 +265,42 @@ def test_the_wait_is_bounded_for_a_deadline_far_away() -> None:
         assert watch.stop
     finally:
         watch.close()
+
+
+def test_resolve_command_finds_what_a_shell_runs_and_refuses_what_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory or a script without its execute bit is found but cannot run: 126 and the reason,
+    as a shell says (it was "command not found", exit 1); nothing found is 127."""
+    from percpu.errors import CommandNotRunnable
+
+    script = tmp_path / "s.py"
+    script.write_text("#!/usr/bin/env python3 -u\nprint(1)\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CommandNotRunnable) as exc:
+        process.resolve_command("./s.py")
+    assert exc.value.status == 126 and exc.value.command == "./s.py"
+    assert str(exc.value).endswith(
+        "chmod +x ./s.py, or name its interpreter first: percpu stat -- /usr/bin/env python3 -u ./s.py"
+    )
+    with pytest.raises(CommandNotRunnable, match=r"^cannot run \./: Is a directory") as exc:
+        process.resolve_command("./")
+    assert exc.value.status == 126
+    script.chmod(0o755)
+    assert process.resolve_command("./s.py") == "./s.py"
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert process.resolve_command("s.py") == str(script)
+    with pytest.raises(CommandNotRunnable, match=r"^command not found: sh ") as exc:
+        process.resolve_command("sh")
+    assert exc.value.status == 127
+
+
+def test_a_command_the_kernel_will_not_run_exits_126(tmp_path: Path) -> None:
+    """Found, then refused by execve (here: no execute bit): 126 as a shell, not 127 (not found)."""
+    path = tmp_path / "x"
+    path.write_text("echo hi\n")
+    child, gate = process.spawn_gated(str(path), [str(path)])
+    os.write(gate, b"x")
+    os.close(gate)
+    _, status = os.waitpid(child, 0)
+    assert process.exit_code(status) == 126

@@ -162,7 +162,7 @@ def test_stat_cli_reports_the_isolated_cpu(topology: CpuTopology) -> None:
         timeout=600,
     )
     assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout.strip().splitlines()[-1])
+    obj = json.loads(r.stderr)  # a command's report is on standard error
     assert obj["cpus"] == [ISOLATED_CPU] and obj["by"] == "node" and obj["groups"] == {"node1": [3]}
     getppid = next(s for s in obj["syscalls"] if s["name"] == "getppid")
     assert getppid["per_node"] == {"node1": N}
@@ -190,7 +190,7 @@ def test_stat_cli_reports_the_isolated_cpu(topology: CpuTopology) -> None:
         timeout=600,
     )
     assert r.returncode == 0, r.stderr
-    obj = json.loads(r.stdout.strip().splitlines()[-1])
+    obj = json.loads(r.stderr)  # a command's report is on standard error
     getppid = next(s for s in obj["syscalls"] if s["name"] == "getppid")
     assert getppid["per_core"] == {"core0.0": 0, "core0.1": 0, "core1.0": 0, "core1.1": N}
 

@@ -10,7 +10,9 @@ created or replaced but opened as it is, at the first write.
 A write that fails (a full file system, ``-o /dev/full``) raises :class:`PercpuError` naming the file,
 with the OS's errno (``EPIPE`` when the reader of a pipe went away), for the command to say what was lost.
 A standard stream that was closed when percpu started (``>&-``) is open on /dev/null
-(:func:`open_standard_fds`): a report to it would be lost, so it is refused before counting.
+(:func:`open_standard_fds`): a report to it would be lost, so it is refused before counting. ``-`` is
+standard output, or standard error for a report made with ``std=2`` (``stat -- CMD``, whose command has
+standard output to itself).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import IO, Any
 
 from ..errors import PercpuError
 
-__all__ = ["ReportFile", "open_standard_fds", "stdout_closed"]
+__all__ = ["ReportFile", "open_standard_fds", "stderr_closed", "stdout_closed"]
 
 # The standard fds (0, 1, 2) that were closed when percpu started, now open on /dev/null.
 _closed_at_start: frozenset[int] = frozenset()
@@ -65,35 +67,60 @@ def stdout_closed() -> bool:
     return 1 in _closed_at_start
 
 
-def _error(option: str, path: str, err: int) -> PercpuError:
-    where = "standard output" if path == "-" else f"{option} {path}"
+def stderr_closed() -> bool:
+    """Whether standard error was closed when percpu started (it is /dev/null now)."""
+    return 2 in _closed_at_start
+
+
+_STD_NAMES = {1: "standard output", 2: "standard error"}
+
+
+def _error(option: str, path: str, err: int, std: int = 1) -> PercpuError:
+    where = _STD_NAMES[std] if path == "-" else f"{option} {path}"
     return PercpuError(f"{where}: {os.strerror(err)}", errno=err)
 
 
+def _refuse_closed(option: str, path: str, std: int) -> None:
+    """A report to a standard stream that was closed at the start would be lost: refuse it now."""
+    if std == 1 and (path == "-" or os.path.abspath(path) == "/dev/stdout") and stdout_closed():
+        raise PercpuError(
+            f"{option} {path}: standard output was closed when percpu started, so the report would "
+            "be lost: name a file, or redirect standard output (>/dev/null to discard it)",
+            errno=errno.EBADF,
+        )
+    if std == 2 and path == "-" and stderr_closed():
+        raise PercpuError(
+            "without -o a command's report goes to standard error, which was closed when percpu "
+            "started, so the report would be lost: name a file with -o (-o - for standard output), or "
+            "redirect standard error (2>/dev/null to discard it)",
+            errno=errno.EBADF,
+        )
+
+
 class ReportFile:
-    """Where one report goes: ``path`` (``-`` for stdout), named ``option`` in messages.
+    """Where one report goes: ``path`` (``-`` for the standard stream ``std``: 1 stdout, 2 stderr),
+    named ``option`` in messages.
 
     Checks happen in the constructor and raise :class:`PercpuError`; :meth:`write` streams text,
     :meth:`commit` makes it the file's contents, :meth:`close` without a commit leaves the old file as it
     was and removes the temporary one."""
 
-    def __init__(self, path: str, option: str, *, binary: bool = False) -> None:
+    def __init__(self, path: str, option: str, *, binary: bool = False, std: int = 1) -> None:
         self.path = path
         self.option = option
         self.binary = binary
+        # The standard stream written to (1 or 2), or None for a file: what a lost report points at
+        # /dev/null, so that the interpreter's last flush cannot fail on it again.
+        self.std_fd: int | None = std if path == "-" else None
         self._stream: IO[Any] | None = None
         self._own = False  # whether close() closes the stream
         self._tmp: str | None = None
         self._target = ""
         self.existed = True  # a regular file replaced at commit: whether there was one to keep
-        if (path == "-" or os.path.abspath(path) == "/dev/stdout") and stdout_closed():
-            raise PercpuError(
-                f"{option} {path}: standard output was closed when percpu started, so the report would "
-                "be lost: name a file, or redirect standard output (>/dev/null to discard it)",
-                errno=errno.EBADF,
-            )
+        _refuse_closed(option, path, std)
         if path == "-":
-            self._stream = sys.stdout.buffer if binary else sys.stdout
+            stream = sys.stdout if std == 1 else sys.stderr
+            self._stream = stream.buffer if binary else stream
             return
         try:
             st: os.stat_result | None = os.stat(path)
@@ -108,6 +135,7 @@ class ReportFile:
             # udev (or the container runtime) makes /dev/stdout; a bare devtmpfs has none. It still means
             # this process's standard output, never a new file in /dev.
             self._stream = sys.stdout.buffer if binary else sys.stdout
+            self.std_fd = 1
             return
         if st is None and special:
             raise _error(option, path, errno.ENOENT)  # never a regular file created in /dev or /proc
@@ -175,14 +203,14 @@ class ReportFile:
         try:
             self.stream.write(data)
         except OSError as exc:
-            raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
+            raise _error(self.option, self.path, exc.errno or errno.EIO, self.std_fd or 1) from exc
 
     def flush(self) -> None:
         if self._stream is not None:
             try:
                 self._stream.flush()
             except OSError as exc:
-                raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
+                raise _error(self.option, self.path, exc.errno or errno.EIO, self.std_fd or 1) from exc
 
     def commit(self) -> None:
         """The report is complete: make it the file's contents (atomically for a regular file)."""
@@ -197,7 +225,7 @@ class ReportFile:
                 os.replace(self._tmp, self._target)
                 self._tmp = None
         except OSError as exc:
-            raise _error(self.option, self.path, exc.errno or errno.EIO) from exc
+            raise _error(self.option, self.path, exc.errno or errno.EIO, self.std_fd or 1) from exc
 
     def close(self) -> None:
         """Close; without :meth:`commit`, a regular file keeps its old contents."""

@@ -19,11 +19,14 @@ from ..syscount import FOLDED_TGID, Lost, SyscallDelta, errno_name
 
 __all__ = [
     "CSV_HEADER",
+    "DEFAULT_ROWS",
+    "HISTOGRAM_LEGEND",
     "SORTS",
     "Caveat",
     "caveat_lines",
     "caveats",
     "csv_rows",
+    "histogram",
     "latency_quantiles",
     "order_slots",
     "table",
@@ -101,6 +104,27 @@ def _rows(d: SyscallDelta, top: int | None, sort: str = "total") -> list[int]:
     return slots[:top] if top else slots
 
 
+# Rows of the per-process, errno and latency tables when -n is not given (all syscalls are listed then).
+DEFAULT_ROWS = 20
+# What one more "... N more" line tells the reader to do to see every row of a table.
+SHOW_ALL = "use --top 0 for all"
+
+
+def _limit(top: int | None) -> int | None:
+    """The rows an opt-in table shows for ``top`` (-n): None (not given) is :data:`DEFAULT_ROWS`, 0 is
+    no limit (None here), N is N."""
+    if top is None:
+        return DEFAULT_ROWS
+    return top or None
+
+
+def _counts(values: Sequence[float], exact: bool, width: int) -> tuple[list[str], int]:
+    """``values`` as a table shows them: exact (``6,153``) or humanized (``6.2k``); and the width of
+    the column, at least ``width``, wide enough for every one."""
+    cells = [f"{int(v):,}" if exact else human(v) for v in values]
+    return cells, max([width, *(len(c) for c in cells)])
+
+
 def table(
     d: SyscallDelta,
     *,
@@ -108,45 +132,56 @@ def table(
     sum_cpus: bool = False,
     rates: bool = False,
     sort: str = "total",
+    exact: bool = False,
 ) -> str:
     """A fixed-width table: syscall, total, share, one column per possible CPU (unless ``sum_cpus``);
-    rows in ``sort`` order (see :func:`order_slots`; ``cpu`` means the first possible CPU)."""
+    rows in ``sort`` order (see :func:`order_slots`; ``cpu`` means the first possible CPU).
+
+    ``top`` (-n): None lists every syscall and :data:`DEFAULT_ROWS` rows of each opt-in table (-P, -e,
+    -L); 0 lists every row of every table; N at most N rows of each. Counts are humanized (``6.2k``),
+    or with ``exact`` (a one-shot report) written out in full (``6,153``); ``rates`` (calls per second,
+    ``top``) are always humanized. A table that leaves rows out says how many and how to see them."""
+    exact = exact and not rates
     per_sys = d.per_syscall()
     grand = int(per_sys.sum())
     scale = 1.0 / d.seconds if rates else 1.0
-    cpus = [] if sum_cpus else columns(d)
+    labels = [] if sum_cpus else columns(d)
     unit = "calls/s" if rates else "calls"
+    rows = _rows(d, top, sort)
+    names = [d.name(int(slot)) for slot in rows]
+    tots, tot_w = _counts([float(per_sys[s]) * scale for s in rows] + [grand * scale], exact, 10)
+    per_cpu = d.per_cpu()
+    grid = [[float(d.counts[i, s]) * scale for i in range(len(labels))] for s in rows]
+    grid.append([float(v) * scale for v in per_cpu] if labels else [])
+    flat, cell_w = _counts([v for line in grid for v in line], exact, 8)
+    cells = [flat[i * len(labels) : (i + 1) * len(labels)] for i in range(len(grid))]
     out = io.StringIO()
     out.write(
         f"{grand:,} system calls in {d.seconds:.2f} s ({human(grand / d.seconds)}/s) on {_where(d)}\n\n"
     )
-    head = f"{'syscall':<22} {unit:>10} {'%':>6}" + "".join(f" {c:>8}" for c in cpus)
-    out.write(head + "\n")
-    rows = _rows(d, top, sort)
-    for slot in rows:
-        tot = int(per_sys[slot])
-        pct = 100.0 * tot / grand if grand else 0.0
-        cells = "".join(f" {human(float(d.counts[i, slot]) * scale):>8}" for i in range(len(cpus)))
-        out.write(f"{d.name(int(slot)):<22} {human(tot * scale):>10} {pct:>6.1f}{cells}\n")
-    shown = len(rows)
-    hidden = len(d.active_slots()) - shown
+    out.write(f"{'syscall':<22} {unit:>{tot_w}} {'%':>6}" + "".join(f" {c:>{cell_w}}" for c in labels) + "\n")
+    for n, slot in enumerate(rows):
+        pct = 100.0 * int(per_sys[slot]) / grand if grand else 0.0
+        line = "".join(f" {c:>{cell_w}}" for c in cells[n])
+        out.write(f"{names[n]:<22} {tots[n]:>{tot_w}} {pct:>6.1f}{line}\n")
+    hidden = len(d.active_slots()) - len(rows)
     if hidden > 0:
-        out.write(f"... {hidden} more syscalls (use --top 0 for all)\n")
-    if cpus:
-        per_cpu = d.per_cpu()
-        cells = "".join(f" {human(float(v) * scale):>8}" for v in per_cpu)
-        out.write(f"{'all':<22} {human(grand * scale):>10} {100.0 if grand else 0.0:>6.1f}{cells}\n")
+        out.write(f"... {hidden} more syscalls ({SHOW_ALL})\n")
+    if labels:
+        line = "".join(f" {c:>{cell_w}}" for c in cells[-1])
+        out.write(f"{'all':<22} {tots[-1]:>{tot_w}} {100.0 if grand else 0.0:>6.1f}{line}\n")
         what = "CPU" if d.groups is None else d.groups.by
         out.write(f"\nimbalance (busiest {what} / mean): {d.imbalance():.2f}\n")
     if d.dropped:
         out.write(f"{d.dropped} calls had numbers outside the counter table (counted as dropped)\n")
     out.write(lost_note(d))
+    limit = _limit(top)
     if d.procs is not None:
-        out.write("\n" + procs_table(d, top=top or 20))
+        out.write("\n" + procs_table(d, top=limit, exact=exact))
     if d.errors is not None:
-        out.write("\n" + errors_table(d, top=top or 20))
+        out.write("\n" + errors_table(d, top=limit, exact=exact))
     if d.latency is not None:
-        out.write("\n" + latency_table(d, top=top or 20))
+        out.write("\n" + latency_table(d, top=limit, exact=exact))
     return out.getvalue()
 
 
@@ -179,24 +214,29 @@ def _by_total(keys: np.ndarray, counts: np.ndarray) -> Iterator[tuple[Any, np.nd
         yield keys[i], counts[i], int(totals[i])
 
 
-def procs_table(d: SyscallDelta, *, top: int = 20) -> str:
+def _more(n: int, what: str) -> str:
+    return f"... {n} more {what} ({SHOW_ALL})\n"
+
+
+def procs_table(d: SyscallDelta, *, top: int | None = DEFAULT_ROWS, exact: bool = False) -> str:
+    """The per-process table (-P): a row per (process, syscall), most calls first, at most ``top`` rows
+    (None: all), each with its busiest CPU (group)."""
     assert d.procs is not None
     keys, counts = d.procs
     cols = columns(d)
+    rows = list(_by_total(keys, counts))[:top]
+    calls, width = _counts([tot for _k, _row, tot in rows], exact, 10)
     out = io.StringIO()
     what = "CPU" if d.groups is None else d.groups.by
-    out.write(f"{'pid':>8} {'comm':<16} {'syscall':<22} {'calls':>10}  busiest {what}\n")
-    for n, (k, row, tot) in enumerate(_by_total(keys, counts)):
-        if n >= top:
-            out.write(f"... {len(keys) - top} more (pid, syscall) pairs\n")
-            break
+    out.write(f"{'pid':>8} {'comm':<16} {'syscall':<22} {'calls':>{width}}  busiest {what}\n")
+    for (k, row, _tot), n in zip(rows, calls, strict=True):
         busiest = cols[int(np.argmax(row))]
         comm = printable(_comm_bytes(k["comm"]))
         pid = _pid(k)
-        out.write(
-            f"{'-' if pid is None else pid:>8} {comm:<16} {d.name(int(k['slot'])):<22} {human(tot):>10}  "
-            f"{busiest}\n"
-        )
+        syscall = d.name(int(k["slot"]))
+        out.write(f"{'-' if pid is None else pid:>8} {comm:<16} {syscall:<22} {n:>{width}}  {busiest}\n")
+    if len(keys) > len(rows):
+        out.write(_more(len(keys) - len(rows), "(pid, syscall) pairs"))
     return out.getvalue()
 
 
@@ -206,18 +246,20 @@ def _pid(k: Any) -> int | None:
     return None if tgid == FOLDED_TGID else tgid
 
 
-def errors_table(d: SyscallDelta, *, top: int = 20) -> str:
+def errors_table(d: SyscallDelta, *, top: int | None = DEFAULT_ROWS, exact: bool = False) -> str:
+    """The errno table (-e): a row per (syscall, errno), most failures first, at most ``top`` rows."""
     assert d.errors is not None
     keys, counts = d.errors
+    rows = list(_by_total(keys, counts))[:top]
+    calls, width = _counts([tot for _k, _row, tot in rows], exact, 10)
     out = io.StringIO()
-    out.write(f"{'syscall':<22} {'error':<14} {'calls':>10}\n")
+    out.write(f"{'syscall':<22} {'error':<14} {'calls':>{width}}\n")
     if len(keys) == 0:
         out.write("(no failed calls)\n")
-    for n, (k, _row, tot) in enumerate(_by_total(keys, counts)):
-        if n >= top:
-            out.write(f"... {len(keys) - top} more\n")
-            break
-        out.write(f"{d.name(int(k['slot'])):<22} {errno_name(int(k['err'])):<14} {human(tot):>10}\n")
+    for (k, _row, _tot), n in zip(rows, calls, strict=True):
+        out.write(f"{d.name(int(k['slot'])):<22} {errno_name(int(k['err'])):<14} {n:>{width}}\n")
+    if len(keys) > len(rows):
+        out.write(_more(len(keys) - len(rows), "(syscall, errno) pairs"))
     return out.getvalue()
 
 
@@ -254,22 +296,41 @@ def _ns(v: float) -> str:
     return f"{v}ns"
 
 
-def latency_table(d: SyscallDelta, *, top: int = 20) -> str:
+# A latency histogram's glyphs: a bucket's calls as a share of its row's busiest bucket, in ninths.
+HISTOGRAM_GLYPHS = " .:-=+*#%@"
+HISTOGRAM_LEGEND = (
+    "histogram: a column per log2 ns bucket, its calls against the row's busiest:\n"
+    "  ' ' 0 . <=1/9 : <=2/9 - <=3/9 = <=4/9 + <=5/9 * <=6/9 # <=7/9 % <=8/9 @ <=9/9\n"
+)
+
+
+def histogram(buckets: np.ndarray) -> tuple[int, int, str]:
+    """A row's log2 buckets as glyphs (:data:`HISTOGRAM_LEGEND`), from its first non-zero bucket to its
+    last: (lo, hi + 1, glyphs), the row spanning 2^lo to 2^(hi+1) ns."""
+    nz = np.nonzero(buckets)[0]
+    lo, hi = (int(nz[0]), int(nz[-1])) if nz.size else (0, 0)
+    peak = float(buckets.max()) or 1.0
+    glyphs = "".join(HISTOGRAM_GLYPHS[min(9, math.ceil(9 * float(x) / peak))] for x in buckets[lo : hi + 1])
+    return lo, hi + 1, glyphs
+
+
+def latency_table(d: SyscallDelta, *, top: int | None = DEFAULT_ROWS, exact: bool = False) -> str:
+    """The latency table (-L): a row per syscall, most calls first, at most ``top`` rows, with p50, p99
+    and a histogram whose glyphs the table's last lines explain."""
     by = latency_by_slot(d)
-    out = io.StringIO()
-    out.write(f"{'syscall':<22} {'calls':>10} {'p50 <=':>8} {'p99 <=':>8}  log2 histogram (ns)\n")
     order = sorted(by, key=lambda s: -int(by[s].sum()))
-    for slot in order[:top]:
-        b = by[slot]
-        p50, p99 = latency_quantiles(b)
-        nz = np.nonzero(b)[0]
-        lo, hi = (int(nz[0]), int(nz[-1])) if nz.size else (0, 0)
-        peak = float(b.max()) or 1.0
-        bars = "".join(" .:-=+*#%@"[min(9, math.ceil(9 * float(x) / peak))] for x in b[lo : hi + 1])
-        out.write(
-            f"{d.name(slot):<22} {human(int(b.sum())):>10} {_ns(p50):>8} {_ns(p99):>8}  "
-            f"2^{lo} [{bars}] 2^{hi + 1}\n"
-        )
+    shown = order[:top]
+    calls, width = _counts([int(by[s].sum()) for s in shown], exact, 10)
+    out = io.StringIO()
+    out.write(f"{'syscall':<22} {'calls':>{width}} {'p50 <=':>8} {'p99 <=':>8}  log2 histogram (ns)\n")
+    for slot, n in zip(shown, calls, strict=True):
+        p50, p99 = latency_quantiles(by[slot])
+        lo, hi, bars = histogram(by[slot])
+        out.write(f"{d.name(slot):<22} {n:>{width}} {_ns(p50):>8} {_ns(p99):>8}  2^{lo} [{bars}] 2^{hi}\n")
+    if len(order) > len(shown):
+        out.write(_more(len(order) - len(shown), "syscalls"))
+    if shown:
+        out.write(HISTOGRAM_LEGEND)
     return out.getvalue()
 
 

@@ -1,18 +1,41 @@
-"""The full-screen view behind ``percpu top`` (curses)."""
+"""The full-screen view behind ``percpu top`` (curses).
+
+One view per table the counter fills: the syscall x CPU table always, and the per-process (-P), errno (-e)
+and latency (-L) tables when asked for; Tab (or 1-4) switches between them, as htop's Tab switches its
+screens. Every view is rates per second over the last interval, sorted by one of :data:`SORTS`; ``cpu``
+sorts by one CPU column, which ``c`` moves along the columns. Rows past the window scroll (up/down,
+PgUp/PgDn); ``?`` shows every key and what each mark on the screen means.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import curses
+import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
+from .._text import printable
 from ..errors import PercpuError
-from ..syscount import SyscallCounter, SyscallDelta
-from ._report import SORTS, columns, heat_level, human, order_slots
+from ..syscount import SyscallCounter, SyscallDelta, errno_name
+from ._report import (
+    HISTOGRAM_LEGEND,
+    SORTS,
+    _comm_bytes,
+    _ns,
+    _pid,
+    columns,
+    heat_level,
+    histogram,
+    human,
+    latency_by_slot,
+    latency_quantiles,
+)
 
 NAME_W, TOTAL_W, CELL_W = 18, 9, 8
 # Below this the view has no room for one syscall row with one CPU column: it says so instead.
@@ -26,6 +49,159 @@ _HEAT_8 = (
     curses.COLOR_RED,
     curses.COLOR_MAGENTA,
 )
+# The views, in Tab order, and the counter switch each needs (the syscall table is always there).
+PANES = ("syscalls", "processes", "errors", "latency")
+_NEEDS = {"processes": "per_process", "errors": "errors", "latency": "latency"}
+KEYS = "q quit  s sort  c sort by CPU (again: next)  </> CPUs  +/- interval  ? help"
+KEYS_PANES = "q quit  Tab view  s sort  c sort by CPU (again: next)  </> CPUs  ? help"
+_TAB = 9
+
+# What ? shows: every key, and every mark the screen draws. Lines fit 80 columns.
+HELP = (
+    "percpu top: keys",
+    "  q, Esc, Ctrl-C   quit",
+    "  Tab, Shift-Tab   next, previous view: syscalls; processes (-P), errors (-e),",
+    "                   latency (-L); 1-4 that view, as numbered on the view line",
+    "  s                next sort key: total, name, nr (syscall number; pid), cpu",
+    "  c, C             sort by a CPU column: the first shown, then at each press",
+    "                   the next (C: the one before); the sorted column is *marked",
+    "  <, >, h, l       scroll the CPU columns (left and right arrows too)",
+    "  up, down, j, k   scroll the rows; PgUp, PgDn a page; Home the first row",
+    "  +, -             refresh interval x2, /2",
+    "  p                pause: the screen holds, counting goes on",
+    "  ?, F1            this help; any key returns",
+    "",
+    "What the screen shows",
+    "  numbers          calls per second over the last interval (k 10^3, M 10^6)",
+    "  .                no calls in the interval",
+    "  colours          a cell's rate against the busiest cell shown, on a log scale",
+    "  LOST n           calls a full -P, -e or -L table could not take",
+    "  ... N more       rows past the window (scroll) or past -n",
+    "  " + HISTOGRAM_LEGEND.splitlines()[0],
+    HISTOGRAM_LEGEND.splitlines()[1],
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One row of a view: its text before the CPU cells, and what it is sorted by."""
+
+    left: str
+    total: float  # calls per second, all CPUs
+    values: np.ndarray  # calls per second per column (CPU or group)
+    name: str  # what "sort name" orders by
+    nr: int  # what "sort nr" orders by
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A view's rows: ``head`` names the left columns (``width`` wide), ``what`` a row ("syscalls"),
+    ``cells`` whether per-CPU cells follow, ``footer`` lines under the rows (a legend)."""
+
+    head: str
+    width: int
+    rows: list[Row]
+    what: str
+    cells: bool = True
+    footer: tuple[str, ...] = ()
+
+
+def _keyed_rows(
+    d: SyscallDelta,
+    keyed: tuple[np.ndarray, np.ndarray] | None,
+    make: Callable[[Any, str], tuple[str, str, int]],
+) -> list[Row]:
+    """Rows from a keyed table (processes or errors), most calls first: ``make(key, rate)`` gives a
+    row's text, its ``name`` and its ``nr``."""
+    if keyed is None:
+        return []
+    keys, counts = keyed
+    rates = counts / d.seconds if len(counts) else np.zeros((0, len(columns(d))))
+    totals = rates.sum(axis=1)
+    out = []
+    for i in np.argsort(-totals, kind="stable"):
+        left, name, nr = make(keys[i], human(float(totals[i])))
+        out.append(Row(left, float(totals[i]), rates[i], name, nr))
+    return out
+
+
+# Each view's header of its left columns (their width is the header's).
+HEADS = {
+    "syscalls": f"{'SYSCALL':<{NAME_W}}{'CALLS/s':>{TOTAL_W}}",
+    "processes": f"{'PID':>7} {'COMM':<15} {'SYSCALL':<16}{'CALLS/s':>{TOTAL_W}}",
+    "errors": f"{'SYSCALL':<{NAME_W}}{'ERROR':<13}{'CALLS/s':>{TOTAL_W}}",
+    "latency": f"{'SYSCALL':<{NAME_W}}{'CALLS/s':>{TOTAL_W}} {'P50<=':>7} {'P99<=':>7}  LOG2 HISTOGRAM (NS)",
+}
+
+
+def syscall_table(d: SyscallDelta) -> Table:
+    rates = d.counts / d.seconds
+    rows = []
+    for s in (int(x) for x in d.active_slots()):
+        total = float(rates[:, s].sum())
+        left = f"{d.name(s)[: NAME_W - 1]:<{NAME_W}}{human(total):>{TOTAL_W}}"
+        rows.append(Row(left, total, rates[:, s], d.name(s), s))
+    return Table(HEADS["syscalls"], NAME_W + TOTAL_W, rows, "syscalls")
+
+
+def process_table(d: SyscallDelta) -> Table:
+    def make(k: Any, rate: str) -> tuple[str, str, int]:
+        comm = printable(_comm_bytes(k["comm"]))
+        syscall = d.name(int(k["slot"]))[:15]
+        pid = _pid(k)  # None: exited processes summed by name
+        left = f"{'-' if pid is None else pid:>7} {comm[:15]:<15} {syscall:<16}{rate:>{TOTAL_W}}"
+        return left, comm, -1 if pid is None else pid
+
+    head = HEADS["processes"]
+    return Table(head, len(head), _keyed_rows(d, d.procs, make), "(pid, syscall) pairs")
+
+
+def error_table(d: SyscallDelta) -> Table:
+    def make(k: Any, rate: str) -> tuple[str, str, int]:
+        name = d.name(int(k["slot"]))
+        error = errno_name(int(k["err"]))[:12]
+        return f"{name[: NAME_W - 1]:<{NAME_W}}{error:<13}{rate:>{TOTAL_W}}", name, int(k["slot"])
+
+    head = HEADS["errors"]
+    return Table(head, len(head), _keyed_rows(d, d.errors, make), "(syscall, errno) pairs")
+
+
+def latency_table(d: SyscallDelta) -> Table:
+    by = latency_by_slot(d) if d.latency is not None else {}
+    per_col: dict[int, np.ndarray] = {}
+    if d.latency is not None:
+        keys, counts = d.latency
+        for k, row in zip(keys, counts, strict=True):
+            per_col.setdefault(int(k["slot"]), np.zeros(len(row)))[:] += row / d.seconds
+    rows = []
+    for slot in sorted(by, key=lambda s: -int(by[s].sum())):
+        rate = float(by[slot].sum()) / d.seconds
+        p50, p99 = latency_quantiles(by[slot])
+        lo, hi, bars = histogram(by[slot])
+        name = d.name(slot)[: NAME_W - 1]
+        left = f"{name:<{NAME_W}}{human(rate):>{TOTAL_W}} {_ns(p50):>7} {_ns(p99):>7}  2^{lo} [{bars}] 2^{hi}"
+        rows.append(Row(left, rate, per_col[slot], d.name(slot), slot))
+    legend = tuple(HISTOGRAM_LEGEND.splitlines())
+    return Table(HEADS["latency"], NAME_W + TOTAL_W, rows, "syscalls", cells=False, footer=legend)
+
+
+TABLES: dict[str, Callable[[SyscallDelta], Table]] = {
+    "syscalls": syscall_table,
+    "processes": process_table,
+    "errors": error_table,
+    "latency": latency_table,
+}
+
+
+def sort_rows(rows: Sequence[Row], sort: str, col: int) -> list[Row]:
+    """``rows`` (most calls first) in ``sort`` order; ``cpu`` is column ``col``'s calls, most first."""
+    if sort == "name":
+        return sorted(rows, key=lambda r: r.name)
+    if sort == "nr":
+        return sorted(rows, key=lambda r: r.nr)
+    if sort == "cpu":
+        return sorted(rows, key=lambda r: -float(r.values[col]) if col < len(r.values) else 0.0)
+    return list(rows)
 
 
 class _View:
@@ -41,8 +217,16 @@ class _View:
         self.view = view  # --cpus / --by: applied to every interval's counts
         self.interval = interval
         self.sort = sort
+        self.sort_col = 0  # the column "sort cpu" orders by (a row of the delta's counts)
         self.top = top
         self.cpu_offset = 0
+        self.row_offset = 0
+        self.ncols = 0  # columns in the last frame drawn, for the keys that move along them
+        self.fit = 1  # CPU columns the last frame had room for
+        self.room = 1  # rows the last frame had room for
+        self.panes = [p for p in PANES if p == "syscalls" or getattr(counter, _NEEDS[p], False)]
+        self.pane = "syscalls"
+        self.help = False
         self.paused = False
         self.delta: SyscallDelta | None = None
         self.levels = 0
@@ -67,8 +251,11 @@ class _View:
         lvl = min(self.levels - 1, int(heat_level(v, vmax) * (self.levels - 1) + 0.5))
         return curses.color_pair(lvl + 1) | (curses.A_BOLD if lvl >= self.levels - 2 else 0)
 
-    def order(self, d: SyscallDelta, first_cpu: int) -> list[int]:
-        return order_slots(d, self.sort, first_cpu)
+    def labels(self) -> list[str]:
+        return columns(self.delta) if self.delta is not None else [f"cpu{x}" for x in self.counter.cpus]
+
+    def table(self) -> Table | None:
+        return None if self.delta is None else TABLES[self.pane](self.delta)
 
     def draw(self, scr: Any) -> None:
         scr.erase()
@@ -77,109 +264,195 @@ class _View:
             msg = f"window {cols}x{rows} too small: top needs {MIN_COLS}x{MIN_ROWS} (q quits)"
             for y in range(min(rows, 3)):
                 self.put(scr, y, 0, msg[y * (cols - 1) : (y + 1) * (cols - 1)])
-            scr.refresh()
+        elif self.help:
+            for y, line in enumerate(HELP[: rows - 1]):
+                self.put(scr, y, 0, line, curses.A_BOLD if line and not line.startswith(" ") else 0)
+        else:
+            self.draw_view(scr, rows, cols)
+        scr.refresh()
+
+    def draw_view(self, scr: Any, rows: int, cols: int) -> None:
+        labels = self.labels()
+        table = self.table()
+        head = HEADS[self.pane]
+        cells = self.pane != "latency"  # the latency view has p50, p99 and a histogram instead
+        width = len(head) if cells else NAME_W + TOTAL_W
+        self.ncols = len(labels)
+        self.fit = max(1, (cols - width - 1) // CELL_W)
+        self.cpu_offset = max(0, min(self.cpu_offset, self.ncols - self.fit))
+        shown = range(self.cpu_offset, min(self.ncols, self.cpu_offset + self.fit)) if cells else range(0)
+        self.draw_title(scr, labels, shown)
+        keys = KEYS_PANES if len(self.panes) > 1 else KEYS
+        self.put(scr, rows - 1, 0, keys, curses.A_DIM)
+        self.put(scr, 3, 0, head + "".join(self.col_head(labels[i], i) for i in shown), curses.A_REVERSE)
+        if table is None:
+            self.put(scr, 4, 0, "collecting...")
             return
-        c = self.counter
-        d = self.delta
-        labels = columns(d) if d is not None else [f"cpu{x}" for x in c.cpus]
-        ncpu = len(labels)
-        fit = max(1, (cols - NAME_W - TOTAL_W - 1) // CELL_W)
-        self.cpu_offset = max(0, min(self.cpu_offset, ncpu - fit))
-        shown = range(self.cpu_offset, min(ncpu, self.cpu_offset + fit))
+        footer = table.footer if rows - 9 - len(table.footer) >= 1 else ()
+        all_row = 1 if self.pane == "syscalls" else 0
+        self.room = max(0, rows - 4 - 2 - all_row - len(footer))
+        y = self.draw_rows(scr, table, shown, self.room)
+        if self.pane == "syscalls":
+            self.draw_all_cpus(scr, y, shown)
+        for i, line in enumerate(footer):
+            self.put(scr, rows - 1 - len(footer) + i, 0, line, curses.A_DIM)
+
+    def col_head(self, label: str, i: int) -> str:
+        """A CPU column's header; the one ``sort cpu`` orders by is marked (``*cpu1``)."""
+        mark = "*" if self.sort == "cpu" and i == self.sort_col else ""
+        return f"{(mark + label)[: CELL_W - 1]:>{CELL_W}}"
+
+    def draw_title(self, scr: Any, labels: list[str], shown: range) -> None:
+        """Lines 0-2: what is counted, the sort and what the columns are, the views."""
+        c, d = self.counter, self.delta
         rate = 0.0 if d is None else float(d.per_syscall().sum()) / d.seconds
         title = f"percpu top  {c.attach_mode}  {human(rate)} calls/s  every {self.interval:g}s"
-        if self.paused:
-            title += "  PAUSED"
-        self.put(scr, 0, 0, title[: cols - 1], curses.A_BOLD)
-        imb = 0.0 if d is None else d.imbalance()
-        online = _online_count()
+        self.put(scr, 0, 0, title + ("  PAUSED" if self.paused else ""), curses.A_BOLD)
+        sort = labels[self.sort_col] if self.sort == "cpu" and self.sort_col < len(labels) else self.sort
         # What the columns mean comes first: on a narrow terminal the line is cut from the right.
-        line2 = f"sort {self.sort}  imbalance {imb:.2f}"
+        line2 = f"sort {sort}  imbalance {0.0 if d is None else d.imbalance():.2f}"
         lost = 0 if d is None else sum(d.lost)
         if lost:  # before the CPU range: a narrow terminal must still show it
             line2 += f"  LOST {human(lost)} (tables full)"
-        if len(shown) < ncpu:
-            line2 += f"  cols {labels[shown[0]]}-{labels[shown[-1]]} of {ncpu}"
+        if shown and len(shown) < len(labels):
+            line2 += f"  cols {labels[shown[0]]}-{labels[shown[-1]]} of {len(labels)}"
         if d is not None and (d.selected is not None or d.groups is not None):
             shown_sel = d.selected and d.selected != str(d.cpus)
             line2 += f"  CPUs {d.cpus}" + (f" ({d.selected})" if shown_sel else "")
             line2 += f" by {d.groups.by}" if d.groups is not None else ""
         else:
-            line2 += f"  CPUs {c.cpus} ({len(c.cpus)} possible, {online} online)"
-        self.put(scr, 1, 0, line2[: cols - 1])
-        keys = "q quit  s sort  c sort by CPU  </> CPUs  +/- interval  p pause"
-        self.put(scr, rows - 1, 0, keys[: cols - 1], curses.A_DIM)
-        head = f"{'SYSCALL':<{NAME_W}}{'CALLS/s':>{TOTAL_W}}" + "".join(
-            f"{labels[i][: CELL_W - 1]:>{CELL_W}}" for i in shown
-        )
-        self.put(scr, 3, 0, head[: cols - 1], curses.A_REVERSE)
-        if d is None:
-            self.put(scr, 4, 0, "collecting...")
-            scr.refresh()
-            return
-        slots = self.order(d, shown[0])
-        room = max(0, rows - 4 - 3)
-        if self.top:
-            room = min(room, self.top)
-        rates = d.counts / d.seconds
-        vmax = float(rates[list(shown)][:, slots].max()) if slots else 0.0
-        for r, slot in enumerate(slots[:room]):
-            y = 4 + r
-            total = float(rates[:, slot].sum())
-            self.put(scr, y, 0, f"{d.name(slot)[: NAME_W - 1]:<{NAME_W}}{human(total):>{TOTAL_W}}")
+            line2 += f"  CPUs {c.cpus} ({len(c.cpus)} possible, {_online_count()} online)"
+        self.put(scr, 1, 0, line2)
+        if len(self.panes) > 1:
+            x = self.put(scr, 2, 0, "view (Tab):")
+            for n, pane in enumerate(self.panes, 1):
+                text = f"[{n} {pane}]" if pane == self.pane else f"{n} {pane}"
+                x = self.put(scr, 2, x + 2, text, curses.A_REVERSE if pane == self.pane else 0)
+
+    def draw_rows(self, scr: Any, table: Table, shown: range, room: int) -> int:
+        """The table's rows from :attr:`row_offset`, at most ``room``, then what is left out; returns the
+        next free line."""
+        every = sort_rows(table.rows, self.sort, self.sort_col)
+        rows = every[: self.top] if self.top else every
+        self.row_offset = max(0, min(self.row_offset, len(rows) - room))
+        visible = rows[self.row_offset : self.row_offset + room]
+        vmax = max((float(r.values[i]) for r in rows for i in shown), default=0.0)
+        y = 4
+        for row in visible:
+            self.put(scr, y, 0, row.left)
             for j, i in enumerate(shown):
-                v = float(rates[i, slot])
-                self.put(
-                    scr,
-                    y,
-                    NAME_W + TOTAL_W + j * CELL_W,
-                    f"{human(v) if v else '.':>{CELL_W}}",
-                    self.heat(v, vmax),
-                )
-        y = 4 + min(room, len(slots))
-        if len(slots) > room:
-            self.put(scr, y, 0, f"... {len(slots) - room} more", curses.A_DIM)
+                v = float(row.values[i])
+                x = table.width + j * CELL_W
+                self.put(scr, y, x, f"{human(v) if v else '.':>{CELL_W}}", self.heat(v, vmax))
             y += 1
+        if not table.rows:
+            self.put(scr, y, 0, f"(no {table.what} in the interval)", curses.A_DIM)
+            return y + 1
+        above, below = self.row_offset, len(rows) - self.row_offset - len(visible)
+        past = len(every) - len(rows)
+        if above or below or past:
+            text = f"... {above + below + past} more {table.what}"
+            if above or below:
+                text += f" ({above} above, {below} below: up/down, PgUp/PgDn)"
+            elif past:
+                text += f" (-n {self.top})"
+            self.put(scr, y, 0, text, curses.A_DIM)
+            y += 1
+        return y
+
+    def draw_all_cpus(self, scr: Any, y: int, shown: range) -> None:
+        d = self.delta
+        assert d is not None
         per_cpu = d.per_cpu() / d.seconds
         cmax = float(per_cpu.max()) if per_cpu.size else 0.0
         self.put(scr, y, 0, f"{'all CPUs':<{NAME_W}}{human(float(per_cpu.sum())):>{TOTAL_W}}", curses.A_BOLD)
         for j, i in enumerate(shown):
-            self.put(
-                scr,
-                y,
-                NAME_W + TOTAL_W + j * CELL_W,
-                f"{human(float(per_cpu[i])):>{CELL_W}}",
-                self.heat(float(per_cpu[i]), cmax) | curses.A_BOLD,
-            )
-        scr.refresh()
+            v = float(per_cpu[i])
+            attr = self.heat(v, cmax) | curses.A_BOLD
+            self.put(scr, y, NAME_W + TOTAL_W + j * CELL_W, f"{human(v):>{CELL_W}}", attr)
 
     @staticmethod
-    def put(scr: Any, y: int, x: int, text: str, attr: int = 0) -> None:
+    def put(scr: Any, y: int, x: int, text: str, attr: int = 0) -> int:
+        """Draw ``text`` at (y, x), cut at the window's edge; returns the column after it."""
         rows, cols = scr.getmaxyx()
         if 0 <= y < rows and x < cols - 1:
             # Writing the bottom-right cell raises after the text is drawn.
             with contextlib.suppress(curses.error):
                 scr.addstr(y, x, text[: cols - 1 - x], attr)
+        return x + len(text)
 
     def key(self, ch: int) -> bool:
         """Handle a key; False means quit."""
+        if ch == curses.KEY_RESIZE:
+            return True  # redrawn by the caller
+        if self.help:  # any key leaves the help
+            self.help = False
+            return ch not in (ord("q"), ord("Q"))
         if ch in (ord("q"), ord("Q"), 27):
             return False
-        if ch == ord("s"):
+        if ch in (ord("?"), curses.KEY_F1):
+            self.help = True
+        elif ch in (_TAB, curses.KEY_BTAB) or ord("1") <= ch <= ord("9"):
+            self.switch(ch)
+        elif ch == ord("s"):
             self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
-        elif ch == ord("c"):
-            self.sort = "cpu"
-        elif ch in (curses.KEY_RIGHT, ord(">"), ord("l")):
+        elif ch in (ord("c"), ord("C")):
+            self.sort_by_cpu(1 if ch == ord("c") else -1)
+        elif not self.scroll(ch):
+            self.other_key(ch)
+        return True
+
+    def switch(self, ch: int) -> None:
+        i = self.panes.index(self.pane)
+        if ch == _TAB:
+            i += 1
+        elif ch == curses.KEY_BTAB:
+            i -= 1
+        elif ch - ord("1") < len(self.panes):
+            i = ch - ord("1")
+        self.pane = self.panes[i % len(self.panes)]
+        self.row_offset = 0
+
+    def sort_by_cpu(self, step: int) -> None:
+        """``c``: sort by the first CPU column shown; pressed again, by the next one (``C``: the one
+        before), scrolling the columns to keep it in view."""
+        if self.sort != "cpu":
+            self.sort, self.sort_col = "cpu", self.cpu_offset
+        elif self.ncols:
+            self.sort_col = (self.sort_col + step) % self.ncols
+        if self.sort_col < self.cpu_offset:
+            self.cpu_offset = self.sort_col
+        elif self.sort_col >= self.cpu_offset + self.fit:
+            self.cpu_offset = self.sort_col - self.fit + 1
+
+    def scroll(self, ch: int) -> bool:
+        moves = {
+            curses.KEY_DOWN: 1,
+            ord("j"): 1,
+            curses.KEY_UP: -1,
+            ord("k"): -1,
+            curses.KEY_NPAGE: max(1, self.room),
+            curses.KEY_PPAGE: -max(1, self.room),
+            curses.KEY_HOME: -(1 << 30),
+        }
+        if ch in moves:
+            self.row_offset = max(0, self.row_offset + moves[ch])
+            return True
+        if ch in (curses.KEY_RIGHT, ord(">"), ord("l")):
             self.cpu_offset += 1
         elif ch in (curses.KEY_LEFT, ord("<"), ord("h")):
             self.cpu_offset = max(0, self.cpu_offset - 1)
-        elif ch == ord("+"):
+        else:
+            return False
+        return True
+
+    def other_key(self, ch: int) -> None:
+        if ch == ord("+"):
             self.interval = min(60.0, self.interval * 2)
         elif ch == ord("-"):
             self.interval = max(0.1, self.interval / 2)
         elif ch == ord("p"):
             self.paused = not self.paused
-        return True
 
     def loop(self, scr: Any) -> None:
         with contextlib.suppress(curses.error):  # a terminal that cannot hide the cursor shows it
@@ -194,8 +467,6 @@ class _View:
             if ch != -1:
                 if not self.key(ch):
                     return
-                self.draw(scr)
-            if ch == curses.KEY_RESIZE:
                 self.draw(scr)
             if time.monotonic() >= due:
                 snap = self.counter.snapshot()

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shlex
-import shutil
 import signal
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 from .. import plots, process
 from ..cpus import cpu_lists
-from ..errors import PercpuError
+from ..errors import CommandNotRunnable, PercpuError
 from ..syscount import (
     SyscallCounter,
     SyscallDelta,
@@ -45,11 +44,16 @@ class _Output:
     A report that cannot be written (its pipe's reader went away, a full file system) is not the end of
     the run when something else still needs it: the pictures of the whole run, a command percpu waits for.
     :meth:`wanted` says whether counting on produces anything; :meth:`finish` says on stderr what was
-    lost and gives the exit status."""
+    lost and gives the exit status.
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    With a ``command`` the report goes to standard error unless ``-o`` says where (``-o -`` for standard
+    output), as ``perf stat`` and ``strace -c`` do: standard output is the command's. A one-shot table
+    (no ``--interval``) shows exact counts; interval tables humanize them (``6.2k``)."""
+
+    def __init__(self, args: argparse.Namespace, *, command: bool = False) -> None:
         self.fmt = args.format
-        self.top = args.top if args.top else None
+        self.top: int | None = args.top  # None: not given (every syscall; 20 rows of the opt-in tables)
+        self.exact = not args.interval
         self.sum = args.sum
         self.quiet = args.quiet
         self.view, self.topology = _view.from_args(args)  # a bad --cpus fails here, before counting
@@ -73,7 +77,7 @@ class _Output:
         for path, opt in ((self.heatmap_path, "--heatmap"), (self.timeseries_path, "--timeseries")):
             if path:
                 plots.check_path(path, opt)  # the format and matplotlib, before counting
-        self.out = ReportFile(args.output or "-", "-o")
+        self.out = ReportFile(args.output or "-", "-o", std=2 if command and not args.output else 1)
         self.heatmap: ReportFile | None = None
         self.timeseries: ReportFile | None = None
         try:
@@ -115,7 +119,8 @@ class _Output:
             )
         else:
             text = "" if self.first else "\n"
-            text += _report.table(d, top=self.top, sum_cpus=self.sum) + _report.caveat_lines(self.caveats)
+            text += _report.table(d, top=self.top, sum_cpus=self.sum, exact=self.exact)
+            text += _report.caveat_lines(self.caveats)
         try:
             self.out.write(text)
             self.out.flush()
@@ -128,14 +133,18 @@ class _Output:
 
     def _lose_report(self, exc: PercpuError) -> None:
         if exc.errno == errno.EPIPE:
-            # `percpu stat | head`: the reader has what it wanted. Standard output goes to /dev/null from
+            # `percpu stat | head`: the reader has what it wanted. The stream goes to /dev/null from
             # here, so the interpreter's last flush at exit cannot fail on it again.
             self.broken_pipe = True
-            if self.out.path == "-":
-                _stdout_to_devnull()
+            if self.out.std_fd is not None:
+                _std_to_devnull(self.out.std_fd)
         else:
             self.report_error = exc
             self.report_was_file = self.out.replaces  # before close(), which removes the temporary file
+            if self.out.std_fd == 2:
+                # Standard error is where the loss would be said: it cannot be, and a note written
+                # there later would fail again (the exit status says it: 1).
+                _std_to_devnull(2)
 
     def write_heatmap(self, d: SyscallDelta) -> None:
         """The pictures, at the end of the run: the heat map of ``d`` (the whole run), the time series of
@@ -189,7 +198,7 @@ class _Output:
         picture was lost to an error; 141 (128 + SIGPIPE, as a shell shows a tool its broken pipe
         killed) when the report's reader went away, unless a command failed, whose status comes first;
         else ``status``."""
-        if self.fmt != "table" and not self.quiet:
+        if self.fmt != "table" and not self.quiet and self.out.std_fd != 2:
             for c in self.caveats:  # in the report as warnings; said here too for whoever watches stderr
                 print(f"percpu: warning: {c.text}", file=sys.stderr)
         if self.report_error is not None:
@@ -229,9 +238,10 @@ class _Output:
         self.out.close()
 
 
-def _stdout_to_devnull() -> None:
+def _std_to_devnull(std: int) -> None:
+    """Point standard output (1) or error (2) at /dev/null, if it is a real file."""
     try:
-        fd = sys.stdout.fileno()
+        fd = (sys.stdout if std == 1 else sys.stderr).fileno()
     except (AttributeError, OSError, ValueError):
         return  # not a real file (a test's capture): nothing flushes it at exit
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -266,9 +276,11 @@ def _cmd_stat(args: argparse.Namespace) -> int:
                     f"{opt} does not go with a command: percpu counts the command (and its children) "
                     "until it exits; to stop it early, run it under `timeout`"
                 )
-        path = shutil.which(cmd[0])
-        if path is None:
-            raise PercpuError(f"command not found: {cmd[0]}")
+        try:
+            path = process.resolve_command(cmd[0])
+        except CommandNotRunnable as exc:
+            print(f"percpu: {exc}", file=sys.stderr)
+            return exc.status  # 127 or 126, as a shell says it (and as the command's own status would be)
         return _stat_command(args, path, cmd)
     filters = _options.filters(args)
     counter = _options.counter(args, filters)
@@ -292,10 +304,26 @@ def _cmd_stat(args: argparse.Namespace) -> int:
 
 def _note_start(args: argparse.Namespace, counter: SyscallCounter) -> None:
     if not args.quiet:  # stderr: never mixed with a JSON or CSV report
-        what = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
-        if args.pid is not None:
-            what += f" or until pid {args.pid} exits"
-        print(f"percpu: counting system calls ({counter.attach_mode}) {what}", file=sys.stderr)
+        print(f"percpu: counting system calls ({counter.attach_mode}) {run_end(args)}", file=sys.stderr)
+
+
+def run_end(args: argparse.Namespace) -> str:
+    """What ends a run without a command, as the start note says it: ``for 5 s``, ``for 2 reports (one
+    every 1 s)``, ``until Ctrl-C, a report every 1 s``, ``..., or until pid 7 exits``. Ctrl-C (and
+    SIGTERM) end any run; it is named when nothing else will."""
+    ends = []
+    if args.count:
+        ends.append(f"{args.count} report{'s' if args.count > 1 else ''} (one every {args.interval:g} s)")
+    if args.duration:
+        ends.append(f"{args.duration:g} s")
+    what = "for " + " or ".join(ends) if ends else "until Ctrl-C"
+    if len(ends) > 1:
+        what += ", whichever ends first"
+    if args.pid is not None:
+        what += f", or until pid {args.pid} exits"
+    if args.interval and not args.count:
+        what += f", a report every {args.interval:g} s"
+    return what
 
 
 def _stat_loop(
@@ -351,7 +379,7 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
     _options.require_root()
     # Every check that can fail runs before the command is started: filters, output files.
     _options.counter(args, _options.filters(args, pid=os.getpid()))
-    out = _Output(args)
+    out = _Output(args, command=True)
     try:
         cmd_run = process.GatedCommand(path, cmd, cgroup2_root())
         try:
@@ -409,9 +437,12 @@ def register(sub: Any) -> None:
         description="One-shot report of system calls per CPU, like `strace -c` or `perf stat`. Without a "
         "command it counts until --duration ends or Ctrl-C; with `-- COMMAND ARGS...` it starts counting "
         "before the command runs, counts the command and its children (in a cgroup of their own), and "
-        "reports when it exits, with the command's exit status (128+N if signal N ended it). With -p PID it "
-        "stops when that process exits. SIGTERM ends a count like Ctrl-C; with a command it is passed on "
-        "to the command.",
+        "reports when it exits, with the command's exit status (128+N if signal N ended it; 127 when the "
+        "command is not found, 126 when it cannot be run). With a command the report goes to standard "
+        "error, as perf stat's does, unless -o names a file (-o - for standard output): standard output is "
+        "the command's. With -p PID it stops when that process exits. SIGTERM ends a count like Ctrl-C; "
+        "with a command it is passed on to the command. A report of the whole run shows exact counts; "
+        "interval reports (-i) round them (6.2k).",
         usage="percpu stat [options] [-- COMMAND [ARGS...]]",
     )
     s.add_argument(
@@ -434,13 +465,19 @@ def register(sub: Any) -> None:
         help="table (default), json (one object per interval, one per line) or csv (one count a row, its "
         "kind in the record column: syscall, process, error, latency, lost, warning, ...)",
     )
-    s.add_argument("-o", "--output", help="write the report to this file instead of stdout")
+    s.add_argument(
+        "-o",
+        "--output",
+        help="write the report to this file (- for standard output) instead of standard output, or "
+        "standard error with a command",
+    )
     s.add_argument(
         "-n",
         "--top",
         type=int_at_least(0, " (0: no limit)"),
-        default=0,
-        help="show at most N syscalls (default all)",
+        default=None,
+        help="show at most N syscalls (the rest summed in JSON and CSV) and N rows of each -P, -e and -L "
+        "table (default: every syscall, 20 rows of those tables in the table format; 0: every row)",
     )
     s.add_argument("--sum", action="store_true", help="table: totals only, no column per CPU")
     s.add_argument(

@@ -40,7 +40,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
             )
             return _top_batch(args, counter, view)
         with counter:
-            return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top, view=view)
+            return _top.run(counter, interval=args.interval, sort=args.sort, top=args.top or 0, view=view)
     finally:
         signal.signal(signal.SIGTERM, old)
 
@@ -58,7 +58,7 @@ def _top_batch(args: argparse.Namespace, counter: SyscallCounter, view: _view.Vi
                 last = snap
                 if view is not None:
                     d = view(d)
-                sys.stdout.write(_report.table(d, top=args.top or None, rates=True, sort=args.sort) + "\n")
+                sys.stdout.write(_report.table(d, top=args.top, rates=True, sort=args.sort) + "\n")
                 sys.stdout.flush()
                 n += 1
         except KeyboardInterrupt:
@@ -71,8 +71,9 @@ def register(sub: Any) -> None:
         "top",
         help="live per-CPU x syscall view in the terminal",
         description="Live view of system calls per CPU: rates per second, heat-map colours, per-CPU totals "
-        "and imbalance. Keys: q quit, s next sort key, c sort by the selected CPU column, left/right scroll "
-        "CPUs, +/- refresh interval, p pause.",
+        "and imbalance; with -P, -e or -L a view of each of those tables too. Keys: q quit, Tab (or 1-4) "
+        "next view, s next sort key, c sort by a CPU column (again: the next one; C the one before), "
+        "left/right scroll CPUs, up/down/PgUp/PgDn scroll rows, +/- refresh interval, p pause, ? help.",
     )
     p.add_argument(
         "-i", "--interval", type=_options.interval, default=1.0, help="refresh interval, seconds (default 1)"
@@ -81,14 +82,15 @@ def register(sub: Any) -> None:
         "--sort",
         choices=("total", "name", "nr", "cpu"),
         default="total",
-        help="initial sort key (default total; cpu = the first CPU shown)",
+        help="initial sort key (default total; cpu = the first CPU column, and c moves to the next)",
     )
     p.add_argument(
         "-n",
         "--top",
         type=int_at_least(0, " (0: no limit)"),
-        default=0,
-        help="show at most N syscalls (default: fill the screen)",
+        default=None,
+        help="show at most N rows of each view (default: fill the screen; with --batch every syscall and 20 "
+        "rows of the -P, -e and -L tables; 0: every row)",
     )
     p.add_argument("-b", "--batch", action="store_true", help="print tables instead of the full-screen view")
     p.add_argument(
