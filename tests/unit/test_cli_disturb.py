@@ -5,18 +5,25 @@ a caveat, not an error."""
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from percpu._contract import PROC_KEY
-from percpu.cli import _disturbances
+from percpu.cli import _disturbances, _report, build_parser, stat
+from percpu.cli._disturbances import PairDelta
 from percpu.cpulist import CpuList
 from percpu.disturb import Expected
+from percpu.disturb._who import Disturbance, who_disturbs
 from percpu.errors import InvalidFilter, PercpuError
 from percpu.syscount import FOLDED_TGID, NR_SLOTS, SyscallSnapshot
 
 from .fake_kernel import FakeKernel, installed
+from .test_disturb_who import delta, syscalls
 
 
 def args(*argv: str) -> argparse.Namespace:
@@ -98,6 +105,64 @@ def test_a_kernel_that_cannot_run_the_counter_is_a_caveat_and_the_rest_goes_on()
         v = s.view(second.delta(first))
         s.close()
     assert s.failed is not None and "BTF" in s.failed
-    codes = {c.code: c.text for c in s.caveats(v)}
+    codes = {c.code: c.text for c in s.run_caveats()}
     assert codes["disturb.unsupported.all"].startswith("disturbances not counted here: ")
     assert "CONFIG_DEBUG_INFO_BTF" in codes["disturb.unsupported.all"]
+    assert v.unsupported == {"all": s.failed} and not v.sources
+
+
+# --- stat's report with a disturbance view ----------------------------------------------------------------
+
+
+class StubSession:
+    """A disturbance session whose every interval is test_disturb_who's synthetic view."""
+
+    def view(self, dd: object, d: object) -> Disturbance:
+        return who_disturbs(
+            delta(), syscalls=syscalls(), unsupported={"tlb_shootdown": "no hook"}, expected="pid 100"
+        )
+
+
+def pair() -> PairDelta:
+    cpus = CpuList([0, 1, 2, 3])
+    counts = np.zeros((4, NR_SLOTS), np.uint64)
+    counts[1, 110] = 50
+    end = SyscallSnapshot(3.0, cpus, counts, arch="x86_64")
+    return PairDelta(end.delta(SyscallSnapshot(1.0, cpus, np.zeros_like(counts), arch="x86_64")), delta())
+
+
+def report(fmt: str, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    o = stat._Output(build_parser().parse_args(["stat", "-D", "-f", fmt, *extra]), disturb=StubSession())  # type: ignore[arg-type]
+    o.add_caveat(
+        _report.Caveat("disturb.unsupported.tlb_shootdown", "TLB shootdowns not counted here: no hook")
+    )
+    o.write(pair())
+    o.commit()
+    o.close()
+    return capsys.readouterr().out
+
+
+def test_stat_adds_the_view_to_each_format(capsys: pytest.CaptureFixture[str]) -> None:
+    table = report("table", capsys)
+    assert "50 system calls in 2.00 s" in table and "who disturbs CPUs 0-3: 2.00 s" in table
+    assert table.count("TLB shootdowns not counted here: no hook") == 1  # the run's caveat, said once
+    obj = json.loads(report("json", capsys))
+    assert obj["disturbance"]["expected"] == "pid 100"
+    codes = [w["code"] for w in obj["warnings"]]
+    assert codes.count("disturb.unsupported.tlb_shootdown") == 1 and "disturb.lost.irq" in codes
+    rows = list(csv.DictReader(io.StringIO(report("csv", capsys))))
+    assert "ns" in rows[0] and {r["record"] for r in rows} >= {"total", "syscall", "disturb_total", "source"}
+    assert {r["code"] for r in rows if r["record"] == "warning"} == set(codes)
+
+
+def test_stat_draws_who_disturbs_as_its_heat_map(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plots extra is not installed: pip install 'percpu[plots]'")
+    svg = tmp_path / "h.svg"
+    o = stat._Output(
+        build_parser().parse_args(["stat", "-q", "-D", "--heatmap", str(svg)]), disturb=StubSession()
+    )  # type: ignore[arg-type]
+    o.write_heatmap(pair())
+    o.commit()
+    o.close()
+    text = svg.read_text()
+    assert "Who disturbs CPU 0-3" in text and "expected: app (pid 100)" in text

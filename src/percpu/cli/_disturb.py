@@ -9,7 +9,7 @@ times; the caveats join the report's ``warnings`` (JSON and CSV) and footer line
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ import numpy as np
 from .._text import printable
 from ..disturb._who import COUNT_OF, DISTURBANCE_KINDS, KINDS, Caveat, Disturbance, Source, caveats
 
-__all__ = ["CSV_RECORDS", "caveat_list", "csv_records", "fmt_ns", "table", "to_json"]
+__all__ = ["CSV_RECORDS", "caveat_list", "csv_records", "fmt_ns", "interval_caveats", "table", "to_json"]
 
 # The CSV records of a disturbance and the columns each fills (beside time, interval_s and record):
 CSV_RECORDS = {
@@ -75,9 +75,12 @@ def _share(ns: np.ndarray, v: Disturbance) -> np.ndarray:
     return out
 
 
-def table(v: Disturbance, *, top: int | None = 20, rates: bool = False) -> str:
+def table(
+    v: Disturbance, *, top: int | None = 20, rates: bool = False, notes: Sequence[Caveat] | None = None
+) -> str:
     """The kinds per column (count, and time with its share of the column's time), then the busiest
-    sources; footer lines for every caveat."""
+    sources; footer lines for ``notes`` (default: every caveat of ``v``; a report that prints the run's
+    caveats itself passes :func:`interval_caveats`)."""
     out = io.StringIO()
     out.write(_head(v, rates))
     labels = v.labels
@@ -115,7 +118,7 @@ def table(v: Disturbance, *, top: int | None = 20, rates: bool = False) -> str:
             out.write(f"{name:<34} {s.kind:<8} {_count(n, rates):>10} {t:>11}  {busiest}\n")
         if len(rows) > len(shown):
             out.write(f"... {len(rows) - len(shown)} more sources (use --top 0 for all)\n")
-    for c in caveat_list(v):
+    for c in caveat_list(v) if notes is None else notes:
         out.write(f"warning: {c.text}\n")
     return out.getvalue()
 
@@ -130,6 +133,12 @@ def _kinds(v: Disturbance) -> set[str]:
 
 def caveat_list(v: Disturbance) -> list[Caveat]:
     return caveats(v)
+
+
+def interval_caveats(v: Disturbance) -> list[Caveat]:
+    """The caveats of one interval: all but what the kernel cannot count (``disturb.unsupported.*``),
+    which the commands say once for the whole run."""
+    return [c for c in caveats(v) if not c.code.startswith("disturb.unsupported.")]
 
 
 def _keys(v: Disturbance) -> tuple[str, list[str]]:

@@ -10,6 +10,8 @@ says so in one line, never a traceback.
 from __future__ import annotations
 
 import argparse
+import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,11 +20,21 @@ from ..disturb import DisturbCounter, DisturbDelta, DisturbSnapshot, Expected
 from ..disturb._counter import MAX_TABLE_ENTRIES
 from ..disturb._who import Caveat, Disturbance, SyscallRows, caveats, view, who_disturbs
 from ..errors import NotSupported, PercpuError
-from ..syscount import FOLDED_TGID, SyscallDelta
+from ..syscount import FOLDED_TGID, SyscallCounter, SyscallDelta, SyscallSnapshot
 from ..topo import CpuTopology
 from ._args import int_at_least
 
-__all__ = ["DisturbSession", "add_options", "expected_of", "session", "syscall_rows", "wanted"]
+__all__ = [
+    "Both",
+    "DisturbSession",
+    "Pair",
+    "PairDelta",
+    "add_options",
+    "expected_of",
+    "session",
+    "syscall_rows",
+    "wanted",
+]
 
 
 def add_options(g: argparse._ArgumentGroup) -> None:
@@ -171,7 +183,6 @@ class DisturbSession:
         if self.by != "cpu" or self.spec is not None:
             self.topology = topology if topology is not None else cpu_lists().topology()
         self.cpus = self.topology.select(self.spec) if self.topology is not None and self.spec else None
-        self._empty: DisturbSnapshot | None = None
 
     def start(self) -> None:
         """Attach; a kernel that cannot run the counter at all is a caveat, not the end of the run (a
@@ -182,12 +193,10 @@ class DisturbSession:
             self.failed = str(exc).splitlines()[0]
 
     def snapshot(self) -> DisturbSnapshot:
-        if self.failed is not None:
-            if self._empty is None:
-                self._empty = DisturbSnapshot(
-                    0.0, self.counter.cpus, np.zeros(len(self.counter.cpus), np.uint64)
-                )
-            return self._empty
+        if self.failed is not None:  # nothing counted: an empty snapshot, taken now
+            return DisturbSnapshot(
+                time.monotonic(), self.counter.cpus, np.zeros(len(self.counter.cpus), np.uint64)
+            )
         return self.counter.snapshot()
 
     def view(self, d: DisturbDelta, syscalls: SyscallDelta | None = None) -> Disturbance:
@@ -206,20 +215,82 @@ class DisturbSession:
             v = view(v, self.topology, by=self.by, cpus=self.cpus, selected=self.spec)
         return v
 
-    def caveats(self, v: Disturbance) -> list[Caveat]:
-        out = caveats(v)
-        if self.expect is not None and self.expect.cgroup is not None and "syscall" in v.counted:
+    def run_caveats(self) -> list[Caveat]:
+        """What the whole run leaves out, known once attached: the dimensions this kernel cannot count,
+        and the expected workload's system calls when it is named by cgroup."""
+        unsupported = {"all": self.failed} if self.failed is not None else self.counter.unsupported
+        out = [c for c in caveats(_nothing(self.counter.cpus, unsupported)) if c.code.startswith(_RUN)]
+        if self.expect is not None and self.expect.cgroup is not None:
             out.append(
                 Caveat(
                     "disturb.syscalls-by-cgroup",
                     "the expected workload's system calls are told apart by pid or name only: those of its "
-                    "cgroup are among the others' (-E pid: or comm: tells them apart with -P)",
+                    "cgroup are among the others' (-E pid: or comm: tells them apart, with -P)",
                 )
             )
         return out
 
     def close(self) -> None:
         self.counter.close()
+
+
+_RUN = "disturb.unsupported."
+
+
+def _nothing(cpus: object, unsupported: dict[str, str]) -> Disturbance:
+    """An empty view that carries only what could not be counted (for the run's caveats)."""
+    from ..cpus import CpuList
+
+    assert isinstance(cpus, CpuList)
+    z = np.zeros((0, len(cpus)), np.uint64)
+    return Disturbance(
+        seconds=0.0,
+        cpus=cpus,
+        sources=(),
+        counts=z,
+        ns=z,
+        timed=np.zeros(0, bool),
+        untimed=z,
+        switches=np.zeros(len(cpus), np.uint64),
+        gaps=np.zeros(len(cpus), np.uint64),
+        lost={},
+        untimed_runs={},
+        counted=(),
+        unsupported=unsupported,
+    )
+
+
+class Pair(NamedTuple):
+    """The syscall counter's snapshot and the disturbance counter's (None: not counting them), taken
+    together."""
+
+    sys: SyscallSnapshot
+    dist: DisturbSnapshot | None
+
+    @property
+    def time(self) -> float:
+        return self.sys.time
+
+    def delta(self, earlier: Pair) -> PairDelta:
+        dist = None if self.dist is None or earlier.dist is None else self.dist.delta(earlier.dist)
+        return PairDelta(self.sys.delta(earlier.sys), dist)
+
+
+class PairDelta(NamedTuple):
+    sys: SyscallDelta
+    dist: DisturbDelta | None
+
+
+class Both:
+    """The syscall counter and the disturbance session (if any), read one after the other at each
+    report."""
+
+    def __init__(self, counter: SyscallCounter, disturb: DisturbSession | None) -> None:
+        self.counter = counter
+        self.disturb = disturb
+
+    def snapshot(self) -> Pair:
+        return Pair(self.counter.snapshot(), None if self.disturb is None else self.disturb.snapshot())
 
 
 def session(args: argparse.Namespace, topology: CpuTopology | None = None) -> DisturbSession | None:
