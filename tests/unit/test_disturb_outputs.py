@@ -242,3 +242,11 @@ def test_the_picture_has_a_time_panel_a_count_panel_and_the_caveats(tmp_path: Pa
     assert cells["cpu1-syscall-cron (pid 200)"] == "6"
     joined = " ".join(texts)
     assert "warning: TLB shootdowns not counted here" in joined
+
+
+def test_a_kind_timed_but_idle_on_the_cpus_shown_has_a_time_of_zero_not_none() -> None:
+    """CPU 2 had no interrupt: its irq time is 0 (measured, nothing there), not null (not measured)."""
+    cell = _disturb.to_json(restrict(view(), CpuList([2]), "2"))["per_cpu"]["2"]
+    assert (
+        cell["irq"] == {"count": 0, "ns": 0} and cell["syscall"]["ns"] is None and cell["idle"]["ns"] is None
+    )

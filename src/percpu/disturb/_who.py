@@ -152,6 +152,7 @@ class Disturbance:
     untimed_runs: dict[str, np.ndarray]
     counted: tuple[str, ...]
     unsupported: dict[str, str] = dataclasses.field(default_factory=dict)
+    timed_kinds: tuple[str, ...] = ()
     skipped: int = 0
     expected: str | None = None
     groups: CpuGroups | None = None
@@ -204,9 +205,8 @@ class Disturbance:
         return out
 
     def timed_kind(self, kind: str) -> bool:
-        """Whether the time of ``kind`` was measured (any of its rows)."""
-        rows = self.of(kind)
-        return bool(self.timed[rows].any()) if rows.any() else False
+        """Whether the time of ``kind`` was measured (a kind with no row in this view included)."""
+        return kind in self.timed_kinds
 
     def order(self, kinds: Sequence[str] = DISTURBANCE_KINDS) -> list[int]:
         """Rows of ``kinds`` with something counted, the most time first, then the most counted."""
@@ -245,6 +245,7 @@ def who_disturbs(
     timed: list[bool] = []
     untimed: list[np.ndarray] = []
     counted: list[str] = []
+    timed_kinds: list[str] = []
     lost: dict[str, np.ndarray] = {}
     untimed_runs: dict[str, np.ndarray] = {}
     un = d.untimed
@@ -256,6 +257,7 @@ def who_disturbs(
         if h is None:
             continue
         counted.append(kind)
+        timed_kinds += [kind] if h.ns is not None else []
         s, f = _handler_sources(kind, h)
         srcs += s
         timed += f
@@ -269,6 +271,7 @@ def who_disturbs(
     if d.tasks is not None:
         counted.append("task")
         t = d.tasks
+        timed_kinds += ["task", "kthread", "expected"] if t.ns is not None else []
         lost["task"] = d.lost.tasks.astype(np.uint64)
         for i in range(len(t.keys)):
             expected_row = t.expected is not None and bool(t.expected[i])
@@ -304,6 +307,7 @@ def who_disturbs(
         untimed_runs=untimed_runs,
         counted=tuple(counted),
         unsupported=dict(unsupported or {}),
+        timed_kinds=tuple(timed_kinds),
         skipped=d.lost.skipped,
         expected=expected,
     )
