@@ -9,6 +9,7 @@ The public API is re-exported here; the modules behind it are layered, each impo
 Importing percpu makes no syscall and loads no library; libbpf is loaded on first use.
 """
 
+from ._version import __version__
 from .cpus import CpuList, CpuLists, cpu_lists
 from .errors import (
     AttachError,
@@ -68,8 +69,6 @@ def __getattr__(name: str) -> object:
     warnings.warn(f"percpu.{name} is now percpu.{new}", DeprecationWarning, stacklevel=2)
     return globals()[new]
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BPF_ANY",

@@ -8,6 +8,7 @@ the machine's paths; statfs(2) answers which file system holds a path); :func:`c
 :func:`use` installs another for a ``with`` block (the unit tests' fake machine, whose kernel and files
 come from one set of CPU ids, so they cannot contradict each other). Nothing here raises for an unreadable
 file: callers get None or an empty list and decide what that means. Nothing is read at import time.
+One function changes the machine: :func:`ensure_tracefs` mounts tracefs where libbpf looks for it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from . import _fork, _libbpf, _libc, _procfs
 from ._libbpf import MapInfo
 from ._procfs import CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, Mount, bpf_cap_names, can_load_bpf
-from .errors import LibbpfError
+from .errors import LibbpfError, NotSupported
 from .layout import Layout
 
 __all__ = [
@@ -36,7 +37,9 @@ __all__ = [
     "Mount",
     "bpf_cap_names",
     "can_load_bpf",
+    "cgroup2_root",
     "current",
+    "ensure_tracefs",
     "use",
 ]
 
@@ -330,6 +333,34 @@ def use(machine: Machine) -> Iterator[Machine]:
     finally:
         with _lock:
             _current = old
+
+
+def cgroup2_root() -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup``, or ``.../unified`` on hybrid
+    systems), or None."""
+    return current().mount_point("cgroup2")
+
+
+def ensure_tracefs() -> str:
+    """Where tracefs is mounted for libbpf, mounting it at /sys/kernel/tracing if it is not (needs root).
+
+    Only /sys/kernel/tracing and /sys/kernel/debug/tracing count (see ``Machine.tracefs_dir``): a tracefs
+    mounted only elsewhere, as a chroot's /sys is from the host, would leave libbpf failing with ENOENT.
+    """
+    point = current().tracefs_dir()
+    if point is not None:
+        return point
+    target = TRACEFS_DIRS[0]
+    try:
+        _libc.mount("nodev", target, "tracefs")
+    except OSError as exc:
+        raise NotSupported(
+            f"tracefs is not mounted and mounting it at {target} failed: {exc.strerror}; "
+            f"run `mount -t tracefs nodev {target}` as root",
+            feature="tracefs",
+            errno=exc.errno,
+        ) from exc
+    return target
 
 
 def _statfs_magic(path: str) -> int | None:

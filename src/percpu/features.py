@@ -20,13 +20,14 @@ disagree.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from . import _fork, _machine
-from ._uapi import BPF_F_CPU, MapType
+from ._uapi import BPF_F_CPU, FuncId, MapType, ProgType
 from .errors import NOT_SUPPORTED_ERRNOS, NotSupported, PercpuError, from_errno
 from .layout import Layout
 
@@ -38,10 +39,12 @@ __all__ = [
     "CPU_FLAG",
     "LOOKUP_AND_DELETE",
     "Feature",
+    "KernelFeatures",
     "batch_feature",
     "batch_ops",
     "cpu_flag",
     "forget",
+    "kernel_features",
     "known",
     "record",
 ]
@@ -232,3 +235,50 @@ def cpu_flag(*, strict: bool = False) -> bool:
         b.close(fd)
     record(CPU_FLAG, 0, answer)
     return answer
+
+
+# --- What the syscall counter's optional paths need ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelFeatures:
+    """What the syscall counter's optional code paths need, probed on the running kernel (each a load of
+    a tiny program or map, not a version comparison: distributions backport). Each field is the answer
+    for one declaration above."""
+
+    task_btf: bool  # TASK_BTF: tgid and comm read straight from the task
+    task_storage: bool  # TASK_STORAGE: latency start times in the task's own store
+
+
+def _helper(prog_type: ProgType, func: FuncId) -> bool:
+    """Whether ``prog_type`` programs may call helper ``func``; no when it cannot tell (no privilege): the
+    fallback paths work everywhere."""
+    try:
+        return _machine.current().libbpf().probe_helper(prog_type, func)
+    except OSError:
+        return False
+
+
+def _probe_task_btf() -> bool:
+    """:data:`TASK_BTF`: raw tracepoint programs may call bpf_get_current_task_btf()."""
+    return _helper(ProgType.RAW_TRACEPOINT, FuncId.get_current_task_btf)
+
+
+def _probe_task_storage() -> bool:
+    """:data:`TASK_STORAGE`: TASK_STORAGE maps can be made, and raw tracepoint programs may call
+    bpf_task_storage_get()."""
+    try:
+        storage_map = _machine.current().libbpf().probe_map_type(MapType.TASK_STORAGE)
+    except OSError:
+        return False
+    return storage_map and _helper(ProgType.RAW_TRACEPOINT, FuncId.task_storage_get)
+
+
+@functools.cache
+def kernel_features() -> KernelFeatures:
+    """Probe the helpers and map types the counter's modes choose between: asked of libbpf itself
+    (``_machine.current().libbpf()``: programs are loaded by libbpf, which no fake kernel replaces), once
+    per process."""
+    task_btf = _probe_task_btf()
+    # The counter reaches the task's store through the task pointer bpf_get_current_task_btf() gives.
+    return KernelFeatures(task_btf=task_btf, task_storage=task_btf and _probe_task_storage())

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import PercpuError
-from .syscount import SyscallDelta
+from .syscount._data import SyscallDelta
 
 if TYPE_CHECKING:
     from .topo import CpuTopology

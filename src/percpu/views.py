@@ -13,7 +13,7 @@ import numpy as np
 
 from .cpus import CpuList
 from .errors import PercpuError
-from .syscount import SyscallDelta
+from .syscount._data import SyscallDelta
 from .topo import CpuGroups, CpuTopology, group_rows
 
 __all__ = ["group", "restrict", "view"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -15,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from percpu import _libbpf, syscount
+from percpu import _libbpf, features, syscount
 from percpu.cpus import cpu_lists
-from percpu.errors import AttachError, PercpuError
+from percpu.errors import AttachError, NotCopyable, PercpuError
 from percpu.objects import BpfObject
 from percpu.syscalls import syscall_number
 from percpu.syscount import (
@@ -26,7 +27,6 @@ from percpu.syscount import (
     FOLDED_TGID,
     LAT_BUCKETS,
     Filters,
-    KernelFeatures,
     SyscallCounter,
     cgroup2_root,
 )
@@ -44,7 +44,7 @@ GETPRIORITY = syscall_number("getpriority")
 # its own at the same moment, and a shared name would let its calls into this run's comm filter.
 COMM = f"pcpuw{os.getpid()}"[:15]
 # Linux 5.10 has neither bpf_get_current_task_btf() nor task local storage (both 5.11).
-BEFORE_5_11_FEATURES = KernelFeatures(task_btf=False, task_storage=False)
+BEFORE_5_11_FEATURES = features.KernelFeatures(task_btf=False, task_storage=False)
 
 
 def run_workload(calls: int, cpu: int, *extra: str) -> dict[str, float]:
@@ -305,7 +305,7 @@ def test_latency_counts_every_call_that_blocked_or_moved_cpu(
     sample, whichever store held its start."""
     percpu_slot, feats = LATENCY_STORES[store]
     if feats is not None:
-        monkeypatch.setattr(syscount, "kernel_features", lambda: feats)
+        monkeypatch.setattr(features, "kernel_features", lambda: feats)
     monkeypatch.setattr(SyscallCounter, "latency_percpu", percpu_slot)
     cpu, other = cpu_pair()
     reads, sleeps = 300, 200
@@ -403,6 +403,17 @@ def test_counters_never_reset_between_snapshots() -> None:
     assert int(a.counts[:, GETPPID].sum()) == 1000
     assert (b.counts >= a.counts).all()
     assert int(e.delta(b).counts[:, GETPPID].sum()) == 500
+
+
+def test_a_copy_of_a_counter_is_refused_and_the_counter_counts_on() -> None:
+    """copy.copy(counter) made a second owner of the same programs and maps: the copy's close() detached
+    the original's programs and closed its maps, and the original's next snapshot failed."""
+    cpu, _ = cpu_pair()
+    with SyscallCounter(filters=Filters(comm=COMM)) as c:
+        with pytest.raises(NotCopyable, match="a copy would close the original's"):
+            copy.copy(c).close()
+        run_workload(1000, cpu)
+        assert int(c.snapshot().counts[:, GETPPID].sum()) == 1000
 
 
 @pytest.fixture
@@ -645,7 +656,7 @@ def test_int80_calls_of_a_64_bit_task_are_named_from_the_i386_table(
     getpriority calls (i386 96) are compat:getpriority, never gettimeofday (x86_64 96). Its code segment is
     the 64-bit one, so a check of the code segment named them from the x86_64 table."""
     if old:
-        monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11_FEATURES)
+        monkeypatch.setattr(features, "kernel_features", lambda: BEFORE_5_11_FEATURES)
     filters = Filters(comm=os.path.basename(int80_binary)) if filtered else None
     with SyscallCounter(filters=filters, attach=mode, latency=latency) as c:
         before = c.snapshot()
@@ -742,7 +753,7 @@ OLD_KERNEL_MODES: dict[str, dict[str, object]] = {
 def test_without_the_5_11_helpers_every_mode_counts_exactly(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
+    monkeypatch.setattr(features, "kernel_features", lambda: BEFORE_5_11)
     cpu, other = cpu_pair()
     cpus = list(cpu_lists().possible)
     with SyscallCounter(**OLD_KERNEL_MODES[mode]) as c:  # type: ignore[arg-type]
@@ -782,7 +793,7 @@ def test_without_the_5_11_helpers_every_mode_counts_exactly(
 def test_without_task_local_storage_the_storage_map_is_not_created(monkeypatch: pytest.MonkeyPatch) -> None:
     """On 5.10 a TASK_STORAGE map cannot be created at all: the counter must not ask for it, and creates
     the start-time map only for latency."""
-    monkeypatch.setattr(syscount, "kernel_features", lambda: BEFORE_5_11)
+    monkeypatch.setattr(features, "kernel_features", lambda: BEFORE_5_11)
     for latency in (True, False):
         with SyscallCounter(latency=latency, filters=Filters(comm=COMM)) as c:
             obj = c._obj

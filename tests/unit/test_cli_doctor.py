@@ -181,14 +181,14 @@ def test_doctor_says_which_32_bit_calls_the_modes_cannot_tell_apart(
     compat: str, status: str, words: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The mode report says how 32-bit calls are told apart, and a check says what that misses."""
-    from percpu import syscount
+    from percpu.cli import _modes
 
     modes = [
-        syscount.ModeSupport("default", "", True, "raw_tp", "attaches at raw_tp", compat),
-        syscount.ModeSupport("errors", "-e", True, "raw_tp", "attaches at raw_tp", compat),
-        syscount.ModeSupport("latency", "-L", False, None, "refused", None),
+        _modes.ModeSupport("default", "", True, "raw_tp", "attaches at raw_tp", compat),
+        _modes.ModeSupport("errors", "-e", True, "raw_tp", "attaches at raw_tp", compat),
+        _modes.ModeSupport("latency", "-L", False, None, "refused", None),
     ]
-    monkeypatch.setattr(syscount, "mode_support", lambda: modes)
+    monkeypatch.setattr(_modes, "mode_support", lambda: modes)
     json_modes: list[dict[str, Any]] = []
     checks = doctor._syscount_checks(json_modes)
     (line,) = [c for c in checks if c[1] == "syscall counter: 32-bit calls"]

@@ -8,11 +8,14 @@ waited forever; a regression shows as a child killed by its own alarm, never as 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import percpu
 from percpu import features, layout
+from percpu.btf import _parse as btf_parse
 from percpu.cpus import CpuLists
 from percpu.objects import BpfObject, bundled
+from percpu.syscount import SyscallCounter
 
 from .fake_kernel import FakeKernel
 from .forking import held_in_another_thread, run_in_child
@@ -79,3 +82,32 @@ def test_a_bpf_object_in_use_by_another_thread_at_fork_closes_in_the_child() -> 
         assert obj.rodata().tobytes()  # the parent's object stays open
     finally:
         obj.close()
+
+
+def test_a_syscall_counter_in_use_by_another_thread_at_fork_works_in_the_child(fake: Fake) -> None:
+    """The counter's lock (held by a snapshot, a close or the per-process drainer): the child's close() and
+    programs() took it."""
+    _ = fake
+    c = SyscallCounter(start=False)
+
+    def child() -> None:
+        assert c.programs() == []
+        c.close()
+
+    with held_in_another_thread(c._lock):
+        assert run_in_child(child) == 0
+    c.close()
+
+
+def test_the_btf_cache_in_use_by_another_thread_at_fork_is_free_in_the_child(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BTF read by id is cached under a module lock (a map opened by id or name asks for it)."""
+    _ = fake
+    monkeypatch.setattr(btf_parse, "_btf_by_id", lambda btf_id: f"BTF {btf_id}")
+
+    def child() -> None:
+        assert btf_parse.load_btf(7) == "BTF 7"
+
+    with held_in_another_thread(btf_parse._cache_lock):
+        assert run_in_child(child) == 0

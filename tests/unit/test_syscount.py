@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 
 from percpu import _machine
 from percpu.cpus import CpuList
-from percpu.errors import InvalidFilter, PercpuError
+from percpu.errors import InvalidFilter, NotCopyable, PercpuError
 from percpu.syscount import (
     COMPAT_BASE,
     NR_SLOTS,
@@ -102,6 +104,25 @@ def _pid_filters_compare_in_a_pid_namespace() -> None:
     assert (c._config.pidns_dev, c._config.pidns_ino) == (4, 4026532001)
     c = SyscallCounter(filters=Filters(comm="x"), start=False)  # no pid anywhere: nothing to translate
     assert (c._config.pidns_dev, c._config.pidns_ino) == (0, 0)
+
+
+@pytest.mark.parametrize("make", [copy.copy, copy.deepcopy, pickle.dumps], ids=["copy", "deepcopy", "pickle"])
+def test_a_counter_has_one_owner_copies_and_pickles_are_refused(make: object) -> None:
+    """A copy shared the original's BPF object and maps: closing the copy detached the original's programs
+    and closed its maps, and its next snapshot failed. Refused, saying what to do instead."""
+    kernel = FakeKernel(2)
+    with installed(kernel, FakeMachine(kernel)):
+        c = SyscallCounter(start=False)
+        with pytest.raises(NotCopyable, match="the syscall counter cannot be copied or pickled"):
+            make(c)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("name", ["kernel_features", "KernelFeatures"])
+def test_the_probes_old_names_still_work_and_say_where_they_went(name: str) -> None:
+    from percpu import features, syscount
+
+    with pytest.warns(DeprecationWarning, match=f"percpu.syscount.{name} is now percpu.features.{name}"):
+        assert getattr(syscount, name) is getattr(features, name)
 
 
 @pytest.mark.parametrize("kw", [{"errors_entries": 0}, {"latency_entries": 1 << 25}, {"proc_entries": True}])

@@ -8,6 +8,7 @@ import struct
 import threading
 from typing import Any
 
+from .. import _fork
 from ..errors import BtfError
 from ._btf import Btf
 from ._model import _MAX_NAME, BTF_MAGIC, KIND_NAMES, BtfType
@@ -173,6 +174,12 @@ def _cstr(buf: bytes, off: int) -> str:
 
 
 _cache_lock = threading.Lock()
+
+
+@_fork.at_fork_in_child
+def _renew_cache_lock() -> None:
+    global _cache_lock  # noqa: PLW0603 - a thread holding it at fork() is not in the child
+    _cache_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=32)

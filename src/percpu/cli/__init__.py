@@ -17,8 +17,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .. import __version__, _machine
+from .. import _machine
 from .._privileges import refusal_why
+from .._version import __version__
 from ..errors import PercpuError, PermissionDenied
 from ._outfile import open_standard_fds
 

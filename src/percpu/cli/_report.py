@@ -16,7 +16,7 @@ import numpy as np
 
 from .._text import printable
 from ..disturb._who import Disturbance
-from ..syscount import FOLDED_TGID, Lost, SyscallDelta, errno_name
+from ..syscount._data import FOLDED_TGID, Lost, SyscallDelta, errno_name
 from . import _disturb
 
 __all__ = [
@@ -350,7 +350,6 @@ def to_json(
     ``total``. ``warnings`` lists every caveat on the numbers: the delta's own (:func:`caveats`), the
     disturbance view's, and the run's (``run_caveats``, e.g. a command counted without its children).
     With a ``disturbance`` view (-I -V -S -T), the ``disturbance`` key holds it (``_disturb.to_json``)."""
-    per_sys = d.per_syscall()
     # Keys of the per-row objects: CPU ids ("per_cpu": {"3": n}), or group labels ("per_node": {"node1": n}).
     per = "per_cpu" if d.groups is None else f"per_{d.groups.by}"
     keys_ = [str(c) for c in d.cpus] if d.groups is None else list(d.groups.labels)
@@ -365,24 +364,35 @@ def to_json(
     if d.groups is not None:
         obj["by"] = d.groups.by
         obj["groups"] = {lab: list(m) for lab, m in zip(d.groups.labels, d.groups.members, strict=True)}
-    obj.update(
-        {
-            "total": int(per_sys.sum()),
-            per: {k: int(v) for k, v in zip(keys_, d.per_cpu(), strict=True)},
-            "imbalance": round(d.imbalance(), 4),
-            "dropped": d.dropped,
-            "lost": d.lost._asdict(),
-            "syscalls": [
-                {
-                    "name": d.name(int(s)),
-                    "slot": int(s),
-                    "total": int(per_sys[s]),
-                    per: {k: int(d.counts[i, s]) for i, k in enumerate(keys_)},
-                }
-                for s in _rows(d, top)
-            ],
-        }
-    )
+    obj.update(_json_syscalls(d, per, keys_, top))
+    obj.update(_json_tables(d, per, keys_))
+    own = caveats(d)
+    if disturbance is not None:
+        obj["disturbance"] = _disturb.to_json(disturbance, top=top)
+        own += [Caveat(c.code, c.text, c.count) for c in _disturb.interval_caveats(disturbance)]
+    obj["warnings"] = [dataclasses.asdict(c) for c in (*own, *run_caveats)]
+    return obj
+
+
+def _json_syscalls(d: SyscallDelta, per: str, keys_: list[str], top: int | None) -> dict[str, Any]:
+    """The syscall matrix of :func:`to_json`: totals, the busiest ``top`` rows and ``other`` for the rest."""
+    per_sys = d.per_syscall()
+    obj: dict[str, Any] = {
+        "total": int(per_sys.sum()),
+        per: {k: int(v) for k, v in zip(keys_, d.per_cpu(), strict=True)},
+        "imbalance": round(d.imbalance(), 4),
+        "dropped": d.dropped,
+        "lost": d.lost._asdict(),
+        "syscalls": [
+            {
+                "name": d.name(int(s)),
+                "slot": int(s),
+                "total": int(per_sys[s]),
+                per: {k: int(d.counts[i, s]) for i, k in enumerate(keys_)},
+            }
+            for s in _rows(d, top)
+        ],
+    }
     rest = order_slots(d)[top:] if top else []
     if rest:
         obj["other"] = {
@@ -390,6 +400,12 @@ def to_json(
             "total": int(per_sys[rest].sum()),
             per: {k: int(v) for k, v in zip(keys_, d.counts[:, rest].sum(axis=1), strict=True)},
         }
+    return obj
+
+
+def _json_tables(d: SyscallDelta, per: str, keys_: list[str]) -> dict[str, Any]:
+    """The opt-in tables of :func:`to_json` (``-P``, ``-e``, ``-L``), each only when it was counted."""
+    obj: dict[str, Any] = {}
     if d.procs is not None:
         keys, counts = d.procs
         obj["processes"] = [
@@ -424,11 +440,6 @@ def to_json(
             }
             for slot, b in sorted(latency_by_slot(d).items())
         ]
-    own = caveats(d)
-    if disturbance is not None:
-        obj["disturbance"] = _disturb.to_json(disturbance, top=top)
-        own += [Caveat(c.code, c.text, c.count) for c in _disturb.interval_caveats(disturbance)]
-    obj["warnings"] = [dataclasses.asdict(c) for c in (*own, *run_caveats)]
     return obj
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .._text import printable
 from ..errors import PercpuError
-from ..syscount import SyscallCounter, SyscallDelta, errno_name
+from ..syscount._data import SnapshotSource, SyscallDelta, errno_name
 from ._report import (
     HISTOGRAM_LEGEND,
     SORTS,
@@ -207,7 +207,7 @@ def sort_rows(rows: Sequence[Row], sort: str, col: int) -> list[Row]:
 class _View:
     def __init__(
         self,
-        counter: SyscallCounter,
+        counter: SnapshotSource,
         interval: float,
         sort: str,
         top: int,
@@ -507,7 +507,7 @@ def terminal_problem() -> str | None:
 
 
 def run(
-    counter: SyscallCounter,
+    counter: SnapshotSource,
     *,
     interval: float,
     sort: str,

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 
 from ..cpus import cpu_lists
-from ..syscount import SyscallDelta
+from ..syscount._data import SyscallDelta
 from ..topo import GROUP_BY, CpuTopology
 from ..views import view
 

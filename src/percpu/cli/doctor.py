@@ -108,7 +108,7 @@ def _percpu_maps(possible: int) -> list[dict[str, Any]]:
 def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
     """One check per mode of the syscall counter, each loaded and attached for real; ``modes`` (when
     given) receives the structured results for the JSON report."""
-    from ..syscount import COMPAT_CHECKS, mode_support
+    from ._modes import COMPAT_CHECKS, mode_support
 
     res = _attempt(mode_support)
     if isinstance(res, _Failed):
@@ -167,40 +167,58 @@ def _doctor_checks(
     reported with its reason and the others still run. What the machine says comes from
     :func:`percpu._machine.current`."""
     machine = _machine.current()
-    checks: list[Check] = []
+    checks, n_possible = _cpu_checks(machine)
+    checks += _system_checks(machine)
+    checks += _feature_checks()
+    checks += _syscount_checks(modes)
+    checks += _disturb_checks(dims)
+    maps = _attempt(lambda: _percpu_maps(n_possible)) if n_possible else _Failed("unknown", "no CPU list")
+    if isinstance(maps, _Failed):
+        checks.append(("unknown", "per-CPU maps on this system", f"could not list them: {maps.reason}"))
+        return checks, []
+    return checks, maps
+
+
+def _cpu_checks(machine: _machine.Machine) -> tuple[list[Check], int]:
+    """The CPU lists, what a reader sized by online CPUs would overrun, and the memory left for maps; and
+    the number of possible CPUs (0 when the lists cannot be read)."""
     lists = _attempt(_cpu_lists, refused="fail")
-    n_possible = 0
     if isinstance(lists, _Failed):
-        checks.append(("fail", "CPU lists", lists.reason))
-    else:
-        possible, online, present = lists
-        n_possible = len(possible)
-        checks.append(("info", "possible CPUs", f"{possible} ({len(possible)})"))
-        checks.append(("info", "online CPUs", f"{online} ({len(online)})"))
-        checks.append(("info", "present CPUs", f"{present} ({len(present)})"))
-        if len(possible) != len(online):
-            extra = len(possible) - len(online)
-            checks.append(
-                (
-                    "warn",
-                    "possible != online",
-                    f"a reader that sizes per-CPU buffers by online CPUs (os.cpu_count()) overruns by "
-                    f"{extra} slots x round_up(value_size, 8) bytes",
-                )
-            )
-        if possible.ids != tuple(range(len(possible))):
-            checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
-        room = machine.memory_available()
+        return [("fail", "CPU lists", lists.reason)], 0
+    possible, online, present = lists
+    checks: list[Check] = [
+        ("info", "possible CPUs", f"{possible} ({len(possible)})"),
+        ("info", "online CPUs", f"{online} ({len(online)})"),
+        ("info", "present CPUs", f"{present} ({len(present)})"),
+    ]
+    if len(possible) != len(online):
+        extra = len(possible) - len(online)
         checks.append(
             (
-                "info",
-                "memory for maps",
-                (f"{human_bytes(room[0])} ({room[1]})" if room else "unknown (no MemAvailable, no limit)")
-                + f": a per-CPU map takes max_entries x round_up(value_size, 8) x {len(possible)} possible "
-                "CPUs, allocated when it is created; create() refuses what does not fit",
+                "warn",
+                "possible != online",
+                f"a reader that sizes per-CPU buffers by online CPUs (os.cpu_count()) overruns by "
+                f"{extra} slots x round_up(value_size, 8) bytes",
             )
         )
-    checks.append(_privileges(machine.effective_caps()))
+    if possible.ids != tuple(range(len(possible))):
+        checks.append(("warn", "gaps in possible CPUs", "slot i is not CPU id i: map slots to CPU ids"))
+    room = machine.memory_available()
+    checks.append(
+        (
+            "info",
+            "memory for maps",
+            (f"{human_bytes(room[0])} ({room[1]})" if room else "unknown (no MemAvailable, no limit)")
+            + f": a per-CPU map takes max_entries x round_up(value_size, 8) x {len(possible)} possible "
+            "CPUs, allocated when it is created; create() refuses what does not fit",
+        )
+    )
+    return checks, len(possible)
+
+
+def _system_checks(machine: _machine.Machine) -> list[Check]:
+    """What this process and system give a BPF user: privileges, sysctls, libbpf, kernel BTF, tracefs."""
+    checks = [_privileges(machine.effective_caps())]
     unpriv = machine.sysctl("kernel.unprivileged_bpf_disabled")
     checks.append(("info", "kernel.unprivileged_bpf_disabled", unpriv or "unknown"))
     try:
@@ -235,8 +253,12 @@ def _doctor_checks(
             f"{stats} (1: programs report run count and time; percpu exporter --enable-bpf-stats)",
         )
     )
-    for t in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH):
-        checks.append(_batch_check(t))
+    return checks
+
+
+def _feature_checks() -> list[Check]:
+    """What the kernel can do, each probed: batch operations, BPF_F_CPU, the hooks, BPF stats."""
+    checks = [_batch_check(t) for t in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH, MapType.LRU_PERCPU_HASH)]
     flag = _attempt(functools.partial(features.cpu_flag, strict=True))
     what = "BPF_F_CPU (one CPU's slot)"
     if isinstance(flag, _Failed):
@@ -257,13 +279,7 @@ def _doctor_checks(
             _probe_check(f"{hook} program at sys_enter", functools.partial(_probe_load, prog), "loads")
         )
     checks.append(_probe_check("bpf_stats (BPF_ENABLE_STATS)", _enable_stats, "can be turned on"))
-    checks.extend(_syscount_checks(modes))
-    checks.extend(_disturb_checks(dims))
-    maps = _attempt(lambda: _percpu_maps(n_possible)) if n_possible else _Failed("unknown", "no CPU list")
-    if isinstance(maps, _Failed):
-        checks.append(("unknown", "per-CPU maps on this system", f"could not list them: {maps.reason}"))
-        return checks, []
-    return checks, maps
+    return checks
 
 
 def _probe_load(program: str) -> None:

@@ -172,7 +172,22 @@ def register(sub: Any) -> None:
         metavar="ADDR:PORT",
         help="address and port (default 127.0.0.1:9435; [::1]:9435 and 0.0.0.0:9435 work too)",
     )
-    w = p.add_argument_group("serving")
+    _add_serving_options(p.add_argument_group("serving"))
+    _add_metric_options(p)
+    _options.add_counter_options(p)
+
+    def run(args: argparse.Namespace) -> int:
+        # -s is shared with `percpu top/stat`; an all-empty list (-s ,,) would load a filter that counts
+        # nothing, and an exporter that serves zeros forever looks healthy: refuse it here.
+        if args.syscall is not None and not [n for s in args.syscall for n in s.split(",") if n.strip()]:
+            p.error("-s/--syscall: no syscall names given (e.g. -s read,write)")
+        return _cmd_exporter(args)
+
+    p.set_defaults(func=run)
+
+
+def _add_serving_options(w: Any) -> None:
+    """How the metrics are served: TLS and auth, limits, and whom the process runs as once attached."""
     w.add_argument(
         "--web.config.file",
         dest="web_config_file",
@@ -223,6 +238,11 @@ def register(sub: Any) -> None:
         action="store_true",
         help="do not drop capabilities after attaching (for debugging)",
     )
+
+
+def _add_metric_options(p: argparse.ArgumentParser) -> None:
+    """What the metrics hold: their labels, how many syscalls and command names get series of their own,
+    and program run stats."""
     p.add_argument(
         "--no-cpu-label", action="store_true", help="sum over CPUs (fewer series); = --cpu-label none"
     )
@@ -256,13 +276,3 @@ def register(sub: Any) -> None:
         help="turn on kernel BPF run-time stats while running (program run count and time are only "
         "counted while stats are on)",
     )
-    _options.add_counter_options(p)
-
-    def run(args: argparse.Namespace) -> int:
-        # -s is shared with `percpu top/stat`; an all-empty list (-s ,,) would load a filter that counts
-        # nothing, and an exporter that serves zeros forever looks healthy: refuse it here.
-        if args.syscall is not None and not [n for s in args.syscall for n in s.split(",") if n.strip()]:
-            p.error("-s/--syscall: no syscall names given (e.g. -s read,write)")
-        return _cmd_exporter(args)
-
-    p.set_defaults(func=run)

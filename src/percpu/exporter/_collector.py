@@ -1,195 +1,25 @@
-"""Prometheus metrics from the syscall counter, formatted by percpu itself.
-
-Each scrape reads the BPF maps once (batch reads, no reset, no lock the programs wait on) and turns the
-absolute counts into metric families, which :class:`Exposition` renders in the Prometheus text format or
-OpenMetrics. prometheus_client is not needed to serve; :meth:`SyscallCollector.collect` still makes the
-collector usable in a prometheus_client registry where that package is installed. Cardinality is bounded
-by options:
-
-* ``cpu_label=False`` (or ``"none"``) sums over CPUs; ``"core"``, ``"package"`` or ``"node"`` sums CPUs into
-  those groups (from the sysfs topology read when the collector is made) under a label of that name;
-* ``top_syscalls=N`` names the N busiest syscalls and puts the rest in ``syscall="other"``. A syscall
-  once named stays named, and one that later enters the top N (by calls since the previous scrape) is
-  named too, until 2N are named; see :meth:`SyscallCollector._update_kept` for why every exported counter,
-  "other" included, stays monotonic;
-* per-process series carry ``comm`` only (never pid; escaped as ``stat`` shows it, see
-  :func:`percpu._text.printable`), at most ``max_comms`` of them (default 20) plus ``comm="other"``: half
-  the names go to names as they appear, the busiest first, the other half to names among the busiest
-  half since the previous scrape (:meth:`SyscallCollector._name_comms`). The series are accumulated
-  from deltas, and a name's series counts from the scrape that named it, so every series only grows and
-  the comm series of a syscall, "other" included, add up to its per-process calls; the rows of exited
-  processes, which the counter sums by name (``syscount.ProcessTable``), are subtracted where they went.
-  Memory stays bounded whatever names processes give themselves: the named set is at most
-  ``max_comms``, every other name is folded into "other" without being remembered, and the per-key
-  state is bounded by the counter's tables.
-
-Every series of the kernel's counts (the syscall matrix, errors, latency histograms, per-process counts,
-dropped, lost, skipped, program runs) is served at 0 the first time it is served, and at its value from
-the next scrape on. Prometheus's ``increase()`` and ``rate()`` start from a series' first sample: a series
-born at its full value hides every call counted before it (400,000 calls of a syscall new since the last
-scrape were invisible to ``increase()``), while a series born at 0 shows them as its first increase.
-OpenMetrics ``_created`` samples would say the same thing, but Prometheus 2.42 (Debian 12's) stores them
-as series of their own that ``increase()`` ignores, and they double the series count; see
-docs/exporter.md.
-"""
+"""The metric families of the syscall counter (:class:`SyscallCollector`), and how they are served."""
 
 from __future__ import annotations
 
-import gzip as _gzip
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import __version__, _machine
-from ._contract import PROC_KEY, ROW_BUCKETS, ROW_FIRST_BUCKET
-from ._text import printable
-from .cpus import CpuList, cpu_lists
-from .errors import PercpuError
-from .syscount import FOLDED_TGID, SyscallSnapshot, errno_name, folded_keys, slot_name
-from .topo import CpuGroups, CpuTopology, group_rows
+from .. import _machine
+from .._contract import ROW_BUCKETS, ROW_FIRST_BUCKET
+from .._version import __version__
+from ..cpus import cpu_lists
+from ..errors import PercpuError
+from ..syscount._data import SnapshotSource, SyscallSnapshot, errno_name, slot_name
+from ..topo import CpuGroups, CpuTopology, group_rows
+from ._comms import OTHER, CommSeries
+from ._exposition import Exposition, Family, Labels, Sample, escape_label
 
-__all__ = ["Exposition", "Family", "Sample", "SyscallCollector", "render"]
-
-OTHER = "other"
 BPF_STATS_SYSCTL = "kernel.bpf_stats_enabled"
-TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-
-Labels = tuple[tuple[str, str], ...]
-_FOLDED = FOLDED_TGID.to_bytes(4, "little")
-
-
-def _raw_keys(keys: np.ndarray) -> list[bytes]:
-    """Each per-process key's bytes (one copy of the array, then slices)."""
-    raw = np.ascontiguousarray(keys).tobytes()
-    n = PROC_KEY.itemsize
-    return [raw[i : i + n] for i in range(0, len(raw), n)]
-
-
-class Sample(NamedTuple):
-    suffix: str  # "_total", "_bucket", "" ...
-    labels: Labels
-    value: float
-
-
-@dataclass
-class Family:
-    """One metric family. ``name`` is the base name (no ``_total``); ``kind`` counter, gauge or histogram.
-
-    ``text`` holds chunks of sample lines already formatted (the per-CPU matrix, formatted in bulk, one
-    chunk per row, joined only once with the rest of the body), identical in both exposition formats;
-    ``cells`` then yields the same samples one by one for other consumers.
-    """
-
-    name: str
-    kind: str
-    help: str
-    samples: list[Sample] = field(default_factory=list)
-    text: list[bytes] = field(default_factory=list)
-    cells: Callable[[], Iterator[Sample]] | None = None
-    count: int = 0  # samples in ``text``
-
-    def add(self, labels: Labels, value: float, suffix: str | None = None) -> None:
-        self.samples.append(
-            Sample("_total" if suffix is None and self.kind == "counter" else suffix or "", labels, value)
-        )
-
-    def all_samples(self) -> Iterator[Sample]:
-        yield from self.samples
-        if self.cells is not None:
-            yield from self.cells()
-
-    def __len__(self) -> int:
-        return len(self.samples) + self.count
-
-
-def _escape_label(v: str) -> str:
-    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels_text(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels) + "}"
-
-
-def _value_text(v: float) -> str:
-    if isinstance(v, int):
-        return str(v)
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v.is_integer() and abs(v) < 2**53:
-        return str(int(v))
-    return repr(v)
-
-
-def render(families: Iterable[Family], openmetrics: bool) -> bytes:
-    """Families as Prometheus text format 0.0.4 or OpenMetrics 1.0 (which ends with ``# EOF``)."""
-    parts: list[bytes] = []
-    for fam in families:
-        head = fam.name + "_total" if fam.kind == "counter" and not openmetrics else fam.name
-        doc = fam.help.replace("\\", "\\\\").replace("\n", "\\n")
-        if openmetrics:
-            doc = doc.replace('"', '\\"')
-        lines = [f"# HELP {head} {doc}\n# TYPE {head} {fam.kind}\n"]
-        lines += [
-            f"{fam.name}{s.suffix}{_labels_text(s.labels)} {_value_text(s.value)}\n" for s in fam.samples
-        ]
-        parts.append("".join(lines).encode())
-        parts += fam.text
-    if openmetrics:
-        parts.append(b"# EOF\n")
-    return b"".join(parts)
-
-
-class Exposition:
-    """One scrape's families, rendered on demand and at most once per format and encoding.
-
-    Concurrent requests served from the same scrape share these bytes: one copy of the body per format,
-    however many clients read it.
-    """
-
-    def __init__(self, families: list[Family], taken: float) -> None:
-        self.families = families
-        self.taken = taken  # time.monotonic() when the maps were read
-        self.series = sum(len(f) for f in families)
-        self._bodies: dict[tuple[bool, bool], bytes] = {}
-        self._lock = threading.Lock()
-
-    def body(self, openmetrics: bool, gzipped: bool = False) -> bytes:
-        key = (openmetrics, gzipped)
-        with self._lock:
-            b = self._bodies.get(key)
-            if b is None:
-                if gzipped:
-                    plain = self._bodies.get((openmetrics, False)) or render(self.families, openmetrics)
-                    self._bodies[(openmetrics, False)] = plain
-                    # Level 1: the exposition is repetitive text that compresses about 10x even so, and
-                    # the time is the scrape's.
-                    b = _gzip.compress(plain, compresslevel=1, mtime=0)
-                else:
-                    b = render(self.families, openmetrics)
-                self._bodies[key] = b
-            return b
-
-
-class CounterSource(Protocol):
-    """What the collector needs from a :class:`~percpu.syscount.SyscallCounter` (tests use a fake)."""
-
-    attach_mode: str | None
-    arch: str
-
-    @property
-    def cpus(self) -> CpuList: ...
-    def snapshot(self) -> SyscallSnapshot: ...
-    def programs(self) -> list[Any]: ...
 
 
 class _Row(NamedTuple):
@@ -202,9 +32,13 @@ class _Row(NamedTuple):
 
 
 class SyscallCollector:
+    """The metric families of a source of snapshots (:class:`~percpu.syscount._data.SnapshotSource`):
+    ``percpu exporter`` gives it the running counter, tests a fake. :meth:`scrape` reads the source once
+    and renders; :meth:`collect` serves prometheus_client's registry."""
+
     def __init__(
         self,
-        counter: CounterSource,
+        source: SnapshotSource,
         *,
         cpu_label: bool | str = True,
         topology: CpuTopology | None = None,
@@ -222,17 +56,17 @@ class SyscallCollector:
             raise ValueError(
                 f"top_syscalls must be 0 (all) or more, max_comms 1 or more: {top_syscalls}, {max_comms}"
             )
-        self.counter = counter
+        self.source = source
         # Rows of the exported matrix: CPUs, or groups of them (the label is then named after the grouping).
         self._groups: CpuGroups | None = None
         self._label_name = "cpu"
         if cpu_label in ("cpu", "none") or isinstance(cpu_label, bool):
             self.cpu_label = cpu_label in (True, "cpu")
-            self._cpu_labels = [str(c) for c in counter.cpus]
+            self._cpu_labels = [str(c) for c in source.cpus]
         elif cpu_label in ("core", "package", "node"):
             self.cpu_label = True
             topo = topology if topology is not None else cpu_lists().topology()
-            self._groups = topo.groups(str(cpu_label), counter.cpus)
+            self._groups = topo.groups(str(cpu_label), source.cpus)
             self._label_name = str(cpu_label)
             self._cpu_labels = list(self._groups.labels)
         else:
@@ -254,9 +88,7 @@ class SyscallCollector:
         self._frozen_errors: dict[str, int] = {}
         self._frozen_latency = np.zeros(64, np.uint64)
         self._prog_stats_on = False
-        self._comms: set[str] = set()
-        self._proc_last: dict[bytes, int] = {}
-        self._proc_totals: dict[tuple[str, str], int] = {}
+        self._by_comm = CommSeries(max_comms)
         self._last_duration = 0.0
         self._scrapes = 0
         self._names: dict[int, str] = {}
@@ -271,18 +103,18 @@ class SyscallCollector:
     @property
     def tracked_comms(self) -> int:
         """Command names held in memory (at most ``max_comms``, whatever processes call themselves)."""
-        return len(self._comms)
+        return self._by_comm.tracked_comms
 
     @property
     def tracked_process_keys(self) -> int:
         """Per-process keys remembered between scrapes: the counter's rows (its kernel table's, and those of
         exited processes summed by name), bounded whatever processes do."""
-        return len(self._proc_last)
+        return self._by_comm.tracked_keys
 
     def _name(self, slot: int) -> str:
         n = self._names.get(slot)
         if n is None:
-            n = self._names[slot] = slot_name(slot, self.counter.arch)
+            n = self._names[slot] = slot_name(slot, self.source.arch)
         return n
 
     def _label(self, slot: int) -> str:
@@ -344,7 +176,7 @@ class SyscallCollector:
         """Read the maps once and build every family; render with :meth:`Exposition.body`."""
         start = time.perf_counter()
         with self._lock:
-            snap = self.counter.snapshot()
+            snap = self.source.snapshot()
             fams = [self._first_at_zero(f) for f in self._families(snap)]
             self._last_duration = time.perf_counter() - start
             self._scrapes += 1
@@ -406,14 +238,14 @@ class SyscallCollector:
                 "gauge",
                 f"Command names kept for per-process series (at most --max-comms, here {self.max_comms}).",
             )
-            comms.add((), len(self._comms))
+            comms.add((), self._by_comm.tracked_comms)
             keys = Family(
                 "percpu_exporter_tracked_process_keys",
                 "gauge",
                 "Per-process keys remembered between scrapes (the kernel table's, and exited processes' "
                 "summed by name: bounded by --proc-entries).",
             )
-            keys.add((), len(self._proc_last))
+            keys.add((), self._by_comm.tracked_keys)
             out += [comms, keys]
         return out
 
@@ -454,7 +286,7 @@ class SyscallCollector:
             if cached is not None and cached.mask == mb:
                 template = cached.template
             else:
-                name = _escape_label(OTHER if col < 0 else self._name(col))
+                name = escape_label(OTHER if col < 0 else self._name(col))
                 row_label = self._label_name
                 template = "".join(
                     f'percpu_syscalls_total{{{row_label}="{self._cpu_labels[i]}",syscall="{name}"}} %d\n'
@@ -486,7 +318,7 @@ class SyscallCollector:
             (
                 ("version", __version__),
                 ("libbpf", self.libbpf_version),
-                ("attach", self.counter.attach_mode or ""),
+                ("attach", self.source.attach_mode or ""),
             ),
             1,
         )
@@ -541,7 +373,7 @@ class SyscallCollector:
             yield self._latency(*snap.latency)
         self._has_procs = snap.procs is not None
         if snap.procs is not None:
-            yield self._procs(*snap.procs)
+            yield self._by_comm.family(*snap.procs, self._label)
         yield from self._prog_stats()
 
     def _errors(self, keys: np.ndarray, counts: np.ndarray) -> Family:
@@ -591,100 +423,41 @@ class SyscallCollector:
             m.add(lab, float(sum(int(b[i]) * 1.5 * 2.0**i for i in range(64))) / 1e9, "_sum")
         return m
 
-    def _procs(self, keys: np.ndarray, counts: np.ndarray) -> Family:
-        m = Family(
-            "percpu_process_syscalls",
-            "counter",
-            "System calls by command name (comm) and syscall; "
-            f'at most {self.max_comms} comms, the rest as comm="other".',
-        )
-        now = dict(zip(_raw_keys(keys), counts.sum(axis=1, dtype=np.uint64).tolist(), strict=True))
-        delta: dict[bytes, int] = {}
-        for raw, t in now.items():
-            before = self._proc_last.get(raw, 0)
-            delta[raw] = t - before if t >= before else t  # smaller: evicted and counted again from zero
-        for raw, before in self._proc_last.items():
-            if raw in now:
-                continue
-            # Gone from the snapshot: its process exited and its counts were summed by name, into the
-            # first of these the snapshot has (see syscount.ProcessTable). That row's growth holds what
-            # this key had already exported: taken off, or it would be counted twice.
-            dest = next((d for d in folded_keys(raw) if d in now), None)
-            if dest is not None:
-                delta[dest] = max(delta[dest] - before, 0)
-        self._proc_last = now  # the keys of this snapshot: bounded by the counter's tables
-        rows: list[tuple[str, int, int]] = []
-        by_comm: dict[str, int] = {}
-        for raw, d in delta.items():
-            if not d:
-                continue
-            name = raw[8:].split(b"\0", 1)[0]
-            if not name and raw[:4] == _FOLDED:
-                comm = OTHER  # exited processes whose names were not kept
-            else:
-                # Escaped as stat and top show it: a name is another user's choice, and control characters
-                # or bytes that are not UTF-8 must not reach whoever reads the scrape (a terminal, a browser).
-                comm = printable(name) or "?"
-                by_comm[comm] = by_comm.get(comm, 0) + d
-            rows.append((comm, int.from_bytes(raw[4:8], "little"), d))
-        self._name_comms(by_comm)
-        for comm, slot, d in rows:
-            key = (comm if comm in self._comms else OTHER, self._label(slot))
-            self._proc_totals[key] = self._proc_totals.get(key, 0) + d
-        for (comm, sc), v in sorted(self._proc_totals.items()):
-            m.add((("comm", comm), ("syscall", sc)), v)
-        return m
-
-    def _name_comms(self, calls: dict[str, int]) -> None:
-        """Give names their series: the first half of the ``max_comms`` slots to names as they appear (the
-        busiest first), the rest to names among the busiest half since the previous scrape.
-
-        A name keeps its series for good, so no series disappears and each only grows; a name's series
-        counts from the scrape that named it (its calls before are in "other", which keeps them), so the
-        comm series of a syscall, "other" included, always add up to its per-process calls.
-        """
-        half = (self.max_comms + 1) // 2
-        busiest = sorted(calls, key=lambda c: -calls[c])
-        for c in busiest:
-            if len(self._comms) >= half:
-                break
-            self._comms.add(c)
-        for c in busiest[:half]:
-            if len(self._comms) >= self.max_comms:
-                break
-            self._comms.add(c)
-
     def _prog_stats(self) -> Iterable[Family]:
-        """Run count and run time of percpu's programs, while the kernel counts them.
-
-        The kernel counts both only while BPF stats are on: ``kernel.bpf_stats_enabled=1``, or while any
-        process holds a BPF_ENABLE_STATS fd (which leaves the sysctl at 0). Once exported they stay
-        exported (frozen while stats are off: the kernel keeps the values), so no series vanishes.
-        """
+        """Run count and run time of percpu's programs, once the kernel counts them (see
+        :func:`program_families`): from then on they stay exported, frozen while stats are off."""
         if not self._prog_stats_on:
             self._prog_stats_on = self.bpf_stats or _machine.current().sysctl_int(BPF_STATS_SYSCTL) == 1
-        if not self._prog_stats_on:
-            return []
-        cnt = Family(
-            "percpu_bpf_prog_run_count",
-            "counter",
-            "Runs of percpu's BPF programs, counted only while BPF stats are enabled "
-            "(kernel.bpf_stats_enabled=1 or --enable-bpf-stats).",
-        )
-        tim = Family(
-            "percpu_bpf_prog_run_time_seconds",
-            "counter",
-            "Time spent in percpu's BPF programs, counted only while BPF stats are enabled "
-            "(kernel.bpf_stats_enabled=1 or --enable-bpf-stats).",
-        )
-        for p in self.counter.programs():
-            try:
-                info = p.info()
-            except PercpuError:
-                continue  # a program that went away is not a scrape failure
-            cnt.add((("program", p.name),), info.run_cnt)
-            tim.add((("program", p.name),), info.run_time_ns / 1e9)
-        return [cnt, tim]
+        return program_families(self.source) if self._prog_stats_on else []
+
+
+def program_families(source: SnapshotSource) -> list[Family]:
+    """Run count and run time of the source's programs.
+
+    The kernel counts both only while BPF stats are on: ``kernel.bpf_stats_enabled=1``, or while any
+    process holds a BPF_ENABLE_STATS fd (which leaves the sysctl at 0). Once exported they stay exported
+    (the kernel keeps the values while stats are off), so no series vanishes.
+    """
+    cnt = Family(
+        "percpu_bpf_prog_run_count",
+        "counter",
+        "Runs of percpu's BPF programs, counted only while BPF stats are enabled "
+        "(kernel.bpf_stats_enabled=1 or --enable-bpf-stats).",
+    )
+    tim = Family(
+        "percpu_bpf_prog_run_time_seconds",
+        "counter",
+        "Time spent in percpu's BPF programs, counted only while BPF stats are enabled "
+        "(kernel.bpf_stats_enabled=1 or --enable-bpf-stats).",
+    )
+    for p in source.programs():
+        try:
+            info = p.info()
+        except PercpuError:
+            continue  # a program that went away is not a scrape failure
+        cnt.add((("program", p.name),), info.run_cnt)
+        tim.add((("program", p.name),), info.run_time_ns / 1e9)
+    return [cnt, tim]
 
 
 def _le(i: int) -> str:

@@ -1,0 +1,395 @@
+"""The syscall counter: :class:`SyscallCounter`'s options, lifetime and reads.
+
+It configures and loads ``syscount.bpf.o`` through a :class:`~._load.Loader` (shipped compiled: no
+compiler at run time), reads its per-CPU maps into :class:`~._data.SyscallSnapshot` values (batch reads,
+never a reset), and keeps the per-process table from filling (:mod:`._procs`).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from typing import Any, NoReturn
+
+import numpy as np
+
+from .. import _fork, _machine
+from .. import syscalls as _names
+from .._contract import LOST_PROCESSES, NR_SLOTS
+from ..cpulist import CpuList
+from ..cpus import machine, possible_cpus
+from ..errors import NotCopyable, PercpuError
+from ..maps import Map
+from ..objects import BpfObject, bundled
+from . import _load
+from ._data import Lost, SyscallSnapshot, merge_latency
+from ._filters import Filters
+from ._procs import Drainer, ProcessTable, flush_pending
+
+__all__ = ["COMPAT_CHECKS", "MAX_TABLE_ENTRIES", "SyscallCounter"]
+
+# The largest opt-in table taken (keys): 16M keys of 8 bytes per possible CPU is already gigabytes.
+MAX_TABLE_ENTRIES = 1 << 24
+
+
+class SyscallCounter:
+    """Count system calls per CPU (and, on request, per process, per errno and by latency).
+
+    >>> with SyscallCounter() as c:           # doctest: +SKIP
+    ...     before = c.snapshot(); time.sleep(1); d = c.snapshot().delta(before)
+
+    ``attach``: ``"auto"`` tries ``tp_btf``, then ``raw_tp``, then the classic tracepoint;
+    :attr:`attach_mode` says which one is in use.
+
+    Per-process counts (``per_process``) live in a kernel table of ``proc_entries`` keys (pid, syscall,
+    name) that does not evict: what it cannot take is counted in ``Lost.processes``, so the rows plus that
+    always equal the calls counted. From the first :meth:`snapshot` on, a thread takes the rows of
+    processes that have exited out of the table whenever it is filling, and keeps them: by pid up to
+    ``proc_keep`` rows (default ``proc_entries``), then summed by name (pid :data:`FOLDED_TGID`) up to
+    ``proc_entries`` rows, then by syscall alone; see :class:`ProcessTable`.
+    """
+
+    # Latency at tp_btf: start times in a per-CPU slot spilled at sched_switch (True), or in the task's
+    # store at every call (False, the path of raw_tp, tracepoint and kernels that refuse the former).
+    latency_percpu: bool = True
+    # Per-process counts: a per-CPU cache in front of the hash, flushed on each CPU before every read
+    # (True), or the hash at every call (False, and kernels that cannot run a program on a given CPU).
+    process_cache: bool = True
+
+    def __init__(
+        self,
+        *,
+        filters: Filters | None = None,
+        per_process: bool = False,
+        errors: bool = False,
+        latency: bool = False,
+        attach: str = "auto",
+        proc_entries: int = 10240,
+        errors_entries: int = 8192,
+        latency_entries: int = 16384,
+        proc_keep: int | None = None,
+        detect_compat: bool = True,
+        obj_path: str | None = None,
+        start: bool = True,
+    ) -> None:
+        if attach != "auto" and attach not in _load.ATTACH_MODES:
+            raise PercpuError(f"attach mode {attach!r}: choose auto, {', '.join(_load.ATTACH_MODES)}")
+        self.filters = filters or Filters()
+        self.per_process = per_process
+        self.errors = errors
+        self.latency = latency
+        self.attach = attach
+        for name, n in (
+            ("proc_entries", proc_entries),
+            ("errors_entries", errors_entries),
+            ("latency_entries", latency_entries),
+        ):
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TABLE_ENTRIES:
+                raise PercpuError(f"{name}={n!r}: give a table size from 1 to {MAX_TABLE_ENTRIES} keys")
+        self.proc_entries = proc_entries
+        self.errors_entries = errors_entries
+        self.latency_entries = latency_entries
+        keep = proc_entries if proc_keep is None else proc_keep
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= MAX_TABLE_ENTRIES:
+            raise PercpuError(f"proc_keep={keep!r}: give a number of rows from 0 to {MAX_TABLE_ENTRIES}")
+        # Rows of exited processes kept by pid once taken out of the kernel's table (see ProcessTable);
+        # as many again are kept summed by name.
+        self.proc_keep = keep
+        self.detect_compat = detect_compat and _names.machine_arch() == "x86_64"
+        self._topo = machine()
+        self._cpus = possible_cpus()
+        self.arch = _names.machine_arch()
+        self._own_obj_path = obj_path
+        self._obj_path = obj_path or bundled("syscount.bpf.o")
+        self._nobtf = False
+        self._obj: BpfObject | None = None
+        self._maps: dict[str, Map] = {}
+        self._flush_fd = -1
+        self._proc_table: ProcessTable | None = None
+        self._drainer: Drainer | None = None
+        self._drain_error: BaseException | None = None
+        # close() and snapshot() may run in different threads (an exporter shutting down while a scrape
+        # reads): the lock makes a snapshot finish before the maps go, or fail with a typed error after.
+        self._lock = threading.RLock()
+        _fork.track(self)
+        self.attach_mode: str | None = None
+        self.attach_failures: dict[str, str] = {}
+        self.needs_exit = self.filters.failed_only or errors or latency
+        # Nothing but counting: a dedicated program with the fewest instructions does it.
+        self._default_mode = not (self.needs_exit or per_process) and self.filters == Filters()
+        self._config = _load.configure(
+            self.filters,
+            per_process=per_process,
+            errors=errors,
+            latency=latency,
+            detect_compat=self.detect_compat,
+            arch=self.arch,
+        )
+        if start:
+            self.start()
+
+    # --- lifetime -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load and attach, trying attach modes in order of cost; raises if none works."""
+        with self._lock:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._obj is not None:
+            return
+        self._nobtf = not _load.kernel_btf() and self._own_obj_path is None
+        default = "syscount_nobtf.bpf.o" if self._nobtf else "syscount.bpf.o"
+        self._obj_path = self._own_obj_path or bundled(default)
+        loaded = self._loader().load()
+        self._obj, self._maps, self._flush_fd, self.attach_mode = loaded
+        if self.per_process:
+            self._drain_error = None
+            self._proc_table = self._process_table()
+
+    def _loader(self) -> _load.Loader:
+        return _load.Loader(
+            config=self._config,
+            path=self._obj_path,
+            nobtf=self._nobtf,
+            attach=self.attach,
+            per_process=self.per_process,
+            errors=self.errors,
+            latency=self.latency,
+            needs_exit=self.needs_exit,
+            default_mode=self._default_mode,
+            proc_entries=self.proc_entries,
+            errors_entries=self.errors_entries,
+            latency_entries=self.latency_entries,
+            latency_percpu=self.latency_percpu,
+            process_cache=self.process_cache,
+            cpus=self._cpus,
+            failures=self.attach_failures,
+        )
+
+    def _process_table(self) -> ProcessTable:
+        # Pids of the kernel's own namespace (the no-BTF object inside a container) cannot be checked
+        # from here: nothing is taken out then, and a full table counts what it loses.
+        foreign = self._nobtf and bool(self._config.pidns_ino)
+        cache = self._maps.get("proc_cache")
+        return ProcessTable(
+            self._maps["proc_counts"],
+            len(self._cpus),
+            keep=self.proc_keep,
+            fold=self.proc_entries,
+            alive=None if foreign else _machine.current().process_exists,
+            flush=functools.partial(flush_pending, self._flush_fd, cache, self._cpus)
+            if cache is not None
+            else None,
+            events=self._proc_events if "proc_inserts" in self._maps else None,
+        )
+
+    @property
+    def compat_check(self) -> str:
+        """How this counter tells 32-bit (compat) calls apart, a key of :data:`COMPAT_CHECKS`: ``TS_COMPAT``
+        (the task's status, as the kernel does), ``code segment`` (the object without BTF, which cannot
+        read that status: a 64-bit task's ``int $0x80`` calls get 64-bit names), ``AArch32`` (arm64: not
+        told apart) or ``off`` (``detect_compat=False``). Known once started."""
+        if self.arch == "arm64":
+            return "AArch32"
+        if not self.detect_compat:
+            return "off"
+        return "code segment" if self._nobtf else "TS_COMPAT"
+
+    @property
+    def uses_start_slot(self) -> bool:
+        """Whether latency start times are kept in a per-CPU slot, moved to the task's store at sched_switch
+        (tp_btf, :attr:`latency_percpu`), rather than in the store at every call. Known once started."""
+        return bool(self._config.lat_percpu)
+
+    @property
+    def uses_process_cache(self) -> bool:
+        """Whether per-process counts gather in a per-CPU cache in front of the hash (:attr:`process_cache`),
+        rather than in the hash at every call. Known once started."""
+        return bool(self._config.proc_cache)
+
+    def close(self) -> None:
+        """Detach the programs and free the maps (waits for a snapshot running in another thread)."""
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None:
+            drainer.stop.set()
+            if drainer is not threading.current_thread():
+                drainer.join()
+        with self._lock:
+            maps, self._maps = self._maps, {}
+            obj, self._obj = self._obj, None
+            self._proc_table = None
+        for m in maps.values():
+            m.close()
+        if obj is not None:
+            obj.close()
+
+    def _after_fork_in_child(self) -> None:
+        # A thread that held the lock at fork() (a snapshot, a close, the per-process drainer) is not in
+        # the child, and its call does not go on there: the child's counter gets a free lock of its own.
+        self._lock = threading.RLock()
+
+    def _refuse(self) -> NotCopyable:
+        return NotCopyable(
+            "the syscall counter cannot be copied or pickled: it owns its loaded BPF programs and maps, "
+            "which its close() detaches and frees, so a copy would close the original's. Share the counter "
+            "itself (snapshot() and close() may be called from any thread); another process starts a "
+            "counter of its own"
+        )
+
+    def __copy__(self) -> NoReturn:
+        raise self._refuse()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
+        raise self._refuse()
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise self._refuse()
+
+    def __enter__(self) -> SyscallCounter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    @property
+    def cpus(self) -> CpuList:
+        return self._cpus
+
+    def programs(self) -> list[Any]:
+        """The loaded programs (for run counts and run time when bpf_stats are on)."""
+        with self._lock:
+            if self._obj is None:
+                return []
+            return [p for p in self._obj.programs.values() if p.autoload]
+
+    def snapshot(self) -> SyscallSnapshot:
+        """Read every map once (batch reads); never resets a counter and never blocks counting.
+
+        Raises :class:`PercpuError` once the counter is closed, also when another thread closes it."""
+        with self._lock:
+            if self._obj is None:
+                raise PercpuError("the syscall counter is not running (closed, or start() not called)")
+            if self._drain_error is not None:
+                exc = self._drain_error
+                raise PercpuError(
+                    f"taking exited processes out of the per-process table failed: {exc}"
+                ) from exc
+            snap = self._snapshot_locked()
+            self._start_drainer()
+            return snap
+
+    def _start_drainer(self) -> None:
+        """The thread that keeps the per-process table from filling, at the first snapshot: not at start,
+        so that a caller may still give up privileges while it has one thread (the exporter does)."""
+        t = self._proc_table
+        if self._drainer is None and t is not None and t.events is not None and t.alive is not None:
+            self._drainer = Drainer(self._drain_if_due)
+            self._drainer.start()
+
+    def _drain_if_due(self, stop: threading.Event) -> float:
+        """Drain the per-process table if it is filling; returns how long to wait before asking again."""
+        with self._lock:
+            t = self._proc_table
+            if stop.is_set() or t is None:
+                return 0.0
+            if t.due(time.monotonic()):
+                try:
+                    t.drain()
+                except Exception as exc:  # raised by the next snapshot, not lost with the thread
+                    self._drain_error = exc
+                    stop.set()
+            return t.period
+
+    def _proc_events(self) -> int:
+        """Keys the kernel inserted into the per-process table plus calls it could not take: grows
+        whenever the table fills (two small reads, not the table)."""
+        inserted = int(self._maps["proc_inserts"].snapshot().values.sum(dtype=np.uint64))
+        lost = self._maps["lost"].snapshot()
+        return inserted + int(lost.values[lost.keys == LOST_PROCESSES].sum(dtype=np.uint64))
+
+    def _snapshot_locked(self) -> SyscallSnapshot:
+        now = time.monotonic()
+        snap = self._maps["counts"].snapshot()
+        counts = np.zeros((len(self.cpus), NR_SLOTS), dtype=np.uint64)
+        counts[:, snap.keys.astype(np.int64)] = snap.values.T
+        dropped = int(self._maps["dropped"].snapshot().values.sum())
+        # The per-process rows before the lost counts: the flush that moves the per-CPU caches into the
+        # table counts there what the table cannot take.
+        procs = self._procs()
+        lost = self._maps["lost"].snapshot()
+        per_table = np.zeros(len(Lost._fields), dtype=np.uint64)
+        per_table[lost.keys.astype(np.int64)] = lost.values.sum(axis=1, dtype=np.uint64)
+        per_table[Lost._fields.index("skipped")] = self._skipped_runs()
+        return SyscallSnapshot(
+            time=now,
+            cpus=self.cpus,
+            counts=counts,
+            procs=procs,
+            errors=self._keyed("errors"),
+            latency=self._latency(),
+            dropped=dropped,
+            arch=self.arch,
+            online=self._online(),
+            lost=Lost(*(int(v) for v in per_table)),
+        )
+
+    def _skipped_runs(self) -> int:
+        """Runs the kernel skipped, summed over the attached programs (0 on a kernel without
+        features.RECURSION_MISSES)."""
+        if self._obj is None:
+            return 0
+        lib = _machine.current().libbpf()
+        total = 0
+        for p in self._obj.programs.values():
+            if p.autoload and p.name != "flush_procs":
+                try:
+                    total += lib.prog_recursion_misses(p.fd)
+                except OSError:
+                    continue
+        return total
+
+    def _online(self) -> CpuList | None:
+        """The online CPUs now, or None when sysfs cannot say (a snapshot must not fail over it)."""
+        try:
+            return self._topo.online
+        except PercpuError:
+            return None
+
+    def _latency(self) -> tuple[np.ndarray, np.ndarray] | None:
+        overflow = self._keyed("latency")
+        if overflow is None:
+            return None
+        # The index before the rows: a row taken in between then reads as not yet taken (counted next
+        # time), never as counts without a slot.
+        index = self._maps["lat_index"].snapshot().values["row"][0]
+        rows = self._maps["lat_rows"].snapshot().values["n"]
+        return merge_latency(index, rows, overflow)
+
+    def _procs(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self._proc_table is None:
+            return None
+        return self._proc_table.read()
+
+    def _keyed(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        m = self._maps.get(name)
+        if m is None:
+            return None
+        s = m.snapshot()
+        return s.keys, s.values
+
+
+# What each way of telling 32-bit calls apart (SyscallCounter.compat_check) cannot tell: percpu doctor
+# prints it with the modes. None: nothing.
+COMPAT_CHECKS: dict[str, str | None] = {
+    "TS_COMPAT": None,
+    "code segment": "without kernel BTF the task's TS_COMPAT status has no known offset, so 32-bit calls are "
+    "told apart by the code segment only: a 64-bit task's int $0x80 calls are named from the x86_64 table",
+    "AArch32": "an AArch32 task's calls are not told apart on arm64: they are named from the arm64 table, "
+    "which numbers them differently",
+    "off": "32-bit calls are not told apart (detect_compat=False)",
+}
