@@ -213,7 +213,7 @@ class IntCodec(Codec):
     def __init__(self, spec: Int) -> None:
         self.spec = spec
         self.size = spec.size
-        self.name = f"{'i' if spec.signed else 'u'}int{spec.size * 8}"
+        self.name = f"{'' if spec.signed else 'u'}int{spec.size * 8}"  # numpy's names: int128, uint24
         if spec.size in (1, 2, 4, 8):
             order = "<" if spec.byteorder == "little" else ">"
             self.dtype = np.dtype(f"{order}{'i' if spec.signed else 'u'}{spec.size}")

@@ -7,10 +7,11 @@ both build on it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import overload
 
-from .errors import PercpuError
+from .errors import CpuNotPossible, PercpuError
 
 __all__ = ["CpuList", "format_cpu_list", "parse_cpu_list"]
 
@@ -61,10 +62,11 @@ def format_cpu_list(cpus: Iterable[int]) -> str:
 class CpuList(Sequence[int]):
     """An immutable, sorted list of CPU ids that prints the way the kernel writes it."""
 
-    __slots__ = ("_ids",)
+    __slots__ = ("_ids", "_slot_of")
 
     def __init__(self, ids: Iterable[int]) -> None:
         self._ids = tuple(sorted(set(ids)))
+        self._slot_of: dict[int, int] | None = None
 
     @classmethod
     def parse(cls, text: str) -> CpuList:
@@ -104,3 +106,18 @@ class CpuList(Sequence[int]):
     @property
     def ids(self) -> tuple[int, ...]:
         return self._ids
+
+    def slot(self, cpu: object, *, map_name: str | None = None) -> int:
+        """The position of CPU id ``cpu`` in this list: the slot of its value in a per-CPU value, when this
+        is the possible list. The one rule for CPU ids, wherever one is given: an integer (numpy's too)
+        that is in the list. ``True`` and ``1.0`` hash like CPU 1 but are not CPU ids, and are refused
+        with the rest. Raises :class:`~percpu.errors.CpuNotPossible` naming the CPU and this list."""
+        slots = self._slot_of
+        if slots is None:
+            slots = self._slot_of = {c: i for i, c in enumerate(self._ids)}
+        try:
+            if isinstance(cpu, bool):
+                raise TypeError(cpu)
+            return slots[operator.index(cpu)]  # type: ignore[arg-type]
+        except (KeyError, TypeError):
+            raise CpuNotPossible(cpu, str(self), map_name=map_name) from None

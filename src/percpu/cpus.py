@@ -22,7 +22,7 @@ import warnings
 from typing import Any
 
 from .cpulist import CpuList, format_cpu_list, parse_cpu_list
-from .errors import CpuNotPossible, PercpuError, TopologyMismatch
+from .errors import PercpuError, TopologyMismatch
 from .topo import CpuTopology, read_topology
 
 __all__ = [
@@ -44,7 +44,6 @@ class CpuLists:
     def __init__(self, root: str = SYSFS_CPU) -> None:
         self.root = root
         self._possible: CpuList | None = None
-        self._slot_of: dict[int, int] | None = None
 
     def _read(self, name: str) -> CpuList:
         path = os.path.join(self.root, name)
@@ -82,13 +81,9 @@ class CpuLists:
         return len(self.possible)
 
     def slot(self, cpu: int) -> int:
-        """The slot index of CPU id ``cpu`` in a per-CPU value. Raises :class:`CpuNotPossible`."""
-        if self._slot_of is None:
-            self._slot_of = {c: i for i, c in enumerate(self.possible)}
-        try:
-            return self._slot_of[cpu]
-        except (KeyError, TypeError):
-            raise CpuNotPossible(cpu, str(self.possible)) from None
+        """The slot index of CPU id ``cpu`` in a per-CPU value (:meth:`CpuList.slot`, the one rule for CPU
+        ids). Raises :class:`~percpu.errors.CpuNotPossible`."""
+        return self.possible.slot(cpu)
 
     def cpu(self, slot: int) -> int:
         """The CPU id that slot ``slot`` holds."""

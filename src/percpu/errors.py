@@ -9,6 +9,7 @@ what to do next.
 from __future__ import annotations
 
 import errno as _errno
+import operator
 import os
 
 __all__ = [
@@ -205,10 +206,15 @@ class CpuNotPossible(PercpuError, ValueError, IndexError):
 
     def __init__(self, cpu: object, possible: str, *, map_name: str | None = None) -> None:
         where = f" (map {map_name!r})" if map_name else ""
-        super().__init__(
-            f"CPU {cpu!r} is not a possible CPU on this system{where}; possible CPUs: {possible or 'none'}",
-            map_name=map_name,
-        )
+        try:
+            if isinstance(cpu, bool):
+                raise TypeError(cpu)
+            operator.index(cpu)  # type: ignore[arg-type]
+        except TypeError:
+            why = f"is not a CPU id: CPU ids are integers, not {type(cpu).__name__}{where}; give one of the"
+        else:
+            why = f"is not a possible CPU on this system{where};"
+        super().__init__(f"CPU {cpu!r} {why} possible CPUs: {possible or 'none'}", map_name=map_name)
         self.cpu = cpu
         self.possible = possible
 

@@ -384,7 +384,12 @@ class BpfObject(_Uncopyable):
 
     def map(self, name: str, *, key: TypeSpec = None, value: TypeSpec = None, **kw: Any) -> Map:
         """Map ``name`` as its typed class (``PerCpuArray``, ``PerCpuHash``, ...), with its own fd."""
-        return Map.from_fd(os.dup(self.map_fd(name)), key=key, value=value, **kw)
+        fd = os.dup(self.map_fd(name))
+        try:
+            return Map.from_fd(fd, key=key, value=value, **kw)
+        except BaseException:
+            os.close(fd)  # from_fd leaves a refused fd to its caller
+            raise
 
     def program(self, name: str) -> Program:
         try:

@@ -17,9 +17,8 @@ size before any syscall. Per-CPU values are laid out by the kernel with a stride
 from __future__ import annotations
 
 import ctypes
-import operator
 import warnings
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, Sequence, ValuesView
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from typing import Any
 
 import numpy as np
@@ -55,6 +54,7 @@ __all__ = [
     "codec_for",
     "integer_array",
     "is_numeric",
+    "same_array",
 ]
 
 
@@ -121,7 +121,7 @@ class PerCpuValue(Mapping[int, Any]):
     ``cpus[i]``; :meth:`to_pandas` the Series (or a DataFrame of a record's fields).
     """
 
-    __slots__ = ("_array", "_codec", "_cpus", "_slot")
+    __slots__ = ("_array", "_codec", "_cpus")
 
     def __init__(self, array: np.ndarray, cpus: CpuList, codec: Codec) -> None:
         if array.shape[:1] != (len(cpus),):
@@ -136,7 +136,6 @@ class PerCpuValue(Mapping[int, Any]):
         self._array = array
         self._cpus = cpus
         self._codec = codec
-        self._slot = {c: i for i, c in enumerate(cpus)}
 
     @classmethod
     def from_values(
@@ -198,13 +197,9 @@ class PerCpuValue(Mapping[int, Any]):
         return len(self._cpus)
 
     def __getitem__(self, cpu: int) -> Any:
-        try:
-            if isinstance(cpu, bool):  # True and 1.0 hash like CPU 1: a CPU id is an integer
-                raise TypeError(cpu)
-            slot = self._slot[operator.index(cpu)]
-        except (KeyError, TypeError):
-            raise CpuNotPossible(cpu, str(self._cpus)) from None
-        return self._codec.decode(self._array[slot])
+        """CPU ``cpu``'s value: ``cpu`` an integer CPU id (:meth:`CpuList.slot`, the one rule for CPU
+        ids); :class:`~percpu.errors.CpuNotPossible` for any other."""
+        return self._codec.decode(self._array[self._cpus.slot(cpu)])
 
     def __iter__(self) -> Iterator[Any]:
         """The values in CPU order (a Series' iteration, not a dict's: the keys are :meth:`keys`)."""
@@ -217,7 +212,11 @@ class PerCpuValue(Mapping[int, Any]):
 
     def __contains__(self, cpu: object) -> bool:
         """Whether ``cpu`` is one of the possible CPUs (``v[cpu]`` works), as ``in`` is for a Series."""
-        return not isinstance(cpu, bool) and cpu in self._slot
+        try:
+            self._cpus.slot(cpu)
+        except CpuNotPossible:
+            return False
+        return True
 
     def keys(self) -> KeysView[int]:
         """The possible CPU ids, in slot order."""
@@ -287,9 +286,10 @@ class PerCpuValue(Mapping[int, Any]):
         out: np.ndarray = self._array.copy()
         return out
 
-    def only(self, cpus: Sequence[int]) -> PerCpuValue:
-        """The values of the given CPUs only."""
-        idx = [self._slot[c] for c in cpus if c in self._slot]
+    def only(self, cpus: Iterable[int]) -> PerCpuValue:
+        """The values of the given CPUs only, in CPU order. A CPU this value has no slot for is refused
+        (:class:`~percpu.errors.CpuNotPossible`, naming it and the CPUs there are), never dropped."""
+        idx = sorted({self._cpus.slot(c) for c in cpus})
         return PerCpuValue(self._array[idx], CpuList(self._cpus[i] for i in idx), self._codec)
 
     def online(self, topology: CpuLists | None = None) -> PerCpuValue:
@@ -325,16 +325,32 @@ class PerCpuValue(Mapping[int, Any]):
         return self._reduce("mean")
 
     def __eq__(self, other: object) -> bool:
+        """Whether ``other`` is a PerCpuValue for the same CPUs holding the same values: the same type,
+        byte for byte (see :func:`same_array`). A dict compares with ``dict(v) == d``."""
         if isinstance(other, PerCpuValue):
-            return self._cpus == other._cpus and self._array.tobytes() == other._array.tobytes()
+            return self._cpus == other._cpus and same_array(self._array, other._array)
         return NotImplemented
 
+    # Unhashable, as numpy arrays and pandas objects are: equal values would need equal hashes, and the
+    # values live in an array.
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{c}: {v!r}" for c, v in list(self.items())[:8])
         more = ", ..." if len(self) > 8 else ""
         return f"PerCpuValue({{{shown}{more}}})"
+
+
+def same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` hold the same values: the same dtype and shape, and the same bytes. The
+    equality of :class:`PerCpuValue` and :class:`~percpu.maps.Snapshot`: exact and reflexive (a NaN equals
+    the same NaN, as in ``pandas.DataFrame.equals``; ``0.0`` and ``-0.0`` differ), never a numpy array
+    whose truth is ambiguous, and never equal across types (``int32`` -1 is not ``uint32`` 4294967295,
+    though their bytes are)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    x, y = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1)
+    return bool(np.array_equal(x.view(np.uint8), y.view(np.uint8)))
 
 
 def reduce_cpus(a: np.ndarray, fn: str = "sum", axis: int = 0) -> Any:

@@ -3,8 +3,13 @@ semantics, and :class:`FakeMachine` (percpu._machine.Machine) whose /proc and /s
 own. The machine is whole: the kernel's possible-CPU count and the sysfs CPU lists come from the same
 ``cpu_ids``, so they cannot disagree. ``with installed(kernel):`` puts the kernel's machine in use.
 
-Per-CPU maps copy ``round_up(value_size, 8) * possible`` bytes with zeroed padding; arrays cannot delete
-(EINVAL); hashes say E2BIG when full; ``get_next_key`` on a missing key restarts from the first key, as
+Per-CPU maps copy ``round_up(value_size, 8) * possible`` bytes with zeroed padding; a map is created only
+with the sizes its type's ``map_alloc_check`` takes (EINVAL, or E2BIG for a hash of more than 2**31
+entries); arrays and cgroup storage cannot delete (EINVAL) and have no batch delete (ENOTSUPP); cgroup
+storage updates only the elements there are (ENOENT; EINVAL for BPF_NOEXIST); hashes say E2BIG when full;
+a batch update takes no element flags but BPF_F_LOCK (EINVAL before its first element); info on an fd
+that is not open is EBADFD, as BPF_OBJ_GET_INFO_BY_FD says; pins live under ``bpffs`` (EEXIST, ENOENT for
+a missing directory, EPERM outside it); ``get_next_key`` on a missing key restarts from the first key, as
 the kernel's hash does; hash batches work a "bucket" of ``bucket`` keys at a time and say ENOSPC when
 asked for fewer. With ``cpu_flag`` the fake has Linux 7.0's BPF_F_CPU / BPF_F_ALL_CPUS: one unpadded
 ``value_size`` value per element, EINVAL for a CPU id without BPF_F_CPU, both flags at once, or a map type
@@ -47,10 +52,66 @@ from percpu.layout import Layout
 from percpu.maps import PERCPU_TYPES, MapType
 
 ARRAYS = (MapType.ARRAY, MapType.PERCPU_ARRAY)
+NO_DELETE = (*ARRAYS, MapType.PERCPU_CGROUP_STORAGE)  # elements user space cannot delete
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
+ENOTSUPP = 524  # the kernel's own "not supported", which reaches user space from bpf()
 
 
 def _err(e: int) -> OSError:
     return OSError(e, os.strerror(e))
+
+
+def _alloc_check(map_type: int, key_size: int, value_size: int, max_entries: int) -> None:
+    """The map types' own checks at creation (array_map_alloc_check, htab_map_alloc_check and
+    htab_map_alloc, cgroup_storage_map_alloc)."""
+    if map_type in PERCPU_TYPES and ((value_size + 7) & ~7) > 32768:
+        raise _err(errno.E2BIG)
+    if map_type == MapType.PERCPU_CGROUP_STORAGE:
+        if key_size not in (8, 16) or value_size == 0 or max_entries:
+            raise _err(errno.EINVAL)
+    elif map_type in ARRAYS:
+        if key_size != 4 or value_size == 0 or max_entries == 0:
+            raise _err(errno.EINVAL)
+    elif key_size == 0 or value_size == 0 or max_entries == 0:
+        raise _err(errno.EINVAL)
+    elif max_entries > 1 << 31:
+        raise _err(errno.E2BIG)
+
+
+class FakeBpffs:
+    """Pins as bpf_obj_pin_user() makes them: paths under ``root`` are this fake's own (its directories
+    ``dirs``, its pins by path), the others the host's. The path is made first (ENOENT without its
+    directory, EEXIST when it is there), then refused unless its directory is in bpffs (EPERM)."""
+
+    def __init__(self, root: str = "/sys/fs/bpf") -> None:
+        self.root = root
+        self.dirs: set[str] = {root}
+        self.pins: dict[str, int] = {}  # path -> map id
+
+    def _mine(self, path: str) -> bool:
+        return path == self.root or path.startswith(self.root.rstrip("/") + "/")
+
+    def pin(self, path: str, map_id: int) -> None:
+        path = os.path.abspath(path)
+        parent = os.path.dirname(path)
+        if self._mine(parent):
+            if parent not in self.dirs:
+                raise _err(errno.ENOENT)
+            if path in self.pins or path in self.dirs:
+                raise _err(errno.EEXIST)
+            self.pins[path] = map_id
+            return
+        if not os.path.isdir(parent):
+            raise _err(errno.ENOENT)
+        if os.path.lexists(path):
+            raise _err(errno.EEXIST)
+        raise _err(errno.EPERM)
+
+    def get(self, path: str) -> int:
+        """The map id pinned at ``path``; ENOENT when nothing is."""
+        if os.path.abspath(path) not in self.pins:
+            raise _err(errno.ENOENT)
+        return self.pins[os.path.abspath(path)]
 
 
 @dataclass
@@ -88,6 +149,7 @@ class FakeKernel:
         self.btf_fds: dict[int, int] = {}  # open BTF fd -> BTF id
         self.calls: list[str] = []
         self.bytes_out = 0  # value bytes copied to user space: shows a one-CPU read copied one CPU's values
+        self.bpffs = FakeBpffs()
         self._next = 100
 
     @functools.cached_property
@@ -143,8 +205,9 @@ class FakeKernel:
         checked(flags, "map flags")
         if name:
             c_text(name, "map name", limit=15)
-        if map_type in PERCPU_TYPES and ((value_size + 7) & ~7) > 32768:
-            raise _err(errno.E2BIG)
+        if not set(name) <= NAME_CHARS:
+            raise _err(errno.EINVAL)  # bpf_obj_name_cpy()
+        _alloc_check(map_type, key_size, value_size, max_entries)
         btf_id = 0
         if btf_fd:
             if btf_fd not in self.btf_fds:
@@ -174,6 +237,13 @@ class FakeKernel:
         self.maps[map_id] = m
         return self._new_fd(map_id)
 
+    def attach_storage(self, fd: int, key: bytes) -> None:
+        """What attaching a program that uses cgroup storage map ``fd`` to a cgroup does: the kernel makes
+        the element for ``key`` (struct bpf_cgroup_storage_key, or the cgroup's u64 id), zeroed."""
+        m = self._map(fd)
+        assert m.info.type == MapType.PERCPU_CGROUP_STORAGE and len(key) == m.info.key_size
+        m.data[key] = bytes(self.elem(m))
+
     def btf_load(self, data: bytes) -> int:
         """Takes any blob: what the kernel would say of it is the kernel tests' to see."""
         self._call("btf_load")
@@ -197,13 +267,16 @@ class FakeKernel:
 
     def obj_get(self, path: str) -> int:
         self._call("obj_get")
-        raise _err(errno.ENOENT)
+        return self._new_fd(self.bpffs.get(path))
 
     def obj_pin(self, fd: int, path: str) -> None:
         self._call("obj_pin")
+        self.bpffs.pin(path, self._map(fd).info.id)
 
     def map_info(self, fd: int) -> MapInfo:
         self._call("map_info")
+        if checked(fd, "fd", "fd") not in self.fds:
+            raise _err(errno.EBADFD)  # BPF_OBJ_GET_INFO_BY_FD's answer, where the other commands say EBADF
         return self._map(fd).info
 
     def dup(self, fd: int) -> int:
@@ -248,7 +321,12 @@ class FakeKernel:
         self.bytes_out += len(raw)
 
     def _store(self, m: FakeMap, k: bytes, v: bytes, flags: int) -> None:
-        if m.info.type in ARRAYS:
+        if m.info.type == MapType.PERCPU_CGROUP_STORAGE:
+            if flags not in (0, BPF_EXIST):
+                raise _err(errno.EINVAL)  # the kernel makes the elements; user space only updates them
+            if k not in m.data:
+                raise _err(errno.ENOENT)
+        elif m.info.type in ARRAYS:
             if k not in m.data:
                 raise _err(errno.E2BIG if int.from_bytes(k, "little") >= m.info.max_entries else errno.EINVAL)
             if flags == BPF_NOEXIST:
@@ -315,7 +393,7 @@ class FakeKernel:
         self._call("map_delete")
         m = self._map(fd)
         self._check_buffers(m, layout, key)
-        if m.info.type in ARRAYS:
+        if m.info.type in NO_DELETE:
             raise _err(errno.EINVAL)
         if m.data.pop(key.tobytes(), None) is None:
             raise _err(errno.ENOENT)
@@ -406,6 +484,10 @@ class FakeKernel:
         m = self._map(fd)
         if not self.batch:
             raise PartialBatch(errno.EINVAL, 0)
+        if elem_flags and not (self.cpu_flag and self.one_value(m, elem_flags)):
+            # generic_map_update_batch() takes BPF_F_LOCK alone (for a value with a bpf_spin_lock, which
+            # this fake never has) and returns before touching the count.
+            raise PartialBatch(errno.EINVAL, count)
         self._check_buffers(m, layout)
         ks = m.info.key_size
         need = m.info.value_size if self.one_value(m, elem_flags) else self.elem(m)
@@ -429,6 +511,8 @@ class FakeKernel:
         assert keys.nbytes >= m.info.key_size * count
         if not self.batch:
             raise PartialBatch(errno.EINVAL, 0)
+        if m.info.type in NO_DELETE:
+            raise PartialBatch(ENOTSUPP, count)  # no map_delete_batch op: bpf_map_do_batch() says ENOTSUPP
         ks = m.info.key_size
         for i in range(count):
             if m.data.pop(keys[i * ks : (i + 1) * ks].tobytes(), None) is None:

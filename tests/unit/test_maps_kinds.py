@@ -150,3 +150,22 @@ def test_as_an_array_a_snapshot_is_its_values() -> None:
 def test_a_snapshot_says_what_it_holds() -> None:
     assert repr(_snap()) == "<Snapshot 2 keys x 4 CPUs (0,2-3,5), key uint32, value uint64>"
     assert repr(_snap(percpu=False)) == "<Snapshot 2 keys (not per-CPU), key uint32, value uint64>"
+
+
+def test_snapshots_compare_as_a_whole() -> None:
+    """snap1 == snap2 raised numpy's "The truth value of an array with more than one element is
+    ambiguous"; two snapshots are now equal when they hold the same rows for the same CPUs."""
+    a, b = _snap(), _snap()
+    assert a == b and (a != b) is False and a == a[:]
+    assert a != _snap(percpu=False) and a != a[:1] and a != a[::-1] and a.sorted() == a[::-1].sorted()
+    other = Snapshot(keys=a.keys, values=a.values, cpus=CpuList([0, 1, 2, 3]), percpu=True)
+    assert a != other  # the same numbers for other CPUs
+    wider = Snapshot(keys=a.keys.astype(np.uint64), values=a.values, cpus=a.cpus, percpu=True)
+    assert a != wider  # keys of another type
+    nan = np.array([[np.nan, 1.0]])
+    f = Snapshot(keys=np.array([1], np.uint32), values=nan, cpus=CpuList([0, 1]), percpu=True)
+    assert f == Snapshot(keys=np.array([1], np.uint32), values=nan.copy(), cpus=CpuList([0, 1]), percpu=True)
+    assert a != "snapshot" and a != [tuple(r) for r in a]
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(a)
+    assert (a.values == b.values).all()  # element-wise, as numpy compares

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -131,3 +134,139 @@ def test_check_memory_false_creates_what_the_check_refuses() -> None:
     kernel = FakeKernel(4)
     with installed(kernel, FakeMachine(kernel, mem_available=None)):  # no MemAvailable: nothing to go by
         percpu.PerCpuArray.create(np.uint64, 65536).close()
+
+
+# --- what the kernel's map types take, refused with their rule before the syscall (issue 26) ----------------
+
+VOID0 = np.dtype((np.void, 0))
+
+
+@pytest.mark.parametrize(
+    ("create", "argument", "text"),
+    [
+        (
+            lambda: percpu.PerCpuHash.create(np.uint32, np.uint64, 0, name="m"),
+            "max_entries",
+            "create PERCPU_HASH map 'm': max_entries 0: a PERCPU_HASH map holds 1 element or more; give the "
+            "number of elements it holds",
+        ),
+        (
+            lambda: percpu.PerCpuArray.create(np.uint64, 0, name="m"),
+            "max_entries",
+            "create PERCPU_ARRAY map 'm': max_entries 0: a PERCPU_ARRAY map holds 1 element or more; give "
+            "the number of elements it holds",
+        ),
+        (
+            lambda: percpu.LruPerCpuHash.create(np.uint32, np.uint64, 2**31 + 1),
+            "max_entries",
+            "create LRU_PERCPU_HASH map: max_entries 2,147,483,649: a LRU_PERCPU_HASH map holds at most "
+            "2,147,483,648 (2**31) entries (the kernel sizes its buckets as the next power of two, which "
+            "must fit 32 bits); create it with fewer",
+        ),
+        (
+            lambda: percpu.PerCpuHash.create(VOID0, np.uint64, 4, name="m"),
+            "key",
+            "create PERCPU_HASH map 'm': key type |V0 is 0 bytes: the kernel takes keys of 1 byte or more",
+        ),
+        (
+            lambda: percpu.PerCpuHash.create(np.uint32, VOID0, 4, name="m"),
+            "value",
+            "create PERCPU_HASH map 'm': value type |V0 is 0 bytes: the kernel takes values of 1 byte or "
+            "more",
+        ),
+        (
+            lambda: percpu.PerCpuCgroupStorage.create(np.uint64, key=np.uint32, name="m"),
+            "key",
+            "create PERCPU_CGROUP_STORAGE map 'm': key type uint32 is 4 bytes: a PERCPU_CGROUP_STORAGE key "
+            "is struct bpf_cgroup_storage_key (16 bytes: the cgroup's inode id and the attach type, "
+            "percpu.maps.CGROUP_STORAGE_KEY) or the cgroup's u64 inode id (8 bytes)",
+        ),
+        (
+            lambda: percpu.Map._create(MapType.PERCPU_ARRAY, np.uint64, np.uint64, 4),
+            "key",
+            "create PERCPU_ARRAY map: key type uint64 is 8 bytes: an array's key is its 4-byte index (u32)",
+        ),
+        (
+            lambda: percpu.Map._create(MapType.PERCPU_CGROUP_STORAGE, np.uint64, np.uint64, 4),
+            "max_entries",
+            "create PERCPU_CGROUP_STORAGE map: max_entries 4: a PERCPU_CGROUP_STORAGE map takes 0, the "
+            "kernel making one element per cgroup a program using it is attached to",
+        ),
+    ],
+    ids=[
+        "hash-0-entries",
+        "array-0-entries",
+        "hash-over-2**31",
+        "0-byte-key",
+        "0-byte-value",
+        "cgroup-key",
+        "array-key",
+        "cgroup-entries",
+    ],
+)
+def test_what_a_map_type_cannot_be_is_refused_with_the_kernels_rule(
+    fake: Fake, create: Callable[[], object], argument: str, text: str
+) -> None:
+    """max_entries=0, a 0-byte key and the like gave a bare "Invalid argument (errno 22)"."""
+    kernel, _ = fake
+    kernel.calls.clear()
+    with pytest.raises(percpu.InvalidArgument) as e:
+        create()
+    assert str(e.value) == text and e.value.argument == argument
+    assert "map_create" not in kernel.calls
+
+
+def test_a_hash_of_2_to_the_32_entries_names_max_entries_not_the_value(fake: Fake) -> None:
+    """PerCpuHash.create(..., 2**32 - 1) blamed the value size (the kernel's E2BIG read as a value too
+    large); the memory check, which now answers before the kernel, says the cost. The rule answers first,
+    with or without the memory check."""
+    kernel, _ = fake
+    for check in (True, False):
+        with pytest.raises(
+            percpu.InvalidArgument, match=r"^create PERCPU_HASH map: max_entries 4,294,967,295: "
+        ):
+            percpu.PerCpuHash.create(np.uint32, np.uint64, 2**32 - 1, check_memory=check)
+    assert "map_create" not in kernel.calls
+    with percpu.PerCpuHash.create(np.uint32, np.uint64, 2**31, flags=1, check_memory=False):
+        pass  # the largest the kernel takes (without preallocation)
+
+
+def test_the_fake_kernel_refuses_what_the_rule_refuses() -> None:
+    """The fake kernel answers a create the rules refuse as the kernel does (tests/kernel compares the
+    two), so a rule percpu lacks fails here as it would there."""
+    kernel = FakeKernel(2)
+    for args, err in (
+        ((MapType.PERCPU_HASH, "", 4, 8, 0), errno.EINVAL),
+        ((MapType.PERCPU_HASH, "", 0, 8, 4), errno.EINVAL),
+        ((MapType.PERCPU_HASH, "", 4, 8, 2**31 + 1), errno.E2BIG),
+        ((MapType.PERCPU_ARRAY, "", 8, 8, 4), errno.EINVAL),
+        ((MapType.PERCPU_CGROUP_STORAGE, "", 16, 8, 4), errno.EINVAL),
+        ((MapType.PERCPU_CGROUP_STORAGE, "", 16, 32769, 0), errno.E2BIG),
+        ((MapType.PERCPU_HASH, "a-b", 4, 8, 4), errno.EINVAL),
+    ):
+        with pytest.raises(OSError) as e:
+            kernel.map_create(*args)
+        assert e.value.errno == err, args
+
+
+def test_from_fd_leaves_a_refused_fd_to_its_caller(fake: Fake) -> None:
+    """from_fd(fd) of something that is not a map closed the caller's fd; a closed fd or one never
+    opened said "File descriptor in bad state (errno 77)", the kernel's EBADFD taken as is."""
+    kernel, _ = fake
+    with pytest.raises(percpu.BpfError) as e:
+        percpu.Map.from_fd(999)
+    assert str(e.value) == (
+        "fd 999 is not an open file descriptor (closed, or never opened); open the map with "
+        "percpu.open_map(id or pin path), or pass an fd that is open"
+    )
+    assert e.value.errno == errno.EBADFD
+    with percpu.PerCpuArray.create(np.uint64, 4) as m:
+        fd = kernel.dup(m.fd)
+        with pytest.raises(percpu.MapTypeError, match="not PERCPU_HASH"):
+            percpu.PerCpuHash.from_fd(fd)
+        with pytest.raises(percpu.SizeMismatch):
+            percpu.PerCpuArray.from_fd(fd, value=np.uint32)
+        assert fd in kernel.fds  # still the caller's, open
+        with percpu.PerCpuArray.from_fd(fd) as taken:
+            assert taken.info.id == m.info.id
+        assert fd not in kernel.fds  # taken, then closed with the map

@@ -157,3 +157,55 @@ def test_importing_percpu_does_not_import_pandas() -> None:
     code = "import sys, percpu, percpu.maps; print(sorted({'pandas', 'xarray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- one rule for CPU ids (issue 26) ------------------------------------------------------------------------
+
+
+def test_one_rule_for_cpu_ids_names_the_cpu_and_the_possible_list() -> None:
+    """Floats and booleans were CPU ids in some places (v[1.0], v[True], snap.cpu(1.0)) and raised
+    TypeError "unsupported operand type(s) for <<" in others; PerCpuValue.only([5]) dropped a CPU that is
+    not possible without a word. Every place asks CpuList.slot."""
+    from percpu.errors import CpuNotPossible
+
+    v = PerCpuValue.from_values([1, 2, 3], GAPS, codec_for(np.uint64))
+    with pytest.raises(CpuNotPossible) as e:
+        v.only([0, 5])
+    assert str(e.value) == "CPU 5 is not a possible CPU on this system; possible CPUs: 0,2-3"
+    assert e.value.cpu == 5 and e.value.possible == "0,2-3"
+    for bad, kind in ((1.0, "float"), (True, "bool"), ("2", "str"), (None, "NoneType")):
+        for ask in (lambda c=bad: v[c], lambda c=bad: v.only([c]), lambda c=bad: GAPS.slot(c)):
+            with pytest.raises(CpuNotPossible) as e:
+                ask()
+            assert str(e.value) == (
+                f"CPU {bad!r} is not a CPU id: CPU ids are integers, not {kind}; give one of the possible "
+                "CPUs: 0,2-3"
+            )
+        assert bad not in v and v.get(bad) is None  # type: ignore[call-overload]
+    with pytest.raises(CpuNotPossible, match=r"^CPU 1 is not a possible CPU on this system \(map 'm'\); "):
+        GAPS.slot(1, map_name="m")
+    assert v.only([3, np.int64(0), 3]).to_dict() == {0: 1, 3: 3}  # in CPU order, once each
+    assert [GAPS.slot(c) for c in (0, np.uint8(2), 3)] == [0, 1, 2]
+
+
+def test_signed_int_codecs_are_named_as_numpy_names_them() -> None:
+    """Int(16, signed=True) was named "iint128"."""
+    assert codec_for(percpu.Int(16, signed=True)).name == "int128"
+    assert codec_for(percpu.Int(3)).name == "uint24"
+    assert codec_for(percpu.Int(8, signed=True)).name == "int64" == np.dtype(np.int64).name
+
+
+def test_per_cpu_values_compare_by_cpus_type_and_value() -> None:
+    """Equal when they hold the same values of the same type for the same CPUs; unhashable, as the
+    arrays they hold."""
+    u64 = codec_for(np.uint64)
+    v = PerCpuValue.from_values([1, 2, 3], GAPS, u64)
+    assert v == PerCpuValue.from_values({0: 1, 2: 2, 3: 3}, GAPS, u64)
+    assert v != PerCpuValue.from_values([1, 2, 4], GAPS, u64)
+    assert v != PerCpuValue.from_values([1, 2, 3], percpu.CpuList([0, 1, 2]), u64)
+    assert v != PerCpuValue.from_values([1, 2, 3], GAPS, codec_for(np.int64))  # another type
+    minus = PerCpuValue.from_values([-1, 0, 0], GAPS, codec_for(np.int32))
+    assert minus != PerCpuValue.from_values([2**32 - 1, 0, 0], GAPS, codec_for(np.uint32))  # same bytes
+    assert v != {0: 1, 2: 2, 3: 3} and dict(v) == {0: 1, 2: 2, 3: 3}
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(v)

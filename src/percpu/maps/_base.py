@@ -21,9 +21,10 @@ from . import _open
 from ._batch import BatchWriter
 from ._bulk import BulkReader, walk_items, walk_keys
 from ._encoding import Encoding, btf_codec
-from ._errors import Op
+from ._errors import Op, label, no_delete
 from ._handle import MapHandle
 from ._kinds import MapType, Snapshot, memory_bytes
+from ._system import check_pin_target
 
 M = TypeVar("M", bound="Map")
 
@@ -135,11 +136,21 @@ class Map:
 
     @classmethod
     def from_fd(cls: type[M], fd: int, *, key: TypeSpec = None, value: TypeSpec = None) -> M:
-        """Wrap a map file descriptor; the map takes ownership and closes it. Checks the map's type."""
+        """Wrap a map file descriptor, checking the map's type and the declared key and value types.
+
+        The map returned owns the fd: its :meth:`close` (or its finalizer) closes it. When ``from_fd``
+        raises (``fd`` is not open, not a map, a map of another type, or the types do not fit), the fd
+        stays the caller's, open: close it, or try again."""
         fd = checked(fd, "fd", "fd")
         info = _open.info_of(fd)
+        return cls._class_for(info)(fd, info, key=key, value=value)  # type: ignore[return-value]
+
+    @classmethod
+    def _adopt(cls: type[M], fd: int, **kw: Any) -> M:
+        """:meth:`from_fd` of an fd percpu opened for the caller (by id, pin or creation), closed when no
+        map can be made of it: nobody else holds it."""
         try:
-            return cls._class_for(info)(fd, info, key=key, value=value)  # type: ignore[return-value]
+            return cls.from_fd(fd, **kw)
         except BaseException:
             with contextlib.suppress(OSError):
                 _machine.current().kernel.close(fd)
@@ -148,7 +159,7 @@ class Map:
     @classmethod
     def from_id(cls: type[M], map_id: int, **kw: Any) -> M:
         """Open the map with kernel id ``map_id`` (as listed by ``percpu maps`` or ``bpftool map``)."""
-        return cls.from_fd(_open.fd_by_id(map_id), **kw)
+        return cls._adopt(_open.fd_by_id(map_id), **kw)
 
     @classmethod
     def from_pin(cls: type[M], path: str | os.PathLike[str], **kw: Any) -> M:
@@ -157,7 +168,7 @@ class Map:
         A path outside bpffs, a directory, or a pinned program or link is refused with the reason (the
         kernel's own answer for a file elsewhere is EACCES, which reads like a privilege problem).
         """
-        return cls.from_fd(_open.fd_by_pin(path), **kw)
+        return cls._adopt(_open.fd_by_pin(path), **kw)
 
     @classmethod
     def from_name(cls: type[M], name: str, **kw: Any) -> M:
@@ -187,7 +198,7 @@ class Map:
             flags=flags,
             check_memory=check_memory,
         )
-        return cls.from_fd(fd, key=kc, value=vc)
+        return cls._adopt(fd, key=kc, value=vc)
 
     # --- lifetime -----------------------------------------------------------------------------------
 
@@ -237,9 +248,13 @@ class Map:
         self.close()
 
     def pin(self, path: str | os.PathLike[str]) -> None:
-        """Pin the map in bpffs so it outlives this process."""
+        """Pin the map in bpffs so it outlives this process (``percpu.open_map(path)`` opens it again).
+
+        A path outside bpffs is refused before the call (the kernel's EPERM reads like a privilege
+        problem); a path that exists, or whose directory does not, raises :class:`BpfError` saying so."""
         p = os.fspath(path)
         c_text(p, "pin path", where=f"map {self.name!r}: ")
+        check_pin_target(p, label(self.info), self.name)
         self.handle.call(Op("pin", path=p), self.handle.kernel.obj_pin, p)
 
     def __repr__(self) -> str:
@@ -317,15 +332,16 @@ class Map:
         h.call(Op("update", key=key, flags=flags), h.kernel.map_update, k, v, self.layout, flags)
 
     def delete(self, key: Any) -> None:
-        """Remove ``key``. Raises :class:`KeyNotFound` if absent; arrays have no delete."""
-        self._no_delete_on_arrays("delete")
+        """Remove ``key``. Raises :class:`KeyNotFound` if absent; arrays and cgroup storage have no
+        delete (:class:`MapTypeError`)."""
+        self._no_delete("delete")
         k = self.enc.key(key)
         self.handle.call(Op("delete", key=key), self.handle.kernel.map_delete, k, self.layout)
 
     def lookup_and_delete(self, key: Any) -> Any:
         """Read and remove ``key`` in one syscall (hash maps; per-CPU hashes need
         :data:`~percpu.features.LOOKUP_AND_DELETE_PERCPU_HASH`)."""
-        self._no_delete_on_arrays("lookup_and_delete")
+        self._no_delete("lookup_and_delete")
         h = self.handle
         k = self.enc.key(key)
         buf = self.layout.value_buffer()
@@ -337,15 +353,10 @@ class Map:
             raise
         return self.enc.decode_value(buf)
 
-    def _no_delete_on_arrays(self, what: str) -> None:
-        if self.handle.is_array:
-            raise MapTypeError(
-                f"map {self.name!r}: {what}: {self.type_name} elements cannot be deleted (an array always "
-                "holds max_entries elements); write zeros with update() instead",
-                expected="a hash map",
-                actual=self.type_name,
-                map_name=self.name,
-            )
+    def _no_delete(self, what: str) -> None:
+        refused = no_delete(self.info, what)
+        if refused is not None:
+            raise refused
 
     # --- traversals (maps/_bulk.py) and batch writes (maps/_batch.py) ------------------------------
 
@@ -379,17 +390,21 @@ class Map:
 
     def lookup_and_delete_batch(self) -> Snapshot:
         """Read and remove every element, bucket by bucket (hash maps)."""
-        self._no_delete_on_arrays("lookup_and_delete_batch")
+        self._no_delete("lookup_and_delete_batch")
         return BulkReader(self).snapshot(delete=True, batch=True)
 
     def update_batch(self, keys: Any, values: Any, flags: int = BPF_ANY) -> None:
         """Write many elements in one syscall (falls back to one update each without batch support).
 
         ``values`` is (n, possible CPUs) for per-CPU maps, or (n,) to give each key one value on every
-        CPU.
+        CPU. ``flags`` stays ``BPF_ANY``: the kernel's batch update refuses BPF_NOEXIST and BPF_EXIST
+        (:class:`~percpu.errors.InvalidArgument` before the call; :meth:`update` takes them, key by key),
+        and takes BPF_F_LOCK only for values holding a ``bpf_spin_lock``, which per-CPU values never do.
+        Elements are written in order; a failure says which key stopped it and how many were written.
         """
         BatchWriter(self).update(keys, values, self._flags(flags))
 
     def delete_batch(self, keys: Any) -> None:
-        """Remove many keys in one syscall (hash maps; falls back to one delete each)."""
+        """Remove many keys in one syscall (hash maps; falls back to one delete each). Arrays and cgroup
+        storage have no delete (:class:`MapTypeError`)."""
         BatchWriter(self).delete(keys)

@@ -13,7 +13,7 @@ from .. import features
 from .._libbpf import BPF_ANY
 from ..errors import NotSupported, PercpuError, SizeMismatch
 from ..values import integer_array
-from ._errors import Op
+from ._errors import Op, batch_flags_refused, no_delete, nth_key
 from ._handle import MapParts
 
 
@@ -28,13 +28,18 @@ class BatchWriter:
 
     def update(self, keys: Any, values: Any, flags: int = BPF_ANY) -> None:
         h, lay = self.handle, self.layout
-        kbuf, n = self._keys(keys)
+        refused = batch_flags_refused(h.info, flags)
+        if refused is not None:
+            raise refused
+        kbuf, arr = self._keys(keys)
+        n = len(arr)
         vbuf = self._values(values, n)
         if n == 0:
             return
         if features.known(features.BATCH_OPS, h.info.type) is not False:
             try:
-                h.call(Op("update_batch", batch=n), h.kernel.map_update_batch, kbuf, vbuf, n, lay, flags)
+                op = Op("update_batch", key=arr, batch=n)
+                h.call(op, h.kernel.map_update_batch, kbuf, vbuf, n, lay, flags)
                 features.record(features.BATCH_OPS, h.info.type, True)
                 return
             except NotSupported:
@@ -42,26 +47,32 @@ class BatchWriter:
         ks, el = lay.key_size, lay.element_bytes
         for i in range(n):
             k = kbuf[i * ks : (i + 1) * ks]
-            op = Op("update", key=k.tobytes(), flags=flags)
+            op = Op("update", key=nth_key(arr, i), flags=flags)
             h.call(op, h.kernel.map_update, k, vbuf[i * el : (i + 1) * el], lay, flags)
 
     def delete(self, keys: Any) -> None:
         h, lay = self.handle, self.layout
-        kbuf, n = self._keys(keys)
+        refused = no_delete(h.info, "delete_batch")
+        if refused is not None:
+            raise refused
+        kbuf, arr = self._keys(keys)
+        n = len(arr)
         if n == 0:
             return
         if features.known(features.BATCH_OPS, h.info.type) is not False:
             try:
-                h.call(Op("delete_batch", batch=n), h.kernel.map_delete_batch, kbuf, n, lay)
+                h.call(Op("delete_batch", key=arr, batch=n), h.kernel.map_delete_batch, kbuf, n, lay)
                 return
             except NotSupported:
                 pass  # one delete each
         ks = lay.key_size
         for i in range(n):
             k = kbuf[i * ks : (i + 1) * ks]
-            h.call(Op("delete", key=k.tobytes()), h.kernel.map_delete, k, lay)
+            h.call(Op("delete", key=nth_key(arr, i)), h.kernel.map_delete, k, lay)
 
-    def _keys(self, keys: Any) -> tuple[np.ndarray, int]:
+    def _keys(self, keys: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The keys packed into a buffer of ``key_size`` bytes each, and as the typed array they were
+        given as (what messages name)."""
         name, kc = self.handle.name, self.enc.key_codec
         try:
             if kc.dtype.kind in "iu":
@@ -77,7 +88,7 @@ class BatchWriter:
         n = int(arr.shape[0])
         buf = self.layout.key_buffer(n)
         buf[:] = arr.view(np.uint8).reshape(-1)
-        return buf, n
+        return buf, arr
 
     def _values(self, values: Any, n: int) -> np.ndarray:
         """Raw buffer of n whole elements from (n, slots) per-CPU values, or (n,) values for every CPU."""

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ..cpus import CpuList
-from ..errors import CpuNotPossible, SizeMismatch
+from ..errors import SizeMismatch
 from ..layout import BPF_F_CPU, Layout
 from ..values import Codec, PerCpuValue
 
@@ -24,17 +23,11 @@ class Encoding:
         self.value_codec = value
         self.layout = layout
         self.cpus = cpus
-        self._slot_of = {c: i for i, c in enumerate(cpus)}
 
     def slot(self, cpu: int) -> int:
-        """The slot of CPU id ``cpu`` in this map's values. Raises :class:`CpuNotPossible`, also for what
-        is not an integer: ``True`` and ``1.0`` hash like CPU 1 and would have found its slot."""
-        try:
-            if isinstance(cpu, bool):
-                raise TypeError(cpu)
-            return self._slot_of[operator.index(cpu)]
-        except (KeyError, TypeError):
-            raise CpuNotPossible(cpu, str(self.cpus), map_name=self.name) from None
+        """The slot of CPU id ``cpu`` in this map's values (:meth:`CpuList.slot`, the one rule for CPU
+        ids). Raises :class:`~percpu.errors.CpuNotPossible` naming the map."""
+        return self.cpus.slot(cpu, map_name=self.name)
 
     def key(self, key: Any) -> np.ndarray:
         try:

@@ -15,6 +15,8 @@ from .._uapi import BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, MapType
 __all__ = [
     "ARRAY_TYPES",
     "CGROUP_STORAGE_KEY",
+    "HASH_TYPES",
+    "MAX_HASH_ENTRIES",
     "MAX_VALUE_SIZE",
     "PERCPU_TYPES",
     "SNAPSHOT_PREALLOC",
@@ -28,7 +30,6 @@ __all__ = [
 from .. import _frames
 from ..cpus import CpuList
 from ..errors import (
-    CpuNotPossible,
     KeyNotFound,
     PercpuError,
 )
@@ -40,9 +41,11 @@ from ..values import (
     PerCpuValue,
     is_numeric,
     reduce_cpus,
+    same_array,
 )
 
 MAX_VALUE_SIZE = 32768  # per-CPU values: round_up(value_size, 8) <= PCPU_MIN_UNIT_SIZE
+MAX_HASH_ENTRIES = 1 << 31  # htab_map_alloc(): the buckets, a power of two, must fit 32 bits
 SNAPSHOT_PREALLOC = 64 << 20  # bytes a snapshot allocates before it knows how many elements there are
 
 
@@ -73,7 +76,7 @@ _POINTER = 8
 _PAGE = 4096
 
 ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY})
-_HASHES = frozenset({MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH})
+HASH_TYPES = frozenset({MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH})
 _LRU = frozenset({MapType.LRU_HASH, MapType.LRU_PERCPU_HASH})
 
 
@@ -105,7 +108,7 @@ def memory_bytes(
         if flags & BPF_F_MMAPABLE:
             return -(-_ARRAY_HEADER // _PAGE) * _PAGE + -(-n * stride // _PAGE) * _PAGE
         return _ARRAY_HEADER + n * stride
-    if map_type in _HASHES:
+    if map_type in HASH_TYPES:
         lru = map_type in _LRU
         buckets = 1 << max(n - 1, 0).bit_length()
         usage = _HTAB_HEADER + _BUCKET * buckets + _HTAB_LOCKS * possible_cpus
@@ -147,7 +150,7 @@ class Row(NamedTuple):
     value: Any
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class Snapshot(Sequence[Row]):
     """A whole map read at once: ``keys`` (n,) and ``values`` (n, possible CPUs, ...) numpy arrays.
 
@@ -165,6 +168,12 @@ class Snapshot(Sequence[Row]):
     :meth:`to_pandas` and :meth:`to_dataframe` label them with the real CPU ids (pandas is optional).
     ``pd.DataFrame(snap)`` sees the sequence, a frame of ``key`` and ``value`` objects: the conversions
     are the way to numbers by CPU.
+
+    ``a == b`` is a bool, as for other sequences: the same rows in the same order, for the same CPUs,
+    keys and values of the same types byte for byte (:func:`percpu.values.same_array`, as
+    ``DataFrame.equals``). Two reads of a hash come in the kernel's bucket order: ``a.sorted() ==
+    b.sorted()`` compares what they held. ``a.values == b.values`` is the element-wise comparison. A
+    snapshot is not hashable (it holds arrays).
     """
 
     keys: np.ndarray
@@ -178,6 +187,18 @@ class Snapshot(Sequence[Row]):
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        return (
+            self.percpu == other.percpu
+            and self.cpus == other.cpus
+            and same_array(self.keys, other.keys)
+            and same_array(self.values, other.values)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         what = (
@@ -317,12 +338,7 @@ class Snapshot(Sequence[Row]):
         """Every key's value on CPU id ``cpu``."""
         if not self.percpu:
             raise TypeError("this snapshot is not of a per-CPU map")
-        try:
-            if isinstance(cpu, bool):  # True and 1.0 compare equal to CPU 1: a CPU id is an integer
-                raise TypeError(cpu)
-            return self.values[:, self.cpus.ids.index(operator.index(cpu))]
-        except (ValueError, TypeError):
-            raise CpuNotPossible(cpu, str(self.cpus)) from None
+        return self.values[:, self.cpus.slot(cpu)]
 
     def to_dict(self) -> dict[Any, Any]:
         """``{key: values row}``, keys as Python scalars where they are scalars (small maps only)."""

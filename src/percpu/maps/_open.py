@@ -25,7 +25,16 @@ from ..errors import (
 )
 from ..layout import round8
 from ..values import Codec, TypeSpec, codec_for
-from ._kinds import MAX_VALUE_SIZE, PERCPU_TYPES, MapType, human_bytes, memory_bytes
+from ._kinds import (
+    ARRAY_TYPES,
+    HASH_TYPES,
+    MAX_HASH_ENTRIES,
+    MAX_VALUE_SIZE,
+    PERCPU_TYPES,
+    MapType,
+    human_bytes,
+    memory_bytes,
+)
 from ._system import check_pin_path, list_maps
 
 if TYPE_CHECKING:
@@ -36,30 +45,37 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 
 def info_of(fd: int) -> MapInfo:
-    """What the kernel says about map fd ``fd``, which the caller hands over: when it is not a map (a
-    program, a link, another kind of file, no open fd at all) it is closed and the reason raised."""
+    """What the kernel says about map fd ``fd``; when it is not a map (a program, a link, another kind of
+    file, no open fd at all) the reason is raised, and the fd is left as it was: it is the caller's."""
     fd = checked(fd, "fd", "fd")
     machine = _machine.current()
-    kernel = machine.kernel
     other = machine.fd_kind(fd)
     if other in ("program", "link"):
-        with contextlib.suppress(OSError):
-            kernel.close(fd)
         raise MapTypeError(
-            f"fd {fd} is a BPF {other}, not a map", expected="a BPF map", actual=f"a BPF {other}"
+            f"fd {fd} is a BPF {other}, not a map; a map's fd comes from percpu.open_map(id or pin path), "
+            "BpfObject.map(name) or bpf_map_get_fd_by_id",
+            expected="a BPF map",
+            actual=f"a BPF {other}",
         )
     try:
-        return kernel.map_info(fd)
+        return machine.kernel.map_info(fd)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            kernel.close(fd)
-        if exc.errno == _errno.EBADF:
-            raise BpfError(f"fd {fd} is not an open file descriptor", errno=exc.errno) from exc
+        # BPF_OBJ_GET_INFO_BY_FD answers EBADFD (77, "File descriptor in bad state") for an fd that is
+        # not open, where other bpf() commands say EBADF.
+        if exc.errno in (_errno.EBADF, _errno.EBADFD):
+            raise BpfError(
+                f"fd {fd} is not an open file descriptor (closed, or never opened); open the map with "
+                "percpu.open_map(id or pin path), or pass an fd that is open",
+                errno=exc.errno,
+            ) from exc
         if exc.errno == _errno.EINVAL:
             raise MapTypeError(
-                f"fd {fd} is not a BPF map", expected="a BPF map", actual="another kind of file"
+                f"fd {fd} is not a BPF map but another kind of file; a map's fd comes from "
+                "percpu.open_map(id or pin path), BpfObject.map(name) or bpf_map_get_fd_by_id",
+                expected="a BPF map",
+                actual="another kind of file",
             ) from exc
-        raise from_errno(exc.errno or 0, "get map info") from exc
+        raise from_errno(exc.errno or 0, f"get map info of fd {fd}") from exc
 
 
 def fd_by_id(map_id: int) -> int:
@@ -169,16 +185,7 @@ def create(
     vc = codec_for(value)
     if isinstance(max_entries, bool) or not isinstance(max_entries, int | np.integer):
         raise TypeError(f"max_entries must be an integer, not {type(max_entries).__name__}")
-    if not 0 <= max_entries <= 0xFFFFFFFF:
-        raise PercpuError(f"max_entries {max_entries} is out of range (0..{0xFFFFFFFF})")
-    if map_type in PERCPU_TYPES and round8(vc.size) > MAX_VALUE_SIZE:
-        raise SizeMismatch(
-            f"per-CPU values are limited to {MAX_VALUE_SIZE} bytes (rounded up to 8); {vc.name} is {vc.size}",
-            what="value",
-            expected=MAX_VALUE_SIZE,
-            actual=vc.size,
-            map_name=name or None,
-        )
+    max_entries = int(max_entries)
     flags = checked(flags, "map flags")
     if len(name) > 15:
         raise PercpuError(f"map name {name!r} is longer than the kernel's 15 characters")
@@ -189,23 +196,115 @@ def create(
             argument="map name",
             value=name,
         )
+    refuse_geometry(map_type, name, kc, vc, max_entries)
     b = _machine.current().kernel
     if check_memory:
         check_memory_for(map_type, name, kc.size, vc.size, max_entries, flags, b.num_possible_cpus())
     try:
         fd = _create_typed(b, map_type, name, kc, vc, max_entries, flags)
     except OSError as exc:
-        err = from_errno(exc.errno or 0, f"create {map_type.name} map", map_name=name or None)
-        if exc.errno == _errno.E2BIG or (exc.errno == _errno.ENOMEM and vc.size > 4096):
-            raise SizeMismatch(
-                f"the kernel refused a {vc.size}-byte {map_type.name} value ({err})",
-                what="value",
-                expected=MAX_VALUE_SIZE,
-                actual=vc.size,
-                map_name=name or None,
-            ) from exc
-        raise err from exc
+        raise _create_error(map_type, name, kc, vc, max_entries, exc) from exc
     return fd, kc, vc
+
+
+def _creating(map_type: MapType, name: str) -> str:
+    return f"create {map_type.name} map {name!r}" if name else f"create {map_type.name} map"
+
+
+def refuse_geometry(map_type: MapType, name: str, kc: Codec, vc: Codec, max_entries: int) -> None:
+    """Refuse, before the syscall and with the kernel's own rule, a key size, value size or entry count
+    the map type cannot have; the kernel's answer is a bare EINVAL or E2BIG. The rules are those of the
+    types' ``map_alloc_check``/``map_alloc`` (kernel/bpf/arraymap.c, hashtab.c, local_storage.c)."""
+    what, kind = _creating(map_type, name), map_type.name
+
+    def refuse(argument: str, value: object, rule: str) -> InvalidArgument:
+        return InvalidArgument(f"{what}: {rule}", argument=argument, value=value, map_name=name or None)
+
+    if not 0 <= max_entries <= 0xFFFFFFFF:
+        raise refuse(
+            "max_entries", max_entries, f"max_entries {max_entries} is out of range (0..{0xFFFFFFFF})"
+        )
+    if map_type in PERCPU_TYPES and round8(vc.size) > MAX_VALUE_SIZE:
+        raise SizeMismatch(
+            f"{what}: per-CPU values are limited to {MAX_VALUE_SIZE} bytes (rounded up to 8); {vc.name} is "
+            f"{vc.size}: declare a smaller value type",
+            what="value",
+            expected=MAX_VALUE_SIZE,
+            actual=vc.size,
+            map_name=name or None,
+        )
+    if vc.size == 0:
+        raise refuse(
+            "value", vc.name, f"value type {vc.name} is 0 bytes: the kernel takes values of 1 byte or more"
+        )
+    if map_type == MapType.PERCPU_CGROUP_STORAGE:
+        if kc.size not in (8, 16):
+            raise refuse(
+                "key",
+                kc.name,
+                f"key type {kc.name} is {kc.size} bytes: a {kind} key is struct bpf_cgroup_storage_key (16 "
+                "bytes: the cgroup's inode id and the attach type, percpu.maps.CGROUP_STORAGE_KEY) or the "
+                "cgroup's u64 inode id (8 bytes)",
+            )
+        if max_entries:
+            raise refuse(
+                "max_entries",
+                max_entries,
+                f"max_entries {max_entries}: a {kind} map takes 0, the kernel making one element per "
+                "cgroup a program using it is attached to",
+            )
+        return
+    if map_type in ARRAY_TYPES and kc.size != 4:
+        raise refuse(
+            "key", kc.name, f"key type {kc.name} is {kc.size} bytes: an array's key is its 4-byte index (u32)"
+        )
+    if kc.size == 0:
+        raise refuse(
+            "key", kc.name, f"key type {kc.name} is 0 bytes: the kernel takes keys of 1 byte or more"
+        )
+    if map_type in ARRAY_TYPES | HASH_TYPES and max_entries == 0:
+        raise refuse(
+            "max_entries",
+            0,
+            f"max_entries 0: a {kind} map holds 1 element or more; give the number of elements it holds",
+        )
+    if map_type in HASH_TYPES and max_entries > MAX_HASH_ENTRIES:
+        raise refuse(
+            "max_entries",
+            max_entries,
+            f"max_entries {max_entries:,}: a {kind} map holds at most {MAX_HASH_ENTRIES:,} (2**31) entries "
+            "(the kernel sizes its buckets as the next power of two, which must fit 32 bits); create it "
+            "with fewer",
+        )
+
+
+def _create_error(
+    map_type: MapType, name: str, kc: Codec, vc: Codec, max_entries: int, exc: OSError
+) -> PercpuError:
+    """The error for the kernel's refusal to create the map."""
+    what = _creating(map_type, name)
+    err = from_errno(exc.errno or 0, what)
+    err.map_name = name or None
+    if exc.errno in (_errno.E2BIG, _errno.ENOMEM) and vc.size > 4096:
+        # Kernels before 6.1 cap cgroup storage values at a page (E2BIG); older ones answer ENOMEM to a
+        # per-CPU value they cannot allocate.
+        return SizeMismatch(
+            f"{what}: this kernel refused {vc.size}-byte values ({err}); declare a smaller value type "
+            "(Linux 5.10 takes at most 4096 bytes in a cgroup storage's values, later ones 32768)",
+            what="value",
+            expected=MAX_VALUE_SIZE,
+            actual=vc.size,
+            map_name=name or None,
+        )
+    if exc.errno == _errno.E2BIG:
+        return BpfError(
+            f"{what}: the kernel refused it as too large (E2BIG): {kc.size}-byte keys, {vc.size}-byte "
+            f"values, {max_entries:,} entries; a hash element's key and value together stay under the "
+            "kernel's largest allocation (4 MiB on most machines)",
+            errno=exc.errno,
+            map_name=name or None,
+        )
+    return err
 
 
 def check_memory_for(

@@ -4,7 +4,6 @@ elsewhere) and one CPU's snapshot."""
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
@@ -27,9 +26,9 @@ class PerCpuMap(Map):
     percpu = True
 
     def _cpu_flags(self, cpu: int) -> int:
-        self.enc.slot(cpu)  # a CPU that is not possible is refused here, before any syscall
-        # A Python int: a numpy uint32 shifted by 32 in its own type is 0, which names CPU 0.
-        return BPF_F_CPU | (operator.index(cpu) << 32)
+        # A CPU that is not possible is refused here, before any syscall; the id is then the list's own
+        # Python int (a numpy uint32 shifted by 32 in its own type is 0, which names CPU 0).
+        return BPF_F_CPU | (self.cpus[self.enc.slot(cpu)] << 32)
 
     def lookup_cpu(self, key: Any, cpu: int) -> Any:
         """CPU ``cpu``'s value at ``key``: one value read with BPF_F_CPU where the kernel has it
