@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import platform
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from ..conftest import unique_comm
-from .conftest import PERCPU, percpu_cmd
+from .conftest import PERCPU, fetch, percpu_cmd, running_exporter
 from .test_disturb_kernel import INTRUDER, Schedstat, blocked_schedstat, online_pair
 
 pytestmark = pytest.mark.kernel
@@ -61,6 +62,21 @@ def stat_around(
     run.send_signal(signal.SIGINT)
     out, err = run.communicate(timeout=600)
     return subprocess.CompletedProcess(run.args, run.returncode, out, err), before, after
+
+
+Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def scrape(target: str) -> dict[Key, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    code, body = fetch(f"http://{target}/metrics")
+    assert code == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(body.decode())
+        for s in fam.samples
+    }
 
 
 def the_source(obj: dict[str, Any], pid: int) -> dict[str, Any]:
@@ -134,3 +150,38 @@ def test_a_full_irq_table_is_said_in_every_format() -> None:
         seen += lost
     if not seen:
         pytest.skip("no hard interrupt on any line in the three windows: nothing for the table to lose")
+
+
+def test_the_exporter_serves_who_disturbs_each_cpu(intruder: tuple[subprocess.Popen[str], str, int]) -> None:
+    """`percpu exporter -D`: the pinned intruder's switch-ins and time under its name on its CPU, born at 0
+    and then exactly its schedstat's count; softirqs, vectors and the loss families served (at 0 when
+    nothing was lost); no pid label anywhere; nothing said unsupported on a kernel that has every hook."""
+    p, name, cpu = intruder
+    with running_exporter("-D", "--max-comms", "1000") as (target, _proc):
+        scrape(target)  # every series so far is born here
+        before = blocked_schedstat(p.pid)
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "done\n"
+        after = blocked_schedstat(p.pid)
+        mine = ("percpu_task_switch_ins_total", (("comm", name), ("cpu", str(cpu)), ("kind", "task")))
+        first = scrape(target)
+        assert first[mine] == 0  # a new series is served at 0 first (docs/exporter.md)
+        got = scrape(target)
+    assert got[mine] == after.switches - before.switches
+    secs = ("percpu_task_seconds_total", mine[1])
+    assert 0 < got[secs] <= (after.runtime_ns - before.runtime_ns) / 1e9 + 1e-9
+    families = {k[0] for k in got}
+    assert {
+        "percpu_softirq_runs_total",
+        "percpu_softirq_seconds_total",
+        "percpu_task_switches_total",
+        "percpu_disturb_skipped_program_runs_total",
+    } <= families
+    if platform.machine() == "x86_64":
+        assert "percpu_interrupt_vector_runs_total" in families
+    for table in ("irqs", "softirqs", "tasks"):
+        assert ("percpu_disturb_lost_total", (("table", table),)) in got
+    assert all("pid" not in dict(k[1]) for k in got)
+    assert "percpu_disturb_unsupported_info" not in families, got

@@ -166,3 +166,27 @@ def test_stat_draws_who_disturbs_as_its_heat_map(tmp_path: Path) -> None:
     o.close()
     text = svg.read_text()
     assert "Who disturbs CPU 0-3" in text and "expected: app (pid 100)" in text
+
+
+def test_the_exporter_on_a_kernel_that_cannot_run_the_counter_says_so_and_serves_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`percpu exporter -D` on a kernel without BTF: one warning line on stderr, the syscall families go
+    on, and the scrape carries ``percpu_disturb_unsupported_info`` with the reason (no traceback)."""
+    from percpu.cli import export
+    from percpu.exporter import render
+
+    a = build_parser().parse_args(["exporter", "-D"])
+    kernel = FakeKernel(2)
+    with installed(kernel):
+        s = _disturbances.session(a)
+        assert s is not None
+        families = export._disturb_families(a, s)
+        text = render(families(), openmetrics=False).decode()
+        s.close()
+    err = capsys.readouterr().err
+    assert err.startswith("percpu exporter: warning: disturbances not counted here: ") and "BTF" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("percpu_disturb_unsupported_info{")]
+    assert 'dimension="all"' in line and "BTF" in line and line.endswith(" 1")
+    assert "percpu_task_switches_total" in text  # the families are there, at 0

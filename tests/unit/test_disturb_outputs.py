@@ -18,8 +18,7 @@ from percpu.cpulist import CpuList
 from percpu.disturb import DisturbSnapshot, Handlers, Lost, Tasks, Untimed
 from percpu.disturb import _contract as contract
 from percpu.disturb._who import Disturbance, caveats, restrict, who_disturbs
-from percpu.exporter import render
-from percpu.exporter_disturb import DisturbCollector
+from percpu.exporter import DisturbCollector, render
 
 from ..conftest import svg_cells
 from .test_disturb_who import delta, syscalls

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..cpus import cpu_lists
+from ..cpus import CpuList, cpu_lists
 from ..disturb import DisturbCounter, DisturbDelta, DisturbSnapshot, Expected
 from ..disturb._counter import MAX_TABLE_ENTRIES
 from ..disturb._who import Caveat, Disturbance, SyscallRows, caveats, view, who_disturbs
@@ -182,7 +182,16 @@ class DisturbSession:
         self.topology = topology
         if self.by != "cpu" or self.spec is not None:
             self.topology = topology if topology is not None else cpu_lists().topology()
-        self.cpus = self.topology.select(self.spec) if self.topology is not None and self.spec else None
+        self.chosen = self.topology.select(self.spec) if self.topology is not None and self.spec else None
+
+    @property
+    def cpus(self) -> CpuList:
+        return self.counter.cpus
+
+    @property
+    def unsupported(self) -> dict[str, str]:
+        """What this kernel cannot count, and why ("all" when it cannot run the counter at all)."""
+        return {"all": self.failed} if self.failed is not None else dict(self.counter.unsupported)
 
     def start(self) -> None:
         """Attach; a kernel that cannot run the counter at all is a caveat, not the end of the run (a
@@ -202,24 +211,20 @@ class DisturbSession:
     def view(self, d: DisturbDelta, syscalls: SyscallDelta | None = None) -> Disturbance:
         """One interval as the run shows it: with its system calls, restricted and grouped as asked."""
         rows = syscall_rows(syscalls, self.expect) if syscalls is not None else None
-        unsupported = dict(self.counter.unsupported)
-        if self.failed is not None:
-            unsupported = {"all": self.failed}
         v = who_disturbs(
             d,
             syscalls=rows,
-            unsupported=unsupported,
+            unsupported=self.unsupported,
             expected=self.expect.describe() if self.expect is not None else None,
         )
         if self.topology is not None:
-            v = view(v, self.topology, by=self.by, cpus=self.cpus, selected=self.spec)
+            v = view(v, self.topology, by=self.by, cpus=self.chosen, selected=self.spec)
         return v
 
     def run_caveats(self) -> list[Caveat]:
         """What the whole run leaves out, known once attached: the dimensions this kernel cannot count,
         and the expected workload's system calls when it is named by cgroup."""
-        unsupported = {"all": self.failed} if self.failed is not None else self.counter.unsupported
-        out = [c for c in caveats(_nothing(self.counter.cpus, unsupported)) if c.code.startswith(_RUN)]
+        out = [c for c in caveats(_nothing(self.counter.cpus, self.unsupported)) if c.code.startswith(_RUN)]
         if self.expect is not None and self.expect.cgroup is not None:
             out.append(
                 Caveat(
@@ -237,11 +242,8 @@ class DisturbSession:
 _RUN = "disturb.unsupported."
 
 
-def _nothing(cpus: object, unsupported: dict[str, str]) -> Disturbance:
+def _nothing(cpus: CpuList, unsupported: dict[str, str]) -> Disturbance:
     """An empty view that carries only what could not be counted (for the run's caveats)."""
-    from ..cpus import CpuList
-
-    assert isinstance(cpus, CpuList)
     z = np.zeros((0, len(cpus)), np.uint64)
     return Disturbance(
         seconds=0.0,

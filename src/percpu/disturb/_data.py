@@ -381,8 +381,8 @@ class DisturbSource(Protocol):
     """What the views and the exporter need from a :class:`~percpu.disturb.DisturbCounter`: its CPUs, its
     snapshots, and what it could not count on this kernel (dimension -> reason). Tests use a fake."""
 
-    unsupported: dict[str, str]
-
+    @property
+    def unsupported(self) -> dict[str, str]: ...
     @property
     def cpus(self) -> CpuList: ...
     def snapshot(self) -> DisturbSnapshot: ...

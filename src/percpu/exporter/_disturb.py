@@ -1,6 +1,7 @@
 """Prometheus metrics of who disturbs each CPU, from the disturbance counter, formatted by percpu itself.
 
-The families beside the syscall counts (:mod:`percpu.exporter`), under the same conventions:
+The families beside the syscall counts (:mod:`percpu.exporter`; served with ``percpu exporter -D``), under the
+same conventions:
 
 * counters of the kernel's counts, never reset; every series is served at 0 the first time it is served
   and at its value from the next scrape on (``increase()`` then sees what came before its first sample);
@@ -42,11 +43,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ._text import printable
-from .cpus import cpu_lists
-from .disturb._data import DisturbSnapshot, DisturbSource, Handlers, Tasks
-from .exporter import OTHER, Family, Labels
-from .topo import CpuGroups, CpuTopology, group_rows
+from .._text import printable
+from ..cpus import cpu_lists
+from ..disturb._data import DisturbSnapshot, DisturbSource, Handlers, Tasks
+from ..topo import CpuGroups, CpuTopology, group_rows
+from ._comms import OTHER
+from ._exposition import Family, Labels
 
 __all__ = ["DisturbCollector"]
 
