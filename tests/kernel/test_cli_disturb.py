@@ -22,6 +22,7 @@ import pytest
 
 from ..conftest import unique_comm
 from .conftest import PERCPU, fetch, percpu_cmd, running_exporter
+from .test_cli_syscalls import KEYS_PANES, _tmux, loops, screen_when, top_in_tmux
 from .test_disturb_kernel import INTRUDER, Schedstat, blocked_schedstat, online_pair
 
 pytestmark = pytest.mark.kernel
@@ -185,3 +186,25 @@ def test_the_exporter_serves_who_disturbs_each_cpu(intruder: tuple[subprocess.Po
         assert ("percpu_disturb_lost_total", (("table", table),)) in got
     assert all("pid" not in dict(k[1]) for k in got)
     assert "percpu_disturb_unsupported_info" not in families, got
+
+
+def test_top_shows_who_disturbs_the_cpu_in_a_view_of_its_own() -> None:
+    """`top -D` in a terminal: Tab to the disturbance view, where a task looping on the CPU is a row of
+    kind task with its rate in that CPU's column and a share of its time; `q` quits with status 0."""
+    _, cpu = online_pair()
+    comm = unique_comm("pcpu_dtop")
+    top = top_in_tmux("-D", "--cpus", str(cpu), "-i", "1", cols=100, rows=30)
+    with loops(comm, (cpu, "getppid")), top as session:
+        screen = screen_when(session, "view (Tab):")
+        assert "view (Tab):  [1 syscalls]  2 disturbances" in screen, screen
+        assert screen.rstrip().splitlines()[-1] == KEYS_PANES, screen
+        _tmux("send-keys", "-t", session, "Tab")
+        screen = screen_when(session, f"{comm} (")
+        lines = screen.splitlines()
+        assert lines[3].split() == ["SOURCE", "KIND", "TIME%", "/s", f"cpu{cpu}"], screen
+        (row,) = [ln.split() for ln in lines if ln.startswith(f"{comm} (")]
+        assert row[2] == "task" and row[3].endswith("%") and float(row[3][:-1]) > 0, screen
+        assert row[-1] != ".", screen
+        assert any(ln.startswith("no expected workload (-E)") for ln in lines), screen
+        _tmux("send-keys", "-t", session, "q")
+        assert "percpu-rc=0" in screen_when(session, "percpu-rc=", timeout=120)
