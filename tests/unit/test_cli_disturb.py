@@ -190,3 +190,42 @@ def test_the_exporter_on_a_kernel_that_cannot_run_the_counter_says_so_and_serves
     (line,) = [ln for ln in text.splitlines() if ln.startswith("percpu_disturb_unsupported_info{")]
     assert 'dimension="all"' in line and "BTF" in line and line.endswith(" 1")
     assert "percpu_task_switches_total" in text  # the families are there, at 0
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_stat_on_a_kernel_that_cannot_run_the_counter_says_so_once_in_its_report(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stat -D` on a kernel without BTF: the syscall report as ever, the reason in one warning (the
+    table's footer, JSON's and CSV's warnings), the view holding the system calls only, and no traceback."""
+    from .synthetic import FakeCounter as SyscallSource
+
+    kernel = FakeKernel(2)
+    syscalls = SyscallSource(2)
+    with installed(kernel):
+        a = build_parser().parse_args(["stat", "-D", "-f", fmt])
+        s = _disturbances.session(a)
+        assert s is not None
+        o = stat._Output(a, disturb=s)
+        both = stat._start_disturb(syscalls, s, o)  # type: ignore[arg-type]
+        first = both.snapshot()
+        syscalls.counts[1, 110] = 7
+        o.write(both.snapshot().delta(first))
+        o.commit()
+        o.close()
+        s.close()
+    out = capsys.readouterr().out
+    said = "disturbances not counted here: "
+    assert out.count(said) == 1 and "BTF" in out.split(said)[1].splitlines()[0], out
+    assert "Traceback" not in out
+    if fmt == "json":
+        obj = json.loads(out)
+        d = obj["disturbance"]
+        assert [(x["kind"], x["total"]) for x in d["sources"]] == [("syscall", 7)]  # the calls go on
+        assert d["unsupported"]["all"] == s.failed
+        assert [w["code"] for w in obj["warnings"]].count("disturb.unsupported.all") == 1
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert [r["code"] for r in rows if r["record"] == "warning"].count("disturb.unsupported.all") == 1
+    else:
+        assert "7 system calls" in out
