@@ -106,11 +106,7 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
         with counter:
             families = _disturb_families(args, disturb)
             lib = _machine.current().libbpf()
-            if args.enable_bpf_stats:
-                try:
-                    stats_fd = lib.enable_stats()
-                except OSError as exc:
-                    raise PercpuError(f"--enable-bpf-stats: {exc.strerror}") from exc
+            stats_fd = _enable_stats(lib) if args.enable_bpf_stats else None
             limits = Limits(
                 max_connections=args.web_max_connections,
                 max_requests=args.web_max_requests,
@@ -162,6 +158,15 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
         if disturb is not None:
             disturb.close()
     return 0
+
+
+def _enable_stats(lib: Any) -> int:
+    """The fd that keeps the kernel's BPF run-time stats on while it is open (--enable-bpf-stats)."""
+    try:
+        fd: int = lib.enable_stats()
+    except OSError as exc:
+        raise PercpuError(f"--enable-bpf-stats: {exc.strerror}") from exc
+    return fd
 
 
 def _disturb_families(

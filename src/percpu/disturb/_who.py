@@ -34,6 +34,7 @@ Pure data: numpy, the CPU lists and the topology's groups; no kernel access.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -289,10 +290,7 @@ def who_disturbs(
         counted.append("syscall")
         _add_syscalls(syscalls, ncpu, srcs, counts, ns, timed, untimed)
     n = len(srcs)
-
-    def stack(rows: list[np.ndarray]) -> np.ndarray:
-        return np.array(rows, dtype=np.uint64).reshape(n, ncpu)
-
+    stack = functools.partial(_stack, shape=(n, ncpu))
     return Disturbance(
         seconds=d.seconds,
         cpus=d.cpus,
@@ -311,6 +309,10 @@ def who_disturbs(
         skipped=d.lost.skipped,
         expected=expected,
     )
+
+
+def _stack(rows: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    return np.array(rows, dtype=np.uint64).reshape(shape)
 
 
 def _add_syscalls(
