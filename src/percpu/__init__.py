@@ -1,12 +1,13 @@
 """percpu: per-CPU eBPF maps read and written correctly, and per-CPU system-call statistics.
 
-The public API is re-exported here; the modules behind it are layered, each importing only downward:
+The public API is re-exported here; the modules behind it are layered, each importing only from those
+below it, lowest first: ``layout`` (per-CPU geometry, buffers), ``_libbpf`` (the one binding to libbpf),
+``_machine`` (the one seam), ``features`` (memoized probes), ``cpus`` (CPU lists), ``values``, ``maps``
+(typed maps), ``objects`` (programs, links), ``syscount`` (collector), ``views`` / ``plots`` /
+``exporter``, ``cli``. The layers are import-linter contracts in pyproject.toml, checked by
+``lint-imports`` (docs/architecture.md).
 
-``layout`` (per-CPU geometry, buffers) -> ``_libbpf`` (the one binding to libbpf) -> ``cpus`` (CPU lists)
--> ``features`` (memoized probes) -> ``values`` / ``maps`` (typed maps) -> ``objects`` (programs, links)
--> ``syscount`` (collector) -> ``cli`` / ``exporter``.
-
-Importing percpu makes no syscall and loads no library; libbpf is loaded on first use.
+Importing percpu makes no bpf() call and loads no library of its own; libbpf is loaded on first use.
 """
 
 from ._version import __version__

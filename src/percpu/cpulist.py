@@ -1,19 +1,23 @@
-"""CPU id lists as the kernel writes them (``0-3,8,10-11``): :class:`CpuList` and its parser.
+"""CPU id lists as the kernel writes them (``0-3,8,10-11``): :class:`CpuList` and its parser, and
+:class:`CpuGroups`, CPUs grouped into rows.
 
 The ground floor of everything that names CPUs: it reads nothing and imports nothing of percpu's but
-the error tree, so the CPU lists (:mod:`percpu.cpus`) and the machine's shape (:mod:`percpu.topo`)
-both build on it.
+the error tree, so the CPU lists (:mod:`percpu.cpus`), the machine's shape (:mod:`percpu.topo`, which
+makes the groups) and the syscall data (grouped deltas) all build on it.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import overload
+
+import numpy as np
 
 from .errors import CpuNotPossible, PercpuError
 
-__all__ = ["CpuList", "format_cpu_list", "parse_cpu_list"]
+__all__ = ["CpuGroups", "CpuList", "format_cpu_list", "parse_cpu_list"]
 
 
 def parse_cpu_list(text: str) -> tuple[int, ...]:
@@ -121,3 +125,22 @@ class CpuList(Sequence[int]):
             return slots[operator.index(cpu)]  # type: ignore[arg-type]
         except (KeyError, TypeError):
             raise CpuNotPossible(cpu, str(self), map_name=map_name) from None
+
+
+@dataclass(frozen=True)
+class CpuGroups:
+    """Possible CPUs grouped ``by`` cpu, core, package or node: ``index[slot]`` is the row of the group
+    holding that slot, ``labels[row]`` its label and ``members[row]`` its CPUs."""
+
+    by: str
+    labels: tuple[str, ...]
+    members: tuple[CpuList, ...]
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def live(self, online: Iterable[int]) -> np.ndarray:
+        """Per group: whether any of its CPUs is in ``online``."""
+        on = set(online)
+        return np.array([any(c in on for c in m) for m in self.members], dtype=bool)

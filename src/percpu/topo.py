@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .cpulist import CpuList, parse_cpu_list
+from .cpulist import CpuGroups, CpuList, parse_cpu_list
 from .errors import PercpuError
 
 __all__ = [
@@ -96,25 +96,6 @@ class CpuInfo(NamedTuple):
             die = f".{self.die}" if multi_die and self.die is not None else ""
             return f"core{self.package}{die}.{self.core}"
         raise PercpuError(f"cannot group by {by!r}: choose one of {', '.join(GROUP_BY)}")
-
-
-@dataclass(frozen=True)
-class CpuGroups:
-    """Possible CPUs grouped ``by`` cpu, core, package or node: ``index[slot]`` is the row of the group
-    holding that slot, ``labels[row]`` its label and ``members[row]`` its CPUs."""
-
-    by: str
-    labels: tuple[str, ...]
-    members: tuple[CpuList, ...]
-    index: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def live(self, online: Iterable[int]) -> np.ndarray:
-        """Per group: whether any of its CPUs is in ``online``."""
-        on = set(online)
-        return np.array([any(c in on for c in m) for m in self.members], dtype=bool)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ._model import (
     _QUALIFIERS,
     MAX_FIELDS,
     BtfType,
-    cycle,
+    guarded,
     int_overflows,
     too_deep,
 )
@@ -184,15 +184,7 @@ class Btf:
         known = self._layouts.get(type_id)
         if known is not None:
             return known
-        if type_id in busy:
-            raise cycle(type_id)
-        if depth > _MAX_DEPTH:
-            raise too_deep(type_id)
-        busy.add(type_id)
-        try:
-            out = self._build(type_id, depth, busy)
-        finally:
-            busy.discard(type_id)
+        out = guarded(type_id, depth, busy, lambda: self._build(type_id, depth, busy))
         if out.fields > MAX_FIELDS:
             raise BtfError(
                 f"BTF type {type_id} ({self.safe_name(type_id)}) has more than {MAX_FIELDS:,} fields "

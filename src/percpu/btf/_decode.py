@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -18,20 +18,30 @@ from ..errors import BtfError
 from ._model import (
     _INT_BOOL,
     _INT_SIGNED,
-    _MAX_DEPTH,
     MAX_FIELDS,
     BtfType,
     CharArray,
     EnumValue,
     NanValue,
     RawBytes,
-    cycle,
+    guarded,
     int_overflows,
-    too_deep,
 )
 
-if TYPE_CHECKING:
-    from ._btf import Btf
+
+class Types(Protocol):
+    """What decoding asks of a blob's types: :class:`~percpu.btf.Btf` answers it. A protocol here, so that
+    ``_btf`` imports this module and nothing imports back."""
+
+    def resolve(self, type_id: int) -> BtfType: ...
+    def size(self, type_id: int) -> int: ...
+    def type_name(self, type_id: int) -> str: ...
+    def safe_name(self, type_id: int) -> str: ...
+    def is_char(self, type_id: int) -> bool: ...
+    def narrow(self, type_id: int) -> bool: ...
+    def enum_signed(self, type_id: int) -> bool: ...
+    def enum_values(self, type_id: int) -> dict[int, str]: ...
+
 
 _Decode = Callable[[bytes, int], Any]  # (the value's buffer, the byte offset of this part) -> value
 
@@ -98,24 +108,14 @@ def _float_at(size: int) -> _Decode:
 class ValueDecoder:
     """The exact decoders of one BTF blob's types, each built once (see :meth:`Btf.value`)."""
 
-    def __init__(self, btf: Btf) -> None:
+    def __init__(self, btf: Types) -> None:
         self.btf = btf
         # Results only: a race between two threads builds the same decoder twice, never a wrong one.
         self._known: dict[int, _Dec] = {}
 
     def value(self, type_id: int, raw: bytes) -> Any:
-        """Decode ``raw``, the bytes of one value of ``type_id``, exactly as C reads them.
-
-        Structs and unions become dicts of every member (anonymous ones ``_anon<i>``, as in
-        :meth:`dtype`); bitfields their bits, sign-extended where the type is signed; arrays lists; char
-        arrays :class:`CharArray` (all their bytes); enums :class:`EnumValue` (an int with its
-        enumerator's name); ints ints (``_Bool`` True/False when it holds 0 or 1); floats floats
-        (:class:`NanValue` keeps a NaN's bits); what has no meaning of its own (an empty struct of
-        non-zero size, a float of 10 or 16 bytes) :class:`RawBytes`.
-
-        Raises :class:`BtfError` for a malformed type, one that has no value (a function), one that would
-        decode into more than ``MAX_FIELDS`` objects, or ``raw`` shorter than the type.
-        """
+        """Decode ``raw``, the bytes of one value of ``type_id``, exactly as C reads them: what each kind
+        becomes and what is refused is said once, at :meth:`Btf.value <percpu.btf.Btf.value>`."""
         return self.decoder(type_id)(raw)
 
     def decoder(self, type_id: int) -> Callable[[bytes], Any]:
@@ -139,15 +139,7 @@ class ValueDecoder:
         known = self._known.get(type_id)
         if known is not None:
             return known
-        if type_id in busy:
-            raise cycle(type_id)
-        if depth > _MAX_DEPTH:
-            raise too_deep(type_id)
-        busy.add(type_id)
-        try:
-            out = self._build_decoder(type_id, depth, busy)
-        finally:
-            busy.discard(type_id)
+        out = guarded(type_id, depth, busy, lambda: self._build_decoder(type_id, depth, busy))
         if out.items > MAX_FIELDS:
             raise BtfError(
                 f"BTF type {type_id} ({self.btf.safe_name(type_id)}) decodes into more than {MAX_FIELDS:,} "

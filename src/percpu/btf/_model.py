@@ -3,10 +3,13 @@ record (:class:`BtfType`), and the value types :meth:`Btf.value <percpu.btf.Btf.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import BtfError
+
+_T = TypeVar("_T")
 
 BTF_MAGIC = 0xEB9F
 KIND_NAMES = {
@@ -56,6 +59,20 @@ def too_deep(type_id: int) -> BtfError:
 
 def cycle(type_id: int) -> BtfError:
     return BtfError(f"BTF type {type_id} contains itself (a reference cycle?)", type_id=type_id)
+
+
+def guarded(type_id: int, depth: int, busy: set[int], build: Callable[[], _T]) -> _T:
+    """``build()`` what a type needs (its layout, its decoder), refusing a type that contains itself or
+    nests past ``_MAX_DEPTH``: ``busy`` holds the types being built further up."""
+    if type_id in busy:
+        raise cycle(type_id)
+    if depth > _MAX_DEPTH:
+        raise too_deep(type_id)
+    busy.add(type_id)
+    try:
+        return build()
+    finally:
+        busy.discard(type_id)
 
 
 def int_overflows(t: BtfType, first: int, bits: int) -> BtfError:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._text import printable
-from ..disturb import DisturbDelta, DisturbSnapshot
+from ..disturb._data import DisturbDelta, DisturbSnapshot
 from ..disturb._who import KINDS, Caveat, Disturbance
 from ..errors import PercpuError
 from ..syscount._data import SnapshotSource, SyscallDelta, errno_name

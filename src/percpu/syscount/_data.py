@@ -14,17 +14,14 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from .. import syscalls as _names
 from .._contract import COMPAT_BASE, LAT_BUCKETS, LAT_KEY, PROC_KEY, ROW_BUCKETS, ROW_FIRST_BUCKET
-from ..cpulist import CpuList
+from ..cpulist import CpuGroups, CpuList
 from ..errors import PercpuError
-
-if TYPE_CHECKING:
-    from ..topo import CpuGroups
 
 __all__ = [
     "FOLDED_TGID",
