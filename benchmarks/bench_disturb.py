@@ -3,12 +3,13 @@
 Run as root:  .venv/bin/python benchmarks/bench_disturb.py            (about 2 minutes; --rounds, --seconds)
 
 The kernel-stats method of bench_syscalls.py, side by side: in each round, for each configuration of the
-counter (counts only; times; tasks; tasks and times), the counter's programs and an empty program at each
-of the same hooks (bpf/floor_disturb.bpf.c) are attached together, and a load (disturb_load.c: task
-switches on one CPU and across two, loopback UDP, O_DIRECT reads) fires the hooks for SECONDS with the
-kernel's BPF run-time statistics on. Each program's ns per run is read from the kernel (run_time_ns /
-run_cnt): the counter's program and the empty one ran on the very same events. The configuration order
-rotates each round, and which object attaches first alternates (programs at one hook run in attach order).
+counter (counts only; times; tasks; tasks and times; and the last with an expected workload, or with pids
+numbered in a pid namespace), the counter's programs and an empty program at each of the same hooks
+(bpf/floor_disturb.bpf.c) are attached together, and a load (disturb_load.c: task switches on one CPU and
+across two, loopback UDP, O_DIRECT reads) fires the hooks for SECONDS with the kernel's BPF run-time
+statistics on. Each program's ns per run is read from the kernel (run_time_ns / run_cnt): the counter's
+program and the empty one ran on the very same events. The configuration order rotates each round, and which
+object attaches first alternates (programs at one hook run in attach order).
 
 What a hook costs before any program body runs (the tracepoint's call into BPF, __bpf_trace_run, the same
 code for every raw tracepoint) is not in run_time_ns; it is measured as bench_syscalls.py does, by the
@@ -29,6 +30,7 @@ import json
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -45,16 +47,65 @@ from bench_syscalls import build_loop, floor, run_loop, run_time_stats, spread, 
 
 from percpu import _libbpf  # noqa: E402
 from percpu.cpus import cpu_lists  # noqa: E402
-from percpu.disturb import DisturbCounter  # noqa: E402
+from percpu.disturb import DisturbCounter, Expected  # noqa: E402
 from percpu.errors import PercpuError  # noqa: E402
 from percpu.objects import BpfObject, bundled  # noqa: E402
+from percpu.syscount import cgroup2_root  # noqa: E402
 
-CONFIGS: dict[str, dict[str, bool]] = {
+CONFIGS: dict[str, dict[str, Any]] = {
     "counts": {"times": False, "tasks": False},
     "times": {"times": True, "tasks": False},
     "tasks": {"times": False, "tasks": True},
     "tasks+times": {"times": True, "tasks": True},
+    # An expected workload named all three ways (every check runs at each switch-in: the worst case).
+    "tasks+times+expect": {"times": True, "tasks": True, "expect": "all"},
+    # Pids numbered in a pid namespace: the initial one's inode given as percpu's, so the program walks
+    # each pid's namespaces as it does in a container.
+    "tasks+times+pidns": {"times": True, "tasks": True, "pidns_ino": "init"},
 }
+
+
+class Baseline:
+    """Another build of disturb.bpf.o (``--baseline OBJ``: an earlier commit's), its sched_switch program
+    with tasks and times on, attached like the counter's, for a side-by-side figure of what a change to
+    that hot path costs. Its config is the first phase's: flush_tlb_func (u64), times (u8), tasks (u8)."""
+
+    PROGRAM = "switch_btf"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.obj: BpfObject | None = None
+
+    def start(self) -> None:
+        self.obj = BpfObject(self.path)
+        for name, p in self.obj.programs.items():
+            p.autoload = name == self.PROGRAM
+        self.obj.set_rodata(struct.pack("<QBB", 0, 1, 1))
+        self.obj.set_max_entries("tasks", 8192)
+        self.obj.load()
+        self.obj.attach(self.PROGRAM)
+
+    def programs(self) -> list[Any]:
+        return [] if self.obj is None else [self.obj.programs[self.PROGRAM]]
+
+    def close(self) -> None:
+        if self.obj is not None:
+            self.obj.close()
+
+
+BASELINE = "tasks+times, baseline object"
+baseline_path: str | None = None
+
+
+def counter_args(name: str) -> dict[str, Any]:
+    kw = dict(CONFIGS[name])
+    if kw.get("expect") == "all":
+        kw["expect"] = Expected(pid=1, comm="percpu-bench", cgroup=cgroup2_root() and "/")
+    if kw.get("pidns_ino") == "init":
+        kw["pidns_ino"] = os.stat("/proc/self/ns/pid").st_ino
+    return kw
+
+
 # The empty program at each disturb.bpf.c program's hook (tp_btf flavour).
 FLOOR_OF = {
     "irq_entry_btf": "floor_irq_handler_entry",
@@ -89,7 +140,7 @@ def build_load(tmp: str) -> str:
 
 
 @contextmanager
-def floors(first: bool, counter: DisturbCounter) -> Iterator[dict[str, int]]:
+def floors(first: bool, counter: Any) -> Iterator[dict[str, int]]:
     """Every empty program (and the clock-read one) attached, before or after the counter's."""
     with BpfObject(bundled("floor_disturb.bpf.o")) as obj:
         obj.load()
@@ -112,7 +163,11 @@ def measure_round(
     lib = _libbpf.libbpf()
     out: dict[str, dict[str, tuple[int, int]]] = {}
     for name in order:
-        c = DisturbCounter(**CONFIGS[name], start=False)
+        c: Any = (
+            Baseline(baseline_path or "")
+            if name == BASELINE
+            else DisturbCounter(**counter_args(name), start=False)
+        )
         try:
             with floors(r % 2 == 0, c) as floor_fds:
                 fds = {**floor_fds, **{p.name: p.fd for p in c.programs()}}
@@ -194,11 +249,21 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=2.0, help="load per configuration and round")
     ap.add_argument("--json-out", metavar="FILE")
     ap.add_argument(
+        "--baseline",
+        metavar="OBJ",
+        help="also measure this build of disturb.bpf.o's sched_switch program (tasks and times), e.g. an "
+        "earlier commit's: git show COMMIT:src/percpu/_bpf/disturb.bpf.o > old.o",
+    )
+    ap.add_argument(
         "--smoke",
         action="store_true",
         help="one round of 0.3 s per configuration: that it runs, not how fast",
     )
     args = ap.parse_args()
+    global baseline_path  # noqa: PLW0603 - one run, one baseline
+    if args.baseline:
+        baseline_path = args.baseline
+        CONFIGS[BASELINE] = {}
     if args.smoke:
         args.rounds, args.seconds = 1, 0.3
         print(

@@ -31,8 +31,8 @@
  * softirq programs' own), and plain increments of this CPU's slot need no atomics. A program that would
  * re-enter itself on a CPU is skipped by the kernel and counted in the program's recursion misses.
  *
- * Configuration is one struct in .rodata (times, tasks, the address of flush_tlb_func); the verifier
- * removes what it switches off, and user space loads only the programs of the dimensions asked for. The
+ * Configuration is one struct in .rodata (times, tasks, the address of flush_tlb_func, the expected
+ * workload, percpu's pid namespace); the verifier removes what it switches off, and user space loads only the programs of the dimensions asked for. The
  * structs and enums shared with user space reach Python through this object's BTF (tools/gen_contract.py
  * -> src/percpu/disturb/_contract.py).
  *
@@ -51,6 +51,9 @@ enum disturb_consts {
 	COMM_LEN = 16,
 	TASK_KTHREAD = 1, /* task_stat.flags: PF_KTHREAD was set */
 	TASK_IDLE = 2, /* task_stat.flags: the idle task (pid 0), whose time is not measured */
+	TASK_EXPECTED = 4, /* task_stat.flags: the expected workload (cfg.expect_*) when switched in */
+	TASK_OUTSIDE = 8, /* task_stat.flags: not in percpu's pid namespace (cfg.pidns_ino): no pid there */
+	PIDNS_LEVELS = 32, /* MAX_PID_NS_LEVEL: how deep pid namespaces nest */
 };
 
 /* Slots of the vectors map; CAL in /proc/interrupts is VEC_CALL_FUNCTION + VEC_CALL_FUNCTION_SINGLE. */
@@ -68,8 +71,16 @@ enum disturb_vector {
 const enum disturb_consts disturb_consts SEC(".percpu.contract") = SOFTIRQ_SLOTS;
 const enum disturb_vector disturb_vector SEC(".percpu.contract") = VECTOR_SLOTS;
 
+/* The expected workload (what the CPUs are for; every other task switched in is a disturbance): a task
+ * is expected when its process id, its name or its cgroup is the one given (any of those set). Pids are
+ * numbered in percpu's own pid namespace when that is not the initial one (pidns_ino: a container), as
+ * the syscall counter's filters are: then the task keys hold those pids too. */
 struct disturb_config {
 	__u64 flush_tlb_func; /* its address (/proc/kallsyms), for the csd_function_entry program */
+	__u64 expect_cgroup; /* cgroup v2 id (0: none) */
+	__u32 expect_tgid; /* process id (0: none) */
+	__u32 pidns_ino; /* percpu's pid namespace's inode number, when not the initial one (0) */
+	char expect_comm[COMM_LEN]; /* task name, NUL-padded ("": none) */
 	__u8 times; /* time in handlers (two clock reads per event) and tasks' time on the CPU */
 	__u8 tasks; /* which task was switched in: the tasks table */
 };
@@ -96,19 +107,26 @@ struct cpu_counts {
 	__u64 untimed_vectors;
 };
 
-/* Per CPU state and counts of the sched_switch program (its own cache line). task is the task switched in
- * last (its address) and task_runtime its sum_exec_runtime then. gaps: switches whose prev was not that
- * task, so the kernel had switched without the tracepoint in between. lost_tasks: switch-ins the full
- * tasks table had no room for; untimed_tasks: stints whose time is missing (switched in before counting
- * began or unseen, or no room in the table). */
+/* Per CPU state and counts of the sched_switch program. task is the task switched in last (its address),
+ * task_runtime its sum_exec_runtime then, and key its row's key (charged its time when it leaves: a
+ * thread on its way out has no pid in a namespace any more, and a renamed one has another name). gaps:
+ * switches whose prev was not that task, so the kernel had switched without the tracepoint in between.
+ * lost_tasks: switch-ins the full tasks table had no room for; untimed_tasks: stints whose time is
+ * missing (switched in before counting began or unseen, or no room in the table). inserts: rows this CPU
+ * added to the tasks table (user space watches them to take the rows of exited tasks out before it
+ * fills). What every switch touches comes first (one cache line). */
 struct sched_cpu {
 	__u64 switches;
+	__u64 task;
+	__u64 task_runtime;
+	__u64 key[3]; /* a struct task_key */
 	__u64 idle_switches; /* switch-ins of the idle task, kept here, not in the tasks table (tasks only) */
 	__u64 gaps;
 	__u64 lost_tasks;
 	__u64 untimed_tasks;
-	__u64 task;
-	__u64 task_runtime;
+	__u64 inserts;
+	__u64 pidns; /* with cfg.pidns_ino: that namespace's address, once a pid in it was found */
+	__u64 pidns_level; /* ... and its level */
 };
 
 struct task_key {
@@ -121,7 +139,7 @@ struct task_stat {
 	__u64 switches; /* times switched in */
 	__u64 ns; /* time on the CPU (se.sum_exec_runtime), charged when the task leaves it */
 	__u32 untimed; /* stints whose time is not in ns: their switch-in was not seen */
-	__u32 flags; /* TASK_KTHREAD, TASK_IDLE */
+	__u32 flags; /* TASK_KTHREAD, TASK_IDLE, TASK_EXPECTED, TASK_OUTSIDE */
 };
 
 /* Sized by user space (set_max_entries) from the IRQ numbers the machine has; larger ones are lost_irqs. */
@@ -178,12 +196,47 @@ struct sched_entity {
 	__u64 sum_exec_runtime;
 } __attribute__((preserve_access_index));
 
+struct pid_namespace;
+
+struct upid {
+	int nr;
+	struct pid_namespace *ns;
+} __attribute__((preserve_access_index));
+
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+} __attribute__((preserve_access_index));
+
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct pid_namespace {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
 	unsigned int flags;
 	char comm[16];
 	struct sched_entity se;
+	struct task_struct *group_leader;
+	struct pid *thread_pid;
+	struct css_set *cgroups;
 } __attribute__((preserve_access_index));
 
 #define PF_KTHREAD 0x00200000 /* the same in every kernel since 2.6 */
@@ -301,29 +354,37 @@ static __always_inline void vector_exit(__u32 vec)
 
 /* --- task switches ---------------------------------------------------------------------------------- */
 
-/* Adds to a task's row, creating it; false when the table has no room (or the kernel no memory). */
-static __always_inline bool task_add(struct task_key *k, __u64 switches, __u64 ns, __u32 untimed, __u32 flags)
+/* A pid as percpu's pid namespace numbers it (pid_nr_ns()): the number at that namespace's level of the
+ * pid, 0 when the pid has none there (a task outside it, or one released on its way out). The level is
+ * not known to user space (a namespace cannot see its ancestors): the first pid found in it tells it, by
+ * a search from the initial namespace down, and each CPU keeps the level and the namespace's address
+ * (c->pidns) to read one number, and compare one pointer, for the next. */
+static __always_inline __u32 ns_nr(struct sched_cpu *c, struct pid *p, bool btf)
 {
-	struct task_stat *v = bpf_map_lookup_elem(&tasks, k);
+	unsigned int level = btf ? p->level : BPF_CORE_READ(p, level);
+	struct upid *numbers = btf ? &p->numbers[0] : __builtin_preserve_access_index(&p->numbers[0]);
+	struct upid up = {};
 
-	if (!v) {
-		struct task_stat init = { .flags = flags };
-
-		/* Inserting sets this CPU's value and zeroes the others'. Only this CPU's programs write its
-		 * slot, and another CPU inserting the same key first only makes NOEXIST fail: look up again. */
-		bpf_map_update_elem(&tasks, k, &init, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&tasks, k);
-		if (!v)
-			return false;
+	if (c->pidns) {
+		if (level < c->pidns_level || bpf_probe_read_kernel(&up, sizeof(up), numbers + c->pidns_level))
+			return 0;
+		return (__u64)up.ns == c->pidns ? up.nr : 0;
 	}
-	v->switches += switches;
-	v->ns += ns;
-	v->untimed += untimed;
-	v->flags |= flags;
-	return true;
+	/* A loop, not unrolled 32 times into every program: the verifier bounds it (Linux 5.3). */
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < PIDNS_LEVELS; i++) {
+		if (i > level || bpf_probe_read_kernel(&up, sizeof(up), numbers + i))
+			break;
+		if (BPF_CORE_READ(up.ns, ns.inum) == cfg.pidns_ino) {
+			c->pidns = (__u64)up.ns;
+			c->pidns_level = i;
+			return up.nr;
+		}
+	}
+	return 0;
 }
 
-static __always_inline void task_key_of(struct task_key *k, struct task_struct *t, bool btf)
+static __always_inline void task_key_of(struct sched_cpu *c, struct task_key *k, struct task_struct *t, bool btf)
 {
 	if (btf) {
 		k->pid = t->pid;
@@ -334,13 +395,82 @@ static __always_inline void task_key_of(struct task_key *k, struct task_struct *
 		k->tgid = BPF_CORE_READ(t, tgid);
 		BPF_CORE_READ_STR_INTO(&k->comm, t, comm);
 	}
+	if (cfg.pidns_ino) {
+		/* Numbered in percpu's namespace, as its users (and kill(), /proc) know them. A thread group's
+		 * leader has its tgid for pid in every namespace. */
+		bool leader = k->pid == k->tgid;
+
+		k->pid = ns_nr(c, btf ? t->thread_pid : BPF_CORE_READ(t, thread_pid), btf);
+		if (leader)
+			k->tgid = k->pid;
+		else
+			k->tgid = ns_nr(c, btf ? t->group_leader->thread_pid : BPF_CORE_READ(t, group_leader, thread_pid),
+					btf);
+	}
 }
 
-static __always_inline __u32 task_flags(struct task_struct *t, int pid, bool btf)
+/* The name compared up to its NUL: bytes after it can be a longer former name's (strlcpy before 6.x). */
+static __always_inline bool comm_is(const char *comm)
+{
+	for (int i = 0; i < COMM_LEN; i++) {
+		if (comm[i] != cfg.expect_comm[i])
+			return false;
+		if (!comm[i])
+			break;
+	}
+	return true;
+}
+
+static __always_inline bool expected(struct task_key *k, struct task_struct *t, bool btf)
+{
+	if (cfg.expect_tgid && k->tgid == cfg.expect_tgid)
+		return true;
+	if (cfg.expect_comm[0] && comm_is(k->comm))
+		return true;
+	if (!cfg.expect_cgroup)
+		return false;
+	/* bpf_get_current_cgroup_id() reads the same id, but only of the current task (prev, not next). */
+	__u64 id = btf ? t->cgroups->dfl_cgrp->kn->id : BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+
+	return id == cfg.expect_cgroup;
+}
+
+static __always_inline __u32 task_flags(struct task_key *k, struct task_struct *t, int pid, bool btf)
 {
 	unsigned int flags = btf ? t->flags : BPF_CORE_READ(t, flags);
 
-	return (flags & PF_KTHREAD ? TASK_KTHREAD : 0) | (pid == 0 ? TASK_IDLE : 0);
+	return (flags & PF_KTHREAD ? TASK_KTHREAD : 0) | (pid == 0 ? TASK_IDLE : 0) |
+	       (cfg.pidns_ino && !k->pid ? TASK_OUTSIDE : 0) | (expected(k, t, btf) ? TASK_EXPECTED : 0);
+}
+
+enum task_added { TASK_LOST, TASK_FOUND, TASK_INSERTED };
+
+/* Adds to a task's row, creating it when it has none; TASK_LOST when the table has no room (or the kernel
+ * no memory). The switch-in passes the task's flags, added to its row (a task that joins the expected
+ * cgroup becomes expected); the switch-out passes none (lazy: the task's flags are read only to create
+ * a row). */
+static __always_inline enum task_added task_add(struct task_key *k, struct task_struct *t, int pid, bool btf,
+						bool lazy, __u32 flags, __u64 switches, __u64 ns, __u32 untimed)
+{
+	struct task_stat *v = bpf_map_lookup_elem(&tasks, k);
+	enum task_added added = TASK_FOUND;
+
+	if (!v) {
+		struct task_stat init = { .flags = lazy ? task_flags(k, t, pid, btf) : flags };
+
+		/* Inserting sets this CPU's value and zeroes the others'. Only this CPU's programs write its
+		 * slot, and another CPU inserting the same key first only makes NOEXIST fail: look up again. */
+		if (!bpf_map_update_elem(&tasks, k, &init, BPF_NOEXIST))
+			added = TASK_INSERTED;
+		v = bpf_map_lookup_elem(&tasks, k);
+		if (!v)
+			return TASK_LOST;
+	}
+	v->switches += switches;
+	v->ns += ns;
+	v->untimed += untimed;
+	v->flags |= flags;
+	return added;
 }
 
 /* Each switch ends prev's stint and starts next's. The CPU's state remembers the task switched in last
@@ -387,13 +517,19 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 	} else if (gap || timed) {
 		struct task_key pk __attribute__((aligned(8))) = {};
 
-		task_key_of(&pk, prev, btf);
-		if (!task_add(&pk, gap, now, timed && !known, task_flags(prev, pid, btf))) {
+		if (known)
+			__builtin_memcpy(&pk, c->key, sizeof(pk));
+		else
+			task_key_of(c, &pk, prev, btf);
+		enum task_added added = task_add(&pk, prev, pid, btf, true, 0, gap, now, timed && !known);
+
+		if (added == TASK_LOST) {
 			if (gap)
 				c->lost_tasks += 1;
 			if (timed && known)
 				c->untimed_tasks += 1;
 		}
+		c->inserts += added == TASK_INSERTED;
 	}
 	int next_pid = btf ? next->pid : BPF_CORE_READ(next, pid);
 
@@ -403,9 +539,14 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 	}
 	struct task_key k __attribute__((aligned(8))) = {};
 
-	task_key_of(&k, next, btf);
-	if (!task_add(&k, 1, 0, 0, task_flags(next, next_pid, btf)))
+	task_key_of(c, &k, next, btf);
+	__builtin_memcpy(c->key, &k, sizeof(k));
+	__u32 flags = task_flags(&k, next, next_pid, btf);
+	enum task_added added = task_add(&k, next, next_pid, btf, false, flags, 1, 0, 0);
+
+	if (added == TASK_LOST)
 		c->lost_tasks += 1;
+	c->inserts += added == TASK_INSERTED;
 }
 
 /* --- tp_btf ----------------------------------------------------------------------------------------- */

@@ -27,6 +27,7 @@ the upper bound only, with the gaps counted in (each is at least one unseen swit
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -334,17 +335,52 @@ def schedstat(pid: int) -> Schedstat:
 
 
 def blocked_schedstat(pid: int) -> Schedstat:
-    """The task's schedstat once it sleeps for good: state S, and the same numbers twice 10 ms apart (a
-    task that has just set its state may not have left the CPU yet)."""
+    """The task's schedstat once it sleeps for good: state S, off the run queue, and the same numbers twice
+    10 ms apart (a task that has just set its state may not have left the CPU yet).
+
+    State S alone is not enough: a task preempted after setting its state, before it calls schedule(), shows
+    S while it waits on the run queue, and is switched in once more to go to sleep (two tasks pinned to one
+    CPU in the 7.3.4 guest: 9 switch-ins against a schedstat read while one waited so, 8). Since 5.16 the
+    kernel's wchan is 0 for a task on the run queue (``get_wchan()`` checks ``on_rq``)."""
     deadline = time.monotonic() + 60  # a hang guard, not a timing assertion
     while time.monotonic() < deadline:
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
         first = schedstat(pid)
         time.sleep(0.01)
-        if state == "S" and schedstat(pid) == first:
+        if state == "S" and _off_run_queue(pid) and schedstat(pid) == first:
             return first
     pytest.fail(f"task {pid} never settled asleep")
+
+
+def _wchan(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+@functools.cache
+def _wchan_names_sleepers() -> bool:
+    """Whether wchan names where a sleeping task sleeps, asked of a `sleep` of our own: 5.10's x86 wchan
+    walks frame pointers, which Debian's ORC kernels do not keep, and may say 0 for every task."""
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10  # a hang guard, not a timing assertion
+        while time.monotonic() < deadline:
+            if _wchan(p.pid) not in (None, "", "0"):
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _off_run_queue(pid: int) -> bool:
+    """Whether the task sleeps off the run queue: its wchan is not "0", where wchan can tell."""
+    return not _wchan_names_sleepers() or _wchan(pid) not in (None, "", "0")
 
 
 # Pinned to a CPU and named; each line on stdin makes it run STINTS busy stretches separated by short
@@ -439,34 +475,43 @@ def test_counting_stops_at_stop_and_counts_add_up() -> None:
 
 
 def test_full_tables_count_what_they_cannot_take_as_lost(sched_debug: str) -> None:
-    """A task table of 4 rows and an IRQ table of 1 entry: what they cannot take is counted as lost, and
-    the switch-ins still add up; the IRQs counted plus those lost stay within the kernel's count of all
-    IRQ lines."""
+    """A task table of 4 rows (exited tasks left in it) and an IRQ table of 1 entry: what they cannot take
+    is counted as lost, and the switch-ins still add up; the IRQs counted plus those lost stay within the
+    kernel's count of all IRQ lines (the upper bound in every window, the lower one in one of six: this
+    machine's kernel hides some interrupts from the tracepoints, see the module's docstring)."""
 
     def workload() -> None:
         for _ in range(8):  # eight more tasks switched in, whatever else the machine runs
             subprocess.run(["true"], check=True)
         time.sleep(0.5)
 
-    c = DisturbCounter(tasks=True, task_entries=4, irq_entries=1, vectors=False, start=False)
-    try:
-        w = counted_window(c, sched_debug, workload)
-    finally:
-        c.close()
-    s = w.snap
-    assert s.tasks is not None and s.irqs is not None and s.lost is not None
-    assert int((~s.tasks.idle).sum()) <= 4 and int(s.lost.tasks.sum()) > 0  # idle rows are not in the table
-    assert (s.tasks.switches.sum(axis=0) + s.lost.tasks == s.switches + s.gaps).all()
+    under: list[str] = []
+    for _attempt in range(6):
+        c = DisturbCounter(
+            tasks=True, task_entries=4, drain_exited=False, irq_entries=1, vectors=False, start=False
+        )
+        try:
+            w = counted_window(c, sched_debug, workload)
+        finally:
+            c.close()
+        s = w.snap
+        assert s.tasks is not None and s.irqs is not None and s.lost is not None
+        assert int((~s.tasks.idle).sum()) <= 4 and int(s.lost.tasks.sum()) > 0  # idle rows: not in the table
+        assert (s.tasks.switches.sum(axis=0) + s.lost.tasks == s.switches + s.gaps).all()
 
-    def all_irqs(k: KernelCounts) -> np.ndarray:
-        return sum((v for key, v in k.interrupts.items() if key.isdigit()), np.zeros(len(c.cpus), np.uint64))
+        def all_irqs(k: KernelCounts, n: int = len(c.cpus)) -> np.ndarray:
+            return sum((v for key, v in k.interrupts.items() if key.isdigit()), np.zeros(n, np.uint64))
 
-    lo, hi = window_bounds(w, all_irqs)
-    bounds = Bounds(c.cpus)
-    bounds.check("all IRQs", lo, s.irqs.per_cpu() + s.lost.irqs, hi)
-    assert not bounds.bad, "\n".join(bounds.bad)
-    # IRQs in the window itself (an idle guest may have none) were all beyond the one-entry table
-    assert int(s.lost.irqs.sum()) > 0 or int(lo.sum()) == 0
+        lo, hi = window_bounds(w, all_irqs)
+        bounds = Bounds(c.cpus)
+        bounds.check("all IRQs", lo, s.irqs.per_cpu() + s.lost.irqs, hi)
+        assert not bounds.over, "\n".join(bounds.over)
+        # IRQs in the window itself (an idle guest may have none) were all beyond the one-entry table
+        assert int(s.lost.irqs.sum()) > 0 or int(lo.sum()) == 0
+        if not bounds.under:
+            return
+        under += bounds.under
+    pytest.fail("below the kernel's lower bound in every window: " + "; ".join(under))
 
 
 def test_tlb_shootdowns_have_a_hook_here() -> None:

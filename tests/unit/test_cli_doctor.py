@@ -256,3 +256,45 @@ def test_the_syscall_counters_maps_are_told_apart_by_their_btf() -> None:
         mine.close()
     assert mine.info.btf_id, "the user's map carries BTF too"
     assert made == {infos[0].id: "syscall counter", infos[1].id: "feature probe"}
+
+
+def test_doctor_has_a_line_per_disturbance_dimension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each dimension of the disturbance counter is a line of its own: one this kernel has no hook for is a
+    warning with its reason, and the others still say how they count."""
+    from percpu.disturb import _support
+
+    dims = [
+        _support.DimensionSupport("hard interrupts", "-I", True, "irq_handler_entry/exit (at tp_btf)"),
+        _support.DimensionSupport("x86 interrupt vectors", "-V", False, "the interrupt vectors are x86's"),
+        _support.DimensionSupport(
+            "task switches", "-T", False, "bpf(BPF_PROG_LOAD): Operation not permitted"
+        ),
+    ]
+    monkeypatch.setattr(_support, "dimension_support", lambda: dims)
+    got: list[dict[str, Any]] = []
+    checks = doctor._disturb_checks(got)
+    assert [c[:2] for c in checks] == [
+        ("ok", "disturbances: hard interrupts (-I)"),
+        ("warn", "disturbances: x86 interrupt vectors (-V)"),
+        ("unknown", "disturbances: task switches (-T)"),
+    ]
+    assert got[1] == {
+        "dimension": "x86 interrupt vectors",
+        "option": "-V",
+        "supported": False,
+        "detail": "the interrupt vectors are x86's",
+    }
+
+
+def test_doctor_on_a_kernel_without_btf_says_so_for_each_disturbance_dimension(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The fake kernel has no BTF: every dimension is a warning naming it, and the report goes on."""
+    kernel = FakeKernel(N)
+    with installed(kernel, FakeMachine(kernel, caps=ALL_CAPS)):
+        main(["doctor"])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in out.splitlines() if "] disturbances: " in ln]
+    assert len(lines) == 4, lines  # -I -V -S -T, each refused: no BTF
+    assert all(ln.startswith("[   warn]") and "CONFIG_DEBUG_INFO_BTF" in ln for ln in lines), lines
+    assert "Traceback" not in err

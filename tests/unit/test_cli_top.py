@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import curses
 import dataclasses
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,11 @@ import pytest
 
 from percpu.cli import _top, top
 from percpu.cpus import CpuList
+from percpu.disturb._who import Caveat, Disturbance, who_disturbs
 from percpu.syscount import ERR_KEY, LAT_KEY, NR_SLOTS, PROC_KEY, Lost, SyscallDelta, SyscallSnapshot
+
+from .test_disturb_who import delta as disturb_delta
+from .test_disturb_who import syscalls as disturb_syscalls
 
 CPUS = CpuList(range(64))
 KEYS = "q quit  s sort  c sort by CPU (again: next)  </> CPUs  +/- interval  ? help"
@@ -320,3 +325,59 @@ def test_draw_fits_in_the_house_limit() -> None:
 
     for name, fn in inspect.getmembers(_top._View, inspect.isfunction):
         assert len(inspect.getsource(fn).splitlines()) < 80, name
+
+
+class StubDisturbances:
+    """A disturbance session whose every interval is test_disturb_who's synthetic view (CPUs 0-3)."""
+
+    def __init__(self) -> None:
+        self.views = 0
+
+    def run_caveats(self) -> list[Caveat]:
+        return [Caveat("disturb.unsupported.tlb_shootdown", "TLB shootdowns not counted here: no hook")]
+
+    def view(self, dd: object, d: object = None) -> Disturbance:
+        self.views += 1
+        return who_disturbs(disturb_delta(), syscalls=disturb_syscalls(), expected="pid 100")
+
+
+def test_the_disturbance_view_has_a_row_per_source_its_rates_per_cpu_and_the_caveats() -> None:
+    """`top -D` counted disturbances and showed them nowhere: they are a view of their own (Tab, or 5 with
+    every table), a row per source with its rate per CPU, its time's share, and the caveats below."""
+    stub = StubDisturbances()
+    v = _top._View(CountingEverything(), 1.0, "total", 0, disturb=stub)  # type: ignore[arg-type]
+    assert v.panes == ["syscalls", "processes", "errors", "latency", "disturbances"]
+    v.delta = every_table()
+    v.dview = stub.view(None)
+    scr = FakeScreen(30, 100)
+    lines = press(v, scr, "5")
+    assert "[5 disturbances]" in lines[2]
+    assert lines[3].split() == ["SOURCE", "KIND", "TIME%", "/s", "cpu0", "cpu1", "cpu2", "cpu3"]
+    shown = [ln for ln in lines[4:] if ln[26:35].strip() in _top.KINDS]
+    rows = {ln[:26].strip(): ln[26:].split() for ln in shown}
+    # the view's 2 seconds: virtio's 6 runs in 600 ns of 8 CPU-seconds, 3/s (2.5 on cpu0, 0.5 on cpu1)
+    assert rows["virtio0-input (irq 24)"] == ["irq", "0.0%", "3", "2.5", "0.5", ".", "."]
+    assert rows["app (100)"][0] == "expected" and rows["cron (200)"][:1] == ["syscall"]
+    assert not any(r[0] == "idle" for r in rows.values())  # the CPU's own time is not a source
+    assert "expected workload: pid 100" in "\n".join(lines)
+    assert "warning: TLB shootdowns not counted here: no hook" in lines
+    # every source of the view is a row (the idle task aside): none lost between the view and the screen
+    view = who_disturbs(disturb_delta(), syscalls=disturb_syscalls(), expected="pid 100")
+    assert len(shown) == len(view.order([k for k in _top.KINDS if k != "idle"]))
+
+
+def test_batch_prints_who_disturbs_after_each_table(capsys: pytest.CaptureFixture[str]) -> None:
+    class Session(StubDisturbances):
+        def start(self) -> None:
+            pass
+
+        def snapshot(self) -> object:
+            return SimpleNamespace(delta=lambda earlier: "interval")
+
+    counter = GrowingCounter()
+    args = argparse.Namespace(interval=0.01, count=2, top=None, sort="total")
+    assert top._top_batch(args, counter, None, Session()) == 0  # type: ignore[arg-type]
+    captured = capsys.readouterr()
+    assert captured.out.count("who disturbs CPUs 0-3: 2.00 s; expected workload: pid 100") == 2
+    assert captured.out.count("virtio0-input (irq 24)") == 2
+    assert captured.err == "percpu: top: warning: TLB shootdowns not counted here: no hook\n"

@@ -31,7 +31,8 @@ from percpu.disturb import (
     wrapping_delta,
 )
 from percpu.disturb import _contract as contract
-from percpu.disturb._counter import ATTACH_MODES, _kallsyms_address
+from percpu.disturb._hooks import ATTACH_MODES
+from percpu.disturb._hooks import kallsyms_address as _kallsyms_address
 from percpu.errors import PercpuError
 from percpu.objects import BpfObject
 

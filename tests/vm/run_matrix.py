@@ -169,7 +169,12 @@ VMS: tuple[VmSpec, ...] = (
             series,
             "2",
             append=("isolcpus=1", "irqaffinity=0", *(() if series == "5.10" else ("nohz_full=1",))),
-            tests=("tests/vm/test_disturb_vm.py", "tests/kernel/test_disturb_kernel.py"),
+            tests=(
+                "tests/vm/test_disturb_vm.py",
+                "tests/kernel/test_disturb_kernel.py",
+                "tests/kernel/test_disturb_tasks_kernel.py",
+                "tests/kernel/test_cli_disturb.py",
+            ),
             note="CPU 1 isolated" + ("" if series == "5.10" else ", nohz_full"),
         )
         for series in ("5.10", "6.12", "7")

@@ -9,6 +9,7 @@ from .. import _machine, process
 from .._privileges import privilege_hint
 from ..errors import PercpuError
 from ..syscount import ATTACH_MODES, MAX_TABLE_ENTRIES, Filters, SyscallCounter, pid_namespace
+from . import _disturbances
 from ._args import int_at_least, seconds
 
 __all__ = ["MIN_INTERVAL", "add_counter_options", "counter", "filters", "interval", "require_root"]
@@ -19,7 +20,9 @@ MIN_INTERVAL = 0.1
 interval = seconds(MIN_INTERVAL, " (each report reads every map)")
 
 
-def add_counter_options(p: argparse.ArgumentParser) -> None:
+def add_counter_options(p: argparse.ArgumentParser, *, disturb: bool = False) -> None:
+    """The counting options; ``disturb`` adds the disturbance dimensions (-I -V -S -T -D -E) to the opt-in
+    ones."""
     g = p.add_argument_group("what to count (filters run in the kernel, set before load)")
     g.add_argument("-p", "--pid", type=int, help="only this process (thread group id)")
     g.add_argument("-t", "--tid", type=int, help="only this thread")
@@ -61,6 +64,8 @@ def add_counter_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="with -L: (syscall, bucket) pairs beyond the histogram rows (default 16384); more are lost",
     )
+    if disturb:
+        _disturbances.add_options(m)
     p.add_argument(
         "--attach",
         choices=("auto", *ATTACH_MODES),

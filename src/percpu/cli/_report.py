@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from .._text import printable
+from ..disturb._who import Disturbance
 from ..syscount._data import FOLDED_TGID, Lost, SyscallDelta, errno_name
 from ..views import not_shown_line
+from . import _disturb
 
 __all__ = [
     "CSV_HEADER",
@@ -344,11 +346,13 @@ def to_json(
     attach: str | None,
     top: int | None = None,
     run_caveats: Sequence[Caveat] = (),
+    disturbance: Disturbance | None = None,
 ) -> dict[str, Any]:
     """One JSON-ready object for an interval. With ``top``, ``syscalls`` lists the busiest ``top`` and
     ``other`` sums the rest (present only when some were left out), so the rows always add up to
-    ``total``. ``warnings`` lists every caveat on the numbers: the delta's own (:func:`caveats`) and the
-    run's (``run_caveats``, e.g. a command counted without its children)."""
+    ``total``. ``warnings`` lists every caveat on the numbers: the delta's own (:func:`caveats`), the
+    disturbance view's, and the run's (``run_caveats``, e.g. a command counted without its children).
+    With a ``disturbance`` view (-I -V -S -T), the ``disturbance`` key holds it (``_disturb.to_json``)."""
     # Keys of the per-row objects: CPU ids ("per_cpu": {"3": n}), or group labels ("per_node": {"node1": n}).
     per = "per_cpu" if d.groups is None else f"per_{d.groups.by}"
     keys_ = [str(c) for c in d.cpus] if d.groups is None else list(d.groups.labels)
@@ -369,7 +373,11 @@ def to_json(
         obj["groups"] = {lab: list(m) for lab, m in zip(d.groups.labels, d.groups.members, strict=True)}
     obj.update(_json_syscalls(d, per, keys_, top))
     obj.update(_json_tables(d, per, keys_))
-    obj["warnings"] = [dataclasses.asdict(c) for c in (*caveats(d), *run_caveats)]
+    own = caveats(d)
+    if disturbance is not None:
+        obj["disturbance"] = _disturb.to_json(disturbance, top=top)
+        own += [Caveat(c.code, c.text, c.count) for c in _disturb.interval_caveats(disturbance)]
+    obj["warnings"] = [dataclasses.asdict(c) for c in (*own, *run_caveats)]
     return obj
 
 
@@ -481,6 +489,7 @@ def caveat_lines(run_caveats: Sequence[Caveat]) -> str:
 #   latency   syscall, log2_ns, calls (all CPUs: calls of 2^log2_ns to 2^(log2_ns+1) ns)
 #   lost      code (the table), calls          dropped   calls
 #   warning   code, text, calls (its count, if any)
+#   and with -I -V -S -T the disturbance records (percpu.cli._disturb.CSV_RECORDS), whose times are in ns
 # In a grouped view (--by node) the cpu column is named after the grouping and holds the group labels.
 CSV_HEADER = (
     "time",
@@ -496,6 +505,7 @@ CSV_HEADER = (
     "calls",
     "code",
     "text",
+    "ns",
 )
 # The JSON object's keys and the CSV records that carry them; keys that are not counts (imbalance, a ratio
 # of the total rows) are derived by the reader. A test holds every key of to_json() to this table.
@@ -520,6 +530,7 @@ CSV_RECORDS = {
     "errors": "error",
     "latency": "latency",
     "warnings": "warning",
+    "disturbance": "expected, disturb_total, source, source_other, disturb_lost, disturb_untimed",
 }
 
 
@@ -531,12 +542,15 @@ def csv_rows(
     attach: str | None = None,
     top: int | None = None,
     run_caveats: Sequence[Caveat] = (),
+    disturbance: Disturbance | None = None,
 ) -> str:
     """Long-format CSV of everything :func:`to_json` holds for the interval, one count a row, each row
     marked by its ``record`` (see :data:`CSV_HEADER`): read it with ``pandas.read_csv`` and select a
     record, ``df[df.record == "process"]``. Syscall, process and total rows are per CPU (per group in a
     grouped view) and only non-zero, but for the total rows, which list every CPU."""
-    obj = to_json(d, end_time=end_time, attach=attach, top=top, run_caveats=run_caveats)
+    obj = to_json(
+        d, end_time=end_time, attach=attach, top=top, run_caveats=run_caveats, disturbance=disturbance
+    )
     by = obj.get("by")
     per = "per_cpu" if by is None else f"per_{by}"
     buf = io.StringIO()
@@ -581,6 +595,8 @@ def csv_rows(
     for table_, n in obj["lost"].items():
         row("lost", code=table_, calls=n)
     row("dropped", calls=obj["dropped"])
+    if disturbance is not None:
+        _disturb.csv_records(disturbance, obj["disturbance"], row)
     for c in obj["warnings"]:
         row("warning", code=c["code"], text=c["text"], calls=c["count"])
     return buf.getvalue()

@@ -1,10 +1,10 @@
 """The full-screen view behind ``percpu top`` (curses).
 
 One view per table the counter fills: the syscall x CPU table always, and the per-process (-P), errno (-e)
-and latency (-L) tables when asked for; Tab (or 1-4) switches between them, as htop's Tab switches its
-screens. Every view is rates per second over the last interval, sorted by one of :data:`SORTS`; ``cpu``
-sorts by one CPU column, which ``c`` moves along the columns. Rows past the window scroll (up/down,
-PgUp/PgDn); ``?`` shows every key and what each mark on the screen means.
+and latency (-L) tables and who disturbs each CPU (-I -V -S -T, -D) when asked for; Tab (or 1-5) switches
+between them, as htop's Tab switches its screens. Every view is rates per second over the last interval,
+sorted by one of :data:`SORTS`; ``cpu`` sorts by one CPU column, which ``c`` moves along the columns. Rows
+past the window scroll (up/down, PgUp/PgDn); ``?`` shows every key and what each mark on the screen means.
 """
 
 from __future__ import annotations
@@ -16,14 +16,17 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .._text import printable
+from ..disturb._data import DisturbDelta, DisturbSnapshot
+from ..disturb._who import KINDS, Caveat, Disturbance
 from ..errors import PercpuError
 from ..syscount._data import SnapshotSource, SyscallDelta, errno_name
 from ..views import not_shown_line
+from ._disturb import fmt_ns, interval_caveats
 from ._report import (
     HISTOGRAM_LEGEND,
     SORTS,
@@ -52,7 +55,7 @@ _HEAT_8 = (
     curses.COLOR_MAGENTA,
 )
 # The views, in Tab order, and the counter switch each needs (the syscall table is always there).
-PANES = ("syscalls", "processes", "errors", "latency")
+PANES = ("syscalls", "processes", "errors", "latency", "disturbances")
 _NEEDS = {"processes": "per_process", "errors": "errors", "latency": "latency"}
 KEYS = "q quit  s sort  c sort by CPU (again: next)  </> CPUs  +/- interval  ? help"
 KEYS_PANES = "q quit  Tab view  s sort  c sort by CPU (again: next)  </> CPUs  ? help"
@@ -63,7 +66,8 @@ HELP = (
     "percpu top: keys",
     "  q, Esc, Ctrl-C   quit",
     "  Tab, Shift-Tab   next, previous view: syscalls; processes (-P), errors (-e),",
-    "                   latency (-L); 1-4 that view, as numbered on the view line",
+    "                   latency (-L), disturbances (-I -V -S -T, -D); 1-5 that",
+    "                   view, as numbered on the view line",
     "  s                next sort key: total, name, nr (syscall number; pid), cpu",
     "  c, C             sort by a CPU column: the first shown, then at each press",
     "                   the next (C: the one before); the sorted column is *marked",
@@ -78,10 +82,21 @@ HELP = (
     "  .                no calls in the interval",
     "  colours          a cell's rate against the busiest cell shown, on a log scale",
     "  LOST n           calls a full -P, -e or -L table could not take",
+    "  disturbances     a row per source (irq, vector, softirq, task, kthread,",
+    "                   syscall, expected): per CPU runs, switch-ins or calls per",
+    "                   second; TIME% its time's share of the CPUs' time",
     "  ... N more       rows past the window (scroll) or past -n",
     "  " + HISTOGRAM_LEGEND.splitlines()[0],
     HISTOGRAM_LEGEND.splitlines()[1],
 )
+
+
+class Disturbances(Protocol):
+    """What the disturbance view needs of the run's disturbance session (cli/_disturbances.py)."""
+
+    def snapshot(self) -> DisturbSnapshot: ...
+    def view(self, d: DisturbDelta, syscalls: SyscallDelta | None = None) -> Disturbance: ...
+    def run_caveats(self) -> list[Caveat]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +148,7 @@ HEADS = {
     "processes": f"{'PID':>7} {'COMM':<15} {'SYSCALL':<16}{'CALLS/s':>{TOTAL_W}}",
     "errors": f"{'SYSCALL':<{NAME_W}}{'ERROR':<13}{'CALLS/s':>{TOTAL_W}}",
     "latency": f"{'SYSCALL':<{NAME_W}}{'CALLS/s':>{TOTAL_W}} {'P50<=':>7} {'P99<=':>7}  LOG2 HISTOGRAM (NS)",
+    "disturbances": f"{'SOURCE':<26}{'KIND':<9}{'TIME%':>6}{'/s':>{TOTAL_W}}",
 }
 
 
@@ -187,6 +203,30 @@ def latency_table(d: SyscallDelta) -> Table:
     return Table(HEADS["latency"], NAME_W + TOTAL_W, rows, "syscalls", cells=False, footer=legend)
 
 
+def disturb_table(v: Disturbance, notes: Sequence[Caveat] = ()) -> Table:
+    """Who disturbed each column in the interval: a row per source (the expected workload's too, not the
+    idle task), the most time first; cells are its runs, switch-ins or calls per second; TIME% is its time
+    as a share of the columns' time ("-": not measured). The footer: the expected workload, why times must
+    not be added, and the caveats (``notes``: the run's, then the interval's)."""
+    wall = v.seconds * 1e9 * float(v.width().sum())
+    rows = []
+    for i in v.order([k for k in KINDS if k != "idle"]):
+        src = v.sources[i]
+        rate = v.counts[i] / v.seconds
+        share = f"{100 * float(v.ns[i].sum()) / max(wall, 1.0):5.1f}%" if v.timed[i] else "-"
+        name = printable(src.label().replace("(pid ", "(").encode())  # the pid kept in 25 columns
+        total = float(rate.sum())
+        left = f"{name[:25]:<26}{src.kind:<9}{share:>6}{human(total):>{TOTAL_W}}"
+        nr = src.number if src.number is not None else src.pid if src.pid is not None else -1
+        rows.append(Row(left, total, rate, name, nr))
+    who = f"expected workload: {v.expected}" if v.expected else "no expected workload (-E): every task counts"
+    busiest = max((float(v.ns[i].sum()), i) for i in range(len(v.sources))) if v.timed.any() else None
+    if busiest is not None and busiest[0]:
+        who += f"; most time: {printable(v.sources[busiest[1]].label().encode())} {fmt_ns(busiest[0])}"
+    footer = (who, *(f"warning: {c.text}" for c in [*notes, *interval_caveats(v)]))
+    return Table(HEADS["disturbances"], len(HEADS["disturbances"]), rows, "sources", footer=footer)
+
+
 TABLES: dict[str, Callable[[SyscallDelta], Table]] = {
     "syscalls": syscall_table,
     "processes": process_table,
@@ -214,8 +254,10 @@ class _View:
         sort: str,
         top: int,
         view: View | None = None,
+        disturb: Disturbances | None = None,
     ) -> None:
         self.counter = counter
+        self.disturb = disturb  # -I -V -S -T: who disturbs each CPU, a view of its own
         self.view = view  # --cpus / --by: applied to every interval's counts
         self.interval = interval
         self.sort = sort
@@ -226,7 +268,10 @@ class _View:
         self.ncols = 0  # columns in the last frame drawn, for the keys that move along them
         self.fit = 1  # CPU columns the last frame had room for
         self.room = 1  # rows the last frame had room for
-        self.panes = [p for p in PANES if p == "syscalls" or getattr(counter, _NEEDS[p], False)]
+        self.panes = [p for p in PANES[:4] if p == "syscalls" or getattr(counter, _NEEDS[p], False)]
+        self.panes += ["disturbances"] if disturb is not None else []
+        self.notes = disturb.run_caveats() if disturb is not None else []  # what the run cannot count
+        self.dview: Disturbance | None = None
         self.pane = "syscalls"
         self.help = False
         self.paused = False
@@ -254,9 +299,13 @@ class _View:
         return curses.color_pair(lvl + 1) | (curses.A_BOLD if lvl >= self.levels - 2 else 0)
 
     def labels(self) -> list[str]:
+        if self.pane == "disturbances" and self.dview is not None:
+            return list(self.dview.labels)
         return columns(self.delta) if self.delta is not None else [f"cpu{x}" for x in self.counter.cpus]
 
     def table(self) -> Table | None:
+        if self.pane == "disturbances":
+            return None if self.dview is None else disturb_table(self.dview, self.notes)
         return None if self.delta is None else TABLES[self.pane](self.delta)
 
     def draw(self, scr: Any) -> None:
@@ -466,6 +515,7 @@ class _View:
         last = self.counter.snapshot()
         if self.view is not None:
             self.view.remember(last.online)  # a CPU online at the start keeps its column
+        dlast = self.disturb.snapshot() if self.disturb is not None else None
         due = time.monotonic() + self.interval
         self.draw(scr)
         while True:
@@ -476,10 +526,13 @@ class _View:
                 self.draw(scr)
             if time.monotonic() >= due:
                 snap = self.counter.snapshot()
+                dsnap = self.disturb.snapshot() if self.disturb is not None else None
                 if not self.paused:
                     d = snap.delta(last)
                     self.delta = self.view(d) if self.view is not None else d
-                last = snap
+                    if self.disturb is not None and dsnap is not None and dlast is not None:
+                        self.dview = self.disturb.view(dsnap.delta(dlast), d)
+                last, dlast = snap, dsnap
                 due = time.monotonic() + self.interval
                 self.draw(scr)
 
@@ -519,8 +572,9 @@ def run(
     sort: str,
     top: int,
     view: View | None = None,
+    disturb: Disturbances | None = None,
 ) -> int:
-    v = _View(counter, interval, sort, top, view)
+    v = _View(counter, interval, sort, top, view, disturb)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             curses.wrapper(v.loop)

@@ -158,8 +158,28 @@ def _syscount_checks(modes: list[dict[str, Any]] | None = None) -> list[Check]:
     return out
 
 
+def _disturb_checks(dims: list[dict[str, Any]] | None = None) -> list[Check]:
+    """One check per dimension of the disturbance counter (-I -V -S -T), each loaded and attached for real;
+    a dimension this kernel cannot count is a warning with its reason (the rest still counts)."""
+    from ..disturb._support import dimension_support
+
+    res = _attempt(dimension_support)
+    if isinstance(res, _Failed):
+        return [("unknown", "disturbances", f"could not probe: {res.reason}")]
+    out: list[Check] = []
+    for d in res:
+        denied = "Operation not permitted" in d.detail or "Permission denied" in d.detail
+        status = "ok" if d.supported else "unknown" if denied else "warn"
+        out.append((status, f"disturbances: {d.dimension} ({d.option})", d.detail))
+        if dims is not None:
+            dims.append(d._asdict())
+    return out
+
+
 def _doctor_checks(
-    modes: list[dict[str, Any]] | None = None, until: int | _Failed | None = None
+    modes: list[dict[str, Any]] | None = None,
+    dims: list[dict[str, Any]] | None = None,
+    until: int | _Failed | None = None,
 ) -> tuple[list[Check], list[dict[str, Any]]]:
     """Every check, each probe run on its own so one that fails (EPERM in a container, no libbpf) is
     reported with its reason and the others still run. What the machine says comes from
@@ -172,6 +192,7 @@ def _doctor_checks(
     checks += _system_checks(machine)
     checks += _feature_checks()
     checks += _syscount_checks(modes)
+    checks += _disturb_checks(dims)
     if isinstance(until, _Failed):
         maps: list[dict[str, Any]] | _Failed = until
     elif not n_possible:
@@ -321,7 +342,8 @@ def _print_maps(maps: list[dict[str, Any]]) -> None:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     modes: list[dict[str, Any]] = []
     until = _attempt(_last_map_id)
-    checks, maps = _doctor_checks(modes=modes, until=until)
+    dims: list[dict[str, Any]] = []
+    checks, maps = _doctor_checks(modes=modes, dims=dims, until=until)
     if args.json:
         json.dump(
             {
@@ -329,6 +351,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
                 "machine": os.uname().machine,
                 "checks": [{"status": s, "check": w, "detail": d} for s, w, d in checks],
                 "syscall_counter_modes": modes,
+                "disturbance_dimensions": dims,
                 "percpu_maps": maps,
                 # the maps listed: ids up to this one, the highest when the doctor started (None: unknown)
                 "percpu_maps_up_to_id": None if isinstance(until, _Failed) else until,

@@ -7,12 +7,16 @@ import errno
 import os
 import socket
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .. import _machine
 from ..errors import PercpuError
-from . import _options
+from . import _disturbances, _options
 from ._args import int_at_least
+
+if TYPE_CHECKING:
+    from ..exporter import Family
 
 __all__ = ["register"]
 
@@ -90,20 +94,19 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", PERCPU_REEXEC="1")
         os.execve(sys.executable, [sys.executable, "-m", "percpu", *sys.argv[1:]], env)
     web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
-    # Exited processes are summed by name at once: the exporter's series have no pid.
+    # Exited processes (and tasks) are summed by name at once: the exporter's series have no pid.
     counter = _options.counter(args, _options.filters(args), proc_keep=0)
+    args.task_keep = 0
+    disturb = _disturbances.session(args)  # a bad -E fails here, before anything is loaded
     # Bind before loading anything: a port in use is reported without touching the kernel (and a port
     # below 1024 is bound while the capability to do so is still there).
     sock = _bind(host, port)
     stats_fd: int | None = None
     try:
         with counter:
+            families = _disturb_families(args, disturb)
             lib = _machine.current().libbpf()
-            if args.enable_bpf_stats:
-                try:
-                    stats_fd = lib.enable_stats()
-                except OSError as exc:
-                    raise PercpuError(f"--enable-bpf-stats: {exc.strerror}") from exc
+            stats_fd = _enable_stats(lib) if args.enable_bpf_stats else None
             limits = Limits(
                 max_connections=args.web_max_connections,
                 max_requests=args.web_max_requests,
@@ -118,7 +121,7 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
                 max_comms=args.max_comms,
                 libbpf_version=lib.version_string,
                 bpf_stats=stats_fd is not None,
-                extra=lambda: server_ref[0].families() if server_ref else [],
+                extra=lambda: families() + (server_ref[0].families() if server_ref else []),
             )
             privileges = "kept (--keep-privileges)"
             if not args.keep_privileges:
@@ -152,7 +155,39 @@ def _cmd_exporter(args: argparse.Namespace) -> int:
                     os.close(stats_fd)
     finally:
         sock.close()
+        if disturb is not None:
+            disturb.close()
     return 0
+
+
+def _enable_stats(lib: Any) -> int:
+    """The fd that keeps the kernel's BPF run-time stats on while it is open (--enable-bpf-stats)."""
+    try:
+        fd: int = lib.enable_stats()
+    except OSError as exc:
+        raise PercpuError(f"--enable-bpf-stats: {exc.strerror}") from exc
+    return fd
+
+
+def _disturb_families(
+    args: argparse.Namespace, disturb: _disturbances.DisturbSession | None
+) -> Callable[[], list[Family]]:
+    """Attach the disturbance counter (-I -V -S -T) beside the syscall counter and return what adds its
+    families to each scrape; what this kernel cannot count is said on stderr now and served as
+    ``percpu_disturb_unsupported_info``."""
+    if disturb is None:
+        return list
+    from ..exporter import DisturbCollector
+
+    disturb.start()
+    for c in disturb.run_caveats():
+        print(f"percpu exporter: warning: {c.text}", file=sys.stderr, flush=True)
+    collector = DisturbCollector(
+        disturb,
+        cpu_label="none" if args.no_cpu_label else args.cpu_label,
+        max_comms=args.max_comms,
+    )
+    return collector.families
 
 
 def register(sub: Any) -> None:
@@ -174,7 +209,7 @@ def register(sub: Any) -> None:
     )
     _add_serving_options(p.add_argument_group("serving"))
     _add_metric_options(p)
-    _options.add_counter_options(p)
+    _options.add_counter_options(p, disturb=True)
 
     def run(args: argparse.Namespace) -> int:
         # -s is shared with `percpu top/stat`; an all-empty list (-s ,,) would load a filter that counts

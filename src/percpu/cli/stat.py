@@ -17,15 +17,16 @@ from typing import Any
 
 from .. import plots, process
 from ..cpus import cpu_lists
+from ..disturb import DisturbDelta
+from ..disturb._who import Disturbance
 from ..errors import CommandNotRunnable, PercpuError
 from ..syscount import (
     SyscallCounter,
     SyscallDelta,
-    SyscallSnapshot,
     cgroup2_root,
 )
 from ..topo import CpuTopology
-from . import _options, _report, _view
+from . import _disturb, _disturbances, _options, _report, _view
 from ._args import int_at_least, seconds
 from ._outfile import ReportFile
 
@@ -50,8 +51,15 @@ class _Output:
     output), as ``perf stat`` and ``strace -c`` do: standard output is the command's. A one-shot table
     (no ``--interval``) shows exact counts; interval tables humanize them (``6.2k``)."""
 
-    def __init__(self, args: argparse.Namespace, *, command: bool = False) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        *,
+        command: bool = False,
+        disturb: _disturbances.DisturbSession | None = None,
+    ) -> None:
         self.fmt = args.format
+        self.disturb = disturb  # -I -V -S -T: who disturbs each CPU, beside the syscalls
         self.top: int | None = args.top  # None: not given (every syscall; 20 rows of the opt-in tables)
         self.exact = not args.interval
         self.sum = args.sum
@@ -102,23 +110,42 @@ class _Output:
         whole run is due."""
         return not self.report_lost or self.heatmap is not None or self.timeseries is not None
 
-    def write(self, d: SyscallDelta) -> None:
+    def _disturbance(self, d: SyscallDelta, dd: DisturbDelta | None) -> Disturbance | None:
+        """The disturbance view of an interval (``d`` before --cpus and --by: the view applies them)."""
+        if self.disturb is None or dd is None:
+            return None
+        return self.disturb.view(dd, d)
+
+    def write(self, pair: SyscallDelta | _disturbances.PairDelta) -> None:
         end = time.time()
+        d, dd = _split(pair)
+        v = self._disturbance(d, dd)
         if self.timeseries_path:
             self.intervals.append(d)  # as counted: drawn at the end with the CPUs of the whole run
         d = self.view(d)
         if self.report_lost:
             return
         if self.fmt == "json":
-            obj = _report.to_json(d, end_time=end, attach=self.attach, top=self.top, run_caveats=self.caveats)
+            obj = _report.to_json(
+                d, end_time=end, attach=self.attach, top=self.top, run_caveats=self.caveats, disturbance=v
+            )
             text = json.dumps(obj) + "\n"
         elif self.fmt == "csv":
             text = _report.csv_rows(
-                d, end_time=end, header=self.first, attach=self.attach, top=self.top, run_caveats=self.caveats
+                d,
+                end_time=end,
+                header=self.first,
+                attach=self.attach,
+                top=self.top,
+                run_caveats=self.caveats,
+                disturbance=v,
             )
         else:
             text = "" if self.first else "\n"
             text += _report.table(d, top=self.top, sum_cpus=self.sum, exact=self.exact)
+            if v is not None:
+                rows = _report.DEFAULT_ROWS if self.top is None else self.top or None
+                text += "\n" + _disturb.table(v, top=rows, rates=False, notes=_disturb.interval_caveats(v))
             text += _report.caveat_lines(self.caveats)
         try:
             self.out.write(text)
@@ -145,19 +172,33 @@ class _Output:
                 # there later would fail again (the exit status says it: 1).
                 _std_to_devnull(2)
 
-    def write_heatmap(self, d: SyscallDelta) -> None:
-        """The pictures, at the end of the run: the heat map of ``d`` (the whole run), the time series of
-        the intervals. Written by :meth:`commit`."""
+    def write_heatmap(self, pair: SyscallDelta | _disturbances.PairDelta) -> None:
+        """The pictures, at the end of the run: the heat map of the whole run (CPU x syscall, or with
+        -I -V -S -T CPU x source: who disturbed each CPU, the system calls among the sources), the time
+        series of the intervals. Written by :meth:`commit`."""
+        d, dd = _split(pair)
+        v = self._disturbance(d, dd)
         d = self.view(d)
         topology = self.view.topology or _topology_or_none()
         # What the numbers leave out, in the picture itself: it travels without the report.
         notes = [c.text for c in (*_report.caveats(d), *self.caveats)]
+        if v is not None:
+            notes[len(notes) - len(self.caveats) : len(notes) - len(self.caveats)] = [
+                c.text for c in _disturb.interval_caveats(v)
+            ]
         if self.heatmap is not None or self.timeseries is not None:
             # matplotlib's font list, when it must be made first, said in percpu's words (not matplotlib's)
             plots.prepare(None if self.quiet else lambda note: print(f"percpu: {note}", file=sys.stderr))
         if self.heatmap is not None and self.heatmap_path is not None:
             buf = io.BytesIO()
-            plots.heatmap(d, self.heatmap_path, topology=topology, top=self.top or 30, file=buf, notes=notes)
+            if v is not None:
+                from .. import plots_disturb
+
+                plots_disturb.heatmap(v, self.heatmap_path, top=self.top or 25, file=buf, notes=notes)
+            else:
+                plots.heatmap(
+                    d, self.heatmap_path, topology=topology, top=self.top or 30, file=buf, notes=notes
+                )
             self._write_picture(self.heatmap, "heat map", buf.getvalue())
         if self.timeseries is not None and self.timeseries_path is not None:
             buf = io.BytesIO()
@@ -240,6 +281,13 @@ class _Output:
         self.out.close()
 
 
+def _split(pair: SyscallDelta | _disturbances.PairDelta) -> tuple[SyscallDelta, DisturbDelta | None]:
+    """An interval's syscall counts and its disturbances (None: not counted)."""
+    if isinstance(pair, _disturbances.PairDelta):
+        return pair.sys, pair.dist
+    return pair, None
+
+
 def _std_to_devnull(std: int) -> None:
     """Point standard output (1) or error (2) at /dev/null, if it is a real file."""
     try:
@@ -288,25 +336,46 @@ def _cmd_stat(args: argparse.Namespace) -> int:
     counter = _options.counter(args, filters)
     watch = process.Watch(args.pid, child=False)
     try:
-        out = _Output(args)
+        disturb = _disturbances.session(args)  # a bad -E fails here, before counting
+        out = _Output(args, disturb=disturb)
         try:
             with counter:
                 out.attach = counter.attach_mode
+                reader = _start_disturb(counter, disturb, out)
                 with watch.signals():
-                    start = counter.snapshot()
-                    _note_start(args, counter)  # after the handlers: from here on, SIGTERM gets a report
-                    _stat_loop(args, counter, out, start, watch)
+                    start = reader.snapshot()
+                    _note_start(args, counter, disturb)  # after the handlers: SIGTERM gets a report
+                    _stat_loop(args, reader, out, start, watch)
             out.commit()
         finally:
             out.close()
+            if disturb is not None:
+                disturb.close()
     finally:
         watch.close()
     return out.finish(0)
 
 
-def _note_start(args: argparse.Namespace, counter: SyscallCounter) -> None:
+def _start_disturb(
+    counter: SyscallCounter, disturb: _disturbances.DisturbSession | None, out: _Output
+) -> _disturbances.Both:
+    """Attach the disturbance counter beside the syscall counter (when asked for); what this kernel cannot
+    count becomes the run's caveats, in every report. Returns what the run reads at each report."""
+    if disturb is not None:
+        disturb.start()
+        for c in disturb.run_caveats():
+            out.add_caveat(_report.Caveat(c.code, c.text, c.count))
+    return _disturbances.Both(counter, disturb)
+
+
+def _note_start(
+    args: argparse.Namespace, counter: SyscallCounter, disturb: _disturbances.DisturbSession | None = None
+) -> None:
     if not args.quiet:  # stderr: never mixed with a JSON or CSV report
-        print(f"percpu: counting system calls ({counter.attach_mode}) {run_end(args)}", file=sys.stderr)
+        what = f"system calls ({counter.attach_mode})"
+        if disturb is not None and disturb.failed is None:
+            what += f" and disturbances ({disturb.counter.attach_mode})"
+        print(f"percpu: counting {what} {run_end(args)}", file=sys.stderr)
 
 
 def run_end(args: argparse.Namespace) -> str:
@@ -330,9 +399,9 @@ def run_end(args: argparse.Namespace) -> str:
 
 def _stat_loop(
     args: argparse.Namespace,
-    counter: SyscallCounter,
+    counter: _disturbances.Both,
     out: _Output,
-    start: SyscallSnapshot,
+    start: _disturbances.Pair,
     watch: process.Watch,
     at_end: Callable[[], None] | None = None,
 ) -> None:
@@ -342,7 +411,7 @@ def _stat_loop(
 
     A report that can no longer be written ends the run early, unless pictures of the whole run are due
     or a command runs: percpu waits for its command whatever happens to its report."""
-    out.view.remember(start.online)  # a CPU online at the start keeps its column
+    out.view.remember(start.sys.online)  # a CPU online at the start keeps its column
     last = start
     deadline = start.time + args.duration if args.duration else None
     due = start.time + args.interval if args.interval else None
@@ -382,7 +451,8 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
     _options.require_root()
     # Every check that can fail runs before the command is started: filters, output files.
     _options.counter(args, _options.filters(args, pid=os.getpid()))
-    out = _Output(args, command=True)
+    disturb = _disturbances.session(args)
+    out = _Output(args, command=True, disturb=disturb)
     try:
         cmd_run = process.GatedCommand(path, cmd, cgroup2_root())
         try:
@@ -413,15 +483,18 @@ def _stat_command(args: argparse.Namespace, path: str, cmd: list[str]) -> int:
 
             with _options.counter(args, filters) as counter:
                 out.attach = counter.attach_mode
-                start = counter.snapshot()  # before the command runs: its first calls are counted
+                reader = _start_disturb(counter, disturb, out)
+                start = reader.snapshot()  # before the command runs: its first calls are counted
                 with watch.signals():
                     cmd_run.release()
-                    _stat_loop(args, counter, out, start, watch, at_end=left_running)
+                    _stat_loop(args, reader, out, start, watch, at_end=left_running)
             out.commit()
         finally:
             cmd_run.close()
     finally:
         out.close()
+        if disturb is not None:
+            disturb.close()
     if not cmd_run.removed:
         print(
             f"percpu: could not remove the cgroup {cmd_run.cgroup_path}; the next run removes it",
@@ -497,7 +570,7 @@ def register(sub: Any) -> None:
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress notes on stderr")
     _view.add_options(s)
-    _options.add_counter_options(s)
+    _options.add_counter_options(s, disturb=True)
     s.add_argument(
         "command_argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="command to run and count"
     )

@@ -7,8 +7,9 @@ each placed where the kernel's own counter is incremented, so that over the same
 counters are parsed by :mod:`._proc`.
 """
 
-from ._counter import ATTACH_MODES, DisturbCounter
+from ._counter import ATTACH_MODES, DisturbCounter, Expected
 from ._data import (
+    FOLDED_PID,
     SOFTIRQ_NAMES,
     VECTOR_NAMES,
     VECTOR_ROWS,
@@ -33,12 +34,14 @@ from ._proc import (
 
 __all__ = [
     "ATTACH_MODES",
+    "FOLDED_PID",
     "SOFTIRQ_NAMES",
     "VECTOR_NAMES",
     "VECTOR_ROWS",
     "DisturbCounter",
     "DisturbDelta",
     "DisturbSnapshot",
+    "Expected",
     "Handlers",
     "InterruptRow",
     "Lost",

@@ -12,6 +12,9 @@ SOFTIRQ_SLOTS = 16
 COMM_LEN = 16
 TASK_KTHREAD = 1
 TASK_IDLE = 2
+TASK_EXPECTED = 4
+TASK_OUTSIDE = 8
+PIDNS_LEVELS = 32
 
 # enum disturb_vector
 VEC_LOCAL_TIMER = 0
@@ -24,13 +27,17 @@ VECTOR_SLOTS = 6
 
 
 class DisturbConfig(ctypes.Structure):
-    """struct disturb_config: 16 bytes, written into .rodata before load."""
+    """struct disturb_config: 48 bytes, written into .rodata before load."""
 
     _fields_ = [
         ("flush_tlb_func", ctypes.c_uint64),  # offset 0
-        ("times", ctypes.c_uint8),  # offset 8
-        ("tasks", ctypes.c_uint8),  # offset 9
-        ("_pad10", ctypes.c_uint8 * 6),  # tail padding
+        ("expect_cgroup", ctypes.c_uint64),  # offset 8
+        ("expect_tgid", ctypes.c_uint32),  # offset 16
+        ("pidns_ino", ctypes.c_uint32),  # offset 20
+        ("expect_comm", ctypes.c_char * 16),  # offset 24
+        ("times", ctypes.c_uint8),  # offset 40
+        ("tasks", ctypes.c_uint8),  # offset 41
+        ("_pad42", ctypes.c_uint8 * 6),  # tail padding
     ]
 
 
@@ -56,13 +63,25 @@ CPU_COUNTS = np.dtype(
 )
 
 
-# struct sched_cpu: 56 bytes
+# struct sched_cpu: 104 bytes
 SCHED_CPU = np.dtype(
     {
-        "names": ["switches", "idle_switches", "gaps", "lost_tasks", "untimed_tasks", "task", "task_runtime"],
-        "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8"],
-        "offsets": [0, 8, 16, 24, 32, 40, 48],
-        "itemsize": 56,
+        "names": [
+            "switches",
+            "task",
+            "task_runtime",
+            "key",
+            "idle_switches",
+            "gaps",
+            "lost_tasks",
+            "untimed_tasks",
+            "inserts",
+            "pidns",
+            "pidns_level",
+        ],
+        "formats": ["<u8", "<u8", "<u8", ("<u8", (3,)), "<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u8"],
+        "offsets": [0, 8, 16, 24, 48, 56, 64, 72, 80, 88, 96],
+        "itemsize": 104,
     }
 )
 

@@ -18,6 +18,8 @@ import ctypes
 import os
 import threading
 import time
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,34 +29,26 @@ from ..cpus import CpuList, machine, possible_cpus
 from ..errors import AttachError, NotSupported, PercpuError, ProgramLoadError
 from ..maps import Map
 from ..objects import BpfObject, Link, bundled
+from ..syscount import Filters
 from . import _proc
-from ._contract import (
-    CPU_COUNTS,
-    RUNS,
-    SCHED_CPU,
-    SOFTIRQ_SLOTS,
-    TASK_IDLE,
-    TASK_KEY,
-    TASK_KTHREAD,
-    TASK_STAT,
-    VEC_TLB,
-    VECTOR_SLOTS,
-    DisturbConfig,
+from ._contract import CPU_COUNTS, RUNS, SCHED_CPU, TASK_KEY, TASK_STAT, VEC_TLB, DisturbConfig
+from ._data import DisturbSnapshot, Lost, Tasks, Untimed
+from ._hooks import (
+    ATTACH_MODES,
+    KernelBtf,
+    default_irq_entries,
+    irq_handlers,
+    plan_vectors,
+    program_names,
+    softirq_handlers,
+    tasks_of,
+    vector_handlers,
+    with_idle_rows,
 )
-from ._data import SOFTIRQ_NAMES, VECTOR_NAMES, DisturbSnapshot, Handlers, Lost, Tasks, Untimed
+from ._tasks import TaskTable
 
-__all__ = ["ATTACH_MODES", "DisturbCounter"]
+__all__ = ["ATTACH_MODES", "DisturbCounter", "Expected"]
 
-ATTACH_MODES = ("tp_btf", "raw_tp")
-_SUFFIX = {"tp_btf": "btf", "raw_tp": "raw"}
-# Tracepoints of the x86 vectors counted, in slot order (the TLB slot has programs of its own).
-_VECTOR_TRACEPOINTS = VECTOR_NAMES[:VEC_TLB]
-# How TLB shootdowns are counted, best first (see bpf/disturb.bpf.c): program, and what the kernel needs.
-_TLB_HOOKS = (
-    ("tlb_csd", "the csd_function_entry tracepoint (Linux 6.5) and flush_tlb_func in /proc/kallsyms"),
-    ("tlb_fentry", "BPF trampolines (fentry) and flush_tlb_func (Linux 5.17)"),
-    ("tlb_fentry_remote", "BPF trampolines (fentry) and flush_tlb_func_remote (before Linux 5.17)"),
-)
 MAX_TABLE_ENTRIES = 1 << 22
 
 
@@ -64,37 +58,64 @@ def _entries(name: str, n: object) -> int:
     return n
 
 
-class _Btf:
-    """Names the kernel's BTF has: a tracepoint has a ``btf_trace_<name>`` typedef, a function a FUNC of
-    its name. Searched as NUL-delimited strings in the raw BTF (a string only those records use)."""
+@dataclass(frozen=True)
+class Expected:
+    """The expected workload: what the CPUs are for. Every other task switched in there is a disturbance.
 
-    def __init__(self, path: str) -> None:
-        with open(path, "rb") as f:
-            self._raw = f.read()
+    A task is expected when any of the fields given matches: its process id (``pid``, the thread group as
+    percpu's pid namespace numbers it: in a container, the container's pid), its name (``comm``, compared
+    up to its NUL as the kernel keeps it: at most 15 bytes) or its cgroup v2 (``cgroup``: an id, or a path
+    absolute or under the cgroup2 mount; the task's own cgroup, not a descendant's). Checked by the kernel
+    at each switch-in; values it could not hold are refused as the syscall counter's filters refuse them
+    (:class:`~percpu.errors.InvalidFilter`)."""
 
-    def has(self, name: str) -> bool:
-        return b"\0" + name.encode() + b"\0" in self._raw
+    pid: int | None = None
+    comm: str | bytes | None = None
+    cgroup: int | str | None = None
 
-    def tracepoint(self, name: str) -> bool:
-        return self.has("btf_trace_" + name)
+    def __post_init__(self) -> None:
+        if self.pid is None and self.comm is None and self.cgroup is None:
+            raise PercpuError("an expected workload names a pid, a comm or a cgroup")
+        Filters(tgid=self.pid, comm=self.comm, cgroup=self.cgroup)  # the same checks, the same errors
+
+    def describe(self) -> str:
+        """``pid 1234``, ``comm app``, ``cgroup /app``, joined by " or ": what reports print."""
+        parts = []
+        if self.pid is not None:
+            parts.append(f"pid {self.pid}")
+        if self.comm is not None:
+            name = self.comm if isinstance(self.comm, str) else self.comm.decode("utf-8", "backslashreplace")
+            parts.append(f"comm {name}")
+        if self.cgroup is not None:
+            parts.append(f"cgroup {self.cgroup}")
+        return " or ".join(parts)
+
+    def config(self, cfg: DisturbConfig) -> None:
+        """Written into the program's config (the cgroup resolved to its id now, so a bad path fails here)."""
+        f = Filters(tgid=self.pid, comm=self.comm, cgroup=self.cgroup)
+        cfg.expect_tgid = self.pid or 0
+        cfg.expect_comm = f.comm_bytes() or b""
+        cfg.expect_cgroup = f.cgroup_id() or 0
 
 
-def _kallsyms_address(name: str, procfs: str) -> int:
-    """Address of a kernel symbol from kallsyms, 0 when absent or hidden (kptr_restrict shows zeros)."""
-    tail = f" {name}\n".encode()
-    try:
-        with open(os.path.join(procfs, "kallsyms"), "rb") as f:
-            data = f.read()
-    except OSError:
-        return 0
-    at = data.find(tail)
-    while at >= 0:
-        start = data.rfind(b"\n", 0, at) + 1
-        fields = data[start:at].split()
-        if len(fields) == 2 and fields[1] in (b"t", b"T"):
-            return int(fields[0], 16)
-        at = data.find(tail, at + 1)
-    return 0
+class _Drainer(threading.Thread):
+    """Takes exited tasks out of a counter's task table whenever it is filling (a check of one small map
+    every ``TaskTable.period`` s). Holds the counter weakly: a counter dropped without close() is still
+    finalized."""
+
+    def __init__(self, counter: DisturbCounter) -> None:
+        super().__init__(name="percpu-task-drain", daemon=True)
+        self.counter = weakref.ref(counter)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        period = TaskTable.PERIOD_MAX
+        while not self.stop.wait(period):
+            c = self.counter()
+            if c is None:
+                return
+            period = c._drain_if_due(self.stop)
+            del c
 
 
 class DisturbCounter:
@@ -105,8 +126,15 @@ class DisturbCounter:
     ...     before = c.snapshot(); time.sleep(1); d = c.snapshot().delta(before)
 
     ``irq_entries`` sizes the IRQ table (default: twice the highest IRQ number the machine has, at least
-    1024); ``task_entries`` the task table (a task it has no room for is counted in ``lost.tasks``).
-    ``procfs`` and ``sysfs`` are where IRQ names and kernel symbols are read.
+    1024); ``task_entries`` the task table (a task it has no room for is counted in ``lost.tasks``). From
+    the first :meth:`snapshot` on, a thread takes the rows of exited tasks out of the table whenever it is
+    filling (:class:`~percpu.disturb._tasks.TaskTable`): kept by thread id up to ``task_keep`` rows
+    (default ``task_entries``), then summed by name, so a long run does not fill it with tasks that are
+    gone (``drain_exited=False``: never, the table fills and counts the rest as lost). ``expect`` names the
+    expected workload (:class:`Expected`): its rows are marked (``Tasks.expected``). Task pids are numbered in
+    percpu's own pid namespace (``pidns_ino``, its inode number; None: this process's, when it is not the
+    initial one), as the syscall counter's are. ``procfs`` and ``sysfs`` are where IRQ names and kernel
+    symbols are read.
     """
 
     def __init__(
@@ -121,6 +149,10 @@ class DisturbCounter:
         attach: str = "auto",
         irq_entries: int | None = None,
         task_entries: int = 8192,
+        task_keep: int | None = None,
+        drain_exited: bool = True,
+        expect: Expected | None = None,
+        pidns_ino: int | None = None,
         obj_path: str | None = None,
         procfs: str = "/proc",
         sysfs: str = "/sys",
@@ -140,6 +172,17 @@ class DisturbCounter:
         if not (irqs or softirqs or vectors or self.switches):
             raise PercpuError("nothing to count: ask for irqs, softirqs, vectors, switches or tasks")
         self.task_entries = _entries("task_entries", task_entries)
+        if task_keep is not None and (isinstance(task_keep, bool) or not isinstance(task_keep, int)):
+            raise PercpuError(f"task_keep={task_keep!r}: give a number of rows (0: sum exited tasks by name)")
+        self.task_keep = self.task_entries if task_keep is None else max(task_keep, 0)
+        self.drain_exited = drain_exited
+        if expect is not None and not tasks:
+            raise PercpuError("an expected workload needs tasks=True: it marks rows of the task table")
+        self.expect = expect
+        if pidns_ino is None:
+            ns = _machine.current().pid_namespace()
+            pidns_ino = ns[1] if ns is not None else 0
+        self.pidns_ino = pidns_ino
         self.irq_entries = _entries("irq_entries", irq_entries) if irq_entries is not None else None
         self._obj_path = obj_path or bundled("disturb.bpf.o")
         self._topo = machine()
@@ -157,6 +200,9 @@ class DisturbCounter:
         self._vector_slots: tuple[int, ...] = ()
         self._flush_tlb_func = 0
         self._irq_table = 0
+        self._task_table: TaskTable | None = None
+        self._drainer: _Drainer | None = None
+        self._drain_error: BaseException | None = None
         if start:
             self.start()
 
@@ -177,10 +223,10 @@ class DisturbCounter:
                 feature="kernel BTF",
                 min_kernel="5.5",
             )
-        btf = _Btf(btf_path)
+        btf = KernelBtf(btf_path)
         self.unsupported = {}
         tlb_hooks = self._plan_vectors(btf)
-        self._irq_table = self.irq_entries or self._default_irq_entries()
+        self._irq_table = self.irq_entries or default_irq_entries(self.procfs, self.sysfs)
         modes = ATTACH_MODES if self.attach == "auto" else (self.attach,)
         errors: list[str] = []
         for mode in modes:
@@ -215,71 +261,17 @@ class DisturbCounter:
             min_kernel="5.5",
         )
 
-    def _plan_vectors(self, btf: _Btf) -> list[str]:
+    def _plan_vectors(self, btf: KernelBtf) -> list[str]:
         """Which vector slots can be counted, and the TLB hooks to try in order; records what cannot."""
         self._vector_slots = ()
+        self._flush_tlb_func = 0
         if not self.vectors:
             return []
-        arch = _machine.current().architecture()
-        if arch not in ("x86_64", "amd64"):
-            self.unsupported["vectors"] = (
-                f"the interrupt vectors are x86's; on {arch} IPIs and the local timer are IRQs (counted "
-                "with the hard interrupts)"
-            )
-            return []
-        slots = [i for i, name in enumerate(_VECTOR_TRACEPOINTS) if btf.tracepoint(name + "_entry")]
-        missing = [name for i, name in enumerate(_VECTOR_TRACEPOINTS) if i not in slots]
-        if missing:
-            self.unsupported["vectors"] = "no irq_vectors tracepoint here for " + ", ".join(missing)
-        hooks: list[str] = []
-        self._flush_tlb_func = 0
-        if btf.tracepoint("csd_function_entry"):
-            self._flush_tlb_func = _kallsyms_address("flush_tlb_func", self.procfs)
-            if self._flush_tlb_func:
-                hooks.append("tlb_csd")
-            else:
-                self.attach_failures["tlb_csd"] = "flush_tlb_func has no address in /proc/kallsyms"
-        if btf.has("flush_tlb_func"):
-            hooks.append("tlb_fentry")
-        elif btf.has("flush_tlb_func_remote"):
-            hooks.append("tlb_fentry_remote")
-        if not hooks:
-            self.unsupported["tlb_shootdown"] = "none of its hooks exists here: " + "; ".join(
-                need for _prog, need in _TLB_HOOKS
-            )
-        self._vector_slots = tuple(slots)
-        return hooks
-
-    def _default_irq_entries(self) -> int:
-        highest = max(_proc.irq_names(self.sysfs), default=0)
-        try:
-            with open(os.path.join(self.procfs, "interrupts"), encoding="utf-8", errors="replace") as f:
-                _cols, rows = _proc.parse_interrupts(f.read())
-            highest = max([highest, *(int(k) for k in rows if k.isdigit())])
-        except (OSError, PercpuError):
-            pass
-        return max(1024, 2 * (highest + 1))
-
-    def _programs(self, mode: str, tlb: str | None) -> tuple[list[str], list[str]]:
-        """(entry programs, exit programs) to load and attach."""
-        s = _SUFFIX[mode]
-        entries: list[str] = []
-        exits: list[str] = []
-        if self.irqs:
-            entries.append(f"irq_entry_{s}")
-            exits += [f"irq_exit_{s}"] if self.times else []
-        if self.softirqs:
-            entries.append(f"softirq_entry_{s}")
-            exits += [f"softirq_exit_{s}"] if self.times else []
-        for slot in self._vector_slots:
-            name = _VECTOR_TRACEPOINTS[slot]
-            entries.append(f"{name}_entry_{s}")
-            exits += [f"{name}_exit_{s}"] if self.times else []
-        if tlb:
-            entries.append(tlb)
-        if self.switches:
-            entries.append(f"switch_{s}")
-        return entries, exits
+        plan = plan_vectors(btf, _machine.current().architecture(), self.procfs)
+        self.unsupported.update(plan.unsupported)
+        self.attach_failures.update(plan.failures)
+        self._vector_slots, self._flush_tlb_func = plan.slots, plan.flush_tlb_func
+        return list(plan.hooks)
 
     def _start_object(self, mode: str, tlb: str | None) -> None:
         obj = BpfObject(self._obj_path)
@@ -290,13 +282,24 @@ class DisturbCounter:
             cfg.times = int(self.times)
             cfg.tasks = int(self.tasks)
             cfg.flush_tlb_func = self._flush_tlb_func if tlb == "tlb_csd" else 0
+            cfg.pidns_ino = self.pidns_ino if self.tasks else 0
+            if self.expect is not None:
+                self.expect.config(cfg)
             if len(obj.rodata()) < ctypes.sizeof(DisturbConfig):
                 raise PercpuError(
                     f"{os.path.basename(self._obj_path)}: .rodata is smaller than the config: the BPF object "
                     "and this percpu do not match; reinstall"
                 )
             obj.set_rodata(cfg)
-            entries, exits = self._programs(mode, tlb)
+            entries, exits = program_names(
+                mode,
+                irqs=self.irqs,
+                softirqs=self.softirqs,
+                vector_slots=self._vector_slots,
+                tlb=tlb,
+                switches=self.switches,
+                times=self.times,
+            )
             wanted = set(entries) | set(exits)
             missing = wanted - set(obj.programs)
             if missing:
@@ -326,6 +329,17 @@ class DisturbCounter:
             obj.close()
             raise
         self._obj, self._maps, self._links = obj, maps, links
+        if self.tasks:
+            self._drain_error = None
+            self._task_table = TaskTable(
+                maps["tasks"],
+                len(self._cpus),
+                self.task_entries,
+                keep=self.task_keep,
+                fold=self.task_entries,
+                alive=_machine.current().process_exists if self.drain_exited else None,
+                inserts=self._inserts,
+            )
 
     def stop(self) -> None:
         """Detach every program; the counts stay readable (:meth:`snapshot`) until :meth:`close`."""
@@ -340,10 +354,16 @@ class DisturbCounter:
 
     def close(self) -> None:
         """Detach the programs and free the maps (waits for a snapshot running in another thread)."""
+        drainer, self._drainer = self._drainer, None
+        if drainer is not None:
+            drainer.stop.set()
+            if drainer is not threading.current_thread():
+                drainer.join()
         with self._lock:
             maps, self._maps = self._maps, {}
             obj, self._obj = self._obj, None
             self._links = []
+            self._task_table = None
         for m in maps.values():
             m.close()
         if obj is not None:
@@ -374,16 +394,53 @@ class DisturbCounter:
         with self._lock:
             if self._obj is None:
                 raise PercpuError("the disturbance counter is not running (closed, or start() not called)")
-            return self._snapshot_locked()
+            if self._drain_error is not None:
+                exc = self._drain_error
+                raise PercpuError(f"taking exited tasks out of the task table failed: {exc}") from exc
+            snap = self._snapshot_locked()
+            self._start_drainer()
+            return snap
+
+    def _start_drainer(self) -> None:
+        """The thread that keeps the task table from filling, at the first snapshot: not at start, so that
+        a caller may still give up privileges while it has one thread (the exporter does)."""
+        if self._drainer is None and self._task_table is not None and self.counting:
+            self._drainer = _Drainer(self)
+            self._drainer.start()
+
+    def _drain_if_due(self, stop: threading.Event) -> float:
+        """Drain the task table if it is filling; returns how long to wait before asking again."""
+        with self._lock:
+            t = self._task_table
+            if stop.is_set() or t is None:
+                return 0.0
+            if t.due(time.monotonic()):
+                try:
+                    t.drain()
+                except Exception as exc:  # raised by the next snapshot, not lost with the thread
+                    self._drain_error = exc
+                    stop.set()
+            return t.period
+
+    def _inserts(self) -> int:
+        """Rows the kernel added to the task table plus switch-ins it could not take (one small read)."""
+        sched = self._maps["sched"].snapshot().values[0]
+        return int(sched["inserts"].sum(dtype=np.uint64)) + int(sched["lost_tasks"].sum(dtype=np.uint64))
 
     def _snapshot_locked(self) -> DisturbSnapshot:
         now = time.monotonic()
         n = len(self._cpus)
         cpu = self._maps["cpu"].snapshot().values[0]  # (possible CPUs,) of CPU_COUNTS
         sched = self._maps["sched"].snapshot().values[0]  # (possible CPUs,) of SCHED_CPU
-        irqs = self._irqs() if self.irqs else None  # before the tasks: the IRQ names are files to read
-        softirqs = self._softirqs() if self.softirqs else None
-        vectors = self._vectors() if self._vector_slots or self.tlb_hook else None
+        # The IRQs before the tasks: their names are files to read.
+        irqs = (
+            irq_handlers(*self._runs("irqs"), _proc.irq_names(self.sysfs), self.times) if self.irqs else None
+        )
+        softirqs = softirq_handlers(*self._runs("softirqs"), self.times) if self.softirqs else None
+        vectors = None
+        if self._vector_slots or self.tlb_hook:
+            slots = (*self._vector_slots, *((VEC_TLB,) if self.tlb_hook else ()))
+            vectors = vector_handlers(*self._runs("vectors"), slots, self.times)
         tasks = self._tasks(sched["idle_switches"].astype(np.uint64)) if self.tasks else None
 
         def u(field: str) -> np.ndarray:
@@ -417,65 +474,10 @@ class DisturbCounter:
         values = snap.values[order]
         return values["count"].astype(np.uint64), values["ns"].astype(np.uint64)
 
-    def _handlers(
-        self, ids: np.ndarray, names: tuple[str, ...], counts: np.ndarray, ns: np.ndarray
-    ) -> Handlers:
-        return Handlers(ids, names, counts[ids], ns[ids] if self.times else None)
-
-    def _irqs(self) -> Handlers:
-        counts, ns = self._runs("irqs")
-        names = _proc.irq_names(self.sysfs)
-        present = [i for i in names if i < len(counts)]
-        counted = np.nonzero(counts.sum(axis=1))[0]
-        ids = np.union1d(counted, np.array(present, dtype=np.int64)).astype(np.int64)
-        return self._handlers(ids, tuple(names.get(int(i), f"irq {int(i)}") for i in ids), counts, ns)
-
-    def _softirqs(self) -> Handlers:
-        counts, ns = self._runs("softirqs")
-        named = np.arange(len(SOFTIRQ_NAMES))
-        ids = np.union1d(named, np.nonzero(counts.sum(axis=1))[0]).astype(np.int64)
-        ids = ids[ids < SOFTIRQ_SLOTS]
-        names = tuple(SOFTIRQ_NAMES[i] if i < len(SOFTIRQ_NAMES) else f"softirq_{i}" for i in ids)
-        return self._handlers(ids, names, counts, ns)
-
-    def _vectors(self) -> Handlers:
-        counts, ns = self._runs("vectors")
-        ns[VEC_TLB] = 0  # counted only: its time is inside the call-function vector that carried it
-        slots = list(self._vector_slots) + ([VEC_TLB] if self.tlb_hook else [])
-        ids = np.array(sorted(slots), dtype=np.int64)
-        ids = ids[ids < VECTOR_SLOTS]
-        return self._handlers(ids, tuple(VECTOR_NAMES[i] for i in ids), counts, ns)
-
     def _tasks(self, idle_switches: np.ndarray) -> Tasks:
-        snap = self._maps["tasks"].snapshot()
-        values = snap.values  # (n, possible CPUs) of TASK_STAT
-        n, ncpu = len(values), len(self._cpus)
-        flags = np.bitwise_or.reduce(values["flags"], axis=1) if n else np.zeros(0, np.uint32)
-        keys = np.array(snap.keys, dtype=TASK_KEY)
-        switches = values["switches"].astype(np.uint64).reshape(n, ncpu)
-        ns = values["ns"].astype(np.uint64).reshape(n, ncpu)
-        untimed = values["untimed"].astype(np.uint64).reshape(n, ncpu)
-        # The idle task's switch-ins are kept in each CPU's own counter (bpf/disturb.bpf.c): one row per
-        # CPU's idle task, pid 0, named as the kernel names it, with no time (the kernel keeps none).
-        busy = np.nonzero(idle_switches)[0]
-        if len(busy):
-            idle_keys = np.zeros(len(busy), dtype=TASK_KEY)
-            idle_keys["comm"] = [f"swapper/{self._cpus[int(i)]}".encode() for i in busy]
-            idle_rows = np.zeros((len(busy), ncpu), dtype=np.uint64)
-            idle_rows[np.arange(len(busy)), busy] = idle_switches[busy]
-            keys = np.concatenate([keys, idle_keys])
-            switches = np.concatenate([switches, idle_rows])
-            ns = np.concatenate([ns, np.zeros_like(idle_rows)])
-            untimed = np.concatenate([untimed, np.zeros_like(idle_rows)])
-            flags = np.concatenate([flags, np.full(len(busy), TASK_KTHREAD | TASK_IDLE, dtype=flags.dtype)])
-        return Tasks(
-            keys=keys,
-            kthread=(flags & TASK_KTHREAD) != 0,
-            idle=(flags & TASK_IDLE) != 0,
-            switches=switches,
-            ns=ns if self.times else None,
-            untimed=untimed if self.times else None,
-        )
+        assert self._task_table is not None
+        rows = with_idle_rows(self._task_table.read(), idle_switches, self._cpus)
+        return tasks_of(rows, self.times)
 
     def _skipped_runs(self) -> int:
         """Runs the kernel skipped, summed over the loaded programs (0 before Linux 5.12)."""

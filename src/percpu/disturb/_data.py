@@ -15,19 +15,23 @@ measured where both ends of a handler run (or a task's stint on the CPU) fell in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from ..cpus import CpuList
 from ..errors import PercpuError
+from ._contract import TASK_EXPECTED, TASK_IDLE, TASK_KTHREAD, TASK_OUTSIDE
+from ._tasks import FOLDED_PID, folded_keys
 
 __all__ = [
+    "FOLDED_PID",
     "SOFTIRQ_NAMES",
     "VECTOR_NAMES",
     "VECTOR_ROWS",
     "DisturbDelta",
     "DisturbSnapshot",
+    "DisturbSource",
     "Handlers",
     "Lost",
     "Tasks",
@@ -121,7 +125,13 @@ class Tasks:
     times switched in, ``ns`` (n, possible CPUs) time on the CPU (the task's own sum_exec_runtime, charged
     when it leaves the CPU; 0 for the idle task, whose time the kernel does not keep there) and ``untimed``
     (n, possible CPUs) stints whose time is not in ``ns`` (switched in before counting began, or unseen),
-    or None when times were not measured. A row whose ``untimed`` is 0 has all its time."""
+    or None when times were not measured. A row whose ``untimed`` is 0 has all its time.
+
+    ``expected`` (n,) marks the expected workload's rows (the counter's ``expect``), ``outside`` the rows
+    of tasks outside percpu's pid namespace (a container's percpu sees the host's tasks without pids:
+    their pid and tgid are 0, one row per name). Rows of exited tasks summed by name have pid
+    :data:`FOLDED_PID` (:meth:`pid` None) and their kind's flags in the tgid field; with an empty name,
+    every such task of that kind whose name was not kept."""
 
     keys: np.ndarray
     kthread: np.ndarray
@@ -129,16 +139,39 @@ class Tasks:
     switches: np.ndarray
     ns: np.ndarray | None = None
     untimed: np.ndarray | None = None
+    expected: np.ndarray | None = None
+    outside: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.keys)
         if not (len(self.kthread) == len(self.idle) == len(self.switches) == n):
             raise PercpuError(f"{n} task keys but {len(self.switches)} rows")
+        for what, a in (("expected", self.expected), ("outside", self.outside)):
+            if a is not None and len(a) != n:
+                raise PercpuError(f"{n} task keys but {len(a)} {what} flags")
 
     def comm(self, i: int) -> str:
         """Row i's command name (undecodable bytes escaped, as a file name would be)."""
         raw: bytes = bytes(self.keys[i]["comm"]).split(b"\0", 1)[0]
         return raw.decode("utf-8", "backslashreplace")
+
+    def pid(self, i: int) -> int | None:
+        """Row i's thread id; None for a row that sums exited tasks by name, or a task outside percpu's pid
+        namespace."""
+        pid = int(self.keys[i]["pid"])
+        if pid == FOLDED_PID or (self.outside is not None and self.outside[i]):
+            return None
+        return pid
+
+    def flags(self) -> np.ndarray:
+        """Each row's TASK_* bits, as the kernel's table holds them."""
+        out = self.kthread.astype(np.uint32) * TASK_KTHREAD | self.idle.astype(np.uint32) * TASK_IDLE
+        if self.expected is not None:
+            out |= self.expected.astype(np.uint32) * TASK_EXPECTED
+        if self.outside is not None:
+            out |= self.outside.astype(np.uint32) * TASK_OUTSIDE
+        flags: np.ndarray = out
+        return flags
 
     def rows_of(self, pid: int) -> np.ndarray:
         """Rows of one thread id (a task renamed while counting has one row per name)."""
@@ -146,16 +179,24 @@ class Tasks:
         return out
 
     def minus(self, earlier: Tasks | None) -> Tasks:
-        """Switches and time since ``earlier``, key by key; rows with nothing new are dropped."""
+        """Switches and time since ``earlier``, key by key; rows with nothing new are dropped.
+
+        A key of ``earlier`` that is gone now was an exited task's, summed by name since (the counter's
+        task table): its counts are subtracted from the first of its folded rows present, so what was
+        shown before is not shown again."""
         if earlier is None:
             return self
-        index = {k.tobytes(): i for i, k in enumerate(earlier.keys)}
+        index = {k.tobytes(): i for i, k in enumerate(self.keys)}
         sw = self.switches.astype(np.int64)
         ns = None if self.ns is None else self.ns.astype(np.int64)
         un = None if self.untimed is None else self.untimed.astype(np.int64)
-        for i, k in enumerate(self.keys):
-            j = index.get(k.tobytes())
-            if j is None:
+        eflags = earlier.flags()
+        for j, k in enumerate(earlier.keys):
+            i = index.get(k.tobytes())
+            if i is None and int(k["pid"]) != FOLDED_PID:
+                moved = folded_keys(int(k["pid"]), int(eflags[j]), k["comm"])
+                i = next((index[m.tobytes()] for m in moved if m.tobytes() in index), None)
+            if i is None:
                 continue
             sw[i] -= earlier.switches[j].astype(np.int64)
             if ns is not None and earlier.ns is not None:
@@ -174,6 +215,8 @@ class Tasks:
             sw[keep].astype(np.uint64),
             None if ns is None else ns[keep].astype(np.uint64),
             None if un is None else un[keep].astype(np.uint64),
+            None if self.expected is None else self.expected[keep],
+            None if self.outside is None else self.outside[keep],
         )
 
 
@@ -332,3 +375,14 @@ class DisturbDelta:
                 continue
             out[row] = out.get(row, _zeros(len(self.cpus))) + self.vectors.counts[r]
         return {k: v for k, v in out.items() if k not in missing}
+
+
+class DisturbSource(Protocol):
+    """What the views and the exporter need from a :class:`~percpu.disturb.DisturbCounter`: its CPUs, its
+    snapshots, and what it could not count on this kernel (dimension -> reason). Tests use a fake."""
+
+    @property
+    def unsupported(self) -> dict[str, str]: ...
+    @property
+    def cpus(self) -> CpuList: ...
+    def snapshot(self) -> DisturbSnapshot: ...

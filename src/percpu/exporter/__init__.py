@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from ._collector import BPF_STATS_SYSCTL, SyscallCollector
 from ._comms import OTHER
+from ._disturb import DisturbCollector
 from ._exposition import (
     OPENMETRICS_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -52,6 +53,7 @@ __all__ = [
     "OPENMETRICS_CONTENT_TYPE",
     "OTHER",
     "TEXT_CONTENT_TYPE",
+    "DisturbCollector",
     "Exposition",
     "Family",
     "Labels",
