@@ -244,7 +244,7 @@ def guest_script(vm: VmSpec, py: str) -> str:
         # numpy's AVX2 sort kernels return wrong orders under QEMU's TCG emulation (seen with numpy 2.4:
         # np.argsort of uint32 was wrong, np.sort right): keep numpy on its baseline SIMD in the guest.
         # pytest's exit status, printed: a guest that stops mid-run never prints it (see stop_note)
-        f"NPY_DISABLE_CPU_FEATURES=X86_V3 TMPDIR=/tmp {pytest} -rs --durations=10; "
+        f"NPY_DISABLE_CPU_FEATURES=X86_V3 TMPDIR=/tmp {pytest} -rs --durations=25; "
         "rc=$?; echo PERCPU_PYTEST_RC=$rc; exit $rc\n"
     )
 
