@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import settings
 
 from percpu import layout
 
@@ -27,6 +28,11 @@ NOT_ROOT = pytest.mark.skip(reason="needs root (BPF maps and programs): run as r
 MARKS = {os.path.join(HERE, "kernel"): pytest.mark.kernel, os.path.join(HERE, "vm"): pytest.mark.vm}
 
 os.environ.setdefault(layout.GUARD_ENV, "1")
+# No deadline for a property test that does not set its own: hypothesis's default (200 ms an example) is a
+# timing assertion, and on a shared, loaded 2-CPU machine a correct example of test_layout.py took longer.
+# Speed lives in benchmarks/; the fuzz tests that set a deadline keep theirs (it catches exponential work).
+settings.register_profile("percpu", deadline=None)
+settings.load_profile("percpu")
 # One matplotlib cache for the session, inherited by every `percpu stat --heatmap` the tests start: where
 # $HOME is read-only (a VM guest sees the host's files read-only) each process would otherwise build the
 # font cache again, which takes minutes under TCG.

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -182,7 +181,7 @@ def test_the_kernel_takes_what_percpu_writes(spec: Any) -> None:
 
 @settings(
     max_examples=int(os.environ.get("PERCPU_FUZZ_EXAMPLES", "40")),
-    deadline=timedelta(seconds=10),
+    deadline=None,  # each example loads maps into the kernel: a neighbour's load can stretch it, not fail it
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

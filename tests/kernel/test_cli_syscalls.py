@@ -45,12 +45,12 @@ def online_cpus() -> str:
 
 def test_stat_command_json_counts_the_command_exactly() -> None:
     cpu = busy_cpu()
-    r = percpu("stat", "-f", "json", "-q", "--", sys.executable, WORKLOAD, "200000", str(cpu))
+    r = percpu("stat", "-f", "json", "-q", "--", sys.executable, WORKLOAD, "20000", str(cpu))
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["calls"] == 200_000, "standard output is the command's alone"
+    assert json.loads(r.stdout)["calls"] == 20_000, "standard output is the command's alone"
     obj = json.loads(r.stderr)  # the report, as perf stat's, on standard error
     getppid = next(s for s in obj["syscalls"] if s["name"] == "getppid")
-    assert getppid["per_cpu"][str(cpu)] == 200_000
+    assert getppid["per_cpu"][str(cpu)] == 20_000
     assert sum(v for c, v in getppid["per_cpu"].items() if c != str(cpu)) == 0
     assert obj["attach"] == "tp_btf"
 
@@ -1067,6 +1067,10 @@ def test_ctrl_c_while_the_programs_load_ends_the_command(command: str) -> None:
     assert during_load, "no SIGINT landed before the command ran: nothing was tried"
 
 
+# A traceback with a frame of percpu's main(): a Ctrl-C there must end in exit status 130, never a traceback.
+IN_MAIN = re.compile(r'percpu/cli/__init__\.py", line \d+, in main\b')
+
+
 def test_ctrl_c_at_any_point_of_stat_startup_ends_it() -> None:
     """SIGINT at many points of `stat`'s start, from the interpreter's imports to counting: every run ends
     at once, by 130 before counting starts or with its report after, never ignored."""
@@ -1083,7 +1087,6 @@ def test_ctrl_c_at_any_point_of_stat_startup_ends_it() -> None:
         p.wait()
         if p.stderr is not None:
             p.stderr.close()
-    outcomes = []
     for k in range(16):
         p = subprocess.Popen(
             [*PERCPU, "stat", "-d", "120", "-f", "json"],
@@ -1102,14 +1105,32 @@ def test_ctrl_c_at_any_point_of_stat_startup_ends_it() -> None:
         if p.returncode == -signal.SIGINT or "Traceback" in err:
             # Before percpu's main() runs: the interpreter starting (no handler yet: SIGINT ends it), or
             # in its imports, where Python (or numpy, which turns it into an ImportError) says so itself.
-            assert 'percpu/cli/__init__.py", line' not in err, err
+            # Those imports include percpu/cli/__init__.py's own, at module level ("in <module>"): only a
+            # traceback through main() is percpu's to prevent.
+            assert not IN_MAIN.search(err), err
             assert p.returncode in (-signal.SIGINT, 1), (p.returncode, err)
         elif p.returncode == 0:
             assert json.loads(out)["total"] >= 0  # the signal came once counting had started
         else:
             assert p.returncode == 130 and "Traceback" not in err and out == "", (p.returncode, err)
-        outcomes.append(p.returncode)
-    assert 130 in outcomes or 0 in outcomes, outcomes
+    # The offsets above come from one run's start-up, and a loaded machine may stretch the others' past
+    # all of them: one more SIGINT, sent once counting has begun, makes sure that point is tried.
+    p = subprocess.Popen(
+        [*PERCPU, "stat", "-d", "120", "-f", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert p.stderr is not None
+        assert "counting system calls" in p.stderr.readline()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=HANG)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 0 and "Traceback" not in err, (p.returncode, err)
+    assert json.loads(out)["total"] >= 0
 
 
 def test_stat_with_stderr_closed_writes_only_its_report_to_stdout() -> None:

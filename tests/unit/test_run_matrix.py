@@ -160,5 +160,5 @@ def test_exec_runs_a_command_in_the_guest_instead_of_pytest() -> None:
     rm = _runner()
     vm = rm.VmSpec("x", "7", "2,maxcpus=32", command=".venv/bin/python benchmarks/bench_x.py --json")
     script = rm.guest_script(vm, "/repo/.venv/bin/python")
-    assert "TMPDIR=/tmp .venv/bin/python benchmarks/bench_x.py --json; rc=$?" in script
+    assert "/tmp/percpu-doctor.json .venv/bin/python benchmarks/bench_x.py --json; rc=$?" in script
     assert "-m pytest" not in script and "percpu doctor --json" in script
