@@ -92,13 +92,20 @@ class CommSeries:
         counts from the scrape that named it (its calls before are in "other", which keeps them), so the
         comm series of a syscall, "other" included, always add up to its per-process calls.
         """
-        half = (self.max_comms + 1) // 2
-        busiest = sorted(calls, key=lambda c: -calls[c])
-        for c in busiest:
-            if len(self._comms) >= half:
-                break
-            self._comms.add(c)
-        for c in busiest[:half]:
-            if len(self._comms) >= self.max_comms:
-                break
-            self._comms.add(c)
+        name_comms(self._comms, calls, self.max_comms)
+
+
+def name_comms(named: set[str], weight: dict[str, int], max_comms: int) -> None:
+    """Add to ``named`` (the names with series of their own) what this scrape's ``weight`` per name earns:
+    the first half of the ``max_comms`` slots to names as they appear, the busiest first, the rest to names
+    among the busiest half since the previous scrape. Names are only ever added."""
+    half = (max_comms + 1) // 2
+    busiest = sorted(weight, key=lambda c: -weight[c])
+    for c in busiest:
+        if len(named) >= half:
+            break
+        named.add(c)
+    for c in busiest[:half]:
+        if len(named) >= max_comms:
+            break
+        named.add(c)

@@ -47,7 +47,7 @@ from .._text import printable
 from ..cpus import cpu_lists
 from ..disturb._data import DisturbSnapshot, DisturbSource, Handlers, Tasks
 from ..topo import CpuGroups, CpuTopology, group_rows
-from ._comms import OTHER
+from ._comms import OTHER, name_comms
 from ._exposition import Family, Labels
 
 __all__ = ["DisturbCollector"]
@@ -232,16 +232,7 @@ class DisturbCollector:
     def _name_comms(self, weight: dict[str, int]) -> None:
         """Half the slots to names as they appear (the busiest first), half to the busiest half since the
         previous scrape (the rule of percpu exporter -P --max-comms)."""
-        half = (self.max_comms + 1) // 2
-        busiest = sorted(weight, key=lambda c: -weight[c])
-        for c in busiest:
-            if len(self._comms) >= half:
-                break
-            self._comms.add(c)
-        for c in busiest[:half]:
-            if len(self._comms) >= self.max_comms:
-                break
-            self._comms.add(c)
+        name_comms(self._comms, weight, self.max_comms)
 
     def _losses(self, snap: DisturbSnapshot) -> Iterator[Family]:
         lost = Family(
