@@ -17,13 +17,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, ClassVar, NoReturn, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from . import _fork
 from ._drain import DrainPace
 from .errors import NotCopyable, PercpuError
 from .maps import Map
-from .objects import BpfObject
+from .objects import BpfObject, Uncopyable
 
 __all__ = ["Drained", "Drainer", "LoadedCounter"]
 
@@ -60,7 +60,7 @@ class Drainer(threading.Thread):
             del drain
 
 
-class LoadedCounter:
+class LoadedCounter(Uncopyable):
     """The lifetime both counters share (see the module's doc). A counter names itself (``_what``), what
     its drainer takes out of where (``_drained``) and the drainer thread (``_drain_thread``); it loads in
     :meth:`start`, lets go of its own state in :meth:`_closed_locked`, and says in :meth:`_drains` whether
@@ -114,15 +114,6 @@ class LoadedCounter:
             "itself (snapshot() and close() may be called from any thread); another process starts a "
             "counter of its own"
         )
-
-    def __copy__(self) -> NoReturn:
-        raise self._refuse()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
-        raise self._refuse()
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        raise self._refuse()
 
     def __enter__(self: _Self) -> _Self:
         self.start()
