@@ -20,7 +20,7 @@ import errno as _errno
 import os
 import threading
 import weakref
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _fork, _libbpf, _machine
 from .errors import (
@@ -36,7 +36,7 @@ from .layout import alloc
 from .maps import Map
 from .values import TypeSpec
 
-__all__ = ["BpfObject", "Link", "Program", "Rodata"]
+__all__ = ["BpfObject", "Link", "Program", "Rodata", "Uncopyable"]
 
 _LOG_SIZE = 1 << 20
 
@@ -86,10 +86,27 @@ class _State:
         self.pid = os.getpid()
 
 
-class _Uncopyable:
+class Uncopyable:
+    """One owner: ``copy.copy``, ``copy.deepcopy`` and pickling raise :meth:`_refuse`'s error, which says
+    what to do instead (a shallow copy of an owner of libbpf's objects was a second owner that closed the
+    original's)."""
+
+    def _refuse(self) -> NotCopyable:
+        raise NotImplementedError
+
+    def __copy__(self) -> NoReturn:
+        raise self._refuse()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
+        raise self._refuse()
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        raise self._refuse()
+
+
+class _Uncopyable(Uncopyable):
     """libbpf has no way to duplicate an object, a program or a link, and their fds and pointers mean
-    nothing in another process: copies and pickles are refused, with what to do instead (a shallow copy
-    made a second owner that closed the original's programs)."""
+    nothing in another process: copies and pickles are refused, with what to do instead."""
 
     def _described(self) -> str:
         raise NotImplementedError
@@ -101,15 +118,6 @@ class _Uncopyable:
             "maps with BpfObject.map(name) (each holds its own fd; Map.clone() gives another), and pin "
             "what another process needs (Map.pin(path), then percpu.open_map(path) there)"
         )
-
-    def __copy__(self) -> Any:
-        raise self._refuse()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        raise self._refuse()
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        raise self._refuse()
 
 
 class Link(_Uncopyable):

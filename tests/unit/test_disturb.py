@@ -3,8 +3,10 @@ delta types, the contract with bpf/disturb.bpf.c, and the arguments the counter 
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -33,7 +35,7 @@ from percpu.disturb import (
 from percpu.disturb import _contract as contract
 from percpu.disturb._hooks import ATTACH_MODES
 from percpu.disturb._hooks import kallsyms_address as _kallsyms_address
-from percpu.errors import PercpuError
+from percpu.errors import NotCopyable, PercpuError
 from percpu.objects import BpfObject
 
 from .fake_kernel import FakeKernel, installed
@@ -360,3 +362,13 @@ def test_every_program_the_counter_loads_is_in_the_object(arch: str) -> None:
 def test_arguments_the_counter_refuses(kw: dict[str, object], message: str) -> None:
     with installed(FakeKernel(2)), pytest.raises(PercpuError, match=message):
         DisturbCounter(start=False, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [copy.copy, copy.deepcopy, pickle.dumps], ids=["copy", "deepcopy", "pickle"])
+def test_the_counter_has_one_owner_copies_and_pickles_are_refused(make: object) -> None:
+    """A shallow copy shared the counter's BPF object and maps: its close() detached the original's programs
+    and closed its maps. Refused as the syscall counter's are, one rule for both (percpu._loaded)."""
+    with installed(FakeKernel(2)):
+        c = DisturbCounter(start=False)
+        with pytest.raises(NotCopyable, match="the disturbance counter cannot be copied or pickled"):
+            make(c)  # type: ignore[operator]

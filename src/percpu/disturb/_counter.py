@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 import time
-import weakref
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from .. import _libbpf, _machine
+from .._loaded import Drained, LoadedCounter
 from ..cpus import CpuList, machine, possible_cpus
 from ..errors import AttachError, NotSupported, PercpuError, ProgramLoadError
 from ..maps import Map
@@ -98,27 +96,7 @@ class Expected:
         cfg.expect_cgroup = f.cgroup_id() or 0
 
 
-class _Drainer(threading.Thread):
-    """Takes exited tasks out of a counter's task table whenever it is filling (a check of one small map
-    every ``TaskTable.period`` s). Holds the counter weakly: a counter dropped without close() is still
-    finalized."""
-
-    def __init__(self, counter: DisturbCounter) -> None:
-        super().__init__(name="percpu-task-drain", daemon=True)
-        self.counter = weakref.ref(counter)
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        period = TaskTable.PERIOD_MAX
-        while not self.stop.wait(period):
-            c = self.counter()
-            if c is None:
-                return
-            period = c._drain_if_due(self.stop)
-            del c
-
-
-class DisturbCounter:
+class DisturbCounter(LoadedCounter):
     """Count what disturbs each CPU: hard IRQs, x86 vectors, softirqs, task switches (and, on request,
     which tasks were switched in, and the time in each).
 
@@ -136,6 +114,10 @@ class DisturbCounter:
     initial one), as the syscall counter's are. ``procfs`` and ``sysfs`` are where IRQ names and kernel
     symbols are read.
     """
+
+    _what = "the disturbance counter"
+    _drained = "exited tasks out of the task table"
+    _drain_thread = "percpu-task-drain"
 
     def __init__(
         self,
@@ -160,6 +142,7 @@ class DisturbCounter:
     ) -> None:
         if attach != "auto" and attach not in ATTACH_MODES:
             raise PercpuError(f"attach mode {attach!r}: choose auto, {', '.join(ATTACH_MODES)}")
+        super().__init__()
         self.irqs = irqs
         self.softirqs = softirqs
         self.vectors = vectors
@@ -187,10 +170,7 @@ class DisturbCounter:
         self._obj_path = obj_path or bundled("disturb.bpf.o")
         self._topo = machine()
         self._cpus = possible_cpus()
-        self._obj: BpfObject | None = None
         self._links: list[Link] = []
-        self._maps: dict[str, Map] = {}
-        self._lock = threading.RLock()
         self.attach_mode: str | None = None
         # What could not be counted on this kernel, and why (dimension -> reason); each attach mode that
         # failed, and why.
@@ -201,8 +181,6 @@ class DisturbCounter:
         self._flush_tlb_func = 0
         self._irq_table = 0
         self._task_table: TaskTable | None = None
-        self._drainer: _Drainer | None = None
-        self._drain_error: BaseException | None = None
         if start:
             self.start()
 
@@ -352,29 +330,9 @@ class DisturbCounter:
     def counting(self) -> bool:
         return bool(self._links)
 
-    def close(self) -> None:
-        """Detach the programs and free the maps (waits for a snapshot running in another thread)."""
-        drainer, self._drainer = self._drainer, None
-        if drainer is not None:
-            drainer.stop.set()
-            if drainer is not threading.current_thread():
-                drainer.join()
-        with self._lock:
-            maps, self._maps = self._maps, {}
-            obj, self._obj = self._obj, None
-            self._links = []
-            self._task_table = None
-        for m in maps.values():
-            m.close()
-        if obj is not None:
-            obj.close()
-
-    def __enter__(self) -> DisturbCounter:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _closed_locked(self) -> None:
+        self._links = []
+        self._task_table = None
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -382,45 +340,16 @@ class DisturbCounter:
     def cpus(self) -> CpuList:
         return self._cpus
 
-    def programs(self) -> list[Any]:
-        """The loaded programs (run counts and run time when bpf_stats are on)."""
-        with self._lock:
-            if self._obj is None:
-                return []
-            return [p for p in self._obj.programs.values() if p.autoload]
-
     def snapshot(self) -> DisturbSnapshot:
         """Read every map once; never resets a counter. Raises :class:`PercpuError` once closed."""
-        with self._lock:
-            if self._obj is None:
-                raise PercpuError("the disturbance counter is not running (closed, or start() not called)")
-            if self._drain_error is not None:
-                exc = self._drain_error
-                raise PercpuError(f"taking exited tasks out of the task table failed: {exc}") from exc
-            snap = self._snapshot_locked()
-            self._start_drainer()
-            return snap
+        return self._read(self._snapshot_locked)
 
-    def _start_drainer(self) -> None:
-        """The thread that keeps the task table from filling, at the first snapshot: not at start, so that
-        a caller may still give up privileges while it has one thread (the exporter does)."""
-        if self._drainer is None and self._task_table is not None and self.counting:
-            self._drainer = _Drainer(self)
-            self._drainer.start()
+    def _drains(self) -> bool:
+        """A drainer for the task table while the programs are attached."""
+        return self._task_table is not None and self.counting
 
-    def _drain_if_due(self, stop: threading.Event) -> float:
-        """Drain the task table if it is filling; returns how long to wait before asking again."""
-        with self._lock:
-            t = self._task_table
-            if stop.is_set() or t is None:
-                return 0.0
-            if t.due(time.monotonic()):
-                try:
-                    t.drain()
-                except Exception as exc:  # raised by the next snapshot, not lost with the thread
-                    self._drain_error = exc
-                    stop.set()
-            return t.period
+    def _table_to_drain(self) -> Drained | None:
+        return self._task_table
 
     def _inserts(self) -> int:
         """Rows the kernel added to the task table plus switch-ins it could not take (one small read)."""

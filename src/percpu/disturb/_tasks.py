@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._drain import DrainPace
 from ._contract import TASK_KEY, TASK_OUTSIDE
 
 __all__ = ["FOLDED_PID", "TaskRows", "TaskTable", "folded_keys", "name_bytes"]
@@ -109,18 +110,16 @@ def folded_keys(pid: int, flags: int, comm: Any) -> tuple[np.ndarray, np.ndarray
     return out[0:1], out[1:2]
 
 
-class TaskTable:
+class TaskTable(DrainPace):
     """The kernel's ``tasks`` table, and the rows of exited tasks taken out of it (see the module's doc).
 
     ``table`` has ``snapshot()`` (keys, values of TASK_STAT) and ``delete_batch(keys)``; ``alive(tid)``
     says whether a thread still exists (None: nothing is taken out); ``inserts()`` is a count that grows
     with every row the kernel adds or could not add (a small read): :meth:`due` compares its growth with
-    the room left, every :attr:`period` seconds, to say when to drain. ``clock`` is CLOCK_MONOTONIC
-    (tests pass their own).
+    the room left, every :attr:`period` seconds, to say when to drain (:class:`DrainPace`). ``clock`` is
+    CLOCK_MONOTONIC (tests pass their own).
     """
 
-    PERIOD_MIN = 0.005
-    PERIOD_MAX = 0.05
     # How long a task must have been seen gone before its row is taken out: its last switch away from the
     # CPU, which comes after its pid is freed, is over by then (it runs within microseconds of it).
     GRACE = 0.01
@@ -137,23 +136,16 @@ class TaskTable:
         inserts: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(entries, clock)
         self.table = table
-        self.clock = clock
         self.ncpu = ncpu
-        self.entries = entries
         self.keep = keep
         self.fold = fold
         self.alive = alive
         self.inserts = inserts
-        self.period = self.PERIOD_MAX
         self._kept = TaskRows.empty(ncpu)
         self._index: dict[bytes, int] = {}
         self._dying: dict[int, float] = {}  # thread id -> when it was first seen gone
-        self._left = 0
-        self._events = 0
-        self._read_at = 0.0
-        self._not_before = 0.0  # the next drain, after one that freed little
-        self._backoff = 0.0
         self.kept_by_pid = 0
         self.kept_by_name = 0
         self.taken = 0  # rows taken out of the kernel's table so far
@@ -166,14 +158,13 @@ class TaskTable:
     def due(self, now: float) -> bool:
         """Whether to drain now: rows added (or lost) since the last read reach half the room that read
         left (any at all once it is full), or, with those, rows of tasks gone for their grace a quarter."""
-        if self.inserts is None or self.alive is None or now < self._not_before:
+        if self.inserts is None or self.alive is None or self._resting(now):
             return False
         grown = self.inserts() - self._events
-        room = self.entries - self._left
-        if grown > 0 and grown >= room // 2:
+        if self._filling(grown):
             return True
         ripe = sum(1 for t in self._dying.values() if now - t >= self.GRACE)
-        return ripe > 0 and ripe + grown >= room // 4
+        return ripe > 0 and ripe + grown >= (self.entries - self._left) // 4
 
     def drain(self) -> TaskRows:
         """Take the rows of tasks gone for their grace out of the kernel's table, and note which of those
@@ -194,15 +185,9 @@ class TaskTable:
                 rows, inside = TaskRows(*(a[~out] for a in rows)), inside[~out]
         self._note_gone(rows.keys["pid"][inside], now)
         self.taken += taken
-        self._left = len(rows.keys)
-        rate = max(events - self._events, 0) / max(now - self._read_at, 1e-3) if self._read_at else 0.0
-        room = max(self.entries - self._left, 1)
-        self.period = min(max(room / 4 / rate, self.PERIOD_MIN), self.PERIOD_MAX) if rate else self.PERIOD_MAX
+        self._paced(now, events, len(rows.keys), taken)
         if self._dying:
             self.period = min(self.period, max(self.GRACE, self.PERIOD_MIN))
-        self._read_at = now
-        self._events = events
-        self._pace(taken)
         return rows
 
     def _ripe(self, now: float) -> set[int]:
@@ -220,14 +205,6 @@ class TaskTable:
         for t in np.unique(pids).tolist():
             if t and t not in self._dying and not self.alive(t):
                 self._dying[t] = now
-
-    def _pace(self, taken: int) -> None:
-        """Back off while drains free little (the table full of live tasks): each one reads it all."""
-        if taken * 8 >= self.entries or self._left * 2 < self.entries:
-            self._backoff = 0.0
-        else:
-            self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
-        self._not_before = self.clock() + self._backoff
 
     def _take(self, rows: TaskRows) -> None:
         """Keep rows taken out of the table: by thread id while there is room, else summed by name and kind,

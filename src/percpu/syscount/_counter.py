@@ -8,24 +8,22 @@ never a reset), and keeps the per-process table from filling (:mod:`._procs`).
 from __future__ import annotations
 
 import functools
-import threading
 import time
-from typing import Any, NoReturn
 
 import numpy as np
 
-from .. import _fork, _machine
+from .. import _machine
 from .. import syscalls as _names
 from .._contract import LOST_PROCESSES, NR_SLOTS
+from .._loaded import Drained, LoadedCounter
 from ..cpulist import CpuList
 from ..cpus import machine, possible_cpus
-from ..errors import NotCopyable, PercpuError
-from ..maps import Map
-from ..objects import BpfObject, bundled
+from ..errors import PercpuError
+from ..objects import bundled
 from . import _load
 from ._data import Lost, SyscallSnapshot, merge_latency
 from ._filters import Filters
-from ._procs import Drainer, ProcessTable, flush_pending
+from ._procs import ProcessTable, flush_pending
 from ._reads import CpuReads
 
 __all__ = ["COMPAT_CHECKS", "MAX_TABLE_ENTRIES", "SyscallCounter"]
@@ -34,7 +32,7 @@ __all__ = ["COMPAT_CHECKS", "MAX_TABLE_ENTRIES", "SyscallCounter"]
 MAX_TABLE_ENTRIES = 1 << 24
 
 
-class SyscallCounter:
+class SyscallCounter(LoadedCounter):
     """Count system calls per CPU (and, on request, per process, per errno and by latency).
 
     >>> with SyscallCounter() as c:           # doctest: +SKIP
@@ -65,6 +63,10 @@ class SyscallCounter:
     # (True), or the hash at every call (False, and kernels that cannot run a program on a given CPU).
     process_cache: bool = True
 
+    _what = "the syscall counter"
+    _drained = "exited processes out of the per-process table"
+    _drain_thread = "percpu-process-drain"
+
     def __init__(
         self,
         *,
@@ -84,6 +86,7 @@ class SyscallCounter:
     ) -> None:
         if attach != "auto" and attach not in _load.ATTACH_MODES:
             raise PercpuError(f"attach mode {attach!r}: choose auto, {', '.join(_load.ATTACH_MODES)}")
+        super().__init__()
         self.filters = filters or Filters()
         self.per_process = per_process
         self.errors = errors
@@ -113,17 +116,9 @@ class SyscallCounter:
         self._own_obj_path = obj_path
         self._obj_path = obj_path or bundled("syscount.bpf.o")
         self._nobtf = False
-        self._obj: BpfObject | None = None
         self._prog_fds: list[int] = []
-        self._maps: dict[str, Map] = {}
         self._flush_fd = -1
         self._proc_table: ProcessTable | None = None
-        self._drainer: Drainer | None = None
-        self._drain_error: BaseException | None = None
-        # close() and snapshot() may run in different threads (an exporter shutting down while a scrape
-        # reads): the lock makes a snapshot finish before the maps go, or fail with a typed error after.
-        self._lock = threading.RLock()
-        _fork.track(self)
         self.attach_mode: str | None = None
         self.attach_failures: dict[str, str] = {}
         self.needs_exit = self.filters.failed_only or errors or latency
@@ -229,50 +224,8 @@ class SyscallCounter:
         rather than in the hash at every call. Known once started."""
         return bool(self._config.proc_cache)
 
-    def close(self) -> None:
-        """Detach the programs and free the maps (waits for a snapshot running in another thread)."""
-        drainer, self._drainer = self._drainer, None
-        if drainer is not None:
-            drainer.stop.set()
-            if drainer is not threading.current_thread():
-                drainer.join()
-        with self._lock:
-            maps, self._maps = self._maps, {}
-            obj, self._obj = self._obj, None
-            self._proc_table = None
-        for m in maps.values():
-            m.close()
-        if obj is not None:
-            obj.close()
-
-    def _after_fork_in_child(self) -> None:
-        # A thread that held the lock at fork() (a snapshot, a close, the per-process drainer) is not in
-        # the child, and its call does not go on there: the child's counter gets a free lock of its own.
-        self._lock = threading.RLock()
-
-    def _refuse(self) -> NotCopyable:
-        return NotCopyable(
-            "the syscall counter cannot be copied or pickled: it owns its loaded BPF programs and maps, "
-            "which its close() detaches and frees, so a copy would close the original's. Share the counter "
-            "itself (snapshot() and close() may be called from any thread); another process starts a "
-            "counter of its own"
-        )
-
-    def __copy__(self) -> NoReturn:
-        raise self._refuse()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> NoReturn:
-        raise self._refuse()
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        raise self._refuse()
-
-    def __enter__(self) -> SyscallCounter:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _closed_locked(self) -> None:
+        self._proc_table = None
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -280,50 +233,19 @@ class SyscallCounter:
     def cpus(self) -> CpuList:
         return self._cpus
 
-    def programs(self) -> list[Any]:
-        """The loaded programs (for run counts and run time when bpf_stats are on)."""
-        with self._lock:
-            if self._obj is None:
-                return []
-            return [p for p in self._obj.programs.values() if p.autoload]
-
     def snapshot(self) -> SyscallSnapshot:
         """Read every map once (batch reads); never resets a counter and never blocks counting.
 
         Raises :class:`PercpuError` once the counter is closed, also when another thread closes it."""
-        with self._lock:
-            if self._obj is None:
-                raise PercpuError("the syscall counter is not running (closed, or start() not called)")
-            if self._drain_error is not None:
-                exc = self._drain_error
-                raise PercpuError(
-                    f"taking exited processes out of the per-process table failed: {exc}"
-                ) from exc
-            snap = self._snapshot_locked()
-            self._start_drainer()
-            return snap
+        return self._read(self._snapshot_locked)
 
-    def _start_drainer(self) -> None:
-        """The thread that keeps the per-process table from filling, at the first snapshot: not at start,
-        so that a caller may still give up privileges while it has one thread (the exporter does)."""
+    def _drains(self) -> bool:
+        """A drainer for the per-process table, where it can tell the table fills and who exited."""
         t = self._proc_table
-        if self._drainer is None and t is not None and t.events is not None and t.alive is not None:
-            self._drainer = Drainer(self._drain_if_due)
-            self._drainer.start()
+        return t is not None and t.events is not None and t.alive is not None
 
-    def _drain_if_due(self, stop: threading.Event) -> float:
-        """Drain the per-process table if it is filling; returns how long to wait before asking again."""
-        with self._lock:
-            t = self._proc_table
-            if stop.is_set() or t is None:
-                return 0.0
-            if t.due(time.monotonic()):
-                try:
-                    t.drain()
-                except Exception as exc:  # raised by the next snapshot, not lost with the thread
-                    self._drain_error = exc
-                    stop.set()
-            return t.period
+    def _table_to_drain(self) -> Drained | None:
+        return self._proc_table
 
     def _proc_events(self) -> int:
         """Keys the kernel inserted into the per-process table plus calls it could not take: grows

@@ -166,21 +166,10 @@ class SyscallSnapshot:
         )
 
     def since_start(self) -> SyscallDelta:
-        """All counts since the programs were attached, as a delta from zero."""
-        zero = SyscallSnapshot(0.0, self.cpus, np.zeros_like(self.counts))
-        d = self.delta(zero)
-        return SyscallDelta(
-            seconds=d.seconds,
-            cpus=d.cpus,
-            counts=d.counts,
-            procs=self.procs,
-            errors=self.errors,
-            latency=self.latency,
-            dropped=self.dropped,
-            arch=self.arch,
-            online=self.online,
-            lost=self.lost,
-        )
+        """All counts since the programs were attached, as a delta from zero: :meth:`delta` from a snapshot
+        of nothing, so every field a delta carries is carried once, there (a keyed table subtracts nothing
+        from an empty one, and no count is negative)."""
+        return self.delta(SyscallSnapshot(0.0, self.cpus, np.zeros_like(self.counts)))
 
 
 def _keyed_delta(

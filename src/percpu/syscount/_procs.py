@@ -2,29 +2,28 @@
 
 :class:`ProcessTable` reads the kernel's ``proc_counts`` hash and takes the rows of exited processes out of
 it, keeping them by pid, then summed by name (:data:`~percpu.syscount.FOLDED_TGID`), then by syscall; a
-:class:`Drainer` thread does that whenever the table is filling. :func:`flush_caches` and
-:func:`flush_pending` move each CPU's per-process cache (``proc_cache``) into the table first.
+:class:`~percpu._loaded.Drainer` thread does that whenever the table is filling (its pace:
+:class:`~percpu._drain.DrainPace`). :func:`flush_caches` and :func:`flush_pending` move each CPU's
+per-process cache (``proc_cache``) into the table first.
 """
 
 from __future__ import annotations
 
 import errno
-import threading
-import time
-import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .. import _machine, features
 from .._contract import PROC_KEY, PROC_LINES
+from .._drain import DrainPace
 from ..cpulist import CpuList
 from ..errors import PercpuError
 from ..maps import Map
 from ._data import FOLDED_TGID, Keyed
 from ._filters import PID_MAX_LIMIT
 
-__all__ = ["PROC_CACHE", "Drainer", "ProcessTable", "flush_caches", "flush_pending"]
+__all__ = ["PROC_CACHE", "ProcessTable", "flush_caches", "flush_pending"]
 
 # struct proc_cache of bpf/syscount.bpf.c: a CPU's per-process cache lines (read only for an offline CPU,
 # which no flush can reach).
@@ -65,7 +64,7 @@ def _merge_keyed(parts: Sequence[Keyed], ncpu: int) -> Keyed:
     return uniq.view(PROC_KEY), out
 
 
-class ProcessTable:
+class ProcessTable(DrainPace):
     """Per-process counts that add up: the kernel's table (live processes) plus what percpu took out of it.
 
     The kernel's ``proc_counts`` hash does not evict: a key it has no room for is counted as lost
@@ -88,11 +87,8 @@ class ProcessTable:
     could reach (an offline CPU's), which are added to what is read and are not taken out meanwhile;
     ``alive`` None takes nothing out (pids that are not this namespace's). ``events()`` is a count that
     grows with every key the kernel inserts or loses (a cheap read): :meth:`due` compares it with the
-    room left to say when the table is filling, every :attr:`period` seconds.
+    room left to say when the table is filling, every :attr:`period` seconds (:class:`DrainPace`).
     """
-
-    PERIOD_MIN = 0.005
-    PERIOD_MAX = 0.05
 
     def __init__(
         self,
@@ -105,6 +101,7 @@ class ProcessTable:
         flush: Callable[[], Keyed | None] | None = None,
         events: Callable[[], int] | None = None,
     ) -> None:
+        super().__init__(table.info.max_entries)
         self.table = table
         self.ncpu = ncpu
         self.keep = keep
@@ -112,16 +109,7 @@ class ProcessTable:
         self.alive = alive
         self.flush = flush
         self.events = events
-        self.entries = table.info.max_entries
         self._seen: set[int] = set()  # tgids in the table at the last read
-        self._left = 0  # rows left in the table by the last read
-        self._events = 0  # events() at the last read
-        self._read_at = 0.0  # time.monotonic() of the last read
-        self._not_before = 0.0  # the next drain, after one that freed little
-        self._backoff = 0.0
-        # How often to ask due(): about a quarter of the room left fills in that time at the rate seen,
-        # so the table holds the two drains' worth a process's rows wait (seen, then taken out).
-        self.period = self.PERIOD_MAX
         self._keys = np.zeros(0, PROC_KEY)
         self._counts = np.zeros((0, ncpu), np.uint64)
         self._n = 0
@@ -139,10 +127,9 @@ class ProcessTable:
     def due(self, now: float) -> bool:
         """Whether the table is filling: keys inserted or lost since the last read reach half the room
         that read left (any at all once it is full), and the last drain that freed little is not recent."""
-        if self.events is None or self.alive is None or now < self._not_before:
+        if self.events is None or self.alive is None or self._resting(now):
             return False
-        grown = self.events() - self._events
-        return grown > 0 and grown >= (self.entries - self._left) // 2
+        return self._filling(self.events() - self._events)
 
     def drain(self) -> list[Keyed]:
         """Take the rows of processes that had exited out of the table; returns what is left in it (and
@@ -165,28 +152,13 @@ class ProcessTable:
                 taken = int(out.sum())
                 keys, counts = keys[~out], counts[~out]
         self.taken += taken
-        self._left = len(keys)
-        now = time.monotonic()
-        rate = max(events - self._events, 0) / max(now - self._read_at, 1e-3) if self._read_at else 0.0
-        room = max(self.entries - self._left, 1)
-        self.period = min(max(room / 4 / rate, self.PERIOD_MIN), self.PERIOD_MAX) if rate else self.PERIOD_MAX
-        self._read_at = now
-        self._events = events
+        self._paced(self.clock(), events, len(keys), taken)
         self._seen = set(np.unique(keys["tgid"]).tolist())
         parts: list[Keyed] = [(keys, counts)]
         if pending is not None and len(pending[0]):
             self._seen |= set(np.unique(pending[0]["tgid"]).tolist())
             parts.append(pending)
-        self._pace(taken)
         return parts
-
-    def _pace(self, taken: int) -> None:
-        """Back off while drains free little (the table full of live processes): each one reads it all."""
-        if taken * 8 >= self.entries or self._left * 2 < self.entries:
-            self._backoff = 0.0
-        else:
-            self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
-        self._not_before = time.monotonic() + self._backoff
 
     def _gone(self) -> set[int]:
         if self.alive is None:
@@ -241,26 +213,6 @@ class ProcessTable:
         for j in np.nonzero(fresh)[0].tolist():
             self._index[uniq_raw[j]] = self._n
             self._n += 1
-
-
-class Drainer(threading.Thread):
-    """Takes exited processes out of a per-process table whenever it is filling (a check of two small maps
-    every ``ProcessTable.period`` s). ``drain`` is its owner's method (the counter's), held weakly: a counter
-    dropped without close() is still finalized. It returns how long to wait before asking again."""
-
-    def __init__(self, drain: Callable[[threading.Event], float]) -> None:
-        super().__init__(name="percpu-process-drain", daemon=True)
-        self.drain = weakref.WeakMethod(drain)
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        period = ProcessTable.PERIOD_MAX
-        while not self.stop.wait(period):
-            drain = self.drain()
-            if drain is None:
-                return
-            period = drain(self.stop)
-            del drain
 
 
 def flush_caches(fd: int, cpus: CpuList) -> list[int]:
