@@ -67,13 +67,13 @@ def free_port() -> int:
 
 
 def fetch(
-    url: str, ctx: ssl.SSLContext | None = None, auth: tuple[str, str] | None = None
+    url: str, ctx: ssl.SSLContext | None = None, auth: tuple[str, str] | None = None, timeout: float = 10
 ) -> tuple[int, bytes]:
     req = urllib.request.Request(url)
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
     try:
-        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()

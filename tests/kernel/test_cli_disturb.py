@@ -71,7 +71,8 @@ Key = tuple[str, tuple[tuple[str, str], ...]]
 def scrape(target: str) -> dict[Key, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    code, body = fetch(f"http://{target}/metrics")
+    # A hang guard, not a timing assertion: a scrape of `exporter -D` took over 10 s in the 5.10 guest (TCG).
+    code, body = fetch(f"http://{target}/metrics", timeout=300)
     assert code == 200
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value

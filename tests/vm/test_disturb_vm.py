@@ -31,10 +31,11 @@ import numpy as np
 import pytest
 
 from percpu.cpus import cpu_lists
-from percpu.disturb import DisturbCounter, wrapping_delta
+from percpu.disturb import VECTOR_NAMES, VECTOR_ROWS, DisturbCounter, wrapping_delta
 from percpu.disturb._contract import VEC_CALL_FUNCTION_SINGLE, VEC_TLB
 
-from ..kernel.conftest import PERCPU
+from ..kernel.conftest import PERCPU, running_exporter
+from ..kernel.test_cli_disturb import Key, scrape
 from ..kernel.test_disturb_kernel import (  # the fixtures are used by name
     COMM,
     INTRUDER,
@@ -246,22 +247,107 @@ def stat_bounds(
     return out
 
 
-def test_stat_on_the_idle_isolated_cpu_equals_the_kernels_counts(sched_debug: str) -> None:  # noqa: F811
+def test_stat_on_the_idle_isolated_cpu_lies_within_the_kernels_counts(sched_debug: str) -> None:  # noqa: F811
     """``percpu stat -D --cpus 1`` on the idle isolated CPU: its LOC, RES, TLB runs, each softirq's and
-    the switch-ins lie within the kernel's counts over its window in every window (bracketed as above),
-    and equal them once the bounds meet (up to ten windows for a row whose bounds do not: the CPU's
-    residual events come about once a second)."""
+    the switch-ins lie within the kernel's counts over its window (bracketed as above), in each of three
+    windows.
+
+    Only a bracket: the upper bound is read before ``stat`` starts and after it ends, and under TCG its
+    start (an interpreter, the object's load, the attach) and its end take seconds, in which the CPU's
+    residual tick lands (LOC and TIMER were 8-11 above percpu's counts in each window on 5.10 and 6.12:
+    ticks before the attach and after the detach, which percpu rightly did not count). The command line's
+    exact comparison is the exporter's below, whose scrapes are reads taken while counting."""
+    log = []
+    for attempt in range(1, 4):
+        got = stat_bounds(*stat_window(sched_debug, lambda: time.sleep(1)))
+        log.append(f"window {attempt}: {got}")
+        assert all(lo <= n <= hi for lo, n, hi in got.values()), "\n".join(log)
+    print("\n".join(log))
+
+
+def exporter_bounds(
+    before: dict[Key, float],
+    after: dict[Key, float],
+    k0: KernelCounts,
+    a: KernelCounts,
+    b: KernelCounts,
+    k1: KernelCounts,
+) -> dict[str, tuple[int, int, int]]:
+    """The isolated CPU's LOC, RES, CAL, IWI and TLB rows, each softirq and its task switches as served
+    by two scrapes of ``percpu exporter -D`` (a series not served counts 0): (the kernel's lower bound,
+    percpu's count between the scrapes, the kernel's upper bound)."""
+    cpu = str(ISOLATED)
+    i = list(cpu_lists().possible).index(ISOLATED)
+
+    def served(snap: dict[Key, float], family: str, **labels: str) -> int:
+        want = {"cpu": cpu, **labels}
+        return int(
+            sum(v for (name, lab), v in snap.items() if name == family and want.items() <= dict(lab).items())
+        )
+
+    def bound(get: Callable[[KernelCounts], np.ndarray], family: str, **labels: str) -> tuple[int, int, int]:
+        ours = served(after, family, **labels) - served(before, family, **labels)
+        return int(wrapping_delta(get(b), get(a))[i]), ours, int(wrapping_delta(get(k1), get(k0))[i])
+
+    out: dict[str, tuple[int, int, int]] = {}
+    if IS_X86:
+        for row in sorted(set(VECTOR_ROWS)):
+            names = [n for n, r in zip(VECTOR_NAMES, VECTOR_ROWS, strict=True) if r == row]
+            lo, _, hi = bound(lambda k, row=row: k.interrupts[row], "percpu_interrupt_vector_runs_total")
+            ours = sum(
+                served(after, "percpu_interrupt_vector_runs_total", vector=n)
+                - served(before, "percpu_interrupt_vector_runs_total", vector=n)
+                for n in names
+            )
+            out[row] = (lo, ours, hi)
+    for name in k1.softirqs:
+        out[name] = bound(lambda k, n=name: k.softirqs[n], "percpu_softirq_runs_total", softirq=name)
+    out["switches"] = bound(lambda k: k.switches, "percpu_task_switches_total")
+    return out
+
+
+def switched_in(before: dict[Key, float], after: dict[Key, float]) -> dict[str, int]:
+    """The isolated CPU's switch-ins between two scrapes, by kind and command name (what ran there)."""
+    out: dict[str, int] = {}
+    for (name, lab), v in after.items():
+        d = dict(lab)
+        if name == "percpu_task_switch_ins_total" and d.get("cpu") == str(ISOLATED):
+            n = int(v - before.get((name, lab), 0))
+            if n:
+                out[f"{d['kind']} {d['comm']}"] = n
+    return out
+
+
+def test_the_exporter_on_the_idle_isolated_cpu_serves_exactly_the_kernels_counts(
+    sched_debug: str,  # noqa: F811
+) -> None:
+    """``percpu exporter -D``, scraped twice with the kernel's counters read around each scrape (K0, the
+    first scrape, A, a second's sleep, B, the second scrape, K1): on the idle isolated CPU every vector
+    row, softirq and the task switches lie within the bounds in every window, and equal the kernel's once
+    the bounds meet (up to ten windows for a row whose bounds do not: the CPU's residual events come about
+    once a second). The scrapes are reads taken while counting, as the library test's snapshots are."""
     never: set[str] | None = None
     log = []
-    for attempt in range(1, 11):
-        got = stat_bounds(*stat_window(sched_debug, lambda: time.sleep(1)))
-        assert all(lo <= n <= hi for lo, n, hi in got.values()), got
-        unmet = {r for r, (lo, _n, hi) in got.items() if lo != hi}
-        never = unmet if never is None else never & unmet
-        log.append(f"window {attempt}: {got}")
-        if not never:
-            print("\n".join(log))
-            return
+    with running_exporter("-D") as (target, _proc):
+        scrape(target)
+        time.sleep(1)  # the attach's IPIs, and what they set off, are over
+        cpus = cpu_lists().possible
+        for attempt in range(1, 11):
+            k0 = read_kernel(cpus, sched_debug)
+            s0 = scrape(target)
+            a = read_kernel(cpus, sched_debug)
+            time.sleep(1)
+            b = read_kernel(cpus, sched_debug)
+            s1 = scrape(target)
+            k1 = read_kernel(cpus, sched_debug)
+            got = exporter_bounds(s0, s1, k0, a, b, k1)
+            log.append(f"window {attempt}: {got}; switched in on CPU {ISOLATED}: {switched_in(s0, s1)}")
+            assert all(lo <= n <= hi for lo, n, hi in got.values()), "\n".join(log)
+            unmet = {r for r, (lo, _n, hi) in got.items() if lo != hi}
+            never = unmet if never is None else never & unmet
+            if not never:
+                print("\n".join(log))
+                return
     pytest.fail(f"never exact on CPU {ISOLATED}: {sorted(never or ())}\n" + "\n".join(log))
 
 
