@@ -109,7 +109,8 @@ struct cpu_counts {
 
 /* Per CPU state and counts of the sched_switch program. task is the task switched in last (its address),
  * task_runtime its sum_exec_runtime then, and key its row's key (charged its time when it leaves: a
- * thread on its way out has no pid in a namespace any more, and a renamed one has another name). gaps:
+ * thread on its way out has no pid in a namespace any more, and a renamed one has another name; pid 0
+ * while the idle task runs). gaps:
  * switches whose prev was not that task, so the kernel had switched without the tracepoint in between.
  * lost_tasks: switch-ins the full tasks table had no room for; untimed_tasks: stints whose time is
  * missing (switched in before counting began or unseen, or no room in the table). inserts: rows this CPU
@@ -535,6 +536,10 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 
 	if (next_pid == 0) {
 		c->idle_switches += 1;
+		/* No task's stint is in progress here: pid 0 in the key says so to user space, which credits the
+		 * stint of the task in the key to the windows it runs through (the key is not read again before
+		 * the next switch-in writes it). */
+		c->key[0] = 0;
 		return;
 	}
 	struct task_key k __attribute__((aligned(8))) = {};

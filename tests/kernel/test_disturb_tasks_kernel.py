@@ -3,10 +3,12 @@ pids as a pid namespace numbers them, and the expected workload marked by pid, n
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -196,3 +198,61 @@ def test_the_expected_workload_is_marked_and_nothing_else(intruder: subprocess.P
     assert len(rows) == 1 and bool(t.expected[rows[0]]) and int(t.switches[rows[0]].sum()) >= 4
     others = np.nonzero(t.expected)[0]
     assert [int(t.keys[i]["tgid"]) for i in others] == [intruder.pid], [t.comm(int(i)) for i in others]
+
+
+# Pinned to a CPU at a real-time priority (nothing the machine's other work runs preempts it), busy until
+# told to stop on stdin, without sleeping or a system call in between: one stint on that CPU throughout.
+BUSY = """
+import os, select, sys
+os.sched_setaffinity(0, {%d})
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(80))
+print("busy", flush=True)
+n = 0
+while True:
+    n += 1
+    if n %% 2000000 == 0 and select.select([sys.stdin], [], [], 0)[0]:
+        break
+"""
+WINDOWS = 6
+
+
+def test_a_task_that_runs_through_windows_gets_each_windows_time() -> None:
+    """A task busy on one CPU through several consecutive snapshots, never switched out: each window gets
+    the time it ran there (the stint in progress credited at each snapshot), and the windows add up to
+    exactly what the kernel's table holds once it left the CPU and counting stopped. Before, the kernel
+    charged the stint when it ended: the windows it ran through had no time for it, and the one it ended
+    in had all of it (task shares above 100% of a CPU)."""
+    cpu, _ = online_pair()
+    with DisturbCounter(irqs=False, softirqs=False, vectors=False, tasks=True, times=True) as c:
+        snaps = [c.snapshot()]  # before the task exists: every nanosecond of it is in the windows
+        with subprocess.Popen(
+            [sys.executable, "-c", BUSY % cpu], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        ) as p:
+            assert p.stdout is not None and p.stdin is not None
+            assert p.stdout.readline() == "busy\n"
+            for _ in range(WINDOWS):
+                snaps.append(c.snapshot())
+                time.sleep(0.1)
+            p.stdin.close()  # the task stops and exits: its last stint is charged
+            p.wait(timeout=60)
+        c.stop()
+        snaps.append(c.snapshot())
+    end = snaps[-1].tasks
+    assert end is not None and end.ns is not None
+    col = list(c.cpus).index(cpu)
+    windows = []  # (ns on its CPU, ns on every CPU, switch-ins on its CPU) of the task, per window
+    for a, b in itertools.pairwise(snaps):
+        d = b.delta(a).tasks
+        assert d is not None and d.ns is not None
+        rows = d.rows_of(p.pid)
+        windows.append((int(d.ns[rows, col].sum()), int(d.ns[rows].sum()), int(d.switches[rows, col].sum())))
+    rows = end.rows_of(p.pid)
+    assert sum(w[0] for w in windows) == int(end.ns[rows, col].sum())
+    assert sum(w[1] for w in windows) == int(end.ns[rows].sum())
+    # The windows between two snapshots taken while it ran there, at least one of them with no switch-in
+    # of it (it was never switched out): each has time of it on that CPU.
+    middle = windows[1:WINDOWS]
+    assert any(w[2] == 0 for w in middle), f"switched out in every window: {windows}"
+    assert all(w[0] > 0 for w in middle), (
+        f"(ns there, ns, switch-ins there) per window on CPU {cpu}: {windows}"
+    )

@@ -618,6 +618,24 @@ class FakeMachine(_machine.Machine):
             }
         )
 
+    def set_thread(self, tgid: int, tid: int, *, state: str = "R", cpu: int = 0, runtime: int = 0) -> None:
+        """Thread ``tid`` of process ``tgid`` as /proc/TGID/task/TID shows it: its state letter, the CPU it
+        is on (stat's field 39) and its time on the CPU (schedstat's first field); written again on each
+        call, as the kernel's files change."""
+        task = os.path.join(self.proc, str(tgid), "task", str(tid))
+        fields = [state, *(["0"] * 49)]
+        fields[36] = str(cpu)  # field 39: fields here start at the state, field 3
+        self._write(
+            {
+                os.path.join(task, "stat"): f"{tid} (a (b) c) " + " ".join(fields),
+                os.path.join(task, "schedstat"): f"{runtime} 0 1",
+            }
+        )
+
+    def end_thread(self, tgid: int, tid: int) -> None:
+        """The thread exited: its /proc directory is gone."""
+        shutil.rmtree(os.path.join(self.proc, str(tgid), "task", str(tid)))
+
     def architecture(self) -> str:
         return self.arch
 

@@ -3,16 +3,22 @@ then summed by name and kind), deltas across that move, and the expected workloa
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytest
 
-from percpu.disturb import FOLDED_PID, Expected, Tasks
+from percpu.cpus import CpuList
+from percpu.disturb import FOLDED_PID, DisturbSnapshot, Expected, Stints, Tasks
 from percpu.disturb import _contract as contract
+from percpu.disturb._hooks import stints_of
+from percpu.disturb._proc import ThreadRun, thread_runtime
 from percpu.disturb._tasks import TaskRows, TaskTable, folded_keys, name_bytes
 from percpu.errors import InvalidFilter, PercpuError
+
+from .fake_kernel import FakeKernel
 
 NCPU = 2
 
@@ -206,3 +212,115 @@ def test_an_expected_workload_is_checked_as_the_filters_are(
 def test_an_expected_workload_describes_itself() -> None:
     assert Expected(pid=42, comm="app").describe() == "pid 42 or comm app"
     assert Expected(cgroup="/app.slice").describe() == "cgroup /app.slice"
+
+
+class Sched:
+    """The sched map of the fake kernel's switch program: per CPU the task switched in last (an address),
+    its runtime then and its key; the idle task's switch-in writes pid 0 in the key, as
+    bpf/disturb.bpf.c does."""
+
+    def __init__(self) -> None:
+        self.values = np.zeros(NCPU, contract.SCHED_CPU)
+        self.reads = 0
+
+    def switch_in(self, cpu: int, pid: int, comm: str, runtime: int) -> None:
+        self.values["task"][cpu] = 0xFFFF000000000000 + pid * 0x1000
+        self.values["task_runtime"][cpu] = runtime
+        self.values["key"][cpu] = np.frombuffer(key(pid, comm).tobytes(), np.uint64)
+
+    def idle(self, cpu: int) -> None:
+        self.values["task"][cpu] = 0xFFFF000000000000 + cpu
+        self.values["task_runtime"][cpu] = 0
+        self.values["key"][cpu][0] = 0
+
+    def read(self) -> np.ndarray:
+        self.reads += 1
+        return self.values.copy()
+
+
+def disturb_snapshot(t: float, fake: FakeTable, stints: Stints | None) -> DisturbSnapshot:
+    rows = TaskRows.from_table(*fake.snapshot().__dict__.values(), NCPU)
+    return DisturbSnapshot(
+        time=t,
+        cpus=CpuList(range(NCPU)),
+        switches=np.zeros(NCPU, np.uint64),
+        tasks=as_tasks(rows),
+        stints=stints,
+    )
+
+
+def test_a_task_running_through_windows_gets_each_windows_time() -> None:
+    """A task that stays on CPU 1 through three snapshots: each window gets the time it ran there (its
+    runtime now, less its runtime when it was switched in, credited at each snapshot), the window in which
+    the kernel charges the stint gets the rest, and the windows add up to what the kernel's table holds.
+    Once counting stopped no stint is credited: that snapshot is the table. Before, the windows it ran
+    through had no time for it and the last all of it."""
+    machine, sched, fake = FakeKernel(NCPU).machine, Sched(), FakeTable()
+    cpus = CpuList(range(NCPU))
+    fake.add(7, "busy", 1, 1)  # switched in on CPU 1, its runtime then 1000
+    sched.switch_in(1, 7, "busy", 1000)
+    sched.idle(0)
+    last: Stints | None = None
+    snaps = []
+    for t, runtime in enumerate((1000, 1100, 1250)):
+        machine.set_thread(7, 7, cpu=1, runtime=runtime)
+        last = stints_of(sched.read, cpus, lambda tgid, tid: thread_runtime(machine.proc, tgid, tid), last)
+        snaps.append(disturb_snapshot(float(t), fake, last))
+    fake.add(7, "busy", 1, 0, 300)  # switched out at 1300: the kernel charges the whole stint
+    sched.idle(1)
+    machine.set_thread(7, 7, state="S", cpu=1, runtime=1300)
+    snaps.append(disturb_snapshot(3.0, fake, stints_of(sched.read, cpus, lambda g, t: None, last)))
+    snaps.append(disturb_snapshot(4.0, fake, None))  # counting stopped
+    windows = []
+    for a, b in itertools.pairwise(snaps):
+        d = b.delta(a).tasks
+        assert d is not None and d.ns is not None
+        windows.append(d.ns[:, 1].sum().tolist())
+    assert windows == [100, 150, 50, 0]
+    assert sum(windows) == 300 == int(fake.rows[key(7, "busy").tobytes()]["ns"][1])
+    assert snaps[1].since_start().tasks is not None and int(snaps[1].since_start().tasks.ns.sum()) == 100
+    assert snaps[-1].since_start().tasks is not None and int(snaps[-1].since_start().tasks.ns.sum()) == 300
+
+
+def test_a_stint_is_credited_only_when_it_is_certainly_running() -> None:
+    """No credit for the idle task (pid 0 in the key), a task asleep, on another CPU (the kernel switched
+    without the tracepoint), gone, read below its switch-in's runtime, or switched between the two reads
+    of the map; a stint credited before keeps that credit while it is still the one in progress."""
+    machine, sched = FakeKernel(NCPU).machine, Sched()
+    cpus = CpuList(range(NCPU))
+
+    def thread(tgid: int, tid: int) -> ThreadRun | None:
+        return thread_runtime(machine.proc, tgid, tid)
+
+    sched.switch_in(0, 5, "a", 100)
+    sched.switch_in(1, 6, "b", 100)
+    machine.set_thread(5, 5, cpu=0, runtime=130)
+    machine.set_thread(6, 6, cpu=1, runtime=160)
+    first = stints_of(sched.read, cpus, thread)
+    assert first.ns.tolist() == [30, 60] and first.keys["pid"].tolist() == [5, 6]
+    assert sched.reads == 2  # before and after the tasks
+
+    def credit(**thread6: Any) -> list[int]:
+        machine.set_thread(6, 6, **{"cpu": 1, "runtime": 170, **thread6})
+        return stints_of(sched.read, cpus, thread).ns.tolist()
+
+    assert credit(state="S") == [30, 0]
+    assert credit(cpu=0) == [30, 0]
+    assert credit(runtime=90) == [30, 0]
+    sched.idle(1)
+    assert credit() == [30, 0]
+    machine.end_thread(6, 6)
+    sched.switch_in(1, 6, "b", 100)
+    assert stints_of(sched.read, cpus, thread).ns.tolist() == [30, 0]
+    sched.switch_in(1, 6, "b", 100)
+    assert credit() == [30, 70]
+    assert stints_of(sched.read, cpus, thread, first).ns.tolist() == [30, 70]
+    machine.set_thread(6, 6, state="D", cpu=1, runtime=170)  # on its way to sleep, still on the CPU
+    assert stints_of(sched.read, cpus, thread, first).ns.tolist() == [30, 60]
+
+    def switching() -> np.ndarray:
+        out = sched.read()
+        sched.switch_in(1, 9, "c", 500)  # a switch on CPU 1 between the two reads
+        return out
+
+    assert stints_of(switching, cpus, thread).ns.tolist() == [30, 0]

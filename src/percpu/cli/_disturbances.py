@@ -153,7 +153,9 @@ def syscall_rows(d: SyscallDelta, expected: Expected | None = None) -> SyscallRo
             bool,
         )
     rows = np.array(list(by.values()), np.uint64).reshape(len(by), len(totals))
-    return SyscallRows(totals=totals, tgids=tgids, comms=comms, counts=rows, expected=mine)
+    return SyscallRows(
+        totals=totals, tgids=tgids, comms=comms, counts=rows, expected=mine, lost=d.lost.processes
+    )
 
 
 class DisturbSession:

@@ -17,6 +17,7 @@ from ._data import (
     DisturbSnapshot,
     Handlers,
     Lost,
+    Stints,
     Tasks,
     Untimed,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "InterruptRow",
     "Lost",
     "Schedstat",
+    "Stints",
     "Tasks",
     "Untimed",
     "irq_names",

@@ -30,7 +30,7 @@ from ..objects import BpfObject, Link, bundled
 from ..syscount import Filters
 from . import _proc
 from ._contract import CPU_COUNTS, RUNS, SCHED_CPU, TASK_KEY, TASK_STAT, VEC_TLB, DisturbConfig
-from ._data import DisturbSnapshot, Lost, Tasks, Untimed
+from ._data import DisturbSnapshot, Lost, Stints, Tasks, Untimed
 from ._hooks import (
     ATTACH_MODES,
     KernelBtf,
@@ -39,6 +39,7 @@ from ._hooks import (
     plan_vectors,
     program_names,
     softirq_handlers,
+    stints_of,
     tasks_of,
     vector_handlers,
     with_idle_rows,
@@ -181,6 +182,7 @@ class DisturbCounter(LoadedCounter):
         self._flush_tlb_func = 0
         self._irq_table = 0
         self._task_table: TaskTable | None = None
+        self._last_stints: Stints | None = None
         if start:
             self.start()
 
@@ -307,6 +309,7 @@ class DisturbCounter(LoadedCounter):
             obj.close()
             raise
         self._obj, self._maps, self._links = obj, maps, links
+        self._last_stints = None
         if self.tasks:
             self._drain_error = None
             self._task_table = TaskTable(
@@ -371,6 +374,8 @@ class DisturbCounter(LoadedCounter):
             slots = (*self._vector_slots, *((VEC_TLB,) if self.tlb_hook else ()))
             vectors = vector_handlers(*self._runs("vectors"), slots, self.times)
         tasks = self._tasks(sched["idle_switches"].astype(np.uint64)) if self.tasks else None
+        # After the table: a stint that ended before this is charged there, and is not credited again.
+        stints = self._stints() if tasks is not None and self.times and self.counting else None
 
         def u(field: str) -> np.ndarray:
             out: np.ndarray = (sched if field in (SCHED_CPU.names or ()) else cpu)[field].astype(np.uint64)
@@ -394,6 +399,7 @@ class DisturbCounter(LoadedCounter):
             lost=lost,
             untimed=untimed,
             online=self._online(),
+            stints=stints,
         )
 
     def _runs(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -407,6 +413,18 @@ class DisturbCounter(LoadedCounter):
         assert self._task_table is not None
         rows = with_idle_rows(self._task_table.read(), idle_switches, self._cpus)
         return tasks_of(rows, self.times)
+
+    def _stints(self) -> Stints:
+        """The stint in progress on each CPU (:func:`~percpu.disturb._hooks.stints_of`); the last ones are
+        kept, so a stint credited before keeps its credit."""
+        sched = self._maps["sched"]
+        self._last_stints = stints_of(
+            lambda: sched.snapshot().values[0],
+            self._cpus,
+            lambda tgid, tid: _proc.thread_runtime(self.procfs, tgid, tid),
+            self._last_stints,
+        )
+        return self._last_stints
 
     def _skipped_runs(self) -> int:
         """Runs the kernel skipped, summed over the loaded programs (0 before Linux 5.12)."""

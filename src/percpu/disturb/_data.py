@@ -14,6 +14,7 @@ measured where both ends of a handler run (or a task's stint on the CPU) fell in
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -34,6 +35,7 @@ __all__ = [
     "DisturbSource",
     "Handlers",
     "Lost",
+    "Stints",
     "Tasks",
     "Untimed",
 ]
@@ -178,6 +180,19 @@ class Tasks:
         out: np.ndarray = np.nonzero(self.keys["pid"] == pid)[0]
         return out
 
+    def credited(self, stints: Stints | None) -> Tasks:
+        """These rows with each CPU's stint in progress added to its task's time there (``stints``); a
+        stint whose task has no row (the full table had no room for it) is left out, as its time is."""
+        if stints is None or self.ns is None or not stints.ns.any():
+            return self
+        ns = self.ns.copy()
+        index = {k.tobytes(): i for i, k in enumerate(self.keys)}
+        for cpu in np.nonzero(stints.ns)[0]:
+            i = index.get(stints.keys[cpu].tobytes())
+            if i is not None:
+                ns[i, cpu] += stints.ns[cpu]
+        return dataclasses.replace(self, ns=ns)
+
     def minus(self, earlier: Tasks | None) -> Tasks:
         """Switches and time since ``earlier``, key by key; rows with nothing new are dropped.
 
@@ -218,6 +233,25 @@ class Tasks:
             None if self.expected is None else self.expected[keep],
             None if self.outside is None else self.outside[keep],
         )
+
+
+class Stints(NamedTuple):
+    """The stint in progress on each CPU when a snapshot was taken, and the time it had run so far.
+
+    The kernel charges a stint's time to its task when the task leaves the CPU: a task that runs through
+    a window would get none of it there, and the window in which its stint ends all of it. A snapshot
+    carries, per CPU, the key of the task on it (``keys``, (possible CPUs,) of TASK_KEY) and the part of
+    its stint run so far (``ns``, (possible CPUs,) uint64; 0 where no stint is credited: the idle task,
+    a task outside percpu's pid namespace, one that left the CPU while it was read). Deltas add it to that
+    task's row (:meth:`Tasks.credited`): a window gets what ran in it, the window in which the stint is
+    charged gets the rest, and consecutive windows still add up to what the kernel's table holds.
+    ``task`` and ``start`` ((possible CPUs,) uint64: the task's address and its runtime at the switch-in,
+    as the ``sched`` map holds them) tell one stint from the next."""
+
+    keys: np.ndarray
+    ns: np.ndarray
+    task: np.ndarray
+    start: np.ndarray
 
 
 class Lost(NamedTuple):
@@ -272,7 +306,10 @@ class DisturbSnapshot:
     had switched without sched_switch in between (at least one unseen switch each); ``irqs``, ``softirqs``,
     ``vectors`` and ``tasks`` are None when not counted (or not supported: the counter says why).
     ``untimed`` is None when times were not measured. ``online`` is the online-CPU list when the snapshot
-    was taken (None when unknown).
+    was taken (None when unknown). ``stints`` is the stint in progress on each CPU and its time so far
+    (:class:`Stints`), None when none is credited (times not measured, or counting stopped: then the
+    tables are final, and ``tasks`` is all there is); ``tasks`` is the kernel's table as read, and deltas
+    add ``stints`` to it (:meth:`credited_tasks`).
     """
 
     time: float
@@ -286,9 +323,12 @@ class DisturbSnapshot:
     lost: Lost | None = None
     untimed: Untimed | None = None
     online: CpuList | None = None
+    stints: Stints | None = None
 
     def __post_init__(self) -> None:
         n = len(self.cpus)
+        if self.stints is not None and self.stints.ns.shape != (n,):
+            raise PercpuError(f"stints shaped {self.stints.ns.shape}, expected ({n},) for {n} CPUs")
         if self.switches.shape != (n,):
             raise PercpuError(f"switches shaped {self.switches.shape}, expected ({n},) for {n} CPUs")
         for what, h in (("irqs", self.irqs), ("softirqs", self.softirqs), ("vectors", self.vectors)):
@@ -296,6 +336,10 @@ class DisturbSnapshot:
                 _per_cpu(h.counts, n, what)
         if self.tasks is not None:
             _per_cpu(self.tasks.switches, n, "tasks")
+
+    def credited_tasks(self) -> Tasks | None:
+        """``tasks`` with each CPU's stint in progress credited (what deltas subtract)."""
+        return None if self.tasks is None else self.tasks.credited(self.stints)
 
     @property
     def gaps_or_zeros(self) -> np.ndarray:
@@ -314,6 +358,7 @@ class DisturbSnapshot:
         untimed = None
         if self.untimed is not None:
             untimed = self.untimed if earlier.untimed is None else self.untimed.minus(earlier.untimed)
+        tasks = self.credited_tasks()
         return DisturbDelta(
             seconds=max(self.time - earlier.time, 1e-9),
             cpus=self.cpus,
@@ -322,7 +367,7 @@ class DisturbSnapshot:
             irqs=None if self.irqs is None else self.irqs.minus(earlier.irqs),
             softirqs=None if self.softirqs is None else self.softirqs.minus(earlier.softirqs),
             vectors=None if self.vectors is None else self.vectors.minus(earlier.vectors),
-            tasks=None if self.tasks is None else self.tasks.minus(earlier.tasks),
+            tasks=None if tasks is None else tasks.minus(earlier.credited_tasks()),
             lost=self.lost_or_none.minus(earlier.lost_or_none),
             untimed=untimed,
             online=self.online,
@@ -338,7 +383,7 @@ class DisturbSnapshot:
             irqs=self.irqs,
             softirqs=self.softirqs,
             vectors=self.vectors,
-            tasks=self.tasks,
+            tasks=self.credited_tasks(),
             lost=self.lost_or_none,
             untimed=self.untimed,
             online=self.online,

@@ -5,12 +5,15 @@
   with its reason, never an exception;
 * :func:`program_names`: the programs of the dimensions asked for, in one attach mode;
 * :func:`irq_handlers`, :func:`softirq_handlers`, :func:`vector_handlers`, :func:`tasks_of`: the per-CPU
-  arrays read from the maps as :class:`~percpu.disturb.Handlers` and :class:`~percpu.disturb.Tasks`.
+  arrays read from the maps as :class:`~percpu.disturb.Handlers` and :class:`~percpu.disturb.Tasks`;
+* :func:`stints_of`: the stint in progress on each CPU, from the ``sched`` map and /proc
+  (:class:`~percpu.disturb.Stints`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +31,7 @@ from ._contract import (
     VEC_TLB,
     VECTOR_SLOTS,
 )
-from ._data import SOFTIRQ_NAMES, VECTOR_NAMES, Handlers, Tasks
+from ._data import SOFTIRQ_NAMES, VECTOR_NAMES, Handlers, Stints, Tasks
 from ._tasks import TaskRows
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "plan_vectors",
     "program_names",
     "softirq_handlers",
+    "stints_of",
     "tasks_of",
     "vector_handlers",
     "with_idle_rows",
@@ -238,3 +242,55 @@ def tasks_of(rows: TaskRows, times: bool) -> Tasks:
         expected=(flags & TASK_EXPECTED) != 0,
         outside=(flags & TASK_OUTSIDE) != 0,
     )
+
+
+def stints_of(
+    read: Callable[[], np.ndarray],
+    cpus: CpuList,
+    thread: Callable[[int, int], _proc.ThreadRun | None],
+    previous: Stints | None = None,
+) -> Stints:
+    """The stint in progress on each CPU and its time so far: the task the ``sched`` map (``read()``:
+    SCHED_CPU per possible CPU) names there, its runtime now (``thread(tgid, tid)``) less its runtime when
+    it was switched in. The map is read before and after the tasks.
+
+    A CPU's stint is credited only when it is certainly the one running while its task was read: the
+    same stint in both reads (a switch between them writes another runtime at the switch-in), a task
+    there (pid 0: the idle task, or a task outside percpu's pid namespace, which /proc cannot show),
+    found (not exited), runnable on that CPU (not asleep, not moved: the kernel switched without the
+    tracepoint), and its runtime not below the switch-in's. Otherwise 0, and that stint is charged whole
+    when it ends, as before; but a stint credited by ``previous`` (the last snapshot's) and still in
+    progress keeps at least that credit, so that no window takes back what one before it was given while
+    the kernel has not charged it yet."""
+    before = read()
+    n = len(cpus)
+    keys = np.zeros(n, dtype=TASK_KEY)
+    ns = np.zeros(n, dtype=np.uint64)
+    for i in range(n):
+        key = np.frombuffer(before["key"][i].tobytes(), TASK_KEY)[0]
+        tid, tgid = int(key["pid"]), int(key["tgid"])
+        if not tid or not tgid:
+            continue
+        run = thread(tgid, tid)
+        began = int(before["task_runtime"][i])
+        if run is None or run.state != "R" or run.cpu != cpus[i] or run.runtime_ns < began:
+            continue
+        keys[i] = key
+        ns[i] = run.runtime_ns - began
+    task = before["task"].astype(np.uint64)
+    start = before["task_runtime"].astype(np.uint64)
+    if previous is not None:
+        again = (previous.task == task) & (previous.start == start) & (previous.ns > 0)
+        again &= previous.keys["pid"] != 0
+        keys[again] = previous.keys[again]
+        ns[again] = np.maximum(ns[again], previous.ns[again])
+    if ns.any():
+        after = read()
+        same = (
+            (task == after["task"])
+            & (start == after["task_runtime"])
+            & (before["key"] == after["key"]).all(axis=1)
+        )
+        ns[~same] = 0
+        keys[~same] = np.zeros((), TASK_KEY)
+    return Stints(keys, ns, task, start)

@@ -10,7 +10,9 @@ the IRQ names of a sysfs tree:
 - ``/proc/softirqs``: the same header, then ``NAME: counts...`` per vector.
 - ``/sys/kernel/debug/sched/debug`` (``/proc/sched_debug`` before 5.13): a ``cpu#N`` section per online
   CPU with ``.nr_switches : N``.
-- ``/proc/PID/schedstat``: ``sum_exec_runtime run_delay pcount`` (ns, ns, times switched in).
+- ``/proc/PID/schedstat``: ``sum_exec_runtime run_delay pcount`` (ns, ns, times switched in);
+- ``/proc/PID/task/TID/stat`` and ``schedstat``: a thread's state, the CPU it is on or last ran on, and
+  its time on the CPU so far (:func:`thread_runtime`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from ..errors import PercpuError
 __all__ = [
     "InterruptRow",
     "Schedstat",
+    "ThreadRun",
     "irq_names",
     "parse_interrupts",
     "parse_sched_debug",
     "parse_schedstat",
     "parse_softirqs",
     "per_cpu",
+    "thread_runtime",
     "wrapping_delta",
 ]
 
@@ -47,6 +51,16 @@ class InterruptRow(NamedTuple):
     counts: tuple[int, ...]
     text: str
     total: int | None = None
+
+
+class ThreadRun(NamedTuple):
+    """A thread as /proc shows it now: its state letter, the CPU it is on (or last ran on: field 39 of
+    stat) and its time on the CPU (schedstat's first field, sum_exec_runtime, which the kernel brings up
+    to date for a task on a CPU when it is read)."""
+
+    state: str
+    cpu: int
+    runtime_ns: int
 
 
 class Schedstat(NamedTuple):
@@ -131,6 +145,24 @@ def parse_schedstat(text: str) -> Schedstat:
     if len(fields) != 3 or not all(f.isdigit() for f in fields):
         raise PercpuError(f"schedstat: expected three numbers, got {text.strip()[:80]!r}")
     return Schedstat(int(fields[0]), int(fields[1]), int(fields[2]))
+
+
+def thread_runtime(procfs: str, tgid: int, tid: int) -> ThreadRun | None:
+    """Thread ``tid`` of process ``tgid`` (numbers of the pid namespace ``procfs`` shows): stat, then
+    schedstat. None when it is gone (or either file does not parse: a thread on its way out)."""
+    task = os.path.join(procfs, str(tgid), "task", str(tid))
+    try:
+        with open(os.path.join(task, "stat"), "rb") as f:
+            stat = f.read()
+        with open(os.path.join(task, "schedstat"), encoding="ascii") as f:
+            runtime = parse_schedstat(f.read()).runtime_ns
+    except (OSError, UnicodeDecodeError, PercpuError):
+        return None
+    # The name (field 2) may hold spaces and parentheses: the fields after it follow its last ')'.
+    fields = stat[stat.rfind(b")") + 1 :].split()
+    if len(fields) < 37 or not fields[36].isdigit():
+        return None
+    return ThreadRun(fields[0].decode("ascii", "replace"), int(fields[36]), runtime)
 
 
 def per_cpu(columns: tuple[int, ...], counts: tuple[int, ...], cpus: CpuList) -> np.ndarray:

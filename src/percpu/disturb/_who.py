@@ -21,8 +21,10 @@ The first six kinds are the disturbance; ``expected`` and ``idle`` are the CPU's
 expected workload every task is a disturbance. Counts add up per column: the task, kthread, expected and
 idle rows plus ``lost["task"]`` are the switch-ins (:meth:`Disturbance.switch_ins`), which equal the
 kernel's count of switches (``switches``, the unseen ones of gaps included) once counting has stopped;
-an IRQ or softirq beyond its table is in ``lost`` and in no row; the syscall rows add up to the calls
-counted on that CPU (a process the full per-process table could not take is in a row of its own).
+an IRQ or softirq beyond its table is in ``lost`` and in no row. With per-process counts the syscall rows
+are the per-process table's, and add up to its calls on that CPU; the per-CPU totals, a map read a moment
+before that table while counting (and which also hold the calls the full table could not take), differ
+from them by :attr:`Disturbance.syscalls_apart`, either way, said in a caveat and never clipped.
 
 Times of different kinds overlap and must not be added: a task's time is its ``sum_exec_runtime``, which
 includes the interrupts and softirqs that ran while it was on the CPU (the kernel charges them to it
@@ -109,7 +111,8 @@ class SyscallRows(NamedTuple):
     """The system calls counted per column (``totals``), and, with per-process counts, per process:
     ``tgids`` (n,) (-1: a row that sums exited processes), ``comms`` their names, ``counts`` (n,
     columns), ``expected`` (n,) whether a process is the expected workload's. ``label`` names what the
-    calls are when they are not all calls (a filter)."""
+    calls are when they are not all calls (a filter). ``lost``: calls the full per-process table could not
+    take (all CPUs: the syscall counter keeps no count per CPU of them)."""
 
     totals: np.ndarray
     tgids: np.ndarray | None = None
@@ -117,6 +120,7 @@ class SyscallRows(NamedTuple):
     counts: np.ndarray | None = None
     expected: np.ndarray | None = None
     label: str = "system calls"
+    lost: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,10 @@ class Disturbance:
     one), ``lost`` per kind what a table could not take, ``untimed_runs`` per handler kind the runs without a
     time (the kernel keeps those per CPU, not per source), ``counted`` the kinds counted here and
     ``unsupported`` what this kernel could not count, and why. ``cpus`` are the CPUs counted; ``groups`` the
-    grouping, if any (then column i is ``groups.labels[i]``); ``selected`` how ``--cpus`` chose them."""
+    grouping, if any (then column i is ``groups.labels[i]``); ``selected`` how ``--cpus`` chose them.
+    ``syscalls_apart`` (columns,) int64, with per-process counts: the per-CPU system-call totals less the
+    per-process rows (the calls the full table could not take, ``syscalls_lost`` of them on all CPUs, plus
+    or minus the calls made between the two tables' reads); None without per-process counts."""
 
     seconds: float
     cpus: CpuList
@@ -158,6 +165,8 @@ class Disturbance:
     expected: str | None = None
     groups: CpuGroups | None = None
     selected: str | None = None
+    syscalls_apart: np.ndarray | None = None
+    syscalls_lost: int = 0
 
     def __post_init__(self) -> None:
         n, cols = len(self.sources), len(self.labels)
@@ -286,9 +295,8 @@ def who_disturbs(
             ns.append(t.ns[i] if t.ns is not None else np.zeros(ncpu, np.uint64))
             timed.append(t.ns is not None and not t.idle[i])
             untimed.append(t.untimed[i] if t.untimed is not None else np.zeros(ncpu, np.uint64))
-    if syscalls is not None:
-        counted.append("syscall")
-        _add_syscalls(syscalls, ncpu, srcs, counts, ns, timed, untimed)
+    counted += ["syscall"] if syscalls is not None else []
+    apart = None if syscalls is None else _add_syscalls(syscalls, ncpu, srcs, counts, ns, timed, untimed)
     n = len(srcs)
     stack = functools.partial(_stack, shape=(n, ncpu))
     return Disturbance(
@@ -308,6 +316,8 @@ def who_disturbs(
         timed_kinds=tuple(timed_kinds),
         skipped=d.lost.skipped,
         expected=expected,
+        syscalls_apart=apart,
+        syscalls_lost=0 if syscalls is None or apart is None else syscalls.lost,
     )
 
 
@@ -323,7 +333,9 @@ def _add_syscalls(
     ns: list[np.ndarray],
     timed: list[bool],
     untimed: list[np.ndarray],
-) -> None:
+) -> np.ndarray | None:
+    """The system calls' rows: one per process with per-process counts (returns the per-CPU totals less
+    them, see :attr:`Disturbance.syscalls_apart`), else one of every call (returns None)."""
     zero = np.zeros(ncpu, np.uint64)
 
     def add(src: Source, row: np.ndarray) -> None:
@@ -335,15 +347,16 @@ def _add_syscalls(
 
     if s.counts is None or s.tgids is None:
         add(Source("syscall", s.label), s.totals)
-        return
+        return None
     expected = s.expected if s.expected is not None else np.zeros(len(s.tgids), bool)
     for tgid, comm, row, exp in zip(s.tgids.tolist(), s.comms, s.counts, expected.tolist(), strict=True):
         name = comm if not exp else f"{comm} [expected]"
         add(Source("syscall", name, tgid=None if tgid < 0 else tgid), row)
-    # Calls the full per-process table could not take: in no process's row, but on their CPU.
-    rest = s.totals.astype(np.int64) - s.counts.sum(axis=0, dtype=np.int64)
-    if (rest > 0).any():
-        add(Source("syscall", f"{s.label} not in the per-process table"), np.maximum(rest, 0))
+    # Not a row: the totals are another map, read before the per-process table (and its caches' flush),
+    # so besides the calls the full table could not take, the difference holds those made between the two
+    # reads, of either sign (a row of it was clipped at 0, and named as if the table had been full).
+    apart: np.ndarray = s.totals.astype(np.int64) - s.counts.sum(axis=0, dtype=np.int64)
+    return apart
 
 
 # --- views: some CPUs, or CPUs summed into groups (as percpu.views does for the syscall counts) -----------
@@ -378,6 +391,7 @@ def restrict(v: Disturbance, cpus: CpuList, selected: str | None = None) -> Dist
         gaps=v.gaps[mask],
         lost={k: a[mask] for k, a in v.lost.items()},
         untimed_runs={k: a[mask] for k, a in v.untimed_runs.items()},
+        syscalls_apart=None if v.syscalls_apart is None else v.syscalls_apart[mask],
         selected=selected if selected is not None else str(cpus),
     )
 
@@ -401,6 +415,7 @@ def group(v: Disturbance, topology: CpuTopology, by: str) -> Disturbance:
         gaps=group_rows(v.gaps, groups),
         lost={k: group_rows(a, groups) for k, a in v.lost.items()},
         untimed_runs={k: group_rows(a, groups) for k, a in v.untimed_runs.items()},
+        syscalls_apart=None if v.syscalls_apart is None else group_rows(v.syscalls_apart, groups),
         groups=groups,
     )
 
@@ -447,6 +462,7 @@ def caveats(v: Disturbance) -> list[Caveat]:
         else:
             text = f"{n:,} softirqs had vector numbers beyond the softirq table: not named"
         out.append(Caveat(f"disturb.lost.{kind}", text, n))
+    out += _syscall_caveats(v)
     gaps = int(v.gaps.sum())
     if gaps:
         out.append(
@@ -484,6 +500,35 @@ def caveats(v: Disturbance) -> list[Caveat]:
                 "disturb.times-overlap",
                 "time in interrupt and softirq handlers is also inside the time of the task they interrupted "
                 "(the kernel charges it there): do not add times of different kinds",
+            )
+        )
+    return out
+
+
+def _syscall_caveats(v: Disturbance) -> list[Caveat]:
+    """What the per-process syscall rows leave out: the calls the full table could not take, and how far
+    the per-CPU totals are from the rows (either way: the two are read a moment apart while counting)."""
+    out = []
+    if v.syscalls_lost:
+        out.append(
+            Caveat(
+                "disturb.lost.syscall",
+                f"{v.syscalls_lost:,} system calls not in the per-process table: it was full (see "
+                "--proc-entries); in no row, and not placed on a CPU",
+                v.syscalls_lost,
+            )
+        )
+    apart = v.syscalls_apart
+    if apart is not None and apart.any():
+        cells = ", ".join(f"{lab} {int(n):+,}" for lab, n in zip(v.labels, apart.tolist(), strict=True) if n)
+        lost = f" (the {v.syscalls_lost:,} not in the table among them)" if v.syscalls_lost else ""
+        out.append(
+            Caveat(
+                "disturb.syscalls-apart",
+                f"the system-call totals per {v.by} less the per-process rows: {cells}{lost}; the two are "
+                "read a moment apart while counting (the totals first), so they hold calls of slightly "
+                "different windows: the rows are the per-process table's",
+                int(apart.sum()),
             )
         )
     return out
