@@ -179,6 +179,40 @@ def test_per_process_cache_of_a_cpu_no_flush_reaches_is_read_directly(
     assert int(counts[mine][0][cpus.index(other)]) == 0
 
 
+def test_per_process_flush_runs_only_on_the_cpus_whose_cache_holds_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read runs the flush program only on a CPU whose per-process cache holds calls: one whose cache is
+    empty (here every other CPU: the filter lets only the workload's calls in) is not interrupted, and a
+    read with no call since the last flushes nowhere. The counts are exact either way."""
+    cpu, other = cpu_pair()
+    cpus = list(cpu_lists().possible)
+    real = _libbpf.Libbpf.prog_run_on_cpu
+    ran: list[int] = []
+
+    def run(self: _libbpf.Libbpf, fd: int, on: int) -> int:
+        ran.append(on)
+        return real(self, fd, on)
+
+    with SyscallCounter(per_process=True, filters=Filters(comm=COMM)) as c:
+        assert c._config.proc_cache == 1
+        info = run_workload(20_000, cpu)
+        monkeypatch.setattr(_libbpf.Libbpf, "prog_run_on_cpu", run)
+        first = c.snapshot()
+        flushed_first = sorted(set(ran))
+        ran.clear()
+        second = c.snapshot()
+        flushed_second = sorted(set(ran))
+    assert flushed_first == [cpu], (flushed_first, other)
+    assert flushed_second == []
+    for snap in (first, second):
+        assert snap.procs is not None
+        keys, counts = snap.procs
+        mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
+        assert int(counts[mine][0][cpus.index(cpu)]) == 20_000
+        assert int(counts[mine][0][cpus.index(other)]) == 0
+
+
 def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

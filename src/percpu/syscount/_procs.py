@@ -23,7 +23,7 @@ from ..maps import Map
 from ._data import FOLDED_TGID, Keyed
 from ._filters import PID_MAX_LIMIT
 
-__all__ = ["PROC_CACHE", "ProcessTable", "flush_caches", "flush_pending"]
+__all__ = ["PROC_CACHE", "ProcessTable", "flush_caches", "flush_pending", "pending_cpus"]
 
 # struct proc_cache of bpf/syscount.bpf.c: a CPU's per-process cache lines (read only for an offline CPU,
 # which no flush can reach).
@@ -215,12 +215,13 @@ class ProcessTable(DrainPace):
             self._n += 1
 
 
-def flush_caches(fd: int, cpus: CpuList) -> list[int]:
+def flush_caches(fd: int, cpus: CpuList, only: Sequence[int] | None = None) -> list[int]:
     """Move every CPU's cached per-process counts into proc_counts by running the flush program ``fd`` on
-    each CPU; returns the indexes of the CPUs it could not reach (offline)."""
+    each CPU (those at the indexes ``only``, when given); returns the indexes of the CPUs it could not
+    reach (offline)."""
     lib = _machine.current().libbpf()
     offline: list[int] = []
-    for i in range(len(cpus)):
+    for i in range(len(cpus)) if only is None else only:
         cpu = cpus[i]
         # 1: it interrupted a counting program on that CPU, which is done in well under a microsecond
         for _ in range(100_000):
@@ -239,10 +240,23 @@ def flush_caches(fd: int, cpus: CpuList) -> list[int]:
     return offline
 
 
+def pending_cpus(cache: Map) -> list[int]:
+    """The indexes of the CPUs whose per-process cache holds calls (a line with a count), read as they are.
+
+    Only these are flushed: running the flush on a CPU interrupts it (a function-call IPI, or its idle loop
+    woken), which on an idle isolated CPU would be a disturbance of percpu's own at every read. A CPU whose
+    cache was empty when read
+    keeps the calls it takes after that in its cache, for the next read: late, never lost or counted twice
+    (only that CPU's programs and its flush touch its lines)."""
+    lines: np.ndarray = cache.snapshot().values[0]["line"]["n"]
+    return [int(i) for i in np.nonzero(lines.any(axis=-1))[0]]
+
+
 def flush_pending(fd: int, cache: Map, cpus: CpuList) -> Keyed | None:
-    """Flush every CPU's per-process cache into the table (:func:`flush_caches`); the rows of the caches
-    of CPUs no flush can reach (offline: they keep their calls until they come back), or None."""
-    offline = flush_caches(fd, cpus)
+    """Flush the per-process cache of every CPU that holds calls into the table (:func:`pending_cpus`,
+    :func:`flush_caches`); the rows of the caches of CPUs no flush can reach (offline: they keep their calls
+    until they come back), or None."""
+    offline = flush_caches(fd, cpus, pending_cpus(cache))
     if not offline:
         return None
     lines = cache.snapshot().values[0]
