@@ -328,8 +328,9 @@ def test_the_exporter_on_the_idle_isolated_cpu_lies_within_the_kernels_counts(
     Only a bracket, like stat's above: a scrape of ``-D`` takes seconds under TCG, and in the 5.10 guest the
     isolated CPU's residual events (``migration/1`` switched in about every 4 s, with LOC and an RCU
     softirq: 4 times in 16 s with the guest idle, 3 in 12.8 s of back-to-back scrapes, the same rate)
-    landed in the scrapes in each of ten windows, so the bounds never met. The exactness of the counts themselves is the library test's above,
-    whose snapshots take milliseconds; the exporter's families are its snapshots' sums (unit tests)."""
+    landed in the scrapes in each of ten windows, so the bounds never met. The exactness of the counts
+    themselves is the library test's above, whose snapshots take milliseconds; the exporter's families are
+    its snapshots' sums (unit tests)."""
     log = []
     with running_exporter("-D") as (target, _proc):
         scrape(target)
