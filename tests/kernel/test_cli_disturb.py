@@ -159,7 +159,9 @@ def test_the_exporter_serves_who_disturbs_each_cpu(intruder: tuple[subprocess.Po
     and then exactly its schedstat's count; softirqs, vectors and the loss families served (at 0 when
     nothing was lost); no pid label anywhere; nothing said unsupported on a kernel that has every hook."""
     p, name, cpu = intruder
-    with running_exporter("-D", "--max-comms", "1000") as (target, _proc):
+    # --web.request-timeout: the exporter closes a connection whose answer takes more than 10 s, which a
+    # first scrape of -D took in the 5.10 guest under TCG with other guests running.
+    with running_exporter("-D", "--max-comms", "1000", "--web.request-timeout", "300") as (target, _proc):
         scrape(target)  # every series so far is born here
         before = blocked_schedstat(p.pid)
         assert p.stdin is not None and p.stdout is not None
