@@ -162,3 +162,16 @@ def test_exec_runs_a_command_in_the_guest_instead_of_pytest() -> None:
     script = rm.guest_script(vm, "/repo/.venv/bin/python")
     assert "/tmp/percpu-doctor.json .venv/bin/python benchmarks/bench_x.py --json; rc=$?" in script
     assert "-m pytest" not in script and "percpu doctor --json" in script
+
+
+def test_only_a_guest_that_never_started_its_command_is_booted_again() -> None:
+    """A boot that printed nothing and ended quickly ran nothing of percpu's: CI boots it once more. A guest
+    that printed its CPU lists, failed tests, or ran out of time is a result, never retried."""
+    rm = _runner()
+    silent = rm.Result("7-max32", status="FAILED", seconds=9.0, output="(the command printed nothing)")
+    assert rm.never_booted(silent)
+    started = "PERCPU_POSSIBLE=0-31 PERCPU_ONLINE=0-1 PERCPU_KERNEL=7.3\n"
+    assert not rm.never_booted(rm.Result("7-max32", status="FAILED", seconds=9.0, output=started))
+    assert not rm.never_booted(rm.Result("7-max32", status="timed out", seconds=2400.0, output=""))
+    assert not rm.never_booted(rm.Result("7-max32", status="FAILED", seconds=600.0, output=""))
+    assert not rm.never_booted(rm.Result("7-max32", status="ok", seconds=9.0, output=""))
