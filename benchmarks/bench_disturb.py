@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -39,13 +38,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 sys.path.insert(0, HERE)
 
 from bench_syscalls import build_loop, floor, run_loop, run_time_stats, spread, stats_already_on  # noqa: E402
 
-from percpu import _libbpf  # noqa: E402
+from percpu import _elf, _libbpf  # noqa: E402
+from percpu.btf import parse_btf  # noqa: E402
 from percpu.cpus import cpu_lists  # noqa: E402
 from percpu.disturb import DisturbCounter, Expected  # noqa: E402
 from percpu.errors import PercpuError  # noqa: E402
@@ -68,7 +70,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
 class Baseline:
     """Another build of disturb.bpf.o (``--baseline OBJ``: an earlier commit's), its sched_switch program
     with tasks and times on, attached like the counter's, for a side-by-side figure of what a change to
-    that hot path costs. Its config is the first phase's: flush_tlb_func (u64), times (u8), tasks (u8)."""
+    that hot path costs. Its config is written by the layout the object's own BTF gives ``struct
+    disturb_config`` (``cfg``, at the start of .rodata, in every build): ``times`` and ``tasks`` on, every
+    other field zero, whichever fields that build has."""
 
     PROGRAM = "switch_btf"
 
@@ -80,7 +84,7 @@ class Baseline:
         self.obj = BpfObject(self.path)
         for name, p in self.obj.programs.items():
             p.autoload = name == self.PROGRAM
-        self.obj.set_rodata(struct.pack("<QBB", 0, 1, 1))
+        self.obj.set_rodata(baseline_config(self.path))
         self.obj.set_max_entries("tasks", 8192)
         self.obj.load()
         self.obj.attach(self.PROGRAM)
@@ -91,6 +95,17 @@ class Baseline:
     def close(self) -> None:
         if self.obj is not None:
             self.obj.close()
+
+
+def baseline_config(path: str) -> bytes:
+    """``struct disturb_config`` of the object at ``path``, laid out by its BTF, with tasks and times on."""
+    btf = parse_btf(_elf.section(path, ".BTF"))
+    layout = np.dtype(btf.dtype(btf.find("disturb_config", "struct")))
+    if not {"times", "tasks"} <= set(layout.names or ()):
+        sys.exit(f"bench_disturb: {path}'s struct disturb_config has no times and tasks fields")
+    cfg = np.zeros((), layout)
+    cfg["times"] = cfg["tasks"] = 1
+    return cfg.tobytes()
 
 
 BASELINE = "tasks+times, baseline object"

@@ -5,6 +5,7 @@ CPU x source picture."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from percpu.cli import _disturb
 from percpu.cpulist import CpuList
-from percpu.disturb import DisturbSnapshot, Handlers, Lost, Tasks, Untimed
+from percpu.disturb import DisturbSnapshot, Handlers, Lost, Stints, Tasks, Untimed
 from percpu.disturb import _contract as contract
 from percpu.disturb._who import Disturbance, caveats, restrict, who_disturbs
 from percpu.exporter import DisturbCollector, render
@@ -205,6 +206,26 @@ def test_exporter_series_are_born_at_zero_only_where_counted_and_names_are_bound
         assert third.get(k, v) >= v, k
     info = ("percpu_disturb_unsupported_info", (("dimension", "vectors"), ("reason", "not x86")))
     assert third[info] == 1
+
+
+def test_exporter_task_seconds_credit_the_stint_in_progress_at_each_scrape() -> None:
+    """A task running through scrapes (app on CPU 1, never switched out) gets its time scrape by scrape, as
+    the view's deltas give it, not all at once when it leaves the CPU."""
+
+    def running(t: float, so_far: int) -> DisturbSnapshot:
+        s = snap(t, 5, {10: ("app", [0, 3, 0, 0])})
+        assert s.tasks is not None
+        keys = np.zeros(4, contract.TASK_KEY)
+        keys[1] = s.tasks.keys[0]
+        return dataclasses.replace(s, stints=Stints(keys, u(0, so_far, 0, 0), u(0, 7, 0, 0), u(0, 1, 0, 0)))
+
+    c = DisturbCollector(FakeCounter([running(1.0, 500), running(2.0, 800), running(3.0, 2_000)]))
+    first, second, third = (samples(c.families()) for _ in range(3))
+    app = ("percpu_task_seconds", (("cpu", "1"), ("kind", "task"), ("comm", "app")))
+    # born at zero, then its total as the other counters (irq runs above): 30 ns of ended stints and the
+    # stint so far, 500 then 800 then 2,000 ns (without the credit: 30 ns at every scrape)
+    assert first[app] == 0
+    assert second[app] == pytest.approx(830e-9) and third[app] == pytest.approx(2_030e-9)
 
 
 def test_exporter_sums_cpus_without_a_cpu_label_and_renders() -> None:

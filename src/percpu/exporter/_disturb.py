@@ -167,8 +167,9 @@ class DisturbCollector:
             if timed:
                 yield secs
         yield from self._switches(snap)
-        if snap.tasks is not None:
-            yield from self._tasks(snap.tasks)
+        tasks = snap.credited_tasks()  # a task running through scrapes gets its time scrape by scrape
+        if tasks is not None:
+            yield from self._tasks(tasks)
         yield from self._losses(snap)
 
     def _switches(self, snap: DisturbSnapshot) -> Iterator[Family]:
