@@ -33,7 +33,7 @@ __all__ = ["Limits", "MetricsServer"]
 REASONS = (
     "connections",  # --web.max-connections open already
     "requests",  # --web.max-requests in flight already (503)
-    "timeout",  # the request (head and answer) did not finish within its deadline
+    "timeout",  # the request (head and answer) did not finish within its deadline (a late scrape: 503)
     "uri_too_long",  # request line over the limit (414)
     "headers_too_large",  # head over the limit (431)
     "malformed",  # not HTTP/1.x, bad header line, a body (400)
@@ -80,11 +80,13 @@ class _Refused(Exception):
 
 class _Reply(NamedTuple):
     """Where an admitted request's answer goes: its connection, whether only the head was asked for
-    (HEAD), and whether the connection is kept for another request."""
+    (HEAD), whether the connection is kept for another request, and the loop time by which the whole
+    answer must be sent (the request's deadline)."""
 
     writer: asyncio.StreamWriter
     head_only: bool
     keep: bool
+    deadline: float
 
 
 class MetricsServer:
@@ -242,7 +244,7 @@ class MetricsServer:
                 deadline = loop.time() + timeout
             try:
                 keep = await asyncio.wait_for(
-                    self._request(first, reader, writer), max(deadline - loop.time(), 0)
+                    self._request(first, reader, writer, deadline), max(deadline - loop.time(), 0)
                 )
             except asyncio.TimeoutError:
                 self._count("timeout")
@@ -255,7 +257,7 @@ class MetricsServer:
             deadline = loop.time() + self.limits.idle_timeout
 
     async def _request(
-        self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: float
     ) -> bool:
         """Read one request head and answer it; True to keep the connection for another."""
         head_only = False
@@ -298,7 +300,7 @@ class MetricsServer:
             )
             return False
         try:
-            return await self._route(path, headers, _Reply(writer, head_only, keep))
+            return await self._route(path, headers, _Reply(writer, head_only, keep, deadline))
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -335,10 +337,29 @@ class MetricsServer:
         dead server."""
         om = "application/openmetrics-text" in headers.get("accept", "")
         gz = _accepts_gzip(headers.get("accept-encoding", ""))
+        loop = asyncio.get_running_loop()
+        # A scrape that is not built in time gets an answer that says so, sent within the deadline (a
+        # tenth of the timeout, at most a second, is kept for it), rather than a connection closed with
+        # nothing: Prometheus then shows the 503 and its reason as the target's error.
+        built_by = reply.deadline - min(1.0, self.limits.request_timeout / 10)
         try:
-            exp = await self._exposition()
+            exp = await asyncio.wait_for(self._exposition(), max(built_by - loop.time(), 0))
             assert self._pool is not None
-            body = await asyncio.get_running_loop().run_in_executor(self._pool, exp.body, om, gz)
+            body = await asyncio.wait_for(
+                loop.run_in_executor(self._pool, exp.body, om, gz), max(built_by - loop.time(), 0)
+            )
+        except asyncio.TimeoutError:
+            self._count("timeout")
+            secs = self.limits.request_timeout
+            print(f"percpu exporter: a scrape took over {secs:g} s to build", file=sys.stderr, flush=True)
+            await self._answer(
+                reply,
+                503,
+                [("Content-Type", "text/plain")],
+                f"the scrape was not ready within the request timeout ({secs:g} s): raise "
+                "--web.request-timeout, and the scrape_timeout of Prometheus with it\n".encode(),
+            )
+            return
         except Exception as exc:
             print(f"percpu exporter: scrape failed: {exc}", file=sys.stderr, flush=True)
             await self._answer(

@@ -449,3 +449,29 @@ def test_systemd_unit_is_loopback_and_scores_low() -> None:
     score = float(re.findall(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout)[0])
     print(f"\nsystemd-analyze security --offline=yes: {score}")
     assert score <= 2.0, out.stdout[-3000:]
+
+
+def test_a_scrape_not_built_within_the_request_timeout_is_a_503_that_says_so(
+    serve: Callable[..., tuple[int, MetricsServer]],
+) -> None:
+    """The request's deadline covers building its answer: a scrape late past it gets a 503 naming the
+    option to raise, within the deadline, not a connection closed with nothing; the next one is served."""
+    f = FakeCounter(4)
+    f.counts[:, 0] = 3
+    col = served(SyscallCollector(f))
+    release = threading.Event()
+
+    def slow_scrape() -> Exposition:
+        release.wait(60)
+        return col.scrape()
+
+    port, srv = serve(slow_scrape, request_timeout=2.0)
+    try:
+        code, h, body = split(request(port, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", timeout=30))
+    finally:
+        release.set()
+    assert code == 503 and h["connection"] == "close", (code, h, body)
+    assert b"--web.request-timeout" in body and b"2 s" in body
+    assert srv.refused["timeout"] == 1
+    code, _, body = split(request(port, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", timeout=30))
+    assert code == 200 and b"percpu_syscalls_total" in body
