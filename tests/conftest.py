@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -42,6 +43,16 @@ if layout.guard_mode() and layout.GUARD_REPORT_ENV not in os.environ:
     fd, _REPORT = tempfile.mkstemp(prefix="percpu-guard-sites-")
     os.close(fd)
     os.environ[layout.GUARD_REPORT_ENV] = _REPORT
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_reaches_percpu() -> None:
+    """A test run started in the background of a shell script ignores SIGINT, and so did every percpu it
+    started (an ignored signal stays ignored across exec): the Ctrl-C tests' SIGINT did nothing and `stat
+    -d 120` ran its 120 s, and the command's entry rightly sent a lost Ctrl-C nowhere (tests/unit/
+    test_entry.py). A handler here is reset to the default in each child at exec, as in a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -32,15 +32,6 @@ PERCPU = [sys.executable, "-m", "percpu"]
 HANG = 600.0
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _ctrl_c_reaches_percpu() -> None:
-    """A test run started in the background of a shell script ignores SIGINT, and so did every percpu it
-    started (an ignored signal stays ignored across exec): the Ctrl-C tests' SIGINT did nothing and `stat
-    -d 120` ran its 120 s. A handler here is reset to the default in each child at exec, as in a terminal."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def percpu_cmd(*args: str, timeout: float = HANG, **kw: object) -> subprocess.CompletedProcess[str]:
     """`percpu ARGS`, its output captured. The timeout guards against a hang; it measures nothing: one run
     can take minutes in a qemu TCG guest that shares its CPUs."""

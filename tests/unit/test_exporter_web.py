@@ -466,12 +466,13 @@ def test_a_scrape_not_built_within_the_request_timeout_is_a_503_that_says_so(
         return col.scrape()
 
     port, srv = serve(slow_scrape, request_timeout=2.0)
+    get = b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n"
     try:
-        code, h, body = split(request(port, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", timeout=30))
+        code, h, body = split(request(port, get, timeout=30))
     finally:
         release.set()
     assert code == 503 and h["connection"] == "close", (code, h, body)
     assert b"--web.request-timeout" in body and b"2 s" in body
     assert srv.refused["timeout"] == 1
-    code, _, body = split(request(port, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n", timeout=30))
+    code, _, body = split(request(port, get, timeout=30))
     assert code == 200 and b"percpu_syscalls_total" in body
