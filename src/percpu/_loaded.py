@@ -19,8 +19,9 @@ import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from . import _fork
+from . import _fork, _machine
 from ._drain import DrainPace
+from .cpus import CpuList, CpuLists
 from .errors import NotCopyable, PercpuError
 from .maps import Map
 from .objects import BpfObject, Uncopyable
@@ -69,12 +70,16 @@ class LoadedCounter(Uncopyable):
     _what: ClassVar[str]
     _drained: ClassVar[str]
     _drain_thread: ClassVar[str]
+    _topo: CpuLists  # the machine's CPU lists (its sysfs), set by the counter
 
     def __init__(self) -> None:
         self._obj: BpfObject | None = None
         self._maps: dict[str, Map] = {}
         self._drainer: Drainer | None = None
         self._drain_error: BaseException | None = None
+        # The attached programs whose skipped runs a snapshot reports, their fds kept at load (asking
+        # libbpf for them at every snapshot cost more than the rest of a read under TCG).
+        self._prog_fds: list[int] = []
         # close() and a read may run in different threads (an exporter shutting down while a scrape
         # reads): the lock makes a read finish before the maps go, or fail with a typed error after.
         self._lock = threading.RLock()
@@ -128,6 +133,27 @@ class LoadedCounter(Uncopyable):
             if self._obj is None:
                 return []
             return [p for p in self._obj.programs.values() if p.autoload]
+
+    def _skipped_runs(self) -> int:
+        """Runs the kernel skipped, summed over ``_prog_fds`` (0 before Linux 5.12, which does not count
+        them: features.RECURSION_MISSES)."""
+        if self._obj is None:
+            return 0
+        lib = _machine.current().libbpf()
+        total = 0
+        for fd in self._prog_fds:
+            try:
+                total += lib.prog_recursion_misses(fd)
+            except OSError:
+                continue
+        return total
+
+    def _online(self) -> CpuList | None:
+        """The online CPUs now, or None when sysfs cannot say (a snapshot must not fail over it)."""
+        try:
+            return self._topo.online
+        except PercpuError:
+            return None
 
     def _read(self, read: Callable[[], _Read]) -> _Read:
         """``read()`` under the lock, once the counter is known to run and its drainer not to have failed;

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _libbpf, _machine
+from .. import _machine
 from .._loaded import Drained, LoadedCounter
 from ..cpus import CpuList, machine, possible_cpus
 from ..errors import AttachError, NotSupported, PercpuError, ProgramLoadError
@@ -309,6 +309,7 @@ class DisturbCounter(LoadedCounter):
             obj.close()
             raise
         self._obj, self._maps, self._links = obj, maps, links
+        self._prog_fds = [p.fd for p in obj.programs.values() if p.autoload]
         self._last_stints = None
         if self.tasks:
             self._drain_error = None
@@ -425,23 +426,3 @@ class DisturbCounter(LoadedCounter):
             self._last_stints,
         )
         return self._last_stints
-
-    def _skipped_runs(self) -> int:
-        """Runs the kernel skipped, summed over the loaded programs (0 before Linux 5.12)."""
-        if self._obj is None:
-            return 0
-        lib = _libbpf.libbpf()
-        total = 0
-        for p in self._obj.programs.values():
-            if p.autoload:
-                try:
-                    total += lib.prog_recursion_misses(p.fd)
-                except OSError:
-                    continue
-        return total
-
-    def _online(self) -> CpuList | None:
-        try:
-            return self._topo.online
-        except PercpuError:
-            return None
