@@ -264,9 +264,12 @@ class SyscallCounter(LoadedCounter):
         # The per-process rows before the lost counts: the flush that moves the per-CPU caches into the
         # table counts there what the table cannot take.
         procs = self._procs()
-        lost_keys, lost = self._reads.read("lost", self._maps["lost"])
         per_table = np.zeros(len(Lost._fields), dtype=np.uint64)
-        per_table[lost_keys.astype(np.int64)] = lost.sum(axis=1, dtype=np.uint64)
+        # Only a full table (per-process, errno, latency) or a latency start with nowhere to go counts in
+        # lost: without them it holds zeros, and reading it would be a syscall for nothing.
+        if self.per_process or self.errors or self.latency:
+            lost_keys, lost = self._reads.read("lost", self._maps["lost"])
+            per_table[lost_keys.astype(np.int64)] = lost.sum(axis=1, dtype=np.uint64)
         per_table[Lost._fields.index("skipped")] = self._skipped_runs()
         return SyscallSnapshot(
             time=now,
