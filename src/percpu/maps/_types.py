@@ -4,6 +4,7 @@ kernel's type calls for."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -58,22 +59,23 @@ class PerCpuArray(PerCpuMap):
     def __len__(self) -> int:
         return self.info.max_entries
 
-    def read_into(self, keys: np.ndarray, values: np.ndarray, *, cpu: int | None = None) -> int:
-        """Every element in one batch lookup, into buffers the caller keeps from one read to the next
-        (:meth:`snapshot` allocates and zeroes its own at every read, which for a large map costs as
-        much as a fair part of the copy): ``keys`` with room for ``max_entries`` keys, ``values`` for as
-        many whole elements, or, with ``cpu``, of CPU ``cpu``'s values alone (BPF_F_CPU), both
-        C-contiguous and writable, of any dtype. Returns the elements read, ``max_entries`` (an array
-        holds every key). :class:`~percpu.errors.NotSupported` where the kernel has no batch lookup of
-        arrays (before 5.13), or none that takes one CPU (BPF_F_CPU, Linux 7.0)."""
+    def reader(self, keys: np.ndarray, values: np.ndarray, *, cpu: int | None = None) -> Callable[[], int]:
+        """Whole reads into buffers the caller keeps from one read to the next (:meth:`snapshot` allocates
+        and zeroes its own at every read, which for a large map costs a fair part of the copy, and works
+        out its arguments again): ``keys`` with room for ``max_entries`` keys, ``values`` for as many
+        whole elements, or, with ``cpu``, of CPU ``cpu``'s values alone (BPF_F_CPU), both C-contiguous
+        and writable, of any dtype. Each call of what it returns is one batch lookup of every element
+        and returns the elements read, ``max_entries`` (an array holds every key);
+        :class:`~percpu.errors.NotSupported` where the kernel has no batch lookup of arrays (before
+        5.13), or none that takes one CPU (BPF_F_CPU, Linux 7.0)."""
         flags = 0 if cpu is None else self._cpu_flags(cpu)
-        return BulkReader(self, elem_flags=flags).read_once(_raw(keys), _raw(values), self.info.max_entries)
+        return BulkReader(self, elem_flags=flags).bound(_raw(keys), _raw(values), self.info.max_entries)
 
 
 def _raw(a: np.ndarray) -> np.ndarray:
     # A view of the caller's own memory as the bytes the kernel writes (a copy would take nothing back).
     if not a.flags.c_contiguous or not a.flags.writeable:
-        raise ValueError("read_into: buffers must be C-contiguous and writable")
+        raise ValueError("reader: buffers must be C-contiguous and writable")
     raw: np.ndarray = a.reshape(-1).view(np.uint8)
     return raw
 

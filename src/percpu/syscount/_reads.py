@@ -40,14 +40,31 @@ FULL_READ_EVERY = 60.0
 SYSCALL_BYTES = 4096
 
 
+class _Whole:
+    """A map's whole reads after its first: batch lookups into buffers kept from one read to the next,
+    and the values' typed view of them (a copy at every read only where the kernel pads the values)."""
+
+    def __init__(self, m: PerCpuArray, n: int) -> None:
+        self.n = n
+        self.keys = m.layout.key_buffer(n)  # the keys of an array, the same at every read
+        self._vals = m.layout.value_buffer(n)
+        self.read = m.reader(self.keys, self._vals)
+        self._typed = m.enc.typed
+        view = m.enc.typed(self._vals, n)
+        self._view = _read_only(view) if np.shares_memory(view, self._vals) else None
+
+    def values(self) -> np.ndarray:
+        return self._view if self._view is not None else _read_only(self._typed(self._vals, self.n))
+
+
 class CpuReads:
     """Reads of per-CPU arrays (keys the same on every CPU) for one counter, ``cpus`` the possible CPUs.
     ``one_cpu=False`` makes every read whole even where the kernel could read one CPU's slots.
 
     Either way a map read after its first is a batch lookup into buffers kept from one read to the next
-    (where the kernel has batch lookups of arrays): a snapshot would allocate and zero its own at every
-    read. Read one CPU at a time, a map's last values are kept by CPU, each CPU's values in one run of
-    memory that the kernel's one-CPU lookup writes into directly."""
+    (where the kernel has batch lookups of arrays), its arguments worked out once: a snapshot would
+    allocate and zero its own at every read. Read one CPU at a time, a map's last values are kept by
+    CPU, each CPU's values in one run of memory that the kernel's one-CPU lookup writes into directly."""
 
     def __init__(
         self,
@@ -63,13 +80,15 @@ class CpuReads:
         self._online_list: CpuList | None = None  # what _online was made from
         self._whole = True
         self._full_due = 0.0
-        # Per map: its keys; the buffers of its whole reads (raw keys, raw values); when read one CPU at a
-        # time, the last values read of each possible CPU (CPUs, n, ...), and which CPUs' values are final
-        # (read after the CPU was seen offline) by the last whole read or the one-CPU reads since.
+        # Per map: its keys; its whole reads after the first; when read one CPU at a time, the last values
+        # read of each possible CPU (CPUs, n, ...) and each CPU's read into its row; the last whole read's
+        # values while the rows do not hold them yet; which CPUs' values are final (read after the CPU
+        # was seen offline) by the last whole read or the one-CPU reads since.
         self._keys: dict[str, np.ndarray] = {}
-        self._bufs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._wholes: dict[str, _Whole] = {}
         self._rows: dict[str, np.ndarray] = {}
-        self._read_last: dict[str, np.ndarray] = {}  # the last whole read's values, until rows are made
+        self._row_reads: dict[str, dict[int, Callable[[], int]]] = {}
+        self._read_last: dict[str, np.ndarray] = {}
         self._final: dict[str, np.ndarray] = {}
 
     @property
@@ -104,16 +123,17 @@ class CpuReads:
         if self._whole or online is None or final is None:
             return self._read_whole(name, m, online)
         todo = np.flatnonzero(online | ~final)
-        if not self._cheaper(m, len(todo)) or name not in self._bufs:  # (no batch lookups: no BPF_F_CPU)
+        if not self._cheaper(m, len(todo)) or name not in self._wholes:  # (no batch lookups: no BPF_F_CPU)
             return self._read_whole(name, m, online)
         assert isinstance(m, PerCpuArray), name
-        rows = self._rows.get(name)
-        if rows is None:  # by CPU, from the whole read before (its buffer is this map's alone)
-            rows = self._rows[name] = np.array(self._read_last[name].swapaxes(0, 1), order="C")
-        scratch = self._bufs[name][0]  # the keys of an array, the same at every read
+        rows = self._by_cpu(name)
+        reads = self._row_reads[name]
         for slot in todo.tolist():
+            read = reads.get(slot)
+            if read is None:
+                read = reads[slot] = m.reader(self._wholes[name].keys, rows[slot], cpu=self.cpus[slot])
             try:
-                n = m.read_into(scratch, rows[slot], cpu=self.cpus[slot])
+                n = read()
             except NotSupported:
                 # A kernel that takes BPF_F_CPU in lookups but not in batch lookups: whole reads, as before.
                 self._one_cpu = False
@@ -123,6 +143,18 @@ class CpuReads:
         final[todo] = ~online[todo]
         return self._keys[name], _read_only(rows.swapaxes(0, 1))
 
+    def _by_cpu(self, name: str) -> np.ndarray:
+        """The map's last values by CPU, with the last whole read's in them if it came after."""
+        last = self._read_last.pop(name, None)
+        rows = self._rows.get(name)
+        if rows is None:
+            assert last is not None, name
+            rows = self._rows[name] = np.array(last.swapaxes(0, 1), order="C")  # a copy, writable
+            self._row_reads[name] = {}
+        elif last is not None:
+            np.copyto(rows, last.swapaxes(0, 1))  # the rows stay where each CPU's reads write
+        return rows
+
     def _cheaper(self, m: Map, reads: int) -> bool:
         """Whether ``reads`` one-CPU batch lookups cost less than one whole read (see SYSCALL_BYTES)."""
         n = max(m.info.max_entries, 1)
@@ -131,30 +163,27 @@ class CpuReads:
 
     def _whole_values(self, name: str, m: Map) -> tuple[np.ndarray, np.ndarray]:
         """The whole map: its first read a snapshot (which learns whether the kernel has batch lookups of
-        its type, and walks the keys where not), the next ones into the buffers that one leaves."""
-        bufs = self._bufs.get(name)
-        if bufs is not None and isinstance(m, PerCpuArray):
-            keys, vals = bufs
+        its type, and walks the keys where not), the next ones into the buffers kept for them."""
+        whole = self._wholes.get(name)
+        if whole is not None:
             try:
-                n = m.read_into(keys, vals)
+                n = whole.read()
             except NotSupported:
-                del self._bufs[name]
+                del self._wholes[name]
             else:
-                if n == len(self._keys[name]):
-                    return self._keys[name], _read_only(m.enc.typed(vals, n))
+                if n == whole.n:
+                    return self._keys[name], whole.values()
         snap = m.snapshot()
         self._keys[name] = snap.keys
         if isinstance(m, PerCpuArray) and features.known(features.BATCH_OPS, m.info.type):
-            n = len(snap.keys)
-            self._bufs[name] = (m.layout.key_buffer(n), m.layout.value_buffer(n))
+            self._wholes[name] = _Whole(m, len(snap.keys))
         return snap.keys, snap.values
 
     def _read_whole(self, name: str, m: Map, online: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         keys, values = self._whole_values(name, m)
-        # Kept by CPU only when a one-CPU read follows (a map that one CPU's reads cost more to read,
-        # such as the 1-key dropped, is read whole every time): the next one-CPU read copies it then.
+        # Put in the rows by CPU only when a one-CPU read follows (a map that one CPU's reads cost more
+        # to read, such as the 1-key dropped, is read whole every time): that read copies it then.
         self._read_last[name] = values
-        self._rows.pop(name, None)
         # Read after the CPUs were seen offline: what it holds of them is final. Online unknown: none is.
         self._final[name] = ~online if online is not None else np.zeros(len(self.cpus), dtype=bool)
         return keys, values
