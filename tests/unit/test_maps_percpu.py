@@ -111,26 +111,25 @@ def test_cpu_ids_and_flags_are_taken_exactly(fake: Fake, cpu_flag: bool) -> None
         assert kernel.calls == []
 
 
-def test_an_array_reader_reads_into_the_buffers_kept_and_again_at_each_call(fake: Fake) -> None:
-    """PerCpuArray.reader: each call is one batch lookup into the caller's buffers, whole elements or one
-    CPU's values (BPF_F_CPU), and each reads the map as it is then; buffers the kernel could not write
-    back into are refused before any call, and a closed map's reader says so."""
+def test_an_array_reader_reads_into_the_buffers_it_keeps_and_again_at_each_call(fake: Fake) -> None:
+    """PerCpuArray.reader: buffers sized from the map's info, kept from one read to the next; each read is
+    one batch lookup, whole elements or one CPU's values (BPF_F_CPU), of the map as it is then; what it
+    returns is read-only; a closed map's reader says so."""
     _, topo = fake
     kernel = FakeKernel(len(topo.possible), cpu_ids=topo.possible.ids, cpu_flag=True)
     last = topo.possible[-1]
     with installed(kernel), percpu.PerCpuArray.create(np.uint64, 3) as m:
-        keys = np.zeros(3, np.uint32)
-        whole = np.zeros((3, len(topo.possible)), np.uint64)
-        rows = np.zeros((len(topo.possible), 3), np.uint64)
-        read_whole, read_last = m.reader(keys, whole), m.reader(keys, rows[-1], cpu=last)
+        whole, one = m.reader(), m.reader(cpu=last)
+        assert whole.keys.tolist() == one.keys.tolist() == [0, 1, 2]
         for n in (7, 8):
             m.update_cpu(2, last, n)
             kernel.calls.clear()
-            assert read_whole() == 3 and read_last() == 3
+            values, mine = whole.read(), one.read()
             assert kernel.calls == ["map_lookup_batch", "map_lookup_batch"]
-            assert keys.tolist() == [0, 1, 2] and rows[-1].tolist() == [0, 0, n]
-            assert (whole == m.snapshot().values).all() and int(whole[2, -1]) == n
-        with pytest.raises(ValueError, match="C-contiguous and writable"):
-            m.reader(keys, whole[:, 0])
+            assert mine.tolist() == [0, 0, n] and values.shape == (3, len(topo.possible))
+            assert (values == m.snapshot().values).all() and int(values[2, -1]) == n
+            with pytest.raises(ValueError, match="read-only"):
+                mine[0] = 1
+        assert whole.read() is not None and one.read().base is not None  # the reader's own memory
     with pytest.raises(percpu.PercpuError):
-        read_whole()
+        whole.read()

@@ -184,9 +184,10 @@ class BulkReader:
             tok_in, tok_out = tok_out, (tok_in if tok_in is not None else lay.token_buffer())
 
     def bound(self, keys: np.ndarray, vals: np.ndarray, count: int) -> Callable[[], int]:
-        """One batch lookup of ``count`` elements from the first into raw buffers the caller sized and
-        keeps (the kernel's size guards check them), with its arguments bound once: each call reads
-        again and returns the elements read. Where the kernel has no batch lookup for the map's type, or
+        """One batch lookup of ``count`` elements from the first into raw buffers kept between calls
+        (:class:`~percpu.maps.ArrayReader`'s, sized from the map's info; the binding's size guards check
+        them again), with its arguments bound once: each call reads again and returns the elements read.
+        Where the kernel has no batch lookup for the map's type, or
         none with these flags, :class:`NotSupported` (recorded as a snapshot's batch read records it)."""
         h, lay, flags = self.handle, self.layout, self.elem_flags
         op, token = Op("lookup_batch", first=True), lay.token_buffer()

@@ -28,7 +28,7 @@ import numpy as np
 from .. import features
 from ..cpulist import CpuList
 from ..errors import NotSupported
-from ..maps import Map, PerCpuArray
+from ..maps import ArrayReader, Map, PerCpuArray
 
 __all__ = ["FULL_READ_EVERY", "SYSCALL_BYTES", "CpuReads"]
 
@@ -40,23 +40,6 @@ FULL_READ_EVERY = 60.0
 SYSCALL_BYTES = 4096
 
 
-class _Whole:
-    """A map's whole reads after its first: batch lookups into buffers kept from one read to the next,
-    and the values' typed view of them (a copy at every read only where the kernel pads the values)."""
-
-    def __init__(self, m: PerCpuArray, n: int) -> None:
-        self.n = n
-        self.keys = m.layout.key_buffer(n)  # the keys of an array, the same at every read
-        self._vals = m.layout.value_buffer(n)
-        self.read = m.reader(self.keys, self._vals)
-        self._typed = m.enc.typed
-        view = m.enc.typed(self._vals, n)
-        self._view = _read_only(view) if np.shares_memory(view, self._vals) else None
-
-    def values(self) -> np.ndarray:
-        return self._view if self._view is not None else _read_only(self._typed(self._vals, self.n))
-
-
 class CpuReads:
     """Reads of per-CPU arrays (keys the same on every CPU) for one counter, ``cpus`` the possible CPUs.
     ``one_cpu=False`` makes every read whole even where the kernel could read one CPU's slots.
@@ -64,7 +47,7 @@ class CpuReads:
     Either way a map read after its first is a batch lookup into buffers kept from one read to the next
     (where the kernel has batch lookups of arrays), its arguments worked out once: a snapshot would
     allocate and zero its own at every read. Read one CPU at a time, a map's last values are kept by
-    CPU, each CPU's values in one run of memory that the kernel's one-CPU lookup writes into directly."""
+    CPU, each CPU's values in one run of memory, copied there from that CPU's reader after each read."""
 
     def __init__(
         self,
@@ -81,13 +64,13 @@ class CpuReads:
         self._whole = True
         self._full_due = 0.0
         # Per map: its keys; its whole reads after the first; when read one CPU at a time, the last values
-        # read of each possible CPU (CPUs, n, ...) and each CPU's read into its row; the last whole read's
-        # values while the rows do not hold them yet; which CPUs' values are final (read after the CPU
-        # was seen offline) by the last whole read or the one-CPU reads since.
+        # read of each possible CPU (CPUs, n, ...) and each CPU's reader, copied into its row; the last
+        # whole read's values while the rows do not hold them yet; which CPUs' values are final (read
+        # after the CPU was seen offline) by the last whole read or the one-CPU reads since.
         self._keys: dict[str, np.ndarray] = {}
-        self._wholes: dict[str, _Whole] = {}
+        self._wholes: dict[str, ArrayReader] = {}
         self._rows: dict[str, np.ndarray] = {}
-        self._row_reads: dict[str, dict[int, Callable[[], int]]] = {}
+        self._row_reads: dict[str, dict[int, ArrayReader]] = {}
         self._read_last: dict[str, np.ndarray] = {}
         self._final: dict[str, np.ndarray] = {}
 
@@ -129,17 +112,18 @@ class CpuReads:
         rows = self._by_cpu(name)
         reads = self._row_reads[name]
         for slot in todo.tolist():
-            read = reads.get(slot)
-            if read is None:
-                read = reads[slot] = m.reader(self._wholes[name].keys, rows[slot], cpu=self.cpus[slot])
+            reader = reads.get(slot)
+            if reader is None:
+                reader = reads[slot] = m.reader(cpu=self.cpus[slot])
             try:
-                n = read()
+                values = reader.read()
             except NotSupported:
                 # A kernel that takes BPF_F_CPU in lookups but not in batch lookups: whole reads, as before.
                 self._one_cpu = False
                 return self._whole_values(name, m)
-            if n != rows.shape[1]:
+            if len(values) != rows.shape[1]:
                 return self._read_whole(name, m, online)  # not an array's every key: not a row to keep
+            rows[slot] = values
         final[todo] = ~online[todo]
         return self._keys[name], _read_only(rows.swapaxes(0, 1))
 
@@ -167,16 +151,16 @@ class CpuReads:
         whole = self._wholes.get(name)
         if whole is not None:
             try:
-                n = whole.read()
+                values = whole.read()
             except NotSupported:
                 del self._wholes[name]
             else:
-                if n == whole.n:
-                    return self._keys[name], whole.values()
+                if len(values) == whole.n:
+                    return self._keys[name], values
         snap = m.snapshot()
         self._keys[name] = snap.keys
         if isinstance(m, PerCpuArray) and features.known(features.BATCH_OPS, m.info.type):
-            self._wholes[name] = _Whole(m, len(snap.keys))
+            self._wholes[name] = m.reader()
         return snap.keys, snap.values
 
     def _read_whole(self, name: str, m: Map, online: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
