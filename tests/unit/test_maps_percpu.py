@@ -109,3 +109,27 @@ def test_cpu_ids_and_flags_are_taken_exactly(fake: Fake, cpu_flag: bool) -> None
                 with pytest.raises(percpu.InvalidArgument, match=rf"map 'cpus': flags {flags} "):
                     call()
         assert kernel.calls == []
+
+
+def test_an_array_reader_reads_into_the_buffers_it_keeps_and_again_at_each_call(fake: Fake) -> None:
+    """PerCpuArray.reader: buffers sized from the map's info, kept from one read to the next; each read is
+    one batch lookup, whole elements or one CPU's values (BPF_F_CPU), of the map as it is then; what it
+    returns is read-only; a closed map's reader says so."""
+    _, topo = fake
+    kernel = FakeKernel(len(topo.possible), cpu_ids=topo.possible.ids, cpu_flag=True)
+    last = topo.possible[-1]
+    with installed(kernel), percpu.PerCpuArray.create(np.uint64, 3) as m:
+        whole, one = m.reader(), m.reader(cpu=last)
+        assert whole.keys.tolist() == one.keys.tolist() == [0, 1, 2]
+        for n in (7, 8):
+            m.update_cpu(2, last, n)
+            kernel.calls.clear()
+            values, mine = whole.read(), one.read()
+            assert kernel.calls == ["map_lookup_batch", "map_lookup_batch"]
+            assert mine.tolist() == [0, 0, n] and values.shape == (3, len(topo.possible))
+            assert (values == m.snapshot().values).all() and int(values[2, -1]) == n
+            with pytest.raises(ValueError, match="read-only"):
+                mine[0] = 1
+        assert whole.read() is not None and one.read().base is not None  # the reader's own memory
+    with pytest.raises(percpu.PercpuError):
+        whole.read()

@@ -64,8 +64,45 @@ def test_online_cpus_each_read_an_offline_one_once_after_it_went_offline() -> No
         count(1, 110, 5)
         values, copied = read()
         assert copied == 2 * SLOTS * 8 and int(values[110, 1]) == 15
+        count(5, 7, 9)  # CPU 5 came online, made calls and went offline between two reads: unseen
+        values, copied = read()
+        assert int(values[7, 5]) == 0
         clock.now += _reads.FULL_READ_EVERY
         assert read()[1] == whole, "a whole read now and then, for a CPU that came and went unseen"
+        count(1, 3, 2)
+        count(0, 2047, 4)
+        values, copied = read()
+        assert copied == 2 * SLOTS * 8 and (values == value).all(), "one CPU at a time again, CPU 5's kept"
+        online = CpuList([0])
+        count(1, 3, 1)
+        for _ in range(2):
+            values, copied = read()
+            assert (values == value).all(), "the CPU gone offline read once more, then kept"
+        assert copied == SLOTS * 8
+
+
+def test_whole_reads_after_the_first_go_into_kept_buffers_and_read_the_map_as_it_is() -> None:
+    """Whole reads after a map's first reuse its buffers (a snapshot zeroed 512 KiB at every read of the
+    counts): each read's values are the map's at that read, for a map read whole because one CPU's reads
+    would cost more (a 1-key map, 2 CPUs online) and for a counter told to read whole."""
+    kernel = FakeKernel(N, online=(0, 1), cpu_flag=True)
+    with (
+        installed(kernel),
+        percpu.PerCpuArray.create(np.uint64, 1, name="dropped") as small,
+        percpu.PerCpuArray.create(np.uint64, SLOTS, name="counts") as big,
+    ):
+        for one_cpu, m in ((True, small), (False, big), (False, small)):
+            reads = CpuReads(m.cpus, one_cpu=one_cpu)
+            n = m.info.max_entries
+            value = np.array(m.snapshot().values)  # what the cases before left in it
+            for i in range(4):
+                m.update_cpu(n - 1, i % 2, i + 1)
+                value[n - 1, i % 2] = i + 1
+                before = kernel.bytes_out
+                reads.begin(CpuList([0, 1]))
+                keys, values = reads.read(m.name, m)
+                assert kernel.bytes_out - before == n * 8 * N
+                assert list(keys) == list(range(n)) and (values == value).all(), (one_cpu, m.name, i)
 
 
 def test_without_bpf_f_cpu_or_when_told_every_read_is_whole() -> None:

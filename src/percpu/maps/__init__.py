@@ -34,7 +34,16 @@ from ._kinds import (
 )
 from ._percpu import PerCpuMap
 from ._system import check_pin_path, list_maps
-from ._types import Array, Hash, LruPerCpuHash, PerCpuArray, PerCpuCgroupStorage, PerCpuHash, open_map
+from ._types import (
+    Array,
+    ArrayReader,
+    Hash,
+    LruPerCpuHash,
+    PerCpuArray,
+    PerCpuCgroupStorage,
+    PerCpuHash,
+    open_map,
+)
 
 __all__ = [
     "BPF_ANY",
@@ -45,6 +54,7 @@ __all__ = [
     "PERCPU_TYPES",
     "SNAPSHOT_PREALLOC",
     "Array",
+    "ArrayReader",
     "BulkReader",
     "Hash",
     "LruPerCpuHash",

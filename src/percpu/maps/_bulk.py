@@ -6,7 +6,7 @@ They call the kernel through the map's :class:`~percpu.maps._handle.MapHandle`, 
 from __future__ import annotations
 
 import errno as _errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -182,6 +182,28 @@ class BulkReader:
             if done or (h.is_array and total >= h.info.max_entries):
                 return keys, vals, total
             tok_in, tok_out = tok_out, (tok_in if tok_in is not None else lay.token_buffer())
+
+    def bound(self, keys: np.ndarray, vals: np.ndarray, count: int) -> Callable[[], int]:
+        """One batch lookup of ``count`` elements from the first into raw buffers kept between calls
+        (:class:`~percpu.maps.ArrayReader`'s, sized from the map's info; the binding's size guards check
+        them again), with its arguments bound once: each call reads again and returns the elements read.
+        Where the kernel has no batch lookup for the map's type, or
+        none with these flags, :class:`NotSupported` (recorded as a snapshot's batch read records it)."""
+        h, lay, flags = self.handle, self.layout, self.elem_flags
+        op, token = Op("lookup_batch", first=True), lay.token_buffer()
+
+        def read() -> int:
+            try:
+                n, _ = h.call(
+                    op, h.kernel.map_lookup_batch, None, token, keys, vals, count, lay, False, flags
+                )
+            except NotSupported:
+                if not flags:
+                    features.record(features.BATCH_OPS, h.info.type, False)
+                raise
+            return n
+
+        return read
 
     def _walk(self) -> tuple[np.ndarray, np.ndarray, int]:
         h, lay = self.handle, self.layout

@@ -16,7 +16,7 @@ from ..values import (
     codec_for,
 )
 from ._base import Map, register
-from ._bulk import walk_keys
+from ._bulk import BulkReader, walk_keys
 from ._kinds import CGROUP_STORAGE_KEY, MapType
 from ._percpu import PerCpuMap
 
@@ -57,6 +57,55 @@ class PerCpuArray(PerCpuMap):
 
     def __len__(self) -> int:
         return self.info.max_entries
+
+    def reader(self, *, cpu: int | None = None) -> ArrayReader:
+        """An :class:`ArrayReader` of this array: every element at each read (or, with ``cpu``, CPU
+        ``cpu``'s values alone, BPF_F_CPU), into buffers it sizes from the map's info and keeps."""
+        return ArrayReader(self, cpu)
+
+
+class ArrayReader:
+    """Reads of a whole per-CPU array, again and again, into buffers sized from the map's info and kept
+    from one read to the next, with the lookup's arguments worked out once: :meth:`PerCpuArray.snapshot`
+    allocates, zeroes and types its own at every read, which for a large map read often (a counter's)
+    costs a fair part of the read. Each :meth:`read` is one batch lookup of every element: whole elements
+    (every possible CPU's values), or one CPU's values where the kernel has BPF_F_CPU (Linux 7.0).
+
+    ``keys`` are the array's keys (the same at every read). What :meth:`read` returns is this reader's
+    own memory, read-only, and the next read changes it: copy what is kept past it."""
+
+    def __init__(self, m: PerCpuArray, cpu: int | None) -> None:
+        self.cpu = cpu
+        self.n = n = m.info.max_entries
+        flags = 0 if cpu is None else m._cpu_flags(cpu)
+        lay, enc = m.layout, m.enc
+        raw_keys, self._raw = lay.key_buffer(n), lay.value_buffer(n, flags)
+        # An array's keys are its indexes, u32 (each batch lookup writes the same ones again).
+        raw_keys[: n * 4].view(np.uint32)[:] = np.arange(n, dtype=np.uint32)
+        self.keys: np.ndarray = _read_only(raw_keys[: n * lay.key_size].view(m.key_codec.dtype))
+        self._view: np.ndarray | None = None
+        if cpu is not None:
+            self._view = _read_only(self._raw[: n * lay.value_size].view(m.value_codec.dtype))
+        else:
+            typed = enc.typed(self._raw, n)
+            if np.shares_memory(typed, self._raw):  # a copy at every read only where the kernel pads
+                self._view = _read_only(typed)
+        self._typed = enc.typed
+        self._lookup = BulkReader(m, elem_flags=flags).bound(raw_keys, self._raw, n)
+
+    def read(self) -> np.ndarray:
+        """Read the array as it is now: its values, (n, CPUs, ...) whole or (n, ...) for one CPU, n the
+        elements the kernel read (every key of an array). :class:`~percpu.errors.NotSupported` where the
+        kernel has no batch lookup of arrays (before 5.13), or none that takes one CPU."""
+        n = self._lookup()
+        if self._view is not None:
+            return self._view[:n]
+        return _read_only(self._typed(self._raw, n))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 class _Walked(Map):

@@ -259,16 +259,17 @@ class SyscallCounter(LoadedCounter):
         # Before the reads: a CPU seen offline here has made its last calls, which the reads then hold.
         online = self._online()
         self._reads.begin(online)
-        keys, values = self._reads.read("counts", self._maps["counts"])
-        counts = np.zeros((len(self.cpus), NR_SLOTS), dtype=np.uint64)
-        counts[:, keys.astype(np.int64)] = values.T
+        counts = _by_cpu(*self._reads.read("counts", self._maps["counts"]), len(self.cpus))
         dropped = int(self._reads.read("dropped", self._maps["dropped"])[1].sum())
         # The per-process rows before the lost counts: the flush that moves the per-CPU caches into the
         # table counts there what the table cannot take.
         procs = self._procs()
-        lost_keys, lost = self._reads.read("lost", self._maps["lost"])
         per_table = np.zeros(len(Lost._fields), dtype=np.uint64)
-        per_table[lost_keys.astype(np.int64)] = lost.sum(axis=1, dtype=np.uint64)
+        # Only a full table (per-process, errno, latency) or a latency start with nowhere to go counts in
+        # lost: without them it holds zeros, and reading it would be a syscall for nothing.
+        if self.per_process or self.errors or self.latency:
+            lost_keys, lost = self._reads.read("lost", self._maps["lost"])
+            per_table[lost_keys.astype(np.int64)] = lost.sum(axis=1, dtype=np.uint64)
         per_table[Lost._fields.index("skipped")] = self._skipped_runs()
         return SyscallSnapshot(
             time=now,
@@ -325,6 +326,16 @@ class SyscallCounter(LoadedCounter):
             return None
         s = m.snapshot()
         return s.keys, s.values
+
+
+def _by_cpu(keys: np.ndarray, values: np.ndarray, ncpus: int) -> np.ndarray:
+    """The counts map's values (keys, CPUs) as a new (CPUs, NR_SLOTS) array: one copy where the keys are
+    every slot in order (an array's are), rather than zeros and a scatter."""
+    if len(keys) == NR_SLOTS and np.array_equal(keys, np.arange(NR_SLOTS)):
+        return np.array(values.T, dtype=np.uint64, order="C")
+    counts = np.zeros((ncpus, NR_SLOTS), dtype=np.uint64)
+    counts[:, keys.astype(np.int64)] = values.T
+    return counts
 
 
 # What each way of telling 32-bit calls apart (SyscallCounter.compat_check) cannot tell: percpu doctor
