@@ -116,7 +116,6 @@ class SyscallCounter(LoadedCounter):
         self._own_obj_path = obj_path
         self._obj_path = obj_path or bundled("syscount.bpf.o")
         self._nobtf = False
-        self._prog_fds: list[int] = []
         self._flush_fd = -1
         self._proc_table: ProcessTable | None = None
         self.attach_mode: str | None = None
@@ -283,27 +282,6 @@ class SyscallCounter(LoadedCounter):
             online=online,
             lost=Lost(*(int(v) for v in per_table)),
         )
-
-    def _skipped_runs(self) -> int:
-        """Runs the kernel skipped, summed over the attached programs (0 on a kernel without
-        features.RECURSION_MISSES)."""
-        if self._obj is None:
-            return 0
-        lib = _machine.current().libbpf()
-        total = 0
-        for fd in self._prog_fds:
-            try:
-                total += lib.prog_recursion_misses(fd)
-            except OSError:
-                continue
-        return total
-
-    def _online(self) -> CpuList | None:
-        """The online CPUs now, or None when sysfs cannot say (a snapshot must not fail over it)."""
-        try:
-            return self._topo.online
-        except PercpuError:
-            return None
 
     def _latency(self) -> tuple[np.ndarray, np.ndarray] | None:
         overflow = self._keyed("latency")
