@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import percpu
+
 # A KeyboardInterrupt raised inside a callback the interpreter calls from C (here a weakref callback, as
 # importlib's module locks use at the end of every import), then then a wait.
 _LOST_IN_A_CALLBACK = """
@@ -71,6 +73,8 @@ def test_the_package_root_still_gives_every_public_name_and_module() -> None:
     )
     done = _python(code)
     assert done.stdout.split() == ["True", "True", "True"]
+    # Each name is listed where it is found on first use, and nothing else is.
+    assert set(percpu._PUBLIC) | {"__version__"} == set(percpu.__all__)
     missing = _python("import percpu; percpu.no_such_name")
     assert missing.returncode == 1 and "AttributeError: module 'percpu' has no attribute 'no_such_name'" in (
         missing.stderr

@@ -98,16 +98,19 @@ class BulkReader:
             try:
                 return self._batched(delete)
             except NotSupported:
-                # What failed says "no batch lookups for this map type" only when it was a plain batch
-                # lookup: lookup-and-delete, and one CPU's values (BPF_F_CPU in elem_flags), can be missing
-                # where plain batch lookups work.
-                if not delete and not self.elem_flags:
-                    features.record(features.BATCH_OPS, info.type, False)
+                self._learn_batch_ops(delete, False)
                 if batch:
                     raise
         if delete:
             raise no_batch(info, "batch lookup-and-delete")
         return self._walk()
+
+    def _learn_batch_ops(self, delete: bool, works: bool) -> None:
+        # What a batch lookup did says whether the kernel has them for this map type only when it was a
+        # plain one: lookup-and-delete, and one CPU's values (BPF_F_CPU in elem_flags), can be missing
+        # where plain batch lookups work.
+        if not delete and not self.elem_flags:
+            features.record(features.BATCH_OPS, self.handle.info.type, works)
 
     def _per_element(self) -> int:
         return self.layout.keys_bytes(1) + self.layout.value_bytes(self.elem_flags)
@@ -176,8 +179,7 @@ class BulkReader:
                 cap = total + probe
                 keys, vals = self._grow_to(keys, vals, cap)
                 continue
-            if not delete and not self.elem_flags:
-                features.record(features.BATCH_OPS, h.info.type, True)
+            self._learn_batch_ops(delete, True)
             total += n
             if done or (h.is_array and total >= h.info.max_entries):
                 return keys, vals, total
@@ -187,8 +189,8 @@ class BulkReader:
         """One batch lookup of ``count`` elements from the first into raw buffers kept between calls
         (:class:`~percpu.maps.ArrayReader`'s, sized from the map's info; the binding's size guards check
         them again), with its arguments bound once: each call reads again and returns the elements read.
-        Where the kernel has no batch lookup for the map's type, or
-        none with these flags, :class:`NotSupported` (recorded as a snapshot's batch read records it)."""
+        Where the kernel has no batch lookup for the map's type, or none with these flags,
+        :class:`NotSupported` (learnt as a snapshot's batch read learns it)."""
         h, lay, flags = self.handle, self.layout, self.elem_flags
         op, token = Op("lookup_batch", first=True), lay.token_buffer()
 
@@ -198,8 +200,7 @@ class BulkReader:
                     op, h.kernel.map_lookup_batch, None, token, keys, vals, count, lay, False, flags
                 )
             except NotSupported:
-                if not flags:
-                    features.record(features.BATCH_OPS, h.info.type, False)
+                self._learn_batch_ops(False, False)
                 raise
             return n
 
