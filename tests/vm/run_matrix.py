@@ -300,6 +300,7 @@ def log_path(vm: VmSpec) -> str:
 
 # In the guest's own /tmp (a tmpfs of its boot): the doctor's JSON, and its exit status in DOCTOR_REPORT.rc.
 DOCTOR_REPORT = "/tmp/percpu-doctor.json"
+DOCTOR_LIMIT = 900  # seconds; the doctor takes 15-43 s in a TCG guest, a few minutes on a loaded host
 
 
 def guest_script(vm: VmSpec, py: str) -> str:
@@ -315,7 +316,12 @@ def guest_script(vm: VmSpec, py: str) -> str:
         "PERCPU_ONLINE=$(cat /sys/devices/system/cpu/online) PERCPU_KERNEL=$(uname -r)\n"
         # The doctor's report and exit status stay in the guest's /tmp for test_doctor_probes_features, which
         # checks them instead of running the same command again on the same kernel (15-43 s under TCG).
-        f"echo PERCPU_DOCTOR_BEGIN; {bin_dir}/percpu doctor --json >{DOCTOR_REPORT}; "
+        # A watchdog: one CI guest's doctor never ended (no output for 20 minutes, qemu busy; the same
+        # kernel's doctor ran in 43 s before and after it). Past DOCTOR_LIMIT the doctor gets SIGABRT, and
+        # Python's fault handler prints where it was on the console: test_doctor_probes_features then
+        # fails with it, and the rest of the guest's tests still run.
+        f"echo PERCPU_DOCTOR_BEGIN; timeout -s ABRT {DOCTOR_LIMIT} env PYTHONFAULTHANDLER=1 "
+        f"{bin_dir}/percpu doctor --json >{DOCTOR_REPORT}; "
         f"echo $? >{DOCTOR_REPORT}.rc; cat {DOCTOR_REPORT}; echo PERCPU_DOCTOR_END\n"
         # numpy's AVX2 sort kernels return wrong orders under QEMU's TCG emulation (seen with numpy 2.4:
         # np.argsort of uint32 was wrong, np.sort right): keep numpy on its baseline SIMD in the guest.
