@@ -9,7 +9,8 @@ Two counters run at once, counting the same calls: one reading its per-CPU array
 offline), one forced to read every possible CPU's slots (``one_cpu_reads=False``). Each is read alone
 (``snapshot()``: the counter's read), by the exporter's collector (a scrape: the read, the metrics, the
 exposition text) and by top's refresh (the read, the interval's delta, the CPUs shown, the table of rates
-``top -b`` prints), alternating (each goes first half the time), counting whatever the machine does. The
+``top -b`` prints), alternating (each goes first half the time), counting whatever the machine does; and
+the batch lookups of the counts map alone (the kernel's part of a read: the rest of a read is Python). The
 bytes are what the kernel copied into the counter's buffers (every batch lookup's elements x the bytes of
 one element for its flags), the times medians and p95. Goals at 2 CPUs online of 32: at least 8x fewer
 bytes and 2x less time per read.
@@ -31,8 +32,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from percpu import _machine, features
 from percpu.cli import _report
-from percpu.cpus import cpu_lists
+from percpu.cpus import CpuList, cpu_lists
 from percpu.exporter import SyscallCollector
+from percpu.maps import PerCpuArray
 from percpu.syscount import SyscallCounter
 from percpu.views import shown
 
@@ -83,6 +85,21 @@ def refresh(counter: SyscallCounter, last: list[Any]) -> Callable[[], str]:
     return run
 
 
+def lookups_alone(counter: SyscallCounter, online: CpuList) -> Callable[[], None]:
+    """The kernel's part of a read of the counts map, with as little Python as a read can have: the batch
+    lookups of the counter's own kind (each online CPU's slots, or every possible CPU's) into buffers
+    kept from one call to the next. What a snapshot adds to them is the rest of the read."""
+    m = counter._maps["counts"]
+    assert isinstance(m, PerCpuArray)
+    readers = [m.reader(cpu=c) for c in online] if counter.reads_one_cpu else [m.reader()]
+
+    def run() -> None:
+        for r in readers:
+            r.read()
+
+    return run
+
+
 def run(reads: int) -> dict[str, Any]:
     copied = Copied()
     lists = cpu_lists()
@@ -94,7 +111,13 @@ def run(reads: int) -> dict[str, Any]:
             scrapes[k].expose(False)
         out: dict[str, Any] = {}
         reads_only = {k: c.snapshot for k, c in pairs.items()}
-        for what, fns in (("counter read", reads_only), ("exporter scrape", scrapes), ("top refresh", tops)):
+        lookups = {k: lookups_alone(c, lists.online) for k, c in pairs.items()}
+        for what, fns in (
+            ("counter read", reads_only),
+            ("exporter scrape", scrapes),
+            ("top refresh", tops),
+            ("batch lookups alone", lookups),
+        ):
             ms: dict[str, list[float]] = {k: [] for k in pairs}
             size: dict[str, list[int]] = {k: [] for k in pairs}
             for i in range(reads):

@@ -49,6 +49,7 @@ FIGURES = {
         rf"exporter scrape, one-CPU reads\s+median\s+{NUM} ms\s+p95\s+{NUM} ms\s+\d+ bytes copied",
         rf"top refresh, whole reads\s+median\s+{NUM} ms",
         rf"top refresh: whole / one-CPU\s+{NUM}x bytes, {NUM}x time",
+        rf"batch lookups alone: whole / one-CPU\s+{NUM}x bytes, {NUM}x time",
     ],
     "bench_cpu_snapshot.py": [
         r"one-CPU path: ",
