@@ -21,6 +21,10 @@ median over the rounds is the run's price. Then for a program P at hook H, per r
 The issue's goals: counts alone within 1.1x of the floor; with times, the time programs' cost over the
 counts alone within 1.25x of the two clock reads they make (bpf_ktime_get_ns, priced by a program at
 softirq_entry that only reads the clock, against the empty one there).
+
+``--twin`` also attaches a second copy of every empty program, before the first in half the rounds, and
+figures it against the first as a counter's program is: what the method reads at each hook where nothing
+was added, so the resolution of a figure there.
 """
 
 from __future__ import annotations
@@ -154,21 +158,32 @@ def build_load(tmp: str) -> str:
     return exe
 
 
+TWIN = "twin:"  # the prefix of the twin's programs (--twin) among a round's programs
+twin = False
+
+
 @contextmanager
-def floors(first: bool, counter: Any) -> Iterator[dict[str, int]]:
-    """Every empty program (and the clock-read one) attached, before or after the counter's."""
-    with BpfObject(bundled("floor_disturb.bpf.o")) as obj:
-        obj.load()
+def floors(first: bool, counter: Any, twin_first: bool) -> Iterator[dict[str, int]]:
+    """Every empty program (and the clock-read one) attached, before or after the counter's; with --twin,
+    a second copy of each beside it, before or after it (``twin_first``)."""
+    with BpfObject(bundled("floor_disturb.bpf.o")) as obj, BpfObject(bundled("floor_disturb.bpf.o")) as two:
+        objs = [obj, two] if twin else [obj]
+        for o in objs:
+            o.load()
         if not first:
             counter.start()
-        for name in obj.programs:
-            try:
-                obj.attach(name)
-            except PercpuError:  # a hook this kernel lacks has no floor, and no program of the counter
-                continue
+        for o in objs[::-1] if twin_first else objs:
+            for name in o.programs:
+                try:
+                    o.attach(name)
+                except PercpuError:  # a hook this kernel lacks has no floor, and no program of the counter
+                    continue
         if first:
             counter.start()
-        yield {name: p.fd for name, p in obj.programs.items()}
+        fds = {name: p.fd for name, p in obj.programs.items()}
+        if twin:
+            fds.update({TWIN + name: p.fd for name, p in two.programs.items()})
+        yield fds
 
 
 def measure_round(
@@ -184,7 +199,7 @@ def measure_round(
             else DisturbCounter(**counter_args(name), start=False)
         )
         try:
-            with floors(r % 2 == 0, c) as floor_fds:
+            with floors(r % 2 == 0, c, r % 4 >= 2) as floor_fds:
                 fds = {**floor_fds, **{p.name: p.fd for p in c.programs()}}
                 with run_time_stats():
                     before = {k: lib.prog_info(fd) for k, fd in fds.items()}
@@ -249,7 +264,29 @@ def summarize(rounds: list[dict[str, dict[str, tuple[int, int]]]], prices: list[
             extra.append((timed - counted) / (2 * ck))
         pairs[label] = spread(extra)
     out["times_over_two_clock_reads"] = pairs
+    if twin:
+        out["twin"] = twins(rounds, price)
     return out
+
+
+def twins(rounds: list[dict[str, dict[str, tuple[int, int]]]], price: float) -> dict[str, Any]:
+    """Each empty program against its identical twin at the same hook (--twin), figured as a counter
+    program is: what the method reads as added cost where nothing was added. Every configuration's run of
+    a round is a sample."""
+    rows: dict[str, Any] = {}
+    for f in sorted({f for rnd in rounds for run in rnd.values() for f in run if TWIN + f in run}):
+        if f.startswith("ktime_"):
+            continue
+        samples = [(run[f], run[TWIN + f]) for rnd in rounds for run in rnd.values() if TWIN + f in run]
+        added = [per_run(*b) - per_run(*a) for a, b in samples]
+        rows[f] = {
+            "runs_per_round": statistics.median(a[0] for a, _ in samples),
+            "own_ns": spread([per_run(*a) for a, _ in samples]),
+            "twin_own_ns": spread([per_run(*b) for _, b in samples]),
+            "added_ns": spread(added),
+            "x_floor": spread([(price + a) / price for a in added] if price > 0 else []),
+        }
+    return rows
 
 
 def fmt(s: dict[str, float], digits: int = 1) -> str:
@@ -274,8 +311,15 @@ def main() -> int:
         action="store_true",
         help="one round of 0.3 s per configuration: that it runs, not how fast",
     )
+    ap.add_argument(
+        "--twin",
+        action="store_true",
+        help="also attach a second copy of each empty program and figure it against the first: what the "
+        "method reads at each hook where nothing was added (its resolution there)",
+    )
     args = ap.parse_args()
-    global baseline_path  # noqa: PLW0603 - one run, one baseline
+    global baseline_path, twin  # noqa: PLW0603 - one run, one baseline, one choice
+    twin = args.twin
     if args.baseline:
         baseline_path = args.baseline
         CONFIGS[BASELINE] = {}
@@ -360,6 +404,21 @@ def main() -> int:
     print("\ntimes: (entry + exit with times) - (entry with counts), over two clock reads (goal <= 1.25):")
     for label, s in result["times_over_two_clock_reads"].items():
         print(f"  {label:<16} {fmt(s, 2)}")
+    if "twin" in result:
+        print("\nan empty program against its identical twin at the same hook, figured the same way")
+        print("(what the method reads where nothing was added): median [interquartile range] over every run")
+        head = ("program", "runs/round", "own ns", "twin ns", "added ns", "x floor")
+        print("  {:<30} {:>10} {:>18} {:>18} {:>18} {:>18}".format(*head))
+        for p, row in result["twin"].items():
+            if row["added_ns"]["n"] == 0:
+                continue
+            cells = (
+                fmt(row["own_ns"]),
+                fmt(row["twin_own_ns"]),
+                fmt(row["added_ns"]),
+                fmt(row["x_floor"], 2),
+            )
+            print("  {:<30} {:>10.0f} {:>18} {:>18} {:>18} {:>18}".format(p, row["runs_per_round"], *cells))
     return 0
 
 

@@ -21,7 +21,7 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."
 HANG = 600.0  # a guard against a hang, not a time limit: a smoke run takes seconds
 NUM = r"(?:-?\d+(?:\.\d+)?|-?inf|nan)"  # any figure, of any sign, or none that a loaded machine gives
 
-# benchmark: a line of figures each must print (one per table it prints)
+# benchmark (and options): a line of figures each must print (one per table it prints)
 FIGURES = {
     "bench_maps.py": [
         rf"snapshot \(batch\)\s+{NUM} M keys/s",
@@ -45,6 +45,10 @@ FIGURES = {
         rf"hook price \(empty tp_btf program, getppid loop delta\): (?:{NUM} \[{NUM}-{NUM}\]|-) ns",
         r"^times: \(entry \+ exit with times\)",
     ],
+    "bench_disturb.py --twin": [
+        r"^an empty program against its identical twin at the same hook",
+        rf"floor_sched_switch\s+\d+\s+{NUM} \[{NUM}-{NUM}\]\s+{NUM} \[{NUM}-{NUM}\]",
+    ],
     "bench_cpu_reads.py": [
         rf"exporter scrape, one-CPU reads\s+median\s+{NUM} ms\s+p95\s+{NUM} ms\s+\d+ bytes copied",
         rf"top refresh, whole reads\s+median\s+{NUM} ms",
@@ -60,8 +64,9 @@ FIGURES = {
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
 def test_benchmark_runs_at_its_smoke_size_and_prints_its_figures(name: str) -> None:
+    script, *options = name.split()  # a benchmark, and the options of this run of it
     r = subprocess.run(
-        [sys.executable, os.path.join(BENCHMARKS, name), "--smoke"],
+        [sys.executable, os.path.join(BENCHMARKS, script), *options, "--smoke"],
         capture_output=True,
         text=True,
         timeout=HANG,
@@ -74,4 +79,5 @@ def test_benchmark_runs_at_its_smoke_size_and_prints_its_figures(name: str) -> N
 
 def test_every_benchmark_is_run() -> None:
     """A benchmark added to benchmarks/ is run here too."""
-    assert {f for f in os.listdir(BENCHMARKS) if f.startswith("bench_") and f.endswith(".py")} == set(FIGURES)
+    ran = {name.split(maxsplit=1)[0] for name in FIGURES}
+    assert {f for f in os.listdir(BENCHMARKS) if f.startswith("bench_") and f.endswith(".py")} == ran
