@@ -175,3 +175,14 @@ def test_only_a_guest_that_never_started_its_command_is_booted_again() -> None:
     assert not rm.never_booted(rm.Result("7-max32", status="timed out", seconds=2400.0, output=""))
     assert not rm.never_booted(rm.Result("7-max32", status="FAILED", seconds=600.0, output=""))
     assert not rm.never_booted(rm.Result("7-max32", status="ok", seconds=9.0, output=""))
+
+
+def test_numpy_stays_on_baseline_simd_for_everything_the_guest_runs() -> None:
+    """numpy's AVX2 kernels gave wrong sort orders under TCG: the setting that keeps numpy off them is
+    exported before the doctor runs, so the doctor, pytest and an --exec command all run with it."""
+    rm = _runner()
+    for vm in (next(v for v in rm.VMS if v.ci), rm.VmSpec("x", "7", "2,maxcpus=32", command="true")):
+        lines = rm.guest_script(vm, "/venv/bin/python").splitlines()
+        export = lines.index("export NPY_DISABLE_CPU_FEATURES=X86_V3")
+        doctor = next(i for i, line in enumerate(lines) if "percpu doctor --json" in line)
+        assert export < doctor < len(lines) - 1, lines

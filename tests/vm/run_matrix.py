@@ -312,6 +312,10 @@ def guest_script(vm: VmSpec, py: str) -> str:
         pytest = vm.command  # a benchmark, say: its exit status is the guest's
     return (
         f"cd {shlex.quote(REPO)} || exit 1\n"
+        # numpy's AVX2 sort kernels return wrong orders under QEMU's TCG emulation (seen with numpy 2.4:
+        # np.argsort of uint32 was wrong, np.sort right): numpy stays on its baseline SIMD for everything
+        # the guest runs, the doctor as much as pytest or a benchmark.
+        "export NPY_DISABLE_CPU_FEATURES=X86_V3\n"
         "echo PERCPU_POSSIBLE=$(cat /sys/devices/system/cpu/possible) "
         "PERCPU_ONLINE=$(cat /sys/devices/system/cpu/online) PERCPU_KERNEL=$(uname -r)\n"
         # The doctor's report and exit status stay in the guest's /tmp for test_doctor_probes_features, which
@@ -323,10 +327,8 @@ def guest_script(vm: VmSpec, py: str) -> str:
         f"echo PERCPU_DOCTOR_BEGIN; timeout -s ABRT {DOCTOR_LIMIT} env PYTHONFAULTHANDLER=1 "
         f"{bin_dir}/percpu doctor --json >{DOCTOR_REPORT}; "
         f"echo $? >{DOCTOR_REPORT}.rc; cat {DOCTOR_REPORT}; echo PERCPU_DOCTOR_END\n"
-        # numpy's AVX2 sort kernels return wrong orders under QEMU's TCG emulation (seen with numpy 2.4:
-        # np.argsort of uint32 was wrong, np.sort right): keep numpy on its baseline SIMD in the guest.
         # pytest's exit status, printed: a guest that stops mid-run never prints it (see stop_note)
-        f"NPY_DISABLE_CPU_FEATURES=X86_V3 TMPDIR=/tmp PERCPU_DOCTOR_REPORT={DOCTOR_REPORT} "
+        f"TMPDIR=/tmp PERCPU_DOCTOR_REPORT={DOCTOR_REPORT} "
         f"{pytest}{'' if vm.command else ' -rs --durations=25'}; "
         "rc=$?; echo PERCPU_PYTEST_RC=$rc; exit $rc\n"
     )
