@@ -295,6 +295,24 @@ def fmt(s: dict[str, float], digits: int = 1) -> str:
     return f"{s['median']:.{digits}f} [{s['q1']:.{digits}f}-{s['q3']:.{digits}f}]"
 
 
+def print_rows(rows: dict[str, Any], against: str, against_key: str) -> list[str]:
+    """One table of programs against the program at the same hook each is figured against; returns the
+    programs left out for too few runs."""
+    print(
+        "  {:<30} {:>10} {:>18} {:>18} {:>18} {:>18}".format(
+            "program", "runs/round", "own ns", against, "added ns", "x floor"
+        )
+    )
+    few = []
+    for p, row in rows.items():
+        if row["added_ns"]["n"] == 0:
+            few.append(f"{p} ({row['runs_per_round']:.0f})")
+            continue
+        cells = (fmt(row["own_ns"]), fmt(row[against_key]), fmt(row["added_ns"]), fmt(row["x_floor"], 2))
+        print("  {:<30} {:>10.0f} {:>18} {:>18} {:>18} {:>18}".format(p, row["runs_per_round"], *cells))
+    return few
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -385,20 +403,7 @@ def main() -> int:
     print(f"one bpf_ktime_get_ns() at softirq_entry: {fmt(result['clock_read_ns'])} ns")
     for cfg, rows in result["configs"].items():
         print(f"\n{cfg}: median [interquartile range] over rounds")
-        head = ("program", "runs/round", "own ns", "empty ns", "added ns", "x floor")
-        print("  {:<30} {:>10} {:>18} {:>18} {:>18} {:>18}".format(*head))
-        few = []
-        for p, row in rows.items():
-            if row["own_ns"]["n"] == 0:
-                few.append(f"{p} ({row['runs_per_round']:.0f})")
-                continue
-            cells = (
-                fmt(row["own_ns"]),
-                fmt(row["floor_own_ns"]),
-                fmt(row["added_ns"]),
-                fmt(row["x_floor"], 2),
-            )
-            print("  {:<30} {:>10.0f} {:>18} {:>18} {:>18} {:>18}".format(p, row["runs_per_round"], *cells))
+        few = print_rows(rows, "empty ns", "floor_own_ns")
         if few:
             print(f"  fewer than {MIN_RUNS} runs per round, no figure: {', '.join(few)}")
     print("\ntimes: (entry + exit with times) - (entry with counts), over two clock reads (goal <= 1.25):")
@@ -407,18 +412,7 @@ def main() -> int:
     if "twin" in result:
         print("\nan empty program against its identical twin at the same hook, figured the same way")
         print("(what the method reads where nothing was added): median [interquartile range] over every run")
-        head = ("program", "runs/round", "own ns", "twin ns", "added ns", "x floor")
-        print("  {:<30} {:>10} {:>18} {:>18} {:>18} {:>18}".format(*head))
-        for p, row in result["twin"].items():
-            if row["added_ns"]["n"] == 0:
-                continue
-            cells = (
-                fmt(row["own_ns"]),
-                fmt(row["twin_own_ns"]),
-                fmt(row["added_ns"]),
-                fmt(row["x_floor"], 2),
-            )
-            print("  {:<30} {:>10.0f} {:>18} {:>18} {:>18} {:>18}".format(p, row["runs_per_round"], *cells))
+        print_rows(result["twin"], "twin ns", "twin_own_ns")
     return 0
 
 
