@@ -271,13 +271,19 @@ def test_exited_processes_leave_the_table_and_every_call_adds_up(
     keys, counts = snap.procs
     totals = counts.sum(axis=1)
     prio = keys["slot"] == GETPRIORITY
-    assert int(totals[prio].sum()) == int(snap.counts[:, GETPRIORITY].sum()) == rounds * children * 7
+    made, counted = rounds * children * 7, int(snap.counts[:, GETPRIORITY].sum())
+    assert int(totals[prio].sum()) == counted, "every call counted is in exactly one row"
+    # A kernel that runs syscall tracepoint programs preemptibly (7.x with lazy preemption) skips the
+    # program while a preempted run holds it on that CPU, and counts the skips (lost.skipped): the calls
+    # may then be short, by no more than that (a 7.x guest under TCG missed one process's 7 calls once).
+    skipped = snap.lost.skipped
+    assert counted == made if not skipped else made - skipped <= counted <= made, (counted, made, skipped)
     folded = keys["tgid"] == FOLDED_TGID
     assert set(keys["comm"][folded].tolist()) == {comm.encode()}, "summed by their name"
     assert int(totals[prio & folded].sum()) > 0
     assert (prio & ~folded).any(), "some processes are kept by pid"
     for t in totals[prio & ~folded].tolist():
-        assert t == 7, "a process kept by pid has all its calls"
+        assert t == 7 if not skipped else 0 < t <= 7, "a process kept by pid has all its calls"
 
 
 @pytest.mark.parametrize("mode", ATTACH_MODES)
