@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -159,15 +159,14 @@ def build_load(tmp: str) -> str:
 
 
 TWIN = "twin:"  # the prefix of the twin's programs (--twin) among a round's programs
-twin = False
 
 
 @contextmanager
-def floors(first: bool, counter: Any, twin_first: bool) -> Iterator[dict[str, int]]:
-    """Every empty program (and the clock-read one) attached, before or after the counter's; with --twin,
-    a second copy of each beside it, before or after it (``twin_first``)."""
-    with BpfObject(bundled("floor_disturb.bpf.o")) as obj, BpfObject(bundled("floor_disturb.bpf.o")) as two:
-        objs = [obj, two] if twin else [obj]
+def floors(first: bool, counter: Any, twin: bool, twin_first: bool) -> Iterator[dict[str, int]]:
+    """Every empty program (and the clock-read one) attached, before or after the counter's; with ``twin``
+    (--twin), a second copy of each beside it, before or after it (``twin_first``)."""
+    with ExitStack() as stack:
+        objs = [stack.enter_context(BpfObject(bundled("floor_disturb.bpf.o"))) for _ in range(1 + twin)]
         for o in objs:
             o.load()
         if not first:
@@ -180,16 +179,16 @@ def floors(first: bool, counter: Any, twin_first: bool) -> Iterator[dict[str, in
                     continue
         if first:
             counter.start()
-        fds = {name: p.fd for name, p in obj.programs.items()}
+        fds = {name: p.fd for name, p in objs[0].programs.items()}
         if twin:
-            fds.update({TWIN + name: p.fd for name, p in two.programs.items()})
+            fds.update({TWIN + name: p.fd for name, p in objs[1].programs.items()})
         yield fds
 
 
 def measure_round(
-    load: str, seconds: float, cpus: tuple[int, int], path: str, order: list[str], r: int
+    load: str, seconds: float, cpus: tuple[int, int], path: str, order: list[str], r: int, twin: bool
 ) -> dict[str, dict[str, tuple[int, int]]]:
-    """config -> program -> (runs, ns) over one load run."""
+    """config -> program -> (runs, ns) over one load run (with ``twin``, the empty programs' twins too)."""
     lib = _libbpf.libbpf()
     out: dict[str, dict[str, tuple[int, int]]] = {}
     for name in order:
@@ -199,7 +198,7 @@ def measure_round(
             else DisturbCounter(**counter_args(name), start=False)
         )
         try:
-            with floors(r % 2 == 0, c, r % 4 >= 2) as floor_fds:
+            with floors(r % 2 == 0, c, twin, r % 4 >= 2) as floor_fds:
                 fds = {**floor_fds, **{p.name: p.fd for p in c.programs()}}
                 with run_time_stats():
                     before = {k: lib.prog_info(fd) for k, fd in fds.items()}
@@ -264,7 +263,7 @@ def summarize(rounds: list[dict[str, dict[str, tuple[int, int]]]], prices: list[
             extra.append((timed - counted) / (2 * ck))
         pairs[label] = spread(extra)
     out["times_over_two_clock_reads"] = pairs
-    if twin:
+    if any(k.startswith(TWIN) for rnd in rounds for run in rnd.values() for k in run):
         out["twin"] = twins(rounds, price)
     return out
 
@@ -336,8 +335,7 @@ def main() -> int:
         "method reads at each hook where nothing was added (its resolution there)",
     )
     args = ap.parse_args()
-    global baseline_path, twin  # noqa: PLW0603 - one run, one baseline, one choice
-    twin = args.twin
+    global baseline_path  # noqa: PLW0603 - one run, one baseline
     if args.baseline:
         baseline_path = args.baseline
         CONFIGS[BASELINE] = {}
@@ -368,7 +366,7 @@ def main() -> int:
             contaminated += stats_already_on()
             prices.append(hook_price(loop, cpus[0]))
             k = r % len(names)
-            rounds.append(measure_round(load, args.seconds, cpus, path, names[k:] + names[:k], r))
+            rounds.append(measure_round(load, args.seconds, cpus, path, names[k:] + names[:k], r, args.twin))
             print(
                 f"  round {r + 1}/{args.rounds} done, load {os.getloadavg()[0]:.1f}",
                 file=sys.stderr,
@@ -412,7 +410,9 @@ def main() -> int:
     if "twin" in result:
         print("\nan empty program against its identical twin at the same hook, figured the same way")
         print("(what the method reads where nothing was added): median [interquartile range] over every run")
-        print_rows(result["twin"], "twin ns", "twin_own_ns")
+        few = print_rows(result["twin"], "twin ns", "twin_own_ns")
+        if few:
+            print(f"  fewer than {MIN_RUNS} runs per round, no figure: {', '.join(few)}")
     return 0
 
 
