@@ -70,49 +70,76 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tasks+times+pidns": {"times": True, "tasks": True, "pidns_ino": "init"},
 }
 
+# The x86 vectors with tracepoints of their own (bpf/disturb.bpf.c).
+VECTORS = ("local_timer", "reschedule", "call_function", "call_function_single", "irq_work")
+
 
 class Baseline:
-    """Another build of disturb.bpf.o (``--baseline OBJ``: an earlier commit's), its sched_switch program
-    with tasks and times on, attached like the counter's, for a side-by-side figure of what a change to
-    that hot path costs. Its config is written by the layout the object's own BTF gives ``struct
-    disturb_config`` (``cfg``, at the start of .rodata, in every build): ``times`` and ``tasks`` on, every
-    other field zero, whichever fields that build has."""
+    """Another build of disturb.bpf.o (``--baseline OBJ``: an earlier commit's), attached like the counter's
+    for a side-by-side figure of what a change costs, in two configurations: its sched_switch program with
+    tasks and times on (``counts=False``), or its programs of counts alone at the hard IRQ, softirq, x86
+    vector and sched_switch hooks (``counts=True``: a build's ``*_count_btf`` programs where it has them,
+    else its entry programs with times off, as builds before them counted). Its config is written by the
+    layout the object's own BTF gives ``struct disturb_config`` (``cfg``, at the start of .rodata, in every
+    build), whichever fields that build has."""
 
-    PROGRAM = "switch_btf"
+    HOOKS = ("irq", "softirq", *VECTORS, "switch")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, counts: bool) -> None:
         self.path = path
+        self.counts = counts
         self.obj: BpfObject | None = None
+        self.attached: list[str] = []
+
+    def wanted(self, names: Any) -> list[str]:
+        if not self.counts:
+            return ["switch_btf"]
+        out = []
+        for hook in self.HOOKS:
+            plain = "switch_btf" if hook == "switch" else f"{hook}_entry_btf"
+            out += [f"{hook}_count_btf" if f"{hook}_count_btf" in names else plain]
+        return out
 
     def start(self) -> None:
         self.obj = BpfObject(self.path)
+        wanted = self.wanted(self.obj.programs)
         for name, p in self.obj.programs.items():
-            p.autoload = name == self.PROGRAM
-        self.obj.set_rodata(baseline_config(self.path))
+            p.autoload = name in wanted
+        self.obj.set_rodata(baseline_config(self.path, on=not self.counts))
         self.obj.set_max_entries("tasks", 8192)
         self.obj.load()
-        self.obj.attach(self.PROGRAM)
+        for name in wanted:
+            try:
+                self.obj.attach(name)
+            except PercpuError:  # a hook this kernel lacks (a vector's tracepoint)
+                continue
+            self.attached.append(name)
 
     def programs(self) -> list[Any]:
-        return [] if self.obj is None else [self.obj.programs[self.PROGRAM]]
+        return [] if self.obj is None else [self.obj.programs[n] for n in self.attached]
 
     def close(self) -> None:
         if self.obj is not None:
             self.obj.close()
 
 
-def baseline_config(path: str) -> bytes:
-    """``struct disturb_config`` of the object at ``path``, laid out by its BTF, with tasks and times on."""
+def baseline_config(path: str, on: bool) -> bytes:
+    """``struct disturb_config`` of the object at ``path``, laid out by its BTF: every field zero, and with
+    ``on``, times on, and tasks on in a build that has that field (its switch_btf read it; later builds'
+    switch_btf keeps tasks)."""
     btf = parse_btf(_elf.section(path, ".BTF"))
     layout = np.dtype(btf.dtype(btf.find("disturb_config", "struct")))
-    if not {"times", "tasks"} <= set(layout.names or ()):
-        sys.exit(f"bench_disturb: {path}'s struct disturb_config has no times and tasks fields")
+    fields = set(layout.names or ())
+    if "times" not in fields:
+        sys.exit(f"bench_disturb: {path}'s struct disturb_config has no times field")
     cfg = np.zeros((), layout)
-    cfg["times"] = cfg["tasks"] = 1
+    for name in fields & {"times", "tasks"} if on else ():
+        cfg[name] = 1
     return cfg.tobytes()
 
 
 BASELINE = "tasks+times, baseline object"
+BASELINE_COUNTS = "counts, baseline object"
 baseline_path: str | None = None
 
 
@@ -126,25 +153,29 @@ def counter_args(name: str) -> dict[str, Any]:
 
 
 # The empty program at each disturb.bpf.c program's hook (tp_btf flavour).
+# Entry programs come as *_count_btf (counts alone) and *_entry_btf (times: the start taken too).
 FLOOR_OF = {
+    "irq_count_btf": "floor_irq_handler_entry",
     "irq_entry_btf": "floor_irq_handler_entry",
     "irq_exit_btf": "floor_irq_handler_exit",
+    "softirq_count_btf": "floor_softirq_entry",
     "softirq_entry_btf": "floor_softirq_entry",
     "softirq_exit_btf": "floor_softirq_exit",
+    "switch_count_btf": "floor_sched_switch",
     "switch_btf": "floor_sched_switch",
     "tlb_csd": "floor_csd_function_entry",
     **{
-        f"{v}_{end}_btf": f"floor_{v}_{end}"
-        for v in ("local_timer", "reschedule", "call_function", "call_function_single", "irq_work")
-        for end in ("entry", "exit")
+        f"{v}_{kind}_btf": f"floor_{v}_{'exit' if kind == 'exit' else 'entry'}"
+        for v in VECTORS
+        for kind in ("count", "entry", "exit")
     },
 }
 CLOCK = ("ktime_softirq_entry", "floor_softirq_entry")
-PAIRS = {  # the entry and exit programs of one handler class
-    "hard IRQs": ("irq_entry_btf", "irq_exit_btf"),
-    "softirqs": ("softirq_entry_btf", "softirq_exit_btf"),
-    "local timer": ("local_timer_entry_btf", "local_timer_exit_btf"),
-    "reschedule IPI": ("reschedule_entry_btf", "reschedule_exit_btf"),
+PAIRS = {  # one handler class's programs: the entry with counts alone; the entry and the exit with times
+    "hard IRQs": ("irq_count_btf", "irq_entry_btf", "irq_exit_btf"),
+    "softirqs": ("softirq_count_btf", "softirq_entry_btf", "softirq_exit_btf"),
+    "local timer": ("local_timer_count_btf", "local_timer_entry_btf", "local_timer_exit_btf"),
+    "reschedule IPI": ("reschedule_count_btf", "reschedule_entry_btf", "reschedule_exit_btf"),
 }
 MIN_RUNS = 1000  # fewer runs per round than this: too few events at that hook for a figure
 
@@ -193,8 +224,8 @@ def measure_round(
     out: dict[str, dict[str, tuple[int, int]]] = {}
     for name in order:
         c: Any = (
-            Baseline(baseline_path or "")
-            if name == BASELINE
+            Baseline(baseline_path or "", counts=name == BASELINE_COUNTS)
+            if name in (BASELINE, BASELINE_COUNTS)
             else DisturbCounter(**counter_args(name), start=False)
         )
         try:
@@ -250,16 +281,16 @@ def summarize(rounds: list[dict[str, dict[str, tuple[int, int]]]], prices: list[
     clock = [per_run(*rnd["times"][CLOCK[0]]) - per_run(*rnd["times"][CLOCK[1]]) for rnd in rounds]
     out["clock_read_ns"] = spread(clock)
     pairs: dict[str, Any] = {}
-    for label, (entry, exit_) in PAIRS.items():
+    for label, (count, entry, exit_) in PAIRS.items():
         extra = []
         for rnd, ck in zip(rounds, clock, strict=True):
             t, c = rnd["times"], rnd["counts"]
-            if entry not in t or exit_ not in t or entry not in c:
+            if entry not in t or exit_ not in t or count not in c:
                 continue
             timed = (per_run(*t[entry]) - per_run(*t[FLOOR_OF[entry]])) + (
                 per_run(*t[exit_]) - per_run(*t[FLOOR_OF[exit_]])
             )
-            counted = per_run(*c[entry]) - per_run(*c[FLOOR_OF[entry]])
+            counted = per_run(*c[count]) - per_run(*c[FLOOR_OF[count]])
             extra.append((timed - counted) / (2 * ck))
         pairs[label] = spread(extra)
     out["times_over_two_clock_reads"] = pairs
@@ -320,8 +351,9 @@ def main() -> int:
     ap.add_argument(
         "--baseline",
         metavar="OBJ",
-        help="also measure this build of disturb.bpf.o's sched_switch program (tasks and times), e.g. an "
-        "earlier commit's: git show COMMIT:src/percpu/_bpf/disturb.bpf.o > old.o",
+        help="also measure this build of disturb.bpf.o's sched_switch program (tasks and times) and its "
+        "programs of counts alone, e.g. an earlier commit's: "
+        "git show COMMIT:src/percpu/_bpf/disturb.bpf.o > old.o",
     )
     ap.add_argument(
         "--smoke",
@@ -338,7 +370,7 @@ def main() -> int:
     global baseline_path  # noqa: PLW0603 - one run, one baseline
     if args.baseline:
         baseline_path = args.baseline
-        CONFIGS[BASELINE] = {}
+        CONFIGS[BASELINE] = CONFIGS[BASELINE_COUNTS] = {}
     if args.smoke:
         args.rounds, args.seconds = 1, 0.3
         print(

@@ -31,10 +31,12 @@
  * softirq programs' own), and plain increments of this CPU's slot need no atomics. A program that would
  * re-enter itself on a CPU is skipped by the kernel and counted in the program's recursion misses.
  *
- * Configuration is one struct in .rodata (times, tasks, the address of flush_tlb_func, the expected
- * workload, percpu's pid namespace); the verifier removes what it switches off, and user space loads only the programs of the dimensions asked for. The
- * structs and enums shared with user space reach Python through this object's BTF (tools/gen_contract.py
- * -> src/percpu/disturb/_contract.py).
+ * Configuration is one struct in .rodata (times, the address of flush_tlb_func, the expected
+ * workload, percpu's pid namespace); the verifier removes what it switches off. Whether a program counts
+ * or also times, and whether sched_switch keeps the tasks table, is a program of its own rather than a
+ * field read (user space loads only the programs of the dimensions and options asked for), so that a
+ * program of counts alone reads no configuration at every event. The structs and enums shared with user
+ * space reach Python through this object's BTF (tools/gen_contract.py -> src/percpu/disturb/_contract.py).
  *
  * Two flavours of each program but the TLB ones: tp_btf (typed arguments, plain loads through BTF pointers,
  * Linux 5.5) and raw_tp (the same through CO-RE probe reads); both need kernel BTF.
@@ -81,8 +83,7 @@ struct disturb_config {
 	__u32 expect_tgid; /* process id (0: none) */
 	__u32 pidns_ino; /* percpu's pid namespace's inode number, when not the initial one (0) */
 	char expect_comm[COMM_LEN]; /* task name, NUL-padded ("": none) */
-	__u8 times; /* time in handlers (two clock reads per event) and tasks' time on the CPU */
-	__u8 tasks; /* which task was switched in: the tasks table */
+	__u8 times; /* tasks' time on the CPU (the tasks programs; the handlers' time has programs of its own) */
 };
 
 const volatile struct disturb_config cfg = {};
@@ -249,15 +250,17 @@ static __always_inline struct cpu_counts *cpu_counts(void)
 	return bpf_map_lookup_elem(&cpu, &zero);
 }
 
-/* A run of one source starts: counted (when count), and its start taken (when timing). NULL row: a source
- * beyond the table. */
-static __always_inline void run_entry(struct runs *r, bool count)
+/* A run of one source starts: counted (when count), and its start taken (when timed). NULL row: a source
+ * beyond the table. timed is a constant of each program, never read from cfg: a program of counts alone
+ * touches no configuration at all (the verifier would remove a branch on cfg.times, but not the load of
+ * it, one more cache line at every event: docs/benchmarks.md). */
+static __always_inline void run_entry(struct runs *r, bool count, bool timed)
 {
 	if (!r)
 		return;
 	if (count)
 		r->count += 1;
-	if (cfg.times)
+	if (timed)
 		r->start = bpf_ktime_get_ns();
 }
 
@@ -277,7 +280,7 @@ static __always_inline bool run_exit(struct runs *r)
 
 /* --- hard interrupts -------------------------------------------------------------------------------- */
 
-static __always_inline void irq_entry(int irq, bool last)
+static __always_inline void irq_entry(int irq, bool last, bool timed)
 {
 	__u32 key = irq;
 	struct runs *r = bpf_map_lookup_elem(&irqs, &key);
@@ -288,7 +291,7 @@ static __always_inline void irq_entry(int irq, bool last)
 		if (c)
 			c->lost_irqs += 1;
 	}
-	run_entry(r, last);
+	run_entry(r, last, timed);
 }
 
 static __always_inline void irq_exit(int irq)
@@ -305,7 +308,7 @@ static __always_inline void irq_exit(int irq)
 
 /* --- softirqs --------------------------------------------------------------------------------------- */
 
-static __always_inline void softirq_entry(__u32 vec)
+static __always_inline void softirq_entry(__u32 vec, bool timed)
 {
 	struct runs *r = bpf_map_lookup_elem(&softirqs, &vec);
 
@@ -315,7 +318,7 @@ static __always_inline void softirq_entry(__u32 vec)
 		if (c)
 			c->lost_softirqs += 1;
 	}
-	run_entry(r, true);
+	run_entry(r, true, timed);
 }
 
 static __always_inline void softirq_exit(__u32 vec)
@@ -338,9 +341,9 @@ static __always_inline void vector_count(__u32 vec)
 		r->count += 1;
 }
 
-static __always_inline void vector_entry(__u32 vec)
+static __always_inline void vector_entry(__u32 vec, bool timed)
 {
-	run_entry(bpf_map_lookup_elem(&vectors, &vec), true);
+	run_entry(bpf_map_lookup_elem(&vectors, &vec), true, timed);
 }
 
 static __always_inline void vector_exit(__u32 vec)
@@ -479,7 +482,7 @@ static __always_inline enum task_added task_add(struct task_key *k, struct task_
  * in between (a gap: seen on a patched 6.18 whose switches away from some tasks fire no sched_switch,
  * while nr_switches counts them). Then prev was switched in unseen: its switch-in is counted now, at its
  * switch-out, and that stint's time is missing (untimed). */
-static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next, bool btf)
+static __always_inline void on_switch(struct task_struct *prev, struct task_struct *next, bool btf, bool tasks)
 {
 	__u32 zero = 0;
 	struct sched_cpu *c = bpf_map_lookup_elem(&sched, &zero);
@@ -493,7 +496,7 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 	if (gap)
 		c->gaps += 1;
 	c->task = (__u64)next;
-	if (!cfg.tasks)
+	if (!tasks)
 		return;
 	__u64 now = 0;
 
@@ -556,10 +559,19 @@ static __always_inline void on_switch(struct task_struct *prev, struct task_stru
 
 /* --- tp_btf ----------------------------------------------------------------------------------------- */
 
+/* Each entry program comes twice: *_count_* counts, *_entry_* counts and takes the start for the exit
+ * program's time (times on). User space loads one of the two. */
+SEC("tp_btf/irq_handler_entry")
+int BPF_PROG(irq_count_btf, int irq, struct irqaction *action)
+{
+	irq_entry(irq, !action->next, false);
+	return 0;
+}
+
 SEC("tp_btf/irq_handler_entry")
 int BPF_PROG(irq_entry_btf, int irq, struct irqaction *action)
 {
-	irq_entry(irq, !action->next);
+	irq_entry(irq, !action->next, true);
 	return 0;
 }
 
@@ -571,9 +583,16 @@ int BPF_PROG(irq_exit_btf, int irq)
 }
 
 SEC("tp_btf/softirq_entry")
+int BPF_PROG(softirq_count_btf, unsigned int vec)
+{
+	softirq_entry(vec, false);
+	return 0;
+}
+
+SEC("tp_btf/softirq_entry")
 int BPF_PROG(softirq_entry_btf, unsigned int vec)
 {
-	softirq_entry(vec);
+	softirq_entry(vec, true);
 	return 0;
 }
 
@@ -584,19 +603,33 @@ int BPF_PROG(softirq_exit_btf, unsigned int vec)
 	return 0;
 }
 
+/* switch_count_*: switches and gaps only (tasks off); switch_*: the tasks table too. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(switch_count_btf, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	on_switch(prev, next, true, false);
+	return 0;
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	on_switch(prev, next, true);
+	on_switch(prev, next, true, true);
 	return 0;
 }
 
 /* The x86 vectors: one program per tracepoint, the slot a constant (so each is one inlined lookup). */
 #define VECTOR_PROGS(name, slot)                                                                           \
 	SEC("tp_btf/" #name "_entry")                                                                      \
+	int BPF_PROG(name##_count_btf)                                                                     \
+	{                                                                                                  \
+		vector_entry(slot, false);                                                                 \
+		return 0;                                                                                  \
+	}                                                                                                  \
+	SEC("tp_btf/" #name "_entry")                                                                      \
 	int BPF_PROG(name##_entry_btf)                                                                     \
 	{                                                                                                  \
-		vector_entry(slot);                                                                        \
+		vector_entry(slot, true);                                                                  \
 		return 0;                                                                                  \
 	}                                                                                                  \
 	SEC("tp_btf/" #name "_exit")                                                                       \
@@ -606,9 +639,15 @@ int BPF_PROG(switch_btf, bool preempt, struct task_struct *prev, struct task_str
 		return 0;                                                                                  \
 	}                                                                                                  \
 	SEC("raw_tp/" #name "_entry")                                                                      \
+	int BPF_PROG(name##_count_raw)                                                                     \
+	{                                                                                                  \
+		vector_entry(slot, false);                                                                 \
+		return 0;                                                                                  \
+	}                                                                                                  \
+	SEC("raw_tp/" #name "_entry")                                                                      \
 	int BPF_PROG(name##_entry_raw)                                                                     \
 	{                                                                                                  \
-		vector_entry(slot);                                                                        \
+		vector_entry(slot, true);                                                                  \
 		return 0;                                                                                  \
 	}                                                                                                  \
 	SEC("raw_tp/" #name "_exit")                                                                       \
@@ -667,9 +706,16 @@ int BPF_PROG(tlb_fentry_remote)
 /* --- raw_tp: the same through CO-RE probe reads ---------------------------------------------------- */
 
 SEC("raw_tp/irq_handler_entry")
+int BPF_PROG(irq_count_raw, int irq, struct irqaction *action)
+{
+	irq_entry(irq, !BPF_CORE_READ(action, next), false);
+	return 0;
+}
+
+SEC("raw_tp/irq_handler_entry")
 int BPF_PROG(irq_entry_raw, int irq, struct irqaction *action)
 {
-	irq_entry(irq, !BPF_CORE_READ(action, next));
+	irq_entry(irq, !BPF_CORE_READ(action, next), true);
 	return 0;
 }
 
@@ -681,9 +727,16 @@ int BPF_PROG(irq_exit_raw, int irq)
 }
 
 SEC("raw_tp/softirq_entry")
+int BPF_PROG(softirq_count_raw, unsigned int vec)
+{
+	softirq_entry(vec, false);
+	return 0;
+}
+
+SEC("raw_tp/softirq_entry")
 int BPF_PROG(softirq_entry_raw, unsigned int vec)
 {
-	softirq_entry(vec);
+	softirq_entry(vec, true);
 	return 0;
 }
 
@@ -695,9 +748,16 @@ int BPF_PROG(softirq_exit_raw, unsigned int vec)
 }
 
 SEC("raw_tp/sched_switch")
+int BPF_PROG(switch_count_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	on_switch(prev, next, false, false);
+	return 0;
+}
+
+SEC("raw_tp/sched_switch")
 int BPF_PROG(switch_raw, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	on_switch(prev, next, false);
+	on_switch(prev, next, false, true);
 	return 0;
 }
 

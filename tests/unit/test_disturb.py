@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import itertools
 import os
 import pickle
 
@@ -33,7 +34,7 @@ from percpu.disturb import (
     wrapping_delta,
 )
 from percpu.disturb import _contract as contract
-from percpu.disturb._hooks import ATTACH_MODES
+from percpu.disturb._hooks import ATTACH_MODES, program_names
 from percpu.disturb._hooks import kallsyms_address as _kallsyms_address
 from percpu.errors import NotCopyable, PercpuError
 from percpu.objects import BpfObject
@@ -340,14 +341,42 @@ def test_every_program_the_counter_loads_is_in_the_object(arch: str) -> None:
     path = os.path.join(ROOT, OBJ if arch == "x86_64" else ARM64_OBJ)
     with BpfObject(path) as obj:
         names = set(obj.programs)
-    for suffix in ("btf", "raw"):
-        assert {f"irq_entry_{suffix}", f"irq_exit_{suffix}", f"switch_{suffix}"} <= names
-        assert {f"softirq_entry_{suffix}", f"softirq_exit_{suffix}"} <= names
-        for vec in VECTOR_NAMES[: contract.VEC_TLB]:
-            assert {f"{vec}_entry_{suffix}", f"{vec}_exit_{suffix}"} <= names
+    every_slot = tuple(range(contract.VEC_TLB))
+    for mode, tasks, times in itertools.product(ATTACH_MODES, (False, True), (False, True)):
+        entries, exits = program_names(
+            mode,
+            irqs=True,
+            softirqs=True,
+            vector_slots=every_slot,
+            tlb=None,
+            switches=True,
+            tasks=tasks,
+            times=times,
+        )
+        assert set(entries) | set(exits) <= names, (mode, tasks, times)
     assert "tlb_csd" in names
     assert ({"tlb_fentry", "tlb_fentry_remote"} <= names) == (arch == "x86_64")
     assert ATTACH_MODES == ("tp_btf", "raw_tp")
+
+
+def test_programs_of_counts_alone_are_not_the_timed_ones() -> None:
+    """Counts alone load the counting builds and no exit program; times load the entry builds that take a
+    start and the exit programs that end it; the tasks table has a sched_switch program of its own. No
+    program decides any of it from the configuration at each event (bpf/disturb.bpf.c)."""
+    kw = {"irqs": True, "softirqs": True, "vector_slots": (0, 1), "tlb": "tlb_csd", "switches": True}
+    counts = program_names("tp_btf", **kw, tasks=False, times=False)
+    assert counts == (
+        ["irq_count_btf", "softirq_count_btf", "local_timer_count_btf", "reschedule_count_btf", "tlb_csd",
+         "switch_count_btf"],
+        [],
+    )  # fmt: skip
+    timed = program_names("raw_tp", **kw, tasks=True, times=True)
+    assert timed == (
+        ["irq_entry_raw", "softirq_entry_raw", "local_timer_entry_raw", "reschedule_entry_raw", "tlb_csd",
+         "switch_raw"],
+        ["irq_exit_raw", "softirq_exit_raw", "local_timer_exit_raw", "reschedule_exit_raw"],
+    )  # fmt: skip
+    assert program_names("tp_btf", **kw, tasks=True, times=False)[0][-1] == "switch_btf"
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,7 @@ class DisturbConfig(ctypes.Structure):
         ("pidns_ino", ctypes.c_uint32),  # offset 20
         ("expect_comm", ctypes.c_char * 16),  # offset 24
         ("times", ctypes.c_uint8),  # offset 40
-        ("tasks", ctypes.c_uint8),  # offset 41
-        ("_pad42", ctypes.c_uint8 * 6),  # tail padding
+        ("_pad41", ctypes.c_uint8 * 7),  # tail padding
     ]
 
 

@@ -1,7 +1,7 @@
 """The disturbance counter: ``disturb.bpf.o`` loaded, attached and read as :class:`DisturbSnapshot` s.
 
 :class:`DisturbCounter` opens the shipped object through :class:`~percpu.objects.BpfObject`, writes its
-``.rodata`` config (times, tasks, the address of flush_tlb_func), loads only the programs of the dimensions
+``.rodata`` config (times, the address of flush_tlb_func, ...), loads only the programs of the dimensions
 asked for, at the best hook the kernel has (``tp_btf``, then ``raw_tp``; both need kernel BTF), and reads
 its per-CPU maps through percpu's typed maps. A dimension this kernel lacks a hook for (the x86 vectors on
 another architecture, TLB shootdowns on a kernel where none of their three hooks works) is left out and
@@ -260,7 +260,6 @@ class DisturbCounter(LoadedCounter):
         try:
             cfg = DisturbConfig()
             cfg.times = int(self.times)
-            cfg.tasks = int(self.tasks)
             cfg.flush_tlb_func = self._flush_tlb_func if tlb == "tlb_csd" else 0
             cfg.pidns_ino = self.pidns_ino if self.tasks else 0
             if self.expect is not None:
@@ -278,6 +277,7 @@ class DisturbCounter(LoadedCounter):
                 vector_slots=self._vector_slots,
                 tlb=tlb,
                 switches=self.switches,
+                tasks=self.tasks,
                 times=self.times,
             )
             wanted = set(entries) | set(exits)

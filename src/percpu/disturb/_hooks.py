@@ -159,26 +159,26 @@ def program_names(
     vector_slots: tuple[int, ...],
     tlb: str | None,
     switches: bool,
+    tasks: bool,
     times: bool,
 ) -> tuple[list[str], list[str]]:
-    """(entry programs, exit programs) to load and attach in ``mode``."""
+    """(entry programs, exit programs) to load and attach in ``mode``. Each handler class's entry program
+    comes in two builds (bpf/disturb.bpf.c): ``*_count_*`` counts, ``*_entry_*`` also takes the start that
+    its exit program times; sched_switch's ``switch_count_*`` counts switches, ``switch_*`` keeps the tasks
+    table too. The choice is made here, at load, so that no program reads an option at every event."""
     s = _SUFFIX[mode]
+    entry = "entry" if times else "count"
     entries: list[str] = []
     exits: list[str] = []
-    if irqs:
-        entries.append(f"irq_entry_{s}")
-        exits += [f"irq_exit_{s}"] if times else []
-    if softirqs:
-        entries.append(f"softirq_entry_{s}")
-        exits += [f"softirq_exit_{s}"] if times else []
-    for slot in vector_slots:
-        name = VECTOR_TRACEPOINTS[slot]
-        entries.append(f"{name}_entry_{s}")
+    handlers = (["irq"] if irqs else []) + (["softirq"] if softirqs else [])
+    handlers += [VECTOR_TRACEPOINTS[slot] for slot in vector_slots]
+    for name in handlers:
+        entries.append(f"{name}_{entry}_{s}")
         exits += [f"{name}_exit_{s}"] if times else []
     if tlb:
         entries.append(tlb)
     if switches:
-        entries.append(f"switch_{s}")
+        entries.append(f"switch_{s}" if tasks else f"switch_count_{s}")
     return entries, exits
 
 
