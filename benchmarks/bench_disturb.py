@@ -76,36 +76,39 @@ VECTORS = ("local_timer", "reschedule", "call_function", "call_function_single",
 
 class Baseline:
     """Another build of disturb.bpf.o (``--baseline OBJ``: an earlier commit's), attached like the counter's
-    for a side-by-side figure of what a change costs, in two configurations: its sched_switch program with
-    tasks and times on (``counts=False``), or its programs of counts alone at the hard IRQ, softirq, x86
-    vector and sched_switch hooks (``counts=True``: a build's ``*_count_btf`` programs where it has them,
-    else its entry programs with times off, as builds before them counted). Its config is written by the
-    layout the object's own BTF gives ``struct disturb_config`` (``cfg``, at the start of .rodata, in every
-    build), whichever fields that build has."""
+    for a side-by-side figure of what a change costs, in one of three configurations (``kind``):
 
-    HOOKS = ("irq", "softirq", *VECTORS, "switch")
+    * ``counts``: its programs of counts alone at the hard IRQ, softirq, x86 vector and sched_switch hooks
+      (a build's ``*_count_btf`` programs where it has them, else its entry programs with times off, as
+      builds before them counted);
+    * ``times``: its entry and exit programs at the same handlers' hooks, times on;
+    * ``tasks+times``: its sched_switch program, tasks and times on.
 
-    def __init__(self, path: str, counts: bool) -> None:
+    Its config is written by the layout the object's own BTF gives ``struct disturb_config`` (``cfg``, at the
+    start of .rodata, in every build), whichever fields that build has."""
+
+    HANDLERS = ("irq", "softirq", *VECTORS)
+
+    def __init__(self, path: str, kind: str) -> None:
         self.path = path
-        self.counts = counts
+        self.kind = kind
         self.obj: BpfObject | None = None
         self.attached: list[str] = []
 
     def wanted(self, names: Any) -> list[str]:
-        if not self.counts:
+        if self.kind == "tasks+times":
             return ["switch_btf"]
-        out = []
-        for hook in self.HOOKS:
-            plain = "switch_btf" if hook == "switch" else f"{hook}_entry_btf"
-            out += [f"{hook}_count_btf" if f"{hook}_count_btf" in names else plain]
-        return out
+        if self.kind == "times":
+            return [f"{h}_{end}_btf" for h in self.HANDLERS for end in ("entry", "exit")]
+        out = [f"{h}_count_btf" if f"{h}_count_btf" in names else f"{h}_entry_btf" for h in self.HANDLERS]
+        return [*out, "switch_count_btf" if "switch_count_btf" in names else "switch_btf"]
 
     def start(self) -> None:
         self.obj = BpfObject(self.path)
         wanted = self.wanted(self.obj.programs)
         for name, p in self.obj.programs.items():
             p.autoload = name in wanted
-        self.obj.set_rodata(baseline_config(self.path, on=not self.counts))
+        self.obj.set_rodata(baseline_config(self.path, self.kind))
         self.obj.set_max_entries("tasks", 8192)
         self.obj.load()
         for name in wanted:
@@ -123,23 +126,24 @@ class Baseline:
             self.obj.close()
 
 
-def baseline_config(path: str, on: bool) -> bytes:
-    """``struct disturb_config`` of the object at ``path``, laid out by its BTF: every field zero, and with
-    ``on``, times on, and tasks on in a build that has that field (its switch_btf read it; later builds'
-    switch_btf keeps tasks)."""
+def baseline_config(path: str, kind: str) -> bytes:
+    """``struct disturb_config`` of the object at ``path`` for a :class:`Baseline` ``kind``, laid out by its
+    BTF: every field zero but times (on unless ``counts``), and tasks (on with ``tasks+times``) in a build
+    that has that field (its switch_btf read it; later builds' switch_btf keeps tasks)."""
     btf = parse_btf(_elf.section(path, ".BTF"))
     layout = np.dtype(btf.dtype(btf.find("disturb_config", "struct")))
     fields = set(layout.names or ())
     if "times" not in fields:
         sys.exit(f"bench_disturb: {path}'s struct disturb_config has no times field")
     cfg = np.zeros((), layout)
-    for name in fields & {"times", "tasks"} if on else ():
+    on = {"counts": set(), "times": {"times"}, "tasks+times": {"times", "tasks"}}[kind]
+    for name in fields & on:
         cfg[name] = 1
     return cfg.tobytes()
 
 
-BASELINE = "tasks+times, baseline object"
-BASELINE_COUNTS = "counts, baseline object"
+BASELINE = ", baseline object"  # the suffix of the baseline's configurations (--baseline)
+BASELINE_KINDS = ("counts", "times", "tasks+times")
 baseline_path: str | None = None
 
 
@@ -224,8 +228,8 @@ def measure_round(
     out: dict[str, dict[str, tuple[int, int]]] = {}
     for name in order:
         c: Any = (
-            Baseline(baseline_path or "", counts=name == BASELINE_COUNTS)
-            if name in (BASELINE, BASELINE_COUNTS)
+            Baseline(baseline_path or "", name.removesuffix(BASELINE))
+            if name.endswith(BASELINE)
             else DisturbCounter(**counter_args(name), start=False)
         )
         try:
@@ -280,23 +284,36 @@ def summarize(rounds: list[dict[str, dict[str, tuple[int, int]]]], prices: list[
         out["configs"][cfg] = rows
     clock = [per_run(*rnd["times"][CLOCK[0]]) - per_run(*rnd["times"][CLOCK[1]]) for rnd in rounds]
     out["clock_read_ns"] = spread(clock)
+    out["times_over_two_clock_reads"] = times_over_clock(rounds, clock, "times", "counts")
+    if "times" + BASELINE in rounds[0]:
+        out["baseline_times_over_two_clock_reads"] = times_over_clock(
+            rounds, clock, "times" + BASELINE, "counts" + BASELINE
+        )
+    if any(k.startswith(TWIN) for rnd in rounds for run in rnd.values() for k in run):
+        out["twin"] = twins(rounds, price)
+    return out
+
+
+def times_over_clock(
+    rounds: list[dict[str, dict[str, tuple[int, int]]]], clock: list[float], times: str, counts: str
+) -> dict[str, Any]:
+    """Per handler class: (entry + exit with times) - (entry with counts alone), over two clock reads. The
+    counts' entry is the ``*_count_btf`` program, or in a build without one its ``*_entry_btf``."""
     pairs: dict[str, Any] = {}
     for label, (count, entry, exit_) in PAIRS.items():
         extra = []
         for rnd, ck in zip(rounds, clock, strict=True):
-            t, c = rnd["times"], rnd["counts"]
-            if entry not in t or exit_ not in t or count not in c:
+            t, c = rnd[times], rnd[counts]
+            counted_by = count if count in c else entry
+            if entry not in t or exit_ not in t or counted_by not in c:
                 continue
             timed = (per_run(*t[entry]) - per_run(*t[FLOOR_OF[entry]])) + (
                 per_run(*t[exit_]) - per_run(*t[FLOOR_OF[exit_]])
             )
-            counted = per_run(*c[count]) - per_run(*c[FLOOR_OF[count]])
+            counted = per_run(*c[counted_by]) - per_run(*c[FLOOR_OF[counted_by]])
             extra.append((timed - counted) / (2 * ck))
         pairs[label] = spread(extra)
-    out["times_over_two_clock_reads"] = pairs
-    if any(k.startswith(TWIN) for rnd in rounds for run in rnd.values() for k in run):
-        out["twin"] = twins(rounds, price)
-    return out
+    return pairs
 
 
 def twins(rounds: list[dict[str, dict[str, tuple[int, int]]]], price: float) -> dict[str, Any]:
@@ -351,8 +368,8 @@ def main() -> int:
     ap.add_argument(
         "--baseline",
         metavar="OBJ",
-        help="also measure this build of disturb.bpf.o's sched_switch program (tasks and times) and its "
-        "programs of counts alone, e.g. an earlier commit's: "
+        help="also measure this build of disturb.bpf.o's programs of counts alone, its handlers' programs "
+        "with times, and its sched_switch program with tasks and times, e.g. an earlier commit's: "
         "git show COMMIT:src/percpu/_bpf/disturb.bpf.o > old.o",
     )
     ap.add_argument(
@@ -370,7 +387,8 @@ def main() -> int:
     global baseline_path  # noqa: PLW0603 - one run, one baseline
     if args.baseline:
         baseline_path = args.baseline
-        CONFIGS[BASELINE] = CONFIGS[BASELINE_COUNTS] = {}
+        for kind in BASELINE_KINDS:
+            CONFIGS[kind + BASELINE] = {}
     if args.smoke:
         args.rounds, args.seconds = 1, 0.3
         print(
@@ -439,6 +457,10 @@ def main() -> int:
     print("\ntimes: (entry + exit with times) - (entry with counts), over two clock reads (goal <= 1.25):")
     for label, s in result["times_over_two_clock_reads"].items():
         print(f"  {label:<16} {fmt(s, 2)}")
+    if "baseline_times_over_two_clock_reads" in result:
+        print("the same of the baseline object:")
+        for label, s in result["baseline_times_over_two_clock_reads"].items():
+            print(f"  {label:<16} {fmt(s, 2)}")
     if "twin" in result:
         print("\nan empty program against its identical twin at the same hook, figured the same way")
         print("(what the method reads where nothing was added): median [interquartile range] over every run")
