@@ -225,7 +225,15 @@ def bcc_headers() -> tuple[str, str] | None:
     ).stdout.strip()
 
     def depends(pkg: str, pattern: str) -> str:
-        out = subprocess.run(["apt-cache", "depends", pkg], capture_output=True, text=True, check=True).stdout
+        r = subprocess.run(["apt-cache", "depends", pkg], capture_output=True, text=True)
+        if r.returncode and os.geteuid() == 0:
+            # No package lists (a machine whose lists were cleaned after its packages were installed, as
+            # images are): fetch them once, as the download below needs them too.
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=True)
+            r = subprocess.run(["apt-cache", "depends", pkg], capture_output=True, text=True)
+        if r.returncode:
+            raise RuntimeError(f"apt-cache depends {pkg}: {r.stderr.strip()[-300:]} (apt-get update?)")
+        out = r.stdout
         for line in out.splitlines():
             name = line.split(":", 1)[-1].strip()
             if "Depends:" in line and name.startswith("linux-headers-") and pattern in name:
