@@ -165,7 +165,8 @@ def program_names(
     """(entry programs, exit programs) to load and attach in ``mode``. Each handler class's entry program
     comes in two builds (bpf/disturb.bpf.c): ``*_count_*`` counts, ``*_entry_*`` also takes the start that
     its exit program times; sched_switch's ``switch_count_*`` counts switches, ``switch_*`` keeps the tasks
-    table too. The choice is made here, at load, so that no program reads an option at every event."""
+    table too. The choice is made here, at load, so that a program of counts alone reads no option at every
+    event."""
     s = _SUFFIX[mode]
     entry = "entry" if times else "count"
     entries: list[str] = []
