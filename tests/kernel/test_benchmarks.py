@@ -45,6 +45,7 @@ FIGURES = {
     "bench_disturb.py": [
         rf"hook price \(empty tp_btf program, getppid loop delta\): (?:{NUM} \[{NUM}-{NUM}\]|-) ns",
         r"^times: \(entry \+ exit with times\)",
+        rf"^  hard IRQs\s+{NUM}   per round ",
     ],
     # The shipped object as its own baseline (its *_count_btf programs; an earlier build's counts alone
     # are its *_entry_btf programs with times off).
