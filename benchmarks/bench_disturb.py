@@ -54,6 +54,7 @@ from percpu import _elf, _libbpf  # noqa: E402
 from percpu.btf import parse_btf  # noqa: E402
 from percpu.cpus import cpu_lists  # noqa: E402
 from percpu.disturb import DisturbCounter, Expected  # noqa: E402
+from percpu.disturb._hooks import VECTOR_TRACEPOINTS  # noqa: E402
 from percpu.errors import PercpuError  # noqa: E402
 from percpu.objects import BpfObject, bundled  # noqa: E402
 from percpu.syscount import cgroup2_root  # noqa: E402
@@ -70,8 +71,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tasks+times+pidns": {"times": True, "tasks": True, "pidns_ino": "init"},
 }
 
-# The x86 vectors with tracepoints of their own (bpf/disturb.bpf.c).
-VECTORS = ("local_timer", "reschedule", "call_function", "call_function_single", "irq_work")
+# The x86 vectors with tracepoints of their own, as the counter names their programs.
+VECTORS = VECTOR_TRACEPOINTS
 
 
 class Baseline:

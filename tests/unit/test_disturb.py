@@ -361,8 +361,8 @@ def test_every_program_the_counter_loads_is_in_the_object(arch: str) -> None:
 
 def test_programs_of_counts_alone_are_not_the_timed_ones() -> None:
     """Counts alone load the counting builds and no exit program; times load the entry builds that take a
-    start and the exit programs that end it; the tasks table has a sched_switch program of its own. No
-    program decides any of it from the configuration at each event (bpf/disturb.bpf.c)."""
+    start and the exit programs that end it; the tasks table has a sched_switch program of its own. So a
+    program of counts alone reads no configuration at each event (bpf/disturb.bpf.c)."""
     kw = {"irqs": True, "softirqs": True, "vector_slots": (0, 1), "tlb": "tlb_csd", "switches": True}
     counts = program_names("tp_btf", **kw, tasks=False, times=False)
     assert counts == (
