@@ -66,6 +66,17 @@ def cpu_pair() -> tuple[int, int]:
     return online[-1], online[0]
 
 
+def assert_counted(got: int, made: int, skipped: int) -> None:
+    """``got == made``, unless the kernel skipped runs of the counter's programs (``lost.skipped``: on
+    kernels whose syscall tracepoints run BPF preemptibly, a run preempted on a CPU makes the calls of other
+    tasks there skip until it resumes, docs/bpf-programs.md). Then the count may be short by no more than
+    the runs skipped, and never over."""
+    if skipped:
+        assert made - skipped <= got <= made, f"{got:,} counted of {made:,} made, {skipped:,} runs skipped"
+    else:
+        assert got == made, f"{got:,} counted of {made:,} made, no run skipped"
+
+
 @pytest.mark.parametrize("calls", [100_000, 1_000_000])
 def test_exact_count_per_process_on_its_cpu(calls: int) -> None:
     """The workload's (pid, comm, getppid) row holds its calls, all on its CPU. Only the workload's name is
@@ -81,7 +92,7 @@ def test_exact_count_per_process_on_its_cpu(calls: int) -> None:
     mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
     assert mine.sum() == 1, "one (pid, comm, getppid) entry for the workload"
     row = counts[mine][0]
-    assert int(row[cpus.index(cpu)]) == calls
+    assert_counted(int(row[cpus.index(cpu)]), calls, snap.lost.skipped)
     assert int(row[cpus.index(other)]) == 0
     assert bytes(keys[mine][0]["comm"]).decode() == COMM
     assert snap.lost.processes == 0
@@ -175,7 +186,7 @@ def test_per_process_cache_of_a_cpu_no_flush_reaches_is_read_directly(
     keys, counts = snap.procs
     mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
     assert mine.sum() == 1
-    assert int(counts[mine][0][cpus.index(cpu)]) == 30_000
+    assert_counted(int(counts[mine][0][cpus.index(cpu)]), 30_000, snap.lost.skipped)
     assert int(counts[mine][0][cpus.index(other)]) == 0
 
 
@@ -209,7 +220,7 @@ def test_per_process_flush_runs_only_on_the_cpus_whose_cache_holds_calls(
         assert snap.procs is not None
         keys, counts = snap.procs
         mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
-        assert int(counts[mine][0][cpus.index(cpu)]) == 20_000
+        assert_counted(int(counts[mine][0][cpus.index(cpu)]), 20_000, snap.lost.skipped)
         assert int(counts[mine][0][cpus.index(other)]) == 0
 
 
@@ -230,7 +241,7 @@ def test_per_process_falls_back_to_the_hash_when_no_program_can_run_on_a_cpu(
     assert snap.procs is not None
     keys, counts = snap.procs
     mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
-    assert int(counts[mine][0][cpus.index(cpu)]) == 10_000
+    assert_counted(int(counts[mine][0][cpus.index(cpu)]), 10_000, snap.lost.skipped)
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["per-CPU cache", "hash"])
@@ -295,7 +306,7 @@ def test_exact_count_each_attach_mode(mode: str) -> None:
         before = c.snapshot()
         run_workload(100_000, cpu)
         d = c.snapshot().delta(before)
-    assert int(d.counts[cpus.index(cpu), GETPPID]) == 100_000
+    assert_counted(int(d.counts[cpus.index(cpu), GETPPID]), 100_000, d.lost.skipped)
     assert int(d.counts[cpus.index(other), GETPPID]) == 0
 
 
@@ -307,7 +318,7 @@ def test_errors_mode_counts_failures_by_errno() -> None:
     assert snap.errors is not None
     keys, counts = snap.errors
     hit = (keys["slot"] == CLOSE) & (keys["err"] == errno.EBADF)
-    assert int(counts[hit].sum()) == 777
+    assert_counted(int(counts[hit].sum()), 777, snap.lost.skipped)
 
 
 def test_failed_only_counts_only_failures() -> None:
@@ -316,7 +327,7 @@ def test_failed_only_counts_only_failures() -> None:
     with SyscallCounter(filters=Filters(comm=COMM, failed_only=True)) as c:
         run_workload(5000, cpu, "--fail", "300")
         snap = c.snapshot()
-    assert int(snap.counts[cpus.index(cpu), CLOSE]) == 300
+    assert_counted(int(snap.counts[cpus.index(cpu), CLOSE]), 300, snap.lost.skipped)
     assert int(snap.counts[:, GETPPID].sum()) == 0  # getppid never fails
 
 
@@ -328,7 +339,7 @@ def test_latency_histogram_holds_every_call() -> None:
     assert snap.latency is not None
     keys, counts = snap.latency
     mine = keys["slot"] == GETPPID
-    assert int(counts[mine].sum()) == 20_000
+    assert_counted(int(counts[mine].sum()), 20_000, snap.lost.skipped)
     # Which buckets the calls land in is timing (under qemu TCG a preempted getppid takes over 1 ms): only
     # the bucket range the key can hold is asserted here; where they land belongs in benchmarks.
     assert int(keys["bucket"][mine].max()) < LAT_BUCKETS
@@ -418,7 +429,7 @@ def test_latency_falls_back_to_the_task_store_when_the_switch_program_cannot_att
         snap = c.snapshot()
     assert snap.latency is not None
     keys, counts = snap.latency
-    assert int(counts[keys["slot"] == GETPPID].sum()) == 5_000
+    assert_counted(int(counts[keys["slot"] == GETPPID].sum()), 5_000, snap.lost.skipped)
 
 
 def test_syscall_subset_filter() -> None:
@@ -428,7 +439,7 @@ def test_syscall_subset_filter() -> None:
         snap = c.snapshot()
     nz = set(np.nonzero(snap.counts.sum(axis=0))[0].tolist())
     assert nz == {GETPPID}
-    assert int(snap.counts[:, GETPPID].sum()) == 1000
+    assert_counted(int(snap.counts[:, GETPPID].sum()), 1000, snap.lost.skipped)
 
 
 def test_tgid_filter_ignores_other_processes() -> None:
@@ -438,7 +449,7 @@ def test_tgid_filter_ignores_other_processes() -> None:
         for _ in range(123):
             os.getppid()
         snap = c.snapshot()
-    assert int(snap.counts[:, GETPPID].sum()) == 123
+    assert_counted(int(snap.counts[:, GETPPID].sum()), 123, snap.lost.skipped)
 
 
 def test_counters_never_reset_between_snapshots() -> None:
@@ -449,9 +460,10 @@ def test_counters_never_reset_between_snapshots() -> None:
         b = c.snapshot()
         run_workload(500, cpu)
         e = c.snapshot()
-    assert int(a.counts[:, GETPPID].sum()) == 1000
+    assert_counted(int(a.counts[:, GETPPID].sum()), 1000, a.lost.skipped)
     assert (b.counts >= a.counts).all()
-    assert int(e.delta(b).counts[:, GETPPID].sum()) == 500
+    d = e.delta(b)
+    assert_counted(int(d.counts[:, GETPPID].sum()), 500, d.lost.skipped)
 
 
 def test_a_copy_of_a_counter_is_refused_and_the_counter_counts_on() -> None:
@@ -462,7 +474,8 @@ def test_a_copy_of_a_counter_is_refused_and_the_counter_counts_on() -> None:
         with pytest.raises(NotCopyable, match="a copy would close the original's"):
             copy.copy(c).close()
         run_workload(1000, cpu)
-        assert int(c.snapshot().counts[:, GETPPID].sum()) == 1000
+        snap = c.snapshot()
+        assert_counted(int(snap.counts[:, GETPPID].sum()), 1000, snap.lost.skipped)
 
 
 @pytest.fixture
@@ -508,7 +521,7 @@ def test_cgroup_filter_counts_only_tasks_in_the_cgroup(cgroup: str, by: str) -> 
         for _ in range(77):
             os.getppid()
         snap = c.snapshot()
-    assert int(snap.counts[:, GETPPID].sum()) == 4321
+    assert_counted(int(snap.counts[:, GETPPID].sum()), 4321, snap.lost.skipped)
 
 
 def test_cgroup_filter_refuses_what_is_not_a_cgroup() -> None:
@@ -520,8 +533,6 @@ def test_cgroup_filter_refuses_what_is_not_a_cgroup() -> None:
 
 
 def test_tid_filter_counts_one_thread() -> None:
-    counted: list[int] = []
-
     def other_thread() -> None:
         for _ in range(500):
             os.getppid()
@@ -532,8 +543,8 @@ def test_tid_filter_counts_one_thread() -> None:
         t.join()
         for _ in range(211):
             os.getppid()
-        counted.append(int(c.snapshot().counts[:, GETPPID].sum()))
-    assert counted == [211]
+        snap = c.snapshot()
+    assert_counted(int(snap.counts[:, GETPPID].sum()), 211, snap.lost.skipped)
 
 
 def test_maps_of_modes_not_asked_for_are_one_entry() -> None:
@@ -812,13 +823,13 @@ def test_without_the_5_11_helpers_every_mode_counts_exactly(
         d = c.snapshot().delta(before)
     mine = int(d.counts[cpus.index(cpu), GETPPID])
     if mode in ("default", "per_process"):
-        assert mine >= 20_000
+        assert mine + d.lost.skipped >= 20_000  # other processes' calls are counted too
     else:
-        assert mine == (0 if mode == "failed_only" else 20_000)
+        assert_counted(mine, 0 if mode == "failed_only" else 20_000, d.lost.skipped)
         assert int(d.counts[cpus.index(other), GETPPID]) == 0
-    assert int(d.counts[cpus.index(cpu), CLOSE]) >= 250  # the interpreter closes files too
+    assert int(d.counts[cpus.index(cpu), CLOSE]) + d.lost.skipped >= 250  # the interpreter closes files too
     if mode == "failed_only":
-        assert int(d.counts[cpus.index(cpu), CLOSE]) == 250
+        assert_counted(int(d.counts[cpus.index(cpu), CLOSE]), 250, d.lost.skipped)
     if mode == "filters":
         assert set(np.nonzero(d.counts.sum(axis=0))[0].tolist()) == {GETPPID, CLOSE}
     if mode == "per_process":
@@ -826,17 +837,17 @@ def test_without_the_5_11_helpers_every_mode_counts_exactly(
         keys, counts = d.procs
         mine = (keys["tgid"] == int(info["pid"])) & (keys["slot"] == GETPPID)
         assert mine.sum() == 1
-        assert int(counts[mine][0][cpus.index(cpu)]) == 20_000
+        assert_counted(int(counts[mine][0][cpus.index(cpu)]), 20_000, d.lost.skipped)
         assert bytes(keys[mine][0]["comm"]).decode() == COMM
     if mode == "errors":
         assert d.errors is not None
         keys, counts = d.errors
         hit = (keys["slot"] == CLOSE) & (keys["err"] == errno.EBADF)
-        assert int(counts[hit].sum()) == 250
+        assert_counted(int(counts[hit].sum()), 250, d.lost.skipped)
     if mode == "latency":
         assert d.latency is not None
         keys, counts = d.latency
-        assert int(counts[keys["slot"] == GETPPID].sum()) == 20_000
+        assert_counted(int(counts[keys["slot"] == GETPPID].sum()), 20_000, d.lost.skipped)
 
 
 def test_without_task_local_storage_the_storage_map_is_not_created(monkeypatch: pytest.MonkeyPatch) -> None:
