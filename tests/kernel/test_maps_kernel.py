@@ -245,6 +245,13 @@ def test_percpu_array_batch_and_one_cpu() -> None:
         snap = m.snapshot()
         assert snap.values.shape == (300, NCPU)
         assert (snap.values == np.arange(300, dtype=np.uint64)[:, None]).all()
+        m.update(7, [70 + i for i in range(NCPU)])  # a value per CPU
+        # Read by index, as a kernel without batch reads of per-CPU arrays (before 5.13) is read: the same
+        batch, by_index = m.snapshot(), m.snapshot(batch=False)
+        assert (by_index.keys == np.arange(300)).all() and (by_index.keys == batch.keys).all()
+        assert (by_index.values == batch.values).all() and list(by_index.values[7]) == [
+            70 + i for i in range(NCPU)
+        ]
         # BPF_F_CPU arrives in Linux 7.0 (6.18 says EINVAL); the VM matrix runs this on 5.10 to 7.x.
         release = tuple(int(n) for n in os.uname().release.split("-")[0].split(".")[:2])
         assert cpu_flag_supported() is (release >= (7, 0))

@@ -38,6 +38,28 @@ def test_iteration_is_bounded_and_never_repeats_under_deletes(fake: Fake) -> Non
         assert all(isinstance(k, int) for k in seen)
 
 
+@pytest.mark.parametrize("cls", [percpu.PerCpuArray, percpu.Array])
+def test_an_array_without_batch_reads_is_read_by_index_not_walked(
+    fake: Fake, cls: type[percpu.Array]
+) -> None:
+    """Per-CPU arrays have batch reads only since Linux 5.13: before, a snapshot looks each index up once
+    (an array's keys are 0 to max_entries - 1), with no get_next_key walk doubling the system calls."""
+    kernel, topo = fake
+    kernel.batch = False
+    n = 37
+    want = np.arange(n, dtype=np.uint32) * 10
+    with cls.create(np.uint32, n) as m:
+        m.update_batch(np.arange(n), want)  # one update each (one value on every CPU of a per-CPU array)
+        kernel.calls.clear()
+        snap = m.snapshot()
+        assert kernel.calls.count("map_lookup") == n and "map_get_next_key" not in kernel.calls
+        assert (snap.keys == np.arange(n)).all()
+        if cls is percpu.PerCpuArray:
+            assert snap.values.shape == (n, len(topo.possible)) and (snap.values == want[:, None]).all()
+        else:
+            assert (snap.values == want).all()
+
+
 def test_snapshot_batches_retry_enospc_and_fall_back(fake: Fake) -> None:
     kernel, topo = fake
     n = 37

@@ -210,6 +210,8 @@ class BulkReader:
         h, lay = self.handle, self.layout
         ks = lay.key_size
         vb = lay.value_bytes(self.elem_flags)
+        if h.is_array:
+            return self._by_index(ks, vb)
         cap = self.initial_capacity()
         keys, vals = self._alloc(cap)
         n = 0
@@ -224,4 +226,23 @@ class BulkReader:
                 continue
             keys[n * ks : (n + 1) * ks] = raw
             n += 1
+        return keys, vals, n
+
+    def _by_index(self, ks: int, vb: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """An array's elements without a batch operation: a lookup at each index. Its keys are 0 to
+        max_entries - 1 and none is ever missing, so there is no key to walk (a walk's ``get_next_key``
+        would double the system calls: per-CPU arrays have batch reads only since Linux 5.13)."""
+        h, lay = self.handle, self.layout
+        n = h.info.max_entries
+        keys, vals = self._alloc(n)
+        keys.view(np.uint32)[:n] = np.arange(n, dtype=np.uint32)  # an array's key is a u32
+        for i in range(n):
+            h.call(
+                _LOOKUP,
+                h.kernel.map_lookup,
+                keys[i * ks : (i + 1) * ks],
+                vals[i * vb : (i + 1) * vb],
+                lay,
+                self.elem_flags,
+            )
         return keys, vals, n
