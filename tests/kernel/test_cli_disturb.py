@@ -69,11 +69,20 @@ Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def scrape(target: str) -> dict[Key, float]:
-    from prometheus_client.parser import text_string_to_metric_families
+    return parse_metrics(metrics_body(target))
 
+
+def metrics_body(target: str) -> bytes:
+    """One scrape's body, unparsed."""
     # A hang guard, not a timing assertion: a scrape of `exporter -D` took over 10 s in the 5.10 guest (TCG).
     code, body = fetch(f"http://{target}/metrics", timeout=300)
     assert code == 200
+    return body
+
+
+def parse_metrics(body: bytes) -> dict[Key, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for fam in text_string_to_metric_families(body.decode())

@@ -116,13 +116,25 @@ class KernelCounts:
     switches: np.ndarray
 
 
+def read_kernel_text(sched_path: str) -> tuple[str, str, str]:
+    """/proc/interrupts, /proc/softirqs and the scheduler's debug file, read back to back and parsed later
+    (parse_kernel): under TCG parsing takes longer than reading, and the less time between percpu's read
+    and the kernel's reads around it, the likelier a window's bounds meet."""
+    texts = []
+    for path in ("/proc/interrupts", "/proc/softirqs", sched_path):
+        with open(path) as f:
+            texts.append(f.read())
+    return texts[0], texts[1], texts[2]
+
+
 def read_kernel(cpus: CpuList, sched_path: str) -> KernelCounts:
-    with open("/proc/interrupts") as f:
-        cols, rows = parse_interrupts(f.read())
-    with open("/proc/softirqs") as f:
-        scols, srows = parse_softirqs(f.read())
-    with open(sched_path) as f:
-        nr = parse_sched_debug(f.read())
+    return parse_kernel(read_kernel_text(sched_path), cpus)
+
+
+def parse_kernel(texts: tuple[str, str, str], cpus: CpuList) -> KernelCounts:
+    cols, rows = parse_interrupts(texts[0])
+    scols, srows = parse_softirqs(texts[1])
+    nr = parse_sched_debug(texts[2])
     switches = np.zeros(len(cpus), dtype=np.uint64)
     for cpu, n in nr.items():
         switches[list(cpus).index(cpu)] = n

@@ -35,7 +35,7 @@ from percpu.disturb import VECTOR_NAMES, VECTOR_ROWS, DisturbCounter, wrapping_d
 from percpu.disturb._contract import VEC_CALL_FUNCTION_SINGLE, VEC_TLB
 
 from ..kernel.conftest import PERCPU, running_exporter
-from ..kernel.test_cli_disturb import Key, scrape
+from ..kernel.test_cli_disturb import Key, metrics_body, parse_metrics, scrape
 from ..kernel.test_disturb_kernel import (  # the fixtures are used by name
     COMM,
     INTRUDER,
@@ -51,7 +51,9 @@ from ..kernel.test_disturb_kernel import (  # the fixtures are used by name
     check_vectors,
     counted_window,
     ipi_workload,  # noqa: F401
+    parse_kernel,
     read_kernel,
+    read_kernel_text,
     run_ipis,
     sched_debug,  # noqa: F401
 )
@@ -272,38 +274,46 @@ def exporter_bounds(
     a: KernelCounts,
     b: KernelCounts,
     k1: KernelCounts,
-) -> dict[str, tuple[int, int, int]]:
+) -> tuple[dict[str, tuple[int, int, int]], set[str]]:
     """The isolated CPU's LOC, RES, CAL, IWI and TLB rows, each softirq and its task switches as served
     by two scrapes of ``percpu exporter -D`` (a series not served counts 0): (the kernel's lower bound,
-    percpu's count between the scrapes, the kernel's upper bound)."""
+    percpu's count between the scrapes, the kernel's upper bound); and the rows with a series born in
+    one of the scrapes. The exporter never serves a count of 0, and serves a series at 0 the first time it
+    serves it (what it counted until then shows in the next scrape, so that Prometheus sees every
+    increase): between the two scrapes, such a row's count is not the count of the window."""
     cpu = str(ISOLATED)
     i = list(cpu_lists().possible).index(ISOLATED)
+    born: set[str] = set()
 
-    def served(snap: dict[Key, float], family: str, **labels: str) -> int:
+    def served(row: str, snap: dict[Key, float], family: str, **labels: str) -> int:
         want = {"cpu": cpu, **labels}
-        return int(
-            sum(v for (name, lab), v in snap.items() if name == family and want.items() <= dict(lab).items())
-        )
+        got = [v for (name, lab), v in snap.items() if name == family and want.items() <= dict(lab).items()]
+        if 0 in got:
+            born.add(row)
+        return int(sum(got))
 
-    def bound(get: Callable[[KernelCounts], np.ndarray], family: str, **labels: str) -> tuple[int, int, int]:
-        ours = served(after, family, **labels) - served(before, family, **labels)
-        return int(wrapping_delta(get(b), get(a))[i]), ours, int(wrapping_delta(get(k1), get(k0))[i])
+    def kernel(get: Callable[[KernelCounts], np.ndarray]) -> tuple[int, int]:
+        return int(wrapping_delta(get(b), get(a))[i]), int(wrapping_delta(get(k1), get(k0))[i])
 
     out: dict[str, tuple[int, int, int]] = {}
     if IS_X86:
         for row in sorted(set(VECTOR_ROWS)):
             names = [n for n, r in zip(VECTOR_NAMES, VECTOR_ROWS, strict=True) if r == row]
-            lo, _, hi = bound(lambda k, row=row: k.interrupts[row], "percpu_interrupt_vector_runs_total")
+            lo, hi = kernel(lambda k, row=row: k.interrupts[row])
+            family = "percpu_interrupt_vector_runs_total"
             ours = sum(
-                served(after, "percpu_interrupt_vector_runs_total", vector=n)
-                - served(before, "percpu_interrupt_vector_runs_total", vector=n)
-                for n in names
+                served(row, after, family, vector=n) - served(row, before, family, vector=n) for n in names
             )
             out[row] = (lo, ours, hi)
     for name in k1.softirqs:
-        out[name] = bound(lambda k, n=name: k.softirqs[n], "percpu_softirq_runs_total", softirq=name)
-    out["switches"] = bound(lambda k: k.switches, "percpu_task_switches_total")
-    return out
+        lo, hi = kernel(lambda k, n=name: k.softirqs[n])
+        family = "percpu_softirq_runs_total"
+        ours = served(name, after, family, softirq=name) - served(name, before, family, softirq=name)
+        out[name] = (lo, ours, hi)
+    lo, hi = kernel(lambda k: k.switches)
+    family = "percpu_task_switches_total"
+    out["switches"] = (lo, served("switches", after, family) - served("switches", before, family), hi)
+    return out, born
 
 
 def switched_in(before: dict[Key, float], after: dict[Key, float]) -> dict[str, int]:
@@ -318,38 +328,58 @@ def switched_in(before: dict[Key, float], after: dict[Key, float]) -> dict[str, 
     return out
 
 
-def test_the_exporter_on_the_idle_isolated_cpu_lies_within_the_kernels_counts(
+def test_the_exporter_on_the_idle_isolated_cpu_counts_exactly_what_the_kernel_counts(
     sched_debug: str,  # noqa: F811
 ) -> None:
     """``percpu exporter -D``, scraped twice with the kernel's counters read around each scrape (K0, the
     first scrape, A, a second's sleep, B, the second scrape, K1): on the idle isolated CPU every vector
-    row, softirq and the task switches served lie within the kernel's bounds, in each of three windows.
+    row, softirq and the task switches served lie within the kernel's bounds in every window, and each
+    is exact (its bounds met, and the count served equals them) in one of up to ten windows, as the
+    library's test above asks of its snapshots.
 
-    Only a bracket, like stat's above: a scrape of ``-D`` takes seconds under TCG, and in the 5.10 guest the
-    isolated CPU's residual events (``migration/1`` switched in about every 4 s, with LOC and an RCU
-    softirq: 4 times in 16 s with the guest idle, 3 in 12.8 s of back-to-back scrapes, the same rate)
-    landed in the scrapes in each of ten windows, so the bounds never met. The exactness of the counts
-    themselves is the library test's above, whose snapshots take milliseconds; the exporter's families are
-    its snapshots' sums (unit tests)."""
+    The bounds differ by what happens on the CPU while the kernel's files and a scrape are read (the
+    "edges", logged): the files are read back to back and parsed after the window, and each scrape's body
+    is parsed after it too. In the 5.10 guest the isolated CPU's residual events (``migration/1`` switched
+    in about every 4 s, with LOC and an RCU softirq) landed in an edge in each of ten windows while a
+    scrape walked the per-CPU arrays key by key (5.10 has no batch reads of them) and the parsing lay
+    inside the window: edges of 3.6-6.2 s. Read by index, with the parsing outside, they were 0.6-0.8 s.
+    A row with a series the exporter served for the first time in one of the two scrapes (at 0: see
+    ``exporter_bounds``) is left out of that window."""
     log = []
+    never: set[str] | None = None
     # The exporter closes a connection whose answer takes more than --web.request-timeout (10 s): a first
     # scrape of -D took longer than that in the 5.10 guest under TCG with other guests running.
     with running_exporter("-D", "--web.request-timeout", "300") as (target, _proc):
         scrape(target)
         time.sleep(1)  # the attach's IPIs, and what they set off, are over
         cpus = cpu_lists().possible
-        for attempt in range(1, 4):
-            k0 = read_kernel(cpus, sched_debug)
-            s0 = scrape(target)
-            a = read_kernel(cpus, sched_debug)
+        for attempt in range(1, 11):
+            t0 = time.monotonic()
+            k0 = read_kernel_text(sched_debug)
+            s0 = metrics_body(target)
+            a = read_kernel_text(sched_debug)
+            t1 = time.monotonic()
             time.sleep(1)
-            b = read_kernel(cpus, sched_debug)
-            s1 = scrape(target)
-            k1 = read_kernel(cpus, sched_debug)
-            got = exporter_bounds(s0, s1, k0, a, b, k1)
-            log.append(f"window {attempt}: {got}; switched in on CPU {ISOLATED}: {switched_in(s0, s1)}")
-            assert all(lo <= n <= hi for lo, n, hi in got.values()), "\n".join(log)
-    print("\n".join(log))
+            t2 = time.monotonic()
+            b = read_kernel_text(sched_debug)
+            s1 = metrics_body(target)
+            k1 = read_kernel_text(sched_debug)
+            t3 = time.monotonic()
+            before, after = parse_metrics(s0), parse_metrics(s1)
+            got, born = exporter_bounds(before, after, *(parse_kernel(t, cpus) for t in (k0, a, b, k1)))
+            unmet = born | {row for row, (lo, _, hi) in got.items() if lo != hi}
+            never = unmet if never is None else never & unmet
+            ins = switched_in(before, after)
+            edges = f"{t1 - t0:.2f} s and {t3 - t2:.2f} s"  # where the bounds differ: logged, not asserted
+            log.append(
+                f"window {attempt} (edges {edges}): {got}; born: {sorted(born)}; "
+                f"switched in on CPU {ISOLATED} (a task's first series is served at 0): {ins}"
+            )
+            assert all(lo <= n <= hi for row, (lo, n, hi) in got.items() if row not in born), "\n".join(log)
+            if not never:
+                print("\n".join(log))
+                return
+    pytest.fail(f"on the isolated CPU, never exact: {sorted(never or ())}\n" + "\n".join(log))
 
 
 def test_stat_names_an_intruder_and_the_ipis_sent_to_the_isolated_cpu(
