@@ -24,6 +24,8 @@ import percpu
 from percpu.syscalls import syscall_number
 from percpu.syscount import Filters, SyscallCounter, SyscallSnapshot
 
+from ..kernel.test_syscount_kernel import assert_counted
+
 pytestmark = pytest.mark.vm
 
 GETPPID = syscall_number("getppid")
@@ -113,9 +115,12 @@ def test_counts_and_online_lists_follow_a_cpu_offline_and_back_mid_count() -> No
     steps = [b.delta(a) for a, b in zip((s0, s1, s2, s3), (s1, s2, s3, s4), strict=True)]
     on_victim = [int(d.counts[list(d.cpus).index(victim), GETPPID]) for d in steps]
     on_keeper = [int(d.counts[list(d.cpus).index(keeper), GETPPID]) for d in steps]
-    assert on_victim == [4000, 1000, 0, 2000], "offline: nothing more on its row, nothing lost from it"
-    assert on_keeper == [0, 0, 3000, 0]
-    assert _getppid(s4, victim) == 7000 and int(s4.counts[:, GETPPID].sum()) == 10000, "nothing twice"
+    # Runs the kernel skipped (7.x: syscall tracepoints run BPF preemptibly) leave calls out, no more.
+    skipped = s4.lost.skipped
+    for got, made in zip((*on_victim, *on_keeper), (4000, 1000, 0, 2000, 0, 0, 3000, 0), strict=True):
+        assert_counted(got, made, skipped)  # offline: nothing more on its row, nothing lost from it
+    assert_counted(_getppid(s4, victim), 7000, skipped)
+    assert_counted(int(s4.counts[:, GETPPID].sum()), 10000, skipped)  # nothing twice
 
 
 @needs_hotplug
