@@ -141,6 +141,10 @@ def test_a_guest_that_stops_before_pytest_ends_says_so() -> None:
     assert rm.stop_note(started + "\n5 passed in 1.00s\nPERCPU_PYTEST_RC=0\n", 0) == ""
     assert rm.stop_note(started, 124) == ""  # a timeout says so itself
     assert rm.stop_note("no guest output", 1) == ""  # a guest that never started has its own note
+    in_doctor = rm.stop_note(
+        "PERCPU_POSSIBLE=0-31 PERCPU_ONLINE=0-1 PERCPU_KERNEL=7.3\nPERCPU_DOCTOR_BEGIN\n", 0
+    )
+    assert "stopped in the middle of `percpu doctor`" in in_doctor and "vng exited with 0" in in_doctor
 
 
 def test_cpus_are_taken_offline_in_every_guest_with_hotplug_cpus_ci_included() -> None:
