@@ -182,8 +182,9 @@ def batch_ops(map_type: int, *, strict: bool = False) -> bool:
     (:data:`BATCH_HASH`, :data:`BATCH_ARRAY`).
 
     Answered from what a map already learned, else by one batch lookup on a map of its own. Without the
-    privilege to create a map the answer is "no" (not remembered): the caller walks the keys instead.
-    ``strict`` raises :class:`~percpu.errors.PermissionDenied` then instead (``percpu doctor``).
+    privilege to create a map the answer is "no" (not remembered): the caller reads without them (a key
+    walk, or an array's lookups by index). ``strict`` raises :class:`~percpu.errors.PermissionDenied`
+    then instead (``percpu doctor``).
     """
     percpu = _BATCH_PROBE_TYPES.get(map_type)
     if percpu is None:

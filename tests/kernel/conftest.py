@@ -190,3 +190,14 @@ def query(api: str, q: str, at: float | None = None) -> list[dict[str, Any]]:
     assert body["status"] == "success", (q, body)
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
+
+
+def assert_counted(got: int, made: int, skipped: int) -> None:
+    """``got == made``, unless the kernel skipped runs of the counter's programs (``lost.skipped``: on
+    kernels whose syscall tracepoints run BPF preemptibly, a run preempted on a CPU makes the calls of other
+    tasks there skip until it resumes, docs/bpf-programs.md). Then the count may be short by no more than
+    the runs skipped, and never over."""
+    if skipped:
+        assert made - skipped <= got <= made, f"{got:,} counted of {made:,} made, {skipped:,} runs skipped"
+    else:
+        assert got == made, f"{got:,} counted of {made:,} made, no run skipped"

@@ -32,6 +32,7 @@ from percpu.syscount import (
 )
 
 from ..conftest import unique_comm
+from .conftest import assert_counted
 
 pytestmark = pytest.mark.kernel
 
@@ -64,17 +65,6 @@ def cpu_pair() -> tuple[int, int]:
     if len(online) < 2:
         pytest.skip("needs two online CPUs to show counts stay on the CPU they happened on")
     return online[-1], online[0]
-
-
-def assert_counted(got: int, made: int, skipped: int) -> None:
-    """``got == made``, unless the kernel skipped runs of the counter's programs (``lost.skipped``: on
-    kernels whose syscall tracepoints run BPF preemptibly, a run preempted on a CPU makes the calls of other
-    tasks there skip until it resumes, docs/bpf-programs.md). Then the count may be short by no more than
-    the runs skipped, and never over."""
-    if skipped:
-        assert made - skipped <= got <= made, f"{got:,} counted of {made:,} made, {skipped:,} runs skipped"
-    else:
-        assert got == made, f"{got:,} counted of {made:,} made, no run skipped"
 
 
 @pytest.mark.parametrize("calls", [100_000, 1_000_000])

@@ -24,7 +24,7 @@ import percpu
 from percpu.syscalls import syscall_number
 from percpu.syscount import Filters, SyscallCounter, SyscallSnapshot
 
-from ..kernel.test_syscount_kernel import assert_counted
+from ..kernel.conftest import assert_counted
 
 pytestmark = pytest.mark.vm
 

@@ -21,7 +21,7 @@ from percpu.layout import round8 as stride
 from percpu.syscalls import syscall_number
 from percpu.syscount import Filters, SyscallCounter
 
-from ..kernel.test_syscount_kernel import assert_counted
+from ..kernel.conftest import assert_counted
 
 pytestmark = pytest.mark.vm
 

@@ -383,8 +383,9 @@ class Map:
         """Read the whole map into numpy: ``keys`` (n,) and ``values`` (n, possible CPUs, ...).
 
         Uses ``BPF_MAP_LOOKUP_BATCH`` (:data:`~percpu.features.BATCH_HASH`,
-        :data:`~percpu.features.BATCH_ARRAY`) and falls back to a key walk where the kernel or map type
-        has no batch operation. ``batch=False`` forces the walk, ``batch=True`` forbids the fallback.
+        :data:`~percpu.features.BATCH_ARRAY`) and falls back, where the kernel or map type has no batch
+        operation, to a key walk (a hash) or a lookup at each index (an array). ``batch=False`` forces the
+        fallback, ``batch=True`` forbids it.
         """
         return BulkReader(self).snapshot(delete=False, batch=batch)
 

@@ -1,6 +1,7 @@
 """Traversals of a whole map: :class:`BulkReader` (cilium's MapBatchCursor: batch reads with their growth
 policy, into a :class:`Snapshot`) and the bounded key walk (:func:`walk_keys`, :func:`walk_items`) that
-iteration uses and the reader falls back to where the kernel has no batch operation for the map's type.
+iteration uses and the reader falls back to where the kernel has no batch operation for the map's type
+(an array, whose keys are known, is looked up at each index instead).
 They call the kernel through the map's :class:`~percpu.maps._handle.MapHandle`, which translates errors."""
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def walk_items(m: MapParts) -> Iterator[tuple[Any, Any]]:
 
 
 class BulkReader:
-    """One traversal of a whole map: batch reads with their growth policy, or a key walk where the kernel
-    has no batch operation for the map's type. Returns raw key and value buffers and the element count."""
+    """One traversal of a whole map: batch reads with their growth policy, or where the kernel has no batch
+    operation for the map's type, a key walk (a hash) or a lookup at each index (an array). Returns raw
+    key and value buffers and the element count."""
 
     def __init__(self, m: MapParts, elem_flags: int = 0) -> None:
         self.map = m

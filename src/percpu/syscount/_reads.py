@@ -147,7 +147,7 @@ class CpuReads:
 
     def _whole_values(self, name: str, m: Map) -> tuple[np.ndarray, np.ndarray]:
         """The whole map: its first read a snapshot (which learns whether the kernel has batch lookups of
-        its type, and walks the keys where not), the next ones into the buffers kept for them."""
+        its type, and reads each index where not), the next ones into the buffers kept for them."""
         whole = self._wholes.get(name)
         if whole is not None:
             try:
